@@ -1,0 +1,1 @@
+"""The command-line layer: parses arguments and calls the core. Only this package imports typer/rich."""

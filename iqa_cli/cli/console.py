@@ -1,0 +1,109 @@
+"""Terminal output for the CLI: a rich progress bar on a TTY, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichBar
+
+# Results go to stdout, everything else (progress, logs, errors) to stderr, so `--json` output pipes cleanly.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+class ConsoleProgress:
+    """Implements `iqa_cli.progress.Progress` for the CLI.
+
+    On a terminal it draws a rich bar; when not on a TTY (SLURM logs, pipes) it prints a plain,
+    timestamped line at most every `interval` seconds and at 25 % steps, so logs stay readable.
+    """
+
+    def __init__(self, *, quiet: bool = False, interval: float = 30.0) -> None:
+        self.quiet = quiet
+        self.interval = interval
+        self._bar: RichBar | None = None
+        self._task: Any = None
+        self._total: int | None = None
+        self._done = 0
+        self._desc = ""
+        self._last = 0.0
+        self._next_pct = 25
+        self._t0 = 0.0
+
+    def start(self, description: str, total: int | None) -> None:
+        self.finish()
+        self._desc, self._total, self._done = description, total, 0
+        self._t0 = self._last = time.monotonic()
+        self._next_pct = 25
+        if self.quiet:
+            return
+        if is_tty():
+            self._bar = RichBar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(description, total=total)
+        else:
+            self._line(f"{description}: started" + (f" ({total} items)" if total else ""))
+
+    def advance(self, n: int = 1) -> None:
+        self._done += n
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+            return
+        now = time.monotonic()
+        pct = 100 * self._done // self._total if self._total else None
+        if (pct is not None and pct >= self._next_pct) or now - self._last >= self.interval:
+            self._last = now
+            if pct is not None:
+                while self._next_pct <= pct:
+                    self._next_pct += 25
+            total = f"/{self._total}" if self._total else ""
+            rate = self._done / max(now - self._t0, 1e-9)
+            self._line(f"{self._desc}: {self._done}{total} ({rate:.1f}/s)")
+
+    def log(self, message: str) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.console.print(message, markup=False, highlight=False)
+        else:
+            self._line(message)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        elif self._total is not None and not self.quiet and self._desc:
+            elapsed = time.monotonic() - self._t0
+            self._line(f"{self._desc}: done {self._done} in {elapsed:.1f}s")
+        self._desc = ""
+        self._total = None
+
+    @staticmethod
+    def _line(message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output: one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()

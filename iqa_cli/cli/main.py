@@ -1,0 +1,95 @@
+"""The `iqa` command: Typer app with the groups prepare, train, eval, weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from iqa_cli import __version__
+from iqa_cli.errors import IQAError
+
+_state = {"debug": bool(os.environ.get("IQA_DEBUG"))}
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """Root group that turns any error into one clear line and a non-zero exit code.
+
+    Sub-command invocation happens inside the root group's `invoke`, so catching here covers every
+    command. `--debug` (or IQA_DEBUG=1) re-raises to show the traceback.
+    """
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except IQAError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the point is to never show a raw traceback
+            if _state["debug"]:
+                traceback.print_exc()
+            msg = " ".join(str(exc).split()) or type(exc).__name__
+            click.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
+            raise click.exceptions.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=ErrorHandlingGroup,
+    name="iqa",
+    help="Blind image quality assessment research toolkit: prepare datasets, train, evaluate, manage weights.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"iqa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """iqa: blind image quality assessment, from dataset download to evaluated model."""
+    _state["debug"] = debug or bool(os.environ.get("IQA_DEBUG"))
+
+
+def _register() -> None:
+    # Imported here so each group stays in its own module and the app is assembled in one place.
+    from iqa_cli.cli import eval as eval_cli
+    from iqa_cli.cli import prepare as prepare_cli
+    from iqa_cli.cli import train as train_cli
+    from iqa_cli.cli import weights as weights_cli
+
+    app.add_typer(prepare_cli.app, name="prepare")
+    app.add_typer(train_cli.app, name="train")
+    app.add_typer(eval_cli.app, name="eval")
+    app.add_typer(weights_cli.app, name="weights")
+
+
+_register()
+
+
+def main() -> None:  # pragma: no cover - thin wrapper for tools that want a function
+    app(prog_name="iqa")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

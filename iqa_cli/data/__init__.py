@@ -1,0 +1,1 @@
+"""Data layer: official dataset parsers, the uint8 cache writer/reader, and splits."""

@@ -1,0 +1,36 @@
+"""What every dataset parser returns, and what it declares about its dataset."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled image of a dataset, as found on disk."""
+
+    path: Path  # absolute path of the image file
+    name: str  # path relative to the dataset root, with '/' separators (stored in the cache)
+    score: float  # native score, unchanged (MOS, DMOS, ...)
+    std: float = math.nan  # native std of the score where the dataset gives one
+    ref_id: int = -1  # reference image id for synthetic (FR) datasets, -1 otherwise
+    official_set: str | None = None  # e.g. KonIQ's 'training'/'validation'/'test'
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Facts about one dataset: how to parse it and how to describe its scores."""
+
+    name: str
+    title: str
+    parse: Callable[[Path], list[Record]]
+    score_type: str  # 'MOS' | 'DMOS' | 'Elo'
+    native_range: tuple[float, float]
+    lower_better: bool
+    default_resize: str  # 'none' | 'WxH' | 'short:S'; see iqa_cli.data.resize
+    reference_disjoint: bool = False  # splits keep all images of a reference on one side
+    expects: tuple[str, ...] = field(default_factory=tuple)  # files/folders a user must provide
+    aliases: tuple[str, ...] = field(default_factory=tuple)

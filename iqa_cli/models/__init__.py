@@ -1,0 +1,12 @@
+"""The model zoo: `create(name, **config)` builds a network, `load_checkpoint` loads weights.
+
+Architecture files register themselves on import; add one import line below per new file.
+"""
+
+from iqa_cli.models.checkpoint import load_checkpoint, save_checkpoint
+from iqa_cli.models.registry import create, get_entry, model_names, register_model
+
+# Architecture modules (each registers its networks):
+# (added by the model-zoo work; keep one line per file)
+
+__all__ = ["create", "get_entry", "load_checkpoint", "model_names", "register_model", "save_checkpoint"]
