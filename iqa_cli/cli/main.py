@@ -73,7 +73,10 @@ def root(
 
 def _register() -> None:
     # Imported here so each group stays in its own module and the app is assembled in one place.
+    from iqa_cli.cli import demo as demo_cli
     from iqa_cli.cli import eval as eval_cli
+    from iqa_cli.cli import models as models_cli
+    from iqa_cli.cli import predict as predict_cli
     from iqa_cli.cli import prepare as prepare_cli
     from iqa_cli.cli import train as train_cli
     from iqa_cli.cli import weights as weights_cli
@@ -82,6 +85,9 @@ def _register() -> None:
     app.add_typer(train_cli.app, name="train")
     app.add_typer(eval_cli.app, name="eval")
     app.add_typer(weights_cli.app, name="weights")
+    models_cli.register(app)
+    predict_cli.register(app)
+    demo_cli.register(app)
 
 
 _register()
