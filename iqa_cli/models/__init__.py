@@ -8,5 +8,9 @@ from iqa_cli.models.registry import create, get_entry, model_names, register_mod
 
 # Architecture modules (each registers its networks):
 # (added by the model-zoo work; keep one line per file)
+# isort: split
+import iqa_cli.models.ieit  # noqa: F401
+import iqa_cli.models.vtiqa  # noqa: F401
+import iqa_cli.models.vtiqa_org  # noqa: F401
 
 __all__ = ["create", "get_entry", "load_checkpoint", "model_names", "register_model", "save_checkpoint"]
