@@ -6,7 +6,6 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -23,25 +22,32 @@ class ErrorHandlingGroup(TyperGroup):
     command. `--debug` (or IQA_DEBUG=1) re-raises to show the traceback.
     """
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
         except IQAError as exc:
             if _state["debug"]:
                 traceback.print_exc()
-            click.echo(f"error: {exc}", err=True)
-            raise click.exceptions.Exit(exc.exit_code) from None
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            click.echo("error: interrupted", err=True)
-            raise click.exceptions.Exit(130) from None
-        except Exception as exc:  # noqa: BLE001 - the point is to never show a raw traceback
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _is_cli_control_flow(exc):
+                raise  # --help, usage errors, explicit exits: the CLI framework handles these
             if _state["debug"]:
                 traceback.print_exc()
             msg = " ".join(str(exc).split()) or type(exc).__name__
-            click.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
-            raise click.exceptions.Exit(1) from None
+            typer.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
+            raise typer.Exit(1) from None
+
+
+def _is_cli_control_flow(exc: BaseException) -> bool:
+    # Typer >= 0.29 vendors click under typer._click; older Typer uses click itself. Both raise their
+    # own Exit/Abort/usage exceptions, which must pass through untouched.
+    module = type(exc).__module__
+    return module.startswith(("typer", "click"))
 
 
 app = typer.Typer(

@@ -1,0 +1,177 @@
+"""Bring checkpoints into the store in our format: `import_checkpoint` (authors' files) and `add_file`.
+
+Import reads the authors' file without running pickled code (`read_state_dict`), maps their key names
+onto our model through the model registry, checks every name and shape against a network built on
+the meta device (no memory, no weights), and writes a safetensors file whose metadata names the
+model and the source file's SHA-256. A checkpoint that needs arbitrary unpickling is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from iqa_cli.errors import CheckpointError, ConfigError
+from iqa_cli.models.checkpoint import _mismatch_report, convert_to_ours, read_state_dict, save_checkpoint
+from iqa_cli.models.registry import StateDict, create, get_entry, model_names
+from iqa_cli.weights.registry import find_known
+from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, validate_name
+
+FORMAT_TAG = "iqa-weights-1"
+
+
+def _ensure_models_registered() -> None:
+    import iqa_cli.models  # noqa: F401  (architecture modules register themselves on import)
+
+
+def reference_state(method: str) -> StateDict:
+    """Names and shapes of our network `method`: built on the meta device, falling back to CPU."""
+    _ensure_models_registered()
+    get_entry(method)  # a clear error for an unknown method, before any building
+    try:
+        with torch.device("meta"):
+            model = create(method)
+    except Exception:  # noqa: BLE001 - some builders need real tensors; CPU is the safe fallback
+        model = create(method)
+    return model.state_dict()
+
+
+def model_summaries() -> list[dict[str, Any]]:
+    """One row per registered network: name, parameter count, input layout, description."""
+    _ensure_models_registered()
+    rows = []
+    for name in model_names():
+        entry = get_entry(name)
+        try:
+            with torch.device("meta"):
+                model = create(name)
+            params: int | None = sum(p.numel() for p in model.parameters())
+        except Exception:  # noqa: BLE001 - report the network even if it cannot be built here
+            params = None
+        rows.append({"name": name, "parameters": params, "inputs": entry.inputs, "description": entry.description})
+    return rows
+
+
+def default_import_name(method: str, file: Path) -> str:
+    """The registry's name when the file name is a known release of this method, else METHOD-<stem>."""
+    from iqa_cli.weights.registry import known_weights
+
+    matches = [k.name for k in known_weights().values() if k.file_name == file.name and k.method == method]
+    if len(matches) == 1:
+        return matches[0]
+    stem = file.name
+    for suffix in (".safetensors", ".pth.tar", ".pth", ".pt", ".tar", ".bin", ".ckpt"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    cleaned = re.sub(r"[^A-Za-z0-9_.+-]+", "_", stem).strip("._-") or "checkpoint"
+    return validate_name(f"{method}-{cleaned}"[:128].rstrip("."))
+
+
+def _check_registry_method(name: str, method: str) -> None:
+    known = find_known(name)
+    if known is not None and known.method and known.method != method:
+        raise ConfigError(f"'{name}' is a known checkpoint for method '{known.method}', not '{method}'")
+
+
+def import_checkpoint(
+    method: str,
+    file: str | Path,
+    name: str | None = None,
+    *,
+    store: WeightStore | None = None,
+    overwrite: bool = False,
+) -> StoredWeights:
+    """Convert an authors' checkpoint for `method` to our names and store it as safetensors."""
+    store = store or WeightStore()
+    file = Path(file)
+    reference = reference_state(method)
+    name = validate_name(name) if name else default_import_name(method, file)
+    _check_registry_method(name, method)
+    state, _meta = read_state_dict(file)  # refuses anything that needs arbitrary unpickling
+    converted = convert_to_ours(method, state, reference)
+    report = _mismatch_report(reference, converted)
+    if report:
+        raise CheckpointError(f"checkpoint does not fit model '{method}': {report}", path=file)
+    bad_types = [k for k, v in converted.items() if v.is_floating_point() != reference[k].is_floating_point()]
+    if bad_types:
+        raise CheckpointError(f"tensor types do not fit model '{method}', first: {', '.join(bad_types[:5])}", path=file)
+    # Our format stores every tensor in the dtype of our network (fp16 releases become fp32).
+    ordered = {k: converted[k].detach().cpu().to(reference[k].dtype).contiguous() for k in reference}
+    source_sha = sha256_file(file)
+    with store.lock(name):
+        store.ensure_free(name, overwrite)
+        with store.staging(name) as tmp:
+            target = tmp.with_name(tmp.name + ".safetensors")  # the writer picks the format by suffix
+            try:
+                save_checkpoint(
+                    ordered,
+                    target,
+                    meta={
+                        "format": FORMAT_TAG,
+                        "model": method,
+                        "method": method,
+                        "source": file.name,
+                        "source_sha256": source_sha,
+                    },
+                )
+                return store.commit(
+                    name,
+                    target,
+                    suffix=".safetensors",
+                    sha256=sha256_file(target),
+                    source=str(file.resolve()),
+                    method=method,
+                    source_sha256=source_sha,
+                    extra={"converted": True},
+                )
+            finally:
+                target.unlink(missing_ok=True)
+
+
+def add_file(
+    name: str,
+    file: str | Path,
+    *,
+    method: str | None = None,
+    store: WeightStore | None = None,
+    overwrite: bool = False,
+) -> StoredWeights:
+    """Store a file that needs no conversion (ours, or a backbone's weights) under `name`.
+
+    The file must be readable as plain tensors. If `name` is a known checkpoint with a hash, the
+    file must be that checkpoint; if a method is given (or recorded in the file), every tensor must
+    fit that model by name and shape.
+    """
+    store = store or WeightStore()
+    file = Path(file)
+    validate_name(name)
+    known = find_known(name)
+    if known is not None and not known.loadable:
+        raise CheckpointError(f"'{name}' is refused: {known.note}", path=file)
+    state, meta = read_state_dict(file)
+    method = method or (known.method if known else None) or meta.get("model") or None
+    if method:
+        _check_registry_method(name, method)
+        reference = reference_state(method)
+        report = _mismatch_report(reference, convert_to_ours(method, state, reference))
+        if report:
+            raise CheckpointError(
+                f"file does not fit model '{method}' ({report}); authors' checkpoints go through "
+                f"`iqa weights import {method} FILE`",
+                path=file,
+            )
+
+    def expect(sha: str) -> str | None:
+        if known is None or known.digest_matches(sha):
+            return None
+        want = known.sha256 or f"{known.sha256_prefix}..."
+        return (
+            f"not the file known as '{name}' (sha256 {sha}, expected {want}); "
+            "store it under another name if it is a different checkpoint"
+        )
+
+    return store.add(name, file, method=method, overwrite=overwrite, expect=expect)

@@ -1,0 +1,298 @@
+"""The local weights store: checkpoint files plus an index, under `$IQA_HOME/weights`.
+
+Layout: `<name><suffix>` per checkpoint, `index.json` (name -> file, method, sha256, size, source,
+added time), and hidden `.<name>.lock` / `.<name>.partial` working files. Names are validated so that
+nothing a name (or a tampered index) contains can make the store write or delete outside its folder.
+Concurrency: one file lock per name (held while a file is written) and one for the index, always
+taken in that order, so cluster jobs sharing a home folder do not corrupt each other's writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from iqa_cli.atomic import atomic_path
+from iqa_cli.errors import CheckpointError, ConfigError
+from iqa_cli.home import weights_dir
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
+DEFAULT_SUFFIX = ".pt"
+INDEX_NAME = "index.json"
+CHUNK = 1 << 20
+
+
+def validate_name(name: str) -> str:
+    """A store name is one plain file-name component: letters, digits, `_ . + -`, no `..`."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise ConfigError(
+            f"invalid weights name {name!r}: use 1-128 letters, digits and _ . + - "
+            "(starting with a letter or digit, no path separators, no '..')"
+        )
+    return name
+
+
+def store_suffix(file_name: str | None) -> str:
+    """Keep a recognised checkpoint suffix (the reader picks safetensors vs torch by it)."""
+    suffix = Path(file_name or "").suffix.lower()
+    return suffix if suffix in SUFFIXES else DEFAULT_SUFFIX
+
+
+def sha256_file(path: str | Path, on_chunk: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    name: str
+    file: str  # file name inside the store folder
+    sha256: str
+    size: int
+    source: str  # URL, or the path of the file it was added/imported from
+    added: str  # ISO 8601 UTC
+    method: str | None = None
+    source_sha256: str | None = None  # for imports: the hash of the authors' original file
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StoredWeights:
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    name: str
+    path: Path
+    ok: bool
+    expected: str | None
+    actual: str | None
+    reason: str  # "ok", "missing file", "sha256 mismatch", "not the registry's file", ...
+
+
+class WeightStore:
+    """Files under one folder plus an index; every write is atomic and locked."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else weights_dir()
+
+    # -- paths and locks ---------------------------------------------------------------------------
+    @property
+    def index_path(self) -> Path:
+        return self.root / INDEX_NAME
+
+    def _inside(self, file_name: str) -> Path:
+        """Join a plain file name onto the root, refusing anything that would land elsewhere."""
+        path = self.root / file_name
+        if Path(file_name).name != file_name or path.resolve().parent != self.root.resolve():
+            raise CheckpointError(f"refusing a store file name outside the store: {file_name!r}", path=self.root)
+        return path
+
+    def file_path(self, name: str, suffix: str) -> Path:
+        return self._inside(validate_name(name) + suffix)
+
+    def partial_path(self, name: str) -> Path:
+        return self._inside(f".{validate_name(name)}.partial")
+
+    def lock(self, name: str) -> FileLock:
+        """The per-name lock: held while a file of that name is downloaded, written or removed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self._inside(f".{validate_name(name)}.lock")), is_singleton=True)
+
+    def _index_lock(self) -> FileLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / ".index.lock"), is_singleton=True)
+
+    # -- index ---------------------------------------------------------------------------------------
+    def _read_index(self) -> dict[str, StoredWeights]:
+        if not self.index_path.is_file():
+            return {}
+        try:
+            doc = json.loads(self.index_path.read_text(encoding="utf-8"))
+            entries = {name: StoredWeights.from_json(raw) for name, raw in doc["weights"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"weights store index is unreadable ({exc})", path=self.index_path) from None
+        for name, entry in entries.items():  # a tampered index must not point the store elsewhere
+            validate_name(name)
+            self._inside(entry.file)
+        return entries
+
+    def _write_index(self, entries: dict[str, StoredWeights]) -> None:
+        doc = {"format": 1, "weights": {n: e.to_json() for n, e in sorted(entries.items())}}
+        with atomic_path(self.index_path) as tmp:
+            tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+    @contextlib.contextmanager
+    def _editing_index(self) -> Iterator[dict[str, StoredWeights]]:
+        with self._index_lock():
+            entries = self._read_index()
+            yield entries
+            self._write_index(entries)
+
+    # -- queries ------------------------------------------------------------------------------------
+    def entries(self) -> list[StoredWeights]:
+        return [e for _, e in sorted(self._read_index().items())]
+
+    def get(self, name: str) -> StoredWeights | None:
+        return self._read_index().get(validate_name(name))
+
+    def has(self, name: str) -> bool:
+        entry = self.get(name)
+        return entry is not None and self._inside(entry.file).is_file()
+
+    def path(self, name: str) -> Path:
+        """The stored file of `name`, or a one-line error saying how to get it."""
+        entry = self.get(name)
+        if entry is None:
+            raise CheckpointError(
+                f"'{name}' is not in the weights store {self.root} "
+                f"(see `iqa weights list`; get it with `iqa weights fetch {name}` or `iqa weights add {name} FILE`)"
+            )
+        path = self._inside(entry.file)
+        if not path.is_file():
+            raise CheckpointError(
+                f"the store index lists '{name}' but its file is missing (run `iqa weights rm {name}` and fetch again)",
+                path=path,
+            )
+        return path
+
+    # -- writes -------------------------------------------------------------------------------------
+    def commit(
+        self,
+        name: str,
+        staged: Path,
+        *,
+        suffix: str,
+        sha256: str,
+        source: str,
+        method: str | None = None,
+        source_sha256: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> StoredWeights:
+        """Move a fully written, verified file from inside the store folder to its final name."""
+        final = self.file_path(name, suffix)
+        if staged.resolve().parent != self.root.resolve():
+            raise CheckpointError("a staged file must be inside the store folder", path=staged)
+        entry = StoredWeights(
+            name=name,
+            file=final.name,
+            sha256=sha256,
+            size=staged.stat().st_size,
+            source=source,
+            added=_now(),
+            method=method,
+            source_sha256=source_sha256,
+            extra=dict(extra or {}),
+        )
+        with self._editing_index() as entries:
+            old = entries.get(name)
+            os.replace(staged, final)
+            if old is not None and old.file != final.name:
+                with contextlib.suppress(FileNotFoundError):
+                    self._inside(old.file).unlink()
+            entries[name] = entry
+        return entry
+
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A temporary file inside the store folder for `name`; removed unless committed."""
+        validate_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._inside(f".{name}.{os.getpid()}.staging")
+        try:
+            yield tmp
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def ensure_free(self, name: str, overwrite: bool) -> None:
+        if not overwrite and self.get(name) is not None:
+            raise ConfigError(f"'{name}' is already in the weights store (use --force to replace it, or another name)")
+
+    def add(
+        self,
+        name: str,
+        file: str | Path,
+        *,
+        method: str | None = None,
+        overwrite: bool = False,
+        expect: Callable[[str], str | None] | None = None,
+    ) -> StoredWeights:
+        """Copy `file` into the store as `name`, hashing it on the way.
+
+        `expect(sha256)` may return an error message to refuse the file (e.g. it is not the file a
+        registry entry of that name describes); the copy is then deleted.
+        """
+        file = Path(file)
+        if not file.is_file():
+            raise CheckpointError("file not found", path=file)
+        with self.lock(name):
+            self.ensure_free(name, overwrite)
+            with self.staging(name) as tmp:
+                shutil.copyfile(file, tmp)
+                sha = sha256_file(tmp)
+                problem = expect(sha) if expect is not None else None
+                if problem:
+                    raise CheckpointError(problem, path=file)
+                return self.commit(
+                    name, tmp, suffix=store_suffix(file.name), sha256=sha, source=str(file.resolve()), method=method
+                )
+
+    def rm(self, name: str) -> StoredWeights:
+        with self.lock(name):
+            with self._editing_index() as entries:
+                entry = entries.pop(validate_name(name), None)
+                if entry is None:
+                    raise CheckpointError(f"'{name}' is not in the weights store {self.root}")
+                with contextlib.suppress(FileNotFoundError):
+                    self._inside(entry.file).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self.partial_path(name).unlink()
+        return entry
+
+    # -- integrity ----------------------------------------------------------------------------------
+    def verify(self, name: str, on_chunk: Callable[[int], None] | None = None) -> VerifyResult:
+        """Re-hash a stored file and compare with the hash recorded when it was stored."""
+        entry = self.get(name)
+        if entry is None:
+            raise CheckpointError(f"'{name}' is not in the weights store {self.root}")
+        path = self._inside(entry.file)
+        if not path.is_file():
+            return VerifyResult(name, path, False, entry.sha256, None, "missing file")
+        actual = sha256_file(path, on_chunk)
+        if actual != entry.sha256:
+            return VerifyResult(name, path, False, entry.sha256, actual, "sha256 mismatch (file changed since stored)")
+        return VerifyResult(name, path, True, entry.sha256, actual, "ok")
+
+    def find_by_path(self, path: str | Path) -> StoredWeights | None:
+        """The store entry whose file is `path`, if `path` is inside this store."""
+        resolved = Path(path).resolve()
+        for entry in self._read_index().values():
+            if self._inside(entry.file).resolve() == resolved:
+                return entry
+        return None

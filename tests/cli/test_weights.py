@@ -1,0 +1,153 @@
+"""`iqa weights ...` end to end through the CLI, downloads served by a local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.weights.store import WeightStore, sha256_file
+from tests.reference_fixtures import filled_state_dict, load_fixture
+from tests.weights.fileserver import FileServer, local_only, sha256, write_registry
+
+pytestmark = pytest.mark.timeout(120)
+
+DATA = random.Random(1).randbytes(200_000)
+runner = CliRunner()
+
+
+def iqa(*args: str):
+    return runner.invoke(app, ["weights", *args])
+
+
+def failed(result, *fragments: str) -> bool:
+    """A one-line `error:` message containing every fragment, and a non-zero exit code."""
+    text = " ".join(result.output.split())
+    return result.exit_code != 0 and "error:" in text and all(f in text for f in fragments)
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """A local server holding `net-1a2b3c4d.pth`, registered as the known checkpoint `net`."""
+    local_only(monkeypatch)
+    server = FileServer().start()
+    server.add("files/net-1a2b3c4d.pth", DATA)
+    registry = write_registry(
+        tmp_path / "registry.json",
+        [{"name": "net", "urls": [server.url("files/net-1a2b3c4d.pth")], "sha256": sha256(DATA)}],
+    )
+    monkeypatch.setenv("IQA_WEIGHTS_REGISTRY", str(registry))
+    yield server
+    server.close()
+
+
+def test_list_shows_known_checkpoints_and_their_status():
+    result = iqa("list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["weights"]}
+    assert rows["deit_small_patch16_224"]["status"] == "download"
+    assert rows["deit_small_patch16_224"]["verification"] == "sha256 prefix cd65a155"
+    assert rows["vtiqa_koniq10k"]["status"] == "manual" and rows["vtiqa_koniq10k"]["urls"] == []
+    assert rows["clip_vit_b16_openai"]["status"] == "refused (torchscript)"
+    assert all(r["stored"] is None for r in rows.values())
+    table = iqa("list")
+    assert table.exit_code == 0 and "deit_small_patch16_224" in table.stdout and "resnet50_tv_in1k" in table.stdout
+
+
+def test_list_models():
+    from iqa_cli.models import model_names
+
+    result = iqa("list", "--models", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == model_names()
+    assert all(r["parameters"] is None or r["parameters"] > 0 for r in rows)
+
+
+def test_fetch_verify_path_rm(served):
+    result = iqa("fetch", "net")
+    assert result.exit_code == 0, result.output
+    path = WeightStore().path("net")
+    assert result.stdout.strip() == str(path) and path.read_bytes() == DATA
+    assert iqa("fetch", "net").stdout.strip() == str(path)  # already stored: no second download
+    assert len(served.seen("files/net-1a2b3c4d.pth")) == 1
+
+    listed = {r["name"]: r for r in json.loads(iqa("list", "--json").stdout)["weights"]}
+    assert listed["net"]["stored"]["sha256"] == sha256(DATA)
+
+    verify = iqa("verify")
+    assert verify.exit_code == 0 and verify.stdout.split()[:2] == ["ok", "net"]
+    assert iqa("verify", "net").exit_code == 0
+    assert iqa("path", "net").stdout.strip() == str(path)
+
+    path.write_bytes(b"corrupted")
+    assert failed(iqa("verify", "net"), "verification failed", "net")
+    assert failed(iqa("verify", str(path)), "verification failed")
+
+    assert iqa("rm", "net").exit_code == 0
+    assert not path.exists()
+    assert failed(iqa("path", "net"), "'net' is not in the weights store")
+
+
+def test_fetch_errors_are_one_clear_line(served, monkeypatch):
+    assert failed(iqa("fetch", "vtiqa_koniq10k"), "downloaded by hand", "iqa weights import vtiqa FILE")
+    assert failed(iqa("fetch", "clip_vit_b16_openai"), "TorchScript")
+    assert failed(iqa("fetch"), "give checkpoint names or --all")
+    assert failed(iqa("path", "../etc/passwd"), "invalid weights name")
+    monkeypatch.setenv("IQA_OFFLINE", "1")
+    assert failed(iqa("fetch", "net"), "offline", "net-1a2b3c4d.pth")
+    assert served.requests == []
+
+
+def test_fetch_all_through_a_mirror(served):
+    # Every downloadable entry is asked of the mirror only (no traffic leaves 127.0.0.1); the mirror
+    # has just our file, so the packaged backbones fail with 404 and the command says so.
+    served.add("mirror/net-1a2b3c4d.pth", DATA)
+    result = iqa("fetch", "--all", "--mirror", served.url("mirror"), "--retries", "0")
+    assert failed(result, "downloads failed", "deit_small_patch16_224")
+    assert "skipped vtiqa_koniq10k: manual" in " ".join(result.output.split())
+    assert WeightStore().path("net").read_bytes() == DATA
+    assert {s.path.split("/")[1] for s in served.requests} == {"mirror"}
+
+
+def test_import_add_and_identify(tmp_path):
+    from iqa_cli.models import model_names
+
+    if "vtiqa" not in model_names():
+        pytest.skip("model 'vtiqa' is not registered yet")
+    manifest, _ = load_fixture("vtiqa")  # the authors' key names of the released VT-IQA model
+    authors = {f"module.{k}": v for k, v in filled_state_dict(manifest).items()}
+    src = tmp_path / "VTIQA_koniq.pt"
+    torch.save(authors, src)
+    result = iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k")
+    assert result.exit_code == 0, result.output
+    stored = WeightStore().get("vtiqa_koniq10k")
+    assert stored.source_sha256 == sha256_file(src) and result.stdout.strip().endswith("vtiqa_koniq10k.safetensors")
+    assert failed(iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k"), "already in the weights store")
+
+    converted = WeightStore().path("vtiqa_koniq10k")
+    added = iqa("add", "vtiqa_copy", str(converted), "--method", "vtiqa")
+    assert added.exit_code == 0, added.output
+    assert WeightStore().get("vtiqa_copy").sha256 == stored.sha256
+
+    ident = iqa("verify", str(src), "--json")
+    assert ident.exit_code == 0 and json.loads(ident.stdout)["sha256"] == sha256_file(src)
+
+
+def test_import_refuses_a_malicious_pickle(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    src = tmp_path / "model.pth"
+    src.write_bytes(pickle.dumps({"state_dict": {"w": torch.zeros(1)}, "x": Payload()}))
+    assert failed(iqa("import", "vtiqa", str(src)), "refused")
+    assert failed(iqa("add", "evil", str(src)), "refused")
+    assert not marker.exists() and WeightStore().entries() == []
