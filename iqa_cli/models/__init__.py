@@ -9,7 +9,11 @@ from iqa_cli.models.registry import create, get_entry, model_names, register_mod
 # Architecture modules (each registers its networks):
 # (added by the model-zoo work; keep one line per file)
 # isort: split
+import iqa_cli.models.aliqa  # noqa: F401
+import iqa_cli.models.botnet  # noqa: F401
 import iqa_cli.models.ieit  # noqa: F401
+import iqa_cli.models.ssliqa  # noqa: F401
+import iqa_cli.models.vipnet  # noqa: F401
 import iqa_cli.models.vtiqa  # noqa: F401
 import iqa_cli.models.vtiqa_org  # noqa: F401
 

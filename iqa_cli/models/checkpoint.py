@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,37 +26,105 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 MAX_LISTED = 5
 
 
+def _sniff(path: Path) -> str:
+    """What the file's first bytes say it is: 'zip', 'safetensors', 'pickle', 'empty' or 'other'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"  # torch.save's default format (or a TorchScript archive)
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"  # pickle protocol >= 2: the legacy torch.save format, or a plain pickle
+    return "other"
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        tensors: StateDict = {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"not a readable safetensors file ({exc})", path=path) from None
+    return tensors, meta
+
+
+def _refusal(exc: Exception) -> str:
+    """One line explaining why the weights-only unpickler refused a file."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"refused: loading it would import the Python object '{found.group(1)}', and unpickling objects "
+            "can run arbitrary code; only plain tensors (a weights-only .pt/.pth or safetensors file) are accepted"
+        )
+    detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), text.splitlines()[0])
+    return (
+        "refused: the safe (weights-only) unpickler cannot read this file, so it may hold Python objects whose "
+        f"unpickling could run code; only plain tensors are accepted ({detail[:160]})"
+    )
+
+
 def read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     """Read tensors and metadata from a file without running pickled code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint file not found", path=path)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            tensors: StateDict = {}
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-                for key in f.keys():
-                    tensors[key] = f.get_tensor(key)
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"not a readable safetensors file ({exc})", path=path) from None
-        return tensors, meta
+    kind = _sniff(path)
+    if path.suffix == ".safetensors" or kind == "safetensors":
+        return _read_safetensors(path)
+    if kind == "empty":
+        raise CheckpointError("empty file, not a checkpoint", path=path)
+    if kind == "other":
+        raise CheckpointError(
+            "not a checkpoint: expected a PyTorch file (.pt/.pth/.pth.tar) or a safetensors file", path=path
+        )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            "refused: the file needs unpickling of arbitrary Python objects, which could run code; "
-            f"only plain tensors are accepted ({str(exc).splitlines()[0][:160]})",
-            path=path,
-        ) from None
+        raise CheckpointError(_refusal(exc), path=path) from None
+    except RuntimeError as exc:
+        if "TorchScript" in str(exc):
+            raise CheckpointError(
+                "refused: this is a TorchScript archive (serialized code, not just tensors); "
+                "convert it to a plain state dict or safetensors file first",
+                path=path,
+            ) from None
+        raise CheckpointError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})", path=path) from None
     except Exception as exc:
         raise CheckpointError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})", path=path) from None
-    meta: dict[str, str] = {}
+    return unwrap_state_dict(obj, source=path), _iqa_meta(obj)
+
+
+def _iqa_meta(obj: Any) -> dict[str, str]:
+    """The metadata our weights-only .pt files carry beside the tensors (empty for anyone else's)."""
     if isinstance(obj, Mapping) and isinstance(obj.get("iqa_meta"), Mapping):
-        meta = {str(k): str(v) for k, v in obj["iqa_meta"].items()}
-    return unwrap_state_dict(obj, source=path), meta
+        return {str(k): str(v) for k, v in obj["iqa_meta"].items()}
+    return {}
+
+
+def _tensor_dict(obj: Mapping[str, Any], depth: int = 0) -> Mapping[str, Any] | None:
+    """The dict of tensors in a checkpoint: under a wrapper key (nested up to 3 deep) first, else `obj`.
+
+    A wrapper wins even when stray tensors sit beside it (e.g. a `best_acc1` tensor next to
+    `state_dict` in ImageNet-style .pth.tar files). In a plain state dict every value is a tensor, so
+    a dict under one of these keys can only be a wrapper.
+    """
+    if depth < 3:
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                found = _tensor_dict(inner, depth + 1)
+                if found is not None:
+                    return found
+    return obj if any(isinstance(v, torch.Tensor) for v in obj.values()) else None
 
 
 def unwrap_state_dict(obj: Any, *, source: str | Path = "<state dict>") -> StateDict:
@@ -64,23 +133,18 @@ def unwrap_state_dict(obj: Any, *, source: str | Path = "<state dict>") -> State
         obj = obj.state_dict()
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"expected a dict of tensors, found {type(obj).__name__}", path=source)
-    if not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in WRAPPER_KEYS:
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-                obj = inner
-                break
-        else:
-            raise CheckpointError(
-                f"no tensors found (top-level keys: {', '.join(map(str, list(obj)[:MAX_LISTED]))})", path=source
-            )
-    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    found = _tensor_dict(obj)
+    if found is None:
+        raise CheckpointError(
+            f"no tensors found (top-level keys: {', '.join(map(str, list(obj)[:MAX_LISTED]))})", path=source
+        )
+    state = {str(k): v for k, v in found.items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
-def _mismatch_report(expected: StateDict, given: StateDict) -> str | None:
+def mismatch_report(expected: StateDict, given: StateDict) -> str | None:
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     wrong = [
@@ -123,6 +187,7 @@ def load_checkpoint(
         state, meta = read_state_dict(path_or_state_dict)
     else:
         source = "<state dict>"
+        meta = _iqa_meta(path_or_state_dict)
         state = unwrap_state_dict(path_or_state_dict)
     name = getattr(model, "iqa_model_name", None)
     saved_for = meta.get("model")
@@ -131,7 +196,7 @@ def load_checkpoint(
     reference = model.state_dict()
     if name:
         state = convert_to_ours(name, state, reference)
-    report = _mismatch_report(reference, state)
+    report = mismatch_report(reference, state)
     if report and strict:
         what = f"model '{name}'" if name else "this model"
         raise CheckpointError(f"checkpoint does not fit {what}: {report}", path=source)

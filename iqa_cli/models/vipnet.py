@@ -32,7 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.models.botnet import DPM_RESOLUTION, TINY_BOTNET, BoTNet, rename_block_keys
 from iqa_cli.models.botnet import convert_original as convert_dpm_original
-from iqa_cli.models.checkpoint import _mismatch_report, read_state_dict, unwrap_state_dict
+from iqa_cli.models.checkpoint import mismatch_report, read_state_dict, unwrap_state_dict
 from iqa_cli.models.registry import StateDict, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -403,7 +403,7 @@ def load_dpm_weights(model: VIPNet, source: str | Path | Mapping[str, Any]) -> V
     expected = model.dpm.state_dict()
     # The authors' names are renamed, ours pass through unchanged; the 150-way head is not part of VIPNet.
     state = {k: v for k, v in convert_dpm_original(state).items() if not k.startswith("classifier.")}
-    report = _mismatch_report(expected, state)
+    report = mismatch_report(expected, state)
     if report:
         raise CheckpointError(f"not a VIPNet DPM (BoTNet-50) checkpoint for this model: {report}", path=where)
     model.dpm.load_state_dict(state)
@@ -415,7 +415,7 @@ def load_cpm_weights(model: VIPNet, source: str | Path | Mapping[str, Any]) -> V
     CPM backbone; the ImageNet classifier `fc.*` is dropped, the side convs keep their initialisation."""
     state, _, where = _read(source)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    report = _mismatch_report(model.cpm.backbone.state_dict(), state)
+    report = mismatch_report(model.cpm.backbone.state_dict(), state)
     if report:
         raise CheckpointError(f"not a ResNet checkpoint for the VIPNet content branch: {report}", path=where)
     model.cpm.backbone.load_state_dict(state)

@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from iqa_cli.errors import CheckpointError
-from iqa_cli.models.checkpoint import _mismatch_report, read_state_dict
+from iqa_cli.models.checkpoint import mismatch_report, read_state_dict
 from iqa_cli.models.registry import StateDict
 
 # DeiT-Small/16 at 224 px: the configuration every VT-IQA / IEIT checkpoint was trained with.
@@ -150,7 +150,7 @@ def load_pretrained_encoder(encoder: ViTEncoder, path: str | Path) -> ViTEncoder
     state, _ = read_state_dict(path)
     if not encoder.has_imagenet_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    report = _mismatch_report(encoder.state_dict(), state)
+    report = mismatch_report(encoder.state_dict(), state)
     if report:
         raise CheckpointError(f"not a DeiT-S/ViT backbone checkpoint for this encoder: {report}", path=path)
     encoder.load_state_dict(state)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from iqa_cli.errors import CheckpointError, ConfigError
-from iqa_cli.models.checkpoint import _mismatch_report, convert_to_ours, read_state_dict, save_checkpoint
+from iqa_cli.models.checkpoint import convert_to_ours, mismatch_report, read_state_dict, save_checkpoint
 from iqa_cli.models.registry import StateDict, create, get_entry, model_names
 from iqa_cli.weights.registry import find_known
 from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, validate_name
@@ -93,7 +93,7 @@ def import_checkpoint(
     _check_registry_method(name, method)
     state, _meta = read_state_dict(file)  # refuses anything that needs arbitrary unpickling
     converted = convert_to_ours(method, state, reference)
-    report = _mismatch_report(reference, converted)
+    report = mismatch_report(reference, converted)
     if report:
         raise CheckpointError(f"checkpoint does not fit model '{method}': {report}", path=file)
     bad_types = [k for k, v in converted.items() if v.is_floating_point() != reference[k].is_floating_point()]
@@ -157,7 +157,7 @@ def add_file(
     if method:
         _check_registry_method(name, method)
         reference = reference_state(method)
-        report = _mismatch_report(reference, convert_to_ours(method, state, reference))
+        report = mismatch_report(reference, convert_to_ours(method, state, reference))
         if report:
             raise CheckpointError(
                 f"file does not fit model '{method}' ({report}); authors' checkpoints go through "
