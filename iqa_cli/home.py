@@ -46,6 +46,4 @@ def resolve_cache(name_or_path: str | Path) -> Path:
         path = data_dir() / f"{text}{suffix}"
         if path.is_file():
             return path
-    raise DataError(
-        f"no prepared cache named '{text}' in {data_dir()} (run `iqa prepare {text} --root DIR` first)"
-    )
+    raise DataError(f"no prepared cache named '{text}' in {data_dir()} (run `iqa prepare {text} --root DIR` first)")

@@ -1,7 +1,364 @@
-"""`iqa prepare`: pack an official dataset download into an HDF5/NPZ cache."""
+"""`iqa prepare`: pack an official dataset download into an HDF5/NPZ cache (argument parsing only; the
+work is in `iqa_cli.data`).
+
+One command per registered dataset (`iqa prepare livew --root DIR`, generated from the registry so a
+new dataset module appears here by itself; aliases work as hidden commands), `custom` for any folder
+plus a CSV, and `inspect` / `list`.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import typer
 
-app = typer.Typer(help="Pack an official dataset download into a fast uint8 cache.", no_args_is_help=True)
+from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.data.records import DatasetSpec
+from iqa_cli.errors import ConfigError
+
+app = typer.Typer(
+    help="Pack an official dataset download into a fast uint8 cache ($IQA_HOME/data/<dataset>.h5).",
+    no_args_is_help=True,
+)
+
+_SKIPPED_SHOWN = 20  # skipped files listed on the terminal; all of them are in the cache and --json
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - loop always returns
+
+
+def _print_columns(lines: list[tuple[str, ...]]) -> None:
+    """Plain aligned columns: readable at any terminal width and greppable in logs."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        text = "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _build(
+    spec: DatasetSpec,
+    root: Path,
+    out_path: Path | None,
+    fmt: str | None,
+    size: str | None,
+    short_side: int | None,
+    workers: int | None,
+    skip_bad: bool,
+    splits: int,
+    split_seed: int,
+    test_fraction: float,
+    json_output: bool,
+) -> None:
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.cache_format import resolve_format
+    from iqa_cli.data.resize import policy_from_options
+    from iqa_cli.home import default_cache_path
+
+    fmt = resolve_format(fmt, out_path)
+    policy = policy_from_options(size, short_side, spec.default_resize)
+    target = out_path if out_path is not None else default_cache_path(spec.name, fmt)
+    if target.exists():
+        err.print(f"{target} exists; it is replaced once the new cache is complete", markup=False, highlight=False)
+    summary = build_cache(
+        spec,
+        root,
+        target,
+        fmt=fmt,
+        resize=policy,
+        workers=workers,
+        skip_bad=skip_bad,
+        splits=splits,
+        split_seed=split_seed,
+        test_fraction=test_fraction,
+        progress=ConsoleProgress(),
+    )
+    if summary.skipped:
+        err.print(f"warning: skipped {len(summary.skipped)} image(s):", markup=False, highlight=False)
+        for name, reason in summary.skipped[:_SKIPPED_SHOWN]:
+            err.print(f"  {name}: {reason}", markup=False, highlight=False)
+        if len(summary.skipped) > _SKIPPED_SHOWN:
+            err.print(
+                f"  ... and {len(summary.skipped) - _SKIPPED_SHOWN} more (all are listed by `iqa prepare inspect`)"
+            )
+    if json_output:
+        print_json(summary.to_dict())
+        return
+    rate = f"{summary.images_per_second:.1f} images/s" if math.isfinite(summary.images_per_second) else "-"
+    shape = "x".join(str(s) for s in summary.shape)
+    line = (
+        f"wrote {summary.count} images ({shape}, resize {summary.resize}) to {summary.path} "
+        f"({_human_bytes(summary.bytes)}) in {summary.seconds:.1f} s ({rate})"
+    )
+    if summary.skipped:
+        line += f"; skipped {len(summary.skipped)}"
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+# --- options shared by every dataset command ---------------------------------------------------------
+
+_ROOT_HELP = "The dataset folder as unpacked from its official download (metadata is searched below it)."
+_OUT_HELP = "Cache file to write (default: $IQA_HOME/data/<dataset>.<format>)."
+_FORMAT_HELP = "h5 (HDF5, default) or npz; inferred from --out's suffix when not given."
+_WORKERS_HELP = "Decoding processes (default: all cores)."
+_SKIP_HELP = "Skip missing or unreadable images (listed, and counted in the cache) instead of stopping."
+_SPLITS_HELP = "Number of seeded random train/test splits to store (0 = none)."
+_SEED_HELP = "Seed of the first random split; split k uses seed + k."
+_FRACTION_HELP = "Share of images (of references, for reference-disjoint datasets) in each test part."
+_JSON_HELP = "Print the summary as one JSON document on stdout."
+
+
+def _size_help(spec: DatasetSpec) -> str:
+    return (
+        f"Stored size: WxH (e.g. 244x244), or none to keep originals (default for {spec.name}: {spec.default_resize})."
+    )
+
+
+_SHORT_HELP = "Resize so the shorter side is S pixels, keeping the aspect ratio (instead of --size)."
+
+
+def _dataset_help(spec: DatasetSpec) -> str:
+    expects = "; ".join(spec.expects) or "see the documentation"
+    low, high = spec.native_range
+    direction = "lower is better" if spec.lower_better else "higher is better"
+    extra = " Splits are reference-disjoint." if spec.reference_disjoint else ""
+    return (
+        f"{spec.title}: {spec.score_type} {low:g}-{high:g}, {direction}. Expects: {expects}. "
+        f"Default size: {spec.default_resize}.{extra}"
+    )
+
+
+def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
+    def command(
+        root: Path = typer.Option(..., "--root", help=_ROOT_HELP, file_okay=False),
+        out_path: Path = typer.Option(None, "--out", "-o", help=_OUT_HELP, dir_okay=False),
+        fmt: str = typer.Option(None, "--format", help=_FORMAT_HELP),
+        size: str = typer.Option(None, "--size", help=_size_help(spec)),
+        short_side: int = typer.Option(None, "--short-side", min=1, help=_SHORT_HELP),
+        workers: int = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
+        skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
+        splits: int = typer.Option(10, "--splits", min=0, help=_SPLITS_HELP),
+        split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
+        test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help=_FRACTION_HELP),
+        json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    ) -> None:
+        _build(
+            spec,
+            root,
+            out_path,
+            fmt,
+            size,
+            short_side,
+            workers,
+            skip_bad,
+            splits,
+            split_seed,
+            test_fraction,
+            json_output,
+        )
+
+    command.__doc__ = _dataset_help(spec)
+    return command
+
+
+def _parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.replace(":", ",").split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"invalid --range {text!r} (expected LO,HI such as 0,100)") from None
+    return low, high
+
+
+def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
+    def command(
+        root: Path = typer.Option(..., "--root", help="Folder holding the images named in the CSV.", file_okay=False),
+        csv_path: Path = typer.Option(
+            None, "--csv", help="CSV of name,score,std (std and header optional; default: the only .csv in --root)."
+        ),
+        name: str = typer.Option("custom", "--name", help="Dataset name: the cache file name and `--data` name."),
+        score_type: str = typer.Option("MOS", "--score-type", help="What the scores are (MOS, DMOS, ...)."),
+        score_range: str = typer.Option(
+            None, "--range", help="Declared score range LO,HI (default: the observed min and max)."
+        ),
+        lower_better: bool = typer.Option(False, "--lower-better", help="Lower scores mean better quality (DMOS)."),
+        out_path: Path = typer.Option(None, "--out", "-o", help=_OUT_HELP, dir_okay=False),
+        fmt: str = typer.Option(None, "--format", help=_FORMAT_HELP),
+        size: str = typer.Option(None, "--size", help=_size_help(spec)),
+        short_side: int = typer.Option(None, "--short-side", min=1, help=_SHORT_HELP),
+        workers: int = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
+        skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
+        splits: int = typer.Option(10, "--splits", min=0, help=_SPLITS_HELP),
+        split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
+        test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help=_FRACTION_HELP),
+        json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+    ) -> None:
+        """Your own images: any folder plus a CSV of name,score[,std] (header optional). Default size: none."""
+        from iqa_cli.data.datasets._files import check_root
+        from iqa_cli.data.datasets.custom import default_csv, make_spec
+
+        checked_root = check_root(root)
+        custom = make_spec(
+            name,
+            csv_path if csv_path is not None else default_csv(checked_root),
+            root=checked_root,
+            score_type=score_type,
+            native_range=_parse_range(score_range),
+            lower_better=lower_better,
+        )
+        _build(
+            custom,
+            checked_root,
+            out_path,
+            fmt,
+            size,
+            short_side,
+            workers,
+            skip_bad,
+            splits,
+            split_seed,
+            test_fraction,
+            json_output,
+        )
+
+    return command
+
+
+# --- inspect / list --------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_datasets(json_output: bool = typer.Option(False, "--json", help="Print one JSON list on stdout.")) -> None:
+    """The datasets `iqa prepare` knows: title, score type and range, default size, the files each expects."""
+    from iqa_cli.data.datasets import DATASETS
+
+    rows: list[dict[str, Any]] = []
+    for spec in DATASETS.values():
+        low, high = spec.native_range
+        known = math.isfinite(low) and math.isfinite(high)
+        rows.append(
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "score_type": spec.score_type,
+                "native_range": [low, high] if known else None,
+                "lower_better": spec.lower_better,
+                "default_resize": spec.default_resize,
+                "reference_disjoint": spec.reference_disjoint,
+                "expects": list(spec.expects),
+                "aliases": list(spec.aliases),
+            }
+        )
+    if json_output:
+        print_json(rows)
+        return
+    lines = [("DATASET", "SCORE", "RANGE", "BETTER", "SIZE", "TITLE")]
+    for row in rows:
+        span = "from data" if row["native_range"] is None else "{:g}-{:g}".format(*row["native_range"])
+        lines.append(
+            (
+                row["name"],
+                row["score_type"],
+                span,
+                "lower" if row["lower_better"] else "higher",
+                row["default_resize"],
+                row["title"],
+            )
+        )
+    _print_columns(lines)
+    out.print("")
+    for row in rows:
+        aliases = f" (also: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        out.print(f"{row['name']}{aliases} expects:", markup=False, highlight=False)
+        for item in row["expects"]:
+            out.print(f"  {item}", markup=False, highlight=False)
+
+
+@app.command("inspect")
+def inspect_cache(
+    cache: str = typer.Argument(..., help="A cache file, or a dataset name prepared into $IQA_HOME/data."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """What a cache holds: counts, shapes, score range and mean, std availability, size policy, splits, attributes."""
+    from iqa_cli.data.cache import describe_cache, open_cache
+    from iqa_cli.home import resolve_cache
+
+    with open_cache(resolve_cache(cache)) as opened:
+        info = describe_cache(opened)
+    if json_output:
+        print_json(info)
+        return
+    images, scores = info["images"], info["scores"]
+    lines = [
+        ("file", f"{info['path']} ({info['format']}, {_human_bytes(info['bytes'])})"),
+        ("dataset", f"{info['dataset']}: {info['attrs'].get('title', '')}"),
+        ("images", f"{info['count']} x {'x'.join(str(s) for s in images['shape'][1:])} {images['dtype']}"),
+        ("resize", str(info["resize"])),
+    ]
+    if info["count"]:
+        lines.append(
+            (
+                "sizes",
+                f"h {images['height'][0]}-{images['height'][1]}, w {images['width'][0]}-{images['width'][1]}"
+                + (" (zero-padded, see `sizes`)" if images["padded"] else ""),
+            )
+        )
+        lines.append(
+            (
+                "scores",
+                f"{scores['type']} min {scores['min']:.4g}, max {scores['max']:.4g}, mean {scores['mean']:.4g} "
+                f"(declared range {scores['native_range']}, {'lower' if scores['lower_better'] else 'higher'} "
+                "is better)",
+            )
+        )
+    lines.append(("std", f"{info['std_available']} of {info['count']} images"))
+    if info["references"]:
+        lines.append(("references", str(info["references"])))
+    lines.append(("skipped", str(info["skipped"])))
+    split_attrs = info["split_attrs"]
+    if info["splits"]:
+        lines.append(
+            (
+                "splits",
+                f"{len(info['splits'])} (seed {split_attrs.get('seed')}, "
+                f"test fraction {split_attrs.get('test_fraction')}, "
+                f"reference-disjoint {split_attrs.get('reference_disjoint')})",
+            )
+        )
+        for name, parts in info["splits"].items():
+            lines.append((f"  {name}", ", ".join(f"{part} {count}" for part, count in parts.items())))
+    else:
+        lines.append(("splits", "none"))
+    shown = {"dataset", "title", "resize", "skipped_names"}
+    for key, value in info["attrs"].items():
+        if key not in shown:
+            lines.append((f"attr {key}", str(value)))
+    _print_columns(lines)
+    if info["skipped_names"]:
+        out.print("skipped images:", markup=False)
+        for name in info["skipped_names"]:
+            out.print(f"  {name}", markup=False, highlight=False)
+
+
+def _register_datasets() -> None:
+    from iqa_cli.data.datasets import DATASETS
+
+    for spec in DATASETS.values():
+        command = _custom_command(spec) if spec.name == "custom" else _dataset_command(spec)
+        help_text = command.__doc__ or _dataset_help(spec)
+        app.command(spec.name, help=help_text, short_help=spec.title)(command)
+        for alias in spec.aliases:
+            app.command(alias, help=help_text, hidden=True)(command)
+
+
+_register_datasets()

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,20 @@ class Record:
     official_set: str | None = None  # e.g. KonIQ's 'training'/'validation'/'test'
 
 
+class Parser(Protocol):
+    """`parse(root, on_missing=None)`: None raises on a listed image that is missing; a callable is
+    given the image's relative name and the row is skipped (`--skip-bad`)."""
+
+    def __call__(self, root: Path, *, on_missing: Callable[[str], None] | None = None) -> list[Record]: ...
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Facts about one dataset: how to parse it and how to describe its scores."""
 
     name: str
     title: str
-    parse: Callable[[Path], list[Record]]
+    parse: Parser
     score_type: str  # 'MOS' | 'DMOS' | 'Elo'
     native_range: tuple[float, float]
     lower_better: bool

@@ -2,6 +2,13 @@
 
 Each dataset lives in its own module exposing `SPEC`; add a dataset with one new module and one
 line in `_MODULES`.
+
+Parser contract: `SPEC.parse(root, *, on_missing=None) -> list[Record]`. `root` is the user's
+--root (the dataset folder or a parent; metadata is found by a recursive search). Records come in
+the metadata's order after the documented drops, with native scores unchanged. A listed image that
+is not on disk raises a one-line DataError, unless `on_missing` is given: then it is called with the
+image's relative name and the row is skipped (`iqa prepare --skip-bad`). Parsers never decode images.
+Shared helpers for parsers are in `_files.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +20,17 @@ from iqa_cli.errors import ConfigError
 
 # One entry per dataset module in this package (each defines SPEC: DatasetSpec).
 _MODULES: list[str] = [
+    "livew",
+    "koniq",
+    "spaq",
+    "bid",
+    "rbid",
+    "cid2013",
+    "kadid10k",
+    "live",
+    "csiq",
+    "tid2013",
+    "custom",
 ]
 
 DATASETS: dict[str, DatasetSpec] = {}

@@ -1,0 +1,44 @@
+"""Names and constants of the cache format (version 1), shared by the writer and the reader.
+
+See `iqa_cli.data.cache` for the description of the format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iqa_cli.errors import ConfigError
+
+FORMAT_VERSION = 1
+FORMATS = ("h5", "npz")
+
+# Per-image arrays, all of length N.
+IMAGES = "images"  # uint8 (N, Hmax, Wmax, 3), each image top-left aligned, zero padded
+SIZES = "sizes"  # int32 (N, 2): (h, w) of each image's valid region
+SCORES = "scores"  # float32 (N,): native scores, unchanged
+STD = "std"  # float32 (N,): native score std, NaN where unknown
+NAMES = "names"  # utf-8 strings (N,): image paths relative to the dataset root
+REF_IDS = "ref_ids"  # int32 (N,): reference image id, -1 where none
+PER_IMAGE = (SIZES, SCORES, STD, NAMES, REF_IDS)
+
+SPLITS = "splits"  # group (HDF5) / key prefix (NPZ): splits/<name>/<part>
+ATTRS = "attrs"  # NPZ only: the attributes as one JSON string
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+
+_SUFFIX_FORMATS = {".h5": "h5", ".hdf5": "h5", ".npz": "npz"}
+
+
+def resolve_format(fmt: str | None, out: Path | None) -> str:
+    """The cache format from `--format` and/or the output suffix (default h5); conflicts are errors."""
+    by_suffix = _SUFFIX_FORMATS.get(out.suffix.lower()) if out is not None else None
+    if fmt is None:
+        return by_suffix or "h5"
+    fmt = fmt.lower().lstrip(".")
+    fmt = "h5" if fmt in ("hdf5", "hdf") else fmt
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown cache format '{fmt}' (expected h5 or npz)")
+    if by_suffix is not None and by_suffix != fmt:
+        raise ConfigError(f"--format {fmt} does not match the output file name {out} (suffix {out.suffix})")
+    return fmt

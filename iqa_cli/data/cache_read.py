@@ -1,0 +1,345 @@
+"""Reading a cache: `open_cache(path) -> Cache` for HDF5 and NPZ alike. See `iqa_cli.data.cache`."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.data import cache_format as F
+from iqa_cli.errors import DataError
+
+_RANDOM = re.compile(r"^(?:random_)?(\d+)$")
+
+
+def _plain(value: Any) -> Any:
+    """HDF5/NumPy attribute values as plain Python (str, int, float, bool, list)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _gather(array: Any, indices: np.ndarray) -> np.ndarray:
+    """array[indices] for an HDF5 dataset or (memory-mapped) array, reading runs of consecutive
+    indices as one slice each, and returning rows in the order of `indices`."""
+    count = len(array)
+    indices = np.asarray(indices, dtype=np.int64).ravel()
+    if indices.size and (indices.min() < 0 or indices.max() >= count):
+        bad = indices[(indices < 0) | (indices >= count)][0]
+        raise IndexError(f"image index {bad} out of range for a cache of {count} images")
+    out = np.empty((indices.size, *array.shape[1:]), dtype=array.dtype)
+    if indices.size == 0:
+        return out
+    order = np.argsort(indices, kind="stable")
+    ordered = indices[order]
+    in_order = bool((order == np.arange(indices.size)).all())
+    breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+    for start, stop in zip(np.r_[0, breaks], np.r_[breaks, indices.size], strict=True):
+        block = slice(int(ordered[start]), int(ordered[stop - 1]) + 1)
+        if in_order:
+            out[start:stop] = array[block]
+        else:
+            out[order[start:stop]] = array[block]
+    return out
+
+
+_PART_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def _ordered_parts(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return dict(sorted(parts.items(), key=lambda item: (_PART_ORDER.get(item[0], 3), item[0])))
+
+
+class Cache:
+    """An open cache. Per-image metadata is in memory; images are read on demand.
+
+    Attributes: `path`, `format` ('h5'|'npz'), `images` (array-like N x Hmax x Wmax x 3 uint8: an
+    h5py dataset or a read-only memory map), `sizes` (N x 2 int32, valid (h, w)), `scores`, `std`
+    (float32), `names` (list[str]), `ref_ids` (int32), `attrs` (dict of plain Python values).
+
+    A Cache pickles as its path and reopens on unpickling, so it can be handed to spawned DataLoader
+    workers; a forked worker should call `reopen()` first (HDF5 handles must not cross a fork).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._handle: Any = None
+        self._splits: dict[str, dict[str, np.ndarray]] = {}
+        self.split_attrs: dict[str, Any] = {}
+        self.format = _sniff(self.path)
+        try:
+            if self.format == "h5":
+                self._open_h5()
+            else:
+                self._open_npz()
+            self._validate()
+        except DataError:
+            self.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            self.close()
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            raise DataError(f"not a readable iqa cache ({type(exc).__name__}: {text})", path=self.path) from None
+
+    # --- opening ---
+
+    def _open_h5(self) -> None:
+        import h5py
+
+        try:
+            handle = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"cannot open as HDF5 (truncated or damaged file: {exc})", path=self.path) from None
+        self._handle = handle
+        if "format_version" not in handle.attrs or F.IMAGES not in handle:
+            raise DataError("is an HDF5 file but not an iqa cache (no format_version / images)", path=self.path)
+        self.attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+        self._check_version()
+        missing = [k for k in F.PER_IMAGE if k not in handle]
+        if missing:
+            raise DataError(f"iqa cache lacks the array '{missing[0]}'", path=self.path)
+        self.images = handle[F.IMAGES]
+        self.sizes = np.asarray(handle[F.SIZES][()], dtype=np.int32)
+        self.scores = np.asarray(handle[F.SCORES][()], dtype=np.float32)
+        self.std = np.asarray(handle[F.STD][()], dtype=np.float32)
+        self.ref_ids = np.asarray(handle[F.REF_IDS][()], dtype=np.int32)
+        self.names = [_plain(n) for n in handle[F.NAMES][()].tolist()]
+        if F.SPLITS in handle:
+            group = handle[F.SPLITS]
+            self.split_attrs = {k: _plain(v) for k, v in group.attrs.items()}
+            for name in group:
+                self._splits[name] = {part: np.asarray(group[name][part][()], np.int64) for part in group[name]}
+        self._splits = {name: _ordered_parts(parts) for name, parts in self._splits.items()}
+
+    def _open_npz(self) -> None:
+        from iqa_cli.data.npz_stream import member_memmap
+
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except zipfile.BadZipFile as exc:
+            raise DataError(f"cannot open as NPZ (truncated or damaged file: {exc})", path=self.path) from None
+        self._handle = archive
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        if F.ATTRS not in members or F.IMAGES not in members:
+            raise DataError("is an NPZ file but not an iqa cache (no attrs / images member)", path=self.path)
+        missing = [k for k in F.PER_IMAGE if k not in members]
+        if missing:
+            raise DataError(f"iqa cache lacks the array '{missing[0]}'", path=self.path)
+
+        def load(key: str) -> np.ndarray:
+            with archive.open(members[key]) as handle:
+                return np.lib.format.read_array(handle, allow_pickle=False)
+
+        document = json.loads(str(load(F.ATTRS)[()]))
+        split_info = document.pop(F.SPLITS, {})
+        self.attrs = document
+        self._check_version()
+        self.split_attrs = dict(split_info.get("attrs", {}))
+        images = member_memmap(self.path, members[F.IMAGES])
+        self.images = images if images is not None else load(F.IMAGES)  # compressed: loaded (other tools only)
+        self.sizes = load(F.SIZES).astype(np.int32)
+        self.scores = load(F.SCORES).astype(np.float32)
+        self.std = load(F.STD).astype(np.float32)
+        self.ref_ids = load(F.REF_IDS).astype(np.int32)
+        self.names = [str(n) for n in load(F.NAMES).tolist()]
+        prefix = f"{F.SPLITS}/"
+        for key in members:
+            if key.startswith(prefix) and key.count("/") == 2:
+                _, name, part = key.split("/")
+                self._splits.setdefault(name, {})[part] = load(key).astype(np.int64)
+        self._splits = {name: _ordered_parts(parts) for name, parts in self._splits.items()}
+
+    def _check_version(self) -> None:
+        version = self.attrs.get("format_version")
+        if not isinstance(version, int):
+            raise DataError("iqa cache has no valid format_version", path=self.path)
+        if version > F.FORMAT_VERSION:
+            raise DataError(
+                f"cache format_version {version} is newer than this iqa reads ({F.FORMAT_VERSION}); upgrade iqa",
+                path=self.path,
+            )
+
+    def _validate(self) -> None:
+        n = len(self.images)
+        shape = tuple(self.images.shape)
+        if len(shape) != 4 or shape[3] != 3 or np.dtype(self.images.dtype) != np.uint8:
+            raise DataError(
+                f"images array has shape {shape} {self.images.dtype}, expected uint8 N x H x W x 3", path=self.path
+            )
+        for key in F.PER_IMAGE:
+            length = len(getattr(self, key))
+            if length != n:
+                raise DataError(
+                    f"'{key}' has {length} entries but there are {n} images (damaged cache)", path=self.path
+                )
+        if n and ((self.sizes < 1).any() or (self.sizes[:, 0] > shape[1]).any() or (self.sizes[:, 1] > shape[2]).any()):
+            raise DataError("'sizes' holds sizes outside the images array (damaged cache)", path=self.path)
+        for name, parts in self._splits.items():
+            for part, indices in parts.items():
+                if indices.size and (indices.min() < 0 or indices.max() >= n):
+                    raise DataError(
+                        f"split {name}/{part} indexes outside the {n} images (damaged cache)", path=self.path
+                    )
+
+    # --- reading ---
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, Hmax, Wmax, 3) of the images array."""
+        return tuple(int(s) for s in self.images.shape)
+
+    @property
+    def padded(self) -> bool:
+        """True when some images are smaller than the array (see `sizes`)."""
+        return bool(len(self) and ((self.sizes[:, 0] != self.shape[1]) | (self.sizes[:, 1] != self.shape[2])).any())
+
+    def read_images(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """uint8 (len(indices), Hmax, Wmax, 3) in the order of `indices`; increasing indices read fastest
+        (runs of consecutive indices are read with one slice each)."""
+        return _gather(self.images, np.asarray(indices))
+
+    def image(self, index: int) -> np.ndarray:
+        """One image cropped to its valid (h, w) region."""
+        height, width = (int(v) for v in self.sizes[index])
+        return np.asarray(self.images[int(index)])[:height, :width]
+
+    def split_names(self) -> list[str]:
+        """The stored splits: random_0, random_1, ... in numeric order, then official if present."""
+
+        def key(name: str) -> tuple[int, int, str]:
+            match = _RANDOM.match(name)
+            return (0, int(match.group(1)), name) if match else (1, 0, name)
+
+        return sorted(self._splits, key=key)
+
+    def split(self, name: str | int) -> dict[str, np.ndarray]:
+        """Parts ('train', 'test', and 'val' for official) of a split: 'random_3', '3' or 'official'."""
+        text = str(name).strip()
+        match = _RANDOM.match(text)
+        key = f"random_{int(match.group(1))}" if match else text.lower()
+        if key not in self._splits:
+            available = ", ".join(self.split_names()) or "none"
+            raise DataError(f"cache has no split '{name}' (available: {available})", path=self.path)
+        return {part: indices.copy() for part, indices in self._splits[key].items()}
+
+    # --- lifetime ---
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+        if isinstance(getattr(self, "images", None), np.memmap):
+            # Dropping our reference unmaps the file once no caller holds a view of it.
+            self.images = np.empty((0, 1, 1, 3), np.uint8)
+
+    def reopen(self) -> None:
+        """Close and open the file again: call it first thing in a forked worker process (HDF5 handles
+        inherited through fork must not be used)."""
+        self.close()
+        self.__init__(self.path)  # type: ignore[misc]
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(Path(state["path"]))  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, format={self.format}, images={self.shape})"
+
+
+def _sniff(path: Path) -> str:
+    if not path.is_file():
+        raise DataError("cache file not found (expected a file written by `iqa prepare`)", path=path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise DataError("cache file is empty (an interrupted write? run `iqa prepare` again)", path=path)
+    if head.startswith(F.HDF5_MAGIC):
+        return "h5"
+    if head.startswith(F.ZIP_MAGIC):
+        return "npz"
+    import h5py
+
+    if h5py.is_hdf5(str(path)):  # HDF5 with a user block
+        return "h5"
+    raise DataError("not an iqa cache (neither HDF5 nor NPZ)", path=path)
+
+
+def open_cache(path: str | Path) -> Cache:
+    """Open a cache written by `build_cache` / `iqa prepare`; a one-line DataError for anything else."""
+    return Cache(Path(path))
+
+
+def load_all_images(cache: Cache | str | Path) -> np.ndarray:
+    """Every image as one in-memory uint8 (N, Hmax, Wmax, 3) array. For small caches only."""
+    if not isinstance(cache, Cache):
+        with open_cache(cache) as opened:
+            return load_all_images(opened)
+    data = cache.images[:]
+    return np.array(data) if isinstance(data, np.memmap) else np.asarray(data)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def describe_cache(cache: Cache) -> dict[str, Any]:
+    """Everything `iqa prepare inspect` shows, as plain JSON-ready values (NaN becomes None)."""
+    n = len(cache)
+    scores = cache.scores.astype(np.float64)
+    std_known = int(np.isfinite(cache.std).sum())
+    refs = cache.ref_ids[cache.ref_ids >= 0]
+    heights, widths = cache.sizes[:, 0], cache.sizes[:, 1]
+    return {
+        "path": str(cache.path),
+        "format": cache.format,
+        "bytes": cache.path.stat().st_size,
+        "dataset": cache.attrs.get("dataset"),
+        "count": n,
+        "images": {
+            "shape": list(cache.shape),
+            "dtype": str(np.dtype(cache.images.dtype)),
+            "padded": cache.padded,
+            "height": [int(heights.min()), int(heights.max())] if n else None,
+            "width": [int(widths.min()), int(widths.max())] if n else None,
+        },
+        "scores": {
+            "type": cache.attrs.get("score_type"),
+            "native_range": cache.attrs.get("native_range"),
+            "lower_better": cache.attrs.get("lower_better"),
+            "min": _finite(scores.min()) if n else None,
+            "max": _finite(scores.max()) if n else None,
+            "mean": _finite(scores.mean()) if n else None,
+            "std_of_scores": _finite(scores.std()) if n else None,
+        },
+        "std_available": std_known,
+        "references": int(len(np.unique(refs))),
+        "resize": cache.attrs.get("resize"),
+        "splits": {
+            name: {part: int(len(ix)) for part, ix in cache.split(name).items()} for name in cache.split_names()
+        },
+        "split_attrs": cache.split_attrs,
+        "skipped": cache.attrs.get("skipped", 0),
+        "skipped_names": cache.attrs.get("skipped_names", []),
+        "attrs": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in cache.attrs.items()},
+    }

@@ -1,0 +1,439 @@
+"""Building a cache: parse -> read headers -> allocate -> stream decoded images in -> metadata -> rename.
+
+The public entry point is `build_cache`; see `iqa_cli.data.cache` for the format. Memory stays
+bounded: the image array is created with its final shape and each decoded image is written as it
+arrives from the worker processes (HDF5: one chunk per image; NPZ: the .npy member is streamed).
+
+Bad images with `skip_bad`: a file that fails in the header pass is dropped before allocation. One
+that fails only when decoded (a truncated JPEG) is found after allocation: HDF5 keeps writing the
+good images compactly and shrinks the dataset at the end; NPZ cannot shrink a streamed member, so it
+finishes the pass to find every bad file and then writes the images once more without them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli import __version__
+from iqa_cli.atomic import atomic_path
+from iqa_cli.data import cache_format as F
+from iqa_cli.data.decode import (
+    DecodeFailure,
+    DecodeJob,
+    ImageHeader,
+    decode_images,
+    default_workers,
+    read_headers,
+    worker_pool,
+)
+from iqa_cli.data.records import DatasetSpec, Record
+from iqa_cli.data.resize import ResizePolicy, as_policy
+from iqa_cli.data.splits import official_split, random_splits
+from iqa_cli.errors import DataError
+from iqa_cli.progress import NullProgress, Progress
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    """What `build_cache` wrote."""
+
+    path: Path
+    format: str
+    dataset: str
+    count: int  # images stored
+    shape: tuple[int, ...]  # of the images array: (N, Hmax, Wmax, 3)
+    padded: bool  # True when images differ in size (see `sizes`)
+    resize: str  # the resize policy, e.g. '244x244', 'short:512', 'none'
+    skipped: list[tuple[str, str]]  # (name, reason) of each image left out with skip_bad
+    splits: dict[str, dict[str, int]]  # split name -> part -> number of images
+    bytes: int  # size of the file on disk
+    seconds: float  # wall time of the whole build
+
+    @property
+    def images_per_second(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "dataset": self.dataset,
+            "count": self.count,
+            "shape": list(self.shape),
+            "padded": self.padded,
+            "resize": self.resize,
+            "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+            "splits": self.splits,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 2),
+        }
+
+
+@dataclass
+class _Item:
+    record: Record
+    header: ImageHeader
+    size: tuple[int, int]  # stored (w, h)
+
+
+@dataclass
+class _Plan:
+    """What goes into the file: the kept images and everything that was dropped on the way."""
+
+    items: list[_Item]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+# --- sinks: the two file formats -----------------------------------------------------------------
+
+
+class _H5Sink:
+    compacts = True  # good images are written compactly after a skipped one; the dataset shrinks at the end
+
+    def __init__(self, path: Path) -> None:
+        import h5py
+
+        self._h5py = h5py
+        self.file = h5py.File(path, "w", track_order=True)  # attributes list in the order written
+        self.images: Any = None
+        self._pad: np.ndarray | None = None
+
+    def begin(self, n: int, height: int, width: int) -> None:
+        # One image per chunk: any image is one contiguous read. No compression: decoded photographs
+        # shrink little under gzip/lzf, and every epoch would pay the decompression on the data path.
+        self.images = self.file.create_dataset(
+            F.IMAGES,
+            shape=(n, height, width, 3),
+            maxshape=(None, height, width, 3),
+            chunks=(1, height, width, 3),
+            dtype=np.uint8,
+            fillvalue=0,
+        )
+        self._pad = np.zeros((1, height, width, 3), dtype=np.uint8)
+
+    def put(self, slot: int, image: np.ndarray) -> None:
+        assert self._pad is not None
+        height, width = image.shape[:2]
+        if (height, width) != self._pad.shape[1:3]:
+            self._pad[...] = 0
+        self._pad[0, :height, :width] = image
+        self.images.id.write_direct_chunk((slot, 0, 0, 0), self._pad)
+
+    def shrink(self, n: int, height: int, width: int) -> bool:
+        self.images.resize((n, height, width, 3))
+        return True
+
+    def finish(self, arrays: dict[str, np.ndarray], names: list[str], attrs: dict[str, Any], splits: _Splits) -> None:
+        h5py = self._h5py
+        for key, value in arrays.items():
+            self.file.create_dataset(key, data=value)
+        self.file.create_dataset(F.NAMES, data=np.asarray(names, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        group = self.file.create_group(F.SPLITS)
+        for key, value in splits.attrs.items():
+            group.attrs[key] = value
+        for name, parts in splits.parts.items():
+            sub = group.create_group(name)
+            for key, value in splits.split_attrs.get(name, {}).items():
+                sub.attrs[key] = value
+            for part, indices in parts.items():
+                sub.create_dataset(part, data=indices.astype(np.int64))
+        for key, value in attrs.items():
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                self.file.attrs[key] = np.asarray(list(value), dtype=h5py.string_dtype("utf-8"))
+            elif isinstance(value, (list, tuple)):
+                self.file.attrs[key] = np.asarray(value, dtype=np.float64)
+            else:
+                self.file.attrs[key] = value
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _NpzSink:
+    compacts = False  # a streamed member cannot have holes nor shrink (see build_cache)
+
+    def __init__(self, path: Path) -> None:
+        from iqa_cli.data.npz_stream import NpzStreamWriter
+
+        self.writer = NpzStreamWriter(path)
+        self._stream: Any = None
+        self._pad: np.ndarray | None = None
+        self._shape: tuple[int, ...] = ()
+        self._written = 0
+
+    def begin(self, n: int, height: int, width: int) -> None:
+        self._shape = (n, height, width, 3)
+        self._stream = self.writer.begin_array(F.IMAGES, self._shape, np.uint8)
+        self._pad = np.zeros((height, width, 3), dtype=np.uint8)
+
+    def put(self, slot: int, image: np.ndarray) -> None:
+        assert self._pad is not None and slot == self._written
+        height, width = image.shape[:2]
+        if (height, width) == self._pad.shape[:2]:
+            self._stream.write(image)
+        else:
+            self._pad[...] = 0
+            self._pad[:height, :width] = image
+            self._stream.write(self._pad)
+        self._written += 1
+
+    def shrink(self, n: int, height: int, width: int) -> bool:
+        return (n, height, width, 3) == self._shape and self._written == n
+
+    def finish(self, arrays: dict[str, np.ndarray], names: list[str], attrs: dict[str, Any], splits: _Splits) -> None:
+        self._stream.close()
+        for key, value in arrays.items():
+            self.writer.write_array(key, value)
+        self.writer.write_array(F.NAMES, np.asarray(names, dtype=str))
+        for name, parts in splits.parts.items():
+            for part, indices in parts.items():
+                self.writer.write_array(f"{F.SPLITS}/{name}/{part}", indices.astype(np.int64))
+        document = dict(attrs)
+        document[F.SPLITS] = {"attrs": splits.attrs, "splits": splits.split_attrs}
+        self.writer.write_array(F.ATTRS, np.asarray(json.dumps(document)))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _open_sink(path: Path, fmt: str) -> _H5Sink | _NpzSink:
+    return _H5Sink(path) if fmt == "h5" else _NpzSink(path)
+
+
+# --- splits ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Splits:
+    parts: dict[str, dict[str, np.ndarray]]
+    attrs: dict[str, Any]  # on the `splits` group: seed, count, test fraction, reference_disjoint
+    split_attrs: dict[str, dict[str, Any]]  # per split, e.g. its own seed
+
+
+def _make_splits(records: Sequence[Record], reference_disjoint: bool, count: int, seed: int, test_fraction: float):
+    ref_ids = np.asarray([r.ref_id for r in records], dtype=np.int64)
+    disjoint = reference_disjoint and bool((ref_ids >= 0).any())
+    parts = random_splits(
+        len(records), count=count, seed=seed, test_fraction=test_fraction, ref_ids=ref_ids if disjoint else None
+    )
+    split_attrs: dict[str, dict[str, Any]] = {name: {"seed": seed + k} for k, name in enumerate(parts)}
+    official = official_split([r.official_set for r in records])
+    if official is not None:
+        parts["official"] = official
+        split_attrs["official"] = {"source": "official_set column of the dataset's metadata"}
+    attrs = {
+        "seed": seed,
+        "count": count,
+        "test_fraction": test_fraction,
+        "reference_disjoint": disjoint,
+        "official": official is not None,
+    }
+    return _Splits(parts, attrs, split_attrs)
+
+
+# --- the build --------------------------------------------------------------------------------------------
+
+
+def _parse(spec: DatasetSpec, root: Path, skip_bad: bool, skipped: list[tuple[str, str]]) -> list[Record]:
+    def missing(name: str) -> None:
+        skipped.append((name, "image file missing"))
+
+    parse: Callable[..., list[Record]] = spec.parse
+    return list(parse(root, on_missing=missing if skip_bad else None))
+
+
+def _check_records(records: Sequence[Record], where: Path | None) -> None:
+    if not records:
+        raise DataError("no images to pack (the metadata lists none, or all were skipped)", path=where)
+    seen: set[str] = set()
+    for record in records:
+        if record.name in seen:
+            raise DataError(f"image '{record.name}' is listed twice", path=where)
+        seen.add(record.name)
+        if not math.isfinite(record.score):
+            raise DataError(f"image '{record.name}' has a non-finite score {record.score}", path=where)
+
+
+def _headers(records: Sequence[Record], policy: ResizePolicy, workers: Any, skip_bad: bool, progress: Progress):
+    plan = _Plan(items=[])
+    progress.start("reading image headers", len(records))
+    for record, header in zip(records, read_headers([r.path for r in records], workers=workers), strict=True):
+        progress.advance()
+        if isinstance(header, DecodeFailure):
+            if not skip_bad:
+                raise header.error()
+            plan.skipped.append((record.name, header.message))
+            progress.log(f"skipping {record.name}: {header.message}")
+            continue
+        plan.items.append(_Item(record, header, policy.output_size(header.width, header.height)))
+    progress.finish()
+    return plan
+
+
+def _canvas(items: Sequence[_Item]) -> tuple[int, int]:
+    return max(i.size[1] for i in items), max(i.size[0] for i in items)
+
+
+def _stream_images(sink: Any, items: list[_Item], policy: ResizePolicy, workers: Any, skip_bad: bool, progress):
+    """Decode and write every item; returns the items that failed to decode."""
+    height, width = _canvas(items)
+    sink.begin(len(items), height, width)
+    keep_size = policy.kind == "none"
+    jobs = [DecodeJob(str(i.record.path), i.header.orientation, None if keep_size else i.size) for i in items]
+    failed: list[tuple[_Item, str]] = []
+    slot = 0
+    progress.start("decoding images", len(items))
+    results = decode_images(jobs, workers=workers, image_bytes=height * width * 3)
+    for item, result in zip(items, results, strict=True):
+        progress.advance()
+        if isinstance(result, DecodeFailure):
+            if not skip_bad:
+                raise result.error()
+            failed.append((item, result.message))
+            progress.log(f"skipping {item.record.name}: {result.message}")
+            continue
+        if (result.shape[1], result.shape[0]) != item.size:
+            raise DataError(
+                f"decoded to {result.shape[1]}x{result.shape[0]}, expected {item.size}", path=item.record.path
+            )
+        if failed and not sink.compacts:
+            continue  # keep decoding only to find every bad file; the images are written again
+        sink.put(slot, result)
+        slot += 1
+    progress.finish()
+    return failed
+
+
+def _attrs(spec: DatasetSpec, root: Path | None, policy: ResizePolicy, plan: _Plan, splits: _Splits, padded: bool):
+    return {
+        "format_version": F.FORMAT_VERSION,
+        "dataset": spec.name,
+        "title": spec.title,
+        "score_type": spec.score_type,
+        "native_range": [float(spec.native_range[0]), float(spec.native_range[1])],
+        "lower_better": bool(spec.lower_better),
+        "resize": str(policy),
+        "resample": "bicubic (Pillow, antialiased); JPEG draft reduction to >= 2x the final size",
+        "exif_orientation": "applied",
+        "padded": padded,
+        "count": len(plan.items),
+        "source_root": str(root) if root is not None else "",
+        "iqa_version": __version__,
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "skipped": len(plan.skipped),
+        "skipped_names": [name for name, _ in plan.skipped],
+        "reference_disjoint": bool(splits.attrs["reference_disjoint"]),
+        "split_seed": int(splits.attrs["seed"]),
+        "split_count": int(splits.attrs["count"]),
+        "split_test_fraction": float(splits.attrs["test_fraction"]),
+    }
+
+
+def build_cache(
+    spec: DatasetSpec,
+    root: Path | None,
+    out: Path,
+    *,
+    records: Sequence[Record] | None = None,
+    fmt: str | None = None,
+    resize: str | ResizePolicy | None = None,
+    workers: int | None = None,
+    skip_bad: bool = False,
+    splits: int = 10,
+    split_seed: int = 0,
+    test_fraction: float = 0.2,
+    progress: Progress | None = None,
+) -> CacheSummary:
+    """Pack a dataset into a cache file at `out` (written atomically) and describe what was written.
+
+    spec:      the dataset (scores' meaning, default resize, reference_disjoint, parser).
+    root:      the dataset folder given to `spec.parse` (recorded as `source_root`).
+    records:   already-parsed records; when given, `spec.parse` is not called.
+    fmt:       'h5' | 'npz' | None (from the suffix of `out`, else h5).
+    resize:    a policy or its string ('244x244', 'short:512', 'none'); None = spec.default_resize.
+    workers:   decoding processes (None = all cores; <= 1 decodes in this process).
+    skip_bad:  skip missing/unreadable images (recorded in the cache) instead of failing on the first.
+    splits:    number of seeded random train/test splits (0 = none); split k uses split_seed + k.
+    """
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    out = Path(out)
+    fmt = F.resolve_format(fmt, out)
+    policy = as_policy(resize, spec.default_resize)
+    skipped: list[tuple[str, str]] = []
+    if records is None:
+        if root is None:
+            raise DataError("no dataset root given and no records to pack")
+        progress.log(f"parsing {spec.title} under {root}")
+        records = _parse(spec, Path(root), skip_bad, skipped)
+        for name, reason in skipped:
+            progress.log(f"skipping {name}: {reason}")
+    records = list(records)
+    _check_records(records, Path(root) if root is not None else None)
+
+    with worker_pool(min(default_workers() if workers is None else int(workers), len(records))) as pool:
+        plan = _headers(records, policy, pool, skip_bad, progress)
+        plan.skipped[:0] = skipped
+        if not plan.items:
+            raise DataError("no readable images left to pack", path=root)
+        # Fail on impossible splits now, not after decoding everything (they are drawn again if images drop out).
+        _make_splits([item.record for item in plan.items], spec.reference_disjoint, splits, split_seed, test_fraction)
+        height, width = _canvas(plan.items)
+        if any(item.size != (width, height) for item in plan.items):
+            progress.log(
+                f"images differ in size after resize '{policy}': each is stored top-left in a {width}x{height} "
+                "zero-padded frame, its own size in `sizes`"
+            )
+        with atomic_path(out) as tmp:
+            while True:
+                sink = _open_sink(tmp, fmt)
+                try:
+                    failed = _stream_images(sink, plan.items, policy, pool, skip_bad, progress)
+                    if failed:
+                        dropped = {id(item) for item, _ in failed}
+                        plan.skipped.extend((item.record.name, reason) for item, reason in failed)
+                        plan.items = [item for item in plan.items if id(item) not in dropped]
+                        if not plan.items:
+                            raise DataError("no readable images left to pack", path=root)
+                        if not sink.shrink(len(plan.items), *_canvas(plan.items)):
+                            progress.log(f"rewriting the images without the {len(failed)} unreadable ones")
+                            continue  # NPZ: a streamed member cannot shrink; write it again (finally closes)
+                    kept = [item.record for item in plan.items]
+                    made = _make_splits(kept, spec.reference_disjoint, splits, split_seed, test_fraction)
+                    height, width = _canvas(plan.items)
+                    padded = any(item.size != (width, height) for item in plan.items)
+                    arrays = {
+                        F.SIZES: np.asarray([(i.size[1], i.size[0]) for i in plan.items], dtype=np.int32),
+                        F.SCORES: np.asarray([r.score for r in kept], dtype=np.float32),
+                        F.STD: np.asarray([r.std for r in kept], dtype=np.float32),
+                        F.REF_IDS: np.asarray([r.ref_id for r in kept], dtype=np.int32),
+                    }
+                    attrs = _attrs(spec, root, policy, plan, made, padded)
+                    sink.finish(arrays, [r.name for r in kept], attrs, made)
+                finally:
+                    sink.close()
+                break
+    seconds = time.monotonic() - started
+    return CacheSummary(
+        path=out,
+        format=fmt,
+        dataset=spec.name,
+        count=len(plan.items),
+        shape=(len(plan.items), height, width, 3),
+        padded=padded,
+        resize=str(policy),
+        skipped=plan.skipped,
+        splits={name: {part: int(len(ix)) for part, ix in parts.items()} for name, parts in made.parts.items()},
+        bytes=out.stat().st_size,
+        seconds=seconds,
+    )

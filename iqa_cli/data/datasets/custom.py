@@ -1,0 +1,175 @@
+"""Your own images: any folder plus a CSV of `name,score[,std]`.
+
+The CSV's header row is optional. Without one, the columns are name, score and (optionally) std.
+With one, the columns are found by name (name/image/file/path, score/mos/dmos/quality, std/sd), or
+taken in that order when the names are not recognised. Image names are paths relative to the
+dataset root ('/' or '\\' separators); they are matched case-insensitively when the exact spelling
+is not on disk. Blank lines and lines starting with '#' are ignored.
+
+`make_spec` builds the `DatasetSpec` for one such dataset: its name (used for the cache file and
+its attributes), score type, direction and declared range (default: the observed min and max).
+The registered `SPEC` parses the only .csv file at the top of the root folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, to_score
+from iqa_cli.data.records import DatasetSpec, Record
+from iqa_cli.errors import ConfigError, DataError
+
+NAME_COLUMNS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
+SCORE_COLUMNS = ("score", "mos", "dmos", "quality", "label", "rating", "mos_zscore")
+STD_COLUMNS = ("std", "sd", "stddev", "std_dev", "mos_std", "score_std")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns(header: list[str]) -> tuple[int, int, int | None]:
+    lower = [h.strip().lower() for h in header]
+
+    def pick(candidates: tuple[str, ...]) -> int | None:
+        return next((lower.index(c) for c in candidates if c in lower), None)
+
+    name, score, std = pick(NAME_COLUMNS), pick(SCORE_COLUMNS), pick(STD_COLUMNS)
+    if name is None or score is None:  # unrecognised header: positional, as without one
+        return 0, 1, 2 if len(header) > 2 else None
+    return name, score, std
+
+
+def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
+    if PureWindowsPath(name).is_absolute() or PurePosixPath(name).is_absolute():
+        try:
+            return Path(name).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            raise DataError(
+                f"line {line}: image path {name!r} is outside the root folder {root}", path=csv_path
+            ) from None
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise DataError(f"line {line}: image path {name!r} leaves the root folder", path=csv_path)
+    return "/".join(parts)
+
+
+def read_rows(csv_path: Path, root: Path) -> list[Row]:
+    """The CSV's rows as parser rows; a one-line DataError for a malformed file or value."""
+    if not csv_path.is_file():
+        raise DataError("score CSV not found (expected name,score[,std] per line)", path=csv_path)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            lines = [(n, row) for n, row in enumerate(csv.reader(handle), start=1)]
+    except UnicodeDecodeError:
+        raise DataError("is not a UTF-8 text file", path=csv_path) from None
+    except csv.Error as exc:
+        raise DataError(f"is not a valid CSV file ({exc})", path=csv_path) from None
+    lines = [(n, [c.strip() for c in row]) for n, row in lines if any(c.strip() for c in row)]
+    lines = [(n, row) for n, row in lines if not row[0].startswith("#")]
+    if not lines:
+        raise DataError("lists no images (expected name,score[,std] per line)", path=csv_path)
+    name_col, score_col, std_col = 0, 1, 2
+    first = lines[0][1]
+    if len(first) < 2 or not _is_number(first[1]):  # a header row
+        name_col, score_col, std_col = _columns(first)
+        lines = lines[1:]
+    rows: list[Row] = []
+    seen: dict[str, int] = {}
+    for number, row in lines:
+        if len(row) <= max(name_col, score_col):
+            raise DataError(f"line {number} has {len(row)} column(s), expected name,score[,std]", path=csv_path)
+        name = _relative(row[name_col], root, csv_path, number)
+        if not name:
+            raise DataError(f"line {number} has an empty image name", path=csv_path)
+        key = name.lower()
+        if key in seen:
+            raise DataError(f"line {number} lists image {name!r} again (first on line {seen[key]})", path=csv_path)
+        seen[key] = number
+        score = to_score(row[score_col], source=csv_path, where=f"line {number}")
+        std = math.nan
+        if std_col is not None and std_col < len(row) and row[std_col]:
+            std = to_score(row[std_col], source=csv_path, where=f"line {number}", what="std")
+        rows.append(Row(relative=name, score=score, std=std))
+    if not rows:
+        raise DataError("lists no images below its header row", path=csv_path)
+    return rows
+
+
+def default_csv(root: Path) -> Path:
+    """The only .csv file directly inside `root`."""
+    found = sorted(p for p in Path(root).iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    if len(found) != 1:
+        what = "no .csv file" if not found else f"{len(found)} .csv files"
+        raise DataError(f"{what} at the top of the folder; pass --csv FILE", path=root)
+    return found[0]
+
+
+def parse(root: Path, *, on_missing: OnMissing = None, csv_path: Path | None = None) -> list[Record]:
+    root = check_root(root)
+    csv_path = Path(csv_path).expanduser() if csv_path is not None else default_csv(root)
+    rows = read_rows(csv_path, root)
+    return build_records(rows, dataset_root=root, metadata=csv_path, on_missing=on_missing)
+
+
+def check_name(name: str) -> str:
+    """A custom dataset's name becomes a file name and a `--data` name: keep it simple and unambiguous."""
+    from iqa_cli.data.datasets import _ALIASES, DATASETS
+
+    if not _SAFE_NAME.match(name):
+        raise ConfigError(f"invalid dataset name {name!r} (letters, digits, '.', '_', '-'; at most 64 characters)")
+    if name.lower() != "custom" and (name.lower() in DATASETS or name.lower() in _ALIASES):
+        raise ConfigError(f"'{name}' is the name of a built-in dataset; choose another --name")
+    return name
+
+
+def make_spec(
+    name: str,
+    csv_path: Path,
+    *,
+    root: Path,
+    score_type: str = "MOS",
+    native_range: tuple[float, float] | None = None,
+    lower_better: bool = False,
+    default_resize: str = "none",
+) -> DatasetSpec:
+    """The spec of one custom dataset; `native_range` defaults to the observed min and max score."""
+    name = check_name(name)
+    csv_path = Path(csv_path).expanduser()
+    if native_range is None:
+        scores = [row.score for row in read_rows(csv_path, check_root(root))]
+        native_range = (min(scores), max(scores))
+    low, high = (float(v) for v in native_range)
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ConfigError(f"invalid score range {low},{high} (expected LO,HI with LO <= HI)")
+    return DatasetSpec(
+        name=name,
+        title=f"custom dataset '{name}' ({csv_path.name})",
+        parse=functools.partial(parse, csv_path=csv_path),
+        score_type=score_type,
+        native_range=(low, high),
+        lower_better=lower_better,
+        default_resize=default_resize,
+        expects=(csv_path.name,),
+    )
+
+
+SPEC = DatasetSpec(
+    name="custom",
+    title="Your own images: any folder plus a CSV of name,score[,std]",
+    parse=parse,
+    score_type="MOS",
+    native_range=(math.nan, math.nan),  # declared per dataset (--range) or observed
+    lower_better=False,
+    default_resize="none",
+    expects=("<any>.csv with name,score[,std] (header optional)", "the images it names, below --root"),
+)

@@ -1,0 +1,121 @@
+"""KonIQ-10k, from the official archives.
+
+Score: the `MOS` column (1-5 ACR mean) of the official `koniq10k_scores_and_distributions.csv`, with
+`SD` as std. This is the column the esnthere methods (VT-IQA, IEIT, ...) train on. The 0-100
+`MOS_zscore` of the same file is not used; SRCC is identical, and the cache declares the 1-5 range.
+
+`koniq10k_distributions_sets.csv` (subpic/koniq on GitHub) is used only for the official split: its
+`set` column is joined on `image_name`. Its `MOS` column is the 0-100 z-score MOS, so it cannot
+stand in for the scores file.
+
+Images: the `1024x768/` folder is preferred when both releases are present (the cache downscales
+it to 512x384 by default), else `512x384/`. Folders may be doubled (`koniq10k_1024x768/1024x768/`)
+or named like the archive (`koniq10k_1024x768/koniq10k_1024x768/`); the folder that actually holds
+the listed images wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iqa_cli.data.datasets._files import (
+    SEARCH_DEPTH,
+    CaseInsensitiveTree,
+    OnMissing,
+    Row,
+    build_records,
+    check_root,
+    find_dirs,
+    find_file,
+    read_csv_table,
+    to_score,
+)
+from iqa_cli.data.records import DatasetSpec, Record
+from iqa_cli.errors import DataError
+
+SCORES_FILE = "koniq10k_scores_and_distributions.csv"
+SETS_FILE = "koniq10k_distributions_sets.csv"
+# Image folders in order of preference: the full-size release first.
+IMAGE_FOLDERS = (("1024x768", "koniq10k_1024x768"), ("512x384", "koniq10k_512x384"))
+OFFICIAL_SETS = ("training", "validation", "test")
+
+
+def _image_folder(root: Path, images: list[str], scores_path: Path) -> Path:
+    """The preferred folder that holds any of the first listed images (case-insensitively)."""
+    probe = images[:20]  # a few, so one missing image does not hide the folder
+    for names in IMAGE_FOLDERS:
+        for folder in find_dirs(root, names):
+            tree = CaseInsensitiveTree(folder)
+            if any(tree.resolve_file(name) is not None for name in probe):
+                return folder
+    searched = " or ".join(f"{names[0]}/" for names in IMAGE_FOLDERS)
+    raise DataError(f"no image folder {searched} holding the images listed in {scores_path.name}", path=root)
+
+
+def _official_sets(root: Path) -> tuple[Path, dict[str, str]] | None:
+    sets_path = find_file(root, [SETS_FILE], required=False)
+    if sets_path is None:
+        return None
+    sets: dict[str, str] = {}
+    for line, row in read_csv_table(sets_path, ["image_name", "set"]):
+        value = row["set"].lower()
+        if value not in OFFICIAL_SETS:
+            raise DataError(f"line {line}: set {row['set']!r} is not one of {', '.join(OFFICIAL_SETS)}", path=sets_path)
+        sets[row["image_name"]] = value
+    return sets_path, sets
+
+
+def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
+    root = check_root(root)
+    scores_path = find_file(root, [SCORES_FILE], required=False)
+    if scores_path is None:
+        hint = ""
+        if find_file(root, [SETS_FILE], required=False) is not None:
+            hint = f" ({SETS_FILE} alone is not enough: its MOS is the 0-100 z-score, the 1-5 MOS is in {SCORES_FILE})"
+        raise DataError(
+            f"metadata file '{SCORES_FILE}' not found (searched {SEARCH_DEPTH} folder levels deep){hint}", path=root
+        )
+    table = read_csv_table(scores_path, ["image_name", "MOS", "SD"])
+    if not table:
+        raise DataError("lists no images", path=scores_path)
+    official = _official_sets(root)
+    rows = []
+    for line, row in table:
+        name = row["image_name"]
+        if not name:
+            raise DataError(f"line {line}: empty image_name", path=scores_path)
+        official_set = None
+        if official is not None:
+            sets_path, sets = official
+            if name not in sets:
+                raise DataError(f"has no row for {name} (listed in {SCORES_FILE})", path=sets_path)
+            official_set = sets[name]
+        rows.append(
+            Row(
+                relative=name,
+                score=to_score(row["MOS"], source=scores_path, where=f"line {line}"),
+                std=to_score(row["SD"], source=scores_path, where=f"line {line}", what="SD"),
+                official_set=official_set,
+            )
+        )
+    folder = _image_folder(root, [r.relative for r in rows], scores_path)
+    # Names keep the resolution folder ('1024x768/x.jpg') so a cache says which release it came from.
+    rows = [Row(f"{folder.name}/{r.relative}", r.score, r.std, None, r.official_set) for r in rows]
+    return build_records(rows, dataset_root=folder.parent, metadata=scores_path, on_missing=on_missing)
+
+
+SPEC = DatasetSpec(
+    name="koniq",
+    title="KonIQ-10k (10,073 images; official split when the sets CSV is present)",
+    parse=parse,
+    score_type="MOS",
+    native_range=(1.0, 5.0),
+    lower_better=False,
+    default_resize="512x384",
+    expects=(
+        SCORES_FILE,
+        "1024x768/ (preferred) or 512x384/",
+        f"{SETS_FILE} (optional: official training/validation/test split)",
+    ),
+    aliases=("koniq10k", "koniq-10k"),
+)

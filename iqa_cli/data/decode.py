@@ -1,0 +1,301 @@
+"""Reading images: headers first (sizes, EXIF orientation), then parallel decoding to uint8 RGB.
+
+Two passes, both in worker processes:
+
+1. `read_headers` opens every file without decoding pixels (Pillow reads only the header) to learn
+   its size and EXIF orientation, so the cache can be allocated with its final shape before any
+   pixel is decoded.
+2. `decode_images` decodes, orients and resizes each image (see `iqa_cli.data.resize`) to an
+   H x W x 3 uint8 RGB array and yields them in input order.
+
+EXIF orientation is applied (the image is stored the way a viewer shows it, which is how the raters
+saw it and what OpenCV's ``imread``, used by the method authors, does by default). The orientation read
+in the header pass is the one applied in the decode pass, so sizes never change between the passes.
+Grey, palette, CMYK and alpha images become RGB (alpha is dropped); 16-bit images are scaled to 8 bits.
+
+Failures (unreadable, truncated, not an image) are returned as `DecodeFailure` values, not raised, so
+the caller decides between a `DataError` naming the file and skipping it (`--skip-bad`). Truncated
+files are always failures: Pillow's ``LOAD_TRUNCATED_IMAGES`` stays off.
+
+Memory stays bounded: work is sent in small chunks with at most a fixed byte budget of decoded
+images in flight (a sliding window of ordered async tasks), so a slow writer makes the workers wait
+instead of piling results up in RAM. ``workers <= 1`` decodes in the calling process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from iqa_cli.data.resize import DRAFT_GAP
+from iqa_cli.errors import DataError
+
+# Decoded images allowed in flight between the workers and the writer (bytes, all workers together).
+INFLIGHT_BYTES = 512 * 2**20
+# Most images per task: small enough that progress moves and memory stays bounded.
+MAX_CHUNK = 16
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
+# The transposition that shows an image stored with EXIF orientation k upright (as ImageOps.exif_transpose).
+_ORIENT_OPS = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says: the size as displayed (after EXIF orientation) and the orientation tag."""
+
+    width: int
+    height: int
+    orientation: int  # EXIF orientation 1..8 (1 = as stored)
+    format: str  # Pillow's format name: 'JPEG', 'PNG', 'BMP', ...
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    """An image that could not be read; `error()` turns it into the one-line DataError."""
+
+    path: str
+    message: str
+
+    def error(self) -> DataError:
+        return DataError(f"{self.message} (use --skip-bad to skip unreadable images)", path=self.path)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One image to decode: its file, the orientation from its header, and the stored (w, h) or None."""
+
+    path: str
+    orientation: int = 1
+    size: tuple[int, int] | None = None  # None keeps the original size
+
+
+# --- single images (run inside the workers) --------------------------------------------------------
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block must not make the image unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _failure(path: str | os.PathLike, exc: BaseException) -> DecodeFailure:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        return DecodeFailure(str(path), "image file not found")
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return DecodeFailure(str(path), "not a readable image (unknown or damaged format)")
+    if "truncated" in text.lower():
+        return DecodeFailure(str(path), f"image data is truncated or damaged (Pillow: {text})")
+    return DecodeFailure(str(path), f"cannot decode image ({type(exc).__name__}: {text})")
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader | DecodeFailure:
+    """Size, orientation and format from the file header; pixels are not decoded."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            orientation = _orientation(im)
+            fmt = im.format or "?"
+    except Exception as exc:  # Pillow raises many types for damaged files; all mean "unreadable"
+        return _failure(path, exc)
+    if width < 1 or height < 1:
+        return DecodeFailure(str(path), f"image has an empty size {width}x{height}")
+    if orientation in _TRANSPOSED:
+        width, height = height, width
+    return ImageHeader(width, height, orientation, fmt)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+        grey = np.asarray(im).astype(np.float64) / 257.0  # 16-bit -> 8-bit, full range onto full range
+        return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("I", "F"):
+        grey = np.clip(np.rint(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return im.convert("RGB")  # L, P, 1, RGBA, LA, CMYK, YCbCr, ...: Pillow's standard conversions
+
+
+def _open_reduced(im: Image.Image, size: tuple[int, int] | None, orientation: int) -> None:
+    """Ask the JPEG decoder for a DCT-reduced decode no smaller than DRAFT_GAP x the final size."""
+    if size is None or im.format not in ("JPEG", "MPO"):
+        return
+    width, height = size
+    if orientation in _TRANSPOSED:  # the stored frame is transposed relative to the final image
+        width, height = height, width
+    im.draft(None, (math.ceil(width * DRAFT_GAP), math.ceil(height * DRAFT_GAP)))
+
+
+def decode_image(
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    *,
+    orientation: int | None = None,
+    draft: bool = True,
+) -> np.ndarray:
+    """Decode one image to uint8 H x W x 3 RGB, EXIF-oriented, resized to `size` = (w, h) if given.
+
+    Raises the underlying Pillow/OS error; `decode_job` wraps failures for the parallel path.
+    `draft=False` disables decode-time JPEG reduction (for comparisons).
+    """
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated data is an error, never silently grey
+    with Image.open(path) as im:
+        if orientation is None:
+            orientation = _orientation(im)
+        if draft:
+            _open_reduced(im, size, orientation)
+        im.load()
+        rgb = _to_rgb(im)
+        for op in _ORIENT_OPS.get(orientation, ()):
+            rgb = rgb.transpose(op)
+        if size is not None and rgb.size != tuple(size):
+            rgb = rgb.resize(tuple(size), Image.Resampling.BICUBIC)
+        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
+    """`decode_image` for one job, with failures returned as values."""
+    try:
+        array = decode_image(job.path, job.size, orientation=job.orientation)
+    except Exception as exc:  # any decoder error means this file is unusable
+        return _failure(job.path, exc)
+    if array.ndim != 3 or array.shape[2] != 3:
+        return DecodeFailure(job.path, f"decoded to an unexpected shape {array.shape}")
+    if job.size is not None and (array.shape[1], array.shape[0]) != tuple(job.size):
+        return DecodeFailure(job.path, f"decoded to {array.shape[1]}x{array.shape[0]}, expected {job.size}")
+    return array
+
+
+def _headers_chunk(paths: list[str]) -> list[ImageHeader | DecodeFailure]:
+    return [read_header(p) for p in paths]
+
+
+def _decode_chunk(jobs: list[DecodeJob]) -> list[np.ndarray | DecodeFailure]:
+    return [decode_job(j) for j in jobs]
+
+
+# --- the worker pool ---------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C is handled once, in the main process, which then terminates the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _context() -> Any:
+    # fork starts workers in ~0.1 s, but forking a process that runs threads (a progress bar, a
+    # training loop) can deadlock the child; then forkserver (or spawn) starts clean processes.
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+@dataclass
+class Workers:
+    """Where decoding runs: a process pool of `count` workers, or this process (`pool` None)."""
+
+    pool: Any
+    count: int
+
+
+IN_PROCESS = Workers(None, 1)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int | None) -> Iterator[Workers]:
+    """A pool of `workers` processes (default: all cores); `workers <= 1` works in this process."""
+    count = default_workers() if workers is None else int(workers)
+    if count <= 1:
+        yield IN_PROCESS
+        return
+    pool = _context().Pool(count, initializer=_ignore_sigint)
+    try:
+        yield Workers(pool, count)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _ordered(
+    pool: Any, func: Callable[[list[Any]], list[Any]], chunks: Iterable[list[Any]], window: int
+) -> Iterator[Any]:
+    """Run `func` on each chunk in the pool, at most `window` chunks in flight, results in input order."""
+    if pool is None:
+        for chunk in chunks:
+            yield from func(chunk)
+        return
+    source = iter(chunks)
+    pending = deque(pool.apply_async(func, (chunk,)) for chunk in islice(source, max(1, window)))
+    while pending:
+        results = pending.popleft().get()
+        following = next(source, None)
+        if following is not None:
+            pending.append(pool.apply_async(func, (following,)))
+        yield from results
+
+
+def read_headers(
+    paths: Sequence[str | os.PathLike], *, workers: Workers = IN_PROCESS
+) -> Iterator[ImageHeader | DecodeFailure]:
+    """Headers of `paths` in input order (parallel when `workers` comes from `worker_pool`)."""
+    names = [str(p) for p in paths]
+    chunk = max(1, min(64, len(names) // (4 * workers.count)))
+    yield from _ordered(workers.pool, _headers_chunk, _chunks(names, chunk), 4 * workers.count)
+
+
+def decode_images(
+    jobs: Sequence[DecodeJob],
+    *,
+    workers: Workers = IN_PROCESS,
+    image_bytes: int = 3 * 1024 * 1024,
+    inflight_bytes: int = INFLIGHT_BYTES,
+) -> Iterator[np.ndarray | DecodeFailure]:
+    """Decoded images of `jobs` in input order; about `inflight_bytes` of results at most are held at once.
+
+    `image_bytes` is the largest decoded image (H x W x 3 bytes) expected; it sizes the chunks.
+    """
+    per_worker = max(1, inflight_bytes // (2 * workers.count * max(1, image_bytes)))
+    chunk = max(1, min(MAX_CHUNK, per_worker, math.ceil(len(jobs) / (4 * workers.count))))
+    yield from _ordered(workers.pool, _decode_chunk, _chunks(list(jobs), chunk), 2 * workers.count)

@@ -1,0 +1,160 @@
+"""Train/test splits stored in the cache, and the validation hold-out used by training.
+
+Random splits (the protocol of datasets.md §15): split k of `count` uses the legacy NumPy generator
+``RandomState(seed + k)`` to permute the images (or, for reference-disjoint datasets, the reference
+images), and the first ``floor((1 - test_fraction) * n)`` go to train, the rest to test. With the
+default seed 0, split ``random_0`` is exactly the esnthere prep split (``np.random.seed(0)``, shuffle
+``arange(N)``, first ``int(0.8 * N)`` train) for the same record order. Index arrays are int64, sorted.
+
+Reference-disjoint splits (LIVE, CSIQ, TID2013, KADID-10k): all images of one reference land on the
+same side, so no scene is seen in training and test. Images without a reference (ref_id -1) count as
+their own group.
+
+KonIQ's official split comes from each record's ``official_set`` ('training'/'validation'/'test').
+
+Everything is a pure function of its inputs and seed: splits can be regenerated from the seed stored
+in the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from iqa_cli.errors import ConfigError, DataError
+
+RANDOM_PREFIX = "random_"
+OFFICIAL = "official"
+# Record.official_set spellings -> part names in the cache.
+_OFFICIAL_PARTS = {
+    "training": "train",
+    "train": "train",
+    "validation": "val",
+    "val": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def _train_count(n: int, test_fraction: float) -> int:
+    # floor with a small tolerance so 0.8 * 1000 is 800, not 799 (binary fractions).
+    return int(math.floor((1.0 - test_fraction) * n + 1e-9))
+
+
+def _check_fraction(fraction: float, what: str) -> None:
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"{what} must be between 0 and 1 (exclusive), got {fraction}")
+
+
+def _groups(n: int, ref_ids: np.ndarray | None) -> np.ndarray:
+    """A group id per image: its reference, or a fresh id for images without one."""
+    if ref_ids is None:
+        return np.arange(n, dtype=np.int64)
+    ref_ids = np.asarray(ref_ids, dtype=np.int64)
+    if ref_ids.shape != (n,):
+        raise ValueError(f"ref_ids has shape {ref_ids.shape}, expected ({n},)")
+    groups = ref_ids.copy()
+    lonely = groups < 0
+    groups[lonely] = groups.max(initial=-1) + 1 + np.arange(int(lonely.sum()))
+    return groups
+
+
+def _split_groups(
+    groups: np.ndarray, test_fraction: float, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Permute the distinct groups; images of the first (1 - test_fraction) share of groups -> train."""
+    distinct = np.unique(groups)
+    order = rng.permutation(len(distinct))
+    in_train = np.isin(groups, distinct[order[: _train_count(len(distinct), test_fraction)]])
+    return np.flatnonzero(in_train).astype(np.int64), np.flatnonzero(~in_train).astype(np.int64)
+
+
+def random_split(
+    n: int, *, seed: int, test_fraction: float = 0.2, ref_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One seeded train/test split of `n` images; reference-disjoint when `ref_ids` is given."""
+    _check_fraction(test_fraction, "the test fraction")
+    rng = np.random.RandomState(seed)
+    if ref_ids is None:
+        order = rng.permutation(n)
+        cut = _train_count(n, test_fraction)
+        return np.sort(order[:cut]).astype(np.int64), np.sort(order[cut:]).astype(np.int64)
+    return _split_groups(_groups(n, ref_ids), test_fraction, rng)
+
+
+def random_splits(
+    n: int,
+    *,
+    count: int = 10,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    ref_ids: np.ndarray | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """`count` splits named random_0..random_{count-1}; split k uses seed + k."""
+    if count < 0:
+        raise ConfigError(f"the number of splits must be >= 0, got {count}")
+    if count == 0:
+        return {}
+    _check_fraction(test_fraction, "the test fraction")
+    groups = _groups(n, ref_ids)
+    distinct = len(np.unique(groups))
+    unit = ("reference image" if ref_ids is not None else "image") + ("" if distinct == 1 else "s")
+    if _train_count(distinct, test_fraction) < 1 or _train_count(distinct, test_fraction) >= distinct:
+        raise DataError(
+            f"cannot split {distinct} {unit} {1 - test_fraction:.0%}/{test_fraction:.0%} into non-empty "
+            "train and test parts (use --splits 0 to write no splits)"
+        )
+    out = {}
+    for k in range(count):
+        train, test = random_split(n, seed=seed + k, test_fraction=test_fraction, ref_ids=ref_ids)
+        out[f"{RANDOM_PREFIX}{k}"] = {"train": train, "test": test}
+    return out
+
+
+def official_split(official_sets: Sequence[str | None]) -> dict[str, np.ndarray] | None:
+    """KonIQ-style official parts from each record's `official_set`, or None when no record has one.
+
+    Records without a set (None or '') belong to no part; unknown set names are an error.
+    """
+    if not any(official_sets):
+        return None
+    parts: dict[str, list[int]] = {}
+    for index, value in enumerate(official_sets):
+        if not value:
+            continue
+        part = _OFFICIAL_PARTS.get(str(value).strip().lower())
+        if part is None:
+            raise DataError(f"unknown official set {value!r} (expected training, validation or test)")
+        parts.setdefault(part, []).append(index)
+    return {name: np.asarray(sorted(indices), dtype=np.int64) for name, indices in parts.items()}
+
+
+def validation_split(
+    train_idx: np.ndarray, fraction: float, seed: int, *, ref_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation part out of a training part: returns (rest of train, val), both sorted.
+
+    About `fraction` of `train_idx` (at least one image, and at least one image left to train on)
+    goes to validation, chosen by ``RandomState(seed)``. Pass `ref_ids` (the cache's full ref_ids
+    array, indexed like the images) for reference-disjoint datasets: then whole references move.
+    """
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    _check_fraction(fraction, "the validation fraction")
+    rng = np.random.RandomState(seed)
+    if train_idx.size < 2:
+        return np.sort(train_idx), np.empty(0, dtype=np.int64)
+    if ref_ids is None:
+        order = rng.permutation(train_idx.size)
+        n_val = min(train_idx.size - 1, max(1, int(math.floor(fraction * train_idx.size + 0.5))))
+        return np.sort(train_idx[order[n_val:]]), np.sort(train_idx[order[:n_val]])
+    ref_ids = np.asarray(ref_ids, dtype=np.int64)
+    groups = _groups(ref_ids.size, ref_ids)
+    distinct = np.unique(groups[train_idx])
+    if distinct.size < 2:
+        return np.sort(train_idx), np.empty(0, dtype=np.int64)
+    order = rng.permutation(distinct.size)
+    n_val = min(distinct.size - 1, max(1, int(math.floor(fraction * distinct.size + 0.5))))
+    in_val = np.isin(groups[train_idx], distinct[order[:n_val]])
+    return np.sort(train_idx[~in_val]), np.sort(train_idx[in_val])
