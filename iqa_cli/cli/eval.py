@@ -1,10 +1,104 @@
-"""`iqa eval`: placeholder group; its commands are built by later issues."""
+"""`iqa eval <method>`: metrics of trained weights on a dataset's test split(s) or all of another dataset."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+from rich.table import Table
+
+from iqa_cli.cli.console import ConsoleProgress, out, print_json
+from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
-    help="(coming) eval commands.",
-    no_args_is_help=True,
+    help="Evaluate trained weights: SRCC, PLCC (raw and logistic-mapped), KRCC, RMSE.", no_args_is_help=True
 )
+
+METRIC_COLUMNS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+
+
+def make_eval_command(method: str):
+    recipe = get_recipe(method)
+
+    def command(
+        data: Optional[str] = typer.Option(  # noqa: UP045
+            None,
+            "--data",
+            help="dataset (name or cache) to evaluate on; with --cross, the training dataset (finds default weights)",
+        ),
+        split: Optional[str] = typer.Option(  # noqa: UP045
+            None, "--split", help="split K or 'all' (default: the splits the run trained; else the first)"
+        ),
+        cross: Optional[str] = typer.Option(  # noqa: UP045
+            None, "--cross", help="evaluate on every image of this other prepared dataset (name or cache)"
+        ),
+        weights: Optional[str] = typer.Option(  # noqa: UP045
+            None, "--weights", help="checkpoint file or weights-store name (default: newest local run)"
+        ),
+        variant: Optional[str] = typer.Option(  # noqa: UP045
+            None, "--variant", help="model variant (default: the checkpoint's)"
+        ),
+        json_output: bool = typer.Option(False, "--json", help="print the results as JSON"),
+        csv_file: Optional[Path] = typer.Option(None, "--csv", help="write the metrics table to this CSV"),  # noqa: UP045
+        per_image: Optional[Path] = typer.Option(  # noqa: UP045
+            None, "--per-image", help="write every prediction to this CSV"
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+        amp: str = typer.Option("off", "--amp", help="precision: off (float32), bf16, fp16, auto"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size"),  # noqa: UP045
+        preload_gb: float = typer.Option(16.0, "--preload-gb", help="RAM budget for keeping prepared views"),
+    ) -> None:
+        from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image
+
+        report = evaluate(
+            EvalOptions(
+                method=method,
+                data=data,
+                split=split,
+                cross=cross,
+                weights=weights,
+                variant=variant,
+                device=device,
+                amp=amp,
+                batch_size=batch_size,
+                preload_gb=preload_gb,
+            ),
+            ConsoleProgress(),
+        )
+        if csv_file is not None:
+            write_metrics_csv(csv_file, report)
+        if per_image is not None:
+            write_per_image(per_image, report.per_image)
+        if json_output:
+            print_json(report.as_dict())
+        else:
+            show_eval_report(report.as_dict())
+
+    command.__doc__ = (
+        f"Evaluate {recipe.title} with its test-time protocol.\n\n"
+        "Intra-dataset: the test part of --split K (or all splits, median). Cross-dataset: --cross D scores "
+        "every image of D. Default weights: the newest local run of this method on --data."
+    )
+    return command
+
+
+def show_eval_report(report: dict[str, Any]) -> None:
+    kind = "cross-dataset" if report["cross"] else "test split"
+    title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
+    table = Table(title=title)
+    for column in ("split", "n", *METRIC_COLUMNS, "trained on"):
+        table.add_column(column, justify="right")
+    for row in report["results"]:
+        trained = f"{row.get('trained_on') or '?'}"
+        if row.get("trained_split") is not None:
+            trained += f" / split {row['trained_split']}"
+        table.add_row(str(row["split"]), str(row["n"]), *[f"{row[m]:.4f}" for m in METRIC_COLUMNS], trained)
+    if len(report["results"]) > 1:
+        median = report["median"]
+        table.add_row("median", "", *[f"{median[m]:.4f}" for m in METRIC_COLUMNS], "")
+    out.print(table)
+
+
+for _method in recipe_names():
+    app.command(_method)(make_eval_command(_method))

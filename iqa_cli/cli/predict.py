@@ -1,9 +1,88 @@
-"""`iqa predict`: registered on the root app by `register`."""
+"""`iqa predict METHOD --weights W IMAGE_OR_FOLDER...`: score the user's own images."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 
 
 def register(root: typer.Typer) -> None:
-    """Add this module's command(s) to the root app (filled in by the issue that builds it)."""
+    """Add `iqa predict` to the root app."""
+
+    @root.command("predict")
+    def predict_command(
+        method: str = typer.Argument(..., help="method whose weights these are, e.g. vtiqa"),
+        inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
+        weights: str = typer.Option(..., "--weights", help="checkpoint file or weights-store name"),
+        variant: Optional[str] = typer.Option(None, "--variant", help="model variant (default: the checkpoint's)"),  # noqa: UP045
+        csv_file: Optional[Path] = typer.Option(None, "--csv", help="write the scores to this CSV file"),  # noqa: UP045
+        skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of stopping"),
+        batch_size: int = typer.Option(16, "--batch-size", help="images per forward pass"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+        amp: str = typer.Option("off", "--amp", help="precision: off (float32), bf16, fp16, auto"),
+        json_output: bool = typer.Option(False, "--json", help="print the scores as JSON"),
+    ) -> None:
+        """Score images of any size (JPEG/PNG/BMP/TIFF) with trained weights, in batches.
+
+        Scores are on the model's training scale (1-5 for VT-IQA; higher is better) and, when the
+        checkpoint records its training dataset's label mapping, also on that dataset's native scale.
+        """
+        from dataclasses import asdict
+
+        from iqa_cli.atomic import atomic_path
+        from iqa_cli.train.predict import predict_files
+
+        report = predict_files(
+            method,
+            weights,
+            list(inputs),
+            variant=variant,
+            skip_bad=skip_bad,
+            batch_size=batch_size,
+            device=device,
+            amp=amp,
+            progress=ConsoleProgress(),
+        )
+        for _path, reason in report.skipped:
+            err.print(f"skipped: {reason}", markup=False, highlight=False)
+        if csv_file is not None:
+            with atomic_path(csv_file) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "score", "score_native", "width", "height"])
+                for p in report.predictions:
+                    native = "" if p.score_native is None else f"{p.score_native:.6g}"
+                    writer.writerow([p.path, f"{p.score:.6g}", native, p.width, p.height])
+        if json_output:
+            print_json(
+                {
+                    "method": report.method,
+                    "weights": report.weights,
+                    "scale": report.scale,
+                    "native_scale": report.native_scale,
+                    "predictions": [asdict(p) for p in report.predictions],
+                    "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+                }
+            )
+            return
+        if csv_file is not None and len(report.predictions) > 50:
+            out.print(f"{len(report.predictions)} scores written to {escape(str(csv_file))}")
+            return
+        table = Table(title=f"{method} scores ({report.scale})")
+        table.add_column("image", overflow="fold")
+        table.add_column("score", justify="right")
+        if report.native_scale:
+            table.add_column(report.native_scale, justify="right")
+        table.add_column("size", justify="right")
+        for p in report.predictions:
+            row = [escape(p.path), f"{p.score:.3f}"]
+            if report.native_scale:
+                row.append(f"{p.score_native:.2f}")
+            table.add_row(*row, f"{p.width}x{p.height}")
+        out.print(table)

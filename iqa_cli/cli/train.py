@@ -1,10 +1,208 @@
-"""`iqa train`: placeholder group; its commands are built by later issues."""
+"""`iqa train <method>`: one command per training recipe, its options built from the recipe.
+
+Every engine setting and every hyper-parameter of the recipe's protocol is a flag (`--lr-phases`,
+`--batch-size`, ...) generated from the dataclass fields, so a new recipe gets its command for free.
+Flags left out are None here, which is how the core knows what was given explicitly (for the
+precedence defaults < --config < flags, and for --resume).
+"""
 
 from __future__ import annotations
 
-import typer
+import inspect
+import sys
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Optional
 
-app = typer.Typer(
-    help="(coming) train commands.",
-    no_args_is_help=True,
-)
+import typer
+from rich.table import Table
+
+from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.train.config import EngineConfig, field_types
+from iqa_cli.train.recipes import get_recipe, recipe_names
+
+app = typer.Typer(help="Train a method on a prepared dataset (the paper's protocol by default).", no_args_is_help=True)
+
+RESERVED = {"data", "split", "config", "out", "name", "resume", "tiny", "json_output"}
+METRIC_COLUMNS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_type(tp: Any) -> Any:
+    args = typing.get_args(tp)
+    inner = next((a for a in args if a is not type(None)), tp) if args and type(None) in args else tp
+    if inner in (bool, int, float, str):
+        return inner
+    return str  # tuples and other structured values are parsed by the core from text
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        if value and isinstance(value[0], tuple):
+            return ",".join(":".join(f"{x:g}" if isinstance(x, float) else str(x) for x in pair) for pair in value)
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def dataclass_options(cls: type, defaults: Any) -> list[inspect.Parameter]:
+    """One `Optional[T] = typer.Option(None, ...)` parameter per dataclass field."""
+    params = []
+    types = field_types(cls)
+    for f in fields(cls):
+        if f.name in RESERVED:
+            raise RuntimeError(f"option name '{f.name}' is reserved by the CLI")
+        kind = _option_type(types[f.name])
+        default_value = getattr(defaults, f.name) if defaults is not None else f.default
+        help_text = f.metadata.get("help", "")
+        if default_value is not MISSING:
+            help_text += f" [default: {_default_text(default_value)}]"
+        decls = [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"] if kind is bool else [_flag(f.name)]
+        option = typer.Option(None, *decls, help=help_text, show_default=False)
+        params.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])  # noqa: UP045
+        )
+    return params
+
+
+def _common_parameters() -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter(
+            "data",
+            kw,
+            annotation=Optional[str],  # noqa: UP045
+            default=typer.Option(None, "--data", help="prepared dataset name (e.g. livew) or cache file"),
+        ),
+        inspect.Parameter(
+            "split",
+            kw,
+            annotation=Optional[str],  # noqa: UP045
+            default=typer.Option(
+                None, "--split", help="a split of the cache (default: its first) or 'all' (every split; median)"
+            ),
+        ),
+        inspect.Parameter(
+            "config",
+            kw,
+            annotation=Optional[Path],  # noqa: UP045
+            default=typer.Option(None, "--config", help="TOML file of option values (flags override it)"),
+        ),
+        inspect.Parameter(
+            "out",
+            kw,
+            annotation=Optional[Path],  # noqa: UP045
+            default=typer.Option(None, "--out", help="run folder (default: $IQA_HOME/runs/<name>)"),
+        ),
+        inspect.Parameter(
+            "name",
+            kw,
+            annotation=Optional[str],  # noqa: UP045
+            default=typer.Option(None, "--name", help="run name (default: <method>-<dataset>-<time>)"),
+        ),
+        inspect.Parameter(
+            "resume",
+            kw,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--resume",
+                help="continue a stopped run (--name/--out, else the newest unfinished one for --data)",
+            ),
+        ),
+        inspect.Parameter(
+            "tiny",
+            kw,
+            annotation=bool,
+            default=typer.Option(False, "--tiny", help="CPU-test-sized network and views (no pretrained weights)"),
+        ),
+        inspect.Parameter(
+            "json_output", kw, annotation=bool, default=typer.Option(False, "--json", help="print the results as JSON")
+        ),
+    ]
+
+
+def make_train_command(method: str):
+    recipe = get_recipe(method)
+    engine_names = [f.name for f in fields(EngineConfig)]
+    param_names = [f.name for f in fields(recipe.Params)]
+    parameters = (
+        _common_parameters()
+        + dataclass_options(EngineConfig, EngineConfig())
+        + dataclass_options(recipe.Params, recipe.Params())
+    )
+
+    def command(**kwargs: Any) -> None:
+        from iqa_cli.train.engine import TrainingInterrupted
+        from iqa_cli.train.trainer import TrainOptions, train
+
+        overrides = {k: kwargs[k] for k in engine_names + param_names if kwargs.get(k) is not None}
+        options = TrainOptions(
+            method=method,
+            data=kwargs["data"],
+            split=kwargs["split"],
+            config_file=kwargs["config"],
+            overrides=overrides,
+            tiny=kwargs["tiny"] or None,
+            out=kwargs["out"],
+            name=kwargs["name"],
+            resume=kwargs["resume"],
+        )
+        try:
+            report = train(options, ConsoleProgress())
+        except TrainingInterrupted as exc:
+            hint = f"; continue with `iqa train {method} --resume --out {exc.checkpoint.parent.parent}`"
+            err.print(f"{method}: {exc}" + (hint if exc.checkpoint else ""), markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        if report is None:  # not rank 0 of a DDP job
+            return
+        if kwargs["json_output"]:
+            print_json(report)
+        else:
+            show_train_report(report)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = (
+        f"Train {recipe.title} with its published protocol as defaults.\n\n"
+        "The kept model is chosen on a validation part of the training split (never on test) unless "
+        "--select-on test. Runs under torchrun for multi-GPU/multi-node DDP. SIGTERM/SIGUSR1 save a "
+        "resumable state; continue with --resume."
+    )
+    command.__name__ = f"train_{method}"
+    return command
+
+
+def show_train_report(report: dict[str, Any]) -> None:
+    selection = report["selection"]
+    title = f"{report['method']} on {report['dataset']}: test metrics of the kept model (selected on the {selection})"
+    table = Table(title=title)
+    for column in ("split", "n", *METRIC_COLUMNS, "best epoch", "epochs"):
+        table.add_column(column, justify="right")
+    for row in report["splits"]:
+        table.add_row(
+            str(row["split"]),
+            str(row["n"]),
+            *[f"{row[m]:.4f}" for m in METRIC_COLUMNS],
+            str(row["best_epoch"]),
+            str(row["epochs"]),
+        )
+    if len(report["splits"]) > 1:
+        median = report["median"]
+        table.add_row("median", "", *[f"{median[m]:.4f}" for m in METRIC_COLUMNS], "", "")
+    out.print(table)
+    out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+
+
+def _register() -> None:
+    for method in recipe_names():
+        app.command(method)(make_train_command(method))
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,274 @@
+"""Training configuration: the engine's settings, a recipe's hyper-parameters, TOML files.
+
+Precedence, lowest first: the recipe's protocol defaults < `--config FILE.toml` < command-line
+flags. A TOML file is flat `key = value` lines using the option names with `_` (`lr_phases =
+[[0, 0.01], [11, 0.001]]`, `batch_size = 192`, `device = "cuda"`); unknown keys are an error, so a
+typo never passes silently. The resolved configuration is written to every run folder as
+`config.toml` (re-usable with `--config`) and `config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from iqa_cli.atomic import atomic_path
+from iqa_cli.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with the `tomli` backport
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+SWITCHES = ("auto", "on", "off")
+SELECT_ON = ("val", "test")
+
+
+@dataclass
+class EngineConfig:
+    """How to run (not what to learn): device, precision, selection policy, seeds, logging."""
+
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda or cuda:N"})
+    amp: str = field(
+        default="auto", metadata={"help": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16, off"}
+    )
+    compile: bool = field(default=False, metadata={"help": "wrap the model in torch.compile"})
+    channels_last: str = field(
+        default="auto", metadata={"help": "channels-last memory format: auto (where the recipe says it helps), on, off"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "seed of data order, augmentation and init (0 = the authors' seeds)"}
+    )
+    select_on: str = field(
+        default="val",
+        metadata={
+            "help": "part that picks the kept model: val (carved from train) or test (the papers' habit, optimistic)"
+        },
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "share of the training part held out for model selection (select_on=val)"}
+    )
+    eval_test: bool = field(
+        default=True, metadata={"help": "also log test metrics every evaluation (never used to select)"}
+    )
+    eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs"})
+    eval_amp: str = field(
+        default="off",
+        metadata={"help": "precision of evaluations: off (float32; bf16 outputs tie at 1/64 steps), bf16, fp16, auto"},
+    )
+    preload_gb: float = field(
+        default=16.0, metadata={"help": "keep the prepared views of the whole dataset in RAM when they fit this budget"}
+    )
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimiser steps (0 = no limit)"})
+    time_limit: float = field(
+        default=0.0, metadata={"help": "minutes of training after which the run stops as if preempted (0 = none)"}
+    )
+    log_every: int = field(default=50, metadata={"help": "progress line every N steps"})
+
+    def validate(self) -> EngineConfig:
+        if not (self.device in DEVICES or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got '{self.device}'")
+        _choice("amp", self.amp, AMP_MODES)
+        _choice("eval_amp", self.eval_amp, AMP_MODES)
+        _choice("channels_last", self.channels_last, SWITCHES)
+        _choice("select_on", self.select_on, SELECT_ON)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        for name in ("eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or self.time_limit < 0 or self.preload_gb < 0:
+            raise ConfigError("max_steps, time_limit and preload_gb cannot be negative")
+        return self
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
+
+
+# ------------------------------------------------------------------------------------ value parsing
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if (typing.get_origin(tp) in (typing.Union, types.UnionType)) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def _split_text(text: str) -> list[str]:
+    return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+
+
+def coerce(name: str, tp: Any, value: Any) -> Any:
+    """Turn a TOML value or a command-line string into the field's type, or raise ConfigError.
+
+    Tuples of pairs accept `"0:0.01,11:0.001"` on the command line and `[[0, 0.01], [11, 0.001]]` in TOML.
+    """
+    inner, optional = _strip_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{name} needs a value")
+    try:
+        if inner is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if inner is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if inner is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value)
+            if math.isnan(number):
+                raise ValueError(value)
+            return number
+        if inner is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        origin = typing.get_origin(inner)
+        if origin is tuple:
+            args = typing.get_args(inner)
+            element = args[0]
+            items = _split_text(value) if isinstance(value, str) else list(value)
+            if typing.get_origin(element) is tuple:  # tuple of pairs, e.g. lr phases
+                pair_types = typing.get_args(element)
+                pairs = []
+                for item in items:
+                    parts = item.split(":") if isinstance(item, str) else list(item)
+                    if len(parts) != len(pair_types):
+                        raise ValueError(item)
+                    pairs.append(tuple(coerce(name, t, p) for t, p in zip(pair_types, parts, strict=True)))
+                return tuple(pairs)
+            return tuple(coerce(name, element, item) for item in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value for {name}: {value!r} (expected {_describe(tp)})") from None
+    raise ConfigError(f"{name}: unsupported option type {tp}")  # pragma: no cover - programming error
+
+
+def _describe(tp: Any) -> str:
+    inner, optional = _strip_optional(tp)
+    if typing.get_origin(inner) is tuple:
+        element = typing.get_args(inner)[0]
+        if typing.get_origin(element) is tuple:
+            names = ":".join(getattr(t, "__name__", str(t)) for t in typing.get_args(element))
+            text = f"comma-separated {names} pairs"
+        else:
+            text = f"comma-separated {getattr(element, '__name__', element)} values"
+    else:
+        text = getattr(inner, "__name__", str(inner))
+    return text + (" or none" if optional else "")
+
+
+def apply_values(obj: Any, values: dict[str, Any], *, source: str) -> Any:
+    """A copy of dataclass `obj` with `values` (names must be fields) coerced and set."""
+    types_ = field_types(type(obj))
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
+    changes = {name: coerce(name, types_[name], value) for name, value in values.items()}
+    return dataclasses.replace(obj, **changes)
+
+
+def to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------------------------- TOML
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path=path)
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        raise ConfigError("reading TOML on Python 3.10 needs the `tomli` package (pip install tomli)", path=path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML ({exc})", path=path) from None
+    nested = [k for k, v in data.items() if isinstance(v, dict)]
+    if nested:
+        raise ConfigError(f"expected flat `key = value` lines, found table(s) {', '.join(nested)}", path=path)
+    return data
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """Write `config.toml` (flat keys, one commented block per section, None values as comments)."""
+    lines = ["# Resolved configuration of this run; re-usable with `--config`."]
+    for title, values in sections.items():
+        lines.append(f"\n# --- {title}")
+        for key, value in values.items():
+            plain = to_plain(value)
+            lines.append(f"# {key} = (none)" if plain is None else f"{key} = {_toml_value(plain)}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(to_plain(obj), indent=2, default=str) + "\n")
+
+
+def split_by_owner(values: dict[str, Any], *owners: type) -> list[dict[str, Any]]:
+    """Distribute flat keys to the dataclasses that own them; unknown keys raise."""
+    known = [set(field_types(cls)) for cls in owners]
+    parts: list[dict[str, Any]] = [{} for _ in owners]
+    unknown = []
+    for key, value in values.items():
+        for names, part in zip(known, parts, strict=True):
+            if key in names:
+                part[key] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
+    return parts

@@ -1,0 +1,131 @@
+"""What training and evaluation read: a prepared cache (or anything with its interface) and its splits.
+
+A dataset object offers `read_images(indices) -> uint8 (n, H, W, 3)` (images zero-padded to a common
+H x W), `sizes` (n, 2) with each image's valid (h, w), native `scores`, `attrs` (dataset, score_type,
+native_range, lower_better, ...), `split_names()`, `split(name) -> {'train', 'test'[, 'val']}` and
+`len()`. `iqa_cli.data.cache.open_cache` returns one; tests may pass an in-memory object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from iqa_cli.errors import ConfigError, DataError
+
+RANDOM_PREFIX = "random_"  # the cache's name for its seeded random splits (random_0, random_1, ...)
+
+
+class DatasetLike(Protocol):
+    sizes: np.ndarray
+    scores: np.ndarray
+    attrs: dict[str, Any]
+
+    def read_images(self, indices: np.ndarray) -> np.ndarray: ...
+
+    def split_names(self) -> list[str]: ...
+
+    def split(self, name: str) -> dict[str, np.ndarray]: ...
+
+    def __len__(self) -> int: ...
+
+
+def open_dataset(name_or_path: str | Path) -> tuple[DatasetLike, Path]:
+    """Open a prepared cache by dataset name or path; empty caches are refused."""
+    from iqa_cli.data.cache import open_cache
+    from iqa_cli.home import resolve_cache
+
+    path = resolve_cache(name_or_path)
+    dataset = open_cache(path)
+    if len(dataset) == 0:
+        close_dataset(dataset)
+        raise DataError("the cache holds no images (expected a cache written by `iqa prepare`)", path=path)
+    return dataset, path
+
+
+def close_dataset(dataset: Any) -> None:
+    close = getattr(dataset, "close", None)
+    if callable(close):
+        close()
+
+
+def dataset_name(dataset: DatasetLike, fallback: str = "dataset") -> str:
+    return str(dataset.attrs.get("dataset") or fallback)
+
+
+def read_images_ordered(dataset: DatasetLike, indices: np.ndarray) -> np.ndarray:
+    """`read_images` in the requested order; the cache is read in increasing index order (fast for HDF5)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    order = np.argsort(indices, kind="stable")
+    images = dataset.read_images(indices[order])
+    out = np.empty_like(images)
+    out[order] = images
+    return out
+
+
+def resolve_split_names(dataset: DatasetLike, split: str | None, *, source: str = "cache") -> list[str]:
+    """`--split K|all` -> the split names to use.
+
+    K is a stored split's name (`random_3`, `official`) or a number (`3` = `random_3`). `all` is every
+    random split (the papers' repeated 80/20 protocol; the median is reported), or every split when
+    the cache has no random ones. Default: the first split the cache lists.
+    """
+    names = [str(n) for n in dataset.split_names()]
+    if not names:
+        raise DataError(f"the {source} defines no train/test splits")
+    if split is None:
+        return names[:1]
+    if split == "all":
+        random = [n for n in names if n.startswith(RANDOM_PREFIX)]
+        return random or names
+    for candidate in (split, f"{RANDOM_PREFIX}{split}"):
+        if candidate in names:
+            return [candidate]
+    raise DataError(f"split '{split}' does not exist in the {source} (available: {', '.join(names)}, or all)")
+
+
+@dataclass(frozen=True)
+class SplitParts:
+    """Index sets of one split: what trains, what picks the kept model, what is reported."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    select_on: str  # 'val' | 'test'
+
+    @property
+    def select(self) -> np.ndarray:
+        return self.test if self.select_on == "test" else self.val
+
+
+def make_parts(dataset: DatasetLike, split: str, *, select_on: str, val_fraction: float, seed: int) -> SplitParts:
+    """Training/validation/test indices of `split`. Validation is carved from the training part
+    (or is the split's own 'val' part when it has one, e.g. KonIQ's official split); it never
+    touches the test part. `select_on='test'` keeps the whole training part and selects on test."""
+    parts = dataset.split(split)
+    train = np.asarray(parts["train"], dtype=np.int64)
+    test = np.asarray(parts["test"], dtype=np.int64)
+    if train.size == 0 or test.size == 0:
+        raise DataError(f"split '{split}' has an empty train or test part ({train.size}/{test.size} images)")
+    if select_on == "test":
+        return SplitParts(split, train, np.empty(0, np.int64), test, "test")
+    if "val" in parts and len(parts["val"]):
+        val = np.asarray(parts["val"], dtype=np.int64)
+    else:
+        from iqa_cli.data.splits import validation_split
+
+        ref_ids = getattr(dataset, "ref_ids", None)
+        grouped = ref_ids is not None and bool(np.any(np.asarray(ref_ids) >= 0))
+        # Reference-disjoint datasets keep every reference on one side of train/val as well.
+        train, val = validation_split(train, val_fraction, seed, ref_ids=np.asarray(ref_ids) if grouped else None)
+        train, val = np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
+    if val.size == 0 or train.size == 0:
+        raise ConfigError(
+            f"split '{split}': {parts['train'].size} training images are too few to hold out a validation part "
+            f"(val_fraction {val_fraction})"
+        )
+    return SplitParts(split, train, val, test, "val")

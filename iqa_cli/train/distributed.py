@@ -1,0 +1,111 @@
+"""Devices and DDP: `torchrun` sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR; we join the group.
+
+NCCL on GPUs, gloo on CPU. Every rank holds the same model, sees a disjoint shard of each epoch's
+shuffled training order, evaluates a contiguous share of the evaluated images; predictions are
+gathered so all ranks take the same decisions (best epoch, plateau, stop). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from iqa_cli.errors import ConfigError
+
+
+def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+        if preference == "cpu":
+            return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {preference}: no CUDA device is available (use --device cpu or auto)")
+    if preference == "cuda":
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    index = int(preference.split(":", 1)[1])
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {preference}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device("cuda", index)
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if self.active:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return tensor
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def shutdown(self) -> None:
+        if self.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's variables; (0, 1, 0) outside torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def init_distributed(device: torch.device) -> DistContext:
+    rank, world, local = env_world()
+    if world <= 1:
+        return DistContext()
+    if dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), local)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+    return DistContext(rank, world, local, initialised_here=True)
+
+
+def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This rank's share of an epoch order: padded by wrapping to a multiple of `world` (as torch's
+    DistributedSampler), then every world-th item from position `rank`. Shares are disjoint except
+    for the at most world-1 padding items."""
+    order = np.asarray(order)
+    if world <= 1:
+        return order
+    total = -(-order.size // world) * world
+    padded = np.concatenate([order, order[: total - order.size]]) if total > order.size else order
+    return padded[rank::world]
+
+
+def contiguous_share(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Evaluation share: contiguous, no padding (gathered results concatenate back in order)."""
+    bounds = np.linspace(0, len(indices), world + 1).astype(int)
+    return np.asarray(indices)[bounds[rank] : bounds[rank + 1]]

@@ -1,0 +1,585 @@
+"""The training loop every recipe shares: one split, from start (or a resumable state) to the kept model.
+
+Per epoch: the recipe sets what trains; the training part is shuffled by (seed, epoch) and sharded
+over DDP ranks; each batch gets a seed `seed * 10**9 + batches_per_epoch * epoch + batch` (for seed 0
+exactly the authors' `len(loader) * epoch + batch`) that drives its augmentation (and, for recipes
+that re-seed per batch, dropout); the forward pass runs under autocast; the loss is checked to be
+finite on all ranks before the step. Then the selection part (validation, or test with
+`--select-on test`) and the test part are evaluated, the best model is kept, the schedule decides
+(learning rate, reload best, stop), a JSONL line per evaluated part is written, and a resumable
+state is saved. SIGTERM/SIGUSR1 finish the current step, save the resumable state and stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iqa_cli.atomic import atomic_path
+from iqa_cli.errors import IQAError
+from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.config import EngineConfig, to_plain, write_json
+from iqa_cli.train.data import DatasetLike, SplitParts
+from iqa_cli.train.distributed import DistContext, contiguous_share, shard
+from iqa_cli.train.metrics import compute_metrics
+from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.runs import BEST, LAST, LOG, PREDICTIONS, RESULT
+from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
+from iqa_cli.train.views import ViewStore
+
+SEED_STRIDE = 10**9
+DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"  # test hook: the process signals itself after step N
+GIB = 1024**3
+
+
+class TrainingDiverged(IQAError):
+    """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop was requested (signal or time limit); a resumable state was saved."""
+
+    def __init__(self, reason: str, epoch: int, step: int, checkpoint: Path | None, exit_code: int) -> None:
+        self.reason, self.epoch, self.step, self.checkpoint, self.exit_code = reason, epoch, step, checkpoint, exit_code
+        where = f"; resumable state saved to {checkpoint}" if checkpoint else ""
+        super().__init__(f"stopped by {reason} at epoch {epoch} step {step}{where}")
+
+
+class StopRequest:
+    """Turns SIGTERM / SIGUSR1 (what SLURM sends before preemption) into a flag the loop polls."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    number = getattr(signal, name)
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" else "off"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_channels_last(cfg: EngineConfig, recipe: Recipe) -> bool:
+    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and recipe.channels_last_helps)
+
+
+def batch_seed(seed: int, epoch: int, batch: int, batches_per_epoch: int) -> int:
+    return seed * SEED_STRIDE + batches_per_epoch * epoch + batch
+
+
+def epoch_order(train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's shuffled training order; identical on every rank and after resumption."""
+    return np.random.default_rng([seed, epoch]).permutation(train)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Short fingerprint of the weights (ranks compare it to prove they stayed in sync)."""
+    digest = hashlib.sha1()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def shard_report(shares: list[list[int]]) -> dict[str, Any]:
+    """How the ranks' shares of one epoch relate: sizes, union, and indices seen by more than one rank
+    (only DistributedSampler-style padding may repeat)."""
+    seen: dict[int, int] = {}
+    for share in shares:
+        for index in set(share):
+            seen[index] = seen.get(index, 0) + 1
+    digests = [hashlib.sha1(np.asarray(sorted(s), dtype=np.int64).tobytes()).hexdigest()[:12] for s in shares]
+    return {
+        "per_rank": [len(s) for s in shares],
+        "union": len(seen),
+        "shared": sum(1 for c in seen.values() if c > 1),
+        "digests": digests,
+    }
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def predict_scores(
+    recipe: Recipe,
+    params: BaseParams,
+    model: nn.Module,
+    store: ViewStore,
+    indices: np.ndarray,
+    *,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    dist: DistContext | None = None,
+    progress: Progress | None = None,
+    channels_last: bool = False,
+) -> np.ndarray:
+    """Scores (float64, training label scale) of `indices` in order, with the test-time protocol.
+
+    Under DDP each rank predicts a contiguous share and the shares are gathered on every rank.
+    """
+    dist = dist or DistContext()
+    progress = progress or NullProgress()
+    mine = contiguous_share(np.asarray(indices), dist.rank, dist.world)
+    batches = [mine[i : i + params.eval_batch_size] for i in range(0, mine.size, params.eval_batch_size)]
+    was_training = model.training
+    model.eval()
+    outputs: list[np.ndarray] = []
+    grad = torch.enable_grad() if recipe.eval_needs_grad(params) else torch.inference_mode()
+    with store.batches(batches) as it, grad:
+        for _, views in it:
+            inputs = recipe.eval_inputs(views, params)
+            if channels_last:
+                inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
+            with autocast(device, dtype):
+                pred = recipe.predict(model, inputs)
+            outputs.append(pred.detach().float().cpu().numpy().astype(np.float64))
+            progress.advance(len(pred))
+    model.train(was_training)
+    local = np.concatenate(outputs) if outputs else np.empty(0, np.float64)
+    return np.concatenate(dist.gather(local))
+
+
+# ------------------------------------------------------------------------------------------- fit
+
+
+@dataclass
+class Position:
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: float = 0.0
+    images: float = 0.0
+    seconds: float = 0.0
+    best_metric: float = -math.inf
+    best_epoch: int = -1
+    evaluations: int = 0
+
+
+@dataclass
+class FitResult:
+    split: str
+    best_epoch: int
+    best_metric: float
+    epochs: int
+    steps: int
+    stopped_because: str
+    test: dict[str, Any]
+    val: dict[str, Any] | None
+    weights: Path | None
+    ranks: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FitContext:
+    """Everything `fit` needs besides the split."""
+
+    recipe: Recipe
+    params: BaseParams
+    cfg: EngineConfig
+    dataset: DatasetLike
+    labels: np.ndarray  # training label scale, one per dataset image
+    device: torch.device
+    meta: dict[str, Any]  # written into checkpoints (method, dataset, labels, params, ...)
+    tiny: bool = False
+    dist: DistContext = field(default_factory=DistContext)
+    progress: Progress = field(default_factory=NullProgress)
+    stop: StopRequest = field(default_factory=StopRequest)
+
+
+class Trainer:
+    """Trains one split into `out_dir` (only rank 0 writes)."""
+
+    def __init__(self, ctx: FitContext, parts: SplitParts, out_dir: Path) -> None:
+        self.ctx, self.parts, self.out_dir = ctx, parts, out_dir
+        self.recipe, self.params, self.cfg, self.dist = ctx.recipe, ctx.params, ctx.cfg, ctx.dist
+        self.device = ctx.device
+        self.dtype = amp_dtype(self.cfg.amp, self.device)
+        self.eval_dtype = amp_dtype(self.cfg.eval_amp, self.device)
+        self.channels_last = use_channels_last(self.cfg, self.recipe)
+        self.per_rank_batch = max(1, -(-self.params.batch_size // self.dist.world))
+        shard_size = -(-parts.train.size // self.dist.world)
+        self.batches_per_epoch = -(-shard_size // self.per_rank_batch)
+        self.labels = torch.as_tensor(np.asarray(ctx.labels, dtype=np.float32))
+        self.pos = Position()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.wrapped: nn.Module | None = None
+        self.wrapped_for: tuple[bool, ...] | None = None
+        self.rank_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+    def log(self, message: str) -> None:
+        if self.main:
+            self.ctx.progress.log(message)
+
+    def _setup(self, resume: bool) -> None:
+        torch.manual_seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed % 2**32)
+        last = self.out_dir / LAST
+        state = load_state(last) if resume and last.is_file() else None
+        if state is None and self.main:  # a fresh start: nothing stale from an earlier attempt
+            for stale in (LOG, BEST, LAST, RESULT, PREDICTIONS):
+                (self.out_dir / stale).unlink(missing_ok=True)
+        model = self.recipe.build_model(self.params, tiny=self.ctx.tiny, pretrained=state is None)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = self.recipe.make_optimizer(model, self.params)
+        self.schedule = self.recipe.make_schedule(self.params)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        if state is not None:
+            model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self.pos = Position(**state["position"])
+            best = self.out_dir / BEST
+            if best.is_file():
+                self.best_state, _ = read_state_dict(best)
+            restore_rng(state["rng"])
+            self.log(f"split {self.parts.name}: resumed at epoch {self.pos.epoch} step {self.pos.step} from {last}")
+        needed = np.concatenate([self.parts.train, self.parts.val, self.parts.test])
+        self.store = ViewStore(
+            self.ctx.dataset,
+            self.recipe,
+            self.params,
+            self.device,
+            needed,
+            budget_bytes=self.cfg.preload_gb * GIB,
+            progress=self.ctx.progress if self.main else NullProgress(),
+        )
+
+    def _train_module(self) -> nn.Module:
+        """The module to call for training: DDP and/or torch.compile wrappers, rebuilt when the set of
+        trainable parameters changes (DDP registers gradients for the trainable set at construction)."""
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if self.wrapped is not None and trainable == self.wrapped_for:
+            return self.wrapped
+        module: nn.Module = self.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=ids)
+        if self.cfg.compile:
+            module = torch.compile(module)
+        self.wrapped, self.wrapped_for = module, trainable
+        return module
+
+    # ------------------------------------------------------------------ saving
+
+    def _checkpoint_meta(self, epoch: int) -> dict[str, Any]:
+        return {
+            **self.ctx.meta,
+            "model": self.recipe.model_name(self.params),
+            "split": self.parts.name,
+            "epoch": epoch,
+            "selected_on": self.parts.select_on,
+            "selection_metric": self.params.selection_metric,
+            "metric_value": self.pos.best_metric,
+        }
+
+    def _save_last(self) -> Path:
+        path = self.out_dir / LAST
+        if self.main:
+            save_state(
+                path,
+                {
+                    "state_dict": cpu_state(self.model),
+                    "iqa_meta": {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.ctx.meta.items()},
+                    "optimizer": self.optimizer.state_dict(),
+                    "schedule": self.schedule.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                    "position": to_plain(self.pos),
+                    "rng": capture_rng(),
+                },
+            )
+        self.dist.barrier()
+        return path
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        with open(self.out_dir / LOG, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    # ------------------------------------------------------------------ loop
+
+    def _check_stop(self, stop_flag: float, started: float) -> str | None:
+        if stop_flag > 0:
+            return self.ctx.stop.signal_name or "a signal on another rank"
+        if self.cfg.time_limit and time.monotonic() - started > self.cfg.time_limit * 60:
+            return "time limit"
+        return None
+
+    def _interrupt(self, reason: str) -> TrainingInterrupted:
+        path = self._save_last()
+        self._write_log({"epoch": self.pos.epoch, "split": self.parts.name, "event": f"stopped by {reason}"})
+        code = 124 if reason == "time limit" else 128 + getattr(signal, reason, signal.SIGTERM)
+        return TrainingInterrupted(reason, self.pos.epoch, self.pos.step, path, int(code))
+
+    def _train_epoch(self, epoch: int, started: float) -> bool:
+        """Runs the rest of this epoch; True when the step limit was reached."""
+        self.recipe.configure_epoch(self.model, epoch, self.params)
+        module = self._train_module()
+        lr = self.schedule.lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        order = shard(epoch_order(self.parts.train, self.cfg.seed, epoch), self.dist.rank, self.dist.world)
+        if epoch == self.pos.epoch == 0 and self.dist.active:
+            self.rank_info["first_epoch"] = shard_report(self.dist.gather(sorted(int(i) for i in order)))
+        batches = [order[i : i + self.per_rank_batch] for i in range(0, order.size, self.per_rank_batch)]
+        module.train()
+        debug_step = int(os.environ.get(DEBUG_SIGNAL_ENV, "0") or 0)
+        if self.main:
+            self.ctx.progress.start(f"split {self.parts.name} epoch {epoch}", len(batches))
+            self.ctx.progress.advance(self.pos.batch)
+        tick = time.monotonic()
+        with self.store.batches(batches[self.pos.batch :]) as it:
+            for b, (indices, views) in enumerate(it, start=self.pos.batch):
+                seed = batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch)
+                if self.recipe.reseed_per_batch:
+                    torch.manual_seed(seed)
+                inputs = self.recipe.train_inputs(views, seed, self.params)
+                if self.channels_last:
+                    inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
+                target = self.labels[torch.from_numpy(indices)].to(self.device, non_blocking=True)
+                with autocast(self.device, self.dtype):
+                    pred = module(*inputs)
+                loss = self.recipe.loss(pred.float(), target, self.params)
+                # Under DDP every rank must stop at the same step, so a signal is polled here and
+                # all-reduced with this step's statistics; a single process polls after the step.
+                stop_flag = 1.0 if self.dist.active and self.ctx.stop.requested else 0.0
+                stats = torch.stack(
+                    [loss.detach().float() * len(indices), torch.tensor(float(len(indices)), device=loss.device)]
+                ).to(self.device)
+                stats = torch.cat([stats, torch.tensor([stop_flag], device=self.device)])
+                self.dist.all_reduce(stats)
+                loss_sum, count, stop_flag = (float(v) for v in stats.cpu())
+                if not math.isfinite(loss_sum):
+                    kept = self.out_dir / LAST
+                    keep = f"; the last good checkpoint is kept at {kept}" if kept.is_file() else ""
+                    raise TrainingDiverged(
+                        f"training diverged: the loss is {loss_sum / max(count, 1):g} at epoch {epoch} step {b} "
+                        f"(global step {self.pos.step}) of split {self.parts.name}; stopped{keep} "
+                        "(try a lower learning rate or --amp off)"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.pos.loss_sum += loss_sum
+                self.pos.loss_count += count
+                self.pos.images += count
+                self.pos.step += 1
+                self.pos.batch = b + 1
+                if self.main:
+                    self.ctx.progress.advance(1)
+                    if self.pos.step % self.cfg.log_every == 0:
+                        self.ctx.progress.log(
+                            f"split {self.parts.name} epoch {epoch} step {b + 1}/{len(batches)} "
+                            f"loss {self.pos.loss_sum / self.pos.loss_count:.4f} lr {lr:.3g}"
+                        )
+                if debug_step and self.pos.step == debug_step:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                if not self.dist.active:
+                    stop_flag = 1.0 if self.ctx.stop.requested else 0.0
+                reason = self._check_stop(stop_flag, started)
+                if reason is not None:
+                    self.pos.seconds += time.monotonic() - tick
+                    raise self._interrupt(reason)
+                if self.cfg.max_steps and self.pos.step >= self.cfg.max_steps:
+                    self.pos.seconds += time.monotonic() - tick
+                    return True
+        self.pos.seconds += time.monotonic() - tick
+        return False
+
+    def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        pred = predict_scores(
+            self.recipe,
+            self.params,
+            self.model,
+            self.store,
+            indices,
+            device=self.device,
+            dtype=self.eval_dtype,
+            dist=self.dist,
+            channels_last=self.channels_last,
+        )
+        return compute_metrics(pred, self.labels.numpy()[indices]).as_dict(), pred
+
+    def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:
+        lr = self.schedule.lr()
+        loss = self.pos.loss_sum / self.pos.loss_count if self.pos.loss_count else math.nan
+        speed = self.pos.images / self.pos.seconds if self.pos.seconds > 0 else math.nan
+        base = {
+            "epoch": epoch,
+            "split": self.parts.name,
+            "loss": loss,
+            "lr": lr,
+            "images_per_s": speed,
+            "steps": self.pos.step,
+            "selected_on": self.parts.select_on,
+        }
+        improved: bool | None = None
+        records = []
+        if evaluate:
+            parts = {"val": self.parts.val} if self.parts.val.size else {}
+            if self.cfg.eval_test or self.parts.select_on == "test":
+                parts["test"] = self.parts.test
+            metrics = {name: self._evaluate(idx)[0] for name, idx in parts.items()}
+            value = float(metrics[self.parts.select_on][self.params.selection_metric])
+            improved = self.best_state is None or (math.isfinite(value) and value > self.pos.best_metric)
+            if improved:
+                self.pos.best_metric, self.pos.best_epoch = value, epoch
+                self.best_state = cpu_state(self.model)
+                if self.main:
+                    save_checkpoint(self.best_state, self.out_dir / BEST, self._checkpoint_meta(epoch))
+            self.pos.evaluations += 1
+            for name, values in metrics.items():
+                chosen = bool(improved and name == self.parts.select_on)
+                records.append({**base, "part": name, **values, "improved": chosen})
+        else:
+            records.append({**base, "part": "train"})
+        action = self.schedule.end_epoch(epoch, improved)
+        if action.reload_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        if action.message:
+            records[-1]["event"] = action.message
+        for record in records:
+            self._write_log(record)
+        if self.main:
+            metric = self.params.selection_metric
+            sel = next((r for r in records if r.get("part") == self.parts.select_on), None)
+            text = f" {self.parts.select_on} {metric} {sel[metric]:.4f}" if sel else ""
+            test = next((r for r in records if r.get("part") == "test"), None)
+            if test and self.parts.select_on != "test":
+                text += f" test srcc {test['srcc']:.4f} plcc {test['plcc']:.4f}"
+            self.ctx.progress.finish()
+            self.ctx.progress.log(
+                f"split {self.parts.name} epoch {epoch}: loss {loss:.4f} lr {lr:.3g} {speed:.1f} img/s{text}"
+                + (" *" if improved else "")
+                + (f" ({action.message})" if action.message else "")
+            )
+        return action.stop, action.message
+
+    def fit(self, *, resume: bool = False) -> FitResult:
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._setup(resume)
+        started = time.monotonic()
+        stopped_because = "epoch cap"
+        while self.pos.epoch < self.params.epochs:
+            epoch = self.pos.epoch
+            limit = self._train_epoch(epoch, started)
+            last_epoch = epoch + 1 >= self.params.epochs
+            evaluate = limit or last_epoch or (epoch + 1) % self.cfg.eval_every == 0
+            stop, message = self._end_epoch(epoch, evaluate)
+            self.pos = Position(
+                epoch=epoch + 1,
+                step=self.pos.step,
+                best_metric=self.pos.best_metric,
+                best_epoch=self.pos.best_epoch,
+                evaluations=self.pos.evaluations,
+            )
+            self._save_last()
+            if stop or limit:
+                stopped_because = message if stop else f"step limit ({self.cfg.max_steps})"
+                break
+            flag = torch.tensor([float(self.ctx.stop.requested)], device=self.device)
+            reason = self._check_stop(float(self.dist.all_reduce(flag).item()), started)
+            if reason is not None:
+                raise self._interrupt(reason)
+        return self._finish(stopped_because)
+
+    def _finish(self, stopped_because: str) -> FitResult:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        test, test_pred = self._evaluate(self.parts.test)
+        val = self._evaluate(self.parts.val)[0] if self.parts.val.size else None
+        if self.dist.active:
+            self.rank_info["weights_digest"] = self.dist.gather(weights_digest(self.model))
+            self.rank_info["world_size"] = self.dist.world
+        weights = self.out_dir / BEST
+        if self.main:
+            if not weights.is_file():
+                save_checkpoint(cpu_state(self.model), weights, self._checkpoint_meta(self.pos.epoch - 1))
+            self._write_predictions(test_pred)
+        result = FitResult(
+            split=self.parts.name,
+            best_epoch=self.pos.best_epoch,
+            best_metric=self.pos.best_metric,
+            epochs=self.pos.epoch,
+            steps=self.pos.step,
+            stopped_because=stopped_because,
+            test=test,
+            val=val,
+            weights=weights,
+            ranks=self.rank_info,
+        )
+        if self.main:
+            write_json(self.out_dir / RESULT, {**to_plain(result), "selected_on": self.parts.select_on})
+        return result
+
+    def _write_predictions(self, pred: np.ndarray) -> None:
+        names = getattr(self.ctx.dataset, "names", None)
+        with atomic_path(self.out_dir / PREDICTIONS) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "name", "label", "prediction"])
+            for index, value in zip(self.parts.test, pred, strict=True):
+                name = str(names[index]) if names is not None else ""
+                writer.writerow([int(index), name, f"{self.labels[index].item():.6g}", f"{value:.6g}"])

@@ -1,0 +1,246 @@
+"""`evaluate(...)`: score a dataset's test part(s), or all of another dataset, with trained weights.
+
+Intra-dataset (`--split K|all`): the test part of each split, each with the model trained on that
+split when the weights come from a run (one checkpoint per split), or with the given `--weights`.
+Cross-dataset (`--cross D`): every image of D, once per trained split's model; the median over
+those is the summary, as in the papers. The method's test-time views are used (VT-IQA: centre
+crop of the 244 resize and the cell-centred mosaic; a single view, no averaging).
+Predictions are on the training label scale (1-5 for VT-IQA); labels are mapped onto it with the
+method's mapping for the evaluated dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.atomic import atomic_path
+from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.config import AMP_MODES, apply_values
+from iqa_cli.train.data import DatasetLike, close_dataset, dataset_name, open_dataset, resolve_split_names
+from iqa_cli.train.distributed import resolve_device
+from iqa_cli.train.engine import GIB, amp_dtype, predict_scores
+from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, median_metrics
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.recipes.base import Recipe
+from iqa_cli.train.trainer import labels_for, selection_label
+from iqa_cli.train.views import ViewStore
+from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights
+
+PER_IMAGE_COLUMNS = ["dataset", "split", "index", "name", "mos", "label", "prediction", "prediction_native"]
+
+
+@dataclass
+class EvalOptions:
+    method: str
+    data: str | Path | None = None  # evaluated dataset (intra) / training dataset (cross, weights lookup)
+    split: str | None = None
+    cross: str | Path | None = None
+    weights: str | None = None
+    variant: str | None = None
+    device: str = "auto"
+    amp: str = "off"
+    batch_size: int | None = None
+    preload_gb: float = 16.0
+
+
+@dataclass
+class EvalReport:
+    method: str
+    dataset: str
+    cross: bool
+    trained_on: str | None
+    weights: str
+    results: list[dict[str, Any]]
+    median: dict[str, float]
+    selection: str
+    per_image: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "dataset": self.dataset,
+            "cross": self.cross,
+            "trained_on": self.trained_on,
+            "weights": self.weights,
+            "selection": self.selection,
+            "results": self.results,
+            "median": self.median,
+        }
+
+
+def _dataset_label(data: str | Path) -> str:
+    path = Path(str(data))
+    return path.stem if path.suffix else str(data)
+
+
+def _weights_plan(recipe: Recipe, options: EvalOptions) -> tuple[dict[str | None, str], RunWeights | None]:
+    """split (None = any) -> weights; from --weights, or the newest run for method + training dataset."""
+    if options.weights is not None:
+        return {None: options.weights}, None
+    released = recipe.default_weights(options.variant)
+    if released is not None:
+        return {None: released}, None
+    trained_on = _dataset_label(options.data) if options.data is not None else None
+    run = newest_run_weights(recipe.name, trained_on)
+    if run is None:
+        where = f" trained on '{trained_on}'" if trained_on else ""
+        raise CheckpointError(
+            f"no local {recipe.name} run{where} with a kept model; train one with `iqa train {recipe.name} --data ...` "
+            "or pass --weights PATH|NAME"
+        )
+    return dict(run.by_split), run
+
+
+def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:
+    recipe = get_recipe(options.method)
+    progress = progress or NullProgress()
+    if options.amp not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{options.amp}'")
+    if options.data is None and options.cross is None:
+        raise ConfigError("--data (or --cross) is required: the dataset to evaluate on")
+    plan, run = _weights_plan(recipe, options)
+    target = options.cross if options.cross is not None else options.data
+    dataset, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
+    try:
+        name = dataset_name(dataset, cache_path.stem)
+        if options.cross is None:
+            split_arg = options.split
+            if split_arg is None and run is not None:
+                split_arg = "all"  # a run's own splits
+            names = resolve_split_names(dataset, split_arg, source=f"cache {cache_path}")
+            if run is not None:
+                missing = [s for s in names if s not in plan]
+                if missing and options.split is not None:
+                    raise CheckpointError(
+                        f"run {run.run} has no kept model for split(s) {', '.join(missing)} "
+                        f"(trained: {', '.join(plan)})"
+                    )
+                names = [s for s in names if s in plan]
+            jobs = [(s, plan.get(s, plan.get(None)), dataset.split(s)["test"]) for s in names]
+        else:
+            everything = np.arange(len(dataset))
+            keys = list(plan) if options.split in (None, "all") else [options.split]
+            if run is not None and options.split not in (None, "all") and options.split not in plan:
+                raise CheckpointError(f"run {run.run} has no kept model for split '{options.split}'")
+            jobs = [("all", plan[k], everything, k) for k in keys]  # type: ignore[misc]
+        return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress)
+    finally:
+        close_dataset(dataset)
+
+
+def _run_jobs(
+    recipe: Recipe,
+    options: EvalOptions,
+    dataset: DatasetLike,
+    name: str,
+    cache_path: Path,
+    jobs: list[tuple],
+    run: RunWeights | None,
+    progress: Progress,
+) -> EvalReport:
+    device = resolve_device(options.device)
+    dtype = amp_dtype(options.amp, device)
+    loaded_cache: dict[str, LoadedModel] = {}
+    store: ViewStore | None = None
+    store_key: tuple | None = None
+    results, per_image, selections = [], [], set()
+    names_list = getattr(dataset, "names", None)
+    for job in jobs:
+        split, weights, indices = job[0], job[1], np.asarray(job[2], dtype=np.int64)
+        trained_split = job[3] if len(job) > 3 else split
+        if indices.size == 0:
+            raise DataError(f"split '{split}' has an empty test part", path=cache_path)
+        loaded = loaded_cache.get(str(weights))
+        if loaded is None:
+            loaded = load_trained(recipe, weights, variant=options.variant)
+            loaded.model.to(device).eval()
+            loaded_cache = {str(weights): loaded}  # keep one network in memory at a time
+        params = loaded.params
+        if options.batch_size:
+            params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
+        recipe.check_params(params)
+        labels, label_map = labels_for(recipe, dataset, params, str(cache_path))
+        key = tuple(sorted(recipe.view_shapes(params).items()))
+        if store is None or key != store_key:
+            needed = np.unique(np.concatenate([np.asarray(j[2], dtype=np.int64) for j in jobs]))
+            store = ViewStore(
+                dataset, recipe, params, device, needed, budget_bytes=options.preload_gb * GIB, progress=progress
+            )
+            store_key = key
+        progress.start(f"evaluating {name} split {split}", int(indices.size))
+        pred = predict_scores(
+            recipe, params, loaded.model, store, indices, device=device, dtype=dtype, progress=progress
+        )
+        progress.finish()
+        metrics = compute_metrics(pred, labels[indices]).as_dict()
+        selected_on = loaded.selected_on
+        selections.add(selected_on)
+        row = {
+            "dataset": name,
+            "split": split,
+            **{k: metrics[k] for k in ("n", *METRIC_NAMES, "logistic_fit")},
+            "weights": str(loaded.files.get("model", weights)),
+            "trained_on": loaded.meta.get("dataset"),
+            "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
+            "selected_on": selected_on,
+        }
+        results.append(row)
+        scores = np.asarray(dataset.scores, dtype=np.float64)
+        native_pred = label_map.to_native(pred)
+        for index, value, native in zip(indices, pred, native_pred, strict=True):
+            per_image.append(
+                {
+                    "dataset": name,
+                    "split": split,
+                    "index": int(index),
+                    "name": str(names_list[index]) if names_list is not None else "",
+                    "mos": float(scores[index]),
+                    "label": float(labels[index]),
+                    "prediction": float(value),
+                    "prediction_native": float(native),
+                }
+            )
+    return EvalReport(
+        method=recipe.name,
+        dataset=name,
+        cross=options.cross is not None,
+        trained_on=results[0]["trained_on"] if results else None,
+        weights=str(run.run) if run is not None else str(options.weights or ""),
+        results=results,
+        median=median_metrics(results),
+        selection=_selection_text(selections),
+        per_image=per_image,
+    )
+
+
+def _selection_text(selections: set[str | None]) -> str:
+    known = {s for s in selections if s}
+    if "test" in known:
+        return "kept model " + selection_label("test")
+    if known == {"val"}:
+        return "kept model selected on the " + selection_label("val")
+    return "kept model selection unknown (weights without iqa metadata)"
+
+
+def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def write_metrics_csv(path: Path, report: EvalReport) -> None:
+    columns = ["dataset", "split", "n", *METRIC_NAMES, "trained_on", "trained_split", "selected_on", "weights"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in report.results:
+            writer.writerow(row)
+        writer.writerow({"dataset": report.dataset, "split": "median", "n": "", **report.median})

@@ -1,0 +1,92 @@
+"""Label scales: native dataset scores <-> the scale a model is trained on.
+
+Caches keep native scores (MOS, DMOS, ...); the mapping is applied at training time and written
+into every checkpoint, so predictions can be reported on either scale. All mappings used here are
+affine: train = native * scale + offset.
+
+`paper_1to5`: the esnthere code bases (VT-IQA, IEIT, AL-IQA) regress to 1-5 (methods spec §0.2):
+KonIQ MOS unchanged, LIVEW and SPAQ `Y/25 + 1`, RBID `Y*0.8 + 1`, CID2013 `(Y+10)/25 + 1`. Every
+other dataset uses the generic declared-range mapping onto the same 1-5 scale:
+`1 + 4 * (Y - lo) / (hi - lo)` with the cache's `native_range` (lo, hi), reversed
+(`1 + 4 * (hi - Y) / (hi - lo)`) when the dataset's `lower_better` is set (DMOS sets), so higher is
+always better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.errors import DataError
+
+# Dataset name (and common aliases) -> (scale, offset) of the esnthere 1-5 mappings.
+PAPER_1TO5: dict[str, tuple[float, float, str]] = {
+    "koniq10k": (1.0, 0.0, "KonIQ MOS (already 1-5)"),
+    "livew": (1 / 25, 1.0, "Y/25 + 1"),
+    "spaq": (1 / 25, 1.0, "Y/25 + 1"),
+    "rbid": (0.8, 1.0, "Y*0.8 + 1"),
+    "cid2013": (1 / 25, 1.0 + 10 / 25, "(Y+10)/25 + 1"),
+}
+ALIASES = {
+    "koniq": "koniq10k",
+    "koniq-10k": "koniq10k",
+    "livec": "livew",
+    "clive": "livew",
+    "live-itw": "livew",
+    "livechallenge": "livew",
+    "cid": "cid2013",
+}
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    scale: float
+    offset: float
+    description: str
+
+    def to_train(self, native: np.ndarray) -> np.ndarray:
+        return np.asarray(native, dtype=np.float64) * self.scale + self.offset
+
+    def to_native(self, train: np.ndarray) -> np.ndarray:
+        return (np.asarray(train, dtype=np.float64) - self.offset) / self.scale
+
+    def to_meta(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> LabelMap:
+        return cls(scale=float(meta["scale"]), offset=float(meta["offset"]), description=str(meta["description"]))
+
+
+def declared_range_1to5(attrs: Mapping[str, Any]) -> LabelMap:
+    """1 + 4 * (Y - lo) / (hi - lo) from the cache's declared native range; reversed for lower-better."""
+    try:
+        lo, hi = (float(v) for v in attrs["native_range"])
+    except (KeyError, TypeError, ValueError):
+        name = attrs.get("dataset", "?")
+        raise DataError(f"the cache of '{name}' declares no native_range to scale labels") from None
+    if not hi > lo:
+        raise DataError(f"the cache of '{attrs.get('dataset', '?')}' declares an empty native_range ({lo}, {hi})")
+    if bool(attrs.get("lower_better", False)):
+        return LabelMap(-4.0 / (hi - lo), 1.0 + 4.0 * hi / (hi - lo), f"1 + 4*({hi:g} - Y)/{hi - lo:g} (lower-better)")
+    return LabelMap(4.0 / (hi - lo), 1.0 - 4.0 * lo / (hi - lo), f"1 + 4*(Y - {lo:g})/{hi - lo:g}")
+
+
+def paper_1to5(attrs: Mapping[str, Any]) -> LabelMap:
+    """The esnthere mapping for their five datasets; the declared-range mapping otherwise."""
+    name = str(attrs.get("dataset", "")).lower()
+    name = ALIASES.get(name, name)
+    if name in PAPER_1TO5:
+        scale, offset, text = PAPER_1TO5[name]
+        return LabelMap(scale, offset, f"{name}: {text}")
+    return declared_range_1to5(attrs)
+
+
+def native(attrs: Mapping[str, Any]) -> LabelMap:
+    return LabelMap(1.0, 0.0, "native scores")
+
+
+LABEL_SCALES = {"paper": paper_1to5, "range": declared_range_1to5, "native": native}

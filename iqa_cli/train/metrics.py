@@ -1,0 +1,144 @@
+"""Correlation metrics for IQA: SRCC, PLCC (raw and after a logistic mapping), KRCC, RMSE.
+
+PLCC after mapping follows the VQEG practice (VQEG FR-TV Phase I final report, 2000) with the
+monotonic 4-parameter logistic
+
+    f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2
+
+fitted by least squares (`scipy.optimize.curve_fit`) from the predictions x to the labels y. Start
+values: b1 = max(y), b2 = min(y) (the two plateaus), b3 = mean(x) (the midpoint), b4 = std(x) (the
+width). The fit runs on x standardised to mean 0 / std 1, which is the same family of curves and
+converges far more reliably. When the fit fails, is not finite, or fits worse than the raw values
+(possible when the optimiser stalls; the logistic family contains near-linear maps in the limit
+b4 -> inf), the raw PLCC and RMSE are reported instead and `logistic_fit` says "fallback".
+
+RMSE is measured on the label scale the model was trained on (the 1-5 scale for the esnthere methods).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+METRIC_NAMES = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "rmse_logistic")
+
+
+def _vectors(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(pred, dtype=np.float64).reshape(-1)
+    y = np.asarray(label, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"predictions ({x.size}) and labels ({y.size}) differ in length")
+    return x, y
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; nan when either vector is constant or shorter than 2."""
+    x, y = _vectors(x, y)
+    if x.size < 2:
+        return math.nan
+    xc, yc = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float(xc @ xc) * float(yc @ yc))
+    return float(xc @ yc / denom) if denom > 0 else math.nan
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation: Pearson of average ranks (ties share their mean rank), as scipy."""
+    x, y = _vectors(x, y)
+    return pearson(stats.rankdata(x), stats.rankdata(y))
+
+
+def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b (tie-corrected), scipy's O(n log n) implementation."""
+    x, y = _vectors(x, y)
+    if x.size < 2:
+        return math.nan
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def rmse(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = _vectors(x, y)
+    return float(np.sqrt(np.mean((x - y) ** 2))) if x.size else math.nan
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """The VQEG 4-parameter logistic (see the module docstring)."""
+    z = np.clip(-(x - b3) / (abs(b4) + 1e-12), -60.0, 60.0)  # clip: exp overflow only, not the curve
+    return (b1 - b2) / (1.0 + np.exp(z)) + b2
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    mapped: np.ndarray  # f(x), on the label scale
+    params: tuple[float, float, float, float]  # (b1, b2, b3, b4) in the units of the raw predictions
+    ok: bool
+
+
+def fit_logistic(pred: np.ndarray, label: np.ndarray) -> LogisticFit:
+    """Fit the 4-parameter logistic from predictions to labels; `ok=False` means use the raw values."""
+    x, y = _vectors(pred, label)
+    failed = LogisticFit(mapped=x, params=(math.nan,) * 4, ok=False)
+    if x.size < 5 or not np.isfinite(x).all() or not np.isfinite(y).all() or x.std() == 0 or y.std() == 0:
+        return failed
+    mean, std = x.mean(), x.std()
+    xs = (x - mean) / std
+    start = (float(y.max()), float(y.min()), 0.0, 1.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params, _ = optimize.curve_fit(logistic4, xs, y, p0=start, maxfev=20000)
+    except (RuntimeError, ValueError, optimize.OptimizeWarning):
+        return failed
+    mapped = logistic4(xs, *params)
+    if not np.isfinite(mapped).all() or mapped.std() == 0:
+        return failed
+    b1, b2, b3, b4 = (float(p) for p in params)
+    return LogisticFit(mapped=mapped, params=(b1, b2, b3 * std + mean, abs(b4) * std), ok=True)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    n: int
+    srcc: float
+    plcc: float
+    plcc_logistic: float
+    krcc: float
+    rmse: float
+    rmse_logistic: float
+    logistic_fit: str  # "ok" | "fallback"
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def compute_metrics(pred: np.ndarray, label: np.ndarray) -> Metrics:
+    """All reported metrics for one evaluated set."""
+    x, y = _vectors(pred, label)
+    raw_plcc, raw_rmse = pearson(x, y), rmse(x, y)
+    fit = fit_logistic(x, y)
+    mapped_plcc, mapped_rmse = (pearson(fit.mapped, y), rmse(fit.mapped, y)) if fit.ok else (math.nan, math.nan)
+    use_fit = fit.ok and np.isfinite(mapped_plcc) and not (np.isfinite(raw_plcc) and mapped_plcc < raw_plcc)
+    return Metrics(
+        n=int(x.size),
+        srcc=spearman(x, y),
+        plcc=raw_plcc,
+        plcc_logistic=mapped_plcc if use_fit else raw_plcc,
+        krcc=kendall(x, y),
+        rmse=raw_rmse,
+        rmse_logistic=mapped_rmse if use_fit else raw_rmse,
+        logistic_fit="ok" if use_fit else "fallback",
+    )
+
+
+def median_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Median of every metric over splits (the papers' summary), ignoring nan; n is summed."""
+    out: dict[str, float] = {}
+    for name in METRIC_NAMES:
+        values = np.array([float(r[name]) for r in rows if name in r], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[name] = float(np.median(values)) if values.size else math.nan
+    out["splits"] = len(rows)
+    return out

@@ -1,0 +1,151 @@
+"""Score image files with trained weights: any size, JPEG/PNG/BMP/TIFF (anything Pillow reads).
+
+Images are decoded as `iqa prepare` decodes them (`iqa_cli.data.decode`: EXIF orientation applied;
+grey, palette, alpha and 16-bit images become 8-bit RGB), turned into the method's views on the device and
+scored in batches. An unreadable file stops the run with one line naming it, or is listed as skipped
+with `skip_bad=True`; it never takes the rest of the batch down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.config import AMP_MODES
+from iqa_cli.train.distributed import resolve_device
+from iqa_cli.train.engine import amp_dtype, autocast
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.weights import load_trained
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Prediction:
+    path: str
+    score: float  # on the model's training scale (1-5 for VT-IQA)
+    score_native: float | None  # on the training dataset's native scale, when the checkpoint says how
+    width: int
+    height: int
+
+
+@dataclass
+class PredictReport:
+    method: str
+    weights: str
+    scale: str
+    native_scale: str | None
+    predictions: list[Prediction] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and image files found (recursively, sorted) in folders."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=path)
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError("no such file or folder", path=path)
+    return files
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 (h, w, 3) RGB decoded exactly as `iqa prepare` decodes (iqa_cli.data.decode), or DataError."""
+    from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_job
+
+    result = decode_job(DecodeJob(str(path)))
+    if isinstance(result, DecodeFailure):
+        raise DataError(result.message, path=path)
+    return result
+
+
+def _decoded(files: list[Path], skip_bad: bool, skipped: list[tuple[str, str]]) -> Iterator[tuple[Path, np.ndarray]]:
+    for path in files:
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            skipped.append((str(path), str(exc)))
+            continue
+        if image.shape[0] < 2 or image.shape[1] < 2:
+            if not skip_bad:
+                raise DataError(f"image is only {image.shape[1]}x{image.shape[0]} pixels", path=path)
+            skipped.append((str(path), "image too small"))
+            continue
+        yield path, image
+
+
+def predict_files(
+    method: str,
+    weights: str,
+    inputs: list[str | Path],
+    *,
+    variant: str | None = None,
+    skip_bad: bool = False,
+    batch_size: int = 16,
+    device: str = "auto",
+    amp: str = "off",
+    progress: Progress | None = None,
+) -> PredictReport:
+    if amp not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{amp}'")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    progress = progress or NullProgress()
+    recipe = get_recipe(method)
+    files = expand_inputs(inputs)
+    loaded = load_trained(recipe, weights, variant=variant)
+    torch_device = resolve_device(device)
+    dtype = amp_dtype(amp, torch_device)
+    model = loaded.model.to(torch_device).eval()
+    train_labels = loaded.train_labels
+    report = PredictReport(
+        method=method,
+        weights=str(weights),
+        scale="training label scale (1-5 for the esnthere methods)",
+        native_scale=(f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None),
+    )
+    grad = torch.enable_grad if recipe.eval_needs_grad(loaded.params) else torch.inference_mode
+    pending: list[tuple[Path, np.ndarray]] = []
+    progress.start("scoring images", len(files))
+
+    def flush() -> None:
+        images = [torch.from_numpy(a).to(torch_device).permute(2, 0, 1) for _, a in pending]
+        with grad():
+            views = recipe.stored_views(images, loaded.params)
+            inputs_ = recipe.eval_inputs(views, loaded.params)
+            with autocast(torch_device, dtype):
+                scores = recipe.predict(model, inputs_).detach().float().cpu().numpy().astype(np.float64)
+        natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
+        for (path, array), score, native in zip(pending, scores, natives, strict=True):
+            native_score = None if native is None else float(native)
+            height, width = array.shape[:2]
+            report.predictions.append(Prediction(str(path), float(score), native_score, width, height))
+        progress.advance(len(pending))
+        pending.clear()
+
+    for path, image in _decoded(files, skip_bad, report.skipped):
+        pending.append((path, image))
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    progress.advance(len(report.skipped))
+    progress.finish()
+    if not report.predictions:
+        raise DataError(f"none of the {len(files)} input file(s) could be read as an image")
+    return report

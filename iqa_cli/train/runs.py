@@ -1,0 +1,99 @@
+"""Run folders: where a training run keeps its configuration, logs and checkpoints.
+
+Layout of `$IQA_HOME/runs/<name>/` (or `--out DIR`):
+    run.json             method, dataset, cache, splits and their status, selection policy, created
+    config.toml/.json    the resolved configuration (the TOML is re-usable with --config)
+    results.json         test metrics of the kept model per split, and their median
+    split-<K>/log.jsonl  one line per epoch and evaluated part (loss, metrics, images/s, lr)
+    split-<K>/best.safetensors  kept model (selected on validation unless --select-on test)
+    split-<K>/last.pt           resumable state (weights, optimizer, schedule, RNG, position)
+    split-<K>/result.json       metrics of the kept model; split-<K>/test_predictions.csv
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from iqa_cli.errors import ConfigError
+from iqa_cli.home import runs_dir
+from iqa_cli.train.config import write_json
+
+RUN_FILE = "run.json"
+BEST = "best.safetensors"
+LAST = "last.pt"
+LOG = "log.jsonl"
+RESULT = "result.json"
+PREDICTIONS = "test_predictions.csv"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def default_run_name(method: str, dataset: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{method}-{_UNSAFE.sub('_', dataset)}-{stamp}"
+
+
+def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | None) -> Path:
+    if out is not None:
+        return Path(out).expanduser()
+    if name is not None:
+        if not name or _UNSAFE.search(name) or name.startswith("."):
+            raise ConfigError(f"invalid run name {name!r}: use letters, digits and _ . + -")
+        return runs_dir() / name
+    return runs_dir() / default_run_name(method, dataset)
+
+
+def split_dir(root: Path, split: str) -> Path:
+    return root / f"split-{_UNSAFE.sub('_', split)}"
+
+
+def read_run(root: Path) -> dict[str, Any]:
+    path = root / RUN_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("not a run folder (no run.json)", path=root) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"damaged run.json ({exc})", path=path) from None
+
+
+def write_run(root: Path, info: dict[str, Any]) -> None:
+    info["updated"] = now()
+    write_json(root / RUN_FILE, info)
+
+
+def list_runs(method: str | None = None, dataset: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Runs in the runs folder, newest first, optionally of one method and training dataset."""
+    found = []
+    base = runs_dir()
+    if not base.is_dir():
+        return []
+    for path in base.iterdir():
+        try:
+            info = json.loads((path / RUN_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if method is not None and info.get("method") != method:
+            continue
+        if dataset is not None and dataset not in (info.get("dataset"), info.get("data")):
+            continue
+        found.append((path, info))
+    return sorted(found, key=lambda item: str(item[1].get("created", "")), reverse=True)
+
+
+def newest_run(method: str, dataset: str | None, *, unfinished: bool = False, with_best: bool = False) -> Path | None:
+    for path, info in list_runs(method, dataset):
+        splits = info.get("splits", {})
+        if unfinished and info.get("status") == "complete":
+            continue
+        if with_best and not any((split_dir(path, s) / BEST).is_file() for s in splits):
+            continue
+        return path
+    return None

@@ -1,0 +1,90 @@
+"""Learning-rate schedules. `PhasePlateau` is the esnthere family's hand-written plateau rule.
+
+The VT-IQA / IEIT / AL-IQA training scripts (methods spec §0.5) assign the learning rate by epoch
+("phases"), count evaluations without improvement of the selection metric, and once that count
+passes a patience after a given epoch: reload the best checkpoint, multiply the learning rate by a
+factor, reset the count; training stops when the learning rate falls below a floor. Reconstructed
+order of one epoch end (as in the scripts): update the count (0 on improvement, +1 otherwise) ->
+apply the phase starting next epoch (the last phase also sets the count to 1, as VT-IQA's
+"after epoch 30: lr=0.03, ct=1") -> plateau check -> floor check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ScheduleAction:
+    reload_best: bool = False
+    stop: bool = False
+    message: str = ""
+
+
+class Schedule(Protocol):
+    def lr(self) -> float: ...
+
+    def end_epoch(self, epoch: int, improved: bool | None) -> ScheduleAction: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class PhasePlateau:
+    """Epoch-indexed LR phases plus the reload-best plateau decay and the stop floor.
+
+    phases: ((first_epoch, lr), ...) sorted by epoch, the first at epoch 0. `improved=None` marks an
+    epoch without evaluation (the count does not move).
+    """
+
+    def __init__(
+        self,
+        phases: tuple[tuple[int, float], ...],
+        *,
+        patience: int,
+        after_epoch: int,
+        factor: float,
+        min_lr: float,
+    ) -> None:
+        if not phases or phases[0][0] != 0 or list(phases) != sorted(phases):
+            raise ValueError("lr phases must be sorted by epoch and start at epoch 0")
+        self.phases = tuple((int(e), float(lr)) for e, lr in phases)
+        self.patience, self.after_epoch, self.factor, self.min_lr = patience, after_epoch, factor, min_lr
+        self.current = self.phases[0][1]
+        self.count = 0
+        self.decays = 0
+
+    def lr(self) -> float:
+        return self.current
+
+    def end_epoch(self, epoch: int, improved: bool | None) -> ScheduleAction:
+        if improved is not None:
+            self.count = 0 if improved else self.count + 1
+        messages = []
+        for index, (start, lr) in enumerate(self.phases):
+            if start == epoch + 1 and start > 0:
+                self.current = lr
+                if index == len(self.phases) - 1:
+                    self.count = 1
+                messages.append(f"lr phase: {lr:g} from epoch {start}")
+        reload = False
+        if self.count > self.patience and epoch > self.after_epoch:
+            self.current *= self.factor
+            self.count = 0
+            self.decays += 1
+            reload = True
+            messages.append(f"plateau: best model reloaded, lr -> {self.current:.3g}")
+        stop = self.current < self.min_lr
+        if stop:
+            messages.append(f"lr {self.current:.3g} below {self.min_lr:g}: stopping")
+        return ScheduleAction(reload_best=reload or stop, stop=stop, message="; ".join(messages))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"current": self.current, "count": self.count, "decays": self.decays}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current = float(state["current"])
+        self.count = int(state["count"])
+        self.decays = int(state["decays"])

@@ -1,0 +1,344 @@
+"""`train(...)`: resolve the configuration, open the data, train one or every split, summarise.
+
+This is what `iqa train <method>` calls. It owns the run folder (configuration, run.json status,
+results with the median over splits) and hands each split to the engine's `Trainer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.config import (
+    EngineConfig,
+    apply_values,
+    read_toml,
+    split_by_owner,
+    to_plain,
+    write_config,
+    write_json,
+)
+from iqa_cli.train.data import (
+    DatasetLike,
+    close_dataset,
+    dataset_name,
+    make_parts,
+    open_dataset,
+    resolve_split_names,
+)
+from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
+from iqa_cli.train.engine import FitContext, StopRequest, Trainer, TrainingDiverged, TrainingInterrupted
+from iqa_cli.train.metrics import METRIC_NAMES, median_metrics
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.runs import newest_run, now, read_run, run_root, split_dir, write_run
+
+# Options that may differ when a run is resumed: they change where/how fast it runs, not what it learns.
+RESUMABLE_CHANGES = {"device", "log_every", "preload_gb", "time_limit"}
+SELECTION_LABELS = {"val": "validation part of the training split", "test": "test part (paper habit; optimistic)"}
+
+
+def selection_label(select_on: str) -> str:
+    return SELECTION_LABELS[select_on]
+
+
+@dataclass
+class TrainOptions:
+    """A training request as the CLI (or a script) states it; unset options are None."""
+
+    method: str
+    data: str | Path | None = None
+    split: str | None = None
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # engine + recipe option values given explicitly
+    tiny: bool | None = None
+    out: Path | None = None
+    name: str | None = None
+    resume: bool = False
+
+
+@dataclass
+class ResolvedConfig:
+    engine: EngineConfig
+    params: BaseParams
+    tiny: bool
+
+
+def resolve_config(
+    recipe: Recipe, *, tiny: bool, config_file: Path | None, overrides: dict[str, Any]
+) -> ResolvedConfig:
+    """Protocol defaults < --tiny sizes < TOML file < explicit options."""
+    params: BaseParams = recipe.Params()
+    if tiny:
+        params = apply_values(params, dict(recipe.tiny_params), source=f"{recipe.name} tiny settings")
+    engine = EngineConfig()
+    layers = []
+    if config_file is not None:
+        layers.append((read_toml(config_file), str(config_file)))
+    layers.append(({k: v for k, v in overrides.items() if v is not None}, "options"))
+    for values, source in layers:
+        values = dict(values)
+        values.pop("method", None)
+        tiny_value = values.pop("tiny", None)
+        if tiny_value is not None and bool(tiny_value) != tiny:
+            raise ConfigError(f"{source}: 'tiny' must be given on the command line (--tiny)")
+        engine_values, param_values = split_by_owner(values, EngineConfig, type(params))
+        engine = apply_values(engine, engine_values, source=source)
+        params = apply_values(params, param_values, source=source)
+    engine.validate()
+    recipe.check_params(params)
+    return ResolvedConfig(engine, params, tiny)
+
+
+def config_sections(method: str, resolved: ResolvedConfig) -> dict[str, dict[str, Any]]:
+    return {
+        "method": {"method": method, "tiny": resolved.tiny},
+        "engine": to_plain(resolved.engine),
+        f"{method} protocol": to_plain(resolved.params),
+    }
+
+
+def load_run_config(recipe: Recipe, root: Path) -> tuple[dict[str, Any], ResolvedConfig]:
+    info = read_run(root)
+    if info.get("method") != recipe.name:
+        raise ConfigError(f"run is for method '{info.get('method')}', not '{recipe.name}'", path=root)
+    saved = info.get("config") or {}
+    tiny = bool(saved.get("tiny", False))
+    engine = apply_values(EngineConfig(), saved.get("engine", {}), source=str(root / "run.json"))
+    params = apply_values(recipe.Params(), saved.get("params", {}), source=str(root / "run.json"))
+    return info, ResolvedConfig(engine, params, tiny)
+
+
+def labels_for(recipe: Recipe, dataset: DatasetLike, params: BaseParams, source: str) -> tuple[np.ndarray, Any]:
+    label_map = recipe.label_map(dataset.attrs, params)
+    scores = np.asarray(dataset.scores, dtype=np.float64)
+    if not np.isfinite(scores).all():
+        raise DataError(f"{int((~np.isfinite(scores)).sum())} images have no finite score", path=source)
+    return label_map.to_train(scores), label_map
+
+
+def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:
+    given = {k: v for k, v in options.overrides.items() if v is not None}
+    if options.config_file is not None:
+        given.update(read_toml(options.config_file))
+    conflicts = []
+    current = {**to_plain(saved.engine), **to_plain(saved.params)}
+    for key, value in given.items():
+        if key in RESUMABLE_CHANGES or key not in current:
+            continue
+        if to_plain(value) != current[key]:
+            conflicts.append(key)
+    if options.tiny is not None and options.tiny != saved.tiny:
+        conflicts.append("tiny")
+    if conflicts:
+        raise ConfigError(
+            f"--resume continues a run with its saved configuration; these options differ from it: "
+            f"{', '.join(sorted(conflicts))} (drop them, or start a new run)"
+        )
+
+
+def _resume_root(recipe: Recipe, options: TrainOptions) -> Path:
+    if options.out is not None or options.name is not None:
+        root = run_root(method=recipe.name, dataset="", name=options.name, out=options.out)
+        if not (root / "run.json").is_file():
+            raise ConfigError("--resume: no run to continue here (no run.json)", path=root)
+        return root
+    dataset = None
+    if options.data is not None:
+        dataset = Path(str(options.data)).stem if Path(str(options.data)).suffix else str(options.data)
+    root = newest_run(recipe.name, dataset, unfinished=True)
+    if root is None:
+        what = f" on '{dataset}'" if dataset else ""
+        raise ConfigError(f"--resume: no unfinished {recipe.name} run{what} (name one with --name or --out)")
+    return root
+
+
+def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, Any] | None:
+    """Train `options.method`; returns the summary also written to `results.json` (None on DDP ranks > 0)."""
+    recipe = get_recipe(options.method)
+    if options.resume:
+        root = _resume_root(recipe, options)
+        info, resolved = load_run_config(recipe, root)
+        _check_resume_overrides(resolved, options)
+        changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
+        resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
+        data = info["cache"]
+        splits_arg = info["split_arg"]
+    else:
+        resolved = resolve_config(
+            recipe, tiny=bool(options.tiny), config_file=options.config_file, overrides=options.overrides
+        )
+        if options.data is None:
+            raise ConfigError("--data is required: a prepared dataset name or a cache file")
+        data, splits_arg, root, info = options.data, options.split, None, None
+    recipe.check_training(resolved.params)
+
+    device = resolve_device(resolved.engine.device, _local_rank())
+    dist = init_distributed(device)
+    progress = progress if (progress is not None and dist.is_main) else NullProgress()
+    dataset, cache_path = open_dataset(data)
+    try:
+        name = dataset_name(dataset, cache_path.stem)
+        split_names = resolve_split_names(dataset, splits_arg, source=f"cache {cache_path}")
+        if root is None:
+            proposed = run_root(method=recipe.name, dataset=name, name=options.name, out=options.out)
+            root = Path(dist.gather(str(proposed))[0])  # rank 0's name (time-stamped) for every rank
+            if (root / "run.json").exists():
+                raise ConfigError(
+                    "a run already exists here (continue it with --resume, or pick another --name/--out)", path=root
+                )
+            info = {
+                "method": recipe.name,
+                "title": recipe.title,
+                "dataset": name,
+                "data": str(data),
+                "cache": str(cache_path),
+                "split_arg": splits_arg,
+                "splits": {s: {"status": "pending"} for s in split_names},
+                "selected_on": resolved.engine.select_on,
+                "selection": selection_label(resolved.engine.select_on),
+                "variant": getattr(resolved.params, "variant", None),
+                "created": now(),
+                "status": "running",
+                "world_size": dist.world,
+                "config": {
+                    "tiny": resolved.tiny,
+                    "engine": to_plain(resolved.engine),
+                    "params": to_plain(resolved.params),
+                },
+            }
+            if dist.is_main:
+                root.mkdir(parents=True, exist_ok=True)
+                write_config(root / "config.toml", config_sections(recipe.name, resolved))
+                write_json(root / "config.json", info["config"] | {"method": recipe.name})
+                write_run(root, info)
+        return _train_splits(
+            recipe, resolved, dataset, cache_path, name, split_names, root, info, dist, device, progress, options.resume
+        )
+    finally:
+        close_dataset(dataset)
+        dist.shutdown()
+
+
+def _local_rank() -> int:
+    from iqa_cli.train.distributed import env_world
+
+    return env_world()[2]
+
+
+def _train_splits(
+    recipe: Recipe,
+    resolved: ResolvedConfig,
+    dataset: DatasetLike,
+    cache_path: Path,
+    name: str,
+    split_names: list[str],
+    root: Path,
+    info: dict[str, Any],
+    dist: DistContext,
+    device: Any,
+    progress: Progress,
+    resume: bool,
+) -> dict[str, Any] | None:
+    engine, params = resolved.engine, resolved.params
+    labels, label_map = labels_for(recipe, dataset, params, str(cache_path))
+    meta = {
+        "method": recipe.name,
+        "variant": getattr(params, "variant", ""),
+        "dataset": name,
+        "tiny": resolved.tiny,
+        "labels": label_map.to_meta(),
+        "params": to_plain(params),
+        "run": str(root),
+    }
+    results: dict[str, Any] = {}
+    with StopRequest() as stop:
+        for split in split_names:
+            state = info["splits"].setdefault(split, {"status": "pending"})
+            out_dir = split_dir(root, split)
+            if state.get("status") == "complete":
+                results[split] = state["result"]
+                continue
+            parts = make_parts(
+                dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
+            )
+            ctx = FitContext(
+                recipe=recipe,
+                params=params,
+                cfg=engine,
+                dataset=dataset,
+                labels=labels,
+                device=device,
+                meta=meta,
+                tiny=resolved.tiny,
+                dist=dist,
+                progress=progress,
+                stop=stop,
+            )
+            if dist.is_main:
+                progress.log(
+                    f"{recipe.name} on {name}, split {split}: {parts.train.size} train / {parts.val.size} val / "
+                    f"{parts.test.size} test images; model selected on {selection_label(parts.select_on)}; "
+                    f"device {device}, {dist.world} rank(s)"
+                )
+            started_before = state.get("status") in ("running", "interrupted", "diverged")
+            state.update(status="running", started=state.get("started") or now())
+            _save_info(root, info, dist)
+            try:
+                result = Trainer(ctx, parts, out_dir).fit(resume=resume and started_before)
+            except TrainingInterrupted:
+                state["status"] = "interrupted"
+                info["status"] = "interrupted"
+                _save_info(root, info, dist)
+                raise
+            except TrainingDiverged:
+                state["status"] = "diverged"
+                info["status"] = "diverged"
+                _save_info(root, info, dist)
+                raise
+            summary = {
+                "split": split,
+                "dataset": name,
+                "n": result.test["n"],
+                **{k: result.test[k] for k in METRIC_NAMES},
+                "val": result.val,
+                "best_epoch": result.best_epoch,
+                "epochs": result.epochs,
+                "steps": result.steps,
+                "stopped_because": result.stopped_because,
+                "selected_on": parts.select_on,
+                "weights": str(result.weights),
+            }
+            if result.ranks:
+                summary["ranks"] = result.ranks
+            state.update(status="complete", finished=now(), result=summary)
+            results[split] = summary
+            _save_info(root, info, dist)
+    rows = [results[s] for s in split_names]
+    report = {
+        "method": recipe.name,
+        "dataset": name,
+        "run": str(root),
+        "selected_on": engine.select_on,
+        "selection": selection_label(engine.select_on),
+        "splits": rows,
+        "median": median_metrics(rows),
+    }
+    info["status"] = "complete"
+    info["median"] = report["median"]
+    _save_info(root, info, dist)
+    if dist.is_main:
+        write_json(root / "results.json", report)
+        return report
+    return None  # other DDP ranks: rank 0 reports
+
+
+def _save_info(root: Path, info: dict[str, Any], dist: DistContext) -> None:
+    if dist.is_main:
+        write_run(root, info)

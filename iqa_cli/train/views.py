@@ -1,0 +1,145 @@
+"""Feeding batches: decoded cache images -> a recipe's stored views -> device tensors, prefetched.
+
+The stored views (e.g. VT-IQA's 244 and 768 px resizes) depend only on the image, so when all of
+them fit the RAM budget (`preload_gb`) they are computed once, on the training device, and kept in
+host memory (pinned when training on a GPU); otherwise each batch is read from the cache and
+converted on the device as it comes. Either way a background thread prepares the next batch's
+host data while the current one trains.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.data import DatasetLike, read_images_ordered
+from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
+
+PRELOAD_CHUNK = 32
+
+
+def decode_batch(dataset: DatasetLike, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """uint8 (n, H, W, 3) padded images as a CPU tensor, and their valid (h, w) sizes."""
+    images = read_images_ordered(dataset, indices)
+    return torch.from_numpy(np.ascontiguousarray(images)), np.asarray(dataset.sizes)[indices]
+
+
+def to_image_list(batch: torch.Tensor, sizes: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    """(n, H, W, 3) uint8 host batch -> list of (3, h, w) uint8 device images (padding cut off)."""
+    on_device = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return [on_device[i, :, : int(h), : int(w)] for i, (h, w) in enumerate(sizes)]
+
+
+class ViewStore:
+    """Stored views of a set of images, preloaded to RAM or computed per batch."""
+
+    def __init__(
+        self,
+        dataset: DatasetLike,
+        recipe: Recipe,
+        params: BaseParams,
+        device: torch.device,
+        indices: np.ndarray,
+        *,
+        budget_bytes: float,
+        progress: Progress | None = None,
+    ) -> None:
+        self.dataset, self.recipe, self.params, self.device = dataset, recipe, params, device
+        self.shapes = recipe.view_shapes(params)
+        per_image = sum(int(np.prod(s)) for s in self.shapes.values())
+        self.indices = np.unique(np.asarray(indices, dtype=np.int64))
+        self.preloaded = self.indices.size * per_image <= budget_bytes
+        self.host: dict[str, torch.Tensor] = {}
+        self.row = np.full(len(dataset), -1, dtype=np.int64)
+        if self.preloaded:
+            self._preload(progress or NullProgress())
+
+    def _preload(self, progress: Progress) -> None:
+        pin = self.device.type == "cuda"
+        n = self.indices.size
+        self.host = {
+            name: torch.empty((n, *shape), dtype=torch.uint8, pin_memory=pin) for name, shape in self.shapes.items()
+        }
+        self.row[self.indices] = np.arange(n)
+        progress.start("preparing views", n)
+        for start in range(0, n, PRELOAD_CHUNK):
+            chunk = self.indices[start : start + PRELOAD_CHUNK]
+            batch, sizes = decode_batch(self.dataset, chunk)
+            views = self.recipe.stored_views(to_image_list(batch, sizes, self.device), self.params)
+            for name, tensor in views.items():
+                self.host[name][start : start + chunk.size] = tensor.cpu()
+            progress.advance(chunk.size)
+        progress.finish()
+
+    def host_batch(self, indices: np.ndarray) -> tuple[dict[str, torch.Tensor] | torch.Tensor, np.ndarray | None]:
+        """The CPU-side work of one batch (runs in the prefetch thread)."""
+        if self.preloaded:
+            rows = torch.from_numpy(self.row[indices])
+            out = {name: tensor.index_select(0, rows) for name, tensor in self.host.items()}
+            if self.device.type == "cuda":
+                out = {name: t.pin_memory() for name, t in out.items()}
+            return out, None
+        batch, sizes = decode_batch(self.dataset, indices)
+        return (batch.pin_memory() if self.device.type == "cuda" else batch), sizes
+
+    def device_batch(self, host: dict[str, torch.Tensor] | torch.Tensor, sizes: np.ndarray | None) -> Views:
+        if isinstance(host, dict):
+            return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
+        return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)
+
+    def batches(self, batches: Sequence[np.ndarray]) -> BatchIterator:
+        return BatchIterator(self, batches)
+
+
+class BatchIterator:
+    """Yields (indices, views on the device); the next batch's host work runs in a thread.
+
+    Use as a context manager (or call `close`) so a loop left early still stops the thread.
+    """
+
+    def __init__(self, store: ViewStore, batches: Sequence[np.ndarray], depth: int = 2) -> None:
+        self.store = store
+        self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True, name="iqa-prefetch")
+        self.thread.start()
+
+    def _work(self) -> None:
+        for indices in self.batches:
+            if self.stop.is_set():
+                return
+            try:
+                item = (indices, *self.store.host_batch(indices), None)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                item = (indices, None, None, exc)
+            while not self.stop.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[3] is not None:
+                return
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Views]]:
+        for _ in range(len(self.batches)):
+            indices, host, sizes, error = self.queue.get()
+            if error is not None:
+                raise error
+            yield indices, self.store.device_batch(host, sizes)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

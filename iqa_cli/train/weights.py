@@ -1,0 +1,102 @@
+"""Building a trained model back from a checkpoint: ours (with metadata) or the authors' release.
+
+Our checkpoints carry the method, variant, label mapping and every hyper-parameter in their metadata,
+so the network is rebuilt exactly (tiny or full size, view sizes). A file without our metadata (an
+authors' release) gets the method's protocol defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from iqa_cli.errors import CheckpointError
+from iqa_cli.models.checkpoint import read_state_dict
+from iqa_cli.train.config import apply_values
+from iqa_cli.train.labels import LabelMap
+from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    params: BaseParams
+    tiny: bool
+    meta: dict[str, Any]
+    source: str  # what the user named (path or store name)
+    files: dict[str, Path]
+
+    @property
+    def train_labels(self) -> LabelMap | None:
+        """The label mapping of the training dataset (to report predictions on its native scale)."""
+        raw = self.meta.get("labels")
+        if not raw:
+            return None
+        return LabelMap.from_meta(json.loads(raw) if isinstance(raw, str) else raw)
+
+    @property
+    def selected_on(self) -> str | None:
+        return self.meta.get("selected_on")
+
+
+def _json(meta: dict[str, str], key: str, default: Any) -> Any:
+    raw = meta.get(key)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def load_trained(recipe: Recipe, weights: str | Path, *, variant: str | None = None) -> LoadedModel:
+    """Rebuild and load the network named by `weights` (a file or a weights-store name)."""
+    files = recipe.weight_files(str(weights), variant)
+    meta: dict[str, str] = {}
+    if "model" in files:
+        _, meta = read_state_dict(files["model"])
+    method = meta.get("method")
+    if method and method != recipe.name:
+        raise CheckpointError(f"checkpoint is for method '{method}', not '{recipe.name}'", path=files["model"])
+    saved_params = _json(meta, "params", {})
+    params = apply_values(recipe.Params(), saved_params, source=str(weights)) if saved_params else recipe.Params()
+    saved_variant = getattr(params, "variant", None)
+    if variant is not None and saved_params and saved_variant is not None and variant != saved_variant:
+        raise CheckpointError(f"checkpoint holds the '{saved_variant}' variant, not '{variant}'", path=str(weights))
+    if variant is not None and hasattr(params, "variant"):
+        params = apply_values(params, {"variant": variant}, source="--variant")
+    saved_model = meta.get("model")
+    if saved_model and saved_model != recipe.model_name(params):
+        raise CheckpointError(
+            f"checkpoint is for model '{saved_model}', not '{recipe.model_name(params)}'", path=str(weights)
+        )
+    tiny = bool(_json(meta, "tiny", False))
+    model = recipe.build_model(params, tiny=tiny, pretrained=False)
+    recipe.load_weights(model, files, params)
+    return LoadedModel(model, params, tiny, meta, str(weights), files)
+
+
+@dataclass
+class RunWeights:
+    run: Path
+    info: dict[str, Any]
+    by_split: dict[str, Path]
+
+
+def run_weights(run: Path) -> RunWeights:
+    info = read_run(run)
+    found = {s: split_dir(run, s) / BEST for s in info.get("splits", {})}
+    return RunWeights(run, info, {s: p for s, p in found.items() if p.is_file()})
+
+
+def newest_run_weights(method: str, dataset: str | None) -> RunWeights | None:
+    for path, _ in list_runs(method, dataset):
+        weights = run_weights(path)
+        if weights.by_split:
+            return weights
+    return None

@@ -1,0 +1,168 @@
+"""`iqa train vtiqa` end to end on small real caches: run folder, selection labels, config, resume
+after SIGTERM, DDP with two gloo ranks, and every bad input giving one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.home import data_dir
+from iqa_cli.train.state import load_state
+from tests.train.caches import make_cache
+
+runner = CliRunner()
+FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST += ["--dropout", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+
+
+def train(*args: str):
+    return runner.invoke(app, ["train", "vtiqa", *FAST, *args])
+
+
+def one_error_line(result, *, after_progress: bool = False) -> str:
+    """The single `error:` line of a failed command. Errors found before training starts are the
+    only output; `after_progress` allows the plain progress lines (stderr) that came before it."""
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    if after_progress:
+        assert all(line.startswith("[") for line in lines[:-1]), result.output
+        lines = lines[-1:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_train_writes_the_run_folder_and_reports(cache, tmp_path):
+    out = tmp_path / "run"
+    result = train("--data", "mini", "--epochs", "2", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["selected_on"] == "val" and "validation" in report["selection"]
+    row = report["splits"][0]
+    assert row["split"] == "random_0" and row["n"] == 8
+    for key in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse"):
+        assert key in row and key in report["median"]
+    for name in ("config.toml", "config.json", "run.json", "results.json"):
+        assert (out / name).is_file(), name
+    split = out / "split-random_0"
+    for name in ("log.jsonl", "best.safetensors", "last.pt", "result.json", "test_predictions.csv"):
+        assert (split / name).is_file(), name
+    lines = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
+    assert {x["part"] for x in lines} == {"val", "test"} and len(lines) == 4
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    # The resolved config is valid TOML that --config accepts.
+    again = train("--data", "mini", "--config", str(out / "config.toml"), "--epochs", "1", "--out", str(tmp_path / "b"))
+    assert again.exit_code == 0, again.output
+
+
+def test_select_on_test_is_labelled_everywhere(cache, tmp_path):
+    out = tmp_path / "run"
+    result = train("--data", str(cache), "--epochs", "1", "--select-on", "test", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "selected on the test part (paper habit; optimistic)" in " ".join(result.stdout.split())
+    log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
+    assert all(x["selected_on"] == "test" for x in log) and {x["part"] for x in log} == {"test"}
+    assert json.loads((out / "results.json").read_text())["selected_on"] == "test"
+    assert json.loads((out / "run.json").read_text())["selection"].startswith("test part")
+
+
+def test_split_all_reports_the_median(cache, tmp_path):
+    result = train("--data", "mini", "--split", "all", "--epochs", "1", "--out", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["split"] for r in report["splits"]] == ["random_0", "random_1"]
+    assert report["median"]["splits"] == 2
+
+
+def test_toml_config_and_flag_precedence(cache, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('epochs = 1\nbatch_size = 4\nlr_phases = [[0, 0.002]]\nselect_on = "test"\n')
+    out = tmp_path / "r"
+    result = train("--data", "mini", "--config", str(config), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["params"]["epochs"] == 1 and resolved["params"]["batch_size"] == 8  # the flag wins
+    assert resolved["engine"]["select_on"] == "test"
+    config.write_text("epochs = 1\nlearning_rat = 0.1\n")
+    assert "unknown option(s) learning_rat" in one_error_line(train("--data", "mini", "--config", str(config)))
+
+
+def test_bad_inputs_give_one_line(cache, tmp_path):
+    assert "no prepared cache named 'nothere'" in one_error_line(train("--data", "nothere"))
+    empty = data_dir() / "empty.h5"
+    empty.write_bytes(b"")
+    assert "empty" in one_error_line(train("--data", "empty"))
+    line = one_error_line(train("--data", "mini", "--split", "7"))
+    assert "split '7' does not exist" in line and "random_0" in line
+    assert "evaluation-only" in one_error_line(train("--data", "mini", "--variant", "original"))
+    assert "must be one of" in one_error_line(train("--data", "mini", "--select-on", "train"))
+
+
+def test_nan_loss_stops_with_epoch_and_step(cache, tmp_path):
+    out = tmp_path / "r"
+    result = train("--data", "mini", "--epochs", "3", "--optimizer", "sgd", "--lr", "1e30", "--out", str(out))
+    line = one_error_line(result, after_progress=True)
+    assert "diverged" in line and "epoch 0 step" in line
+    assert json.loads((out / "run.json").read_text())["status"] == "diverged"
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_state(path)["state_dict"]
+
+
+def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path):
+    args = ["--data", "mini", "--epochs", "2", "--batch-size", "4"]  # 22 training images: 6 steps per epoch
+    whole = tmp_path / "whole"
+    assert train(*args, "--out", str(whole)).exit_code == 0
+    cut = tmp_path / "cut"
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "7"}  # the process sends itself SIGTERM after step 7
+    command = [sys.executable, "-m", "iqa_cli", "train", "vtiqa", *FAST, *args, "--out", str(cut)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr
+    assert "SIGTERM at epoch 1 step 7" in done.stderr and "--resume" in done.stderr
+    saved = load_state(cut / "split-random_0" / "last.pt")["position"]
+    assert (saved["epoch"], saved["batch"]) == (1, 1)  # mid-epoch (6 steps per epoch)
+    assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
+    resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(cut)])
+    assert resumed.exit_code == 0, resumed.output
+    a, b = _weights(whole / "split-random_0" / "last.pt"), _weights(cut / "split-random_0" / "last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    results = [json.loads((p / "results.json").read_text())["splits"][0] for p in (whole, cut)]
+    assert results[0]["srcc"] == results[1]["srcc"] and results[0]["plcc"] == results[1]["plcc"]
+    changed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(cut), "--lr", "1"])
+    assert "differ" in one_error_line(changed)
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not installed",
+)
+def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
+    command += ["--data", "mini", "--epochs", "1", "--out", str(out), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
+    assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]
+    report = json.loads(done.stdout)  # only rank 0 prints
+    ranks = report["splits"][0]["ranks"]
+    assert ranks["world_size"] == 2
+    first = ranks["first_epoch"]
+    assert first["per_rank"] == [11, 11] and first["shared"] == 0 and first["union"] == 22
+    assert first["digests"][0] != first["digests"][1]
+    assert len(set(ranks["weights_digest"])) == 1

@@ -1,0 +1,140 @@
+"""The training loop on an in-memory dataset: learning, determinism, resumption, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iqa_cli.models.checkpoint import read_state_dict
+from iqa_cli.train.data import make_parts
+from iqa_cli.train.engine import FitContext, StopRequest, Trainer, TrainingDiverged, TrainingInterrupted
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.state import load_state
+from iqa_cli.train.trainer import labels_for, resolve_config
+from tests.train.fakes import MemoryDataset
+
+FAST = {"freeze_epochs": 0, "optimizer": "adamw", "lr": 0.002, "batch_size": 8, "dropout": 0.0, "log_every": 1000}
+
+
+def make_trainer(out: Path, dataset: MemoryDataset, stop: StopRequest | None = None, **overrides) -> Trainer:
+    recipe = get_recipe("vtiqa")
+    cfg = resolve_config(recipe, tiny=True, config_file=None, overrides={**FAST, **overrides})
+    labels, label_map = labels_for(recipe, dataset, cfg.params, "memory")
+    parts = make_parts(dataset, "0", select_on=cfg.engine.select_on, val_fraction=0.2, seed=cfg.engine.seed)
+    ctx = FitContext(
+        recipe=recipe,
+        params=cfg.params,
+        cfg=cfg.engine,
+        dataset=dataset,
+        labels=labels,
+        device=torch.device("cpu"),
+        meta={"method": "vtiqa", "tiny": True, "labels": label_map.to_meta()},
+        tiny=True,
+        stop=stop or StopRequest(),
+    )
+    return Trainer(ctx, parts, out)
+
+
+def log_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dataset() -> MemoryDataset:
+    return MemoryDataset(40)
+
+
+def test_training_lowers_the_loss_and_writes_the_run_files(tmp_path, dataset):
+    result = make_trainer(tmp_path, dataset, epochs=4).fit()
+    lines = log_lines(tmp_path)
+    losses = [r["loss"] for r in lines if r["part"] == "val"]
+    assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
+    assert {r["part"] for r in lines} == {"val", "test"}
+    for key in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "images_per_s", "lr", "split"):
+        assert key in lines[0]
+    assert all(r["selected_on"] == "val" for r in lines)
+    assert (tmp_path / "best.safetensors").is_file() and (tmp_path / "last.pt").is_file()
+    assert result.test["n"] == 10 and result.val["n"] > 0
+    _, meta = read_state_dict(tmp_path / "best.safetensors")
+    assert meta["model"] == "vtiqa" and meta["selected_on"] == "val"
+
+
+def test_same_seed_same_numbers(tmp_path, dataset):
+    first = make_trainer(tmp_path / "a", dataset, epochs=2).fit()
+    second = make_trainer(tmp_path / "b", dataset, epochs=2).fit()
+    a, _ = read_state_dict(tmp_path / "a" / "best.safetensors")
+    b, _ = read_state_dict(tmp_path / "b" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Same weights, same predictions, same metrics. The least-squares logistic fit alone may move in
+    # its last bit (numpy's SIMD loops depend on array alignment), so it is compared to 1e-12.
+    fitted = ("plcc_logistic", "rmse_logistic")
+    assert {k: v for k, v in first.test.items() if k not in fitted} == {
+        k: v for k, v in second.test.items() if k not in fitted
+    }
+    assert all(math.isclose(first.test[k], second.test[k], rel_tol=1e-12) for k in fitted)
+    other = make_trainer(tmp_path / "c", dataset, epochs=2, seed=1).fit()
+    assert other.test != first.test
+
+
+class StopAfter(StopRequest):
+    """Reports a stop request from the `polls`-th check on (as a signal arriving mid-epoch would)."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.left = polls
+
+    @property
+    def requested(self) -> bool:
+        self.left -= 1
+        if self.left < 0:
+            self.signal_name = "SIGTERM"
+        return self.left < 0
+
+
+def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, dataset):
+    make_trainer(tmp_path / "whole", dataset, epochs=3).fit()
+    with pytest.raises(TrainingInterrupted) as info:
+        make_trainer(tmp_path / "cut", dataset, epochs=3, stop=StopAfter(5)).fit()  # epoch 1, step 2 of 4
+    assert info.value.exit_code == 143 and info.value.epoch == 1
+    saved = load_state(tmp_path / "cut" / "last.pt")
+    assert saved["position"]["batch"] == 2 and saved["position"]["epoch"] == 1
+    make_trainer(tmp_path / "cut", dataset, epochs=3).fit(resume=True)
+    whole = load_state(tmp_path / "whole" / "last.pt")["state_dict"]
+    resumed = load_state(tmp_path / "cut" / "last.pt")["state_dict"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    best_whole, _ = read_state_dict(tmp_path / "whole" / "best.safetensors")
+    best_cut, _ = read_state_dict(tmp_path / "cut" / "best.safetensors")
+    assert all(torch.equal(best_whole[k], best_cut[k]) for k in best_whole)
+    assert [r["loss"] for r in log_lines(tmp_path / "whole")] == [
+        r["loss"] for r in log_lines(tmp_path / "cut") if "loss" in r and r.get("part")
+    ]
+
+
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_checkpoint(tmp_path, dataset):
+    # A sane first epoch, then an absurd learning rate from epoch 1 on.
+    trainer = make_trainer(tmp_path, dataset, epochs=3, optimizer="sgd", lr=None, lr_phases="0:0.001,1:1e30")
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1 step \d+") as info:
+        trainer.fit()
+    assert "diverged" in str(info.value) and "last good checkpoint is kept" in str(info.value)
+    assert "\n" not in str(info.value)
+    kept = load_state(tmp_path / "last.pt")
+    assert kept["position"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+
+
+def test_views_cover_padding_and_sizes(dataset):
+    recipe = get_recipe("vtiqa")
+    cfg = resolve_config(recipe, tiny=True, config_file=None, overrides={})
+    sizes = dataset.sizes[:3]
+    images = [torch.from_numpy(dataset.images[i, :h, :w]).permute(2, 0, 1) for i, (h, w) in enumerate(sizes)]
+    views = recipe.stored_views(images, cfg.params)
+    assert views["global"].shape == (3, 3, 72, 72) and views["mosaic"].shape == (3, 3, 128, 128)
+    assert views["global"].dtype == torch.uint8
+    x_global, x_mosaic = recipe.train_inputs(views, 7, cfg.params)
+    assert x_global.shape == x_mosaic.shape == (3, 3, 64, 64)
+    assert np.isfinite(x_global.numpy()).all()

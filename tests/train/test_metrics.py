@@ -1,0 +1,60 @@
+"""Metrics: equal to scipy's on known vectors; the logistic mapping on hand-checked cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from iqa_cli.train.metrics import compute_metrics, fit_logistic, logistic4, median_metrics
+
+
+def test_equal_to_scipy_with_ties():
+    rng = np.random.default_rng(3)
+    label = np.round(rng.uniform(1, 5, 200), 1)  # rounding makes ties
+    pred = np.round(label + rng.normal(0, 0.7, 200), 1)
+    m = compute_metrics(pred, label)
+    assert m.n == 200
+    assert m.srcc == pytest.approx(stats.spearmanr(pred, label).statistic, abs=1e-12)
+    assert m.plcc == pytest.approx(stats.pearsonr(pred, label).statistic, abs=1e-12)
+    assert m.krcc == pytest.approx(stats.kendalltau(pred, label).statistic, abs=1e-12)
+    assert m.rmse == pytest.approx(math.sqrt(np.mean((pred - label) ** 2)), abs=1e-12)
+
+
+def test_step_case_by_hand():
+    # x = 1..5, y = 1,1,1,5,5: raw PLCC = 12 / sqrt(10 * 19.2) = sqrt(3)/2; a steep logistic fits the step.
+    x = np.array([1.0, 2, 3, 4, 5])
+    y = np.array([1.0, 1, 1, 5, 5])
+    m = compute_metrics(x, y)
+    assert m.plcc == pytest.approx(math.sqrt(3) / 2, abs=1e-12)
+    assert m.logistic_fit == "ok"
+    assert m.plcc_logistic > 0.999
+    assert m.rmse_logistic < 0.05
+
+
+def test_recovers_a_known_logistic():
+    x = np.linspace(-3, 3, 25)
+    y = logistic4(x, 4.5, 1.2, 0.4, 0.8)
+    fit = fit_logistic(x, y)
+    assert fit.ok
+    assert fit.params == pytest.approx((4.5, 1.2, 0.4, 0.8), abs=1e-4)
+    m = compute_metrics(x, y)
+    assert m.plcc < 0.99 and m.plcc_logistic == pytest.approx(1.0, abs=1e-9)
+
+
+def test_logistic_never_below_raw_and_fallback_on_constant():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    y = 2 * x + rng.normal(size=50)
+    m = compute_metrics(x, y)
+    assert m.plcc_logistic >= m.plcc
+    flat = compute_metrics(np.ones(20), np.arange(20.0))
+    assert flat.logistic_fit == "fallback" and math.isnan(flat.plcc) and math.isnan(flat.srcc)
+
+
+def test_median_over_splits_skips_nan():
+    rows = [{"srcc": 0.8, "plcc": 0.9}, {"srcc": 0.6, "plcc": math.nan}, {"srcc": 0.7, "plcc": 0.7}]
+    med = median_metrics(rows)
+    assert med["srcc"] == pytest.approx(0.7) and med["plcc"] == pytest.approx(0.8) and med["splits"] == 3
