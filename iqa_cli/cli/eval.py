@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,8 +15,6 @@ from iqa_cli.train.recipes import get_recipe, recipe_names
 app = typer.Typer(
     help="Evaluate trained weights: SRCC, PLCC (raw and logistic-mapped), KRCC, RMSE.", no_args_is_help=True
 )
-
-METRIC_COLUMNS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
 
 def make_eval_command(method: str):
@@ -48,6 +47,7 @@ def make_eval_command(method: str):
         amp: str = typer.Option("off", "--amp", help="precision: off (float32), bf16, fp16, auto"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size"),  # noqa: UP045
         preload_gb: float = typer.Option(16.0, "--preload-gb", help="RAM budget for keeping prepared views"),
+        **overrides: Any,
     ) -> None:
         from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image
 
@@ -63,6 +63,7 @@ def make_eval_command(method: str):
                 amp=amp,
                 batch_size=batch_size,
                 preload_gb=preload_gb,
+                overrides={k: v for k, v in overrides.items() if v is not None},
             ),
             ConsoleProgress(),
         )
@@ -75,6 +76,7 @@ def make_eval_command(method: str):
         else:
             show_eval_report(report.as_dict())
 
+    with_test_options(command, recipe)
     command.__doc__ = (
         f"Evaluate {recipe.title} with its test-time protocol.\n\n"
         "Intra-dataset: the test part of --split K (or all splits, median). Cross-dataset: --cross D scores "
@@ -83,20 +85,32 @@ def make_eval_command(method: str):
     return command
 
 
+def with_test_options(command: Any, recipe: Any) -> None:
+    """Add a flag per test-time parameter the recipe lets evaluation override (`Recipe.eval_params`);
+    their values reach the command as keyword arguments (None when not given)."""
+    from iqa_cli.cli.train import dataclass_options
+
+    signature = inspect.signature(command)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = dataclass_options(recipe.Params, recipe.Params(), only=recipe.eval_params)
+    command.__signature__ = signature.replace(parameters=fixed + extra)
+
+
 def show_eval_report(report: dict[str, Any]) -> None:
     kind = "cross-dataset" if report["cross"] else "test split"
     title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
     table = Table(title=title)
-    for column in ("split", "n", *METRIC_COLUMNS, "trained on"):
+    columns = report.get("columns") or ["srcc", "plcc", "plcc_logistic", "krcc", "rmse"]
+    for column in ("split", "n", *columns, "trained on"):
         table.add_column(column, justify="right")
     for row in report["results"]:
         trained = f"{row.get('trained_on') or '?'}"
         if row.get("trained_split") is not None:
             trained += f" / split {row['trained_split']}"
-        table.add_row(str(row["split"]), str(row["n"]), *[f"{row[m]:.4f}" for m in METRIC_COLUMNS], trained)
+        table.add_row(str(row["split"]), str(row["n"]), *[f"{row[m]:.4f}" for m in columns], trained)
     if len(report["results"]) > 1:
         median = report["median"]
-        table.add_row("median", "", *[f"{median[m]:.4f}" for m in METRIC_COLUMNS], "")
+        table.add_row("median", "", *[f"{median[m]:.4f}" for m in columns], "")
     out.print(table)
 
 

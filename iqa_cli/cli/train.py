@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -25,7 +26,6 @@ from iqa_cli.train.recipes import get_recipe, recipe_names
 app = typer.Typer(help="Train a method on a prepared dataset (the paper's protocol by default).", no_args_is_help=True)
 
 RESERVED = {"data", "split", "config", "out", "name", "resume", "tiny", "json_output"}
-METRIC_COLUMNS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
 
 def _flag(name: str) -> str:
@@ -48,11 +48,13 @@ def _default_text(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def dataclass_options(cls: type, defaults: Any) -> list[inspect.Parameter]:
-    """One `Optional[T] = typer.Option(None, ...)` parameter per dataclass field."""
+def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = None) -> list[inspect.Parameter]:
+    """One `Optional[T] = typer.Option(None, ...)` parameter per dataclass field (or per field in `only`)."""
     params = []
     types = field_types(cls)
     for f in fields(cls):
+        if only is not None and f.name not in only:
+            continue
         if f.name in RESERVED:
             raise RuntimeError(f"option name '{f.name}' is reserved by the CLI")
         kind = _option_type(types[f.name])
@@ -180,19 +182,20 @@ def show_train_report(report: dict[str, Any]) -> None:
     selection = report["selection"]
     title = f"{report['method']} on {report['dataset']}: test metrics of the kept model (selected on the {selection})"
     table = Table(title=title)
-    for column in ("split", "n", *METRIC_COLUMNS, "best epoch", "epochs"):
+    columns = report.get("columns") or ["srcc", "plcc", "plcc_logistic", "krcc", "rmse"]
+    for column in ("split", "n", *columns, "best epoch", "epochs"):
         table.add_column(column, justify="right")
     for row in report["splits"]:
         table.add_row(
             str(row["split"]),
             str(row["n"]),
-            *[f"{row[m]:.4f}" for m in METRIC_COLUMNS],
+            *[f"{row[m]:.4f}" for m in columns],
             str(row["best_epoch"]),
             str(row["epochs"]),
         )
     if len(report["splits"]) > 1:
         median = report["median"]
-        table.add_row("median", "", *[f"{median[m]:.4f}" for m in METRIC_COLUMNS], "", "")
+        table.add_row("median", "", *[f"{median[m]:.4f}" for m in columns], "", "")
     out.print(table)
     out.print(f"run folder: {report['run']}", markup=False, highlight=False)
 

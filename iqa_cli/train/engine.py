@@ -36,8 +36,7 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, contiguous_share, shard
-from iqa_cli.train.metrics import compute_metrics
-from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch
 from iqa_cli.train.runs import BEST, LAST, LOG, PREDICTIONS, RESULT
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore
@@ -245,7 +244,8 @@ class Trainer:
         self.eval_dtype = amp_dtype(self.cfg.eval_amp, self.device)
         self.channels_last = use_channels_last(self.cfg, self.recipe)
         self.per_rank_batch = max(1, -(-self.params.batch_size // self.dist.world))
-        shard_size = -(-parts.train.size // self.dist.world)
+        self.pool = np.asarray(self.recipe.train_pool(parts, self.params), dtype=np.int64)
+        shard_size = -(-self.pool.size // self.dist.world)
         self.batches_per_epoch = -(-shard_size // self.per_rank_batch)
         self.labels = torch.as_tensor(np.asarray(ctx.labels, dtype=np.float32))
         self.pos = Position()
@@ -273,6 +273,8 @@ class Trainer:
             for stale in (LOG, BEST, LAST, RESULT, PREDICTIONS):
                 (self.out_dir / stale).unlink(missing_ok=True)
         model = self.recipe.build_model(self.params, tiny=self.ctx.tiny, pretrained=state is None)
+        if state is None:
+            self.recipe.initialize(model, self.params, split=self.parts.name, meta=self.ctx.meta)
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -292,7 +294,7 @@ class Trainer:
                 self.best_state, _ = read_state_dict(best)
             restore_rng(state["rng"])
             self.log(f"split {self.parts.name}: resumed at epoch {self.pos.epoch} step {self.pos.step} from {last}")
-        needed = np.concatenate([self.parts.train, self.parts.val, self.parts.test])
+        needed = np.concatenate([self.pool, self.parts.train, self.parts.val, self.parts.test])
         self.store = ViewStore(
             self.ctx.dataset,
             self.recipe,
@@ -379,12 +381,27 @@ class Trainer:
         lr = self.schedule.lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        order = shard(epoch_order(self.parts.train, self.cfg.seed, epoch), self.dist.rank, self.dist.world)
+        order = shard(epoch_order(self.pool, self.cfg.seed, epoch), self.dist.rank, self.dist.world)
         if epoch == self.pos.epoch == 0 and self.dist.active:
             self.rank_info["first_epoch"] = shard_report(self.dist.gather(sorted(int(i) for i in order)))
         batches = [order[i : i + self.per_rank_batch] for i in range(0, order.size, self.per_rank_batch)]
+        sizes = [b.size for b in batches]
+        for b, indices in enumerate(batches):
+            seed = batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch)
+            # Under DDP `b * world + rank` numbers the batch uniquely across ranks (distinct extra rows).
+            extra = self.recipe.batch_extra(
+                indices,
+                parts=self.parts,
+                epoch=epoch,
+                batch=b * self.dist.world + self.dist.rank,
+                seed=seed,
+                params=self.params,
+            )
+            if extra is not None and len(extra):
+                batches[b] = np.concatenate([indices, np.asarray(extra, dtype=np.int64)])
         module.train()
         debug_step = int(os.environ.get(DEBUG_SIGNAL_ENV, "0") or 0)
+        max_norm = self.recipe.max_grad_norm(self.params)
         if self.main:
             self.ctx.progress.start(f"split {self.parts.name} epoch {epoch}", len(batches))
             self.ctx.progress.advance(self.pos.batch)
@@ -394,19 +411,24 @@ class Trainer:
                 seed = batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch)
                 if self.recipe.reseed_per_batch:
                     torch.manual_seed(seed)
-                inputs = self.recipe.train_inputs(views, seed, self.params)
-                if self.channels_last:
-                    inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
-                target = self.labels[torch.from_numpy(indices)].to(self.device, non_blocking=True)
+                size = sizes[b]
+                batch = TrainBatch(
+                    views=views,
+                    target=self.labels[torch.from_numpy(indices)].to(self.device, non_blocking=True),
+                    size=size,
+                    seed=seed,
+                    epoch=epoch,
+                    index=b,
+                    channels_last=self.channels_last,
+                )
                 with autocast(self.device, self.dtype):
-                    pred = module(*inputs)
-                loss = self.recipe.loss(pred.float(), target, self.params)
+                    loss = self.recipe.training_loss(module, batch, self.params).float()
                 # Under DDP every rank must stop at the same step, so a signal is polled here and
                 # all-reduced with this step's statistics; a single process polls after the step.
                 stop_flag = 1.0 if self.dist.active and self.ctx.stop.requested else 0.0
-                stats = torch.stack(
-                    [loss.detach().float() * len(indices), torch.tensor(float(len(indices)), device=loss.device)]
-                ).to(self.device)
+                stats = torch.stack([loss.detach().float() * size, torch.tensor(float(size), device=loss.device)]).to(
+                    self.device
+                )
                 stats = torch.cat([stats, torch.tensor([stop_flag], device=self.device)])
                 self.dist.all_reduce(stats)
                 loss_sum, count, stop_flag = (float(v) for v in stats.cpu())
@@ -420,6 +442,11 @@ class Trainer:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
+                if max_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in self.optimizer.param_groups for p in g["params"]], max_norm
+                    )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.pos.loss_sum += loss_sum
@@ -460,7 +487,7 @@ class Trainer:
             dist=self.dist,
             channels_last=self.channels_last,
         )
-        return compute_metrics(pred, self.labels.numpy()[indices]).as_dict(), pred
+        return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred
 
     def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:
         lr = self.schedule.lr()
@@ -508,7 +535,7 @@ class Trainer:
             text = f" {self.parts.select_on} {metric} {sel[metric]:.4f}" if sel else ""
             test = next((r for r in records if r.get("part") == "test"), None)
             if test and self.parts.select_on != "test":
-                text += f" test srcc {test['srcc']:.4f} plcc {test['plcc']:.4f}"
+                text += " test" + "".join(f" {m} {test[m]:.4f}" for m in self.recipe.report_metrics[:2])
             self.ctx.progress.finish()
             self.ctx.progress.log(
                 f"split {self.parts.name} epoch {epoch}: loss {loss:.4f} lr {lr:.3g} {speed:.1f} img/s{text}"

@@ -25,10 +25,10 @@ from iqa_cli.train.config import AMP_MODES, apply_values
 from iqa_cli.train.data import DatasetLike, close_dataset, dataset_name, open_dataset, resolve_split_names
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.engine import GIB, amp_dtype, predict_scores
-from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, median_metrics
+from iqa_cli.train.metrics import median_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
-from iqa_cli.train.trainer import labels_for, selection_label
+from iqa_cli.train.trainer import selection_label
 from iqa_cli.train.views import ViewStore
 from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights
 
@@ -47,6 +47,7 @@ class EvalOptions:
     amp: str = "off"
     batch_size: int | None = None
     preload_gb: float = 16.0
+    overrides: dict[str, Any] = field(default_factory=dict)  # test-time Params (the recipe's eval_params)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class EvalReport:
     results: list[dict[str, Any]]
     median: dict[str, float]
     selection: str
+    columns: list[str] = field(default_factory=list)  # the metrics a table shows (the recipe's choice)
     per_image: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class EvalReport:
             "selection": self.selection,
             "results": self.results,
             "median": self.median,
+            "columns": self.columns,
         }
 
 
@@ -106,7 +109,8 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
         raise ConfigError("--data (or --cross) is required: the dataset to evaluate on")
     plan, run = _weights_plan(recipe, options)
     target = options.cross if options.cross is not None else options.data
-    dataset, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
+    raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
+    dataset = raw
     try:
         name = dataset_name(dataset, cache_path.stem)
         if options.cross is None:
@@ -131,7 +135,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
             jobs = [("all", plan[k], everything, k) for k in keys]  # type: ignore[misc]
         return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress)
     finally:
-        close_dataset(dataset)
+        close_dataset(raw)
 
 
 def _run_jobs(
@@ -151,6 +155,8 @@ def _run_jobs(
     store_key: tuple | None = None
     results, per_image, selections = [], [], set()
     names_list = getattr(dataset, "names", None)
+    raw = dataset
+    wrapped_for: tuple | None = None
     for job in jobs:
         split, weights, indices = job[0], job[1], np.asarray(job[2], dtype=np.int64)
         trained_split = job[3] if len(job) > 3 else split
@@ -164,8 +170,14 @@ def _run_jobs(
         params = loaded.params
         if options.batch_size:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
+        params = apply_test_overrides(recipe, params, options.overrides)
         recipe.check_params(params)
-        labels, label_map = labels_for(recipe, dataset, params, str(cache_path))
+        wrap_key = tuple(sorted((k, str(v)) for k, v in vars(params).items()))
+        if wrapped_for != wrap_key:  # the dataset a method reads may depend on its parameters
+            if dataset is not raw:
+                close_dataset(dataset)
+            dataset, wrapped_for, store = recipe.wrap_dataset(raw, cache_path, params), wrap_key, None
+        labels, label_map = recipe.labels(dataset, params, str(cache_path))
         key = tuple(sorted(recipe.view_shapes(params).items()))
         if store is None or key != store_key:
             needed = np.unique(np.concatenate([np.asarray(j[2], dtype=np.int64) for j in jobs]))
@@ -178,13 +190,13 @@ def _run_jobs(
             recipe, params, loaded.model, store, indices, device=device, dtype=dtype, progress=progress
         )
         progress.finish()
-        metrics = compute_metrics(pred, labels[indices]).as_dict()
+        metrics = recipe.metrics(pred, labels[indices], params)
         selected_on = loaded.selected_on
         selections.add(selected_on)
         row = {
             "dataset": name,
             "split": split,
-            **{k: metrics[k] for k in ("n", *METRIC_NAMES, "logistic_fit")},
+            **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))},
             "weights": str(loaded.files.get("model", weights)),
             "trained_on": loaded.meta.get("dataset"),
             "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
@@ -206,6 +218,8 @@ def _run_jobs(
                     "prediction_native": float(native),
                 }
             )
+    if dataset is not raw:
+        close_dataset(dataset)
     return EvalReport(
         method=recipe.name,
         dataset=name,
@@ -213,10 +227,19 @@ def _run_jobs(
         trained_on=results[0]["trained_on"] if results else None,
         weights=str(run.run) if run is not None else str(options.weights or ""),
         results=results,
-        median=median_metrics(results),
+        median=median_metrics(results, recipe.metric_names),
+        columns=list(recipe.report_metrics),
         selection=_selection_text(selections),
         per_image=per_image,
     )
+
+
+def apply_test_overrides(recipe: Recipe, params: Any, overrides: dict[str, Any]) -> Any:
+    """The loaded model's parameters with the test-time choices the user made (`Recipe.eval_params`)."""
+    unknown = sorted(set(overrides) - set(recipe.eval_params))
+    if unknown:
+        raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
+    return apply_values(params, overrides, source="options") if overrides else params
 
 
 def _selection_text(selections: set[str | None]) -> str:
@@ -237,7 +260,8 @@ def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def write_metrics_csv(path: Path, report: EvalReport) -> None:
-    columns = ["dataset", "split", "n", *METRIC_NAMES, "trained_on", "trained_split", "selected_on", "weights"]
+    metric_names = [k for k in report.median if k != "splits"]
+    columns = ["dataset", "split", "n", *metric_names, "trained_on", "trained_split", "selected_on", "weights"]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -22,7 +22,8 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import optimize, stats
+
+# scipy is imported inside the functions: the CLI imports this module to build its options.
 
 METRIC_NAMES = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "rmse_logistic")
 
@@ -47,12 +48,16 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation: Pearson of average ranks (ties share their mean rank), as scipy."""
+    from scipy import stats
+
     x, y = _vectors(x, y)
     return pearson(stats.rankdata(x), stats.rankdata(y))
 
 
 def kendall(x: np.ndarray, y: np.ndarray) -> float:
     """Kendall's tau-b (tie-corrected), scipy's O(n log n) implementation."""
+    from scipy import stats
+
     x, y = _vectors(x, y)
     if x.size < 2:
         return math.nan
@@ -79,6 +84,8 @@ class LogisticFit:
 
 def fit_logistic(pred: np.ndarray, label: np.ndarray) -> LogisticFit:
     """Fit the 4-parameter logistic from predictions to labels; `ok=False` means use the raw values."""
+    from scipy import optimize
+
     x, y = _vectors(pred, label)
     failed = LogisticFit(mapped=x, params=(math.nan,) * 4, ok=False)
     if x.size < 5 or not np.isfinite(x).all() or not np.isfinite(y).all() or x.std() == 0 or y.std() == 0:
@@ -133,10 +140,10 @@ def compute_metrics(pred: np.ndarray, label: np.ndarray) -> Metrics:
     )
 
 
-def median_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Median of every metric over splits (the papers' summary), ignoring nan; n is summed."""
+def median_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRIC_NAMES) -> dict[str, float]:
+    """Median of every metric over splits (the papers' summary), ignoring nan; `splits` counts them."""
     out: dict[str, float] = {}
-    for name in METRIC_NAMES:
+    for name in names:
         values = np.array([float(r[name]) for r in rows if name in r], dtype=np.float64)
         values = values[np.isfinite(values)]
         out[name] = float(np.median(values)) if values.size else math.nan

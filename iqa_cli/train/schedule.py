@@ -11,6 +11,7 @@ apply the phase starting next epoch (the last phase also sets the count to 1, as
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,3 +89,72 @@ class PhasePlateau:
         self.current = float(state["current"])
         self.count = int(state["count"])
         self.decays = int(state["decays"])
+
+
+class EpochDecay:
+    """A learning rate that only depends on the epoch, as torch's epoch-stepped schedulers give it.
+
+    `kind`:
+      - "step": lr * gamma ** (epoch // step)                       (StepLR, SSL-IQA: step 2, gamma 0.5)
+      - "exponential": lr * gamma ** epoch                          (ExponentialLR, VIPNet: gamma 0.85)
+      - "cosine_restarts": SGDR with period `step` epochs growing by `mult` after each restart, from lr
+        down to `min_lr` (CosineAnnealingWarmRestarts(T_0=step, T_mult=mult, eta_min=min_lr) stepped
+        once per epoch; VIPNet's DPM: 8, 2, 1e-4)
+      - "constant": lr
+    The model is never reloaded and the run stops only at its epoch cap (or by `stop_after`, an
+    early-stopping patience in evaluations without improvement, counted after `stop_from_epoch`).
+    """
+
+    KINDS = ("step", "exponential", "cosine_restarts", "constant")
+
+    def __init__(
+        self,
+        lr: float,
+        kind: str,
+        *,
+        gamma: float = 1.0,
+        step: int = 1,
+        mult: int = 1,
+        min_lr: float = 0.0,
+        stop_after: int | None = None,
+        stop_from_epoch: int = 0,
+    ) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown schedule kind '{kind}' (expected one of {', '.join(self.KINDS)})")
+        if step < 1 or mult < 1:
+            raise ValueError("schedule step and mult must be at least 1")
+        self.base, self.kind, self.gamma, self.step, self.mult, self.min_lr = lr, kind, gamma, step, mult, min_lr
+        self.stop_after, self.stop_from_epoch = stop_after, stop_from_epoch
+        self.epoch = 0
+        self.count = 0
+
+    def lr_at(self, epoch: int) -> float:
+        if self.kind == "step":
+            return self.base * self.gamma ** (epoch // self.step)
+        if self.kind == "exponential":
+            return self.base * self.gamma**epoch
+        if self.kind == "cosine_restarts":
+            period, start = self.step, 0
+            while epoch >= start + period:
+                start, period = start + period, period * self.mult
+            progress = (epoch - start) / period
+            return self.min_lr + (self.base - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+        return self.base
+
+    def lr(self) -> float:
+        return self.lr_at(self.epoch)
+
+    def end_epoch(self, epoch: int, improved: bool | None) -> ScheduleAction:
+        self.epoch = epoch + 1
+        if improved is not None:
+            self.count = 0 if improved else self.count + 1
+        if self.stop_after is not None and self.count > self.stop_after and epoch >= self.stop_from_epoch:
+            return ScheduleAction(stop=True, message=f"no improvement in {self.count} evaluations: stopping")
+        return ScheduleAction()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.count = int(state["count"])

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.errors import ConfigError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import (
     EngineConfig,
@@ -33,8 +31,8 @@ from iqa_cli.train.data import (
     resolve_split_names,
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
-from iqa_cli.train.engine import FitContext, StopRequest, Trainer, TrainingDiverged, TrainingInterrupted
-from iqa_cli.train.metrics import METRIC_NAMES, median_metrics
+from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted
+from iqa_cli.train.metrics import median_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import newest_run, now, read_run, run_root, split_dir, write_run
@@ -115,14 +113,6 @@ def load_run_config(recipe: Recipe, root: Path) -> tuple[dict[str, Any], Resolve
     return info, ResolvedConfig(engine, params, tiny)
 
 
-def labels_for(recipe: Recipe, dataset: DatasetLike, params: BaseParams, source: str) -> tuple[np.ndarray, Any]:
-    label_map = recipe.label_map(dataset.attrs, params)
-    scores = np.asarray(dataset.scores, dtype=np.float64)
-    if not np.isfinite(scores).all():
-        raise DataError(f"{int((~np.isfinite(scores)).sum())} images have no finite score", path=source)
-    return label_map.to_train(scores), label_map
-
-
 def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:
     given = {k: v for k, v in options.overrides.items() if v is not None}
     if options.config_file is not None:
@@ -182,7 +172,12 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     device = resolve_device(resolved.engine.device, _local_rank())
     dist = init_distributed(device)
     progress = progress if (progress is not None and dist.is_main) else NullProgress()
-    dataset, cache_path = open_dataset(data)
+    raw, cache_path = open_dataset(data)
+    try:
+        dataset = recipe.wrap_dataset(raw, cache_path, resolved.params)
+    except BaseException:
+        close_dataset(raw)
+        raise
     try:
         name = dataset_name(dataset, cache_path.stem)
         split_names = resolve_split_names(dataset, splits_arg, source=f"cache {cache_path}")
@@ -223,6 +218,8 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         )
     finally:
         close_dataset(dataset)
+        if dataset is not raw:
+            close_dataset(raw)
         dist.shutdown()
 
 
@@ -247,7 +244,7 @@ def _train_splits(
     resume: bool,
 ) -> dict[str, Any] | None:
     engine, params = resolved.engine, resolved.params
-    labels, label_map = labels_for(recipe, dataset, params, str(cache_path))
+    labels, label_map = recipe.labels(dataset, params, str(cache_path))
     meta = {
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),
@@ -291,7 +288,7 @@ def _train_splits(
             state.update(status="running", started=state.get("started") or now())
             _save_info(root, info, dist)
             try:
-                result = Trainer(ctx, parts, out_dir).fit(resume=resume and started_before)
+                result = recipe.fit(ctx, parts, out_dir, resume=resume and started_before)
             except TrainingInterrupted:
                 state["status"] = "interrupted"
                 info["status"] = "interrupted"
@@ -306,7 +303,7 @@ def _train_splits(
                 "split": split,
                 "dataset": name,
                 "n": result.test["n"],
-                **{k: result.test[k] for k in METRIC_NAMES},
+                **{k: result.test[k] for k in recipe.metric_names},
                 "val": result.val,
                 "best_epoch": result.best_epoch,
                 "epochs": result.epochs,
@@ -328,7 +325,8 @@ def _train_splits(
         "selected_on": engine.select_on,
         "selection": selection_label(engine.select_on),
         "splits": rows,
-        "median": median_metrics(rows),
+        "median": median_metrics(rows, recipe.metric_names),
+        "columns": list(recipe.report_metrics),
     }
     info["status"] = "complete"
     info["median"] = report["median"]

@@ -15,7 +15,7 @@ from iqa_cli.train.data import make_parts
 from iqa_cli.train.engine import FitContext, StopRequest, Trainer, TrainingDiverged, TrainingInterrupted
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.state import load_state
-from iqa_cli.train.trainer import labels_for, resolve_config
+from iqa_cli.train.trainer import resolve_config
 from tests.train.fakes import MemoryDataset
 
 FAST = {"freeze_epochs": 0, "optimizer": "adamw", "lr": 0.002, "batch_size": 8, "dropout": 0.0, "log_every": 1000}
@@ -24,7 +24,7 @@ FAST = {"freeze_epochs": 0, "optimizer": "adamw", "lr": 0.002, "batch_size": 8, 
 def make_trainer(out: Path, dataset: MemoryDataset, stop: StopRequest | None = None, **overrides) -> Trainer:
     recipe = get_recipe("vtiqa")
     cfg = resolve_config(recipe, tiny=True, config_file=None, overrides={**FAST, **overrides})
-    labels, label_map = labels_for(recipe, dataset, cfg.params, "memory")
+    labels, label_map = recipe.labels(dataset, cfg.params, "memory")
     parts = make_parts(dataset, "0", select_on=cfg.engine.select_on, val_fraction=0.2, seed=cfg.engine.seed)
     ctx = FitContext(
         recipe=recipe,

@@ -11,6 +11,20 @@ resumption; a recipe says what to build and how to feed it:
   kept in RAM. `train_inputs` / `eval_inputs` build the network inputs from a batch of those on the
   device (crops, flips, mosaics, normalisation).
 * `loss`, `configure_epoch` (freezing), `make_optimizer`, `make_schedule`.
+
+Hooks with defaults, for methods whose training is more than "views -> network -> loss":
+
+* data: `wrap_dataset` (e.g. pair each image with its enhanced copy), `labels` (training targets;
+  e.g. distortion classes instead of scores), `train_pool` (what one epoch iterates, e.g. every
+  image repeated once per training patch), `batch_extra` (more rows loaded with each batch, e.g.
+  unlabelled images or a low-quality partner; a pure function of the batch's position, so resumed
+  runs see the same rows);
+* step: `training_loss(module, batch)` (default: `train_inputs` -> forward -> `loss`). `module` may
+  be wrapped by DDP or torch.compile: call it, never reach into its attributes, so every trainable
+  parameter is seen by the wrapper's forward;
+* `initialize` (start weights that depend on the split, e.g. IEIT stage 2 from stage 1), `metrics`
+  / `metric_names` / `report_metrics` (what is measured and shown), and `fit` (one split's whole
+  training; default: one `Trainer`, overridden by multi-round methods such as active learning).
 """
 
 from __future__ import annotations
@@ -21,14 +35,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
+from iqa_cli.errors import DataError
 from iqa_cli.train.labels import LABEL_SCALES, LabelMap
+from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics
 from iqa_cli.train.schedule import Schedule
 
 if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays light
     import torch
     from torch import nn
 
+    from iqa_cli.train.data import DatasetLike, SplitParts
+    from iqa_cli.train.engine import FitContext, FitResult
+
 Views = dict  # name -> uint8 tensor batch (n, ...)
+REPORT_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+
+
+@dataclass
+class TrainBatch:
+    """One training step's data on the device.
+
+    `views` and `target` hold `size` rows of the batch proper, followed by the rows `batch_extra`
+    asked for (if any). `seed` identifies the batch (run seed, epoch, index) and drives its
+    augmentation.
+    """
+
+    views: Views
+    target: torch.Tensor
+    size: int
+    seed: int
+    epoch: int
+    index: int
+    channels_last: bool = False
+
+    def layout(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Network inputs in the memory format the engine chose (channels-last for CNNs on GPU)."""
+        import torch
+
+        if not self.channels_last:
+            return inputs
+        return tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
 
 
 @dataclass
@@ -58,6 +106,13 @@ class Recipe(ABC):
     # and dropout then depend only on the position in training.
     reseed_per_batch: ClassVar[bool] = False
     channels_last_helps: ClassVar[bool] = False
+    # What `metrics` returns (each a float, summarised by the median over splits), and the columns
+    # the CLI tables show; the first two also go into the per-epoch progress line.
+    metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
+    report_metrics: ClassVar[tuple[str, ...]] = REPORT_METRICS
+    # Params fields that `iqa eval/predict` may override (test-time protocol choices such as the
+    # number of test crops or which branch scores); each becomes a flag of those commands.
+    eval_params: ClassVar[tuple[str, ...]] = ()
 
     # ---------------------------------------------------------------- parameters and model
 
@@ -80,6 +135,33 @@ class Recipe(ABC):
     def label_map(self, attrs: Mapping[str, Any], params: BaseParams) -> LabelMap:
         return LABEL_SCALES[params.label_scale](attrs)
 
+    # ---------------------------------------------------------------- data
+
+    def wrap_dataset(self, dataset: DatasetLike, path: Path, params: BaseParams) -> DatasetLike:
+        """The dataset this method reads (default: the cache as it is)."""
+        return dataset
+
+    def labels(self, dataset: DatasetLike, params: BaseParams, source: str) -> tuple[np.ndarray, LabelMap]:
+        """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
+        label_map = self.label_map(dataset.attrs, params)
+        scores = np.asarray(dataset.scores, dtype=np.float64)
+        if not np.isfinite(scores).all():
+            raise DataError(f"{int((~np.isfinite(scores)).sum())} images have no finite score", path=source)
+        return label_map.to_train(scores), label_map
+
+    def train_pool(self, parts: SplitParts, params: BaseParams) -> np.ndarray:
+        """The dataset indices one epoch iterates over, before shuffling (default: the training part)."""
+        return parts.train
+
+    def batch_extra(
+        self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: BaseParams
+    ) -> np.ndarray | None:
+        """Indices of extra rows to load with this batch (after its own rows); None for none.
+
+        `batch` numbers the batch within the epoch, uniquely across DDP ranks. Must depend only on
+        its arguments: a resumed run recomputes it."""
+        return None
+
     def weight_files(self, weights: str, variant: str | None) -> dict[str, Path]:
         """Files behind `--weights` (a path or a weights-store name); {'model': file} unless a method
         ships several files per model."""
@@ -97,6 +179,10 @@ class Recipe(ABC):
         from iqa_cli.models.checkpoint import load_checkpoint
 
         load_checkpoint(model, files["model"])
+
+    def initialize(self, model: nn.Module, params: BaseParams, *, split: str, meta: Mapping[str, Any]) -> None:
+        """Called once on a fresh (not resumed) start, after `build_model`; e.g. load an earlier stage."""
+        return None
 
     def eval_needs_grad(self, params: BaseParams) -> bool:
         """True when inference itself back-propagates (e.g. gradient-based patch selection)."""
@@ -126,8 +212,17 @@ class Recipe(ABC):
 
     # ---------------------------------------------------------------- optimisation
 
+    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: BaseParams) -> dict[str, Any]:
+        """Metrics of predictions against labels (both on the training label scale)."""
+        return compute_metrics(pred, labels).as_dict()
+
     @abstractmethod
     def loss(self, pred: torch.Tensor, target: torch.Tensor, params: BaseParams) -> torch.Tensor: ...
+
+    def training_loss(self, module: nn.Module, batch: TrainBatch, params: BaseParams) -> torch.Tensor:
+        """The loss of one training step (run under autocast by the engine)."""
+        inputs = batch.layout(self.train_inputs(batch.views, batch.seed, params))
+        return self.loss(module(*inputs).float(), batch.target[: batch.size], params)
 
     def configure_epoch(self, model: nn.Module, epoch: int, params: BaseParams) -> None:
         """Set `requires_grad` for this epoch (freezing phases); default: everything trains."""
@@ -136,5 +231,17 @@ class Recipe(ABC):
     @abstractmethod
     def make_optimizer(self, model: nn.Module, params: BaseParams) -> torch.optim.Optimizer: ...
 
+    def max_grad_norm(self, params: BaseParams) -> float | None:
+        """Clip the gradient norm (over every optimised parameter) to this before each step; None: no clipping."""
+        return None
+
     @abstractmethod
     def make_schedule(self, params: BaseParams) -> Schedule: ...
+
+    # ---------------------------------------------------------------- one split
+
+    def fit(self, ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+        """Train one split into `out_dir` (its `best.safetensors` is the kept model)."""
+        from iqa_cli.train.engine import Trainer
+
+        return Trainer(ctx, parts, out_dir).fit(resume=resume)
