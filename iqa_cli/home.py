@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from iqa_cli.errors import DataError
+from iqa_cli.errors import ConfigError, DataError
 
 CACHE_SUFFIXES = (".h5", ".hdf5", ".npz")
 
@@ -42,8 +42,25 @@ def resolve_cache(name_or_path: str | Path) -> Path:
         if not candidate.is_file():
             raise DataError("cache file not found (expected a file written by `iqa prepare`)", path=candidate)
         return candidate
-    for suffix in CACHE_SUFFIXES:
-        path = data_dir() / f"{text}{suffix}"
-        if path.is_file():
-            return path
+    names = [text]
+    canonical = _canonical_dataset_name(text)  # `iqa prepare livec` writes livew.h5
+    if canonical not in names:
+        names.append(canonical)
+    for name in names:
+        found = [data_dir() / f"{name}{suffix}" for suffix in CACHE_SUFFIXES]
+        found = [path for path in found if path.is_file()]
+        if len(found) > 1:
+            listed = ", ".join(p.name for p in found)
+            raise DataError(f"'{text}' names more than one cache in {data_dir()} ({listed}); pass the file path")
+        if found:
+            return found[0]
     raise DataError(f"no prepared cache named '{text}' in {data_dir()} (run `iqa prepare {text} --root DIR` first)")
+
+
+def _canonical_dataset_name(name: str) -> str:
+    from iqa_cli.data.datasets import get_dataset
+
+    try:
+        return get_dataset(name).name
+    except ConfigError:
+        return name

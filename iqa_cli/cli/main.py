@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import typer
@@ -23,6 +25,7 @@ class ErrorHandlingGroup(TyperGroup):
     """
 
     def invoke(self, ctx):  # type: ignore[override]
+        _terminate_cleanly()
         try:
             return super().invoke(ctx)
         except IQAError as exc:
@@ -30,6 +33,9 @@ class ErrorHandlingGroup(TyperGroup):
                 traceback.print_exc()
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except Terminated:
+            typer.echo("error: terminated (SIGTERM); nothing half-written was left under a final name", err=True)
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130) from None
@@ -41,6 +47,20 @@ class ErrorHandlingGroup(TyperGroup):
             msg = " ".join(str(exc).split()) or type(exc).__name__
             typer.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
             raise typer.Exit(1) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler or `timeout`) unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _terminate_cleanly() -> None:
+    # Training installs its own SIGTERM handler while it runs (save and stop at a step boundary).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _is_cli_control_flow(exc: BaseException) -> bool:

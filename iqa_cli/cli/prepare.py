@@ -67,7 +67,7 @@ def _build(
     policy = policy_from_options(size, short_side, spec.default_resize)
     target = out_path if out_path is not None else default_cache_path(spec.name, fmt)
     if target.exists():
-        err.print(f"{target} exists; it is replaced once the new cache is complete", markup=False, highlight=False)
+        err.print(f"{target} exists; it is replaced only if the new cache is completed", markup=False, highlight=False)
     summary = build_cache(
         spec,
         root,
@@ -109,7 +109,10 @@ _ROOT_HELP = "The dataset folder as unpacked from its official download (metadat
 _OUT_HELP = "Cache file to write (default: $IQA_HOME/data/<dataset>.<format>)."
 _FORMAT_HELP = "h5 (HDF5, default) or npz; inferred from --out's suffix when not given."
 _WORKERS_HELP = "Decoding processes (default: all cores)."
-_SKIP_HELP = "Skip missing or unreadable images (listed, and counted in the cache) instead of stopping."
+_SKIP_HELP = (
+    "Skip missing or unreadable images (listed, and counted in the cache) instead of stopping. "
+    "A malformed score in the metadata always stops: it is a broken file, not a broken image."
+)
 _SPLITS_HELP = "Number of seeded random train/test splits to store (0 = none)."
 _SEED_HELP = "Seed of the first random split; split k uses seed + k."
 _FRACTION_HELP = "Share of images (of references, for reference-disjoint datasets) in each test part."

@@ -16,8 +16,10 @@ Contents (N images; the same names in both formats):
   `iqa_cli.data.splits` for how they are drawn.
 - attributes: ``format_version`` (1), ``dataset``, ``title``, ``score_type``, ``native_range`` [lo, hi],
   ``lower_better``, ``resize`` (the policy string), ``resample``, ``exif_orientation``, ``padded``,
-  ``count``, ``source_root``, ``iqa_version``, ``created`` (ISO 8601 UTC), ``skipped`` (count) and
-  ``skipped_names``, ``reference_disjoint``, ``split_seed``, ``split_count``, ``split_test_fraction``.
+  ``count``, ``source_root`` (the absolute --root), ``dataset_root`` (the folder ``names`` are
+  relative to; the parser may find the dataset below --root), ``iqa_version``, ``created`` (ISO 8601
+  UTC), ``skipped`` (count) and ``skipped_names``, ``reference_disjoint``, ``split_seed``,
+  ``split_count``, ``split_test_fraction``.
 
 HDF5 layout: the arrays are datasets at the root, attributes are file attributes, splits are the
 group ``splits`` (its attributes: seed, count, test_fraction, reference_disjoint, official; each

@@ -314,6 +314,15 @@ def _stream_images(sink: Any, items: list[_Item], policy: ResizePolicy, workers:
     return failed
 
 
+def _dataset_root(plan: _Plan) -> str:
+    """The folder the stored `names` are relative to (the parser may have found the dataset below --root)."""
+    for item in plan.items:
+        path, name = Path(item.record.path).resolve().as_posix(), item.record.name
+        if path.endswith("/" + name):
+            return path[: -len(name) - 1]
+    return ""
+
+
 def _attrs(spec: DatasetSpec, root: Path | None, policy: ResizePolicy, plan: _Plan, splits: _Splits, padded: bool):
     return {
         "format_version": F.FORMAT_VERSION,
@@ -327,7 +336,8 @@ def _attrs(spec: DatasetSpec, root: Path | None, policy: ResizePolicy, plan: _Pl
         "exif_orientation": "applied",
         "padded": padded,
         "count": len(plan.items),
-        "source_root": str(root) if root is not None else "",
+        "source_root": str(Path(root).resolve()) if root is not None else "",
+        "dataset_root": _dataset_root(plan),
         "iqa_version": __version__,
         "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "skipped": len(plan.skipped),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from iqa_cli.cli import prepare as prepare_cli
 from iqa_cli.cli.main import app
 from iqa_cli.data.cache import open_cache
 from iqa_cli.data.datasets import DATASETS
+from tests.data.fixtures import make_livew
 from tests.data.imagefolder import MIXED, make_folder, truncate
 
 runner = CliRunner()
@@ -158,3 +160,63 @@ def test_a_single_image_needs_splits_zero(tmp_path, _isolated_home):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["splits"] == {}
     assert json.loads(iqa("inspect", "one", "--json").stdout)["splits"] == {}
+
+
+def test_a_malformed_score_on_the_first_row_is_an_error_not_a_header(tmp_path):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root, header=False)
+    rows = csv_path.read_text().splitlines()
+    first = rows[0].split(",")
+    rows[0] = ",".join([first[0], "bad", *first[2:]])
+    csv_path.write_text("\n".join(rows) + "\n")
+    result = iqa("custom", "--root", root, "--name", "mine", "-j", "1")
+    assert failed(result, str(csv_path), "line 1"), result.output
+
+
+def test_caches_are_found_by_alias_and_an_ambiguous_name_is_refused(tmp_path, _isolated_home):
+    make_livew(tmp_path / "download")
+    assert iqa("livec", "--root", tmp_path / "download", "-j", "1").exit_code == 0  # writes livew.h5
+    by_alias = iqa("inspect", "livec", "--json")
+    assert by_alias.exit_code == 0, by_alias.output
+    assert json.loads(by_alias.stdout)["attrs"]["dataset"] == "livew"
+    assert iqa("livew", "--root", tmp_path / "download", "--format", "npz", "-j", "1").exit_code == 0
+    assert failed(iqa("inspect", "livew"), "more than one cache", "livew.h5", "livew.npz")
+
+
+def test_roots_are_recorded_absolute_and_point_at_the_images(tmp_path, monkeypatch, _isolated_home):
+    make_livew(tmp_path / "download")  # the official doubled folder: the images are two levels below --root
+    monkeypatch.chdir(tmp_path)
+    assert iqa("livew", "--root", "download", "-j", "1").exit_code == 0
+    with open_cache(_isolated_home / "data" / "livew.h5") as cache:
+        assert cache.attrs["source_root"] == str((tmp_path / "download").resolve())
+        dataset_root = Path(cache.attrs["dataset_root"])
+        assert dataset_root != tmp_path / "download" and dataset_root.is_relative_to(tmp_path / "download")
+        assert all((dataset_root / name).is_file() for name in cache.names)
+
+
+def test_sigterm_while_packing_leaves_no_partial_file(tmp_path, _isolated_home):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.data.imagefolder import Item
+
+    root = tmp_path / "photos"
+    items = [Item(f"im{i:03d}.png", 640, 480, float(i), None) for i in range(150)]
+    make_folder(root, items)
+    out = tmp_path / "caches" / "big.h5"
+    command = [sys.executable, "-m", "iqa_cli", "prepare", "custom", "--root", str(root), "--out", str(out)]
+    command += ["--name", "big", "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.parent.glob(".big.h5.*.partial")):
+        time.sleep(0.05)  # wait until the temporary cache exists, i.e. images are being written
+    assert list(out.parent.glob(".big.h5.*.partial")), "the cache was never started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "SIGTERM" in errors[0] and "Traceback" not in stderr
+    assert not out.exists() and os.listdir(out.parent) == []

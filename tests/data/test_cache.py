@@ -319,3 +319,18 @@ def test_open_refuses_empty_truncated_and_foreign_files(folder, tmp_path):
             open_cache(path)
         message = str(info.value)
         assert str(path) in message and "\n" not in message, message
+
+
+def test_atomic_files_get_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from iqa_cli.atomic import atomic_path
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            tmp.write_bytes(b"done")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644

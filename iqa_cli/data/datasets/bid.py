@@ -86,7 +86,7 @@ SPEC = DatasetSpec(
     score_type="MOS",
     native_range=(0.0, 5.0),
     lower_better=False,
-    default_resize="short:512",
+    default_resize="short:768",
     expects=(GRADES_FILE + " (sheet Plan1)", "DatabaseImage0001.JPG ... (beside it or in ImageDatabase/)"),
     aliases=("bid2011",),
 )

@@ -76,7 +76,7 @@ SPEC = DatasetSpec(
     score_type="MOS",
     native_range=(-10.0, 90.0),
     lower_better=False,
-    default_resize="short:512",
+    default_resize="short:768",
     expects=(f"{SCORES_FILE} (sheet '{SHEET}')", "IS1/ ... IS6/ scene folders"),
     aliases=("cid",),
 )

@@ -80,7 +80,10 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
         raise DataError("lists no images (expected name,score[,std] per line)", path=csv_path)
     name_col, score_col, std_col = 0, 1, 2
     first = lines[0][1]
-    if len(first) < 2 or not _is_number(first[1]):  # a header row
+    # A first row whose score is not a number is a header, unless it names an image that exists:
+    # then it is a data row with a malformed score, which must be reported, not skipped.
+    looks_like_data = len(first) >= 2 and (root / first[0]).is_file()
+    if (len(first) < 2 or not _is_number(first[1])) and not looks_like_data:
         name_col, score_col, std_col = _columns(first)
         lines = lines[1:]
     rows: list[Row] = []

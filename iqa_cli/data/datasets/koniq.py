@@ -8,8 +8,10 @@ Score: the `MOS` column (1-5 ACR mean) of the official `koniq10k_scores_and_dist
 `set` column is joined on `image_name`. Its `MOS` column is the 0-100 z-score MOS, so it cannot
 stand in for the scores file.
 
-Images: the `1024x768/` folder is preferred when both releases are present (the cache downscales
-it to 512x384 by default), else `512x384/`. Folders may be doubled (`koniq10k_1024x768/1024x768/`)
+Images: the `1024x768/` folder is preferred when both releases are present, else `512x384/`. The
+cache keeps them as they are by default (`--size none`): VT-IQA cuts its 768 px patch view from the
+1024x768 originals (about 24 GB of uint8 for all 10,073); `--size 512x384` gives a 6 GB cache for the
+methods that read the half-size release (VIPNet, SSL-IQA). Folders may be doubled (`koniq10k_1024x768/1024x768/`)
 or named like the archive (`koniq10k_1024x768/koniq10k_1024x768/`); the folder that actually holds
 the listed images wins.
 """
@@ -111,7 +113,7 @@ SPEC = DatasetSpec(
     score_type="MOS",
     native_range=(1.0, 5.0),
     lower_better=False,
-    default_resize="512x384",
+    default_resize="none",  # 1024x768 from the preferred folder: VT-IQA cuts its 768 px view from it
     expects=(
         SCORES_FILE,
         "1024x768/ (preferred) or 512x384/",

@@ -80,6 +80,6 @@ SPEC = DatasetSpec(
     score_type="MOS",
     native_range=(0.0, 5.0),
     lower_better=False,
-    default_resize="short:512",
+    default_resize="short:768",
     expects=(f"{MAT_FILE} + {IMAGE_FOLDER}/", f"or BID's {GRADES_FILE} + DatabaseImage####.JPG"),
 )

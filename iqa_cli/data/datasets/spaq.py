@@ -3,8 +3,9 @@
 Layout: `TestImage/00001.jpg ...` and `Annotations/MOS and Image attribute scores.xlsx` (first sheet,
 header row with `Image name`, `MOS`, then five attribute columns). Some copies keep the .xlsx beside
 `TestImage/` instead of in `Annotations/`; both are accepted. Score: MOS 0-100, no std. The photos
-are full smartphone resolution, so the cache resizes the shorter side to 512 by default, as the
-authors' own model does.
+are full smartphone resolution, so the cache resizes the shorter side to 768 by default: enough for
+VT-IQA's 768 px patch view without upscaling (the SPAQ authors' own model uses 512; `--short-side 512`
+gives that, and a cache a little under half the size).
 """
 
 from __future__ import annotations
@@ -71,6 +72,6 @@ SPEC = DatasetSpec(
     score_type="MOS",
     native_range=(1.0, 100.0),
     lower_better=False,
-    default_resize="short:512",
+    default_resize="short:768",
     expects=("TestImage/", f"Annotations/{SCORES_FILE}"),
 )
