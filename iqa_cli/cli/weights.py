@@ -84,8 +84,9 @@ def list_weights(
         size = _mb(r["stored"]["size"]) if r["stored"] else "no"
         urls = r.get("urls") or []
         source = urlparse(urls[0]).netloc if urls else ("local file" if r["kind"] == "local" else "by hand")
+        status = "stored" if r["stored"] and not r["status"].startswith("refused") else r["status"]
         lines.append(
-            (r["name"], r["kind"], users, r.get("dataset") or "-", r.get("split") or "-", size, r["status"], source)
+            (r["name"], r["kind"], users, r.get("dataset") or "-", r.get("split") or "-", size, status, source)
         )
     _print_columns(lines)
     err.print(

@@ -144,11 +144,23 @@ def unwrap_state_dict(obj: Any, *, source: str | Path = "<state dict>") -> State
     return state
 
 
-def mismatch_report(expected: StateDict, given: StateDict) -> str | None:
+def mismatch_report(expected: StateDict, given: StateDict, original: StateDict | None = None) -> str | None:
+    """What keeps `given` from loading where `expected` is: shape mismatches, missing and unexpected
+    tensors, the first few of each by name. When `given` was converted from the file's own key names
+    (`original`), tensors are named as the file names them where they passed through the conversion
+    unchanged, so the user can find them in their file; the rest carry our names, and say so."""
+    file_name = {id(v): k for k, v in (original or {}).items()}
+
+    def named(key: str, detail: str = "") -> str:
+        source = file_name.get(id(given[key])) if key in given else None
+        if source is None or source == key:
+            return f"{key}{detail}"
+        return f"{source}{detail} (iqa's {key})"
+
     missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
+    unexpected = [named(k) for k in given if k not in expected]
     wrong = [
-        f"{k} {tuple(given[k].shape)} (expected {tuple(expected[k].shape)})"
+        named(k, f" {tuple(given[k].shape)} (expected {tuple(expected[k].shape)})")
         for k in expected
         if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
     ]
@@ -156,7 +168,8 @@ def mismatch_report(expected: StateDict, given: StateDict) -> str | None:
     if wrong:
         parts.append(f"{len(wrong)} shape mismatches, first: {'; '.join(wrong[:MAX_LISTED])}")
     if missing:
-        parts.append(f"{len(missing)} missing tensors, first: {', '.join(missing[:MAX_LISTED])}")
+        layout = " (iqa's names; the file uses the authors' layout)" if original is not None else ""
+        parts.append(f"{len(missing)} missing tensors{layout}, first: {', '.join(missing[:MAX_LISTED])}")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected tensors, first: {', '.join(unexpected[:MAX_LISTED])}")
     return "; ".join(parts) or None
@@ -194,9 +207,10 @@ def load_checkpoint(
     if name and saved_for and saved_for != name:
         raise CheckpointError(f"checkpoint is for model '{saved_for}', not '{name}'", path=source)
     reference = model.state_dict()
+    original = state
     if name:
         state = convert_to_ours(name, state, reference)
-    report = mismatch_report(reference, state)
+    report = mismatch_report(reference, state, original if state is not original else None)
     if report and strict:
         what = f"model '{name}'" if name else "this model"
         raise CheckpointError(f"checkpoint does not fit {what}: {report}", path=source)
@@ -209,7 +223,8 @@ def save_checkpoint(model: nn.Module | StateDict, path: str | Path, meta: Mappin
     """Write our checkpoint atomically: safetensors for `.safetensors`, else a weights-only `.pt`."""
     path = Path(path)
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
-    info = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (meta or {}).items()}
+    # Sorted, so the same weights and metadata always give the same file (and the same SHA-256).
+    info = {k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in sorted((meta or {}).items())}
     if isinstance(model, nn.Module) and getattr(model, "iqa_model_name", None):
         info.setdefault("model", model.iqa_model_name)
     with atomic_path(path) as tmp:

@@ -93,7 +93,7 @@ def import_checkpoint(
     _check_registry_method(name, method)
     state, _meta = read_state_dict(file)  # refuses anything that needs arbitrary unpickling
     converted = convert_to_ours(method, state, reference)
-    report = mismatch_report(reference, converted)
+    report = mismatch_report(reference, converted, state if converted is not state else None)
     if report:
         raise CheckpointError(f"checkpoint does not fit model '{method}': {report}", path=file)
     bad_types = [k for k, v in converted.items() if v.is_floating_point() != reference[k].is_floating_point()]
@@ -157,11 +157,18 @@ def add_file(
     if method:
         _check_registry_method(name, method)
         reference = reference_state(method)
-        report = mismatch_report(reference, convert_to_ours(method, state, reference))
+        converted = convert_to_ours(method, state, reference)
+        report = mismatch_report(reference, converted, state if converted is not state else None)
         if report:
             raise CheckpointError(
                 f"file does not fit model '{method}' ({report}); authors' checkpoints go through "
                 f"`iqa weights import {method} FILE`",
+                path=file,
+            )
+        if converted is not state:
+            raise CheckpointError(
+                f"file is in the authors' key layout for '{method}'; convert and store it with "
+                f"`iqa weights import {method} FILE --name {name}` (add stores files that are already in iqa's names)",
                 path=file,
             )
 

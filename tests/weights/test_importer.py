@@ -96,10 +96,13 @@ def test_wrong_shape_or_missing_tensor_is_refused_by_name(tmp_path):
     ours = create(TEST_MODEL).state_dict()
     wrong = _authors_names({k: v.clone() for k, v in ours.items()})
     wrong["classifier.0.weight"] = torch.zeros(7, 4)
-    with pytest.raises(CheckpointError, match=r"fc\.weight \(7, 4\) \(expected \(6, 4\)\)"):
+    # Named as the file names it, with our name beside it.
+    with pytest.raises(
+        CheckpointError, match=r"classifier\.0\.weight \(7, 4\) \(expected \(6, 4\)\) \(iqa's fc\.weight\)"
+    ):
         import_checkpoint(TEST_MODEL, _save_authors_checkpoint(tmp_path / "a.pt", wrong), "x")
     missing = _authors_names({k: v for k, v in ours.items() if k != "fc.bias"})
-    with pytest.raises(CheckpointError, match=r"missing tensors, first: fc\.bias"):
+    with pytest.raises(CheckpointError, match=r"missing tensors \(iqa's names; .*\), first: fc\.bias"):
         import_checkpoint(TEST_MODEL, _save_authors_checkpoint(tmp_path / "b.pt", missing), "y")
     assert WeightStore().entries() == []
 
@@ -184,6 +187,7 @@ def test_reference_state_is_built_without_allocating_weights():
 # -- real networks: the authors' key names from the reference manifests ----------------------------
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("method,fixture", [("ssliqa-student", "ssliqa_student"), ("vtiqa", "vtiqa")])
 def test_import_authors_checkpoint_from_reference_manifest(tmp_path, method, fixture):
     if method not in model_names():
@@ -200,6 +204,9 @@ def test_import_authors_checkpoint_from_reference_manifest(tmp_path, method, fix
     for key, value in expected.items():
         assert torch.equal(state[key], value.to(state[key].dtype)), key
     load_checkpoint(model, WeightStore().path(stored.name))  # strict: every name and shape fits
+    if method == "vtiqa":  # `add` stores files in our names only; the authors' layout goes through import
+        with pytest.raises(CheckpointError, match=f"authors' key layout.*iqa weights import {method}"):
+            add_file("raw_copy", src, method=method)
     if method == "ssliqa-student":  # small enough to run: the imported weights give the authors' outputs
         inputs = make_inputs(_ref)
         with torch.inference_mode():
