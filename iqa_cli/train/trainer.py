@@ -184,7 +184,8 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         if root is None:
             proposed = run_root(method=recipe.name, dataset=name, name=options.name, out=options.out)
             root = Path(dist.gather(str(proposed))[0])  # rank 0's name (time-stamped) for every rank
-            if (root / "run.json").exists():
+            # Every rank looks before rank 0 writes run.json below (the gather is a collective).
+            if any(dist.gather((root / "run.json").exists())):
                 raise ConfigError(
                     "a run already exists here (continue it with --resume, or pick another --name/--out)", path=root
                 )
@@ -243,7 +244,9 @@ def _train_splits(
     progress: Progress,
     resume: bool,
 ) -> dict[str, Any] | None:
-    engine, params = resolved.engine, resolved.params
+    engine = resolved.engine
+    # Per-dataset choices resolved for this dataset; checkpoints keep the given values (see dataset_params).
+    params = recipe.dataset_params(resolved.params, dataset)
     labels, label_map = recipe.labels(dataset, params, str(cache_path))
     meta = {
         "method": recipe.name,
@@ -251,9 +254,11 @@ def _train_splits(
         "dataset": name,
         "tiny": resolved.tiny,
         "labels": label_map.to_meta(),
-        "params": to_plain(params),
+        "params": to_plain(resolved.params),
         "run": str(root),
     }
+    if params != resolved.params:
+        meta["params_on_dataset"] = to_plain(params)
     results: dict[str, Any] = {}
     with StopRequest() as stop:
         for split in split_names:
