@@ -149,13 +149,22 @@ def merge(
     splits: int = typer.Option(1, "--splits", help=_SPLITS_HELP),
     split_seed: int = typer.Option(0, "--split-seed", help=_SEED_HELP),
     test_fraction: float = typer.Option(0.01, "--test-fraction", help=_FRACTION_HELP),
+    allow_partial: bool = typer.Option(
+        False, "--allow-partial", help="Merge parts that leave references out (default: refuse, naming the gaps)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
 ) -> None:
     """Join the shards of a distorted set into one cache (same images and labels as one unsharded run)."""
     from iqa_cli.distort.merge import merge_parts
 
     summary = merge_parts(
-        parts, out_path, splits=splits, split_seed=split_seed, test_fraction=test_fraction, progress=ConsoleProgress()
+        parts,
+        out_path,
+        splits=splits,
+        split_seed=split_seed,
+        test_fraction=test_fraction,
+        allow_partial=allow_partial,
+        progress=ConsoleProgress(),
     )
     if json_output:
         print_json(summary.to_dict())

@@ -92,9 +92,14 @@ def merge_parts(
     splits: int = DEFAULT_SPLITS,
     split_seed: int = 0,
     test_fraction: float = DEFAULT_TEST_FRACTION,
+    allow_partial: bool = False,
     progress: Progress | None = None,
 ) -> MergeSummary:
-    """Concatenate distorted-set parts (in reference order) into `out`, with fresh splits over all of them."""
+    """Concatenate distorted-set parts (in reference order) into `out`, with fresh splits over all of them.
+
+    Parts that leave references out (a shard not given, or not finished) are refused, naming the
+    missing ranges, unless `allow_partial`: a pretraining set silently short of a shard is worse
+    than an error."""
     import h5py
 
     started = time.monotonic()
@@ -119,6 +124,13 @@ def merge_parts(
         contiguous = all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
         complete = contiguous and ranges[0][0] == 0 and ranges[-1][1] == reference_count
         span = (ranges[0][0], ranges[-1][1])
+        if not complete and not allow_partial:
+            edges = [0, *[x for r in ranges for x in r], reference_count]
+            gaps = [f"{a}..{b}" for a, b in zip(edges[::2], edges[1::2], strict=True) if b > a]
+            raise DataError(
+                f"the parts leave references {', '.join(gaps)} of {reference_count} out (a shard is missing); "
+                "give every shard, or --allow-partial to merge what is there"
+            )
 
         with h5py.File(ordered[0].path, "r") as handle:
             references = [n.decode() if isinstance(n, bytes) else str(n) for n in handle[store.REFERENCES][()]]

@@ -8,21 +8,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from iqa_cli.cli import prepare
 from iqa_cli.cli.main import app
-from iqa_cli.cli.prepare_distorted import register
 from iqa_cli.data.cache import open_cache
 from tests.distort.images import write_reference_folder
 
 runner = CliRunner()
 FAST = ["--types", "1,11", "--levels", "1-2", "--size", "80x64", "--workers", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _commands():
-    # The lead wires `register` into iqa_cli/cli/prepare.py; until then (and harmlessly after) do it here.
-    if not any(command.name == "distorted" for command in prepare.app.registered_commands):
-        register(prepare.app)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +63,10 @@ def test_shards_then_merge(refs, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["complete"] and summary["count"] == 16 and summary["parts"] == 2
-    plain = invoke("merge", parts[0], "--out", str(tmp_path / "half.h5"))
+    refused = invoke("merge", parts[1], "--out", str(tmp_path / "half.h5"))
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.exit_code != 0 and len(errors) == 1 and "references 0..2 of 4" in errors[0]
+    plain = invoke("merge", parts[0], "--out", str(tmp_path / "half.h5"), "--allow-partial")
     assert plain.exit_code == 0 and "references 0..2" in plain.stdout
 
 
