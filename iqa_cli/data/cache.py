@@ -11,6 +11,9 @@ Contents (N images; the same names in both formats):
 - ``std``     float32 (N,): the score's std where the dataset gives one, NaN elsewhere.
 - ``names``   utf-8 strings (N,): the image path relative to the dataset root ('/'-separated).
 - ``ref_ids`` int32 (N,): reference image id for synthetic datasets, -1 where none.
+- ``distributions`` float32 (N, K), optional: each image's share of ratings per category, lowest
+  first (KonIQ's c1..c5 normalised), NaN rows where unknown; only written when the dataset gives
+  them, so caches without it (every older one) read as ``distributions = None``.
 - splits: ``splits/random_<k>/train`` and ``.../test`` (int64, sorted indices), k = 0..count-1, and
   ``splits/official/train|val|test`` when the dataset has an official split (KonIQ). See
   `iqa_cli.data.splits` for how they are drawn.
@@ -41,10 +44,11 @@ API
 splits=10, split_seed=0, test_fraction=0.2, progress=None) -> CacheSummary``
 
 ``open_cache(path) -> Cache``, with ``len(cache)``, ``cache.images`` (array-like), ``cache.sizes``,
-``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.attrs`` (dict), ``.read_images(indices)`` (uint8
-(n, Hmax, Wmax, 3) in the order given; increasing indices are fastest), ``.image(i)`` (cropped to its
-size), ``.split_names()``, ``.split(name)`` ('random_3', '3' or 'official' -> {'train', 'test'[, 'val']}),
-``.close()`` / context manager. An empty, truncated or foreign file raises a one-line DataError.
+``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.distributions`` (or None), ``.attrs`` (dict),
+``.read_images(indices)`` (uint8 (n, Hmax, Wmax, 3) in the order given; increasing indices are fastest),
+``.image(i)`` (cropped to its size), ``.split_names()``, ``.split(name)`` ('random_3', '3' or 'official'
+-> {'train', 'test'[, 'val']}), ``.close()`` / context manager. An empty, truncated or foreign file
+raises a one-line DataError.
 
 ``load_all_images(cache_or_path) -> np.ndarray`` reads every image into memory (small caches).
 ``describe_cache(cache) -> dict``: counts, shapes, score statistics, splits, attributes (JSON-ready).

@@ -20,6 +20,8 @@ STD = "std"  # float32 (N,): native score std, NaN where unknown
 NAMES = "names"  # utf-8 strings (N,): image paths relative to the dataset root
 REF_IDS = "ref_ids"  # int32 (N,): reference image id, -1 where none
 PER_IMAGE = (SIZES, SCORES, STD, NAMES, REF_IDS)
+# Optional per-image array, written only when the dataset gives it (older caches lack it):
+DISTRIBUTIONS = "distributions"  # float32 (N, K): share of ratings per category, lowest first; NaN rows unknown
 
 SPLITS = "splits"  # group (HDF5) / key prefix (NPZ): splits/<name>/<part>
 ATTRS = "attrs"  # NPZ only: the attributes as one JSON string

@@ -65,7 +65,8 @@ class Cache:
 
     Attributes: `path`, `format` ('h5'|'npz'), `images` (array-like N x Hmax x Wmax x 3 uint8: an
     h5py dataset or a read-only memory map), `sizes` (N x 2 int32, valid (h, w)), `scores`, `std`
-    (float32), `names` (list[str]), `ref_ids` (int32), `attrs` (dict of plain Python values).
+    (float32), `names` (list[str]), `ref_ids` (int32), `attrs` (dict of plain Python values), and
+    `distributions` (N x K float32 rating distributions, NaN rows unknown) or None when the cache has none.
 
     A Cache pickles as its path and reopens on unpickling, so it can be handed to spawned DataLoader
     workers; a forked worker should call `reopen()` first (HDF5 handles must not cross a fork).
@@ -76,6 +77,7 @@ class Cache:
         self._handle: Any = None
         self._splits: dict[str, dict[str, np.ndarray]] = {}
         self.split_attrs: dict[str, Any] = {}
+        self.distributions: np.ndarray | None = None
         self.format = _sniff(self.path)
         try:
             if self.format == "h5":
@@ -114,6 +116,8 @@ class Cache:
         self.std = np.asarray(handle[F.STD][()], dtype=np.float32)
         self.ref_ids = np.asarray(handle[F.REF_IDS][()], dtype=np.int32)
         self.names = [_plain(n) for n in handle[F.NAMES][()].tolist()]
+        if F.DISTRIBUTIONS in handle:
+            self.distributions = np.asarray(handle[F.DISTRIBUTIONS][()], dtype=np.float32)
         if F.SPLITS in handle:
             group = handle[F.SPLITS]
             self.split_attrs = {k: _plain(v) for k, v in group.attrs.items()}
@@ -152,6 +156,8 @@ class Cache:
         self.std = load(F.STD).astype(np.float32)
         self.ref_ids = load(F.REF_IDS).astype(np.int32)
         self.names = [str(n) for n in load(F.NAMES).tolist()]
+        if F.DISTRIBUTIONS in members:
+            self.distributions = load(F.DISTRIBUTIONS).astype(np.float32)
         prefix = f"{F.SPLITS}/"
         for key in members:
             if key.startswith(prefix) and key.count("/") == 2:
@@ -182,6 +188,11 @@ class Cache:
                 raise DataError(
                     f"'{key}' has {length} entries but there are {n} images (damaged cache)", path=self.path
                 )
+        if self.distributions is not None and (self.distributions.ndim != 2 or len(self.distributions) != n):
+            raise DataError(
+                f"'{F.DISTRIBUTIONS}' has shape {self.distributions.shape}, expected ({n}, categories) (damaged cache)",
+                path=self.path,
+            )
         if n and ((self.sizes < 1).any() or (self.sizes[:, 0] > shape[1]).any() or (self.sizes[:, 1] > shape[2]).any()):
             raise DataError("'sizes' holds sizes outside the images array (damaged cache)", path=self.path)
         for name, parts in self._splits.items():
@@ -333,6 +344,7 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
             "std_of_scores": _finite(scores.std()) if n else None,
         },
         "std_available": std_known,
+        "distributions": None if cache.distributions is None else int(cache.distributions.shape[1]),
         "references": int(len(np.unique(refs))),
         "resize": cache.attrs.get("resize"),
         "splits": {

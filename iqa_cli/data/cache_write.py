@@ -262,6 +262,21 @@ def _check_records(records: Sequence[Record], where: Path | None) -> None:
         seen.add(record.name)
         if not math.isfinite(record.score):
             raise DataError(f"image '{record.name}' has a non-finite score {record.score}", path=where)
+    lengths = {len(r.distribution) for r in records if r.distribution is not None}
+    if len(lengths) > 1:
+        raise DataError(f"rating distributions have different numbers of categories ({sorted(lengths)})", path=where)
+
+
+def _distributions(records: Sequence[Record]) -> np.ndarray | None:
+    """(N, K) float32 rating distributions, NaN rows for images without one; None when no image has one."""
+    given = [r.distribution for r in records if r.distribution is not None]
+    if not given:
+        return None
+    out = np.full((len(records), len(given[0])), np.nan, dtype=np.float32)
+    for i, record in enumerate(records):
+        if record.distribution is not None:
+            out[i] = record.distribution
+    return out
 
 
 def _headers(records: Sequence[Record], policy: ResizePolicy, workers: Any, skip_bad: bool, progress: Progress):
@@ -428,6 +443,9 @@ def build_cache(
                         F.STD: np.asarray([r.std for r in kept], dtype=np.float32),
                         F.REF_IDS: np.asarray([r.ref_id for r in kept], dtype=np.int32),
                     }
+                    distributions = _distributions(kept)
+                    if distributions is not None:
+                        arrays[F.DISTRIBUTIONS] = distributions
                     attrs = _attrs(spec, root, policy, plan, made, padded)
                     sink.finish(arrays, [r.name for r in kept], attrs, made)
                 finally:

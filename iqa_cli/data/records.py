@@ -19,6 +19,8 @@ class Record:
     std: float = math.nan  # native std of the score where the dataset gives one
     ref_id: int = -1  # reference image id for synthetic (FR) datasets, -1 otherwise
     official_set: str | None = None  # e.g. KonIQ's 'training'/'validation'/'test'
+    # Share of ratings per category, lowest first (KonIQ's c1..c5 normalised), where the dataset gives them.
+    distribution: tuple[float, ...] | None = None
 
 
 class Parser(Protocol):

@@ -30,6 +30,7 @@ class ExpectedRecord:
     std: float = math.nan
     ref_id: int = -1
     official_set: str | None = None
+    distribution: tuple[float, ...] | None = None  # rating shares per category (KonIQ's c1..c5 normalised)
 
 
 @dataclass
@@ -163,6 +164,11 @@ def make_livew(root: Path, *, doubled: bool = True) -> ExpectedDataset:
     return _expected("livew", root, base, records, pixels, dropped=training)
 
 
+def _shares(counts: Sequence[float]) -> tuple[float, ...]:
+    """Rating counts as shares of their sum, as the KonIQ parser normalises c1..c5."""
+    return tuple(c / sum(counts) for c in counts)
+
+
 KONIQ_HEADER = ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"]
 KONIQ_SETS_HEADER = ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "set"]
 
@@ -225,8 +231,8 @@ def make_koniq(
     folder = next((f for f in ("1024x768", "512x384") if f in folders), folders[0] if folders else "1024x768")
     dataset_root = (root / f"koniq10k_{folder}") if doubled else root
     records = [
-        ExpectedRecord(f"{folder}/{name}", mos, sd, -1, sets[i] if sets_csv else None)
-        for i, (name, _, _, mos, sd, _) in enumerate(rows)
+        ExpectedRecord(f"{folder}/{name}", mos, sd, -1, sets[i] if sets_csv else None, _shares(counts))
+        for i, (name, counts, _, mos, sd, _) in enumerate(rows)
     ]
     pixels = {f"{folder}/{name}": p for name, p in pixels_by_folder.get(folder, {}).items()}
     return _expected("koniq", root, dataset_root, records, pixels)

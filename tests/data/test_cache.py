@@ -143,6 +143,44 @@ def test_reference_ids_and_official_split_from_records(tmp_path):
             assert parts["test"].size == 4  # one of five references
 
 
+@pytest.mark.parametrize("fmt", ["h5", "npz"])
+def test_rating_distributions_are_stored_when_given(tmp_path, fmt):
+    paths = [save(tmp_path / "img" / f"{i}.png", smooth_image(8, 8, seed=i)) for i in range(4)]
+    shares = [(0.1, 0.2, 0.3, 0.2, 0.2), None, (0.0, 0.0, 0.0, 0.0, 1.0), (0.2, 0.2, 0.2, 0.2, 0.2)]
+    records = [
+        Record(path=p, name=f"img/{p.name}", score=3.0, distribution=d) for p, d in zip(paths, shares, strict=True)
+    ]
+    spec = DatasetSpec("rated", "rated", lambda root: records, "MOS", (1.0, 5.0), False, "none")
+    out = tmp_path / f"rated.{fmt}"
+    build_cache(spec, tmp_path, out, records=records, workers=1, splits=1)
+    with open_cache(out) as cache:
+        stored = cache.distributions
+        assert stored.dtype == np.float32 and stored.shape == (4, 5)
+        assert np.isnan(stored[1]).all()  # an image without one: a NaN row
+        assert np.allclose(stored[[0, 2, 3]], np.asarray([shares[0], shares[2], shares[3]], np.float32))
+        assert describe_cache(cache)["distributions"] == 5
+    plain = tmp_path / f"plain.{fmt}"  # no image has one: no array, read as None (as every older cache)
+    build_cache(spec, tmp_path, plain, records=[Record(r.path, r.name, r.score) for r in records], workers=1)
+    with open_cache(plain) as cache:
+        assert cache.distributions is None and describe_cache(cache)["distributions"] is None
+    mixed = [*records[:1], Record(paths[1], "img/1.png", 3.0, distribution=(0.5, 0.5))]
+    with pytest.raises(DataError, match=r"different numbers of categories \(\[2, 5\]\)"):
+        build_cache(spec, tmp_path, tmp_path / f"mixed.{fmt}", records=mixed, workers=1)
+
+
+def test_damaged_distributions_are_refused(tmp_path):
+    paths = [save(tmp_path / "img" / f"{i}.png", smooth_image(8, 8, seed=i)) for i in range(3)]
+    records = [Record(path=p, name=f"img/{p.name}", score=3.0, distribution=(0.5, 0.5)) for p in paths]
+    spec = DatasetSpec("rated", "rated", lambda root: records, "MOS", (1.0, 5.0), False, "none")
+    out = tmp_path / "rated.h5"
+    build_cache(spec, tmp_path, out, records=records, workers=1, splits=0)
+    with h5py.File(out, "a") as f:
+        del f["distributions"]
+        f["distributions"] = np.zeros((2, 5), np.float32)
+    with pytest.raises(DataError, match=r"'distributions' has shape \(2, 5\), expected \(3, categories\)"):
+        open_cache(out)
+
+
 def test_read_images_any_order(folder, tmp_path):
     out = tmp_path / "order.h5"
     _build(folder, out, resize="10x10", splits=0)

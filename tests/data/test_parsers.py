@@ -24,6 +24,10 @@ def assert_matches(records, expected: ExpectedDataset) -> None:
         assert (math.isnan(record.std) and math.isnan(want.std)) or record.std == want.std, record.name
         assert record.ref_id == want.ref_id, record.name
         assert record.official_set == want.official_set, record.name
+        if want.distribution is None:
+            assert record.distribution is None, record.name
+        else:
+            assert record.distribution == pytest.approx(want.distribution, abs=1e-12), record.name
         assert isinstance(record.score, float) and isinstance(record.std, float)
 
 
@@ -115,6 +119,46 @@ def test_koniq_prefers_1024x768_and_reads_the_official_split(tmp_path):
 def test_koniq_variants(tmp_path, variants):
     expected = FIXTURES["koniq"](tmp_path, **variants)
     assert_matches(parse(expected), expected)
+
+
+def _rewrite_koniq_scores(expected: ExpectedDataset, edit) -> None:
+    """Rewrite the fixture's scores CSV with `edit(header, rows) -> (header, rows)`."""
+    import csv
+
+    path = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    header, rows = edit(header, rows)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def test_koniq_rating_distributions_come_from_c1_to_c5(tmp_path):
+    expected = FIXTURES["koniq"](tmp_path)
+    records = parse(expected)
+    for record in records:  # shares of the votes; their expectation is the 1-5 MOS
+        assert len(record.distribution) == 5 and sum(record.distribution) == pytest.approx(1.0)
+        assert sum(k * p for k, p in enumerate(record.distribution, 1)) == pytest.approx(record.score)
+
+    def counts(header, rows):  # integer vote counts, as the official file has them
+        return header, [[r[0], "2", "0", "6", "2", "0", *r[6:]] for r in rows]
+
+    _rewrite_koniq_scores(expected, counts)
+    assert parse(expected)[0].distribution == (0.2, 0.0, 0.6, 0.2, 0.0)
+
+    def negative(header, rows):
+        return header, [[r[0], "-1", *r[2:]] for r in rows]
+
+    _rewrite_koniq_scores(expected, negative)
+    with pytest.raises(DataError, match="line 2: rating counts c1..c5 must be non-negative"):
+        parse(expected)
+
+    def without_counts(header, rows):
+        keep = [i for i, h in enumerate(header) if h not in ("c1", "c2", "c3", "c4", "c5")]
+        return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+    _rewrite_koniq_scores(expected, without_counts)
+    assert all(r.distribution is None for r in parse(expected))
 
 
 def test_koniq_archive_named_image_folder(tmp_path):

@@ -437,6 +437,7 @@ class Row:
     std: float = math.nan
     ref_key: str | None = None  # reference image identity (FR datasets); numbered in order of appearance
     official_set: str | None = None
+    distribution: tuple[float, ...] | None = None  # rating shares per category (KonIQ c1..c5)
 
 
 def build_records(
@@ -466,6 +467,7 @@ def build_records(
             std=row.std,
             ref_id=ref_id,
             official_set=row.official_set,
+            distribution=row.distribution,
         )
         for (row, path), ref_id in zip(kept, ref_ids, strict=True)
     ]

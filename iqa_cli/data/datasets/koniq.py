@@ -3,6 +3,8 @@
 Score: the `MOS` column (1-5 ACR mean) of the official `koniq10k_scores_and_distributions.csv`, with
 `SD` as std. This is the column the esnthere methods (VT-IQA, IEIT, ...) train on. The 0-100
 `MOS_zscore` of the same file is not used; SRCC is identical, and the cache declares the 1-5 range.
+The rating counts `c1`..`c5` (1 = bad ... 5 = excellent), normalised to sum to 1, are kept as each
+image's rating distribution (SSL-IQA trains on them); a file without those columns gives none.
 
 `koniq10k_distributions_sets.csv` (subpic/koniq on GitHub) is used only for the official split: its
 `set` column is joined on `image_name`. Its `MOS` column is the 0-100 z-score MOS, so it cannot
@@ -18,6 +20,7 @@ the listed images wins.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from iqa_cli.data.datasets._files import (
@@ -40,6 +43,7 @@ SETS_FILE = "koniq10k_distributions_sets.csv"
 # Image folders in order of preference: the full-size release first.
 IMAGE_FOLDERS = (("1024x768", "koniq10k_1024x768"), ("512x384", "koniq10k_512x384"))
 OFFICIAL_SETS = ("training", "validation", "test")
+RATING_COLUMNS = ("c1", "c2", "c3", "c4", "c5")  # vote counts per ACR category, bad to excellent
 
 
 def _image_folder(root: Path, images: list[str], scores_path: Path) -> Path:
@@ -65,6 +69,17 @@ def _official_sets(root: Path) -> tuple[Path, dict[str, str]] | None:
             raise DataError(f"line {line}: set {row['set']!r} is not one of {', '.join(OFFICIAL_SETS)}", path=sets_path)
         sets[row["image_name"]] = value
     return sets_path, sets
+
+
+def _distribution(row: dict[str, str], path: Path, line: int) -> tuple[float, ...] | None:
+    """The image's rating counts c1..c5 as shares of its votes; None when the file has no such columns."""
+    if any(column not in row for column in RATING_COLUMNS):
+        return None
+    counts = [to_score(row[c], source=path, where=f"line {line}", what=c) for c in RATING_COLUMNS]
+    total = sum(counts)
+    if min(counts) < 0 or total <= 0:
+        raise DataError(f"line {line}: rating counts c1..c5 must be non-negative with a positive sum", path=path)
+    return tuple(c / total for c in counts)
 
 
 def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
@@ -98,11 +113,12 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
                 score=to_score(row["MOS"], source=scores_path, where=f"line {line}"),
                 std=to_score(row["SD"], source=scores_path, where=f"line {line}", what="SD"),
                 official_set=official_set,
+                distribution=_distribution(row, scores_path, line),
             )
         )
     folder = _image_folder(root, [r.relative for r in rows], scores_path)
     # Names keep the resolution folder ('1024x768/x.jpg') so a cache says which release it came from.
-    rows = [Row(f"{folder.name}/{r.relative}", r.score, r.std, None, r.official_set) for r in rows]
+    rows = [replace(r, relative=f"{folder.name}/{r.relative}") for r in rows]
     return build_records(rows, dataset_root=folder.parent, metadata=scores_path, on_missing=on_missing)
 
 
