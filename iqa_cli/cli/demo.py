@@ -18,9 +18,9 @@ def register(root: typer.Typer) -> None:
     @root.command("demo")
     def demo_command(
         photos: Optional[int] = typer.Option(None, "--photos", help="sample photographs to use (2-15) [default: 15]"),  # noqa: UP045
-        tiles: Optional[int] = typer.Option(None, "--tiles", help="tiles cut from each photograph [default: 3]"),  # noqa: UP045
+        tiles: Optional[int] = typer.Option(None, "--tiles", help="tiles cut from each photograph [default: 6]"),  # noqa: UP045
         levels: Optional[int] = typer.Option(None, "--levels", help="strengths per distortion [default: 4]"),  # noqa: UP045
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="training epoch cap [default: 30]"),  # noqa: UP045
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="training epoch cap [default: 150]"),  # noqa: UP045
         workdir: Optional[Path] = typer.Option(  # noqa: UP045
             None, "--workdir", help="where the image folder goes [default: $IQA_HOME/demo]"
         ),

@@ -46,7 +46,9 @@ def make_eval_command(method: str):
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
         amp: str = typer.Option("off", "--amp", help="precision: off (float32), bf16, fp16, auto"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size"),  # noqa: UP045
-        preload_gb: float = typer.Option(16.0, "--preload-gb", help="RAM budget for keeping prepared views"),
+        preload_gb: Optional[float] = typer.Option(  # noqa: UP045
+            None, "--preload-gb", help="GiB of RAM for keeping prepared views [default: 60 % of the available memory]"
+        ),
         **overrides: Any,
     ) -> None:
         from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image

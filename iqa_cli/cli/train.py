@@ -63,6 +63,7 @@ def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = Non
         if default_value is not MISSING:
             help_text += f" [default: {_default_text(default_value)}]"
         decls = [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"] if kind is bool else [_flag(f.name)]
+        decls += list(f.metadata.get("aliases", ()))  # extra spellings, e.g. IEIT's --from for --from-run
         option = typer.Option(None, *decls, help=help_text, show_default=False)
         params.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])  # noqa: UP045
@@ -156,7 +157,10 @@ def make_train_command(method: str):
         try:
             report = train(options, ConsoleProgress())
         except TrainingInterrupted as exc:
-            hint = f"; continue with `iqa train {method} --resume --out {exc.checkpoint.parent.parent}`"
+            # The run folder holds run.json; a multi-step recipe's checkpoints sit deeper than split-<K>/.
+            runs = [p for p in exc.checkpoint.parents if (p / "run.json").is_file()] if exc.checkpoint else []
+            root = runs[0] if runs else exc.checkpoint.parent.parent if exc.checkpoint else None
+            hint = f"; continue with `iqa train {method} --resume --out {root}`"
             err.print(f"{method}: {exc}" + (hint if exc.checkpoint else ""), markup=False, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         if report is None:  # not rank 0 of a DDP job

@@ -183,8 +183,9 @@ def convert_to_ours(model_name: str, state: StateDict, reference: StateDict) -> 
     if entry.convert_original is None:
         return state
     converted = entry.convert_original(dict(state))
-    # Prefer whichever naming fits better, so error messages talk about the user's real problem.
-    if len(set(converted) & set(reference)) >= len(set(state) & set(reference)):
+    # Prefer whichever naming fits better, so error messages talk about the user's real problem; on a
+    # tie the conversion did not help (e.g. another method's checkpoint), so keep the file's own names.
+    if len(set(converted) & set(reference)) > len(set(state) & set(reference)):
         return converted
     return state
 

@@ -158,11 +158,13 @@ def cut_mosaic(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pat
     _check_image_batch(images, patch, patch, "mosaic source")
     b, c, h, w = images.shape
     grid = rows.shape[-1]
-    rows = rows.to(images.device, torch.long).expand(b, grid, grid)
-    cols = cols.to(images.device, torch.long).expand(b, grid, grid)
+    # Bounds are checked where the positions were made (on the CPU, as a rule): reading min/max of a
+    # GPU tensor would stall the pipeline once per batch.
     lo = min(int(rows.min()), int(cols.min()))
     if lo < 0 or int(rows.max()) + patch > h or int(cols.max()) + patch > w:
         raise DataError(f"mosaic patches fall outside the {h}x{w} source images")
+    rows = rows.to(images.device, torch.long, non_blocking=True).expand(b, grid, grid)
+    cols = cols.to(images.device, torch.long, non_blocking=True).expand(b, grid, grid)
     step = torch.arange(patch, device=images.device)
     # Index over (b, i, u, j, v): mosaic pixel (i*patch+u, j*patch+v) <- source (rows+u, cols+v).
     source_rows = rows[:, :, None, :, None] + step[:, None, None]

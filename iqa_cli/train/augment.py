@@ -19,33 +19,50 @@ import torch.nn.functional as F
 from iqa_cli.models.vit import imagenet_normalize
 from iqa_cli.models.vtiqa import global_view, train_crop_offsets
 
-__all__ = ["batch_crop_flip", "imagenet_normalize", "random_crop_flip", "resize_square", "resize_to"]
+__all__ = [
+    "batch_crop_flip",
+    "crop_flip_at",
+    "imagenet_normalize",
+    "random_crop_flip",
+    "resize_each",
+    "resize_square",
+    "resize_to",
+]
 
 
-def resize_to(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """uint8 (n, 3, h, w) -> uint8 (n, 3, height, width), bicubic, aspect ratio ignored.
+def resize_to(images: torch.Tensor, height: int, width: int, *, pil: str | None = None) -> torch.Tensor:
+    """uint8 (n, 3, h, w) -> uint8 (n, 3, height, width), aspect ratio ignored.
 
-    Bicubic with a = -0.75 and half-pixel centres and no antialiasing, like OpenCV's `INTER_CUBIC`
-    that the authors' caches were made with (borders differ slightly: clamped here, reflected there).
+    Default: bicubic with a = -0.75 and half-pixel centres and no antialiasing, like OpenCV's
+    `INTER_CUBIC` that the authors' caches were made with (borders differ slightly: clamped here,
+    reflected there). `pil="bilinear"|"bicubic"`: Pillow's filter instead (`Image.resize`, and
+    torchvision's `Resize` on PIL images), whose kernel widens when downscaling (antialiasing) and
+    whose bicubic uses a = -0.5; within 1-2 grey levels of Pillow.
     """
     if tuple(images.shape[-2:]) == (height, width):
         return images
-    x = F.interpolate(images.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=False)
+    mode, antialias = ("bicubic", False) if pil is None else (pil, True)
+    x = F.interpolate(images.float(), size=(height, width), mode=mode, align_corners=False, antialias=antialias)
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def resize_square(images: list[torch.Tensor], side: int) -> torch.Tensor:
-    """Resize each uint8 (3, h, w) image to side x side; images of equal size are resized together."""
+def resize_each(images: list[torch.Tensor], height: int, width: int, *, pil: str | None = None) -> torch.Tensor:
+    """Resize each uint8 (3, h, w) image to height x width (see `resize_to`); equal sizes go together."""
     if not images:
         raise ValueError("no images to resize")
-    out = torch.empty((len(images), 3, side, side), dtype=torch.uint8, device=images[0].device)
+    out = torch.empty((len(images), 3, height, width), dtype=torch.uint8, device=images[0].device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
         groups.setdefault(tuple(image.shape[-2:]), []).append(i)
     for positions in groups.values():
         batch = torch.stack([images[i] for i in positions])
-        out[positions] = resize_to(batch, side, side)
+        out[positions] = resize_to(batch, height, width, pil=pil)
     return out
+
+
+def resize_square(images: list[torch.Tensor], side: int) -> torch.Tensor:
+    """Resize each uint8 (3, h, w) image to side x side; images of equal size are resized together."""
+    return resize_each(images, side, side)
 
 
 def batch_crop_flip(images: torch.Tensor, size: int, seed: int) -> torch.Tensor:
@@ -64,10 +81,27 @@ def random_crop_flip(images: torch.Tensor, size: int, seed: int, flip: bool = Tr
     tops = torch.randint(h - size + 1, (b,), generator=g)
     lefts = torch.randint(w - size + 1, (b,), generator=g)
     flips = torch.rand(b, generator=g) < 0.5 if flip else torch.zeros(b, dtype=torch.bool)
-    step = torch.arange(size)
-    rows = tops[:, None] + step
-    cols = torch.where(flips[:, None], lefts[:, None] + size - 1 - step, lefts[:, None] + step)
+    return crop_flip_at(images, tops, lefts, flips, size, size)
+
+
+def crop_flip_at(
+    images: torch.Tensor,
+    tops: torch.Tensor,
+    lefts: torch.Tensor,
+    flips: torch.Tensor,
+    height: int,
+    width: int,
+    source: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Crop i: height x width at (tops[i], lefts[i]) of `images[source[i]]` (default: of `images[i]`),
+    mirrored where flips[i]; all crops in one gather. `tops`, `lefts` (int), `flips` (bool) and
+    `source` (int) are (n,) tensors on any device; `source` cuts several crops from one image."""
     device = images.device
-    batch = torch.arange(b, device=device)[:, None, None]
-    out = images[batch, :, rows.to(device)[:, :, None], cols.to(device)[:, None, :]]  # (b, size, size, c)
+    rows = tops.to(device)[:, None] + torch.arange(height, device=device)
+    step = torch.arange(width, device=device)
+    left = lefts.to(device)[:, None]
+    cols = torch.where(flips.to(device)[:, None], left + width - 1 - step, left + step)
+    batch = torch.arange(images.shape[0], device=device) if source is None else source.to(device)
+    batch = batch[:, None, None]
+    out = images[batch, :, rows[:, :, None], cols[:, None, :]]  # (n, height, width, c)
     return out.permute(0, 3, 1, 2).contiguous()

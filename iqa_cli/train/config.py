@@ -68,8 +68,12 @@ class EngineConfig:
         default="off",
         metadata={"help": "precision of evaluations: off (float32; bf16 outputs tie at 1/64 steps), bf16, fp16, auto"},
     )
-    preload_gb: float = field(
-        default=16.0, metadata={"help": "keep the prepared views of the whole dataset in RAM when they fit this budget"}
+    preload_gb: float | None = field(
+        default=None,
+        metadata={
+            "help": "keep the prepared views of the whole dataset in RAM when they fit this many GiB "
+            "(default: 60 % of the memory available when the run starts)"
+        },
     )
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimiser steps (0 = no limit)"})
     time_limit: float = field(
@@ -89,7 +93,7 @@ class EngineConfig:
         for name in ("eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.time_limit < 0 or self.preload_gb < 0:
+        if self.max_steps < 0 or self.time_limit < 0 or (self.preload_gb is not None and self.preload_gb < 0):
             raise ConfigError("max_steps, time_limit and preload_gb cannot be negative")
         return self
 

@@ -8,9 +8,10 @@
 2. Cache: packed like `iqa prepare custom`, except that each tile's source tile is recorded as its
    reference, so the splits are reference-disjoint: test images come from tiles never seen in
    training (otherwise a model could match test images to their clean training twins).
-3. Training: a tiny VT-IQA (ViT width 64, depth 2, 64 px views: a 4 x 4 mosaic of 16 px native
-   patches plus a global crop) from random initialisation on the CPU, with AdamW and the plateau
-   rule (`DEMO_SETTINGS`); the model kept is chosen on a validation part of the training split.
+3. Training: a tiny VT-IQA (ViT width 64, depth 2, 8 px tokens, 64 px views: a 4 x 4 mosaic of
+   16 px native patches plus a global crop) from random initialisation on the CPU, with AdamW, MSE
+   and the plateau rule (`DEMO_SETTINGS`, about 3,500 steps); the model kept is chosen on a
+   validation part of the training split.
 4. Evaluation on the held-out test split: SRCC, PLCC (raw and logistic), KRCC, RMSE.
 """
 
@@ -55,18 +56,26 @@ DISTORTIONS = ("blur", "noise", "jpeg")
 STRENGTH = {"blur": (0.8, 1.5, 2.5, 4.0), "noise": (8.0, 16.0, 28.0, 45.0), "jpeg": (40.0, 20.0, 10.0, 4.0)}
 DATASET_NAME = "demo"
 SPLIT = "random_0"
+# A ViT learns these distortions from scratch only with enough tokens and steps: 8 px patches (64
+# tokens per 64 px view; with 16 px patches it stays at the mean score), MSE (the protocol's L1 gives
+# almost no gradient once predictions sit at the median), a constant lr for ~3,500 steps, evaluated
+# every 5 epochs. These are demo settings, not VT-IQA's protocol (`iqa train vtiqa` defaults).
 DEMO_SETTINGS: dict[str, Any] = {
+    "patch_size": 8,
     "freeze_epochs": 0,
     "optimizer": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 0.05,
-    "dropout": 0.1,
+    "lr": 5e-4,
+    "weight_decay": 0.01,
+    "dropout": 0.0,
+    "loss": "mse",
     "batch_size": 32,
     "eval_batch_size": 64,
-    "patience": 3,
-    "plateau_after": 0,
+    "eval_every": 5,
+    "val_fraction": 0.2,  # ~95 validation images: a steadier choice of the kept model than 10 %
+    "patience": 8,
+    "plateau_after": 80,
     "lr_factor": 0.3,
-    "min_lr": 2e-5,
+    "min_lr": 1e-5,
     "crop_mode": "image",
     "log_every": 1000,
 }
@@ -75,10 +84,10 @@ DEMO_SETTINGS: dict[str, Any] = {
 @dataclass
 class DemoSize:
     photos: int = len(PHOTOS)
-    tiles_per_photo: int = 3
+    tiles_per_photo: int = 6
     levels: int = 4
     tile: int = 128
-    epochs: int = 30
+    epochs: int = 150
 
     def images(self) -> int:
         return self.photos * self.tiles_per_photo * (1 + len(DISTORTIONS) * self.levels)
@@ -262,6 +271,7 @@ def run_demo(
         commands=[
             f"iqa eval vtiqa --data {DATASET_NAME} --split {SPLIT} --per-image predictions.csv",
             f"iqa predict vtiqa --weights {weights} {folder / PHOTOS[0]}",
-            f"iqa train vtiqa --data {DATASET_NAME} --tiny --epochs 60 --freeze-epochs 0 --optimizer adamw --lr 0.001",
+            f"iqa train vtiqa --data {DATASET_NAME} --tiny --patch-size 8 --loss mse --optimizer adamw --lr 0.0005 "
+            "--freeze-epochs 0 --epochs 200 --eval-every 5",
         ],
     )

@@ -67,6 +67,13 @@ class DistContext:
         if self.active:
             dist.barrier()
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (e.g. BatchNorm running statistics, which DDP only broadcasts
+        at the start of each forward, so they differ between ranks after an epoch's last step)."""
+        if self.active:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def shutdown(self) -> None:
         if self.initialised_here and dist.is_initialized():
             dist.destroy_process_group()

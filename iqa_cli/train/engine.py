@@ -39,11 +39,10 @@ from iqa_cli.train.distributed import DistContext, contiguous_share, shard
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch
 from iqa_cli.train.runs import BEST, LAST, LOG, PREDICTIONS, RESULT
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
-from iqa_cli.train.views import ViewStore
+from iqa_cli.train.views import ViewStore, preload_budget
 
 SEED_STRIDE = 10**9
 DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"  # test hook: the process signals itself after step N
-GIB = 1024**3
 
 
 class TrainingDiverged(IQAError):
@@ -169,7 +168,7 @@ def predict_scores(
     batches = [mine[i : i + params.eval_batch_size] for i in range(0, mine.size, params.eval_batch_size)]
     was_training = model.training
     model.eval()
-    outputs: list[np.ndarray] = []
+    outputs: list[torch.Tensor] = []
     grad = torch.enable_grad() if recipe.eval_needs_grad(params) else torch.inference_mode()
     with store.batches(batches) as it, grad:
         for _, views in it:
@@ -177,11 +176,11 @@ def predict_scores(
             if channels_last:
                 inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
             with autocast(device, dtype):
-                pred = recipe.predict(model, inputs)
-            outputs.append(pred.detach().float().cpu().numpy().astype(np.float64))
+                pred = recipe.predict_batch(model, inputs, params)
+            outputs.append(pred.detach().float())  # stays on the device: one copy to the host at the end
             progress.advance(len(pred))
     model.train(was_training)
-    local = np.concatenate(outputs) if outputs else np.empty(0, np.float64)
+    local = torch.cat(outputs).cpu().numpy().astype(np.float64) if outputs else np.empty(0, np.float64)
     return np.concatenate(dist.gather(local))
 
 
@@ -248,6 +247,8 @@ class Trainer:
         shard_size = -(-self.pool.size // self.dist.world)
         self.batches_per_epoch = -(-shard_size // self.per_rank_batch)
         self.labels = torch.as_tensor(np.asarray(ctx.labels, dtype=np.float32))
+        targets = self.recipe.train_targets(ctx.dataset, ctx.labels, self.params)  # what batches train on
+        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32))
         self.pos = Position()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.wrapped: nn.Module | None = None
@@ -301,7 +302,7 @@ class Trainer:
             self.params,
             self.device,
             needed,
-            budget_bytes=self.cfg.preload_gb * GIB,
+            budget_bytes=preload_budget(self.cfg.preload_gb),
             progress=self.ctx.progress if self.main else NullProgress(),
         )
 
@@ -406,6 +407,13 @@ class Trainer:
             self.ctx.progress.start(f"split {self.parts.name} epoch {epoch}", len(batches))
             self.ctx.progress.advance(self.pos.batch)
         tick = time.monotonic()
+        # One device tensor per step holds (loss sum, images, stop flag); it is read on the host one
+        # step later, when it is long computed, so the loop never waits for the GPU (a NaN loss is
+        # caught one step late: the run stops there and last.pt, from before, is the good state).
+        one = torch.ones((), device=self.device)
+        flags = {False: torch.zeros((), device=self.device), True: torch.ones((), device=self.device)}
+        pending: tuple[torch.Tensor, int, int] | None = None
+        stop_flag = 0.0
         with self.store.batches(batches[self.pos.batch :]) as it:
             for b, (indices, views) in enumerate(it, start=self.pos.batch):
                 seed = batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch)
@@ -414,7 +422,7 @@ class Trainer:
                 size = sizes[b]
                 batch = TrainBatch(
                     views=views,
-                    target=self.labels[torch.from_numpy(indices)].to(self.device, non_blocking=True),
+                    target=self.targets[torch.from_numpy(indices)].to(self.device, non_blocking=True),
                     size=size,
                     seed=seed,
                     epoch=epoch,
@@ -423,23 +431,11 @@ class Trainer:
                 )
                 with autocast(self.device, self.dtype):
                     loss = self.recipe.training_loss(module, batch, self.params).float()
-                # Under DDP every rank must stop at the same step, so a signal is polled here and
-                # all-reduced with this step's statistics; a single process polls after the step.
-                stop_flag = 1.0 if self.dist.active and self.ctx.stop.requested else 0.0
-                stats = torch.stack([loss.detach().float() * size, torch.tensor(float(size), device=loss.device)]).to(
-                    self.device
-                )
-                stats = torch.cat([stats, torch.tensor([stop_flag], device=self.device)])
+                # Under DDP every rank must stop at the same step, so a signal is all-reduced with the
+                # step's statistics; a single process polls right after the step.
+                requested = self.dist.active and self.ctx.stop.requested
+                stats = torch.stack([loss.detach() * size, one * size, flags[requested]])
                 self.dist.all_reduce(stats)
-                loss_sum, count, stop_flag = (float(v) for v in stats.cpu())
-                if not math.isfinite(loss_sum):
-                    kept = self.out_dir / LAST
-                    keep = f"; the last good checkpoint is kept at {kept}" if kept.is_file() else ""
-                    raise TrainingDiverged(
-                        f"training diverged: the loss is {loss_sum / max(count, 1):g} at epoch {epoch} step {b} "
-                        f"(global step {self.pos.step}) of split {self.parts.name}; stopped{keep} "
-                        "(try a lower learning rate or --amp off)"
-                    )
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if max_norm is not None:
@@ -449,31 +445,50 @@ class Trainer:
                     )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                self.pos.loss_sum += loss_sum
-                self.pos.loss_count += count
-                self.pos.images += count
+                if pending is not None:
+                    stop_flag = self._account(*pending, total=len(batches), lr=lr)
+                pending = (stats, epoch, b)
                 self.pos.step += 1
                 self.pos.batch = b + 1
                 if self.main:
                     self.ctx.progress.advance(1)
-                    if self.pos.step % self.cfg.log_every == 0:
-                        self.ctx.progress.log(
-                            f"split {self.parts.name} epoch {epoch} step {b + 1}/{len(batches)} "
-                            f"loss {self.pos.loss_sum / self.pos.loss_count:.4f} lr {lr:.3g}"
-                        )
                 if debug_step and self.pos.step == debug_step:
                     os.kill(os.getpid(), signal.SIGTERM)
                 if not self.dist.active:
                     stop_flag = 1.0 if self.ctx.stop.requested else 0.0
                 reason = self._check_stop(stop_flag, started)
-                if reason is not None:
+                limit = bool(self.cfg.max_steps and self.pos.step >= self.cfg.max_steps)
+                if reason is not None or limit:
+                    self._account(*pending, total=len(batches), lr=lr)
                     self.pos.seconds += time.monotonic() - tick
-                    raise self._interrupt(reason)
-                if self.cfg.max_steps and self.pos.step >= self.cfg.max_steps:
-                    self.pos.seconds += time.monotonic() - tick
+                    if reason is not None:
+                        raise self._interrupt(reason)
                     return True
+        if pending is not None:
+            self._account(*pending, total=len(batches), lr=lr)
         self.pos.seconds += time.monotonic() - tick
         return False
+
+    def _account(self, stats: torch.Tensor, epoch: int, b: int, *, total: int, lr: float) -> float:
+        """Read one step's statistics on the host: divergence check, running loss, log line; returns
+        the all-reduced stop flag."""
+        loss_sum, count, stop_flag = (float(v) for v in stats.cpu())
+        if not math.isfinite(loss_sum):
+            kept = self.out_dir / LAST
+            keep = f"; the last good checkpoint is kept at {kept}" if kept.is_file() else ""
+            raise TrainingDiverged(
+                f"training diverged: the loss is {loss_sum / max(count, 1):g} at epoch {epoch} step {b} "
+                f"of split {self.parts.name}; stopped{keep} (try a lower learning rate or --amp off)"
+            )
+        self.pos.loss_sum += loss_sum
+        self.pos.loss_count += count
+        self.pos.images += count
+        if self.main and (b + 1) % self.cfg.log_every == 0:
+            self.ctx.progress.log(
+                f"split {self.parts.name} epoch {epoch} step {b + 1}/{total} "
+                f"loss {self.pos.loss_sum / self.pos.loss_count:.4f} lr {lr:.3g}"
+            )
+        return stop_flag
 
     def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         pred = predict_scores(
@@ -490,6 +505,7 @@ class Trainer:
         return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred
 
     def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:
+        self.dist.broadcast_buffers(self.model)  # every rank evaluates and keeps the same model
         lr = self.schedule.lr()
         loss = self.pos.loss_sum / self.pos.loss_count if self.pos.loss_count else math.nan
         speed = self.pos.images / self.pos.seconds if self.pos.seconds > 0 else math.nan
@@ -609,4 +625,4 @@ class Trainer:
             writer.writerow(["index", "name", "label", "prediction"])
             for index, value in zip(self.parts.test, pred, strict=True):
                 name = str(names[index]) if names is not None else ""
-                writer.writerow([int(index), name, f"{self.labels[index].item():.6g}", f"{value:.6g}"])
+                writer.writerow([int(index), name, f"{self.labels[index].item():.9g}", f"{value:.9g}"])

@@ -22,14 +22,21 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import AMP_MODES, apply_values
-from iqa_cli.train.data import DatasetLike, close_dataset, dataset_name, open_dataset, resolve_split_names
+from iqa_cli.train.data import (
+    RANDOM_PREFIX,
+    DatasetLike,
+    close_dataset,
+    dataset_name,
+    open_dataset,
+    resolve_split_names,
+)
 from iqa_cli.train.distributed import resolve_device
-from iqa_cli.train.engine import GIB, amp_dtype, predict_scores
+from iqa_cli.train.engine import amp_dtype, predict_scores
 from iqa_cli.train.metrics import median_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.trainer import selection_label
-from iqa_cli.train.views import ViewStore
+from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights
 
 PER_IMAGE_COLUMNS = ["dataset", "split", "index", "name", "mos", "label", "prediction", "prediction_native"]
@@ -46,7 +53,7 @@ class EvalOptions:
     device: str = "auto"
     amp: str = "off"
     batch_size: int | None = None
-    preload_gb: float = 16.0
+    preload_gb: float | None = None  # GiB; None: 60 % of the available memory
     overrides: dict[str, Any] = field(default_factory=dict)  # test-time Params (the recipe's eval_params)
 
 
@@ -111,12 +118,17 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
     target = options.cross if options.cross is not None else options.data
     raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
     dataset = raw
+    loaded: dict[str, LoadedModel] = {}
     try:
         name = dataset_name(dataset, cache_path.stem)
         if options.cross is None:
             split_arg = options.split
             if split_arg is None and run is not None:
                 split_arg = "all"  # a run's own splits
+            if run is None:  # one model (a file or a store name): test on the split it was trained on
+                single = load_trained(recipe, plan[None], variant=options.variant)
+                loaded[str(plan[None])] = single
+                split_arg = _split_of_model(single, name, split_arg, dataset, cache_path, progress)
             names = resolve_split_names(dataset, split_arg, source=f"cache {cache_path}")
             if run is not None:
                 missing = [s for s in names if s not in plan]
@@ -129,11 +141,17 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
             jobs = [(s, plan.get(s, plan.get(None)), dataset.split(s)["test"]) for s in names]
         else:
             everything = np.arange(len(dataset))
-            keys = list(plan) if options.split in (None, "all") else [options.split]
-            if run is not None and options.split not in (None, "all") and options.split not in plan:
-                raise CheckpointError(f"run {run.run} has no kept model for split '{options.split}'")
+            if run is None or options.split in (None, "all"):
+                keys = list(plan)  # every trained split's model (or the one model given)
+            else:
+                wanted = [k for k in (options.split, f"{RANDOM_PREFIX}{options.split}") if k in plan]
+                if not wanted:
+                    raise CheckpointError(
+                        f"run {run.run} has no kept model for split '{options.split}' (trained: {', '.join(plan)})"
+                    )
+                keys = wanted[:1]
             jobs = [("all", plan[k], everything, k) for k in keys]  # type: ignore[misc]
-        return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress)
+        return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
     finally:
         close_dataset(raw)
 
@@ -147,10 +165,10 @@ def _run_jobs(
     jobs: list[tuple],
     run: RunWeights | None,
     progress: Progress,
+    loaded_cache: dict[str, LoadedModel],
 ) -> EvalReport:
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device)
-    loaded_cache: dict[str, LoadedModel] = {}
     store: ViewStore | None = None
     store_key: tuple | None = None
     results, per_image, selections = [], [], set()
@@ -177,12 +195,19 @@ def _run_jobs(
             if dataset is not raw:
                 close_dataset(dataset)
             dataset, wrapped_for, store = recipe.wrap_dataset(raw, cache_path, params), wrap_key, None
+        params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
         key = tuple(sorted(recipe.view_shapes(params).items()))
         if store is None or key != store_key:
             needed = np.unique(np.concatenate([np.asarray(j[2], dtype=np.int64) for j in jobs]))
             store = ViewStore(
-                dataset, recipe, params, device, needed, budget_bytes=options.preload_gb * GIB, progress=progress
+                dataset,
+                recipe,
+                params,
+                device,
+                needed,
+                budget_bytes=preload_budget(options.preload_gb),
+                progress=progress,
             )
             store_key = key
         progress.start(f"evaluating {name} split {split}", int(indices.size))
@@ -234,6 +259,27 @@ def _run_jobs(
     )
 
 
+def _split_of_model(
+    loaded: LoadedModel, dataset: str, split_arg: str | None, cache: DatasetLike, path: Path, progress: Progress
+) -> str | None:
+    """The split to test a single model on: by default the one it was trained on (when it was trained
+    on this dataset), so its own training images are never scored as test images; a different
+    `--split` is allowed, with a warning."""
+    trained_on, trained_split = loaded.meta.get("dataset"), loaded.meta.get("split")
+    if trained_on != dataset or not trained_split:
+        return split_arg
+    if split_arg is None:
+        progress.log(f"testing on split {trained_split}, the split this model was trained on")
+        return trained_split
+    chosen = resolve_split_names(cache, split_arg, source=f"cache {path}")
+    if chosen != [trained_split]:
+        progress.log(
+            f"warning: this model was trained on split {trained_split} of {dataset}; the test part of "
+            f"{', '.join(chosen)} may hold images it was trained on"
+        )
+    return split_arg
+
+
 def apply_test_overrides(recipe: Recipe, params: Any, overrides: dict[str, Any]) -> Any:
     """The loaded model's parameters with the test-time choices the user made (`Recipe.eval_params`)."""
     unknown = sorted(set(overrides) - set(recipe.eval_params))
@@ -256,7 +302,7 @@ def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def write_metrics_csv(path: Path, report: EvalReport) -> None:

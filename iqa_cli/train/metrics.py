@@ -10,7 +10,8 @@ values: b1 = max(y), b2 = min(y) (the two plateaus), b3 = mean(x) (the midpoint)
 width). The fit runs on x standardised to mean 0 / std 1, which is the same family of curves and
 converges far more reliably. When the fit fails, is not finite, or fits worse than the raw values
 (possible when the optimiser stalls; the logistic family contains near-linear maps in the limit
-b4 -> inf), the raw PLCC and RMSE are reported instead and `logistic_fit` says "fallback".
+b4 -> inf), or is decreasing (b1 <= b2: it would turn a negative correlation into a positive one),
+the raw PLCC and RMSE are reported instead and `logistic_fit` says "fallback".
 
 RMSE is measured on the label scale the model was trained on (the 1-5 scale for the esnthere methods).
 """
@@ -101,6 +102,8 @@ def fit_logistic(pred: np.ndarray, label: np.ndarray) -> LogisticFit:
         return failed
     mapped = logistic4(xs, *params)
     if not np.isfinite(mapped).all() or mapped.std() == 0:
+        return failed
+    if params[0] <= params[1]:  # a decreasing map would report a negatively correlated model as positive
         return failed
     b1, b2, b3, b4 = (float(p) for p in params)
     return LogisticFit(mapped=mapped, params=(b1, b2, b3 * std + mean, abs(b4) * std), ok=True)

@@ -129,7 +129,8 @@ def predict_files(
             views = recipe.stored_views(images, loaded.params)
             inputs_ = recipe.eval_inputs(views, loaded.params)
             with autocast(torch_device, dtype):
-                scores = recipe.predict(model, inputs_).detach().float().cpu().numpy().astype(np.float64)
+                scores = recipe.predict_batch(model, inputs_, loaded.params)
+                scores = scores.detach().float().cpu().numpy().astype(np.float64)
         natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
         for (path, array), score, native in zip(pending, scores, natives, strict=True):
             native_score = None if native is None else float(native)

@@ -48,11 +48,13 @@ class PhasePlateau:
         after_epoch: int,
         factor: float,
         min_lr: float,
+        last_phase_count: int | None = 1,
     ) -> None:
         if not phases or phases[0][0] != 0 or list(phases) != sorted(phases):
             raise ValueError("lr phases must be sorted by epoch and start at epoch 0")
         self.phases = tuple((int(e), float(lr)) for e, lr in phases)
         self.patience, self.after_epoch, self.factor, self.min_lr = patience, after_epoch, factor, min_lr
+        self.last_phase_count = last_phase_count  # None: the last phase leaves the count alone (AL-IQA)
         self.current = self.phases[0][1]
         self.count = 0
         self.decays = 0
@@ -67,8 +69,8 @@ class PhasePlateau:
         for index, (start, lr) in enumerate(self.phases):
             if start == epoch + 1 and start > 0:
                 self.current = lr
-                if index == len(self.phases) - 1:
-                    self.count = 1
+                if index == len(self.phases) - 1 and self.last_phase_count is not None:
+                    self.count = self.last_phase_count
                 messages.append(f"lr phase: {lr:g} from epoch {start}")
         reload = False
         if self.count > self.patience and epoch > self.after_epoch:

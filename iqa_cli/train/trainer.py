@@ -214,9 +214,26 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 write_config(root / "config.toml", config_sections(recipe.name, resolved))
                 write_json(root / "config.json", info["config"] | {"method": recipe.name})
                 write_run(root, info)
-        return _train_splits(
-            recipe, resolved, dataset, cache_path, name, split_names, root, info, dist, device, progress, options.resume
-        )
+        try:
+            return _train_splits(
+                recipe,
+                resolved,
+                dataset,
+                cache_path,
+                name,
+                split_names,
+                root,
+                info,
+                dist,
+                device,
+                progress,
+                options.resume,
+            )
+        except BaseException:
+            if info.get("status") == "running":  # failed before a split started (e.g. unusable labels)
+                info["status"] = "failed"
+                _save_info(root, info, dist)
+            raise
     finally:
         close_dataset(dataset)
         if dataset is not raw:
@@ -289,7 +306,7 @@ def _train_splits(
                     f"{parts.test.size} test images; model selected on {selection_label(parts.select_on)}; "
                     f"device {device}, {dist.world} rank(s)"
                 )
-            started_before = state.get("status") in ("running", "interrupted", "diverged")
+            started_before = state.get("status") in ("running", "interrupted", "diverged", "failed")
             state.update(status="running", started=state.get("started") or now())
             _save_info(root, info, dist)
             try:
@@ -302,6 +319,11 @@ def _train_splits(
             except TrainingDiverged:
                 state["status"] = "diverged"
                 info["status"] = "diverged"
+                _save_info(root, info, dist)
+                raise
+            except BaseException as exc:  # any other failure: say so, so the run is not left "running"
+                state.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                info["status"] = "failed"
                 _save_info(root, info, dist)
                 raise
             summary = {

@@ -21,6 +21,22 @@ from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 
 PRELOAD_CHUNK = 32
+AUTO_PRELOAD_SHARE = 0.6  # of the memory available when a run starts, when no budget is given
+FALLBACK_PRELOAD_GIB = 16.0  # where the available memory cannot be read (not Linux)
+
+
+def preload_budget(gib: float | None) -> float:
+    """The preload budget in bytes: `gib` GiB, or by default 60 % of MemAvailable (Linux)."""
+    if gib is not None:
+        return float(gib) * 2**30
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return AUTO_PRELOAD_SHARE * int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return FALLBACK_PRELOAD_GIB * 2**30
 
 
 def decode_batch(dataset: DatasetLike, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:

@@ -196,19 +196,25 @@ def test_roots_are_recorded_absolute_and_point_at_the_images(tmp_path, monkeypat
 
 def test_sigterm_while_packing_leaves_no_partial_file(tmp_path, _isolated_home):
     import os
+    import shutil
     import signal
     import subprocess
     import sys
     import time
 
-    from tests.data.imagefolder import Item
+    from tests.data.imagefolder import save, smooth_image
 
+    # Large PNGs (no decode-time reduction) make a write phase of several seconds to interrupt.
     root = tmp_path / "photos"
-    items = [Item(f"im{i:03d}.png", 640, 480, float(i), None) for i in range(150)]
-    make_folder(root, items)
+    first = save(root / "im000.png", smooth_image(1600, 1200, 0))
+    lines = ["name,score", "im000.png,1"]
+    for i in range(1, 150):
+        shutil.copyfile(first, root / f"im{i:03d}.png")
+        lines.append(f"im{i:03d}.png,{i}")
+    (root / "scores.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "caches" / "big.h5"
     command = [sys.executable, "-m", "iqa_cli", "prepare", "custom", "--root", str(root), "--out", str(out)]
-    command += ["--name", "big", "--workers", "1"]
+    command += ["--name", "big", "--workers", "1", "--size", "200x150"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(out.parent.glob(".big.h5.*.partial")):

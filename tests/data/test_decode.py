@@ -60,7 +60,7 @@ def test_draft_reduction_is_used_and_matches_a_full_decode(tmp_path):
     path = save(tmp_path / "big.jpg", smooth_image(1600, 1200, seed=3), quality=92)
     with Image.open(path) as im:
         decode._open_reduced(im, (200, 150), 1)
-        assert im.size == (400, 300)  # DCT-reduced 1/4, still 2x the final size
+        assert im.size == (200, 150)  # DCT-reduced 1/8: exactly the final size, no smaller
     reduced = decode_image(path, (200, 150)).astype(np.int16)
     full = decode_image(path, (200, 150), draft=False).astype(np.int16)
     assert reduced.shape == full.shape == (150, 200, 3)
@@ -72,7 +72,7 @@ def test_draft_respects_orientation(tmp_path):
     path = save(tmp_path / "portrait.jpg", smooth_image(1600, 1200, seed=4), quality=92, exif=_exif(8))
     with Image.open(path) as im:
         decode._open_reduced(im, (150, 200), 8)  # final is portrait; the stored frame is landscape
-        assert im.size == (400, 300)
+        assert im.size == (200, 150)
     reduced = decode_image(path, (150, 200)).astype(np.int16)
     full = decode_image(path, (150, 200), draft=False).astype(np.int16)
     assert reduced.shape == (200, 150, 3) and np.abs(reduced - full).mean() < 1.0

@@ -73,7 +73,9 @@ def test_authors_release_layout_loads_identically(vipnet_fixture):
 def test_authors_missing_tensor_is_named_in_our_names(vipnet_fixture):
     _, _, filled = vipnet_fixture
     state = {k: v for k, v in filled.items() if k != "dpm.7.0.conv2.0.rel_h"}
-    with pytest.raises(CheckpointError, match=r"1 missing tensors, first: dpm\.layer4\.0\.attn\.pos_w"):
+    expected = r"1 missing tensors \(iqa's names; the file uses the authors' layout\), "
+    expected += r"first: dpm\.layer4\.0\.attn\.pos_w"
+    with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(create("vipnet"), state)
 
 

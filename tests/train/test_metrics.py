@@ -58,3 +58,13 @@ def test_median_over_splits_skips_nan():
     rows = [{"srcc": 0.8, "plcc": 0.9}, {"srcc": 0.6, "plcc": math.nan}, {"srcc": 0.7, "plcc": 0.7}]
     med = median_metrics(rows)
     assert med["srcc"] == pytest.approx(0.7) and med["plcc"] == pytest.approx(0.8) and med["splits"] == 3
+
+
+def test_a_decreasing_logistic_is_not_used():
+    # A model whose scores fall as quality rises: the best-fitting logistic is decreasing and would
+    # report a positive "PLCC after mapping"; the raw (negative) PLCC is reported instead.
+    x = np.linspace(-3, 3, 25)
+    y = logistic4(-x, 4.5, 1.2, 0.4, 0.8)
+    assert not fit_logistic(x, y).ok
+    m = compute_metrics(x, y)
+    assert m.logistic_fit == "fallback" and m.plcc < -0.9 and m.plcc_logistic == m.plcc

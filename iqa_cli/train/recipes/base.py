@@ -53,6 +53,14 @@ Views = dict  # name -> uint8 tensor batch (n, ...)
 REPORT_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
 
+def fused_where_possible(parameters: Any) -> tuple[list[Any], dict[str, Any]]:
+    """(parameters as a list, optimizer keyword arguments): `fused=True` when every parameter is a
+    CUDA floating tensor, so the update is one kernel instead of one per tensor."""
+    params = list(parameters)
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return params, ({"fused": True} if fused else {})
+
+
 @dataclass
 class TrainBatch:
     """One training step's data on the device.
@@ -141,6 +149,12 @@ class Recipe(ABC):
         """The dataset this method reads (default: the cache as it is)."""
         return dataset
 
+    def dataset_params(self, params: BaseParams, dataset: DatasetLike) -> BaseParams:
+        """`params` as used on this dataset: choices the authors made per dataset (e.g. VIPNet's view mode
+        for TID2013/KADID-10k) resolved from its attributes. Checkpoints keep the unresolved values, so
+        evaluation on another dataset resolves them for that one. Default: unchanged."""
+        return params
+
     def labels(self, dataset: DatasetLike, params: BaseParams, source: str) -> tuple[np.ndarray, LabelMap]:
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
         label_map = self.label_map(dataset.attrs, params)
@@ -148,6 +162,11 @@ class Recipe(ABC):
         if not np.isfinite(scores).all():
             raise DataError(f"{int((~np.isfinite(scores)).sum())} images have no finite score", path=source)
         return label_map.to_train(scores), label_map
+
+    def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: BaseParams) -> np.ndarray:
+        """What a training batch's `target` holds, one row per image (default: `labels`, the scores the
+        metrics compare with); e.g. a rating distribution (n, 5) per image."""
+        return labels
 
     def train_pool(self, parts: SplitParts, params: BaseParams) -> np.ndarray:
         """The dataset indices one epoch iterates over, before shuffling (default: the training part)."""
@@ -209,6 +228,11 @@ class Recipe(ABC):
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Scores (B,) from network inputs."""
         return model(*inputs).reshape(-1)
+
+    def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: BaseParams) -> torch.Tensor:
+        """Scores (B,) of one test batch, for test-time protocols that depend on the parameters (e.g. which
+        branch scores, how many crops are averaged). Default: `predict`."""
+        return self.predict(model, inputs)
 
     # ---------------------------------------------------------------- optimisation
 

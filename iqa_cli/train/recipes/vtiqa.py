@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
+from iqa_cli.train.recipes.esnthere import esnthere_optimizer, esnthere_schedule
 from iqa_cli.train.schedule import PhasePlateau
 
 # torch and the model zoo are imported inside the methods: the CLI builds its options from this module
@@ -84,6 +85,10 @@ class VTIQAParams(BaseParams):
     mosaic_source: int = field(default=768, metadata={"help": "side of the resize the mosaic patches are cut from"})
     mosaic_grid: int = field(default=7, metadata={"help": "mosaic cells per side"})
     mosaic_patch: int = field(default=32, metadata={"help": "mosaic patch side (grid * patch = crop_size)"})
+    patch_size: int = field(
+        default=16,
+        metadata={"help": "ViT token patch side (16 = DeiT-S/16, the only size its ImageNet weights fit)"},
+    )
 
 
 TINY = {
@@ -126,6 +131,13 @@ class VTIQARecipe(Recipe):
                 f"mosaic_grid * mosaic_patch ({params.mosaic_grid} * {params.mosaic_patch}) must equal crop_size "
                 f"({params.crop_size}): both views go through the same ViT"
             )
+        if params.crop_size % params.patch_size:
+            raise ConfigError(f"crop_size ({params.crop_size}) must be a multiple of patch_size ({params.patch_size})")
+        if params.patch_size != 16 and params.pretrained:
+            raise ConfigError(
+                f"the pretrained backbone '{params.pretrained}' has 16 px patches; with --patch-size "
+                f"{params.patch_size} train from scratch (--pretrained none)"
+            )
         if params.global_source < params.crop_size:
             raise ConfigError(f"global_source ({params.global_source}) is smaller than crop_size ({params.crop_size})")
         if params.mosaic_source // params.mosaic_grid <= params.mosaic_patch:
@@ -165,7 +177,14 @@ class VTIQARecipe(Recipe):
             from iqa_cli.weights.resolve import resolve_weights
 
             backbone = resolve_weights(params.pretrained)
-        return create("vtiqa", tiny=tiny, img_size=params.crop_size, dropout=params.dropout, backbone_weights=backbone)
+        return create(
+            "vtiqa",
+            tiny=tiny,
+            img_size=params.crop_size,
+            patch_size=params.patch_size,
+            dropout=params.dropout,
+            backbone_weights=backbone,
+        )
 
     def weight_files(self, weights: str, variant: str | None) -> dict[str, Path]:
         """The original variant is released as three files; a store name NAME finds NAME_backbone,
@@ -252,18 +271,7 @@ class VTIQARecipe(Recipe):
         model.backbone.requires_grad_(epoch >= params.freeze_epochs)
 
     def make_optimizer(self, model: nn.Module, params: VTIQAParams) -> torch.optim.Optimizer:  # type: ignore[override]
-        import torch
-
-        lr = phases(params)[0][1]
-        if params.optimizer == "adamw":
-            return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=params.weight_decay)
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=params.momentum, weight_decay=params.weight_decay)
+        return esnthere_optimizer(model.parameters(), params, phases(params)[0][1])
 
     def make_schedule(self, params: VTIQAParams) -> PhasePlateau:  # type: ignore[override]
-        return PhasePlateau(
-            phases(params),
-            patience=params.patience,
-            after_epoch=params.plateau_after,
-            factor=params.lr_factor,
-            min_lr=params.min_lr,
-        )
+        return esnthere_schedule(phases(params), params)

@@ -1,0 +1,46 @@
+"""`iqa demo` at a small size: the photo folder, the cache, the run, the report and the next commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shlex
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.data.cache import open_cache
+
+runner = CliRunner()
+SMALL = ["--photos", "4", "--tiles", "2", "--levels", "2", "--epochs", "2"]
+
+
+def test_demo_builds_trains_evaluates_and_prints_working_commands(tmp_path, _isolated_home):
+    result = runner.invoke(app, ["demo", *SMALL, "--workdir", str(tmp_path / "demo"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["images"] == 4 * 2 * (1 + 3 * 2)  # tiles x (clean + 3 distortions x levels)
+    folder = Path(report["folder"])
+    rows = list(csv.DictReader((folder / "scores.csv").open()))
+    assert len(rows) == report["images"] and {float(r["score"]) for r in rows} == {5.0, 3.0, 1.0}
+    with open_cache(report["cache"]) as cache:
+        assert len(cache) == report["images"] and cache.attrs["reference_disjoint"]
+        parts = cache.split("random_0")
+        # Reference-disjoint: no tile has versions on both sides.
+        refs = [set(int(cache.ref_ids[i]) for i in parts[p]) for p in ("train", "test")]
+        assert not refs[0] & refs[1]
+    metrics = report["metrics"]
+    assert metrics["n"] > 0 and all(math.isfinite(metrics[k]) for k in ("srcc", "plcc", "rmse"))
+    assert (Path(report["run"]) / "split-random_0" / "best.safetensors").is_file()
+    assert set(report["seconds"]) == {"dataset", "prepare", "train", "evaluate", "total"}
+    # The first suggested command runs as printed.
+    evaluate = shlex.split(report["commands"][0])
+    assert evaluate[:3] == ["iqa", "eval", "vtiqa"]
+    out = tmp_path / "p.csv"
+    again = runner.invoke(app, [*evaluate[1:-1], str(out), "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert len(list(csv.DictReader(out.open()))) == metrics["n"]
+    table = runner.invoke(app, ["demo", *SMALL, "--workdir", str(tmp_path / "demo2")])
+    assert table.exit_code == 0 and "srcc" in table.stdout and "next:" in table.stdout

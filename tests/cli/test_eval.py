@@ -1,0 +1,140 @@
+"""`iqa eval vtiqa` end to end on small real caches: intra-dataset (a run's splits, or one checkpoint on
+the split it was trained on), cross-dataset, the JSON / CSV / per-image outputs, and the bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.home import data_dir
+from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
+from tests.train.caches import make_cache
+
+runner = CliRunner()
+FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1"]
+METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Two caches in one IQA_HOME and a tiny VT-IQA run on both splits of the first."""
+    import os
+
+    home = tmp_path_factory.mktemp("eval_home")
+    previous = os.environ.get("IQA_HOME")
+    os.environ["IQA_HOME"] = str(home)
+    try:
+        root = tmp_path_factory.mktemp("eval_data")
+        make_cache("mini", root / "mini", data_dir() / "mini.h5")
+        make_cache("other", root / "other", data_dir() / "other.h5", n=20, seed=3)
+        run = home / "runs" / "mini-run"
+        result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--split", "all", "--out", str(run)])
+        assert result.exit_code == 0, result.output
+    finally:
+        if previous is None:
+            os.environ.pop("IQA_HOME", None)
+        else:
+            os.environ["IQA_HOME"] = previous
+    return {"home": home, "run": run}
+
+
+@pytest.fixture(autouse=True)
+def _home(trained, monkeypatch):
+    monkeypatch.setenv("IQA_HOME", str(trained["home"]))
+
+
+def evaluate(*args: str):
+    return runner.invoke(app, ["eval", "vtiqa", "--device", "cpu", *args])
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code != 0, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_newest_run_on_its_own_splits_with_json(trained):
+    result = evaluate("--data", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["split"] for r in report["results"]] == ["random_0", "random_1"]
+    for row in report["results"]:
+        assert row["dataset"] == "mini" and row["n"] == 8 and row["trained_split"] == row["split"]
+        assert all(isinstance(row[m], float) for m in METRICS)
+    assert report["median"]["splits"] == 2 and "validation" in report["selection"]
+    # The same numbers as the run's own final test of each kept model.
+    results = json.loads((trained["run"] / "results.json").read_text())["splits"]
+    for ours, theirs in zip(report["results"], results, strict=True):
+        assert ours["srcc"] == pytest.approx(theirs["srcc"], abs=1e-12)
+        assert ours["plcc"] == pytest.approx(theirs["plcc"], abs=1e-12)
+
+
+def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
+    table, per_image = tmp_path / "m.csv", tmp_path / "p.csv"
+    result = evaluate("--data", "mini", "--split", "1", "--csv", str(table), "--per-image", str(per_image))
+    assert result.exit_code == 0, result.output
+    assert "random_1" in result.stdout and "srcc" in result.stdout  # the rich table
+    rows = list(csv.DictReader(table.open()))
+    assert [r["split"] for r in rows] == ["random_1", "median"]
+    images = list(csv.DictReader(per_image.open()))
+    assert len(images) == 8 and {r["split"] for r in images} == {"random_1"}
+    pred = np.array([float(r["prediction"]) for r in images])
+    label = np.array([float(r["label"]) for r in images])
+    assert float(rows[0]["srcc"]) == pytest.approx(stats.spearmanr(pred, label)[0], abs=1e-5)
+    assert float(rows[0]["plcc"]) == pytest.approx(stats.pearsonr(pred, label)[0], abs=1e-5)
+
+
+def test_one_checkpoint_is_tested_on_the_split_it_was_trained_on(trained):
+    weights = trained["run"] / "split-random_1" / "best.safetensors"
+    result = evaluate("--data", "mini", "--weights", str(weights), "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["split"] for r in json.loads(result.stdout)["results"]] == ["random_1"]
+    other = evaluate("--data", "mini", "--weights", str(weights), "--split", "0", "--json")
+    assert other.exit_code == 0 and "may hold images it was trained on" in other.stderr
+
+
+def test_cross_dataset_scores_every_image(trained):
+    result = evaluate("--data", "mini", "--cross", "other", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["cross"] and len(report["results"]) == 2  # once per trained split's model
+    assert all(r["n"] == 20 and r["dataset"] == "other" and r["split"] == "all" for r in report["results"])
+    one = evaluate("--data", "mini", "--cross", "other", "--split", "1", "--json")
+    assert one.exit_code == 0, one.output
+    assert [r["trained_split"] for r in json.loads(one.stdout)["results"]] == ["random_1"]
+    weights = trained["run"] / "split-random_0" / "best.safetensors"
+    given = evaluate("--cross", "other", "--weights", str(weights), "--split", "1", "--json")
+    assert given.exit_code == 0, given.output
+
+
+def test_bad_inputs_give_one_line(trained, tmp_path):
+    assert "no prepared cache named 'spaq'" in one_error_line(evaluate("--data", "mini", "--cross", "spaq"))
+    assert "split '9' does not exist" in one_error_line(evaluate("--data", "mini", "--split", "9"))
+    assert "no kept model for split '9'" in one_error_line(
+        evaluate("--data", "mini", "--cross", "other", "--split", "9")
+    )
+    empty = data_dir() / "empty.h5"
+    empty.write_bytes(b"")
+    assert "empty" in one_error_line(evaluate("--data", "empty"))
+    state, meta = read_state_dict(trained["run"] / "split-random_0" / "best.safetensors")
+    other_method = tmp_path / "ieit.safetensors"
+    save_checkpoint(state, other_method, {**meta, "method": "ieit"})
+    assert "for method 'ieit'" in one_error_line(evaluate("--data", "mini", "--weights", str(other_method)))
+    wrong = dict(state)
+    key = next(k for k in wrong if k.endswith("head.1.weight"))
+    wrong[key] = torch.zeros(3, 3)
+    wrong_shape = tmp_path / "wrong.safetensors"
+    save_checkpoint(wrong, wrong_shape, meta)
+    line = one_error_line(evaluate("--data", "mini", "--weights", str(wrong_shape)))
+    assert "does not fit" in line and "head.1.weight (3, 3)" in line
+    assert "not found" in one_error_line(evaluate("--data", "mini", "--weights", str(tmp_path / "missing.pt")))

@@ -1,0 +1,89 @@
+"""`iqa predict vtiqa`: the user's own image files of any size and format, batched, with broken files
+stopping the run in one line or skipped with --skip-bad."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.home import data_dir
+from tests.data.imagefolder import smooth_image
+from tests.train.caches import make_cache
+
+runner = CliRunner()
+FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1"]
+
+
+@pytest.fixture
+def weights(tmp_path):
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return run / "split-random_0" / "best.safetensors"
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "nested").mkdir(parents=True)
+    Image.fromarray(smooth_image(300, 200, 1)).save(folder / "a.jpg", quality=90)
+    Image.fromarray(smooth_image(64, 96, 2)).save(folder / "b.png")
+    Image.fromarray(smooth_image(120, 80, 3)).save(folder / "nested" / "c.bmp")
+    Image.fromarray(smooth_image(40, 30, 4)).convert("L").save(folder / "nested" / "d.tiff")
+    (folder / "notes.txt").write_text("not an image, and not an image suffix: ignored")
+    return folder
+
+
+def predict(*args: str):
+    return runner.invoke(app, ["predict", "vtiqa", *args, "--device", "cpu"])
+
+
+def test_scores_a_folder_in_batches_as_json_and_csv(weights, photos, tmp_path):
+    table = tmp_path / "scores.csv"
+    result = predict("--weights", str(weights), str(photos), "--batch-size", "3", "--json", "--csv", str(table))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    found = {p["path"].split("photos/")[-1]: p for p in report["predictions"]}
+    assert sorted(found) == ["a.jpg", "b.png", "nested/c.bmp", "nested/d.tiff"]
+    assert (found["a.jpg"]["width"], found["a.jpg"]["height"]) == (300, 200)
+    scores = np.array([p["score"] for p in report["predictions"]])
+    assert np.isfinite(scores).all() and report["skipped"] == []
+    rows = list(csv.DictReader(table.open()))
+    assert [float(r["score"]) for r in rows] == pytest.approx(list(scores), rel=1e-5)
+    # Batching does not change a score: one image at a time gives the same numbers.
+    single = predict("--weights", str(weights), str(photos), "--batch-size", "1", "--json")
+    assert [p["score"] for p in json.loads(single.stdout)["predictions"]] == pytest.approx(list(scores), abs=1e-5)
+    table_output = predict("--weights", str(weights), str(photos / "a.jpg"))
+    assert table_output.exit_code == 0 and "a.jpg" in table_output.stdout and "300x200" in table_output.stdout
+
+
+def test_a_broken_image_stops_in_one_line_or_is_skipped(weights, photos):
+    broken = photos / "broken.jpg"
+    data = (photos / "a.jpg").read_bytes()
+    broken.write_bytes(data[: len(data) // 3])
+    stopped = predict("--weights", str(weights), str(photos))
+    errors = [line for line in stopped.output.splitlines() if line.startswith("error:")]
+    assert stopped.exit_code != 0 and len(errors) == 1 and "broken.jpg" in errors[0]
+    assert "Traceback" not in stopped.output
+    skipped = predict("--weights", str(weights), str(photos), "--skip-bad", "--json")
+    assert skipped.exit_code == 0, skipped.output
+    report = json.loads(skipped.stdout)
+    assert len(report["predictions"]) == 4 and [s["path"].endswith("broken.jpg") for s in report["skipped"]] == [True]
+    assert "skipped:" in skipped.stderr and "broken.jpg" in skipped.stderr
+
+
+def test_bad_inputs(weights, tmp_path):
+    missing = predict("--weights", str(weights), str(tmp_path / "nothing.jpg"))
+    assert missing.exit_code != 0 and "no such file or folder" in missing.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no image files" in predict("--weights", str(weights), str(empty)).output
+    assert "not found" in predict("--weights", str(tmp_path / "w.pt"), str(weights)).output
