@@ -3,7 +3,7 @@ work is in `iqa_cli.data`).
 
 One command per registered dataset (`iqa prepare livew --root DIR`, generated from the registry so a
 new dataset module appears here by itself; aliases work as hidden commands), `custom` for any folder
-plus a CSV, and `inspect` / `list`.
+plus a CSV, `inspect` / `list`, and `enhance` (IEIT's intermediary images beside a cache; also `--enhance`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,17 @@ from typing import Any
 import typer
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.cli.prepare_distorted import register as register_distorted
+from iqa_cli.cli.prepare_enhance import (
+    CLASSIFIER_HELP,
+    DEFAULT_CLASSIFIER,
+    ENHANCE_HELP,
+    ROOT_HELP,
+    SELECTION_HELP,
+    EnhanceRequest,
+    enhanced_line,
+)
+from iqa_cli.cli.prepare_enhance import register as register_enhance
 from iqa_cli.data.records import DatasetSpec
 from iqa_cli.errors import ConfigError
 
@@ -57,6 +68,7 @@ def _build(
     split_seed: int,
     test_fraction: float,
     json_output: bool,
+    enhancement: EnhanceRequest | None = None,
 ) -> None:
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.cache_format import resolve_format
@@ -66,6 +78,8 @@ def _build(
     fmt = resolve_format(fmt, out_path)
     policy = policy_from_options(size, short_side, spec.default_resize)
     target = out_path if out_path is not None else default_cache_path(spec.name, fmt)
+    if enhancement is not None:
+        enhancement.check()  # a missing classifier fails now, not after the whole cache is built
     if target.exists():
         err.print(f"{target} exists; it is replaced only if the new cache is completed", markup=False, highlight=False)
     summary = build_cache(
@@ -89,8 +103,9 @@ def _build(
             err.print(
                 f"  ... and {len(summary.skipped) - _SKIPPED_SHOWN} more (all are listed by `iqa prepare inspect`)"
             )
+    enhanced = enhancement.run(summary.path) if enhancement is not None else None
     if json_output:
-        print_json(summary.to_dict())
+        print_json(summary.to_dict() | ({"enhanced": enhanced.to_dict()} if enhanced is not None else {}))
         return
     rate = f"{summary.images_per_second:.1f} images/s" if math.isfinite(summary.images_per_second) else "-"
     shape = "x".join(str(s) for s in summary.shape)
@@ -101,6 +116,8 @@ def _build(
     if summary.skipped:
         line += f"; skipped {len(summary.skipped)}"
     out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if enhanced is not None:
+        out.print(enhanced_line(enhanced), markup=False, highlight=False, soft_wrap=True)
 
 
 # --- options shared by every dataset command ---------------------------------------------------------
@@ -152,6 +169,10 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
         test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+        enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
+        enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
+        selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
+        classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
     ) -> None:
         _build(
             spec,
@@ -166,6 +187,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
             split_seed,
             test_fraction,
             json_output,
+            EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
         )
 
     command.__doc__ = _dataset_help(spec)
@@ -205,6 +227,10 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
         test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
+        enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
+        enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
+        selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
+        classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
     ) -> None:
         """Your own images: any folder plus a CSV of name,score[,std] (header optional). Default size: none."""
         from iqa_cli.data.datasets._files import check_root
@@ -232,6 +258,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             split_seed,
             test_fraction,
             json_output,
+            EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
         )
 
     return command
@@ -365,3 +392,5 @@ def _register_datasets() -> None:
 
 
 _register_datasets()
+register_enhance(app)
+register_distorted(app)

@@ -55,8 +55,27 @@ class IEIT(nn.Module):
         """(enc1(I), enc2(I), enc2(E)), each (B, dim)."""
         return self.encoder1(x_original), self.encoder2(x_original), self.encoder2(x_enhanced)
 
-    def forward(self, x_original: torch.Tensor, x_enhanced: torch.Tensor) -> torch.Tensor:
-        return self.regressor1(torch.cat(self.features(x_original, x_enhanced), dim=1))
+    def forward(
+        self,
+        x_original: torch.Tensor,
+        x_enhanced: torch.Tensor,
+        x_poor_original: torch.Tensor | None = None,
+        x_poor_enhanced: torch.Tensor | None = None,
+        *,
+        mode: str = "score",
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """`mode="score"` (inference): regressor 1's score (B, 1). The training steps go through
+        `forward` too, so DDP sees every trainable parameter: "stage1" -> `forward_both`, "stage2" ->
+        `forward_stage2` (which also takes the low-quality pair)."""
+        if mode == "score":
+            return self.regressor1(torch.cat(self.features(x_original, x_enhanced), dim=1))
+        if mode == "stage1":
+            return self.forward_both(x_original, x_enhanced)
+        if mode == "stage2":
+            if x_poor_original is None or x_poor_enhanced is None:
+                raise ValueError("stage 2 needs the low-quality pair (x_poor_original, x_poor_enhanced)")
+            return self.forward_stage2(x_original, x_enhanced, x_poor_original, x_poor_enhanced)
+        raise ValueError(f"unknown IEIT forward mode '{mode}' (score, stage1, stage2)")
 
     def forward_both(self, x_original: torch.Tensor, x_enhanced: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(regressor 1 score, regressor 2 score) on one pair: the stage-1 training outputs."""
@@ -66,6 +85,20 @@ class IEIT(nn.Module):
     def score_pair(self, x_original: torch.Tensor, x_enhanced: torch.Tensor) -> torch.Tensor:
         """Regressor 2 alone on [enc2(I), enc2(E)]: stage 2's low-quality branch."""
         return self.regressor2(torch.cat([self.encoder2(x_original), self.encoder2(x_enhanced)], dim=1))
+
+    def forward_stage2(
+        self,
+        x_original: torch.Tensor,
+        x_enhanced: torch.Tensor,
+        x_poor_original: torch.Tensor,
+        x_poor_enhanced: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The authors' stage-2 step: (regressor 1 on features computed without gradients, regressor 2
+        on the low-quality pair with gradients). Encoder 2 therefore learns only through the
+        low-quality branch, and regressor 1 trains on frozen features."""
+        with torch.no_grad():
+            features = self.features(x_original, x_enhanced)
+        return self.regressor1(torch.cat(features, dim=1)), self.score_pair(x_poor_original, x_poor_enhanced)
 
 
 def select_enhanced(prob_original: torch.Tensor, prob_enhanced: torch.Tensor) -> torch.Tensor:

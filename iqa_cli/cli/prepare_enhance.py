@@ -1,0 +1,109 @@
+"""`iqa prepare enhance CACHE`: IEIT's intermediary images and selection rule, stored beside a cache
+(argument parsing only; the work is in `iqa_cli.enhance.prepare`).
+
+`register(prepare_app)` adds the command; `EnhanceRequest` carries the same options for
+`iqa prepare <dataset> --enhance`, which enhances the cache it has just written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from iqa_cli.cli.console import ConsoleProgress, out, print_json
+from iqa_cli.enhance import DEFAULT_CLASSIFIER
+
+if TYPE_CHECKING:
+    from iqa_cli.enhance.prepare import EnhanceSummary
+
+ENHANCE_HELP = (
+    "Also compute IEIT's enhanced images E and its selection rule into <cache>.enhanced.h5 (as `iqa prepare enhance`)."
+)
+ROOT_HELP = (
+    "Take E from your own enhancement tool instead of the built-in one: a folder with one image per cache image "
+    "under the same relative name (any image suffix). Implies --enhance."
+)
+SELECTION_HELP = (
+    "Run the selection rule (keep E only where an ImageNet classifier's max softmax does not drop) and store it; "
+    "--no-selection skips it (then train with --no-select-enhanced)."
+)
+CLASSIFIER_HELP = "ImageNet classifier of the selection rule: a weights-store name or a ViT checkpoint file."
+DEVICE_HELP = "auto, cpu, cuda or cuda:N (enhancement and classifier)."
+
+__all__ = ["DEFAULT_CLASSIFIER", "EnhanceRequest", "enhanced_line", "register"]
+
+
+@dataclass(frozen=True)
+class EnhanceRequest:
+    enhanced_root: Path | None
+    selection: bool
+    classifier: str
+    device: str = "auto"
+
+    @classmethod
+    def make(cls, enhance: bool, enhanced_root: Path | None, selection: bool, classifier: str) -> EnhanceRequest | None:
+        """The request of `iqa prepare <dataset>`'s options, or None when no enhancement was asked for."""
+        if not enhance and enhanced_root is None:
+            return None
+        return cls(enhanced_root, selection, classifier)
+
+    def check(self) -> None:
+        """Fail early (one line) when the selection rule's classifier cannot be found."""
+        if self.selection:
+            from iqa_cli.enhance.classifier import classifier_file
+
+            classifier_file(self.classifier, switch_off="--no-selection")
+
+    def run(self, cache: str | Path) -> EnhanceSummary:
+        from iqa_cli.enhance.prepare import enhance_cache
+
+        return enhance_cache(
+            cache,
+            enhanced_root=self.enhanced_root,
+            selection=self.selection,
+            classifier=self.classifier,
+            device=self.device,
+            progress=ConsoleProgress(),
+        )
+
+
+def enhanced_line(summary: EnhanceSummary) -> str:
+    made = (
+        "taken from " + summary.enhancement.removeprefix("external: ")
+        if summary.enhancement.startswith("external:")
+        else f"built-in: {summary.brightened} brightened, {summary.deblurred} deblurred"
+    )
+    rule = (
+        f"selection rule keeps {summary.kept} of {summary.count} (classifier {summary.classifier})"
+        if summary.selection
+        else "selection rule not computed"
+    )
+    return f"wrote {summary.count} enhanced images to {summary.path} ({made}; {rule}) in {summary.seconds:.1f} s"
+
+
+def enhance(
+    cache: str = typer.Argument(..., help="A cache file, or a dataset name prepared into $IQA_HOME/data."),
+    enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
+    selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
+    classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
+) -> None:
+    """IEIT's enhanced images E of every cache image and its selection rule, into <cache>.enhanced.h5.
+
+    Built-in enhancement: adaptive gamma correction (Rahman et al. 2016) for dark images, Richardson-Lucy
+    deconvolution for blurred ones (see `iqa_cli.enhance.ops`); --enhanced-root takes any other tool's output.
+    """
+    summary = EnhanceRequest(enhanced_root, selection, classifier, device).run(cache)
+    if json_output:
+        print_json(summary.to_dict())
+        return
+    out.print(enhanced_line(summary), markup=False, highlight=False, soft_wrap=True)
+
+
+def register(prepare_app: typer.Typer) -> None:
+    """Add `enhance` to the `iqa prepare` group."""
+    prepare_app.command("enhance")(enhance)

@@ -1,0 +1,434 @@
+"""IEIT training/evaluation protocol (methods spec §0, §2, §5): two stages, every choice a flag.
+
+Data: each image I comes with its intermediary E (`iqa prepare enhance`: `<cache>.enhanced.h5`),
+replaced by I where the stored selection rule did not keep it (an ImageNet DeiT-S's max softmax on E
+below that on I; `--no-select-enhanced` turns it off). Both go through the same views: the 244 px
+resize, one random 224 crop and flip per batch shared by I and E (and, in stage 2, by the low-quality
+pair), the centre crop at test time; ImageNet normalisation; each batch re-seeds torch with
+`len(loader) * epoch + batch`.
+
+Stage 1 (`--stage 1`, the authors' `example_of_first_training_stage_on_livew.py`): both DeiT-S
+encoders from ImageNet weights; loss MSE(s1, y) + MSE(s2, y) with s1 = regressor 1 on
+[enc1(I), enc2(I), enc2(E)] and s2 = regressor 2 on [enc2(I), enc2(E)]; epochs 0-20 train the
+regressors only at lr 0.01, then everything at 0.001, 0.005 after epoch 40, 0.03 after epoch 60
+(count set to 1); plateau: > 20 epochs without improvement after epoch 60 reloads the best model and
+multiplies lr by 0.3; stop when lr < 5e-5; SGD (momentum 0, weight decay 1e-3), batch 146; kept model:
+best PLCC of s1.
+
+Stage 2 (`--stage 2`, `example_of_second_training_stage_on_livew.py`): starts from the stage-1 kept
+model of the same dataset and split (found by itself, or `--from RUN`); encoder 1 frozen; each
+training item brings a low-quality partner (I_p, E_p, y_p) = item `position % n_poor` of the split's
+training images with y < 2 (1-5 scale), where `position` is the item's place in the training part;
+enc1(I), enc2(I), enc2(E) are computed without gradients, so regressor 1 trains on frozen features
+and encoder 2 learns only through regressor 2 on the pair: loss L1(s1, y) + L1(s2(I_p, E_p), y_p);
+lr 0.001, 0.003 after epoch 20, 0.01 after epoch 40 (count 1); same plateau and stop rules; batch 210;
+kept model: best PLCC(s1) + low-quality PLCC(s1). Inference (both stages): s1 only.
+
+Options left at `none` take the stage's protocol value: batch size (146 / 210), lr phases, loss (mse /
+l1), selection metric (plcc / plcc+lq_plcc). Metrics add `lq_n`, `lq_srcc`, `lq_plcc` (images with
+label < `lq_threshold`, 2 on the 1-5 scale, as the authors' logs and test scripts report them) and
+`plcc+lq_plcc`.
+
+Deviations, on purpose:
+* The kept model is chosen on a validation part of the training split (the authors used the test
+  part; `--select-on test` restores that and says so in every output). When the evaluated part holds
+  fewer than 3 low-quality images, `lq_*` are NaN and `plcc+lq_plcc` is PLCC alone (the same set is
+  evaluated every epoch, so the choice stays consistent).
+* E comes from our built-in classical enhancement (the authors' is unpublished; see
+  `iqa_cli.enhance.ops`) or from any tool via `iqa prepare enhance --enhanced-root`. The selection
+  rule's probabilities are computed once per image and stored (the authors shipped them as files).
+  `iqa predict` enhances and selects on the fly with the built-in method and `--classifier`.
+* Splits are the cache's seeded random splits, stored with sorted indices (the authors' chained
+  reshuffles are not replayed), so the low-quality pairing `position % n_poor` runs over the
+  training part in index order rather than the authors' shuffled order: the same rule.
+* The optimizer is created once (identical for momentum 0: SGD then has no state). The global batch
+  is split over DDP ranks (the authors' BalancedDataParallel put 32 or 42 on GPU 0 of 4).
+* The encoders' ImageNet heads are kept (they are in the authors' checkpoints) but frozen: they take
+  no part in the forward pass, so they never received gradients there either.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from iqa_cli.enhance import DEFAULT_CLASSIFIER
+from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, pearson, spearman
+from iqa_cli.train.recipes import register_recipe
+from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
+from iqa_cli.train.recipes.esnthere import esnthere_optimizer, esnthere_schedule
+from iqa_cli.train.schedule import PhasePlateau
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from iqa_cli.train.data import DatasetLike, SplitParts
+    from iqa_cli.train.engine import FitContext, FitResult
+
+STAGES = (1, 2)
+STAGE_PHASES = {
+    1: ((0, 0.01), (21, 0.001), (41, 0.005), (61, 0.03)),
+    2: ((0, 0.001), (21, 0.003), (41, 0.01)),
+}
+STAGE_BATCH = {1: 146, 2: 210}
+STAGE_LOSS = {1: "mse", 2: "l1"}
+LQ_METRIC = "plcc+lq_plcc"
+STAGE_SELECTION = {1: "plcc", 2: LQ_METRIC}
+LOSSES = ("l1", "mse", "smooth_l1")
+OPTIMIZERS = ("sgd", "adamw")
+CROP_MODES = ("batch", "image")
+SELECTION_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "lq_srcc", "lq_plcc", LQ_METRIC)
+LQ_MIN = 3  # fewer low-quality images than this: no low-quality correlations
+STAGE1_KEY = "stage1_weights"  # in the checkpoint metadata of stage-2 runs
+
+
+def _phase_text(phases: tuple[tuple[int, float], ...]) -> str:
+    return ",".join(f"{e}:{lr:g}" for e, lr in phases)
+
+
+@dataclass
+class IEITParams(BaseParams):
+    epochs: int = field(default=2000, metadata={"help": "epoch cap (the protocol stops when lr < min_lr)"})
+    batch_size: int | None = field(  # type: ignore[assignment]
+        default=None,
+        metadata={"help": "training batch size, global over DDP ranks; none: the stage's (146 stage 1, 210 stage 2)"},
+    )
+    eval_batch_size: int = field(default=128, metadata={"help": "evaluation batch size (per rank)"})
+    selection_metric: str | None = field(  # type: ignore[assignment]
+        default=None,
+        metadata={"help": f"metric that picks the kept model; none: plcc (stage 1), {LQ_METRIC} (stage 2)"},
+    )
+    stage: int = field(default=1, metadata={"help": "1 (both branches) or 2 (low-quality branch, from stage 1)"})
+    from_run: str | None = field(
+        default=None,
+        metadata={
+            "help": "stage 2: the stage-1 run (folder, name or checkpoint) to start from; default: the newest "
+            "finished stage-1 run on the same dataset and split",
+            "aliases": ("--from",),
+        },
+    )
+    pretrained: str | None = field(
+        default="deit_small_patch16_224",
+        metadata={"help": "stage 1 encoders' start weights: a weights-store name or file, or none for random init"},
+    )
+    select_enhanced: bool = field(
+        default=True,
+        metadata={"help": "use E only where the stored selection rule keeps it (classifier confidence not lower)"},
+    )
+    classifier: str = field(
+        default=DEFAULT_CLASSIFIER,
+        metadata={"help": "ImageNet classifier of the selection rule for images enhanced on the fly (iqa predict)"},
+    )
+    lq_threshold: float = field(
+        default=2.0, metadata={"help": "low-quality images: label below this (training label scale, 1-5)"}
+    )
+    optimizer: str = field(default="sgd", metadata={"help": "sgd (protocol) or adamw"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-3, metadata={"help": "weight decay"})
+    lr_phases: tuple[tuple[int, float], ...] | None = field(
+        default=None,
+        metadata={
+            "help": f"learning rate by first epoch; none: the stage's ({_phase_text(STAGE_PHASES[1])} stage 1, "
+            f"{_phase_text(STAGE_PHASES[2])} stage 2)"
+        },
+    )
+    lr: float | None = field(
+        default=None, metadata={"help": "one starting learning rate instead of lr_phases (plateau rule still on)"}
+    )
+    freeze_epochs: int = field(default=21, metadata={"help": "stage 1: epochs at the start that train the heads only"})
+    patience: int = field(default=20, metadata={"help": "plateau: evaluations without improvement before a decay"})
+    plateau_after: int = field(default=60, metadata={"help": "plateau rule active only after this epoch"})
+    lr_factor: float = field(default=0.3, metadata={"help": "plateau: lr multiplier (after reloading the best model)"})
+    min_lr: float = field(default=5e-5, metadata={"help": "stop when the learning rate falls below this"})
+    loss: str | None = field(
+        default=None, metadata={"help": "l1, mse or smooth_l1 for both terms; none: mse (stage 1), l1 (stage 2)"}
+    )
+    dropout: float = field(default=0.5, metadata={"help": "dropout before both regressors"})
+    crop_mode: str = field(
+        default="batch", metadata={"help": "batch (one crop/flip per batch, the protocol) or image (per image)"}
+    )
+    global_source: int = field(default=244, metadata={"help": "side of the resize the crops are cut from"})
+    crop_size: int = field(default=224, metadata={"help": "network input side"})
+
+
+TINY = {
+    "pretrained": None,
+    "global_source": 72,
+    "crop_size": 64,
+    "batch_size": 16,
+    "eval_batch_size": 32,
+}
+
+
+def stage_params(params: IEITParams) -> IEITParams:
+    """`params` with every `none` filled in by its stage's protocol value."""
+    stage = params.stage
+    return dataclasses.replace(
+        params,
+        batch_size=params.batch_size if params.batch_size is not None else STAGE_BATCH[stage],
+        selection_metric=params.selection_metric or STAGE_SELECTION[stage],
+        lr_phases=params.lr_phases if params.lr_phases is not None else STAGE_PHASES[stage],
+        loss=params.loss or STAGE_LOSS[stage],
+    )
+
+
+def phases(params: IEITParams) -> tuple[tuple[int, float], ...]:
+    if params.lr is not None:
+        return ((0, params.lr),)
+    return params.lr_phases if params.lr_phases is not None else STAGE_PHASES[params.stage]
+
+
+def low_quality_metrics(pred: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
+    """Correlations on the images labelled below `threshold` (NaN when fewer than LQ_MIN)."""
+    pred, labels = np.asarray(pred, np.float64), np.asarray(labels, np.float64)
+    low = labels < threshold
+    n = int(low.sum())
+    if n < LQ_MIN:
+        return {"lq_n": n, "lq_srcc": math.nan, "lq_plcc": math.nan}
+    return {"lq_n": n, "lq_srcc": spearman(pred[low], labels[low]), "lq_plcc": pearson(pred[low], labels[low])}
+
+
+def low_quality_partners(train: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Partner of every training image, in the order of `train`: the training images labelled below
+    `threshold`, taken as `position % n_poor` (the authors' `index % len(poor)`)."""
+    train = np.asarray(train, dtype=np.int64)
+    poor = train[np.asarray(labels)[train] < threshold]
+    if poor.size == 0:
+        raise ConfigError(
+            f"stage 2 needs low-quality training images (label < {threshold:g}) and this split's training part has "
+            "none (lower the bar with --lq-threshold)"
+        )
+    return poor[np.arange(train.size) % poor.size]
+
+
+@register_recipe
+class IEITRecipe(Recipe):
+    name = "ieit"
+    title = "IEIT (Song et al., TCSVT 2022)"
+    Params = IEITParams
+    tiny_params = TINY
+    reseed_per_batch = True
+    channels_last_helps = False  # ViTs
+    metric_names = (*METRIC_NAMES, "lq_n", "lq_srcc", "lq_plcc", LQ_METRIC)
+    report_metrics = ("srcc", "plcc", "lq_srcc", "lq_plcc", "plcc_logistic", "krcc", "rmse")
+    eval_params = ("select_enhanced", "lq_threshold")
+    # Set on the per-split copy `fit` makes (stage 2): partner of each dataset index, or None.
+    partner_of: dict[int, int] | None = None
+
+    # ------------------------------------------------------------------------- parameters and model
+
+    def check_params(self, params: IEITParams) -> None:  # type: ignore[override]
+        if params.stage not in STAGES:
+            raise ConfigError(f"stage must be 1 or 2, got {params.stage}")
+        for name, value, allowed in (
+            ("loss", params.loss, LOSSES),
+            ("optimizer", params.optimizer, OPTIMIZERS),
+            ("crop_mode", params.crop_mode, CROP_MODES),
+            ("selection_metric", params.selection_metric, SELECTION_METRICS),
+        ):
+            if value is not None and value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
+        if params.from_run is not None and params.stage != 2:
+            raise ConfigError("--from names the stage-1 run that stage 2 starts from; it needs --stage 2")
+        if params.global_source < params.crop_size:
+            raise ConfigError(f"global_source ({params.global_source}) is smaller than crop_size ({params.crop_size})")
+        if params.batch_size is not None and params.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {params.batch_size}")
+        if params.lr is not None and not params.lr > 0:
+            raise ConfigError(f"lr must be positive, got {params.lr}")
+        lr_phases = params.lr_phases
+        if lr_phases is not None and (not lr_phases or lr_phases[0][0] != 0 or list(lr_phases) != sorted(lr_phases)):
+            raise ConfigError("lr_phases must start at epoch 0 and be sorted by epoch (e.g. 0:0.01,21:0.001)")
+
+    def model_name(self, params: IEITParams) -> str:  # type: ignore[override]
+        return "ieit"
+
+    def build_model(self, params: IEITParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+        from iqa_cli.models import create
+
+        backbone = None
+        if pretrained and params.pretrained and params.stage == 1:  # stage 2 loads all of stage 1 instead
+            from iqa_cli.weights.resolve import resolve_weights
+
+            backbone = resolve_weights(params.pretrained)
+        return create("ieit", tiny=tiny, img_size=params.crop_size, dropout=params.dropout, backbone_weights=backbone)
+
+    def initialize(self, model: nn.Module, params: IEITParams, *, split: str, meta: Mapping[str, Any]) -> None:  # type: ignore[override]
+        if params.stage != 2:
+            return
+        from iqa_cli.models import load_checkpoint
+        from iqa_cli.models.checkpoint import read_state_dict
+
+        path = Path(str(meta[STAGE1_KEY]))
+        _, saved = read_state_dict(path)
+        method = saved.get("method")
+        if method and method != self.name:
+            raise CheckpointError(f"stage 2 starts from an IEIT stage-1 model, not a '{method}' one", path=path)
+        load_checkpoint(model, path)
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def wrap_dataset(self, dataset: DatasetLike, path: Path, params: IEITParams) -> DatasetLike:  # type: ignore[override]
+        from iqa_cli.enhance.store import PairedDataset, open_enhanced
+
+        enhanced = open_enhanced(dataset, path)
+        if params.select_enhanced and enhanced.keep is None:
+            enhanced.close()
+            raise DataError(
+                f"the enhanced images hold no selection-rule results (made with --no-selection); compute them with "
+                f"`iqa prepare enhance {path}`, or use every E with --no-select-enhanced",
+                path=enhanced.path,
+            )
+        return PairedDataset(dataset, enhanced, use_selection=params.select_enhanced)
+
+    def batch_extra(
+        self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: BaseParams
+    ) -> np.ndarray | None:
+        if self.partner_of is None:
+            return None
+        return np.asarray([self.partner_of[int(i)] for i in indices], dtype=np.int64)
+
+    # ----------------------------------------------------------------------------------------- views
+
+    def view_shapes(self, params: IEITParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+        side = params.global_source
+        return {"original": (3, side, side), "enhanced": (3, side, side)}
+
+    def stored_views(self, images: list[torch.Tensor], params: IEITParams) -> Views:  # type: ignore[override]
+        from iqa_cli.train.augment import resize_square
+
+        if images and images[0].shape[0] == 3:  # image files (iqa predict): E is made here
+            images = self.paired_on_the_fly(images, params)
+        return {
+            "original": resize_square([image[:3] for image in images], params.global_source),
+            "enhanced": resize_square([image[3:] for image in images], params.global_source),
+        }
+
+    def paired_on_the_fly(self, images: list[torch.Tensor], params: IEITParams) -> list[torch.Tensor]:
+        """(6, h, w) [I, E] per uint8 (3, h, w) image: the built-in enhancement, then the selection rule."""
+        import torch
+
+        from iqa_cli.enhance.classifier import cached_classifier, classifier_file, selection
+        from iqa_cli.enhance.ops import enhance_batch
+
+        enhanced, _ = enhance_batch(images)
+        if params.select_enhanced:
+            path = classifier_file(params.classifier, switch_off=None)
+            keep, _, _ = selection(cached_classifier(str(path), str(images[0].device)), images, enhanced)
+            enhanced = [e if k else i for i, e, k in zip(images, enhanced, keep.tolist(), strict=True)]
+        return [torch.cat([i, e]) for i, e in zip(images, enhanced, strict=True)]
+
+    def train_inputs(self, views: Views, seed: int, params: IEITParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        from iqa_cli.models.vit import imagenet_normalize
+        from iqa_cli.train.augment import batch_crop_flip, random_crop_flip
+
+        crop = batch_crop_flip if params.crop_mode == "batch" else random_crop_flip
+        # One seed for both: I and E get the same crop and flip, as in the authors' scripts.
+        return tuple(imagenet_normalize(crop(views[k], params.crop_size, seed)) for k in ("original", "enhanced"))
+
+    def eval_inputs(self, views: Views, params: IEITParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        from iqa_cli.models.vit import imagenet_normalize
+        from iqa_cli.models.vtiqa import global_view
+
+        size = params.crop_size
+        offset = (views["original"].shape[-1] - size) // 2
+        return tuple(imagenet_normalize(global_view(views[k], offset, offset, size)) for k in ("original", "enhanced"))
+
+    # ---------------------------------------------------------------------------------- optimisation
+
+    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: IEITParams) -> dict[str, Any]:  # type: ignore[override]
+        values: dict[str, Any] = compute_metrics(pred, labels).as_dict()
+        values.update(low_quality_metrics(pred, labels, params.lq_threshold))
+        lq = values["lq_plcc"] if values["lq_n"] >= LQ_MIN else 0.0
+        values[LQ_METRIC] = values["plcc"] + lq
+        return values
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: IEITParams) -> torch.Tensor:  # type: ignore[override]
+        import torch.nn.functional as F
+
+        pred = pred.reshape(-1).float()
+        kind = params.loss or STAGE_LOSS[params.stage]
+        if kind == "mse":
+            return F.mse_loss(pred, target)
+        if kind == "smooth_l1":
+            return F.smooth_l1_loss(pred, target)
+        return F.l1_loss(pred, target)
+
+    def training_loss(self, module: nn.Module, batch: TrainBatch, params: IEITParams) -> torch.Tensor:  # type: ignore[override]
+        x_original, x_enhanced = batch.layout(self.train_inputs(batch.views, batch.seed, params))
+        n, target = batch.size, batch.target
+        if params.stage == 1:
+            s1, s2 = module(x_original, x_enhanced, mode="stage1")
+            return self.loss(s1, target, params) + self.loss(s2, target, params)
+        s1, s2 = module(x_original[:n], x_enhanced[:n], x_original[n:], x_enhanced[n:], mode="stage2")
+        return self.loss(s1, target[:n], params) + self.loss(s2, target[n:], params)
+
+    def configure_epoch(self, model: nn.Module, epoch: int, params: IEITParams) -> None:  # type: ignore[override]
+        model.requires_grad_(True)
+        if params.stage == 1:
+            for encoder in (model.encoder1, model.encoder2):
+                encoder.requires_grad_(epoch >= params.freeze_epochs)
+        else:
+            model.encoder1.requires_grad_(False)
+        for encoder in (model.encoder1, model.encoder2):
+            encoder.head.requires_grad_(False)  # the ImageNet heads take no part (DDP needs every trainable one used)
+
+    def make_optimizer(self, model: nn.Module, params: IEITParams) -> torch.optim.Optimizer:  # type: ignore[override]
+        return esnthere_optimizer(model.parameters(), params, phases(params)[0][1])
+
+    def make_schedule(self, params: IEITParams) -> PhasePlateau:  # type: ignore[override]
+        return esnthere_schedule(phases(params), params)
+
+    # ------------------------------------------------------------------------------------- one split
+
+    def fit(self, ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+        """One stage on one split: the stage's protocol values filled in, and for stage 2 the
+        low-quality partners of this split and the stage-1 model it starts from."""
+        from iqa_cli.train.config import to_plain
+        from iqa_cli.train.engine import Trainer
+        from iqa_cli.train.runs import LAST
+        from iqa_cli.train.stage_runs import earlier_stage_weights
+        from iqa_cli.train.state import load_state
+
+        params = stage_params(ctx.params)  # type: ignore[arg-type]
+        meta = {**ctx.meta, "params": to_plain(params)}
+        bound = self
+        if params.stage == 2:
+            bound = copy.copy(self)  # this split's copy: the engine asks it for each batch's partners
+            partners = low_quality_partners(parts.train, ctx.labels, params.lq_threshold)
+            bound.partner_of = dict(zip(parts.train.tolist(), partners.tolist(), strict=True))
+            last = out_dir / LAST
+            if resume and last.is_file():  # the start weights are in the resumable state; keep their record
+                saved = load_state(last).get("iqa_meta", {})
+                if STAGE1_KEY in saved:
+                    meta[STAGE1_KEY] = saved[STAGE1_KEY]
+            else:
+                dataset = str(ctx.meta.get("dataset", ""))
+                start = earlier_stage_weights(
+                    self.name,
+                    stage=1,
+                    dataset=dataset,
+                    split=parts.name,
+                    tiny=ctx.tiny,
+                    named=params.from_run,
+                    train_hint=f"iqa train ieit --data {dataset} --split {parts.name} --stage 1"
+                    + (" --tiny" if ctx.tiny else ""),
+                )
+                meta[STAGE1_KEY] = str(start)
+                if ctx.dist.is_main:
+                    ctx.progress.log(
+                        f"split {parts.name}: stage 2 starts from {start}; {len(set(partners.tolist()))} low-quality "
+                        f"training images (label < {params.lq_threshold:g}) are the partners"
+                    )
+        return Trainer(dataclasses.replace(ctx, recipe=bound, params=params, meta=meta), parts, out_dir).fit(
+            resume=resume
+        )

@@ -1,0 +1,65 @@
+"""Finding the kept model of an earlier training stage (IEIT stage 2 starts from stage 1 of the same split).
+
+`earlier_stage_weights` takes what the user named (`--from RUN`: a run folder, a run name under
+$IQA_HOME/runs, or a checkpoint file) or, by default, searches the newest run of the method on the
+same dataset whose configuration says it trained that stage, at the same size (`--tiny` or not), and
+whose split finished with a kept model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from iqa_cli.errors import ConfigError
+from iqa_cli.home import runs_dir
+from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
+
+
+def _run_stage(info: dict[str, Any]) -> Any:
+    return (info.get("config") or {}).get("params", {}).get("stage")
+
+
+def _named_run(name: str) -> Path:
+    path = Path(name).expanduser()
+    if path.is_dir() or path.is_file():
+        return path
+    candidate = runs_dir() / name
+    if "/" not in name and candidate.is_dir():
+        return candidate
+    raise ConfigError(f"--from {name}: no such run folder, run name in {runs_dir()} or checkpoint file")
+
+
+def earlier_stage_weights(
+    method: str, *, stage: int, dataset: str, split: str, tiny: bool, named: str | None, train_hint: str
+) -> Path:
+    """The kept model (best.safetensors) of `split` from a run of `method` that trained `stage`."""
+    if named is not None:
+        path = _named_run(named)
+        if path.is_file():
+            return path  # a checkpoint file: its names and shapes are checked when it is loaded
+        info = read_run(path)
+        if info.get("method") != method or _run_stage(info) != stage:
+            raise ConfigError(
+                f"--from: run is {info.get('method')} stage {_run_stage(info)}, not {method} stage {stage}", path=path
+            )
+        if info.get("dataset") != dataset:
+            raise ConfigError(f"--from: run trained on '{info.get('dataset')}', not '{dataset}'", path=path)
+        best = split_dir(path, split) / BEST
+        if not best.is_file():
+            trained = ", ".join(s for s in info.get("splits", {}) if (split_dir(path, s) / BEST).is_file())
+            raise ConfigError(f"--from: run has no kept model for split {split} (it has: {trained or 'none'})",
+                              path=path)  # fmt: skip
+        return best
+    for path, info in list_runs(method, dataset):
+        if _run_stage(info) != stage or bool((info.get("config") or {}).get("tiny")) != tiny:
+            continue
+        state = info.get("splits", {}).get(split, {})
+        best = split_dir(path, split) / BEST
+        if state.get("status") == "complete" and best.is_file():
+            return best
+    size = " --tiny" if tiny else ""
+    raise ConfigError(
+        f"no finished {method} stage-{stage}{size} run on '{dataset}' with a kept model for split {split}; "
+        f"train it first with `{train_hint}`, or name one with --from RUN"
+    )

@@ -1,0 +1,132 @@
+"""IEIT through the CLI on small real caches: prepare -> enhance -> train stage 1 -> stage 2 -> eval
+(intra- and cross-dataset, with the low-quality subset) -> predict on image files; stage 2 under DDP;
+bad inputs giving one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.home import data_dir
+from tests.enhance.helpers import enhanced_cache, tiny_classifier
+from tests.train.caches import write_folder
+from tests.train.threads import one_thread
+
+runner = CliRunner()
+FAST = ["--tiny", "--batch-size", "8", "--dropout", "0", "--device", "cpu", "--log-every", "1000"]
+STAGE1 = ["--optimizer", "adamw", "--lr", "0.0005", "--freeze-epochs", "0"]
+
+
+def iqa(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    """The single `error:` line of a failed command (plain progress lines may come before it)."""
+    assert result.exit_code != 0, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home):
+    with one_thread():
+        _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home)
+
+
+def _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home):
+    classifier = tiny_classifier(tmp_path / "classifier.safetensors")
+    folder = write_folder(tmp_path / "mini", n=32)
+    prepared = iqa("prepare", "custom", "--root", folder, "--name", "mini", "--range", "1,5", "--splits", "2",
+                   "--test-fraction", "0.25", "-j", "1", "--enhance", "--classifier", classifier, "--json")  # fmt: skip
+    assert prepared.exit_code == 0, prepared.output
+    assert json.loads(prepared.stdout)["enhanced"]["count"] == 32
+    one = iqa("train", "ieit", *FAST, *STAGE1, "--data", "mini", "--epochs", "2", "--classifier", classifier,
+              "--name", "one", "--json")  # fmt: skip
+    assert one.exit_code == 0, one.output
+    two = iqa("train", "ieit", *FAST, "--data", "mini", "--stage", "2", "--epochs", "1", "--name", "two",
+              "--json")  # fmt: skip
+    assert two.exit_code == 0, two.output
+    runs = _isolated_home / "runs"
+    assert f"stage 2 starts from {runs / 'one' / 'split-random_0' / 'best.safetensors'}" in " ".join(two.output.split())
+    report = json.loads(two.stdout)
+    row = report["splits"][0]
+    assert row["lq_n"] > 0 and "lq_plcc" in report["median"] and report["columns"][2:4] == ["lq_srcc", "lq_plcc"]
+    again = iqa("train", "ieit", *FAST, "--data", "mini", "--stage", "2", "--epochs", "1", "--from", "one",
+                "--name", "three")  # fmt: skip
+    assert again.exit_code == 0, again.output
+
+    per_image = tmp_path / "per_image.csv"
+    evaluated = iqa("eval", "ieit", "--data", "mini", "--json", "--per-image", per_image, "--device", "cpu")
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)["results"][0]
+    assert result["weights"].startswith(str(runs / "three")) and result["n"] == 8
+    assert {"lq_n", "lq_srcc", "lq_plcc", "plcc+lq_plcc"} <= set(result)
+    plain = iqa("eval", "ieit", "--data", "mini", "--no-select-enhanced", "--lq-threshold", "4", "--device", "cpu",
+                "--json")  # fmt: skip
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["results"][0]["lq_n"] > result["lq_n"]
+
+    other = enhanced_cache(tmp_path / "other", data_dir() / "other.h5", n=12, seed=4)
+    cross = iqa("eval", "ieit", "--data", "mini", "--cross", other, "--json", "--device", "cpu")
+    assert cross.exit_code == 0, cross.output
+    assert json.loads(cross.stdout)["results"][0]["n"] == 12
+
+    # Image files: E and the selection rule computed on the fly give the scores of the stored ones.
+    weights = runs / "one" / "split-random_0" / "best.safetensors"
+    stage1_rows = iqa("eval", "ieit", "--weights", weights, "--data", "mini", "--split", "random_0", "--per-image",
+                      tmp_path / "one.csv", "--device", "cpu")  # fmt: skip
+    assert stage1_rows.exit_code == 0, stage1_rows.output
+    rows = list(csv.DictReader((tmp_path / "one.csv").open()))[:3]
+    predicted = iqa("predict", "ieit", *[folder / r["name"] for r in rows], "--weights", weights, "--json",
+                    "--device", "cpu")  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    scores = [p["score"] for p in json.loads(predicted.stdout)["predictions"]]
+    assert scores == pytest.approx([float(r["prediction"]) for r in rows], abs=1e-4)
+
+
+def test_bad_inputs_give_one_line(tmp_path, monkeypatch):
+    folder = write_folder(tmp_path / "plain", n=12)
+    made = iqa("prepare", "custom", "--root", folder, "--name", "plain", "--range", "1,5", "-j", "1")
+    assert made.exit_code == 0, made.output
+    assert "iqa prepare enhance" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--epochs", "1"))
+    assert "needs --stage 2" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--from", "x"))
+    assert "stage must be 1 or 2" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--stage", "3"))
+    enhanced = iqa("prepare", "enhance", "plain", "--no-selection", "--device", "cpu")
+    assert enhanced.exit_code == 0, enhanced.output
+    no_rule = error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--epochs", "1"))
+    assert "--no-select-enhanced" in no_rule and "iqa prepare enhance" in no_rule
+    no_stage1 = error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--stage", "2", "--no-select-enhanced"))
+    assert "no finished ieit stage-1 --tiny run on 'plain'" in no_stage1 and "--from RUN" in no_stage1
+    monkeypatch.setenv("IQA_OFFLINE", "1")
+    missing = error_line(iqa("prepare", "enhance", "plain", "--device", "cpu"))
+    assert "iqa weights fetch deit_small_patch16_224" in missing and "--no-selection" in missing
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not installed",
+)
+def test_stage_two_under_ddp_trains_every_branch_in_sync(tmp_path, _isolated_home):
+    """Two gloo ranks: stage 2's one forward must reach encoder 2 and both regressors, or DDP fails."""
+    enhanced_cache(tmp_path / "mini", _isolated_home / "data" / "mini.h5", n=24)
+    one = iqa("train", "ieit", *FAST, *STAGE1, "--data", "mini", "--epochs", "1", "--name", "one")
+    assert one.exit_code == 0, one.output
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "ieit", *FAST]
+    command += ["--data", "mini", "--stage", "2", "--epochs", "1", "--out", str(tmp_path / "ddp"), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
+    assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]
+    ranks = json.loads(done.stdout)["splits"][0]["ranks"]
+    assert ranks["world_size"] == 2 and len(set(ranks["weights_digest"])) == 1
