@@ -1,4 +1,4 @@
-"""The `iqa` command: Typer app with the groups prepare, train, eval, weights."""
+"""The `iqa` command: Typer app with the groups prepare, train, eval, weights, al."""
 
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ def root(
 
 def _register() -> None:
     # Imported here so each group stays in its own module and the app is assembled in one place.
+    from iqa_cli.cli import al as al_cli
     from iqa_cli.cli import demo as demo_cli
     from iqa_cli.cli import eval as eval_cli
     from iqa_cli.cli import models as models_cli
@@ -111,6 +112,7 @@ def _register() -> None:
     app.add_typer(train_cli.app, name="train")
     app.add_typer(eval_cli.app, name="eval")
     app.add_typer(weights_cli.app, name="weights")
+    app.add_typer(al_cli.app, name="al")
     models_cli.register(app)
     predict_cli.register(app)
     demo_cli.register(app)

@@ -1,0 +1,91 @@
+"""`iqa al select`: the images to label next with AL-IQA's selection rule (for labelling by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from iqa_cli.cli.console import ConsoleProgress, out, print_json
+
+app = typer.Typer(help="Active learning (AL-IQA): choose which images to label next.", no_args_is_help=True)
+
+CLIP_WEIGHTS = "clip_vit_b16_openai_st"  # iqa_cli.train.recipes.aliqa.CLIP_WEIGHTS (not imported: keeps --help light)
+
+
+@app.command("select")
+def select_command(
+    out_path: Path = typer.Option(
+        ..., "--out", "-o", help="file to write: .txt (names) or .csv (names and the values that chose them)"
+    ),
+    data: Optional[str] = typer.Option(None, "--data", help="the pool: a prepared cache (name or file)"),  # noqa: UP045
+    images: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--images", help="the pool: a folder of images (searched recursively; no scores needed)"
+    ),
+    labelled: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--labelled", help="names already labelled: .txt, .csv (name column) or .json (names list)"
+    ),
+    round_: int = typer.Option(1, "--round", help="the round to select for (1-3)"),
+    budget: float = typer.Option(25.0, "--budget", help="labelling budget, percent of the pool (5, 10, 25, 80)"),
+    weights: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--weights", help="the previous round's kept model (file or store name); default: zero-shot CLIP"
+    ),
+    pretrained: str = typer.Option(
+        CLIP_WEIGHTS, "--pretrained", help="CLIP weights for zero-shot selection (store name or file; none: random)"
+    ),
+    distances: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--distances", help="distances to distilled images (.mat/.npy/.npz); default: the k-means stand-in"
+    ),
+    distance_key: str = typer.Option("distance", "--distance-key", help="variable of the distance file"),
+    distance_order: str = typer.Option(
+        "dataset", "--distance-order", help="column order of the distance file: dataset or esnthere"
+    ),
+    tiny: bool = typer.Option(False, "--tiny", help="CPU-test-sized network (no pretrained weights)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
+    seed: int = typer.Option(0, "--seed", help="seed of the k-means stand-in (and of untrained prompts)"),
+    json_output: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Write the images to label in the given round: the AL-IQA rule of `iqa train aliqa`, outside training.
+
+    Round 1 scores the unlabelled images with zero-shot CLIP; later rounds take the previous round's
+    model (--weights, e.g. round-1/best.safetensors of a run, or a model trained on your labels).
+
+    Round sizes come from --budget and the whole pool (labelled or not), as in training.
+    """
+    from dataclasses import asdict
+
+    from iqa_cli.train.al.labelling import NextBatchOptions, select_next
+
+    options = NextBatchOptions(
+        out=out_path,
+        data=data,
+        images=images,
+        labelled=labelled,
+        round=round_,
+        budget=budget,
+        weights=weights,
+        pretrained=None if pretrained.strip().lower() in ("", "none") else pretrained,
+        distances=distances,
+        distance_key=distance_key,
+        distance_order=distance_order,
+        tiny=tiny,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    report = select_next(options, ConsoleProgress())
+    if json_output:
+        print_json(asdict(report))
+        return
+    out.print(
+        f"round {report.round}/{report.rounds}: {report.count} images to label next, of "
+        f"{report.pool - report.labelled} unlabelled ({report.labelled} labelled; "
+        f"the plan expects {report.expected_labelled} before this round)",
+        markup=False,
+        highlight=False,
+    )
+    out.print(f"uncertainty: {report.uncertainty}", markup=False, highlight=False)
+    out.print(f"representativeness: {report.representativeness}", markup=False, highlight=False)
+    out.print(f"written to {report.out}", markup=False, highlight=False)

@@ -1,0 +1,310 @@
+"""`iqa al select`: which images to label next, for people who label their own images between rounds.
+
+The pool is every image of a prepared cache (`--data`; its scores, if any, are not read) or of a
+folder (`--images`, searched recursively; `iqa prepare custom` needs a score per image, so unscored
+images are read from the folder directly). Images already labelled (`--labelled`: .txt with one name
+per line, .csv with a name column, or a .json with a `names` list, e.g. a run's `labelled.json`) are
+left out. Round r of the budget's plan (`selection.round_plan`, sized on the whole pool as in
+training) picks its images with the same rule as `iqa train aliqa`: uncertainty from the previous
+round's kept model (`--weights`) or, without one, from zero-shot CLIP; representativeness from
+`--distances` or the k-means stand-in computed over the whole pool (with the image features of the
+model that scores uncertainty: zero-shot CLIP, or the --weights model, whose image tower is CLIP's
+own after prompt-only rounds). The list is written atomically:
+a .txt of names, or a .csv with each image's order (1 = picked first), index, name and the values
+that chose it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iqa_cli.atomic import atomic_path
+from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.al.selection import (
+    head_disagreement,
+    round_plan,
+    select_for_round,
+    template_disagreement,
+    trimmed_distance,
+)
+from iqa_cli.train.al.signals import PoolScorer, kmeans_distances, read_distance_file, zero_shot_probabilities
+from iqa_cli.train.config import apply_values
+from iqa_cli.train.data import close_dataset, open_dataset
+from iqa_cli.train.distributed import resolve_device
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.recipes.aliqa import CLIP_WEIGHTS
+
+OUTPUT_SUFFIXES = (".csv", ".txt")
+NAME_HEADERS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
+CSV_COLUMNS = ["order", "index", "name", "uncertainty", "distance_sum", "combined_score", "in_band"]
+
+
+@dataclass
+class NextBatchOptions:
+    out: Path
+    data: str | Path | None = None
+    images: Path | None = None
+    labelled: Path | None = None
+    round: int = 1
+    budget: float = 25.0
+    weights: str | None = None
+    pretrained: str | None = CLIP_WEIGHTS
+    distances: str | Path | None = None
+    distance_key: str = "distance"
+    distance_order: str = "dataset"
+    tiny: bool = False
+    device: str = "auto"
+    batch_size: int = 64
+    seed: int = 0
+    preload_gb: float | None = None
+
+
+@dataclass
+class NextBatchReport:
+    out: str
+    round: int
+    rounds: int
+    pool: int
+    labelled: int
+    expected_labelled: int  # what the plan's earlier rounds select
+    count: int
+    band: int
+    band_start: float
+    weight: float
+    uncertainty: str
+    representativeness: str
+    chosen: list[dict[str, Any]] = field(default_factory=list)
+
+
+class FolderImages:
+    """The images of a folder as a dataset without scores; each is decoded once and resized to side x side."""
+
+    def __init__(self, root: Path, side: int, progress: Progress) -> None:
+        from iqa_cli.train.augment import resize_to
+        from iqa_cli.train.predict import expand_inputs, read_image
+
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataError("not a folder of images", path=root)
+        files = expand_inputs([root])
+        self.names = [f.relative_to(root).as_posix() for f in files]
+        self.images = np.empty((len(files), side, side, 3), dtype=np.uint8)
+        progress.start("reading images", len(files))
+        for i, path in enumerate(files):
+            image = torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1)[None]
+            self.images[i] = resize_to(image, side, side)[0].permute(1, 2, 0).numpy()
+            progress.advance(1)
+        progress.finish()
+        self.sizes = np.full((len(files), 2), side, dtype=np.int64)
+        self.scores = np.full(len(files), np.nan, dtype=np.float32)
+        self.attrs: dict[str, Any] = {"dataset": root.name}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read_images(self, indices: np.ndarray) -> np.ndarray:
+        return self.images[np.asarray(indices, dtype=np.int64)]
+
+    def split_names(self) -> list[str]:
+        return []
+
+    def split(self, name: str) -> dict[str, np.ndarray]:
+        raise DataError("a folder of images has no splits")
+
+
+def read_names(path: Path) -> list[str]:
+    """Image names from a .txt (one per line), .csv (a name column, else the first) or .json (`names`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError("list of labelled images not found (expected .txt, .csv or .json)", path=path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError("is not a UTF-8 text file", path=path) from None
+    if path.suffix.lower() == ".json":
+        try:
+            names = json.loads(text)["names"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError('expected a JSON object with a "names" list', path=path) from None
+        if not isinstance(names, list):
+            raise DataError('expected a JSON object with a "names" list', path=path)
+        return [str(n) for n in names]
+    rows = [row for row in csv.reader(text.splitlines()) if row and row[0].strip() and not row[0].startswith("#")]
+    if path.suffix.lower() != ".csv":
+        return [row[0].strip() for row in rows]
+    column = 0
+    if rows:
+        header = [cell.strip().lower() for cell in rows[0]]
+        found = next((header.index(h) for h in NAME_HEADERS if h in header), None)
+        if found is not None:
+            column, rows = found, rows[1:]
+    return [row[column].strip() for row in rows if len(row) > column]
+
+
+def match_names(wanted: list[str], names: list[str], source: Path) -> np.ndarray:
+    """Dataset indices of `wanted` (exact names, else case-insensitive with '/' separators)."""
+    exact = {n: i for i, n in enumerate(names)}
+    loose = {n.replace("\\", "/").lower(): i for i, n in enumerate(names)}
+    found, unknown = set(), []
+    for name in wanted:
+        index = exact.get(name, loose.get(name.replace("\\", "/").lower()))
+        if index is None:
+            unknown.append(name)
+        else:
+            found.add(index)
+    if unknown:
+        raise DataError(
+            f"{len(unknown)} labelled name(s) are not images of the pool, first: {unknown[0]!r}", path=source
+        )
+    return np.array(sorted(found), dtype=np.int64)
+
+
+def _params(options: NextBatchOptions, recipe: Any) -> Any:
+    values: dict[str, Any] = dict(recipe.tiny_params) if options.tiny else {}
+    values.update(
+        budget=options.budget,
+        pretrained=options.pretrained if not options.tiny else None,
+        distance_order=options.distance_order,
+        distance_key=options.distance_key,
+        eval_batch_size=options.batch_size,
+    )
+    params = apply_values(recipe.Params(), values, source="options")
+    recipe.check_params(params)
+    return params
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        if path.suffix.lower() == ".txt":
+            f.writelines(f"{row['name']}\n" for row in rows)
+            return
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def select_next(options: NextBatchOptions, progress: Progress | None = None) -> NextBatchReport:
+    """Choose round `options.round`'s images; writes them to `options.out` and returns what was chosen."""
+    progress = progress or NullProgress()
+    out = Path(options.out).expanduser()
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"--out must end in .csv or .txt, got {out.name!r}")
+    if (options.data is None) == (options.images is None):
+        raise ConfigError("give the pool as either --data (a prepared cache) or --images (a folder)")
+    if options.batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {options.batch_size}")
+    recipe = get_recipe("aliqa")
+    params = _params(options, recipe)
+    device = resolve_device(options.device)
+    loaded = None
+    if options.weights is not None:
+        from iqa_cli.train.weights import load_trained
+
+        loaded = load_trained(recipe, options.weights)
+        params = apply_values(
+            params, {k: getattr(loaded.params, k) for k in ("global_source", "crop_size")}, source=options.weights
+        )
+    if options.data is not None:
+        dataset, _ = open_dataset(options.data)
+    else:
+        dataset = FolderImages(Path(options.images), params.global_source, progress)
+    try:
+        return _select(options, recipe, params, dataset, loaded, device, out, progress)
+    finally:
+        close_dataset(dataset)
+
+
+def _select(
+    options: NextBatchOptions,
+    recipe: Any,
+    params: Any,
+    dataset: Any,
+    loaded: Any,
+    device: torch.device,
+    out: Path,
+    progress: Progress,
+) -> NextBatchReport:
+    names = [str(n) for n in getattr(dataset, "names", [str(i) for i in range(len(dataset))])]
+    everything = np.arange(len(dataset), dtype=np.int64)
+    labelled = np.empty(0, dtype=np.int64)
+    if options.labelled is not None:
+        labelled = match_names(read_names(Path(options.labelled)), names, Path(options.labelled))
+    plans = round_plan(
+        everything.size,
+        params.budget,
+        shares=params.round_shares,
+        band_starts=params.band_starts,
+        weights=params.borda_weights,
+        authors_counts=params.authors_counts,
+    )
+    if not 1 <= options.round <= len(plans):
+        raise ConfigError(f"--round must be between 1 and {len(plans)}, got {options.round}")
+    plan = plans[options.round - 1]
+    remaining = everything[~np.isin(everything, labelled)]
+    if remaining.size < plan.count:
+        raise ConfigError(f"round {plan.index} selects {plan.count} images but only {remaining.size} are unlabelled")
+    scorer = PoolScorer(recipe, params, dataset, device, progress=progress, preload_gb=options.preload_gb)
+    if loaded is not None:
+        model = loaded.model.to(device).eval()
+        uncertainty = head_disagreement(scorer.heads(model, remaining))
+        source = f"std of the 3 heads of {options.weights}"
+    else:
+        torch.manual_seed(options.seed)
+        model = recipe.build_model(params, tiny=options.tiny, pretrained=True).to(device).eval()
+        source = "zero-shot CLIP, 6 antonym pairs x 3 templates"
+    features = None
+    if loaded is None or options.distances is None:
+        features = scorer.features(model, everything)
+    if loaded is None:
+        uncertainty = template_disagreement(zero_shot_probabilities(model, features[remaining]))
+    if options.distances is not None:
+        distance = read_distance_file(
+            options.distances, key=params.distance_key, n_images=everything.size, order=params.distance_order
+        )
+        representativeness = f"file {options.distances} ({params.distance_order} order)"
+    else:
+        distance = kmeans_distances(
+            features, centroids=params.distill_images, repeats=params.distill_repeats, seed=options.seed
+        )
+        representativeness = "stand-in: k-means of the pool's CLIP image features"
+    chosen = select_for_round(uncertainty, distance[:, :, remaining], plan, keep=params.distance_keep)
+    sums = trimmed_distance(distance[:, :, remaining], params.distance_keep)
+    in_band = set(int(p) for p in chosen.band)
+    preferred = chosen.positions[::-1]  # smallest combined score (picked first) at the top
+    rows = [
+        {
+            "order": order,
+            "index": int(remaining[p]),
+            "name": names[remaining[p]],
+            "uncertainty": float(uncertainty[p]),
+            "distance_sum": float(sums[p]),
+            "combined_score": float(chosen.score[p]),
+            "in_band": int(p) in in_band,
+        }
+        for order, p in enumerate(preferred, start=1)
+    ]
+    _write(out, rows)
+    return NextBatchReport(
+        out=str(out),
+        round=plan.index,
+        rounds=len(plans),
+        pool=int(everything.size),
+        labelled=int(labelled.size),
+        expected_labelled=sum(p.count for p in plans[: plan.index - 1]),
+        count=plan.count,
+        band=plan.band,
+        band_start=plan.band_start,
+        weight=plan.weight,
+        uncertainty=source,
+        representativeness=representativeness,
+        chosen=rows,
+    )
