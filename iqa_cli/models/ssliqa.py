@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torchvision
@@ -117,10 +117,28 @@ class SSLStudent(SSLBranch):
         self.fc = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes), nn.Softmax(dim=1))
 
 
+class PairOutputs(NamedTuple):
+    """One training step's forward of both branches: (prob, activation) of each branch on the labelled
+    batch, and on the unlabelled batch (None when there is none). The teacher's unlabelled outputs
+    are computed without gradient: they are only ever targets."""
+
+    student_labelled: tuple[torch.Tensor, torch.Tensor]
+    teacher_labelled: tuple[torch.Tensor, torch.Tensor]
+    student_unlabelled: tuple[torch.Tensor, torch.Tensor] | None
+    teacher_unlabelled: tuple[torch.Tensor, torch.Tensor] | None
+
+
+PAIR_MODES = ("student", "teacher", "train")
+
+
 class SSLIQAPair(nn.Module):
     """Student and teacher together, for semi-supervised training; forward and score use the student.
 
-    The authors' training script saves only the student, so deployment uses 'ssliqa-student'.
+    `forward(x)` is the student's (prob, activation); `forward(x, mode="teacher")` the teacher's; and
+    `forward(x_labelled, x_unlabelled, mode="train")` runs both branches on both batches in one call
+    (so a DDP wrapper sees every parameter), returning `PairOutputs`. Each branch sees the labelled and
+    the unlabelled batch in separate calls, as the authors' script calls each model per loader, so
+    BatchNorm statistics are per batch. The authors' training script saves only the student.
     """
 
     def __init__(self, teacher: dict[str, Any] | None = None, student: dict[str, Any] | None = None) -> None:
@@ -128,8 +146,22 @@ class SSLIQAPair(nn.Module):
         self.student = SSLStudent(**(student or {}))
         self.teacher = SSLTeacher(**(teacher or {}))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.student(x)
+    def forward(
+        self, x: torch.Tensor, unlabelled: torch.Tensor | None = None, *, mode: str = "student"
+    ) -> tuple[torch.Tensor, torch.Tensor] | PairOutputs:
+        if mode == "student":
+            return self.student(x)
+        if mode == "teacher":
+            return self.teacher(x)
+        if mode != "train":
+            raise ConfigError(f"unknown SSL-IQA pair mode '{mode}' (known: {', '.join(PAIR_MODES)})")
+        student_labelled, teacher_labelled = self.student(x), self.teacher(x)
+        if unlabelled is None or unlabelled.shape[0] == 0:
+            return PairOutputs(student_labelled, teacher_labelled, None, None)
+        student_unlabelled = self.student(unlabelled)
+        with torch.no_grad():
+            teacher_unlabelled = self.teacher(unlabelled)
+        return PairOutputs(student_labelled, teacher_labelled, student_unlabelled, teacher_unlabelled)
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         return self.student.score(x)
