@@ -1,0 +1,123 @@
+"""VIPNet end to end through the CLI on tiny configs: `iqa prepare distorted` -> `iqa train vipnet-dpm` ->
+`iqa train vipnet --dpm best.safetensors` -> `iqa eval vipnet` (intra- and cross-dataset) and
+`iqa eval vipnet-dpm`; bad inputs give one error line; DDP with two gloo ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.distort.generate import generate_distorted
+from iqa_cli.distort.refs import list_references
+from iqa_cli.home import data_dir
+from iqa_cli.models.checkpoint import read_state_dict
+from tests.cli.test_train import one_error_line
+from tests.distort.images import write_reference_folder
+from tests.train.caches import make_cache
+from tests.train.threads import one_thread
+
+runner = CliRunner()
+CPU = ["--tiny", "--device", "cpu", "--log-every", "1000"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_prepare_distorted_then_dpm_then_vipnet_then_eval(tmp_path):
+    with one_thread():
+        _end_to_end(tmp_path)
+
+
+def _end_to_end(tmp_path: Path) -> None:
+    refs = write_reference_folder(tmp_path / "refs", count=8, size=(128, 96))
+    kadis = tmp_path / "kadis.h5"
+    made = invoke(
+        "prepare", "distorted", "--refs", str(refs), "--out", str(kadis), "--types", "1,11", "--levels", "4-5",
+        "--size", "128x96", "--workers", "1", "--test-fraction", "0.25", "--json",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["count"] == 8 * 2 * 2
+
+    dpm_run = tmp_path / "dpm"
+    dpm = invoke("train", "vipnet-dpm", *CPU, "--data", str(kadis), "--epochs", "1", "--out", str(dpm_run), "--json")
+    assert dpm.exit_code == 0, dpm.output
+    row = json.loads(dpm.stdout)["splits"][0]
+    assert row["n"] == 8 and {"accuracy", "type_accuracy", "level_accuracy"} <= set(row)
+    dpm_weights = dpm_run / "split-random_0" / "best.safetensors"
+    assert read_state_dict(dpm_weights)[1]["model"] == "vipnet-dpm"
+    log = [json.loads(line) for line in (dpm_run / "split-random_0" / "log.jsonl").read_text().splitlines()]
+    assert {"by_type", "by_level"} <= set(log[-1]) and set(log[-1]["by_type"]) == {"1", "11"}
+
+    dpm_eval = invoke("eval", "vipnet-dpm", "--cross", str(kadis), "--weights", str(dpm_weights), "--device", "cpu")
+    assert dpm_eval.exit_code == 0, dpm_eval.output
+    assert "type_accuracy" in dpm_eval.stdout
+
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=12, seed=5, splits=1)
+    vip = invoke("train", "vipnet", *CPU, "--data", "mini", "--dpm", str(dpm_weights), "--epochs", "2", "--json")
+    assert vip.exit_code == 0, vip.output
+    trained = json.loads(vip.stdout)["splits"][0]
+    weights = Path(trained["weights"])
+    state, meta = read_state_dict(weights)
+    assert meta["model"] == "vipnet" and json.loads(meta["params"])["dpm"] == str(dpm_weights)
+
+    # The newest local run on 'mini' is found; the test crops are seeded, so the numbers repeat exactly.
+    intra = invoke("eval", "vipnet", "--data", "mini", "--device", "cpu", "--json")
+    assert intra.exit_code == 0, intra.output
+    result = json.loads(intra.stdout)["results"][0]
+    assert result["n"] == trained["n"] and result["srcc"] == trained["srcc"] and result["plcc"] == trained["plcc"]
+
+    cross = invoke("eval", "vipnet", "--data", "mini", "--cross", "other", "--test-patch-num", "3", "--json")
+    assert cross.exit_code == 0, cross.output
+    report = json.loads(cross.stdout)
+    assert report["cross"] and report["results"][0]["n"] == 12 and report["trained_on"] == "mini"
+
+
+def test_bad_inputs_give_one_line(tmp_path):
+    make_cache("plain", tmp_path / "plain", data_dir() / "plain.h5", n=8, splits=1)
+    line = one_error_line(invoke("train", "vipnet-dpm", *CPU, "--data", "plain"))
+    assert "not a distorted-image cache" in line and "plain.h5" in line
+    line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm", str(tmp_path / "no.safetensors")))
+    assert "checkpoint file not found" in line
+    assert "dpm_view must be one of" in one_error_line(
+        invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm-view", "x")
+    )
+    line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--canvas", "32,32"))
+    assert "canvas" in line and "crop size" in line
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm", str(bad)), after_progress=True)
+    assert "not a checkpoint" in line and "bad.pt" in line
+    # Without --tiny the defaults name the authors' DPM in the weights store, which is never downloaded.
+    line = one_error_line(invoke("train", "vipnet", "--device", "cpu", "--data", "plain"))
+    assert "vipnet_dpm" in line
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not installed",
+)
+def test_dpm_under_two_gloo_ranks_keeps_one_model(tmp_path):
+    """BatchNorm statistics are per rank after an epoch's last step; every rank must evaluate rank 0's."""
+    refs = write_reference_folder(tmp_path / "refs", count=4, size=(128, 96))
+    kadis = tmp_path / "kadis.h5"
+    generate_distorted(list_references(refs), kadis, types=[11], levels=[4, 5], size=(128, 96), workers=1)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vipnet-dpm", *CPU]
+    command += ["--data", str(kadis), "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "ddp"), "--json"]
+    done = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = json.loads(done.stdout)["splits"][0]["ranks"]
+    assert ranks["world_size"] == 2 and ranks["first_epoch"]["shared"] == 0
+    assert len(set(ranks["weights_digest"])) == 1
