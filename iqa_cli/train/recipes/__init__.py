@@ -7,7 +7,7 @@ import importlib
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 
-_MODULES = ["vtiqa"]
+_MODULES = ["vtiqa", "vipnet_dpm", "vipnet", "aliqa", "ssliqa", "ieit"]
 _RECIPES: dict[str, Recipe] = {}
 
 
