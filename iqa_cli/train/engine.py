@@ -414,9 +414,10 @@ class Trainer:
         flags = {False: torch.zeros((), device=self.device), True: torch.ones((), device=self.device)}
         pending: tuple[torch.Tensor, int, int] | None = None
         stop_flag = 0.0
-        with self.store.batches(batches[self.pos.batch :]) as it:
+        seeds = [batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch) for b in range(len(batches))]
+        with self.store.batches(batches[self.pos.batch :], seeds[self.pos.batch :]) as it:
             for b, (indices, views) in enumerate(it, start=self.pos.batch):
-                seed = batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch)
+                seed = seeds[b]
                 if self.recipe.reseed_per_batch:
                     torch.manual_seed(seed)
                 size = sizes[b]

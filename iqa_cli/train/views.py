@@ -92,11 +92,14 @@ class ViewStore:
             progress.advance(chunk.size)
         progress.finish()
 
-    def host_batch(self, indices: np.ndarray) -> tuple[dict[str, torch.Tensor] | torch.Tensor, np.ndarray | None]:
-        """The CPU-side work of one batch (runs in the prefetch thread)."""
+    def host_batch(
+        self, indices: np.ndarray, seed: int | None = None
+    ) -> tuple[dict[str, torch.Tensor] | torch.Tensor, np.ndarray | None]:
+        """The CPU-side work of one batch (runs in the prefetch thread); `seed`: a training batch's."""
         if self.preloaded:
             rows = torch.from_numpy(self.row[indices])
-            out = {name: tensor.index_select(0, rows) for name, tensor in self.host.items()}
+            cut = None if seed is None else self.recipe.host_train_views(self.host, rows, seed, self.params)
+            out = cut if cut is not None else {name: tensor.index_select(0, rows) for name, tensor in self.host.items()}
             if self.device.type == "cuda":
                 out = {name: t.pin_memory() for name, t in out.items()}
             return out, None
@@ -108,30 +111,37 @@ class ViewStore:
             return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
         return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)
 
-    def batches(self, batches: Sequence[np.ndarray]) -> BatchIterator:
-        return BatchIterator(self, batches)
+    def batches(self, batches: Sequence[np.ndarray], seeds: Sequence[int] | None = None) -> BatchIterator:
+        return BatchIterator(self, batches, seeds)
 
 
 class BatchIterator:
     """Yields (indices, views on the device); the next batch's host work runs in a thread.
 
+    `seeds` (training): each batch's seed, so a recipe can cut its crops on the host
+    (`Recipe.host_train_views`); without them (evaluation) the full views are sent.
     Use as a context manager (or call `close`) so a loop left early still stops the thread.
     """
 
-    def __init__(self, store: ViewStore, batches: Sequence[np.ndarray], depth: int = 2) -> None:
+    def __init__(
+        self, store: ViewStore, batches: Sequence[np.ndarray], seeds: Sequence[int] | None = None, depth: int = 2
+    ) -> None:
         self.store = store
         self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
+        self.seeds: list[int | None] = [None] * len(self.batches) if seeds is None else [int(s) for s in seeds]
+        if len(self.seeds) != len(self.batches):
+            raise ValueError(f"{len(self.seeds)} seeds for {len(self.batches)} batches")
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._work, daemon=True, name="iqa-prefetch")
         self.thread.start()
 
     def _work(self) -> None:
-        for indices in self.batches:
+        for indices, seed in zip(self.batches, self.seeds, strict=True):
             if self.stop.is_set():
                 return
             try:
-                item = (indices, *self.store.host_batch(indices), None)
+                item = (indices, *self.store.host_batch(indices, seed), None)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 item = (indices, None, None, exc)
             while not self.stop.is_set():

@@ -1,0 +1,64 @@
+"""ViewStore / BatchIterator: preloaded and streamed batches give the same network inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.trainer import resolve_config
+from iqa_cli.train.views import ViewStore
+from tests.train.fakes import MemoryDataset
+
+
+@pytest.fixture(scope="module")
+def setup():
+    dataset = MemoryDataset(24)
+    recipe = get_recipe("vtiqa")
+    params = resolve_config(recipe, tiny=True, config_file=None, overrides={}).params
+    return dataset, recipe, params
+
+
+def stores(setup):
+    dataset, recipe, params = setup
+    indices = np.arange(len(dataset))
+    cpu = torch.device("cpu")
+    preloaded = ViewStore(dataset, recipe, params, cpu, indices, budget_bytes=1e12)
+    streamed = ViewStore(dataset, recipe, params, cpu, indices, budget_bytes=0)
+    assert preloaded.preloaded and not streamed.preloaded
+    return preloaded, streamed
+
+
+def test_host_cut_training_crops_equal_the_device_path(setup):
+    dataset, recipe, params = setup
+    preloaded, streamed = stores(setup)
+    batches = [np.array([5, 1, 17, 3]), np.array([20, 0, 9]), np.array([2, 2, 11])]
+    seeds = [7, 1234, 99]
+    with preloaded.batches(batches, seeds) as cut, streamed.batches(batches, seeds) as full:
+        for (rows_a, views_a), (rows_b, views_b), seed in zip(cut, full, seeds, strict=True):
+            assert np.array_equal(rows_a, rows_b)
+            # The host path sends only the crops (network-input sized), the streamed one the whole views.
+            assert all(t.shape[-1] == params.crop_size for t in views_a.values())
+            assert views_b["mosaic"].shape[-1] == params.mosaic_source
+            for a, b in zip(
+                recipe.train_inputs(views_a, seed, params), recipe.train_inputs(views_b, seed, params), strict=True
+            ):
+                assert torch.equal(a, b)
+
+
+def test_evaluation_batches_send_the_full_views(setup):
+    _, recipe, params = setup
+    preloaded, streamed = stores(setup)
+    batches = [np.array([0, 4, 8])]
+    with preloaded.batches(batches) as a, streamed.batches(batches) as b:
+        (_, views_a), (_, views_b) = next(iter(a)), next(iter(b))
+    assert set(views_a) == {"global", "mosaic"}
+    for x, y in zip(recipe.eval_inputs(views_a, params), recipe.eval_inputs(views_b, params), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_seeds_must_match_the_batches(setup):
+    preloaded, _ = stores(setup)
+    with pytest.raises(ValueError, match="2 seeds for 1 batches"):
+        preloaded.batches([np.array([0])], [1, 2])
