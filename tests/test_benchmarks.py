@@ -1,0 +1,88 @@
+"""The benchmark scripts run: each one's `--quick` mode in a subprocess prints well-formed JSON lines
+and the table (the figures themselves are not checked: a smoke run on a shared machine means nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import common
+
+REPO = Path(__file__).resolve().parents[1]
+MEASURED = {
+    "prepare": {"prepare.koniq.iqa", "prepare.koniq.naive", "prepare.spaq.iqa", "prepare.memory.growth.tree"},
+    "loading": {"loading.iqa.preloaded", "loading.iqa.streamed", "loading.per_image.workers0"},
+    "train_step": {"train_step.engine", "train_step.bare", "train_step.overhead", "eval.iqa_eval"},
+    "scaling": {"scaling.prepare.4x", "scaling.eval.linearity.4x", "scaling.ddp.2rank_1thread"},
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench")  # shared, so generated images are made once
+
+
+def run_quick(name: str, workdir: Path, tmp_path: Path) -> tuple[list[dict], str]:
+    jsonl = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", f"benchmarks.bench_{name}", "--quick", "--workdir", str(workdir)]
+    command += ["--jsonl", str(jsonl)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert records and records == [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return records, done.stderr
+
+
+@pytest.mark.parametrize("name", sorted(MEASURED))
+def test_quick_run_prints_json_lines_and_a_table(name, workdir, tmp_path):
+    records, stderr = run_quick(name, workdir, tmp_path)
+    for record in records:
+        assert set(common.RECORD_KEYS) <= set(record), record
+        assert record["bench"] == name and record["quick"] is True
+        assert "error" not in record, record["error"]
+        assert record["versions"]["torch"] and record["versions"]["python"]
+        if "ratio" in record:
+            assert record["ratio"] is None or record["ratio"] > 0
+        elif record["seconds"] is not None:
+            assert record["seconds"] > 0 and record["images_per_s"] > 0
+    assert MEASURED[name] <= {r["what"] for r in records}
+    assert "| what" in stderr and f"benchmarks/{name}" in stderr
+
+
+def test_gpu_script_says_when_there_is_no_cuda(workdir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the no-CUDA answer cannot be checked here")
+    records, _ = run_quick("gpu", workdir, tmp_path)
+    assert len(records) == 1 and records[0]["skipped"] == "no CUDA device"
+    assert records[0]["images_per_s"] is None and records[0]["seconds"] is None
+
+
+def test_comparisons_and_the_table(capsys):
+    import argparse
+
+    bench = common.Bench("unit", argparse.Namespace(quick=True, jsonl=None))
+    fast = bench.emit("fast", size={"images": 10}, seconds=1.0, images=10, peak_rss_mb=100.0)
+    slow = bench.emit("slow", size={"images": 10}, seconds=4.0, images=10, peak_rss_mb=105.0)
+    speed = bench.compare("speedup", fast, slow, target=3.0)
+    memory = bench.compare("memory", slow, fast, key="peak_rss_mb", target=1.10, at_most=True)
+    assert speed["ratio"] == 4.0 and speed["meets_target"] is True
+    assert memory["ratio"] == 1.05 and memory["meets_target"] is True and memory["target_is"] == "at most"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["what"] for r in lines] == ["fast", "slow", "speedup", "memory"]
+    table = common.table_lines(bench.records)
+    assert table[0].startswith("| what") and any("<= 1.1" in row and "meets target" in row for row in table)
+    with common.PeakRSS() as peak:
+        block = np.ones(64 * 2**20, dtype=np.uint8)  # written, so resident
+    del block
+    assert peak.mb is not None
+    if peak.scope == "measurement":  # Linux: this block's own peak
+        assert peak.mb >= 64
