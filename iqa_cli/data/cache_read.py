@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.data import cache_format as F
+from iqa_cli.data.splits import PROTOCOL_SPLITS, is_protocol_split, protocol_split
 from iqa_cli.errors import DataError
 
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
@@ -241,10 +242,23 @@ class Cache:
         text = str(name).strip()
         match = _RANDOM.match(text)
         key = f"random_{int(match.group(1))}" if match else text.lower()
+        if key not in self._splits and is_protocol_split(key):
+            return self._protocol_split(key)
         if key not in self._splits:
-            available = ", ".join(self.split_names()) or "none"
+            available = ", ".join([*self.split_names(), *PROTOCOL_SPLITS]) or "none"
             raise DataError(f"cache has no split '{name}' (available: {available})", path=self.path)
         return {part: indices.copy() for part, indices in self._splits[key].items()}
+
+    def _protocol_split(self, name: str) -> dict[str, np.ndarray]:
+        """The authors' chained/shuffled splits, from the image count (their prep seed 0 and 80/20,
+        whatever seed and share the stored random splits use)."""
+        if bool(self.split_attrs.get("reference_disjoint")) or (self.ref_ids >= 0).any():
+            raise DataError(
+                f"split '{name}' is the authors' protocol for datasets without reference images; this cache "
+                "has references (use its reference-disjoint random splits)",
+                path=self.path,
+            )
+        return protocol_split(name, len(self))
 
     # --- lifetime ---
 

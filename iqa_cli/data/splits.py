@@ -12,6 +12,20 @@ their own group.
 
 KonIQ's official split comes from each record's ``official_set`` ('training'/'validation'/'test').
 
+The authors' own split protocols (methods spec §0.4), computed on request from the image count, never
+stored: their caches hold the images in the prep order (``RandomState(0)`` permutation, train part
+first, = ``random_0``), and their training scripts, for each split i, join the previous split's train
+and test arrays, shuffle ``arange(N)`` with ``np.random.seed(i)`` and take the first 80 % as train.
+
+* ``vtiqa_chain_K``: VT-IQA's loop, reshuffled at every i = 0..K (``vtiqa_chain_0`` is the split of
+  the released KonIQ model);
+* ``ieit_chain_K``: IEIT's loop, the prep split at i = 0, reshuffled for i = 1..K;
+* ``shuffle_S``: one seed-S shuffle of the prep order (the released LIVEW/CID2013 models: 4, RBID: 2,
+  SPAQ: 0).
+
+They reproduce the authors' image sets only for the same record order as their prep scripts (the
+order of the official metadata, which the parsers keep) and only for datasets without references.
+
 Everything is a pure function of its inputs and seed: splits can be regenerated from the seed stored
 in the cache.
 """
@@ -19,6 +33,7 @@ in the cache.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,6 +51,37 @@ _OFFICIAL_PARTS = {
     "test": "test",
     "testing": "test",
 }
+
+
+_PROTOCOL = re.compile(r"^(vtiqa_chain|ieit_chain|shuffle)_(\d+)$")
+PROTOCOL_SPLITS = ("vtiqa_chain_K", "ieit_chain_K", "shuffle_S")
+
+
+def is_protocol_split(name: str) -> bool:
+    """Whether `name` is one of the authors' computed split protocols (see the module docstring)."""
+    return _PROTOCOL.match(str(name).strip().lower()) is not None
+
+
+def protocol_order(name: str, n: int, *, seed: int = 0) -> np.ndarray:
+    """The image order after the authors' loop up to split `name`; train = the first 80 %."""
+    match = _PROTOCOL.match(str(name).strip().lower())
+    if match is None:
+        raise ConfigError(f"'{name}' is not a split protocol (expected one of {', '.join(PROTOCOL_SPLITS)})")
+    kind, k = match.group(1), int(match.group(2))
+    order = np.random.RandomState(seed).permutation(n)  # the prep scripts' cache order
+    if kind == "shuffle":
+        return order[np.random.RandomState(k).permutation(n)]
+    for i in range(0 if kind == "vtiqa_chain" else 1, k + 1):
+        order = order[np.random.RandomState(i).permutation(n)]
+    return order
+
+
+def protocol_split(name: str, n: int, *, seed: int = 0, test_fraction: float = 0.2) -> dict[str, np.ndarray]:
+    """Train/test parts (sorted) of the authors' split protocol `name` for `n` images."""
+    _check_fraction(test_fraction, "the test fraction")
+    order = protocol_order(name, n, seed=seed)
+    cut = _train_count(n, test_fraction)
+    return {"train": np.sort(order[:cut]).astype(np.int64), "test": np.sort(order[cut:]).astype(np.int64)}
 
 
 def _train_count(n: int, test_fraction: float) -> int:

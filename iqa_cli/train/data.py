@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from iqa_cli.data.splits import PROTOCOL_SPLITS, is_protocol_split
 from iqa_cli.errors import ConfigError, DataError
 
 RANDOM_PREFIX = "random_"  # the cache's name for its seeded random splits (random_0, random_1, ...)
@@ -69,10 +70,14 @@ def read_images_ordered(dataset: DatasetLike, indices: np.ndarray) -> np.ndarray
 def resolve_split_names(dataset: DatasetLike, split: str | None, *, source: str = "cache") -> list[str]:
     """`--split K|all` -> the split names to use.
 
-    K is a stored split's name (`random_3`, `official`) or a number (`3` = `random_3`). `all` is every
+    K is a stored split's name (`random_3`, `official`), a number (`3` = `random_3`) or one of the
+    authors' computed protocols (`vtiqa_chain_K`, `ieit_chain_K`, `shuffle_S`). `all` is every
     random split (the papers' repeated 80/20 protocol; the median is reported), or every split when
     the cache has no random ones. Default: the first split the cache lists.
     """
+    if split is not None and is_protocol_split(split):
+        dataset.split(split)  # computed by the dataset; one clear line where it cannot be
+        return [split.strip().lower()]
     names = [str(n) for n in dataset.split_names()]
     if not names:
         raise DataError(f"the {source} defines no train/test splits")
@@ -84,7 +89,10 @@ def resolve_split_names(dataset: DatasetLike, split: str | None, *, source: str 
     for candidate in (split, f"{RANDOM_PREFIX}{split}"):
         if candidate in names:
             return [candidate]
-    raise DataError(f"split '{split}' does not exist in the {source} (available: {', '.join(names)}, or all)")
+    raise DataError(
+        f"split '{split}' does not exist in the {source} (available: {', '.join(names)}, "
+        f"{', '.join(PROTOCOL_SPLITS)}, or all)"
+    )
 
 
 @dataclass(frozen=True)

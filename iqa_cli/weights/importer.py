@@ -77,6 +77,21 @@ def _check_registry_method(name: str, method: str) -> None:
         raise ConfigError(f"'{name}' is a known checkpoint for method '{known.method}', not '{method}'")
 
 
+def authors_split_meta(name: str) -> dict[str, str]:
+    """For a known released model: the dataset and split it was trained on, as `iqa eval` reads them
+    from our checkpoints, so it tests on the authors' test part by default (not on images they trained on)."""
+    from iqa_cli.data.datasets import get_dataset
+
+    known = find_known(name)
+    if known is None or not known.dataset or not known.test_split:
+        return {}
+    try:
+        dataset = get_dataset(known.dataset).name  # the name our caches carry (koniq10k -> koniq)
+    except ConfigError:
+        dataset = known.dataset
+    return {"dataset": dataset, "split": known.test_split}
+
+
 def import_checkpoint(
     method: str,
     file: str | Path,
@@ -116,6 +131,7 @@ def import_checkpoint(
                         "method": method,
                         "source": file.name,
                         "source_sha256": source_sha,
+                        **authors_split_meta(name),
                     },
                 )
                 return store.commit(

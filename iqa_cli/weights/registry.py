@@ -38,7 +38,8 @@ class KnownWeights:
     method: str | None  # model-registry name the file loads into (None for plain backbones)
     used_by: tuple[str, ...]  # methods that use this backbone
     dataset: str | None
-    split: str | None
+    split: str | None  # the authors' split, in words
+    test_split: str | None  # the cache split whose test part is the authors' test set (`iqa eval` default)
     file_name: str | None
     urls: tuple[str, ...]
     sha256: str | None
@@ -129,6 +130,7 @@ def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
         used_by=tuple(raw.get("used_by") or ()),
         dataset=raw.get("dataset"),
         split=raw.get("split"),
+        test_split=raw.get("test_split"),
         file_name=file_name,
         urls=urls,
         sha256=sha256,

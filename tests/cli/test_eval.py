@@ -138,3 +138,30 @@ def test_bad_inputs_give_one_line(trained, tmp_path):
     line = one_error_line(evaluate("--data", "mini", "--weights", str(wrong_shape)))
     assert "does not fit" in line and "head.1.weight (3, 3)" in line
     assert "not found" in one_error_line(evaluate("--data", "mini", "--weights", str(tmp_path / "missing.pt")))
+
+
+def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
+    """`iqa weights import vtiqa FILE --name vtiqa_livew` records the authors' split (a seed-4 shuffle of
+    their prep order), so `iqa eval` scores the images they held out, not images they trained on."""
+    import h5py
+
+    from iqa_cli.data.splits import protocol_split
+    from iqa_cli.models import create
+
+    cache = make_cache("mini_livew", tmp_path / "livew", data_dir() / "livew.h5", n=30)
+    with h5py.File(cache, "r+") as handle:  # as `iqa prepare livew` names it (`custom` refuses built-in names)
+        handle.attrs["dataset"] = "livew"
+    torch.manual_seed(0)
+    authors = {f"module.{k}": v for k, v in create("vtiqa").state_dict().items()}  # DataParallel names
+    torch.save(authors, tmp_path / "VTIQA_livew.pt")
+    imported = runner.invoke(
+        app, ["weights", "import", "vtiqa", str(tmp_path / "VTIQA_livew.pt"), "--name", "vtiqa_livew"]
+    )
+    assert imported.exit_code == 0, imported.output
+    result = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["split"] == row["trained_split"] == "shuffle_4" and row["trained_on"] == "livew"
+    assert row["n"] == protocol_split("shuffle_4", 30)["test"].size == 6
+    again = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--split", "0", "--json")
+    assert again.exit_code == 0 and "may hold images it was trained on" in again.output

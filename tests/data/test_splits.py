@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iqa_cli.data.splits import official_split, random_split, random_splits, validation_split
+from iqa_cli.data.splits import (
+    is_protocol_split,
+    official_split,
+    protocol_split,
+    random_split,
+    random_splits,
+    validation_split,
+)
 from iqa_cli.errors import ConfigError, DataError
 
 
@@ -45,6 +52,55 @@ def test_split_zero_is_the_esnthere_prep_split():
     train, test = random_split(n, seed=0)
     assert np.array_equal(train, np.sort(order[: int(0.8 * n)]))
     assert np.array_equal(test, np.sort(order[int(0.8 * n) :]))
+
+
+def _authors_loop(n: int, last: int, *, reshuffle_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The training scripts' split loop (methods spec §0.4), literally: arrays of image ids in the
+    prep cache's order, joined, reshuffled with np.random.seed(i), first 80 % to train."""
+    np.random.seed(0)
+    index = np.arange(n)
+    np.random.shuffle(index)
+    cut = int(0.8 * n)
+    x, x_test = index[:cut], index[cut:]  # what the prep script writes into the cache (X, Xtest)
+    for i in range(last + 1):
+        if i == 0 and not reshuffle_first:
+            continue
+        x_all = np.concatenate([x, x_test])
+        index = np.arange(len(x_all))
+        np.random.seed(i)
+        np.random.shuffle(index)
+        x, x_test = x_all[index[: int(len(x_all) * 0.8)]], x_all[index[int(len(x_all) * 0.8) :]]
+    return np.sort(x), np.sort(x_test)
+
+
+@pytest.mark.parametrize("k", [0, 1, 4])
+def test_chained_protocols_replay_the_authors_loops(k):
+    n = 1169
+    for name, reshuffle_first in ((f"vtiqa_chain_{k}", True), (f"ieit_chain_{k}", False)):
+        parts = protocol_split(name, n)
+        train, test = _authors_loop(n, k, reshuffle_first=reshuffle_first)
+        assert np.array_equal(parts["train"], train) and np.array_equal(parts["test"], test), name
+        _check_partition(parts["train"], parts["test"], n)
+    # IEIT's split 0 is the prep split itself; VT-IQA reshuffles it.
+    assert np.array_equal(protocol_split("ieit_chain_0", n)["test"], random_split(n, seed=0)[1])
+    assert not np.array_equal(protocol_split("vtiqa_chain_0", n)["test"], random_split(n, seed=0)[1])
+
+
+def test_single_shuffle_of_the_prep_order():
+    n = 474
+    np.random.seed(0)
+    index = np.arange(n)
+    np.random.shuffle(index)  # the prep order
+    np.random.seed(4)
+    again = np.arange(n)
+    np.random.shuffle(again)
+    order = index[again]
+    parts = protocol_split("shuffle_4", n)
+    assert np.array_equal(parts["test"], np.sort(order[int(0.8 * n) :]))
+    assert np.array_equal(protocol_split("shuffle_0", n)["test"], protocol_split("vtiqa_chain_0", n)["test"])
+    assert is_protocol_split("Shuffle_4") and not is_protocol_split("random_4") and not is_protocol_split("chain_1")
+    with pytest.raises(ConfigError, match="not a split protocol"):
+        protocol_split("chained_1", n)
 
 
 def test_reference_disjoint():
