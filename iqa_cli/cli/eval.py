@@ -49,6 +49,9 @@ def make_eval_command(method: str):
         preload_gb: Optional[float] = typer.Option(  # noqa: UP045
             None, "--preload-gb", help="GiB of RAM for keeping prepared views [default: 60 % of the available memory]"
         ),
+        by_type: bool = typer.Option(
+            False, "--by-type", help="also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)"
+        ),
         **overrides: Any,
     ) -> None:
         from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image
@@ -65,6 +68,7 @@ def make_eval_command(method: str):
                 amp=amp,
                 batch_size=batch_size,
                 preload_gb=preload_gb,
+                by_type=by_type,
                 overrides={k: v for k, v in overrides.items() if v is not None},
             ),
             ConsoleProgress(),
@@ -113,6 +117,18 @@ def show_eval_report(report: dict[str, Any]) -> None:
     if len(report["results"]) > 1:
         median = report["median"]
         table.add_row("median", "", *[f"{median[m]:.4f}" for m in columns], "")
+    out.print(table)
+    for row in report["results"]:
+        if row.get("by_type"):
+            show_by_type(row)
+
+
+def show_by_type(row: dict[str, Any]) -> None:
+    table = Table(title=f"split {row['split']}: per distortion type")
+    for column in ("type", "n", "srcc", "plcc"):
+        table.add_column(column, justify="left" if column == "type" else "right")
+    for kind, values in row["by_type"].items():
+        table.add_row(kind, str(values["n"]), f"{values['srcc']:.4f}", f"{values['plcc']:.4f}")
     out.print(table)
 
 

@@ -54,6 +54,7 @@ class EvalOptions:
     amp: str = "off"
     batch_size: int | None = None
     preload_gb: float | None = None  # GiB; None: 60 % of the available memory
+    by_type: bool = False  # also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)
     overrides: dict[str, Any] = field(default_factory=dict)  # test-time Params (the recipe's eval_params)
 
 
@@ -216,12 +217,15 @@ def _run_jobs(
         )
         progress.finish()
         metrics = recipe.metrics(pred, labels[indices], params)
+        if options.by_type:
+            metrics["by_type"] = metrics_by_type(types_of(dataset, name, cache_path), indices, pred, labels[indices])
         selected_on = loaded.selected_on
         selections.add(selected_on)
         row = {
             "dataset": name,
             "split": split,
             **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))},
+            **({"by_type": metrics["by_type"]} if options.by_type else {}),
             "weights": str(loaded.files.get("model", weights)),
             "trained_on": loaded.meta.get("dataset"),
             "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
@@ -257,6 +261,45 @@ def _run_jobs(
         selection=_selection_text(selections),
         per_image=per_image,
     )
+
+
+def types_of(dataset: DatasetLike, name: str, cache_path: Path) -> list[str | None]:
+    """The distortion type of every image of the evaluated dataset, from its names."""
+    from iqa_cli.data.distortion_types import distortion_types
+
+    names = getattr(dataset, "names", None)
+    types = distortion_types(name, [str(n) for n in names]) if names is not None else None
+    if types is None:
+        raise ConfigError(
+            f"--by-type: the image names of dataset '{name}' carry no distortion types "
+            "(KADID-10k, TID2013, LIVE and CSIQ caches do)"
+        )
+    if not any(types):
+        raise DataError(f"--by-type: no image name of '{name}' follows the dataset's official naming", path=cache_path)
+    return types
+
+
+def metrics_by_type(
+    types: list[str | None], indices: np.ndarray, pred: np.ndarray, labels: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """n, SRCC and PLCC (raw predictions, as the authors report per type) for each type present."""
+    from iqa_cli.train.metrics import pearson, spearman
+
+    groups: dict[str, list[int]] = {}
+    for position, index in enumerate(indices):
+        kind = types[int(index)]
+        if kind is not None:
+            groups.setdefault(kind, []).append(position)
+    out = {}
+    for kind in sorted(groups):
+        rows = np.asarray(groups[kind])
+        enough = rows.size >= 3  # a correlation of fewer points says nothing
+        out[kind] = {
+            "n": int(rows.size),
+            "srcc": spearman(pred[rows], labels[rows]) if enough else float("nan"),
+            "plcc": pearson(pred[rows], labels[rows]) if enough else float("nan"),
+        }
+    return out
 
 
 def _split_of_model(

@@ -124,7 +124,10 @@ def predict_files(
     progress.start("scoring images", len(files))
 
     def flush() -> None:
-        images = [torch.from_numpy(a).to(torch_device).permute(2, 0, 1) for _, a in pending]
+        # Decoded arrays may be read-only views of PIL buffers; torch wants writable memory.
+        images = [
+            torch.from_numpy(np.require(a, requirements="W")).to(torch_device).permute(2, 0, 1) for _, a in pending
+        ]
         with grad():
             views = recipe.stored_views(images, loaded.params)
             inputs_ = recipe.eval_inputs(views, loaded.params)

@@ -165,3 +165,27 @@ def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
     assert row["n"] == protocol_split("shuffle_4", 30)["test"].size == 6
     again = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--split", "0", "--json")
     assert again.exit_code == 0 and "may hold images it was trained on" in again.output
+
+
+def test_by_type_reports_each_distortion_type(trained, tmp_path):
+    from tests.data.fixtures import make_kadid10k
+
+    expected = make_kadid10k(tmp_path / "kadid")
+    prepared = runner.invoke(app, ["prepare", "kadid10k", "--root", str(expected.root), "-j", "1"])
+    assert prepared.exit_code == 0, prepared.output
+    per_image = tmp_path / "p.csv"
+    args = ("--data", "mini", "--cross", "kadid10k", "--split", "0", "--by-type", "--per-image", str(per_image))
+    result = evaluate(*args, "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["results"]
+    assert list(row["by_type"]) == ["01 Gaussian blur", "09 JPEG2000"]  # from the official I01_TT_LL names
+    rows = list(csv.DictReader(per_image.open()))
+    for kind, code in (("01 Gaussian blur", "_01_"), ("09 JPEG2000", "_09_")):
+        mine = [r for r in rows if code in r["name"]]
+        pred, label = (np.array([float(r[k]) for r in mine]) for k in ("prediction", "label"))
+        assert row["by_type"][kind]["n"] == len(mine) == 6
+        assert row["by_type"][kind]["srcc"] == pytest.approx(stats.spearmanr(pred, label)[0], abs=1e-6)
+        assert row["by_type"][kind]["plcc"] == pytest.approx(stats.pearsonr(pred, label)[0], abs=1e-6)
+    table = evaluate(*args)
+    assert table.exit_code == 0 and "per distortion type" in table.stdout and "JPEG2000" in table.stdout
+    assert "carry no distortion types" in one_error_line(evaluate("--data", "mini", "--by-type"))
