@@ -8,7 +8,7 @@ the device (`--views tiny`: the `--tiny` sizes 72/64 and 128/4x16).
 * iqa, preloaded: `iqa prepare` cache -> `ViewStore` (the stored 244/768 views computed once and
   kept in RAM, as `iqa train` does when they fit `--preload-gb`) -> `BatchIterator` (a prefetch
   thread that cuts each batch's crop, flip and mosaic from the preloaded views,
-  `Recipe.host_train_views`) -> the recipe's `train_inputs` (normalise) on the device.
+  `Recipe.cut_train_views`) -> the recipe's `train_inputs` (normalise) on the device.
 * iqa, streamed: the same with `--preload-gb 0`: every batch is read from the cache and resized
   to the stored views on the device (what `iqa train` does when the views do not fit the budget).
 * per-image baseline: a torch `Dataset` that opens and decodes each source JPEG every epoch with

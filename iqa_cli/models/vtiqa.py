@@ -255,14 +255,13 @@ def gather_train_crops(
     h, w = images_768.shape[-2:]
     offsets = train_mosaic_offsets(seed, min(h, w), grid, patch)
     starts_r, starts_c = grid_positions(h, w, offsets, offsets, grid)
-    x_mosaic = torch.empty((rows.numel(), images_768.shape[1], grid * patch, grid * patch), dtype=images_768.dtype)
+    shape = (rows.numel(), images_768.shape[1], grid * patch, grid * patch)
+    x_mosaic = torch.empty(shape, dtype=images_768.dtype, device=images_768.device)
     for i in range(grid):
         for j in range(grid):
             r, c = int(starts_r[i, j]), int(starts_c[i, j])
             if r + patch > h or c + patch > w:
                 raise DataError(f"mosaic patches fall outside the {h}x{w} source images")
             cell = images_768[:, :, r : r + patch, c : c + patch]
-            torch.index_select(
-                cell, 0, rows, out=x_mosaic[:, :, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch]
-            )
+            x_mosaic[:, :, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch] = cell.index_select(0, rows)
     return x_global, x_mosaic

@@ -75,6 +75,13 @@ class EngineConfig:
             "(default: 60 % of the memory available when the run starts)"
         },
     )
+    gpu_cache: str = field(
+        default="auto",
+        metadata={
+            "help": "keep the preloaded views in GPU memory and cut batches there: auto (when they take at most "
+            "a quarter of the free GPU memory), on, off"
+        },
+    )
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimiser steps (0 = no limit)"})
     time_limit: float = field(
         default=0.0, metadata={"help": "minutes of training after which the run stops as if preempted (0 = none)"}
@@ -87,6 +94,7 @@ class EngineConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("eval_amp", self.eval_amp, AMP_MODES)
         _choice("channels_last", self.channels_last, SWITCHES)
+        _choice("gpu_cache", self.gpu_cache, SWITCHES)
         _choice("select_on", self.select_on, SELECT_ON)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")

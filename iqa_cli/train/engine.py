@@ -304,7 +304,9 @@ class Trainer:
             needed,
             budget_bytes=preload_budget(self.cfg.preload_gb),
             progress=self.ctx.progress if self.main else NullProgress(),
+            resident=self.cfg.gpu_cache,
         )
+        self.log(f"split {self.parts.name}: {self.store.describe()}")
 
     def _train_module(self) -> nn.Module:
         """The module to call for training: DDP and/or torch.compile wrappers, rebuilt when the set of

@@ -4,7 +4,9 @@ The stored views (e.g. VT-IQA's 244 and 768 px resizes) depend only on the image
 them fit the RAM budget (`preload_gb`) they are computed once, on the training device, and kept in
 host memory (pinned when training on a GPU); otherwise each batch is read from the cache and
 converted on the device as it comes. Either way a background thread prepares the next batch's
-host data while the current one trains.
+host data while the current one trains. Preloaded views may instead stay in GPU memory
+(`resident`: `auto` when they take at most a quarter of the free GPU memory, `on`, `off`); batches
+are then gathered there and the host is out of the loop.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 
 PRELOAD_CHUNK = 32
+RESIDENT_MODES = ("auto", "on", "off")
+RESIDENT_SHARE = 0.25  # of the free GPU memory that `resident="auto"` lets the views take
 AUTO_PRELOAD_SHARE = 0.6  # of the memory available when a run starts, when no budget is given
 FALLBACK_PRELOAD_GIB = 16.0  # where the available memory cannot be read (not Linux)
 
@@ -37,6 +41,25 @@ def preload_budget(gib: float | None) -> float:
     except OSError:
         pass
     return FALLBACK_PRELOAD_GIB * 2**30
+
+
+def keep_on_device(mode: str, device: torch.device, nbytes: int) -> bool:
+    """Whether preloaded views of `nbytes` stay in the training device's memory (see the module doc)."""
+    if mode not in RESIDENT_MODES:
+        raise ValueError(f"resident must be one of {', '.join(RESIDENT_MODES)}, got {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    if device.type != "cuda":
+        return False  # on the CPU, host memory is the device's
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= RESIDENT_SHARE * free
+
+
+class _Rows:
+    """A batch of a device-resident store: its rows (and training seed); the gather runs on the device."""
+
+    def __init__(self, rows: torch.Tensor, seed: int | None) -> None:
+        self.rows, self.seed = rows, seed
 
 
 def decode_batch(dataset: DatasetLike, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -64,22 +87,35 @@ class ViewStore:
         *,
         budget_bytes: float,
         progress: Progress | None = None,
+        resident: str = "off",
     ) -> None:
         self.dataset, self.recipe, self.params, self.device = dataset, recipe, params, device
         self.shapes = recipe.view_shapes(params)
         per_image = sum(int(np.prod(s)) for s in self.shapes.values())
         self.indices = np.unique(np.asarray(indices, dtype=np.int64))
         self.preloaded = self.indices.size * per_image <= budget_bytes
-        self.host: dict[str, torch.Tensor] = {}
+        self.resident = self.preloaded and keep_on_device(resident, device, self.indices.size * per_image)
+        self.host: dict[str, torch.Tensor] = {}  # the preloaded views (on the device when resident)
         self.row = np.full(len(dataset), -1, dtype=np.int64)
         if self.preloaded:
             self._preload(progress or NullProgress())
 
+    def describe(self) -> str:
+        """Which data path this store takes, for the run's log."""
+        gib = self.indices.size * sum(int(np.prod(s)) for s in self.shapes.values()) / 2**30
+        if self.resident:
+            return f"views of {self.indices.size} images ({gib:.2f} GiB) kept in {self.device} memory"
+        if self.preloaded:
+            return f"views of {self.indices.size} images ({gib:.2f} GiB) preloaded in host memory"
+        return f"views of {self.indices.size} images ({gib:.2f} GiB) exceed the preload budget: computed per batch"
+
     def _preload(self, progress: Progress) -> None:
-        pin = self.device.type == "cuda"
+        pin = self.device.type == "cuda" and not self.resident
+        where = self.device if self.resident else torch.device("cpu")
         n = self.indices.size
         self.host = {
-            name: torch.empty((n, *shape), dtype=torch.uint8, pin_memory=pin) for name, shape in self.shapes.items()
+            name: torch.empty((n, *shape), dtype=torch.uint8, pin_memory=pin, device=where)
+            for name, shape in self.shapes.items()
         }
         self.row[self.indices] = np.arange(n)
         progress.start("preparing views", n)
@@ -88,7 +124,7 @@ class ViewStore:
             batch, sizes = decode_batch(self.dataset, chunk)
             views = self.recipe.stored_views(to_image_list(batch, sizes, self.device), self.params)
             for name, tensor in views.items():
-                self.host[name][start : start + chunk.size] = tensor.cpu()
+                self.host[name][start : start + chunk.size] = tensor if self.resident else tensor.cpu()
             progress.advance(chunk.size)
         progress.finish()
 
@@ -96,9 +132,11 @@ class ViewStore:
         self, indices: np.ndarray, seed: int | None = None
     ) -> tuple[dict[str, torch.Tensor] | torch.Tensor, np.ndarray | None]:
         """The CPU-side work of one batch (runs in the prefetch thread); `seed`: a training batch's."""
+        if self.resident:
+            return _Rows(torch.from_numpy(self.row[indices]), seed), None
         if self.preloaded:
             rows = torch.from_numpy(self.row[indices])
-            cut = None if seed is None else self.recipe.host_train_views(self.host, rows, seed, self.params)
+            cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
             out = cut if cut is not None else {name: tensor.index_select(0, rows) for name, tensor in self.host.items()}
             if self.device.type == "cuda":
                 out = {name: t.pin_memory() for name, t in out.items()}
@@ -106,7 +144,11 @@ class ViewStore:
         batch, sizes = decode_batch(self.dataset, indices)
         return (batch.pin_memory() if self.device.type == "cuda" else batch), sizes
 
-    def device_batch(self, host: dict[str, torch.Tensor] | torch.Tensor, sizes: np.ndarray | None) -> Views:
+    def device_batch(self, host: dict[str, torch.Tensor] | torch.Tensor | _Rows, sizes: np.ndarray | None) -> Views:
+        if isinstance(host, _Rows):  # resident views: gathered (and cut) where they live
+            rows = host.rows.to(self.device, non_blocking=True)
+            cut = None if host.seed is None else self.recipe.cut_train_views(self.host, rows, host.seed, self.params)
+            return cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
         if isinstance(host, dict):
             return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
         return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)
@@ -119,7 +161,7 @@ class BatchIterator:
     """Yields (indices, views on the device); the next batch's host work runs in a thread.
 
     `seeds` (training): each batch's seed, so a recipe can cut its crops on the host
-    (`Recipe.host_train_views`); without them (evaluation) the full views are sent.
+    (`Recipe.cut_train_views`); without them (evaluation) the full views are sent.
     Use as a context manager (or call `close`) so a loop left early still stops the thread.
     """
 

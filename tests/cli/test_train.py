@@ -109,6 +109,18 @@ def test_authors_split_protocols_train_and_evaluate(cache, tmp_path):
     assert "vtiqa_chain_K" in one_error_line(train("--data", "mini", "--split", "chain_2"))
 
 
+def test_gpu_cache_path_trains_the_same_as_the_host_path(cache, tmp_path):
+    losses = {}
+    for mode in ("on", "off"):  # "on" on the CPU: views kept where the model runs, gathered there
+        out = tmp_path / mode
+        result = train("--data", "mini", "--epochs", "2", "--gpu-cache", mode, "--out", str(out))
+        assert result.exit_code == 0, result.output
+        log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
+        losses[mode] = [x["loss"] for x in log if "loss" in x]
+    assert losses["on"] == losses["off"] and len(losses["on"]) >= 2
+    assert "gpu_cache must be one of" in one_error_line(train("--data", "mini", "--gpu-cache", "yes"))
+
+
 def test_toml_config_and_flag_precedence(cache, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('epochs = 1\nbatch_size = 4\nlr_phases = [[0, 0.002]]\nselect_on = "test"\n')

@@ -8,7 +8,7 @@ import torch
 
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.trainer import resolve_config
-from iqa_cli.train.views import ViewStore
+from iqa_cli.train.views import ViewStore, keep_on_device
 from tests.train.fakes import MemoryDataset
 
 
@@ -62,3 +62,32 @@ def test_seeds_must_match_the_batches(setup):
     preloaded, _ = stores(setup)
     with pytest.raises(ValueError, match="2 seeds for 1 batches"):
         preloaded.batches([np.array([0])], [1, 2])
+
+
+def test_device_resident_store_gives_the_same_batches(setup):
+    """`resident="on"` keeps the views where the model runs and gathers batches there (the GPU path,
+    exercised here on the CPU): the same crops as the host path, for training and evaluation."""
+    dataset, recipe, params = setup
+    preloaded, _ = stores(setup)
+    resident = ViewStore(
+        dataset, recipe, params, torch.device("cpu"), np.arange(len(dataset)), budget_bytes=1e12, resident="on"
+    )
+    assert resident.resident and not preloaded.resident and "kept in cpu memory" in resident.describe()
+    batches, seeds = [np.array([4, 0, 21]), np.array([7, 7, 13, 2])], [5, 6]
+    with resident.batches(batches, seeds) as a, preloaded.batches(batches, seeds) as b:
+        for (_, views_a), (_, views_b), seed in zip(a, b, seeds, strict=True):
+            inputs = zip(
+                recipe.train_inputs(views_a, seed, params), recipe.train_inputs(views_b, seed, params), strict=True
+            )
+            assert all(torch.equal(x, y) for x, y in inputs)
+    with resident.batches(batches) as a, preloaded.batches(batches) as b:
+        for (_, views_a), (_, views_b) in zip(a, b, strict=True):
+            assert all(torch.equal(views_a[k], views_b[k]) for k in ("global", "mosaic"))
+
+
+def test_resident_modes():
+    cpu = torch.device("cpu")
+    assert keep_on_device("on", cpu, 10**12) and not keep_on_device("off", cpu, 1)
+    assert not keep_on_device("auto", cpu, 1)  # on the CPU, host memory is the device's
+    with pytest.raises(ValueError, match="resident must be one of"):
+        keep_on_device("yes", cpu, 1)

@@ -9,8 +9,8 @@ resumption; a recipe says what to build and how to feed it:
 * views: `stored_views` turns each decoded image (uint8, any size) into the fixed-size uint8 arrays
   the method works from (e.g. VT-IQA's 244 and 768 px resizes); they may be computed once per run and
   kept in RAM. `train_inputs` / `eval_inputs` build the network inputs from a batch of those on the
-  device (crops, flips, mosaics, normalisation); `host_train_views` may cut a training batch's crops
-  from the preloaded arrays on the host instead, so only the pixels used travel to the device.
+  device (crops, flips, mosaics, normalisation); `cut_train_views` may cut a training batch's crops
+  from the preloaded arrays instead, so only the pixels used are copied and sent to the device.
 * `loss`, `configure_epoch` (freezing), `make_optimizer`, `make_schedule`.
 
 Hooks with defaults, for methods whose training is more than "views -> network -> loss":
@@ -222,11 +222,12 @@ class Recipe(ABC):
     def train_inputs(self, views: Views, seed: int, params: BaseParams) -> tuple[torch.Tensor, ...]:
         """Network inputs of one training batch; `seed` identifies the batch (epoch, index, run seed)."""
 
-    def host_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: BaseParams) -> Views | None:
-        """Optional: one training batch's views cut on the host from the preloaded arrays (`views`: all
-        images, uint8, CPU; `rows`: the batch's rows), keeping only the pixels `train_inputs` reads, so
-        less is copied and sent to the device. `train_inputs` must accept what this returns and give
-        the same inputs as from the full views. Default None: the full stored views of the rows."""
+    def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: BaseParams) -> Views | None:
+        """Optional: one training batch's views cut from the preloaded arrays (`views`: all images,
+        uint8, in host memory, or on the GPU when the views are kept there; `rows`: the batch's rows,
+        on the same device), keeping only the pixels `train_inputs` reads, so less is copied and sent
+        to the device. `train_inputs` must accept what this returns and give the same inputs as from
+        the full views. Default None: the full stored views of the rows."""
         return None
 
     @abstractmethod

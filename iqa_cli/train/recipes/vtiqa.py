@@ -45,7 +45,7 @@ CROP_MODES = ("batch", "image")
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc")
 ORIGINAL_PARTS = ("backbone", "fusion", "selection")
 DEFAULT_ORIGINAL_WEIGHTS = "vtiqa_org_koniq10k"  # the only original-variant release (KonIQ)
-# Keys of a training batch whose crops `host_train_views` already cut (uint8, network-input sized).
+# Keys of a training batch whose crops `cut_train_views` already cut (uint8, network-input sized).
 HOST_GLOBAL, HOST_MOSAIC = "global_crop", "mosaic_cut"
 
 
@@ -232,7 +232,7 @@ class VTIQARecipe(Recipe):
             "mosaic": resize_square(images, params.mosaic_source),
         }
 
-    def host_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:  # type: ignore[override]
+    def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:  # type: ignore[override]
         if params.crop_mode != "batch":
             return None
         from iqa_cli.models.vtiqa import gather_train_crops
@@ -248,7 +248,7 @@ class VTIQARecipe(Recipe):
         from iqa_cli.models.vtiqa import mosaic_view, train_mosaic_offsets, train_views
         from iqa_cli.train.augment import random_crop_flip
 
-        if HOST_GLOBAL in views:  # already cut on the host by `host_train_views`
+        if HOST_GLOBAL in views:  # already cut on the host by `cut_train_views`
             return imagenet_normalize(views[HOST_GLOBAL]), imagenet_normalize(views[HOST_MOSAIC])
         grid, patch, size = params.mosaic_grid, params.mosaic_patch, params.crop_size
         if params.crop_mode == "batch":
