@@ -25,7 +25,7 @@ class ErrorHandlingGroup(TyperGroup):
     """
 
     def invoke(self, ctx):  # type: ignore[override]
-        _terminate_cleanly()
+        previous = _terminate_cleanly()
         try:
             return super().invoke(ctx)
         except IQAError as exc:
@@ -47,6 +47,10 @@ class ErrorHandlingGroup(TyperGroup):
             msg = " ".join(str(exc).split()) or type(exc).__name__
             typer.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
             raise typer.Exit(1) from None
+        finally:
+            # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was.
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 class Terminated(KeyboardInterrupt):
@@ -57,10 +61,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _terminate_cleanly() -> None:
-    # Training installs its own SIGTERM handler while it runs (save and stop at a step boundary).
+def _terminate_cleanly() -> signal.Handlers | object | None:
+    """Install the SIGTERM handler; returns the one it replaced (None off the main thread).
+
+    Training installs its own SIGTERM handler while it runs (save and stop at a step boundary)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    return None
 
 
 def _is_cli_control_flow(exc: BaseException) -> bool:

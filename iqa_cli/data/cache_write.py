@@ -36,7 +36,7 @@ from iqa_cli.data.decode import (
     worker_pool,
 )
 from iqa_cli.data.records import DatasetSpec, Record
-from iqa_cli.data.resize import ResizePolicy, as_policy
+from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
 from iqa_cli.data.splits import official_split, random_splits
 from iqa_cli.errors import DataError
 from iqa_cli.progress import NullProgress, Progress
@@ -347,7 +347,7 @@ def _attrs(spec: DatasetSpec, root: Path | None, policy: ResizePolicy, plan: _Pl
         "native_range": [float(spec.native_range[0]), float(spec.native_range[1])],
         "lower_better": bool(spec.lower_better),
         "resize": str(policy),
-        "resample": "bicubic (Pillow, antialiased); JPEG draft reduction to >= 2x the final size",
+        "resample": RESAMPLE_NOTE,
         "exif_orientation": "applied",
         "padded": padded,
         "count": len(plan.items),

@@ -210,9 +210,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C is handled once, in the main process, which then terminates the pool.
+def _worker_signals() -> None:
+    # Ctrl-C is handled once, in the main process, which then terminates the pool. SIGTERM (what
+    # `Pool.terminate` sends) must kill a worker at once: a forked worker inherits the CLI's
+    # raise-on-SIGTERM handler, and a worker that catches it keeps running and hangs `Pool.join`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _context() -> Any:
@@ -242,7 +245,7 @@ def worker_pool(workers: int | None) -> Iterator[Workers]:
     if count <= 1:
         yield IN_PROCESS
         return
-    pool = _context().Pool(count, initializer=_ignore_sigint)
+    pool = _context().Pool(count, initializer=_worker_signals)
     try:
         yield Workers(pool, count)
         pool.close()

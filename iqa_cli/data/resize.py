@@ -33,6 +33,11 @@ from iqa_cli.errors import ConfigError
 
 # Decode-time JPEG reduction stops at >= DRAFT_GAP x the final size in each dimension.
 DRAFT_GAP = 1.0
+# What caches record in their `resample` attribute.
+RESAMPLE_NOTE = (
+    f"bicubic (Pillow, antialiased); JPEG draft (DCT-scaled decode) to the smallest scale >= {DRAFT_GAP:g}x "
+    "the final size"
+)
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
 _SHORT = re.compile(r"^\s*short\s*[:=]\s*(\d+)\s*$", re.IGNORECASE)

@@ -27,6 +27,7 @@ import numpy as np
 
 from iqa_cli import __version__
 from iqa_cli.data.decode import decode_image, default_workers, worker_pool
+from iqa_cli.data.resize import RESAMPLE_NOTE
 from iqa_cli.data.splits import random_splits
 from iqa_cli.distort import store
 from iqa_cli.distort.base import NUM_LEVELS, NotApplicable
@@ -279,7 +280,7 @@ def cache_attrs(
         "native_range": [1.0, float(NUM_LEVELS)],
         "lower_better": True,
         "resize": f"{settings.width}x{settings.height}",
-        "resample": "bicubic (Pillow, antialiased); JPEG draft reduction to >= 2x the final size",
+        "resample": RESAMPLE_NOTE,
         "exif_orientation": "applied",
         "padded": False,
         "count": int(count),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
@@ -170,3 +173,38 @@ def test_the_window_bounds_the_work_in_flight():
 def test_in_process_when_one_worker():
     with worker_pool(1) as workers:
         assert workers.pool is None and workers.count == 1
+
+
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.timeout(60)
+def test_terminated_workers_die_even_under_a_raising_sigterm_handler():
+    """`iqa` raises on SIGTERM in its main process; forked workers must not inherit that, or
+    `Pool.terminate` (which sends SIGTERM) can leave a worker hanging inside the pool's queues."""
+
+    def raising(signum, frame):
+        raise RuntimeError("SIGTERM handler ran in a worker")
+
+    previous = signal.signal(signal.SIGTERM, raising)
+    try:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), worker_pool(2) as workers:
+            pending = [workers.pool.apply_async(_nap, (30.0,)) for _ in range(2)]
+            time.sleep(0.5)  # both workers are inside a task
+            raise KeyboardInterrupt
+        assert time.monotonic() - started < 10 and not any(p.ready() for p in pending)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_cli_restores_the_callers_sigterm_handler():
+    from typer.testing import CliRunner
+
+    from iqa_cli.cli.main import app
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert CliRunner().invoke(app, ["prepare", "list"]).exit_code == 0
+    assert signal.getsignal(signal.SIGTERM) is before
