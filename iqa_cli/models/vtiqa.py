@@ -221,47 +221,54 @@ def train_views(
     Crop offsets are drawn in [0, 244-224) and the mosaic offsets in [0, cell-patch) from the same seed;
     the global view is flipped when the column offset is below half that range, the mosaic never.
     """
-    top, left, flip = train_crop_offsets(seed, images_244.shape[-1] - size)
-    x_global = global_view(images_244, top, left, size)
-    if flip:
-        x_global = x_global.flip(-1)
-    side = min(images_768.shape[-2:])
-    x_mosaic = mosaic_view(images_768, train_mosaic_offsets(seed, side, grid, patch), grid, patch)
+    x_global, x_mosaic = train_crops(images_244, images_768, seed, size=size, grid=grid, patch=patch)
     return imagenet_normalize(x_global), imagenet_normalize(x_mosaic)
 
 
-def gather_train_crops(
+def train_crops(
     images_244: torch.Tensor,
     images_768: torch.Tensor,
-    rows: torch.Tensor,
     seed: int,
+    rows: torch.Tensor | None = None,
     *,
     size: int = GLOBAL_SIZE,
     grid: int = MOSAIC_GRID,
     patch: int = MOSAIC_PATCH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`train_views` before normalisation, for images `rows` of two stored view arrays, reading only
-    the pixels the batch uses (uint8; the whole 768 view of a batch is 13x larger than its mosaic).
+    """`train_views` before normalisation (uint8): of the whole batch, or of images `rows` of two
+    stored view arrays, reading only the pixels those images use.
 
-    Made for the preloaded host arrays: the prefetch thread copies 2 x 224^2 pixels per image into
-    the batch instead of 244^2 + 768^2, and that is all that travels to the device.
+    With `rows` (the preloaded arrays of a whole dataset), a batch copies 2 x 224^2 pixels per image
+    instead of 244^2 + 768^2 (the 768 view is 13x larger than its mosaic); without, the mosaic is
+    one gather over the batch given (the batch's views already on the device).
     """
     top, left, flip = train_crop_offsets(seed, images_244.shape[-1] - size)
-    _check_image_batch(images_244, top + size, left + size, "global view")
-    x_global = images_244[:, :, top : top + size, left : left + size].index_select(0, rows)
-    if flip:
-        x_global = x_global.flip(-1)
-    _check_image_batch(images_768, grid * patch, grid * patch, "mosaic source")
     h, w = images_768.shape[-2:]
     offsets = train_mosaic_offsets(seed, min(h, w), grid, patch)
+    if rows is None:
+        x_global = global_view(images_244, top, left, size)
+        x_mosaic = mosaic_view(images_768, offsets, grid, patch)
+    else:
+        _check_image_batch(images_244, top + size, left + size, "global view")
+        x_global = images_244[:, :, top : top + size, left : left + size].index_select(0, rows)
+        x_mosaic = _gather_mosaic(images_768, rows, offsets, grid, patch)
+    return (x_global.flip(-1) if flip else x_global), x_mosaic
+
+
+def _gather_mosaic(
+    images: torch.Tensor, rows: torch.Tensor, offsets: torch.Tensor, grid: int, patch: int
+) -> torch.Tensor:
+    """`mosaic_view(images[rows], offsets)` cell by cell, without copying the whole images first."""
+    _check_image_batch(images, grid * patch, grid * patch, "mosaic source")
+    h, w = images.shape[-2:]
     starts_r, starts_c = grid_positions(h, w, offsets, offsets, grid)
-    shape = (rows.numel(), images_768.shape[1], grid * patch, grid * patch)
-    x_mosaic = torch.empty(shape, dtype=images_768.dtype, device=images_768.device)
+    shape = (rows.numel(), images.shape[1], grid * patch, grid * patch)
+    out = torch.empty(shape, dtype=images.dtype, device=images.device)
     for i in range(grid):
         for j in range(grid):
             r, c = int(starts_r[i, j]), int(starts_c[i, j])
             if r + patch > h or c + patch > w:
                 raise DataError(f"mosaic patches fall outside the {h}x{w} source images")
-            cell = images_768[:, :, r : r + patch, c : c + patch]
-            x_mosaic[:, :, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch] = cell.index_select(0, rows)
-    return x_global, x_mosaic
+            cell = images[:, :, r : r + patch, c : c + patch]
+            out[:, :, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch] = cell.index_select(0, rows)
+    return out

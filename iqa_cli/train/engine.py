@@ -493,9 +493,11 @@ class Trainer:
             )
         return stop_flag
 
-    def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        pred = predict_scores(
-            self.recipe,
+    def _predict(self, indices: np.ndarray, outputs: Recipe | None = None) -> np.ndarray:
+        """Test-time predictions of `indices` with the current model (`outputs`: what the recipe, or a
+        wrapper of it, predicts; default the score)."""
+        return predict_scores(
+            outputs or self.recipe,
             self.params,
             self.model,
             self.store,
@@ -505,6 +507,9 @@ class Trainer:
             dist=self.dist,
             channels_last=self.channels_last,
         )
+
+    def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        pred = self._predict(indices)
         return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred
 
     def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:

@@ -135,20 +135,21 @@ class ViewStore:
         if self.resident:
             return _Rows(torch.from_numpy(self.row[indices]), seed), None
         if self.preloaded:
-            rows = torch.from_numpy(self.row[indices])
-            cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
-            out = cut if cut is not None else {name: tensor.index_select(0, rows) for name, tensor in self.host.items()}
+            out = self._gather(torch.from_numpy(self.row[indices]), seed)
             if self.device.type == "cuda":
                 out = {name: t.pin_memory() for name, t in out.items()}
             return out, None
         batch, sizes = decode_batch(self.dataset, indices)
         return (batch.pin_memory() if self.device.type == "cuda" else batch), sizes
 
+    def _gather(self, rows: torch.Tensor, seed: int | None) -> dict[str, torch.Tensor]:
+        """Rows of the preloaded views: a training batch's crops when the recipe cuts them, else whole."""
+        cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
+        return cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
+
     def device_batch(self, host: dict[str, torch.Tensor] | torch.Tensor | _Rows, sizes: np.ndarray | None) -> Views:
         if isinstance(host, _Rows):  # resident views: gathered (and cut) where they live
-            rows = host.rows.to(self.device, non_blocking=True)
-            cut = None if host.seed is None else self.recipe.cut_train_views(self.host, rows, host.seed, self.params)
-            return cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
+            return self._gather(host.rows.to(self.device, non_blocking=True), host.seed)
         if isinstance(host, dict):
             return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
         return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)

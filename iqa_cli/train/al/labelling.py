@@ -30,7 +30,7 @@ from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.al.selection import (
     head_disagreement,
-    round_plan,
+    round_plan_for,
     select_for_round,
     template_disagreement,
     trimmed_distance,
@@ -238,14 +238,7 @@ def _select(
     labelled = np.empty(0, dtype=np.int64)
     if options.labelled is not None:
         labelled = match_names(read_names(Path(options.labelled)), names, Path(options.labelled))
-    plans = round_plan(
-        everything.size,
-        params.budget,
-        shares=params.round_shares,
-        band_starts=params.band_starts,
-        weights=params.borda_weights,
-        authors_counts=params.authors_counts,
-    )
+    plans = round_plan_for(everything.size, params)
     if not 1 <= options.round <= len(plans):
         raise ConfigError(f"--round must be between 1 and {len(plans)}, got {options.round}")
     plan = plans[options.round - 1]

@@ -28,11 +28,11 @@ import torch
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError
-from iqa_cli.train.al.selection import RoundPlan, round_plan, select_for_round, trimmed_distance
+from iqa_cli.train.al.selection import RoundPlan, round_plan_for, select_for_round, trimmed_distance
 from iqa_cli.train.al.signals import PoolScorer, kmeans_distances, read_distance_file, zero_shot_probabilities
 from iqa_cli.train.config import to_plain, write_json
 from iqa_cli.train.data import SplitParts
-from iqa_cli.train.engine import FitContext, FitResult, Trainer, amp_dtype, predict_scores
+from iqa_cli.train.engine import FitContext, FitResult, Trainer, amp_dtype
 from iqa_cli.train.runs import BEST, LAST, PREDICTIONS, RESULT
 
 SELECTED = "selected.json"
@@ -54,16 +54,7 @@ class StepTrainer(Trainer):
         from iqa_cli.train.al.signals import Outputs, all_heads
         from iqa_cli.train.recipes.aliqa import head_metrics
 
-        heads = predict_scores(
-            Outputs(self.recipe, all_heads),
-            self.params,
-            self.model,
-            self.store,
-            indices,
-            device=self.device,
-            dtype=self.eval_dtype,
-            dist=self.dist,
-        )
+        heads = self._predict(indices, Outputs(self.recipe, all_heads))
         score_head = self.model.score_head
         return head_metrics(heads, self.labels.numpy()[indices], score_head), 1.0 + 4.0 * heads[:, score_head]
 
@@ -260,14 +251,7 @@ def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: boo
     if ctx.dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     pool = np.sort(np.asarray(parts.train, dtype=np.int64))
-    plans = round_plan(
-        pool.size,
-        params.budget,
-        shares=params.round_shares,
-        band_starts=params.band_starts,
-        weights=params.borda_weights,
-        authors_counts=params.authors_counts,
-    )
+    plans = round_plan_for(pool.size, params)
     scorer = PoolScorer(
         ctx.recipe,
         params,

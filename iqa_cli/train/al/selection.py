@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,18 @@ def round_plan(
 
 
 # ------------------------------------------------------------------------------------------ signals
+
+
+def round_plan_for(n_pool: int, params: Any) -> list[RoundPlan]:
+    """`round_plan` with the budget and round settings of AL-IQA's parameters (`ALIQAParams`)."""
+    return round_plan(
+        n_pool,
+        params.budget,
+        shares=params.round_shares,
+        band_starts=params.band_starts,
+        weights=params.borda_weights,
+        authors_counts=params.authors_counts,
+    )
 
 
 def trimmed_distance(distance: np.ndarray, keep: int = DEFAULT_KEEP) -> np.ndarray:

@@ -212,7 +212,7 @@ class ALIQARecipe(Recipe):
     # ------------------------------------------------------------------------------- parameters
 
     def check_params(self, params: ALIQAParams) -> None:  # type: ignore[override]
-        from iqa_cli.train.al.selection import round_plan
+        from iqa_cli.train.al.selection import round_plan_for
 
         for name, value, allowed in (
             ("selection_metric", params.selection_metric, METRICS),
@@ -222,13 +222,7 @@ class ALIQARecipe(Recipe):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
         # the plan's own checks (lengths, ranges) on a pool large enough for any budget
-        round_plan(
-            10**6,
-            params.budget,
-            shares=params.round_shares,
-            band_starts=params.band_starts,
-            weights=params.borda_weights,
-        )
+        round_plan_for(10**6, params)
         if len(params.round_n_ctx) != len(params.round_shares) or min(params.round_n_ctx) < 1:
             raise ConfigError(f"round_n_ctx needs one positive context length per round, got {params.round_n_ctx}")
         for name in ("distill_images", "distill_repeats", "distance_keep", "eval_period", "ft_batch_size"):

@@ -235,10 +235,10 @@ class VTIQARecipe(Recipe):
     def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:  # type: ignore[override]
         if params.crop_mode != "batch":
             return None
-        from iqa_cli.models.vtiqa import gather_train_crops
+        from iqa_cli.models.vtiqa import train_crops
 
-        x_global, x_mosaic = gather_train_crops(
-            views["global"], views["mosaic"], rows, seed,
+        x_global, x_mosaic = train_crops(
+            views["global"], views["mosaic"], seed, rows,
             size=params.crop_size, grid=params.mosaic_grid, patch=params.mosaic_patch,
         )  # fmt: skip
         return {HOST_GLOBAL: x_global, HOST_MOSAIC: x_mosaic}
