@@ -35,6 +35,12 @@ def make_eval_command(method: str):
         weights: Optional[str] = typer.Option(  # noqa: UP045
             None, "--weights", help="checkpoint file or weights-store name (default: newest local run)"
         ),
+        split_file: Optional[Path] = typer.Option(  # noqa: UP045
+            None,
+            "--split-file",
+            help="authors' index file (.mat with ind_train/ind_test, e.g. AL-IQA's koniq_rt25_index.mat): "
+            "score its ind_test",
+        ),
         variant: Optional[str] = typer.Option(  # noqa: UP045
             None, "--variant", help="model variant (default: the checkpoint's)"
         ),
@@ -69,6 +75,7 @@ def make_eval_command(method: str):
                 batch_size=batch_size,
                 preload_gb=preload_gb,
                 by_type=by_type,
+                split_file=split_file,
                 overrides={k: v for k, v in overrides.items() if v is not None},
             ),
             ConsoleProgress(),

@@ -22,6 +22,7 @@ REF_IDS = "ref_ids"  # int32 (N,): reference image id, -1 where none
 PER_IMAGE = (SIZES, SCORES, STD, NAMES, REF_IDS)
 # Optional per-image array, written only when the dataset gives it (older caches lack it):
 DISTRIBUTIONS = "distributions"  # float32 (N, K): share of ratings per category, lowest first; NaN rows unknown
+FLAGS = "flags"  # uint8 (N,): bits of iqa_cli.data.records (TRAINING_IMAGE, ...); absent = all 0
 
 SPLITS = "splits"  # group (HDF5) / key prefix (NPZ): splits/<name>/<part>
 ATTRS = "attrs"  # NPZ only: the attributes as one JSON string

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.data import cache_format as F
-from iqa_cli.data.splits import PROTOCOL_SPLITS, is_protocol_split, protocol_split
+from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, ImageList, is_protocol_split, protocol_split
 from iqa_cli.errors import DataError
 
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
@@ -79,6 +79,7 @@ class Cache:
         self._splits: dict[str, dict[str, np.ndarray]] = {}
         self.split_attrs: dict[str, Any] = {}
         self.distributions: np.ndarray | None = None
+        self.flags = np.zeros(0, dtype=np.uint8)  # per image; all 0 when the cache has no `flags` array
         self.format = _sniff(self.path)
         try:
             if self.format == "h5":
@@ -119,6 +120,8 @@ class Cache:
         self.names = [_plain(n) for n in handle[F.NAMES][()].tolist()]
         if F.DISTRIBUTIONS in handle:
             self.distributions = np.asarray(handle[F.DISTRIBUTIONS][()], dtype=np.float32)
+        if F.FLAGS in handle:
+            self.flags = np.asarray(handle[F.FLAGS][()], dtype=np.uint8)
         if F.SPLITS in handle:
             group = handle[F.SPLITS]
             self.split_attrs = {k: _plain(v) for k, v in group.attrs.items()}
@@ -159,6 +162,8 @@ class Cache:
         self.names = [str(n) for n in load(F.NAMES).tolist()]
         if F.DISTRIBUTIONS in members:
             self.distributions = load(F.DISTRIBUTIONS).astype(np.float32)
+        if F.FLAGS in members:
+            self.flags = load(F.FLAGS).astype(np.uint8)
         prefix = f"{F.SPLITS}/"
         for key in members:
             if key.startswith(prefix) and key.count("/") == 2:
@@ -178,6 +183,12 @@ class Cache:
 
     def _validate(self) -> None:
         n = len(self.images)
+        if self.flags.size == 0:
+            self.flags = np.zeros(len(self.scores), dtype=np.uint8)
+        elif self.flags.shape != (n,):
+            raise DataError(
+                f"'{F.FLAGS}' has {self.flags.size} entries but there are {n} images (damaged cache)", path=self.path
+            )
         shape = tuple(self.images.shape)
         if len(shape) != 4 or shape[3] != 3 or np.dtype(self.images.dtype) != np.uint8:
             raise DataError(
@@ -249,16 +260,23 @@ class Cache:
             raise DataError(f"cache has no split '{name}' (available: {available})", path=self.path)
         return {part: indices.copy() for part, indices in self._splits[key].items()}
 
+    def image_list(self) -> ImageList:
+        """The image list the authors' split protocols are computed from."""
+        return ImageList(
+            dataset=str(self.attrs.get("dataset") or ""),
+            names=self.names,
+            flags=self.flags,
+            ref_ids=self.ref_ids,
+            skipped=int(self.attrs.get("skipped") or 0),
+        )
+
     def _protocol_split(self, name: str) -> dict[str, np.ndarray]:
-        """The authors' chained/shuffled splits, from the image count (their prep seed 0 and 80/20,
-        whatever seed and share the stored random splits use)."""
-        if bool(self.split_attrs.get("reference_disjoint")) or (self.ref_ids >= 0).any():
-            raise DataError(
-                f"split '{name}' is the authors' protocol for datasets without reference images; this cache "
-                "has references (use its reference-disjoint random splits)",
-                path=self.path,
-            )
-        return protocol_split(name, len(self))
+        """The authors' split `name` (see `iqa_cli.data.authors_splits`): their prep seed 0 and 80/20,
+        whatever seed and share the stored random splits use."""
+        try:
+            return protocol_split(name, self.image_list())
+        except DataError as exc:
+            raise DataError(f"split '{name}': {exc}", path=self.path) from None
 
     # --- lifetime ---
 

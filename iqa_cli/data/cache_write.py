@@ -35,7 +35,7 @@ from iqa_cli.data.decode import (
     read_headers,
     worker_pool,
 )
-from iqa_cli.data.records import DatasetSpec, Record
+from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
 from iqa_cli.data.splits import official_split, random_splits
 from iqa_cli.errors import DataError
@@ -223,9 +223,17 @@ class _Splits:
 def _make_splits(records: Sequence[Record], reference_disjoint: bool, count: int, seed: int, test_fraction: float):
     ref_ids = np.asarray([r.ref_id for r in records], dtype=np.int64)
     disjoint = reference_disjoint and bool((ref_ids >= 0).any())
+    # Images flagged TRAINING_IMAGE (LIVE Challenge's 7) stay in the cache but belong to no random split:
+    # the split is drawn over the others, so it equals the split of a cache without them.
+    eligible = np.flatnonzero([not (r.flags & TRAINING_IMAGE) for r in records]).astype(np.int64)
     parts = random_splits(
-        len(records), count=count, seed=seed, test_fraction=test_fraction, ref_ids=ref_ids if disjoint else None
+        len(eligible),
+        count=count,
+        seed=seed,
+        test_fraction=test_fraction,
+        ref_ids=ref_ids[eligible] if disjoint else None,
     )
+    parts = {name: {part: eligible[ix] for part, ix in split.items()} for name, split in parts.items()}
     split_attrs: dict[str, dict[str, Any]] = {name: {"seed": seed + k} for k, name in enumerate(parts)}
     official = official_split([r.official_set for r in records])
     if official is not None:
@@ -237,6 +245,7 @@ def _make_splits(records: Sequence[Record], reference_disjoint: bool, count: int
         "test_fraction": test_fraction,
         "reference_disjoint": disjoint,
         "official": official is not None,
+        "excluded_flagged": int(len(records) - len(eligible)),
     }
     return _Splits(parts, attrs, split_attrs)
 
@@ -446,6 +455,8 @@ def build_cache(
                     distributions = _distributions(kept)
                     if distributions is not None:
                         arrays[F.DISTRIBUTIONS] = distributions
+                    if any(r.flags for r in kept):
+                        arrays[F.FLAGS] = np.asarray([r.flags for r in kept], dtype=np.uint8)
                     attrs = _attrs(spec, root, policy, plan, made, padded)
                     sink.finish(arrays, [r.name for r in kept], attrs, made)
                 finally:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+# Bits of `Record.flags` (stored per image as the cache's optional `flags` array).
+TRAINING_IMAGE = 1  # LIVE Challenge's 7 subject-training images: kept, but left out of seeded random splits
+
 
 @dataclass(frozen=True)
 class Record:
@@ -21,6 +24,7 @@ class Record:
     official_set: str | None = None  # e.g. KonIQ's 'training'/'validation'/'test'
     # Share of ratings per category, lowest first (KonIQ's c1..c5 normalised), where the dataset gives them.
     distribution: tuple[float, ...] | None = None
+    flags: int = 0  # TRAINING_IMAGE, ...
 
 
 class Parser(Protocol):

@@ -2,9 +2,8 @@
 
 Random splits (the protocol of datasets.md §15): split k of `count` uses the legacy NumPy generator
 ``RandomState(seed + k)`` to permute the images (or, for reference-disjoint datasets, the reference
-images), and the first ``floor((1 - test_fraction) * n)`` go to train, the rest to test. With the
-default seed 0, split ``random_0`` is exactly the esnthere prep split (``np.random.seed(0)``, shuffle
-``arange(N)``, first ``int(0.8 * N)`` train) for the same record order. Index arrays are int64, sorted.
+images), and the first ``floor((1 - test_fraction) * n)`` go to train, the rest to test. These are
+our clean seeded splits, not the authors' (those are named, see below). Index arrays are int64, sorted.
 
 Reference-disjoint splits (LIVE, CSIQ, TID2013, KADID-10k): all images of one reference land on the
 same side, so no scene is seen in training and test. Images without a reference (ref_id -1) count as
@@ -12,19 +11,12 @@ their own group.
 
 KonIQ's official split comes from each record's ``official_set`` ('training'/'validation'/'test').
 
-The authors' own split protocols (methods spec §0.4), computed on request from the image count, never
-stored: their caches hold the images in the prep order (``RandomState(0)`` permutation, train part
-first, = ``random_0``), and their training scripts, for each split i, join the previous split's train
-and test arrays, shuffle ``arange(N)`` with ``np.random.seed(i)`` and take the first 80 % as train.
+The authors' own split protocols (`authors_prep`, `vtiqa_chain_K`, `ieit_chain_K`, `shuffle_S`,
+`vipnet_K`) are computed on request by `iqa_cli.data.authors_splits`, in the image order the authors'
+scripts used, never stored.
 
-* ``vtiqa_chain_K``: VT-IQA's loop, reshuffled at every i = 0..K (``vtiqa_chain_0`` is the split of
-  the released KonIQ model);
-* ``ieit_chain_K``: IEIT's loop, the prep split at i = 0, reshuffled for i = 1..K;
-* ``shuffle_S``: one seed-S shuffle of the prep order (the released LIVEW/CID2013 models: 4, RBID: 2,
-  SPAQ: 0).
-
-They reproduce the authors' image sets only for the same record order as their prep scripts (the
-order of the official metadata, which the parsers keep) and only for datasets without references.
+Images flagged `TRAINING_IMAGE` (LIVE Challenge's 7 subject-training images) belong to no random
+split: `random_K` are drawn over the other 1,162, the field's convention (pyiqa, hyperIQA).
 
 Everything is a pure function of its inputs and seed: splits can be regenerated from the seed stored
 in the cache.
@@ -33,7 +25,6 @@ in the cache.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,37 +42,6 @@ _OFFICIAL_PARTS = {
     "test": "test",
     "testing": "test",
 }
-
-
-_PROTOCOL = re.compile(r"^(vtiqa_chain|ieit_chain|shuffle)_(\d+)$")
-PROTOCOL_SPLITS = ("vtiqa_chain_K", "ieit_chain_K", "shuffle_S")
-
-
-def is_protocol_split(name: str) -> bool:
-    """Whether `name` is one of the authors' computed split protocols (see the module docstring)."""
-    return _PROTOCOL.match(str(name).strip().lower()) is not None
-
-
-def protocol_order(name: str, n: int, *, seed: int = 0) -> np.ndarray:
-    """The image order after the authors' loop up to split `name`; train = the first 80 %."""
-    match = _PROTOCOL.match(str(name).strip().lower())
-    if match is None:
-        raise ConfigError(f"'{name}' is not a split protocol (expected one of {', '.join(PROTOCOL_SPLITS)})")
-    kind, k = match.group(1), int(match.group(2))
-    order = np.random.RandomState(seed).permutation(n)  # the prep scripts' cache order
-    if kind == "shuffle":
-        return order[np.random.RandomState(k).permutation(n)]
-    for i in range(0 if kind == "vtiqa_chain" else 1, k + 1):
-        order = order[np.random.RandomState(i).permutation(n)]
-    return order
-
-
-def protocol_split(name: str, n: int, *, seed: int = 0, test_fraction: float = 0.2) -> dict[str, np.ndarray]:
-    """Train/test parts (sorted) of the authors' split protocol `name` for `n` images."""
-    _check_fraction(test_fraction, "the test fraction")
-    order = protocol_order(name, n, seed=seed)
-    cut = _train_count(n, test_fraction)
-    return {"train": np.sort(order[:cut]).astype(np.int64), "test": np.sort(order[cut:]).astype(np.int64)}
 
 
 def _train_count(n: int, test_fraction: float) -> int:

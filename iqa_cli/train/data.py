@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from iqa_cli.data.splits import PROTOCOL_SPLITS, is_protocol_split
+from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, is_protocol_split
 from iqa_cli.errors import ConfigError, DataError
 
 RANDOM_PREFIX = "random_"  # the cache's name for its seeded random splits (random_0, random_1, ...)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, read_index_file
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import AMP_MODES, apply_values
@@ -55,6 +56,7 @@ class EvalOptions:
     batch_size: int | None = None
     preload_gb: float | None = None  # GiB; None: 60 % of the available memory
     by_type: bool = False  # also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)
+    split_file: str | Path | None = None  # authors' index file (ind_train/ind_test into their [X; Xtest])
     overrides: dict[str, Any] = field(default_factory=dict)  # test-time Params (the recipe's eval_params)
 
 
@@ -126,10 +128,16 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
             split_arg = options.split
             if split_arg is None and run is not None:
                 split_arg = "all"  # a run's own splits
+            if options.split_file is not None and (run is not None or options.split is not None):
+                raise ConfigError("--split-file names the test part itself: use it with --weights, without --split")
             if run is None:  # one model (a file or a store name): test on the split it was trained on
                 single = load_trained(recipe, plan[None], variant=options.variant)
                 loaded[str(plan[None])] = single
-                split_arg = _split_of_model(single, name, split_arg, dataset, cache_path, progress)
+                split_arg = _split_of_model(single, name, split_arg, options.split_file, progress)
+                if options.split_file is not None:
+                    label, test = _index_file_test(dataset, cache_path, options.split_file)
+                    jobs = [(label, plan[None], test)]
+                    return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
             names = resolve_split_names(dataset, split_arg, source=f"cache {cache_path}")
             if run is not None:
                 missing = [s for s in names if s not in plan]
@@ -303,24 +311,64 @@ def metrics_by_type(
 
 
 def _split_of_model(
-    loaded: LoadedModel, dataset: str, split_arg: str | None, cache: DatasetLike, path: Path, progress: Progress
+    loaded: LoadedModel, dataset: str, split_arg: str | None, split_file: str | Path | None, progress: Progress
 ) -> str | None:
     """The split to test a single model on: by default the one it was trained on (when it was trained
     on this dataset), so its own training images are never scored as test images; a different
-    `--split` is allowed, with a warning."""
+    `--split` is allowed, with a warning. A model whose test part is unknown is refused unless the
+    user names one (`--split`, `--split-file`), and so is a release whose authors published its test
+    indices in a file that was not given."""
     trained_on, trained_split = loaded.meta.get("dataset"), loaded.meta.get("split")
+    weights = loaded.source
+    if trained_split and trained_split.startswith(INDEX_FILE_PREFIX) and trained_on == dataset:
+        wanted = trained_split[len(INDEX_FILE_PREFIX) :]
+        if split_file is None and split_arg is None:
+            raise ConfigError(
+                f"{weights}: its authors tested it on ind_test of {wanted} (published with the method's code); "
+                f"pass --split-file PATH/{wanted} (or --split NAME / --cross DATA to score other images on purpose)"
+            )
+        if split_file is not None and Path(split_file).name != wanted:
+            raise ConfigError(f"--split-file: {weights} was tested on {wanted}, not {Path(split_file).name}")
+        return split_arg
+    if split_file is not None:
+        return None
+    if not trained_on:
+        if split_arg is None:
+            raise ConfigError(
+                f"{weights}: the images this model was trained on are not recorded, so no test part is known to be "
+                "unseen; pass --split NAME (or --split-file FILE) to choose one, or --cross DATA to score every image "
+                "on purpose"
+            )
+        progress.log(f"warning: {weights} does not record its training images; split {split_arg} may hold some")
+        return split_arg
     if trained_on != dataset or not trained_split:
         return split_arg
     if split_arg is None:
         progress.log(f"testing on split {trained_split}, the split this model was trained on")
         return trained_split
-    chosen = resolve_split_names(cache, split_arg, source=f"cache {path}")
-    if chosen != [trained_split]:
+    if split_arg.strip().lower() != trained_split:
         progress.log(
             f"warning: this model was trained on split {trained_split} of {dataset}; the test part of "
-            f"{', '.join(chosen)} may hold images it was trained on"
+            f"{split_arg} may hold images it was trained on"
         )
     return split_arg
+
+
+def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | Path) -> tuple[str, np.ndarray]:
+    """(split label, test indices) of an authors' index file on this cache."""
+    image_list = getattr(dataset, "image_list", None)
+    if image_list is None:
+        raise ConfigError("--split-file needs a prepared cache (it addresses the cache's image list)")
+    ind_train, ind_test = read_index_file(split_file)
+    n = len(dataset)
+    if ind_train.size + ind_test.size != n:
+        raise DataError(
+            f"--split-file {Path(split_file).name}: indexes {ind_train.size} + {ind_test.size} images, the cache "
+            f"holds {n} (was it made for this dataset, with every image?)",
+            path=cache_path,
+        )
+    parts = index_file_split(image_list(), ind_train, ind_test)
+    return f"{INDEX_FILE_PREFIX}{Path(split_file).name}", parts["test"]
 
 
 def apply_test_overrides(recipe: Recipe, params: Any, overrides: dict[str, Any]) -> Any:

@@ -79,7 +79,10 @@ def _check_registry_method(name: str, method: str) -> None:
 
 def authors_split_meta(name: str) -> dict[str, str]:
     """For a known released model: the dataset and split it was trained on, as `iqa eval` reads them
-    from our checkpoints, so it tests on the authors' test part by default (not on images they trained on)."""
+    from our checkpoints, so it tests on the authors' test part by default (not on images they trained on),
+    and the test-time parameters the authors' test script used for it."""
+    import json
+
     from iqa_cli.data.datasets import get_dataset
 
     known = find_known(name)
@@ -89,7 +92,10 @@ def authors_split_meta(name: str) -> dict[str, str]:
         dataset = get_dataset(known.dataset).name  # the name our caches carry (koniq10k -> koniq)
     except ConfigError:
         dataset = known.dataset
-    return {"dataset": dataset, "split": known.test_split}
+    meta = {"dataset": dataset, "split": known.test_split}
+    if known.test_params:
+        meta["params"] = json.dumps(known.test_params, sort_keys=True)
+    return meta
 
 
 def import_checkpoint(

@@ -39,7 +39,9 @@ class KnownWeights:
     used_by: tuple[str, ...]  # methods that use this backbone
     dataset: str | None
     split: str | None  # the authors' split, in words
-    test_split: str | None  # the cache split whose test part is the authors' test set (`iqa eval` default)
+    # The cache split whose test part is the authors' test set (`iqa eval` default), or
+    # 'index_file:NAME' when the authors published the test indices in a file (AL-IQA's .mat files).
+    test_split: str | None
     file_name: str | None
     urls: tuple[str, ...]
     sha256: str | None
@@ -51,6 +53,7 @@ class KnownWeights:
     published: bool  # False: no public direct download (e.g. Baidu Pan / Google Drive only)
     loadable: bool  # False: iqa refuses the file format (e.g. a TorchScript archive)
     note: str
+    test_params: dict[str, Any] | None = None  # test-time parameters the authors' test script used for it
 
     @property
     def downloadable(self) -> bool:
@@ -142,6 +145,7 @@ def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
         published=published,
         loadable=bool(raw.get("loadable", True)),
         note=str(raw.get("note") or ""),
+        test_params=dict(raw["test_params"]) if isinstance(raw.get("test_params"), dict) else None,
     )
 
 

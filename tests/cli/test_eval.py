@@ -145,12 +145,13 @@ def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
     their prep order), so `iqa eval` scores the images they held out, not images they trained on."""
     import h5py
 
-    from iqa_cli.data.splits import protocol_split
+    from iqa_cli.data.authors_splits import protocol_split
     from iqa_cli.models import create
 
     cache = make_cache("mini_livew", tmp_path / "livew", data_dir() / "livew.h5", n=30)
     with h5py.File(cache, "r+") as handle:  # as `iqa prepare livew` names it (`custom` refuses built-in names)
         handle.attrs["dataset"] = "livew"
+        handle.create_dataset("flags", data=np.array([1] * 7 + [0] * 23, dtype=np.uint8))  # the 7 training images
     torch.manual_seed(0)
     authors = {f"module.{k}": v for k, v in create("vtiqa").state_dict().items()}  # DataParallel names
     torch.save(authors, tmp_path / "VTIQA_livew.pt")

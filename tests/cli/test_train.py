@@ -88,8 +88,8 @@ def test_split_all_reports_the_median(cache, tmp_path):
 
 
 def test_authors_split_protocols_train_and_evaluate(cache, tmp_path):
+    from iqa_cli.data.authors_splits import protocol_split
     from iqa_cli.data.cache import open_cache
-    from iqa_cli.data.splits import protocol_split
 
     out = tmp_path / "run"
     result = train("--data", "mini", "--split", "vtiqa_chain_2", "--epochs", "1", "--out", str(out), "--json")

@@ -31,6 +31,7 @@ class ExpectedRecord:
     ref_id: int = -1
     official_set: str | None = None
     distribution: tuple[float, ...] | None = None  # rating shares per category (KonIQ's c1..c5 normalised)
+    flags: int = 0  # iqa_cli.data.records bits (TRAINING_IMAGE for LIVE Challenge's 7)
 
 
 @dataclass
@@ -142,8 +143,8 @@ def _expected(dataset: str, root: Path, base: Path, records, pixels, dropped=())
 
 def make_livew(root: Path, *, doubled: bool = True) -> ExpectedDataset:
     """ChallengeDB_release: three .mat files in Data/ ((N,1) name cell, (1,N) doubles), the first 7
-    entries are the training images t1..t7 in Images/trainingImages/ (dropped), test images mix
-    .bmp and upper-case .JPG, and the archive's doubled top folder."""
+    entries are the training images t1..t7 in Images/trainingImages/ (kept, flagged TRAINING_IMAGE),
+    test images mix .bmp and upper-case .JPG, and the archive's doubled top folder."""
     rng = _rng("livew")
     base = _base(root, "ChallengeDB_release", doubled)
     (base / "README.txt").write_text("LIVE In the Wild Image Quality Challenge Database (miniature)\n")
@@ -154,14 +155,15 @@ def make_livew(root: Path, *, doubled: bool = True) -> ExpectedDataset:
     std = [float(v) for v in rng.uniform(15.0, 24.0, len(names))]
     pixels = {}
     for name in training:
-        write_image(base / "Images" / "trainingImages" / name, 32, 32, rng)
+        pixels[f"Images/trainingImages/{name}"] = write_image(base / "Images" / "trainingImages" / name, 32, 32, rng)
     for name in tests:
         pixels[f"Images/{name}"] = write_image(base / "Images" / name, 32, 32, rng)
     write_mat(base / "Data" / "AllImages_release.mat", {"AllImages_release": _cell_column(names)})
     write_mat(base / "Data" / "AllMOS_release.mat", {"AllMOS_release": _row_vector(mos)})
     write_mat(base / "Data" / "AllStdDev_release.mat", {"AllStdDev_release": _row_vector(std)})
-    records = [ExpectedRecord(f"Images/{n}", mos[i + 7], std[i + 7]) for i, n in enumerate(tests)]
-    return _expected("livew", root, base, records, pixels, dropped=training)
+    records = [ExpectedRecord(f"Images/trainingImages/{n}", mos[i], std[i], flags=1) for i, n in enumerate(training)]
+    records += [ExpectedRecord(f"Images/{n}", mos[i + 7], std[i + 7]) for i, n in enumerate(tests)]
+    return _expected("livew", root, base, records, pixels)
 
 
 def _shares(counts: Sequence[float]) -> tuple[float, ...]:

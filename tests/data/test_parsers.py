@@ -24,6 +24,7 @@ def assert_matches(records, expected: ExpectedDataset) -> None:
         assert (math.isnan(record.std) and math.isnan(want.std)) or record.std == want.std, record.name
         assert record.ref_id == want.ref_id, record.name
         assert record.official_set == want.official_set, record.name
+        assert record.flags == want.flags, record.name
         if want.distribution is None:
             assert record.distribution is None, record.name
         else:
@@ -91,12 +92,14 @@ def test_registry_lists_every_parser_with_its_conventions():
 # --- per-dataset quirks ----------------------------------------------------------------------
 
 
-def test_livew_drops_the_seven_training_images(tmp_path):
+def test_livew_keeps_and_flags_the_seven_training_images_first(tmp_path):
+    from iqa_cli.data.records import TRAINING_IMAGE
+
     expected = FIXTURES["livew"](tmp_path)
     records = parse(expected)
-    assert len(expected.dropped) == 7 and all(n.startswith("t") for n in expected.dropped)
-    assert not any("trainingImages" in r.name for r in records)
-    assert {r.name.rsplit(".", 1)[1] for r in records} == {"bmp", "JPG"}
+    assert [r.name for r in records[:7]] == [f"Images/trainingImages/t{k}.bmp" for k in range(1, 8)]
+    assert all(r.flags == TRAINING_IMAGE for r in records[:7]) and not any(r.flags for r in records[7:])
+    assert {r.name.rsplit(".", 1)[1] for r in records[7:]} == {"bmp", "JPG"}
 
 
 def test_koniq_prefers_1024x768_and_reads_the_official_split(tmp_path):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from iqa_cli.data.authors_splits import is_protocol_split, protocol_split
 from iqa_cli.data.splits import (
-    is_protocol_split,
     official_split,
-    protocol_split,
     random_split,
     random_splits,
     validation_split,

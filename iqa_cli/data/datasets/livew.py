@@ -2,9 +2,14 @@
 
 Layout: `Data/AllImages_release.mat` (an (N,1) cell of bare file names), `Data/AllMOS_release.mat` and
 `Data/AllStdDev_release.mat` ((1,N) doubles, same order), images in `Images/`. The first 7 entries are
-the subject-training images (kept in `Images/trainingImages/`) and are dropped by convention, as
-every published loader does, leaving 1,162 images. The archive often unzips to a doubled
+the subject-training images (kept in `Images/trainingImages/`). The archive often unzips to a doubled
 `ChallengeDB_release/ChallengeDB_release/`, so `Data/` is found by a recursive search.
+
+Image set and order: all 1,169 rows, in the order of the official metadata (the 7 training images
+first). VT-IQA, IEIT and AL-IQA prepared all 1,169 in this order (AL-IQA's `livew_ds.mat` and
+`prompt3vote_livew.mat` have 1,169 columns), so their splits index it. The 7 carry the
+`TRAINING_IMAGE` flag: seeded `random_K` splits leave them out (the 1,162 most papers and pyiqa
+use), and so do VIPNet's rounds (its loader slices `[7:]`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from iqa_cli.data.datasets._files import (
     mat_vector,
     to_score,
 )
-from iqa_cli.data.records import DatasetSpec, Record
+from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.errors import DataError
 
 NAMES_FILE = "AllImages_release.mat"
@@ -66,14 +71,16 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
             f"lists {count} images; expected the 7 training images followed by the test images", path=names_path
         )
     rows = []
-    for i in range(TRAINING_ROWS, count):
+    for i in range(count):
         if not names[i]:
             raise DataError(f"entry {i + 1} of AllImages_release is an empty name", path=names_path)
+        training = i < TRAINING_ROWS
         rows.append(
             Row(
-                relative=f"Images/{names[i]}",
+                relative=f"Images/trainingImages/{names[i]}" if training else f"Images/{names[i]}",
                 score=to_score(mos[i], source=paths[MOS_FILE], where=f"entry {i + 1}"),
                 std=to_score(std[i], source=paths[STD_FILE], where=f"entry {i + 1}", what="std"),
+                flags=TRAINING_IMAGE if training else 0,
             )
         )
     return build_records(rows, dataset_root=dataset_root, metadata=names_path, on_missing=on_missing)
@@ -81,7 +88,7 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
 
 SPEC = DatasetSpec(
     name="livew",
-    title="LIVE In the Wild Image Quality Challenge (1,162 images)",
+    title="LIVE In the Wild Image Quality Challenge (1,169 images: 1,162 test + 7 flagged training images)",
     parse=parse,
     score_type="MOS",
     native_range=(1.0, 100.0),

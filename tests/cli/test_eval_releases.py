@@ -1,0 +1,131 @@
+"""Released models are scored only on their own test images: AL-IQA's KonIQ releases on `ind_test` of
+the authors' index file, a model whose test part is unknown is refused for intra-dataset evaluation.
+
+The KonIQ fixture has all 10,073 rows (tiny JPEGs, CSV rows not sorted by name), prepared with
+`iqa prepare koniq`, so the authors' index files address it exactly as they address their cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from tests.cli.test_eval import one_error_line
+
+runner = CliRunner()
+AUTHORS_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "authors-data" / "aliqa"
+KONIQ_N = 10073
+
+
+def _write_koniq(root: Path, n: int) -> list[str]:
+    """Official layout: the scores CSV (rows in a shuffled, not name-sorted order) and 1024x768/ images."""
+    rng = np.random.RandomState(7)
+    ids = rng.choice(np.arange(10**6, 10**7), size=n, replace=False)
+    names = [f"{v}.jpg" for v in ids]
+    folder = root / "koniq10k_1024x768" / "1024x768"
+    folder.mkdir(parents=True)
+    tile = Image.fromarray(rng.randint(0, 255, (12, 16, 3), dtype=np.uint8))
+    buffer = folder / names[0]
+    tile.save(buffer, quality=90)
+    data = buffer.read_bytes()
+    for name in names[1:]:
+        (folder / name).write_bytes(data)  # identical tiny JPEGs: the test is about which images, not pixels
+    with open(root / "koniq10k_scores_and_distributions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"])
+        for k, name in enumerate(names):
+            mos = 1.0 + 3.0 * ((k * 7919) % 1000) / 1000
+            writer.writerow([name, 0.2, 0.2, 0.2, 0.2, 0.2, 100, mos, 0.5, (mos - 1) * 25])
+    return names
+
+
+@pytest.fixture(scope="module")
+def koniq_home(tmp_path_factory):
+    root = tmp_path_factory.mktemp("koniq_root")
+    names = _write_koniq(root, KONIQ_N)
+    cache = tmp_path_factory.mktemp("release_cache") / "koniq.h5"
+    result = runner.invoke(app, ["prepare", "koniq", "--root", str(root), "--splits", "1", "--out", str(cache)])
+    assert result.exit_code == 0, result.output
+    return {"cache": str(cache), "names": names, "tmp": tmp_path_factory.mktemp("release_files")}
+
+
+def _tiny_release(path: Path, meta: dict) -> Path:
+    """A tiny AL-IQA network saved as a release would be after `iqa weights import` (dataset, split)."""
+    import torch
+
+    from iqa_cli.models.checkpoint import save_checkpoint
+    from iqa_cli.train.recipes import get_recipe
+
+    recipe = get_recipe("aliqa")
+    params = recipe.Params()
+    torch.manual_seed(0)
+    model = recipe.build_model(params, tiny=True, pretrained=False)
+    return save_checkpoint(model, path, {"method": "aliqa", "tiny": True, **meta})
+
+
+def _authors_test_names(names: list[str], ind_test: np.ndarray) -> set[str]:
+    """What test_koniq_rtXX.py scores: [X; Xtest] of the name-sorted, seed-0-shuffled prep cache, at ind_test."""
+    sorted_names = np.asarray(names)[np.argsort(np.asarray(names))]
+    ind = np.arange(len(sorted_names))
+    np.random.seed(0)
+    np.random.shuffle(ind)
+    cut = int(len(ind) * 0.8)
+    rows = np.concatenate([sorted_names[ind[:cut]], sorted_names[ind[cut:]]])
+    return {f"1024x768/{n}" for n in rows[ind_test]}
+
+
+def _evaluate_release(koniq_home, split_file: Path, name: str) -> set[str]:
+    tmp = koniq_home["tmp"]
+    weights = _tiny_release(tmp / f"{name}.safetensors", {"dataset": "koniq", "split": f"index_file:{name}"})
+    per_image = tmp / f"{name}.csv"
+    args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(weights), "--device", "cpu"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code != 0 and f"pass --split-file PATH/{name}" in one_error_line(refused)
+    result = runner.invoke(app, [*args, "--split-file", str(split_file), "--per-image", str(per_image), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["results"][0]["split"] == f"index_file:{name}"
+    with open(per_image) as f:
+        return {row["name"] for row in csv.DictReader(f)}
+
+
+def test_aliqa_release_scores_exactly_ind_test_of_a_synthetic_index_file(koniq_home):
+    rng = np.random.RandomState(1)
+    ind_test = np.sort(rng.permutation(KONIQ_N)[:300])
+    ind_train = np.setdiff1d(np.arange(KONIQ_N), ind_test)
+    split_file = koniq_home["tmp"] / "koniq_rt05_index.mat"
+    savemat(split_file, {"ind_train": ind_train[None, :].astype(np.int64), "ind_test": ind_test[None, :]})
+    scored = _evaluate_release(koniq_home, split_file, "koniq_rt05_index.mat")
+    assert scored == _authors_test_names(koniq_home["names"], ind_test) and len(scored) == 300
+
+
+@pytest.mark.skipif(not AUTHORS_DATA.is_dir(), reason="../shared/authors-data/aliqa (the authors' index files) absent")
+def test_aliqa_release_scores_ind_test_of_the_authors_rt80_file(koniq_home):
+    from scipy.io import loadmat
+
+    split_file = AUTHORS_DATA / "koniq_rt80_index.mat"
+    ind_test = loadmat(split_file)["ind_test"][0]
+    scored = _evaluate_release(koniq_home, split_file, "koniq_rt80_index.mat")
+    assert len(scored) == KONIQ_N - 8058 == ind_test.size
+    assert scored == _authors_test_names(koniq_home["names"], ind_test)
+
+
+def test_release_with_unknown_test_part_is_refused(koniq_home):
+    tmp = koniq_home["tmp"]
+    unknown = _tiny_release(tmp / "unknown.safetensors", {})
+    args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(unknown), "--device", "cpu"]
+    line = one_error_line(runner.invoke(app, args))
+    assert "not recorded" in line and "--split NAME" in line and "--cross" in line
+    wrong = tmp / "koniq_rt10_index.mat"
+    savemat(wrong, {"ind_train": np.arange(3)[None, :], "ind_test": np.arange(3, 6)[None, :]})
+    release = _tiny_release(tmp / "rt25.safetensors", {"dataset": "koniq", "split": "index_file:koniq_rt25_index.mat"})
+    line = one_error_line(runner.invoke(app, [*args[:-2], "--weights", str(release), "--split-file", str(wrong)]))
+    assert "was tested on koniq_rt25_index.mat, not koniq_rt10_index.mat" in line
