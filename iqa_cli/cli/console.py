@@ -12,7 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichBar
 
 # Results go to stdout, everything else (progress, logs, errors) to stderr, so `--json` output pipes cleanly.
-out = Console(soft_wrap=True)
+# Off a terminal (a SLURM log, a pipe) tables are drawn at their full width: never cut to `random…`.
+_FULL_WIDTH = 100_000
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _FULL_WIDTH)
 err = Console(stderr=True, soft_wrap=True)
 
 

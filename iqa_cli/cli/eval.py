@@ -124,6 +124,9 @@ def show_eval_report(report: dict[str, Any]) -> None:
     if len(report["results"]) > 1:
         median = report["median"]
         table.add_row("median", "", *[f"{median[m]:.4f}" for m in columns], "")
+        mean, std = report.get("mean") or {}, report.get("std") or {}
+        if mean:
+            table.add_row("mean ± std", "", *[f"{mean[m]:.4f} ± {std[m]:.4f}" for m in columns], "")
     out.print(table)
     for row in report["results"]:
         if row.get("by_type"):

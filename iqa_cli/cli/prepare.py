@@ -9,6 +9,7 @@ plus a CSV, `inspect` / `list`, and `enhance` (IEIT's intermediary images beside
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -317,13 +318,28 @@ def list_datasets(json_output: bool = typer.Option(False, "--json", help="Print 
 @app.command("inspect")
 def inspect_cache(
     cache: str = typer.Argument(..., help="A cache file, or a dataset name prepared into $IQA_HOME/data."),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="List the train and test image names of this split (stored, e.g. random_0, or computed: "
+        "authors_prep, vtiqa_chain_K, ieit_chain_K, shuffle_S, vipnet_K)",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
-    """What a cache holds: counts, shapes, score range and mean, std availability, size policy, splits, attributes."""
-    from iqa_cli.data.cache import describe_cache, open_cache
+    """What a cache holds: counts, shapes, score range and mean, std availability, size policy, splits, attributes.
+    With --split: the names of the images in each part of that split."""
+    from iqa_cli.data.cache import describe_cache, open_cache, split_members
     from iqa_cli.home import resolve_cache
 
     with open_cache(resolve_cache(cache)) as opened:
+        if split is not None:
+            members = split_members(opened, split)
+            if json_output:
+                print_json(members)
+            else:
+                # Plain tab-separated lines (rich would expand the tab): `cut -f2` gives the names.
+                sys.stdout.write("".join(f"{part}\t{name}\n" for part, names in members.items() for name in names))
+            return
         info = describe_cache(opened)
     if json_output:
         print_json(info)
@@ -354,6 +370,14 @@ def inspect_cache(
     lines.append(("std", f"{info['std_available']} of {info['count']} images"))
     if info["references"]:
         lines.append(("references", str(info["references"])))
+    if info["training_images"]:
+        lines.append(
+            (
+                "training images",
+                f"{info['training_images']} flagged (LIVE Challenge's subject-training images: in the authors' "
+                "splits, not in the random ones)",
+            )
+        )
     lines.append(("skipped", str(info["skipped"])))
     split_attrs = info["split_attrs"]
     if info["splits"]:

@@ -57,7 +57,7 @@ raises a one-line DataError.
 from __future__ import annotations
 
 from iqa_cli.data.cache_format import FORMAT_VERSION, FORMATS
-from iqa_cli.data.cache_read import Cache, describe_cache, load_all_images, open_cache
+from iqa_cli.data.cache_read import Cache, describe_cache, load_all_images, open_cache, split_members
 from iqa_cli.data.cache_write import CacheSummary, build_cache
 
 __all__ = [
@@ -69,4 +69,5 @@ __all__ = [
     "describe_cache",
     "load_all_images",
     "open_cache",
+    "split_members",
 ]

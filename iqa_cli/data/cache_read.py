@@ -12,6 +12,7 @@ import numpy as np
 
 from iqa_cli.data import cache_format as F
 from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, ImageList, is_protocol_split, protocol_split
+from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.errors import DataError
 
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
@@ -378,6 +379,8 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         "std_available": std_known,
         "distributions": None if cache.distributions is None else int(cache.distributions.shape[1]),
         "references": int(len(np.unique(refs))),
+        "training_images": int((cache.flags & TRAINING_IMAGE).astype(bool).sum()),
+        "training_image_names": [cache.names[i] for i in np.flatnonzero(cache.flags & TRAINING_IMAGE)],
         "resize": cache.attrs.get("resize"),
         "splits": {
             name: {part: int(len(ix)) for part, ix in cache.split(name).items()} for name in cache.split_names()
@@ -387,3 +390,9 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         "skipped_names": cache.attrs.get("skipped_names", []),
         "attrs": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in cache.attrs.items()},
     }
+
+
+def split_members(cache: Cache, name: str) -> dict[str, list[str]]:
+    """The image names (as stored) of each part of split `name`, stored or computed, in cache order."""
+    parts = cache.split(name)
+    return {part: [cache.names[i] for i in np.asarray(indices, dtype=np.int64)] for part, indices in parts.items()}

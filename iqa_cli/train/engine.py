@@ -233,7 +233,13 @@ class FitContext:
 
 
 class Trainer:
-    """Trains one split into `out_dir` (only rank 0 writes)."""
+    """Trains one split into `out_dir` (only rank 0 writes).
+
+    `evaluate_before_training`: on a fresh start, evaluate the start weights first and make them the
+    kept model, so the first evaluation must beat them (AL-IQA's steps do this, as the authors' scripts
+    compare with the evaluation they run before training)."""
+
+    evaluate_before_training = False
 
     def __init__(self, ctx: FitContext, parts: SplitParts, out_dir: Path) -> None:
         self.ctx, self.parts, self.out_dir = ctx, parts, out_dir
@@ -572,6 +578,8 @@ class Trainer:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._setup(resume)
+        if self.evaluate_before_training and self.pos.epoch == 0 and self.best_state is None:
+            self._keep_start_weights()
         started = time.monotonic()
         stopped_because = "epoch cap"
         while self.pos.epoch < self.params.epochs:
@@ -596,6 +604,22 @@ class Trainer:
             if reason is not None:
                 raise self._interrupt(reason)
         return self._finish(stopped_because)
+
+    def _keep_start_weights(self) -> None:
+        """Evaluate the weights training starts from and keep them as the model to beat (epoch -1)."""
+        indices = self.parts.select
+        metrics, _ = self._evaluate(indices)
+        value = float(metrics[self.params.selection_metric])
+        self.pos.best_metric, self.pos.best_epoch = (value if math.isfinite(value) else -math.inf), -1
+        self.best_state = cpu_state(self.model)
+        if self.main:
+            save_checkpoint(self.best_state, self.out_dir / BEST, self._checkpoint_meta(-1))
+            record = {"epoch": -1, "split": self.parts.name, "selected_on": self.parts.select_on}
+            self._write_log({**record, "part": self.parts.select_on, **metrics, "event": "before training"})
+            self.ctx.progress.log(
+                f"split {self.parts.name} before training: {self.parts.select_on} "
+                f"{self.params.selection_metric} {value:.4f} (the model to beat)"
+            )
 
     def _finish(self, stopped_because: str) -> FitResult:
         if self.best_state is not None:

@@ -33,7 +33,7 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.engine import amp_dtype, predict_scores
-from iqa_cli.train.metrics import median_metrics
+from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.trainer import selection_label
@@ -70,6 +70,8 @@ class EvalReport:
     results: list[dict[str, Any]]
     median: dict[str, float]
     selection: str
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)  # the metrics a table shows (the recipe's choice)
     per_image: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
@@ -83,6 +85,8 @@ class EvalReport:
             "selection": self.selection,
             "results": self.results,
             "median": self.median,
+            "mean": self.mean,
+            "std": self.std,
             "columns": self.columns,
         }
 
@@ -220,11 +224,22 @@ def _run_jobs(
             )
             store_key = key
         progress.start(f"evaluating {name} split {split}", int(indices.size))
+        outputs_recipe = recipe.eval_outputs()
         pred = predict_scores(
-            recipe, params, loaded.model, store, indices, device=device, dtype=dtype, progress=progress
+            outputs_recipe or recipe,
+            params,
+            loaded.model,
+            store,
+            indices,
+            device=device,
+            dtype=dtype,
+            progress=progress,
         )
         progress.finish()
-        metrics = recipe.metrics(pred, labels[indices], params)
+        if outputs_recipe is not None:
+            metrics, pred = recipe.outputs_metrics(pred, labels[indices], params)
+        else:
+            metrics = recipe.metrics(pred, labels[indices], params)
         if options.by_type:
             metrics["by_type"] = metrics_by_type(types_of(dataset, name, cache_path), indices, pred, labels[indices])
         selected_on = loaded.selected_on
@@ -257,6 +272,9 @@ def _run_jobs(
             )
     if dataset is not raw:
         close_dataset(dataset)
+    if not results:  # an empty table with exit 0 would read as a result
+        raise DataError("the evaluation scored no split (no job matched the weights and splits given)", path=cache_path)
+    summary = summary_metrics(results, recipe.metric_names)
     return EvalReport(
         method=recipe.name,
         dataset=name,
@@ -264,7 +282,9 @@ def _run_jobs(
         trained_on=results[0]["trained_on"] if results else None,
         weights=str(run.run) if run is not None else str(options.weights or ""),
         results=results,
-        median=median_metrics(results, recipe.metric_names),
+        median=summary["median"],
+        mean=summary["mean"],
+        std=summary["std"],
         columns=list(recipe.report_metrics),
         selection=_selection_text(selections),
         per_image=per_image,
@@ -404,4 +424,6 @@ def write_metrics_csv(path: Path, report: EvalReport) -> None:
         writer.writeheader()
         for row in report.results:
             writer.writerow(row)
-        writer.writerow({"dataset": report.dataset, "split": "median", "n": "", **report.median})
+        for label, values in (("median", report.median), ("mean", report.mean), ("std", report.std)):
+            if values:
+                writer.writerow({"dataset": report.dataset, "split": label, "n": "", **values})

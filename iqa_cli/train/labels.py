@@ -30,6 +30,12 @@ PAPER_1TO5: dict[str, tuple[float, float, str]] = {
     "rbid": (0.8, 1.0, "Y*0.8 + 1"),
     "cid2013": (1 / 25, 1.0 + 10 / 25, "(Y+10)/25 + 1"),
 }
+# IEIT's low-quality subset, on the training label scale (1-5): label < threshold. 2 everywhere, except
+# CID2013 whose (Y+10)/25+1 mapping shifts labels by 0.4: the authors' CID test script uses 2.4 (its
+# comment says the bar must move with the +10 offset).
+LOW_QUALITY_DEFAULT = 2.0
+LOW_QUALITY_THRESHOLDS: dict[str, float] = {"cid2013": 2.4}
+
 ALIASES = {
     "koniq": "koniq10k",
     "koniq-10k": "koniq10k",
@@ -90,3 +96,9 @@ def native(attrs: Mapping[str, Any]) -> LabelMap:
 
 
 LABEL_SCALES = {"paper": paper_1to5, "range": declared_range_1to5, "native": native}
+
+
+def low_quality_threshold(dataset: str | None) -> float:
+    """IEIT's low-quality bar for `dataset` on the 1-5 training scale (see LOW_QUALITY_THRESHOLDS)."""
+    key = str(dataset or "").lower()
+    return LOW_QUALITY_THRESHOLDS.get(ALIASES.get(key, key), LOW_QUALITY_DEFAULT)

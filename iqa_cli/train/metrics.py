@@ -143,6 +143,23 @@ def compute_metrics(pred: np.ndarray, label: np.ndarray) -> Metrics:
     )
 
 
+def summary_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRIC_NAMES) -> dict[str, dict[str, float]]:
+    """Median, mean and standard deviation (population, ddof 0) of every metric over splits, ignoring nan.
+
+    The authors report different statistics (VT-IQA and VIPNet scripts the median, the IEIT notebooks
+    the mean, SSL-IQA's tools all three), so every multi-split result carries all three."""
+    out: dict[str, dict[str, float]] = {"median": {}, "mean": {}, "std": {}}
+    for name in names:
+        values = np.array([float(r[name]) for r in rows if name in r], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out["median"][name] = float(np.median(values)) if values.size else math.nan
+        out["mean"][name] = float(np.mean(values)) if values.size else math.nan
+        out["std"][name] = float(np.std(values)) if values.size else math.nan
+    for stats in out.values():
+        stats["splits"] = len(rows)
+    return out
+
+
 def median_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRIC_NAMES) -> dict[str, float]:
     """Median of every metric over splits (the papers' summary), ignoring nan; `splits` counts them."""
     out: dict[str, float] = {}

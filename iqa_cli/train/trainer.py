@@ -32,7 +32,7 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted
-from iqa_cli.train.metrics import median_metrics
+from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import newest_run, now, read_run, run_root, split_dir, write_run
@@ -352,7 +352,7 @@ def _train_splits(
         "selected_on": engine.select_on,
         "selection": selection_label(engine.select_on),
         "splits": rows,
-        "median": median_metrics(rows, recipe.metric_names),
+        **summary_metrics(rows, recipe.metric_names),
         "columns": list(recipe.report_metrics),
     }
     info["status"] = "complete"

@@ -91,6 +91,18 @@ def test_the_run_folder_audits_every_round(trained):
     log = [json.loads(x) for x in (split / "fine-tune" / "log.jsonl").read_text().splitlines()]
     assert {x["part"] for x in log} == {"val", "test"} and all(x["selected_on"] == "val" for x in log)
     assert "heads_plcc_srcc" in log[0]
+    # As the authors' step scripts: the start weights (round 3's kept model) are evaluated before training,
+    # and the first evaluation is compared with them; they stay the kept model unless beaten.
+    assert log[0]["epoch"] == -1 and log[0]["event"] == "before training" and log[0]["part"] == "val"
+    start = log[0]["heads_plcc_srcc"]
+    later = [x["heads_plcc_srcc"] for x in log[1:] if x["part"] == "val"]
+    improved = [x for x in log[1:] if x.get("improved")]
+    assert all(x["heads_plcc_srcc"] > start for x in improved)
+    result = json.loads((split / "fine-tune" / "result.json").read_text())
+    if not any(v > start for v in later):
+        assert result["best_epoch"] == -1  # nothing beat round 3: round 3's model is kept
+    round3 = json.loads((split / "round-3" / "log.jsonl").read_text().splitlines()[0])
+    assert round3["epoch"] == -1 and round3["event"] == "before training"
     with np.load(split / "distances.npz") as saved:
         assert saved["distance"].shape == (5, 8, parts.train.size)  # tiny: 8 centroids; 5 repeats
         assert "stand-in" in str(saved["source"])
@@ -107,6 +119,9 @@ def test_eval_finds_the_final_model(trained, monkeypatch):
     row = json.loads(result.stdout)["results"][0]
     assert row["srcc"] == pytest.approx(trained.report["splits"][0]["srcc"], abs=1e-9)
     assert row["selected_on"] == "val"
+    # The authors' headline metric (mean over the three heads) is reported next to head 2's.
+    assert isinstance(row["heads_srcc"], float) and isinstance(row["heads_plcc"], float)
+    assert row["heads_srcc"] == pytest.approx(trained.report["splits"][0]["heads_srcc"], abs=1e-9)
 
 
 def test_resume_skips_finished_rounds_and_continues_the_interrupted_one(trained, tmp_path, monkeypatch):

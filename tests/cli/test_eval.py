@@ -72,6 +72,13 @@ def test_newest_run_on_its_own_splits_with_json(trained):
         assert row["dataset"] == "mini" and row["n"] == 8 and row["trained_split"] == row["split"]
         assert all(isinstance(row[m], float) for m in METRICS)
     assert report["median"]["splits"] == 2 and "validation" in report["selection"]
+    # Median, mean and standard deviation over splits (the statistics the authors' scripts report).
+    values = [r["srcc"] for r in report["results"]]
+    assert report["median"]["srcc"] == pytest.approx(np.median(values), abs=1e-12)
+    assert report["mean"]["srcc"] == pytest.approx(np.mean(values), abs=1e-12)
+    assert report["std"]["srcc"] == pytest.approx(np.std(values), abs=1e-12)
+    text = evaluate("--data", "mini")
+    assert "median" in text.stdout and "mean ± std" in text.stdout
     # The same numbers as the run's own final test of each kept model.
     results = json.loads((trained["run"] / "results.json").read_text())["splits"]
     for ours, theirs in zip(report["results"], results, strict=True):
@@ -85,7 +92,7 @@ def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert "random_1" in result.stdout and "srcc" in result.stdout  # the rich table
     rows = list(csv.DictReader(table.open()))
-    assert [r["split"] for r in rows] == ["random_1", "median"]
+    assert [r["split"] for r in rows] == ["random_1", "median", "mean", "std"]
     images = list(csv.DictReader(per_image.open()))
     assert len(images) == 8 and {r["split"] for r in images} == {"random_1"}
     pred = np.array([float(r["prediction"]) for r in images])

@@ -226,3 +226,28 @@ def test_sigterm_while_packing_leaves_no_partial_file(tmp_path, _isolated_home):
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "SIGTERM" in errors[0] and "Traceback" not in stderr
     assert not out.exists() and os.listdir(out.parent) == []
+
+
+def test_inspect_lists_a_split_s_image_names_and_the_livew_training_images(tmp_path):
+    """`iqa prepare inspect CACHE --split NAME [--json]`: the names each part holds, stored or computed."""
+    expected = make_livew(tmp_path / "root")
+    out = tmp_path / "livew.h5"
+    assert iqa("livew", "--root", expected.root, "--out", out, "-j", "1", "--splits", "2").exit_code == 0
+    info = json.loads(iqa("inspect", out, "--json").stdout)
+    assert info["count"] == 17 and info["training_images"] == 7
+    assert info["training_image_names"] == [f"Images/trainingImages/t{k}.bmp" for k in range(1, 8)]
+    assert "7 flagged" in iqa("inspect", out).stdout
+    with open_cache(out) as cache:
+        for split in ("random_1", "authors_prep", "shuffle_4", "vtiqa_chain_1", "vipnet_3"):
+            result = iqa("inspect", out, "--split", split, "--json")
+            assert result.exit_code == 0, result.output
+            members = json.loads(result.stdout)
+            parts = cache.split(split)
+            assert set(members) == {"train", "test"}
+            assert members["test"] == [cache.names[i] for i in parts["test"]]
+            assert members["train"] == [cache.names[i] for i in parts["train"]]
+        random_names = set(json.loads(iqa("inspect", out, "--split", "1", "--json").stdout)["train"])
+        assert not random_names & set(info["training_image_names"])
+    text = iqa("inspect", out, "--split", "authors_prep")
+    assert text.exit_code == 0 and "test\tImages/" in text.stdout
+    assert failed(iqa("inspect", out, "--split", "random_9"), "no split 'random_9'")

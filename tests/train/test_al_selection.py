@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,31 @@ def test_disagreement_of_templates_and_of_heads():
     )
     np.testing.assert_allclose(template_disagreement(probabilities), [np.std([0.2, 0.4, 0.6]), np.std([0, 0.5, 1])])
     np.testing.assert_allclose(head_disagreement(np.array([[0.5, 0.5, 0.5], [0.0, 0.5, 1.0]])), [0.0, np.sqrt(1 / 6)])
+
+
+AUTHORS_ALIQA = Path(__file__).resolve().parents[2].parent / "shared" / "authors-data" / "aliqa"
+
+
+@pytest.mark.skipif(not AUTHORS_ALIQA.is_dir(), reason="../shared/authors-data/aliqa (the authors' files) absent")
+def test_selection_on_the_authors_livew_files_picks_59_116_116():
+    """The authors' LIVEW inputs: `livew_ds.mat` distances, round 1's zero-shot votes (three templates of
+    six prompt pairs), rounds 2 and 3's three-head probabilities; all in their [X; Xtest] column order."""
+    from scipy.io import loadmat
+
+    distance = loadmat(AUTHORS_ALIQA / "livew_ds.mat")["distance"]
+    assert distance.shape == (5, 50, 1169)
+    votes = loadmat(AUTHORS_ALIQA / "prompt3vote_livew.mat")
+    first = np.stack([votes[f"output{t}"] for t in (1, 2, 3)], axis=1)  # (pairs 6, templates 3, 1169)
+    later = []
+    for step in ("second", "third"):
+        heads = loadmat(AUTHORS_ALIQA / f"prompt3vote_rt25_{step}step_livew.mat")
+        later.append(np.concatenate([heads[f"output{h}"] for h in (1, 2, 3)], axis=0).T)  # (1169, heads 3)
+    uncertainties = [template_disagreement(first), head_disagreement(later[0]), head_disagreement(later[1])]
+    labelled = np.empty(0, dtype=np.int64)
+    counts = []
+    for plan, uncertainty in zip(round_plan(1169, 25), uncertainties, strict=True):
+        remaining = np.setdiff1d(np.arange(1169), labelled)
+        chosen = select_for_round(uncertainty[remaining], distance[:, :, remaining], plan)
+        counts.append(int(chosen.positions.size))
+        labelled = np.concatenate([labelled, remaining[chosen.positions]])
+    assert counts == [59, 116, 116] and np.unique(labelled).size == 291

@@ -57,7 +57,7 @@ def test_stage_protocol_values_fill_what_is_left_open():
     assert STAGE_PHASES[2] == ((0, 0.001), (21, 0.003), (41, 0.01))
     plateau = (full.freeze_epochs, full.patience, full.plateau_after, full.lr_factor, full.min_lr)
     assert plateau == (21, 20, 60, 0.3, 5e-5)
-    assert (full.weight_decay, full.momentum, full.optimizer, full.lq_threshold) == (1e-3, 0.0, "sgd", 2.0)
+    assert (full.weight_decay, full.momentum, full.optimizer, full.lq_threshold) == (1e-3, 0.0, "sgd", None)
     kept = params_for(stage=2, batch_size=5, loss="mse", selection_metric="srcc")
     assert (kept.batch_size, kept.loss, kept.selection_metric) == (5, "mse", "srcc")
     with pytest.raises(ConfigError, match="needs --stage 2"):
@@ -227,3 +227,19 @@ def test_the_recipe_learns_a_synthetic_quality_ranking(tmp_path, _isolated_home)
     assert meta["stage1_weights"] == first["weights"]
     saved = json.loads(meta["params"])
     assert (saved["stage"], saved["loss"], saved["selection_metric"], saved["optimizer"]) == (2, "l1", LQ_METRIC, "sgd")
+
+
+def test_low_quality_bar_is_the_dataset_s_cid2013_2_4_as_the_authors_test_script():
+    """test_example_of_cid.py: labels (Y+10)/25+1, low quality = label < 2.4; every other dataset < 2."""
+    from types import SimpleNamespace
+
+    params = params_for()
+    for dataset, bar in (("cid2013", 2.4), ("cid", 2.4), ("livew", 2.0), ("koniq", 2.0), ("mine", 2.0)):
+        resolved = recipe.dataset_params(params, SimpleNamespace(attrs={"dataset": dataset}))
+        assert resolved.lq_threshold == bar, dataset
+    chosen = recipe.dataset_params(params_for(lq_threshold=1.7), SimpleNamespace(attrs={"dataset": "cid2013"}))
+    assert chosen.lq_threshold == 1.7  # an explicit --lq-threshold wins
+    labels = np.array([1.5, 2.1, 2.3, 2.35, 3.0, 4.0, 2.39, 1.2])
+    pred = labels + np.linspace(0, 0.1, labels.size)
+    at_cid = recipe.metrics(pred, labels, recipe.dataset_params(params, SimpleNamespace(attrs={"dataset": "cid2013"})))
+    assert at_cid["lq_n"] == int((labels < 2.4).sum()) == 6

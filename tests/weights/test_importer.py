@@ -212,3 +212,19 @@ def test_import_authors_checkpoint_from_reference_manifest(tmp_path, method, fix
         with torch.inference_mode():
             prob = model.eval()(*inputs.values())[0]
         assert_matches(prob, find(_ref["outputs"], "prob"), atol=1e-5, label="prob")
+
+
+def test_aliqa_releases_carry_their_authors_test_part_and_inputs():
+    """koniq_rt05/rt80 were tested on the 224 px cache without a crop (test_koniq_rt05.py, _rt80.py),
+    rt10/rt25 on the 244 px cache's centre 224 crop; all four on ind_test of their index file."""
+    import json
+
+    from iqa_cli.weights.importer import authors_split_meta
+
+    for rt in ("rt05", "rt10", "rt25", "rt80"):
+        meta = authors_split_meta(f"aliqa_koniq10k_{rt}")
+        assert meta["dataset"] == "koniq" and meta["split"] == f"index_file:koniq_{rt}_index.mat"
+        params = json.loads(meta.get("params", "{}"))
+        assert params == ({"global_source": 224} if rt in ("rt05", "rt80") else {})
+    assert authors_split_meta("vtiqa_org_koniq10k_fusion")["split"] == "authors_prep"
+    assert authors_split_meta("vtiqa_livew")["split"] == "shuffle_4"

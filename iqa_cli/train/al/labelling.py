@@ -261,7 +261,11 @@ def _select(
         uncertainty = template_disagreement(zero_shot_probabilities(model, features[remaining]))
     if options.distances is not None:
         distance = read_distance_file(
-            options.distances, key=params.distance_key, n_images=everything.size, order=params.distance_order
+            options.distances,
+            key=params.distance_key,
+            n_images=everything.size,
+            order=params.distance_order,
+            dataset=dataset,
         )
         representativeness = f"file {options.distances} ({params.distance_order} order)"
     else:

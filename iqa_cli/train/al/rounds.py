@@ -48,7 +48,11 @@ def round_dir(out_dir: Path, index: int) -> Path:
 
 class StepTrainer(Trainer):
     """The engine's trainer, evaluating all three heads: the kept model maximises the authors'
-    mean PLCC + mean SRCC over the heads, while the reported score stays head 2's."""
+    mean PLCC + mean SRCC over the heads, while the reported score stays head 2's. As in the authors'
+    step scripts, the start weights are evaluated first and the first evaluation is compared with
+    them: a fine-tune step must beat round 3's model, or round 3's model is kept."""
+
+    evaluate_before_training = True
 
     def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
         from iqa_cli.train.al.signals import Outputs, all_heads
@@ -103,7 +107,11 @@ def pool_distances(ctx: FitContext, pool: np.ndarray, out_dir: Path, features: A
                 return np.asarray(saved["distance"], dtype=np.float64)
     if params.distances:
         distance = read_distance_file(
-            params.distances, key=params.distance_key, n_images=len(ctx.dataset), order=params.distance_order
+            params.distances,
+            key=params.distance_key,
+            n_images=len(ctx.dataset),
+            order=params.distance_order,
+            dataset=ctx.dataset,
         )[:, :, pool]
         source = f"file {params.distances} ({params.distance_order} order)"
     else:

@@ -203,16 +203,26 @@ def kmeans_distances(features: np.ndarray, *, centroids: int = 50, repeats: int 
     return np.stack([pairwise_distances(kmeans(points, k, seed=seed * 1000 + r), points) for r in range(repeats)])
 
 
-def esnthere_order(n: int) -> np.ndarray:
-    """Dataset index of each column in the esnthere cache order [X; Xtest]: the seed-0 permutation."""
-    return np.random.RandomState(0).permutation(n)
+def esnthere_order(dataset: Any) -> np.ndarray:
+    """Dataset index of each column in the authors' cache order [X; Xtest] (their prep order, e.g. KonIQ
+    sorted by name, then the seed-0 permutation). `dataset`: a cache, or an image count (metadata order)."""
+    if isinstance(dataset, (int, np.integer)):
+        return np.random.RandomState(0).permutation(int(dataset))
+    from iqa_cli.data.authors_splits import esnthere_prep_order
+
+    image_list = getattr(dataset, "image_list", None)
+    if image_list is None:
+        return np.random.RandomState(0).permutation(len(dataset))
+    return esnthere_prep_order(image_list())
 
 
-def read_distance_file(path: str | Path, *, key: str, n_images: int, order: str = "dataset") -> np.ndarray:
+def read_distance_file(
+    path: str | Path, *, key: str, n_images: int, order: str = "dataset", dataset: Any = None
+) -> np.ndarray:
     """(repeats, distilled images, N) distances in dataset order, from .mat (key), .npy or .npz (key or only array).
 
-    `order='esnthere'` reads columns in the authors' cache order (the seed-0 80/20 permutation of the
-    dataset order, e.g. `livew_ds.mat` against a LIVEW cache in AllImages_release order)."""
+    `order='esnthere'` reads columns in the authors' cache order [X; Xtest] of `dataset` (see
+    `esnthere_order`), e.g. `livew_ds.mat` against a cache from `iqa prepare livew` (all 1,169 images)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError("distance file not found (expected .mat, .npy or .npz)", path=path)
@@ -251,7 +261,7 @@ def read_distance_file(path: str | Path, *, key: str, n_images: int, order: str 
     array = array.astype(np.float64)
     if order == "esnthere":
         out = np.empty_like(array)
-        out[:, :, esnthere_order(n_images)] = array
+        out[:, :, esnthere_order(n_images if dataset is None else dataset)] = array
         return out
     if order != "dataset":
         raise ConfigError(f"distance_order must be one of {', '.join(DISTANCE_ORDERS)}, got '{order}'")

@@ -63,7 +63,7 @@ from iqa_cli.train.al.selection import (
     DEFAULT_WEIGHTS,
     DISTANCE_ORDERS,
 )
-from iqa_cli.train.metrics import compute_metrics, pearson, spearman
+from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, pearson, spearman
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
 from iqa_cli.train.recipes.esnthere import esnthere_optimizer, esnthere_schedule
@@ -200,6 +200,10 @@ class ALIQARecipe(Recipe):
     Params = ALIQAParams
     tiny_params = TINY
     reseed_per_batch = True  # the authors re-seed torch per batch (the crop offsets and flip)
+    # Head 2's correlations (what the authors' release test scripts print) next to the mean over the
+    # three heads (what their training scripts print and select on).
+    metric_names = (*METRIC_NAMES, "heads_srcc", "heads_plcc")
+    report_metrics = ("srcc", "plcc", "heads_srcc", "heads_plcc", "krcc")
 
     def __init__(self, stage: str = "prompts", n_ctx: int = 8, init_from: Path | None = None) -> None:
         if stage not in STAGES:
@@ -290,6 +294,17 @@ class ALIQARecipe(Recipe):
 
         offset = (views["global"].shape[-1] - params.crop_size) // 2
         return (imagenet_normalize(global_view(views["global"], offset, offset, params.crop_size)),)
+
+    def eval_outputs(self) -> Any:
+        """All three heads: the authors' headline metric is the mean of the heads' correlations."""
+        from iqa_cli.train.al.signals import Outputs, all_heads
+
+        return Outputs(self, all_heads)
+
+    def outputs_metrics(
+        self, outputs: np.ndarray, labels: np.ndarray, params: ALIQAParams
+    ) -> tuple[dict[str, Any], np.ndarray]:  # type: ignore[override]
+        return head_metrics(outputs, labels, SCORE_HEAD), 1.0 + 4.0 * outputs[:, SCORE_HEAD]
 
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         from iqa_cli.models.aliqa import positive_probability

@@ -150,6 +150,18 @@ class Recipe(ABC):
         """The dataset this method reads (default: the cache as it is)."""
         return dataset
 
+    def eval_outputs(self) -> Any | None:
+        """For methods whose reported metrics need more than the score (AL-IQA's three heads): what
+        `predict_scores` runs instead of the recipe, its per-image outputs handed to `outputs_metrics`.
+        Default None: evaluation predicts the score and calls `metrics`."""
+        return None
+
+    def outputs_metrics(
+        self, outputs: np.ndarray, labels: np.ndarray, params: BaseParams
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """(metrics, scores) from the outputs of `eval_outputs`."""
+        raise NotImplementedError
+
     def dataset_params(self, params: BaseParams, dataset: DatasetLike) -> BaseParams:
         """`params` as used on this dataset: choices the authors made per dataset (e.g. VIPNet's view mode
         for TID2013/KADID-10k) resolved from its attributes. Checkpoints keep the unresolved values, so

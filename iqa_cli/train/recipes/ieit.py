@@ -26,7 +26,8 @@ kept model: best PLCC(s1) + low-quality PLCC(s1). Inference (both stages): s1 on
 
 Options left at `none` take the stage's protocol value: batch size (146 / 210), lr phases, loss (mse /
 l1), selection metric (plcc / plcc+lq_plcc). Metrics add `lq_n`, `lq_srcc`, `lq_plcc` (images with
-label < `lq_threshold`, 2 on the 1-5 scale, as the authors' logs and test scripts report them) and
+label < `lq_threshold`: 2 on the 1-5 scale, as the authors' logs and test scripts report them, and 2.4
+on CID2013, whose (Y+10)/25+1 mapping shifts labels by 0.4, as their `test_example_of_cid.py` does) and
 `plcc+lq_plcc`.
 
 Deviations, on purpose:
@@ -61,6 +62,7 @@ import numpy as np
 
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.train.labels import LOW_QUALITY_DEFAULT, low_quality_threshold
 from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, pearson, spearman
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
@@ -128,8 +130,12 @@ class IEITParams(BaseParams):
         default=DEFAULT_CLASSIFIER,
         metadata={"help": "ImageNet classifier of the selection rule for images enhanced on the fly (iqa predict)"},
     )
-    lq_threshold: float = field(
-        default=2.0, metadata={"help": "low-quality images: label below this (training label scale, 1-5)"}
+    lq_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "low-quality images: label below this (training label scale, 1-5); none: the dataset's "
+            "(2, CID2013 2.4 as the authors' test script)"
+        },
     )
     optimizer: str = field(default="sgd", metadata={"help": "sgd (protocol) or adamw"})
     momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
@@ -187,6 +193,11 @@ def phases(params: IEITParams) -> tuple[tuple[int, float], ...]:
     return params.lr_phases if params.lr_phases is not None else STAGE_PHASES[params.stage]
 
 
+def lq_bar(params: IEITParams) -> float:
+    """The low-quality bar in use (the default where no dataset resolved it)."""
+    return LOW_QUALITY_DEFAULT if params.lq_threshold is None else float(params.lq_threshold)
+
+
 def low_quality_metrics(pred: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
     """Correlations on the images labelled below `threshold` (NaN when fewer than LQ_MIN)."""
     pred, labels = np.asarray(pred, np.float64), np.asarray(labels, np.float64)
@@ -225,6 +236,12 @@ class IEITRecipe(Recipe):
     partner_of: dict[int, int] | None = None
 
     # ------------------------------------------------------------------------- parameters and model
+
+    def dataset_params(self, params: IEITParams, dataset: DatasetLike) -> IEITParams:  # type: ignore[override]
+        """`lq_threshold none` -> the evaluated dataset's low-quality bar (CID2013: 2.4)."""
+        if params.lq_threshold is not None:
+            return params
+        return dataclasses.replace(params, lq_threshold=low_quality_threshold(dataset.attrs.get("dataset")))
 
     def check_params(self, params: IEITParams) -> None:  # type: ignore[override]
         if params.stage not in STAGES:
@@ -347,7 +364,7 @@ class IEITRecipe(Recipe):
 
     def metrics(self, pred: np.ndarray, labels: np.ndarray, params: IEITParams) -> dict[str, Any]:  # type: ignore[override]
         values: dict[str, Any] = compute_metrics(pred, labels).as_dict()
-        values.update(low_quality_metrics(pred, labels, params.lq_threshold))
+        values.update(low_quality_metrics(pred, labels, lq_bar(params)))
         lq = values["lq_plcc"] if values["lq_n"] >= LQ_MIN else 0.0
         values[LQ_METRIC] = values["plcc"] + lq
         return values
@@ -404,7 +421,7 @@ class IEITRecipe(Recipe):
         bound = self
         if params.stage == 2:
             bound = copy.copy(self)  # this split's copy: the engine asks it for each batch's partners
-            partners = low_quality_partners(parts.train, ctx.labels, params.lq_threshold)
+            partners = low_quality_partners(parts.train, ctx.labels, lq_bar(params))
             bound.partner_of = dict(zip(parts.train.tolist(), partners.tolist(), strict=True))
             last = out_dir / LAST
             if resume and last.is_file():  # the start weights are in the resumable state; keep their record
@@ -427,7 +444,7 @@ class IEITRecipe(Recipe):
                 if ctx.dist.is_main:
                     ctx.progress.log(
                         f"split {parts.name}: stage 2 starts from {start}; {len(set(partners.tolist()))} low-quality "
-                        f"training images (label < {params.lq_threshold:g}) are the partners"
+                        f"training images (label < {lq_bar(params):g}) are the partners"
                     )
         return Trainer(dataclasses.replace(ctx, recipe=bound, params=params, meta=meta), parts, out_dir).fit(
             resume=resume
