@@ -30,6 +30,13 @@ PAPER_1TO5: dict[str, tuple[float, float, str]] = {
     "rbid": (0.8, 1.0, "Y*0.8 + 1"),
     "cid2013": (1 / 25, 1.0 + 10 / 25, "(Y+10)/25 + 1"),
 }
+# Where a method's own scripts map a dataset differently from PAPER_1TO5: AL-IQA's test scripts read
+# CID2013 as (Y+0)/25 + 1 (test_koniq_rt*.py), VT-IQA's and IEIT's as (Y+10)/25 + 1. Correlations do
+# not change (an offset); RMSE and IEIT-style thresholds do.
+METHOD_PAPER_1TO5: dict[str, dict[str, tuple[float, float, str]]] = {
+    "aliqa": {"cid2013": (1 / 25, 1.0, "(Y+0)/25 + 1, as AL-IQA's test scripts")},
+}
+
 # IEIT's low-quality subset, on the training label scale (1-5): label < threshold. 2 everywhere, except
 # CID2013 whose (Y+10)/25+1 mapping shifts labels by 0.4: the authors' CID test script uses 2.4 (its
 # comment says the bar must move with the +10 offset).
@@ -81,10 +88,15 @@ def declared_range_1to5(attrs: Mapping[str, Any]) -> LabelMap:
     return LabelMap(4.0 / (hi - lo), 1.0 - 4.0 * lo / (hi - lo), f"1 + 4*(Y - {lo:g})/{hi - lo:g}")
 
 
-def paper_1to5(attrs: Mapping[str, Any]) -> LabelMap:
-    """The esnthere mapping for their five datasets; the declared-range mapping otherwise."""
+def paper_1to5(attrs: Mapping[str, Any], method: str | None = None) -> LabelMap:
+    """The esnthere mapping for their five datasets (`method`'s own where its scripts differ);
+    the declared-range mapping otherwise."""
     name = str(attrs.get("dataset", "")).lower()
     name = ALIASES.get(name, name)
+    own = METHOD_PAPER_1TO5.get(method or "", {})
+    if name in own:
+        scale, offset, text = own[name]
+        return LabelMap(scale, offset, f"{name}: {text}")
     if name in PAPER_1TO5:
         scale, offset, text = PAPER_1TO5[name]
         return LabelMap(scale, offset, f"{name}: {text}")

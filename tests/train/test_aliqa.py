@@ -142,3 +142,16 @@ def test_kmeans_stand_in_is_seeded_and_shaped_like_the_authors_tensor():
     np.testing.assert_array_equal(first, kmeans_distances(features, centroids=6, repeats=5, seed=0))
     assert not np.array_equal(first, kmeans_distances(features, centroids=6, repeats=5, seed=1))
     assert kmeans_distances(features[:4], centroids=50, repeats=2).shape == (2, 4, 4)  # k <= pool size
+
+
+def test_cid2013_labels_as_aliqa_s_test_scripts():
+    """test_koniq_rt*.py read CID2013 as (Y+0)/25 + 1, where VT-IQA and IEIT use (Y+10)/25 + 1."""
+    from iqa_cli.train.recipes import get_recipe
+
+    aliqa, vtiqa = get_recipe("aliqa"), get_recipe("vtiqa")
+    attrs = {"dataset": "cid2013", "native_range": [-10.0, 90.0]}
+    y = np.array([-5.0, 0.0, 50.0])
+    np.testing.assert_allclose(aliqa.label_map(attrs, aliqa.Params()).to_train(y), y / 25 + 1)
+    np.testing.assert_allclose(vtiqa.label_map(attrs, vtiqa.Params()).to_train(y), (y + 10) / 25 + 1)
+    livew = {"dataset": "livew", "native_range": [1.0, 100.0]}
+    np.testing.assert_allclose(aliqa.label_map(livew, aliqa.Params()).to_train(y), y / 25 + 1)

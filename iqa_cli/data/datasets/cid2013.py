@@ -5,6 +5,9 @@ the `Source_ID` cell) and images `IS1/co1/IS_I_C01_D01.jpg ...` whose scene fold
 contiguous (`IS5/co8`). `Source_ID` may or may not carry a folder prefix, so images are matched by
 file stem after a recursive scan. Score: the `Realigned MOS` column (about -10..90; can be
 negative), no std.
+
+Order for the authors' splits: the esnthere CID2013 prep script is not published; `authors_prep`,
+`shuffle_4` and `ieit_chain_2` use the sheet's row order (inferred, not verified).
 """
 
 from __future__ import annotations

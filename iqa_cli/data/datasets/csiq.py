@@ -7,6 +7,9 @@ Folder names differ in case between copies (`awgn/` vs `AWGN/`), so paths resolv
 case-insensitively. Reference names that are numbers in Excel (1600) are read as text. Score:
 DMOS on 0-1, lower is better, with `dmos_std`. `ref_id` numbers the `image` values in order of
 first appearance.
+
+Order for the authors' splits: VIPNet lists CSIQ's references with `os.listdir` (file-system order),
+so its rounds cannot be replayed (`vipnet_K` refuses CSIQ; use the reference-disjoint `random_K`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ Layout: `dmos.csv` with header `dist_img,ref_img,dmos,var` and `images/` holding
 inside `images/` is accepted too. Score: the `dmos` column, which despite its name is a MOS on 1-5,
 higher is better. Std: `sqrt(var)`, since the column is a variance by its name. `ref_id` numbers the
 `ref_img` values in order of first appearance.
+
+Order for the authors' splits: VIPNet's loader indexes `np.unique(ref_img)`, the 81 reference names
+sorted; `vipnet_K` groups images by the `I01` prefix of their names and sorts those (the same order,
+whatever order the CSV rows have). The esnthere methods did not use KADID-10k. SSL-IQA's KADID-10k
+split files are not public.
 """
 
 from __future__ import annotations

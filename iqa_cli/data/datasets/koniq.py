@@ -16,6 +16,12 @@ cache keeps them as they are by default (`--size none`): VT-IQA cuts its 768 px 
 methods that read the half-size release (VIPNet, SSL-IQA). Folders may be doubled (`koniq10k_1024x768/1024x768/`)
 or named like the archive (`koniq10k_1024x768/koniq10k_1024x768/`); the folder that actually holds
 the listed images wins.
+
+Order: the cache keeps the CSV's row order, which is not guaranteed to be sorted. The esnthere
+scripts (VT-IQA, IEIT, AL-IQA) sort the rows by `image_name` (`np.argsort`) before their seed-0
+split, so `authors_prep`, the chains, the shuffles and AL-IQA's index files are computed on the
+name-sorted order. VIPNet's loader keeps the CSV order (`vipnet_K` uses it). SSL-IQA's split files
+(`labeled_<k>`) are not public: its runs use our seeded partition.
 """
 
 from __future__ import annotations

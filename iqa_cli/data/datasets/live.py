@@ -7,6 +7,10 @@ concatenation of the distortion folders in a fixed order: jp2k (227), jpeg (233)
 gblur (174), fastfading (174), each `img1.bmp ... imgN.bmp`. Rows with `orgs == 1` are undistorted
 reference copies and are dropped (203 of them), leaving 779. Score: DMOS, lower is better.
 `ref_id` numbers the reference names in order of first appearance.
+
+Order for the authors' splits: VIPNet lists LIVE's references with `os.listdir`, whose order the
+file system decides, so its rounds cannot be replayed (`vipnet_K` refuses LIVE; the cache's
+reference-disjoint `random_K` splits are the protocol here).
 """
 
 from __future__ import annotations

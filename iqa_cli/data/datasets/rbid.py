@@ -9,6 +9,10 @@ No official RBID metadata file is known. Two layouts are accepted, in this order
    is left unknown. Rows keep the matrix order.
 2. Otherwise the BID layout (`DatabaseGrades.xlsx` + `DatabaseImage####.JPG`): the RBID of the
    literature is most likely the same photo set as BID (Ciancio et al. 2011).
+
+Order for the authors' splits: rows keep the order of the authors' `RBID_mos.mat` (their own file),
+so `authors_prep`, `shuffle_2` and `ieit_chain_0` replay their calls on that order when the file is
+given; with the BID layout the order is BID's sheet order (inferred).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ header row with `Image name`, `MOS`, then five attribute columns). Some copies k
 are full smartphone resolution, so the cache resizes the shorter side to 768 by default: enough for
 VT-IQA's 768 px patch view without upscaling (the SPAQ authors' own model uses 512; `--short-side 512`
 gives that, and a cache a little under half the size).
+
+Order for the authors' splits: the esnthere SPAQ prep script is not published; `authors_prep`,
+`shuffle_0` (the released VT-IQA model) and `ieit_chain_1` use the metadata (xlsx row) order, which
+is inferred, not verified.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ line, same order); images in `distorted_images/`. The archive's case is inconsis
 `I01.BMP` ... but `i25.bmp`; some distorted files start with `I` although the list says `i`), so
 names resolve case-insensitively and the cache keeps the on-disk spelling. Score: MOS 0-9, higher
 is better. `ref_id` numbers the reference (`iXX` prefix) in order of first appearance.
+
+Order for the authors' splits: VIPNet's loader sorts the reference names (`sorted(...)`) and keys
+images by their `iXX` prefix; `vipnet_K` does the same from the stored names.
 """
 
 from __future__ import annotations

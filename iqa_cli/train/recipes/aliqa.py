@@ -63,6 +63,7 @@ from iqa_cli.train.al.selection import (
     DEFAULT_WEIGHTS,
     DISTANCE_ORDERS,
 )
+from iqa_cli.train.labels import LabelMap, paper_1to5
 from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, pearson, spearman
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
@@ -294,6 +295,12 @@ class ALIQARecipe(Recipe):
 
         offset = (views["global"].shape[-1] - params.crop_size) // 2
         return (imagenet_normalize(global_view(views["global"], offset, offset, params.crop_size)),)
+
+    def label_map(self, attrs: Mapping[str, Any], params: ALIQAParams) -> LabelMap:  # type: ignore[override]
+        """The esnthere 1-5 mappings, with CID2013 read as Y/25 + 1 as AL-IQA's test scripts do."""
+        if params.label_scale == "paper":
+            return paper_1to5(attrs, method="aliqa")
+        return super().label_map(attrs, params)
 
     def eval_outputs(self) -> Any:
         """All three heads: the authors' headline metric is the mean of the heads' correlations."""
