@@ -32,7 +32,7 @@ Deviations, on purpose, each with its reason:
   (rt05 503, rt10 1006, rt25 2518, rt80 8058 of 10073); band starts and weights as for 25 %.
 * Representativeness: the distances to distilled images come from unreleased code. `--distances`
   takes the authors' file (`livew_ds.mat`, key `distance`, (5, 50, N); `--distance-order esnthere`
-  for their cache order) or a .npy/.npz; without one a documented STAND-IN is computed: 5 seeded
+  for their cache order [X; Xtest], computed from the cache's own authors' order) or a .npy/.npz; without one a documented STAND-IN is computed: 5 seeded
   repeats of 50 k-means centroids of the pool's L2-normalised CLIP image features, Euclidean distances.
 * Ties between equal combined scores follow numpy's argsort over the pool in dataset order (the
   authors kept each later pool in the previous round's ranking order, which only matters for exact ties).
@@ -42,6 +42,10 @@ Deviations, on purpose, each with its reason:
   [0, 1] (a no-op on the authors' datasets; protects labels outside 1-5).
 * The reported score is 1 + 4 p(high quality), the authors' p mapped linearly onto the 1-5 training
   scale, so RMSE and native-scale predictions mean something; correlations are unchanged.
+* Each step evaluates its start weights before training and keeps them unless an evaluation beats
+  them, as the authors compare the first evaluation with the one before training (they then save the
+  epoch-0 model under the old metric, which is not copied). Metrics: head 2's (the release tests)
+  and the mean over the three heads (`heads_*`, the training scripts' headline).
 * Evaluation batch 256 (the authors' 3456/768 are memory, not protocol). The plateau counter is not
   set to 1 when the last learning-rate phase starts (that is VT-IQA's rule, not AL-IQA's).
 """

@@ -39,9 +39,10 @@ Deviations, on purpose:
   `iqa_cli.enhance.ops`) or from any tool via `iqa prepare enhance --enhanced-root`. The selection
   rule's probabilities are computed once per image and stored (the authors shipped them as files).
   `iqa predict` enhances and selects on the fly with the built-in method and `--classifier`.
-* Splits are the cache's seeded random splits, stored with sorted indices (the authors' chained
-  reshuffles are not replayed), so the low-quality pairing `position % n_poor` runs over the
-  training part in index order rather than the authors' shuffled order: the same rule.
+* Splits default to the cache's seeded random splits (`--split ieit_chain_K` replays the authors'
+  chained reshuffles on their image order; see docs/protocols.md). Parts are index-sorted, so the
+  low-quality pairing `position % n_poor` runs over the training part in index order rather than the
+  authors' shuffled order: the same rule.
 * The optimizer is created once (identical for momentum 0: SGD then has no state). The global batch
   is split over DDP ranks (the authors' BalancedDataParallel put 32 or 42 on GPU 0 of 4).
 * The encoders' ImageNet heads are kept (they are in the authors' checkpoints) but frozen: they take
