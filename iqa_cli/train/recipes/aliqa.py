@@ -32,7 +32,8 @@ Deviations, on purpose, each with its reason:
   (rt05 503, rt10 1006, rt25 2518, rt80 8058 of 10073); band starts and weights as for 25 %.
 * Representativeness: the distances to distilled images come from unreleased code. `--distances`
   takes the authors' file (`livew_ds.mat`, key `distance`, (5, 50, N); `--distance-order esnthere`
-  for their cache order [X; Xtest], computed from the cache's own authors' order) or a .npy/.npz; without one a documented STAND-IN is computed: 5 seeded
+  for their cache order [X; Xtest], computed from the cache's own authors' order) or a .npy/.npz;
+  without one a documented STAND-IN is computed: 5 seeded
   repeats of 50 k-means centroids of the pool's L2-normalised CLIP image features, Euclidean distances.
 * Ties between equal combined scores follow numpy's argsort over the pool in dataset order (the
   authors kept each later pool in the previous round's ranking order, which only matters for exact ties).
