@@ -39,6 +39,7 @@ from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
 from iqa_cli.data.splits import official_split, random_splits
 from iqa_cli.errors import DataError
+from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
 
 
@@ -415,7 +416,10 @@ def build_cache(
     records = list(records)
     _check_records(records, Path(root) if root is not None else None)
 
-    with worker_pool(min(default_workers() if workers is None else int(workers), len(records))) as pool:
+    with (
+        hold(out, "cache"),
+        worker_pool(min(default_workers() if workers is None else int(workers), len(records))) as pool,
+    ):
         plan = _headers(records, policy, pool, skip_bad, progress)
         plan.skipped[:0] = skipped
         if not plan.items:

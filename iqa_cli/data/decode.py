@@ -20,15 +20,23 @@ files are always failures: Pillow's ``LOAD_TRUNCATED_IMAGES`` stays off.
 Memory stays bounded: work is sent in small chunks with at most a fixed byte budget of decoded
 images in flight (a sliding window of ordered async tasks), so a slow writer makes the workers wait
 instead of piling results up in RAM. ``workers <= 1`` decodes in the calling process.
+
+The pool cannot deadlock (`ProcessWorkers`): every worker has a pipe of its own, so a worker that
+dies (the OOM killer, `kill -9`), even halfway through sending a decoded image, ends that pipe and
+fails the command with one line instead of leaving it waiting; results are read as soon as any
+worker sends one; on any error the workers are killed, never waited on. Workers also die with their
+parent (Linux `PR_SET_PDEATHSIG`), so none is left behind as an orphan.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -210,12 +218,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def _worker_signals() -> None:
-    # Ctrl-C is handled once, in the main process, which then terminates the pool. SIGTERM (what
-    # `Pool.terminate` sends) must kill a worker at once: a forked worker inherits the CLI's
-    # raise-on-SIGTERM handler, and a worker that catches it keeps running and hangs `Pool.join`.
+    # Ctrl-C is handled once, in the main process, which then tears the pool down. SIGTERM must kill a
+    # worker at once: a forked worker inherits the CLI's raise-on-SIGTERM handler, and a worker that
+    # catches it keeps running.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):  # die with the parent, even when it is killed with SIGKILL
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _context() -> Any:
@@ -227,11 +241,166 @@ def _context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+class WorkerDied(DataError):
+    """A worker process ended without returning its task (killed by a signal, out of memory)."""
+
+
+_DIED = (
+    "a worker process died without finishing its images (killed, or out of memory: try fewer workers "
+    "with -j, or a smaller --size)"
+)
+
+
+def _worker_main(conn: Any) -> None:
+    """A worker: run (func, args) messages from its own pipe and send back ('ok'|'err', value)."""
+    _worker_signals()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        func, args = message
+        try:
+            reply: tuple[str, Any] = ("ok", func(*args))
+        except Exception as exc:  # returned to the caller, which raises it there
+            reply = ("err", exc)
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable result or error: say so instead of dying silently
+            conn.send(("err", DataError(f"a worker could not return its result ({type(exc).__name__}: {exc})")))
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any
+    conn: Any
+
+
+class _Task:
+    """One submitted call: `get()` waits for its result (a dead worker raises `WorkerDied`)."""
+
+    def __init__(self, pool: ProcessWorkers, task_id: int) -> None:
+        self.pool, self.task_id = pool, task_id
+
+    def ready(self) -> bool:
+        return self.task_id in self.pool._done
+
+    def get(self) -> Any:
+        return self.pool._result(self.task_id)
+
+
+class ProcessWorkers:
+    """Worker processes with the small `apply_async(func, args).get()` interface the decoders use.
+
+    Each worker has a pipe of its own, whose worker end only that worker holds: when a worker dies,
+    even halfway through sending a result, reading its pipe ends (EOF) instead of waiting forever, and
+    the pool reports `WorkerDied`. Results are read in this thread as soon as any worker sends one, so
+    no worker stays blocked on a full pipe while the caller waits for another. Tearing down kills the
+    workers and waits for nothing they hold."""
+
+    def __init__(self, count: int) -> None:
+        context = _context()
+        self._workers: list[_Worker] = []
+        self._queue: deque[tuple[int, Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._idle: list[_Worker] = []
+        self._running: dict[_Worker, int] = {}
+        self._done: dict[int, tuple[str, Any]] = {}
+        self._next_id = 0
+        self._broken = False
+        try:
+            for _ in range(count):
+                parent_end, child_end = context.Pipe(duplex=True)
+                process = context.Process(target=_worker_main, args=(child_end,), daemon=True)
+                process.start()
+                child_end.close()  # only the worker holds its end: its death closes the pipe
+                worker = _Worker(process, parent_end)
+                self._workers.append(worker)
+                self._idle.append(worker)
+        except BaseException:
+            self.kill()
+            raise
+
+    def apply_async(self, func: Callable[..., Any], args: tuple[Any, ...]) -> _Task:
+        task_id = self._next_id
+        self._next_id += 1
+        self._queue.append((task_id, func, tuple(args)))
+        self._dispatch()
+        return _Task(self, task_id)
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle and not self._broken:
+            worker = self._idle.pop()
+            task_id, func, args = self._queue.popleft()
+            try:
+                worker.conn.send((func, args))
+            except (OSError, EOFError):
+                self._broken = True
+                return
+            self._running[worker] = task_id
+
+    def _collect(self) -> None:
+        """Wait until a running worker answers or dies; store what it sent."""
+        from multiprocessing.connection import wait
+
+        waitables: dict[Any, _Worker] = {}
+        for worker in self._running:
+            waitables[worker.conn] = worker
+            waitables[worker.process.sentinel] = worker
+        for ready in wait(list(waitables)):
+            worker = waitables[ready]
+            if worker not in self._running:
+                continue  # its pipe and its sentinel were both ready
+            try:
+                if ready is not worker.conn and not worker.conn.poll():
+                    raise EOFError  # the process ended and sent nothing
+                reply = worker.conn.recv()
+            except (EOFError, OSError):
+                self._broken = True
+                continue
+            self._done[self._running.pop(worker)] = reply
+            self._idle.append(worker)
+
+    def _result(self, task_id: int) -> Any:
+        while task_id not in self._done:
+            if self._broken or not self._running:
+                raise WorkerDied(_DIED)
+            self._collect()
+            self._dispatch()
+        status, value = self._done.pop(task_id)
+        if status == "err":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Normal end: each worker is asked to stop, and killed if it does not within a few seconds."""
+        for worker in self._workers:
+            with contextlib.suppress(Exception):
+                worker.conn.send(None)
+        for worker in self._workers:
+            worker.process.join(timeout=5)
+        self.kill()
+
+    def kill(self) -> None:
+        """Stop now: the workers are killed (nothing they hold is needed) and their pipes closed."""
+        for worker in self._workers:
+            if worker.process.is_alive():
+                with contextlib.suppress(Exception):
+                    worker.process.kill()
+        for worker in self._workers:
+            with contextlib.suppress(Exception):
+                worker.process.join(timeout=5)
+            with contextlib.suppress(Exception):
+                worker.conn.close()
+        self._broken = True
+
+
 @dataclass
 class Workers:
     """Where decoding runs: a process pool of `count` workers, or this process (`pool` None)."""
 
-    pool: Any
+    pool: ProcessWorkers | None
     count: int
 
 
@@ -240,20 +409,19 @@ IN_PROCESS = Workers(None, 1)
 
 @contextlib.contextmanager
 def worker_pool(workers: int | None) -> Iterator[Workers]:
-    """A pool of `workers` processes (default: all cores); `workers <= 1` works in this process."""
+    """A pool of `workers` processes (default: all cores); `workers <= 1` works in this process.
+    On any exception (a bad image, Ctrl-C, SIGTERM) the workers are killed before it propagates."""
     count = default_workers() if workers is None else int(workers)
     if count <= 1:
         yield IN_PROCESS
         return
-    pool = _context().Pool(count, initializer=_worker_signals)
+    pool = ProcessWorkers(count)
     try:
         yield Workers(pool, count)
-        pool.close()
     except BaseException:
-        pool.terminate()
+        pool.kill()
         raise
-    finally:
-        pool.join()
+    pool.close()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:

@@ -95,6 +95,22 @@ def resolve_split_names(dataset: DatasetLike, split: str | None, *, source: str 
     )
 
 
+def split_digest(dataset: DatasetLike, parts: dict[str, np.ndarray]) -> str:
+    """SHA-256 (first 16 hex digits) of a split's image names, part by part: the identity of what a
+    model was trained and tested on. A re-prepared cache whose split of the same name holds other
+    images has another digest."""
+    import hashlib
+
+    names = getattr(dataset, "names", None)
+    digest = hashlib.sha256()
+    for part in sorted(parts):
+        digest.update(f"[{part}]\n".encode())
+        for index in np.sort(np.asarray(parts[part], dtype=np.int64)):
+            label = str(names[index]) if names is not None else str(int(index))
+            digest.update(label.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class SplitParts:
     """Index sets of one split: what trains, what picks the kept model, what is reported."""

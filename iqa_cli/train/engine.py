@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import IQAError
+from iqa_cli.errors import CheckpointError, IQAError
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
@@ -290,7 +290,12 @@ class Trainer:
         self.schedule = self.recipe.make_schedule(self.params)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
-            model.load_state_dict(state["state_dict"])
+            self._check_resumed_identity(state, last)
+            try:
+                model.load_state_dict(state["state_dict"])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise CheckpointError(f"does not fit this run's network ({first})", path=last) from None
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             if state.get("scaler"):
@@ -604,6 +609,22 @@ class Trainer:
             if reason is not None:
                 raise self._interrupt(reason)
         return self._finish(stopped_because)
+
+    # What a resumable checkpoint must share with the run it is resumed into.
+    _IDENTITY = ("run", "method", "dataset", "split", "split_digest", "model", "tiny")
+
+    def _check_resumed_identity(self, state: dict[str, Any], path: Path) -> None:
+        saved = state.get("iqa_meta") or {}
+        for key in self._IDENTITY:
+            if key not in saved or key not in self.ctx.meta:
+                continue  # older checkpoints lack some keys
+            ours = self.ctx.meta[key] if isinstance(self.ctx.meta[key], str) else json.dumps(self.ctx.meta[key])
+            if saved[key] != ours:
+                raise CheckpointError(
+                    f"belongs to another run ({key} {saved[key]!r}, this run: {ours!r}); it cannot be resumed here "
+                    "(move it away to start this split afresh)",
+                    path=path,
+                )
 
     def _keep_start_weights(self) -> None:
         """Evaluate the weights training starts from and keep them as the model to beat (epoch -1)."""

@@ -30,6 +30,7 @@ from iqa_cli.train.data import (
     dataset_name,
     open_dataset,
     resolve_split_names,
+    split_digest,
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.engine import amp_dtype, predict_scores
@@ -198,6 +199,8 @@ def _run_jobs(
             loaded = load_trained(recipe, weights, variant=options.variant)
             loaded.model.to(device).eval()
             loaded_cache = {str(weights): loaded}  # keep one network in memory at a time
+        if options.cross is None:
+            _check_split_identity(loaded, raw, name, split, cache_path)
         params = loaded.params
         if options.batch_size:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
@@ -372,6 +375,22 @@ def _split_of_model(
             f"{split_arg} may hold images it was trained on"
         )
     return split_arg
+
+
+def _check_split_identity(loaded: LoadedModel, dataset: DatasetLike, name: str, split: str, cache_path: Path) -> None:
+    """Refuse to score a model on a split of the same name whose images differ from those it was trained
+    and tested on (the cache was prepared again, e.g. with another --split-seed)."""
+    recorded = loaded.meta.get("split_digest")
+    if not recorded or loaded.meta.get("dataset") != name or loaded.meta.get("split") != split:
+        return
+    current = split_digest(dataset, dataset.split(split))
+    if current != recorded:
+        raise DataError(
+            f"split {split} of this cache holds other images than {loaded.source} was trained on (cache digest "
+            f"{current}, the model recorded {recorded}; the cache was prepared again?): evaluate with the cache it "
+            "was trained on, or --cross to score every image on purpose",
+            path=cache_path,
+        )
 
 
 def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | Path) -> tuple[str, np.ndarray]:

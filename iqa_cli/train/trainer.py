@@ -6,12 +6,14 @@ results with the median over splits) and hands each split to the engine's `Train
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from iqa_cli.errors import ConfigError
+from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import (
     EngineConfig,
@@ -29,6 +31,7 @@ from iqa_cli.train.data import (
     make_parts,
     open_dataset,
     resolve_split_names,
+    split_digest,
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted
@@ -178,12 +181,24 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     except BaseException:
         close_dataset(raw)
         raise
+    held = contextlib.ExitStack()
     try:
         name = dataset_name(dataset, cache_path.stem)
         split_names = resolve_split_names(dataset, splits_arg, source=f"cache {cache_path}")
         if root is None:
             proposed = run_root(method=recipe.name, dataset=name, name=options.name, out=options.out)
             root = Path(dist.gather(str(proposed))[0])  # rank 0's name (time-stamped) for every rank
+        # One job per run folder: a second job (e.g. two --resume) fails at once. Rank 0 takes the lock
+        # and every rank learns the outcome, so no rank is left waiting in a collective.
+        refused: ConfigError | None = None
+        if dist.is_main:
+            try:
+                held.enter_context(hold(root, "run folder"))
+            except ConfigError as exc:
+                refused = exc
+        if not all(dist.gather(refused is None)):
+            raise refused or ConfigError("the run folder is in use by another iqa job (see rank 0)", path=root)
+        if info is None:
             # Every rank looks before rank 0 writes run.json below (the gather is a collective).
             if any(dist.gather((root / "run.json").exists())):
                 raise ConfigError(
@@ -235,6 +250,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 _save_info(root, info, dist)
             raise
     finally:
+        held.close()
         close_dataset(dataset)
         if dataset is not raw:
             close_dataset(raw)
@@ -287,6 +303,15 @@ def _train_splits(
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
             )
+            digest = split_digest(dataset, dataset.split(split))
+            if state.get("digest") not in (None, digest):
+                raise ConfigError(
+                    f"split {split} of {cache_path} now holds other images than this run trained on (digest "
+                    f"{digest}, the run recorded {state['digest']}): the cache was prepared again; resume with the "
+                    "cache the run started on, or start a new run",
+                    path=root,
+                )
+            state["digest"] = digest
             ctx = FitContext(
                 recipe=recipe,
                 params=params,
@@ -294,7 +319,7 @@ def _train_splits(
                 dataset=dataset,
                 labels=labels,
                 device=device,
-                meta=meta,
+                meta={**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)},
                 tiny=resolved.tiny,
                 dist=dist,
                 progress=progress,

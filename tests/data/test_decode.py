@@ -182,8 +182,8 @@ def _nap(seconds: float) -> float:
 
 @pytest.mark.timeout(60)
 def test_terminated_workers_die_even_under_a_raising_sigterm_handler():
-    """`iqa` raises on SIGTERM in its main process; forked workers must not inherit that, or
-    `Pool.terminate` (which sends SIGTERM) can leave a worker hanging inside the pool's queues."""
+    """`iqa` raises on SIGTERM in its main process; forked workers must not inherit that, and an
+    interrupted pool is torn down at once, its busy workers killed."""
 
     def raising(signum, frame):
         raise RuntimeError("SIGTERM handler ran in a worker")
