@@ -1,9 +1,14 @@
 """Exclusive use of an output (a cache file, a run folder) by one job at a time.
 
-`hold(path)` takes a file lock beside `path` (`.<name>.lock`, released by the OS when the process
-dies, even by SIGKILL) and records who holds it (`.<name>.lock.holder`: pid, host, start time,
-command line). A second job on the same path fails at once with one line naming the holder, instead
-of both writing the same files.
+`hold(path)` locks a hidden file beside `path` (`.<name>.lock`) with `flock`, which the kernel
+releases when the process dies, even by SIGKILL. The lock file holds who has it (pid, host, start
+time, command line), and is removed when the holder lets go, so a finished job leaves nothing
+behind. A second job on the same path fails at once with one line naming the holder, instead of both
+writing the same files.
+
+Removing a lock file on release is safe with the usual check: after locking, the holder makes sure
+the file it locked is still the one at that path (a releaser may have unlinked it in between), and
+starts over if not.
 """
 
 from __future__ import annotations
@@ -17,23 +22,38 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from iqa_cli.errors import ConfigError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
-def lock_paths(path: str | Path) -> tuple[Path, Path]:
+
+def lock_path(path: str | Path) -> Path:
     path = Path(path)
-    return path.parent / f".{path.name}.lock", path.parent / f".{path.name}.lock.holder"
+    return path.parent / f".{path.name}.lock"
 
 
-def _holder_text(holder: Path) -> str:
+def _holder_text(fd: int) -> str:
     try:
-        info = json.loads(holder.read_text())
+        raw = os.pread(fd, 4096, 0)
+        info = json.loads(raw.decode("utf-8"))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
         return f"pid {info['pid']} on {info['host']}, since {since}: {info['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (no holder record)"
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "another process"
+
+
+def _record() -> bytes:
+    return json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "command": " ".join(["iqa", *sys.argv[1:]]),
+        }
+    ).encode("utf-8")
 
 
 @contextlib.contextmanager
@@ -41,23 +61,41 @@ def hold(path: str | Path, what: str = "output") -> Iterator[None]:
     """Hold `path` for this process while the block runs; fail at once if another job holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_file, holder = lock_paths(path)
-    lock = FileLock(str(lock_file), timeout=0)
+    if fcntl is None:  # pragma: no cover - not POSIX: filelock's portable lock, left in place
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(lock_path(path)), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ConfigError(f"{what} is in use by another iqa job", path=path) from None
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    target = lock_path(path)
+    while True:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _holder_text(fd)
+            os.close(fd)
+            raise ConfigError(f"{what} is in use by another iqa job ({holder})", path=path) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(target).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file we locked was removed by its last holder: lock the new one
     try:
-        lock.acquire()
-    except Timeout:
-        raise ConfigError(f"{what} is in use by another iqa job ({_holder_text(holder)})", path=path) from None
-    try:
-        record = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.time(),
-            "command": " ".join(["iqa", *sys.argv[1:]]),
-        }
-        with contextlib.suppress(OSError):
-            holder.write_text(json.dumps(record))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _record(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
-            holder.unlink()
-        lock.release()
+            os.unlink(target)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -200,14 +200,103 @@ def _describe(tp: Any) -> str:
     return text + (" or none" if optional else "")
 
 
+# Valid ranges of numeric options, by field name: (low, low inclusive, high, high inclusive); None = open.
+# Every numeric option of every method is checked against its own entry, or the first matching rule
+# below, before any work starts (`--epochs 0`, `--batch-size 0`, `--lr -1` are errors, not no-ops).
+_AT_LEAST_1 = (1, True, None, False)
+_POSITIVE = (0, False, None, False)
+_NON_NEGATIVE = (0, True, None, False)
+_FRACTION_OPEN = (0, False, 1, False)
+_SHARE = (0, True, 1, False)
+_FACTOR = (0, False, 1, True)
+RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "epochs": _AT_LEAST_1,
+    "val_fraction": _FRACTION_OPEN,
+    "dropout": _SHARE,
+    "momentum": _SHARE,
+    "lr_factor": _FACTOR,
+    "lr_decay": _FACTOR,
+    "decay_ratio": _FACTOR,
+    "seed": (0, True, 2**32 - 1, True),
+    "test_seed": (0, True, 2**32 - 1, True),
+    "budget": (0, False, 100, False),
+    "lq_threshold": (None, False, None, False),
+    "label_std": _POSITIVE,
+}
+_SUFFIX_RULES: tuple[tuple[str, tuple[float | None, bool, float | None, bool]], ...] = (
+    ("batch_size", _AT_LEAST_1),
+    ("_size", _AT_LEAST_1),
+    ("_num", _AT_LEAST_1),
+    ("crops", _AT_LEAST_1),
+    ("heads", _AT_LEAST_1),
+    ("depth", _AT_LEAST_1),
+    ("_dim", _AT_LEAST_1),
+    ("_period", _AT_LEAST_1),
+    ("_every", _AT_LEAST_1),
+    ("_source", _AT_LEAST_1),
+    ("_patch", _AT_LEAST_1),
+    ("_grid", _AT_LEAST_1),
+    ("_repeats", _AT_LEAST_1),
+    ("_images", _AT_LEAST_1),
+    ("_keep", _AT_LEAST_1),
+    ("_mult", _AT_LEAST_1),
+    ("_short", _AT_LEAST_1),
+    ("_long", _AT_LEAST_1),
+    ("lr", _POSITIVE),
+    ("grad_clip", _POSITIVE),
+)
+
+
+def option_range(name: str) -> tuple[float | None, bool, float | None, bool]:
+    """The valid range of numeric option `name` (see RANGES); anything else must be >= 0."""
+    if name in RANGES:
+        return RANGES[name]
+    for suffix, bounds in _SUFFIX_RULES:
+        if name.endswith(suffix):
+            return bounds
+    return _NON_NEGATIVE
+
+
+def check_range(name: str, value: Any) -> None:
+    """ConfigError naming `--name` when a numeric value is outside its declared range (or not finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{option}: must be a finite number, got {value}")
+    low, low_in, high, high_in = option_range(name)
+    if low is not None and (value < low or (value == low and not low_in)):
+        expected = f"at least {low:g}" if low_in else f"greater than {low:g}"
+        raise ConfigError(f"{option}: must be {expected}, got {value:g}")
+    if high is not None and (value > high or (value == high and not high_in)):
+        expected = f"at most {high:g}" if high_in else f"less than {high:g}"
+        raise ConfigError(f"{option}: must be {expected}, got {value:g}")
+
+
 def apply_values(obj: Any, values: dict[str, Any], *, source: str) -> Any:
-    """A copy of dataclass `obj` with `values` (names must be fields) coerced and set."""
+    """A copy of dataclass `obj` with `values` (names must be fields) coerced, range-checked and set."""
     types_ = field_types(type(obj))
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
     changes = {name: coerce(name, types_[name], value) for name, value in values.items()}
+    for name, value in changes.items():
+        if isinstance(value, tuple) and name.endswith("phases"):
+            for pair in value:
+                if isinstance(pair, tuple) and len(pair) == 2:
+                    _check_phase(name, *pair)
+        else:
+            check_range(name, value)
     return dataclasses.replace(obj, **changes)
+
+
+def _check_phase(name: str, epoch: Any, rate: Any) -> None:
+    """One `epoch:lr` pair of a phase list: the epoch >= 0, the rate finite and > 0."""
+    option = "--" + name.replace("_", "-")
+    if isinstance(epoch, (int, float)) and epoch < 0:
+        raise ConfigError(f"{option}: phase epochs must be at least 0, got {epoch:g}")
+    if isinstance(rate, (int, float)) and not (math.isfinite(rate) and rate > 0):
+        raise ConfigError(f"{option}: learning rates must be greater than 0, got {rate:g}")
 
 
 def to_plain(value: Any) -> Any:

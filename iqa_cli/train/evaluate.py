@@ -122,6 +122,10 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{options.amp}'")
     if options.data is None and options.cross is None:
         raise ConfigError("--data (or --cross) is required: the dataset to evaluate on")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be at least 1, got {options.batch_size}")
+    if options.preload_gb is not None and not options.preload_gb >= 0:
+        raise ConfigError(f"--preload-gb: must be at least 0, got {options.preload_gb}")
     plan, run = _weights_plan(recipe, options)
     target = options.cross if options.cross is not None else options.data
     raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
@@ -202,7 +206,7 @@ def _run_jobs(
         if options.cross is None:
             _check_split_identity(loaded, raw, name, split, cache_path)
         params = loaded.params
-        if options.batch_size:
+        if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
         params = apply_test_overrides(recipe, params, options.overrides)
         recipe.check_params(params)

@@ -288,7 +288,7 @@ def test_bad_parameters_are_refused():
         ({"resize": "square"}, "resize must be one of faithful, fixed"),
         ({"labeled": 1}, "labeled must be at least 2"),
         ({"crop_size": 100}, "crop_size 100 is larger than the 80x72 resize"),
-        ({"ratio": -1}, "ratio cannot be negative"),
+        ({"ratio": -1}, "--ratio: must be at least 0"),
     ):
         with pytest.raises(ConfigError, match=message):
             params(**overrides)
