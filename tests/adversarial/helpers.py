@@ -43,9 +43,10 @@ def run_iqa(*args: str, timeout: float = 120, env: dict[str, str] | None = None)
 
 def error_line(result) -> str:
     """The one `error:` line of a failed command (CompletedProcess or CliRunner result)."""
-    code = getattr(result, "returncode", None)
-    code = result.exit_code if code is None else code
-    text = (getattr(result, "stderr", "") or "") + (getattr(result, "output", "") or "")
+    if isinstance(result, subprocess.CompletedProcess):
+        code, text = result.returncode, (result.stdout or "") + (result.stderr or "")
+    else:  # CliRunner: `output` holds stdout and stderr together
+        code, text = result.exit_code, result.output
     assert code not in (0, None), f"expected a failure, got exit 0: {text[-2000:]}"
     lines = [line for line in text.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, text[-3000:]

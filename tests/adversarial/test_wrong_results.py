@@ -1,0 +1,137 @@
+"""Cases that used to end with exit 0 and a wrong or meaningless result: each is now one error line,
+checked before the work where it can be, and leaves every good file as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iqa_cli.home import data_dir
+from iqa_cli.locks import hold
+from tests.adversarial.helpers import digest, error_line, invoke
+from tests.train.caches import make_cache
+
+FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST += ["--dropout", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    return make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+
+
+def train(*args: str):
+    return invoke("train", "vtiqa", *FAST, *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "-5"], "--epochs: must be at least 1, got -5"),
+        (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["--eval-batch-size", "0"], "--eval-batch-size: must be at least 1, got 0"),
+        (["--lr-phases", "0:-1"], "--lr-phases: learning rates must be greater than 0"),
+        (["--lr", "nan"], "invalid value for lr: nan"),
+        (["--dropout", "1.5"], "--dropout: must be less than 1"),
+        (["--val-fraction", "0"], "--val-fraction: must be greater than 0"),
+        (["--momentum", "-0.1"], "--momentum: must be at least 0"),
+    ],
+)
+def test_numeric_options_out_of_range_are_refused_before_any_work(cache, tmp_path, args, message):
+    out = tmp_path / "run"
+    line = error_line(train("--data", "mini", "--epochs", "1", *args, "--out", str(out)))
+    assert message in line, line
+    assert not out.exists()  # refused before a run folder was made
+
+
+def test_eval_batch_size_zero_is_refused(cache):
+    assert "--batch-size: must be at least 1, got 0" in error_line(invoke("eval", "vtiqa", "--data", "mini",
+                                                                            "--batch-size", "0"))  # fmt: skip
+
+
+def test_eval_on_a_re_prepared_cache_refuses_the_changed_split(cache, tmp_path):
+    """Re-preparing with another split seed gives `random_0` other images: evaluating an older run on
+    it would score training images as test images."""
+    assert train("--data", "mini", "--epochs", "1", "--name", "older").exit_code == 0
+    evaluated = invoke("eval", "vtiqa", "--data", "mini", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
+    build_cache(spec, tmp_path / "mini", data_dir() / "mini.h5", workers=1, splits=2, split_seed=3,
+                test_fraction=0.25)  # fmt: skip  # the same images, other splits
+    line = error_line(invoke("eval", "vtiqa", "--data", "mini"))
+    assert "split random_0 of this cache holds other images" in line and "recorded" in line
+    run = json.loads((data_dir().parent / "runs" / "older" / "run.json").read_text())
+    assert run["splits"]["random_0"]["digest"]  # the run recorded what it trained on
+
+
+def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["--data", "mini", "--epochs", "1"]
+    assert train(*args, "--out", str(first)).exit_code == 0
+    assert train(*args, "--out", str(second), "--seed", "1").exit_code == 0
+    run = json.loads((second / "run.json").read_text())
+    run["status"] = "interrupted"
+    run["splits"]["random_0"]["status"] = "interrupted"
+    (second / "run.json").write_text(json.dumps(run))
+    shutil.copyfile(first / "split-random_0" / "last.pt", second / "split-random_0" / "last.pt")
+    before = digest(second / "split-random_0" / "last.pt")
+    line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(second)))
+    assert "belongs to another run" in line and "last.pt" in line
+    assert digest(second / "split-random_0" / "last.pt") == before
+
+
+def test_a_second_job_on_the_same_output_fails_at_once_naming_the_holder(cache, tmp_path):
+    out = tmp_path / "busy.h5"
+    root = tmp_path / "mini"
+    with hold(out, "cache"):
+        line = error_line(invoke("prepare", "custom", "--root", root, "--csv", root / "scores.csv", "--name", "x",
+                                 "--range", "1,5", "--out", out, "-j", "1"))  # fmt: skip
+    assert "in use by another iqa job" in line and "pid" in line
+    assert not out.exists()
+    run = tmp_path / "run"
+    with hold(run, "run folder"):
+        line = error_line(train("--data", "mini", "--epochs", "1", "--out", str(run)))
+    assert "run folder is in use by another iqa job" in line
+    assert train("--data", "mini", "--epochs", "1", "--out", str(run)).exit_code == 0  # free again
+    assert not (tmp_path / ".run.lock").exists()  # nothing left behind
+
+
+def test_stale_partial_files_of_dead_processes_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from iqa_cli.atomic import _host, atomic_path
+
+    final = tmp_path / "cache.h5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".cache.h5.{_host()}.{int(dead.stdout)}.abcd1234.partial"
+    stale.write_bytes(b"x" * 1000)
+    foreign = tmp_path / ".cache.h5.otherhost.1.abcd1234.partial"  # another node's: not ours to judge
+    foreign.write_bytes(b"y")
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(b"new")
+    assert final.read_bytes() == b"new" and not stale.exists() and foreign.exists()
+
+
+def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    out = tmp_path / "run"
+    assert train("--data", "mini", "--epochs", "1", "--out", str(out)).exit_code == 0
+    run = json.loads((out / "run.json").read_text())
+    run["status"] = run["splits"]["random_0"]["status"] = "interrupted"
+    (out / "run.json").write_text(json.dumps(run))
+    spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
+    build_cache(spec, tmp_path / "mini", data_dir() / "mini.h5", workers=1, splits=2, split_seed=7,
+                test_fraction=0.25)  # fmt: skip
+    line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out)))
+    assert "now holds other images than this run trained on" in line
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # not marked failed
