@@ -50,6 +50,29 @@ from PIL import Image, ImageFile
 from iqa_cli.data.resize import DRAFT_GAP
 from iqa_cli.errors import DataError
 
+# Largest image decoded (pixels): a deliberate decompression-bomb guard (a 140 KB PNG can claim 12000 x
+# 12000 pixels, 430 MB decoded). `IQA_MAX_PIXELS` raises it for genuinely larger photographs.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    text = os.environ.get("IQA_MAX_PIXELS", "").strip()
+    try:
+        return max(1, int(float(text))) if text else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise DataError(f"IQA_MAX_PIXELS must be a number of pixels, got {text!r}") from None
+
+
+def _too_large(width: int, height: int) -> str | None:
+    limit = max_pixels()
+    if width * height > limit:
+        return (
+            f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the {limit / 1e6:g} MP limit "
+            "(set IQA_MAX_PIXELS to raise it)"
+        )
+    return None
+
+
 # Decoded images allowed in flight between the workers and the writer (bytes, all workers together).
 INFLIGHT_BYTES = 512 * 2**20
 # Most images per task: small enough that progress moves and memory stays bounded.
@@ -116,6 +139,8 @@ def _failure(path: str | os.PathLike, exc: BaseException) -> DecodeFailure:
         return DecodeFailure(str(path), "image file not found")
     if isinstance(exc, Image.UnidentifiedImageError):
         return DecodeFailure(str(path), "not a readable image (unknown or damaged format)")
+    if "MP limit" in text:
+        return DecodeFailure(str(path), text)
     if "truncated" in text.lower():
         return DecodeFailure(str(path), f"image data is truncated or damaged (Pillow: {text})")
     return DecodeFailure(str(path), f"cannot decode image ({type(exc).__name__}: {text})")
@@ -123,6 +148,7 @@ def _failure(path: str | os.PathLike, exc: BaseException) -> DecodeFailure:
 
 def read_header(path: str | os.PathLike) -> ImageHeader | DecodeFailure:
     """Size, orientation and format from the file header; pixels are not decoded."""
+    Image.MAX_IMAGE_PIXELS = None  # our own limit (`max_pixels`) speaks instead of Pillow's warning
     try:
         with Image.open(path) as im:
             width, height = im.size
@@ -132,6 +158,9 @@ def read_header(path: str | os.PathLike) -> ImageHeader | DecodeFailure:
         return _failure(path, exc)
     if width < 1 or height < 1:
         return DecodeFailure(str(path), f"image has an empty size {width}x{height}")
+    too_large = _too_large(width, height)
+    if too_large:
+        return DecodeFailure(str(path), too_large)
     if orientation in _TRANSPOSED:
         width, height = height, width
     return ImageHeader(width, height, orientation, fmt)
@@ -172,7 +201,11 @@ def decode_image(
     `draft=False` disables decode-time JPEG reduction (for comparisons).
     """
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated data is an error, never silently grey
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before any pixel is decoded
     with Image.open(path) as im:
+        too_large = _too_large(*im.size)
+        if too_large:
+            raise ValueError(too_large)
         if orientation is None:
             orientation = _orientation(im)
         if draft:

@@ -72,8 +72,44 @@ def _refusal(exc: Exception) -> str:
     )
 
 
+DIGEST_KEY = "content_sha256"  # metadata of our checkpoints: the digest of their tensors
+
+
+def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes, in name order (independent of the
+    file format, so a .pt and a safetensors file of the same weights have the same digest)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """CheckpointError naming the file when any floating-point weight is NaN or infinite."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        listed = ", ".join(bad[:MAX_LISTED]) + (f" and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else "")
+        raise CheckpointError(f"holds non-finite weights (NaN or infinity) in {listed}: a damaged file", path=path)
+
+
 def read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
-    """Read tensors and metadata from a file without running pickled code."""
+    """Read tensors and metadata from a file without running pickled code; a checkpoint written by
+    iqa is checked against the digest of its tensors recorded when it was written."""
+    state, meta = _read_state_dict(path)
+    recorded = meta.get(DIGEST_KEY)
+    if recorded and tensors_digest(state) != recorded:
+        raise CheckpointError(
+            "its tensors do not match the digest iqa recorded when writing it (the file was damaged or edited)",
+            path=path,
+        )
+    return state, meta
+
+
+def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint file not found", path=path)
@@ -226,6 +262,7 @@ def save_checkpoint(model: nn.Module | StateDict, path: str | Path, meta: Mappin
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     # Sorted, so the same weights and metadata always give the same file (and the same SHA-256).
     info = {k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in sorted((meta or {}).items())}
+    info[DIGEST_KEY] = tensors_digest(state)
     if isinstance(model, nn.Module) and getattr(model, "iqa_model_name", None):
         info.setdefault("model", model.iqa_model_name)
     with atomic_path(path) as tmp:

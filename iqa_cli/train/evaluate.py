@@ -245,7 +245,15 @@ def _run_jobs(
         progress.finish()
         if outputs_recipe is not None:
             metrics, pred = recipe.outputs_metrics(pred, labels[indices], params)
-        else:
+        bad = ~np.isfinite(np.asarray(pred, dtype=np.float64))
+        if bad.any():
+            first = names_list[int(indices[np.flatnonzero(bad)[0]])] if names_list is not None else "?"
+            raise CheckpointError(
+                f"the model predicted non-finite scores for {int(bad.sum())} of {bad.size} images (first: {first}); "
+                "its weights are damaged or diverged",
+                path=str(loaded.files.get("model", weights)),
+            )
+        if outputs_recipe is None:
             metrics = recipe.metrics(pred, labels[indices], params)
         if options.by_type:
             metrics["by_type"] = metrics_by_type(types_of(dataset, name, cache_path), indices, pred, labels[indices])

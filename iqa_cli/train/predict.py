@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
@@ -134,6 +134,12 @@ def predict_files(
             with autocast(torch_device, dtype):
                 scores = recipe.predict_batch(model, inputs_, loaded.params)
                 scores = scores.detach().float().cpu().numpy().astype(np.float64)
+        if not np.isfinite(scores).all():
+            first = pending[int(np.flatnonzero(~np.isfinite(scores))[0])][0]
+            raise CheckpointError(
+                f"the model predicted a non-finite score for {first}: its weights are damaged or diverged",
+                path=str(loaded.files.get("model", weights)),
+            )
         natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
         for (path, array), score, native in zip(pending, scores, natives, strict=True):
             native_score = None if native is None else float(native)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from iqa_cli.errors import CheckpointError
@@ -78,6 +79,12 @@ def load_trained(recipe: Recipe, weights: str | Path, *, variant: str | None = N
     tiny = bool(_json(meta, "tiny", False))
     model = recipe.build_model(params, tiny=tiny, pretrained=False)
     recipe.load_weights(model, files, params)
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise CheckpointError(
+            f"holds non-finite weights (NaN or infinity) in {', '.join(bad[:5])}: a damaged file",
+            path=str(files.get("model", weights)),
+        )
     return LoadedModel(model, params, tiny, meta, str(weights), files)
 
 

@@ -1,0 +1,67 @@
+"""Damaged or hostile files: a checkpoint with overwritten bytes, non-finite weights, a decompression
+bomb. Each is refused with one line naming the file; nothing is scored from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iqa_cli.home import data_dir
+from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
+from tests.adversarial.helpers import digest, error_line, invoke
+from tests.train.caches import make_cache
+
+
+@pytest.fixture
+def tiny_weights(tmp_path) -> Path:
+    from iqa_cli.train.recipes import get_recipe
+
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    recipe = get_recipe("vtiqa")
+    torch.manual_seed(0)
+    model = recipe.build_model(recipe.Params(), tiny=True, pretrained=False)
+    return save_checkpoint(model, tmp_path / "tiny.safetensors", {"method": "vtiqa", "tiny": True})
+
+
+def _overwrite_4k(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    start = 8 + header + (len(data) - 8 - header) // 2  # the middle of the tensor data
+    data[start : start + 4096] = b"\xff" * 4096  # 0xffffffff is a float32 NaN
+    path.write_bytes(bytes(data))
+
+
+def test_overwritten_bytes_in_an_iqa_checkpoint_fail_its_digest(tiny_weights):
+    _overwrite_4k(tiny_weights)
+    before = digest(tiny_weights)
+    line = error_line(invoke("eval", "vtiqa", "--data", "mini", "--weights", tiny_weights, "--split", "0"))
+    assert "do not match the digest" in line and str(tiny_weights) in line
+    assert digest(tiny_weights) == before
+
+
+def test_non_finite_weights_without_a_digest_are_refused(tiny_weights, tmp_path):
+    state, meta = read_state_dict(tiny_weights)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1 and "weight" in k)
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("nan")
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"  # written by another tool: no digest to check
+    save_file(state, str(foreign), metadata={k: v for k, v in meta.items() if k != "content_sha256"})
+    line = error_line(invoke("eval", "vtiqa", "--data", "mini", "--weights", foreign, "--split", "0"))
+    assert "non-finite weights" in line and key in line and "foreign.safetensors" in line
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
+    assert "non-finite weights" in error_line(invoke("predict", "vtiqa", image, "--weights", foreign))
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tiny_weights, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (12000, 12000)).save(bomb, optimize=True)  # ~140 KB, 144 MP, 432 MB as RGB
+    assert bomb.stat().st_size < 1_000_000
+    line = error_line(invoke("predict", "vtiqa", bomb, "--weights", tiny_weights))
+    assert "12000x12000" in line and "MP limit" in line and "IQA_MAX_PIXELS" in line
