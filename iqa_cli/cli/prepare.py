@@ -70,6 +70,7 @@ def _build(
     test_fraction: float,
     json_output: bool,
     enhancement: EnhanceRequest | None = None,
+    allow_out_of_range: bool = False,
 ) -> None:
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.cache_format import resolve_format
@@ -95,6 +96,7 @@ def _build(
         split_seed=split_seed,
         test_fraction=test_fraction,
         progress=ConsoleProgress(),
+        allow_out_of_range=allow_out_of_range,
     )
     if summary.skipped:
         err.print(f"warning: skipped {len(summary.skipped)} image(s):", markup=False, highlight=False)
@@ -135,6 +137,7 @@ _SPLITS_HELP = "Number of seeded random train/test splits to store (0 = none)."
 _SEED_HELP = "Seed of the first random split; split k uses seed + k."
 _FRACTION_HELP = "Share of images (of references, for reference-disjoint datasets) in each test part."
 _JSON_HELP = "Print the summary as one JSON document on stdout."
+_RANGE_HELP = "Keep scores outside the dataset's declared range (an error otherwise: usually a wrong column)."
 
 
 def _size_help(spec: DatasetSpec) -> str:
@@ -174,6 +177,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
         selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
         classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
+        allow_out_of_range: bool = typer.Option(False, "--allow-out-of-range", help=_RANGE_HELP),
     ) -> None:
         _build(
             spec,
@@ -189,6 +193,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
             test_fraction,
             json_output,
             EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
+            allow_out_of_range,
         )
 
     command.__doc__ = _dataset_help(spec)
@@ -232,6 +237,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
         selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
         classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
+        allow_out_of_range: bool = typer.Option(False, "--allow-out-of-range", help=_RANGE_HELP),
     ) -> None:
         """Your own images: any folder plus a CSV of name,score[,std] (header optional). Default size: none."""
         from iqa_cli.data.datasets._files import check_root
@@ -260,6 +266,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             test_fraction,
             json_output,
             EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
+            allow_out_of_range,
         )
 
     return command

@@ -31,6 +31,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1, -1)
+    return (stat.st_dev, stat.st_ino, stat.st_size)
+
+
 def _gather(array: Any, indices: np.ndarray) -> np.ndarray:
     """array[indices] for an HDF5 dataset or (memory-mapped) array, reading runs of consecutive
     indices as one slice each, and returning rows in the order of `indices`."""
@@ -82,6 +90,7 @@ class Cache:
         self.distributions: np.ndarray | None = None
         self.flags = np.zeros(0, dtype=np.uint8)  # per image; all 0 when the cache has no `flags` array
         self.format = _sniff(self.path)
+        self._identity = _file_identity(self.path)
         try:
             if self.format == "h5":
                 self._open_h5()
@@ -214,6 +223,37 @@ class Cache:
                     raise DataError(
                         f"split {name}/{part} indexes outside the {n} images (damaged cache)", path=self.path
                     )
+            self._check_disjoint(name, parts)
+        if self.format == "h5" and n:
+            written = self.images.id.get_num_chunks() if self.images.chunks is not None else n
+            if written < n:  # one chunk per image: an unwritten chunk would read as a black image
+                raise DataError(
+                    f"only {written} of {n} images are stored (damaged or unfinished cache)", path=self.path
+                )
+
+    def _check_disjoint(self, name: str, parts: dict[str, np.ndarray]) -> None:
+        """Parts of a stored split never share an image (nor a reference, for reference-disjoint splits)."""
+        keys = list(parts)
+        disjoint_refs = name.startswith("random_") and bool(self.split_attrs.get("reference_disjoint"))
+        for i, first in enumerate(keys):
+            for second in keys[i + 1 :]:
+                shared = np.intersect1d(parts[first], parts[second])
+                if shared.size:
+                    raise DataError(
+                        f"split {name}: {first} and {second} share {shared.size} image(s) (first: "
+                        f"{self.names[int(shared[0])]}); a model would be scored on images it trained on "
+                        "(damaged or edited cache)",
+                        path=self.path,
+                    )
+                if disjoint_refs:
+                    refs = np.intersect1d(self.ref_ids[parts[first]], self.ref_ids[parts[second]])
+                    refs = refs[refs >= 0]
+                    if refs.size:
+                        raise DataError(
+                            f"split {name}: {first} and {second} share reference {int(refs[0])} in a "
+                            "reference-disjoint split (damaged or edited cache)",
+                            path=self.path,
+                        )
 
     # --- reading ---
 
@@ -233,12 +273,28 @@ class Cache:
     def read_images(self, indices: np.ndarray | list[int]) -> np.ndarray:
         """uint8 (len(indices), Hmax, Wmax, 3) in the order of `indices`; increasing indices read fastest
         (runs of consecutive indices are read with one slice each)."""
-        return _gather(self.images, np.asarray(indices))
+        self._check_unchanged()
+        try:
+            return _gather(self.images, np.asarray(indices))
+        except OSError as exc:  # h5py: a chunk that cannot be read (truncated or damaged file)
+            raise DataError(f"cannot read images (damaged or truncated cache: {exc})", path=self.path) from None
 
     def image(self, index: int) -> np.ndarray:
         """One image cropped to its valid (h, w) region."""
         height, width = (int(v) for v in self.sizes[index])
-        return np.asarray(self.images[int(index)])[:height, :width]
+        return self.read_images([int(index)])[0, :height, :width]
+
+    def _check_unchanged(self) -> None:
+        """The file must stay the one opened: a cache truncated or rewritten while a run streams from it
+        would read as zeros (HDF5 fill values) or crash a memory map."""
+        now = _file_identity(self.path)
+        if now != self._identity:
+            was, is_ = self._identity[2], now[2]
+            raise DataError(
+                f"the cache file changed while it was being read (size {was} -> {is_} bytes, or replaced): "
+                "was it prepared again or truncated? Start again once it is complete",
+                path=self.path,
+            )
 
     def split_names(self) -> list[str]:
         """The stored splits: random_0, random_1, ... in numeric order, then official if present."""

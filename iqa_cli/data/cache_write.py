@@ -262,16 +262,27 @@ def _parse(spec: DatasetSpec, root: Path, skip_bad: bool, skipped: list[tuple[st
     return list(parse(root, on_missing=missing if skip_bad else None))
 
 
-def _check_records(records: Sequence[Record], where: Path | None) -> None:
+def _check_records(
+    records: Sequence[Record], where: Path | None, spec: DatasetSpec | None = None, allow_out_of_range: bool = False
+) -> None:
     if not records:
         raise DataError("no images to pack (the metadata lists none, or all were skipped)", path=where)
+    low, high = spec.score_bounds if spec is not None else (math.nan, math.nan)
+    bounded = math.isfinite(low) and math.isfinite(high)
     seen: set[str] = set()
-    for record in records:
+    for number, record in enumerate(records, start=1):
         if record.name in seen:
             raise DataError(f"image '{record.name}' is listed twice", path=where)
         seen.add(record.name)
         if not math.isfinite(record.score):
             raise DataError(f"image '{record.name}' has a non-finite score {record.score}", path=where)
+        if bounded and not allow_out_of_range and not low <= record.score <= high:
+            raise DataError(
+                f"image '{record.name}' (entry {number}) has score {record.score:g}, outside the {low:g} to {high:g} "
+                f"range of {spec.name if spec else 'the dataset'} (a wrong column or scale? --allow-out-of-range "
+                "keeps it)",
+                path=where,
+            )
     lengths = {len(r.distribution) for r in records if r.distribution is not None}
     if len(lengths) > 1:
         raise DataError(f"rating distributions have different numbers of categories ({sorted(lengths)})", path=where)
@@ -388,6 +399,7 @@ def build_cache(
     split_seed: int = 0,
     test_fraction: float = 0.2,
     progress: Progress | None = None,
+    allow_out_of_range: bool = False,
 ) -> CacheSummary:
     """Pack a dataset into a cache file at `out` (written atomically) and describe what was written.
 
@@ -399,6 +411,7 @@ def build_cache(
     workers:   decoding processes (None = all cores; <= 1 decodes in this process).
     skip_bad:  skip missing/unreadable images (recorded in the cache) instead of failing on the first.
     splits:    number of seeded random train/test splits (0 = none); split k uses split_seed + k.
+    allow_out_of_range: keep scores outside `spec.score_bounds` (an error by default).
     """
     started = time.monotonic()
     progress = progress or NullProgress()
@@ -414,7 +427,7 @@ def build_cache(
         for name, reason in skipped:
             progress.log(f"skipping {name}: {reason}")
     records = list(records)
-    _check_records(records, Path(root) if root is not None else None)
+    _check_records(records, Path(root) if root is not None else None, spec, allow_out_of_range)
 
     with (
         hold(out, "cache"),

@@ -48,3 +48,10 @@ class DatasetSpec:
     reference_disjoint: bool = False  # splits keep all images of a reference on one side
     expects: tuple[str, ...] = field(default_factory=tuple)  # files/folders a user must provide
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Scores outside these bounds are an error at prepare time (`--allow-out-of-range` keeps them);
+    # None: the declared native_range. Wider where real data exceed the nominal scale (LIVE's DMOS).
+    valid_range: tuple[float, float] | None = None
+
+    @property
+    def score_bounds(self) -> tuple[float, float]:
+        return self.valid_range if self.valid_range is not None else self.native_range

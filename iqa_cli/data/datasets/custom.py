@@ -1,6 +1,7 @@
 """Your own images: any folder plus a CSV of `name,score[,std]`.
 
-The CSV's header row is optional. Without one, the columns are name, score and (optionally) std.
+The CSV's header row is optional. Without one, the columns are name, score and (optionally) std. A
+first row counts as a header only when no cell is a number and at least one names a known column.
 With one, the columns are found by name (name/image/file/path, score/mos/dmos/quality, std/sd), or
 taken in that order when the names are not recognised. Image names are paths relative to the
 dataset root ('/' or '\\' separators); they are matched case-insensitively when the exact spelling
@@ -80,10 +81,11 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
         raise DataError("lists no images (expected name,score[,std] per line)", path=csv_path)
     name_col, score_col, std_col = 0, 1, 2
     first = lines[0][1]
-    # A first row whose score is not a number is a header, unless it names an image that exists:
-    # then it is a data row with a malformed score, which must be reported, not skipped.
-    looks_like_data = len(first) >= 2 and (root / first[0]).is_file()
-    if (len(first) < 2 or not _is_number(first[1])) and not looks_like_data:
+    # The first row is a header only when none of its cells is a number and it names a known column
+    # (name/score/std spellings). Anything else is data, so `img1.png,good` is reported as a malformed
+    # score instead of being dropped silently as a "header".
+    known = {c.lower() for c in first} & {*NAME_COLUMNS, *SCORE_COLUMNS, *STD_COLUMNS}
+    if not any(_is_number(c) for c in first) and known:
         name_col, score_col, std_col = _columns(first)
         lines = lines[1:]
     rows: list[Row] = []
@@ -148,12 +150,13 @@ def make_spec(
     """The spec of one custom dataset; `native_range` defaults to the observed min and max score."""
     name = check_name(name)
     csv_path = Path(csv_path).expanduser()
+    given = native_range is not None
     if native_range is None:
         scores = [row.score for row in read_rows(csv_path, check_root(root))]
         native_range = (min(scores), max(scores))
     low, high = (float(v) for v in native_range)
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise ConfigError(f"invalid score range {low},{high} (expected LO,HI with LO <= HI)")
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high or (given and low == high):
+        raise ConfigError(f"--range: score range {low:g},{high:g} is empty (expected LO,HI with LO < HI)")
     return DatasetSpec(
         name=name,
         title=f"custom dataset '{name}' ({csv_path.name})",

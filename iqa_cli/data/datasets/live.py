@@ -110,6 +110,7 @@ SPEC = DatasetSpec(
     score_type="DMOS",
     native_range=(1.0, 100.0),
     lower_better=True,
+    valid_range=(-5.0, 115.0),  # realigned DMOS runs about -2.6 to 111.8 (datasets.md)
     default_resize="none",
     reference_disjoint=True,
     expects=(

@@ -1,0 +1,119 @@
+"""Bad data that used to be stored or read silently: scores off the scale, a lost first row, a cache
+edited to leak test images into training, a cache truncated while it is read."""
+
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from iqa_cli.data.cache import build_cache, open_cache
+from iqa_cli.errors import DataError
+from tests.adversarial.helpers import digest, error_line, invoke
+from tests.data.fixtures import FIXTURES
+from tests.data.imagefolder import MIXED, make_folder
+
+
+def _livew_with_mos(tmp_path, value: float):
+    from scipy.io import loadmat, savemat
+
+    expected = FIXTURES["livew"](tmp_path / "root")
+    mos_file = next(expected.root.rglob("AllMOS_release.mat"))
+    mos = loadmat(mos_file)["AllMOS_release"]
+    mos[0, 9] = value
+    savemat(mos_file, {"AllMOS_release": mos})
+    return expected
+
+
+@pytest.mark.parametrize("value", [-250.0, 1e6])
+def test_scores_outside_the_declared_range_are_an_error_naming_the_image(tmp_path, value):
+    expected = _livew_with_mos(tmp_path, value)
+    out = tmp_path / "livew.h5"
+    line = error_line(invoke("prepare", "livew", "--root", expected.root, "--out", out, "-j", "1"))
+    assert f"score {value:g}" in line and "entry 10" in line and "--allow-out-of-range" in line
+    assert not out.exists()
+    kept = invoke("prepare", "livew", "--root", expected.root, "--out", out, "-j", "1", "--allow-out-of-range")
+    assert kept.exit_code == 0, kept.output
+
+
+def test_koniq_mos_below_one_is_refused(tmp_path):
+    expected = FIXTURES["koniq"](tmp_path / "root")
+    scores = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
+    lines = scores.read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[7] = "-3"
+    lines[3] = ",".join(cells)
+    scores.write_text("\n".join(lines) + "\n")
+    line = error_line(invoke("prepare", "koniq", "--root", expected.root, "--out", tmp_path / "k.h5", "-j", "1"))
+    assert "score -3" in line and "1 to 5" in line
+
+
+def test_custom_range_empty_or_not_holding_the_scores(tmp_path):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)  # scores 10..90
+    base = ("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "mine", "-j", "1")
+    assert "--range: score range 3,3 is empty" in error_line(invoke(*base, "--range", "3,3"))
+    assert "outside the 3 to 4 range" in error_line(invoke(*base, "--range", "3,4"))
+
+
+def test_a_header_less_csv_keeps_its_first_row(tmp_path):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root, header=False)
+    rows = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([f"{MIXED[0].name},good", *rows[1:]]) + "\n")  # a typo in row 1
+    line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "-j", "1"))
+    assert "line 1" in line and "good" in line  # reported, not dropped as a header
+    csv_path.write_text("\n".join(["img,quality", *rows]) + "\n")  # a real header with known names
+    ok = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "-j", "1", "--json")
+    assert ok.exit_code == 0, ok.output
+
+
+def _cache(tmp_path):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    from iqa_cli.data.datasets.custom import make_spec
+
+    out = tmp_path / "mine.h5"
+    build_cache(make_spec("mine", csv_path, root=root), root, out, workers=1, splits=2, test_fraction=0.5)
+    return out
+
+
+def test_a_split_edited_to_share_images_is_refused_when_read(tmp_path):
+    out = _cache(tmp_path)
+    with h5py.File(out, "r+") as handle:
+        test = handle["splits/random_0/test"][()]
+        train = handle["splits/random_0/train"][()]
+        del handle["splits/random_0/train"]
+        handle["splits/random_0/train"] = np.concatenate([train, test[:1]])  # a test image trains
+    with pytest.raises(DataError, match="train and test share 1 image"):
+        open_cache(out)
+    line = error_line(invoke("prepare", "inspect", out))
+    assert "share 1 image" in line
+
+
+def test_a_cache_truncated_while_read_is_an_error_not_black_images(tmp_path):
+    out = _cache(tmp_path)
+    with open_cache(out) as cache:
+        first = cache.read_images([0])
+        assert first.any()
+        size = os.path.getsize(out)
+        with open(out, "r+b") as handle:
+            handle.truncate(size // 2)
+        with pytest.raises(DataError, match="changed while it was being read"):
+            cache.read_images([len(cache) - 1])
+
+
+def test_a_cache_with_a_missing_image_chunk_is_refused_at_open(tmp_path):
+    out = _cache(tmp_path)
+    before = digest(out)
+    with h5py.File(out, "r+") as handle:  # an image dataset whose last chunk was never written
+        images = handle["images"][()]
+        del handle["images"]
+        dataset = handle.create_dataset("images", shape=images.shape, chunks=(1, *images.shape[1:]), dtype=np.uint8)
+        for i in range(len(images) - 1):
+            dataset[i] = images[i]
+    assert digest(out) != before
+    with pytest.raises(DataError, match=f"only {len(MIXED) - 1} of {len(MIXED)} images are stored"):
+        open_cache(out)
