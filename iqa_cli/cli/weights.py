@@ -56,6 +56,13 @@ def list_weights(
         return
     store = WeightStore()
     stored = {e.name: e for e in store.entries()}
+    for name, reason in store.problems().items():  # reported and skipped: the other entries stay usable
+        err.print(
+            f"warning: refused store index entry '{name}': {reason} (`iqa weights rm {name}` or "
+            "`iqa weights verify --repair`)",
+            highlight=False,
+            markup=False,
+        )
     known = known_weights()
     rows = []
     for entry in known.values():
@@ -78,15 +85,17 @@ def list_weights(
     if as_json:
         print_json({"store": str(store.root), "weights": rows})
         return
-    lines = [("NAME", "KIND", "FOR", "DATASET", "SPLIT", "STORED", "STATUS", "SOURCE")]
+    lines = [("NAME", "KIND", "FOR", "DATASET", "SPLIT", "STORED", "STATUS", "CHECK", "SOURCE")]
     for r in rows:
         users = r.get("method") or ",".join(r.get("used_by") or []) or "-"
         size = _mb(r["stored"]["size"]) if r["stored"] else "no"
         urls = r.get("urls") or []
         source = urlparse(urls[0]).netloc if urls else ("local file" if r["kind"] == "local" else "by hand")
         status = "stored" if r["stored"] and not r["status"].startswith("refused") else r["status"]
+        check = r.get("verification") or "-"
+        check = "prefix only (32 bit)" if check.startswith("sha256 prefix") else check
         lines.append(
-            (r["name"], r["kind"], users, r.get("dataset") or "-", r.get("split") or "-", size, status, source)
+            (r["name"], r["kind"], users, r.get("dataset") or "-", r.get("split") or "-", size, status, check, source)
         )
     _print_columns(lines)
     err.print(
@@ -133,7 +142,16 @@ def fetch_weights(
             err.print(f"error: {exc}", highlight=False, markup=False)
             failures.append(name)
             continue
-        note = "already in the store" if had else f"verified ({stored.extra.get('verified', 'sha256')})"
+        verified = stored.extra.get("verified", "sha256")
+        if had:
+            note = "already in the store"
+        elif str(verified).startswith("sha256 prefix"):
+            note = (
+                f"matches its published {verified} only (32 bits, not a full check); its full SHA-256 "
+                f"{stored.sha256} is pinned in the store and re-checked by `iqa weights verify`"
+            )
+        else:
+            note = f"verified (full {verified})"
         err.print(f"{name}: {note}", highlight=False)
         out.print(str(store.root / stored.file), highlight=False, markup=False)
     if failures:
@@ -144,11 +162,28 @@ def fetch_weights(
 def verify_weights(
     target: str = typer.Argument(None, help="A store name or a file path; default: everything in the store."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Rebuild the index from the files (drop refused or missing entries, add unlisted files).",
+    ),
 ) -> None:
     """Re-hash stored files against the recorded SHA-256 (and the registry's), or identify a file."""
     from iqa_cli.weights.verify import identify_file, verify_all, verify_stored
 
     store = WeightStore()
+    if repair:
+        report = store.repair()
+        if as_json:
+            print_json(report)
+        else:
+            for kind, items in report.items():
+                for item in items:
+                    err.print(f"{kind}: {item}", highlight=False, markup=False)
+            err.print(f"index of {store.root} rebuilt", highlight=False, markup=False)
+        return
+    for name, reason in store.problems().items():
+        err.print(f"refused index entry '{name}': {reason}", highlight=False, markup=False)
     path = Path(target).expanduser() if target else None
     if path is not None and path.is_file() and store.find_by_path(path) is None:
         info = identify_file(path, store)
@@ -219,4 +254,7 @@ def path_weights(name: str = typer.Argument(..., help="Store name.")) -> None:
 def rm_weights(name: str = typer.Argument(..., help="Store name.")) -> None:
     """Remove a checkpoint from the store."""
     entry = WeightStore().rm(validate_name(name))
-    err.print(f"removed '{entry.name}' ({entry.file})", highlight=False)
+    if entry is None:
+        err.print(f"removed the refused index entry '{name}' (no file was deleted)", highlight=False)
+    else:
+        err.print(f"removed '{entry.name}' ({entry.file})", highlight=False)

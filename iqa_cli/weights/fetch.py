@@ -27,6 +27,16 @@ from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, store
 
 OFFLINE_ENV = "IQA_OFFLINE"
 MIRROR_ENV = "IQA_WEIGHTS_MIRROR"
+MAX_BYTES_ENV = "IQA_MAX_DOWNLOAD_BYTES"
+# Largest download when the registry does not know the file's size (the biggest known backbone is
+# under 1 GB): a mirror streaming without end cannot fill the disk.
+DEFAULT_MAX_BYTES = 4 * 2**30
+# Unreachable hosts are not worth many retries: one more try, then one complete line saying what to do.
+UNREACHABLE_RETRIES = 1
+OFFLINE_HINT = (
+    f"set {OFFLINE_ENV}=1 to work offline, point {MIRROR_ENV} at a reachable mirror, copy the file in with "
+    "`iqa weights add NAME FILE`, or try a run without downloads (`--pretrained none`, or `--tiny`)"
+)
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
@@ -49,9 +59,21 @@ class FetchOptions:
 class _Transient(Exception):
     """A failure worth retrying (the message says what happened)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, unreachable: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.unreachable = unreachable  # name resolution or connection refused: retried once only
+
+
+def max_download_bytes(entry: KnownWeights) -> int:
+    """The most bytes a download of `entry` may have: its registry size, else the cap."""
+    if entry.size is not None:
+        return entry.size
+    text = os.environ.get(MAX_BYTES_ENV, "").strip()
+    try:
+        return int(float(text)) if text else DEFAULT_MAX_BYTES
+    except ValueError:
+        raise DownloadError(f"{MAX_BYTES_ENV} must be a number of bytes, got {text!r}") from None
 
 
 def candidate_urls(entry: KnownWeights, mirror: str | None) -> list[str]:
@@ -141,6 +163,8 @@ def _download_url(
             _transfer(session, url, partial, entry, options, progress)
             return
         except _Transient as exc:
+            if exc.unreachable and attempt >= UNREACHABLE_RETRIES:
+                raise DownloadError(f"{url}: {exc}; {OFFLINE_HINT}") from None
             if attempt >= options.retries:
                 raise DownloadError(
                     f"{url}: {exc} (gave up after {attempt + 1} attempts; the partial file is kept and the "
@@ -187,10 +211,13 @@ def _transfer(
         )
     except requests.exceptions.InvalidURL as exc:
         raise DownloadError(f"{url}: invalid URL ({exc})") from None
+    except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+        # e.g. a mirror redirecting to file:// or ftp://: never followed
+        raise DownloadError(f"{url}: redirected to an unsupported address ({_first_line(exc)}); only http(s)") from None
     except requests.TooManyRedirects:
         raise DownloadError(f"{url}: too many redirects") from None
     except TRANSIENT as exc:
-        raise _Transient(_describe(exc)) from None
+        raise _Transient(_describe(exc), unreachable=_unreachable(exc)) from None
     with response:
         status = response.status_code
         if status == 416 and have:
@@ -214,6 +241,10 @@ def _transfer(
             have, mode = 0, "wb"
         length = response.headers.get("Content-Length")
         expected_end = have + int(length) if length and length.isdigit() else None
+        limit = max_download_bytes(entry)
+        if expected_end is not None and expected_end > limit:
+            partial.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: the server announces {expected_end} bytes, more than the {limit} expected")
         total = expected_end or entry.size
         progress.start(f"fetch {entry.name} (bytes)", total)
         if have:
@@ -223,6 +254,14 @@ def _transfer(
         try:
             with open(partial, mode) as f:
                 for chunk in response.iter_content(chunk_size=options.chunk_size):
+                    if written + len(chunk) > limit:
+                        f.close()
+                        partial.unlink(missing_ok=True)
+                        raise DownloadError(
+                            f"{url}: sent more than the {limit} bytes expected of '{entry.name}' "
+                            f"({'its registry size' if entry.size is not None else MAX_BYTES_ENV}); the download "
+                            "was stopped and deleted"
+                        )
                     f.write(chunk)
                     written += len(chunk)
                     progress.advance(len(chunk))
@@ -246,6 +285,39 @@ def _content_range_total(value: str) -> int | None:
     return None
 
 
+def _first_line(exc: BaseException) -> str:
+    """The exception's text on one line, shortened at a word boundary (never cut mid-word)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
+
+
+def _causes(exc: BaseException) -> str:
+    """The text of an exception and of everything it wraps (urllib3 nests the real reason)."""
+    parts, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, BaseException):
+                parts.append(f"{type(arg).__name__}: {arg}")
+                reason = getattr(arg, "reason", None)
+                if isinstance(reason, BaseException):
+                    parts.append(f"{type(reason).__name__}: {reason}")
+        current = current.__cause__ or current.__context__
+    return " ".join(parts)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    text = _causes(exc)
+    return any(
+        marker in text
+        for marker in ("NameResolutionError", "Failed to resolve", "Name or service not known", "Temporary failure in "
+                       "name resolution", "nodename nor servname", "Connection refused", "Network is unreachable",
+                       "No route to host")
+    )  # fmt: skip
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, requests.ConnectTimeout):
         return "timed out while connecting"
@@ -253,8 +325,17 @@ def _describe(exc: Exception) -> str:
         return "timed out waiting for data (server too slow)"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "connection dropped mid-transfer"
-    text = " ".join(str(exc).split())
-    return f"connection failed ({text[:200]})"
+    text = _causes(exc)
+    if any(m in text for m in ("NameResolutionError", "Failed to resolve", "Name or service not known",
+                               "Temporary failure in name resolution", "nodename nor servname")):  # fmt: skip
+        return "the host name could not be resolved (no network or no DNS here?)"
+    if "Connection refused" in text:
+        return "the connection was refused (nothing listens there, or a firewall)"
+    if "Network is unreachable" in text or "No route to host" in text:
+        return "the network is unreachable"
+    if "Read timed out" in text or "timed out" in text:
+        return "timed out waiting for data (server too slow)"
+    return f"the connection failed ({_first_line(exc)})"
 
 
 def _verify_and_commit(

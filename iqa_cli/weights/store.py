@@ -129,37 +129,78 @@ class WeightStore:
         return FileLock(str(self.root / ".index.lock"), is_singleton=True)
 
     # -- index ---------------------------------------------------------------------------------------
-    def _read_index(self) -> dict[str, StoredWeights]:
+    def _read_raw(self) -> dict[str, Any]:
+        """The index's entries as stored (name -> raw JSON); an unreadable index file is one clear error."""
         if not self.index_path.is_file():
             return {}
         try:
             doc = json.loads(self.index_path.read_text(encoding="utf-8"))
-            entries = {name: StoredWeights.from_json(raw) for name, raw in doc["weights"].items()}
+            raw = doc["weights"]
+            if not isinstance(raw, dict):
+                raise TypeError("'weights' is not an object")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"weights store index is unreadable ({exc})", path=self.index_path) from None
-        for name, entry in entries.items():  # a tampered index must not point the store elsewhere
-            validate_name(name)
-            self._inside(entry.file)
-        return entries
+            raise CheckpointError(
+                f"weights store index is unreadable ({exc}); `iqa weights verify --repair` rebuilds it from the files",
+                path=self.index_path,
+            ) from None
+        return dict(raw)
 
-    def _write_index(self, entries: dict[str, StoredWeights]) -> None:
-        doc = {"format": 1, "weights": {n: e.to_json() for n, e in sorted(entries.items())}}
+    def _parse_entry(self, name: str, raw: Any) -> StoredWeights:
+        """One index entry, checked: a tampered entry must not point the store elsewhere."""
+        validate_name(name)
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"store index entry '{name}' is not an object")
+        try:
+            entry = StoredWeights.from_json(raw)
+        except TypeError as exc:
+            raise CheckpointError(f"store index entry '{name}' is incomplete ({exc})") from None
+        if not isinstance(entry.file, str):
+            raise CheckpointError(f"store index entry '{name}' has no file name")
+        path = self._inside(entry.file)
+        if path.is_symlink():
+            raise CheckpointError(f"store file of '{name}' is a symbolic link; the store holds only plain files")
+        return entry
+
+    def _read_all(self) -> tuple[dict[str, StoredWeights], dict[str, str]]:
+        """(good entries, bad entries' reasons): one bad entry does not make the others unusable."""
+        good, bad = {}, {}
+        for name, raw in self._read_raw().items():
+            try:
+                good[name] = self._parse_entry(name, raw)
+            except (CheckpointError, ConfigError) as exc:
+                bad[str(name)] = str(exc)
+        return good, bad
+
+    def _read_index(self) -> dict[str, StoredWeights]:
+        return self._read_all()[0]
+
+    def problems(self) -> dict[str, str]:
+        """Index entries refused as unsafe or malformed, by name, with the reason (see `verify --repair`)."""
+        return self._read_all()[1]
+
+    def _write_index(self, raw: dict[str, Any]) -> None:
+        doc = {"format": 1, "weights": dict(sorted(raw.items()))}
         with atomic_path(self.index_path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
     @contextlib.contextmanager
-    def _editing_index(self) -> Iterator[dict[str, StoredWeights]]:
+    def _editing_index(self) -> Iterator[dict[str, Any]]:
+        """The raw entries for editing (bad ones are kept as they are unless removed)."""
         with self._index_lock():
-            entries = self._read_index()
-            yield entries
-            self._write_index(entries)
+            raw = self._read_raw()
+            yield raw
+            self._write_index(raw)
 
     # -- queries ------------------------------------------------------------------------------------
     def entries(self) -> list[StoredWeights]:
         return [e for _, e in sorted(self._read_index().items())]
 
     def get(self, name: str) -> StoredWeights | None:
-        return self._read_index().get(validate_name(name))
+        good, bad = self._read_all()
+        name = validate_name(name)
+        if name in bad:
+            raise CheckpointError(f"refusing '{name}': {bad[name]} (remove it with `iqa weights rm {name}`)")
+        return good.get(name)
 
     def has(self, name: str) -> bool:
         entry = self.get(name)
@@ -212,10 +253,11 @@ class WeightStore:
         with self._editing_index() as entries:
             old = entries.get(name)
             os.replace(staged, final)
-            if old is not None and old.file != final.name:
-                with contextlib.suppress(FileNotFoundError):
-                    self._inside(old.file).unlink()
-            entries[name] = entry
+            old_file = old.get("file") if isinstance(old, dict) else None
+            if isinstance(old_file, str) and old_file != final.name:
+                with contextlib.suppress(FileNotFoundError, CheckpointError):
+                    self._inside(old_file).unlink()
+            entries[name] = entry.to_json()
         return entry
 
     @contextlib.contextmanager
@@ -263,17 +305,77 @@ class WeightStore:
                     name, tmp, suffix=store_suffix(file.name), sha256=sha, source=str(file.resolve()), method=method
                 )
 
-    def rm(self, name: str) -> StoredWeights:
+    def rm(self, name: str) -> StoredWeights | None:
+        """Remove `name`'s entry and file; a refused (unsafe) entry loses its index line, and no file
+        outside the store is touched. Returns the entry, or None for a refused one."""
         with self.lock(name):
             with self._editing_index() as entries:
-                entry = entries.pop(validate_name(name), None)
-                if entry is None:
+                raw = entries.pop(validate_name(name), None)
+                if raw is None:
                     raise CheckpointError(f"'{name}' is not in the weights store {self.root}")
-                with contextlib.suppress(FileNotFoundError):
-                    self._inside(entry.file).unlink()
+                try:
+                    entry: StoredWeights | None = self._parse_entry(name, raw)
+                except (CheckpointError, ConfigError):
+                    entry = None  # unsafe: forget it, delete nothing it names
+                if entry is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        self._inside(entry.file).unlink()
             with contextlib.suppress(FileNotFoundError):
                 self.partial_path(name).unlink()
         return entry
+
+    def repair(self) -> dict[str, list[str]]:
+        """Rebuild the index from the files: drop refused entries and entries whose file is missing,
+        re-hash kept files, and add plain checkpoint files the index does not list. Returns what changed."""
+        report: dict[str, list[str]] = {"dropped": [], "added": [], "rehashed": []}
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._index_lock():
+            try:
+                raw = self._read_raw()
+            except CheckpointError:
+                raw = {}  # unreadable: rebuilt from the files alone
+                report["dropped"].append(f"{INDEX_NAME} (unreadable)")
+            kept: dict[str, Any] = {}
+            for name, item in raw.items():
+                try:
+                    entry = self._parse_entry(name, item)
+                except (CheckpointError, ConfigError) as exc:
+                    report["dropped"].append(f"{name} ({exc})")
+                    continue
+                path = self._inside(entry.file)
+                if not path.is_file():
+                    report["dropped"].append(f"{name} (file missing)")
+                    continue
+                sha = sha256_file(path)
+                if sha != entry.sha256 or path.stat().st_size != entry.size:
+                    report["rehashed"].append(f"{name} (its file changed since stored: now {sha[:12]}...)")
+                    entry = StoredWeights(**{**entry.to_json(), "sha256": sha, "size": path.stat().st_size})
+                kept[name] = entry.to_json()
+            listed = {item["file"] for item in kept.values()}
+            for path in sorted(self.root.iterdir()):
+                if path.name.startswith(".") or path.name == INDEX_NAME or path.name in listed:
+                    continue
+                if path.is_symlink() or not path.is_file() or path.suffix.lower() not in SUFFIXES:
+                    continue
+                name = path.name[: -len(path.suffix)]
+                try:
+                    validate_name(name)
+                except ConfigError:
+                    continue
+                if name in kept:
+                    continue
+                entry = StoredWeights(
+                    name=name,
+                    file=path.name,
+                    sha256=sha256_file(path),
+                    size=path.stat().st_size,
+                    source="recovered by `iqa weights verify --repair` (origin unknown)",
+                    added=_now(),
+                )
+                kept[name] = entry.to_json()
+                report["added"].append(name)
+            self._write_index(kept)
+        return report
 
     # -- integrity ----------------------------------------------------------------------------------
     def verify(self, name: str, on_chunk: Callable[[int], None] | None = None) -> VerifyResult:

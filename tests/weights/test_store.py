@@ -86,8 +86,10 @@ def test_a_tampered_index_cannot_point_outside_the_store(tmp_path):
     entry = {"name": "evil", "file": str(rel), "sha256": "0" * 64, "size": 1, "source": "x", "added": "now"}
     (store.root / "index.json").write_text(json.dumps({"format": 1, "weights": {"evil": entry}}))
     with pytest.raises(CheckpointError, match="outside the store"):
-        store.rm("evil")
-    assert outside.read_text() == "keep me"
+        store.path("evil")
+    assert store.entries() == [] and "outside the store" in store.problems()["evil"]
+    assert store.rm("evil") is None  # the refused entry is forgotten; nothing it names is deleted
+    assert outside.read_text() == "keep me" and store.problems() == {}
 
 
 def test_identify_a_file_by_hash(tmp_path):
