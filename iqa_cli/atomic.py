@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from iqa_cli.errors import DataError
+
 PARTIAL_SUFFIX = ".partial"
 _UMASK: int | None = None
 
@@ -71,11 +73,14 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     nothing that looks like a valid output.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(final)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.name}.{_host()}.{os.getpid()}.", suffix=PARTIAL_SUFFIX, dir=final.parent
-    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{final.name}.{_host()}.{os.getpid()}.", suffix=PARTIAL_SUFFIX, dir=final.parent
+        )
+    except OSError as exc:  # name what the user asked for, not an internal temporary name
+        raise DataError(f"cannot write here ({exc.strerror or exc}): choose a writable place", path=final) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -101,3 +106,18 @@ def _umask() -> int:
         os.umask(mask)
         _UMASK = mask
     return _UMASK
+
+
+def user_path(filename: str | os.PathLike | None) -> str | None:
+    """The path a user knows for `filename`: the final path for one of our temporary `.partial` names."""
+    if filename is None:
+        return None
+    path = Path(os.fsdecode(filename))
+    name = path.name
+    if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
+        stem = name[1 : -len(PARTIAL_SUFFIX)]
+        parts = stem.split(".")
+        # .<final>.<host>.<pid>.<random>.partial, or .<final>.partial (the weights store)
+        final = ".".join(parts[:-3]) if len(parts) > 3 and parts[-2].isdigit() else stem
+        return str(path.with_name(final))
+    return str(path)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, DataError
 
 try:
     import fcntl
@@ -60,7 +60,11 @@ def _record() -> bytes:
 def hold(path: str | Path, what: str = "output") -> Iterator[None]:
     """Hold `path` for this process while the block runs; fail at once if another job holds it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:  # an unwritable place: say so now, naming the output, before any work
+        raise DataError(f"cannot write here ({exc.strerror or exc}): choose a writable place", path=path) from None
     if fcntl is None:  # pragma: no cover - not POSIX: filelock's portable lock, left in place
         from filelock import FileLock, Timeout
 

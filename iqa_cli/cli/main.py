@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -39,6 +40,11 @@ class ErrorHandlingGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(130) from None
+        except OSError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            typer.echo(f"error: {_os_error_line(exc)}", err=True)
+            raise typer.Exit(74) from None
         except Exception as exc:
             if _is_cli_control_flow(exc):
                 raise  # --help, usage errors, explicit exits: the CLI framework handles these
@@ -51,6 +57,28 @@ class ErrorHandlingGroup(TyperGroup):
             # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was.
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free some space, or write elsewhere (--out)",
+    errno.EDQUOT: "free some space, or write elsewhere (--out)",
+    errno.EACCES: "choose a place you may write to (--out), or fix the permissions",
+    errno.EPERM: "choose a place you may write to (--out), or fix the permissions",
+    errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+    errno.ELOOP: "a symbolic link loops; remove or fix it",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    """`<file>: <what happened>; <what to do>` for an operating-system error, naming the user's file."""
+    from iqa_cli.atomic import user_path
+
+    where = user_path(exc.filename)
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    hint = _OS_HINTS.get(exc.errno or -1)
+    text = f"{where}: {reason}" if where else reason
+    return f"{text}; {hint}" if hint else text
 
 
 class Terminated(KeyboardInterrupt):

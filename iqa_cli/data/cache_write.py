@@ -273,6 +273,14 @@ def _check_records(
     for number, record in enumerate(records, start=1):
         if record.name in seen:
             raise DataError(f"image '{record.name}' is listed twice", path=where)
+        try:
+            record.name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = record.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise DataError(
+                f"image name {shown!r} is not valid UTF-8 (the cache stores names as UTF-8): rename the file or folder",
+                path=where,
+            ) from None
         seen.add(record.name)
         if not math.isfinite(record.score):
             raise DataError(f"image '{record.name}' has a non-finite score {record.score}", path=where)

@@ -34,6 +34,7 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.engine import amp_dtype, predict_scores
+from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
@@ -209,6 +210,7 @@ def _run_jobs(
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
         params = apply_test_overrides(recipe, params, options.overrides)
+        check_label_scale(params)
         recipe.check_params(params)
         wrap_key = tuple(sorted((k, str(v)) for k, v in vars(params).items()))
         if wrapped_for != wrap_key:  # the dataset a method reads may depend on its parameters

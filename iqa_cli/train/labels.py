@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli.errors import DataError
+from iqa_cli.errors import ConfigError, DataError
 
 # Dataset name (and common aliases) -> (scale, offset) of the esnthere 1-5 mappings.
 PAPER_1TO5: dict[str, tuple[float, float, str]] = {
@@ -114,3 +114,10 @@ def low_quality_threshold(dataset: str | None) -> float:
     """IEIT's low-quality bar for `dataset` on the 1-5 training scale (see LOW_QUALITY_THRESHOLDS)."""
     key = str(dataset or "").lower()
     return LOW_QUALITY_THRESHOLDS.get(ALIASES.get(key, key), LOW_QUALITY_DEFAULT)
+
+
+def check_label_scale(params: Any) -> None:
+    """ConfigError for a `label_scale` no mapping is known for (checked before any work)."""
+    scale = getattr(params, "label_scale", None)
+    if scale is not None and scale not in LABEL_SCALES:
+        raise ConfigError(f"--label-scale: must be one of {', '.join(LABEL_SCALES)}, got '{scale}'")

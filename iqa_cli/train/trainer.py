@@ -35,6 +35,7 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted
+from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
@@ -93,6 +94,7 @@ def resolve_config(
         engine = apply_values(engine, engine_values, source=source)
         params = apply_values(params, param_values, source=source)
     engine.validate()
+    check_label_scale(params)
     recipe.check_params(params)
     return ResolvedConfig(engine, params, tiny)
 

@@ -41,16 +41,40 @@ def _list_dir(path: Path) -> list[os.DirEntry]:
         return []
 
 
+def is_file(entry: os.DirEntry | Path) -> bool:
+    """Like `is_file()`, but a looping or dangling symbolic link is simply not a file."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def is_dir(entry: os.DirEntry | Path) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def walk_dirs(root: Path, max_depth: int) -> Iterable[tuple[int, Path, list[os.DirEntry]]]:
-    """Yield (depth, directory, its sorted entries) breadth-first, shallowest first."""
+    """Yield (depth, directory, its sorted entries) breadth-first, shallowest first. Each folder is
+    visited once, so symbolic links that loop (`up -> ..`, `a -> b -> a`) are skipped, not followed."""
     queue: deque[tuple[int, Path]] = deque([(0, root)])
+    seen: set[tuple[int, int]] = set()
     while queue:
         depth, path = queue.popleft()
-        entries = _list_dir(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        entries = [e for e in _list_dir(path) if is_file(e) or is_dir(e)]
         yield depth, path, entries
         if depth < max_depth:
             for entry in entries:
-                if entry.is_dir() and not _skip_dir(entry.name):
+                if is_dir(entry) and not _skip_dir(entry.name):
                     queue.append((depth + 1, Path(entry.path)))
 
 
@@ -59,7 +83,7 @@ def file_index(base: Path, max_depth: int) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for _, _, entries in walk_dirs(base, max_depth):
         for entry in entries:
-            if entry.is_file():
+            if is_file(entry):
                 index.setdefault(entry.name.lower(), Path(entry.path))
     return index
 
@@ -94,7 +118,7 @@ def find_file(
             if found:
                 break
             current_depth = depth
-        files = [e for e in entries if e.is_file()]
+        files = [e for e in entries if is_file(e)]
         by_name = {e.name.lower(): e for e in files}
         hit = next((by_name[n] for n in wanted if n in by_name), None)
         if hit is None and match is not None:
@@ -116,7 +140,7 @@ def find_dirs(root: Path, names: Sequence[str], *, max_depth: int = SEARCH_DEPTH
     wanted = {n.lower() for n in names}
     out: list[Path] = []
     for _, _, entries in walk_dirs(root, max_depth):
-        out.extend(Path(e.path) for e in entries if e.is_dir() and e.name.lower() in wanted)
+        out.extend(Path(e.path) for e in entries if is_dir(e) and e.name.lower() in wanted)
     return out
 
 
@@ -162,7 +186,7 @@ class CaseInsensitiveTree:
 
     def resolve_file(self, relative: str) -> Path | None:
         path = self.resolve(relative)
-        return path if path is not None and path.is_file() else None
+        return path if path is not None and is_file(path) else None
 
 
 def relative_name(path: Path, dataset_root: Path) -> str:
