@@ -71,6 +71,7 @@ def _build(
     json_output: bool,
     enhancement: EnhanceRequest | None = None,
     allow_out_of_range: bool = False,
+    allow_padding: bool = False,
 ) -> None:
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.cache_format import resolve_format
@@ -97,6 +98,7 @@ def _build(
         test_fraction=test_fraction,
         progress=ConsoleProgress(),
         allow_out_of_range=allow_out_of_range,
+        allow_padding=allow_padding,
     )
     if summary.skipped:
         err.print(f"warning: skipped {len(summary.skipped)} image(s):", markup=False, highlight=False)
@@ -137,6 +139,7 @@ _SPLITS_HELP = "Number of seeded random train/test splits to store (0 = none)."
 _SEED_HELP = "Seed of the first random split; split k uses seed + k."
 _FRACTION_HELP = "Share of images (of references, for reference-disjoint datasets) in each test part."
 _JSON_HELP = "Print the summary as one JSON document on stdout."
+_PADDING_HELP = "Write the cache even when zero padding makes it many times larger than its images."
 _RANGE_HELP = "Keep scores outside the dataset's declared range (an error otherwise: usually a wrong column)."
 
 
@@ -178,6 +181,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
         classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
         allow_out_of_range: bool = typer.Option(False, "--allow-out-of-range", help=_RANGE_HELP),
+        allow_padding: bool = typer.Option(False, "--allow-padding", help=_PADDING_HELP),
     ) -> None:
         _build(
             spec,
@@ -194,6 +198,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
             json_output,
             EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
             allow_out_of_range,
+            allow_padding,
         )
 
     command.__doc__ = _dataset_help(spec)
@@ -238,6 +243,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
         classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
         allow_out_of_range: bool = typer.Option(False, "--allow-out-of-range", help=_RANGE_HELP),
+        allow_padding: bool = typer.Option(False, "--allow-padding", help=_PADDING_HELP),
     ) -> None:
         """Your own images: any folder plus a CSV of name,score[,std] (header optional). Default size: none."""
         from iqa_cli.data.datasets._files import check_root
@@ -267,6 +273,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             json_output,
             EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
             allow_out_of_range,
+            allow_padding,
         )
 
     return command

@@ -324,6 +324,27 @@ def _headers(records: Sequence[Record], policy: ResizePolicy, workers: Any, skip
     return plan
 
 
+# A cache whose zero padding makes it this many times larger than its images, and larger than
+# PADDING_FLOOR bytes, is refused unless asked for: images of very different shapes share one canvas.
+PADDING_FACTOR = 4.0
+PADDING_FLOOR = 256 * 2**20
+
+
+def _check_padding(
+    items: Sequence[_Item], height: int, width: int, policy: ResizePolicy, allow: bool, out: Path
+) -> None:
+    padded = len(items) * height * width * 3
+    pixels = sum(i.size[0] * i.size[1] * 3 for i in items)
+    if allow or padded <= PADDING_FLOOR or padded <= PADDING_FACTOR * pixels:
+        return
+    raise DataError(
+        f"images of very different shapes share one zero-padded {width}x{height} canvas: the cache would take "
+        f"{padded / 2**20:.0f} MiB for {pixels / 2**20:.0f} MiB of images (size policy '{policy}'); give --size WxH "
+        "or --short-side S, or --allow-padding to write it anyway",
+        path=out,
+    )
+
+
 def _canvas(items: Sequence[_Item]) -> tuple[int, int]:
     return max(i.size[1] for i in items), max(i.size[0] for i in items)
 
@@ -408,6 +429,7 @@ def build_cache(
     test_fraction: float = 0.2,
     progress: Progress | None = None,
     allow_out_of_range: bool = False,
+    allow_padding: bool = False,
 ) -> CacheSummary:
     """Pack a dataset into a cache file at `out` (written atomically) and describe what was written.
 
@@ -420,6 +442,8 @@ def build_cache(
     skip_bad:  skip missing/unreadable images (recorded in the cache) instead of failing on the first.
     splits:    number of seeded random train/test splits (0 = none); split k uses split_seed + k.
     allow_out_of_range: keep scores outside `spec.score_bounds` (an error by default).
+    allow_padding: write a cache that zero padding makes many times larger than its images (refused by
+               default, with the size options that avoid it).
     """
     started = time.monotonic()
     progress = progress or NullProgress()
@@ -448,6 +472,7 @@ def build_cache(
         # Fail on impossible splits now, not after decoding everything (they are drawn again if images drop out).
         _make_splits([item.record for item in plan.items], spec.reference_disjoint, splits, split_seed, test_fraction)
         height, width = _canvas(plan.items)
+        _check_padding(plan.items, height, width, policy, allow_padding, out)
         if any(item.size != (width, height) for item in plan.items):
             progress.log(
                 f"images differ in size after resize '{policy}': each is stored top-left in a {width}x{height} "

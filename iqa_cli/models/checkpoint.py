@@ -109,6 +109,37 @@ def read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     return state, meta
 
 
+MAX_UNPACKED_ENV = "IQA_MAX_CHECKPOINT_BYTES"
+DEFAULT_MAX_UNPACKED = 8 * 2**30  # the largest network here (CLIP ViT-B/16 + prompts) is under 1 GB
+
+
+def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str = "a checkpoint") -> None:
+    """Refuse a PyTorch zip archive whose members would unpack to more than `limit` bytes, before any
+    tensor is made: a 2 MB deflated file can claim 2 GiB of zeros. (torch writes its archives stored,
+    uncompressed, so the sizes in the zip directory are the truth.)"""
+    import os
+    import zipfile
+
+    path = Path(path)
+    if limit is None:
+        text = os.environ.get(MAX_UNPACKED_ENV, "").strip()
+        limit = int(float(text)) if text else DEFAULT_MAX_UNPACKED
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"not a readable PyTorch archive ({exc})", path=path) from None
+    total = sum(info.file_size for info in infos)
+    if total > limit:
+        raise CheckpointError(
+            f"would unpack to {total / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB {what} can need "
+            f"(a compressed bomb, or the wrong file; {MAX_UNPACKED_ENV} raises the limit)",
+            path=path,
+        )
+
+
 def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
@@ -122,6 +153,7 @@ def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
         raise CheckpointError(
             "not a checkpoint: expected a PyTorch file (.pt/.pth/.pth.tar) or a safetensors file", path=path
         )
+    check_unpacked_size(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

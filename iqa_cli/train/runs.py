@@ -13,7 +13,9 @@ Layout of `$IQA_HOME/runs/<name>/` (or `--out DIR`):
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,31 @@ def read_run(root: Path) -> dict[str, Any]:
 
 def write_run(root: Path, info: dict[str, Any]) -> None:
     info["updated"] = now()
+    if info.get("status") == "running":  # who runs it, so a run killed from outside can be told apart
+        info["process"] = {"pid": os.getpid(), "host": socket.gethostname()}
     write_json(root / RUN_FILE, info)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(info: dict[str, Any]) -> str:
+    """The run's status, with a 'running' run whose process is gone (SIGKILL, the OOM killer, a node
+    that rebooted) shown as 'killed'. A run on another host cannot be checked and stays 'running'."""
+    status = str(info.get("status") or "unknown")
+    process = info.get("process") or {}
+    if status == "running" and process.get("host") == socket.gethostname():
+        pid = process.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+            return "killed"
+    return status
 
 
 def list_runs(method: str | None = None, dataset: str | None = None) -> list[tuple[Path, dict[str, Any]]]:

@@ -39,7 +39,7 @@ from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
-from iqa_cli.train.runs import newest_run, now, read_run, run_root, split_dir, write_run
+from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
 
 # Options that may differ when a run is resumed: they change where/how fast it runs, not what it learns.
 RESUMABLE_CHANGES = {"device", "log_every", "preload_gb", "time_limit"}
@@ -160,6 +160,9 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     if options.resume:
         root = _resume_root(recipe, options)
         info, resolved = load_run_config(recipe, root)
+        if effective_status(info) == "killed" and progress is not None:
+            pid = (info.get("process") or {}).get("pid")
+            progress.log(f"{root}: the run was stopped from outside (its process {pid} is gone); resuming it")
         _check_resume_overrides(resolved, options)
         changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
         resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
@@ -175,6 +178,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     recipe.check_training(resolved.params)
 
     device = resolve_device(resolved.engine.device, _local_rank())
+    _check_step_memory(recipe, resolved, device)
     dist = init_distributed(device)
     progress = progress if (progress is not None and dist.is_main) else NullProgress()
     raw, cache_path = open_dataset(data)
@@ -257,6 +261,34 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         if dataset is not raw:
             close_dataset(raw)
         dist.shutdown()
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of this machine (Linux), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_step_memory(recipe: Recipe, resolved: ResolvedConfig, device: Any) -> None:
+    """On the CPU, refuse a batch whose step would not fit in memory (the kernel would kill the run
+    without a word), and say which batch size would."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return
+    need = recipe.step_memory_bytes(resolved.params, tiny=resolved.tiny)
+    have = available_memory_bytes()
+    if need is None or have is None or need <= 0.8 * have:
+        return
+    batch = int(resolved.params.batch_size)
+    fits = max(1, int(batch * 0.8 * have / need))
+    raise ConfigError(
+        f"--batch-size {batch}: a {recipe.name} training step needs about {need / 2**30:.0f} GiB on the CPU and "
+        f"{have / 2**30:.0f} GiB is available; try --batch-size {fits}, --tiny for a quick check, or a GPU"
+    )
 
 
 def _local_rank() -> int:

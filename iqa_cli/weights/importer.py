@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from iqa_cli.errors import CheckpointError, ConfigError
-from iqa_cli.models.checkpoint import convert_to_ours, mismatch_report, read_state_dict, save_checkpoint
+from iqa_cli.models.checkpoint import (
+    check_unpacked_size,
+    convert_to_ours,
+    mismatch_report,
+    read_state_dict,
+    save_checkpoint,
+)
 from iqa_cli.models.registry import StateDict, create, get_entry, model_names
 from iqa_cli.weights.registry import find_known
 from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, validate_name
@@ -112,6 +118,10 @@ def import_checkpoint(
     reference = reference_state(method)
     name = validate_name(name) if name else default_import_name(method, file)
     _check_registry_method(name, method)
+    # The tensors this method needs, with room for an optimizer state or an EMA copy beside them:
+    # anything larger is refused from the archive's directory, before a byte is inflated.
+    needed = sum(t.numel() * t.element_size() for t in reference.values())
+    check_unpacked_size(file, 4 * needed + 64 * 2**20, what=f"a '{method}' checkpoint")
     state, _meta = read_state_dict(file)  # refuses anything that needs arbitrary unpickling
     converted = convert_to_ours(method, state, reference)
     report = mismatch_report(reference, converted, state if converted is not state else None)

@@ -117,3 +117,19 @@ def test_a_cache_with_a_missing_image_chunk_is_refused_at_open(tmp_path):
     assert digest(out) != before
     with pytest.raises(DataError, match=f"only {len(MIXED) - 1} of {len(MIXED)} images are stored"):
         open_cache(out)
+
+
+def test_padding_that_would_blow_up_the_cache_is_refused_with_the_fix(tmp_path):
+    from tests.data.imagefolder import save, smooth_image
+
+    root = tmp_path / "odd"
+    lines = ["name,score"]
+    for i, (w, h) in enumerate([(8000, 4), (4, 8000), (16, 16)]):  # a few KB of images, 8000 x 8000 canvas
+        save(root / f"i{i}.png", smooth_image(w, h, i))
+        lines.append(f"i{i}.png,{i + 1}")
+    (root / "scores.csv").write_text("\n".join(lines) + "\n")
+    base = ("prepare", "custom", "--root", root, "--name", "odd", "--splits", "0", "-j", "1")
+    line = error_line(invoke(*base, "--out", tmp_path / "odd.h5"))
+    assert "zero-padded 8000x8000 canvas" in line and "--size" in line and "--allow-padding" in line
+    assert not (tmp_path / "odd.h5").exists()
+    assert invoke(*base, "--out", tmp_path / "small.h5", "--size", "64x64").exit_code == 0

@@ -65,3 +65,26 @@ def test_a_decompression_bomb_is_refused_before_decoding(tiny_weights, tmp_path)
     assert bomb.stat().st_size < 1_000_000
     line = error_line(invoke("predict", "vtiqa", bomb, "--weights", tiny_weights))
     assert "12000x12000" in line and "MP limit" in line and "IQA_MAX_PIXELS" in line
+
+
+def test_a_deflated_pth_bomb_is_refused_from_the_zip_directory(tmp_path):
+    """2 MB on disk, gigabytes once inflated: refused before a tensor is made (no memory spike)."""
+    import resource
+    import zipfile
+
+    small = tmp_path / "small.pth"
+    torch.save({"w": torch.zeros(4)}, small)
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(small) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info.filename))
+        prefix = source.infolist()[0].filename.split("/")[0]
+        with target.open(f"{prefix}/data/99", "w", force_zip64=True) as member:
+            block = bytes(2**20)
+            for _ in range(1024):  # 1 GiB of zeros
+                member.write(block)
+    assert bomb.stat().st_size < 8 * 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    line = error_line(invoke("weights", "import", "vtiqa", bomb, "--name", "boom"))
+    assert "would unpack to 1024 MiB" in line and "bomb.pth" in line
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 * 1024  # KiB: no 1 GiB spike

@@ -135,3 +135,30 @@ def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out)))
     assert "now holds other images than this run trained on" in line
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # not marked failed
+
+
+def test_a_cpu_step_that_cannot_fit_is_refused_before_the_run_starts(tmp_path, monkeypatch):
+    from iqa_cli.train import trainer
+
+    monkeypatch.setattr(trainer, "available_memory_bytes", lambda: 24 * 2**30)  # this machine's size
+    out = tmp_path / "dpm"
+    line = error_line(invoke("train", "vipnet-dpm", "--data", "kadis", "--device", "cpu", "--out", out))
+    assert "--batch-size 320" in line and "GiB on the CPU" in line and "try --batch-size" in line
+    assert not out.exists()
+
+
+def test_a_run_killed_from_outside_is_shown_as_killed(tmp_path):
+    import subprocess
+    import sys
+
+    from iqa_cli.train.runs import effective_status, write_run
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)  # fmt: skip
+    info = {"status": "running"}
+    write_run(tmp_path, info)
+    assert effective_status(json.loads((tmp_path / "run.json").read_text())) == "running"  # this process
+    info["process"]["pid"] = dead
+    assert effective_status(info) == "killed"
+    info["process"]["host"] = "another-node"
+    assert effective_status(info) == "running"  # cannot be checked from here

@@ -150,6 +150,12 @@ class Recipe(ABC):
         """The dataset this method reads (default: the cache as it is)."""
         return dataset
 
+    def step_memory_bytes(self, params: BaseParams, *, tiny: bool) -> int | None:
+        """A rough upper estimate of the memory one training step takes on this rank's batch (weights,
+        gradients, optimizer state and activations), so a step that cannot fit is refused before the
+        run starts instead of being killed by the kernel. None: no estimate for this method."""
+        return None
+
     def eval_outputs(self) -> Any | None:
         """For methods whose reported metrics need more than the score (AL-IQA's three heads): what
         `predict_scores` runs instead of the recipe, its per-image outputs handed to `outputs_metrics`.
