@@ -355,6 +355,16 @@ def _verify_and_commit(
         raise DownloadError(
             f"SHA-256 mismatch for '{entry.name}' from {url}: expected {want}, got {sha}; the download was deleted"
         )
+    if not entry.sha256:  # prefix-only: the first verified download pins the full digest for later ones
+        pinned = store.pins().get(entry.name)
+        if pinned is not None and pinned != sha:
+            partial.unlink()
+            raise DownloadError(
+                f"'{entry.name}' from {url} has SHA-256 {sha}, not the {pinned} pinned at its first verified "
+                "download (its published check is only an 8-hex prefix); the download was deleted"
+            )
+        if pinned is None:
+            store.pin(entry.name, sha)
     return store.commit(
         entry.name,
         partial,

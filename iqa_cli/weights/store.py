@@ -31,6 +31,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 DEFAULT_SUFFIX = ".pt"
 INDEX_NAME = "index.json"
+PINS_NAME = "pins.json"  # full SHA-256 of prefix-only downloads, pinned at their first verified download
 CHUNK = 1 << 20
 
 
@@ -190,6 +191,28 @@ class WeightStore:
             raw = self._read_raw()
             yield raw
             self._write_index(raw)
+
+    # -- pins ---------------------------------------------------------------------------------------
+    @property
+    def pins_path(self) -> Path:
+        return self.root / PINS_NAME
+
+    def pins(self) -> dict[str, str]:
+        try:
+            raw = json.loads(self.pins_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"pinned digests are unreadable ({exc})", path=self.pins_path) from None
+        return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    def pin(self, name: str, sha256: str) -> None:
+        """Remember `name`'s full SHA-256 (kept across `rm`: a later download must match it)."""
+        with self._index_lock():
+            pins = self.pins()
+            pins[validate_name(name)] = sha256
+            with atomic_path(self.pins_path) as tmp:
+                tmp.write_text(json.dumps(dict(sorted(pins.items())), indent=2) + "\n", encoding="utf-8")
 
     # -- queries ------------------------------------------------------------------------------------
     def entries(self) -> list[StoredWeights]:

@@ -19,6 +19,9 @@ def verify_stored(name: str, store: WeightStore, on_chunk: Callable[[int], None]
     if result.ok and entry is not None and known is not None and not entry.extra.get("converted"):
         if not known.digest_matches(result.actual or ""):
             return replace(result, ok=False, reason=f"not the registry's file for '{name}' ({known.verification})")
+        pinned = store.pins().get(name)
+        if not known.sha256 and pinned is not None and pinned != result.actual:
+            return replace(result, ok=False, reason=f"not the file pinned at its first verified download ({pinned})")
     return result
 
 

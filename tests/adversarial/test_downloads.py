@@ -151,3 +151,19 @@ def test_weights_list_says_which_entries_are_checked_by_a_prefix_only(monkeypatc
     assert listed.exit_code == 0
     deit = next(x for x in listed.output.splitlines() if x.startswith("deit_small_patch16_224 "))
     assert "prefix only (32 bit)" in deit
+
+
+def test_a_prefix_only_download_pins_its_full_digest_for_later_downloads(hostile, tmp_path, monkeypatch):
+    """A forged file sharing the published 8-hex prefix passes the prefix, but not the pinned digest."""
+    real = hashlib.sha256(GOOD).hexdigest()
+    entry = {"name": "prefixed", "urls": [f"{hostile}/good/w.pth"], "sha256_prefix": real[:8]}
+    _registry(tmp_path, monkeypatch, [entry])
+    first = invoke("weights", "fetch", "prefixed")
+    assert first.exit_code == 0, first.output
+    assert "8-hex" not in first.output and "32 bits, not a full check" in first.output
+    store = WeightStore()
+    assert store.pins()["prefixed"] == real
+    store.pins_path.write_text(json.dumps({"prefixed": "f" * 64}))  # as if another file had been pinned first
+    line = error_line(invoke("weights", "fetch", "prefixed", "--force"))
+    assert "pinned at its first verified download" in line
+    assert WeightStore().has("prefixed")  # the earlier good file is kept
