@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Any
@@ -105,7 +106,18 @@ class ConsoleProgress:
         print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with NaN and infinities as None: JSON has no such numbers, and strict parsers reject them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def print_json(obj: Any) -> None:
-    """Machine-readable output: one JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Machine-readable output: one strict JSON document on stdout (NaN and infinity become null)."""
+    sys.stdout.write(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()

@@ -148,7 +148,10 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                     label, test = _index_file_test(dataset, cache_path, options.split_file)
                     jobs = [(label, plan[None], test)]
                     return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
-            names = resolve_split_names(dataset, split_arg, source=f"cache {cache_path}")
+            if run is not None and options.split is None:
+                names = list(plan)  # exactly the splits the run trained, computed ones (vtiqa_chain_3) included
+            else:
+                names = resolve_split_names(dataset, split_arg, source=f"cache {cache_path}")
             if run is not None:
                 missing = [s for s in names if s not in plan]
                 if missing and options.split is not None:

@@ -162,3 +162,24 @@ def test_a_run_killed_from_outside_is_shown_as_killed(tmp_path):
     assert effective_status(info) == "killed"
     info["process"]["host"] = "another-node"
     assert effective_status(info) == "running"  # cannot be checked from here
+
+
+def test_eval_after_training_on_a_computed_split_evaluates_that_split(cache):
+    """A run trained on `vtiqa_chain_1` is evaluated on it by default, not an empty table with exit 0."""
+    assert train("--data", "mini", "--epochs", "1", "--split", "vtiqa_chain_1", "--name", "chain").exit_code == 0
+    result = invoke("eval", "vtiqa", "--data", "mini", "--json")
+    assert result.exit_code == 0, result.output
+
+    def refuse(value):
+        raise ValueError(f"not strict JSON: {value}")
+
+    report = json.loads(result.stdout, parse_constant=refuse)  # NaN/Infinity would be refused
+    assert [r["split"] for r in report["results"]] == ["vtiqa_chain_1"] and report["results"][0]["n"] > 0
+
+
+def test_json_output_is_strict():
+    from iqa_cli.cli.console import strict_json
+
+    doc = strict_json({"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": "x"})
+    assert doc == {"a": None, "b": [1.0, None, {"c": None}], "d": "x"}
+    json.dumps(doc, allow_nan=False)
