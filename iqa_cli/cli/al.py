@@ -9,7 +9,9 @@ import typer
 
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
 
-app = typer.Typer(help="Active learning (AL-IQA): choose which images to label next.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Active learning (AL-IQA): choose which images to label next.", no_args_is_help=True
+)
 
 CLIP_WEIGHTS = "clip_vit_b16_openai_st"  # iqa_cli.train.recipes.aliqa.CLIP_WEIGHTS (not imported: keeps --help light)
 

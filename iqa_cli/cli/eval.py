@@ -13,7 +13,9 @@ from iqa_cli.cli.console import ConsoleProgress, out, print_json
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
-    help="Evaluate trained weights: SRCC, PLCC (raw and logistic-mapped), KRCC, RMSE.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Evaluate trained weights: SRCC, PLCC (raw and logistic-mapped), KRCC, RMSE.",
+    no_args_is_help=True,
 )
 
 

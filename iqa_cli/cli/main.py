@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import signal
 import sys
 import threading
 import traceback
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -46,8 +48,11 @@ class ErrorHandlingGroup(TyperGroup):
             typer.echo(f"error: {_os_error_line(exc)}", err=True)
             raise typer.Exit(74) from None
         except Exception as exc:
+            if _is_usage_error(exc):  # one line, like every other error
+                typer.echo(f"error: {_usage_line(exc)}", err=True)
+                raise typer.Exit(2) from None
             if _is_cli_control_flow(exc):
-                raise  # --help, usage errors, explicit exits: the CLI framework handles these
+                raise  # --help, explicit exits: the CLI framework handles these
             if _state["debug"]:
                 traceback.print_exc()
             msg = " ".join(str(exc).split()) or type(exc).__name__
@@ -98,6 +103,25 @@ def _terminate_cleanly() -> signal.Handlers | object | None:
     return None
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's UsageError family (bad option, missing argument, unknown command), vendored or not."""
+    return _is_cli_control_flow(exc) and any(c.__name__ == "UsageError" for c in type(exc).__mro__)
+
+
+def _usage_line(exc: Any) -> str:
+    """`--epcohs: no such option; did you mean --epochs?` and the like, on one line."""
+    name = type(exc).__name__
+    if name == "NoSuchOption":
+        option = getattr(exc, "option_name", "?")
+        possible = list(getattr(exc, "possibilities", None) or [])
+        closest = difflib.get_close_matches(str(option), possible, n=1, cutoff=0.0) if possible else []
+        hint = f"; did you mean {closest[0]}?" if closest else " (see --help)"
+        return f"{option}: no such option{hint}"
+    text = " ".join(str(exc.format_message()).split())
+    command = getattr(getattr(exc, "ctx", None), "command_path", "")
+    return f"{command}: {text}" if command and name != "NoSuchOption" else text
+
+
 def _is_cli_control_flow(exc: BaseException) -> bool:
     # Typer >= 0.29 vendors click under typer._click; older Typer uses click itself. Both raise their
     # own Exit/Abort/usage exceptions, which must pass through untouched.
@@ -106,6 +130,7 @@ def _is_cli_control_flow(exc: BaseException) -> bool:
 
 
 app = typer.Typer(
+    rich_markup_mode=None,
     cls=ErrorHandlingGroup,
     name="iqa",
     help="Blind image quality assessment research toolkit: prepare datasets, train, evaluate, manage weights.",

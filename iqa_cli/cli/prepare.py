@@ -32,6 +32,7 @@ from iqa_cli.data.records import DatasetSpec
 from iqa_cli.errors import ConfigError
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Pack an official dataset download into a fast uint8 cache ($IQA_HOME/data/<dataset>.h5).",
     no_args_is_help=True,
 )

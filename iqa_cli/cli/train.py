@@ -23,7 +23,11 @@ from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.train.config import EngineConfig, field_types
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
-app = typer.Typer(help="Train a method on a prepared dataset (the paper's protocol by default).", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Train a method on a prepared dataset (the paper's protocol by default).",
+    no_args_is_help=True,
+)
 
 RESERVED = {"data", "split", "config", "out", "name", "resume", "tiny", "json_output"}
 

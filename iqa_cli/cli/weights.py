@@ -15,6 +15,7 @@ from iqa_cli.weights.registry import known_weights
 from iqa_cli.weights.store import WeightStore, validate_name
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Fetch, verify, import and manage checkpoints in the local weights store ($IQA_HOME/weights).",
     no_args_is_help=True,
 )
