@@ -1,7 +1,7 @@
 """Where iqa keeps its files: one home folder ($IQA_HOME, default ~/.cache/iqa).
 
 Layout: `data/` holds prepared dataset caches (`<dataset>.h5` or `.npz`), `weights/` the checkpoint
-store, `runs/` training runs. Later commands resolve a bare dataset name (`--data livew`) through here.
+store, `runs/` training runs (or `$IQA_RUNS`). Later commands resolve a bare dataset name (`--data livew`) through here.
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ def weights_dir() -> Path:
     return home() / "weights"
 
 
+RUNS_ENV = "IQA_RUNS"
+
+
 def runs_dir() -> Path:
-    return home() / "runs"
+    """Training runs: `$IQA_RUNS` when set (e.g. a project folder on a cluster), else `$IQA_HOME/runs`."""
+    override = os.environ.get(RUNS_ENV)
+    return Path(override).expanduser() if override else home() / "runs"
 
 
 def default_cache_path(dataset: str, fmt: str = "h5") -> Path:

@@ -41,7 +41,9 @@ def select_command(
     ),
     distance_key: str = typer.Option("distance", "--distance-key", help="variable of the distance file"),
     distance_order: str = typer.Option(
-        "dataset", "--distance-order", help="column order of the distance file: dataset or esnthere"
+        "dataset",
+        "--distance-order",
+        help="column order of the distance file: dataset, or authors (the authors' cache order)",
     ),
     tiny: bool = typer.Option(False, "--tiny", help="CPU-test-sized network (no pretrained weights)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),

@@ -116,7 +116,7 @@ def predict_files(
     report = PredictReport(
         method=method,
         weights=str(weights),
-        scale="training label scale (1-5 for the esnthere methods)",
+        scale="training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)",
         native_scale=(f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None),
     )
     grad = torch.enable_grad if recipe.eval_needs_grad(loaded.params) else torch.inference_mode

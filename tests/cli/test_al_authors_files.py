@@ -1,4 +1,4 @@
-"""`iqa al select --distances livew_ds.mat --distance-order esnthere` on a cache from `iqa prepare livew`:
+"""`iqa al select --distances livew_ds.mat --distance-order authors` on a cache from `iqa prepare livew`:
 the authors' distance file has a column for each of the 1,169 images, in their [X; Xtest] order."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_distance_columns_follow_the_authors_cache_order(livew_cache, tmp_path):
     raw = loadmat(path)["distance"]
     with open_cache(livew_cache) as cache:
         assert len(cache) == 1169
-        ours = read_distance_file(path, key="distance", n_images=1169, order="esnthere", dataset=cache)
+        ours = read_distance_file(path, key="distance", n_images=1169, order="authors", dataset=cache)
         columns = esnthere_order(cache)
     # Column c of their file is [X; Xtest][c]: the seed-0 permutation of the metadata order.
     assert np.array_equal(columns, np.random.RandomState(0).permutation(1169))

@@ -37,7 +37,8 @@ DEFAULT_SHARES = (1, 2, 2)
 DEFAULT_BAND_STARTS = (0.66, 0.33, 0.0)
 DEFAULT_WEIGHTS = (0.01, 0.01, 0.005)
 DEFAULT_KEEP = 3
-DISTANCE_ORDERS = ("dataset", "esnthere")  # column order of a distance file: ours, or the authors' cache
+DISTANCE_ORDERS = ("dataset", "authors")  # column order of a distance file: ours, or the authors' cache
+DISTANCE_ORDER_ALIASES = {"esnthere": "authors"}  # the option value's earlier spelling
 
 
 @dataclass(frozen=True)

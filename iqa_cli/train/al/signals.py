@@ -28,7 +28,7 @@ from torch import nn
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.al.selection import DISTANCE_ORDERS
+from iqa_cli.train.al.selection import DISTANCE_ORDER_ALIASES, DISTANCE_ORDERS
 from iqa_cli.train.data import DatasetLike
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.engine import predict_scores
@@ -259,7 +259,8 @@ def read_distance_file(
     if not np.isfinite(array).all():
         raise DataError("distances must be finite", path=path)
     array = array.astype(np.float64)
-    if order == "esnthere":
+    order = DISTANCE_ORDER_ALIASES.get(order, order)
+    if order == "authors":
         out = np.empty_like(array)
         out[:, :, esnthere_order(n_images if dataset is None else dataset)] = array
         return out

@@ -100,7 +100,8 @@ class ALIQAParams(BaseParams):
         metadata={"help": "kept-model metric: heads_plcc_srcc (mean PLCC + mean SRCC of the 3 heads), srcc, plcc, ..."},
     )
     label_scale: str = field(
-        default="paper", metadata={"help": "training label scale: paper (esnthere 1-5 mapping) or range (to 1-5)"}
+        default="paper",
+        metadata={"help": "training label scale: paper (the VT-IQA/IEIT/AL-IQA 1-5 mapping) or range (to 1-5)"},
     )
     pretrained: str | None = field(
         default=CLIP_WEIGHTS,
@@ -129,7 +130,10 @@ class ALIQAParams(BaseParams):
     )
     distance_key: str = field(default="distance", metadata={"help": "variable of the distance file"})
     distance_order: str = field(
-        default="dataset", metadata={"help": "column order of the distance file: dataset or esnthere (authors' cache)"}
+        default="dataset",
+        metadata={
+            "help": "column order of the distance file: dataset, or authors (the authors' cache order [X; Xtest])"
+        },
     )
     distill_images: int = field(default=50, metadata={"help": "stand-in: k-means centroids per repeat"})
     distill_repeats: int = field(default=5, metadata={"help": "stand-in: seeded k-means repeats"})
@@ -226,7 +230,7 @@ class ALIQARecipe(Recipe):
 
         for name, value, allowed in (
             ("selection_metric", params.selection_metric, METRICS),
-            ("distance_order", params.distance_order, DISTANCE_ORDERS),
+            ("distance_order", params.distance_order, (*DISTANCE_ORDERS, "esnthere")),
             ("label_scale", params.label_scale, ("paper", "range")),
         ):
             if value not in allowed:
