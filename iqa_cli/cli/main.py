@@ -165,6 +165,7 @@ def _register() -> None:
     from iqa_cli.cli import models as models_cli
     from iqa_cli.cli import predict as predict_cli
     from iqa_cli.cli import prepare as prepare_cli
+    from iqa_cli.cli import runs as runs_cli
     from iqa_cli.cli import train as train_cli
     from iqa_cli.cli import weights as weights_cli
 
@@ -173,6 +174,7 @@ def _register() -> None:
     app.add_typer(eval_cli.app, name="eval")
     app.add_typer(weights_cli.app, name="weights")
     app.add_typer(al_cli.app, name="al")
+    app.add_typer(runs_cli.app, name="runs")
     models_cli.register(app)
     predict_cli.register(app)
     demo_cli.register(app)

@@ -93,11 +93,6 @@ class EvalReport:
         }
 
 
-def _dataset_label(data: str | Path) -> str:
-    path = Path(str(data))
-    return path.stem if path.suffix else str(data)
-
-
 def _weights_plan(recipe: Recipe, options: EvalOptions) -> tuple[dict[str | None, str], RunWeights | None]:
     """split (None = any) -> weights; from --weights, or the newest run for method + training dataset."""
     if options.weights is not None:
@@ -105,7 +100,7 @@ def _weights_plan(recipe: Recipe, options: EvalOptions) -> tuple[dict[str | None
     released = recipe.default_weights(options.variant)
     if released is not None:
         return {None: released}, None
-    trained_on = _dataset_label(options.data) if options.data is not None else None
+    trained_on = str(options.data) if options.data is not None else None
     run = newest_run_weights(recipe.name, trained_on)
     if run is None:
         where = f" trained on '{trained_on}'" if trained_on else ""

@@ -95,8 +95,25 @@ def effective_status(info: dict[str, Any]) -> str:
     return status
 
 
-def list_runs(method: str | None = None, dataset: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
-    """Runs in the runs folder, newest first, optionally of one method and training dataset."""
+def trained_on(info: dict[str, Any], data: str | Path) -> bool:
+    """Whether a run was trained on `data`: a dataset name (`koniq`) or a cache file (`/x/k.h5`), however
+    the run was started (`--data koniq` or `--data ~/.cache/iqa/data/koniq.h5` find the same runs)."""
+    text = str(data)
+    cache = info.get("cache")
+    if Path(text).suffix or "/" in text:  # a path: the same file
+        if not cache:
+            return False
+        try:
+            return Path(text).expanduser().resolve() == Path(cache).expanduser().resolve()
+        except OSError:
+            return False
+    names = {info.get("dataset"), info.get("data"), Path(cache).stem if cache else None}
+    return text in names
+
+
+def list_runs(method: str | None = None, dataset: str | Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Runs in the runs folder, newest first, optionally of one method and training dataset (a name
+    or a cache path)."""
     found = []
     base = runs_dir()
     if not base.is_dir():
@@ -106,19 +123,76 @@ def list_runs(method: str | None = None, dataset: str | None = None) -> list[tup
             info = json.loads((path / RUN_FILE).read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(info, dict):
+            continue
         if method is not None and info.get("method") != method:
             continue
-        if dataset is not None and dataset not in (info.get("dataset"), info.get("data")):
+        if dataset is not None and not trained_on(info, dataset):
             continue
         found.append((path, info))
     return sorted(found, key=lambda item: str(item[1].get("created", "")), reverse=True)
 
 
+def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """One line of `iqa runs list`: name, method, dataset, splits, status, kept metrics, times."""
+    median = info.get("median") or {}
+    started, ended = info.get("created"), info.get("finished") or info.get("updated")
+    duration = None
+    try:
+        if started and ended:
+            duration = (datetime.fromisoformat(str(ended)) - datetime.fromisoformat(str(started))).total_seconds()
+    except ValueError:
+        duration = None
+    splits = info.get("splits") or {}
+    return {
+        "name": path.name,
+        "path": str(path),
+        "method": info.get("method"),
+        "dataset": info.get("dataset"),
+        "splits": len(splits),
+        "splits_done": sum(1 for s in splits.values() if isinstance(s, dict) and s.get("status") == "complete"),
+        "status": effective_status(info),
+        "srcc": median.get("srcc"),
+        "plcc": median.get("plcc"),
+        "started": started,
+        "duration_s": duration,
+    }
+
+
+def find_run(name_or_path: str | Path) -> Path:
+    """A run folder from its name (in the runs folder) or its path; a one-line error otherwise."""
+    text = str(name_or_path)
+    candidates = [Path(text).expanduser()]
+    if "/" not in text and _UNSAFE.search(text) is None:
+        candidates.insert(0, runs_dir() / text)
+    for candidate in candidates:
+        if (candidate / RUN_FILE).is_file():
+            return candidate
+    raise ConfigError(f"no run named '{text}' (see `iqa runs list`; runs live in {runs_dir()})")
+
+
+def remove_run(name_or_path: str | Path) -> Path:
+    """Delete a run folder; refused while a job holds it."""
+    import shutil
+
+    from iqa_cli.locks import hold
+
+    root = find_run(name_or_path)
+    with hold(root, "run folder"):
+        shutil.rmtree(root)
+    return root
+
+
 def newest_run(method: str, dataset: str | None, *, unfinished: bool = False, with_best: bool = False) -> Path | None:
     for path, info in list_runs(method, dataset):
         splits = info.get("splits", {})
-        if unfinished and info.get("status") == "complete":
-            continue
+        if unfinished:
+            if info.get("status") == "complete" or effective_status(info) == "running":
+                continue  # finished, or training right now in another process of this host
+            started = any(isinstance(s, dict) and s.get("status") not in (None, "pending") for s in splits.values())
+            if not started:
+                continue  # never trained a step: nothing to resume
+
         if with_best and not any((split_dir(path, s) / BEST).is_file() for s in splits):
             continue
         return path

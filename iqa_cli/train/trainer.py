@@ -73,23 +73,29 @@ class ResolvedConfig:
 
 
 def resolve_config(
-    recipe: Recipe, *, tiny: bool, config_file: Path | None, overrides: dict[str, Any]
+    recipe: Recipe, *, tiny: bool | None, config_file: Path | None, overrides: dict[str, Any]
 ) -> ResolvedConfig:
-    """Protocol defaults < --tiny sizes < TOML file < explicit options."""
+    """Protocol defaults < --tiny sizes < TOML file < explicit options. `tiny` None: the TOML file's
+    `tiny` decides (a run's resolved config.toml, --tiny runs included, is accepted back as it is)."""
+    file_values = read_toml(config_file) if config_file is not None else {}
+    file_tiny = file_values.get("tiny")
+    if tiny is None:
+        tiny = bool(file_tiny) if file_tiny is not None else False
+    file_values = {k: v for k, v in file_values.items() if k != "tiny" or bool(v) != tiny}
     params: BaseParams = recipe.Params()
     if tiny:
         params = apply_values(params, dict(recipe.tiny_params), source=f"{recipe.name} tiny settings")
     engine = EngineConfig()
     layers = []
     if config_file is not None:
-        layers.append((read_toml(config_file), str(config_file)))
+        layers.append((file_values, str(config_file)))
     layers.append(({k: v for k, v in overrides.items() if v is not None}, "options"))
     for values, source in layers:
         values = dict(values)
         values.pop("method", None)
         tiny_value = values.pop("tiny", None)
         if tiny_value is not None and bool(tiny_value) != tiny:
-            raise ConfigError(f"{source}: 'tiny' must be given on the command line (--tiny)")
+            raise ConfigError(f"{source}: tiny = {str(bool(tiny_value)).lower()} contradicts the command line's --tiny")
         engine_values, param_values = split_by_owner(values, EngineConfig, type(params))
         engine = apply_values(engine, engine_values, source=source)
         params = apply_values(params, param_values, source=source)
@@ -144,9 +150,7 @@ def _resume_root(recipe: Recipe, options: TrainOptions) -> Path:
         if not (root / "run.json").is_file():
             raise ConfigError("--resume: no run to continue here (no run.json)", path=root)
         return root
-    dataset = None
-    if options.data is not None:
-        dataset = Path(str(options.data)).stem if Path(str(options.data)).suffix else str(options.data)
+    dataset = str(options.data) if options.data is not None else None
     root = newest_run(recipe.name, dataset, unfinished=True)
     if root is None:
         what = f" on '{dataset}'" if dataset else ""
@@ -170,7 +174,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         splits_arg = info["split_arg"]
     else:
         resolved = resolve_config(
-            recipe, tiny=bool(options.tiny), config_file=options.config_file, overrides=options.overrides
+            recipe, tiny=options.tiny, config_file=options.config_file, overrides=options.overrides
         )
         if options.data is None:
             raise ConfigError("--data is required: a prepared dataset name or a cache file")
@@ -224,6 +228,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 "created": now(),
                 "status": "running",
                 "world_size": dist.world,
+                **reproduction_record(device),
                 "config": {
                     "tiny": resolved.tiny,
                     "engine": to_plain(resolved.engine),
@@ -261,6 +266,57 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         if dataset is not raw:
             close_dataset(raw)
         dist.shutdown()
+
+
+def reproduction_record(device: Any) -> dict[str, Any]:
+    """What reproducing a run needs beyond its configuration: versions, code, command, machine."""
+    import platform
+    import socket
+    import subprocess
+    import sys
+
+    import timm
+    import torch
+
+    from iqa_cli import __version__
+
+    versions = {
+        "iqa": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
+    commit = None
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / ".git").exists():  # installed from a checkout (pip install -e .)
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            )
+            commit = done.stdout.strip() or None
+            dirty = subprocess.run(
+                ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            if commit and dirty:
+                commit += " (with uncommitted changes)"
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    devices = []
+    if getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
+        devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "versions": versions,
+        "git_commit": commit,
+        "command": " ".join(["iqa", *sys.argv[1:]]),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "devices": devices or [platform.processor() or platform.machine()],
+    }
 
 
 def available_memory_bytes() -> int | None:
@@ -415,6 +471,7 @@ def _train_splits(
         "columns": list(recipe.report_metrics),
     }
     info["status"] = "complete"
+    info["finished"] = now()
     info["median"] = report["median"]
     _save_info(root, info, dist)
     if dist.is_main:

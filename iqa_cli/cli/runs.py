@@ -1,0 +1,107 @@
+"""`iqa runs list|show|rm`: find, inspect and remove training runs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from iqa_cli.cli.console import err, out, print_json
+
+app = typer.Typer(rich_markup_mode=None, help="Training runs: list, show, remove.", no_args_is_help=True)
+
+
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+@app.command("list")
+def list_command(
+    method: Optional[str] = typer.Option(None, "--method", help="only runs of this method"),  # noqa: UP045
+    data: Optional[str] = typer.Option(None, "--data", help="only runs trained on this dataset (name or cache)"),  # noqa: UP045
+    json_output: bool = typer.Option(False, "--json", help="print one JSON list"),
+) -> None:
+    """Runs, newest first: name, method, dataset, splits done, status, median SRCC/PLCC, start, duration."""
+    from iqa_cli.home import runs_dir
+    from iqa_cli.train.runs import list_runs, run_summary
+
+    rows = [run_summary(path, info) for path, info in list_runs(method, data)]
+    if json_output:
+        print_json(rows)
+        return
+    if not rows:
+        err.print(f"no runs in {runs_dir()}", markup=False, highlight=False)
+        return
+    header = ("NAME", "METHOD", "DATASET", "SPLITS", "STATUS", "SRCC", "PLCC", "STARTED", "DURATION")
+    lines = [header] + [
+        (
+            r["name"],
+            str(r["method"]),
+            str(r["dataset"]),
+            f"{r['splits_done']}/{r['splits']}",
+            str(r["status"]),
+            _number(r["srcc"]),
+            _number(r["plcc"]),
+            str(r["started"] or "-")[:19],
+            _duration(r["duration_s"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
+                             for line in lines))  # fmt: skip
+
+
+@app.command("show")
+def show_command(
+    run: str = typer.Argument(..., help="run name (in the runs folder) or run folder"),
+    json_output: bool = typer.Option(False, "--json", help="print run.json as one JSON document"),
+) -> None:
+    """A run's record: configuration, data, splits and their status, results, versions."""
+    from iqa_cli.train.runs import effective_status, find_run, read_run
+
+    root = find_run(run)
+    info = read_run(root)
+    info["status"] = effective_status(info)
+    if json_output:
+        print_json({"path": str(root), **info})
+        return
+    lines = [
+        ("run", str(root)),
+        ("method", str(info.get("method"))),
+        ("dataset", f"{info.get('dataset')} ({info.get('cache')})"),
+        ("status", str(info["status"])),
+        ("created", str(info.get("created"))),
+        ("selection", str(info.get("selection"))),
+    ]
+    for split, state in (info.get("splits") or {}).items():
+        result = state.get("result") or {} if isinstance(state, dict) else {}
+        metrics = f" srcc {_number(result.get('srcc'))} plcc {_number(result.get('plcc'))}" if result else ""
+        lines.append((f"split {split}", f"{state.get('status') if isinstance(state, dict) else state}{metrics}"))
+    median = info.get("median") or {}
+    if median:
+        lines.append(("median", f"srcc {_number(median.get('srcc'))} plcc {_number(median.get('plcc'))}"))
+    for key in ("command", "versions", "host"):
+        if info.get(key):
+            lines.append((key, str(info[key])))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        out.print(f"{key.ljust(width)}  {value}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("rm")
+def rm_command(run: str = typer.Argument(..., help="run name (in the runs folder) or run folder")) -> None:
+    """Delete a run folder (refused while a job is using it)."""
+    from iqa_cli.train.runs import remove_run
+
+    root = remove_run(run)
+    err.print(f"removed {root}", markup=False, highlight=False)
