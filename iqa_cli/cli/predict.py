@@ -20,7 +20,13 @@ def register(root: typer.Typer) -> None:
     def predict_command(
         method: str = typer.Argument(..., help="method whose weights these are, e.g. vtiqa"),
         inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
-        weights: str = typer.Option(..., "--weights", help="checkpoint file or weights-store name"),
+        weights: Optional[str] = typer.Option(  # noqa: UP045
+            None,
+            "--weights",
+            help="checkpoint file, weights-store name, or run (name or folder); default: the newest finished run "
+            "of the method",
+        ),
+        split: Optional[str] = typer.Option(None, "--split", help="with a run: the split whose kept model scores"),  # noqa: UP045
         variant: Optional[str] = typer.Option(None, "--variant", help="model variant (default: the checkpoint's)"),  # noqa: UP045
         csv_file: Optional[Path] = typer.Option(None, "--csv", help="write the scores to this CSV file"),  # noqa: UP045
         skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of stopping"),
@@ -36,9 +42,15 @@ def register(root: typer.Typer) -> None:
         """
         from dataclasses import asdict
 
+        from iqa_cli.api import resolve_weights_arg
         from iqa_cli.atomic import atomic_path
         from iqa_cli.train.predict import predict_files
+        from iqa_cli.train.weights import newest_finished_run
 
+        if weights is None:
+            weights = str(newest_finished_run(method))
+            err.print(f"scoring with the newest finished {method} run: {weights}", markup=False, highlight=False)
+        weights = resolve_weights_arg(weights, method, split)
         report = predict_files(
             method,
             weights,

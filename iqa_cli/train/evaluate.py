@@ -40,7 +40,7 @@ from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.trainer import selection_label
 from iqa_cli.train.views import ViewStore, preload_budget
-from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights
+from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights, run_weights
 
 PER_IMAGE_COLUMNS = ["dataset", "split", "index", "name", "mos", "label", "prediction", "prediction_native"]
 
@@ -96,7 +96,12 @@ class EvalReport:
 def _weights_plan(recipe: Recipe, options: EvalOptions) -> tuple[dict[str | None, str], RunWeights | None]:
     """split (None = any) -> weights; from --weights, or the newest run for method + training dataset."""
     if options.weights is not None:
-        return {None: options.weights}, None
+        from iqa_cli.train.runs import find_run
+
+        try:  # a run (name or folder): its own kept models, split by split
+            return dict(run_weights(find_run(options.weights)).by_split), run_weights(find_run(options.weights))
+        except ConfigError:
+            return {None: options.weights}, None
     released = recipe.default_weights(options.variant)
     if released is not None:
         return {None: released}, None
@@ -123,6 +128,10 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
     if options.preload_gb is not None and not options.preload_gb >= 0:
         raise ConfigError(f"--preload-gb: must be at least 0, got {options.preload_gb}")
     plan, run = _weights_plan(recipe, options)
+    if run is not None:
+        progress.log(f"evaluating run {run.run} (kept models: {', '.join(str(p) for p in plan.values())})")
+    else:
+        progress.log(f"evaluating weights {plan[None]}")
     target = options.cross if options.cross is not None else options.data
     raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
     dataset = raw

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.engine import amp_dtype, autocast
 from iqa_cli.train.recipes import get_recipe
-from iqa_cli.train.weights import load_trained
+from iqa_cli.train.weights import LoadedModel, load_trained
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -89,6 +90,36 @@ def _decoded(files: list[Path], skip_bad: bool, skipped: list[tuple[str, str]]) 
         yield path, image
 
 
+def score_arrays(
+    recipe: Any,
+    loaded: LoadedModel,
+    arrays: list[np.ndarray],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    *,
+    names: list[Any] | None = None,
+) -> np.ndarray:
+    """Scores (float64, the training scale) of uint8 H x W x 3 RGB arrays with the method's test-time
+    protocol, in one batch: views made on the device, non-finite predictions refused."""
+    grad = torch.enable_grad if recipe.eval_needs_grad(loaded.params) else torch.inference_mode
+    # Decoded arrays may be read-only views of PIL buffers; torch wants writable memory.
+    images = [torch.from_numpy(np.require(a, requirements="W")).to(device).permute(2, 0, 1) for a in arrays]
+    with grad():
+        views = recipe.stored_views(images, loaded.params)
+        inputs_ = recipe.eval_inputs(views, loaded.params)
+        with autocast(device, dtype):
+            scores = recipe.predict_batch(loaded.model, inputs_, loaded.params)
+            scores = scores.detach().float().cpu().numpy().astype(np.float64)
+    if not np.isfinite(scores).all():
+        index = int(np.flatnonzero(~np.isfinite(scores))[0])
+        first = names[index] if names is not None else f"image {index}"
+        raise CheckpointError(
+            f"the model predicted a non-finite score for {first}: its weights are damaged or diverged",
+            path=str(loaded.files.get("model", loaded.source)),
+        )
+    return scores
+
+
 def predict_files(
     method: str,
     weights: str,
@@ -111,7 +142,7 @@ def predict_files(
     loaded = load_trained(recipe, weights, variant=variant)
     torch_device = resolve_device(device)
     dtype = amp_dtype(amp, torch_device)
-    model = loaded.model.to(torch_device).eval()
+    loaded.model.to(torch_device).eval()
     train_labels = loaded.train_labels
     report = PredictReport(
         method=method,
@@ -119,27 +150,13 @@ def predict_files(
         scale="training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)",
         native_scale=(f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None),
     )
-    grad = torch.enable_grad if recipe.eval_needs_grad(loaded.params) else torch.inference_mode
     pending: list[tuple[Path, np.ndarray]] = []
     progress.start("scoring images", len(files))
 
     def flush() -> None:
-        # Decoded arrays may be read-only views of PIL buffers; torch wants writable memory.
-        images = [
-            torch.from_numpy(np.require(a, requirements="W")).to(torch_device).permute(2, 0, 1) for _, a in pending
-        ]
-        with grad():
-            views = recipe.stored_views(images, loaded.params)
-            inputs_ = recipe.eval_inputs(views, loaded.params)
-            with autocast(torch_device, dtype):
-                scores = recipe.predict_batch(model, inputs_, loaded.params)
-                scores = scores.detach().float().cpu().numpy().astype(np.float64)
-        if not np.isfinite(scores).all():
-            first = pending[int(np.flatnonzero(~np.isfinite(scores))[0])][0]
-            raise CheckpointError(
-                f"the model predicted a non-finite score for {first}: its weights are damaged or diverged",
-                path=str(loaded.files.get("model", weights)),
-            )
+        scores = score_arrays(
+            recipe, loaded, [a for _, a in pending], torch_device, dtype, names=[p for p, _ in pending]
+        )
         natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
         for (path, array), score, native in zip(pending, scores, natives, strict=True):
             native_score = None if native is None else float(native)

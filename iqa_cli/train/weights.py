@@ -107,3 +107,11 @@ def newest_run_weights(method: str, dataset: str | None) -> RunWeights | None:
         if weights.by_split:
             return weights
     return None
+
+
+def newest_finished_run(method: str) -> Path:
+    """The newest complete run of `method` with a kept model, or a one-line error saying how to get one."""
+    for path, info in list_runs(method, None):
+        if info.get("status") == "complete" and run_weights(path).by_split:
+            return path
+    raise CheckpointError(f"no finished {method} run to score with; pass --weights (a file, a store name or a run)")

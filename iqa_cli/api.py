@@ -1,0 +1,239 @@
+"""The Python API: score images from Python in two lines, and the functions the CLI calls.
+
+    import iqa_cli
+    scorer = iqa_cli.load("vtiqa_koniq10k")        # a weights-store name, a file, or a run
+    scores = scorer(["a.jpg", "b.png"])            # numpy array, the model's training scale
+
+`load` reads the method from the checkpoint when it is not given; the scorer keeps the network loaded
+and applies the method's own test-time protocol (the same numbers as `iqa predict`). `methods()` lists
+the methods; `prepare`, `train` and `evaluate` are the functions behind `iqa prepare`, `iqa train`
+and `iqa eval`, with the same parameters, returning plain dataclasses or dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.errors import ConfigError, DataError
+
+ImageInput = Any  # a path, a folder, a list of paths, a PIL image, a uint8 H x W x 3 array, a float tensor batch
+
+
+def methods() -> list[str]:
+    """The methods `iqa` trains, evaluates and scores with (`vtiqa`, `ieit`, `aliqa`, ...)."""
+    from iqa_cli.train.recipes import recipe_names
+
+    return recipe_names()
+
+
+def _method_of(weights: str | Path) -> str:
+    """The method recorded in a checkpoint (or a run's record)."""
+    from iqa_cli.models.checkpoint import read_state_dict
+    from iqa_cli.weights.registry import find_known
+
+    path = Path(str(weights)).expanduser()
+    if (path / "run.json").is_file():
+        import json
+
+        return str(json.loads((path / "run.json").read_text())["method"])
+    known = find_known(str(weights))
+    if known is not None and known.method:
+        return known.method.split("-")[0] if known.method.startswith("vtiqa-org") else known.method
+    if not path.is_file():
+        from iqa_cli.weights.store import WeightStore
+
+        path = WeightStore().path(str(weights))
+    _, meta = read_state_dict(path)
+    method = meta.get("method")
+    if not method:
+        raise ConfigError(f"{weights}: the checkpoint does not say its method; pass method=...")
+    return method
+
+
+def resolve_weights_arg(weights: str | Path, method: str, split: str | None = None) -> str:
+    """A run name or folder becomes the kept model of one of its splits (`split`, else the first)."""
+    from iqa_cli.train.runs import BEST, find_run, read_run, split_dir
+
+    text = str(weights)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return text
+    try:
+        root = find_run(text)
+    except ConfigError:
+        return text  # a weights-store name (or a file that does not exist: the loader says so)
+    info = read_run(root)
+    if info.get("method") not in (None, method):
+        raise ConfigError(f"run {root} trained '{info.get('method')}', not '{method}'")
+    splits = list(info.get("splits") or {})
+    if split is not None:
+        wanted = [s for s in (split, f"random_{split}") if s in splits]
+        if not wanted:
+            raise ConfigError(f"run {root} has no split '{split}' (trained: {', '.join(splits)})")
+        splits = wanted
+    for name in splits:
+        best = split_dir(root, name) / BEST
+        if best.is_file():
+            return str(best)
+    raise ConfigError(f"run {root} has no kept model yet (no {BEST} in its split folders)")
+
+
+class Scorer:
+    """A loaded quality model: `scorer(x)` or `scorer.score(x)` gives one score per image.
+
+    Inputs: a path, a folder (every image in it, recursively), a list of paths, a PIL image, a uint8
+    H x W x 3 RGB array (or a list of them), or a float tensor batch (N, 3, H, W) in [0, 1]. Returns a
+    numpy array (a tensor for tensor input) on the model's native training scale (1-5 for VT-IQA,
+    IEIT, AL-IQA and SSL-IQA); `native(scores)` maps them to the training dataset's own scale.
+    """
+
+    def __init__(self, method: str, weights: str, *, device: str = "auto", amp: str = "off", batch_size: int = 16,
+                 **test_options: Any) -> None:  # fmt: skip
+        import torch
+
+        from iqa_cli.train.config import AMP_MODES
+        from iqa_cli.train.distributed import resolve_device
+        from iqa_cli.train.engine import amp_dtype
+        from iqa_cli.train.evaluate import apply_test_overrides
+        from iqa_cli.train.recipes import get_recipe
+        from iqa_cli.train.weights import load_trained
+
+        if amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{amp}'")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.method, self.weights, self.batch_size = method, weights, batch_size
+        self.recipe = get_recipe(method)
+        self.loaded = load_trained(self.recipe, weights)
+        self.loaded.params = apply_test_overrides(self.recipe, self.loaded.params, test_options)
+        self.device = resolve_device(device)
+        self.dtype = amp_dtype(amp, self.device)
+        self.loaded.model.to(self.device).eval()
+        self._torch = torch
+
+    def __call__(self, images: ImageInput) -> Any:
+        return self.score(images)
+
+    def __repr__(self) -> str:
+        return f"Scorer(method={self.method!r}, weights={self.weights!r}, device={str(self.device)!r})"
+
+    def native(self, scores: Any) -> np.ndarray:
+        """Scores on the training dataset's native scale (e.g. KonIQ's MOS), when the checkpoint says how."""
+        labels = self.loaded.train_labels
+        if labels is None:
+            raise ConfigError(f"{self.weights}: the checkpoint does not record its label mapping")
+        return labels.to_native(np.asarray(scores, dtype=np.float64))
+
+    def score(self, images: ImageInput) -> Any:
+        torch = self._torch
+        as_tensor = isinstance(images, torch.Tensor)
+        arrays = self._arrays(images)
+        if not arrays:
+            raise DataError("no images to score")
+        from iqa_cli.train.predict import score_arrays
+
+        out = np.concatenate(
+            [
+                score_arrays(self.recipe, self.loaded, arrays[i : i + self.batch_size], self.device, self.dtype)
+                for i in range(0, len(arrays), self.batch_size)
+            ]
+        )
+        return torch.from_numpy(out) if as_tensor else out
+
+    def _arrays(self, images: ImageInput) -> list[np.ndarray]:
+        torch = self._torch
+        if isinstance(images, torch.Tensor):
+            batch = images.detach().float().cpu()
+            if batch.ndim == 3:
+                batch = batch.unsqueeze(0)
+            if batch.ndim != 4 or batch.shape[1] != 3:
+                raise DataError(f"a tensor must be (N, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
+            if float(batch.min()) < 0 or float(batch.max()) > 1:
+                raise DataError("a float tensor must hold values in [0, 1]")
+            return [a for a in (batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()]
+        if isinstance(images, (str, Path)):
+            from iqa_cli.train.predict import expand_inputs, read_image
+
+            return [read_image(p) for p in expand_inputs([images])]
+        if isinstance(images, np.ndarray):
+            if images.ndim == 4:
+                return [self._array(a) for a in images]
+            return [self._array(images)]
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - Pillow is a dependency
+            Image = None  # noqa: N806
+        if Image is not None and isinstance(images, Image.Image):
+            return [np.asarray(images.convert("RGB"), dtype=np.uint8)]
+        if isinstance(images, Sequence):
+            out: list[np.ndarray] = []
+            for item in images:
+                out.extend(self._arrays(item))
+            return out
+        raise DataError(f"cannot score a {type(images).__name__} (expected paths, PIL images, arrays or a tensor)")
+
+    @staticmethod
+    def _array(array: np.ndarray) -> np.ndarray:
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise DataError(f"an array must be uint8 H x W x 3 RGB, got {array.dtype} {array.shape}")
+        return np.ascontiguousarray(array)
+
+
+def load(
+    weights: str | Path,
+    method: str | None = None,
+    device: str = "auto",
+    *,
+    split: str | None = None,
+    amp: str = "off",
+    batch_size: int = 16,
+    **test_options: Any,
+) -> Scorer:
+    """A `Scorer` for `weights`: a checkpoint file, a weights-store name, or a run (name or folder;
+    `split` picks the split's kept model). `method` is read from the checkpoint when not given;
+    `test_options` are the method's test-time options (e.g. `test_crops=10`, `branch="teacher"`)."""
+    if method is None:
+        probe = Path(str(weights)).expanduser()
+        try:
+            from iqa_cli.train.runs import find_run
+
+            probe = find_run(str(weights))
+        except ConfigError:
+            pass
+        method = _method_of(probe if (probe / "run.json").is_file() else weights)
+    resolved = resolve_weights_arg(weights, method, split)
+    return Scorer(method, resolved, device=device, amp=amp, batch_size=batch_size, **test_options)
+
+
+def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **options: Any) -> Any:
+    """Build a cache as `iqa prepare DATASET --root ROOT` does; returns the `CacheSummary`."""
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets import get_dataset
+    from iqa_cli.home import default_cache_path
+
+    spec = get_dataset(dataset)
+    target = Path(out) if out is not None else default_cache_path(spec.name)
+    return build_cache(spec, Path(root), target, **options)
+
+
+def train(method: str, data: str | Path, **options: Any) -> dict[str, Any] | None:
+    """Train as `iqa train METHOD --data DATA` does; options are the flags' names with `_` (`epochs=10`,
+    `split="all"`, `tiny=True`, `out=...`). Returns the results summary (`results.json`)."""
+    from iqa_cli.train.trainer import TrainOptions
+    from iqa_cli.train.trainer import train as run_training
+
+    common = {k: options.pop(k) for k in ("split", "config_file", "tiny", "out", "name", "resume") if k in options}
+    return run_training(TrainOptions(method=method, data=data, overrides=options, **common))
+
+
+def evaluate(method: str, data: str | Path | None = None, **options: Any) -> Any:
+    """Evaluate as `iqa eval METHOD --data DATA` does (options: split, cross, weights, ...); returns the
+    `EvalReport` (`.as_dict()` for JSON)."""
+    from iqa_cli.train.evaluate import EvalOptions
+    from iqa_cli.train.evaluate import evaluate as run_evaluation
+
+    return run_evaluation(EvalOptions(method=method, data=data, **options))

@@ -1,0 +1,84 @@
+"""The Python API: `iqa_cli.load(...)` scores every input kind with the same numbers as `iqa predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import iqa_cli
+from iqa_cli.cli.main import app
+from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.home import data_dir
+from tests.train.caches import make_cache
+
+runner = CliRunner()
+FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1"]
+
+
+@pytest.fixture
+def trained(tmp_path) -> dict:
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "apirun"])
+    assert result.exit_code == 0, result.output
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        path = photos / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return {"paths": paths, "folder": photos}
+
+
+def test_methods_and_load_from_a_run_name(trained):
+    assert {"vtiqa", "ieit", "aliqa", "ssliqa", "vipnet"} <= set(iqa_cli.methods())
+    scorer = iqa_cli.load("apirun", device="cpu")  # the method is read from the run
+    assert scorer.method == "vtiqa" and "apirun" in scorer.weights and scorer.weights.endswith("best.safetensors")
+    paths = trained["paths"]
+    scores = scorer([str(p) for p in paths])
+    assert isinstance(scores, np.ndarray) and scores.shape == (3,) and np.isfinite(scores).all()
+    # the same numbers as `iqa predict` on the same files
+    result = runner.invoke(app, ["predict", "vtiqa", *map(str, paths), "--weights", "apirun", "--device", "cpu",
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cli = {Path(p["path"]).name: p["score"] for p in json.loads(result.stdout)["predictions"]}
+    np.testing.assert_allclose(scores, [cli[p.name] for p in paths], rtol=0, atol=1e-6)
+    # every input kind gives the same scores
+    np.testing.assert_allclose(scorer.score(str(paths[0])), scores[:1], atol=1e-6)
+    np.testing.assert_allclose(np.sort(scorer(trained["folder"])), np.sort(scores), atol=1e-6)
+    images = [Image.open(p) for p in paths]
+    np.testing.assert_allclose(scorer(images), scores, atol=1e-6)
+    arrays = [np.asarray(im.convert("RGB")) for im in images]
+    np.testing.assert_allclose(scorer(arrays[1]), scores[1:2], atol=1e-6)
+    batch = torch.from_numpy(arrays[0]).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    tensor_scores = scorer(batch)
+    assert isinstance(tensor_scores, torch.Tensor)
+    np.testing.assert_allclose(tensor_scores.numpy(), scores[:1], atol=1e-6)
+    assert scorer.native(scores).shape == (3,)
+
+
+def test_load_from_a_file_and_bad_inputs(trained):
+    best = next(Path(data_dir().parent / "runs" / "apirun").glob("split-*/best.safetensors"))
+    scorer = iqa_cli.load(best, device="cpu")
+    assert scorer.method == "vtiqa"
+    with pytest.raises(DataError, match="uint8 H x W x 3"):
+        scorer(np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        scorer(torch.full((1, 3, 8, 8), 2.0))
+    with pytest.raises(ConfigError, match="no split 'nine'"):
+        iqa_cli.load("apirun", split="nine", device="cpu")
+
+
+def test_eval_and_train_from_python(trained):
+    report = iqa_cli.evaluate("vtiqa", "mini", device="cpu")
+    assert report.results and report.as_dict()["median"]["splits"] == 1
+    summary = iqa_cli.train("vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, name="second")
+    assert summary is not None and summary["splits"][0]["n"] > 0
