@@ -29,7 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-RESERVED = {"data", "split", "config", "out", "name", "resume", "tiny", "json_output"}
+RESERVED = {"data", "split", "config", "out", "name", "resume", "tiny", "json_output", "print_config"}
 
 
 def _flag(name: str) -> str:
@@ -129,6 +129,17 @@ def _common_parameters() -> list[inspect.Parameter]:
         inspect.Parameter(
             "json_output", kw, annotation=bool, default=typer.Option(False, "--json", help="print the results as JSON")
         ),
+        inspect.Parameter(
+            "print_config",
+            kw,
+            annotation=bool,
+            default=typer.Option(
+                False,
+                "--print-config",
+                help="print the resolved configuration (every option, the data file, device, precision) and exit "
+                "without creating a run",
+            ),
+        ),
     ]
 
 
@@ -158,6 +169,21 @@ def make_train_command(method: str):
             name=kwargs["name"],
             resume=kwargs["resume"],
         )
+        if kwargs["print_config"]:
+            from iqa_cli.train.config import config_text
+            from iqa_cli.train.trainer import planned_config
+
+            plan = planned_config(options)
+            if kwargs["json_output"]:
+                print_json(plan)
+                return
+            header = (
+                f"iqa train {method}: data {plan['data']}, split {plan['split'] or '(the first)'}, device "
+                f"{plan['device']}, precision train {plan['precision']['train']} / eval {plan['precision']['eval']}"
+                + (f", resuming {plan['run']}" if plan["run"] else "")
+            )
+            sys.stdout.write(config_text(plan["sections"], header))
+            return
         try:
             report = train(options, ConsoleProgress())
         except TrainingInterrupted as exc:

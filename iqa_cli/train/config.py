@@ -341,16 +341,21 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
-    """Write `config.toml` (flat keys, one commented block per section, None values as comments)."""
-    lines = ["# Resolved configuration of this run; re-usable with `--config`."]
+def config_text(sections: dict[str, dict[str, Any]], header: str) -> str:
+    """The TOML text of `config.toml` (flat keys, one commented block per section, None as comments)."""
+    lines = [f"# {header}"]
     for title, values in sections.items():
         lines.append(f"\n# --- {title}")
         for key, value in values.items():
             plain = to_plain(value)
             lines.append(f"# {key} = (none)" if plain is None else f"{key} = {_toml_value(plain)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """Write `config.toml` (re-usable with `--config`)."""
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(config_text(sections, "Resolved configuration of this run; re-usable with `--config`."))
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -113,6 +113,43 @@ def config_sections(method: str, resolved: ResolvedConfig) -> dict[str, dict[str
     }
 
 
+def planned_config(options: TrainOptions) -> dict[str, Any]:
+    """What `iqa train` would run, without creating a run: every option, the data file, the device
+    and the precision (`--print-config`)."""
+    from iqa_cli.home import resolve_cache
+    from iqa_cli.train.engine import amp_dtype
+
+    recipe = get_recipe(options.method)
+    if options.resume:
+        root = _resume_root(recipe, options)
+        info, resolved = load_run_config(recipe, root)
+        data, split = info.get("cache"), info.get("split_arg")
+    else:
+        resolved = resolve_config(
+            recipe, tiny=options.tiny, config_file=options.config_file, overrides=options.overrides
+        )
+        data, split = options.data, options.split
+        root = None
+    recipe.check_training(resolved.params)
+    device = resolve_device(resolved.engine.device, _local_rank())
+    dtype = amp_dtype(resolved.engine.amp, device)
+    eval_dtype = amp_dtype(resolved.engine.eval_amp, device)
+    return {
+        "method": recipe.name,
+        "data": str(resolve_cache(data)) if data is not None else None,
+        "split": split,
+        "run": str(root) if root is not None else None,
+        "device": str(device),
+        # float32 unless autocast: bf16 / fp16 differ from the authors' float32 (see docs/protocols.md)
+        "precision": {"train": _precision(dtype), "eval": _precision(eval_dtype)},
+        "sections": config_sections(recipe.name, resolved),
+    }
+
+
+def _precision(dtype: Any) -> str:
+    return "float32" if dtype is None else f"{str(dtype).replace('torch.', '')} autocast"
+
+
 def load_run_config(recipe: Recipe, root: Path) -> tuple[dict[str, Any], ResolvedConfig]:
     info = read_run(root)
     if info.get("method") != recipe.name:
@@ -415,6 +452,12 @@ def _train_splits(
                 progress=progress,
                 stop=stop,
             )
+            if dist.is_main and parts.select_on == "val" and parts.val.size < 3:
+                progress.log(
+                    f"warning: split {split}: the validation part holds {parts.val.size} image(s); correlations need "
+                    "at least 3, so every validation metric is NaN and the kept model is the first epoch's (raise "
+                    "--val-fraction, or --select-on test)"
+                )
             if dist.is_main:
                 progress.log(
                     f"{recipe.name} on {name}, split {split}: {parts.train.size} train / {parts.val.size} val / "

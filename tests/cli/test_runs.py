@@ -50,3 +50,23 @@ def test_a_tiny_run_s_resolved_config_is_accepted_back(tmp_path):
     assert again.exit_code == 0, again.output
     a, b = (json.loads((p / "run.json").read_text())["config"] for p in (first, tmp_path / "again"))
     assert a == b and a["tiny"] is True
+
+
+def test_print_config_shows_the_plan_and_creates_no_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    result = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--epochs", "7", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "epochs = 7" in result.stdout and "batch_size = 192" in result.stdout
+    assert "data.h5" not in result.stdout and str(data_dir() / "mini.h5") in result.stdout
+    assert "precision train float32" in result.stdout  # on the CPU
+    plan = json.loads(runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--print-config", "--json"]).stdout)
+    assert plan["sections"]["vtiqa protocol"]["epochs"] == 2000 and plan["device"] == "cpu"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_validation_part_too_small_for_a_correlation_is_warned_at_the_start(tmp_path):
+    make_cache("tiny", tmp_path / "tiny", data_dir() / "tiny.h5", n=12)
+    result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "tiny", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "correlations need at least 3" in result.output
