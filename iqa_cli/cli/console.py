@@ -30,9 +30,12 @@ class ConsoleProgress:
     timestamped line at most every `interval` seconds and at 25 % steps, so logs stay readable.
     """
 
-    def __init__(self, *, quiet: bool = False, interval: float = 30.0) -> None:
+    def __init__(self, *, quiet: bool = False, interval: float = 30.0, bar_lines: bool = True) -> None:
+        """`bar_lines=False` (training): off a terminal, bars print nothing, only log lines (one per
+        epoch); on a terminal, finished bars disappear instead of piling up."""
         self.quiet = quiet
         self.interval = interval
+        self.bar_lines = bar_lines
         self._bar: RichBar | None = None
         self._task: Any = None
         self._total: int | None = None
@@ -49,6 +52,8 @@ class ConsoleProgress:
         self._next_pct = 25
         if self.quiet:
             return
+        if not is_tty() and not self.bar_lines:
+            return
         if is_tty():
             self._bar = RichBar(
                 TextColumn("{task.description}"),
@@ -57,7 +62,7 @@ class ConsoleProgress:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=err,
-                transient=False,
+                transient=not self.bar_lines,
             )
             self._bar.start()
             self._task = self._bar.add_task(description, total=total)
@@ -70,6 +75,8 @@ class ConsoleProgress:
             return
         if self._bar is not None:
             self._bar.advance(self._task, n)
+            return
+        if not self.bar_lines:
             return
         now = time.monotonic()
         pct = 100 * self._done // self._total if self._total else None
@@ -94,7 +101,7 @@ class ConsoleProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        elif self._total is not None and not self.quiet and self._desc:
+        elif self._total is not None and not self.quiet and self._desc and self.bar_lines:
             elapsed = time.monotonic() - self._t0
             self._line(f"{self._desc}: done {self._done} in {elapsed:.1f}s")
         self._desc = ""

@@ -185,7 +185,7 @@ def make_train_command(method: str):
             sys.stdout.write(config_text(plan["sections"], header))
             return
         try:
-            report = train(options, ConsoleProgress())
+            report = train(options, ConsoleProgress(bar_lines=False))
         except TrainingInterrupted as exc:
             # The run folder holds run.json; a multi-step recipe's checkpoints sit deeper than split-<K>/.
             runs = [p for p in exc.checkpoint.parents if (p / "run.json").is_file()] if exc.checkpoint else []

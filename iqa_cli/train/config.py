@@ -86,7 +86,9 @@ class EngineConfig:
     time_limit: float = field(
         default=0.0, metadata={"help": "minutes of training after which the run stops as if preempted (0 = none)"}
     )
-    log_every: int = field(default=50, metadata={"help": "progress line every N steps"})
+    log_every: int = field(
+        default=0, metadata={"help": "also a progress line every N steps (0: one line per epoch only)"}
+    )
 
     def validate(self) -> EngineConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
@@ -98,9 +100,10 @@ class EngineConfig:
         _choice("select_on", self.select_on, SELECT_ON)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
-        for name in ("eval_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_every < 1:
+            raise ConfigError(f"--eval-every: must be at least 1, got {self.eval_every}")
+        if self.log_every < 0:
+            raise ConfigError(f"--log-every: must be at least 0, got {self.log_every}")
         if self.max_steps < 0 or self.time_limit < 0 or (self.preload_gb is not None and self.preload_gb < 0):
             raise ConfigError("max_steps, time_limit and preload_gb cannot be negative")
         return self
@@ -222,6 +225,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "budget": (0, False, 100, False),
     "lq_threshold": (None, False, None, False),
     "label_std": _POSITIVE,
+    "log_every": _NON_NEGATIVE,  # 0: no step lines
 }
 _SUFFIX_RULES: tuple[tuple[str, tuple[float | None, bool, float | None, bool]], ...] = (
     ("batch_size", _AT_LEAST_1),

@@ -497,7 +497,7 @@ class Trainer:
         self.pos.loss_sum += loss_sum
         self.pos.loss_count += count
         self.pos.images += count
-        if self.main and (b + 1) % self.cfg.log_every == 0:
+        if self.main and self.cfg.log_every and (b + 1) % self.cfg.log_every == 0:
             self.ctx.progress.log(
                 f"split {self.parts.name} epoch {epoch} step {b + 1}/{total} "
                 f"loss {self.pos.loss_sum / self.pos.loss_count:.4f} lr {lr:.3g}"

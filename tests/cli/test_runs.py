@@ -70,3 +70,21 @@ def test_a_validation_part_too_small_for_a_correlation_is_warned_at_the_start(tm
     result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "tiny", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "correlations need at least 3" in result.output
+
+
+def test_off_a_terminal_training_writes_one_line_per_epoch(tmp_path):
+    import os
+    import re
+    import subprocess
+    import sys
+
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    command = [sys.executable, "-m", "iqa_cli", "train", "vtiqa", *FAST[:-2], "--epochs", "3", "--data", "mini",
+               "--out", str(tmp_path / "run")]  # fmt: skip
+    env = {**os.environ, "COLUMNS": ""}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)  # stdout/stderr: pipes
+    assert done.returncode == 0, done.stderr[-2000:]
+    epoch_lines = [x for x in done.stderr.splitlines() if re.search(r"split \S+ epoch \d+:", x)]
+    assert len(epoch_lines) == 3, done.stderr
+    assert not [x for x in done.stderr.splitlines() if "started (" in x or "%)" in x or " step " in x]
+    assert "…" not in done.stdout and "random_0" in done.stdout  # the results table, whole
