@@ -9,7 +9,8 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from iqa_cli.cli.console import ConsoleProgress, out, print_json
+from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -32,7 +33,18 @@ def make_eval_command(method: str):
             None, "--split", help="split K or 'all' (default: the splits the run trained; else the first)"
         ),
         cross: Optional[str] = typer.Option(  # noqa: UP045
-            None, "--cross", help="evaluate on every image of this other prepared dataset (name or cache)"
+            None,
+            "--cross",
+            help="evaluate on every image of other prepared datasets: a name or cache, a,b,c, or all",
+        ),
+        matrix: bool = typer.Option(
+            False, "--matrix", help="train x test table of the newest run on each --data dataset (--data a,b,c)"
+        ),
+        plot: Optional[Path] = typer.Option(  # noqa: UP045
+            None,
+            "--plot",
+            help="draw the results (.png or .svg): predictions vs ground truth per split with the fitted "
+            "logistic (and per-type bars with --by-type), or the --matrix heatmap",
         ),
         weights: Optional[str] = typer.Option(  # noqa: UP045
             None, "--weights", help="checkpoint file or weights-store name (default: newest local run)"
@@ -63,29 +75,62 @@ def make_eval_command(method: str):
         **overrides: Any,
     ) -> None:
         from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image
+        from iqa_cli.train.matrix import cross_matrix, dataset_list, evaluate_cross
 
-        report = evaluate(
-            EvalOptions(
-                method=method,
-                data=data,
-                split=split,
-                cross=cross,
-                weights=weights,
-                variant=variant,
-                device=device,
-                amp=amp,
-                batch_size=batch_size,
-                preload_gb=preload_gb,
-                by_type=by_type,
-                split_file=split_file,
-                overrides={k: v for k, v in overrides.items() if v is not None},
-            ),
-            ConsoleProgress(),
+        if plot is not None:
+            from iqa_cli.plots import check_plot_path
+
+            check_plot_path(plot)  # before the work
+        options = EvalOptions(
+            method=method,
+            data=data,
+            split=split,
+            cross=cross,
+            weights=weights,
+            variant=variant,
+            device=device,
+            amp=amp,
+            batch_size=batch_size,
+            preload_gb=preload_gb,
+            by_type=by_type,
+            split_file=split_file,
+            overrides={k: v for k, v in overrides.items() if v is not None},
         )
+        if matrix:
+            if data is None or cross is not None:
+                raise ConfigError("--matrix takes the datasets as --data a,b,c (and no --cross)")
+            table = cross_matrix(options, dataset_list(data, what="--data"), progress=ConsoleProgress())
+            if csv_file is not None:
+                table.write_csv(csv_file)
+            if plot is not None:
+                from iqa_cli.plots import matrix_heatmap
+
+                title = f"{method}: {table.metric.upper()} (median over splits)"
+                matrix_heatmap(plot, table.datasets, table.datasets, table.values, title=title)
+            if json_output:
+                print_json(table.as_dict())
+            else:
+                show_matrix(table.as_dict())
+            return
+        targets = dataset_list(cross, what="--cross") if cross is not None else []
+        if len(targets) > 1:
+            reports = evaluate_cross(options, targets, ConsoleProgress())
+            if json_output:
+                print_json([r.as_dict() for r in reports])
+            else:
+                for one in reports:
+                    show_eval_report(one.as_dict())
+            if plot is not None:
+                _plot_reports(plot, reports)
+            return
+        options.cross = targets[0] if targets else None
+        report = evaluate(options, ConsoleProgress())
         if csv_file is not None:
             write_metrics_csv(csv_file, report)
         if per_image is not None:
             write_per_image(per_image, report.per_image)
+        if plot is not None:
+            _plot_reports(plot, [report])
         if json_output:
             print_json(report.as_dict())
         else:
@@ -109,6 +154,40 @@ def with_test_options(command: Any, recipe: Any) -> None:
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     extra = dataclass_options(recipe.Params, recipe.Params(), only=recipe.eval_params)
     command.__signature__ = signature.replace(parameters=fixed + extra)
+
+
+def _plot_reports(plot: Path, reports: list[Any]) -> None:
+    """One scatter panel per split (per dataset with several --cross); per-type bars beside it."""
+    from iqa_cli.plots import by_type_bars, scatter
+
+    panels = []
+    for report in reports:
+        for row in report.results:
+            rows = [p for p in report.per_image if p["split"] == row["split"] and p["dataset"] == row["dataset"]]
+            title = f"{report.method} on {row['dataset']}, {row['split']}"
+            panels.append(
+                {
+                    "title": title,
+                    "pred": [p["prediction"] for p in rows],
+                    "label": [p["label"] for p in rows],
+                    **{m: row.get(m) for m in ("srcc", "plcc", "krcc")},
+                }
+            )
+            if row.get("by_type"):
+                bars = plot.with_name(f"{plot.stem}-by-type-{row['dataset']}-{row['split']}{plot.suffix}")
+                by_type_bars(bars, row["by_type"], title=f"{title}: per distortion type")
+    scatter(plot, panels, xlabel="prediction", ylabel="ground truth (training label scale)")
+    err.print(f"plot written to {plot}", markup=False, highlight=False)
+
+
+def show_matrix(matrix: dict[str, Any]) -> None:
+    table = Table(title=f"{matrix['method']}: {matrix['metric'].upper()} (rows trained on, columns tested on)")
+    table.add_column("trained on \\ tested on")
+    for name in matrix["datasets"]:
+        table.add_column(name, justify="right")
+    for name, row in zip(matrix["datasets"], matrix["matrix"], strict=True):
+        table.add_row(name, *["-" if v is None else f"{v:.4f}" for v in row])
+    out.print(table)
 
 
 def show_eval_report(report: dict[str, Any]) -> None:

@@ -340,6 +340,7 @@ def inspect_cache(
         "authors_prep, vtiqa_chain_K, ieit_chain_K, shuffle_S, vipnet_K)",
     ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    plot: Path = typer.Option(None, "--plot", help="Draw the score histogram to this .png or .svg file."),
 ) -> None:
     """What a cache holds: counts, shapes, score range and mean, std availability, size policy, splits, attributes.
     With --split: the names of the images in each part of that split."""
@@ -347,6 +348,12 @@ def inspect_cache(
     from iqa_cli.home import resolve_cache
 
     with open_cache(resolve_cache(cache)) as opened:
+        if plot is not None:
+            from iqa_cli.plots import histogram
+
+            kind = opened.attrs.get("score_type") or "score"
+            histogram(plot, opened.scores, title=f"{opened.attrs.get('dataset')}: {len(opened)} images", xlabel=kind)
+            err.print(f"histogram written to {plot}", markup=False, highlight=False)
         if split is not None:
             members = split_members(opened, split)
             if json_output:

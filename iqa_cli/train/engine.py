@@ -37,7 +37,7 @@ from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, contiguous_share, shard
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch
-from iqa_cli.train.runs import BEST, LAST, LOG, PREDICTIONS, RESULT
+from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
 
@@ -382,9 +382,25 @@ class Trainer:
             return "time limit"
         return None
 
+    def _write_curves(self) -> None:
+        """`curves.png` beside the log: loss and validation/test metrics over epochs (at the end and on
+        stop). A figure that cannot be drawn is a warning, never a failed run."""
+        if not self.main or not (self.out_dir / LOG).is_file():
+            return
+        try:
+            from iqa_cli.plots import training_curves
+
+            records = [json.loads(x) for x in (self.out_dir / LOG).read_text().splitlines() if x.strip()]
+            metrics = [m for m in self.recipe.report_metrics[:2] if any(m in r for r in records)]
+            title = f"{self.recipe.name}, split {self.parts.name}"
+            training_curves(self.out_dir / CURVES, records, metrics=metrics, title=title)
+        except Exception as exc:  # noqa: BLE001 - a plot must not fail training
+            self.log(f"warning: could not draw {CURVES} ({type(exc).__name__}: {exc})")
+
     def _interrupt(self, reason: str) -> TrainingInterrupted:
         path = self._save_last()
         self._write_log({"epoch": self.pos.epoch, "split": self.parts.name, "event": f"stopped by {reason}"})
+        self._write_curves()
         code = 124 if reason == "time limit" else 128 + getattr(signal, reason, signal.SIGTERM)
         return TrainingInterrupted(reason, self.pos.epoch, self.pos.step, path, int(code))
 
@@ -669,6 +685,7 @@ class Trainer:
         )
         if self.main:
             write_json(self.out_dir / RESULT, {**to_plain(result), "selected_on": self.parts.select_on})
+        self._write_curves()
         return result
 
     def _write_predictions(self, pred: np.ndarray) -> None:

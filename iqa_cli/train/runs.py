@@ -8,6 +8,7 @@ Layout of `$IQA_HOME/runs/<name>/` (or `--out DIR`):
     split-<K>/best.safetensors  kept model (selected on validation unless --select-on test)
     split-<K>/last.pt           resumable state (weights, optimizer, schedule, RNG, position)
     split-<K>/result.json       metrics of the kept model; split-<K>/test_predictions.csv
+    split-<K>/curves.png        loss and validation/test metrics over epochs (at the end and on stop)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LAST = "last.pt"
 LOG = "log.jsonl"
 RESULT = "result.json"
 PREDICTIONS = "test_predictions.csv"
+CURVES = "curves.png"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 

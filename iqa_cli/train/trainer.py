@@ -168,7 +168,7 @@ def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> Non
     conflicts = []
     current = {**to_plain(saved.engine), **to_plain(saved.params)}
     for key, value in given.items():
-        if key in RESUMABLE_CHANGES or key not in current:
+        if key in RESUMABLE_CHANGES or key == "epochs" or key not in current:
             continue
         if to_plain(value) != current[key]:
             conflicts.append(key)
@@ -179,6 +179,31 @@ def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> Non
             f"--resume continues a run with its saved configuration; these options differ from it: "
             f"{', '.join(sorted(conflicts))} (drop them, or start a new run)"
         )
+
+
+def _extend_epochs(
+    resolved: ResolvedConfig, info: dict[str, Any], epochs: int | None, root: Path
+) -> tuple[ResolvedConfig, dict[str, Any]]:
+    """`--resume --epochs N`: a finished or stopped run continues to N epochs (the one option a resume may
+    change); each split goes on from its `last.pt`."""
+    saved = int(resolved.params.epochs)
+    if epochs is None or int(epochs) == saved:
+        return resolved, info
+    epochs = int(epochs)
+    if epochs < saved:
+        raise ConfigError(f"--epochs {epochs}: the run was set to {saved} epochs; --resume can only extend it")
+    params = apply_values(resolved.params, {"epochs": epochs}, source="--epochs")
+    info["config"]["params"]["epochs"] = epochs
+    for split, state in (info.get("splits") or {}).items():
+        if (
+            isinstance(state, dict)
+            and state.get("status") == "complete"
+            and (split_dir(root, split) / "last.pt").is_file()
+        ):
+            state["status"] = "interrupted"  # resumes from its last.pt with the new cap
+    if info.get("status") == "complete":
+        info["status"] = "interrupted"
+    return dataclasses.replace(resolved, params=params), info
 
 
 def _resume_root(recipe: Recipe, options: TrainOptions) -> Path:
@@ -207,6 +232,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         _check_resume_overrides(resolved, options)
         changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
         resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
+        resolved, info = _extend_epochs(resolved, info, options.overrides.get("epochs"), root)
         data = info["cache"]
         splits_arg = info["split_arg"]
     else:

@@ -88,3 +88,21 @@ def test_off_a_terminal_training_writes_one_line_per_epoch(tmp_path):
     assert len(epoch_lines) == 3, done.stderr
     assert not [x for x in done.stderr.splitlines() if "started (" in x or "%)" in x or " step " in x]
     assert "…" not in done.stdout and "random_0" in done.stdout  # the results table, whole
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    out = tmp_path / "run"
+    args = [a for a in FAST if a not in ("--epochs", "1")]
+    assert (
+        runner.invoke(app, ["train", "vtiqa", *args, "--epochs", "1", "--data", "mini", "--out", str(out)]).exit_code
+        == 0
+    )
+    extended = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "3"])
+    assert extended.exit_code == 0, extended.output
+    log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
+    assert max(r["epoch"] for r in log) == 2  # epochs 0..2
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete" and info["config"]["params"]["epochs"] == 3
+    shorter = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "2"])
+    assert shorter.exit_code != 0 and "can only extend" in shorter.output

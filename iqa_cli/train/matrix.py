@@ -1,0 +1,110 @@
+"""One model on several datasets (`iqa eval --cross a,b,c` / `--cross all`), and the train x test
+matrix of a method (`iqa eval --matrix --data a,b,c`): intra-dataset results on the diagonal (the
+run's own test parts), cross-dataset results elsewhere (every image of the other dataset), each from
+the newest run of the method on the training dataset, summarised by the median over its splits."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.atomic import atomic_path
+from iqa_cli.errors import CheckpointError, ConfigError
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.evaluate import EvalOptions, EvalReport, evaluate
+
+
+def prepared_datasets() -> list[str]:
+    """The names of every cache in `$IQA_HOME/data`."""
+    from iqa_cli.home import CACHE_SUFFIXES, data_dir
+
+    if not data_dir().is_dir():
+        return []
+    return sorted({p.stem for p in data_dir().iterdir() if p.suffix.lower() in CACHE_SUFFIXES and p.is_file()})
+
+
+def dataset_list(text: str, *, what: str) -> list[str]:
+    """`a,b,c` -> [a, b, c]; `all` -> every prepared cache; an empty list is an error."""
+    names = prepared_datasets() if text.strip().lower() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise ConfigError(f"{what}: no datasets (give names, or 'all' with caches in place)")
+    return names
+
+
+def evaluate_cross(options: EvalOptions, targets: list[str], progress: Progress | None = None) -> list[EvalReport]:
+    """The same model(s) scored on every image of each target dataset."""
+    progress = progress or NullProgress()
+    return [evaluate(dataclasses.replace(options, cross=target), progress) for target in targets]
+
+
+@dataclass
+class MatrixReport:
+    method: str
+    datasets: list[str]
+    metric: str
+    values: np.ndarray  # (train, test): the median over the training run's splits
+    cells: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "datasets": self.datasets,
+            "metric": self.metric,
+            "matrix": [[(float(v) if math.isfinite(v) else None) for v in row] for row in self.values],
+            "cells": self.cells,
+        }
+
+    def write_csv(self, path: Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow([f"trained on \\ tested on ({self.metric})", *self.datasets])
+            for name, row in zip(self.datasets, self.values, strict=True):
+                writer.writerow([name, *[f"{v:.6g}" if math.isfinite(v) else "" for v in row]])
+
+
+def cross_matrix(
+    options: EvalOptions, datasets: list[str], *, metric: str = "srcc", progress: Progress | None = None
+) -> MatrixReport:
+    """Rows: the newest run of `options.method` trained on each dataset; columns: the datasets tested."""
+    from iqa_cli.train.weights import newest_run_weights
+
+    progress = progress or NullProgress()
+    if len(set(datasets)) < 2:
+        raise ConfigError("--matrix needs at least two datasets in --data (e.g. --data koniq,livew)")
+    runs = {}
+    for name in datasets:
+        run = newest_run_weights(options.method, name)
+        if run is None:
+            raise CheckpointError(
+                f"--matrix: no {options.method} run trained on '{name}' with a kept model (train one, or leave "
+                f"'{name}' out of --data)"
+            )
+        runs[name] = run
+    values = np.full((len(datasets), len(datasets)), np.nan)
+    cells = []
+    for i, trained in enumerate(datasets):
+        for j, tested in enumerate(datasets):
+            intra = i == j
+            one = dataclasses.replace(
+                options, data=trained, cross=None if intra else tested, weights=str(runs[trained].run), split=None
+            )
+            report = evaluate(one, progress)
+            value = report.median.get(metric, math.nan)
+            values[i, j] = value
+            cells.append(
+                {
+                    "trained_on": trained,
+                    "tested_on": tested,
+                    "kind": "intra" if intra else "cross",
+                    "run": str(runs[trained].run),
+                    metric: value if math.isfinite(value) else None,
+                    "splits": report.median.get("splits"),
+                }
+            )
+    return MatrixReport(options.method, list(datasets), metric, values, cells)
