@@ -38,9 +38,11 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
             typer.echo("error: terminated (SIGTERM); nothing half-written was left under a final name", err=True)
+            _leave_now(143)
             raise typer.Exit(143) from None
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
+            _leave_now(130)
             raise typer.Exit(130) from None
         except OSError as exc:
             if _state["debug"]:
@@ -84,6 +86,17 @@ def _os_error_line(exc: OSError) -> str:
     hint = _OS_HINTS.get(exc.errno or -1)
     text = f"{where}: {reason}" if where else reason
     return f"{text}; {hint}" if hint else text
+
+
+def _leave_now(code: int) -> None:
+    """After a signal, a standalone `iqa` exits without interpreter teardown: every file and lock was
+    already cleaned up while the exception unwound, and tearing down native libraries (HDF5) that a
+    signal interrupted mid-call can crash the process after its error line (exit -11 instead of 143).
+    In-process callers (tests, notebooks) get the normal `typer.Exit`."""
+    if _state.get("standalone"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 class Terminated(KeyboardInterrupt):
@@ -183,7 +196,8 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:  # pragma: no cover - thin wrapper for tools that want a function
+def main() -> None:  # pragma: no cover - the `iqa` console script and `python -m iqa_cli`
+    _state["standalone"] = True
     app(prog_name="iqa")
 
 
