@@ -19,6 +19,20 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
+def overall(progress: object, description: str, total: int | None, done: int) -> None:
+    """Report a whole job's progress (a training run's epochs) next to the current step's bar, where the
+    progress object supports it (`ConsoleProgress` on a terminal); nothing otherwise."""
+    method = getattr(progress, "overall", None)
+    if callable(method):
+        method(description, total, done)
+
+
+def end_overall(progress: object) -> None:
+    method = getattr(progress, "end_overall", None)
+    if callable(method):
+        method()
+
+
 class NullProgress:
     """Reports nothing; the default for library callers."""
 

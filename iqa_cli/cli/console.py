@@ -44,6 +44,35 @@ class ConsoleProgress:
         self._last = 0.0
         self._next_pct = 25
         self._t0 = 0.0
+        self._live: RichBar | None = None  # a persistent bar holding the job's overall task (a training run)
+        self._run_task: Any = None
+
+    def overall(self, description: str, total: int | None, done: int) -> None:
+        """One bar for the whole run (epochs, ETA) above the current epoch's bar; terminals only."""
+        if self.quiet or not is_tty():
+            return
+        if self._live is None:
+            self.finish()
+            self._live = RichBar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self._live.start()
+        if self._run_task is None:
+            self._run_task = self._live.add_task(description, total=total, completed=done)
+        else:
+            self._live.update(self._run_task, description=description, total=total, completed=done)
+
+    def end_overall(self) -> None:
+        self.finish()
+        if self._live is not None:
+            self._live.stop()
+        self._live, self._run_task = None, None
 
     def start(self, description: str, total: int | None) -> None:
         self.finish()
@@ -53,6 +82,9 @@ class ConsoleProgress:
         if self.quiet:
             return
         if not is_tty() and not self.bar_lines:
+            return
+        if self._live is not None:  # the step's bar goes under the run's bar, in the same display
+            self._task = self._live.add_task(description, total=total)
             return
         if is_tty():
             self._bar = RichBar(
@@ -76,6 +108,9 @@ class ConsoleProgress:
         if self._bar is not None:
             self._bar.advance(self._task, n)
             return
+        if self._live is not None and self._task is not None:
+            self._live.advance(self._task, n)
+            return
         if not self.bar_lines:
             return
         now = time.monotonic()
@@ -94,10 +129,15 @@ class ConsoleProgress:
             return
         if self._bar is not None:
             self._bar.console.print(message, markup=False, highlight=False)
+        elif self._live is not None:
+            self._live.console.print(message, markup=False, highlight=False)
         else:
             self._line(message)
 
     def finish(self) -> None:
+        if self._live is not None and self._task is not None:
+            self._live.remove_task(self._task)  # finished step bars do not pile up
+            self._task = None
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -32,7 +32,7 @@ from torch import nn
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, IQAError
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
-from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, contiguous_share, shard
@@ -603,27 +603,33 @@ class Trainer:
             self._keep_start_weights()
         started = time.monotonic()
         stopped_because = "epoch cap"
-        while self.pos.epoch < self.params.epochs:
-            epoch = self.pos.epoch
-            limit = self._train_epoch(epoch, started)
-            last_epoch = epoch + 1 >= self.params.epochs
-            evaluate = limit or last_epoch or (epoch + 1) % self.cfg.eval_every == 0
-            stop, message = self._end_epoch(epoch, evaluate)
-            self.pos = Position(
-                epoch=epoch + 1,
-                step=self.pos.step,
-                best_metric=self.pos.best_metric,
-                best_epoch=self.pos.best_epoch,
-                evaluations=self.pos.evaluations,
-            )
-            self._save_last()
-            if stop or limit:
-                stopped_because = message if stop else f"step limit ({self.cfg.max_steps})"
-                break
-            flag = torch.tensor([float(self.ctx.stop.requested)], device=self.device)
-            reason = self._check_stop(float(self.dist.all_reduce(flag).item()), started)
-            if reason is not None:
-                raise self._interrupt(reason)
+        run_label = f"{self.recipe.name} split {self.parts.name}: epochs"
+        overall(self.ctx.progress, run_label, self.params.epochs, self.pos.epoch)
+        try:
+            while self.pos.epoch < self.params.epochs:
+                epoch = self.pos.epoch
+                limit = self._train_epoch(epoch, started)
+                last_epoch = epoch + 1 >= self.params.epochs
+                evaluate = limit or last_epoch or (epoch + 1) % self.cfg.eval_every == 0
+                stop, message = self._end_epoch(epoch, evaluate)
+                self.pos = Position(
+                    epoch=epoch + 1,
+                    step=self.pos.step,
+                    best_metric=self.pos.best_metric,
+                    best_epoch=self.pos.best_epoch,
+                    evaluations=self.pos.evaluations,
+                )
+                self._save_last()
+                overall(self.ctx.progress, run_label, self.params.epochs, self.pos.epoch)
+                if stop or limit:
+                    stopped_because = message if stop else f"step limit ({self.cfg.max_steps})"
+                    break
+                flag = torch.tensor([float(self.ctx.stop.requested)], device=self.device)
+                reason = self._check_stop(float(self.dist.all_reduce(flag).item()), started)
+                if reason is not None:
+                    raise self._interrupt(reason)
+        finally:
+            end_overall(self.ctx.progress)  # the run bar goes before the final evaluation
         return self._finish(stopped_because)
 
     # What a resumable checkpoint must share with the run it is resumed into.
