@@ -7,7 +7,10 @@ The search walks i = 1..25 (outer) and k in (1, 2, 3, 4, 5, 7, 9, 15, 20, 25, 30
 level, keeps a candidate whose PSNR is within a shrinking gap of 33 / 30 / 27 / 24 / 21 dB and whose
 (i, k-index) lies in that level's range. The if/elseif chain is reproduced as written: a candidate
 enters the first bracket it matches (level 1 also takes anything above 33 dB) and is only kept if
-it is in that level's range. An image gets type 27 only if all five levels were found; otherwise
+it is in that level's range, except in the level-1 bracket, whose code assigns the level-1 image
+for every candidate that enters it before the range test: the image written for level 1 is the last
+candidate to enter that bracket, in range or not, while the "found" flag and the shrinking gap move
+only for candidates in range. An image gets type 27 only if all five levels were found; otherwise
 the function raises `NotApplicable` and the generator skips the pair (VIPNet walked further
 references instead).
 
@@ -102,16 +105,17 @@ def search(image: np.ndarray) -> list[tuple[int, int]] | None:
             sse_cache[key] = float(np.sum((blurred - ref[..., c]) ** 2, dtype=np.float64))
         return sse_cache[key]
 
+    found = [False] * 5
     for i in SHIFTS:
         k = int(round_half_away(i / 2.0))
         for l_idx, size in enumerate(KERNEL_SIZES, start=1):
-            if not any(_in_range(level, i, l_idx) for level in range(1, 6)):
-                continue  # no bracket could keep it, so it cannot change the search's state
+            # Every candidate is measured: any of them can enter the level-1 bracket (see the docstring).
             sse = channel_sse(0, i, size) + channel_sse(1, k, size) + channel_sse(2, 1, size)
             psnr = float("inf") if sse == 0 else 10.0 * np.log10(255.0**2 * n / sse)
             # The if/elseif chain of the MATLAB code, bracket by bracket.
             if psnr > TARGETS_DB[0] or abs(psnr - TARGETS_DB[0]) < gaps[0]:
                 bracket = 0
+                chosen[0] = (i, size)  # `distorted_img_1 = distorted_img;` before the range test
             else:
                 bracket = next((b for b in range(1, 5) if abs(psnr - TARGETS_DB[b]) < gaps[b]), None)
                 if bracket is None:
@@ -119,7 +123,8 @@ def search(image: np.ndarray) -> list[tuple[int, int]] | None:
             if _in_range(bracket + 1, i, l_idx):
                 chosen[bracket] = (i, size)
                 gaps[bracket] = abs(psnr - TARGETS_DB[bracket])
-    if any(c is None for c in chosen):
+                found[bracket] = True
+    if not all(found):
         return None
     return chosen  # type: ignore[return-value]
 

@@ -111,17 +111,19 @@ def denoise(x: np.ndarray, var: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def pink_noise_field(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A size x size field of 2-D 1/f ("pink", beta = -1) noise, as `randnd(-1, size)`.
+    """A size x size field of 2-D noise as the authors' `randnd(-1, size)` computes it.
 
-    White Gaussian noise is shaped in the Fourier domain by |k|^(beta/2) (power ~ f^beta), the DC
-    term removed, then rescaled to the white noise's own mean and standard deviation.
+    White Gaussian noise is multiplied in the Fourier domain by M = (kx^2 + ky^2)^(beta/2), the DC term
+    removed, then rescaled to the white noise's own mean and standard deviation. With beta = -1 the
+    code's multiplier is |k|^-1 on the amplitude, so the power spectrum falls as |k|^-2 (its comment
+    speaks of 1/f power; the code is followed, and a test measures the slope).
     """
     white = rng.standard_normal((size, size))
     k = np.fft.fftfreq(size) * size
     k2 = k[:, None] ** 2 + k[None, : size // 2 + 1] ** 2  # the half-spectrum of a real field
     multiplier = np.zeros_like(k2)
     nonzero = k2 > 0
-    multiplier[nonzero] = k2[nonzero] ** (-1.0 / 4.0)
+    multiplier[nonzero] = k2[nonzero] ** (-1.0 / 2.0)  # M.^(beta/2) with M = k^2 and beta = -1
     shaped = np.fft.irfft2(np.fft.rfft2(white) * multiplier, s=(size, size))
     shaped = (shaped - shaped.mean()) / shaped.std(ddof=1)
     return (shaped + white.mean()) * white.std(ddof=1)

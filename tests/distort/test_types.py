@@ -404,3 +404,53 @@ def test_wrong_input_is_refused(bad):
 def test_wrong_level_is_refused(scene, level):
     with pytest.raises(ValueError, match="level must be 1..5"):
         TYPES[1].fn(scene, level, np.random.default_rng(0))
+
+
+def test_pink_noise_field_has_the_power_slope_of_the_authors_randnd():
+    """`randnd(-1, 512)` as written: amplitude |k|^-1, so the radially averaged power falls as |k|^-2
+    (the comment's 1/f power would be a slope of -1)."""
+    from iqa_cli.distort.noise import pink_noise_field
+
+    slopes = []
+    for seed in range(3):
+        field = pink_noise_field(512, np.random.default_rng(seed))
+        power = np.abs(np.fft.fft2(field)) ** 2
+        k = np.fft.fftfreq(512) * 512
+        radius = np.sqrt(k[:, None] ** 2 + k[None, :] ** 2)
+        bins = np.arange(2, 200)
+        averaged = [power[(radius >= r) & (radius < r + 1)].mean() for r in bins]
+        slopes.append(np.polyfit(np.log(bins + 0.5), np.log(averaged), 1)[0])
+    assert abs(float(np.mean(slopes)) + 2.0) < 0.1, slopes
+
+
+def test_chromatic_search_replays_the_matlab_loop_literally():
+    """ChromaticAberrations.m, line by line: `distorted_img_1 = distorted_img;` runs for every candidate
+    entering the 33 dB bracket, before the range test, so level 1's image is the last such candidate,
+    in range or not; the flags and the gaps move only in range."""
+    image = synthetic_scene(192, 256)
+    gaps = [2.0] * 5
+    flags = [0] * 5
+    images: list = [None] * 5
+    ranges = [
+        lambda i, l: l <= 2 and i <= 4,
+        lambda i, l: 2 <= l <= 5 and i <= 20,
+        lambda i, l: 3 <= l <= 6 and i <= 20,
+        lambda i, l: 3 <= l <= 8 and 5 <= i <= 20,
+        lambda i, l: 5 <= l <= 11 and 7 <= i <= 25,
+    ]
+    targets = (33, 30, 27, 24, 21)
+    for i in range(1, 26):
+        for l, size in enumerate(chromatic.KERNEL_SIZES, start=1):
+            value = psnr(image, chromatic.render(image, i, size))
+            if value > 33 or abs(value - 33) < gaps[0]:
+                images[0] = (i, size)
+                if ranges[0](i, l):
+                    images[0], gaps[0], flags[0] = (i, size), abs(value - 33), 1
+                continue
+            for b in range(1, 5):
+                if abs(value - targets[b]) < gaps[b]:
+                    if ranges[b](i, l):
+                        images[b], gaps[b], flags[b] = (i, size), abs(value - targets[b]), 1
+                    break
+    assert all(flags)
+    assert chromatic.search(image) == images
