@@ -432,24 +432,24 @@ def test_chromatic_search_replays_the_matlab_loop_literally():
     flags = [0] * 5
     images: list = [None] * 5
     ranges = [
-        lambda i, l: l <= 2 and i <= 4,
-        lambda i, l: 2 <= l <= 5 and i <= 20,
-        lambda i, l: 3 <= l <= 6 and i <= 20,
-        lambda i, l: 3 <= l <= 8 and 5 <= i <= 20,
-        lambda i, l: 5 <= l <= 11 and 7 <= i <= 25,
+        lambda i, j: j <= 2 and i <= 4,
+        lambda i, j: 2 <= j <= 5 and i <= 20,
+        lambda i, j: 3 <= j <= 6 and i <= 20,
+        lambda i, j: 3 <= j <= 8 and 5 <= i <= 20,
+        lambda i, j: 5 <= j <= 11 and 7 <= i <= 25,
     ]
     targets = (33, 30, 27, 24, 21)
     for i in range(1, 26):
-        for l, size in enumerate(chromatic.KERNEL_SIZES, start=1):
+        for j, size in enumerate(chromatic.KERNEL_SIZES, start=1):
             value = psnr(image, chromatic.render(image, i, size))
             if value > 33 or abs(value - 33) < gaps[0]:
                 images[0] = (i, size)
-                if ranges[0](i, l):
+                if ranges[0](i, j):
                     images[0], gaps[0], flags[0] = (i, size), abs(value - 33), 1
                 continue
             for b in range(1, 5):
                 if abs(value - targets[b]) < gaps[b]:
-                    if ranges[b](i, l):
+                    if ranges[b](i, j):
                         images[b], gaps[b], flags[b] = (i, size), abs(value - targets[b]), 1
                     break
     assert all(flags)
