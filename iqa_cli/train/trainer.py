@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import (
@@ -318,7 +319,13 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 progress,
                 options.resume,
             )
-        except BaseException:
+        except BaseException as exc:
+            if not options.resume and isinstance(exc, (ConfigError, DataError)) and not _trained_anything(root):
+                # A configuration the data refuses (e.g. --labeled larger than the training part): the
+                # run never trained a step, so it leaves no run folder behind.
+                if dist.is_main:
+                    shutil.rmtree(root, ignore_errors=True)
+                raise
             if info.get("status") == "running":  # failed before a split started (e.g. unusable labels)
                 info["status"] = "failed"
                 _save_info(root, info, dist)
@@ -329,6 +336,11 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         if dataset is not raw:
             close_dataset(raw)
         dist.shutdown()
+
+
+def _trained_anything(root: Path) -> bool:
+    """Whether any split of the run has written a training log or a checkpoint."""
+    return any(root.glob("split-*/log.jsonl")) or any(root.glob("split-*/last.pt")) or any(root.glob("split-*/*/"))
 
 
 def reproduction_record(device: Any) -> dict[str, Any]:

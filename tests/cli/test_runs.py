@@ -106,3 +106,12 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
     assert info["status"] == "complete" and info["config"]["params"]["epochs"] == 3
     shorter = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "2"])
     assert shorter.exit_code != 0 and "can only extend" in shorter.output
+
+
+def test_a_run_refused_by_its_data_leaves_no_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    result = runner.invoke(app, ["train", "ssliqa", "--tiny", "--device", "cpu", "--data", "mini", "--labeled", "5000",
+                                 "--name", "refused"])  # fmt: skip
+    assert result.exit_code != 0 and "--labeled 5000" in result.output
+    assert not (tmp_path / "runs" / "refused").exists()
