@@ -91,12 +91,39 @@ def enhance(
     classifier: str = typer.Option(DEFAULT_CLASSIFIER, "--classifier", help=CLASSIFIER_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
+    from_authors: list[Path] = typer.Option(
+        None,
+        "--from-authors",
+        help="the authors' enhanced-image file (X/Xtest, e.g. livew_244_brt_debulr.mat) and, optionally, "
+        "their selection file (op_train/op_train2/op_test/op_test2, e.g. livew_prob_compare.npz); give the "
+        "option once per file",
+    ),
 ) -> None:
     """IEIT's enhanced images E of every cache image and its selection rule, into <cache>.enhanced.h5.
 
     Built-in enhancement: adaptive gamma correction (Rahman et al. 2016) for dark images, Richardson-Lucy
     deconvolution for blurred ones (see `iqa_cli.enhance.ops`); --enhanced-root takes any other tool's output.
     """
+    if from_authors:
+        from iqa_cli.enhance.authors import import_authors_enhanced
+        from iqa_cli.errors import ConfigError
+
+        if enhanced_root is not None or len(from_authors) > 2:
+            raise ConfigError(
+                "--from-authors takes the enhanced-image file and the selection file (no --enhanced-root)"
+            )
+        imported = import_authors_enhanced(cache, from_authors[0], from_authors[1] if len(from_authors) > 1 else None)
+        if json_output:
+            print_json(imported)
+        else:
+            kept = "" if imported["kept"] is None else f"; the authors' rule keeps {imported['kept']}"
+            out.print(
+                f"wrote {imported['count']} enhanced images to {imported['path']} ({imported['enhancement']}{kept})",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        return
     summary = EnhanceRequest(enhanced_root, selection, classifier, device).run(cache)
     if json_output:
         print_json(summary.to_dict())
