@@ -20,12 +20,13 @@ from iqa_cli.errors import ConfigError
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+    """The torch device for `--device`; on the CPU, torch's thread count follows `iqa_cli.threads`."""
     if preference == "cpu":
-        return torch.device("cpu")
+        return _cpu()
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
         if preference == "cpu":
-            return torch.device("cpu")
+            return _cpu()
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {preference}: no CUDA device is available (use --device cpu or auto)")
     if preference == "cuda":
@@ -77,6 +78,13 @@ class DistContext:
     def shutdown(self) -> None:
         if self.initialised_here and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _cpu() -> torch.device:
+    from iqa_cli.threads import apply_thread_policy
+
+    apply_thread_policy(ranks_on_node=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return torch.device("cpu")
 
 
 def env_world() -> tuple[int, int, int]:

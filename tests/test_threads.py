@@ -1,0 +1,38 @@
+"""The CPU thread policy: OMP_NUM_THREADS wins, else the usable cores (affinity, SLURM) less iqa's own
+prefetch thread, shared between the ranks of a node."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from iqa_cli import threads
+from iqa_cli.train.distributed import resolve_device
+
+
+def test_thread_budget(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert threads.available_cores() == 8 and threads.torch_threads() == 7
+    assert threads.torch_threads(ranks_on_node=4) == 1 and threads.torch_threads(ranks_on_node=2) == 3
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert threads.available_cores() == 4 and threads.torch_threads() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert threads.torch_threads() == 1  # 2 cores: one for torch, one for the prefetch thread
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert threads.torch_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.torch_threads() == 3  # the user's word wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert threads.torch_threads() == 1
+
+
+def test_resolving_the_cpu_applies_the_policy(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert resolve_device("cpu").type == "cpu" and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
