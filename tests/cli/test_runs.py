@@ -36,6 +36,8 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     # `--data PATH` finds the run trained with `--data NAME`
     evaluated = runner.invoke(app, ["eval", "vtiqa", "--data", str(cache), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
+    by_run = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "first"])  # a run name
+    assert by_run.exit_code == 0 and "evaluating run" in by_run.output and "first" in by_run.output
     assert runner.invoke(app, ["runs", "rm", "first"]).exit_code == 0
     assert not (tmp_path / "project-runs" / "first").exists()
     assert "no run named 'first'" in runner.invoke(app, ["runs", "show", "first"]).output
@@ -115,3 +117,28 @@ def test_a_run_refused_by_its_data_leaves_no_run_folder(tmp_path, monkeypatch):
                                  "--name", "refused"])  # fmt: skip
     assert result.exit_code != 0 and "--labeled 5000" in result.output
     assert not (tmp_path / "runs" / "refused").exists()
+
+
+def test_resume_without_a_name_picks_the_newest_run_that_started_training(tmp_path, monkeypatch):
+    from iqa_cli.train.runs import newest_run
+
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    base = {"method": "vtiqa", "dataset": "mini", "data": "mini", "cache": str(tmp_path / "mini.h5")}
+    records = {
+        "started": {
+            "created": "2026-01-01T00:00:00",
+            "status": "interrupted",
+            "splits": {"random_0": {"status": "interrupted"}},
+        },
+        "never": {"created": "2026-01-02T00:00:00", "status": "failed", "splits": {"random_0": {"status": "pending"}}},
+        "done": {
+            "created": "2026-01-03T00:00:00",
+            "status": "complete",
+            "splits": {"random_0": {"status": "complete"}},
+        },
+    }
+    for name, record in records.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "run.json").write_text(json.dumps({**base, **record}))
+    assert newest_run("vtiqa", "mini", unfinished=True).name == "started"
+    assert newest_run("vtiqa", str(tmp_path / "mini.h5"), unfinished=True).name == "started"  # by cache path
