@@ -91,6 +91,14 @@ def test_koniq_rating_distributions_reach_training(tmp_path, _isolated_home):
     assert trained.exit_code == 0, trained.output
     row = json.loads(trained.stdout)["splits"][0]
     assert row["best_epoch"] == 1 and row["selected_on"] == "test"
+    # the authors' supervised-only baseline: labelled images only, both branches scorable
+    base = iqa(
+        "train", "ssliqa", *args, "--batch-size", "2", "--patch-num", "1", "--baseline", "--name", "base", "--json"
+    )
+    assert base.exit_code == 0, base.output
+    assert "0 unlabelled rows" in base.output
+    teacher = iqa("eval", "ssliqa", "--data", "koniq", "--branch", "teacher", "--device", "cpu", "--json")
+    assert teacher.exit_code == 0, teacher.output
 
 
 def test_bad_requests_give_one_line(tmp_path, _isolated_home):

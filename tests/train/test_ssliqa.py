@@ -317,3 +317,26 @@ def test_start_weights_come_from_the_named_files_into_each_backbone(tmp_path):
     assert torch.equal(model.teacher.base[0].weight, resnet["conv1.weight"])
     fresh = RECIPE.build_model(p, tiny=True, pretrained=False)  # rebuilding a trained model loads no start weights
     assert not torch.equal(fresh.student.base[0][0].weight, alexnet["features.0.weight"])
+
+
+def test_baseline_trains_each_branch_alone_on_labelled_images():
+    """baseline.py: one network, labelled images only, MSE to the rating distribution. Uncoupled, the
+    student's gradient is its own MSE's alone (so the pair is two independent baselines)."""
+    import torch
+
+    from iqa_cli.models.ssliqa import PairOutputs
+    from iqa_cli.train.recipes.ssliqa import epoch_rows, loss_terms, unlabelled_ratio
+
+    torch.manual_seed(0)
+    p_s, f_s = torch.rand(4, 5, requires_grad=True), torch.rand(4, 7, requires_grad=True)
+    p_t, f_t = torch.rand(4, 5, requires_grad=True), torch.rand(4, 7, requires_grad=True)
+    target = torch.softmax(torch.rand(4, 5), dim=1)
+    out = PairOutputs((p_s, f_s), (p_t, f_t), None, None)
+    terms = loss_terms(out, target, epoch=9, rampup_epochs=10, relation_weight=100.0, coupled=False)
+    assert torch.isclose(terms["total"], terms["student"] + terms["teacher"])
+    terms["total"].backward()
+    expected = torch.autograd.grad(torch.nn.functional.mse_loss(p_s, target), p_s)[0]
+    assert torch.allclose(p_s.grad, expected)
+    assert f_s.grad is None or torch.count_nonzero(f_s.grad) == 0  # no relation term
+    chosen = params(baseline=True)
+    assert unlabelled_ratio(chosen) == 0 and epoch_rows(20, 500, chosen) == 20 * chosen.patch_num

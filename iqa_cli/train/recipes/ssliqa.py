@@ -113,6 +113,13 @@ class SSLIQAParams(BaseParams):
     )
     label_seed: int = field(default=0, metadata={"help": "seed of the labelled/unlabelled partition"})
     ratio: int = field(default=2, metadata={"help": "unlabelled rows per labelled row in a batch (0: none)"})
+    baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "the authors' baseline.py: each branch trained alone on the labelled images (MSE only, no "
+            "unlabelled rows, no consistency), same Adam and StepLR; score one with --branch"
+        },
+    )
     patch_num: int = field(
         default=10, metadata={"help": "times each image appears per epoch (a fresh random crop each)"}
     )
@@ -202,7 +209,13 @@ def prediction_consistency(student: torch.Tensor, teacher: torch.Tensor) -> torc
 
 
 def loss_terms(
-    out: PairOutputs, target: torch.Tensor, *, epoch: int, rampup_epochs: int, relation_weight: float
+    out: PairOutputs,
+    target: torch.Tensor,
+    *,
+    epoch: int,
+    rampup_epochs: int,
+    relation_weight: float,
+    coupled: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Every term of the SSL-IQA loss for one step; `total` is what is minimised. `target` is the
     labelled rows' rating distributions (n, 5)."""
@@ -216,7 +229,9 @@ def loss_terms(
         (pu_s, fu_s), (pu_t, fu_t) = out.student_unlabelled, out.teacher_unlabelled
         ikd = prediction_consistency(pu_s, pu_t) + ikd
         agkd = rkd_angle_loss(fu_s, fu_t) + agkd
-    weight = sigmoid_rampup(epoch, rampup_epochs)
+    # Uncoupled (the baseline): no consistency term, so each branch's gradient comes from its own MSE
+    # alone and one Adam over both is two independent baselines (Adam's update is per parameter).
+    weight = sigmoid_rampup(epoch, rampup_epochs) if coupled else 0.0
     student_sup = F.mse_loss(p_s.float(), target)
     teacher_sup = F.mse_loss(p_t.float(), target)
     total = student_sup + weight * (ikd + relation_weight * agkd) + teacher_sup
@@ -289,12 +304,17 @@ def check_budget(labeled: int, available: int, split: str) -> None:
         )
 
 
+def unlabelled_ratio(params: SSLIQAParams) -> int:
+    """Unlabelled rows per labelled row: none for the supervised-only baseline."""
+    return 0 if params.baseline else int(params.ratio)
+
+
 def epoch_rows(labelled: int, unlabelled: int, params: SSLIQAParams) -> int:
     """Labelled rows of one epoch: the shorter of the two zipped loaders (see the module docstring)."""
     rows = labelled * params.patch_num
-    if unlabelled == 0 or params.ratio == 0:
+    if unlabelled == 0 or unlabelled_ratio(params) == 0:
         return rows
-    unlabelled_steps = unlabelled * params.patch_num // (params.ratio * params.batch_size)
+    unlabelled_steps = unlabelled * params.patch_num // (unlabelled_ratio(params) * params.batch_size)
     if unlabelled_steps == 0:
         raise ConfigError(
             f"the {unlabelled} unlabelled images x patch_num {params.patch_num} fill no unlabelled batch of "
@@ -412,7 +432,7 @@ class SSLIQARecipe(Recipe):
             ctx.progress.log(
                 f"ssliqa split {parts.name}: {params.labeled} labelled images{val}, {semi.unlabelled.size} "
                 f"unlabelled; {steps} steps per epoch of {params.batch_size} labelled + "
-                f"{params.ratio * params.batch_size} unlabelled rows"
+                f"{unlabelled_ratio(params) * params.batch_size} unlabelled rows"
             )
         return Trainer(ctx, semi, out_dir).fit(resume=resume)
 
@@ -450,9 +470,9 @@ class SSLIQARecipe(Recipe):
         from iqa_cli.train.engine import SEED_STRIDE
 
         semi = as_semi(parts, params)
-        if semi.unlabelled.size == 0 or params.ratio == 0:
+        if semi.unlabelled.size == 0 or unlabelled_ratio(params) == 0:
             return None
-        count = params.ratio * len(indices)
+        count = unlabelled_ratio(params) * len(indices)
         # `seed` is the batch's seed, run seed * SEED_STRIDE + position: the run seed orders the epoch.
         order = unlabelled_order(semi.unlabelled, params.patch_num, seed // SEED_STRIDE, epoch)
         return order[np.arange(batch * count, (batch + 1) * count) % order.size]
@@ -511,6 +531,7 @@ class SSLIQARecipe(Recipe):
             epoch=batch.epoch,
             rampup_epochs=params.rampup_epochs,
             relation_weight=params.relation_weight,
+            coupled=not params.baseline,
         )
         return terms["total"]
 
