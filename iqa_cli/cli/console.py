@@ -23,6 +23,19 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
+def _new_bar(*, transient: bool) -> RichBar:
+    """A rich progress display on stderr: description, bar, done/total, elapsed, remaining."""
+    return RichBar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=transient,
+    )
+
+
 class ConsoleProgress:
     """Implements `iqa_cli.progress.Progress` for the CLI.
 
@@ -53,15 +66,7 @@ class ConsoleProgress:
             return
         if self._live is None:
             self.finish()
-            self._live = RichBar(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            )
+            self._live = _new_bar(transient=True)
             self._live.start()
         if self._run_task is None:
             self._run_task = self._live.add_task(description, total=total, completed=done)
@@ -87,15 +92,7 @@ class ConsoleProgress:
             self._task = self._live.add_task(description, total=total)
             return
         if is_tty():
-            self._bar = RichBar(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                transient=not self.bar_lines,
-            )
+            self._bar = _new_bar(transient=not self.bar_lines)
             self._bar.start()
             self._task = self._bar.add_task(description, total=total)
         else:

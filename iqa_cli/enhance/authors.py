@@ -15,13 +15,11 @@ stored exactly, pixel for pixel, in the same file format as the built-in enhance
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from iqa_cli import __version__
 from iqa_cli.atomic import atomic_path
 from iqa_cli.enhance import store as S
 from iqa_cli.errors import DataError
@@ -110,19 +108,14 @@ def import_authors_enhanced(
                 f.create_dataset(S.KEEP, data=keep)
                 f.create_dataset(S.CONF_ORIGINAL, data=ci)
                 f.create_dataset(S.CONF_ENHANCED, data=ce)
-            attrs = {
-                "kind": S.KIND,
-                "format_version": S.FORMAT_VERSION,
-                "source_cache": cache_path.name,
-                "source_count": n,
-                "source_digest": S.cache_digest(cache),
-                "enhancement": f"authors: {enhanced_file.name}",
-                "selection": RULE if prob_file is not None else "not computed (no selection file)",
-                "classifier": "authors' DeiT-S outputs" if prob_file is not None else "",
-                "kept": int(keep.sum()) if prob_file is not None else -1,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "iqa_version": __version__,
-            }
+            attrs = S.file_attrs(
+                cache_path,
+                cache,
+                enhancement=f"authors: {enhanced_file.name}",
+                selection=RULE if prob_file is not None else "not computed (no selection file)",
+                classifier="authors' DeiT-S outputs" if prob_file is not None else "",
+                kept=int(keep.sum()) if prob_file is not None else -1,
+            )
             for key, value in attrs.items():
                 f.attrs[key] = value
     return {

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from iqa_cli import __version__
 from iqa_cli.atomic import atomic_path
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
 from iqa_cli.enhance import store as S
@@ -179,19 +177,14 @@ def enhance_cache(
                 f.create_dataset(S.CONF_ORIGINAL, data=conf_i)
                 f.create_dataset(S.CONF_ENHANCED, data=conf_e)
             enhancement = f"external: {external.root.resolve()}" if external is not None else METHOD
-            attrs = {
-                "kind": S.KIND,
-                "format_version": S.FORMAT_VERSION,
-                "source_cache": cache_path.name,
-                "source_count": n,
-                "source_digest": S.cache_digest(cache),
-                "enhancement": enhancement,
-                "selection": RULE if model is not None else "not computed (--no-selection)",
-                "classifier": str(classifier) if model is not None else "",
-                "kept": int(keep.sum()) if model is not None else -1,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "iqa_version": __version__,
-            }
+            attrs = S.file_attrs(
+                cache_path,
+                cache,
+                enhancement=enhancement,
+                selection=RULE if model is not None else "not computed (--no-selection)",
+                classifier=str(classifier) if model is not None else "",
+                kept=int(keep.sum()) if model is not None else -1,
+            )
             for key, value in attrs.items():
                 f.attrs[key] = value
     return EnhanceSummary(

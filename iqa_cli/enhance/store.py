@@ -42,6 +42,29 @@ def enhanced_path(cache_path: str | Path) -> Path:
     return path.with_name(path.stem + SUFFIX)
 
 
+def file_attrs(
+    cache_path: Path, cache: Any, *, enhancement: str, selection: str, classifier: str, kept: int
+) -> dict[str, Any]:
+    """The attributes every enhanced-image file carries (see the module docstring)."""
+    from datetime import datetime, timezone
+
+    from iqa_cli import __version__
+
+    return {
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "source_cache": cache_path.name,
+        "source_count": len(cache),
+        "source_digest": cache_digest(cache),
+        "enhancement": enhancement,
+        "selection": selection,
+        "classifier": classifier,
+        "kept": kept,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "iqa_version": __version__,
+    }
+
+
 def cache_digest(cache: Any) -> str:
     """Fingerprint of a cache's content: names, sizes, scores and the pixels of a few images."""
     digest = hashlib.sha256()
