@@ -265,3 +265,25 @@ def test_bad_input_gives_one_line(tmp_path):
     both = ["al", "select", "--data", "mini", "--images", str(tmp_path), "--tiny", "--out", str(tmp_path / "x.txt")]
     assert "either --data" in one_error_line(runner.invoke(app, both))
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_the_authors_whole_dataset_pool(tmp_path, single_thread):
+    """--pool all: the pool is every image (the split's test part included), the test set is what was
+    not selected, and it needs --select-on test, said in the run's record."""
+    make_cache("mini", tmp_path / "src", data_dir() / "mini.h5")
+    refused = runner.invoke(app, ["train", "aliqa", *FAST, "--data", "mini", "--pool", "all", "--name", "no"])
+    assert (
+        "add --select-on test" in one_error_line(refused, after_progress=True)
+        and not (data_dir().parent / "runs" / "no").exists()
+    )
+    args = [*FAST, "--data", "mini", "--pool", "all", "--select-on", "test", "--no-fine-tune", "--json"]
+    args[args.index("50")] = "25"  # 25 % of all 32 images: 2 + 4 + 4
+    result = runner.invoke(app, ["train", "aliqa", *args, "--name", "all"])
+    assert result.exit_code == 0, result.output
+    assert "POOL = THE WHOLE DATASET" in result.output
+    split = data_dir().parent / "runs" / "all" / "split-random_0"
+    labelled = json.loads((split / "labelled.json").read_text())["indices"]
+    record = json.loads((split / "result.json").read_text())
+    assert record["selected_on"] == "test" and "optimistic" in record["al_pool"]
+    row = json.loads(result.stdout)["splits"][0]
+    assert row["n"] == 32 - len(labelled)  # the test set is every image not selected

@@ -234,6 +234,9 @@ def _train_step(
         meta={**ctx.meta, "al_step": label, "al_stage": stage, "al_labelled": int(labelled.size)},
     )
     step_parts = dataclasses.replace(parts, train=np.sort(labelled))
+    if params.pool == "all":  # the authors' protocol: the test set is every image not selected
+        everything = np.arange(len(ctx.dataset), dtype=np.int64)
+        step_parts = dataclasses.replace(step_parts, test=np.setdiff1d(everything, labelled))
     _log(ctx, f"split {parts.name} {label}: training {stage} (n_ctx {n_ctx}) on {labelled.size} labelled images")
     return StepTrainer(step_ctx, step_parts, step_dir).fit(resume=resume and (step_dir / LAST).is_file())
 
@@ -259,6 +262,18 @@ def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: boo
     if ctx.dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     pool = np.sort(np.asarray(parts.train, dtype=np.int64))
+    if params.pool == "all":
+        if parts.select_on != "test":
+            raise ConfigError(
+                "--pool all is the authors' protocol, where the images not selected are the test set and pick the "
+                "kept model: add --select-on test (or keep --pool train for a clean test part)"
+            )
+        pool = np.arange(len(ctx.dataset), dtype=np.int64)
+        _log(
+            ctx,
+            f"split {parts.name}: POOL = THE WHOLE DATASET (the authors' protocol): the test set is every image not "
+            "selected and also picks the kept model; results are optimistic and not comparable with a held-out split",
+        )
     plans = round_plan_for(pool.size, params)
     scorer = PoolScorer(
         ctx.recipe,
@@ -342,7 +357,14 @@ def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: boo
         if (final_dir / PREDICTIONS).is_file():
             _copy(final_dir / PREDICTIONS, out_dir / PREDICTIONS)
         write_json(out_dir / LABELLED, {"indices": [int(i) for i in labelled], "names": _names(ctx, labelled)})
-        write_json(out_dir / RESULT, {**to_plain(final), "selected_on": parts.select_on, "al_steps": summaries})
+        protocol = (
+            "the authors' pool: the whole dataset; test = the images not selected, which also pick the kept model "
+            "(optimistic)"
+            if params.pool == "all"
+            else "clean pool: the split's training part; its test part is never seen"
+        )
+        record = {**to_plain(final), "selected_on": parts.select_on, "al_steps": summaries, "al_pool": protocol}
+        write_json(out_dir / RESULT, record)
     ctx.dist.barrier()
     final_test = {k: v for k, v in final.test.items() if isinstance(v, float) and math.isfinite(v)}
     _log(ctx, f"split {parts.name}: AL-IQA done, {labelled.size} labelled; test " + _short(final_test))

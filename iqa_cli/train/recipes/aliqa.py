@@ -83,6 +83,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays
     from iqa_cli.train.engine import FitContext, FitResult
 
 STAGES = ("prompts", "fine-tune")
+POOLS = ("train", "all")
 METRICS = ("heads_plcc_srcc", "srcc", "plcc", "plcc_logistic", "krcc")
 CLIP_WEIGHTS = "clip_vit_b16_openai_st"
 SCORE_HEAD = 2
@@ -124,6 +125,14 @@ class ALIQAParams(BaseParams):
         default=True, metadata={"help": "round 1 picks len(arange(N - N*f, N)) images (59 of 1169 at 5 %)"}
     )
     fine_tune: bool = field(default=True, metadata={"help": "finish with the encoder fine-tuning step"})
+    pool: str = field(
+        default="train",
+        metadata={
+            "help": "train (the split's training part; its test part stays unseen) or all (the authors' protocol: "
+            "the whole dataset is the pool and the images not selected are the test set that also picks the "
+            "kept model, so it needs --select-on test; optimistic)"
+        },
+    )
     distances: str | None = field(
         default=None,
         metadata={"help": "distances to distilled images (.mat/.npy/.npz, (repeats, K, N)); none: k-means stand-in"},
@@ -232,6 +241,7 @@ class ALIQARecipe(Recipe):
             ("selection_metric", params.selection_metric, METRICS),
             ("distance_order", params.distance_order, (*DISTANCE_ORDERS, "esnthere")),
             ("label_scale", params.label_scale, ("paper", "range")),
+            ("pool", params.pool, POOLS),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
