@@ -42,7 +42,8 @@ def _method_of(weights: str | Path) -> str:
         return str(json.loads((path / "run.json").read_text())["method"])
     known = find_known(str(weights))
     if known is not None and known.method:
-        return known.method.split("-")[0] if known.method.startswith("vtiqa-org") else known.method
+        # Registry methods name networks; the original VT-IQA's parts (vtiqa-org-*) are scored by `vtiqa`.
+        return known.method if known.method in methods() else known.method.split("-")[0]
     if not path.is_file():
         from iqa_cli.weights.store import WeightStore
 

@@ -99,9 +99,12 @@ def _weights_plan(recipe: Recipe, options: EvalOptions) -> tuple[dict[str | None
         from iqa_cli.train.runs import find_run
 
         try:  # a run (name or folder): its own kept models, split by split
-            return dict(run_weights(find_run(options.weights)).by_split), run_weights(find_run(options.weights))
+            given = run_weights(find_run(options.weights))
         except ConfigError:
             return {None: options.weights}, None
+        if not given.by_split:
+            raise CheckpointError(f"run {given.run} has no kept model yet (no split finished an evaluation)")
+        return dict(given.by_split), given
     released = recipe.default_weights(options.variant)
     if released is not None:
         return {None: released}, None

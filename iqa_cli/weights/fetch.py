@@ -308,14 +308,16 @@ def _causes(exc: BaseException) -> str:
     return " ".join(parts)
 
 
+# What urllib3/socket say when nothing can be reached: name resolution, refused, no route.
+_RESOLVE = ("NameResolutionError", "Failed to resolve", "Name or service not known",
+            "Temporary failure in name resolution", "nodename nor servname")  # fmt: skip
+_REFUSED = ("Connection refused",)
+_NO_ROUTE = ("Network is unreachable", "No route to host")
+
+
 def _unreachable(exc: BaseException) -> bool:
     text = _causes(exc)
-    return any(
-        marker in text
-        for marker in ("NameResolutionError", "Failed to resolve", "Name or service not known", "Temporary failure in "
-                       "name resolution", "nodename nor servname", "Connection refused", "Network is unreachable",
-                       "No route to host")
-    )  # fmt: skip
+    return any(marker in text for marker in (*_RESOLVE, *_REFUSED, *_NO_ROUTE))
 
 
 def _describe(exc: Exception) -> str:
@@ -326,12 +328,11 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "connection dropped mid-transfer"
     text = _causes(exc)
-    if any(m in text for m in ("NameResolutionError", "Failed to resolve", "Name or service not known",
-                               "Temporary failure in name resolution", "nodename nor servname")):  # fmt: skip
+    if any(m in text for m in _RESOLVE):
         return "the host name could not be resolved (no network or no DNS here?)"
-    if "Connection refused" in text:
+    if any(m in text for m in _REFUSED):
         return "the connection was refused (nothing listens there, or a firewall)"
-    if "Network is unreachable" in text or "No route to host" in text:
+    if any(m in text for m in _NO_ROUTE):
         return "the network is unreachable"
     if "Read timed out" in text or "timed out" in text:
         return "timed out waiting for data (server too slow)"

@@ -206,14 +206,14 @@ def kmeans_distances(features: np.ndarray, *, centroids: int = 50, repeats: int 
 def esnthere_order(dataset: Any) -> np.ndarray:
     """Dataset index of each column in the authors' cache order [X; Xtest] (their prep order, e.g. KonIQ
     sorted by name, then the seed-0 permutation). `dataset`: a cache, or an image count (metadata order)."""
-    if isinstance(dataset, (int, np.integer)):
-        return np.random.RandomState(0).permutation(int(dataset))
-    from iqa_cli.data.authors_splits import esnthere_prep_order
+    from iqa_cli.data.authors_splits import ImageList, esnthere_prep_order
 
     image_list = getattr(dataset, "image_list", None)
-    if image_list is None:
-        return np.random.RandomState(0).permutation(len(dataset))
-    return esnthere_prep_order(image_list())
+    if image_list is not None:
+        return esnthere_prep_order(image_list())
+    n = int(dataset) if isinstance(dataset, (int, np.integer)) else len(dataset)
+    # No names to order by: an anonymous list in metadata order, as the protocol splits treat a count.
+    return esnthere_prep_order(ImageList("", [str(i) for i in range(n)], np.zeros(n, np.uint8), np.full(n, -1)))
 
 
 def read_distance_file(
