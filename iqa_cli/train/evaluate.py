@@ -12,6 +12,7 @@ method's mapping for the evaluated dataset.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,15 @@ def _run_jobs(
         close_dataset(dataset)
     if not results:  # an empty table with exit 0 would read as a result
         raise DataError("the evaluation scored no split (no job matched the weights and splits given)", path=cache_path)
+    headline = recipe.report_metrics[0]
+    if not any(isinstance(r.get(headline), float) and math.isfinite(r[headline]) for r in results):
+        # e.g. constant predictions or a test part of one or two images: NaN everywhere is no result
+        sizes = ", ".join(f"{r['split']}: {r.get('n')}" for r in results)
+        raise DataError(
+            f"no split gave a finite {headline} (test images per split: {sizes}); too few images, or constant "
+            "predictions from a damaged model",
+            path=cache_path,
+        )
     summary = summary_metrics(results, recipe.metric_names)
     return EvalReport(
         method=recipe.name,

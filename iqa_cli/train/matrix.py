@@ -96,6 +96,8 @@ def cross_matrix(
             )
             report = evaluate(one, progress)
             value = report.median.get(metric, math.nan)
+            if not math.isfinite(value):  # a blank cell would read as a result
+                raise ConfigError(f"--matrix: trained on '{trained}', tested on '{tested}': no finite {metric}")
             values[i, j] = value
             cells.append(
                 {

@@ -88,3 +88,13 @@ def test_a_deflated_pth_bomb_is_refused_from_the_zip_directory(tmp_path):
     line = error_line(invoke("weights", "import", "vtiqa", bomb, "--name", "boom"))
     assert "would unpack to 1024 MiB" in line and "bomb.pth" in line
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 300 * 1024  # KiB: no 1 GiB spike
+
+
+def test_constant_predictions_are_no_result(tiny_weights, tmp_path):
+    """A model that scores every image the same gives SRCC NaN on every split: an error, not a table."""
+    state, meta = read_state_dict(tiny_weights)
+    for key in [k for k in state if k.startswith("head.")]:
+        state[key] = torch.zeros_like(state[key])
+    flat = save_checkpoint(state, tmp_path / "flat.safetensors", meta)
+    line = error_line(invoke("eval", "vtiqa", "--data", "mini", "--weights", flat, "--split", "0"))
+    assert "no split gave a finite srcc" in line

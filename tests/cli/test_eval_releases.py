@@ -32,12 +32,13 @@ def _write_koniq(root: Path, n: int) -> list[str]:
     names = [f"{v}.jpg" for v in ids]
     folder = root / "koniq10k_1024x768" / "1024x768"
     folder.mkdir(parents=True)
-    tile = Image.fromarray(rng.randint(0, 255, (12, 16, 3), dtype=np.uint8))
-    buffer = folder / names[0]
-    tile.save(buffer, quality=90)
-    data = buffer.read_bytes()
-    for name in names[1:]:
-        (folder / name).write_bytes(data)  # identical tiny JPEGs: the test is about which images, not pixels
+    tiles = []
+    for t in range(16):  # a few distinct tiny JPEGs, reused: the test is about which images, not pixels
+        buffer = folder / names[t]
+        Image.fromarray(rng.randint(0, 255, (12, 16, 3), dtype=np.uint8)).save(buffer, quality=90)
+        tiles.append(buffer.read_bytes())
+    for k, name in enumerate(names[16:], start=16):
+        (folder / name).write_bytes(tiles[k % 16])
     with open(root / "koniq10k_scores_and_distributions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"])
