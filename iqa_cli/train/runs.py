@@ -51,7 +51,13 @@ def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | N
         if not name or _UNSAFE.search(name) or name.startswith("."):
             raise ConfigError(f"invalid run name {name!r}: use letters, digits and _ . + -")
         return runs_dir() / name
-    return runs_dir() / default_run_name(method, dataset)
+    # The default name has one-second resolution: two runs started within a second (the demo run twice,
+    # a job array) get `-2`, `-3`, ... instead of the second one failing with "a run already exists".
+    base = default_run_name(method, dataset)
+    candidate, k = runs_dir() / base, 2
+    while candidate.exists():
+        candidate, k = runs_dir() / f"{base}-{k}", k + 1
+    return candidate
 
 
 def split_dir(root: Path, split: str) -> Path:

@@ -142,3 +142,16 @@ def test_resume_without_a_name_picks_the_newest_run_that_started_training(tmp_pa
         (tmp_path / "runs" / name / "run.json").write_text(json.dumps({**base, **record}))
     assert newest_run("vtiqa", "mini", unfinished=True).name == "started"
     assert newest_run("vtiqa", str(tmp_path / "mini.h5"), unfinished=True).name == "started"  # by cache path
+
+
+def test_default_run_names_started_within_a_second_do_not_collide(tmp_path, monkeypatch):
+    from iqa_cli.train import runs
+
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(runs, "default_run_name", lambda method, dataset: "vtiqa-demo-20261205-070802")
+    first = runs.run_root(method="vtiqa", dataset="demo", name=None, out=None)
+    first.mkdir(parents=True)
+    second = runs.run_root(method="vtiqa", dataset="demo", name=None, out=None)
+    second.mkdir()
+    assert second.name == "vtiqa-demo-20261205-070802-2"
+    assert runs.run_root(method="vtiqa", dataset="demo", name=None, out=None).name.endswith("-3")
