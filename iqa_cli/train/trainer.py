@@ -158,7 +158,9 @@ def load_run_config(recipe: Recipe, root: Path) -> tuple[dict[str, Any], Resolve
     saved = info.get("config") or {}
     tiny = bool(saved.get("tiny", False))
     engine = apply_values(EngineConfig(), saved.get("engine", {}), source=str(root / "run.json"))
-    params = apply_values(recipe.Params(), saved.get("params", {}), source=str(root / "run.json"))
+    params = apply_values(
+        recipe.Params(), recipe.saved_params(dict(saved.get("params", {}))), source=str(root / "run.json")
+    )
     return info, ResolvedConfig(engine, params, tiny)
 
 

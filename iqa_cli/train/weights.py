@@ -65,6 +65,8 @@ def load_trained(recipe: Recipe, weights: str | Path, *, variant: str | None = N
     if method and method != recipe.name:
         raise CheckpointError(f"checkpoint is for method '{method}', not '{recipe.name}'", path=files["model"])
     saved_params = _json(meta, "params", {})
+    if saved_params:
+        saved_params = recipe.saved_params(dict(saved_params))
     params = apply_values(recipe.Params(), saved_params, source=str(weights)) if saved_params else recipe.Params()
     saved_variant = getattr(params, "variant", None)
     if variant is not None and saved_params and saved_variant is not None and variant != saved_variant:

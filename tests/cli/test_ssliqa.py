@@ -115,3 +115,22 @@ def test_bad_requests_give_one_line(tmp_path, _isolated_home):
         iqa("train", "ssliqa", *FAST, "--data", "small", "--label-scale", "native")
     )
     assert "no local ssliqa run" in one_error_line(iqa("eval", "ssliqa", "--data", "small", "--branch", "teacher"))
+
+
+@pytest.mark.parametrize("network", ["googlenet", "inceptionresv2"])
+def test_other_network_pairs_train_and_evaluate_from_the_cli(tmp_path, _isolated_home, network):
+    expected = FIXTURES["koniq"](tmp_path / "src")
+    assert iqa("prepare", "koniq", "--root", expected.root, "-j", "1", "--splits", "1").exit_code == 0
+    args = [*FAST, "--data", "koniq", "--labeled", "6", "--select-on", "test", "--epochs", "1", "--network", network]
+    trained = iqa("train", "ssliqa", *args, "--batch-size", "2", "--ratio", "1", "--patch-num", "1", "--json")
+    assert trained.exit_code == 0, trained.output
+    row = json.loads(trained.stdout)["splits"][0]
+    _state, meta = read_state_dict(row["weights"])
+    assert json.loads(meta["params"])["network"] == network
+    # eval rebuilds the pair the checkpoint was trained with (the default pair is TReS)
+    for branch in ("student", "teacher"):
+        scored = iqa("eval", "ssliqa", "--data", "koniq", "--branch", branch, "--device", "cpu", "--json")
+        assert scored.exit_code == 0, scored.output
+    assert "network must be one of tres, alexnet, inceptionresv2, googlenet" in one_error_line(
+        iqa("train", "ssliqa", *FAST, "--data", "koniq", "--network", "vgg")
+    )

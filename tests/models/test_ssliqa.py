@@ -114,7 +114,7 @@ def test_eval_forward_is_deterministic():
 
 def test_pair_holds_both_branches_and_scores_with_the_student():
     torch.manual_seed(0)
-    pair = create("ssliqa", tiny=True).eval()
+    pair = create("ssliqa", tiny=True, network="alexnet").eval()
     assert isinstance(pair, SSLIQAPair)
     assert isinstance(pair.student, SSLStudent) and isinstance(pair.teacher, SSLTeacher)
     assert pair.teacher.arch == "resnet18"
@@ -123,7 +123,9 @@ def test_pair_holds_both_branches_and_scores_with_the_student():
     with torch.inference_mode():
         assert torch.equal(pair(x)[0], pair.student(x)[0])
         assert torch.equal(pair.score(x), expected_score(pair.student(x)[0]))
-    assert create("ssliqa").teacher.arch == "resnet101"
+    with torch.device("meta"):
+        assert create("ssliqa", network="alexnet").teacher.arch == "resnet101"
+        assert type(create("ssliqa").teacher).__name__ == "SSLTReS"  # train_kd_semi.py's default pair
 
 
 def test_unknown_teacher_arch_is_refused():
@@ -165,3 +167,122 @@ def test_backbone_weights_of_another_network_are_refused():
         load_backbone_weights(branch, torchvision.models.resnet34(weights=None).state_dict())
     with pytest.raises(CheckpointError, match=r"shape mismatches, first: base\.4\.0\.conv1\.weight"):
         load_backbone_weights(branch, torchvision.models.resnet50(weights=None).state_dict())
+
+
+# ------------------------------------------------------------------ the other pairs of train_kd_semi.py
+
+
+def _filled(manifest: dict, model: torch.nn.Module, keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The fixture fill, except keys in `keep`, which keep the model's own values (fixed buffers)."""
+    state = filled_state_dict(manifest)
+    own = model.state_dict()
+    for key in keep:
+        state[key] = own[key].clone()
+    return state
+
+
+@pytest.mark.reference
+def test_tres_teacher_matches_reference():
+    from iqa_cli.models.tres import sine_position_embedding
+
+    manifest, ref = load_fixture("ssliqa_tres")
+    model = create("ssliqa-tres").eval()
+    assert [k for k, _s, _d in manifest["keys"]] == list(model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters_elements"]
+    # The four L2-pooling kernels are fixed Hanning buffers: the fixture keeps them unfilled (its README).
+    filters = tuple(f"L2pooling_l{i}.filter" for i in range(1, 5))
+    expected_kernel = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16
+    assert all(torch.equal(model.state_dict()[k][0, 0], expected_kernel) for k in filters)
+    load_checkpoint(model, _filled(manifest, model, keep=filters))
+    taps = [
+        "model.layer1",
+        "model.layer2",
+        "model.layer3",
+        "model.layer4",
+        "L2pooling_l1",
+        "L2pooling_l2",
+        "L2pooling_l3",
+        "transformer.encoder.layers.0",
+        "transformer.encoder.layers.1",
+        "transformer",
+        "fc2",
+        "fc",
+    ]
+    inputs: dict[str, torch.Tensor] = {}
+    hook = model.transformer.register_forward_pre_hook(lambda _m, args: inputs.__setitem__("layers", args[0]))
+    try:
+        (prob, activation), seen = _run_with_taps(model, make_inputs(ref)["x"], taps)
+    finally:
+        hook.remove()
+    outputs, inter = ref["outputs"], ref["intermediates"]
+    assert_matches(prob, find(outputs, "prob"), 1e-5, "prob")
+    assert_matches(expected_score(prob), find(outputs, "mos"), 1e-5, "mos")
+    assert_matches(activation, find(outputs, "activation"), 1e-4, "activation")
+    for i in range(1, 5):
+        assert_matches(seen[f"model.layer{i}"], find(inter, f"model.layer{i} output"), 1e-4, f"l{i}")
+    for i in range(1, 4):
+        assert_matches(seen[f"L2pooling_l{i}"], find(inter, f"L2pooling_l{i}("), 1e-4, f"L2pooling_l{i}")
+    with torch.inference_mode():
+        classifier = model.model.fc(seen["model.layer4"].mean(dim=(2, 3)))
+    assert_matches(classifier, find(inter, "model.fc output"), 1e-4, "model.fc")
+    assert_matches(sine_position_embedding(3840, 7, 7), find(inter, "pos_enc_1"), 1e-5, "pos_enc_1")
+    assert_matches(inputs["layers"], find(inter, "layers = cat"), 1e-4, "layers")
+    for i in range(2):
+        label = f"transformer.encoder.layers.{i} output"
+        assert_matches(seen[f"transformer.encoder.layers.{i}"], find(inter, label), 1e-4, label)
+    assert_matches(seen["transformer"], find(inter, "out_t_c"), 1e-4, "out_t_c")
+    pooled = seen["transformer"].mean(dim=(2, 3))
+    assert_matches(pooled, find(inter, "flatten(avg7(out_t_c)) (B"), 1e-4, "avg7(out_t_c)")
+    assert_matches(pooled[:, :512], find(inter, "flatten(avg7(out_t_c))[:, :512]"), 1e-4, "avg7(out_t_c)[:512]")
+    assert_matches(seen["fc2"], find(inter, "out_t_o"), 1e-4, "fc2")
+    assert_matches(activation[:, 2048:], find(inter, "layer4_o"), 1e-4, "layer4_o")
+    assert_matches(activation[:, :512], find(inter, "activation[:, :512]"), 1e-4, "activation[:, :512]")
+    assert_matches(activation[:, 2048:2560], find(inter, "activation[:, 2048:2560]"), 1e-4, "activation[2048:]")
+    assert_matches(seen["fc"], find(inter, "logits"), 1e-4, "logits")
+
+
+@pytest.mark.reference
+def test_inceptionresnetv2_teacher_matches_reference():
+    manifest, ref = load_fixture("ssliqa_inceptionresnetv2")
+    model = create("ssliqa-inceptionresnetv2").eval()
+    assert [k for k, _s, _d in manifest["keys"]] == list(model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters_elements"]
+    load_checkpoint(model, filled_state_dict(manifest))
+    stages = [f"base.{i}" for i in range(6, 15)]
+    (prob, activation), seen = _run_with_taps(model, make_inputs(ref)["x"], [*stages, "fc.0", "fc.1", "fc.2", "fc.3"])
+    outputs, inter = ref["outputs"], ref["intermediates"]
+    assert_matches(prob, find(outputs, "prob"), 1e-6, "prob")
+    assert_matches(expected_score(prob), find(outputs, "mos"), 1e-5, "mos")
+    assert_matches(activation, find(outputs, "activation"), 1e-5, "activation")
+    # The outputs barely depend on the input under the fill (fixture README): the stage outputs do.
+    assert_matches(seen["base.6"], find(inter, "base.0-6 stem"), 1e-5, "stem")
+    for name in stages[1:]:
+        assert_matches(seen[name], find(inter, f"{name} ("), 1e-5, name)
+    assert_matches(activation[:, :512], find(inter, "activation[:, :512]"), 1e-6, "activation[:, :512]")
+    assert_matches(seen["fc.0"], find(inter, "fc.0 output"), 1e-6, "fc.0")
+    assert_matches(seen["fc.1"], find(inter, "fc.1 output"), 1e-6, "fc.1")
+    assert_matches(seen["fc.2"], find(inter, "fc.1 -> ReLU"), 1e-6, "ReLU")
+    assert_matches(seen["fc.3"], find(inter, "logits"), 1e-6, "logits")
+
+
+@pytest.mark.reference
+def test_googlenet_student_matches_reference():
+    manifest, ref = load_fixture("ssliqa_googlenet")
+    model = create("ssliqa-googlenet").eval()
+    assert [k for k, _s, _d in manifest["keys"]] == list(model.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters_elements"]
+    load_checkpoint(model, filled_state_dict(manifest))
+    taps = ["base.4", "base.6", "base.12", "base.15", "fc.0", "fc.1", "fc.2", "fc.3"]
+    (prob, activation), seen = _run_with_taps(model, make_inputs(ref)["x"], taps)
+    outputs, inter = ref["outputs"], ref["intermediates"]
+    assert_matches(prob, find(outputs, "prob"), 1e-6, "prob")
+    assert_matches(expected_score(prob), find(outputs, "mos"), 1e-5, "mos")
+    assert_matches(activation, find(outputs, "activation"), 1e-6, "activation")
+    assert_matches(seen["base.4"], find(inter, "base.0-4 stem"), 1e-5, "stem")
+    for name in ("base.6", "base.12", "base.15"):
+        assert_matches(seen[name], find(inter, f"{name} ("), 1e-5, name)
+    assert_matches(activation[:, :512], find(inter, "activation[:, :512]"), 1e-6, "activation[:, :512]")
+    assert_matches(seen["fc.0"], find(inter, "fc.0 output"), 1e-6, "fc.0")
+    assert_matches(seen["fc.1"], find(inter, "fc.1 output"), 1e-6, "fc.1")
+    assert_matches(seen["fc.2"], find(inter, "fc.1 -> ReLU"), 1e-6, "ReLU")
+    assert_matches(seen["fc.3"], find(inter, "logits"), 1e-6, "logits")

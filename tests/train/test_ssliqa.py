@@ -117,7 +117,7 @@ def test_the_teacher_gets_only_its_supervised_loss():
 
 def test_pair_training_forward_runs_both_branches_and_no_teacher_graph_on_unlabelled():
     torch.manual_seed(0)
-    pair = create("ssliqa", tiny=True).train()
+    pair = create("ssliqa", tiny=True, network="alexnet").train()
     xl, xu = torch.randn(3, 3, 64, 64), torch.randn(5, 3, 64, 64)
     out = pair(xl, xu, mode="train")
     assert out.student_labelled[0].shape == (3, 5) and out.teacher_labelled[1].shape == (3, 512)
@@ -138,7 +138,7 @@ def test_training_loss_ignores_the_unlabelled_rows_targets():
     p = params(batch_size=2)
     torch.manual_seed(0)
     model = RECIPE.build_model(p, tiny=True, pretrained=False)
-    views = {"image": torch.randint(0, 256, (6, 3, 80, 72), dtype=torch.uint8)}
+    views = {"image": torch.randint(0, 256, (6, 3, 112, 104), dtype=torch.uint8)}
     target = torch.softmax(torch.randn(6, 5), 1)
 
     def loss(target):
@@ -266,9 +266,9 @@ def test_unlabelled_rows_are_a_pure_function_of_the_batch_and_distinct_across_ra
 
 def test_test_crops_are_the_same_positions_for_every_image_and_averaged():
     p = params(test_crops=3, branch="student")
-    images = torch.randint(0, 256, (4, 3, 80, 72), dtype=torch.uint8)
+    images = torch.randint(0, 256, (4, 3, 112, 104), dtype=torch.uint8)
     (x,) = RECIPE.eval_inputs({"image": images}, p)
-    assert x.shape == (12, 3, 64, 64)
+    assert x.shape == (12, 3, 96, 96)
     (alone,) = RECIPE.eval_inputs({"image": images[2:3]}, p)
     assert torch.equal(alone, x[6:9])  # image 2's crops do not depend on its batch
     torch.manual_seed(0)
@@ -287,14 +287,18 @@ def test_bad_parameters_are_refused():
         ({"label_scale": "native"}, "label_scale must be one of paper, range"),
         ({"resize": "square"}, "resize must be one of faithful, fixed"),
         ({"labeled": 1}, "labeled must be at least 2"),
-        ({"crop_size": 100}, "crop_size 100 is larger than the 80x72 resize"),
+        ({"crop_size": 128}, "crop_size 128 is larger than the 112x104 resize"),
         ({"ratio": -1}, "--ratio: must be at least 0"),
+        ({"network": "vgg"}, "network must be one of tres, alexnet, inceptionresv2, googlenet"),
+        ({"network": "tres", "crop_size": 80}, "crop_size 80: the TReS teacher needs a multiple of 32"),
+        ({"network": "inceptionresv2", "crop_size": 64}, "InceptionResNetV2 teacher needs at least 75"),
     ):
         with pytest.raises(ConfigError, match=message):
             params(**overrides)
-    assert RECIPE.view_shapes(params()) == {"image": (3, 80, 72)}  # faithful: H x W = long x short
-    assert RECIPE.view_shapes(params(resize="fixed")) == {"image": (3, 72, 80)}
+    assert RECIPE.view_shapes(params()) == {"image": (3, 112, 104)}  # faithful: H x W = long x short
+    assert RECIPE.view_shapes(params(resize="fixed")) == {"image": (3, 104, 112)}
     full = RECIPE.Params()
+    assert full.network == "tres"  # train_kd_semi.py's parse_config() default
     assert (full.labeled, full.batch_size, full.ratio, full.patch_num, full.epochs) == (2000, 16, 2, 10, 10)
     assert (full.lr, full.lr_step, full.lr_gamma, full.relation_weight, full.test_crops) == (2e-4, 2, 0.5, 100.0, 10)
     assert RECIPE.view_shapes(full) == {"image": (3, 512, 384)} and full.crop_size == 224
@@ -310,7 +314,7 @@ def test_start_weights_come_from_the_named_files_into_each_backbone(tmp_path):
     for arch in ("alexnet", "resnet18"):  # stand in for the ImageNet files of the weights store
         files[arch] = tmp_path / f"{arch}.pth"
         torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), files[arch])
-    p = params(student_pretrained=str(files["alexnet"]), teacher_pretrained=str(files["resnet18"]))
+    p = params(network="alexnet", student_pretrained=str(files["alexnet"]), teacher_pretrained=str(files["resnet18"]))
     model = RECIPE.build_model(p, tiny=True, pretrained=True)
     alexnet, resnet = (torch.load(files[a], weights_only=True) for a in ("alexnet", "resnet18"))
     assert torch.equal(model.student.base[0][0].weight, alexnet["features.0.weight"])
@@ -340,3 +344,76 @@ def test_baseline_trains_each_branch_alone_on_labelled_images():
     assert f_s.grad is None or torch.count_nonzero(f_s.grad) == 0  # no relation term
     chosen = params(baseline=True)
     assert unlabelled_ratio(chosen) == 0 and epoch_rows(20, 500, chosen) == 20 * chosen.patch_num
+
+
+@pytest.mark.parametrize(
+    "network,student,teacher,feature_dims",
+    [
+        ("tres", "SSLStudent", "SSLTReS", (256, 1024)),
+        ("alexnet", "SSLStudent", "SSLTeacher", (256, 512)),
+        ("inceptionresv2", "SSLStudent", "SSLInceptionResNetV2", (256, 96)),
+        ("googlenet", "SSLGoogLeNet", "SSLTeacher", (1024, 512)),
+    ],
+)
+def test_every_network_pair_of_the_training_script_trains_a_step(network, student, teacher, feature_dims):
+    p = params(network=network, batch_size=2)
+    torch.manual_seed(0)
+    model = RECIPE.build_model(p, tiny=True, pretrained=False)
+    assert (type(model.student).__name__, type(model.teacher).__name__) == (student, teacher)
+    views = {"image": torch.randint(0, 256, (6, 3, 112, 104), dtype=torch.uint8)}
+    batch = TrainBatch(views=views, target=torch.softmax(torch.randn(6, 5), 1), size=2, seed=5, epoch=3, index=0)
+    loss = RECIPE.training_loss(model, batch, p)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for branch in (model.student, model.teacher):  # both branches learn from the one summed loss
+        assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in branch.parameters())
+    (x,) = RECIPE.eval_inputs(views, p)
+    model.eval()
+    with torch.inference_mode():
+        scores = RECIPE.predict_batch(model, (x,), p)
+        dims = tuple(int(branch(x[:2])[1].shape[1]) for branch in (model.student, model.teacher))
+    assert scores.shape == (6,) and ((scores >= 1) & (scores <= 5)).all()
+    assert dims == feature_dims
+
+
+@pytest.mark.parametrize(
+    "network,student_file,teacher_file",
+    [("tres", "alexnet", "resnet18"), ("googlenet", "googlenet", "resnet18"), ("inceptionresv2", "alexnet", None)],
+)
+def test_imagenet_start_weights_of_each_pair_load_into_their_trunks(tmp_path, network, student_file, teacher_file):
+    import torchvision
+
+    from iqa_cli.models.inception_resnet_v2 import InceptionResNetV2
+
+    torch.manual_seed(0)
+    files = {}
+    for name in {student_file, teacher_file} - {None}:  # stand in for the ImageNet files of the weights store
+        extra = {"aux_logits": True, "init_weights": True} if name == "googlenet" else {}
+        net = getattr(torchvision.models, name)(weights=None, **extra)
+        files[name] = tmp_path / f"{name}.pth"
+        torch.save(net.state_dict(), files[name])
+    if teacher_file is None:  # Cadene's port: 1001 classes, the children of the trunk by name
+        teacher_file = "irv2"
+        files[teacher_file] = tmp_path / "irv2.pth"
+        torch.save(InceptionResNetV2(width_div=16, repeats=(1, 1, 1)).state_dict(), files[teacher_file])
+    p = params(
+        network=network, student_pretrained=str(files[student_file]), teacher_pretrained=str(files[teacher_file])
+    )
+    model = RECIPE.build_model(p, tiny=True, pretrained=True)
+    student, teacher = (torch.load(files[n], weights_only=True) for n in (student_file, teacher_file))
+    first_student = model.student.base[0][0].weight if student_file == "alexnet" else model.student.base[0].conv.weight
+    assert torch.equal(
+        first_student, student["features.0.weight" if student_file == "alexnet" else "conv1.conv.weight"]
+    )
+    if network == "tres":  # the whole ResNet under `model.`, its classifier included, as the authors load it
+        assert torch.equal(model.teacher.model.conv1.weight, teacher["conv1.weight"])
+        assert torch.equal(model.teacher.model.fc.weight, teacher["fc.weight"])
+    elif network == "googlenet":
+        assert torch.equal(model.teacher.base[0].weight, teacher["conv1.weight"])
+    else:
+        assert torch.equal(model.teacher.base[14].conv.weight, teacher["conv2d_7b.conv.weight"])
+
+
+def test_runs_saved_before_the_network_option_are_the_alexnet_pair():
+    assert RECIPE.saved_params({"labeled": 100}) == {"network": "alexnet", "labeled": 100}
+    assert RECIPE.saved_params({"network": "tres"})["network"] == "tres"

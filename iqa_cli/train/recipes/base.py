@@ -129,6 +129,11 @@ class Recipe(ABC):
         """Raise ConfigError when these parameters cannot be trained (e.g. eval-only variants)."""
         return None
 
+    def saved_params(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """Parameters read back from a run or checkpoint, with values for fields added since it was
+        written where the old behaviour differs from today's default."""
+        return saved
+
     def check_params(self, params: BaseParams) -> None:
         """Raise ConfigError for inconsistent parameters."""
         return None

@@ -1,10 +1,11 @@
 """SSL-IQA semi-supervised training and evaluation (methods spec Part B; Nano-cd/SSL_IQA `train_kd_semi.py`).
 
-Protocol (the `parse_config()` defaults and the AlexNet + ResNet-101 pair of the released test
-checkpoint): the training part of a split is partitioned into `--labeled` N labelled images (2000)
-and an unlabelled pool (the rest). A ResNet-101 teacher and an AlexNet student, both from ImageNet
-weights and both ending in a 5-way softmax over the rating categories, train together on one summed
-loss with one backward pass per step:
+Protocol (the `parse_config()` defaults): the training part of a split is partitioned into
+`--labeled` N labelled images (2000) and an unlabelled pool (the rest). A teacher and a student
+(`--network`: AlexNet + TReS by default, as the script; `alexnet` is AlexNet + ResNet-101, the pair
+of the released test checkpoint; also `inceptionresv2` and `googlenet`), both from ImageNet weights
+and both ending in a 5-way softmax over the rating categories, train together on one summed loss
+with one backward pass per step:
 
     L = MSE(pS(x_l), y) + w(e) * (L_IKD + 100 * L_AGKD) + MSE(pT(x_l), y)
     L_IKD  = MSE(pS(x_u), sg pT(x_u)) + MSE(pS(x_l), sg pT(x_l))          (prediction consistency)
@@ -72,7 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -98,6 +99,9 @@ BRANCHES = ("student", "teacher")
 LABEL_SCALES = ("paper", "range")  # both land on 1-5, the scale of the 5 rating categories
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc")
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
+MIN_INCEPTION_CROP = 75  # the smallest side InceptionResNetV2's valid convolutions and pools take
+# train_kd_semi.py --network values (the pairs themselves: iqa_cli.models.ssliqa.PAIRS)
+PAIRS = ("tres", "alexnet", "inceptionresv2", "googlenet")
 
 
 @dataclass
@@ -130,13 +134,27 @@ class SSLIQAParams(BaseParams):
         default=10, metadata={"help": "length of the sigmoid ramp of the consistency weight (epochs)"}
     )
     relation_weight: float = field(default=100.0, metadata={"help": "weight of the RKD-angle relation loss"})
+    network: str = field(
+        default="tres",
+        metadata={
+            "help": "student + teacher pair, train_kd_semi.py --network: tres (AlexNet + TReS, the authors' default), "
+            "alexnet (AlexNet + ResNet-101, the released checkpoint's pair), inceptionresv2 (AlexNet + "
+            "InceptionResNetV2) or googlenet (GoogLeNet + ResNet-101)"
+        },
+    )
     teacher_pretrained: str | None = field(
-        default="resnet101_tv_in1k",
-        metadata={"help": "teacher backbone start weights: a weights-store name or file, or none for random init"},
+        default="imagenet",
+        metadata={
+            "help": "teacher backbone start weights: imagenet (the weights-store entry of the pair's teacher), "
+            "another store name or file, or none for random init"
+        },
     )
     student_pretrained: str | None = field(
-        default="alexnet_tv_in1k",
-        metadata={"help": "student backbone start weights: a weights-store name or file, or none for random init"},
+        default="imagenet",
+        metadata={
+            "help": "student backbone start weights: imagenet (the weights-store entry of the pair's student), "
+            "another store name or file, or none for random init"
+        },
     )
     resize: str = field(
         default="faithful",
@@ -157,9 +175,9 @@ class SSLIQAParams(BaseParams):
 TINY = {
     "teacher_pretrained": None,
     "student_pretrained": None,
-    "resize_long": 80,
-    "resize_short": 72,
-    "crop_size": 64,
+    "resize_long": 112,
+    "resize_short": 104,
+    "crop_size": 96,  # the smallest multiple of 32 (TReS) that InceptionResNetV2's stem takes (>= 75)
     "batch_size": 8,
     "eval_batch_size": 8,
     "test_crops": 2,
@@ -372,21 +390,39 @@ class SSLIQARecipe(Recipe):
             raise ConfigError(
                 f"crop_size {params.crop_size} is larger than the {params.resize_long}x{params.resize_short} resize"
             )
+        if params.network not in PAIRS:
+            raise ConfigError(f"network must be one of {', '.join(PAIRS)}, got '{params.network}'")
+        if params.network == "tres" and params.crop_size % 32:
+            raise ConfigError(
+                f"crop_size {params.crop_size}: the TReS teacher needs a multiple of 32 (224 as the authors)"
+            )
+        if params.network == "inceptionresv2" and params.crop_size < MIN_INCEPTION_CROP:
+            raise ConfigError(
+                f"crop_size {params.crop_size}: the InceptionResNetV2 teacher needs at least {MIN_INCEPTION_CROP}"
+            )
+
+    def saved_params(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """Runs and checkpoints written before `network` existed trained the AlexNet + ResNet-101 pair."""
+        return {"network": "alexnet", **saved}
 
     def model_name(self, params: SSLIQAParams) -> str:  # type: ignore[override]
         return "ssliqa"
 
     def build_model(self, params: SSLIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
         from iqa_cli.models import create
-        from iqa_cli.models.ssliqa import load_backbone_weights
+        from iqa_cli.models.ssliqa import IMAGENET_WEIGHTS, load_backbone_weights, pair_branches
         from iqa_cli.weights.resolve import resolve_weights
 
-        model = create("ssliqa", tiny=tiny)
+        model = create("ssliqa", tiny=tiny, network=params.network)
         if pretrained:
-            for branch, weights in (
-                (model.student, params.student_pretrained),
-                (model.teacher, params.teacher_pretrained),
+            for branch_name, branch, weights in zip(
+                pair_branches(params.network),
+                (model.student, model.teacher),
+                (params.student_pretrained, params.teacher_pretrained),
+                strict=True,
             ):
+                if weights == "imagenet":
+                    weights = IMAGENET_WEIGHTS[branch_name]
                 if weights:
                     load_backbone_weights(branch, resolve_weights(weights))
         return model
