@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.models.resnet import Bottleneck, ResNet
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -124,15 +124,33 @@ def vipnet_views(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # Network
 
 
+# The content branch's backbones of the authors' `configs.py --cpm`: block type and blocks per stage.
+CPM_ARCHS: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+
+
 class ContentPerception(nn.Module):
-    """Multi-scale ResNet: stage outputs -> 1x1 side convs -> pooled to the layer-4 grid -> concatenated."""
+    """Multi-scale ResNet: stage outputs -> 1x1 side convs -> pooled to the layer-4 grid -> concatenated.
+
+    Single-scale (`multi_scale=False`, the authors' `--multi_scale` switched off): the layer-4 map alone,
+    no side convs (its width: 512 for ResNet-18/34, 2048 for ResNet-50)."""
 
     def __init__(
-        self, *, layers: Sequence[int], widths: Sequence[int], out_channels: int, grid: tuple[int, int]
+        self,
+        *,
+        layers: Sequence[int],
+        widths: Sequence[int],
+        out_channels: int,
+        grid: tuple[int, int],
+        block: type[nn.Module] = Bottleneck,
+        multi_scale: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = ResNet(
-            Bottleneck,
+            block,
             tuple(layers),
             channels=tuple(widths),
             stem_width=widths[0],
@@ -140,7 +158,13 @@ class ContentPerception(nn.Module):
             global_pool="",
             zero_init_last=False,
         )
-        stage_channels = [w * Bottleneck.expansion for w in widths]
+        expansion = int(getattr(block, "expansion", 1))
+        stage_channels = [w * expansion for w in widths]
+        self.multi_scale = multi_scale
+        if not multi_scale:
+            self.sides = nn.ModuleList()
+            self.out_channels = stage_channels[-1]
+            return
         side_widths = [c // 2 for c in stage_channels[:3]]
         last = out_channels - sum(side_widths)
         if last <= 0:
@@ -155,6 +179,8 @@ class ContentPerception(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.backbone
         x = net.maxpool(net.act1(net.bn1(net.conv1(x))))
+        if not self.multi_scale:
+            return net.layer4(net.layer3(net.layer2(net.layer1(x))))
         features = []
         for index, stage in enumerate((net.layer1, net.layer2, net.layer3, net.layer4)):
             x = stage(x)
@@ -252,9 +278,11 @@ class VIPNet(nn.Module):
         self,
         *,
         resolution: Sequence[int] = DPM_RESOLUTION,
-        cpm_layers: Sequence[int] = (3, 4, 6, 3),
+        cpm_arch: str = "resnet50",
+        cpm_layers: Sequence[int] | None = None,
         cpm_widths: Sequence[int] = (64, 128, 256, 512),
         cpm_channels: int = 2048,
+        multi_scale: bool = True,
         dpm_layers: Sequence[int] = (3, 4, 6, 3),
         dpm_widths: Sequence[int] = (64, 128, 256, 512),
         dpm_heads: int = 16,
@@ -276,12 +304,22 @@ class VIPNet(nn.Module):
             raise ConfigError(f"VIPNet resolution must be a multiple of 32, got {height}x{width}")
         self.resolution = (height, width)
         grid = (height // 32, width // 32)
-        self.cpm = ContentPerception(layers=cpm_layers, widths=cpm_widths, out_channels=cpm_channels, grid=grid)
+        if cpm_arch not in CPM_ARCHS:
+            raise ConfigError(f"unknown VIPNet content backbone '{cpm_arch}' (known: {', '.join(CPM_ARCHS)})")
+        block, arch_layers = CPM_ARCHS[cpm_arch]
+        self.cpm = ContentPerception(
+            layers=cpm_layers or arch_layers,
+            widths=cpm_widths,
+            out_channels=cpm_channels,
+            grid=grid,
+            block=block,
+            multi_scale=multi_scale,
+        )
         self.dpm = BoTNet(
             layers=dpm_layers, widths=dpm_widths, heads=dpm_heads, resolution=resolution, num_classes=None
         )
         self.vim = InteractionTransformer(
-            in_channels=cpm_channels + self.dpm.out_channels,
+            in_channels=self.cpm.out_channels + self.dpm.out_channels,
             grid=grid,
             dim=embed_dim,
             depth=depth,
@@ -360,7 +398,7 @@ _VIM_RENAMES = (
     (r"^vim\.transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", r"vim.layers.\1.mlp.fc1."),
     (r"^vim\.transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", r"vim.layers.\1.mlp.fc2."),
 )
-# The authors' DPM is Sequential(conv1, bn1, relu, maxpool, layer1..layer4).
+# The authors' DPM (and single-scale CPM) is Sequential(conv1, bn1, relu, maxpool, layer1..layer4).
 _DPM_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 
 
@@ -369,6 +407,9 @@ def _rename_original_key(key: str) -> str:
         side = re.match(r"^cpm\.side_layer([1-4])\.0\.weight$", key)
         if side:
             return f"cpm.sides.{int(side.group(1)) - 1}.weight"
+        child = re.match(r"^cpm\.(\d+)\.", key)  # single-scale: Sequential(conv1, bn1, relu, maxpool, layer1..4)
+        if child and child.group(1) in _DPM_CHILDREN:
+            return f"cpm.backbone.{_DPM_CHILDREN[child.group(1)]}." + key[child.end() :]
         if not key.startswith(("cpm.backbone.", "cpm.sides.")):
             return "cpm.backbone." + key[len("cpm.") :]
         return key

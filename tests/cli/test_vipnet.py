@@ -121,3 +121,19 @@ def test_dpm_under_two_gloo_ranks_keeps_one_model(tmp_path):
     ranks = json.loads(done.stdout)["splits"][0]["ranks"]
     assert ranks["world_size"] == 2 and ranks["first_epoch"]["shared"] == 0
     assert len(set(ranks["weights_digest"])) == 1
+
+
+def test_content_backbone_and_single_scale_flags_train_and_evaluate(tmp_path):
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
+    with one_thread():
+        vip = invoke(
+            "train", "vipnet", *CPU, "--data", "mini", "--cpm", "resnet18", "--no-multi-scale", "--epochs", "1", "--json"
+        )
+        assert vip.exit_code == 0, vip.output
+        weights = json.loads(vip.stdout)["splits"][0]["weights"]
+        params = json.loads(read_state_dict(weights)[1]["params"])
+        assert (params["cpm"], params["multi_scale"]) == ("resnet18", False)
+        scored = invoke("eval", "vipnet", "--data", "mini", "--device", "cpu", "--json")  # rebuilt from the params
+        assert scored.exit_code == 0, scored.output
+    line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--cpm", "vgg16"))
+    assert "cpm must be one of resnet18, resnet34, resnet50" in line

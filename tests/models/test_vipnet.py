@@ -15,6 +15,7 @@ from iqa_cli.models.vipnet import (
     IMAGENET_STD,
     YCBCR_MEAN,
     YCBCR_STD,
+    convert_original,
     load_cpm_weights,
     load_dpm_weights,
     normalize_rgb,
@@ -240,3 +241,54 @@ def test_normalisation_matches_the_fixture_statistics():
     rgb_view, ycbcr_view = vipnet_views(image)
     assert torch.equal(rgb_view, normalize_rgb(image))
     assert torch.equal(ycbcr_view, normalize_ycbcr(rgb_to_ycbcr(image)))
+
+
+@pytest.mark.parametrize(
+    "arch,multi_scale,content_channels",
+    [("resnet18", True, 2048), ("resnet34", True, 2048), ("resnet18", False, 512), ("resnet50", False, 2048)],
+)
+def test_content_branch_backbones_and_single_scale_follow_configs_py(arch, multi_scale, content_channels):
+    """configs.py --cpm and --multi_scale: the side convs of ResNet-18/34 keep the authors' widths (32, 64,
+    128 and cpm_channels - 224); single-scale is the layer-4 map alone (512 or 2048 channels)."""
+    with torch.device("meta"):
+        model = create("vipnet", cpm_arch=arch, multi_scale=multi_scale)
+    assert model.cpm.out_channels == content_channels
+    assert model.vim.embed.in_channels == content_channels + 2048
+    if multi_scale:
+        assert [side.out_channels for side in model.cpm.sides] == [32, 64, 128, 2048 - 224]
+        assert [side.in_channels for side in model.cpm.sides] == [64, 128, 256, 512]
+    else:
+        assert len(model.cpm.sides) == 0
+    blocks = [len(getattr(model.cpm.backbone, f"layer{i}")) for i in range(1, 5)]
+    assert blocks == ([2, 2, 2, 2] if arch == "resnet18" else [3, 4, 6, 3])
+
+
+@pytest.mark.parametrize("arch,multi_scale", [("resnet18", True), ("resnet34", False)])
+def test_tiny_content_branch_variants_run_and_load_imagenet_weights(arch, multi_scale):
+    torch.manual_seed(0)
+    model = create("vipnet", tiny=True, cpm_arch=arch, multi_scale=multi_scale).eval()
+    h, w = model.resolution
+    rgb = torch.randn(2, 3, h, w)
+    with torch.inference_mode():
+        assert model(rgb, rgb).shape == (2,)
+    # The backbone loads a torchvision-layout ResNet of the same shape (its classifier is dropped).
+    donor = create("vipnet", tiny=True, cpm_arch=arch, multi_scale=multi_scale).cpm.backbone.state_dict()
+    load_cpm_weights(model, {**donor, "fc.weight": torch.zeros(10, 64), "fc.bias": torch.zeros(10)})
+    assert torch.equal(model.cpm.backbone.conv1.weight, donor["conv1.weight"])
+    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad and n.startswith("cpm.")}
+    assert trainable == ({"sides"} if multi_scale else set())  # the frozen backbone; only side convs train
+
+
+def test_single_scale_authors_keys_map_onto_the_backbone():
+    state = {"cpm.0.weight": 1, "cpm.1.running_var": 2, "cpm.4.0.conv1.weight": 3, "cpm.7.2.bn3.bias": 4}
+    assert convert_original(state) == {
+        "cpm.backbone.conv1.weight": 1,
+        "cpm.backbone.bn1.running_var": 2,
+        "cpm.backbone.layer1.0.conv1.weight": 3,
+        "cpm.backbone.layer4.2.bn3.bias": 4,
+    }
+
+
+def test_unknown_content_backbone_is_refused():
+    with pytest.raises(ConfigError, match="unknown VIPNet content backbone 'resnet101'"):
+        create("vipnet", tiny=True, cpm_arch="resnet101")

@@ -184,3 +184,14 @@ def test_image_list_from_a_padded_batch_feeds_the_views():
     # then clamped to the tiny 96-row canvas.
     assert set(zip(heights.tolist(), widths.tolist(), strict=True)) == {(80, 96), (96, 96)}
     assert torch.equal(views["rgb"][1, :, :80, :96], batch[1].permute(2, 0, 1)[:, :80, :96])
+
+
+def test_content_backbone_start_weights_follow_the_chosen_backbone():
+    from iqa_cli.train.recipes.vipnet import cpm_source
+
+    full = recipe.Params()
+    assert (full.cpm, full.multi_scale, cpm_source(full)) == ("resnet50", True, "resnet50_tv_in1k")
+    assert cpm_source(params(tiny=False, cpm="resnet34")) == "resnet34_tv_in1k"
+    assert cpm_source(params(tiny=False, cpm="resnet18", cpm_weights="my_r18")) == "my_r18"
+    model = recipe.build_model(params(cpm="resnet18", multi_scale=False), tiny=True, pretrained=False)
+    assert model.cpm.out_channels == 64 and len(model.cpm.sides) == 0  # the tiny layer-4 width

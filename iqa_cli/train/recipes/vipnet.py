@@ -41,9 +41,11 @@ Choices and deviations, on purpose:
 - Selection: by default on a validation part carved from the training references; the authors
   selected the best epoch on the test part (`--select-on test` restores that), and computed the
   early stop from test SRCC too (here: from the selection part).
-- The content branch starts from the weights store's `resnet50_tv_in1k` (torchvision's current
-  ImageNet weights, `resnet50-0676ba61.pth`); the authors used the older `resnet50-19c8e357.pth`
-  (add it with `iqa weights add NAME FILE` and pass `--cpm-weights NAME` to match).
+- The content branch starts from the weights store's `<cpm>_tv_in1k` (torchvision's current
+  ImageNet weights, e.g. `resnet50-0676ba61.pth`); the authors' multi-scale branch used the older
+  files (`resnet50-19c8e357.pth`, `resnet18-5c106cde.pth`, `resnet34-333f7ec4.pth`; add one with
+  `iqa weights add NAME FILE` and pass `--cpm-weights NAME` to match). Their single-scale branch
+  (`--no-multi-scale`) loads torchvision's current weights, as here.
 - Per-distortion-type SRCC on TID2013/KADID-10k (the authors' `evaluate_distortion_type_performance`)
   is not computed.
 """
@@ -101,9 +103,23 @@ class VIPNetParams(BaseParams):
             "botnet_model_best.pth.tar, a weights-store name, or none (random init)"
         },
     )
+    cpm: str = field(
+        default="resnet50",
+        metadata={"help": "content branch backbone (configs.py --cpm): resnet18, resnet34 or resnet50"},
+    )
+    multi_scale: bool = field(
+        default=True,
+        metadata={
+            "help": "multi-scale content features (side convs on every stage, configs.py's default); off: the "
+            "last stage's map alone"
+        },
+    )
     cpm_weights: str | None = field(
-        default="resnet50_tv_in1k",
-        metadata={"help": "ImageNet ResNet-50 for the content branch (file or store name), or none (random init)"},
+        default="imagenet",
+        metadata={
+            "help": "ImageNet start weights of the content backbone: imagenet (the store's <cpm>_tv_in1k), another "
+            "file or store name, or none (random init)"
+        },
     )
     freeze_cpm: bool = field(default=True, metadata={"help": "freeze the content backbone (its side convs train)"})
     freeze_dpm: bool = field(default=True, metadata={"help": "freeze the distortion branch"})
@@ -142,6 +158,14 @@ class VIPNetParams(BaseParams):
     depth: int = field(default=2, metadata={"help": "interaction transformer layers"})
     num_heads: int = field(default=16, metadata={"help": "interaction transformer heads (64 dims each)"})
     dropout: float = field(default=0.4, metadata={"help": "dropout in the interaction transformer"})
+
+
+CPM_ARCHS = ("resnet18", "resnet34", "resnet50")  # configs.py --cpm (iqa_cli.models.vipnet.CPM_ARCHS)
+
+
+def cpm_source(params: VIPNetParams) -> str | None:
+    """The content backbone's start weights: `imagenet` is the weights store's torchvision entry."""
+    return f"{params.cpm}_tv_in1k" if params.cpm_weights == "imagenet" else params.cpm_weights
 
 
 TINY = {
@@ -245,6 +269,7 @@ class VIPNetRecipe(Recipe):
             ("bn_mode", params.bn_mode, BN_MODES),
             ("selection_metric", params.selection_metric, METRICS),
             ("label_scale", params.label_scale, tuple(LABEL_SCALES)),
+            ("cpm", params.cpm, CPM_ARCHS),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
@@ -263,7 +288,7 @@ class VIPNetRecipe(Recipe):
         """Find (or fetch) the start weights before a run folder is made: a missing DPM fails here."""
         from iqa_cli.weights.resolve import resolve_weights
 
-        for source in (params.dpm, params.cpm_weights):
+        for source in (params.dpm, cpm_source(params)):
             if source:
                 resolve_weights(source)
 
@@ -274,12 +299,14 @@ class VIPNetRecipe(Recipe):
         from iqa_cli.models import create
         from iqa_cli.weights.resolve import resolve_weights
 
-        cpm = resolve_weights(params.cpm_weights) if pretrained and params.cpm_weights else None
+        cpm = resolve_weights(cpm_source(params)) if pretrained and params.cpm_weights else None
         dpm = resolve_weights(params.dpm) if pretrained and params.dpm else None
         return create(
             "vipnet",
             tiny=tiny,
             resolution=tuple(params.resolution),
+            cpm_arch=params.cpm,
+            multi_scale=params.multi_scale,
             embed_dim=params.embed_dim,
             depth=params.depth,
             num_heads=params.num_heads,
