@@ -126,9 +126,8 @@ def test_dpm_under_two_gloo_ranks_keeps_one_model(tmp_path):
 def test_content_backbone_and_single_scale_flags_train_and_evaluate(tmp_path):
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
     with one_thread():
-        vip = invoke(
-            "train", "vipnet", *CPU, "--data", "mini", "--cpm", "resnet18", "--no-multi-scale", "--epochs", "1", "--json"
-        )
+        flags = ["--cpm", "resnet18", "--no-multi-scale", "--epochs", "1", "--json"]
+        vip = invoke("train", "vipnet", *CPU, "--data", "mini", *flags)
         assert vip.exit_code == 0, vip.output
         weights = json.loads(vip.stdout)["splits"][0]["weights"]
         params = json.loads(read_state_dict(weights)[1]["params"])
