@@ -213,6 +213,11 @@ def make_train_command(method: str):
 
 
 def show_train_report(report: dict[str, Any]) -> None:
+    if report["splits"] and all(row["n"] == 0 for row in report["splits"]):
+        out.print(f"{report['method']} on {report['dataset']}: every image trained (whole-dataset rounds), none tested")
+        _show_watch(report)
+        out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+        return
     selection = report["selection"]
     title = f"{report['method']} on {report['dataset']}: test metrics of the kept model (selected on the {selection})"
     table = Table(title=title)
@@ -234,7 +239,22 @@ def show_train_report(report: dict[str, Any]) -> None:
         if mean:
             table.add_row("mean ± std", "", *[f"{mean[m]:.4f} ± {std[m]:.4f}" for m in columns], "", "")
     out.print(table)
+    _show_watch(report)
     out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+
+
+def _show_watch(report: dict[str, Any]) -> None:
+    watch = report.get("watch") or {}
+    if watch:
+        cross = Table(title="watched datasets: median over the splits (rounds)")
+        for column in ("dataset", "rounds", "last-epoch srcc", "last-epoch plcc", "max |srcc|*", "max |plcc|*"):
+            cross.add_column(column, justify="right")
+        for name, row in watch.items():
+            values = [row[k] for k in ("last_srcc", "last_plcc", "max_abs_srcc", "max_abs_plcc")]
+            cross.add_row(name, str(row["rounds"]), *[f"{v:.4f}" for v in values])
+        out.print(cross)
+        note = next(iter(watch.values()))["max_abs_note"]
+        out.print(f"* {note}", markup=False, highlight=False)
 
 
 def _register() -> None:

@@ -23,6 +23,11 @@ their random calls on positions in that order:
   (its loader slices `[7:]`), KonIQ-10k in CSV order (not sorted), KADID-10k's 81 references in
   sorted name order (`np.unique`), TID2013's 25 references in sorted order.
 
+* Whole-dataset training (VIPNet's `train_cross_datast.py`): ``whole_K`` trains on every image of
+  the dataset (LIVE Challenge: the 1,162 non-training images, as its loader) with no test part;
+  K numbers the round (1, 2, ...), which changes only the seed. It is meant for `--watch`, which
+  scores other datasets every epoch.
+
 A cache that left images out (`--skip-bad`) cannot replay them: positions would shift, so that is an
 error, as is a reference dataset for the esnthere protocols (their scripts split images, not
 references).
@@ -42,8 +47,10 @@ from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.errors import ConfigError, DataError
 
 AUTHORS_PREP = "authors_prep"
-PROTOCOL_SPLITS = (AUTHORS_PREP, "vtiqa_chain_K", "ieit_chain_K", "shuffle_S", "vipnet_K")
-_PATTERN = re.compile(r"^(?:(authors_prep)|(vtiqa_chain|ieit_chain|shuffle|vipnet)_(\d+))$")
+PROTOCOL_SPLITS = (AUTHORS_PREP, "vtiqa_chain_K", "ieit_chain_K", "shuffle_S", "vipnet_K", "whole_K")
+_PATTERN = re.compile(r"^(?:(authors_prep)|(vtiqa_chain|ieit_chain|shuffle|vipnet|whole)_(\d+))$")
+WHOLE = "whole"  # `--split whole`: the rounds whole_1 .. whole_10 (train_cross_datast.py's train_test_round)
+WHOLE_ROUNDS = 10
 VIPNET_SEED = 20220426  # configs.py default `--seed`; round i seeds with VIPNET_SEED * i
 VIPNET_DATASETS = ("livew", "koniq", "kadid10k", "tid2013")
 ESNTHERE_DATASETS = ("koniq", "livew", "spaq", "cid2013", "rbid")  # the ones their scripts prepare
@@ -164,6 +171,13 @@ def protocol_split(name: str, images: ImageList | int) -> dict[str, np.ndarray]:
         n = int(images)
         images = ImageList("", [str(i) for i in range(n)], np.zeros(n, np.uint8), np.full(n, -1))
     kind, k = _parse(name)
+    if kind == WHOLE:
+        if k < 1:
+            raise DataError("whole-dataset rounds are numbered from 1 (whole_1 .. whole_10)")
+        n = len(images.names)
+        flags = np.asarray(images.flags, dtype=np.int64) if len(images.flags) else np.zeros(n, np.int64)
+        train = np.flatnonzero((flags & TRAINING_IMAGE) == 0)
+        return {"train": train.astype(np.int64), "test": np.empty(0, np.int64)}
     if kind == "vipnet":
         if k < 1:
             raise DataError("VIPNet's rounds are numbered from 1 (vipnet_1 .. vipnet_10)")

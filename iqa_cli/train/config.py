@@ -64,6 +64,13 @@ class EngineConfig:
         default=True, metadata={"help": "also log test metrics every evaluation (never used to select)"}
     )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs"})
+    watch: str | None = field(
+        default=None,
+        metadata={
+            "help": "other datasets (names or cache files, comma-separated) scored whole at every evaluation; "
+            "logged, never used to select (with --split whole: VIPNet's cross-dataset protocol)"
+        },
+    )
     eval_amp: str = field(
         default="off",
         metadata={"help": "precision of evaluations: off (float32; bf16 outputs tie at 1/64 steps), bf16, fp16, auto"},
@@ -100,6 +107,9 @@ class EngineConfig:
         _choice("select_on", self.select_on, SELECT_ON)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        from iqa_cli.train.watch import parse_watch
+
+        parse_watch(self.watch)
         if self.eval_every < 1:
             raise ConfigError(f"--eval-every: must be at least 1, got {self.eval_every}")
         if self.log_every < 0:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, is_protocol_split
+from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, WHOLE, WHOLE_ROUNDS, is_protocol_split
 from iqa_cli.errors import ConfigError, DataError
 
 RANDOM_PREFIX = "random_"  # the cache's name for its seeded random splits (random_0, random_1, ...)
@@ -75,6 +75,10 @@ def resolve_split_names(dataset: DatasetLike, split: str | None, *, source: str 
     random split (the papers' repeated 80/20 protocol; the median is reported), or every split when
     the cache has no random ones. Default: the first split the cache lists.
     """
+    if split is not None and split.strip().lower() == WHOLE:
+        names = [f"{WHOLE}_{k}" for k in range(1, WHOLE_ROUNDS + 1)]
+        dataset.split(names[0])
+        return names
     if split is not None and is_protocol_split(split):
         dataset.split(split)  # computed by the dataset; one clear line where it cannot be
         return [split.strip().lower()]
@@ -111,6 +115,14 @@ def split_digest(dataset: DatasetLike, parts: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
+NO_SELECTION = "none"  # SplitParts.select_on of whole-dataset splits
+
+
+def is_whole_split(name: str) -> bool:
+    """`whole_K`: train on every image, no test part (see `iqa_cli.data.authors_splits`)."""
+    return str(name).strip().lower().startswith(f"{WHOLE}_") and is_protocol_split(name)
+
+
 @dataclass(frozen=True)
 class SplitParts:
     """Index sets of one split: what trains, what picks the kept model, what is reported."""
@@ -119,7 +131,7 @@ class SplitParts:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
-    select_on: str  # 'val' | 'test'
+    select_on: str  # 'val' | 'test' | 'none' (whole-dataset splits: the last epoch is kept)
 
     @property
     def select(self) -> np.ndarray:
@@ -133,6 +145,10 @@ def make_parts(dataset: DatasetLike, split: str, *, select_on: str, val_fraction
     parts = dataset.split(split)
     train = np.asarray(parts["train"], dtype=np.int64)
     test = np.asarray(parts["test"], dtype=np.int64)
+    if is_whole_split(split):  # every image trains; nothing selects: the last epoch's model is kept
+        if train.size == 0:
+            raise DataError(f"split '{split}' has no images")
+        return SplitParts(split, train, np.empty(0, np.int64), test, NO_SELECTION)
     if train.size == 0 or test.size == 0:
         raise DataError(f"split '{split}' has an empty train or test part ({train.size}/{test.size} images)")
     if select_on == "test":

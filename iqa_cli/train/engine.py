@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,10 @@ from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch
 from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
+from iqa_cli.train.watch import WATCH_PREFIX, summarize_log
+
+if TYPE_CHECKING:
+    from iqa_cli.train.watch import WatchedDataset
 
 SEED_STRIDE = 10**9
 DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"  # test hook: the process signals itself after step N
@@ -213,6 +217,7 @@ class FitResult:
     val: dict[str, Any] | None
     weights: Path | None
     ranks: dict[str, Any] = field(default_factory=dict)
+    watch: dict[str, Any] | None = None  # per watched dataset: last-epoch and max-over-epochs metrics
 
 
 @dataclass
@@ -230,6 +235,7 @@ class FitContext:
     dist: DistContext = field(default_factory=DistContext)
     progress: Progress = field(default_factory=NullProgress)
     stop: StopRequest = field(default_factory=StopRequest)
+    watched: list[WatchedDataset] = field(default_factory=list)  # `--watch`: scored at every evaluation
 
 
 class Trainer:
@@ -557,11 +563,12 @@ class Trainer:
         records = []
         if evaluate:
             parts = {"val": self.parts.val} if self.parts.val.size else {}
-            if self.cfg.eval_test or self.parts.select_on == "test":
+            if (self.cfg.eval_test or self.parts.select_on == "test") and self.parts.test.size:
                 parts["test"] = self.parts.test
             metrics = {name: self._evaluate(idx)[0] for name, idx in parts.items()}
-            value = float(metrics[self.parts.select_on][self.params.selection_metric])
-            improved = self.best_state is None or (math.isfinite(value) and value > self.pos.best_metric)
+            if self.parts.select_on in metrics:
+                value = float(metrics[self.parts.select_on][self.params.selection_metric])
+                improved = self.best_state is None or (math.isfinite(value) and value > self.pos.best_metric)
             if improved:
                 self.pos.best_metric, self.pos.best_epoch = value, epoch
                 self.best_state = cpu_state(self.model)
@@ -571,6 +578,15 @@ class Trainer:
             for name, values in metrics.items():
                 chosen = bool(improved and name == self.parts.select_on)
                 records.append({**base, "part": name, **values, "improved": chosen})
+            for watched in self.ctx.watched:  # other datasets: logged, never selecting
+                values = watched.evaluate(
+                    self.model,
+                    device=self.device,
+                    dtype=self.eval_dtype,
+                    dist=self.dist,
+                    channels_last=self.channels_last,
+                )
+                records.append({**base, "part": WATCH_PREFIX + watched.name, **values})
         else:
             records.append({**base, "part": "train"})
         action = self.schedule.end_epoch(epoch, improved)
@@ -587,6 +603,10 @@ class Trainer:
             test = next((r for r in records if r.get("part") == "test"), None)
             if test and self.parts.select_on != "test":
                 text += " test" + "".join(f" {m} {test[m]:.4f}" for m in self.recipe.report_metrics[:2])
+            for record in records:
+                if str(record.get("part", "")).startswith(WATCH_PREFIX):
+                    shown = "".join(f" {m} {record[m]:.4f}" for m in self.recipe.report_metrics[:2])
+                    text += f" {record['part']}{shown}"
             self.ctx.progress.finish()
             self.ctx.progress.log(
                 f"split {self.parts.name} epoch {epoch}: loss {loss:.4f} lr {lr:.3g} {speed:.1f} img/s{text}"
@@ -667,7 +687,12 @@ class Trainer:
     def _finish(self, stopped_because: str) -> FitResult:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        test, test_pred = self._evaluate(self.parts.test)
+        if self.parts.test.size:
+            test, test_pred = self._evaluate(self.parts.test)
+        else:  # a whole-dataset round: nothing of this dataset is held out (see --watch)
+            test, test_pred = {"n": 0, **dict.fromkeys(self.recipe.metric_names, math.nan)}, np.empty(0)
+            if self.parts.select_on == "none":
+                self.pos.best_epoch = self.pos.epoch - 1  # the kept model is the last epoch's
         val = self._evaluate(self.parts.val)[0] if self.parts.val.size else None
         if self.dist.active:
             self.rank_info["weights_digest"] = self.dist.gather(weights_digest(self.model))
@@ -688,6 +713,7 @@ class Trainer:
             val=val,
             weights=weights,
             ranks=self.rank_info,
+            watch=summarize_log(self.out_dir / LOG) if self.ctx.watched and self.main else None,
         )
         if self.main:
             write_json(self.out_dir / RESULT, {**to_plain(result), "selected_on": self.parts.select_on})

@@ -29,6 +29,7 @@ from iqa_cli.train.data import (
     DatasetLike,
     close_dataset,
     dataset_name,
+    is_whole_split,
     make_parts,
     open_dataset,
     resolve_split_names,
@@ -41,10 +42,15 @@ from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
+from iqa_cli.train.watch import median_over_rounds, open_watched, parse_watch
 
 # Options that may differ when a run is resumed: they change where/how fast it runs, not what it learns.
 RESUMABLE_CHANGES = {"device", "log_every", "preload_gb", "time_limit"}
-SELECTION_LABELS = {"val": "validation part of the training split", "test": "test part (paper habit; optimistic)"}
+SELECTION_LABELS = {
+    "val": "validation part of the training split",
+    "test": "test part (paper habit; optimistic)",
+    "none": "nothing: every image trains, the last epoch is kept",
+}
 
 
 def selection_label(select_on: str) -> str:
@@ -261,6 +267,10 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     try:
         name = dataset_name(dataset, cache_path.stem)
         split_names = resolve_split_names(dataset, splits_arg, source=f"cache {cache_path}")
+        if any(is_whole_split(s) for s in split_names) and not parse_watch(resolved.engine.watch):
+            raise ConfigError(
+                "--split whole trains on every image and tests none: name the datasets to score with --watch"
+            )
         if root is None:
             proposed = run_root(method=recipe.name, dataset=name, name=options.name, out=options.out)
             root = Path(dist.gather(str(proposed))[0])  # rank 0's name (time-stamped) for every rank
@@ -460,7 +470,12 @@ def _train_splits(
     if params != resolved.params:
         meta["params_on_dataset"] = to_plain(params)
     results: dict[str, Any] = {}
-    with StopRequest() as stop:
+    watched = open_watched(
+        parse_watch(engine.watch), recipe, resolved.params, device, preload_gb=engine.preload_gb, progress=progress
+    )
+    with StopRequest() as stop, contextlib.ExitStack() as closing:
+        for item in watched:
+            closing.callback(item.close)
         for split in split_names:
             state = info["splits"].setdefault(split, {"status": "pending"})
             out_dir = split_dir(root, split)
@@ -482,7 +497,7 @@ def _train_splits(
             ctx = FitContext(
                 recipe=recipe,
                 params=params,
-                cfg=engine,
+                cfg=_round_config(engine, split),
                 dataset=dataset,
                 labels=labels,
                 device=device,
@@ -491,6 +506,7 @@ def _train_splits(
                 dist=dist,
                 progress=progress,
                 stop=stop,
+                watched=watched,
             )
             if dist.is_main and parts.select_on == "val" and parts.val.size < 3:
                 progress.log(
@@ -539,6 +555,8 @@ def _train_splits(
             }
             if result.ranks:
                 summary["ranks"] = result.ranks
+            if result.watch:
+                summary["watch"] = result.watch
             state.update(status="complete", finished=now(), result=summary)
             results[split] = summary
             _save_info(root, info, dist)
@@ -553,6 +571,8 @@ def _train_splits(
         **summary_metrics(rows, recipe.metric_names),
         "columns": list(recipe.report_metrics),
     }
+    if watched:
+        report["watch"] = median_over_rounds(rows)
     info["status"] = "complete"
     info["finished"] = now()
     info["median"] = report["median"]
@@ -561,6 +581,14 @@ def _train_splits(
         write_json(root / "results.json", report)
         return report
     return None  # other DDP ranks: rank 0 reports
+
+
+def _round_config(engine: EngineConfig, split: str) -> EngineConfig:
+    """The engine settings of one split: whole-dataset rounds train the same images, so each round gets
+    its own seed (seed x 1000 + round), as the authors' rounds reseed with seed x round."""
+    if not is_whole_split(split):
+        return engine
+    return dataclasses.replace(engine, seed=engine.seed * 1000 + int(split.rsplit("_", 1)[1]))
 
 
 def _save_info(root: Path, info: dict[str, Any], dist: DistContext) -> None:

@@ -136,3 +136,35 @@ def test_content_backbone_and_single_scale_flags_train_and_evaluate(tmp_path):
         assert scored.exit_code == 0, scored.output
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--cpm", "vgg16"))
     assert "cpm must be one of resnet18, resnet34, resnet50" in line
+
+
+def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protocol(tmp_path):
+    """train_cross_datast.py: every image of A trains; B is scored after every epoch; per round the max
+    |SRCC| and |PLCC| over epochs (labelled optimistic) beside the last epoch's, medians over rounds."""
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=12, seed=5, splits=1)
+    with one_thread():
+        args = ["--data", "mini", "--split", "whole_1", "--watch", "other", "--epochs", "2", "--json"]
+        run = invoke("train", "vipnet", *CPU, *args)
+        assert run.exit_code == 0, run.output
+    report = json.loads(run.stdout)
+    row = report["splits"][0]
+    assert row["split"] == "whole_1" and row["n"] == 0 and row["selected_on"] == "none" and row["best_epoch"] == 1
+    split_folder = Path(report["run"]) / "split-whole_1"
+    log = [json.loads(line) for line in (split_folder / "log.jsonl").read_text().splitlines()]
+    watched = [r for r in log if r["part"] == "watch:other"]
+    assert [r["epoch"] for r in watched] == [0, 1] and all(r["n"] == 12 for r in watched)
+    assert {r["part"] for r in log} == {"watch:other"}  # nothing of mini is held out or evaluated
+    summary = row["watch"]["other"]
+    assert summary["max_abs_srcc"] == max(abs(r["srcc"]) for r in watched)
+    assert summary["max_abs_plcc"] == max(abs(r["plcc"]) for r in watched)
+    assert summary["last_srcc"] == watched[-1]["srcc"]
+    total = report["watch"]["other"]
+    assert total["rounds"] == 1 and total["max_abs_srcc"] == summary["max_abs_srcc"]
+    assert "optimistic" in total["max_abs_note"]
+    # the kept model is the last epoch's; scoring it on the watched dataset gives the last logged numbers
+    scored = invoke("eval", "vipnet", "--data", "mini", "--cross", "other", "--weights", report["run"], "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["results"][0]["srcc"] == pytest.approx(watched[-1]["srcc"], abs=1e-9)
+    line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole"))
+    assert "--split whole trains on every image and tests none: name the datasets to score with --watch" in line

@@ -156,3 +156,33 @@ def test_index_file_split_addresses_the_prep_order():
         index_file_split(koniq, ind_test[:3], ind_test[:5])
     with pytest.raises(DataError, match="addresses rows up to 250"):
         index_file_split(koniq, [0], [250])
+
+
+def test_whole_dataset_rounds_train_every_image_and_test_none():
+    n = 20
+    flags = np.zeros(n, np.uint8)
+    flags[:3] = TRAINING_IMAGE  # LIVE Challenge's subject-training images stay out, as the loader's [7:]
+    images = ImageList("livew", [f"{i}.bmp" for i in range(n)], flags, np.full(n, -1))
+    parts = protocol_split("whole_4", images)
+    assert np.array_equal(parts["train"], np.arange(3, n)) and parts["test"].size == 0
+    assert np.array_equal(protocol_split("whole_1", 5)["train"], np.arange(5))
+    with pytest.raises(DataError, match="numbered from 1"):
+        protocol_split("whole_0", images)
+
+
+def test_whole_names_the_ten_rounds_and_each_round_has_its_own_seed():
+    from iqa_cli.train.config import EngineConfig
+    from iqa_cli.train.data import make_parts, resolve_split_names
+    from iqa_cli.train.trainer import _round_config
+
+    class SixImages:  # what a cache does with a protocol split name: compute it from its image list
+        def split(self, name):
+            return protocol_split(name, 6)
+
+    dataset = SixImages()
+    assert resolve_split_names(dataset, "whole") == [f"whole_{k}" for k in range(1, 11)]
+    parts = make_parts(dataset, "whole_2", select_on="val", val_fraction=0.2, seed=0)
+    assert parts.select_on == "none" and parts.train.size == 6 and parts.val.size == 0 and parts.test.size == 0
+    engine = EngineConfig(seed=3)
+    assert [_round_config(engine, f"whole_{k}").seed for k in (1, 2)] == [3001, 3002]
+    assert _round_config(engine, "random_0") is engine

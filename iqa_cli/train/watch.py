@@ -1,0 +1,179 @@
+"""`--watch`: score other datasets with the model in training at every evaluated epoch.
+
+This is VIPNet's cross-dataset protocol (`train_cross_datast.py`): train on every image of one
+dataset (`--split whole`, ten rounds), score the whole of each other dataset after every epoch, and
+report per round the maximum |SRCC| and |PLCC| over epochs, then the median over rounds. Picking the
+maximum over epochs looks at the test data, so that statistic is optimistic, and every output says
+so; the last epoch's numbers (no selection at all) are reported beside it.
+
+Watched datasets never choose the kept model and never change training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from iqa_cli.data.records import TRAINING_IMAGE
+from iqa_cli.errors import ConfigError
+from iqa_cli.progress import Progress
+from iqa_cli.train.data import close_dataset, dataset_name, open_dataset
+from iqa_cli.train.distributed import DistContext
+from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.views import ViewStore, preload_budget
+
+WATCH_PREFIX = "watch:"  # log.jsonl `part` of a watched dataset's record
+OPTIMISTIC = (
+    "max over epochs: the epoch is picked on the watched dataset itself (train_cross_datast.py's statistic); "
+    "optimistic, not a held-out result"
+)
+
+
+def parse_watch(value: str | None) -> list[str]:
+    """`--watch a,b` -> ['a', 'b'] (names of prepared caches or cache files)."""
+    if not value:
+        return []
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--watch: a dataset is named twice in '{value}'")
+    return names
+
+
+@dataclass
+class WatchedDataset:
+    """One watched cache: its labels on the training scale and its test-time views, prepared once."""
+
+    name: str
+    recipe: Recipe
+    params: BaseParams
+    dataset: Any
+    indices: np.ndarray
+    labels: np.ndarray
+    store: ViewStore
+
+    @classmethod
+    def open(
+        cls,
+        source: str,
+        recipe: Recipe,
+        params: BaseParams,
+        device: torch.device,
+        *,
+        preload_gb: float | None,
+        progress: Progress,
+    ) -> WatchedDataset:
+        raw, path = open_dataset(source)
+        dataset = recipe.wrap_dataset(raw, path, params)
+        params = recipe.dataset_params(params, dataset)  # its per-dataset choices (e.g. VIPNet's view)
+        labels, _ = recipe.labels(dataset, params, str(path))
+        flags = np.asarray(getattr(dataset, "flags", np.zeros(0, np.uint8)), dtype=np.int64)
+        n = len(labels)
+        # The images every protocol leaves out of a test (LIVE Challenge's 7 subject-training images).
+        indices = np.flatnonzero((flags & TRAINING_IMAGE) == 0) if flags.size == n else np.arange(n)
+        store = ViewStore(
+            dataset, recipe, params, device, indices, budget_bytes=preload_budget(preload_gb), progress=progress
+        )
+        name = dataset_name(dataset, fallback=Path(path).stem)
+        return cls(name, recipe, params, dataset, indices, np.asarray(labels)[indices], store)
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        dist: DistContext,
+        channels_last: bool,
+    ) -> dict[str, Any]:
+        from iqa_cli.train.engine import predict_scores
+
+        outputs = self.recipe.eval_outputs()
+        pred = predict_scores(
+            outputs or self.recipe,
+            self.params,
+            model,
+            self.store,
+            self.indices,
+            device=device,
+            dtype=dtype,
+            dist=dist,
+            channels_last=channels_last,
+        )
+        if outputs is not None:
+            metrics, _ = self.recipe.outputs_metrics(pred, self.labels, self.params)
+            return metrics
+        return self.recipe.metrics(pred, self.labels, self.params)
+
+    def close(self) -> None:
+        close_dataset(self.dataset)
+
+
+def open_watched(
+    sources: Iterable[str],
+    recipe: Recipe,
+    params: BaseParams,
+    device: torch.device,
+    *,
+    preload_gb: float | None,
+    progress: Progress,
+) -> list[WatchedDataset]:
+    opened: list[WatchedDataset] = []
+    try:
+        for source in sources:
+            opened.append(WatchedDataset.open(source, recipe, params, device, preload_gb=preload_gb, progress=progress))
+    except BaseException:
+        for watched in opened:
+            watched.close()
+        raise
+    return opened
+
+
+def _abs(value: Any) -> float:
+    number = float(value) if value is not None else math.nan
+    return abs(number) if math.isfinite(number) else math.nan
+
+
+def summarize_log(log: Path) -> dict[str, Any]:
+    """Per watched dataset, from a split's log.jsonl: the last evaluated epoch's metrics and the maximum
+    |SRCC| and |PLCC| over epochs (each maximised on its own, as the authors do), with their epochs."""
+    history: dict[str, list[dict[str, Any]]] = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            part = str(record.get("part", ""))
+            if part.startswith(WATCH_PREFIX) and record.get("epoch", -1) >= 0:
+                history.setdefault(part[len(WATCH_PREFIX) :], []).append(record)
+    summary: dict[str, Any] = {}
+    for name, records in history.items():
+        last = records[-1]
+        out: dict[str, Any] = {"n": last.get("n"), "epochs": len(records), "last_epoch": last["epoch"]}
+        for metric in ("srcc", "plcc"):
+            values = [_abs(r.get(metric)) for r in records]
+            finite = [(v, r["epoch"]) for v, r in zip(values, records, strict=True) if math.isfinite(v)]
+            best = max(finite, key=lambda pair: pair[0]) if finite else (math.nan, None)
+            out[f"last_{metric}"] = float(last.get(metric)) if last.get(metric) is not None else math.nan
+            out[f"max_abs_{metric}"], out[f"max_abs_{metric}_epoch"] = best
+        summary[name] = out
+    return summary
+
+
+def median_over_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per watched dataset: medians over the splits (rounds) of the last-epoch and max-over-epochs values."""
+    names = sorted({name for row in rows for name in (row.get("watch") or {})})
+    out: dict[str, Any] = {}
+    for name in names:
+        entries = [row["watch"][name] for row in rows if name in (row.get("watch") or {})]
+        medians = {}
+        for key in ("last_srcc", "last_plcc", "max_abs_srcc", "max_abs_plcc"):
+            values = np.asarray([e.get(key, math.nan) for e in entries], dtype=np.float64)
+            medians[key] = float(np.median(values)) if values.size else math.nan
+        out[name] = {**medians, "rounds": len(entries), "max_abs_note": OPTIMISTIC}
+    return out
