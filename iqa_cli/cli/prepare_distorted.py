@@ -60,6 +60,19 @@ def distorted(
     splits: int = typer.Option(1, "--splits", help=_SPLITS_HELP),
     split_seed: int = typer.Option(0, "--split-seed", help=_SEED_HELP),
     test_fraction: float = typer.Option(0.01, "--test-fraction", help=_FRACTION_HELP),
+    refs_list: Path = typer.Option(
+        None, "--refs-list", help="VIPNet's dataset_ref_img.csv: the references of every type but 27 (in --refs)."
+    ),
+    refs_list_27: Path = typer.Option(
+        None,
+        "--refs-list-27",
+        help="VIPNet's dataset_ref_img_140k.csv: walked in order for type 27 (needs --refs-list).",
+    ),
+    walk_target: int = typer.Option(
+        40000,
+        "--walk-target",
+        help="With --refs-list: type 27 stops once this many references succeed (authors: 40000).",
+    ),
     list_types: bool = typer.Option(False, "--list-types", help="List the 30 types and their level parameters."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
 ) -> None:
@@ -79,12 +92,20 @@ def distorted(
 
     from iqa_cli.distort.base import NUM_LEVELS
     from iqa_cli.distort.generate import generate_distorted, load_reference, parse_shard, parse_size
-    from iqa_cli.distort.refs import list_references, shard_range
+    from iqa_cli.distort.refs import authors_reference_lists, list_references, shard_range
     from iqa_cli.home import data_dir, default_cache_path
 
     type_ids = parse_selection(types, NUM_TYPES, "types")
     level_ids = parse_selection(levels, NUM_LEVELS, "levels")
-    references = list_references(refs)
+    main_count = 0
+    if refs_list_27 is not None and refs_list is None:
+        raise ConfigError("--refs-list-27 walks VIPNet's second list; give the first with --refs-list too")
+    if refs_list is not None:
+        if walk_target < 1:
+            raise ConfigError(f"--walk-target: must be at least 1, got {walk_target}")
+        references, main_count = authors_reference_lists(refs, refs_list, refs_list_27)
+    else:
+        references = list_references(refs)
     shard_ix = parse_shard(shard)
     if preview is not None:
         from iqa_cli.distort.preview import write_preview
@@ -122,6 +143,8 @@ def distorted(
         test_fraction=test_fraction,
         source_root=refs,
         progress=ConsoleProgress(),
+        main_count=main_count,
+        walk_target=walk_target if main_count else 0,
     )
     if json_output:
         print_json(summary.to_dict())
@@ -138,6 +161,8 @@ def distorted(
     )
     if summary.resumed_references:
         line += f"; resumed after {summary.resumed_references} references"
+    if summary.walk_succeeded is not None:
+        line += f"; type 27 from {summary.walk_succeeded} references (walk target {walk_target})"
     if summary.not_applicable:
         line += f"; {summary.not_applicable} reference/type pairs not applicable (type 27 needs all 5 PSNR levels)"
     out.print(line, markup=False, highlight=False, soft_wrap=True)

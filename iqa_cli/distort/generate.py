@@ -44,6 +44,8 @@ DEFAULT_SPLITS = 1
 # reference, so no scene is seen on both sides.
 DEFAULT_TEST_FRACTION = 0.01
 CHECKPOINT_SECONDS = 10.0
+WALK_TYPE = 27  # chromatic aberration: VIPNet walks its second list until enough references succeed
+WALK_TARGET = 40_000  # additional_dataset_generator.m: `if img_num==40000 break`
 DATASET_NAME = "distorted"
 TITLE = "Synthetic distortions (VIPNet DPM pretraining: 30 types x 5 levels, KADID-10k types 1-25)"
 
@@ -60,9 +62,13 @@ class Settings:
     height: int
     reference_count: int
     references_digest: str
+    # VIPNet's two lists (--refs-list): the first `main_count` references get every selected type but 27;
+    # type 27 walks all references in order until `walk_target` of them succeed. 0: not in use.
+    main_count: int = 0
+    walk_target: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "types": list(self.types),
             "levels": list(self.levels),
             "seed": self.seed,
@@ -71,6 +77,19 @@ class Settings:
             "reference_count": self.reference_count,
             "references_digest": self.references_digest,
         }
+        if self.main_count:
+            out.update(main_count=self.main_count, walk_target=self.walk_target)
+        return out
+
+    def types_of(self, ref_id: int) -> tuple[int, ...]:
+        """The types planned for a reference (type 27 under --refs-list is cut at `walk_target` successes)."""
+        chosen = choose_types(self.seed, ref_id, self.types, self.per_ref or None)
+        if not self.main_count:
+            return chosen
+        walked = (WALK_TYPE,) if WALK_TYPE in self.types and self.walk_target else ()
+        if ref_id >= self.main_count:
+            return walked
+        return tuple(t for t in chosen if t != WALK_TYPE) + walked
 
 
 @dataclass
@@ -88,6 +107,7 @@ class GenerateSummary:
     seconds: float
     bytes: int
     generated: int = field(default=0)  # images produced by this run (excludes resumed ones)
+    walk_succeeded: int | None = None  # --refs-list: references that gave type 27 (of walk_target)
 
     @property
     def images_per_second(self) -> float:
@@ -110,6 +130,7 @@ class GenerateSummary:
             "images_per_second": round(self.images_per_second, 2),
             "images_per_second_per_worker": round(self.images_per_second / max(1, self.workers), 2),
             "bytes": self.bytes,
+            **({"walk_succeeded": self.walk_succeeded} if self.walk_succeeded is not None else {}),
         }
 
 
@@ -365,6 +386,8 @@ def generate_distorted(
     name: str = DATASET_NAME,
     progress: Progress | None = None,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    main_count: int = 0,
+    walk_target: int = 0,
 ) -> GenerateSummary:
     """Distort every reference of the shard with the selected types and levels into the cache `out`.
 
@@ -376,6 +399,9 @@ def generate_distorted(
     shard:     (i, n) or 'i/n': write only the i-th of n contiguous slices of the references.
     size:      (W, H) or 'WxH' every reference is resized to (default 512x384, the KADIS-700k size).
     splits:    reference-disjoint train/test splits to store (split k uses split_seed + k).
+    main_count, walk_target: VIPNet's two reference lists (`authors_reference_lists`): the first
+               `main_count` references get every selected type but 27; type 27 walks every reference in
+               order until `walk_target` succeed (its five PSNR levels found), as the authors' generator.
     """
     started = time.monotonic()
     progress = progress or NullProgress()
@@ -391,9 +417,15 @@ def generate_distorted(
         raise ConfigError(f"--shard {shard[0]}/{shard[1]} gets no references (there are only {len(references)})")
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    if main_count and not 0 < main_count <= len(references):
+        raise ConfigError(f"the main reference list ({main_count}) must be part of the {len(references)} references")
+    if main_count and shard != (1, 1):
+        raise ConfigError("--refs-list: the type-27 walk counts successes over the whole list; run it unsharded")
+    if main_count and walk_target < 0:
+        raise ConfigError(f"--walk-target must be positive, got {walk_target}")
     settings = Settings(
         tuple(types_list), tuple(levels_list), int(seed), per_ref_value, width, height,
-        len(references), references_digest(references),
+        len(references), references_digest(references), int(main_count), int(walk_target) if main_count else 0,
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
@@ -446,6 +478,7 @@ def generate_distorted(
         seconds=time.monotonic() - started,
         bytes=out.stat().st_size,
         generated=generated,
+        walk_succeeded=int(state.get("walk_succeeded", 0)) if settings.main_count else None,
     )
 
 
@@ -506,14 +539,21 @@ def _generate(
     state["resumed_from"] = int(state["references_done"])
     # (ref_id, chosen types) per reference; with every type chosen the tuples are one shared object, so
     # even 140,000 references cost little memory. Tasks are made lazily from it.
-    plan = [(ref_id, choose_types(settings.seed, ref_id, settings.types, settings.per_ref or None))
-            for ref_id in range(first, stop)]  # fmt: skip
+    plan = [(ref_id, settings.types_of(ref_id)) for ref_id in range(first, stop)]
     size = (settings.width, settings.height)
-    tasks = (
-        _Task(str(references[ref_id].path), ref_id, type_id, settings.levels, settings.seed, size)
-        for ref_id, chosen in plan
-        for type_id in chosen
-    )
+    walk = {"succeeded": int(state.get("walk_succeeded", 0))}  # type-27 references that succeeded so far
+
+    def walking() -> bool:
+        return bool(settings.walk_target) and walk["succeeded"] < settings.walk_target
+
+    def make_tasks() -> Iterator[_Task]:
+        for ref_id, chosen in plan:
+            if settings.main_count and ref_id >= settings.main_count and not walking():
+                return  # the walk is over and no other type is left: the rest of the list is not read
+            for type_id in chosen:
+                yield _Task(str(references[ref_id].path), ref_id, type_id, settings.levels, settings.seed, size)
+
+    tasks = make_tasks()
     expected = {ref_id: len(chosen) for ref_id, chosen in plan}
     task_count = sum(expected.values())
     count = default_workers() if workers is None else int(workers)
@@ -528,12 +568,21 @@ def _generate(
     progress.start(f"distorting {stop - first} references", task_count * len(settings.levels))
     current: int | None = None
     received: list[tuple[_Task, np.ndarray | None]] = []
+    dropped = 0
     try:
         with worker_pool(count) as pool:
             for task, images in _ordered(pool.pool, _run_task, tasks, 2 * pool.count):
                 if current is not None and task.ref_id != current:
                     raise AssertionError("tasks arrived out of order")  # _ordered keeps order; guard anyway
                 current = task.ref_id
+                if settings.main_count and task.type_id == WALK_TYPE:
+                    # Results arrive in list order, so the cut falls exactly where the authors' walk stops;
+                    # tasks sent ahead past it are dropped (neither kept nor counted as not applicable).
+                    if not walking():
+                        images = None
+                        dropped += 1
+                    elif images is not None:
+                        walk["succeeded"] += 1
                 received.append((task, images))
                 progress.advance(len(settings.levels))
                 if len(received) < expected[current]:
@@ -541,14 +590,15 @@ def _generate(
                 group = _group(references[current].name, current, received, settings)
                 partial.append(group)
                 generated += len(group)
-                skipped = sum(1 for _, im in received if im is None)
+                skipped = sum(1 for _, im in received if im is None) - dropped
                 # One update, so an interruption never leaves the counters half-changed.
                 state.update(
                     images=partial.count,
                     references_done=current - start + 1,
                     not_applicable=int(state["not_applicable"]) + skipped,
+                    walk_succeeded=walk["succeeded"],
                 )
-                current, received = None, []
+                current, received, dropped = None, [], 0
                 if time.monotonic() - last_checkpoint >= checkpoint_seconds:
                     checkpoint()
                     last_checkpoint = time.monotonic()

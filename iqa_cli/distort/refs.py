@@ -2,8 +2,10 @@
 
 A folder holding `kadis700k_ref_imgs.csv` is read as KADIS-700k: the references are the `ref_im`
 column, in the CSV's order, found in its `ref_imgs/` subfolder (as the authors' MATLAB generator
-reads them). Any other folder is searched recursively for .jpg/.jpeg/.png/.bmp files (any letter
-case), sorted by their relative path so the order, and with it every reference id, is reproducible.
+reads them). `authors_reference_lists` reads VIPNet's own lists instead (`dataset_ref_img.csv`, and
+`dataset_ref_img_140k.csv` for type 27). Any other folder is searched recursively for
+.jpg/.jpeg/.png/.bmp files (any letter case), sorted by their relative path so the order, and with
+it every reference id, is reproducible.
 """
 
 from __future__ import annotations
@@ -80,6 +82,57 @@ def list_references(root: str | Path) -> list[Reference]:
             )
         names[ref.name] = ref.path
     return refs
+
+
+LIST_COLUMNS = ("img_ref", "ref_im")  # VIPNet's lists / KADIS-700k's own CSV
+
+
+def read_reference_list(csv_path: Path) -> list[str]:
+    if not csv_path.is_file():
+        raise DataError("reference list not found (expected a CSV with an img_ref column)", path=csv_path)
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        fields = [f.strip() for f in reader.fieldnames or []]
+        column = next((c for c in LIST_COLUMNS if c in fields), None)
+        if column is None:
+            raise DataError(f"expected an '{LIST_COLUMNS[0]}' column (VIPNet's reference list)", path=csv_path)
+        key = (reader.fieldnames or [])[fields.index(column)]
+        names = [row[key].strip() for row in reader if (row.get(key) or "").strip()]
+    if not names:
+        raise DataError("lists no reference images", path=csv_path)
+    if len(set(names)) != len(names):
+        raise DataError("lists a reference twice", path=csv_path)
+    return names
+
+
+def authors_reference_lists(
+    root: str | Path, main: str | Path, walk: str | Path | None = None
+) -> tuple[list[Reference], int]:
+    """VIPNet's generator lists: (references, main count).
+
+    `main` (`dataset_ref_img.csv`) names the references of every type but 27; `walk`
+    (`dataset_ref_img_140k.csv`) the references walked in order for type 27. The authors' walk list
+    begins with the main list, so the references are the walk list, the first `main count` of them
+    the main list. Images are found in `root/ref_imgs/` (KADIS-700k's layout) or else in `root`."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError("reference folder not found (expected KADIS-700k's folder)", path=root)
+    main_names = read_reference_list(Path(main).expanduser())
+    names = main_names
+    if walk is not None:
+        names = read_reference_list(Path(walk).expanduser())
+        if names[: len(main_names)] != main_names:
+            raise DataError(
+                f"must begin with the {len(main_names)} references of {Path(main).name}, in its order, as the "
+                "authors' two lists do",
+                path=walk,
+            )
+    folder = root / KADIS_IMAGES if (root / KADIS_IMAGES).is_dir() else root
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"reference image '{missing[0]}'{more} of the reference list not found", path=folder)
+    return [Reference(folder / name, Path(name).with_suffix("").as_posix()) for name in names], len(main_names)
 
 
 def references_digest(refs: Sequence[Reference]) -> str:

@@ -283,3 +283,103 @@ def test_resume_after_a_hard_crash(refs, single_run, tmp_path):
     summary = generate_distorted(refs, out, workers=1, resume=True, **OPTIONS)
     assert summary.resumed_references >= 1
     assert_same_cache(out, single_run[0])
+
+
+# --- VIPNet's reference lists (--refs-list) ---------------------------------------------------------------
+
+
+def _authors_lists(tmp_path):
+    """A KADIS-like folder where type 27 succeeds on scenes and fails on noise, and the two list files:
+    main = [scene_a, noise_b]; walk = main + [noise_c, scene_d, scene_e, scene_f] (the authors' walk list
+    begins with the main list)."""
+    from tests.distort.images import synthetic_scene
+
+    folder = tmp_path / "kadis" / "ref_imgs"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    scene = synthetic_scene(192 * 2, 256 * 2)
+    names = ["scene_a.png", "noise_b.png", "noise_c.png", "scene_d.png", "scene_e.png", "scene_f.png"]
+    for k, name in enumerate(names):
+        if name.startswith("scene"):
+            pixels = scene[k * 9 : k * 9 + 192, k * 13 : k * 13 + 256]
+        else:
+            pixels = rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)
+        Image.fromarray(np.ascontiguousarray(pixels)).save(folder / name)
+    main, walk = tmp_path / "dataset_ref_img.csv", tmp_path / "dataset_ref_img_140k.csv"
+    main.write_text("img_ref\n" + "\n".join(names[:2]) + "\n")
+    walk.write_text("img_ref\n" + "\n".join(names) + "\n")
+    return tmp_path / "kadis", main, walk
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_refs_lists_walk_type_27_until_the_target_succeeds(tmp_path, workers):
+    from iqa_cli.distort.refs import authors_reference_lists
+
+    root, main, walk = _authors_lists(tmp_path)
+    references, main_count = authors_reference_lists(root, main, walk)
+    assert main_count == 2 and [r.name for r in references][:3] == ["scene_a", "noise_b", "noise_c"]
+    out = tmp_path / "set.h5"
+    summary = generate_distorted(
+        references, out, types=[1, 27], levels=[2, 3], size=(256, 192), workers=workers, main_count=main_count,
+        walk_target=2, splits=0,
+    )  # fmt: skip
+    with open_cache(out) as cache:
+        names = sorted(str(n) for n in cache.names)
+    # type 1 on the main list only; type 27 on scene_a, then noise_b and noise_c fail, scene_d is the
+    # second success and the walk stops: scene_e and scene_f are never distorted.
+    expected = sorted(
+        [f"{ref}_01_{lv:02d}.bmp" for ref in ("scene_a", "noise_b") for lv in (2, 3)]
+        + [f"{ref}_27_{lv:02d}.bmp" for ref in ("scene_a", "scene_d") for lv in (2, 3)]
+    )
+    assert names == expected
+    assert summary.walk_succeeded == 2 and summary.not_applicable == 2  # noise_b and noise_c for type 27
+
+
+def test_refs_lists_are_checked(tmp_path):
+    from iqa_cli.distort.refs import authors_reference_lists
+
+    root, main, walk = _authors_lists(tmp_path)
+    walk.write_text("img_ref\nnoise_b.png\nscene_a.png\n")
+    with pytest.raises(DataError, match="must begin with the 2 references of dataset_ref_img.csv"):
+        authors_reference_lists(root, main, walk)
+    main.write_text("name\nscene_a.png\n")
+    with pytest.raises(DataError, match="expected an 'img_ref' column"):
+        authors_reference_lists(root, main)
+    main.write_text("img_ref\nscene_a.png\nmissing.png\n")
+    with pytest.raises(DataError, match="reference image 'missing.png' of the reference list not found"):
+        authors_reference_lists(root, main)
+    main.write_text("img_ref\nscene_a.png\nnoise_b.png\n")
+    refs, count = authors_reference_lists(root, main)
+    with pytest.raises(ConfigError, match="run it unsharded"):
+        generate_distorted(refs, tmp_path / "x.h5", types=[27], shard="1/2", main_count=count, walk_target=1)
+
+
+def test_the_authors_published_lists_read_as_their_generator_needs():
+    from pathlib import Path
+
+    from iqa_cli.distort.refs import read_reference_list
+
+    folder = Path(__file__).resolve().parents[2].parent / "shared" / "authors-data" / "vipnet"
+    if not (folder / "dataset_ref_img_140k.csv").is_file():
+        pytest.skip(f"the authors' VIPNet lists are not in {folder}")
+    main = read_reference_list(folder / "dataset_ref_img.csv")
+    walk = read_reference_list(folder / "dataset_ref_img_140k.csv")
+    assert (len(main), len(walk)) == (40_000, 139_999) and walk[: len(main)] == main
+
+
+def test_prepare_distorted_cli_takes_the_reference_lists(tmp_path):
+    from typer.testing import CliRunner
+
+    from iqa_cli.cli.main import app
+
+    root, main, walk = _authors_lists(tmp_path)
+    args = ["prepare", "distorted", "--refs", str(root), "--out", str(tmp_path / "d.h5"), "--types", "1,27"]
+    args += ["--levels", "2,3", "--size", "256x192", "--splits", "0", "--workers", "1", "--json"]
+    result = CliRunner().invoke(
+        app, [*args, "--refs-list", str(main), "--refs-list-27", str(walk), "--walk-target", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["count"] == 8 and summary["walk_succeeded"] == 2
+    alone = CliRunner().invoke(app, [*args, "--refs-list-27", str(walk)])
+    assert alone.exit_code != 0 and "give the first with --refs-list too" in alone.output
