@@ -29,7 +29,20 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-RESERVED = {"data", "split", "config", "out", "name", "resume", "tiny", "json_output", "print_config"}
+RESERVED = {
+    "data",
+    "split",
+    "config",
+    "out",
+    "name",
+    "resume",
+    "tiny",
+    "json_output",
+    "print_config",
+    "sweep",
+    "sweep_values",
+    "repeats",
+}
 
 
 def _flag(name: str) -> str:
@@ -127,6 +140,30 @@ def _common_parameters() -> list[inspect.Parameter]:
             default=typer.Option(False, "--tiny", help="CPU-test-sized network and views (no pretrained weights)"),
         ),
         inspect.Parameter(
+            "sweep",
+            kw,
+            annotation=Optional[str],  # noqa: UP045
+            default=typer.Option(
+                None, "--sweep", help="an option to train at several values (--sweep-values), e.g. borda_weights"
+            ),
+        ),
+        inspect.Parameter(
+            "sweep_values",
+            kw,
+            annotation=Optional[str],  # noqa: UP045
+            default=typer.Option(
+                None, "--sweep-values", help="comma-separated values of --sweep (one value fills a per-round option)"
+            ),
+        ),
+        inspect.Parameter(
+            "repeats",
+            kw,
+            annotation=Optional[int],  # noqa: UP045
+            default=typer.Option(
+                None, "--repeats", help="train each setting N times (seeds seed..seed+N-1); report each and the mean"
+            ),
+        ),
+        inspect.Parameter(
             "json_output", kw, annotation=bool, default=typer.Option(False, "--json", help="print the results as JSON")
         ),
         inspect.Parameter(
@@ -183,6 +220,21 @@ def make_train_command(method: str):
                 + (f", resuming {plan['run']}" if plan["run"] else "")
             )
             sys.stdout.write(config_text(plan["sections"], header))
+            return
+        if kwargs["sweep"] is not None or kwargs["sweep_values"] is not None or kwargs["repeats"] is not None:
+            from iqa_cli.train.sweep import run_sweep
+
+            table = run_sweep(
+                options,
+                kwargs["sweep"],
+                kwargs["sweep_values"],
+                kwargs["repeats"] or 1,
+                ConsoleProgress(bar_lines=False),
+            )
+            if kwargs["json_output"]:
+                print_json(table)
+            else:
+                show_sweep(table)
             return
         try:
             report = train(options, ConsoleProgress(bar_lines=False))
@@ -241,6 +293,26 @@ def show_train_report(report: dict[str, Any]) -> None:
     out.print(table)
     _show_watch(report)
     out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+
+
+def show_sweep(table: dict[str, Any]) -> None:
+    columns = table["columns"]
+    what = table["field"] or "setting"
+    runs = Table(title=f"{table['method']} on {table['dataset']}: each run (median over its splits)")
+    for column in (what, "repeat", "seed", *columns):
+        runs.add_column(column, justify="right")
+    for row in table["runs"]:
+        cells = [f"{row[c]:.4f}" if row.get(c) is not None else "nan" for c in columns]
+        runs.add_row(str(row["value"]), str(row["repeat"]), str(row["seed"]), *cells)
+    out.print(runs)
+    means = Table(title=f"mean ± std over the {table['repeats']} repeat(s) of each value")
+    for column in (what, "runs", *columns):
+        means.add_column(column, justify="right")
+    for row in table["by_value"]:
+        cells = [f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}" for c in columns]
+        means.add_row(str(row["value"]), str(row["runs"]), *cells)
+    out.print(means)
+    out.print(f"sweep folder: {table['sweep']}", markup=False, highlight=False)
 
 
 def _show_watch(report: dict[str, Any]) -> None:

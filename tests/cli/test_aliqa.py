@@ -287,3 +287,36 @@ def test_the_authors_whole_dataset_pool(tmp_path, single_thread):
     assert record["selected_on"] == "test" and "optimistic" in record["al_pool"]
     row = json.loads(result.stdout)["splits"][0]
     assert row["n"] == 32 - len(labelled)  # the test set is every image not selected
+
+
+def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, single_thread):
+    """The authors' main(0.005); main(0.01); main(0.1); main(1), each training three times: here two
+    weights x two repeats, every run in the sweep folder, the mean per weight, and a rerun trains nothing."""
+    make_cache("mini", tmp_path / "src", data_dir() / "mini.h5")
+    args = [*FAST, "--data", "mini", "--no-fine-tune", "--select-on", "test", "--name", "sw", "--json"]
+    args[args.index("--epochs") + 1] = "1"
+    sweep = ["--sweep", "borda_weights", "--sweep-values", "0.005,1", "--repeats", "2"]
+    result = runner.invoke(app, ["train", "aliqa", *args, *sweep])
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)
+    root = data_dir().parent / "runs" / "sw"
+    assert [(r["value"], r["repeat"], r["seed"]) for r in table["runs"]] == [
+        ("0.005", 1, 0), ("0.005", 2, 1), ("1", 1, 0), ("1", 2, 1)
+    ]  # fmt: skip
+    for row in table["runs"]:
+        config = json.loads((Path(row["run"]) / "run.json").read_text())["config"]
+        assert config["params"]["borda_weights"] == [float(row["value"])] * 3  # one weight for every round
+        assert config["engine"]["seed"] == row["seed"]
+        results = json.loads((Path(row["run"]) / "results.json").read_text())
+        assert row["srcc"] == results["median"]["srcc"]
+    for mean in table["by_value"]:
+        runs = [r["srcc"] for r in table["runs"] if r["value"] == mean["value"]]
+        assert mean["runs"] == 2 and mean["mean_srcc"] == pytest.approx(np.mean(runs))
+    assert json.loads((root / "sweep.json").read_text()) == table
+    again = runner.invoke(app, ["train", "aliqa", *args, *sweep])  # finished runs are read back, not retrained
+    assert again.exit_code == 0 and json.loads(again.stdout)["runs"] == table["runs"]
+    assert "sweep:" not in again.output
+    bad = runner.invoke(app, ["train", "aliqa", *args, "--sweep", "bogus", "--sweep-values", "1"])
+    assert "--sweep: aliqa has no option 'bogus'" in one_error_line(bad)
+    bad = runner.invoke(app, ["train", "aliqa", *args, "--sweep-values", "1,2"])
+    assert "--sweep-values needs --sweep" in one_error_line(bad)

@@ -37,8 +37,9 @@ Deviations, on purpose, each with its reason:
   repeats of 50 k-means centroids of the pool's L2-normalised CLIP image features, Euclidean distances.
 * Ties between equal combined scores follow numpy's argsort over the pool in dataset order (the
   authors kept each later pool in the previous round's ranking order, which only matters for exact ties).
-* The 3 independent runs per setting and the sweep over Borda weights are not repeated: one run with
-  the weights the authors' final step replays (0.01, 0.01, 0.005). Prompt initialisation is seeded.
+* One run by default, with the weights the authors' final step replays (0.01, 0.01, 0.005); their sweep
+  (each of 0.005, 0.01, 0.1, 1 trained 3 times, averaged) is `--sweep borda_weights --sweep-values
+  0.005,0.01,0.1,1 --repeats 3` (iqa_cli.train.sweep). Prompt initialisation is seeded.
 * The loss uses log-softmax (the authors' log(softmax) under fp16 can underflow), and q is clipped to
   [0, 1] (a no-op on the authors' datasets; protects labels outside 1-5).
 * The reported score is 1 + 4 p(high quality), the authors' p mapped linearly onto the 1-5 training

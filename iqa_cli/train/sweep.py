@@ -1,0 +1,154 @@
+"""`iqa train METHOD --sweep FIELD --sweep-values a,b,c --repeats N`: one option at several values, each
+trained N times (seeds seed, seed+1, ...), every run reported and the mean per value.
+
+AL-IQA's authors ran their step scripts as `main(0.005); main(0.01); main(0.1); main(1)`, each training
+three times, and averaged: `iqa train aliqa --sweep borda_weights --sweep-values 0.005,0.01,0.1,1
+--repeats 3`. A single value for a per-round option (a tuple, such as `borda_weights`) applies to every
+round, as the authors' one `wt` does.
+
+The runs live inside the sweep's folder (`<sweep>/<field>-<value>-r<k>/`, ordinary run folders: `iqa
+eval --weights` takes them); `sweep.json` there holds the table. Running the same command again (same
+`--name`/`--out`) skips finished runs and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqa_cli.errors import ConfigError
+from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.config import EngineConfig, write_json
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.runs import read_run, run_root
+from iqa_cli.train.trainer import TrainOptions, resolve_config, train
+
+SWEEP_FILE = "sweep.json"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def sweep_values(field: str, text: str, options: TrainOptions) -> list[tuple[str, Any]]:
+    """(label, value) per swept value, each checked against the method's options before anything runs."""
+    recipe = get_recipe(options.method)
+    names = {f.name for f in fields(recipe.Params)} | {f.name for f in fields(EngineConfig)}
+    if field not in names:
+        raise ConfigError(f"--sweep: {options.method} has no option '{field}'")
+    if field == "seed":
+        raise ConfigError("--sweep: the seed is what --repeats varies; sweep another option")
+    labels = [v.strip() for v in text.split(",") if v.strip()]
+    if not labels:
+        raise ConfigError("--sweep-values: give at least one value, e.g. 0.005,0.01,0.1,1")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"--sweep-values: a value is given twice in '{text}'")
+    base = resolve_config(recipe, tiny=options.tiny, config_file=options.config_file, overrides=options.overrides)
+    current = getattr(base.params, field, None) if hasattr(base.params, field) else getattr(base.engine, field)
+    out = []
+    for label in labels:
+        value: Any = label
+        if isinstance(current, tuple) and len(current) > 1 and "," not in label:
+            value = ",".join([label] * len(current))  # one value for every round
+        resolve_config(
+            recipe, tiny=options.tiny, config_file=options.config_file, overrides={**options.overrides, field: value}
+        )
+        out.append((label, value))
+    return out
+
+
+def run_sweep(
+    options: TrainOptions,
+    field: str | None,
+    values_text: str | None,
+    repeats: int,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train every (value, repeat) into the sweep folder and return (and write) the sweep table."""
+    progress = progress or NullProgress()
+    if repeats < 1:
+        raise ConfigError(f"--repeats: must be at least 1, got {repeats}")
+    if options.resume:
+        raise ConfigError("--sweep continues by itself: run the same command again (drop --resume)")
+    if options.data is None:
+        raise ConfigError("--data is required: a prepared dataset name or a cache file")
+    if field is None and values_text:
+        raise ConfigError("--sweep-values needs --sweep (the option they are values of)")
+    if field is not None and not values_text:
+        raise ConfigError(f"--sweep {field} needs --sweep-values, e.g. --sweep-values 0.005,0.01,0.1,1")
+    # Without --sweep: the configuration as given, repeated (`--repeats` alone).
+    values = sweep_values(field, values_text or "", options) if field is not None else [("given", None)]
+    dataset = Path(str(options.data)).stem
+    what = _UNSAFE.sub("_", field) if field is not None else "repeats"
+    name = options.name or f"{options.method}-{dataset}-sweep-{what}"
+    root = run_root(method=options.method, dataset=dataset, name=None if options.out else name, out=options.out)
+    seed = int(options.overrides.get("seed") or 0)
+    rows: list[dict[str, Any]] = []
+    for label, value in values:
+        for repeat in range(1, repeats + 1):
+            folder = root / (f"{what}-{_UNSAFE.sub('_', label)}-r{repeat}" if field is not None else f"r{repeat}")
+            run_seed = seed + repeat - 1
+            report = _finished_report(folder)
+            if report is None:
+                setting = f"{field}={label}, " if field is not None else ""
+                progress.log(f"sweep: {setting}repeat {repeat} of {repeats} (seed {run_seed}): {folder}")
+                started = (folder / "run.json").is_file()
+                given = {field: value} if field is not None else {}
+                sub = dataclasses.replace(
+                    options,
+                    out=folder,
+                    name=None,
+                    resume=started,
+                    overrides={**options.overrides, **given, "seed": run_seed} if not started else {},
+                )
+                report = train(sub, progress)
+                if report is None:  # not rank 0 of a DDP job
+                    continue
+            rows.append(
+                {
+                    "value": label,
+                    "repeat": repeat,
+                    "seed": run_seed,
+                    "run": str(folder),
+                    **{k: report["median"].get(k) for k in report.get("columns", [])},
+                }
+            )
+    columns = list(get_recipe(options.method).report_metrics)
+    table = {
+        "method": options.method,
+        "dataset": dataset,
+        "field": field,
+        "values": [label for label, _ in values],
+        "repeats": repeats,
+        "sweep": str(root),
+        "columns": columns,
+        "runs": rows,
+        "by_value": [_mean_of([r for r in rows if r["value"] == label], columns, label) for label, _ in values],
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / SWEEP_FILE, table)
+    return table
+
+
+def _finished_report(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    results = folder / "results.json"
+    if not (folder / "run.json").is_file() or not results.is_file():
+        return None
+    if read_run(folder).get("status") != "complete":
+        return None
+    return json.loads(results.read_text())
+
+
+def _mean_of(rows: list[dict[str, Any]], columns: list[str], label: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"value": label, "runs": len(rows)}
+    for column in columns:
+        values = np.asarray([r.get(column) for r in rows if r.get(column) is not None], dtype=np.float64)
+        finite = values[np.isfinite(values)] if values.size else values
+        out[f"mean_{column}"] = float(finite.mean()) if finite.size else math.nan
+        out[f"std_{column}"] = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    return out
