@@ -53,7 +53,8 @@ def tokenize(texts: Sequence[str], context_length: int) -> torch.Tensor:
         needed = len(tokenizer.encode(text)) + 2
         if needed > context_length:
             raise ConfigError(f"prompt '{text}' needs {needed} tokens, more than the context length {context_length}")
-    return tokenizer(list(texts))
+    with torch.device("cpu"):  # host ids, even while a model is built on the meta device
+        return tokenizer(list(texts))
 
 
 def causal_mask(length: int) -> torch.Tensor:
@@ -85,15 +86,19 @@ class TextEncoder(nn.Module):
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
         nn.init.normal_(self.text_projection, std=width**-0.5)
 
-    def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor, length: int | None = None
+    ) -> torch.Tensor:
         """prompts (N, L, width) embeddings; tokenized_prompts (N, L) ids, pooled at the end-of-text token.
 
         The attention is causal, so no position sees the padding after the last end-of-text token:
         running only the first `max(eot) + 1` positions gives the same features for a fraction of the
-        work (about 13 of 77 positions for the AL-IQA prompts).
+        work (about 13 of 77 positions for the AL-IQA prompts). `length` is that count when the caller
+        knows it on the host (reading it from device tokens would wait for the GPU at every step).
         """
         eot = tokenized_prompts.argmax(dim=-1)  # the end-of-text id is the largest in the vocabulary
-        length = int(eot.max()) + 1
+        if length is None:
+            length = int(eot.max()) + 1
         x = prompts[:, :length] + self.positional_embedding[:length].to(prompts.dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         x = self.ln_final(x)
@@ -137,8 +142,9 @@ class PromptLearner(nn.Module):
             self.prefix_text = " ".join([PLACEHOLDER] * self.n_ctx)
         self.ctx = nn.Parameter(ctx)
         self.prompt_texts = [f"{self.prefix_text} {name}." for name in self.classnames]
-        tokenized = tokenize(self.prompt_texts, context_length).to(token_embedding.device)
-        self.register_buffer("tokenized_prompts", tokenized, persistent=False)
+        tokenized = tokenize(self.prompt_texts, context_length)
+        self.text_length = int(tokenized.argmax(dim=-1).max()) + 1  # on the host, once: see TextEncoder
+        self.register_buffer("tokenized_prompts", tokenized.to(token_embedding.device), persistent=False)
         n_cls, rest = len(self.classnames), context_length - 1 - self.n_ctx
         self.register_buffer("token_prefix", torch.empty(n_cls, 1, width, device=token_embedding.device))
         self.register_buffer("token_suffix", torch.empty(n_cls, rest, width, device=token_embedding.device))
@@ -220,12 +226,14 @@ class ALIQA(nn.Module):
 
     def encode_learner(self, learner: PromptLearner) -> torch.Tensor:
         """Text features (n_cls, embed_dim) of a prompt learner's prompts, before L2 normalisation."""
-        return self.text_encoder(learner(), learner.tokenized_prompts)
+        return self.text_encoder(learner(), learner.tokenized_prompts, learner.text_length)
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Text features of plain sentences (zero-shot CLIP), before L2 normalisation."""
-        tokens = tokenize(texts, self.context_length).to(self.token_embedding.device)
-        return self.text_encoder(F.embedding(tokens, self.token_embedding), tokens)
+        tokens = tokenize(texts, self.context_length)
+        length = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens.to(self.token_embedding.device)
+        return self.text_encoder(F.embedding(tokens, self.token_embedding), tokens, length)
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """exp(logit_scale) * cos(image, text): (B, n_texts)."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from iqa_cli.train.watch import WatchedDataset
 
 SEED_STRIDE = 10**9
+READBACK_STEPS = 50  # GPU: training statistics are read on the host every this many steps (and at epoch end)
 DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"  # test hook: the process signals itself after step N
 
 
@@ -442,13 +443,16 @@ class Trainer:
             self.ctx.progress.start(f"split {self.parts.name} epoch {epoch}", len(batches))
             self.ctx.progress.advance(self.pos.batch)
         tick = time.monotonic()
-        # One device tensor per step holds (loss sum, images, stop flag); it is read on the host one
-        # step later, when it is long computed, so the loop never waits for the GPU (a NaN loss is
-        # caught one step late: the run stops there and last.pt, from before, is the good state).
+        # Each step adds (loss sum, images, stop flag) to one device tensor; the host reads it only every
+        # `readback` steps and at the end of the epoch, so the loop never waits for the GPU to finish a
+        # step. A NaN loss is therefore caught up to `readback` steps late: the run stops there, and
+        # last.pt (from the end of the previous epoch) is the good state. Under DDP a stop signal is
+        # agreed on at those readbacks too.
         one = torch.ones((), device=self.device)
         flags = {False: torch.zeros((), device=self.device), True: torch.ones((), device=self.device)}
-        pending: tuple[torch.Tensor, int, int] | None = None
-        stop_flag = 0.0
+        readback = self.readback_steps()
+        pending = torch.zeros(3, device=self.device)
+        unread, stop_flag = 0, 0.0
         seeds = [batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch) for b in range(len(batches))]
         with self.store.batches(batches[self.pos.batch :], seeds[self.pos.batch :]) as it:
             for b, (indices, views) in enumerate(it, start=self.pos.batch):
@@ -481,9 +485,12 @@ class Trainer:
                     )
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                if pending is not None:
-                    stop_flag = self._account(*pending, total=len(batches), lr=lr)
-                pending = (stats, epoch, b)
+                pending += stats
+                unread += 1
+                if unread >= readback:
+                    stop_flag = self._account(pending, epoch, b, total=len(batches), lr=lr)
+                    pending.zero_()
+                    unread = 0
                 self.pos.step += 1
                 self.pos.batch = b + 1
                 if self.main:
@@ -495,19 +502,27 @@ class Trainer:
                 reason = self._check_stop(stop_flag, started)
                 limit = bool(self.cfg.max_steps and self.pos.step >= self.cfg.max_steps)
                 if reason is not None or limit:
-                    self._account(*pending, total=len(batches), lr=lr)
+                    if unread:
+                        self._account(pending, epoch, b, total=len(batches), lr=lr)
                     self.pos.seconds += time.monotonic() - tick
                     if reason is not None:
                         raise self._interrupt(reason)
                     return True
-        if pending is not None:
-            self._account(*pending, total=len(batches), lr=lr)
+        if unread:
+            self._account(pending, epoch, len(batches) - 1, total=len(batches), lr=lr)
         self.pos.seconds += time.monotonic() - tick
         return False
 
+    def readback_steps(self) -> int:
+        """Steps between two host reads of the training statistics: `--log-every` when set (its lines
+        need the running loss), else `READBACK_STEPS`; 1 on the CPU, where reading costs nothing."""
+        if self.device.type == "cpu":
+            return 1
+        return self.cfg.log_every or READBACK_STEPS
+
     def _account(self, stats: torch.Tensor, epoch: int, b: int, *, total: int, lr: float) -> float:
-        """Read one step's statistics on the host: divergence check, running loss, log line; returns
-        the all-reduced stop flag."""
+        """Read the statistics summed since the last read (the one host read of the loop): divergence
+        check, running loss, log line; returns the all-reduced stop flag (> 0: stop)."""
         loss_sum, count, stop_flag = (float(v) for v in stats.cpu())
         if not math.isfinite(loss_sum):
             kept = self.out_dir / LAST

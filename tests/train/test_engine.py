@@ -138,3 +138,38 @@ def test_views_cover_padding_and_sizes(dataset):
     x_global, x_mosaic = recipe.train_inputs(views, 7, cfg.params)
     assert x_global.shape == x_mosaic.shape == (3, 3, 64, 64)
     assert np.isfinite(x_global.numpy()).all()
+
+
+def test_the_loop_reads_statistics_back_only_every_readback_steps(tmp_path, dataset, monkeypatch):
+    """On a GPU the host reads the step statistics every READBACK_STEPS steps and at the end of an epoch,
+    never per step (a read waits for the step's backward and optimizer). Forced here on the CPU: the
+    weights are the same as with a read per step, and the reads are counted."""
+    reference = make_trainer(tmp_path / "every", dataset, epochs=2)
+    assert reference.readback_steps() == 1  # CPU: a read costs nothing
+    reference.fit()
+    reads: list[int] = []
+    original = Trainer._account
+
+    def counted(self, stats, epoch, b, **kwargs):
+        reads.append(b)
+        return original(self, stats, epoch, b, **kwargs)
+
+    monkeypatch.setattr(Trainer, "readback_steps", lambda self: 2)
+    monkeypatch.setattr(Trainer, "_account", counted)
+    sparse = make_trainer(tmp_path / "sparse", dataset, epochs=2)
+    sparse.fit()
+    assert sparse.batches_per_epoch == 3 and sparse.pos.step == 6  # 24 training images in batches of 8
+    assert reads == [1, 2, 1, 2]  # after step 2 of each epoch (every 2 steps), then the rest at its end
+    a = load_state(tmp_path / "every" / "last.pt")["state_dict"]
+    b = load_state(tmp_path / "sparse" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sparse.pos.loss_count == reference.pos.loss_count
+    assert math.isclose(sparse.pos.loss_sum, reference.pos.loss_sum, rel_tol=1e-6)
+
+
+def test_a_nan_loss_is_still_caught_with_sparse_readbacks(tmp_path, dataset, monkeypatch):
+    monkeypatch.setattr(Trainer, "readback_steps", lambda self: 50)  # longer than an epoch: read at its end
+    trainer = make_trainer(tmp_path, dataset, epochs=3, optimizer="sgd", lr=None, lr_phases="0:0.001,1:1e30")
+    with pytest.raises(TrainingDiverged, match=r"at epoch 1 step 2 "):
+        trainer.fit()
+    assert load_state(tmp_path / "last.pt")["position"]["epoch"] == 1  # the good state from before

@@ -191,8 +191,9 @@ def encode_sizes(heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
 
 
 def decode_sizes(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (n, 4) uint8 size view -> (heights, widths) int64 CPU tensors."""
-    v = view.cpu().long()
+    """The (n, 4) uint8 size view -> (heights, widths) int64, on the view's device (no host copy: a
+    training step reads no value back from the GPU)."""
+    v = view.long()
     return v[:, 0] * 256 + v[:, 1], v[:, 2] * 256 + v[:, 3]
 
 
@@ -216,39 +217,72 @@ def fitted_size(h: int, w: int, canvas: tuple[int, int], crop: tuple[int, int]) 
     return int(fh[0]), int(fw[0])
 
 
-def pixel_hashes(images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> list[int]:
-    """A 31-bit fingerprint of each uint8 image's valid (h, w) region: exact integer arithmetic, so the
-    same on any device and whatever canvas or batch the image sits in."""
+_M31 = 2**31 - 1
+
+
+def _mix31(x: torch.Tensor) -> torch.Tensor:
+    """An integer hash of int64 values in [0, 2^31): xor-shift/multiply rounds kept below 2^62, so the
+    same on every device (no overflow)."""
+    x = x & _M31
+    x = x ^ (x >> 15)
+    x = (x * 0x2C1B3C6D) & _M31
+    x = x ^ (x >> 12)
+    x = (x * 0x297A2D39) & _M31
+    return x ^ (x >> 15)
+
+
+def pixel_hashes(images: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """(n,) int64 fingerprints in [0, 2^31) of each uint8 image's valid (h, w) region, on the images'
+    device: every `_HASH_STRIDE`-th row and column, weighted by position, so the value does not depend
+    on the canvas or the batch the image sits in. One batched computation, nothing read back."""
     import torch
 
-    out = []
-    for image, h, w in zip(images, heights.tolist(), widths.tolist(), strict=True):
-        flat = image[:, :h, :w].reshape(-1)[::_HASH_STRIDE].long()
-        weights = (torch.arange(flat.numel(), device=flat.device, dtype=torch.int64) * 40503 + 97) % 65521
-        out.append(int(((flat * weights).sum() + h * 65536 + w) % 2147483647))
-    return out
+    device = images.device
+    sampled = images[:, :, ::_HASH_STRIDE, ::_HASH_STRIDE].long()
+    c, ys, xs = sampled.shape[1:]
+    rows = torch.arange(ys, device=device) * _HASH_STRIDE
+    cols = torch.arange(xs, device=device) * _HASH_STRIDE
+    channel = torch.arange(c, device=device)[:, None, None]
+    weights = ((channel * 131 + rows[None, :, None]) * 40503 + cols[None, None, :] * 97 + 1) % 65521
+    heights, widths = heights.to(device), widths.to(device)
+    valid = (rows[None, :, None] < heights[:, None, None]) & (cols[None, None, :] < widths[:, None, None])
+    total = (sampled * weights * valid[:, None]).sum(dim=(1, 2, 3))
+    return _mix31(total % _M31 + heights * 65536 + widths)
+
+
+def hashed_uniforms(seeds: torch.Tensor, count: int) -> torch.Tensor:
+    """(n, count, 3) numbers in [0, 1) from per-image seeds (n,) int64: a counter-based generator, so
+    image i's draws depend on its seed alone and are made on the seeds' device."""
+    import torch
+
+    counter = torch.arange(count * 3, device=seeds.device).view(1, count, 3)
+    x = _mix31(_mix31(seeds[:, None, None] + counter * 0x9E3779B) + counter)
+    return x.double().div(_M31 + 1).float()
 
 
 def crop_plan(
     heights: torch.Tensor,
     widths: torch.Tensor,
     crop: tuple[int, int],
-    generators: list[torch.Generator],
     count: int,
     flip: bool,
+    *,
+    generator: torch.Generator | None = None,
+    seeds: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`count` uniformly random crop offsets (and flips) per image, image i drawing from generators[i]
-    (or all from generators[0] when there is one): (n * count,) tops, lefts and flips, image-major."""
+    """`count` uniformly random crop offsets (and flips) per image, all from `generator` (training), or,
+    with `seeds` ((n,) int64), image i's from its own seed (`hashed_uniforms`, evaluation): (n * count,)
+    tops, lefts and flips, image-major, on the device of `heights`."""
     import torch
 
-    n = heights.shape[0]
-    if len(generators) == 1:
-        u = torch.rand((n, count, 3), generator=generators[0])
-    else:
-        u = torch.stack([torch.rand((count, 3), generator=g) for g in generators])
+    n, device = heights.shape[0], heights.device
+    if seeds is not None:
+        u = hashed_uniforms(seeds.to(device), count)
+    else:  # drawn on the CPU from the batch's generator, then sent over without waiting for the GPU
+        u = torch.rand((n, count, 3), generator=generator).to(device, non_blocking=True)
     tops = (u[..., 0] * (heights - crop[0] + 1)[:, None]).long()
     lefts = (u[..., 1] * (widths - crop[1] + 1)[:, None]).long()
-    flips = u[..., 2] < 0.5 if flip else torch.zeros((n, count), dtype=torch.bool)
+    flips = u[..., 2] < 0.5 if flip else torch.zeros((n, count), dtype=torch.bool, device=device)
     return tops.reshape(-1), lefts.reshape(-1), flips.reshape(-1)
 
 
@@ -384,7 +418,7 @@ class VIPNetRecipe(Recipe):
         from iqa_cli.train.augment import crop_flip_at
 
         rgb = views["rgb"]
-        source = torch.arange(rgb.shape[0]).repeat_interleave(count)
+        source = torch.arange(rgb.shape[0], device=rgb.device).repeat_interleave(count)
         crops = crop_flip_at(rgb, tops, lefts, flips, *params.resolution, source=source)
         if params.dpm_view == "resize":
             whole = views["ycbcr_whole"].index_select(0, source.to(rgb.device))
@@ -397,19 +431,19 @@ class VIPNetRecipe(Recipe):
         import torch
 
         heights, widths = decode_sizes(views["size"])
-        plan = crop_plan(heights, widths, params.resolution, [torch.Generator().manual_seed(seed)], 1, params.flip)
+        generator = torch.Generator().manual_seed(seed)
+        plan = crop_plan(heights, widths, params.resolution, 1, params.flip, generator=generator)
         return self._inputs(views, *plan, 1, params)
 
     def eval_inputs(self, views: Views, params: VIPNetParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         """(B, P, 3, H, W) RGB and YCbCr crops: P = test_patch_num random crops per image, their
-        positions drawn from a generator seeded by test_seed and the image's pixel hash."""
-        import torch
+        positions drawn, on the device, from a counter-based generator seeded by test_seed and the image's
+        pixel hash (no value is read back to the host)."""
 
         heights, widths = decode_sizes(views["size"])
         count = params.test_patch_num
-        hashes = pixel_hashes(views["rgb"], heights, widths)
-        generators = [torch.Generator().manual_seed((params.test_seed * 2**31 + h) % 2**63) for h in hashes]
-        plan = crop_plan(heights, widths, params.resolution, generators, count, params.test_flip)
+        seeds = _mix31(pixel_hashes(views["rgb"], heights, widths) + params.test_seed * 0x5BD1E995)
+        plan = crop_plan(heights, widths, params.resolution, count, params.test_flip, seeds=seeds)
         rgb, ycbcr = self._inputs(views, *plan, count, params)
         return rgb.unflatten(0, (-1, count)), ycbcr.unflatten(0, (-1, count))
 
