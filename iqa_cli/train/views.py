@@ -2,8 +2,10 @@
 
 The stored views (e.g. VT-IQA's 244 and 768 px resizes) depend only on the image, so when all of
 them fit the RAM budget (`preload_gb`) they are computed once, on the training device, and kept in
-host memory (pinned when training on a GPU); otherwise each batch is read from the cache and
-converted on the device as it comes. Either way a background thread prepares the next batch's
+ordinary host memory; otherwise each batch is read from the cache and converted on the device as it
+comes. On a GPU each batch is gathered into one of a few reusable pinned staging buffers and copied
+without blocking (pinning the whole store would lock far more memory than it holds: pinned
+allocations round up to a power of two). Either way a background thread prepares the next batch's
 host data while the current one trains. Preloaded views may instead stay in GPU memory
 (`resident`: `auto` when they take at most a quarter of the free GPU memory, `on`, `off`); batches
 are then gathered there and the host is out of the loop.
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +26,10 @@ from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 
 PRELOAD_CHUNK = 32
+PREFETCH_DEPTH = 2  # batches prepared ahead by the prefetch thread
+# Pinned staging buffers: a slot is rewritten only when the batch after it has been taken, i.e. when
+# its own copy has been queued (the queue's batches, the one being staged, and the one being copied).
+STAGING_SLOTS = PREFETCH_DEPTH + 2
 RESIDENT_MODES = ("auto", "on", "off")
 RESIDENT_SHARE = 0.25  # of the free GPU memory that `resident="auto"` lets the views take
 AUTO_PRELOAD_SHARE = 0.6  # of the memory available when a run starts, when no budget is given
@@ -53,6 +60,75 @@ def keep_on_device(mode: str, device: torch.device, nbytes: int) -> bool:
         return False  # on the CPU, host memory is the device's
     free, _total = torch.cuda.mem_get_info(device)
     return nbytes <= RESIDENT_SHARE * free
+
+
+class PinnedStaging:
+    """A ring of reusable page-locked buffers for host-to-GPU copies of batches.
+
+    `stage` writes a batch's tensors into the next slot (waiting only for that slot's previous copy to
+    have finished, via its CUDA event) and returns views of it; `sent` records, after the non-blocking
+    copies are queued, the event that frees the slot. With `STAGING_SLOTS` slots a slot is rewritten
+    only after the batch it held has gone to the GPU. `pin=False` (tests, CPU) keeps the same
+    bookkeeping in ordinary memory.
+    """
+
+    def __init__(self, slots: int, *, pin: bool = True, event_factory: Callable[[], Any] | None = None) -> None:
+        if slots < 2:
+            raise ValueError("staging needs at least two slots")
+        self.pin = pin
+        self.buffers: list[torch.Tensor | None] = [None] * slots
+        self.events: list = [None] * slots
+        self.next = 0
+        self.allocations = 0  # page-locked allocations made (they are slow: reuse is the point)
+        self._event_factory = event_factory or (lambda: torch.cuda.Event())
+
+    def stage(
+        self, tensors: dict[str, torch.Tensor], rows: torch.Tensor | None = None
+    ) -> tuple[int, dict[str, torch.Tensor]]:
+        """Copy `tensors` (or their `rows`, gathered straight into the buffer) into the next slot."""
+        slot = self.next
+        self.next = (slot + 1) % len(self.buffers)
+        if self.events[slot] is not None:
+            self.events[slot].synchronize()  # this slot's last copy to the GPU has finished
+            self.events[slot] = None
+        shapes = {
+            name: ((rows.numel(), *t.shape[1:]) if rows is not None else tuple(t.shape)) for name, t in tensors.items()
+        }
+        sizes = {name: _aligned(int(np.prod(shape)) * tensors[name].element_size()) for name, shape in shapes.items()}
+        needed = sum(sizes.values())
+        buffer = self.buffers[slot]
+        if buffer is None or buffer.numel() < needed:
+            buffer = torch.empty(needed, dtype=torch.uint8, pin_memory=self.pin)
+            self.buffers[slot] = buffer
+            self.allocations += 1
+        out, offset = {}, 0
+        for name, tensor in tensors.items():
+            nbytes = int(np.prod(shapes[name])) * tensor.element_size()
+            view = buffer[offset : offset + nbytes].view(tensor.dtype).view(shapes[name])
+            if rows is not None:
+                torch.index_select(tensor, 0, rows, out=view)
+            else:
+                view.copy_(tensor)
+            out[name] = view
+            offset += sizes[name]
+        return slot, out
+
+    def sent(self, slot: int) -> None:
+        """Mark the slot's copies as queued: it is free once the event recorded now has passed."""
+        event = self._event_factory()
+        event.record()
+        self.events[slot] = event
+
+
+def _aligned(nbytes: int, to: int = 64) -> int:
+    return -(-nbytes // to) * to
+
+
+class _Staged:
+    """A batch in a staging slot: its host views (or padded image batch) and the slot to release."""
+
+    def __init__(self, data: dict[str, torch.Tensor] | torch.Tensor, slot: int) -> None:
+        self.data, self.slot = data, slot
 
 
 class _Rows:
@@ -97,6 +173,8 @@ class ViewStore:
         self.resident = self.preloaded and keep_on_device(resident, device, self.indices.size * per_image)
         self.host: dict[str, torch.Tensor] = {}  # the preloaded views (on the device when resident)
         self.row = np.full(len(dataset), -1, dtype=np.int64)
+        # Pinned staging for host-to-GPU copies (see STAGING_SLOTS).
+        self.staging = PinnedStaging(STAGING_SLOTS) if device.type == "cuda" and not self.resident else None
         if self.preloaded:
             self._preload(progress or NullProgress())
 
@@ -110,12 +188,10 @@ class ViewStore:
         return f"views of {self.indices.size} images ({gib:.2f} GiB) exceed the preload budget: computed per batch"
 
     def _preload(self, progress: Progress) -> None:
-        pin = self.device.type == "cuda" and not self.resident
         where = self.device if self.resident else torch.device("cpu")
         n = self.indices.size
         self.host = {
-            name: torch.empty((n, *shape), dtype=torch.uint8, pin_memory=pin, device=where)
-            for name, shape in self.shapes.items()
+            name: torch.empty((n, *shape), dtype=torch.uint8, device=where) for name, shape in self.shapes.items()
         }
         self.row[self.indices] = np.arange(n)
         progress.start("preparing views", n)
@@ -135,21 +211,44 @@ class ViewStore:
         if self.resident:
             return _Rows(torch.from_numpy(self.row[indices]), seed), None
         if self.preloaded:
-            out = self._gather(torch.from_numpy(self.row[indices]), seed)
-            if self.device.type == "cuda":
-                out = {name: t.pin_memory() for name, t in out.items()}
-            return out, None
+            rows = torch.from_numpy(self.row[indices])
+            cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
+            if self.staging is None:
+                return (
+                    cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
+                ), None
+            slot, staged = self.staging.stage(cut) if cut is not None else self.staging.stage(self.host, rows)
+            return _Staged(staged, slot), None
         batch, sizes = decode_batch(self.dataset, indices)
-        return (batch.pin_memory() if self.device.type == "cuda" else batch), sizes
+        if self.staging is None:
+            return batch, sizes
+        slot, staged = self.staging.stage({"images": batch})
+        return _Staged(staged["images"], slot), sizes
 
     def _gather(self, rows: torch.Tensor, seed: int | None) -> dict[str, torch.Tensor]:
         """Rows of the preloaded views: a training batch's crops when the recipe cuts them, else whole."""
         cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
         return cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
 
-    def device_batch(self, host: dict[str, torch.Tensor] | torch.Tensor | _Rows, sizes: np.ndarray | None) -> Views:
+    def device_batch(
+        self, host: dict[str, torch.Tensor] | torch.Tensor | _Rows | _Staged, sizes: np.ndarray | None
+    ) -> Views:
         if isinstance(host, _Rows):  # resident views: gathered (and cut) where they live
             return self._gather(host.rows.to(self.device, non_blocking=True), host.seed)
+        if isinstance(host, _Staged):  # non-blocking copies out of a pinned slot, then the slot is freed
+            if isinstance(host.data, dict):
+                views = {name: t.to(self.device, non_blocking=True) for name, t in host.data.items()}
+            else:
+                on_device = host.data.to(self.device, non_blocking=True)
+                views = None
+            assert self.staging is not None
+            self.staging.sent(host.slot)
+            if views is not None:
+                return views
+            images = on_device.permute(0, 3, 1, 2)
+            return self.recipe.stored_views(
+                [images[i, :, : int(h), : int(w)] for i, (h, w) in enumerate(sizes)], self.params
+            )
         if isinstance(host, dict):
             return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
         return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)
@@ -167,8 +266,14 @@ class BatchIterator:
     """
 
     def __init__(
-        self, store: ViewStore, batches: Sequence[np.ndarray], seeds: Sequence[int] | None = None, depth: int = 2
+        self,
+        store: ViewStore,
+        batches: Sequence[np.ndarray],
+        seeds: Sequence[int] | None = None,
+        depth: int = PREFETCH_DEPTH,
     ) -> None:
+        if store.staging is not None and depth + 2 > len(store.staging.buffers):
+            raise ValueError(f"prefetch depth {depth} needs {depth + 2} staging slots")
         self.store = store
         self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
         self.seeds: list[int | None] = [None] * len(self.batches) if seeds is None else [int(s) for s in seeds]

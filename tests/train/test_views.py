@@ -91,3 +91,56 @@ def test_resident_modes():
     assert not keep_on_device("auto", cpu, 1)  # on the CPU, host memory is the device's
     with pytest.raises(ValueError, match="resident must be one of"):
         keep_on_device("yes", cpu, 1)
+
+
+class FakeEvent:
+    """Stands in for torch.cuda.Event on the CPU: records when the slot was sent and when it was waited for."""
+
+    log: list[str] = []
+
+    def __init__(self) -> None:
+        self.recorded = False
+
+    def record(self) -> None:
+        self.recorded = True
+
+    def synchronize(self) -> None:
+        assert self.recorded, "waited for a slot whose copy was never queued"
+        FakeEvent.log.append("wait")
+
+
+@pytest.mark.parametrize("budget", [1e12, 0], ids=["preloaded", "streamed"])
+def test_pinned_staging_reuses_a_few_buffers_and_gives_the_same_batches(setup, budget):
+    """The GPU data path: batches go through a ring of reusable (pinned) staging buffers, a slot reused
+    only after its previous copy's event; exercised on the CPU with ordinary memory and fake events."""
+    from iqa_cli.train.views import STAGING_SLOTS, PinnedStaging
+
+    dataset, recipe, params = setup
+    indices = np.arange(len(dataset))
+    plain = ViewStore(dataset, recipe, params, torch.device("cpu"), indices, budget_bytes=budget)
+    staged = ViewStore(dataset, recipe, params, torch.device("cpu"), indices, budget_bytes=budget)
+    assert staged.staging is None  # only a CUDA device stages
+    staged.staging = PinnedStaging(STAGING_SLOTS, pin=False, event_factory=FakeEvent)
+    assert all(not t.is_pinned() for t in staged.host.values())  # the store itself is never pinned
+    FakeEvent.log = []
+    rng = np.random.default_rng(0)
+    batches = [rng.choice(len(dataset), size=5, replace=False) for _ in range(9)]
+    seeds = list(range(9))
+    with plain.batches(batches, seeds) as a, staged.batches(batches, seeds) as b:
+        for (_, views_a), (_, views_b), seed in zip(a, b, seeds, strict=True):
+            inputs = zip(
+                recipe.train_inputs(views_a, seed, params), recipe.train_inputs(views_b, seed, params), strict=True
+            )
+            assert all(torch.equal(x, y) for x, y in inputs)
+    assert staged.staging.allocations == STAGING_SLOTS  # one buffer per slot, reused (not one per batch)
+    assert FakeEvent.log == ["wait"] * (len(batches) - STAGING_SLOTS)  # each reuse waits for its last copy
+
+
+def test_staging_refuses_a_prefetch_deeper_than_its_slots(setup):
+    from iqa_cli.train.views import PinnedStaging
+
+    dataset, recipe, params = setup
+    store = ViewStore(dataset, recipe, params, torch.device("cpu"), np.arange(4), budget_bytes=1e12)
+    store.staging = PinnedStaging(3, pin=False, event_factory=FakeEvent)
+    with pytest.raises(ValueError, match="prefetch depth 2 needs 4 staging slots"):
+        store.batches([np.array([0])])
