@@ -75,6 +75,7 @@ def engine_overrides(args: Any, device: Any) -> dict[str, Any]:
         "amp": args.amp,
         "log_every": 10**6,
         "preload_gb": 1e6,
+        "gpu_cache": getattr(args, "gpu_cache", "auto"),
     }
 
 
