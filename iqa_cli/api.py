@@ -92,7 +92,7 @@ class Scorer:
     IEIT, AL-IQA and SSL-IQA); `native(scores)` maps them to the training dataset's own scale.
     """
 
-    def __init__(self, method: str, weights: str, *, device: str = "auto", amp: str = "off", batch_size: int = 16,
+    def __init__(self, method: str, weights: str, *, device: str = "auto", amp: str = "auto", batch_size: int = 16,
                  **test_options: Any) -> None:  # fmt: skip
         import torch
 
@@ -112,7 +112,7 @@ class Scorer:
         self.loaded = load_trained(self.recipe, weights)
         self.loaded.params = apply_test_overrides(self.recipe, self.loaded.params, test_options)
         self.device = resolve_device(device)
-        self.dtype = amp_dtype(amp, self.device)
+        self.dtype = amp_dtype(amp, self.device, evaluation=True)
         self.loaded.model.to(self.device).eval()
         self._torch = torch
 
@@ -190,7 +190,7 @@ def load(
     device: str = "auto",
     *,
     split: str | None = None,
-    amp: str = "off",
+    amp: str = "auto",
     batch_size: int = 16,
     **test_options: Any,
 ) -> Scorer:

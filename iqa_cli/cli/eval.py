@@ -64,7 +64,9 @@ def make_eval_command(method: str):
             None, "--per-image", help="write every prediction to this CSV"
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-        amp: str = typer.Option("off", "--amp", help="precision: off (float32), bf16, fp16, auto"),
+        amp: str = typer.Option(
+            "auto", "--amp", help="precision: auto (TF32 on GPUs, float32 on CPUs), tf32, off (float32), bf16, fp16"
+        ),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size"),  # noqa: UP045
         preload_gb: Optional[float] = typer.Option(  # noqa: UP045
             None, "--preload-gb", help="GiB of RAM for keeping prepared views [default: 60 % of the available memory]"

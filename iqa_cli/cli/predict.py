@@ -32,7 +32,9 @@ def register(root: typer.Typer) -> None:
         skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of stopping"),
         batch_size: int = typer.Option(16, "--batch-size", help="images per forward pass"),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-        amp: str = typer.Option("off", "--amp", help="precision: off (float32), bf16, fp16, auto"),
+        amp: str = typer.Option(
+            "auto", "--amp", help="precision: auto (TF32 on GPUs, float32 on CPUs), tf32, off (float32), bf16, fp16"
+        ),
         json_output: bool = typer.Option(False, "--json", help="print the scores as JSON"),
     ) -> None:
         """Score images of any size (JPEG/PNG/BMP/TIFF) with trained weights, in batches.

@@ -31,7 +31,7 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the `tomli` backport
         tomllib = None
 
 DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
+AMP_MODES = ("auto", "bf16", "fp16", "tf32", "off")
 SWITCHES = ("auto", "on", "off")
 SELECT_ON = ("val", "test")
 
@@ -72,8 +72,11 @@ class EngineConfig:
         },
     )
     eval_amp: str = field(
-        default="off",
-        metadata={"help": "precision of evaluations: off (float32; bf16 outputs tie at 1/64 steps), bf16, fp16, auto"},
+        default="auto",
+        metadata={
+            "help": "precision of evaluations: auto (TF32 matrix products on GPUs, float32 outputs; float32 on CPUs), "
+            "tf32, off (float32), bf16 or fp16 (outputs tie at 1/64 steps)"
+        },
     )
     preload_gb: float | None = field(
         default=None,

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,15 +97,36 @@ class StopRequest:
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+TF32 = "tf32"  # a precision that is not an autocast dtype: float32 tensors, TF32 matrix products (CUDA)
+Precision = torch.dtype | str | None  # an autocast dtype, TF32, or None (float32)
+
+
+def amp_dtype(mode: str, device: torch.device, *, evaluation: bool = False) -> Precision:
+    """The precision of `--amp`/`--eval-amp` on `device`. `auto`: bf16 autocast for GPU training, TF32
+    for GPU evaluation (float32 outputs: bf16 outputs fall on 1/64 steps near a score of 3, so
+    rankings tie), float32 on the CPU. `tf32` means float32 on the CPU."""
     if mode == "auto":
-        mode = "bf16" if device.type == "cuda" else "off"
+        mode = ("tf32" if evaluation else "bf16") if device.type == "cuda" else "off"
+    if mode == "tf32":
+        return TF32 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def autocast(device: torch.device, dtype: Precision) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
+    if dtype == TF32:
+        return _tf32()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -158,7 +180,7 @@ def predict_scores(
     indices: np.ndarray,
     *,
     device: torch.device,
-    dtype: torch.dtype | None,
+    dtype: Precision,
     dist: DistContext | None = None,
     progress: Progress | None = None,
     channels_last: bool = False,
@@ -253,7 +275,7 @@ class Trainer:
         self.recipe, self.params, self.cfg, self.dist = ctx.recipe, ctx.params, ctx.cfg, ctx.dist
         self.device = ctx.device
         self.dtype = amp_dtype(self.cfg.amp, self.device)
-        self.eval_dtype = amp_dtype(self.cfg.eval_amp, self.device)
+        self.eval_dtype = amp_dtype(self.cfg.eval_amp, self.device, evaluation=True)
         self.channels_last = use_channels_last(self.cfg, self.recipe)
         self.per_rank_batch = max(1, -(-self.params.batch_size // self.dist.world))
         self.pool = np.asarray(self.recipe.train_pool(parts, self.params), dtype=np.int64)

@@ -55,7 +55,7 @@ class EvalOptions:
     weights: str | None = None
     variant: str | None = None
     device: str = "auto"
-    amp: str = "off"
+    amp: str = "auto"
     batch_size: int | None = None
     preload_gb: float | None = None  # GiB; None: 60 % of the available memory
     by_type: bool = False  # also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)
@@ -198,7 +198,7 @@ def _run_jobs(
     loaded_cache: dict[str, LoadedModel],
 ) -> EvalReport:
     device = resolve_device(options.device)
-    dtype = amp_dtype(options.amp, device)
+    dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None
     store_key: tuple | None = None
     results, per_image, selections = [], [], set()

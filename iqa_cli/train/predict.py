@@ -129,7 +129,7 @@ def predict_files(
     skip_bad: bool = False,
     batch_size: int = 16,
     device: str = "auto",
-    amp: str = "off",
+    amp: str = "auto",
     progress: Progress | None = None,
 ) -> PredictReport:
     if amp not in AMP_MODES:
@@ -141,7 +141,7 @@ def predict_files(
     files = expand_inputs(inputs)
     loaded = load_trained(recipe, weights, variant=variant)
     torch_device = resolve_device(device)
-    dtype = amp_dtype(amp, torch_device)
+    dtype = amp_dtype(amp, torch_device, evaluation=True)
     loaded.model.to(torch_device).eval()
     train_labels = loaded.train_labels
     report = PredictReport(

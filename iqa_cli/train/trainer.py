@@ -140,7 +140,7 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     recipe.check_training(resolved.params)
     device = resolve_device(resolved.engine.device, _local_rank())
     dtype = amp_dtype(resolved.engine.amp, device)
-    eval_dtype = amp_dtype(resolved.engine.eval_amp, device)
+    eval_dtype = amp_dtype(resolved.engine.eval_amp, device, evaluation=True)
     return {
         "method": recipe.name,
         "data": str(resolve_cache(data)) if data is not None else None,

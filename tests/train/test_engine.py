@@ -173,3 +173,21 @@ def test_a_nan_loss_is_still_caught_with_sparse_readbacks(tmp_path, dataset, mon
     with pytest.raises(TrainingDiverged, match=r"at epoch 1 step 2 "):
         trainer.fit()
     assert load_state(tmp_path / "last.pt")["position"]["epoch"] == 1  # the good state from before
+
+
+def test_the_evaluation_precision_rule():
+    """GPU evaluation defaults to TF32 matrix products with float32 outputs (fast, no ties); GPU training to
+    bf16 autocast; the CPU stays float32. bf16 outputs tie: near 3 they fall on 1/64 steps."""
+    from iqa_cli.train.engine import TF32, amp_dtype, autocast
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert amp_dtype("auto", cuda, evaluation=True) == TF32 and amp_dtype("auto", cuda) == torch.bfloat16
+    assert amp_dtype("auto", cpu, evaluation=True) is None and amp_dtype("tf32", cpu) is None
+    assert amp_dtype("off", cuda, evaluation=True) is None and amp_dtype("bf16", cuda, evaluation=True) == torch.bfloat16
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with autocast(cuda, TF32):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    scores = 3.0 + torch.rand(234, generator=torch.Generator().manual_seed(0))  # 234 test images
+    assert scores.unique().numel() == 234
+    assert scores.to(torch.bfloat16).unique().numel() < 100  # why bf16 is not the evaluation default

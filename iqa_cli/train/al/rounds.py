@@ -280,7 +280,7 @@ def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: boo
         params,
         ctx.dataset,
         ctx.device,
-        amp_dtype(ctx.cfg.eval_amp, ctx.device),
+        amp_dtype(ctx.cfg.eval_amp, ctx.device, evaluation=True),
         ctx.dist,
         ctx.progress,
         ctx.cfg.preload_gb,
