@@ -183,7 +183,8 @@ def test_the_evaluation_precision_rule():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert amp_dtype("auto", cuda, evaluation=True) == TF32 and amp_dtype("auto", cuda) == torch.bfloat16
     assert amp_dtype("auto", cpu, evaluation=True) is None and amp_dtype("tf32", cpu) is None
-    assert amp_dtype("off", cuda, evaluation=True) is None and amp_dtype("bf16", cuda, evaluation=True) == torch.bfloat16
+    assert amp_dtype("off", cuda, evaluation=True) is None
+    assert amp_dtype("bf16", cuda, evaluation=True) == torch.bfloat16
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     with autocast(cuda, TF32):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
