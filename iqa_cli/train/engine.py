@@ -211,6 +211,22 @@ def predict_scores(
     return np.concatenate(dist.gather(local))
 
 
+class BatchDynamic(nn.Module):
+    """Calls a compiled module with the batch dimension of every tensor argument marked dynamic, so the
+    first graph already serves any batch size: an epoch's smaller last batch (and, under DDP, each
+    rank's share) does not recompile."""
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] > 1:
+                torch._dynamo.mark_dynamic(value, 0)
+        return self.compiled(*args, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------- fit
 
 
@@ -361,7 +377,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
         if self.cfg.compile:
-            module = torch.compile(module)
+            module = BatchDynamic(torch.compile(module))
         self.wrapped, self.wrapped_for = module, trainable
         return module
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch._dynamo
 
 from iqa_cli.models.checkpoint import read_state_dict
 from iqa_cli.train.data import make_parts
@@ -192,3 +193,44 @@ def test_the_evaluation_precision_rule():
     scores = 3.0 + torch.rand(234, generator=torch.Generator().manual_seed(0))  # 234 test images
     assert scores.unique().numel() == 234
     assert scores.to(torch.bfloat16).unique().numel() < 100  # why bf16 is not the evaluation default
+
+
+def test_compile_marks_the_batch_dynamic_so_no_epoch_recompiles(tmp_path, dataset, monkeypatch):
+    """--compile: one graph for every batch size (the first epoch's smaller last batch, later epochs);
+    compiles counted with a backend that records them (no C++ toolchain needed)."""
+    compiles: list[int] = []
+    real_compile = torch.compile
+
+    def counting_backend(gm, example_inputs):
+        compiles.append(len(example_inputs))
+        return gm.forward
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: real_compile(module, backend=counting_backend))
+    torch._dynamo.reset()
+    trainer = make_trainer(tmp_path, dataset, epochs=2, compile=True, batch_size=7)  # 24 images: 7, 7, 7, 3
+    seen = []
+    original = Trainer._train_epoch
+
+    def epoch_and_count(self, epoch, started):
+        result = original(self, epoch, started)
+        seen.append(len(compiles))
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_epoch", epoch_and_count)
+    from iqa_cli.train.engine import BatchDynamic
+
+    calls: list[tuple[int, int]] = []  # (batch size, graphs compiled before the call)
+    forward = BatchDynamic.forward
+
+    def noting(self, *args, **kwargs):
+        calls.append((args[0].shape[0], len(compiles)))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchDynamic, "forward", noting)
+    trainer.fit()
+    assert trainer.batches_per_epoch == 4 and seen[0] >= 1
+    sizes = [size for size, _ in calls]
+    assert sizes[:4] == [7, 7, 7, 3]
+    assert calls[1][1] == calls[3][1] == seen[0]  # the smaller last batch compiled nothing new
+    assert seen[1] == seen[0]  # neither did the second epoch
+    torch._dynamo.reset()
