@@ -348,7 +348,7 @@ def engine_section(
             meets_target=bool(busy >= 0.90),
             note="bare bf16 step GPU time / engine step wall time (1.0 = the GPU never waits)",
         )
-    for amp in ("off", "bf16"):
+    for amp in ("off", "tf32", "bf16"):  # float32, the GPU default (TF32 products), bf16
         options.eval_amp = amp
         try:
             loop = T.eval_loop(cache, r["weights"], options, device)

@@ -159,7 +159,8 @@ class Scorer:
         if isinstance(images, (str, Path)):
             from iqa_cli.train.predict import expand_inputs, read_image
 
-            return [read_image(p) for p in expand_inputs([images])]
+            bound = self.recipe.view_bound(self.loaded.params)  # large JPEGs decode reduced, as `iqa predict`
+            return [read_image(p, bound) for p in expand_inputs([images])]
         if isinstance(images, np.ndarray):
             if images.ndim == 4:
                 return [self._array(a) for a in images]

@@ -86,3 +86,42 @@ def test_comparisons_and_the_table(capsys):
     assert peak.mb is not None
     if peak.scope == "measurement":  # Linux: this block's own peak
         assert peak.mb >= 64
+
+
+def test_predict_bench_quick_run_reports_its_shares(workdir):
+    command = [sys.executable, "-m", "benchmarks.bench_predict", "--quick", "--workdir", str(workdir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["bench"] == "predict" and report["quick"] is True
+    assert set(report["seconds"]) == {"predict", "predict, serial decode", "bare forward"}
+    assert 0 < report["non_forward_share"]["median"] < 1 and report["peak_ratio"] > 0
+
+
+def test_gpu_check_says_when_there_is_no_cuda(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the no-CUDA answer cannot be checked here")
+    out = tmp_path / "gpu_check.json"
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(out.read_text())["skipped"] == "no CUDA device"
+
+
+def test_gpu_check_projects_the_koniq_protocol_from_measured_rates():
+    from benchmarks.gpu_check import KONIQ_IMAGES, projection
+
+    records = [
+        {"what": "gpu.engine.vtiqa.train", "images_per_s": 7000.0},
+        {"what": "gpu.eval.predict_loop.off", "images_per_s": 10000.0},
+        {"what": "gpu.eval.predict_loop.tf32", "images_per_s": 20000.0},  # iqa's default is the one used
+    ]
+    result = projection({"records": records}, 100)
+    per_epoch = KONIQ_IMAGES * 0.72 / 7000 + (KONIQ_IMAGES * 0.08 + KONIQ_IMAGES * 0.2) / 20000
+    assert result["projected_minutes"] == round(10 * 100 * per_epoch / 60, 1)
+    assert result["meets_goal"] is (result["projected_minutes"] <= 30)
+    assert "error" in projection({"records": []}, 100)

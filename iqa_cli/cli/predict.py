@@ -31,6 +31,12 @@ def register(root: typer.Typer) -> None:
         csv_file: Optional[Path] = typer.Option(None, "--csv", help="write the scores to this CSV file"),  # noqa: UP045
         skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unreadable images (listed) instead of stopping"),
         batch_size: int = typer.Option(16, "--batch-size", help="images per forward pass"),
+        workers: Optional[int] = typer.Option(  # noqa: UP045
+            None,
+            "-j",
+            "--workers",
+            help="decode processes (default: the cores iqa may use, less torch's threads on the CPU; 1 = this process)",
+        ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
         amp: str = typer.Option(
             "auto", "--amp", help="precision: auto (TF32 on GPUs, float32 on CPUs), tf32, off (float32), bf16, fp16"
@@ -63,6 +69,7 @@ def register(root: typer.Typer) -> None:
             device=device,
             amp=amp,
             progress=ConsoleProgress(),
+            workers=workers,
         )
         for _path, reason in report.skipped:
             err.print(f"skipped: {reason}", markup=False, highlight=False)

@@ -120,6 +120,9 @@ class DecodeJob:
     path: str
     orientation: int = 1
     size: tuple[int, int] | None = None  # None keeps the original size
+    # With no size: let the JPEG decoder reduce (DCT scaling, aspect kept) while both sides stay at
+    # least DRAFT_GAP x this (w, h); the result is not resized further (`iqa predict`).
+    reduce_to: tuple[int, int] | None = None
 
 
 # --- single images (run inside the workers) --------------------------------------------------------
@@ -194,11 +197,14 @@ def decode_image(
     *,
     orientation: int | None = None,
     draft: bool = True,
+    reduce_to: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Decode one image to uint8 H x W x 3 RGB, EXIF-oriented, resized to `size` = (w, h) if given.
 
-    Raises the underlying Pillow/OS error; `decode_job` wraps failures for the parallel path.
-    `draft=False` disables decode-time JPEG reduction (for comparisons).
+    Without `size`, `reduce_to` = (w, h) lets a JPEG decode at a reduced DCT scale that keeps both sides
+    at least DRAFT_GAP x these (aspect kept, no further resize). Raises the underlying Pillow/OS error;
+    `decode_job` wraps failures for the parallel path. `draft=False` disables decode-time JPEG
+    reduction (for comparisons).
     """
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated data is an error, never silently grey
     Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before any pixel is decoded
@@ -209,7 +215,7 @@ def decode_image(
         if orientation is None:
             orientation = _orientation(im)
         if draft:
-            _open_reduced(im, size, orientation)
+            _open_reduced(im, size if size is not None else reduce_to, orientation)
         im.load()
         rgb = _to_rgb(im)
         for op in _ORIENT_OPS.get(orientation, ()):
@@ -222,7 +228,7 @@ def decode_image(
 def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
     """`decode_image` for one job, with failures returned as values."""
     try:
-        array = decode_image(job.path, job.size, orientation=job.orientation)
+        array = decode_image(job.path, job.size, orientation=job.orientation, reduce_to=job.reduce_to)
     except Exception as exc:  # any decoder error means this file is unusable
         return _failure(job.path, exc)
     if array.ndim != 3 or array.shape[2] != 3:

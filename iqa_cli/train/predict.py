@@ -25,6 +25,7 @@ from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, load_trained
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+PER_WORKER = 4  # images per decode process at least: fewer images decode in this process (no start-up)
 
 
 @dataclass
@@ -63,31 +64,47 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> np.ndarray:
-    """uint8 (h, w, 3) RGB decoded exactly as `iqa prepare` decodes (iqa_cli.data.decode), or DataError."""
+def read_image(path: Path, reduce_to: int = 0) -> np.ndarray:
+    """uint8 (h, w, 3) RGB decoded as `iqa prepare` decodes (iqa_cli.data.decode), or DataError;
+    `reduce_to` > 0 lets a large JPEG decode reduced while both sides stay well above it."""
     from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_job
 
-    result = decode_job(DecodeJob(str(path)))
+    result = decode_job(DecodeJob(str(path), reduce_to=(reduce_to, reduce_to) if reduce_to else None))
     if isinstance(result, DecodeFailure):
         raise DataError(result.message, path=path)
     return result
 
 
-def _decoded(files: list[Path], skip_bad: bool, skipped: list[tuple[str, str]]) -> Iterator[tuple[Path, np.ndarray]]:
-    for path in files:
-        try:
-            image = read_image(path)
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            skipped.append((str(path), str(exc)))
-            continue
+def _decoded(
+    files: list[Path], skip_bad: bool, skipped: list[tuple[str, str]], *, reduce_to: int = 0, workers: int = 1
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """Decoded images in input order: in `workers` processes (a few batches in flight), else in this one."""
+    from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_images, read_header, worker_pool
+
+    bound = (reduce_to, reduce_to) if reduce_to else None
+    jobs = [DecodeJob(str(path), reduce_to=bound) for path in files]
+    with worker_pool(min(workers, max(1, len(files) // PER_WORKER))) as pool:
+        for path, image in zip(files, decode_images(jobs, workers=pool), strict=True):
+            if isinstance(image, DecodeFailure):
+                if not skip_bad:
+                    raise DataError(image.message, path=path)
+                skipped.append((str(path), str(DataError(image.message, path=path))))
+                continue
+            header = read_header(path) if bound else None  # the file's own size, reported as it is
+            size = (header.width, header.height) if header is not None and hasattr(header, "width") else None
+            yield path, image, size or (image.shape[1], image.shape[0])
+
+
+def _usable(
+    decoded: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], skip_bad: bool, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
+    for path, image, size in decoded:
         if image.shape[0] < 2 or image.shape[1] < 2:
             if not skip_bad:
                 raise DataError(f"image is only {image.shape[1]}x{image.shape[0]} pixels", path=path)
             skipped.append((str(path), "image too small"))
             continue
-        yield path, image
+        yield path, image, size
 
 
 def score_arrays(
@@ -131,7 +148,12 @@ def predict_files(
     device: str = "auto",
     amp: str = "auto",
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> PredictReport:
+    """Score `inputs` (files and folders). Images are decoded in `workers` processes (default: the
+    cores iqa may use, less torch's threads when the network runs on the CPU), large JPEGs at a reduced
+    DCT scale that keeps them well above the method's view sizes, and scored `batch_size` at a time
+    with the views made on the device."""
     if amp not in AMP_MODES:
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{amp}'")
     if batch_size < 1:
@@ -150,23 +172,32 @@ def predict_files(
         scale="training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)",
         native_scale=(f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None),
     )
-    pending: list[tuple[Path, np.ndarray]] = []
+    pending: list[tuple[Path, np.ndarray, tuple[int, int]]] = []
     progress.start("scoring images", len(files))
 
     def flush() -> None:
         scores = score_arrays(
-            recipe, loaded, [a for _, a in pending], torch_device, dtype, names=[p for p, _ in pending]
+            recipe, loaded, [a for _, a, _ in pending], torch_device, dtype, names=[p for p, _, _ in pending]
         )
         natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
-        for (path, array), score, native in zip(pending, scores, natives, strict=True):
+        for (path, _array, (width, height)), score, native in zip(pending, scores, natives, strict=True):
             native_score = None if native is None else float(native)
-            height, width = array.shape[:2]
             report.predictions.append(Prediction(str(path), float(score), native_score, width, height))
         progress.advance(len(pending))
         pending.clear()
 
-    for path, image in _decoded(files, skip_bad, report.skipped):
-        pending.append((path, image))
+    from iqa_cli.data.decode import default_workers
+
+    if workers is None:
+        # On the CPU the forward already uses torch's threads: extra decode processes would only compete
+        # with it (measured: slower on 2 cores), so they take the cores torch leaves free.
+        spare = default_workers() - (torch.get_num_threads() if torch_device.type == "cpu" else 0)
+        count = max(1, spare)
+    else:
+        count = max(1, int(workers))
+    decoded = _decoded(files, skip_bad, report.skipped, reduce_to=recipe.view_bound(loaded.params), workers=count)
+    for path, image, size in _usable(decoded, skip_bad, report.skipped):
+        pending.append((path, image, size))
         if len(pending) >= batch_size:
             flush()
     if pending:

@@ -87,3 +87,33 @@ def test_bad_inputs(weights, tmp_path):
     empty.mkdir()
     assert "no image files" in predict("--weights", str(weights), str(empty)).output
     assert "not found" in predict("--weights", str(tmp_path / "w.pt"), str(weights)).output
+
+
+def test_large_jpegs_decode_reduced_in_worker_processes_with_the_same_scores(weights, tmp_path):
+    """Images are decoded in worker processes, in input order; a JPEG much larger than the method's views
+    decodes at a reduced DCT scale (both sides still at least DRAFT_GAP x the largest view side), and
+    its reported size is the file's own."""
+    from iqa_cli.data.decode import DecodeJob, decode_job
+    from iqa_cli.data.resize import DRAFT_GAP
+    from iqa_cli.train.recipes import get_recipe
+    from iqa_cli.train.trainer import resolve_config
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for k in range(10):
+        Image.fromarray(smooth_image(160 + 8 * k, 120, k)).save(folder / f"p{k:02d}.png")
+    big = smooth_image(1600, 1200, 99)
+    Image.fromarray(big).save(folder / "zz_big.jpg", quality=92)
+    params = resolve_config(get_recipe("vtiqa"), tiny=True, config_file=None, overrides={}).params
+    bound = get_recipe("vtiqa").view_bound(params)
+    reduced = decode_job(DecodeJob(str(folder / "zz_big.jpg"), reduce_to=(bound, bound)))
+    assert reduced.shape[0] < 1200 and min(reduced.shape[:2]) >= DRAFT_GAP * bound
+    assert decode_job(DecodeJob(str(folder / "p00.png"), reduce_to=(8, 8))).shape == (120, 160, 3)  # PNG: whole
+
+    one = predict("--weights", str(weights), str(folder), "-j", "1", "--json")
+    two = predict("--weights", str(weights), str(folder), "-j", "2", "--json")
+    assert one.exit_code == 0 and two.exit_code == 0, (one.output, two.output)
+    first, second = json.loads(one.stdout)["predictions"], json.loads(two.stdout)["predictions"]
+    assert [p["path"] for p in first] == [p["path"] for p in second] == sorted(p["path"] for p in first)
+    assert [p["score"] for p in first] == [p["score"] for p in second]
+    assert (first[-1]["width"], first[-1]["height"]) == (1600, 1200)

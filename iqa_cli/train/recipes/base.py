@@ -237,6 +237,13 @@ class Recipe(ABC):
     def view_shapes(self, params: BaseParams) -> dict[str, tuple[int, ...]]:
         """Shape of each stored view of one image (uint8), used to budget RAM."""
 
+    def view_bound(self, params: BaseParams) -> int:
+        """The largest side any stored view has: an image decoded with both sides at least about this
+        large (DRAFT_GAP x, for JPEG DCT scaling) gives the same views as the full decode, near enough
+        (`iqa predict` decodes large JPEGs reduced)."""
+        sides = [side for shape in self.view_shapes(params).values() if len(shape) >= 3 for side in shape[-2:]]
+        return max(sides) if sides else 0
+
     @abstractmethod
     def stored_views(self, images: list[torch.Tensor], params: BaseParams) -> Views:
         """uint8 (3, h, w) images of any sizes on the device -> dict of uint8 (n, ...) batches."""
