@@ -361,7 +361,10 @@ class Trainer:
             budget_bytes=preload_budget(self.cfg.preload_gb),
             progress=self.ctx.progress if self.main else NullProgress(),
             resident=self.cfg.gpu_cache,
+            dist=self.dist,
         )
+        if self.dist.active:
+            self.rank_info["views"] = self.dist.gather(self.store.source)
         self.log(f"split {self.parts.name}: {self.store.describe()}")
 
     def _train_module(self) -> nn.Module:

@@ -13,9 +13,15 @@ are then gathered there and the host is out of the loop.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import re
+import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +29,34 @@ import torch
 
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.data import DatasetLike, read_images_ordered
+from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 
 PRELOAD_CHUNK = 32
 PREFETCH_DEPTH = 2  # batches prepared ahead by the prefetch thread
+SHM_ENV = "IQA_SHM_DIR"  # where DDP ranks of one node share their preloaded views (default /dev/shm)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def shm_dir() -> Path:
+    return Path(os.environ.get(SHM_ENV) or "/dev/shm")
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_world() -> int:
+    """Ranks on this node (torchrun's LOCAL_WORLD_SIZE; 1 outside torchrun)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _mapped(path: Path, shape: tuple[int, ...], mode: str) -> torch.Tensor:
+    """A uint8 tensor over a shared file mapping (`w+` creates the file, `r+` maps an existing one)."""
+    array = np.memmap(path, dtype=np.uint8, mode=mode, shape=shape)
+    return torch.from_numpy(array)
+
+
 # Pinned staging buffers: a slot is rewritten only when the batch after it has been taken, i.e. when
 # its own copy has been queued (the queue's batches, the one being staged, and the one being copied).
 STAGING_SLOTS = PREFETCH_DEPTH + 2
@@ -164,14 +194,19 @@ class ViewStore:
         budget_bytes: float,
         progress: Progress | None = None,
         resident: str = "off",
+        dist: DistContext | None = None,
     ) -> None:
         self.dataset, self.recipe, self.params, self.device = dataset, recipe, params, device
+        self.dist = dist or DistContext()
         self.shapes = recipe.view_shapes(params)
         per_image = sum(int(np.prod(s)) for s in self.shapes.values())
         self.indices = np.unique(np.asarray(indices, dtype=np.int64))
-        self.preloaded = self.indices.size * per_image <= budget_bytes
-        self.resident = self.preloaded and keep_on_device(resident, device, self.indices.size * per_image)
+        self.nbytes = self.indices.size * per_image
+        # Every rank takes the same path (a rank alone near a threshold must not flip it for itself).
+        self.preloaded = all(self.dist.gather(self.nbytes <= budget_bytes))
+        self.resident = self.preloaded and all(self.dist.gather(keep_on_device(resident, device, self.nbytes)))
         self.host: dict[str, torch.Tensor] = {}  # the preloaded views (on the device when resident)
+        self.source = "computed"  # or "mapped": another rank on this node computed them (shared memory)
         self.row = np.full(len(dataset), -1, dtype=np.int64)
         # Pinned staging for host-to-GPU copies (see STAGING_SLOTS).
         self.staging = PinnedStaging(STAGING_SLOTS) if device.type == "cuda" and not self.resident else None
@@ -180,20 +215,69 @@ class ViewStore:
 
     def describe(self) -> str:
         """Which data path this store takes, for the run's log."""
-        gib = self.indices.size * sum(int(np.prod(s)) for s in self.shapes.values()) / 2**30
+        gib = self.nbytes / 2**30
         if self.resident:
             return f"views of {self.indices.size} images ({gib:.2f} GiB) kept in {self.device} memory"
+        if self.preloaded and self.shared:
+            return (
+                f"views of {self.indices.size} images ({gib:.2f} GiB) preloaded in shared memory, one copy for the "
+                f"{local_world()} ranks of this node"
+            )
         if self.preloaded:
             return f"views of {self.indices.size} images ({gib:.2f} GiB) preloaded in host memory"
         return f"views of {self.indices.size} images ({gib:.2f} GiB) exceed the preload budget: computed per batch"
 
+    shared = False  # the preloaded views live in one shared-memory copy per node
+
     def _preload(self, progress: Progress) -> None:
         where = self.device if self.resident else torch.device("cpu")
         n = self.indices.size
+        self.row[self.indices] = np.arange(n)
+        if not self.resident and self._share_on_node(progress):
+            return
         self.host = {
             name: torch.empty((n, *shape), dtype=torch.uint8, device=where) for name, shape in self.shapes.items()
         }
-        self.row[self.indices] = np.arange(n)
+        self._compute(progress)
+
+    def _share_on_node(self, progress: Progress) -> bool:
+        """Under DDP with several ranks on a node: local rank 0 computes the views into files in shared
+        memory (`IQA_SHM_DIR`, default /dev/shm) and the node's other ranks map them, so the node holds
+        one copy instead of one per rank. The files are unlinked once every rank has mapped them (the
+        mappings stay valid), so nothing is left behind. False (each rank its own copy) when there is
+        one rank per node or the shared-memory folder has too little room on any node."""
+        dist = self.dist
+        if not dist.active or local_world() <= 1:
+            return False
+        folder = shm_dir()
+        fits = folder.is_dir() and os.access(folder, os.W_OK) and shutil.disk_usage(folder).free > 1.1 * self.nbytes
+        placement = dist.gather((socket.gethostname(), local_rank(), os.getpid(), bool(fits)))
+        if not all(entry[3] for entry in placement):
+            return False
+        host = socket.gethostname()
+        leader = next(pid for name, local, pid, _ in placement if name == host and local == 0)
+        stem = f"iqa-views-{leader}-{_UNSAFE.sub('_', self.recipe.name)}"
+        paths = {name: folder / f"{stem}-{_UNSAFE.sub('_', name)}.u8" for name in self.shapes}
+        n = self.indices.size
+        try:
+            if local_rank() == 0:
+                self.host = {name: _mapped(paths[name], (n, *shape), "w+") for name, shape in self.shapes.items()}
+                self._compute(progress)
+            dist.barrier()  # the views are written
+            if local_rank() != 0:
+                self.host = {name: _mapped(paths[name], (n, *shape), "r+") for name, shape in self.shapes.items()}
+                self.source = "mapped"
+            dist.barrier()  # every rank has mapped them
+        finally:
+            if local_rank() == 0:
+                for path in paths.values():
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+        self.shared = True
+        return True
+
+    def _compute(self, progress: Progress) -> None:
+        n = self.indices.size
         progress.start("preparing views", n)
         for start in range(0, n, PRELOAD_CHUNK):
             chunk = self.indices[start : start + PRELOAD_CHUNK]

@@ -189,7 +189,9 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     out = tmp_path / "ddp"
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
     command += ["--data", "mini", "--epochs", "1", "--out", str(out), "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(shm)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
     assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]
@@ -200,3 +202,7 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     assert first["per_rank"] == [11, 11] and first["shared"] == 0 and first["union"] == 22
     assert first["digests"][0] != first["digests"][1]
     assert len(set(ranks["weights_digest"])) == 1
+    # One copy of the preloaded views for the node: rank 0 computed them, rank 1 mapped its files,
+    # which are gone once both had them.
+    assert ranks["views"] == ["computed", "mapped"] and list(shm.iterdir()) == []
+    assert "preloaded in shared memory, one copy for the 2 ranks of this node" in done.stderr
