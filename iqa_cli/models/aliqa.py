@@ -19,17 +19,18 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import LayerNorm, QuickGELU, Transformer, VisionTransformer
 from torch import nn
 
 from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.models.checkpoint import mismatch_report, read_state_dict, unwrap_state_dict
 from iqa_cli.models.registry import register_model
+
+if TYPE_CHECKING:  # open_clip is imported where AL-IQA is built, so other methods never load it
+    from open_clip.tokenizer import SimpleTokenizer
 
 # The authors' three antonym pairs; the released test scripts score with the last (high/low quality).
 QUALITY_PAIRS: tuple[tuple[str, str], ...] = (("good", "bad"), ("clear", "unclear"), ("high quality", "low quality"))
@@ -43,6 +44,8 @@ PLACEHOLDER = "X"  # CoOp writes the learnable context as "X X ... X" before tok
 @lru_cache(maxsize=4)
 def clip_tokenizer(context_length: int) -> SimpleTokenizer:
     """CLIP's BPE tokenizer (lower-casing, ftfy clean-up), padding/truncating to `context_length`."""
+    from open_clip.tokenizer import SimpleTokenizer
+
     return SimpleTokenizer(context_length=context_length)
 
 
@@ -68,6 +71,8 @@ class TextEncoder(nn.Module):
     def __init__(self, context_length: int, width: int, layers: int, heads: int, embed_dim: int) -> None:
         super().__init__()
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        from open_clip.transformer import LayerNorm, QuickGELU, Transformer
+
         self.transformer = Transformer(width, layers, heads, mlp_ratio=4.0, act_layer=QuickGELU, norm_layer=LayerNorm)
         self.ln_final = LayerNorm(width)
         self.text_projection = nn.Parameter(torch.empty(width, embed_dim))
@@ -188,6 +193,8 @@ class ALIQA(nn.Module):
         self.context_length = context_length
         self.score_head = score_head % len(classnames)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
+
         self.image_encoder = VisionTransformer(
             image_size=image_size,
             patch_size=patch_size,

@@ -240,3 +240,15 @@ def test_registry_entry_and_meta_build():
     with torch.device("meta"):  # `iqa models` counts parameters on the meta device
         model = create("aliqa")
     assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters_elements"]
+
+
+def test_open_clip_is_imported_only_when_al_iqa_is_built():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, iqa_cli.models, iqa_cli.cli.main; assert 'open_clip' not in sys.modules; "
+        "from iqa_cli.models import create; create('aliqa', tiny=True); assert 'open_clip' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
