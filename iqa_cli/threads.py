@@ -10,7 +10,9 @@ rank collapsed 7x beside another busy process. The budget honours, in this order
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 OWN_THREADS = 1  # the prefetch thread that cuts the next batch while torch computes
 
@@ -52,3 +54,21 @@ def apply_thread_policy(*, ranks_on_node: int = 1) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+@contextlib.contextmanager
+def bulk_threads(*, ranks_on_node: int = 1) -> Iterator[int]:
+    """Work during which iqa runs no thread of its own (preparing every view before a run or an
+    evaluation): torch may take the whole share of the cores, then the policy's count comes back.
+    An explicit OMP_NUM_THREADS is left as it is."""
+    import torch
+
+    before = torch.get_num_threads()
+    count = before if _int_env("OMP_NUM_THREADS") else torch_threads(ranks_on_node=ranks_on_node, own_threads=0)
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -36,3 +36,24 @@ def test_resolving_the_cpu_applies_the_policy(monkeypatch):
         assert resolve_device("cpu").type == "cpu" and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_bulk_work_takes_the_whole_share_and_gives_it_back(monkeypatch):
+    """Preparing views runs before any iqa thread: it may use every core of the share, then the policy's
+    count returns; an explicit OMP_NUM_THREADS stays as it is."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with threads.bulk_threads() as count:
+            assert count == 4 and torch.get_num_threads() == 4
+        assert torch.get_num_threads() == 3
+        with threads.bulk_threads(ranks_on_node=2) as count:
+            assert count == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        with threads.bulk_threads() as count:
+            assert count == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.threads import bulk_threads
 from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
@@ -277,6 +278,12 @@ class ViewStore:
         return True
 
     def _compute(self, progress: Progress) -> None:
+        # No prefetch thread runs yet: on the CPU the resizes may use every core of this rank's share.
+        bulk = bulk_threads(ranks_on_node=local_world()) if self.device.type == "cpu" else contextlib.nullcontext()
+        with bulk:
+            self._compute_views(progress)
+
+    def _compute_views(self, progress: Progress) -> None:
         n = self.indices.size
         progress.start("preparing views", n)
         for start in range(0, n, PRELOAD_CHUNK):
