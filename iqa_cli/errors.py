@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Exit codes by kind (documented in the README's "Errors"); the shell-level ones are 74 (an operating-
+# system error such as a full disk), 124 (--time-limit), 130 (Ctrl-C) and 143 (SIGTERM).
+EXIT_USAGE = 2  # an option, a config file or a combination of flags
+EXIT_DIVERGED = 3  # training diverged (NaN or infinite loss); the last good checkpoint is kept
+EXIT_DATA = 65  # bad input data: a dataset, metadata file, image, cache or checkpoint (sysexits EX_DATAERR)
+EXIT_UNAVAILABLE = 69  # a download that is missing, unreachable or does not verify (EX_UNAVAILABLE)
+
 
 class IQAError(Exception):
     """An error caused by user input; its message is printed as-is, on one line."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
     def __init__(self, message: str, *, path: str | Path | None = None) -> None:
         self.path = str(path) if path is not None else None
@@ -25,9 +32,13 @@ class IQAError(Exception):
 class DataError(IQAError):
     """A dataset folder, metadata file, image or cache is missing or malformed."""
 
+    exit_code = EXIT_DATA
+
 
 class CheckpointError(IQAError):
     """A checkpoint is unreadable, unsafe, or does not fit the model."""
+
+    exit_code = EXIT_DATA
 
 
 class ConfigError(IQAError):
@@ -36,3 +47,5 @@ class ConfigError(IQAError):
 
 class DownloadError(IQAError):
     """A download failed, was refused, or did not verify."""
+
+    exit_code = EXIT_UNAVAILABLE

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import CheckpointError, IQAError
+from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, IQAError
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
@@ -53,6 +53,8 @@ DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"  # test hook: the process signals 
 
 class TrainingDiverged(IQAError):
     """The loss became NaN or infinite."""
+
+    exit_code = EXIT_DIVERGED
 
 
 class TrainingInterrupted(Exception):

@@ -98,3 +98,22 @@ def test_constant_predictions_are_no_result(tiny_weights, tmp_path):
     flat = save_checkpoint(state, tmp_path / "flat.safetensors", meta)
     line = error_line(invoke("eval", "vtiqa", "--data", "mini", "--weights", flat, "--split", "0"))
     assert "no split gave a finite srcc" in line
+
+
+def test_exit_codes_say_the_kind_of_error(tmp_path):
+    """2 usage, 65 bad input data, 69 downloads, 3 a diverged run (documented in the README)."""
+    from iqa_cli.errors import EXIT_DATA, EXIT_DIVERGED, EXIT_UNAVAILABLE, EXIT_USAGE
+    from iqa_cli.train.engine import TrainingDiverged
+
+    assert (EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA, EXIT_UNAVAILABLE) == (2, 3, 65, 69)
+    usage = invoke("train", "vtiqa", "--data", "x", "--epochs", "0")
+    assert usage.exit_code == 2 and "--epochs" in error_line(usage)
+    data = invoke("prepare", "livew", "--root", str(tmp_path / "missing"))
+    assert data.exit_code == 65 and str(tmp_path / "missing") in error_line(data)
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    checkpoint = invoke("predict", "vtiqa", str(bad), "--weights", str(bad))
+    assert checkpoint.exit_code == 65, checkpoint.output
+    download = invoke("weights", "fetch", "deit_small_patch16_224", env={"IQA_OFFLINE": "1"})
+    assert download.exit_code == 69 and "deit_small_patch16_224" in error_line(download)
+    assert TrainingDiverged("x").exit_code == 3
