@@ -286,10 +286,10 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
 @app.command("list")
 def list_datasets(json_output: bool = typer.Option(False, "--json", help="Print one JSON list on stdout.")) -> None:
     """The datasets `iqa prepare` knows: title, score type and range, default size, the files each expects."""
-    from iqa_cli.data.datasets import DATASETS
+    from iqa_cli.data.datasets import all_datasets
 
     rows: list[dict[str, Any]] = []
-    for spec in DATASETS.values():
+    for spec in all_datasets().values():
         low, high = spec.native_range
         known = math.isfinite(low) and math.isfinite(high)
         rows.append(
@@ -427,9 +427,9 @@ def inspect_cache(
 
 
 def _register_datasets() -> None:
-    from iqa_cli.data.datasets import DATASETS
+    from iqa_cli.data.datasets import all_datasets
 
-    for spec in DATASETS.values():
+    for spec in all_datasets().values():
         command = _custom_command(spec) if spec.name == "custom" else _dataset_command(spec)
         help_text = command.__doc__ or _dataset_help(spec)
         app.command(spec.name, help=help_text, short_help=spec.title)(command)

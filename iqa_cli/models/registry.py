@@ -1,7 +1,8 @@
 """Method name -> network builder, plus what the CLI needs to describe it.
 
-Each architecture file registers its builders with `@register_model`, so adding a network touches
-one new file plus one import line in `iqa_cli/models/__init__.py`.
+Each architecture file registers its builders with `@register_model`; `_BUILTIN` says which file
+defines each built-in name (it is imported on first use), and plugins add networks through the
+`iqa_cli.models` entry-point group.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.registry import Registry
 
 StateDict = dict[str, Any]
 
@@ -29,7 +30,23 @@ class ModelEntry:
     tiny_config: dict[str, Any] = field(default_factory=dict)  # kwargs for a CPU-test-sized network
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+# Each built-in network's module (imported when one of its names is first asked for); plugins add
+# networks through the `iqa_cli.models` entry-point group (see iqa_cli.registry).
+_BUILTIN = {
+    "aliqa": "iqa_cli.models.aliqa",
+    "ieit": "iqa_cli.models.ieit",
+    **dict.fromkeys(
+        ["ssliqa", "ssliqa-googlenet", "ssliqa-inceptionresnetv2", "ssliqa-student", "ssliqa-teacher", "ssliqa-tres"],
+        "iqa_cli.models.ssliqa",
+    ),
+    "vipnet": "iqa_cli.models.vipnet",
+    "vipnet-dpm": "iqa_cli.models.botnet",
+    "vtiqa": "iqa_cli.models.vtiqa",
+    **dict.fromkeys(
+        ["vtiqa-org", "vtiqa-org-backbone", "vtiqa-org-fusion", "vtiqa-org-selection"], "iqa_cli.models.vtiqa_org"
+    ),
+}
+MODELS: Registry[ModelEntry] = Registry("model", builtin=_BUILTIN, plugin_group="iqa_cli.models")
 
 
 def register_model(
@@ -41,15 +58,16 @@ def register_model(
     tiny_config: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise RuntimeError(f"model '{name}' registered twice")
-        _REGISTRY[name] = ModelEntry(
-            name=name,
-            builder=builder,
-            description=description,
-            inputs=inputs,
-            convert_original=convert_original,
-            tiny_config=dict(tiny_config or {}),
+        MODELS.add(
+            name,
+            ModelEntry(
+                name=name,
+                builder=builder,
+                description=description,
+                inputs=inputs,
+                convert_original=convert_original,
+                tiny_config=dict(tiny_config or {}),
+            ),
         )
         return builder
 
@@ -57,15 +75,11 @@ def register_model(
 
 
 def get_entry(name: str) -> ModelEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"unknown model '{name}' (known: {known})") from None
+    return MODELS.get(name)
 
 
 def model_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def create(name: str, *, tiny: bool = False, **config: Any) -> nn.Module:

@@ -13,12 +13,13 @@ Shared helpers for parsers are in `_files.py`.
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 
 from iqa_cli.data.records import DatasetSpec
-from iqa_cli.errors import ConfigError
+from iqa_cli.registry import Registry
 
-# One entry per dataset module in this package (each defines SPEC: DatasetSpec).
+# One entry per dataset module in this package (each defines SPEC: DatasetSpec); plugins add parsers
+# through the `iqa_cli.datasets` entry-point group, with modules that call `register_dataset`.
 _MODULES: list[str] = [
     "livew",
     "koniq",
@@ -32,25 +33,40 @@ _MODULES: list[str] = [
     "tid2013",
     "custom",
 ]
-
-DATASETS: dict[str, DatasetSpec] = {}
-_ALIASES: dict[str, str] = {}
+_BUILTIN = {name: f"iqa_cli.data.datasets.{name}" for name in _MODULES}
 
 
-def _load() -> None:
-    for module_name in _MODULES:
-        spec: DatasetSpec = importlib.import_module(f"iqa_cli.data.datasets.{module_name}").SPEC
-        DATASETS[spec.name] = spec
-        for alias in spec.aliases:
-            _ALIASES[alias.lower()] = spec.name
+def _add_spec(module: ModuleType) -> None:
+    """Built-in dataset modules define `SPEC` rather than registering: importing one adds it."""
+    register_dataset(module.SPEC)
+
+
+DATASET_REGISTRY: Registry[DatasetSpec] = Registry(
+    "dataset", builtin=_BUILTIN, plugin_group="iqa_cli.datasets", on_import=_add_spec
+)
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a parser (its `name` and `aliases`), e.g. from a plugin module."""
+    return DATASET_REGISTRY.add(spec.name, spec, aliases=spec.aliases)
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    key = name.lower()
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ConfigError(f"unknown dataset '{name}' (known: {', '.join(sorted(DATASETS))})")
-    return DATASETS[key]
+    return DATASET_REGISTRY.get(name.lower())
 
 
-_load()
+def is_dataset_name(name: str) -> bool:
+    """Whether `name` (or an alias) names a dataset parser."""
+    return DATASET_REGISTRY.known(name)
+
+
+def all_datasets() -> dict[str, DatasetSpec]:
+    """Every dataset parser by name, built-in and from plugins."""
+    return dict(DATASET_REGISTRY.items())
+
+
+def __getattr__(name: str) -> dict[str, DatasetSpec]:
+    """`DATASETS`: every parser by name (kept for callers of the former module-level dict)."""
+    if name == "DATASETS":
+        return all_datasets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -128,11 +128,11 @@ def parse(root: Path, *, on_missing: OnMissing = None, csv_path: Path | None = N
 
 def check_name(name: str) -> str:
     """A custom dataset's name becomes a file name and a `--data` name: keep it simple and unambiguous."""
-    from iqa_cli.data.datasets import _ALIASES, DATASETS
+    from iqa_cli.data.datasets import is_dataset_name
 
     if not _SAFE_NAME.match(name):
         raise ConfigError(f"invalid dataset name {name!r} (letters, digits, '.', '_', '-'; at most 64 characters)")
-    if name.lower() != "custom" and (name.lower() in DATASETS or name.lower() in _ALIASES):
+    if name.lower() != "custom" and is_dataset_name(name):
         raise ConfigError(f"'{name}' is the name of a built-in dataset; choose another --name")
     return name
 

@@ -1,39 +1,34 @@
-"""Recipe registry: method name -> `Recipe`. Add a method with one module and one line in `_MODULES`."""
+"""Recipe registry: method name -> `Recipe` (`iqa_cli.registry`). A built-in method is one module in this
+package and one line in `_BUILTIN`; a plugin registers its recipe from a module named in the
+`iqa_cli.recipes` entry-point group."""
 
 from __future__ import annotations
 
-import importlib
-
-from iqa_cli.errors import ConfigError
+from iqa_cli.registry import Registry
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 
-_MODULES = ["vtiqa", "vipnet_dpm", "vipnet", "aliqa", "ssliqa", "ieit"]
-_RECIPES: dict[str, Recipe] = {}
+_BUILTIN = {
+    "vtiqa": "iqa_cli.train.recipes.vtiqa",
+    "vipnet-dpm": "iqa_cli.train.recipes.vipnet_dpm",
+    "vipnet": "iqa_cli.train.recipes.vipnet",
+    "aliqa": "iqa_cli.train.recipes.aliqa",
+    "ssliqa": "iqa_cli.train.recipes.ssliqa",
+    "ieit": "iqa_cli.train.recipes.ieit",
+}
+RECIPES: Registry[Recipe] = Registry("method", builtin=_BUILTIN, plugin_group="iqa_cli.recipes")
 
 
 def register_recipe(cls: type[Recipe]) -> type[Recipe]:
-    if cls.name in _RECIPES:
-        raise RuntimeError(f"recipe '{cls.name}' registered twice")
-    _RECIPES[cls.name] = cls()
+    RECIPES.add(cls.name, cls())
     return cls
 
 
 def get_recipe(name: str) -> Recipe:
-    _load()
-    try:
-        return _RECIPES[name]
-    except KeyError:
-        raise ConfigError(f"no training recipe for '{name}' (known: {', '.join(sorted(_RECIPES))})") from None
+    return RECIPES.get(name)
 
 
 def recipe_names() -> list[str]:
-    _load()
-    return sorted(_RECIPES)
-
-
-def _load() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"iqa_cli.train.recipes.{module}")
+    return RECIPES.names()
 
 
 __all__ = ["BaseParams", "Recipe", "get_recipe", "recipe_names", "register_recipe"]
