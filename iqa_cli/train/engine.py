@@ -21,7 +21,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -279,16 +279,29 @@ class FitContext:
     watched: list[WatchedDataset] = field(default_factory=list)  # `--watch`: scored at every evaluation
 
 
+Evaluation = Callable[["Trainer", np.ndarray], tuple[dict[str, Any], np.ndarray]]
+
+
 class Trainer:
     """Trains one split into `out_dir` (only rank 0 writes).
 
-    `evaluate_before_training`: on a fresh start, evaluate the start weights first and make them the
-    kept model, so the first evaluation must beat them (AL-IQA's steps do this, as the authors' scripts
-    compare with the evaluation they run before training)."""
+    Hooks for methods whose steps differ from the plain protocol:
+    - `evaluation(trainer, indices) -> (metrics, predictions)` replaces the default evaluation of a part
+      (AL-IQA scores all three prompt heads; it may call `trainer.predict`);
+    - `evaluate_before_training`: on a fresh start, evaluate the start weights first and make them the
+      kept model, so the first evaluation must beat them (AL-IQA's steps do this, as the authors'
+      scripts compare with the evaluation they run before training)."""
 
-    evaluate_before_training = False
-
-    def __init__(self, ctx: FitContext, parts: SplitParts, out_dir: Path) -> None:
+    def __init__(
+        self,
+        ctx: FitContext,
+        parts: SplitParts,
+        out_dir: Path,
+        *,
+        evaluation: Evaluation | None = None,
+        evaluate_before_training: bool = False,
+    ) -> None:
+        self.evaluation, self.evaluate_before_training = evaluation, evaluate_before_training
         self.ctx, self.parts, self.out_dir = ctx, parts, out_dir
         self.recipe, self.params, self.cfg, self.dist = ctx.recipe, ctx.params, ctx.cfg, ctx.dist
         self.device = ctx.device
@@ -584,7 +597,7 @@ class Trainer:
             )
         return stop_flag
 
-    def _predict(self, indices: np.ndarray, outputs: Recipe | None = None) -> np.ndarray:
+    def predict(self, indices: np.ndarray, outputs: Recipe | None = None) -> np.ndarray:
         """Test-time predictions of `indices` with the current model (`outputs`: what the recipe, or a
         wrapper of it, predicts; default the score)."""
         return predict_scores(
@@ -599,8 +612,11 @@ class Trainer:
             channels_last=self.channels_last,
         )
 
-    def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        pred = self._predict(indices)
+    def evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """Metrics and predictions of `indices` with the current model (the `evaluation` hook if given)."""
+        if self.evaluation is not None:
+            return self.evaluation(self, indices)
+        pred = self.predict(indices)
         return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred
 
     def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:
@@ -623,7 +639,7 @@ class Trainer:
             parts = {"val": self.parts.val} if self.parts.val.size else {}
             if (self.cfg.eval_test or self.parts.select_on == "test") and self.parts.test.size:
                 parts["test"] = self.parts.test
-            metrics = {name: self._evaluate(idx)[0] for name, idx in parts.items()}
+            metrics = {name: self.evaluate(idx)[0] for name, idx in parts.items()}
             if self.parts.select_on in metrics:
                 value = float(metrics[self.parts.select_on][self.params.selection_metric])
                 improved = self.best_state is None or (math.isfinite(value) and value > self.pos.best_metric)
@@ -729,7 +745,7 @@ class Trainer:
     def _keep_start_weights(self) -> None:
         """Evaluate the weights training starts from and keep them as the model to beat (epoch -1)."""
         indices = self.parts.select
-        metrics, _ = self._evaluate(indices)
+        metrics, _ = self.evaluate(indices)
         value = float(metrics[self.params.selection_metric])
         self.pos.best_metric, self.pos.best_epoch = (value if math.isfinite(value) else -math.inf), -1
         self.best_state = cpu_state(self.model)
@@ -746,12 +762,12 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         if self.parts.test.size:
-            test, test_pred = self._evaluate(self.parts.test)
+            test, test_pred = self.evaluate(self.parts.test)
         else:  # a whole-dataset round: nothing of this dataset is held out (see --watch)
             test, test_pred = {"n": 0, **dict.fromkeys(self.recipe.metric_names, math.nan)}, np.empty(0)
             if self.parts.select_on == "none":
                 self.pos.best_epoch = self.pos.epoch - 1  # the kept model is the last epoch's
-        val = self._evaluate(self.parts.val)[0] if self.parts.val.size else None
+        val = self.evaluate(self.parts.val)[0] if self.parts.val.size else None
         if self.dist.active:
             self.rank_info["weights_digest"] = self.dist.gather(weights_digest(self.model))
             self.rank_info["world_size"] = self.dist.world

@@ -46,21 +46,17 @@ def round_dir(out_dir: Path, index: int) -> Path:
     return out_dir / f"round-{index}"
 
 
-class StepTrainer(Trainer):
-    """The engine's trainer, evaluating all three heads: the kept model maximises the authors'
-    mean PLCC + mean SRCC over the heads, while the reported score stays head 2's. As in the authors'
-    step scripts, the start weights are evaluated first and the first evaluation is compared with
-    them: a fine-tune step must beat round 3's model, or round 3's model is kept."""
+def heads_evaluation(trainer: Trainer, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """The engine's evaluation hook for AL-IQA's steps: all three heads are scored, the kept model
+    maximises the authors' mean PLCC + mean SRCC over the heads, and the reported score stays head
+    2's. With `evaluate_before_training` (as the authors' step scripts compare with the evaluation
+    they run first), a fine-tune step must beat round 3's model, or round 3's model is kept."""
+    from iqa_cli.train.al.signals import Outputs, all_heads
+    from iqa_cli.train.recipes.aliqa import head_metrics
 
-    evaluate_before_training = True
-
-    def _evaluate(self, indices: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        from iqa_cli.train.al.signals import Outputs, all_heads
-        from iqa_cli.train.recipes.aliqa import head_metrics
-
-        heads = self._predict(indices, Outputs(self.recipe, all_heads))
-        score_head = self.model.score_head
-        return head_metrics(heads, self.labels.numpy()[indices], score_head), 1.0 + 4.0 * heads[:, score_head]
+    heads = trainer.predict(indices, Outputs(trainer.recipe, all_heads))
+    score_head = trainer.model.score_head
+    return head_metrics(heads, trainer.labels.numpy()[indices], score_head), 1.0 + 4.0 * heads[:, score_head]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -238,7 +234,8 @@ def _train_step(
         everything = np.arange(len(ctx.dataset), dtype=np.int64)
         step_parts = dataclasses.replace(step_parts, test=np.setdiff1d(everything, labelled))
     _log(ctx, f"split {parts.name} {label}: training {stage} (n_ctx {n_ctx}) on {labelled.size} labelled images")
-    return StepTrainer(step_ctx, step_parts, step_dir).fit(resume=resume and (step_dir / LAST).is_file())
+    trainer = Trainer(step_ctx, step_parts, step_dir, evaluation=heads_evaluation, evaluate_before_training=True)
+    return trainer.fit(resume=resume and (step_dir / LAST).is_file())
 
 
 def _round_summary(label: str, labelled: int, result: FitResult) -> dict[str, Any]:
