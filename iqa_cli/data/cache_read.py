@@ -18,16 +18,16 @@ from iqa_cli.errors import DataError
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """HDF5/NumPy attribute values as plain Python (str, int, float, bool, list)."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [plain_value(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     return value
 
 
@@ -39,7 +39,7 @@ def _file_identity(path: Path) -> tuple[int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_size)
 
 
-def _gather(array: Any, indices: np.ndarray) -> np.ndarray:
+def gather_rows(array: Any, indices: np.ndarray) -> np.ndarray:
     """array[indices] for an HDF5 dataset or (memory-mapped) array, reading runs of consecutive
     indices as one slice each, and returning rows in the order of `indices`."""
     count = len(array)
@@ -117,7 +117,7 @@ class Cache:
         self._handle = handle
         if "format_version" not in handle.attrs or F.IMAGES not in handle:
             raise DataError("is an HDF5 file but not an iqa cache (no format_version / images)", path=self.path)
-        self.attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+        self.attrs = {k: plain_value(v) for k, v in handle.attrs.items()}
         self._check_version()
         missing = [k for k in F.PER_IMAGE if k not in handle]
         if missing:
@@ -127,14 +127,14 @@ class Cache:
         self.scores = np.asarray(handle[F.SCORES][()], dtype=np.float32)
         self.std = np.asarray(handle[F.STD][()], dtype=np.float32)
         self.ref_ids = np.asarray(handle[F.REF_IDS][()], dtype=np.int32)
-        self.names = [_plain(n) for n in handle[F.NAMES][()].tolist()]
+        self.names = [plain_value(n) for n in handle[F.NAMES][()].tolist()]
         if F.DISTRIBUTIONS in handle:
             self.distributions = np.asarray(handle[F.DISTRIBUTIONS][()], dtype=np.float32)
         if F.FLAGS in handle:
             self.flags = np.asarray(handle[F.FLAGS][()], dtype=np.uint8)
         if F.SPLITS in handle:
             group = handle[F.SPLITS]
-            self.split_attrs = {k: _plain(v) for k, v in group.attrs.items()}
+            self.split_attrs = {k: plain_value(v) for k, v in group.attrs.items()}
             for name in group:
                 self._splits[name] = {part: np.asarray(group[name][part][()], np.int64) for part in group[name]}
         self._splits = {name: _ordered_parts(parts) for name, parts in self._splits.items()}
@@ -275,7 +275,7 @@ class Cache:
         (runs of consecutive indices are read with one slice each)."""
         self._check_unchanged()
         try:
-            return _gather(self.images, np.asarray(indices))
+            return gather_rows(self.images, np.asarray(indices))
         except OSError as exc:  # h5py: a chunk that cannot be read (truncated or damaged file)
             raise DataError(f"cannot read images (damaged or truncated cache: {exc})", path=self.path) from None
 
@@ -334,6 +334,17 @@ class Cache:
             return protocol_split(name, self.image_list())
         except DataError as exc:
             raise DataError(f"split '{name}': {exc}", path=self.path) from None
+
+    def extra_array(self, key: str) -> np.ndarray | None:
+        """An array a cache of some kind carries besides the standard ones (e.g. a distorted set's
+        `labels`), or None when this cache has none by that name."""
+        if self.format == "h5":
+            return np.asarray(self._handle[key][()]) if key in self._handle else None
+        names = {info.filename.removesuffix(".npy"): info for info in self._handle.infolist()}
+        if key not in names:
+            return None
+        with self._handle.open(names[key]) as handle:
+            return np.lib.format.read_array(handle, allow_pickle=False)
 
     # --- lifetime ---
 

@@ -96,10 +96,10 @@ class EnhancedImages:
             raise
 
     def _check(self, cache: Any, cache_path: Path) -> None:
-        from iqa_cli.data.cache_read import _plain
+        from iqa_cli.data.cache_read import plain_value
 
         f = self._file
-        self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        self.attrs = {k: plain_value(v) for k, v in f.attrs.items()}
         again = f"make them again with `iqa prepare enhance {cache_path}`"
         if self.attrs.get("kind") != KIND or IMAGES not in f or NAMES not in f:
             raise DataError(f"not an iqa enhanced-image file; {again}", path=self.path)
@@ -115,7 +115,7 @@ class EnhancedImages:
                 f"{tuple(cache.images.shape[1:])}; {again}",
                 path=self.path,
             )
-        names = [_plain(x) for x in f[NAMES][()].tolist()]
+        names = [plain_value(x) for x in f[NAMES][()].tolist()]
         for i, (ours, theirs) in enumerate(zip(names, cache.names, strict=True)):
             if ours != theirs:
                 raise DataError(
@@ -132,9 +132,9 @@ class EnhancedImages:
         return len(self.images)
 
     def read_images(self, indices: np.ndarray) -> np.ndarray:
-        from iqa_cli.data.cache_read import _gather
+        from iqa_cli.data.cache_read import gather_rows
 
-        return _gather(self.images, np.asarray(indices))
+        return gather_rows(self.images, np.asarray(indices))
 
     def close(self) -> None:
         handle, self._file = getattr(self, "_file", None), None

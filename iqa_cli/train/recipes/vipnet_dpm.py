@@ -110,16 +110,10 @@ def distortion_classes(dataset: DatasetLike, source: str) -> np.ndarray:
 
     if dataset.attrs.get("kind") == KIND:
         stored = getattr(dataset, LABELS, None)
+        if stored is None and hasattr(dataset, "extra_array"):
+            stored = dataset.extra_array(LABELS)  # the cache API reads it (HDF5 or NPZ)
         if stored is not None:
             return np.asarray(stored, dtype=np.int64)
-        if getattr(dataset, "format", None) == "h5":
-            import h5py
-
-            from iqa_cli.distort.store import read_int_array
-
-            with h5py.File(source, "r") as handle:
-                if LABELS in handle:
-                    return read_int_array(handle, LABELS)
         raise DataError(f"distorted cache has no '{LABELS}' array (damaged; write it again)", path=source)
     parsed = labels_from_names(list(getattr(dataset, "names", []) or []))
     if parsed is None or len(parsed) != len(dataset):
