@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 SEED_STRIDE = 10**9
 READBACK_STEPS = 50  # GPU: training statistics are read on the host every this many steps (and at epoch end)
-DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"  # test hook: the process signals itself after step N
 
 
 class TrainingDiverged(IQAError):
@@ -79,6 +78,17 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal_name is not None
 
+    def after_step(self, step: int) -> bool:
+        """Polled by the training loop after each optimiser step (`step`: the split's step count)."""
+        return self.requested
+
+    @classmethod
+    def for_this_process(cls) -> StopRequest:
+        """The stop request a run uses: this one, or, when IQA_DEBUG_SIGNAL_AT_STEP=N is set (tests of the
+        signal path end to end), one that sends this process SIGTERM after step N."""
+        step = int(os.environ.get(DEBUG_SIGNAL_ENV, "0") or 0)
+        return SignalAfterStep(step) if step > 0 else cls()
+
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal_name = signal.Signals(signum).name
 
@@ -94,6 +104,22 @@ class StopRequest:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
+
+
+DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"
+
+
+class SignalAfterStep(StopRequest):
+    """Sends this process a real SIGTERM after step N, so a test runs the whole signal path."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def after_step(self, step: int) -> bool:
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.requested
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -493,7 +519,6 @@ class Trainer:
             if extra is not None and len(extra):
                 batches[b] = np.concatenate([indices, np.asarray(extra, dtype=np.int64)])
         module.train()
-        debug_step = int(os.environ.get(DEBUG_SIGNAL_ENV, "0") or 0)
         max_norm = self.recipe.max_grad_norm(self.params)
         if self.main:
             self.ctx.progress.start(f"split {self.parts.name} epoch {epoch}", len(batches))
@@ -551,10 +576,9 @@ class Trainer:
                 self.pos.batch = b + 1
                 if self.main:
                     self.ctx.progress.advance(1)
-                if debug_step and self.pos.step == debug_step:
-                    os.kill(os.getpid(), signal.SIGTERM)
+                polled = self.ctx.stop.after_step(self.pos.step)
                 if not self.dist.active:
-                    stop_flag = 1.0 if self.ctx.stop.requested else 0.0
+                    stop_flag = 1.0 if polled else 0.0
                 reason = self._check_stop(stop_flag, started)
                 limit = bool(self.cfg.max_steps and self.pos.step >= self.cfg.max_steps)
                 if reason is not None or limit:

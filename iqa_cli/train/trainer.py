@@ -473,7 +473,7 @@ def _train_splits(
     watched = open_watched(
         parse_watch(engine.watch), recipe, resolved.params, device, preload_gb=engine.preload_gb, progress=progress
     )
-    with StopRequest() as stop, contextlib.ExitStack() as closing:
+    with StopRequest.for_this_process() as stop, contextlib.ExitStack() as closing:
         for item in watched:
             closing.callback(item.close)
         for split in split_names:
