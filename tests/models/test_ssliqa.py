@@ -241,6 +241,15 @@ def test_tres_teacher_matches_reference():
     assert_matches(seen["fc"], find(inter, "logits"), 1e-4, "logits")
 
 
+def _check_wide_head(activation: torch.Tensor, seen: dict, inter: dict) -> None:
+    """The Linear-Linear-ReLU-Linear head the GoogLeNet and InceptionResNetV2 branches share."""
+    assert_matches(activation[:, :512], find(inter, "activation[:, :512]"), 1e-6, "activation[:, :512]")
+    assert_matches(seen["fc.0"], find(inter, "fc.0 output"), 1e-6, "fc.0")
+    assert_matches(seen["fc.1"], find(inter, "fc.1 output"), 1e-6, "fc.1")
+    assert_matches(seen["fc.2"], find(inter, "fc.1 -> ReLU"), 1e-6, "ReLU")
+    assert_matches(seen["fc.3"], find(inter, "logits"), 1e-6, "logits")
+
+
 @pytest.mark.reference
 def test_inceptionresnetv2_teacher_matches_reference():
     manifest, ref = load_fixture("ssliqa_inceptionresnetv2")
@@ -258,11 +267,7 @@ def test_inceptionresnetv2_teacher_matches_reference():
     assert_matches(seen["base.6"], find(inter, "base.0-6 stem"), 1e-5, "stem")
     for name in stages[1:]:
         assert_matches(seen[name], find(inter, f"{name} ("), 1e-5, name)
-    assert_matches(activation[:, :512], find(inter, "activation[:, :512]"), 1e-6, "activation[:, :512]")
-    assert_matches(seen["fc.0"], find(inter, "fc.0 output"), 1e-6, "fc.0")
-    assert_matches(seen["fc.1"], find(inter, "fc.1 output"), 1e-6, "fc.1")
-    assert_matches(seen["fc.2"], find(inter, "fc.1 -> ReLU"), 1e-6, "ReLU")
-    assert_matches(seen["fc.3"], find(inter, "logits"), 1e-6, "logits")
+    _check_wide_head(activation, seen, inter)
 
 
 @pytest.mark.reference
@@ -281,8 +286,4 @@ def test_googlenet_student_matches_reference():
     assert_matches(seen["base.4"], find(inter, "base.0-4 stem"), 1e-5, "stem")
     for name in ("base.6", "base.12", "base.15"):
         assert_matches(seen[name], find(inter, f"{name} ("), 1e-5, name)
-    assert_matches(activation[:, :512], find(inter, "activation[:, :512]"), 1e-6, "activation[:, :512]")
-    assert_matches(seen["fc.0"], find(inter, "fc.0 output"), 1e-6, "fc.0")
-    assert_matches(seen["fc.1"], find(inter, "fc.1 output"), 1e-6, "fc.1")
-    assert_matches(seen["fc.2"], find(inter, "fc.1 -> ReLU"), 1e-6, "ReLU")
-    assert_matches(seen["fc.3"], find(inter, "logits"), 1e-6, "logits")
+    _check_wide_head(activation, seen, inter)
