@@ -29,21 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-RESERVED = {
-    "data",
-    "split",
-    "config",
-    "out",
-    "name",
-    "resume",
-    "tiny",
-    "json_output",
-    "print_config",
-    "sweep",
-    "sweep_values",
-    "repeats",
-}
-
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -88,95 +73,71 @@ def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = Non
     return params
 
 
+# Typer reads `Optional[X]` (not `X | None`) as "may be left out".
+OptionalStr, OptionalPath, OptionalInt = Optional[str], Optional[Path], Optional[int]  # noqa: UP045
+
+# The options every `iqa train METHOD` has besides the engine's and the method's own:
+# (parameter, type, flag, default, help).
+_COMMON: tuple[tuple[str, Any, str, Any, str], ...] = (
+    ("data", OptionalStr, "--data", None, "prepared dataset name (e.g. livew) or cache file"),
+    (
+        "split",
+        OptionalStr,
+        "--split",
+        None,
+        "a split of the cache (default: its first) or 'all' (every split; median)",
+    ),
+    ("config", OptionalPath, "--config", None, "TOML file of option values (flags override it)"),
+    ("out", OptionalPath, "--out", None, "run folder (default: $IQA_HOME/runs/<name>)"),
+    ("name", OptionalStr, "--name", None, "run name (default: <method>-<dataset>-<time>)"),
+    (
+        "resume",
+        bool,
+        "--resume",
+        False,
+        "continue a stopped run (--name/--out, else the newest unfinished one for --data)",
+    ),
+    ("tiny", bool, "--tiny", False, "CPU-test-sized network and views (no pretrained weights)"),
+    (
+        "sweep",
+        OptionalStr,
+        "--sweep",
+        None,
+        "an option to train at several values (--sweep-values), e.g. borda_weights",
+    ),
+    (
+        "sweep_values",
+        OptionalStr,
+        "--sweep-values",
+        None,
+        "comma-separated values of --sweep (one value fills a per-round option)",
+    ),
+    (
+        "repeats",
+        OptionalInt,
+        "--repeats",
+        None,
+        "train each setting N times (seeds seed..seed+N-1); report each and the mean",
+    ),
+    ("json_output", bool, "--json", False, "print the results as JSON"),
+    (
+        "print_config",
+        bool,
+        "--print-config",
+        False,
+        "print the resolved configuration (every option, the data file, device, precision) and exit without "
+        "creating a run",
+    ),
+)
+RESERVED = {name for name, *_ in _COMMON}  # no method or engine option may take these names
+
+
 def _common_parameters() -> list[inspect.Parameter]:
-    kw = inspect.Parameter.KEYWORD_ONLY
     return [
         inspect.Parameter(
-            "data",
-            kw,
-            annotation=Optional[str],  # noqa: UP045
-            default=typer.Option(None, "--data", help="prepared dataset name (e.g. livew) or cache file"),
-        ),
-        inspect.Parameter(
-            "split",
-            kw,
-            annotation=Optional[str],  # noqa: UP045
-            default=typer.Option(
-                None, "--split", help="a split of the cache (default: its first) or 'all' (every split; median)"
-            ),
-        ),
-        inspect.Parameter(
-            "config",
-            kw,
-            annotation=Optional[Path],  # noqa: UP045
-            default=typer.Option(None, "--config", help="TOML file of option values (flags override it)"),
-        ),
-        inspect.Parameter(
-            "out",
-            kw,
-            annotation=Optional[Path],  # noqa: UP045
-            default=typer.Option(None, "--out", help="run folder (default: $IQA_HOME/runs/<name>)"),
-        ),
-        inspect.Parameter(
-            "name",
-            kw,
-            annotation=Optional[str],  # noqa: UP045
-            default=typer.Option(None, "--name", help="run name (default: <method>-<dataset>-<time>)"),
-        ),
-        inspect.Parameter(
-            "resume",
-            kw,
-            annotation=bool,
-            default=typer.Option(
-                False,
-                "--resume",
-                help="continue a stopped run (--name/--out, else the newest unfinished one for --data)",
-            ),
-        ),
-        inspect.Parameter(
-            "tiny",
-            kw,
-            annotation=bool,
-            default=typer.Option(False, "--tiny", help="CPU-test-sized network and views (no pretrained weights)"),
-        ),
-        inspect.Parameter(
-            "sweep",
-            kw,
-            annotation=Optional[str],  # noqa: UP045
-            default=typer.Option(
-                None, "--sweep", help="an option to train at several values (--sweep-values), e.g. borda_weights"
-            ),
-        ),
-        inspect.Parameter(
-            "sweep_values",
-            kw,
-            annotation=Optional[str],  # noqa: UP045
-            default=typer.Option(
-                None, "--sweep-values", help="comma-separated values of --sweep (one value fills a per-round option)"
-            ),
-        ),
-        inspect.Parameter(
-            "repeats",
-            kw,
-            annotation=Optional[int],  # noqa: UP045
-            default=typer.Option(
-                None, "--repeats", help="train each setting N times (seeds seed..seed+N-1); report each and the mean"
-            ),
-        ),
-        inspect.Parameter(
-            "json_output", kw, annotation=bool, default=typer.Option(False, "--json", help="print the results as JSON")
-        ),
-        inspect.Parameter(
-            "print_config",
-            kw,
-            annotation=bool,
-            default=typer.Option(
-                False,
-                "--print-config",
-                help="print the resolved configuration (every option, the data file, device, precision) and exit "
-                "without creating a run",
-            ),
-        ),
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=typer.Option(default, flag, help=help_text)
+        )
+        for name, kind, flag, default, help_text in _COMMON
     ]
 
 
