@@ -208,6 +208,7 @@ class ViewStore:
         self.resident = self.preloaded and all(self.dist.gather(keep_on_device(resident, device, self.nbytes)))
         self.host: dict[str, torch.Tensor] = {}  # the preloaded views (on the device when resident)
         self.source = "computed"  # or "mapped": another rank on this node computed them (shared memory)
+        self.shared = False  # the preloaded views live in one shared-memory copy per node
         self.row = np.full(len(dataset), -1, dtype=np.int64)
         # Pinned staging for host-to-GPU copies (see STAGING_SLOTS).
         self.staging = PinnedStaging(STAGING_SLOTS) if device.type == "cuda" and not self.resident else None
@@ -227,8 +228,6 @@ class ViewStore:
         if self.preloaded:
             return f"views of {self.indices.size} images ({gib:.2f} GiB) preloaded in host memory"
         return f"views of {self.indices.size} images ({gib:.2f} GiB) exceed the preload budget: computed per batch"
-
-    shared = False  # the preloaded views live in one shared-memory copy per node
 
     def _preload(self, progress: Progress) -> None:
         where = self.device if self.resident else torch.device("cpu")
@@ -303,11 +302,10 @@ class ViewStore:
             return _Rows(torch.from_numpy(self.row[indices]), seed), None
         if self.preloaded:
             rows = torch.from_numpy(self.row[indices])
-            cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
             if self.staging is None:
-                return (
-                    cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
-                ), None
+                return self._gather(rows, seed), None
+            # Whole views are gathered straight into the pinned slot; cut crops are copied there.
+            cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
             slot, staged = self.staging.stage(cut) if cut is not None else self.staging.stage(self.host, rows)
             return _Staged(staged, slot), None
         batch, sizes = decode_batch(self.dataset, indices)

@@ -100,8 +100,6 @@ LABEL_SCALES = ("paper", "range")  # both land on 1-5, the scale of the 5 rating
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc")
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
 MIN_INCEPTION_CROP = 75  # the smallest side InceptionResNetV2's valid convolutions and pools take
-# train_kd_semi.py --network values (the pairs themselves: iqa_cli.models.ssliqa.PAIRS)
-PAIRS = ("tres", "alexnet", "inceptionresv2", "googlenet")
 
 
 @dataclass
@@ -390,6 +388,8 @@ class SSLIQARecipe(Recipe):
             raise ConfigError(
                 f"crop_size {params.crop_size} is larger than the {params.resize_long}x{params.resize_short} resize"
             )
+        from iqa_cli.models.ssliqa import PAIRS  # train_kd_semi.py's --network values
+
         if params.network not in PAIRS:
             raise ConfigError(f"network must be one of {', '.join(PAIRS)}, got '{params.network}'")
         if params.network == "tres" and params.crop_size % 32:

@@ -160,9 +160,6 @@ class VIPNetParams(BaseParams):
     dropout: float = field(default=0.4, metadata={"help": "dropout in the interaction transformer"})
 
 
-CPM_ARCHS = ("resnet18", "resnet34", "resnet50")  # configs.py --cpm (iqa_cli.models.vipnet.CPM_ARCHS)
-
-
 def cpm_source(params: VIPNetParams) -> str | None:
     """The content backbone's start weights: `imagenet` is the weights store's torchvision entry."""
     return f"{params.cpm}_tv_in1k" if params.cpm_weights == "imagenet" else params.cpm_weights
@@ -298,12 +295,14 @@ class VIPNetRecipe(Recipe):
     eval_params = ("test_patch_num", "test_seed", "test_flip", "dpm_view", "canvas")
 
     def check_params(self, params: VIPNetParams) -> None:  # type: ignore[override]
+        from iqa_cli.models.vipnet import CPM_ARCHS  # configs.py --cpm
+
         for name, value, allowed in (
             ("dpm_view", params.dpm_view, DPM_VIEWS),
             ("bn_mode", params.bn_mode, BN_MODES),
             ("selection_metric", params.selection_metric, METRICS),
             ("label_scale", params.label_scale, tuple(LABEL_SCALES)),
-            ("cpm", params.cpm, CPM_ARCHS),
+            ("cpm", params.cpm, tuple(CPM_ARCHS)),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
