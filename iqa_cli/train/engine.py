@@ -38,7 +38,7 @@ from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, contiguous_share, shard
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch
-from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT
+from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, read_log
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.watch import WATCH_PREFIX, summarize_log
@@ -479,7 +479,7 @@ class Trainer:
         try:
             from iqa_cli.plots import training_curves
 
-            records = [json.loads(x) for x in (self.out_dir / LOG).read_text().splitlines() if x.strip()]
+            records = read_log(self.out_dir / LOG)
             metrics = [m for m in self.recipe.report_metrics[:2] if any(m in r for r in records)]
             title = f"{self.recipe.name}, split {self.parts.name}"
             training_curves(self.out_dir / CURVES, records, metrics=metrics, title=title)

@@ -64,6 +64,13 @@ def split_dir(root: Path, split: str) -> Path:
     return root / f"split-{_UNSAFE.sub('_', split)}"
 
 
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a split's `log.jsonl` (none when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_run(root: Path) -> dict[str, Any]:
     path = root / RUN_FILE
     try:

@@ -14,6 +14,7 @@ eval --weights` takes them); `sweep.json` there holds the table. Running the sam
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import fields
@@ -134,8 +135,6 @@ def run_sweep(
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:
-    import json
-
     results = folder / "results.json"
     if not (folder / "run.json").is_file() or not results.is_file():
         return None

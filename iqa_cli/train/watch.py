@@ -11,7 +11,6 @@ Watched datasets never choose the kept model and never change training.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from iqa_cli.progress import Progress
 from iqa_cli.train.data import close_dataset, dataset_name, open_dataset
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.runs import read_log
 from iqa_cli.train.views import ViewStore, preload_budget
 
 WATCH_PREFIX = "watch:"  # log.jsonl `part` of a watched dataset's record
@@ -145,12 +145,10 @@ def summarize_log(log: Path) -> dict[str, Any]:
     """Per watched dataset, from a split's log.jsonl: the last evaluated epoch's metrics and the maximum
     |SRCC| and |PLCC| over epochs (each maximised on its own, as the authors do), with their epochs."""
     history: dict[str, list[dict[str, Any]]] = {}
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            part = str(record.get("part", ""))
-            if part.startswith(WATCH_PREFIX) and record.get("epoch", -1) >= 0:
-                history.setdefault(part[len(WATCH_PREFIX) :], []).append(record)
+    for record in read_log(log):
+        part = str(record.get("part", ""))
+        if part.startswith(WATCH_PREFIX) and record.get("epoch", -1) >= 0:
+            history.setdefault(part[len(WATCH_PREFIX) :], []).append(record)
     summary: dict[str, Any] = {}
     for name, records in history.items():
         last = records[-1]
