@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.recipes import get_recipe
@@ -131,7 +131,21 @@ def run_sweep(
     }
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / SWEEP_FILE, table)
+    check_means(table)
     return table
+
+
+def check_means(table: dict[str, Any]) -> None:
+    """A value whose runs gave no finite headline metric measured nothing: an error, not a NaN mean."""
+    headline = table["columns"][0]
+    for row in table["by_value"]:
+        if not math.isfinite(row[f"mean_{headline}"]):
+            what = f"--sweep {table['field']}={row['value']}" if table["field"] else "the repeated runs"
+            raise DataError(
+                f"{what}: no run gave a finite {headline} (constant predictions or too few test images); each "
+                "run's figures are in the table",
+                path=Path(table["sweep"]) / SWEEP_FILE,
+            )
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:

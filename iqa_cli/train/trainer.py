@@ -42,7 +42,7 @@ from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
-from iqa_cli.train.watch import median_over_rounds, open_watched, parse_watch
+from iqa_cli.train.watch import check_measured, median_over_rounds, open_watched, parse_watch
 
 # Options that may differ when a run is resumed: they change where/how fast it runs, not what it learns.
 RESUMABLE_CHANGES = {"device", "log_every", "preload_gb", "time_limit"}
@@ -579,6 +579,8 @@ def _train_splits(
     _save_info(root, info, dist)
     if dist.is_main:
         write_json(root / "results.json", report)
+        if watched:
+            check_measured(report["watch"], [w.name for w in watched], str(root))
         return report
     return None  # other DDP ranks: rank 0 reports
 

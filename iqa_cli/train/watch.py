@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from iqa_cli.data.records import TRAINING_IMAGE
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import Progress
 from iqa_cli.train.data import close_dataset, dataset_name, open_dataset
 from iqa_cli.train.distributed import DistContext
@@ -175,3 +175,16 @@ def median_over_rounds(rows: list[dict[str, Any]]) -> dict[str, Any]:
             medians[key] = float(np.median(values)) if values.size else math.nan
         out[name] = {**medians, "rounds": len(entries), "max_abs_note": OPTIMISTIC}
     return out
+
+
+def check_measured(summary: dict[str, Any], watched: list[str], source: str) -> None:
+    """A watched dataset with no finite SRCC in any round measured nothing: an error, not a table of NaN."""
+    for name in watched:
+        row = summary.get(name) or {}
+        finite = [v for v in (row.get("last_srcc"), row.get("max_abs_srcc")) if v is not None and math.isfinite(v)]
+        if not finite:
+            raise DataError(
+                f"watched dataset '{name}': no round gave a finite SRCC (constant predictions or scores, or too few "
+                "images); the figures are in results.json",
+                path=source,
+            )

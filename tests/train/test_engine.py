@@ -234,3 +234,23 @@ def test_compile_marks_the_batch_dynamic_so_no_epoch_recompiles(tmp_path, datase
     assert calls[1][1] == calls[3][1] == seen[0]  # the smaller last batch compiled nothing new
     assert seen[1] == seen[0]  # neither did the second epoch
     torch._dynamo.reset()
+
+
+def test_a_watch_or_sweep_that_measured_nothing_is_an_error():
+    """NaN everywhere is no result: a watched dataset with no finite SRCC in any round, or a swept value
+    whose runs all gave NaN, ends in an error naming it (the figures stay on disk)."""
+    from iqa_cli.errors import DataError
+    from iqa_cli.train.sweep import check_means
+    from iqa_cli.train.watch import check_measured
+
+    good = {"last_srcc": 0.5, "max_abs_srcc": 0.6}
+    check_measured({"csiq": good, "tid": {"last_srcc": math.nan, "max_abs_srcc": 0.1}}, ["csiq", "tid"], "run")
+    with pytest.raises(DataError, match="watched dataset 'tid': no round gave a finite SRCC"):
+        check_measured({"csiq": good, "tid": {"last_srcc": math.nan, "max_abs_srcc": math.nan}}, ["csiq", "tid"], "r")
+    with pytest.raises(DataError, match="watched dataset 'kadid'"):
+        check_measured({"csiq": good}, ["csiq", "kadid"], "run")
+    table = {"columns": ["srcc"], "field": "lr", "sweep": "/tmp/s", "by_value": [{"value": "1", "mean_srcc": 0.4}]}
+    check_means(table)
+    table["by_value"].append({"value": "2", "mean_srcc": math.nan})
+    with pytest.raises(DataError, match="--sweep lr=2: no run gave a finite srcc"):
+        check_means(table)
