@@ -317,7 +317,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 write_json(root / "config.json", info["config"] | {"method": recipe.name})
                 write_run(root, info)
         try:
-            return _train_splits(
+            report = _train_splits(
                 recipe,
                 resolved,
                 dataset,
@@ -331,6 +331,12 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 progress,
                 options.resume,
             )
+            # Every rank is done before any tears the process group down: a rank that exits while
+            # another still destroys its group can abort that one (gloo: "terminate called").
+            dist.barrier()
+            if report is not None and report.get("watched"):  # rank 0, after every rank has finished
+                check_measured(report["watch"], report["watched"], str(root))
+            return report
         except BaseException as exc:
             if not options.resume and isinstance(exc, (ConfigError, DataError)) and not _trained_anything(root):
                 # A configuration the data refuses (e.g. --labeled larger than the training part): the
@@ -573,14 +579,13 @@ def _train_splits(
     }
     if watched:
         report["watch"] = median_over_rounds(rows)
+        report["watched"] = [w.name for w in watched]
     info["status"] = "complete"
     info["finished"] = now()
     info["median"] = report["median"]
     _save_info(root, info, dist)
     if dist.is_main:
         write_json(root / "results.json", report)
-        if watched:
-            check_measured(report["watch"], [w.name for w in watched], str(root))
         return report
     return None  # other DDP ranks: rank 0 reports
 
