@@ -48,7 +48,7 @@ def _sync(device: Any) -> None:
 
 def precision(amp: str, device: Any) -> Any:
     """The engine's autocast context for `--amp` on `device` (nullcontext when off)."""
-    from iqa_cli.train.engine import amp_dtype, autocast
+    from iqa_cli.train.precision import amp_dtype, autocast
 
     return autocast(device, amp_dtype(amp, device))
 
@@ -213,8 +213,9 @@ def eval_loop(cache_path: Path, weights: str, args: Any, device: Any) -> dict[st
     """`predict_scores` (the loop inside `iqa eval`) on views prepared beforehand."""
     from iqa_cli.data.cache import open_cache
     from iqa_cli.train.config import apply_values
-    from iqa_cli.train.engine import amp_dtype, predict_scores
+    from iqa_cli.train.precision import amp_dtype
     from iqa_cli.train.recipes import get_recipe
+    from iqa_cli.train.scoring import predict_scores
     from iqa_cli.train.views import ViewStore
     from iqa_cli.train.weights import load_trained
 

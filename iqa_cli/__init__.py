@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from iqa_cli.version import __version__
+
 __all__ = ["Scorer", "__version__", "evaluate", "load", "methods", "prepare", "train"]
 
 if TYPE_CHECKING:  # pragma: no cover

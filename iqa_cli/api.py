@@ -98,8 +98,8 @@ class Scorer:
 
         from iqa_cli.train.config import AMP_MODES
         from iqa_cli.train.distributed import resolve_device
-        from iqa_cli.train.engine import amp_dtype
         from iqa_cli.train.evaluate import apply_test_overrides
+        from iqa_cli.train.precision import amp_dtype
         from iqa_cli.train.recipes import get_recipe
         from iqa_cli.train.weights import load_trained
 

@@ -14,8 +14,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from iqa_cli import __version__
 from iqa_cli.errors import IQAError
+from iqa_cli.version import __version__
 
 _state = {"debug": bool(os.environ.get("IQA_DEBUG"))}
 

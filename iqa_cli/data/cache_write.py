@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli import __version__
 from iqa_cli.atomic import atomic_path
 from iqa_cli.data import cache_format as F
 from iqa_cli.data.decode import (
@@ -41,6 +40,7 @@ from iqa_cli.data.splits import official_split, random_splits
 from iqa_cli.errors import DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.version import __version__
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli import __version__
 from iqa_cli.data.decode import decode_image, default_workers, worker_pool
 from iqa_cli.data.resize import RESAMPLE_NOTE
 from iqa_cli.data.splits import random_splits
@@ -36,6 +35,7 @@ from iqa_cli.distort.registry import NUM_CLASSES, NUM_TYPES, TYPES
 from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.version import __version__
 
 DEFAULT_SIZE = (512, 384)  # W x H of the KADIS-700k references
 MIN_SIDE = 64  # the patch types need room: 32x32 colour blocks, 16x16 patches moved within 16 px margins

@@ -48,7 +48,7 @@ def file_attrs(
     """The attributes every enhanced-image file carries (see the module docstring)."""
     from datetime import datetime, timezone
 
-    from iqa_cli import __version__
+    from iqa_cli.version import __version__
 
     return {
         "kind": KIND,

@@ -110,8 +110,6 @@ class EngineConfig:
         _choice("select_on", self.select_on, SELECT_ON)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
-        from iqa_cli.train.watch import parse_watch
-
         parse_watch(self.watch)
         if self.eval_every < 1:
             raise ConfigError(f"--eval-every: must be at least 1, got {self.eval_every}")
@@ -120,6 +118,16 @@ class EngineConfig:
         if self.max_steps < 0 or self.time_limit < 0 or (self.preload_gb is not None and self.preload_gb < 0):
             raise ConfigError("max_steps, time_limit and preload_gb cannot be negative")
         return self
+
+
+def parse_watch(value: str | None) -> list[str]:
+    """`--watch a,b` -> ['a', 'b'] (names of prepared caches or cache files)."""
+    if not value:
+        return []
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--watch: a dataset is named twice in '{value}'")
+    return names
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -12,7 +12,6 @@ state is saved. SIGTERM/SIGUSR1 finish the current step, save the resumable stat
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
@@ -21,10 +20,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import numpy as np
 import torch
@@ -36,9 +35,11 @@ from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
-from iqa_cli.train.distributed import DistContext, contiguous_share, shard
-from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch
+from iqa_cli.train.distributed import DistContext, shard
+from iqa_cli.train.precision import amp_dtype, autocast
+from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
 from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, read_log
+from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.watch import WATCH_PREFIX, summarize_log
@@ -125,40 +126,7 @@ class SignalAfterStep(StopRequest):
 # ----------------------------------------------------------------------------------------- helpers
 
 
-TF32 = "tf32"  # a precision that is not an autocast dtype: float32 tensors, TF32 matrix products (CUDA)
-Precision = torch.dtype | str | None  # an autocast dtype, TF32, or None (float32)
-
-
-def amp_dtype(mode: str, device: torch.device, *, evaluation: bool = False) -> Precision:
-    """The precision of `--amp`/`--eval-amp` on `device`. `auto`: bf16 autocast for GPU training, TF32
-    for GPU evaluation (float32 outputs: bf16 outputs fall on 1/64 steps near a score of 3, so
-    rankings tie), float32 on the CPU. `tf32` means float32 on the CPU."""
-    if mode == "auto":
-        mode = ("tf32" if evaluation else "bf16") if device.type == "cuda" else "off"
-    if mode == "tf32":
-        return TF32 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
-
-
-@contextlib.contextmanager
-def _tf32() -> Iterator[None]:
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
-
-
-def autocast(device: torch.device, dtype: Precision) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    if dtype == TF32:
-        return _tf32()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def use_channels_last(cfg: EngineConfig, recipe: Recipe) -> bool:
+def use_channels_last(cfg: EngineConfig, recipe: Recipe[Any]) -> bool:
     return cfg.channels_last == "on" or (cfg.channels_last == "auto" and recipe.channels_last_helps)
 
 
@@ -198,45 +166,6 @@ def shard_report(shares: list[list[int]]) -> dict[str, Any]:
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def predict_scores(
-    recipe: Recipe,
-    params: BaseParams,
-    model: nn.Module,
-    store: ViewStore,
-    indices: np.ndarray,
-    *,
-    device: torch.device,
-    dtype: Precision,
-    dist: DistContext | None = None,
-    progress: Progress | None = None,
-    channels_last: bool = False,
-) -> np.ndarray:
-    """Scores (float64, training label scale) of `indices` in order, with the test-time protocol.
-
-    Under DDP each rank predicts a contiguous share and the shares are gathered on every rank.
-    """
-    dist = dist or DistContext()
-    progress = progress or NullProgress()
-    mine = contiguous_share(np.asarray(indices), dist.rank, dist.world)
-    batches = [mine[i : i + params.eval_batch_size] for i in range(0, mine.size, params.eval_batch_size)]
-    was_training = model.training
-    model.eval()
-    outputs: list[torch.Tensor] = []
-    grad = torch.enable_grad() if recipe.eval_needs_grad(params) else torch.inference_mode()
-    with store.batches(batches) as it, grad:
-        for _, views in it:
-            inputs = recipe.eval_inputs(views, params)
-            if channels_last:
-                inputs = tuple(x.contiguous(memory_format=torch.channels_last) for x in inputs)
-            with autocast(device, dtype):
-                pred = recipe.predict_batch(model, inputs, params)
-            outputs.append(pred.detach().float())  # stays on the device: one copy to the host at the end
-            progress.advance(len(pred))
-    model.train(was_training)
-    local = torch.cat(outputs).cpu().numpy().astype(np.float64) if outputs else np.empty(0, np.float64)
-    return np.concatenate(dist.gather(local))
 
 
 class BatchDynamic(nn.Module):
@@ -288,11 +217,11 @@ class FitResult:
 
 
 @dataclass
-class FitContext:
+class FitContext(Generic[P]):
     """Everything `fit` needs besides the split."""
 
-    recipe: Recipe
-    params: BaseParams
+    recipe: Recipe[P]
+    params: P
     cfg: EngineConfig
     dataset: DatasetLike
     labels: np.ndarray  # training label scale, one per dataset image
@@ -621,7 +550,7 @@ class Trainer:
             )
         return stop_flag
 
-    def predict(self, indices: np.ndarray, outputs: Recipe | None = None) -> np.ndarray:
+    def predict(self, indices: np.ndarray, outputs: Recipe[Any] | None = None) -> np.ndarray:
         """Test-time predictions of `indices` with the current model (`outputs`: what the recipe, or a
         wrapper of it, predicts; default the score)."""
         return predict_scores(
@@ -826,3 +755,9 @@ class Trainer:
             for index, value in zip(self.parts.test, pred, strict=True):
                 name = str(names[index]) if names is not None else ""
                 writer.writerow([int(index), name, f"{self.labels[index].item():.9g}", f"{value:.9g}"])
+
+
+def fit_split(ctx: FitContext[Any], parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+    """One split's training: the recipe's own `fit` where it has one, else one `Trainer`."""
+    result = ctx.recipe.fit(ctx, parts, out_dir, resume=resume)
+    return result if result is not None else Trainer(ctx, parts, out_dir).fit(resume=resume)

@@ -34,11 +34,12 @@ from iqa_cli.train.data import (
     split_digest,
 )
 from iqa_cli.train.distributed import resolve_device
-from iqa_cli.train.engine import amp_dtype, predict_scores
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics
+from iqa_cli.train.precision import amp_dtype
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
+from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.trainer import selection_label
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights, run_weights
@@ -94,7 +95,7 @@ class EvalReport:
         }
 
 
-def _weights_plan(recipe: Recipe, options: EvalOptions) -> tuple[dict[str | None, str], RunWeights | None]:
+def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[dict[str | None, str], RunWeights | None]:
     """split (None = any) -> weights; from --weights, or the newest run for method + training dataset."""
     if options.weights is not None:
         from iqa_cli.train.runs import find_run
@@ -187,7 +188,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
 
 
 def _run_jobs(
-    recipe: Recipe,
+    recipe: Recipe[Any],
     options: EvalOptions,
     dataset: DatasetLike,
     name: str,
@@ -444,7 +445,7 @@ def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | P
     return f"{INDEX_FILE_PREFIX}{Path(split_file).name}", parts["test"]
 
 
-def apply_test_overrides(recipe: Recipe, params: Any, overrides: dict[str, Any]) -> Any:
+def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, Any]) -> Any:
     """The loaded model's parameters with the test-time choices the user made (`Recipe.eval_params`)."""
     unknown = sorted(set(overrides) - set(recipe.eval_params))
     if unknown:

@@ -20,7 +20,7 @@ from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
-from iqa_cli.train.engine import amp_dtype, autocast
+from iqa_cli.train.precision import amp_dtype, autocast
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, load_trained
 

@@ -19,6 +19,7 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import (
     EngineConfig,
     apply_values,
+    parse_watch,
     read_toml,
     split_by_owner,
     to_plain,
@@ -36,13 +37,13 @@ from iqa_cli.train.data import (
     split_digest,
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
-from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted
+from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
-from iqa_cli.train.watch import check_measured, median_over_rounds, open_watched, parse_watch
+from iqa_cli.train.watch import check_measured, median_over_rounds, open_watched
 
 # Options that may differ when a run is resumed: they change where/how fast it runs, not what it learns.
 RESUMABLE_CHANGES = {"device", "log_every", "preload_gb", "time_limit"}
@@ -80,7 +81,7 @@ class ResolvedConfig:
 
 
 def resolve_config(
-    recipe: Recipe, *, tiny: bool | None, config_file: Path | None, overrides: dict[str, Any]
+    recipe: Recipe[Any], *, tiny: bool | None, config_file: Path | None, overrides: dict[str, Any]
 ) -> ResolvedConfig:
     """Protocol defaults < --tiny sizes < TOML file < explicit options. `tiny` None: the TOML file's
     `tiny` decides (a run's resolved config.toml, --tiny runs included, is accepted back as it is)."""
@@ -124,7 +125,7 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     """What `iqa train` would run, without creating a run: every option, the data file, the device
     and the precision (`--print-config`)."""
     from iqa_cli.home import resolve_cache
-    from iqa_cli.train.engine import amp_dtype
+    from iqa_cli.train.precision import amp_dtype
 
     recipe = get_recipe(options.method)
     if options.resume:
@@ -157,7 +158,7 @@ def _precision(dtype: Any) -> str:
     return "float32" if dtype is None else f"{str(dtype).replace('torch.', '')} autocast"
 
 
-def load_run_config(recipe: Recipe, root: Path) -> tuple[dict[str, Any], ResolvedConfig]:
+def load_run_config(recipe: Recipe[Any], root: Path) -> tuple[dict[str, Any], ResolvedConfig]:
     info = read_run(root)
     if info.get("method") != recipe.name:
         raise ConfigError(f"run is for method '{info.get('method')}', not '{recipe.name}'", path=root)
@@ -215,7 +216,7 @@ def _extend_epochs(
     return dataclasses.replace(resolved, params=params), info
 
 
-def _resume_root(recipe: Recipe, options: TrainOptions) -> Path:
+def _resume_root(recipe: Recipe[Any], options: TrainOptions) -> Path:
     if options.out is not None or options.name is not None:
         root = run_root(method=recipe.name, dataset="", name=options.name, out=options.out)
         if not (root / "run.json").is_file():
@@ -371,7 +372,7 @@ def reproduction_record(device: Any) -> dict[str, Any]:
     import timm
     import torch
 
-    from iqa_cli import __version__
+    from iqa_cli.version import __version__
 
     versions = {
         "iqa": __version__,
@@ -423,7 +424,7 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def _check_step_memory(recipe: Recipe, resolved: ResolvedConfig, device: Any) -> None:
+def _check_step_memory(recipe: Recipe[Any], resolved: ResolvedConfig, device: Any) -> None:
     """On the CPU, refuse a batch whose step would not fit in memory (the kernel would kill the run
     without a word), and say which batch size would."""
     if getattr(device, "type", str(device)) != "cpu":
@@ -447,7 +448,7 @@ def _local_rank() -> int:
 
 
 def _train_splits(
-    recipe: Recipe,
+    recipe: Recipe[Any],
     resolved: ResolvedConfig,
     dataset: DatasetLike,
     cache_path: Path,
@@ -530,7 +531,7 @@ def _train_splits(
             state.update(status="running", started=state.get("started") or now())
             _save_info(root, info, dist)
             try:
-                result = recipe.fit(ctx, parts, out_dir, resume=resume and started_before)
+                result = fit_split(ctx, parts, out_dir, resume=resume and started_before)
             except TrainingInterrupted:
                 state["status"] = "interrupted"
                 info["status"] = "interrupted"

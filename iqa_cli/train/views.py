@@ -187,7 +187,7 @@ class ViewStore:
     def __init__(
         self,
         dataset: DatasetLike,
-        recipe: Recipe,
+        recipe: Recipe[Any],
         params: BaseParams,
         device: torch.device,
         indices: np.ndarray,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from iqa_cli.data.records import TRAINING_IMAGE
-from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.errors import DataError
 from iqa_cli.progress import Progress
 from iqa_cli.train.data import close_dataset, dataset_name, open_dataset
 from iqa_cli.train.distributed import DistContext
@@ -37,22 +37,12 @@ OPTIMISTIC = (
 )
 
 
-def parse_watch(value: str | None) -> list[str]:
-    """`--watch a,b` -> ['a', 'b'] (names of prepared caches or cache files)."""
-    if not value:
-        return []
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--watch: a dataset is named twice in '{value}'")
-    return names
-
-
 @dataclass
 class WatchedDataset:
     """One watched cache: its labels on the training scale and its test-time views, prepared once."""
 
     name: str
-    recipe: Recipe
+    recipe: Recipe[Any]
     params: BaseParams
     dataset: Any
     indices: np.ndarray
@@ -63,7 +53,7 @@ class WatchedDataset:
     def open(
         cls,
         source: str,
-        recipe: Recipe,
+        recipe: Recipe[Any],
         params: BaseParams,
         device: torch.device,
         *,
@@ -93,7 +83,7 @@ class WatchedDataset:
         dist: DistContext,
         channels_last: bool,
     ) -> dict[str, Any]:
-        from iqa_cli.train.engine import predict_scores
+        from iqa_cli.train.scoring import predict_scores
 
         outputs = self.recipe.eval_outputs()
         pred = predict_scores(
@@ -118,7 +108,7 @@ class WatchedDataset:
 
 def open_watched(
     sources: Iterable[str],
-    recipe: Recipe,
+    recipe: Recipe[Any],
     params: BaseParams,
     device: torch.device,
     *,

@@ -55,7 +55,7 @@ def _json(meta: dict[str, str], key: str, default: Any) -> Any:
         return raw
 
 
-def load_trained(recipe: Recipe, weights: str | Path, *, variant: str | None = None) -> LoadedModel:
+def load_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | None = None) -> LoadedModel:
     """Rebuild and load the network named by `weights` (a file or a weights-store name)."""
     files = recipe.weight_files(str(weights), variant)
     meta: dict[str, str] = {}

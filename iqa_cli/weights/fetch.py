@@ -19,9 +19,9 @@ from pathlib import Path
 
 import requests
 
-from iqa_cli import __version__
 from iqa_cli.errors import DownloadError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.version import __version__
 from iqa_cli.weights.registry import KnownWeights, check_url, get_known
 from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, store_suffix
 

@@ -179,7 +179,7 @@ def test_a_nan_loss_is_still_caught_with_sparse_readbacks(tmp_path, dataset, mon
 def test_the_evaluation_precision_rule():
     """GPU evaluation defaults to TF32 matrix products with float32 outputs (fast, no ties); GPU training to
     bf16 autocast; the CPU stays float32. bf16 outputs tie: near 3 they fall on 1/64 steps."""
-    from iqa_cli.train.engine import TF32, amp_dtype, autocast
+    from iqa_cli.train.precision import TF32, amp_dtype, autocast
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert amp_dtype("auto", cuda, evaluation=True) == TF32 and amp_dtype("auto", cuda) == torch.bfloat16

@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,24 @@ import torch
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError
+from iqa_cli.train.al.heads import head_metrics
+from iqa_cli.train.al.params import ALIQAParams
 from iqa_cli.train.al.selection import RoundPlan, round_plan_for, select_for_round, trimmed_distance
 from iqa_cli.train.al.signals import PoolScorer, kmeans_distances, read_distance_file, zero_shot_probabilities
 from iqa_cli.train.config import to_plain, write_json
 from iqa_cli.train.data import SplitParts
-from iqa_cli.train.engine import FitContext, FitResult, Trainer, amp_dtype
+from iqa_cli.train.engine import FitContext, FitResult, Trainer
+from iqa_cli.train.precision import amp_dtype
+from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.runs import BEST, LAST, PREDICTIONS, RESULT
 
 SELECTED = "selected.json"
 DISTANCES = "distances.npz"
 LABELLED = "labelled.json"
 FINE_TUNE = "fine-tune"
+# (stage, prompt context length, start weights) -> the recipe of one training step (the AL-IQA recipe's
+# `for_step`; passed in, so the rounds do not import the recipe that runs them)
+StepRecipe = Callable[[str, int, "Path | None"], Recipe[ALIQAParams]]
 MIN_MINUTES = 1e-6  # a round started after the time limit still saves a resumable state at its first step
 
 
@@ -52,7 +60,6 @@ def heads_evaluation(trainer: Trainer, indices: np.ndarray) -> tuple[dict[str, A
     2's. With `evaluate_before_training` (as the authors' step scripts compare with the evaluation
     they run first), a fine-tune step must beat round 3's model, or round 3's model is kept."""
     from iqa_cli.train.al.signals import Outputs, all_heads
-    from iqa_cli.train.recipes.aliqa import head_metrics
 
     heads = trainer.predict(indices, Outputs(trainer.recipe, all_heads))
     score_head = trainer.model.score_head
@@ -62,7 +69,7 @@ def heads_evaluation(trainer: Trainer, indices: np.ndarray) -> tuple[dict[str, A
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _names(ctx: FitContext, indices: np.ndarray) -> list[str]:
+def _names(ctx: FitContext[ALIQAParams], indices: np.ndarray) -> list[str]:
     names = getattr(ctx.dataset, "names", None)
     return [str(names[i]) if names is not None else "" for i in indices]
 
@@ -79,12 +86,12 @@ def _finished(step_dir: Path) -> bool:
     return (step_dir / RESULT).is_file() and (step_dir / BEST).is_file()
 
 
-def _log(ctx: FitContext, message: str) -> None:
+def _log(ctx: FitContext[ALIQAParams], message: str) -> None:
     if ctx.dist.is_main:
         ctx.progress.log(message)
 
 
-def _write(ctx: FitContext, path: Path, obj: Any) -> None:
+def _write(ctx: FitContext[ALIQAParams], path: Path, obj: Any) -> None:
     if ctx.dist.is_main:
         write_json(path, obj)
     ctx.dist.barrier()
@@ -93,7 +100,9 @@ def _write(ctx: FitContext, path: Path, obj: Any) -> None:
 # ------------------------------------------------------------------------------------ the signals
 
 
-def pool_distances(ctx: FitContext, pool: np.ndarray, out_dir: Path, features: Any, *, resume: bool) -> np.ndarray:
+def pool_distances(
+    ctx: FitContext[ALIQAParams], pool: np.ndarray, out_dir: Path, features: Any, *, resume: bool
+) -> np.ndarray:
     """(repeats, K, len(pool)) distances of the pool images, from the user's file or the k-means stand-in."""
     params = ctx.params
     path = out_dir / DISTANCES
@@ -126,7 +135,7 @@ def pool_distances(ctx: FitContext, pool: np.ndarray, out_dir: Path, features: A
 
 
 def pool_uncertainty(
-    ctx: FitContext, remaining: np.ndarray, scorer: PoolScorer, previous: Path | None, zero_shot: Any
+    ctx: FitContext[ALIQAParams], remaining: np.ndarray, scorer: PoolScorer, previous: Path | None, zero_shot: Any
 ) -> tuple[np.ndarray, str]:
     """Disagreement of the prompt wordings (round 1) or of the previous round's three heads.
 
@@ -148,7 +157,7 @@ def pool_uncertainty(
 
 
 def _selection(
-    ctx: FitContext,
+    ctx: FitContext[ALIQAParams],
     plan: RoundPlan,
     pool: np.ndarray,
     labelled: np.ndarray,
@@ -201,7 +210,7 @@ def _saved_selection(path: Path, plan: RoundPlan, pool: np.ndarray, labelled: np
 
 
 def _train_step(
-    ctx: FitContext,
+    ctx: FitContext[ALIQAParams],
     parts: SplitParts,
     labelled: np.ndarray,
     step_dir: Path,
@@ -212,6 +221,7 @@ def _train_step(
     resume: bool,
     started: float,
     label: str,
+    step_recipe: StepRecipe,
 ) -> FitResult:
     if resume and _finished(step_dir):
         _log(ctx, f"split {parts.name} {label}: finished before, kept model {step_dir / BEST}")
@@ -224,7 +234,7 @@ def _train_step(
         changes["time_limit"] = max(cfg.time_limit - (time.monotonic() - started) / 60.0, MIN_MINUTES)
     step_ctx = dataclasses.replace(
         ctx,
-        recipe=ctx.recipe.for_step(stage, n_ctx, init_from),
+        recipe=step_recipe(stage, n_ctx, init_from),
         params=params,
         cfg=dataclasses.replace(cfg, **changes),
         meta={**ctx.meta, "al_step": label, "al_stage": stage, "al_labelled": int(labelled.size)},
@@ -248,7 +258,9 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+def fit_rounds(
+    ctx: FitContext[ALIQAParams], parts: SplitParts, out_dir: Path, *, resume: bool, step_recipe: StepRecipe
+) -> FitResult:
     params = ctx.params
     if ctx.cfg.eval_every not in (1, params.eval_period):
         raise ConfigError(
@@ -322,6 +334,7 @@ def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: boo
             parts,
             labelled,
             step_dir,
+            step_recipe=step_recipe,
             stage="prompts",
             n_ctx=n_ctx,
             init_from=None,
@@ -339,6 +352,7 @@ def fit_rounds(ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: boo
             parts,
             labelled,
             final_dir,
+            step_recipe=step_recipe,
             stage="fine-tune",
             n_ctx=params.round_n_ctx[-1],
             init_from=previous,

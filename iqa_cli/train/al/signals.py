@@ -31,8 +31,8 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.al.selection import DISTANCE_ORDER_ALIASES, DISTANCE_ORDERS
 from iqa_cli.train.data import DatasetLike
 from iqa_cli.train.distributed import DistContext
-from iqa_cli.train.engine import predict_scores
 from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.views import ViewStore, preload_budget
 
 GENERIC_TEMPLATES = ("this photo is {}.", "{} photo.", "this is a {} photo.")
@@ -54,7 +54,7 @@ class Outputs:
     """The recipe as `predict_scores` sees it, except that a batch's prediction is any per-image output
     of the network (e.g. all heads' probabilities, or image features); everything else is the recipe's."""
 
-    def __init__(self, recipe: Recipe, output: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, recipe: Recipe[Any], output: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
         self.recipe, self.output = recipe, output
 
     def __getattr__(self, name: str) -> Any:
@@ -85,7 +85,7 @@ def image_features(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 class PoolScorer:
     """Runs a model over dataset images with the recipe's test-time view (sharded under DDP)."""
 
-    recipe: Recipe
+    recipe: Recipe[Any]
     params: BaseParams
     dataset: DatasetLike
     device: torch.device

@@ -4,6 +4,8 @@ package and one line in `_BUILTIN`; a plugin registers its recipe from a module 
 
 from __future__ import annotations
 
+from typing import Any
+
 from iqa_cli.registry import Registry
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 
@@ -15,15 +17,15 @@ _BUILTIN = {
     "ssliqa": "iqa_cli.train.recipes.ssliqa",
     "ieit": "iqa_cli.train.recipes.ieit",
 }
-RECIPES: Registry[Recipe] = Registry("method", builtin=_BUILTIN, plugin_group="iqa_cli.recipes")
+RECIPES: Registry[Recipe[Any]] = Registry("method", builtin=_BUILTIN, plugin_group="iqa_cli.recipes")
 
 
-def register_recipe(cls: type[Recipe]) -> type[Recipe]:
+def register_recipe(cls: type[Recipe[Any]]) -> type[Recipe[Any]]:
     RECIPES.add(cls.name, cls())
     return cls
 
 
-def get_recipe(name: str) -> Recipe:
+def get_recipe(name: str) -> Recipe[Any]:
     return RECIPES.get(name)
 
 

@@ -55,24 +55,19 @@ Deviations, on purpose, each with its reason:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from iqa_cli.errors import ConfigError
-from iqa_cli.train.al.selection import (
-    DEFAULT_BAND_STARTS,
-    DEFAULT_KEEP,
-    DEFAULT_SHARES,
-    DEFAULT_WEIGHTS,
-    DISTANCE_ORDERS,
-)
+from iqa_cli.train.al.heads import SCORE_HEAD, head_metrics
+from iqa_cli.train.al.params import METRICS, POOLS, STAGES, ALIQAParams
+from iqa_cli.train.al.selection import DISTANCE_ORDERS
 from iqa_cli.train.labels import LabelMap, paper_1to5
-from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, pearson, spearman
+from iqa_cli.train.metrics import METRIC_NAMES
 from iqa_cli.train.recipes import register_recipe
-from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
+from iqa_cli.train.recipes.base import Recipe, TrainBatch, Views
 from iqa_cli.train.recipes.esnthere import esnthere_optimizer, esnthere_schedule
 from iqa_cli.train.schedule import PhasePlateau
 
@@ -82,92 +77,6 @@ if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays
 
     from iqa_cli.train.data import SplitParts
     from iqa_cli.train.engine import FitContext, FitResult
-
-STAGES = ("prompts", "fine-tune")
-POOLS = ("train", "all")
-METRICS = ("heads_plcc_srcc", "srcc", "plcc", "plcc_logistic", "krcc")
-CLIP_WEIGHTS = "clip_vit_b16_openai_st"
-SCORE_HEAD = 2
-
-
-@dataclass
-class ALIQAParams(BaseParams):
-    epochs: int = field(
-        default=2000, metadata={"help": "epoch cap of each round and of the fine-tune step (stops at lr < min_lr)"}
-    )
-    batch_size: int = field(default=192, metadata={"help": "training batch size of the rounds (global over ranks)"})
-    eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size (per rank)"})
-    selection_metric: str = field(
-        default="heads_plcc_srcc",
-        metadata={"help": "kept-model metric: heads_plcc_srcc (mean PLCC + mean SRCC of the 3 heads), srcc, plcc, ..."},
-    )
-    label_scale: str = field(
-        default="paper",
-        metadata={"help": "training label scale: paper (the VT-IQA/IEIT/AL-IQA 1-5 mapping) or range (to 1-5)"},
-    )
-    pretrained: str | None = field(
-        default=CLIP_WEIGHTS,
-        metadata={"help": "CLIP ViT-B/16 weights: a weights-store name or file, or none for random init"},
-    )
-    budget: float = field(default=25.0, metadata={"help": "labelling budget, percent of the pool (5, 10, 25, 80)"})
-    round_shares: tuple[int, ...] = field(
-        default=DEFAULT_SHARES, metadata={"help": "how the budget splits over the rounds (1,2,2: 5+10+10 for 25 %)"}
-    )
-    band_starts: tuple[float, ...] = field(
-        default=DEFAULT_BAND_STARTS, metadata={"help": "start of each round's uncertainty band (share of the pool)"}
-    )
-    borda_weights: tuple[float, ...] = field(
-        default=DEFAULT_WEIGHTS, metadata={"help": "weight of the representativeness rank in each round"}
-    )
-    round_n_ctx: tuple[int, ...] = field(
-        default=(4, 8, 8), metadata={"help": "prompt context length of each round's fresh prompts"}
-    )
-    authors_counts: bool = field(
-        default=True, metadata={"help": "round 1 picks len(arange(N - N*f, N)) images (59 of 1169 at 5 %)"}
-    )
-    fine_tune: bool = field(default=True, metadata={"help": "finish with the encoder fine-tuning step"})
-    pool: str = field(
-        default="train",
-        metadata={
-            "help": "train (the split's training part; its test part stays unseen) or all (the authors' protocol: "
-            "the whole dataset is the pool and the images not selected are the test set that also picks the "
-            "kept model, so it needs --select-on test; optimistic)"
-        },
-    )
-    distances: str | None = field(
-        default=None,
-        metadata={"help": "distances to distilled images (.mat/.npy/.npz, (repeats, K, N)); none: k-means stand-in"},
-    )
-    distance_key: str = field(default="distance", metadata={"help": "variable of the distance file"})
-    distance_order: str = field(
-        default="dataset",
-        metadata={
-            "help": "column order of the distance file: dataset, or authors (the authors' cache order [X; Xtest])"
-        },
-    )
-    distill_images: int = field(default=50, metadata={"help": "stand-in: k-means centroids per repeat"})
-    distill_repeats: int = field(default=5, metadata={"help": "stand-in: seeded k-means repeats"})
-    distance_keep: int = field(
-        default=DEFAULT_KEEP, metadata={"help": "repeated distances kept (closest to their mean) and summed"}
-    )
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
-    lr_phases: tuple[tuple[int, float], ...] = field(
-        default=((0, 0.001), (11, 0.003), (21, 0.01)),
-        metadata={"help": "round learning rate by first epoch, e.g. 0:0.001,11:0.003,21:0.01"},
-    )
-    ft_lr_phases: tuple[tuple[int, float], ...] = field(
-        default=((0, 0.001),), metadata={"help": "fine-tune learning rate by first epoch"}
-    )
-    ft_batch_size: int = field(default=128, metadata={"help": "training batch size of the fine-tune step"})
-    eval_period: int = field(default=5, metadata={"help": "evaluate every N epochs (the plateau counts evaluations)"})
-    patience: int = field(default=5, metadata={"help": "plateau: evaluations without improvement before a decay"})
-    plateau_after: int = field(default=10, metadata={"help": "plateau rule active only after this epoch"})
-    lr_factor: float = field(default=0.3, metadata={"help": "plateau: lr multiplier (after reloading the best model)"})
-    min_lr: float = field(default=5e-5, metadata={"help": "stop when the learning rate falls below this"})
-    global_source: int = field(default=244, metadata={"help": "side of the square resize the crops come from"})
-    crop_size: int = field(default=224, metadata={"help": "network input side"})
-
 
 TINY = {
     "pretrained": None,
@@ -192,17 +101,6 @@ def soft_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_head.sum()
 
 
-def head_metrics(heads: np.ndarray, labels: np.ndarray, score_head: int = SCORE_HEAD) -> dict[str, Any]:
-    """Metrics of the scoring head (as 1 + 4p) plus the authors' selection metric over all heads."""
-    metrics = compute_metrics(1.0 + 4.0 * heads[:, score_head], labels).as_dict()
-    plcc = [pearson(heads[:, k], labels) for k in range(heads.shape[1])]
-    srcc = [spearman(heads[:, k], labels) for k in range(heads.shape[1])]
-    metrics["heads_plcc"] = float(np.mean(plcc))
-    metrics["heads_srcc"] = float(np.mean(srcc))
-    metrics["heads_plcc_srcc"] = metrics["heads_plcc"] + metrics["heads_srcc"]
-    return metrics
-
-
 def with_context_length(model: nn.Module, n_ctx: int) -> nn.Module:
     """Replace every prompt learner by a fresh one with `n_ctx` context tokens (same class names)."""
     for k, learner in enumerate(model.prompt_learners):
@@ -212,7 +110,7 @@ def with_context_length(model: nn.Module, n_ctx: int) -> nn.Module:
 
 
 @register_recipe
-class ALIQARecipe(Recipe):
+class ALIQARecipe(Recipe[ALIQAParams]):
     """The registered recipe is the one `iqa eval`/`predict` use; `for_step` makes the per-round variants."""
 
     name = "aliqa"
@@ -235,7 +133,7 @@ class ALIQARecipe(Recipe):
 
     # ------------------------------------------------------------------------------- parameters
 
-    def check_params(self, params: ALIQAParams) -> None:  # type: ignore[override]
+    def check_params(self, params: ALIQAParams) -> None:
         from iqa_cli.train.al.selection import round_plan_for
 
         for name, value, allowed in (
@@ -264,10 +162,10 @@ class ALIQARecipe(Recipe):
             if not value or value[0][0] != 0 or list(value) != sorted(value):
                 raise ConfigError(f"{name} must start at epoch 0 and be sorted by epoch (e.g. 0:0.001,11:0.003)")
 
-    def model_name(self, params: ALIQAParams) -> str:  # type: ignore[override]
+    def model_name(self, params: ALIQAParams) -> str:
         return "aliqa"
 
-    def build_model(self, params: ALIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+    def build_model(self, params: ALIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
 
         model = create("aliqa", tiny=tiny, n_ctx=self.n_ctx, image_size=params.crop_size)
@@ -278,7 +176,7 @@ class ALIQARecipe(Recipe):
             load_clip_weights(model, resolve_weights(params.pretrained))
         return model
 
-    def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: ALIQAParams) -> None:  # type: ignore[override]
+    def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: ALIQAParams) -> None:
         """Our checkpoints or the authors' release; prompt learners follow the file's context length."""
         from iqa_cli.models import load_checkpoint
         from iqa_cli.models.checkpoint import read_state_dict
@@ -290,33 +188,33 @@ class ALIQARecipe(Recipe):
         del state
         load_checkpoint(model, files["model"])
 
-    def initialize(self, model: nn.Module, params: ALIQAParams, *, split: str, meta: Mapping[str, Any]) -> None:  # type: ignore[override]
+    def initialize(self, model: nn.Module, params: ALIQAParams, *, split: str, meta: Mapping[str, Any]) -> None:
         if self.init_from is not None:  # the fine-tune step starts from round 3's kept model
             self.load_weights(model, {"model": self.init_from}, params)
 
     # ------------------------------------------------------------------------------------ views
 
-    def view_shapes(self, params: ALIQAParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+    def view_shapes(self, params: ALIQAParams) -> dict[str, tuple[int, ...]]:
         return {"global": (3, params.global_source, params.global_source)}
 
-    def stored_views(self, images: list[torch.Tensor], params: ALIQAParams) -> Views:  # type: ignore[override]
+    def stored_views(self, images: list[torch.Tensor], params: ALIQAParams) -> Views:
         from iqa_cli.train.augment import resize_square
 
         return {"global": resize_square(images, params.global_source)}
 
-    def train_inputs(self, views: Views, seed: int, params: ALIQAParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def train_inputs(self, views: Views, seed: int, params: ALIQAParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.train.augment import batch_crop_flip, imagenet_normalize
 
         return (imagenet_normalize(batch_crop_flip(views["global"], params.crop_size, seed)),)
 
-    def eval_inputs(self, views: Views, params: ALIQAParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def eval_inputs(self, views: Views, params: ALIQAParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.models.vtiqa import global_view
         from iqa_cli.train.augment import imagenet_normalize
 
         offset = (views["global"].shape[-1] - params.crop_size) // 2
         return (imagenet_normalize(global_view(views["global"], offset, offset, params.crop_size)),)
 
-    def label_map(self, attrs: Mapping[str, Any], params: ALIQAParams) -> LabelMap:  # type: ignore[override]
+    def label_map(self, attrs: Mapping[str, Any], params: ALIQAParams) -> LabelMap:
         """The esnthere 1-5 mappings, with CID2013 read as Y/25 + 1 as AL-IQA's test scripts do."""
         if params.label_scale == "paper":
             return paper_1to5(attrs, method="aliqa")
@@ -330,7 +228,7 @@ class ALIQARecipe(Recipe):
 
     def outputs_metrics(
         self, outputs: np.ndarray, labels: np.ndarray, params: ALIQAParams
-    ) -> tuple[dict[str, Any], np.ndarray]:  # type: ignore[override]
+    ) -> tuple[dict[str, Any], np.ndarray]:
         return head_metrics(outputs, labels, SCORE_HEAD), 1.0 + 4.0 * outputs[:, SCORE_HEAD]
 
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -341,20 +239,20 @@ class ALIQARecipe(Recipe):
 
     # ------------------------------------------------------------------------------ optimisation
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: ALIQAParams) -> torch.Tensor:  # type: ignore[override]
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: ALIQAParams) -> torch.Tensor:
         return soft_bce(pred, target)
 
-    def training_loss(self, module: nn.Module, batch: TrainBatch, params: ALIQAParams) -> torch.Tensor:  # type: ignore[override]
+    def training_loss(self, module: nn.Module, batch: TrainBatch, params: ALIQAParams) -> torch.Tensor:
         import torch
 
         (image,) = self.train_inputs(batch.views, batch.seed, params)
         logits = torch.stack([head.float() for head in module(image)])
         return self.loss(logits, batch.target[: batch.size], params)
 
-    def configure_epoch(self, model: nn.Module, epoch: int, params: ALIQAParams) -> None:  # type: ignore[override]
+    def configure_epoch(self, model: nn.Module, epoch: int, params: ALIQAParams) -> None:
         model.set_trainable(self.stage)
 
-    def make_optimizer(self, model: nn.Module, params: ALIQAParams) -> torch.optim.Optimizer:  # type: ignore[override]
+    def make_optimizer(self, model: nn.Module, params: ALIQAParams) -> torch.optim.Optimizer:
         model.set_trainable(self.stage)
         trainable = [p for p in model.parameters() if p.requires_grad]
         return esnthere_optimizer(trainable, params, self.phases(params)[0][1])
@@ -362,12 +260,12 @@ class ALIQARecipe(Recipe):
     def phases(self, params: ALIQAParams) -> tuple[tuple[int, float], ...]:
         return params.ft_lr_phases if self.stage == "fine-tune" else params.lr_phases
 
-    def make_schedule(self, params: ALIQAParams) -> PhasePlateau:  # type: ignore[override]
+    def make_schedule(self, params: ALIQAParams) -> PhasePlateau:
         return esnthere_schedule(self.phases(params), params, last_phase_count=None)
 
     # ---------------------------------------------------------------------------------- rounds
 
-    def fit(self, ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+    def fit(self, ctx: FitContext[ALIQAParams], parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
         from iqa_cli.train.al.rounds import fit_rounds
 
-        return fit_rounds(ctx, parts, out_dir, resume=resume)
+        return fit_rounds(ctx, parts, out_dir, resume=resume, step_recipe=self.for_step)

@@ -25,7 +25,7 @@ Hooks with defaults, for methods whose training is more than "views -> network -
   parameter is seen by the wrapper's forward;
 * `initialize` (start weights that depend on the split, e.g. IEIT stage 2 from stage 1), `metrics`
   / `metric_names` / `report_metrics` (what is measured and shown), and `fit` (one split's whole
-  training; default: one `Trainer`, overridden by multi-round methods such as active learning).
+  training, for multi-round methods such as active learning; default None: the engine's one `Trainer`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -52,14 +52,6 @@ if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays
 
 Views = dict  # name -> uint8 tensor batch (n, ...)
 REPORT_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
-
-
-def fused_where_possible(parameters: Any) -> tuple[list[Any], dict[str, Any]]:
-    """(parameters as a list, optimizer keyword arguments): `fused=True` when every parameter is a
-    CUDA floating tensor, so the update is one kernel instead of one per tensor."""
-    params = list(parameters)
-    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
-    return params, ({"fused": True} if fused else {})
 
 
 @dataclass
@@ -104,8 +96,12 @@ class BaseParams:
     )
 
 
-class Recipe(ABC):
-    """One method's training/evaluation protocol. Subclasses are registered by name."""
+P = TypeVar("P", bound=BaseParams)
+
+
+class Recipe(ABC, Generic[P]):
+    """One method's training/evaluation protocol, generic in its parameters dataclass `P` (whose class
+    is also `Params`), so a subclass's methods take its own parameters. Subclasses are registered by name."""
 
     name: ClassVar[str]
     title: ClassVar[str]
@@ -125,7 +121,7 @@ class Recipe(ABC):
 
     # ---------------------------------------------------------------- parameters and model
 
-    def check_training(self, params: BaseParams) -> None:
+    def check_training(self, params: P) -> None:
         """Raise ConfigError when these parameters cannot be trained (e.g. eval-only variants)."""
         return None
 
@@ -134,28 +130,28 @@ class Recipe(ABC):
         written where the old behaviour differs from today's default."""
         return saved
 
-    def check_params(self, params: BaseParams) -> None:
+    def check_params(self, params: P) -> None:
         """Raise ConfigError for inconsistent parameters."""
         return None
 
     @abstractmethod
-    def model_name(self, params: BaseParams) -> str:
+    def model_name(self, params: P) -> str:
         """Model-registry name of the network these parameters build (recorded in checkpoints)."""
 
     @abstractmethod
-    def build_model(self, params: BaseParams, *, tiny: bool, pretrained: bool) -> nn.Module:
+    def build_model(self, params: P, *, tiny: bool, pretrained: bool) -> nn.Module:
         """The network; `pretrained=True` loads the protocol's initial weights (training start)."""
 
-    def label_map(self, attrs: Mapping[str, Any], params: BaseParams) -> LabelMap:
+    def label_map(self, attrs: Mapping[str, Any], params: P) -> LabelMap:
         return LABEL_SCALES[params.label_scale](attrs)
 
     # ---------------------------------------------------------------- data
 
-    def wrap_dataset(self, dataset: DatasetLike, path: Path, params: BaseParams) -> DatasetLike:
+    def wrap_dataset(self, dataset: DatasetLike, path: Path, params: P) -> DatasetLike:
         """The dataset this method reads (default: the cache as it is)."""
         return dataset
 
-    def step_memory_bytes(self, params: BaseParams, *, tiny: bool) -> int | None:
+    def step_memory_bytes(self, params: P, *, tiny: bool) -> int | None:
         """A rough upper estimate of the memory one training step takes on this rank's batch (weights,
         gradients, optimizer state and activations), so a step that cannot fit is refused before the
         run starts instead of being killed by the kernel. None: no estimate for this method."""
@@ -167,19 +163,17 @@ class Recipe(ABC):
         Default None: evaluation predicts the score and calls `metrics`."""
         return None
 
-    def outputs_metrics(
-        self, outputs: np.ndarray, labels: np.ndarray, params: BaseParams
-    ) -> tuple[dict[str, Any], np.ndarray]:
+    def outputs_metrics(self, outputs: np.ndarray, labels: np.ndarray, params: P) -> tuple[dict[str, Any], np.ndarray]:
         """(metrics, scores) from the outputs of `eval_outputs`."""
         raise NotImplementedError
 
-    def dataset_params(self, params: BaseParams, dataset: DatasetLike) -> BaseParams:
+    def dataset_params(self, params: P, dataset: DatasetLike) -> P:
         """`params` as used on this dataset: choices the authors made per dataset (e.g. VIPNet's view mode
         for TID2013/KADID-10k) resolved from its attributes. Checkpoints keep the unresolved values, so
         evaluation on another dataset resolves them for that one. Default: unchanged."""
         return params
 
-    def labels(self, dataset: DatasetLike, params: BaseParams, source: str) -> tuple[np.ndarray, LabelMap]:
+    def labels(self, dataset: DatasetLike, params: P, source: str) -> tuple[np.ndarray, LabelMap]:
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
         label_map = self.label_map(dataset.attrs, params)
         scores = np.asarray(dataset.scores, dtype=np.float64)
@@ -187,17 +181,17 @@ class Recipe(ABC):
             raise DataError(f"{int((~np.isfinite(scores)).sum())} images have no finite score", path=source)
         return label_map.to_train(scores), label_map
 
-    def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: BaseParams) -> np.ndarray:
+    def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: P) -> np.ndarray:
         """What a training batch's `target` holds, one row per image (default: `labels`, the scores the
         metrics compare with); e.g. a rating distribution (n, 5) per image."""
         return labels
 
-    def train_pool(self, parts: SplitParts, params: BaseParams) -> np.ndarray:
+    def train_pool(self, parts: SplitParts, params: P) -> np.ndarray:
         """The dataset indices one epoch iterates over, before shuffling (default: the training part)."""
         return parts.train
 
     def batch_extra(
-        self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: BaseParams
+        self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: P
     ) -> np.ndarray | None:
         """Indices of extra rows to load with this batch (after its own rows); None for none.
 
@@ -217,27 +211,27 @@ class Recipe(ABC):
         the only source of a variant); None: use the newest local run."""
         return None
 
-    def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: BaseParams) -> None:
+    def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: P) -> None:
         """Load `weight_files` into a freshly built network (names and shapes are checked)."""
         from iqa_cli.models.checkpoint import load_checkpoint
 
         load_checkpoint(model, files["model"])
 
-    def initialize(self, model: nn.Module, params: BaseParams, *, split: str, meta: Mapping[str, Any]) -> None:
+    def initialize(self, model: nn.Module, params: P, *, split: str, meta: Mapping[str, Any]) -> None:
         """Called once on a fresh (not resumed) start, after `build_model`; e.g. load an earlier stage."""
         return None
 
-    def eval_needs_grad(self, params: BaseParams) -> bool:
+    def eval_needs_grad(self, params: P) -> bool:
         """True when inference itself back-propagates (e.g. gradient-based patch selection)."""
         return False
 
     # ---------------------------------------------------------------- views
 
     @abstractmethod
-    def view_shapes(self, params: BaseParams) -> dict[str, tuple[int, ...]]:
+    def view_shapes(self, params: P) -> dict[str, tuple[int, ...]]:
         """Shape of each stored view of one image (uint8), used to budget RAM."""
 
-    def view_bound(self, params: BaseParams) -> int:
+    def view_bound(self, params: P) -> int:
         """The largest side any stored view has: an image decoded with both sides at least about this
         large (DRAFT_GAP x, for JPEG DCT scaling) gives the same views as the full decode, near enough
         (`iqa predict` decodes large JPEGs reduced)."""
@@ -245,14 +239,14 @@ class Recipe(ABC):
         return max(sides) if sides else 0
 
     @abstractmethod
-    def stored_views(self, images: list[torch.Tensor], params: BaseParams) -> Views:
+    def stored_views(self, images: list[torch.Tensor], params: P) -> Views:
         """uint8 (3, h, w) images of any sizes on the device -> dict of uint8 (n, ...) batches."""
 
     @abstractmethod
-    def train_inputs(self, views: Views, seed: int, params: BaseParams) -> tuple[torch.Tensor, ...]:
+    def train_inputs(self, views: Views, seed: int, params: P) -> tuple[torch.Tensor, ...]:
         """Network inputs of one training batch; `seed` identifies the batch (epoch, index, run seed)."""
 
-    def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: BaseParams) -> Views | None:
+    def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: P) -> Views | None:
         """Optional: one training batch's views cut from the preloaded arrays (`views`: all images,
         uint8, in host memory, or on the GPU when the views are kept there; `rows`: the batch's rows,
         on the same device), keeping only the pixels `train_inputs` reads, so less is copied and sent
@@ -261,50 +255,50 @@ class Recipe(ABC):
         return None
 
     @abstractmethod
-    def eval_inputs(self, views: Views, params: BaseParams) -> tuple[torch.Tensor, ...]:
+    def eval_inputs(self, views: Views, params: P) -> tuple[torch.Tensor, ...]:
         """Network inputs at test time (the method's test-time protocol)."""
 
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Scores (B,) from network inputs."""
         return model(*inputs).reshape(-1)
 
-    def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: BaseParams) -> torch.Tensor:
+    def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: P) -> torch.Tensor:
         """Scores (B,) of one test batch, for test-time protocols that depend on the parameters (e.g. which
         branch scores, how many crops are averaged). Default: `predict`."""
         return self.predict(model, inputs)
 
     # ---------------------------------------------------------------- optimisation
 
-    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: BaseParams) -> dict[str, Any]:
+    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: P) -> dict[str, Any]:
         """Metrics of predictions against labels (both on the training label scale)."""
         return compute_metrics(pred, labels).as_dict()
 
     @abstractmethod
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: BaseParams) -> torch.Tensor: ...
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: P) -> torch.Tensor: ...
 
-    def training_loss(self, module: nn.Module, batch: TrainBatch, params: BaseParams) -> torch.Tensor:
+    def training_loss(self, module: nn.Module, batch: TrainBatch, params: P) -> torch.Tensor:
         """The loss of one training step (run under autocast by the engine)."""
         inputs = batch.layout(self.train_inputs(batch.views, batch.seed, params))
         return self.loss(module(*inputs).float(), batch.target[: batch.size], params)
 
-    def configure_epoch(self, model: nn.Module, epoch: int, params: BaseParams) -> None:
+    def configure_epoch(self, model: nn.Module, epoch: int, params: P) -> None:
         """Set `requires_grad` for this epoch (freezing phases); default: everything trains."""
         model.requires_grad_(True)
 
     @abstractmethod
-    def make_optimizer(self, model: nn.Module, params: BaseParams) -> torch.optim.Optimizer: ...
+    def make_optimizer(self, model: nn.Module, params: P) -> torch.optim.Optimizer: ...
 
-    def max_grad_norm(self, params: BaseParams) -> float | None:
+    def max_grad_norm(self, params: P) -> float | None:
         """Clip the gradient norm (over every optimised parameter) to this before each step; None: no clipping."""
         return None
 
     @abstractmethod
-    def make_schedule(self, params: BaseParams) -> Schedule: ...
+    def make_schedule(self, params: P) -> Schedule: ...
 
     # ---------------------------------------------------------------- one split
 
-    def fit(self, ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
-        """Train one split into `out_dir` (its `best.safetensors` is the kept model)."""
-        from iqa_cli.train.engine import Trainer
-
-        return Trainer(ctx, parts, out_dir).fit(resume=resume)
+    def fit(self, ctx: FitContext[P], parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult | None:
+        """Train one split into `out_dir` (its `best.safetensors` is the kept model) when the method's
+        training is more than one `Trainer` (e.g. AL-IQA's rounds). Default None: the engine trains the
+        split with one `Trainer` (`iqa_cli.train.engine.fit_split`)."""
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from iqa_cli.train.recipes.base import fused_where_possible
+from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.schedule import PhasePlateau
 
 if TYPE_CHECKING:

@@ -223,7 +223,7 @@ def low_quality_partners(train: np.ndarray, labels: np.ndarray, threshold: float
 
 
 @register_recipe
-class IEITRecipe(Recipe):
+class IEITRecipe(Recipe[IEITParams]):
     name = "ieit"
     title = "IEIT (Song et al., TCSVT 2022)"
     Params = IEITParams
@@ -238,13 +238,13 @@ class IEITRecipe(Recipe):
 
     # ------------------------------------------------------------------------- parameters and model
 
-    def dataset_params(self, params: IEITParams, dataset: DatasetLike) -> IEITParams:  # type: ignore[override]
+    def dataset_params(self, params: IEITParams, dataset: DatasetLike) -> IEITParams:
         """`lq_threshold none` -> the evaluated dataset's low-quality bar (CID2013: 2.4)."""
         if params.lq_threshold is not None:
             return params
         return dataclasses.replace(params, lq_threshold=low_quality_threshold(dataset.attrs.get("dataset")))
 
-    def check_params(self, params: IEITParams) -> None:  # type: ignore[override]
+    def check_params(self, params: IEITParams) -> None:
         if params.stage not in STAGES:
             raise ConfigError(f"stage must be 1 or 2, got {params.stage}")
         for name, value, allowed in (
@@ -267,10 +267,10 @@ class IEITRecipe(Recipe):
         if lr_phases is not None and (not lr_phases or lr_phases[0][0] != 0 or list(lr_phases) != sorted(lr_phases)):
             raise ConfigError("lr_phases must start at epoch 0 and be sorted by epoch (e.g. 0:0.01,21:0.001)")
 
-    def model_name(self, params: IEITParams) -> str:  # type: ignore[override]
+    def model_name(self, params: IEITParams) -> str:
         return "ieit"
 
-    def build_model(self, params: IEITParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+    def build_model(self, params: IEITParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
 
         backbone = None
@@ -280,7 +280,7 @@ class IEITRecipe(Recipe):
             backbone = resolve_weights(params.pretrained)
         return create("ieit", tiny=tiny, img_size=params.crop_size, dropout=params.dropout, backbone_weights=backbone)
 
-    def initialize(self, model: nn.Module, params: IEITParams, *, split: str, meta: Mapping[str, Any]) -> None:  # type: ignore[override]
+    def initialize(self, model: nn.Module, params: IEITParams, *, split: str, meta: Mapping[str, Any]) -> None:
         if params.stage != 2:
             return
         from iqa_cli.models import load_checkpoint
@@ -295,7 +295,7 @@ class IEITRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------------ data
 
-    def wrap_dataset(self, dataset: DatasetLike, path: Path, params: IEITParams) -> DatasetLike:  # type: ignore[override]
+    def wrap_dataset(self, dataset: DatasetLike, path: Path, params: IEITParams) -> DatasetLike:
         from iqa_cli.enhance.store import PairedDataset, open_enhanced
 
         enhanced = open_enhanced(dataset, path)
@@ -317,11 +317,11 @@ class IEITRecipe(Recipe):
 
     # ----------------------------------------------------------------------------------------- views
 
-    def view_shapes(self, params: IEITParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+    def view_shapes(self, params: IEITParams) -> dict[str, tuple[int, ...]]:
         side = params.global_source
         return {"original": (3, side, side), "enhanced": (3, side, side)}
 
-    def stored_views(self, images: list[torch.Tensor], params: IEITParams) -> Views:  # type: ignore[override]
+    def stored_views(self, images: list[torch.Tensor], params: IEITParams) -> Views:
         from iqa_cli.train.augment import resize_square
 
         if images and images[0].shape[0] == 3:  # image files (iqa predict): E is made here
@@ -345,7 +345,7 @@ class IEITRecipe(Recipe):
             enhanced = [e if k else i for i, e, k in zip(images, enhanced, keep.tolist(), strict=True)]
         return [torch.cat([i, e]) for i, e in zip(images, enhanced, strict=True)]
 
-    def train_inputs(self, views: Views, seed: int, params: IEITParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def train_inputs(self, views: Views, seed: int, params: IEITParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.models.vit import imagenet_normalize
         from iqa_cli.train.augment import batch_crop_flip, random_crop_flip
 
@@ -353,7 +353,7 @@ class IEITRecipe(Recipe):
         # One seed for both: I and E get the same crop and flip, as in the authors' scripts.
         return tuple(imagenet_normalize(crop(views[k], params.crop_size, seed)) for k in ("original", "enhanced"))
 
-    def eval_inputs(self, views: Views, params: IEITParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def eval_inputs(self, views: Views, params: IEITParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.models.vit import imagenet_normalize
         from iqa_cli.models.vtiqa import global_view
 
@@ -363,14 +363,14 @@ class IEITRecipe(Recipe):
 
     # ---------------------------------------------------------------------------------- optimisation
 
-    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: IEITParams) -> dict[str, Any]:  # type: ignore[override]
+    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: IEITParams) -> dict[str, Any]:
         values: dict[str, Any] = compute_metrics(pred, labels).as_dict()
         values.update(low_quality_metrics(pred, labels, lq_bar(params)))
         lq = values["lq_plcc"] if values["lq_n"] >= LQ_MIN else 0.0
         values[LQ_METRIC] = values["plcc"] + lq
         return values
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: IEITParams) -> torch.Tensor:  # type: ignore[override]
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: IEITParams) -> torch.Tensor:
         import torch.nn.functional as F
 
         pred = pred.reshape(-1).float()
@@ -381,7 +381,7 @@ class IEITRecipe(Recipe):
             return F.smooth_l1_loss(pred, target)
         return F.l1_loss(pred, target)
 
-    def training_loss(self, module: nn.Module, batch: TrainBatch, params: IEITParams) -> torch.Tensor:  # type: ignore[override]
+    def training_loss(self, module: nn.Module, batch: TrainBatch, params: IEITParams) -> torch.Tensor:
         x_original, x_enhanced = batch.layout(self.train_inputs(batch.views, batch.seed, params))
         n, target = batch.size, batch.target
         if params.stage == 1:
@@ -390,7 +390,7 @@ class IEITRecipe(Recipe):
         s1, s2 = module(x_original[:n], x_enhanced[:n], x_original[n:], x_enhanced[n:], mode="stage2")
         return self.loss(s1, target[:n], params) + self.loss(s2, target[n:], params)
 
-    def configure_epoch(self, model: nn.Module, epoch: int, params: IEITParams) -> None:  # type: ignore[override]
+    def configure_epoch(self, model: nn.Module, epoch: int, params: IEITParams) -> None:
         model.requires_grad_(True)
         if params.stage == 1:
             for encoder in (model.encoder1, model.encoder2):
@@ -400,15 +400,15 @@ class IEITRecipe(Recipe):
         for encoder in (model.encoder1, model.encoder2):
             encoder.head.requires_grad_(False)  # the ImageNet heads take no part (DDP needs every trainable one used)
 
-    def make_optimizer(self, model: nn.Module, params: IEITParams) -> torch.optim.Optimizer:  # type: ignore[override]
+    def make_optimizer(self, model: nn.Module, params: IEITParams) -> torch.optim.Optimizer:
         return esnthere_optimizer(model.parameters(), params, phases(params)[0][1])
 
-    def make_schedule(self, params: IEITParams) -> PhasePlateau:  # type: ignore[override]
+    def make_schedule(self, params: IEITParams) -> PhasePlateau:
         return esnthere_schedule(phases(params), params)
 
     # ------------------------------------------------------------------------------------- one split
 
-    def fit(self, ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+    def fit(self, ctx: FitContext[IEITParams], parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
         """One stage on one split: the stage's protocol values filled in, and for stage 2 the
         low-quality partners of this split and the stage-1 model it starts from."""
         from iqa_cli.train.config import to_plain
@@ -417,7 +417,7 @@ class IEITRecipe(Recipe):
         from iqa_cli.train.stage_runs import earlier_stage_weights
         from iqa_cli.train.state import load_state
 
-        params = stage_params(ctx.params)  # type: ignore[arg-type]
+        params = stage_params(ctx.params)
         meta = {**ctx.meta, "params": to_plain(params)}
         bound = self
         if params.stage == 2:

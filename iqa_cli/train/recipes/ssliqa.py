@@ -79,8 +79,9 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.train.data import SplitParts
+from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
-from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views, fused_where_possible
+from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
 from iqa_cli.train.schedule import EpochDecay
 
 if TYPE_CHECKING:
@@ -356,7 +357,7 @@ def unlabelled_order(unlabelled: np.ndarray, repeats: int, seed: int, epoch: int
 
 
 @register_recipe
-class SSLIQARecipe(Recipe):
+class SSLIQARecipe(Recipe[SSLIQAParams]):
     name = "ssliqa"
     title = "SSL-IQA (semi-supervised teacher-student IQA, TMM 2022)"
     Params = SSLIQAParams
@@ -365,7 +366,7 @@ class SSLIQARecipe(Recipe):
     report_metrics = ("srcc", "plcc_logistic", "krcc", "rmse", "plcc")  # the authors' four first
     eval_params = ("branch", "test_crops", "test_seed")
 
-    def check_params(self, params: SSLIQAParams) -> None:  # type: ignore[override]
+    def check_params(self, params: SSLIQAParams) -> None:
         for name, value, allowed in (
             ("resize", params.resize, RESIZE_MODES),
             ("branch", params.branch, BRANCHES),
@@ -405,10 +406,10 @@ class SSLIQARecipe(Recipe):
         """Runs and checkpoints written before `network` existed trained the AlexNet + ResNet-101 pair."""
         return {"network": "alexnet", **saved}
 
-    def model_name(self, params: SSLIQAParams) -> str:  # type: ignore[override]
+    def model_name(self, params: SSLIQAParams) -> str:
         return "ssliqa"
 
-    def build_model(self, params: SSLIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+    def build_model(self, params: SSLIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
         from iqa_cli.models.ssliqa import IMAGENET_WEIGHTS, load_backbone_weights, pair_branches
         from iqa_cli.weights.resolve import resolve_weights
@@ -429,7 +430,7 @@ class SSLIQARecipe(Recipe):
 
     # ------------------------------------------------------------------------------------ labels
 
-    def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: SSLIQAParams) -> np.ndarray:  # type: ignore[override]
+    def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: SSLIQAParams) -> np.ndarray:
         """Each image's 5-bin rating distribution: the dataset's own (KonIQ) where the labels are its
         native 1-5 scores, else the derived discretised Gaussian (module docstring)."""
         label_map = self.label_map(dataset.attrs, params)
@@ -450,19 +451,19 @@ class SSLIQARecipe(Recipe):
             targets[known] = given[known] / sums[:, None]
         return targets.astype(np.float32)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: SSLIQAParams) -> torch.Tensor:  # type: ignore[override]
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: SSLIQAParams) -> torch.Tensor:
         import torch.nn.functional as F
 
         return F.mse_loss(pred.float(), target.float())  # a branch's supervised loss: MSE to the 5-bin label
 
     # ------------------------------------------------------------------------------------ partition
 
-    def fit(self, ctx: FitContext, parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
+    def fit(self, ctx: FitContext[SSLIQAParams], parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
         from iqa_cli.train.engine import Trainer
 
         semi = self.semi_parts(ctx, parts)
         if ctx.dist.is_main:
-            params: SSLIQAParams = ctx.params  # type: ignore[assignment]
+            params = ctx.params
             steps = -(-epoch_rows(semi.labelled.size, semi.unlabelled.size, params) // params.batch_size)
             val = f" ({semi.val.size} of them held out for model selection)" if semi.val.size else ""
             ctx.progress.log(
@@ -472,11 +473,11 @@ class SSLIQARecipe(Recipe):
             )
         return Trainer(ctx, semi, out_dir).fit(resume=resume)
 
-    def semi_parts(self, ctx: FitContext, parts: SplitParts) -> SemiParts:
+    def semi_parts(self, ctx: FitContext[SSLIQAParams], parts: SplitParts) -> SemiParts:
         """The partition of the split's training side; the validation part comes out of the labelled N."""
         from iqa_cli.data.splits import validation_split
 
-        params: SSLIQAParams = ctx.params  # type: ignore[assignment]
+        params = ctx.params
         stored = ctx.dataset.split(parts.name)
         side = np.union1d(stored["train"], stored.get("val", np.empty(0, np.int64))).astype(np.int64)
         check_budget(params.labeled, side.size, parts.name)
@@ -495,12 +496,12 @@ class SSLIQARecipe(Recipe):
         train = np.union1d(labelled, unlabelled).astype(np.int64)
         return SemiParts(parts.name, train, val, parts.test, parts.select_on, labelled, unlabelled)
 
-    def train_pool(self, parts: SplitParts, params: SSLIQAParams) -> np.ndarray:  # type: ignore[override]
+    def train_pool(self, parts: SplitParts, params: SSLIQAParams) -> np.ndarray:
         semi = as_semi(parts, params)
         rows = epoch_rows(semi.labelled.size, semi.unlabelled.size, params)
         return np.resize(semi.labelled, rows)  # each labelled image patch_num times (fewer if cut short)
 
-    def batch_extra(  # type: ignore[override]
+    def batch_extra(
         self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: SSLIQAParams
     ) -> np.ndarray | None:
         from iqa_cli.train.engine import SEED_STRIDE
@@ -520,20 +521,20 @@ class SSLIQARecipe(Recipe):
             return params.resize_long, params.resize_short
         return params.resize_short, params.resize_long
 
-    def view_shapes(self, params: SSLIQAParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+    def view_shapes(self, params: SSLIQAParams) -> dict[str, tuple[int, ...]]:
         return {"image": (3, *self._resize_hw(params))}
 
-    def stored_views(self, images: list[torch.Tensor], params: SSLIQAParams) -> Views:  # type: ignore[override]
+    def stored_views(self, images: list[torch.Tensor], params: SSLIQAParams) -> Views:
         from iqa_cli.train.augment import resize_each
 
         return {"image": resize_each(images, *self._resize_hw(params), pil="bilinear")}
 
-    def train_inputs(self, views: Views, seed: int, params: SSLIQAParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def train_inputs(self, views: Views, seed: int, params: SSLIQAParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.train.augment import imagenet_normalize, random_crop_flip
 
         return (imagenet_normalize(random_crop_flip(views["image"], params.crop_size, seed)),)
 
-    def eval_inputs(self, views: Views, params: SSLIQAParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def eval_inputs(self, views: Views, params: SSLIQAParams) -> tuple[torch.Tensor, ...]:
         """`test_crops` crops per image, image-major: (B * test_crops, 3, crop, crop)."""
         import torch
 
@@ -549,7 +550,7 @@ class SSLIQARecipe(Recipe):
         )
         return (imagenet_normalize(crops),)
 
-    def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: SSLIQAParams) -> torch.Tensor:  # type: ignore[override]
+    def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: SSLIQAParams) -> torch.Tensor:
         from iqa_cli.models.ssliqa import expected_score
 
         prob, _ = model(inputs[0], mode=params.branch)
@@ -557,7 +558,7 @@ class SSLIQARecipe(Recipe):
 
     # ------------------------------------------------------------------------------------ optimisation
 
-    def training_loss(self, module: nn.Module, batch: TrainBatch, params: SSLIQAParams) -> torch.Tensor:  # type: ignore[override]
+    def training_loss(self, module: nn.Module, batch: TrainBatch, params: SSLIQAParams) -> torch.Tensor:
         (x,) = batch.layout(self.train_inputs(batch.views, batch.seed, params))
         n = batch.size
         out = module(x[:n], x[n:], mode="train")  # one call: both branches, both batches (DDP sees it all)
@@ -571,11 +572,11 @@ class SSLIQARecipe(Recipe):
         )
         return terms["total"]
 
-    def make_optimizer(self, model: nn.Module, params: SSLIQAParams) -> torch.optim.Optimizer:  # type: ignore[override]
+    def make_optimizer(self, model: nn.Module, params: SSLIQAParams) -> torch.optim.Optimizer:
         import torch
 
         parameters, fused = fused_where_possible(model.parameters())
         return torch.optim.Adam(parameters, lr=params.lr, **fused)
 
-    def make_schedule(self, params: SSLIQAParams) -> EpochDecay:  # type: ignore[override]
+    def make_schedule(self, params: SSLIQAParams) -> EpochDecay:
         return EpochDecay(params.lr, "step", step=params.lr_step, gamma=params.lr_gamma)

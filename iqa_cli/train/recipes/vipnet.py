@@ -61,8 +61,9 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.labels import LABEL_SCALES, LabelMap
+from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
-from iqa_cli.train.recipes.base import BaseParams, Recipe, Views, fused_where_possible
+from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 from iqa_cli.train.schedule import EpochDecay
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ def crop_plan(
 
 
 @register_recipe
-class VIPNetRecipe(Recipe):
+class VIPNetRecipe(Recipe[VIPNetParams]):
     name = "vipnet"
     title = "VIPNet (Wang et al., TMM 2023)"
     Params = VIPNetParams
@@ -294,7 +295,7 @@ class VIPNetRecipe(Recipe):
     report_metrics = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
     eval_params = ("test_patch_num", "test_seed", "test_flip", "dpm_view", "canvas")
 
-    def check_params(self, params: VIPNetParams) -> None:  # type: ignore[override]
+    def check_params(self, params: VIPNetParams) -> None:
         from iqa_cli.models.vipnet import CPM_ARCHS  # configs.py --cpm
 
         for name, value, allowed in (
@@ -317,7 +318,7 @@ class VIPNetRecipe(Recipe):
         if params.patience is not None and params.patience < 0:
             raise ConfigError(f"patience cannot be negative, got {params.patience}")
 
-    def check_training(self, params: VIPNetParams) -> None:  # type: ignore[override]
+    def check_training(self, params: VIPNetParams) -> None:
         """Find (or fetch) the start weights before a run folder is made: a missing DPM fails here."""
         from iqa_cli.weights.resolve import resolve_weights
 
@@ -325,10 +326,10 @@ class VIPNetRecipe(Recipe):
             if source:
                 resolve_weights(source)
 
-    def model_name(self, params: VIPNetParams) -> str:  # type: ignore[override]
+    def model_name(self, params: VIPNetParams) -> str:
         return "vipnet"
 
-    def build_model(self, params: VIPNetParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+    def build_model(self, params: VIPNetParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
         from iqa_cli.weights.resolve import resolve_weights
 
@@ -353,7 +354,7 @@ class VIPNetRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------ data
 
-    def dataset_params(self, params: VIPNetParams, dataset: DatasetLike) -> VIPNetParams:  # type: ignore[override]
+    def dataset_params(self, params: VIPNetParams, dataset: DatasetLike) -> VIPNetParams:
         """`dpm_view auto` -> the authors' choice for this dataset; the canvas shrunk to the largest image
         kept (the same crops, less memory: KADID-10k's 512x384 images need a 384x512 canvas)."""
         changes: dict[str, Any] = {}
@@ -366,7 +367,7 @@ class VIPNetRecipe(Recipe):
             changes["canvas"] = (int(fh.max()), int(fw.max()))
         return dataclasses.replace(params, **changes)
 
-    def label_map(self, attrs: Mapping[str, Any], params: VIPNetParams) -> LabelMap:  # type: ignore[override]
+    def label_map(self, attrs: Mapping[str, Any], params: VIPNetParams) -> LabelMap:
         if params.label_scale != "paper":
             return LABEL_SCALES[params.label_scale](attrs)
         if bool(attrs.get("lower_better", False)):
@@ -375,13 +376,13 @@ class VIPNetRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------ views
 
-    def view_shapes(self, params: VIPNetParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+    def view_shapes(self, params: VIPNetParams) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {"rgb": (3, *params.canvas), "size": (4,)}
         if params.dpm_view == "resize":
             shapes["ycbcr_whole"] = (3, *params.resolution)
         return shapes
 
-    def stored_views(self, images: list[torch.Tensor], params: VIPNetParams) -> Views:  # type: ignore[override]
+    def stored_views(self, images: list[torch.Tensor], params: VIPNetParams) -> Views:
         import torch
 
         from iqa_cli.models.vipnet import rgb_to_ycbcr
@@ -426,7 +427,7 @@ class VIPNetRecipe(Recipe):
             ycbcr = rgb_to_ycbcr(crops)
         return normalize_rgb(crops), normalize_ycbcr(ycbcr)
 
-    def train_inputs(self, views: Views, seed: int, params: VIPNetParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def train_inputs(self, views: Views, seed: int, params: VIPNetParams) -> tuple[torch.Tensor, ...]:
         import torch
 
         heights, widths = decode_sizes(views["size"])
@@ -434,7 +435,7 @@ class VIPNetRecipe(Recipe):
         plan = crop_plan(heights, widths, params.resolution, 1, params.flip, generator=generator)
         return self._inputs(views, *plan, 1, params)
 
-    def eval_inputs(self, views: Views, params: VIPNetParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def eval_inputs(self, views: Views, params: VIPNetParams) -> tuple[torch.Tensor, ...]:
         """(B, P, 3, H, W) RGB and YCbCr crops: P = test_patch_num random crops per image, their
         positions drawn, on the device, from a counter-based generator seeded by test_seed and the image's
         pixel hash (no value is read back to the host)."""
@@ -456,25 +457,25 @@ class VIPNetRecipe(Recipe):
 
     # ------------------------------------------------------------------------------ optimisation
 
-    def train_pool(self, parts: SplitParts, params: VIPNetParams) -> np.ndarray:  # type: ignore[override]
+    def train_pool(self, parts: SplitParts, params: VIPNetParams) -> np.ndarray:
         return np.repeat(np.asarray(parts.train, dtype=np.int64), params.train_patch_num)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: VIPNetParams) -> torch.Tensor:  # type: ignore[override]
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: VIPNetParams) -> torch.Tensor:
         import torch.nn.functional as F
 
         return F.l1_loss(pred.reshape(-1).float(), target)
 
-    def configure_epoch(self, model: nn.Module, epoch: int, params: VIPNetParams) -> None:  # type: ignore[override]
+    def configure_epoch(self, model: nn.Module, epoch: int, params: VIPNetParams) -> None:
         # Keep the branches frozen (the default would unfreeze everything).
         model.freeze_branches(cpm=params.freeze_cpm, dpm=params.freeze_dpm, bn_mode=params.bn_mode)
 
-    def make_optimizer(self, model: nn.Module, params: VIPNetParams) -> torch.optim.Optimizer:  # type: ignore[override]
+    def make_optimizer(self, model: nn.Module, params: VIPNetParams) -> torch.optim.Optimizer:
         import torch
 
         trainable, fused = fused_where_possible(p for p in model.parameters() if p.requires_grad)
         return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay, **fused)
 
-    def make_schedule(self, params: VIPNetParams) -> EpochDecay:  # type: ignore[override]
+    def make_schedule(self, params: VIPNetParams) -> EpochDecay:
         # The authors stop when epoch > best + 10, SRCC is below the best and epoch > int(epochs / 2)
         # (1-based epochs): here, more than `patience` evaluations without improvement from epoch epochs // 2.
         return EpochDecay(

@@ -43,8 +43,9 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.train.labels import LabelMap
+from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
-from iqa_cli.train.recipes.base import BaseParams, Recipe, Views, fused_where_possible
+from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 from iqa_cli.train.schedule import EpochDecay
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def classification_metrics(pred: np.ndarray, labels: np.ndarray) -> dict[str, An
 
 
 @register_recipe
-class VIPNetDPMRecipe(Recipe):
+class VIPNetDPMRecipe(Recipe[DPMParams]):
     name = "vipnet-dpm"
     title = "VIPNet distortion perception pre-training (BoTNet-50, 150 distortions)"
     Params = DPMParams
@@ -173,14 +174,14 @@ class VIPNetDPMRecipe(Recipe):
     metric_names = METRICS
     report_metrics = METRICS
 
-    def step_memory_bytes(self, params: DPMParams, *, tiny: bool) -> int | None:  # type: ignore[override]
+    def step_memory_bytes(self, params: DPMParams, *, tiny: bool) -> int | None:
         """BoTNet-50 trained from scratch: about 2 KB of float32 activations per input pixel (ResNet-50's
         ~100 MB per 224 x 224 image for forward and backward), plus weights, gradients and SGD momentum."""
         height, width = params.resolution
         weights = (2 if tiny else 21) * 2**20 * 4 * 3
         return int(params.batch_size * height * width * 2048 + weights)
 
-    def check_params(self, params: DPMParams) -> None:  # type: ignore[override]
+    def check_params(self, params: DPMParams) -> None:
         if params.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{params.optimizer}'")
         if params.selection_metric not in METRICS:
@@ -192,10 +193,10 @@ class VIPNetDPMRecipe(Recipe):
         if params.grad_clip is not None and not params.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive (or none), got {params.grad_clip}")
 
-    def model_name(self, params: DPMParams) -> str:  # type: ignore[override]
+    def model_name(self, params: DPMParams) -> str:
         return "vipnet-dpm"
 
-    def build_model(self, params: DPMParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+    def build_model(self, params: DPMParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
 
         # From scratch at every start: the BoTNet constructor applies the authors' init.
@@ -205,10 +206,10 @@ class VIPNetDPMRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------ data
 
-    def label_map(self, attrs: Mapping[str, Any], params: DPMParams) -> LabelMap:  # type: ignore[override]
+    def label_map(self, attrs: Mapping[str, Any], params: DPMParams) -> LabelMap:
         return CLASS_LABELS
 
-    def labels(self, dataset: DatasetLike, params: DPMParams, source: str) -> tuple[np.ndarray, LabelMap]:  # type: ignore[override]
+    def labels(self, dataset: DatasetLike, params: DPMParams, source: str) -> tuple[np.ndarray, LabelMap]:
         classes = distortion_classes(dataset, source)
         if classes.size and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
             raise DataError(f"distortion classes outside 0..{NUM_CLASSES - 1}", path=source)
@@ -216,10 +217,10 @@ class VIPNetDPMRecipe(Recipe):
 
     # ------------------------------------------------------------------------------------ views
 
-    def view_shapes(self, params: DPMParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+    def view_shapes(self, params: DPMParams) -> dict[str, tuple[int, ...]]:
         return {"ycbcr": (3, *params.resolution)}
 
-    def stored_views(self, images: list[torch.Tensor], params: DPMParams) -> Views:  # type: ignore[override]
+    def stored_views(self, images: list[torch.Tensor], params: DPMParams) -> Views:
         from iqa_cli.models.vipnet import rgb_to_ycbcr
         from iqa_cli.train.augment import resize_each
 
@@ -227,7 +228,7 @@ class VIPNetDPMRecipe(Recipe):
         # PIL order: convert('YCbCr') on the whole image, then torchvision's Resize (PIL bilinear).
         return {"ycbcr": resize_each([rgb_to_ycbcr(x) for x in images], height, width, pil="bilinear")}
 
-    def train_inputs(self, views: Views, seed: int, params: DPMParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def train_inputs(self, views: Views, seed: int, params: DPMParams) -> tuple[torch.Tensor, ...]:
         import torch
 
         from iqa_cli.models.vipnet import normalize_ycbcr
@@ -238,7 +239,7 @@ class VIPNetDPMRecipe(Recipe):
             x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
         return (normalize_ycbcr(x),)
 
-    def eval_inputs(self, views: Views, params: DPMParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def eval_inputs(self, views: Views, params: DPMParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.models.vipnet import normalize_ycbcr
 
         return (normalize_ycbcr(views["ycbcr"]),)
@@ -249,15 +250,15 @@ class VIPNetDPMRecipe(Recipe):
 
     # ------------------------------------------------------------------------------ optimisation
 
-    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: DPMParams) -> dict[str, Any]:  # type: ignore[override]
+    def metrics(self, pred: np.ndarray, labels: np.ndarray, params: DPMParams) -> dict[str, Any]:
         return classification_metrics(pred, labels)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: DPMParams) -> torch.Tensor:  # type: ignore[override]
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: DPMParams) -> torch.Tensor:
         import torch.nn.functional as F
 
         return F.cross_entropy(pred.float(), target.long())
 
-    def make_optimizer(self, model: nn.Module, params: DPMParams) -> torch.optim.Optimizer:  # type: ignore[override]
+    def make_optimizer(self, model: nn.Module, params: DPMParams) -> torch.optim.Optimizer:
         import torch
 
         parameters, fused = fused_where_possible(model.parameters())
@@ -267,10 +268,10 @@ class VIPNetDPMRecipe(Recipe):
             parameters, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay, **fused
         )
 
-    def max_grad_norm(self, params: DPMParams) -> float | None:  # type: ignore[override]
+    def max_grad_norm(self, params: DPMParams) -> float | None:
         return params.grad_clip
 
-    def make_schedule(self, params: DPMParams) -> EpochDecay:  # type: ignore[override]
+    def make_schedule(self, params: DPMParams) -> EpochDecay:
         return EpochDecay(
             params.lr, "cosine_restarts", step=params.restart_period, mult=params.restart_mult, min_lr=params.min_lr
         )

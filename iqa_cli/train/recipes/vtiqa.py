@@ -110,7 +110,7 @@ def phases(params: VTIQAParams) -> tuple[tuple[int, float], ...]:
 
 
 @register_recipe
-class VTIQARecipe(Recipe):
+class VTIQARecipe(Recipe[VTIQAParams]):
     name = "vtiqa"
     title = "VT-IQA (Li et al., TCSVT 2022)"
     Params = VTIQAParams
@@ -118,7 +118,7 @@ class VTIQARecipe(Recipe):
     reseed_per_batch = True
     channels_last_helps = False  # a ViT: only the patch-embedding convolution would see it
 
-    def check_params(self, params: VTIQAParams) -> None:  # type: ignore[override]
+    def check_params(self, params: VTIQAParams) -> None:
         for name, value, allowed in (
             ("variant", params.variant, VARIANTS),
             ("loss", params.loss, LOSSES),
@@ -152,7 +152,7 @@ class VTIQARecipe(Recipe):
         if not params.lr_phases or params.lr_phases[0][0] != 0 or list(params.lr_phases) != sorted(params.lr_phases):
             raise ConfigError("lr_phases must start at epoch 0 and be sorted by epoch (e.g. 0:0.01,11:0.001)")
 
-    def check_training(self, params: VTIQAParams) -> None:  # type: ignore[override]
+    def check_training(self, params: VTIQAParams) -> None:
         if params.variant == "original":
             raise ConfigError(
                 "--variant original is evaluation-only: the authors released inference code and weights for it but "
@@ -160,10 +160,10 @@ class VTIQARecipe(Recipe):
                 "simplified, or evaluate the released original weights with `iqa eval vtiqa --variant original`"
             )
 
-    def model_name(self, params: VTIQAParams) -> str:  # type: ignore[override]
+    def model_name(self, params: VTIQAParams) -> str:
         return "vtiqa-org" if params.variant == "original" else "vtiqa"
 
-    def build_model(self, params: VTIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:  # type: ignore[override]
+    def build_model(self, params: VTIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
 
         if params.variant == "original":
@@ -204,7 +204,7 @@ class VTIQARecipe(Recipe):
     def default_weights(self, variant: str | None) -> str | None:
         return DEFAULT_ORIGINAL_WEIGHTS if variant == "original" else None
 
-    def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: VTIQAParams) -> None:  # type: ignore[override]
+    def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: VTIQAParams) -> None:
         from iqa_cli.models import load_checkpoint
         from iqa_cli.models.vtiqa_org import load_original_parts
 
@@ -213,18 +213,18 @@ class VTIQARecipe(Recipe):
         else:
             load_original_parts(model, **{part: files[part] for part in ORIGINAL_PARTS})
 
-    def eval_needs_grad(self, params: VTIQAParams) -> bool:  # type: ignore[override]
+    def eval_needs_grad(self, params: VTIQAParams) -> bool:
         return params.variant == "original"  # its mosaic comes from an input gradient
 
     # ------------------------------------------------------------------------------------ views
 
-    def view_shapes(self, params: VTIQAParams) -> dict[str, tuple[int, ...]]:  # type: ignore[override]
+    def view_shapes(self, params: VTIQAParams) -> dict[str, tuple[int, ...]]:
         return {
             "global": (3, params.global_source, params.global_source),
             "mosaic": (3, params.mosaic_source, params.mosaic_source),
         }
 
-    def stored_views(self, images: list[torch.Tensor], params: VTIQAParams) -> Views:  # type: ignore[override]
+    def stored_views(self, images: list[torch.Tensor], params: VTIQAParams) -> Views:
         from iqa_cli.train.augment import resize_square
 
         return {
@@ -232,7 +232,7 @@ class VTIQARecipe(Recipe):
             "mosaic": resize_square(images, params.mosaic_source),
         }
 
-    def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:  # type: ignore[override]
+    def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:
         if params.crop_mode != "batch":
             return None
         from iqa_cli.models.vtiqa import train_crops
@@ -243,7 +243,7 @@ class VTIQARecipe(Recipe):
         )  # fmt: skip
         return {HOST_GLOBAL: x_global, HOST_MOSAIC: x_mosaic}
 
-    def train_inputs(self, views: Views, seed: int, params: VTIQAParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def train_inputs(self, views: Views, seed: int, params: VTIQAParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.models.vit import imagenet_normalize
         from iqa_cli.models.vtiqa import mosaic_view, train_mosaic_offsets, train_views
         from iqa_cli.train.augment import random_crop_flip
@@ -258,7 +258,7 @@ class VTIQARecipe(Recipe):
         x_mosaic = mosaic_view(views["mosaic"], offsets, grid, patch)
         return imagenet_normalize(x_global), imagenet_normalize(x_mosaic)
 
-    def eval_inputs(self, views: Views, params: VTIQAParams) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def eval_inputs(self, views: Views, params: VTIQAParams) -> tuple[torch.Tensor, ...]:
         from iqa_cli.models.vit import imagenet_normalize
         from iqa_cli.models.vtiqa import eval_views
 
@@ -271,7 +271,7 @@ class VTIQARecipe(Recipe):
 
     # ------------------------------------------------------------------------------ optimisation
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: VTIQAParams) -> torch.Tensor:  # type: ignore[override]
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, params: VTIQAParams) -> torch.Tensor:
         import torch.nn.functional as F
 
         pred = pred.reshape(-1).float()
@@ -281,12 +281,12 @@ class VTIQARecipe(Recipe):
             return F.smooth_l1_loss(pred, target)
         return F.l1_loss(pred, target)
 
-    def configure_epoch(self, model: nn.Module, epoch: int, params: VTIQAParams) -> None:  # type: ignore[override]
+    def configure_epoch(self, model: nn.Module, epoch: int, params: VTIQAParams) -> None:
         model.requires_grad_(True)
         model.backbone.requires_grad_(epoch >= params.freeze_epochs)
 
-    def make_optimizer(self, model: nn.Module, params: VTIQAParams) -> torch.optim.Optimizer:  # type: ignore[override]
+    def make_optimizer(self, model: nn.Module, params: VTIQAParams) -> torch.optim.Optimizer:
         return esnthere_optimizer(model.parameters(), params, phases(params)[0][1])
 
-    def make_schedule(self, params: VTIQAParams) -> PhasePlateau:  # type: ignore[override]
+    def make_schedule(self, params: VTIQAParams) -> PhasePlateau:
         return esnthere_schedule(phases(params), params)

@@ -21,7 +21,7 @@ class PluginParams(BaseParams):
 
 
 @register_recipe
-class PluginRecipe(Recipe):
+class PluginRecipe(Recipe[PluginParams]):
     name = "plugin-iqa"
     title = "Plugin IQA (an example of a third-party method)"
     Params = PluginParams

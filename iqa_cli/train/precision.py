@@ -1,0 +1,40 @@
+"""Numerical precision of training and evaluation: `--amp`/`--eval-amp` to an autocast context."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+TF32 = "tf32"  # a precision that is not an autocast dtype: float32 tensors, TF32 matrix products (CUDA)
+Precision = torch.dtype | str | None  # an autocast dtype, TF32, or None (float32)
+
+
+def amp_dtype(mode: str, device: torch.device, *, evaluation: bool = False) -> Precision:
+    """The precision of `--amp`/`--eval-amp` on `device`. `auto`: bf16 autocast for GPU training, TF32
+    for GPU evaluation (float32 outputs: bf16 outputs fall on 1/64 steps near a score of 3, so
+    rankings tie), float32 on the CPU. `tf32` means float32 on the CPU."""
+    if mode == "auto":
+        mode = ("tf32" if evaluation else "bf16") if device.type == "cuda" else "off"
+    if mode == "tf32":
+        return TF32 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
+
+
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def autocast(device: torch.device, dtype: Precision) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype == TF32:
+        return _tf32()
+    return torch.autocast(device_type=device.type, dtype=dtype)
