@@ -165,11 +165,9 @@ class Scorer:
             if images.ndim == 4:
                 return [self._array(a) for a in images]
             return [self._array(images)]
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover - Pillow is a dependency
-            Image = None  # noqa: N806
-        if Image is not None and isinstance(images, Image.Image):
+        from PIL import Image
+
+        if isinstance(images, Image.Image):
             return [np.asarray(images.convert("RGB"), dtype=np.uint8)]
         if isinstance(images, Sequence):
             out: list[np.ndarray] = []

@@ -108,7 +108,7 @@ def _umask() -> int:
     return _UMASK
 
 
-def user_path(filename: str | os.PathLike | None) -> str | None:
+def user_path(filename: str | os.PathLike[str] | None) -> str | None:
     """The path a user knows for `filename`: the final path for one of our temporary `.partial` names."""
     if filename is None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +21,7 @@ app = typer.Typer(
 )
 
 
-def make_eval_command(method: str):
+def make_eval_command(method: str) -> Callable[..., None]:
     recipe = get_recipe(method)
 
     def command(

@@ -9,6 +9,8 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import typer
@@ -20,6 +22,10 @@ from iqa_cli.version import __version__
 _state = {"debug": bool(os.environ.get("IQA_DEBUG"))}
 
 
+# What signal.signal returns and takes back: a handler, SIG_DFL/SIG_IGN, or None (set outside Python).
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
 class ErrorHandlingGroup(TyperGroup):
     """Root group that turns any error into one clear line and a non-zero exit code.
 
@@ -27,7 +33,7 @@ class ErrorHandlingGroup(TyperGroup):
     command. `--debug` (or IQA_DEBUG=1) re-raises to show the traceback.
     """
 
-    def invoke(self, ctx):  # type: ignore[override]
+    def invoke(self, ctx: Any) -> Any:  # typer's click Context (typer vendors click)
         previous = _terminate_cleanly()
         try:
             return super().invoke(ctx)
@@ -107,7 +113,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-def _terminate_cleanly() -> signal.Handlers | object | None:
+def _terminate_cleanly() -> SignalHandler:
     """Install the SIGTERM handler; returns the one it replaced (None off the main thread).
 
     Training installs its own SIGTERM handler while it runs (save and stop at a step boundary)."""
@@ -202,4 +208,4 @@ def main() -> None:  # pragma: no cover - the `iqa` console script and `python -
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

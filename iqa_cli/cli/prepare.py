@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def _human_bytes(size: int) -> str:
     return f"{value:.1f} GiB"  # pragma: no cover - loop always returns
 
 
-def _print_columns(lines: list[tuple[str, ...]]) -> None:
+def _print_columns(lines: Sequence[tuple[str, ...]]) -> None:
     """Plain aligned columns: readable at any terminal width and greppable in logs."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:

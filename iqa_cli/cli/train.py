@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -141,7 +141,7 @@ def _common_parameters() -> list[inspect.Parameter]:
     ]
 
 
-def make_train_command(method: str):
+def make_train_command(method: str) -> Callable[..., None]:
     recipe = get_recipe(method)
     engine_names = [f.name for f in fields(EngineConfig)]
     param_names = [f.name for f in fields(recipe.Params)]

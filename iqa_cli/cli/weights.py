@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,7 +26,7 @@ def _mb(size: int | None) -> str:
     return "-" if size is None else f"{size / 1e6:.1f} MB"
 
 
-def _print_columns(lines: list[tuple[str, ...]]) -> None:
+def _print_columns(lines: Sequence[tuple[str, ...]]) -> None:
     """Plain aligned columns (like `pip list`): readable in any terminal width, greppable in logs."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
@@ -49,7 +50,7 @@ def list_weights(
         if not rows:
             err.print("no networks are registered")
             return
-        lines = [("MODEL", "PARAMETERS", "INPUTS", "DESCRIPTION")]
+        lines: list[tuple[str, ...]] = [("MODEL", "PARAMETERS", "INPUTS", "DESCRIPTION")]
         for r in rows:
             params = "?" if r["parameters"] is None else f"{r['parameters'] / 1e6:.2f} M"
             lines.append((r["name"], params, r["inputs"], r["description"]))

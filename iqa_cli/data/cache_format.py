@@ -42,6 +42,6 @@ def resolve_format(fmt: str | None, out: Path | None) -> str:
     fmt = "h5" if fmt in ("hdf5", "hdf") else fmt
     if fmt not in FORMATS:
         raise ConfigError(f"unknown cache format '{fmt}' (expected h5 or npz)")
-    if by_suffix is not None and by_suffix != fmt:
+    if out is not None and by_suffix is not None and by_suffix != fmt:
         raise ConfigError(f"--format {fmt} does not match the output file name {out} (suffix {out.suffix})")
     return fmt

@@ -174,7 +174,7 @@ class _NpzSink:
 
     def begin(self, n: int, height: int, width: int) -> None:
         self._shape = (n, height, width, 3)
-        self._stream = self.writer.begin_array(F.IMAGES, self._shape, np.uint8)
+        self._stream = self.writer.begin_array(F.IMAGES, self._shape, np.dtype(np.uint8))
         self._pad = np.zeros((height, width, 3), dtype=np.uint8)
 
     def put(self, slot: int, image: np.ndarray) -> None:
@@ -221,7 +221,9 @@ class _Splits:
     split_attrs: dict[str, dict[str, Any]]  # per split, e.g. its own seed
 
 
-def _make_splits(records: Sequence[Record], reference_disjoint: bool, count: int, seed: int, test_fraction: float):
+def _make_splits(
+    records: Sequence[Record], reference_disjoint: bool, count: int, seed: int, test_fraction: float
+) -> _Splits:
     ref_ids = np.asarray([r.ref_id for r in records], dtype=np.int64)
     disjoint = reference_disjoint and bool((ref_ids >= 0).any())
     # Images flagged TRAINING_IMAGE (LIVE Challenge's 7) stay in the cache but belong to no random split:
@@ -308,7 +310,9 @@ def _distributions(records: Sequence[Record]) -> np.ndarray | None:
     return out
 
 
-def _headers(records: Sequence[Record], policy: ResizePolicy, workers: Any, skip_bad: bool, progress: Progress):
+def _headers(
+    records: Sequence[Record], policy: ResizePolicy, workers: Any, skip_bad: bool, progress: Progress
+) -> _Plan:
     plan = _Plan(items=[])
     progress.start("reading image headers", len(records))
     for record, header in zip(records, read_headers([r.path for r in records], workers=workers), strict=True):
@@ -349,7 +353,9 @@ def _canvas(items: Sequence[_Item]) -> tuple[int, int]:
     return max(i.size[1] for i in items), max(i.size[0] for i in items)
 
 
-def _stream_images(sink: Any, items: list[_Item], policy: ResizePolicy, workers: Any, skip_bad: bool, progress):
+def _stream_images(
+    sink: Any, items: list[_Item], policy: ResizePolicy, workers: Any, skip_bad: bool, progress: Progress
+) -> list[tuple[_Item, str]]:
     """Decode and write every item; returns the items that failed to decode."""
     height, width = _canvas(items)
     sink.begin(len(items), height, width)
@@ -388,7 +394,9 @@ def _dataset_root(plan: _Plan) -> str:
     return ""
 
 
-def _attrs(spec: DatasetSpec, root: Path | None, policy: ResizePolicy, plan: _Plan, splits: _Splits, padded: bool):
+def _attrs(
+    spec: DatasetSpec, root: Path | None, policy: ResizePolicy, plan: _Plan, splits: _Splits, padded: bool
+) -> dict[str, Any]:
     return {
         "format_version": F.FORMAT_VERSION,
         "dataset": spec.name,

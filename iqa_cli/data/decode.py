@@ -45,7 +45,7 @@ from itertools import islice
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from iqa_cli.data.resize import DRAFT_GAP
 from iqa_cli.errors import DataError
@@ -136,11 +136,11 @@ def _orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _failure(path: str | os.PathLike, exc: BaseException) -> DecodeFailure:
+def _failure(path: str | os.PathLike[str], exc: BaseException) -> DecodeFailure:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return DecodeFailure(str(path), "image file not found")
-    if isinstance(exc, Image.UnidentifiedImageError):
+    if isinstance(exc, UnidentifiedImageError):
         return DecodeFailure(str(path), "not a readable image (unknown or damaged format)")
     if "MP limit" in text:
         return DecodeFailure(str(path), text)
@@ -149,7 +149,7 @@ def _failure(path: str | os.PathLike, exc: BaseException) -> DecodeFailure:
     return DecodeFailure(str(path), f"cannot decode image ({type(exc).__name__}: {text})")
 
 
-def read_header(path: str | os.PathLike) -> ImageHeader | DecodeFailure:
+def read_header(path: str | os.PathLike[str]) -> ImageHeader | DecodeFailure:
     """Size, orientation and format from the file header; pixels are not decoded."""
     Image.MAX_IMAGE_PIXELS = None  # our own limit (`max_pixels`) speaks instead of Pillow's warning
     try:
@@ -192,7 +192,7 @@ def _open_reduced(im: Image.Image, size: tuple[int, int] | None, orientation: in
 
 
 def decode_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     size: tuple[int, int] | None = None,
     *,
     orientation: int | None = None,
@@ -221,7 +221,7 @@ def decode_image(
         for op in _ORIENT_OPS.get(orientation, ()):
             rgb = rgb.transpose(op)
         if size is not None and rgb.size != tuple(size):
-            rgb = rgb.resize(tuple(size), Image.Resampling.BICUBIC)
+            rgb = rgb.resize((int(size[0]), int(size[1])), Image.Resampling.BICUBIC)
         return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
@@ -487,7 +487,7 @@ def _ordered(
 
 
 def read_headers(
-    paths: Sequence[str | os.PathLike], *, workers: Workers = IN_PROCESS
+    paths: Sequence[str | os.PathLike[str]], *, workers: Workers = IN_PROCESS
 ) -> Iterator[ImageHeader | DecodeFailure]:
     """Headers of `paths` in input order (parallel when `workers` comes from `worker_pool`)."""
     names = [str(p) for p in paths]

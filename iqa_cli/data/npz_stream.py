@@ -37,7 +37,7 @@ class ArrayStream:
     def write(self, piece: np.ndarray) -> None:
         assert self._handle is not None, "stream already closed"
         data = np.ascontiguousarray(piece)
-        self._handle.write(memoryview(data).cast("B"))
+        self._handle.write(data.data.cast("B"))
         self._written += data.nbytes
 
     def close(self) -> None:

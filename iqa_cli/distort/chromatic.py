@@ -117,9 +117,10 @@ def search(image: np.ndarray) -> list[tuple[int, int]] | None:
                 bracket = 0
                 chosen[0] = (i, size)  # `distorted_img_1 = distorted_img;` before the range test
             else:
-                bracket = next((b for b in range(1, 5) if abs(psnr - TARGETS_DB[b]) < gaps[b]), None)
-                if bracket is None:
+                near = next((b for b in range(1, 5) if abs(psnr - TARGETS_DB[b]) < gaps[b]), None)
+                if near is None:
                     continue
+                bracket = near
             if _in_range(bracket + 1, i, l_idx):
                 chosen[bracket] = (i, size)
                 gaps[bracket] = abs(psnr - TARGETS_DB[bracket])

@@ -6,6 +6,7 @@ All three encode in memory with Pillow and decode the result again; nothing touc
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 from PIL import Image, features
@@ -14,7 +15,7 @@ from iqa_cli.distort.base import kadis_type, uint8_type
 from iqa_cli.distort.ops import im2uint8
 
 
-def _roundtrip(image: np.ndarray, fmt: str, **options) -> np.ndarray:
+def _roundtrip(image: np.ndarray, fmt: str, **options: Any) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format=fmt, **options)
     buffer.seek(0)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.version import __version__
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 DEFAULT_SIZE = (512, 384)  # W x H of the KADIS-700k references
 MIN_SIDE = 64  # the patch types need room: 32x32 colour blocks, 16x16 patches moved within 16 px margins
@@ -172,7 +175,9 @@ def parse_shard(text: str | tuple[int, int] | None) -> tuple[int, int]:
     return index, total
 
 
-def _check_selection(types: Sequence[int] | None, levels: Sequence[int] | None, per_ref: int | None):
+def _check_selection(
+    types: Sequence[int] | None, levels: Sequence[int] | None, per_ref: int | None
+) -> tuple[list[int], list[int], int]:
     types = sorted(set(TYPES if types is None else (int(t) for t in types)))
     levels = sorted(set(range(1, NUM_LEVELS + 1) if levels is None else (int(v) for v in levels)))
     if not types or any(t not in TYPES for t in types):
@@ -213,7 +218,7 @@ def load_reference(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     if _LAST_REFERENCE.get("key") == key:
         return _LAST_REFERENCE["image"]
     try:
-        image = decode_image(path, tuple(size))
+        image = decode_image(path, (int(size[0]), int(size[1])))
     except Exception as exc:  # any decoder failure means this reference is unusable
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"cannot read reference image ({type(exc).__name__}: {text})", path=path) from None
@@ -254,7 +259,9 @@ def _ordered(pool: Any, func: Callable[[Any], Any], tasks: Iterable[Any], window
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def distorted_splits(ref_ids: np.ndarray, count: int, seed: int, test_fraction: float):
+def distorted_splits(
+    ref_ids: np.ndarray, count: int, seed: int, test_fraction: float
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Reference-disjoint random splits of a distorted set (none when it has fewer than two references)."""
     if count <= 0 or len(np.unique(ref_ids)) < 2:
         return {}, {"seed": seed, "count": 0, "test_fraction": test_fraction, "reference_disjoint": True,
@@ -333,7 +340,15 @@ def _fresh_state(settings: Settings, shard: tuple[int, int]) -> dict[str, Any]:
             "not_applicable": 0}  # fmt: skip
 
 
-def _open_partial(out: Path, settings: Settings, shard, names: list[str], table: str, resume: bool, progress):
+def _open_partial(
+    out: Path,
+    settings: Settings,
+    shard: tuple[int, int],
+    names: list[str],
+    table: str,
+    resume: bool,
+    progress: Progress,
+) -> tuple[store.PartialFile, dict[str, Any]]:
     partial = store.partial_path(out)
     state = store.read_progress(out) if resume else None
     if resume and state is not None and partial.is_file():
@@ -356,7 +371,7 @@ def _open_partial(out: Path, settings: Settings, shard, names: list[str], table:
     return handle, _fresh_state(settings, shard)
 
 
-def _lock(out: Path):
+def _lock(out: Path) -> FileLock:
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(store.lock_path(out)))
@@ -482,7 +497,7 @@ def generate_distorted(
     )
 
 
-def _already_complete(out: Path, settings: Settings, shard: tuple[int, int], started: float):
+def _already_complete(out: Path, settings: Settings, shard: tuple[int, int], started: float) -> GenerateSummary | None:
     """The summary of `out` when it is a finished cache of exactly these settings and shard, else None."""
     from iqa_cli.data.cache import open_cache
 

@@ -11,6 +11,8 @@ studio range), `rgb2gray`, `curves` (the toolbox's spline tone curve) and `im2ui
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage, signal
@@ -63,7 +65,7 @@ def truncate(x: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
 # Filtering
 
 
-def _per_channel(fn, x: np.ndarray) -> np.ndarray:
+def _per_channel(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
     if x.ndim == 2:
         return fn(x)
     return np.stack([fn(x[..., c]) for c in range(x.shape[-1])], axis=-1)
@@ -96,7 +98,7 @@ def separable_filter(x: np.ndarray, kernel: np.ndarray, mode: str = "nearest") -
     return _per_channel(one, x)
 
 
-def filter2d(x: np.ndarray, kernel: np.ndarray, mode: str = "edge") -> np.ndarray:
+def filter2d(x: np.ndarray, kernel: np.ndarray, mode: Literal["edge", "symmetric"] = "edge") -> np.ndarray:
     """Correlate every channel with a 2-D kernel: MATLAB `imfilter(x, k)` with 'replicate' padding.
 
     `mode` is an `np.pad` mode ('edge' = replicate, 'symmetric' = symmetric). The correlation runs
@@ -270,10 +272,10 @@ def curves(x: np.ndarray, coef: float | tuple[float, float]) -> np.ndarray:
     A scalar `c` passes through (0, 0), (0.5, c), (1, 1) (with three points the not-a-knot spline is
     the parabola through them); a pair (c1, c2) through (0, 0), (0.3, c1), (0.5, 0.5), (0.7, c2), (1, 1).
     """
-    if np.isscalar(coef):
+    if isinstance(coef, (int, float, np.floating)):
         xs, ys = [0.0, 0.5, 1.0], [0.0, float(coef), 1.0]
     else:
-        c1, c2 = coef  # type: ignore[misc]
+        c1, c2 = coef
         xs, ys = [0.0, 0.3, 0.5, 0.7, 1.0], [0.0, float(c1), 0.5, float(c2), 1.0]
     spline = CubicSpline(xs, ys, bc_type="not-a-knot")
     return np.clip(spline(x), 0.0, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -84,7 +85,9 @@ def render_preview(
     return sheet
 
 
-def write_preview(path: str | Path, reference: np.ndarray, types: Sequence[int], levels: Sequence[int], **kw) -> Path:
+def write_preview(
+    path: str | Path, reference: np.ndarray, types: Sequence[int], levels: Sequence[int], **kw: Any
+) -> Path:
     """Render the sheet and save it as PNG, atomically."""
     path = Path(path)
     sheet = render_preview(reference, types, levels, **kw)

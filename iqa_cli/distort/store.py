@@ -285,7 +285,9 @@ def _h5_attr(value: Any) -> Any:
     return value
 
 
-def finalize(path: Path, attrs: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], split_attrs: dict) -> None:
+def finalize(
+    path: Path, attrs: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], split_attrs: dict[str, Any]
+) -> None:
     """Write the splits and attributes (format_version last) into a complete file, outside SWMR mode."""
     import h5py
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from iqa_cli.distort.base import kadis_type, uint8_type
@@ -44,7 +46,7 @@ def contrast_change(x: np.ndarray, amount: float, rng: np.random.Generator) -> n
     return curves(x, (0.25 - amount / 4.0, 0.75 + amount / 4.0))
 
 
-def _scale_value(image: np.ndarray, new_value) -> np.ndarray:
+def _scale_value(image: np.ndarray, new_value: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Replace HSV value V by new_value(V) keeping hue and saturation, then `im2uint8(hsv2rgb(...))`.
 
     hsv2rgb is linear in V for a fixed (H, S), so this is RGB * V'/V; black pixels (V = 0) stay black.

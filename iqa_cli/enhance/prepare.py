@@ -55,8 +55,8 @@ class ExternalImages:
             raise DataError("--enhanced-root is not a folder", path=root)
         self.root = root
         self._by_stem: dict[str, list[Path]] | None = None
-        self.files = [self._find(name) for name in names]
-        missing = [n for n, f in zip(names, self.files, strict=True) if f is None]
+        found = [self._find(name) for name in names]
+        missing = [n for n, f in zip(names, found, strict=True) if f is None]
         if missing:
             shown = ", ".join(missing[:_MISSING_SHOWN]) + (" ..." if len(missing) > _MISSING_SHOWN else "")
             raise DataError(
@@ -64,6 +64,7 @@ class ExternalImages:
                 f"image suffix): {shown}",
                 path=root,
             )
+        self.files: list[Path] = [f for f in found if f is not None]
 
     def _find(self, name: str) -> Path | None:
         exact = self.root / name

@@ -68,6 +68,8 @@ def causal_mask(length: int) -> torch.Tensor:
 class TextEncoder(nn.Module):
     """CLIP's text tower fed with token embeddings instead of token ids (CoOp's `TextEncoder`)."""
 
+    attn_mask: torch.Tensor
+
     def __init__(self, context_length: int, width: int, layers: int, heads: int, embed_dim: int) -> None:
         super().__init__()
         self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
@@ -117,6 +119,10 @@ class PromptLearner(nn.Module):
     the context is n_ctx random vectors (N(0, 0.02)); with `ctx_init` (e.g. "a photo of a") it starts
     as those words' token embeddings, so the untrained prompt is exactly that sentence (zero-shot CLIP).
     """
+
+    tokenized_prompts: torch.Tensor
+    token_prefix: torch.Tensor
+    token_suffix: torch.Tensor
 
     def __init__(
         self,
@@ -170,6 +176,8 @@ class PromptLearner(nn.Module):
 
 class ALIQA(nn.Module):
     """The authors' `CustomCLIP`: forward(image) -> one (B, n_cls) logit tensor per prompt learner."""
+
+    token_embedding: torch.Tensor
 
     def __init__(
         self,

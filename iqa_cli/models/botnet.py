@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -79,6 +80,9 @@ class BoTBlock(nn.Module):
         out_channels = width * EXPANSION
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
+        self.conv2: nn.Conv2d | None
+        self.attn: RelPosSelfAttention | None
+        self.shortcut: nn.Module
         if attn_size is None:
             self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, bias=False)
             self.attn = None
@@ -103,7 +107,7 @@ class BoTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        mixed = self.conv2(out) if self.attn is None else self.pool(self.attn(out))
+        mixed = self.pool(self.attn(out)) if self.attn is not None else cast(nn.Conv2d, self.conv2)(out)
         out = F.relu(self.bn2(mixed))
         out = self.bn3(self.conv3(out))
         return F.relu(out + self.shortcut(x))
@@ -141,9 +145,11 @@ class BoTNet(nn.Module):
         for index, (blocks, planes) in enumerate(zip(layers, widths, strict=True)):
             stride = 1 if index == 0 else 2
             # Stage 4 attends at 1/16 of the input in block 0 (which then pools), at 1/32 after.
-            attn_sizes: list[tuple[int, int] | None] = [None] * blocks
-            if index == 3:
-                attn_sizes = [(height // 16, width // 16)] + [(height // 32, width // 32)] * (blocks - 1)
+            attn_sizes: list[tuple[int, int] | None] = (
+                [(height // 16, width // 16), *[(height // 32, width // 32)] * (blocks - 1)]
+                if index == 3
+                else [None] * blocks
+            )
             stage = []
             for b in range(blocks):
                 stage.append(BoTBlock(channels, planes, stride if b == 0 else 1, attn_sizes[b], heads))
@@ -220,5 +226,5 @@ def convert_original(state: StateDict) -> StateDict:
     convert_original=convert_original,
     tiny_config=dict(TINY_BOTNET),
 )
-def build_vipnet_dpm(**config) -> BoTNet:
+def build_vipnet_dpm(**config: Any) -> BoTNet:
     return BoTNet(**config)

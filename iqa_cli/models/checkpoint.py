@@ -295,8 +295,9 @@ def save_checkpoint(model: nn.Module | StateDict, path: str | Path, meta: Mappin
     # Sorted, so the same weights and metadata always give the same file (and the same SHA-256).
     info = {k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in sorted((meta or {}).items())}
     info[DIGEST_KEY] = tensors_digest(state)
-    if isinstance(model, nn.Module) and getattr(model, "iqa_model_name", None):
-        info.setdefault("model", model.iqa_model_name)
+    name = getattr(model, "iqa_model_name", None) if isinstance(model, nn.Module) else None
+    if name:
+        info.setdefault("model", name)
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -141,5 +142,5 @@ def convert_original(state: StateDict) -> StateDict:
     convert_original=convert_original,
     tiny_config=dict(TINY_VIT),
 )
-def build_ieit(**config) -> IEIT:
+def build_ieit(**config: Any) -> IEIT:
     return IEIT(**config)

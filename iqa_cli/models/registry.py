@@ -15,6 +15,7 @@ from torch import nn
 
 from iqa_cli.registry import Registry
 
+MODEL_NAME_ATTR = "iqa_model_name"  # the attribute that carries a built network's registry name
 StateDict = dict[str, Any]
 
 
@@ -87,5 +88,5 @@ def create(name: str, *, tiny: bool = False, **config: Any) -> nn.Module:
     entry = get_entry(name)
     kwargs = {**(entry.tiny_config if tiny else {}), **config}
     model = entry.builder(**kwargs)
-    model.iqa_model_name = name  # recorded in checkpoints, checked on load
+    setattr(model, MODEL_NAME_ATTR, name)  # recorded in checkpoints, checked on load
     return model

@@ -17,7 +17,7 @@ weights store through `load_backbone_weights`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -183,7 +183,7 @@ class SSLTReS(TReSTeacher):
 Branch = SSLBranch | SSLTReS
 
 # --network of the authors' train_kd_semi.py: (student, teacher) branch builders by name.
-BRANCHES: dict[str, type[nn.Module]] = {
+BRANCHES: dict[str, Callable[..., Branch]] = {
     "alexnet": SSLStudent,
     "googlenet": SSLGoogLeNet,
     "resnet101": SSLTeacher,
@@ -215,7 +215,7 @@ TINY_BRANCHES: dict[str, dict[str, Any]] = {
 }
 
 
-def build_branch(name: str, *, tiny: bool = False, **config: Any) -> nn.Module:
+def build_branch(name: str, *, tiny: bool = False, **config: Any) -> Branch:
     """One SSL-IQA branch by its name in `BRANCHES`."""
     if name not in BRANCHES:
         raise ConfigError(f"unknown SSL-IQA branch '{name}' (known: {', '.join(BRANCHES)})")
@@ -302,7 +302,7 @@ def torchvision_to_base(state: Mapping[str, torch.Tensor], backbone_names: Seque
     return out
 
 
-def load_backbone_weights(branch: nn.Module, source: str | Path | Mapping[str, Any]) -> nn.Module:
+def load_backbone_weights(branch: Branch, source: str | Path | Mapping[str, Any]) -> Branch:
     """Load ImageNet classifier weights (a file from the weights store, or a state dict) into a branch's
     trunk (`base.*`, or TReS's `model.*`).
 
@@ -313,7 +313,7 @@ def load_backbone_weights(branch: nn.Module, source: str | Path | Mapping[str, A
     else:
         state = unwrap_state_dict(source)
     prefix = "model." if isinstance(branch, SSLTReS) else "base."
-    trunk_state = branch.imagenet_state(state)  # type: ignore[operator]
+    trunk_state = branch.imagenet_state(state)
     expected = {k: v for k, v in branch.state_dict().items() if k.startswith(prefix)}
     if isinstance(branch, SSLInceptionResNetV2):
         # Cadene's file has 1001 classes (class 0 'background'); the classifier is not part of `base`.

@@ -46,7 +46,9 @@ class L2Pooling(nn.Module):
         return (out + 1e-12).sqrt()
 
 
-def sine_position_embedding(channels: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+def sine_position_embedding(
+    channels: int, height: int, width: int, *, device: torch.device | None = None
+) -> torch.Tensor:
     """DETR's normalised sine embedding of a (height, width) grid with no padding: (1, channels, h, w).
 
     The first half of the channels encodes the row, the second the column; within each half,
@@ -120,6 +122,11 @@ class Transformer(nn.Module):
 class ResNetStages(nn.Module):
     """A torchvision ResNet whose forward returns the four stage maps (its `fc` stays, unused)."""
 
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool2d
+
     def __init__(self, arch: str) -> None:
         super().__init__()
         net = getattr(torchvision.models, arch)(weights=None)
@@ -177,7 +184,7 @@ class TReSTeacher(nn.Module):
         layers = torch.cat(pooled, dim=1)
         if layers.shape[-2:] != grid:
             raise ConfigError(f"TReS needs an input side that is a multiple of 32, got {tuple(x.shape[-2:])}")
-        pos = sine_position_embedding(self.width, *grid, device=x.device).to(layers.dtype)
+        pos = sine_position_embedding(self.width, int(grid[0]), int(grid[1]), device=x.device).to(layers.dtype)
         encoded = self.transformer(layers, pos.expand(x.shape[0], -1, -1, -1))
         return torch.cat((self.fc2(encoded.mean(dim=(2, 3))), stages[-1].mean(dim=(2, 3))), dim=1)
 

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -109,7 +109,9 @@ def rgb_to_ycbcr(images: torch.Tensor) -> torch.Tensor:
     idx = images.long()
     channels = []
     for out in range(3):
-        total = sum(tables[out, c][idx[..., c, :, :]] for c in range(3))
+        total = (
+            tables[out, 0][idx[..., 0, :, :]] + tables[out, 1][idx[..., 1, :, :]] + tables[out, 2][idx[..., 2, :, :]]
+        )
         # `>>` on signed ints is an arithmetic (flooring) shift, as in C for PIL's negative sums.
         channels.append((total >> _SCALE_BITS) + _YCBCR_OFFSETS[out])
     return torch.stack(channels, dim=-3).clamp_(0, 255).to(torch.uint8)
@@ -150,7 +152,7 @@ class ContentPerception(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = ResNet(
-            block,
+            cast(Any, block),  # timm annotates an instance where it takes the block class
             tuple(layers),
             channels=tuple(widths),
             stem_width=widths[0],
@@ -177,7 +179,7 @@ class ContentPerception(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.backbone
+        net: Any = self.backbone  # timm's ResNet stages are registered children (untyped attributes)
         x = net.maxpool(net.act1(net.bn1(net.conv1(x))))
         if not self.multi_scale:
             return net.layer4(net.layer3(net.layer2(net.layer1(x))))
@@ -260,7 +262,8 @@ class InteractionTransformer(nn.Module):
         # The authors' "xavier" bound uses 3 input channels whatever the real count (4096): kept as is.
         bound = math.sqrt(6.0 / (3 + dim))
         nn.init.uniform_(self.embed.weight, -bound, bound)
-        nn.init.zeros_(self.embed.bias)
+        if self.embed.bias is not None:
+            nn.init.zeros_(self.embed.bias)
 
     def forward(self, content: torch.Tensor, distortion: torch.Tensor) -> torch.Tensor:
         tokens = self.embed(torch.cat([content, distortion], dim=1)).flatten(2).transpose(1, 2)
@@ -472,5 +475,5 @@ def load_cpm_weights(model: VIPNet, source: str | Path | Mapping[str, Any]) -> V
     convert_original=convert_original,
     tiny_config=dict(TINY_VIPNET),
 )
-def build_vipnet(**config) -> VIPNet:
+def build_vipnet(**config: Any) -> VIPNet:
     return VIPNet(**config)

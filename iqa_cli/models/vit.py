@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -83,8 +84,11 @@ class ViTEncoder(VisionTransformer):
         )
         self.has_imagenet_head = imagenet_head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x), pre_logits=True)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        """Pre-logits features (B, dim). The mask arguments keep timm's signature (older timm lacks them)."""
+        if attn_mask is None and not is_causal:
+            return self.forward_head(self.forward_features(x), pre_logits=True)
+        return self.forward_head(self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal), pre_logits=True)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000) from the kept classifier head."""
@@ -93,7 +97,7 @@ class ViTEncoder(VisionTransformer):
         return self.head(self(x))
 
 
-def vit_config(**overrides: int | float) -> dict[str, int | float]:
+def vit_config(**overrides: Any) -> dict[str, Any]:
     """DeiT-S settings with `overrides` (unknown names are refused, so typos do not pass silently)."""
     unknown = set(overrides) - set(DEIT_SMALL)
     if unknown:

@@ -12,6 +12,7 @@ they keep the dtype; `imagenet_normalize` turns the result into network input.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ def convert_original(state: StateDict) -> StateDict:
     convert_original=convert_original,
     tiny_config=dict(TINY_VIT),
 )
-def build_vtiqa(**config) -> VTIQA:
+def build_vtiqa(**config: Any) -> VTIQA:
     return VTIQA(**config)
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers.weight_init import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -64,7 +65,7 @@ class SAFusion(nn.Module):
         self.pos_drop = nn.Dropout(drop)
         self.blocks = nn.Sequential(
             *[
-                Block(dim, num_heads, mlp_ratio, qkv_bias=True, proj_drop=drop, norm_layer=layer_norm)
+                Block(dim, num_heads, mlp_ratio, qkv_bias=True, proj_drop=drop, norm_layer=cast(Any, layer_norm))
                 for _ in range(depth)
             ]
         )
@@ -255,7 +256,7 @@ _TINY = dict(TINY_VIT)
     convert_original=convert_original,
     tiny_config={**_TINY, **TINY_SELECTION},
 )
-def build_vtiqa_org(**config) -> VTIQAOriginal:
+def build_vtiqa_org(**config: Any) -> VTIQAOriginal:
     return VTIQAOriginal(**config)
 
 
@@ -265,7 +266,7 @@ def build_vtiqa_org(**config) -> VTIQAOriginal:
     inputs="x: (B,3,224,224) ImageNet-normalised",
     tiny_config=_TINY,
 )
-def build_vtiqa_org_backbone(**config) -> ViTEncoder:
+def build_vtiqa_org_backbone(**config: Any) -> ViTEncoder:
     return ViTEncoder(**vit_config(**config), imagenet_head=True)
 
 
@@ -275,7 +276,7 @@ def build_vtiqa_org_backbone(**config) -> ViTEncoder:
     inputs="tokens: (B,2,384) class tokens of the global view and the mosaic",
     tiny_config={"dim": int(_TINY["embed_dim"])},
 )
-def build_vtiqa_org_fusion(**config) -> SAFusion:
+def build_vtiqa_org_fusion(**config: Any) -> SAFusion:
     return SAFusion(**config)
 
 
@@ -287,5 +288,5 @@ def build_vtiqa_org_fusion(**config) -> SAFusion:
     convert_original=convert_selection,
     tiny_config=_TINY,
 )
-def build_vtiqa_org_selection(**config) -> SelectionNet:
+def build_vtiqa_org_selection(**config: Any) -> SelectionNet:
     return SelectionNet(**config)

@@ -53,7 +53,7 @@ def resize_each(images: list[torch.Tensor], height: int, width: int, *, pil: str
     out = torch.empty((len(images), 3, height, width), dtype=torch.uint8, device=images[0].device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
-        groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        groups.setdefault((int(image.shape[-2]), int(image.shape[-1])), []).append(i)
     for positions in groups.values():
         batch = torch.stack([images[i] for i in positions])
         out[positions] = resize_to(batch, height, width, pil=pil)

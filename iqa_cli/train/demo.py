@@ -173,14 +173,16 @@ def mos_of(level: int, levels: int) -> float:
     return 5.0 - 4.0 * level / levels
 
 
-def build_demo_folder(folder: Path, size: DemoSize, *, seed: int = 0, progress: Progress | None = None) -> list[dict]:
+def build_demo_folder(
+    folder: Path, size: DemoSize, *, seed: int = 0, progress: Progress | None = None
+) -> list[dict[str, Any]]:
     """Write the images and `scores.csv`; returns one row per image (name, score, ref)."""
     progress = progress or NullProgress()
     if size.photos < 2 or size.photos > len(PHOTOS) or size.tiles_per_photo < 1 or size.levels < 1:
         raise ConfigError(f"demo size out of range: 2..{len(PHOTOS)} photos, >= 1 tile per photo, >= 1 level")
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     progress.start("demo images", size.images())
     for p, name in enumerate(PHOTOS[: size.photos]):
         for t, tile in enumerate(_tiles(_load_photo(name), size.tiles_per_photo, size.tile, rng)):
@@ -205,7 +207,9 @@ def build_demo_folder(folder: Path, size: DemoSize, *, seed: int = 0, progress: 
     return rows
 
 
-def prepare_demo_cache(folder: Path, rows: list[dict], out: Path, *, progress: Progress | None = None) -> Path:
+def prepare_demo_cache(
+    folder: Path, rows: list[dict[str, Any]], out: Path, *, progress: Progress | None = None
+) -> Path:
     """Pack the folder like `iqa prepare custom`, with each tile's source recorded as its reference."""
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.datasets.custom import make_spec
@@ -252,6 +256,7 @@ def run_demo(
         progress,
     )
     seconds["train"] = time.monotonic() - started
+    assert summary is not None, "the demo trains in one process, which writes the run"
     run = Path(summary["run"])
 
     started = time.monotonic()

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from iqa_cli.train.distributed import DistContext, shard
 from iqa_cli.train.precision import amp_dtype, autocast
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
 from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, read_log
-from iqa_cli.train.scoring import predict_scores
+from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.watch import WATCH_PREFIX, summarize_log
@@ -249,7 +249,7 @@ class Trainer:
 
     def __init__(
         self,
-        ctx: FitContext,
+        ctx: FitContext[Any],
         parts: SplitParts,
         out_dir: Path,
         *,
@@ -350,7 +350,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             module = DistributedDataParallel(module, device_ids=ids)
         if self.cfg.compile:
-            module = BatchDynamic(torch.compile(module))
+            module = BatchDynamic(cast(nn.Module, torch.compile(module)))
         self.wrapped, self.wrapped_for = module, trainable
         return module
 
@@ -550,7 +550,7 @@ class Trainer:
             )
         return stop_flag
 
-    def predict(self, indices: np.ndarray, outputs: Recipe[Any] | None = None) -> np.ndarray:
+    def predict(self, indices: np.ndarray, outputs: TestTimeProtocol | None = None) -> np.ndarray:
         """Test-time predictions of `indices` with the current model (`outputs`: what the recipe, or a
         wrapper of it, predicts; default the score)."""
         return predict_scores(

@@ -95,7 +95,24 @@ class EvalReport:
         }
 
 
-def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[dict[str | None, str], RunWeights | None]:
+WeightsPlan = dict[str | None, str | Path]  # split (None: any split) -> weights (a file, run model or store name)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One evaluation: a test part of the evaluated dataset and the weights that score it."""
+
+    split: str  # the evaluated split's name ("all" for a whole dataset)
+    weights: str | Path
+    test: np.ndarray  # dataset indices
+    trained_split: str | None = None  # the split the weights were trained on, when it differs
+
+
+def _by_split(weights: RunWeights) -> WeightsPlan:
+    return {split: path for split, path in weights.by_split.items()}
+
+
+def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPlan, RunWeights | None]:
     """split (None = any) -> weights; from --weights, or the newest run for method + training dataset."""
     if options.weights is not None:
         from iqa_cli.train.runs import find_run
@@ -106,7 +123,7 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[dict[str |
             return {None: options.weights}, None
         if not given.by_split:
             raise CheckpointError(f"run {given.run} has no kept model yet (no split finished an evaluation)")
-        return dict(given.by_split), given
+        return _by_split(given), given
     released = recipe.default_weights(options.variant)
     if released is not None:
         return {None: released}, None
@@ -118,7 +135,7 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[dict[str |
             f"no local {recipe.name} run{where} with a kept model; train one with `iqa train {recipe.name} --data ...` "
             "or pass --weights PATH|NAME"
         )
-    return dict(run.by_split), run
+    return _by_split(run), run
 
 
 def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:
@@ -138,6 +155,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
     else:
         progress.log(f"evaluating weights {plan[None]}")
     target = options.cross if options.cross is not None else options.data
+    assert target is not None  # checked above
     raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
     dataset = raw
     loaded: dict[str, LoadedModel] = {}
@@ -155,36 +173,41 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                 split_arg = _split_of_model(single, name, split_arg, options.split_file, progress)
                 if options.split_file is not None:
                     label, test = _index_file_test(dataset, cache_path, options.split_file)
-                    jobs = [(label, plan[None], test)]
+                    jobs = [EvalJob(label, plan[None], test)]
                     return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
             if run is not None and options.split is None:
-                names = list(plan)  # exactly the splits the run trained, computed ones (vtiqa_chain_3) included
+                # exactly the splits the run trained, computed ones (vtiqa_chain_3) included
+                names = [s for s in plan if s is not None]
             else:
                 names = resolve_split_names(dataset, split_arg, source=f"cache {cache_path}")
             if run is not None:
                 missing = [s for s in names if s not in plan]
                 if missing and options.split is not None:
                     raise CheckpointError(
-                        f"run {run.run} has no kept model for split(s) {', '.join(missing)} "
-                        f"(trained: {', '.join(plan)})"
+                        f"run {run.run} has no kept model for split(s) {', '.join(missing)} (trained: {_trained(plan)})"
                     )
                 names = [s for s in names if s in plan]
-            jobs = [(s, plan.get(s, plan.get(None)), dataset.split(s)["test"]) for s in names]
+            jobs = [EvalJob(s, plan[s] if s in plan else plan[None], dataset.split(s)["test"]) for s in names]
         else:
             everything = np.arange(len(dataset))
+            keys: list[str | None]
             if run is None or options.split in (None, "all"):
                 keys = list(plan)  # every trained split's model (or the one model given)
             else:
                 wanted = [k for k in (options.split, f"{RANDOM_PREFIX}{options.split}") if k in plan]
                 if not wanted:
                     raise CheckpointError(
-                        f"run {run.run} has no kept model for split '{options.split}' (trained: {', '.join(plan)})"
+                        f"run {run.run} has no kept model for split '{options.split}' (trained: {_trained(plan)})"
                     )
-                keys = wanted[:1]
-            jobs = [("all", plan[k], everything, k) for k in keys]  # type: ignore[misc]
+                keys = [k for k in wanted[:1]]
+            jobs = [EvalJob("all", plan[k], everything, k) for k in keys]
         return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
     finally:
         close_dataset(raw)
+
+
+def _trained(plan: WeightsPlan) -> str:
+    return ", ".join(str(split) for split in plan)
 
 
 def _run_jobs(
@@ -193,7 +216,7 @@ def _run_jobs(
     dataset: DatasetLike,
     name: str,
     cache_path: Path,
-    jobs: list[tuple],
+    jobs: list[EvalJob],
     run: RunWeights | None,
     progress: Progress,
     loaded_cache: dict[str, LoadedModel],
@@ -201,14 +224,14 @@ def _run_jobs(
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None
-    store_key: tuple | None = None
+    store_key: tuple[Any, ...] | None = None
     results, per_image, selections = [], [], set()
     names_list = getattr(dataset, "names", None)
     raw = dataset
-    wrapped_for: tuple | None = None
+    wrapped_for: tuple[Any, ...] | None = None
     for job in jobs:
-        split, weights, indices = job[0], job[1], np.asarray(job[2], dtype=np.int64)
-        trained_split = job[3] if len(job) > 3 else split
+        split, weights, indices = job.split, job.weights, np.asarray(job.test, dtype=np.int64)
+        trained_split = job.trained_split or split
         if indices.size == 0:
             raise DataError(f"split '{split}' has an empty test part", path=cache_path)
         loaded = loaded_cache.get(str(weights))
@@ -233,7 +256,7 @@ def _run_jobs(
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
         key = tuple(sorted(recipe.view_shapes(params).items()))
         if store is None or key != store_key:
-            needed = np.unique(np.concatenate([np.asarray(j[2], dtype=np.int64) for j in jobs]))
+            needed = np.unique(np.concatenate([np.asarray(j.test, dtype=np.int64) for j in jobs]))
             store = ViewStore(
                 dataset,
                 recipe,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -32,9 +33,9 @@ def _tf32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
-def autocast(device: torch.device, dtype: Precision) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: Precision) -> contextlib.AbstractContextManager[Any]:
     if dtype is None:
         return contextlib.nullcontext()
-    if dtype == TF32:
+    if isinstance(dtype, str):  # TF32
         return _tf32()
     return torch.autocast(device_type=device.type, dtype=dtype)

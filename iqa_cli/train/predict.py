@@ -20,7 +20,7 @@ from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
-from iqa_cli.train.precision import amp_dtype, autocast
+from iqa_cli.train.precision import Precision, amp_dtype, autocast
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, load_trained
 
@@ -77,7 +77,7 @@ def read_image(path: Path, reduce_to: int = 0) -> np.ndarray:
 
 def _decoded(
     files: list[Path], skip_bad: bool, skipped: list[tuple[str, str]], *, reduce_to: int = 0, workers: int = 1
-) -> Iterator[tuple[Path, np.ndarray]]:
+) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
     """Decoded images in input order: in `workers` processes (a few batches in flight), else in this one."""
     from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_images, read_header, worker_pool
 
@@ -91,8 +91,10 @@ def _decoded(
                 skipped.append((str(path), str(DataError(image.message, path=path))))
                 continue
             header = read_header(path) if bound else None  # the file's own size, reported as it is
-            size = (header.width, header.height) if header is not None and hasattr(header, "width") else None
-            yield path, image, size or (image.shape[1], image.shape[0])
+            if header is not None and not isinstance(header, DecodeFailure):
+                yield path, image, (header.width, header.height)
+            else:
+                yield path, image, (int(image.shape[1]), int(image.shape[0]))
 
 
 def _usable(
@@ -112,7 +114,7 @@ def score_arrays(
     loaded: LoadedModel,
     arrays: list[np.ndarray],
     device: torch.device,
-    dtype: torch.dtype | None,
+    dtype: Precision,
     *,
     names: list[Any] | None = None,
 ) -> np.ndarray:

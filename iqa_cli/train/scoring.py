@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -11,12 +11,22 @@ from torch import nn
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.distributed import DistContext, contiguous_share
 from iqa_cli.train.precision import Precision, autocast
-from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.recipes.base import BaseParams, Views
 from iqa_cli.train.views import ViewStore
 
 
+class TestTimeProtocol(Protocol):
+    """What scoring needs of a recipe (a `Recipe` is one; AL-IQA's `Outputs` scores other outputs)."""
+
+    def eval_needs_grad(self, params: Any) -> bool: ...
+
+    def eval_inputs(self, views: Views, params: Any) -> tuple[torch.Tensor, ...]: ...
+
+    def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: Any) -> torch.Tensor: ...
+
+
 def predict_scores(
-    recipe: Recipe[Any],
+    recipe: TestTimeProtocol,
     params: BaseParams,
     model: nn.Module,
     store: ViewStore,

@@ -23,7 +23,7 @@ FORMAT = 1
 
 
 def capture_rng() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple (name, keys, pos, has_gauss, cached)
     py_state = random.getstate()
     return {
         "python": json.dumps([py_state[0], list(py_state[1]), py_state[2]]),

@@ -223,11 +223,11 @@ def _resume_root(recipe: Recipe[Any], options: TrainOptions) -> Path:
             raise ConfigError("--resume: no run to continue here (no run.json)", path=root)
         return root
     dataset = str(options.data) if options.data is not None else None
-    root = newest_run(recipe.name, dataset, unfinished=True)
-    if root is None:
+    newest = newest_run(recipe.name, dataset, unfinished=True)
+    if newest is None:
         what = f" on '{dataset}'" if dataset else ""
         raise ConfigError(f"--resume: no unfinished {recipe.name} run{what} (name one with --name or --out)")
-    return root
+    return newest
 
 
 def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, Any] | None:

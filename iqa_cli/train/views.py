@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ def local_world() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
-def _mapped(path: Path, shape: tuple[int, ...], mode: str) -> torch.Tensor:
+def _mapped(path: Path, shape: tuple[int, ...], mode: Literal["w+", "r+"]) -> torch.Tensor:
     """A uint8 tensor over a shared file mapping (`w+` creates the file, `r+` maps an existing one)."""
     array = np.memmap(path, dtype=np.uint8, mode=mode, shape=shape)
     return torch.from_numpy(array)
@@ -108,7 +108,7 @@ class PinnedStaging:
             raise ValueError("staging needs at least two slots")
         self.pin = pin
         self.buffers: list[torch.Tensor | None] = [None] * slots
-        self.events: list = [None] * slots
+        self.events: list[Any] = [None] * slots
         self.next = 0
         self.allocations = 0  # page-locked allocations made (they are slow: reuse is the point)
         self._event_factory = event_factory or (lambda: torch.cuda.Event())
@@ -167,6 +167,10 @@ class _Rows:
 
     def __init__(self, rows: torch.Tensor, seed: int | None) -> None:
         self.rows, self.seed = rows, seed
+
+
+# What the prefetch thread hands over: whole views, a padded image batch, a staged slot or resident rows.
+HostBatch = dict[str, torch.Tensor] | torch.Tensor | _Rows | _Staged
 
 
 def decode_batch(dataset: DatasetLike, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
@@ -294,9 +298,7 @@ class ViewStore:
             progress.advance(chunk.size)
         progress.finish()
 
-    def host_batch(
-        self, indices: np.ndarray, seed: int | None = None
-    ) -> tuple[dict[str, torch.Tensor] | torch.Tensor, np.ndarray | None]:
+    def host_batch(self, indices: np.ndarray, seed: int | None = None) -> tuple[HostBatch, np.ndarray | None]:
         """The CPU-side work of one batch (runs in the prefetch thread); `seed`: a training batch's."""
         if self.resident:
             return _Rows(torch.from_numpy(self.row[indices]), seed), None
@@ -319,9 +321,7 @@ class ViewStore:
         cut = None if seed is None else self.recipe.cut_train_views(self.host, rows, seed, self.params)
         return cut if cut is not None else {name: t.index_select(0, rows) for name, t in self.host.items()}
 
-    def device_batch(
-        self, host: dict[str, torch.Tensor] | torch.Tensor | _Rows | _Staged, sizes: np.ndarray | None
-    ) -> Views:
+    def device_batch(self, host: HostBatch, sizes: np.ndarray | None) -> Views:
         if isinstance(host, _Rows):  # resident views: gathered (and cut) where they live
             return self._gather(host.rows.to(self.device, non_blocking=True), host.seed)
         if isinstance(host, _Staged):  # non-blocking copies out of a pinned slot, then the slot is freed
@@ -335,11 +335,13 @@ class ViewStore:
             if views is not None:
                 return views
             images = on_device.permute(0, 3, 1, 2)
+            assert sizes is not None  # decoded images come with their sizes
             return self.recipe.stored_views(
                 [images[i, :, : int(h), : int(w)] for i, (h, w) in enumerate(sizes)], self.params
             )
         if isinstance(host, dict):
             return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
+        assert sizes is not None
         return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)
 
     def batches(self, batches: Sequence[np.ndarray], seeds: Sequence[int] | None = None) -> BatchIterator:
@@ -368,7 +370,7 @@ class BatchIterator:
         self.seeds: list[int | None] = [None] * len(self.batches) if seeds is None else [int(s) for s in seeds]
         if len(self.seeds) != len(self.batches):
             raise ValueError(f"{len(self.seeds)} seeds for {len(self.batches)} batches")
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._work, daemon=True, name="iqa-prefetch")
         self.thread.start()
@@ -377,6 +379,7 @@ class BatchIterator:
         for indices, seed in zip(self.batches, self.seeds, strict=True):
             if self.stop.is_set():
                 return
+            item: tuple[Any, ...]
             try:
                 item = (indices, *self.store.host_batch(indices, seed), None)
             except BaseException as exc:  # handed to the consumer, which re-raises it

@@ -26,6 +26,7 @@ from iqa_cli.errors import DataError
 from iqa_cli.progress import Progress
 from iqa_cli.train.data import close_dataset, dataset_name, open_dataset
 from iqa_cli.train.distributed import DistContext
+from iqa_cli.train.precision import Precision
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import read_log
 from iqa_cli.train.views import ViewStore, preload_budget
@@ -79,7 +80,7 @@ class WatchedDataset:
         model: nn.Module,
         *,
         device: torch.device,
-        dtype: torch.dtype | None,
+        dtype: Precision,
         dist: DistContext,
         channels_last: bool,
     ) -> dict[str, Any]:
@@ -147,7 +148,8 @@ def summarize_log(log: Path) -> dict[str, Any]:
             values = [_abs(r.get(metric)) for r in records]
             finite = [(v, r["epoch"]) for v, r in zip(values, records, strict=True) if math.isfinite(v)]
             best = max(finite, key=lambda pair: pair[0]) if finite else (math.nan, None)
-            out[f"last_{metric}"] = float(last.get(metric)) if last.get(metric) is not None else math.nan
+            last_value = last.get(metric)
+            out[f"last_{metric}"] = float(last_value) if last_value is not None else math.nan
             out[f"max_abs_{metric}"], out[f"max_abs_{metric}_epoch"] = best
         summary[name] = out
     return summary

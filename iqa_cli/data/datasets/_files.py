@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def _skip_dir(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _list_dir(path: Path) -> list[os.DirEntry]:
+def _list_dir(path: Path) -> list[os.DirEntry[str]]:
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
@@ -41,7 +41,7 @@ def _list_dir(path: Path) -> list[os.DirEntry]:
         return []
 
 
-def is_file(entry: os.DirEntry | Path) -> bool:
+def is_file(entry: os.DirEntry[str] | Path) -> bool:
     """Like `is_file()`, but a looping or dangling symbolic link is simply not a file."""
     try:
         return entry.is_file()
@@ -49,14 +49,14 @@ def is_file(entry: os.DirEntry | Path) -> bool:
         return False
 
 
-def is_dir(entry: os.DirEntry | Path) -> bool:
+def is_dir(entry: os.DirEntry[str] | Path) -> bool:
     try:
         return entry.is_dir()
     except OSError:
         return False
 
 
-def walk_dirs(root: Path, max_depth: int) -> Iterable[tuple[int, Path, list[os.DirEntry]]]:
+def walk_dirs(root: Path, max_depth: int) -> Iterable[tuple[int, Path, list[os.DirEntry[str]]]]:
     """Yield (depth, directory, its sorted entries) breadth-first, shallowest first. Each folder is
     visited once, so symbolic links that loop (`up -> ..`, `a -> b -> a`) are skipped, not followed."""
     queue: deque[tuple[int, Path]] = deque([(0, root)])
@@ -94,6 +94,28 @@ def check_root(root: Path) -> Path:
     if not root.is_dir():
         raise DataError("dataset root is not a folder", path=root)
     return root.absolute()
+
+
+@overload
+def find_file(
+    root: Path,
+    names: Sequence[str],
+    *,
+    max_depth: int = ...,
+    required: Literal[True] = ...,
+    match: Callable[[str], bool] | None = ...,
+) -> Path: ...
+
+
+@overload
+def find_file(
+    root: Path,
+    names: Sequence[str],
+    *,
+    max_depth: int = ...,
+    required: bool,
+    match: Callable[[str], bool] | None = ...,
+) -> Path | None: ...
 
 
 def find_file(
@@ -390,7 +412,7 @@ def read_xlsx_table(
                 raise DataError(
                     f"sheet {ws.title!r} has no column {name!r} in its header (row {header_row})", path=path
                 )
-        index = {}
+        index: dict[str, int] = {}
         for i, text in enumerate(header_cells):
             if text:
                 index.setdefault(text, i)

@@ -79,7 +79,8 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
     lines = [(n, row) for n, row in lines if not row[0].startswith("#")]
     if not lines:
         raise DataError("lists no images (expected name,score[,std] per line)", path=csv_path)
-    name_col, score_col, std_col = 0, 1, 2
+    name_col, score_col = 0, 1
+    std_col: int | None = 2
     first = lines[0][1]
     # The first row is a header only when none of its cells is a number and it names a known column
     # (name/score/std spellings). Anything else is data, so `img1.png,good` is reported as a malformed

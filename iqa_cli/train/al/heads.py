@@ -16,7 +16,6 @@ def head_metrics(heads: np.ndarray, labels: np.ndarray, score_head: int = SCORE_
     metrics = compute_metrics(1.0 + 4.0 * heads[:, score_head], labels).as_dict()
     plcc = [pearson(heads[:, k], labels) for k in range(heads.shape[1])]
     srcc = [spearman(heads[:, k], labels) for k in range(heads.shape[1])]
-    metrics["heads_plcc"] = float(np.mean(plcc))
-    metrics["heads_srcc"] = float(np.mean(srcc))
-    metrics["heads_plcc_srcc"] = metrics["heads_plcc"] + metrics["heads_srcc"]
+    heads_plcc, heads_srcc = float(np.mean(plcc)), float(np.mean(srcc))
+    metrics.update(heads_plcc=heads_plcc, heads_srcc=heads_srcc, heads_plcc_srcc=heads_plcc + heads_srcc)
     return metrics

@@ -28,6 +28,7 @@ import torch
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.al.params import CLIP_WEIGHTS
 from iqa_cli.train.al.selection import (
     head_disagreement,
     round_plan_for,
@@ -40,7 +41,6 @@ from iqa_cli.train.config import apply_values
 from iqa_cli.train.data import close_dataset, open_dataset
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.recipes import get_recipe
-from iqa_cli.train.recipes.aliqa import CLIP_WEIGHTS
 
 OUTPUT_SUFFIXES = (".csv", ".txt")
 NAME_HEADERS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
@@ -216,6 +216,7 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
     if options.data is not None:
         dataset, _ = open_dataset(options.data)
     else:
+        assert options.images is not None  # one of the two, checked above
         dataset = FolderImages(Path(options.images), params.global_source, progress)
     try:
         return _select(options, recipe, params, dataset, loaded, device, out, progress)
@@ -258,6 +259,7 @@ def _select(
     if loaded is None or options.distances is None:
         features = scorer.features(model, everything)
     if loaded is None:
+        assert features is not None
         uncertainty = template_disagreement(zero_shot_probabilities(model, features[remaining]))
     if options.distances is not None:
         distance = read_distance_file(
@@ -269,6 +271,7 @@ def _select(
         )
         representativeness = f"file {options.distances} ({params.distance_order} order)"
     else:
+        assert features is not None
         distance = kmeans_distances(
             features, centroids=params.distill_images, repeats=params.distill_repeats, seed=options.seed
         )

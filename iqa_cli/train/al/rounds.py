@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from iqa_cli.train.engine import FitContext, FitResult, Trainer
 from iqa_cli.train.precision import amp_dtype
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.runs import BEST, LAST, PREDICTIONS, RESULT
+
+if TYPE_CHECKING:
+    from iqa_cli.models.aliqa import ALIQA
 
 SELECTED = "selected.json"
 DISTANCES = "distances.npz"
@@ -62,7 +65,7 @@ def heads_evaluation(trainer: Trainer, indices: np.ndarray) -> tuple[dict[str, A
     from iqa_cli.train.al.signals import Outputs, all_heads
 
     heads = trainer.predict(indices, Outputs(trainer.recipe, all_heads))
-    score_head = trainer.model.score_head
+    score_head = cast("ALIQA", trainer.model).score_head
     return head_metrics(heads, trainer.labels.numpy()[indices], score_head), 1.0 + 4.0 * heads[:, score_head]
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -31,9 +31,13 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.al.selection import DISTANCE_ORDER_ALIASES, DISTANCE_ORDERS
 from iqa_cli.train.data import DatasetLike
 from iqa_cli.train.distributed import DistContext
-from iqa_cli.train.recipes.base import BaseParams, Recipe
+from iqa_cli.train.precision import Precision
+from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.views import ViewStore, preload_budget
+
+if TYPE_CHECKING:
+    from iqa_cli.models.aliqa import ALIQA
 
 GENERIC_TEMPLATES = ("this photo is {}.", "{} photo.", "this is a {} photo.")
 NOISE_TEMPLATES = ("the noise in this photo is {}.", "{} noise is in this photo.", "this photo has {} noise.")
@@ -63,6 +67,9 @@ class Outputs:
     def eval_needs_grad(self, params: BaseParams) -> bool:
         return False
 
+    def eval_inputs(self, views: Views, params: BaseParams) -> tuple[torch.Tensor, ...]:
+        return self.recipe.eval_inputs(views, params)
+
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.output(model, *inputs)
 
@@ -78,7 +85,7 @@ def all_heads(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 
 
 def image_features(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    return model.encode_image(image)
+    return cast("ALIQA", model).encode_image(image)
 
 
 @dataclass
@@ -89,7 +96,7 @@ class PoolScorer:
     params: BaseParams
     dataset: DatasetLike
     device: torch.device
-    dtype: torch.dtype | None = None
+    dtype: Precision = None
     dist: DistContext = field(default_factory=DistContext)
     progress: Progress = field(default_factory=NullProgress)
     preload_gb: float | None = None
@@ -97,7 +104,7 @@ class PoolScorer:
     _stored: np.ndarray | None = None
 
     def _views(self, indices: np.ndarray) -> ViewStore:
-        if self._store is None or not np.isin(indices, self._stored).all():
+        if self._store is None or self._stored is None or not np.isin(indices, self._stored).all():
             self._stored = np.unique(indices)
             self._store = ViewStore(
                 self.dataset,
@@ -113,7 +120,13 @@ class PoolScorer:
     def release(self) -> None:
         self._store, self._stored = None, None
 
-    def run(self, model: nn.Module, indices: np.ndarray, output: Callable, what: str) -> np.ndarray:
+    def run(
+        self,
+        model: nn.Module,
+        indices: np.ndarray,
+        output: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+        what: str,
+    ) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         store = self._views(indices)
         model.to(self.device).eval()
@@ -141,8 +154,9 @@ class PoolScorer:
 
 
 @torch.no_grad()
-def zero_shot_probabilities(model: nn.Module, features: np.ndarray) -> np.ndarray:
+def zero_shot_probabilities(network: nn.Module, features: np.ndarray) -> np.ndarray:
     """(pairs, templates, P) p(first class) of the zero-shot prompts, from (P, d) image features."""
+    model = cast("ALIQA", network)
     device = model.token_embedding.device
     image = torch.as_tensor(features, dtype=torch.float32, device=device)
     rows = []

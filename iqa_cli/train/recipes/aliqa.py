@@ -56,7 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -75,6 +75,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays
     import torch
     from torch import nn
 
+    from iqa_cli.models.aliqa import ALIQA
     from iqa_cli.train.data import SplitParts
     from iqa_cli.train.engine import FitContext, FitResult
 
@@ -101,8 +102,9 @@ def soft_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_head.sum()
 
 
-def with_context_length(model: nn.Module, n_ctx: int) -> nn.Module:
+def with_context_length(network: nn.Module, n_ctx: int) -> nn.Module:
     """Replace every prompt learner by a fresh one with `n_ctx` context tokens (same class names)."""
+    model = cast("ALIQA", network)
     for k, learner in enumerate(model.prompt_learners):
         if learner.n_ctx != n_ctx:
             model.add_module(f"prompt_learner{k}", model.make_prompt_learner(learner.classnames, n_ctx=n_ctx))
@@ -173,7 +175,7 @@ class ALIQARecipe(Recipe[ALIQAParams]):
             from iqa_cli.models.aliqa import load_clip_weights
             from iqa_cli.weights.resolve import resolve_weights
 
-            load_clip_weights(model, resolve_weights(params.pretrained))
+            load_clip_weights(cast("ALIQA", model), resolve_weights(params.pretrained))
         return model
 
     def load_weights(self, model: nn.Module, files: Mapping[str, Path], params: ALIQAParams) -> None:
@@ -250,10 +252,10 @@ class ALIQARecipe(Recipe[ALIQAParams]):
         return self.loss(logits, batch.target[: batch.size], params)
 
     def configure_epoch(self, model: nn.Module, epoch: int, params: ALIQAParams) -> None:
-        model.set_trainable(self.stage)
+        cast("ALIQA", model).set_trainable(self.stage)
 
     def make_optimizer(self, model: nn.Module, params: ALIQAParams) -> torch.optim.Optimizer:
-        model.set_trainable(self.stage)
+        cast("ALIQA", model).set_trainable(self.stage)
         trainable = [p for p in model.parameters() if p.requires_grad]
         return esnthere_optimizer(trainable, params, self.phases(params)[0][1])
 

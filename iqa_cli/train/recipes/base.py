@@ -34,7 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays
     from iqa_cli.train.data import DatasetLike, SplitParts
     from iqa_cli.train.engine import FitContext, FitResult
 
-Views = dict  # name -> uint8 tensor batch (n, ...)
+Views: TypeAlias = "dict[str, torch.Tensor]"  # name -> uint8 tensor batch (n, ...)
 REPORT_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
 

@@ -57,7 +57,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from iqa_cli.models.ieit import IEIT
     from iqa_cli.train.data import DatasetLike, SplitParts
     from iqa_cli.train.engine import FitContext, FitResult
 
@@ -390,7 +391,8 @@ class IEITRecipe(Recipe[IEITParams]):
         s1, s2 = module(x_original[:n], x_enhanced[:n], x_original[n:], x_enhanced[n:], mode="stage2")
         return self.loss(s1, target[:n], params) + self.loss(s2, target[n:], params)
 
-    def configure_epoch(self, model: nn.Module, epoch: int, params: IEITParams) -> None:
+    def configure_epoch(self, network: nn.Module, epoch: int, params: IEITParams) -> None:
+        model = cast("IEIT", network)
         model.requires_grad_(True)
         if params.stage == 1:
             for encoder in (model.encoder1, model.encoder2):

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from iqa_cli.models.ssliqa import PairOutputs
+    from iqa_cli.models.ssliqa import PairOutputs, SSLIQAPair
     from iqa_cli.train.data import DatasetLike
     from iqa_cli.train.engine import FitContext, FitResult
 
@@ -340,7 +340,7 @@ def epoch_rows(labelled: int, unlabelled: int, params: SSLIQAParams) -> int:
     return min(rows, unlabelled_steps * params.batch_size)
 
 
-_ORDER_CACHE: dict[tuple, np.ndarray] = {}
+_ORDER_CACHE: dict[tuple[Any, ...], np.ndarray] = {}
 
 
 def unlabelled_order(unlabelled: np.ndarray, repeats: int, seed: int, epoch: int) -> np.ndarray:
@@ -414,7 +414,7 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         from iqa_cli.models.ssliqa import IMAGENET_WEIGHTS, load_backbone_weights, pair_branches
         from iqa_cli.weights.resolve import resolve_weights
 
-        model = create("ssliqa", tiny=tiny, network=params.network)
+        model = cast("SSLIQAPair", create("ssliqa", tiny=tiny, network=params.network))
         if pretrained:
             for branch_name, branch, weights in zip(
                 pair_branches(params.network),

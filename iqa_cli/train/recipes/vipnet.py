@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from iqa_cli.models.vipnet import VIPNet
     from iqa_cli.train.data import DatasetLike, SplitParts
 
 DPM_VIEWS = ("auto", "crop", "resize")
@@ -209,6 +210,11 @@ def fitted_sizes(
     return fh, fw
 
 
+def _pair(value: Any) -> tuple[int, int]:
+    """An (H, W) option as a tuple of ints (TOML and JSON give lists)."""
+    return int(value[0]), int(value[1])
+
+
 def fitted_size(h: int, w: int, canvas: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
     """`fitted_sizes` of one image."""
     fh, fw = fitted_sizes(np.array([h]), np.array([w]), canvas, crop)
@@ -333,7 +339,8 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         from iqa_cli.models import create
         from iqa_cli.weights.resolve import resolve_weights
 
-        cpm = resolve_weights(cpm_source(params)) if pretrained and params.cpm_weights else None
+        source = cpm_source(params) if pretrained else None
+        cpm = resolve_weights(source) if source else None
         dpm = resolve_weights(params.dpm) if pretrained and params.dpm else None
         return create(
             "vipnet",
@@ -363,7 +370,7 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
             changes["dpm_view"] = "resize" if name in WHOLE_IMAGE_DATASETS else "crop"
         sizes = np.asarray(dataset.sizes).reshape(-1, 2)
         if sizes.size:
-            fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], tuple(params.canvas), tuple(params.resolution))
+            fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], _pair(params.canvas), _pair(params.resolution))
             changes["canvas"] = (int(fh.max()), int(fw.max()))
         return dataclasses.replace(params, **changes)
 
@@ -388,7 +395,7 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         from iqa_cli.models.vipnet import rgb_to_ycbcr
         from iqa_cli.train.augment import resize_to
 
-        canvas, crop = tuple(params.canvas), tuple(params.resolution)
+        canvas, crop = _pair(params.canvas), _pair(params.resolution)
         device = images[0].device
         rgb = torch.zeros((len(images), 3, *canvas), dtype=torch.uint8, device=device)
         heights, widths = torch.empty(len(images), dtype=torch.int64), torch.empty(len(images), dtype=torch.int64)
@@ -445,7 +452,7 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         seeds = _mix31(pixel_hashes(views["rgb"], heights, widths) + params.test_seed * 0x5BD1E995)
         plan = crop_plan(heights, widths, params.resolution, count, params.test_flip, seeds=seeds)
         rgb, ycbcr = self._inputs(views, *plan, count, params)
-        return rgb.unflatten(0, (-1, count)), ycbcr.unflatten(0, (-1, count))
+        return rgb.reshape(-1, count, *rgb.shape[1:]), ycbcr.reshape(-1, count, *ycbcr.shape[1:])
 
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Scores (B,): the mean over each image's crops when the inputs are (B, P, 3, H, W)."""
@@ -467,7 +474,7 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
 
     def configure_epoch(self, model: nn.Module, epoch: int, params: VIPNetParams) -> None:
         # Keep the branches frozen (the default would unfreeze everything).
-        model.freeze_branches(cpm=params.freeze_cpm, dpm=params.freeze_dpm, bn_mode=params.bn_mode)
+        cast("VIPNet", model).freeze_branches(cpm=params.freeze_cpm, dpm=params.freeze_dpm, bn_mode=params.bn_mode)
 
     def make_optimizer(self, model: nn.Module, params: VIPNetParams) -> torch.optim.Optimizer:
         import torch

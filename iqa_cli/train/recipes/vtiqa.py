@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import register_recipe
@@ -37,6 +37,8 @@ from iqa_cli.train.schedule import PhasePlateau
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from iqa_cli.models.vtiqa_org import VTIQAOriginal
 
 VARIANTS = ("simplified", "original")
 LOSSES = ("l1", "mse", "smooth_l1")
@@ -211,7 +213,7 @@ class VTIQARecipe(Recipe[VTIQAParams]):
         if "model" in files:
             load_checkpoint(model, files["model"])
         else:
-            load_original_parts(model, **{part: files[part] for part in ORIGINAL_PARTS})
+            load_original_parts(cast("VTIQAOriginal", model), **{part: files[part] for part in ORIGINAL_PARTS})
 
     def eval_needs_grad(self, params: VTIQAParams) -> bool:
         return params.variant == "original"  # its mosaic comes from an input gradient
