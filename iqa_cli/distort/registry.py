@@ -9,12 +9,12 @@ DPM class of (type t, level l), both 1-based: (t - 1) * 5 + (l - 1), i.e. 0..149
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from iqa_cli.distort import blur, chromatic, color, compression, noise, spatial, tone
 from iqa_cli.distort.base import NUM_LEVELS, DistortionFn
+from iqa_cli.distort.names import type_and_level
 from iqa_cli.errors import ConfigError
 
 
@@ -138,16 +138,13 @@ def type_level(class_index: int) -> tuple[int, int]:
     return class_index // NUM_LEVELS + 1, class_index % NUM_LEVELS + 1
 
 
-_NAME_LABEL = re.compile(r"_(\d{2})_(\d{2})\.[A-Za-z0-9]+$")
-
-
 def class_from_name(name: str) -> int:
     """DPM class of a file named '<reference>_<TT>_<LL>.<ext>' (VIPNet's generated names and KADID-10k's
     'I01_01_01.png'), the way VIPNet's DPM reads its labels; a ConfigError for any other name."""
-    match = _NAME_LABEL.search(str(name))
-    if match is None:
+    parsed = type_and_level(name)
+    if parsed is None:
         raise ConfigError(f"cannot read a distortion type and level from the name {name!r} (expected ..._TT_LL.ext)")
-    return class_id(int(match.group(1)), int(match.group(2)))
+    return class_id(*parsed)
 
 
 def parse_selection(text: str | None, upper: int, what: str) -> list[int]:

@@ -34,7 +34,6 @@ Deviations, on purpose:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,8 +57,6 @@ LEVELS_PER_TYPE = 5
 NUM_CLASSES = 150
 OPTIMIZERS = ("sgd", "adamw")
 METRICS = ("accuracy", "type_accuracy", "level_accuracy")
-# KADID-10k (and our distorted caches) name an image <reference>_<TT>_<LL>.<ext>.
-_TYPE_LEVEL_NAME = re.compile(r"_(\d{2})_(\d{2})\.[A-Za-z0-9]+$")
 CLASS_LABELS = LabelMap(1.0, 0.0, "distortion class (type - 1) * 5 + (level - 1)")
 
 
@@ -93,12 +90,14 @@ TINY = {"resolution": (64, 96), "heads": 2, "batch_size": 16, "eval_batch_size":
 
 def labels_from_names(names: list[str]) -> np.ndarray | None:
     """Classes parsed from `<ref>_<TT>_<LL>.<ext>` names (KADID-10k's), or None unless every name has them."""
+    from iqa_cli.distort.names import type_and_level
+
     out = np.empty(len(names), dtype=np.int64)
     for i, name in enumerate(names):
-        match = _TYPE_LEVEL_NAME.search(str(name))
-        if match is None:
+        parsed = type_and_level(name)
+        if parsed is None:
             return None
-        kind, level = int(match.group(1)), int(match.group(2))
+        kind, level = parsed
         if not (1 <= kind <= NUM_CLASSES // LEVELS_PER_TYPE and 1 <= level <= LEVELS_PER_TYPE):
             return None
         out[i] = (kind - 1) * LEVELS_PER_TYPE + (level - 1)
