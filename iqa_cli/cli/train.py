@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.train.config import EngineConfig, field_types
+from iqa_cli.train.config import EngineConfig, choices_of, field_types
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -39,6 +39,9 @@ def _option_type(tp: Any) -> Any:
     inner = next((a for a in args if a is not type(None)), tp) if args and type(None) in args else tp
     if inner in (bool, int, float, str):
         return inner
+    choices = choices_of(inner)
+    if choices is not None:  # Literal[...]: the core checks the value and names the choices
+        return type(choices[0])
     return str  # tuples and other structured values are parsed by the core from text
 
 
@@ -48,6 +51,15 @@ def _default_text(value: Any) -> str:
             return ",".join(":".join(f"{x:g}" if isinstance(x, float) else str(x) for x in pair) for pair in value)
         return ",".join(str(v) for v in value)
     return "none" if value is None else str(value)
+
+
+def _completer(choices: tuple[Any, ...]) -> Callable[[str], list[str]]:
+    """Shell completion of a choice option: the choices that start with what was typed."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [str(c) for c in choices if str(c).startswith(incomplete)]
+
+    return complete
 
 
 def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = None) -> list[inspect.Parameter]:
@@ -64,9 +76,14 @@ def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = Non
         help_text = f.metadata.get("help", "")
         if default_value is not MISSING:
             help_text += f" [default: {_default_text(default_value)}]"
+        choices = choices_of(types[f.name])
+        completion: dict[str, Any] = {}
+        if choices is not None:
+            help_text += f" [choices: {'|'.join(str(c) for c in choices)}]"
+            completion["autocompletion"] = _completer(choices)
         decls = [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"] if kind is bool else [_flag(f.name)]
         decls += list(f.metadata.get("aliases", ()))  # extra spellings, e.g. IEIT's --from for --from-run
-        option = typer.Option(None, *decls, help=help_text, show_default=False)
+        option = typer.Option(None, *decls, help=help_text, show_default=False, **completion)
         params.append(
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])  # noqa: UP045
         )

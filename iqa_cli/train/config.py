@@ -17,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import ConfigError
@@ -31,9 +31,12 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the `tomli` backport
         tomllib = None
 
 DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("auto", "bf16", "fp16", "tf32", "off")
-SWITCHES = ("auto", "on", "off")
-SELECT_ON = ("val", "test")
+AmpMode = Literal["auto", "bf16", "fp16", "tf32", "off"]
+Switch = Literal["auto", "on", "off"]
+SelectOn = Literal["val", "test"]
+AMP_MODES: tuple[str, ...] = typing.get_args(AmpMode)
+SWITCHES: tuple[str, ...] = typing.get_args(Switch)
+SELECT_ON: tuple[str, ...] = typing.get_args(SelectOn)
 
 
 @dataclass
@@ -41,17 +44,17 @@ class EngineConfig:
     """How to run (not what to learn): device, precision, selection policy, seeds, logging."""
 
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda or cuda:N"})
-    amp: str = field(
+    amp: AmpMode = field(
         default="auto", metadata={"help": "mixed precision: auto (bf16 on GPU, off on CPU), bf16, fp16, off"}
     )
     compile: bool = field(default=False, metadata={"help": "wrap the model in torch.compile"})
-    channels_last: str = field(
+    channels_last: Switch = field(
         default="auto", metadata={"help": "channels-last memory format: auto (where the recipe says it helps), on, off"}
     )
     seed: int = field(
         default=0, metadata={"help": "seed of data order, augmentation and init (0 = the authors' seeds)"}
     )
-    select_on: str = field(
+    select_on: SelectOn = field(
         default="val",
         metadata={
             "help": "part that picks the kept model: val (carved from train) or test (the papers' habit, optimistic)"
@@ -71,7 +74,7 @@ class EngineConfig:
             "logged, never used to select (with --split whole: VIPNet's cross-dataset protocol)"
         },
     )
-    eval_amp: str = field(
+    eval_amp: AmpMode = field(
         default="auto",
         metadata={
             "help": "precision of evaluations: auto (TF32 matrix products on GPUs, float32 outputs; float32 on CPUs), "
@@ -85,7 +88,7 @@ class EngineConfig:
             "(default: 60 % of the memory available when the run starts)"
         },
     )
-    gpu_cache: str = field(
+    gpu_cache: Switch = field(
         default="auto",
         metadata={
             "help": "keep the preloaded views in GPU memory and cut batches there: auto (when they take at most "
@@ -103,11 +106,7 @@ class EngineConfig:
     def validate(self) -> EngineConfig:
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, got '{self.device}'")
-        _choice("amp", self.amp, AMP_MODES)
-        _choice("eval_amp", self.eval_amp, AMP_MODES)
-        _choice("channels_last", self.channels_last, SWITCHES)
-        _choice("gpu_cache", self.gpu_cache, SWITCHES)
-        _choice("select_on", self.select_on, SELECT_ON)
+        check_choices(self)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
         parse_watch(self.watch)
@@ -130,11 +129,6 @@ def parse_watch(value: str | None) -> list[str]:
     return names
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
-
-
 # ------------------------------------------------------------------------------------ value parsing
 
 
@@ -155,16 +149,60 @@ def _split_text(text: str) -> list[str]:
     return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
 
 
+def protocol_default(base: type, name: str, default: Any, *, help: str | None = None) -> Any:
+    """Field `name` of dataclass `base` with a method's own default (and help, where it says more), so the
+    option stays declared once: `plateau_after: int = protocol_default(PlateauParams, "plateau_after", 60)`."""
+    declared = next(f for f in fields(base) if f.name == name)
+    metadata = dict(declared.metadata) | ({"help": help} if help is not None else {})
+    return field(default=default, metadata=metadata)
+
+
+def choices_of(tp: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a `Literal[...]` field type (optional or not); None for other types."""
+    inner, _ = _strip_optional(tp)
+    return typing.get_args(inner) if typing.get_origin(inner) is typing.Literal else None
+
+
+def _choice_text(choices: tuple[Any, ...]) -> str:
+    return ", ".join(str(c) for c in choices)
+
+
+def check_choice(name: str, tp: Any, value: Any) -> None:
+    """ConfigError naming the option when a `Literal[...]` field holds a value outside its choices."""
+    choices = choices_of(tp)
+    if choices is None or (value is None and _strip_optional(tp)[1]):
+        return
+    if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
+        raise ConfigError(f"{name} must be one of {_choice_text(choices)}, got '{value}'")
+
+
+def check_choices(obj: Any) -> None:
+    """Every `Literal[...]` field of dataclass `obj` within its choices: the one check of choice options,
+    for values from the command line, a TOML file, a saved run or Python."""
+    for name, tp in field_types(type(obj)).items():
+        check_choice(name, tp, getattr(obj, name))
+
+
 def coerce(name: str, tp: Any, value: Any) -> Any:
     """Turn a TOML value or a command-line string into the field's type, or raise ConfigError.
 
-    Tuples of pairs accept `"0:0.01,11:0.001"` on the command line and `[[0, 0.01], [11, 0.001]]` in TOML.
+    Tuples of pairs accept `"0:0.01,11:0.001"` on the command line and `[[0, 0.01], [11, 0.001]]` in TOML;
+    a `Literal[...]` field accepts one of its values (numbers also as text).
     """
     inner, optional = _strip_optional(tp)
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         if optional:
             return None
         raise ConfigError(f"{name} needs a value")
+    choices = choices_of(inner)
+    if choices is not None:
+        kind = type(choices[0])
+        try:
+            value = kind(value) if kind is not str and isinstance(value, str) else value
+        except ValueError:
+            pass  # reported as not one of the choices
+        check_choice(name, inner, value)
+        return value
     try:
         if inner is bool:
             if isinstance(value, bool):
@@ -212,7 +250,10 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
 
 def _describe(tp: Any) -> str:
     inner, optional = _strip_optional(tp)
-    if typing.get_origin(inner) is tuple:
+    choices = choices_of(inner)
+    if choices is not None:
+        text = "one of " + _choice_text(choices)
+    elif typing.get_origin(inner) is tuple:
         element = typing.get_args(inner)[0]
         if typing.get_origin(element) is tuple:
             names = ":".join(getattr(t, "__name__", str(t)) for t in typing.get_args(element))

@@ -23,7 +23,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, read_index_file
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.config import AMP_MODES, apply_values
+from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
 from iqa_cli.train.data import (
     RANDOM_PREFIX,
     DatasetLike,
@@ -245,6 +245,7 @@ def _run_jobs(
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
         params = apply_test_overrides(recipe, params, options.overrides)
+        check_choices(params)
         check_label_scale(params)
         recipe.check_params(params)
         wrap_key = tuple(sorted((k, str(v)) for k, v in vars(params).items()))

@@ -19,6 +19,7 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import (
     EngineConfig,
     apply_values,
+    check_choices,
     parse_watch,
     read_toml,
     split_by_owner,
@@ -108,6 +109,7 @@ def resolve_config(
         engine = apply_values(engine, engine_values, source=source)
         params = apply_values(params, param_values, source=source)
     engine.validate()
+    check_choices(params)
     check_label_scale(params)
     recipe.check_params(params)
     return ResolvedConfig(engine, params, tiny)

@@ -37,7 +37,7 @@ from iqa_cli.train.al.selection import (
     trimmed_distance,
 )
 from iqa_cli.train.al.signals import PoolScorer, kmeans_distances, read_distance_file, zero_shot_probabilities
-from iqa_cli.train.config import apply_values
+from iqa_cli.train.config import apply_values, check_choices
 from iqa_cli.train.data import close_dataset, open_dataset
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.recipes import get_recipe
@@ -177,6 +177,7 @@ def _params(options: NextBatchOptions, recipe: Any) -> Any:
         eval_batch_size=options.batch_size,
     )
     params = apply_values(recipe.Params(), values, source="options")
+    check_choices(params)
     recipe.check_params(params)
     return params
 

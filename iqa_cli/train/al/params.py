@@ -5,6 +5,7 @@ both read them without importing each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from iqa_cli.train.al.selection import (
     DEFAULT_BAND_STARTS,
@@ -12,32 +13,36 @@ from iqa_cli.train.al.selection import (
     DEFAULT_SHARES,
     DEFAULT_WEIGHTS,
 )
-from iqa_cli.train.recipes.base import BaseParams
+from iqa_cli.train.config import protocol_default
+from iqa_cli.train.recipes.esnthere import Phases, PlateauParams, check_phases, check_protocol
 
 STAGES = ("prompts", "fine-tune")
-POOLS = ("train", "all")
-METRICS = ("heads_plcc_srcc", "srcc", "plcc", "plcc_logistic", "krcc")
+Pool = Literal["train", "all"]
+Metric = Literal["heads_plcc_srcc", "srcc", "plcc", "plcc_logistic", "krcc"]
+DistanceOrder = Literal["dataset", "authors", "esnthere"]  # esnthere: the old name of authors
 CLIP_WEIGHTS = "clip_vit_b16_openai_st"
 
 
 @dataclass
-class ALIQAParams(BaseParams):
+class ALIQAParams(PlateauParams):
     epochs: int = field(
         default=2000, metadata={"help": "epoch cap of each round and of the fine-tune step (stops at lr < min_lr)"}
     )
     batch_size: int = field(default=192, metadata={"help": "training batch size of the rounds (global over ranks)"})
     eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size (per rank)"})
-    selection_metric: str = field(
+    selection_metric: Metric = field(
         default="heads_plcc_srcc",
         metadata={"help": "kept-model metric: heads_plcc_srcc (mean PLCC + mean SRCC of the 3 heads), srcc, plcc, ..."},
     )
-    label_scale: str = field(
+    label_scale: Literal["paper", "range"] = field(
         default="paper",
         metadata={"help": "training label scale: paper (the VT-IQA/IEIT/AL-IQA 1-5 mapping) or range (to 1-5)"},
     )
-    pretrained: str | None = field(
-        default=CLIP_WEIGHTS,
-        metadata={"help": "CLIP ViT-B/16 weights: a weights-store name or file, or none for random init"},
+    pretrained: str | None = protocol_default(
+        PlateauParams,
+        "pretrained",
+        CLIP_WEIGHTS,
+        help="CLIP ViT-B/16 weights: a weights-store name or file, or none for random init",
     )
     budget: float = field(default=25.0, metadata={"help": "labelling budget, percent of the pool (5, 10, 25, 80)"})
     round_shares: tuple[int, ...] = field(
@@ -56,7 +61,7 @@ class ALIQAParams(BaseParams):
         default=True, metadata={"help": "round 1 picks len(arange(N - N*f, N)) images (59 of 1169 at 5 %)"}
     )
     fine_tune: bool = field(default=True, metadata={"help": "finish with the encoder fine-tuning step"})
-    pool: str = field(
+    pool: Pool = field(
         default="train",
         metadata={
             "help": "train (the split's training part; its test part stays unseen) or all (the authors' protocol: "
@@ -69,7 +74,7 @@ class ALIQAParams(BaseParams):
         metadata={"help": "distances to distilled images (.mat/.npy/.npz, (repeats, K, N)); none: k-means stand-in"},
     )
     distance_key: str = field(default="distance", metadata={"help": "variable of the distance file"})
-    distance_order: str = field(
+    distance_order: DistanceOrder = field(
         default="dataset",
         metadata={
             "help": "column order of the distance file: dataset, or authors (the authors' cache order [X; Xtest])"
@@ -80,20 +85,21 @@ class ALIQAParams(BaseParams):
     distance_keep: int = field(
         default=DEFAULT_KEEP, metadata={"help": "repeated distances kept (closest to their mean) and summed"}
     )
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
-    lr_phases: tuple[tuple[int, float], ...] = field(
-        default=((0, 0.001), (11, 0.003), (21, 0.01)),
-        metadata={"help": "round learning rate by first epoch, e.g. 0:0.001,11:0.003,21:0.01"},
+    weight_decay: float = protocol_default(PlateauParams, "weight_decay", 1e-4)
+    lr_phases: Phases = protocol_default(
+        PlateauParams,
+        "lr_phases",
+        ((0, 0.001), (11, 0.003), (21, 0.01)),
+        help="round learning rate by first epoch, e.g. 0:0.001,11:0.003,21:0.01",
     )
-    ft_lr_phases: tuple[tuple[int, float], ...] = field(
-        default=((0, 0.001),), metadata={"help": "fine-tune learning rate by first epoch"}
-    )
+    ft_lr_phases: Phases = field(default=((0, 0.001),), metadata={"help": "fine-tune learning rate by first epoch"})
     ft_batch_size: int = field(default=128, metadata={"help": "training batch size of the fine-tune step"})
     eval_period: int = field(default=5, metadata={"help": "evaluate every N epochs (the plateau counts evaluations)"})
-    patience: int = field(default=5, metadata={"help": "plateau: evaluations without improvement before a decay"})
-    plateau_after: int = field(default=10, metadata={"help": "plateau rule active only after this epoch"})
-    lr_factor: float = field(default=0.3, metadata={"help": "plateau: lr multiplier (after reloading the best model)"})
-    min_lr: float = field(default=5e-5, metadata={"help": "stop when the learning rate falls below this"})
-    global_source: int = field(default=244, metadata={"help": "side of the square resize the crops come from"})
-    crop_size: int = field(default=224, metadata={"help": "network input side"})
+    patience: int = protocol_default(PlateauParams, "patience", 5)
+    plateau_after: int = protocol_default(PlateauParams, "plateau_after", 10)
+
+
+def check_aliqa_protocol(params: ALIQAParams) -> None:
+    """The shared protocol's checks, and the fine-tune step's phases."""
+    check_protocol(params)
+    check_phases("ft_lr_phases", params.ft_lr_phases)

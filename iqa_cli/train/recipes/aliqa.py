@@ -62,8 +62,7 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.al.heads import SCORE_HEAD, head_metrics
-from iqa_cli.train.al.params import METRICS, POOLS, STAGES, ALIQAParams
-from iqa_cli.train.al.selection import DISTANCE_ORDERS
+from iqa_cli.train.al.params import STAGES, ALIQAParams, check_aliqa_protocol
 from iqa_cli.train.labels import LabelMap, paper_1to5
 from iqa_cli.train.metrics import METRIC_NAMES
 from iqa_cli.train.recipes import register_recipe
@@ -138,14 +137,6 @@ class ALIQARecipe(Recipe[ALIQAParams]):
     def check_params(self, params: ALIQAParams) -> None:
         from iqa_cli.train.al.selection import round_plan_for
 
-        for name, value, allowed in (
-            ("selection_metric", params.selection_metric, METRICS),
-            ("distance_order", params.distance_order, (*DISTANCE_ORDERS, "esnthere")),
-            ("label_scale", params.label_scale, ("paper", "range")),
-            ("pool", params.pool, POOLS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
         # the plan's own checks (lengths, ranges) on a pool large enough for any budget
         round_plan_for(10**6, params)
         if len(params.round_n_ctx) != len(params.round_shares) or min(params.round_n_ctx) < 1:
@@ -157,12 +148,7 @@ class ALIQARecipe(Recipe[ALIQAParams]):
             raise ConfigError(
                 f"distance_keep ({params.distance_keep}) exceeds distill_repeats ({params.distill_repeats})"
             )
-        if params.global_source < params.crop_size:
-            raise ConfigError(f"global_source ({params.global_source}) is smaller than crop_size ({params.crop_size})")
-        for name in ("lr_phases", "ft_lr_phases"):
-            value = getattr(params, name)
-            if not value or value[0][0] != 0 or list(value) != sorted(value):
-                raise ConfigError(f"{name} must start at epoch 0 and be sorted by epoch (e.g. 0:0.001,11:0.003)")
+        check_aliqa_protocol(params)
 
     def model_name(self, params: ALIQAParams) -> str:
         return "aliqa"

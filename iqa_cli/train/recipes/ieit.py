@@ -57,17 +57,25 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.train.config import protocol_default
 from iqa_cli.train.labels import LOW_QUALITY_DEFAULT, low_quality_threshold
 from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics, pearson, spearman
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
-from iqa_cli.train.recipes.esnthere import esnthere_optimizer, esnthere_schedule
+from iqa_cli.train.recipes.esnthere import (
+    EsnthereParams,
+    Loss,
+    Phases,
+    check_protocol,
+    esnthere_optimizer,
+    esnthere_schedule,
+)
 from iqa_cli.train.schedule import PhasePlateau
 
 if TYPE_CHECKING:
@@ -84,13 +92,10 @@ STAGE_PHASES = {
     2: ((0, 0.001), (21, 0.003), (41, 0.01)),
 }
 STAGE_BATCH = {1: 146, 2: 210}
-STAGE_LOSS = {1: "mse", 2: "l1"}
-LQ_METRIC = "plcc+lq_plcc"
-STAGE_SELECTION = {1: "plcc", 2: LQ_METRIC}
-LOSSES = ("l1", "mse", "smooth_l1")
-OPTIMIZERS = ("sgd", "adamw")
-CROP_MODES = ("batch", "image")
-SELECTION_METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "lq_srcc", "lq_plcc", LQ_METRIC)
+STAGE_LOSS: dict[int, Loss] = {1: "mse", 2: "l1"}
+LQ_METRIC: Literal["plcc+lq_plcc"] = "plcc+lq_plcc"
+STAGE_SELECTION: dict[int, SelectionMetric] = {1: "plcc", 2: LQ_METRIC}
+SelectionMetric = Literal["srcc", "plcc", "plcc_logistic", "krcc", "lq_srcc", "lq_plcc", "plcc+lq_plcc"]
 LQ_MIN = 3  # fewer low-quality images than this: no low-quality correlations
 STAGE1_KEY = "stage1_weights"  # in the checkpoint metadata of stage-2 runs
 
@@ -100,14 +105,15 @@ def _phase_text(phases: tuple[tuple[int, float], ...]) -> str:
 
 
 @dataclass
-class IEITParams(BaseParams):
+class IEITParams(EsnthereParams):
     epochs: int = field(default=2000, metadata={"help": "epoch cap (the protocol stops when lr < min_lr)"})
+    # None-able where the value depends on the stage: `stage_params` fills in the stage's.
     batch_size: int | None = field(  # type: ignore[assignment]
         default=None,
         metadata={"help": "training batch size, global over DDP ranks; none: the stage's (146 stage 1, 210 stage 2)"},
     )
     eval_batch_size: int = field(default=128, metadata={"help": "evaluation batch size (per rank)"})
-    selection_metric: str | None = field(  # type: ignore[assignment]
+    selection_metric: SelectionMetric | None = field(  # type: ignore[assignment]
         default=None,
         metadata={"help": f"metric that picks the kept model; none: plcc (stage 1), {LQ_METRIC} (stage 2)"},
     )
@@ -120,9 +126,11 @@ class IEITParams(BaseParams):
             "aliases": ("--from",),
         },
     )
-    pretrained: str | None = field(
-        default="deit_small_patch16_224",
-        metadata={"help": "stage 1 encoders' start weights: a weights-store name or file, or none for random init"},
+    pretrained: str | None = protocol_default(
+        EsnthereParams,
+        "pretrained",
+        "deit_small_patch16_224",
+        help="stage 1 encoders' start weights: a weights-store name or file, or none for random init",
     )
     select_enhanced: bool = field(
         default=True,
@@ -139,33 +147,21 @@ class IEITParams(BaseParams):
             "(2, CID2013 2.4 as the authors' test script)"
         },
     )
-    optimizer: str = field(default="sgd", metadata={"help": "sgd (protocol) or adamw"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=1e-3, metadata={"help": "weight decay"})
-    lr_phases: tuple[tuple[int, float], ...] | None = field(
+    lr_phases: Phases | None = field(  # type: ignore[assignment]
         default=None,
         metadata={
             "help": f"learning rate by first epoch; none: the stage's ({_phase_text(STAGE_PHASES[1])} stage 1, "
             f"{_phase_text(STAGE_PHASES[2])} stage 2)"
         },
     )
-    lr: float | None = field(
-        default=None, metadata={"help": "one starting learning rate instead of lr_phases (plateau rule still on)"}
+    freeze_epochs: int = protocol_default(
+        EsnthereParams, "freeze_epochs", 21, help="stage 1: epochs at the start that train the heads only"
     )
-    freeze_epochs: int = field(default=21, metadata={"help": "stage 1: epochs at the start that train the heads only"})
-    patience: int = field(default=20, metadata={"help": "plateau: evaluations without improvement before a decay"})
-    plateau_after: int = field(default=60, metadata={"help": "plateau rule active only after this epoch"})
-    lr_factor: float = field(default=0.3, metadata={"help": "plateau: lr multiplier (after reloading the best model)"})
-    min_lr: float = field(default=5e-5, metadata={"help": "stop when the learning rate falls below this"})
-    loss: str | None = field(
+    plateau_after: int = protocol_default(EsnthereParams, "plateau_after", 60)
+    loss: Loss | None = field(  # type: ignore[assignment]
         default=None, metadata={"help": "l1, mse or smooth_l1 for both terms; none: mse (stage 1), l1 (stage 2)"}
     )
-    dropout: float = field(default=0.5, metadata={"help": "dropout before both regressors"})
-    crop_mode: str = field(
-        default="batch", metadata={"help": "batch (one crop/flip per batch, the protocol) or image (per image)"}
-    )
-    global_source: int = field(default=244, metadata={"help": "side of the resize the crops are cut from"})
-    crop_size: int = field(default=224, metadata={"help": "network input side"})
+    dropout: float = protocol_default(EsnthereParams, "dropout", 0.5, help="dropout before both regressors")
 
 
 TINY = {
@@ -248,25 +244,11 @@ class IEITRecipe(Recipe[IEITParams]):
     def check_params(self, params: IEITParams) -> None:
         if params.stage not in STAGES:
             raise ConfigError(f"stage must be 1 or 2, got {params.stage}")
-        for name, value, allowed in (
-            ("loss", params.loss, LOSSES),
-            ("optimizer", params.optimizer, OPTIMIZERS),
-            ("crop_mode", params.crop_mode, CROP_MODES),
-            ("selection_metric", params.selection_metric, SELECTION_METRICS),
-        ):
-            if value is not None and value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
         if params.from_run is not None and params.stage != 2:
             raise ConfigError("--from names the stage-1 run that stage 2 starts from; it needs --stage 2")
-        if params.global_source < params.crop_size:
-            raise ConfigError(f"global_source ({params.global_source}) is smaller than crop_size ({params.crop_size})")
         if params.batch_size is not None and params.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {params.batch_size}")
-        if params.lr is not None and not params.lr > 0:
-            raise ConfigError(f"lr must be positive, got {params.lr}")
-        lr_phases = params.lr_phases
-        if lr_phases is not None and (not lr_phases or lr_phases[0][0] != 0 or list(lr_phases) != sorted(lr_phases)):
-            raise ConfigError("lr_phases must start at epoch 0 and be sorted by epoch (e.g. 0:0.01,21:0.001)")
+        check_protocol(params)
 
     def model_name(self, params: IEITParams) -> str:
         return "ieit"

@@ -73,11 +73,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.train.config import protocol_default
 from iqa_cli.train.data import SplitParts
 from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
@@ -95,10 +96,9 @@ if TYPE_CHECKING:
     from iqa_cli.train.engine import FitContext, FitResult
 
 NUM_BINS = 5
-RESIZE_MODES = ("faithful", "fixed")
-BRANCHES = ("student", "teacher")
-LABEL_SCALES = ("paper", "range")  # both land on 1-5, the scale of the 5 rating categories
-METRICS = ("srcc", "plcc", "plcc_logistic", "krcc")
+ResizeMode = Literal["faithful", "fixed"]
+Branch = Literal["student", "teacher"]
+Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
 MIN_INCEPTION_CROP = 75  # the smallest side InceptionResNetV2's valid convolutions and pools take
 
@@ -108,8 +108,12 @@ class SSLIQAParams(BaseParams):
     epochs: int = field(default=10, metadata={"help": "epochs (train_kd_semi.py: 10)"})
     batch_size: int = field(default=16, metadata={"help": "labelled batch size (global over DDP ranks)"})
     eval_batch_size: int = field(default=16, metadata={"help": "evaluation batch size in images (per rank)"})
-    selection_metric: str = field(
+    selection_metric: Metric = field(
         default="srcc", metadata={"help": "metric that picks the kept model: srcc, plcc, plcc_logistic or krcc"}
+    )
+    # both land on 1-5, the scale of the 5 rating categories
+    label_scale: Literal["paper", "range"] = protocol_default(
+        BaseParams, "label_scale", "paper", help="training label scale: paper (the method's mapping) or range (to 1-5)"
     )
     labeled: int = field(
         default=2000, metadata={"help": "labelled images taken from the split's training part; the rest is unlabelled"}
@@ -155,7 +159,7 @@ class SSLIQAParams(BaseParams):
             "another store name or file, or none for random init"
         },
     )
-    resize: str = field(
+    resize: ResizeMode = field(
         default="faithful",
         metadata={"help": "faithful (H x W = long x short, the authors' portrait squeeze) or fixed (short x long)"},
     )
@@ -164,7 +168,7 @@ class SSLIQAParams(BaseParams):
     crop_size: int = field(default=224, metadata={"help": "side of the random crops (training and test)"})
     test_crops: int = field(default=10, metadata={"help": "random crops averaged per test image"})
     test_seed: int = field(default=0, metadata={"help": "seed of the test crop positions"})
-    branch: str = field(default="student", metadata={"help": "branch that scores at test time: student or teacher"})
+    branch: Branch = field(default="student", metadata={"help": "branch that scores at test time: student or teacher"})
     label_std: float = field(
         default=0.7,
         metadata={"help": "std (1-5 scale) of the derived 5-bin label where the dataset gives no distribution or std"},
@@ -367,14 +371,6 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
     eval_params = ("branch", "test_crops", "test_seed")
 
     def check_params(self, params: SSLIQAParams) -> None:
-        for name, value, allowed in (
-            ("resize", params.resize, RESIZE_MODES),
-            ("branch", params.branch, BRANCHES),
-            ("label_scale", params.label_scale, LABEL_SCALES),
-            ("selection_metric", params.selection_metric, METRICS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
         for name in ("patch_num", "lr_step", "test_crops", "crop_size", "batch_size", "eval_batch_size"):
             if getattr(params, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(params, name)}")

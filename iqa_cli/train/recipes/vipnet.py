@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -73,9 +73,9 @@ if TYPE_CHECKING:
     from iqa_cli.models.vipnet import VIPNet
     from iqa_cli.train.data import DatasetLike, SplitParts
 
-DPM_VIEWS = ("auto", "crop", "resize")
-BN_MODES = ("train", "eval")
-METRICS = ("srcc", "plcc", "plcc_logistic", "krcc")
+DpmView = Literal["auto", "crop", "resize"]
+BnMode = Literal["train", "eval"]
+Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 # Datasets whose YCbCr view the authors' loaders build from the whole image (`img_crop=False`).
 WHOLE_IMAGE_DATASETS = {"tid2013", "tid", "kadid10k", "kadid-10k", "kadid"}
 _HASH_STRIDE = 7  # pixels sampled for the per-image test-crop seed
@@ -88,7 +88,7 @@ class VIPNetParams(BaseParams):
     eval_batch_size: int = field(
         default=8, metadata={"help": "evaluation batch size in images, each test_patch_num crops (per rank)"}
     )
-    selection_metric: str = field(
+    selection_metric: Metric = field(
         default="srcc",
         metadata={"help": "metric that picks the kept model: srcc (protocol), plcc, plcc_logistic, krcc"},
     )
@@ -125,7 +125,7 @@ class VIPNetParams(BaseParams):
     )
     freeze_cpm: bool = field(default=True, metadata={"help": "freeze the content backbone (its side convs train)"})
     freeze_dpm: bool = field(default=True, metadata={"help": "freeze the distortion branch"})
-    bn_mode: str = field(
+    bn_mode: BnMode = field(
         default="train",
         metadata={
             "help": "BatchNorm of the frozen branches while training: train (authors: batch statistics, running "
@@ -137,7 +137,7 @@ class VIPNetParams(BaseParams):
         default=(768, 768),
         metadata={"help": "largest H,W kept unscaled; larger images are downscaled to fit (crops come from them)"},
     )
-    dpm_view: str = field(
+    dpm_view: DpmView = field(
         default="auto",
         metadata={
             "help": "YCbCr view: crop (same crop), resize (whole image resized), auto (resize on TID2013/KADID-10k, "
@@ -305,9 +305,6 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         from iqa_cli.models.vipnet import CPM_ARCHS  # configs.py --cpm
 
         for name, value, allowed in (
-            ("dpm_view", params.dpm_view, DPM_VIEWS),
-            ("bn_mode", params.bn_mode, BN_MODES),
-            ("selection_metric", params.selection_metric, METRICS),
             ("label_scale", params.label_scale, tuple(LABEL_SCALES)),
             ("cpm", params.cpm, tuple(CPM_ARCHS)),
         ):

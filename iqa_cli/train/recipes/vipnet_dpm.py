@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from iqa_cli.train.labels import LabelMap
 from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
+from iqa_cli.train.recipes.esnthere import Optimizer
 from iqa_cli.train.schedule import EpochDecay
 
 if TYPE_CHECKING:
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
 
 LEVELS_PER_TYPE = 5
 NUM_CLASSES = 150
-OPTIMIZERS = ("sgd", "adamw")
-METRICS = ("accuracy", "type_accuracy", "level_accuracy")
+Metric = Literal["accuracy", "type_accuracy", "level_accuracy"]
+METRICS: tuple[str, ...] = get_args(Metric)
 CLASS_LABELS = LabelMap(1.0, 0.0, "distortion class (type - 1) * 5 + (level - 1)")
 
 
@@ -65,7 +66,7 @@ class DPMParams(BaseParams):
     epochs: int = field(default=40, metadata={"help": "epochs (train_dpm.sh: 40)"})
     batch_size: int = field(default=320, metadata={"help": "training batch size (global over DDP ranks)"})
     eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size (per rank)"})
-    selection_metric: str = field(
+    selection_metric: Metric = field(
         default="accuracy",
         metadata={"help": "metric that picks the kept model: accuracy, type_accuracy, level_accuracy"},
     )
@@ -75,7 +76,7 @@ class DPMParams(BaseParams):
     heads: int = field(default=16, metadata={"help": "attention heads of the BoTNet blocks"})
     dropout: float = field(default=0.4, metadata={"help": "dropout before the 150-way classifier"})
     flip: bool = field(default=True, metadata={"help": "random horizontal flip while training"})
-    optimizer: str = field(default="sgd", metadata={"help": "sgd (protocol) or adamw"})
+    optimizer: Optimizer = field(default="sgd", metadata={"help": "sgd (protocol) or adamw"})
     lr: float = field(default=0.05, metadata={"help": "learning rate (train_dpm.sh: 0.05)"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
@@ -181,10 +182,6 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
         return int(params.batch_size * height * width * 2048 + weights)
 
     def check_params(self, params: DPMParams) -> None:
-        if params.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{params.optimizer}'")
-        if params.selection_metric not in METRICS:
-            raise ConfigError(f"selection_metric must be one of {', '.join(METRICS)}, got '{params.selection_metric}'")
         if len(params.resolution) != 2 or any(v < 32 or v % 32 for v in params.resolution):
             raise ConfigError(f"resolution must be two multiples of 32 (H,W), got {params.resolution}")
         if not params.lr > 0 or params.min_lr < 0 or params.restart_period < 1 or params.restart_mult < 1:

@@ -24,12 +24,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from iqa_cli.errors import ConfigError
+from iqa_cli.train.config import protocol_default
 from iqa_cli.train.recipes import register_recipe
-from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
-from iqa_cli.train.recipes.esnthere import esnthere_optimizer, esnthere_schedule
+from iqa_cli.train.recipes.base import Recipe, Views
+from iqa_cli.train.recipes.esnthere import (
+    EsnthereParams,
+    check_protocol,
+    esnthere_optimizer,
+    esnthere_schedule,
+)
 from iqa_cli.train.schedule import PhasePlateau
 
 # torch and the model zoo are imported inside the methods: the CLI builds its options from this module
@@ -40,11 +46,8 @@ if TYPE_CHECKING:
 
     from iqa_cli.models.vtiqa_org import VTIQAOriginal
 
-VARIANTS = ("simplified", "original")
-LOSSES = ("l1", "mse", "smooth_l1")
-OPTIMIZERS = ("sgd", "adamw")
-CROP_MODES = ("batch", "image")
-METRICS = ("srcc", "plcc", "plcc_logistic", "krcc")
+Variant = Literal["simplified", "original"]
+Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 ORIGINAL_PARTS = ("backbone", "fusion", "selection")
 DEFAULT_ORIGINAL_WEIGHTS = "vtiqa_org_koniq10k"  # the only original-variant release (KonIQ)
 # Keys of a training batch whose crops `cut_train_views` already cut (uint8, network-input sized).
@@ -52,40 +55,23 @@ HOST_GLOBAL, HOST_MOSAIC = "global_crop", "mosaic_cut"
 
 
 @dataclass
-class VTIQAParams(BaseParams):
+class VTIQAParams(EsnthereParams):
     epochs: int = field(default=2000, metadata={"help": "epoch cap (the protocol stops when lr < min_lr)"})
     batch_size: int = field(default=192, metadata={"help": "training batch size (global over DDP ranks)"})
     eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size (per rank)"})
-    variant: str = field(
+    selection_metric: Metric = field(
+        default="plcc", metadata={"help": "metric that picks the kept model: srcc, plcc, plcc_logistic or krcc"}
+    )
+    variant: Variant = field(
         default="simplified",
         metadata={"help": "simplified (released model) or original (eval only: no training code was released)"},
     )
-    pretrained: str | None = field(
-        default="deit_small_patch16_224",
-        metadata={"help": "backbone start weights: a weights-store name or file, or none for random init"},
+    global_source: int = protocol_default(
+        EsnthereParams, "global_source", 244, help="side of the resize the global view is cropped from"
     )
-    optimizer: str = field(default="sgd", metadata={"help": "sgd (protocol) or adamw"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=1e-3, metadata={"help": "weight decay"})
-    lr_phases: tuple[tuple[int, float], ...] = field(
-        default=((0, 0.01), (11, 0.001), (21, 0.005), (31, 0.03)),
-        metadata={"help": "learning rate by first epoch, e.g. 0:0.01,11:0.001,21:0.005,31:0.03"},
+    crop_size: int = protocol_default(
+        EsnthereParams, "crop_size", 224, help="network input side (global crop and mosaic)"
     )
-    lr: float | None = field(
-        default=None, metadata={"help": "one starting learning rate instead of lr_phases (plateau rule still on)"}
-    )
-    freeze_epochs: int = field(default=11, metadata={"help": "epochs at the start that train the head only"})
-    patience: int = field(default=20, metadata={"help": "plateau: evaluations without improvement before a decay"})
-    plateau_after: int = field(default=20, metadata={"help": "plateau rule active only after this epoch"})
-    lr_factor: float = field(default=0.3, metadata={"help": "plateau: lr multiplier (after reloading the best model)"})
-    min_lr: float = field(default=5e-5, metadata={"help": "stop when the learning rate falls below this"})
-    loss: str = field(default="l1", metadata={"help": "l1, mse or smooth_l1"})
-    dropout: float = field(default=0.5, metadata={"help": "dropout before the regression head"})
-    crop_mode: str = field(
-        default="batch", metadata={"help": "batch (one crop/flip per batch, the protocol) or image (per image)"}
-    )
-    global_source: int = field(default=244, metadata={"help": "side of the resize the global view is cropped from"})
-    crop_size: int = field(default=224, metadata={"help": "network input side (global crop and mosaic)"})
     mosaic_source: int = field(default=768, metadata={"help": "side of the resize the mosaic patches are cut from"})
     mosaic_grid: int = field(default=7, metadata={"help": "mosaic cells per side"})
     mosaic_patch: int = field(default=32, metadata={"help": "mosaic patch side (grid * patch = crop_size)"})
@@ -121,15 +107,7 @@ class VTIQARecipe(Recipe[VTIQAParams]):
     channels_last_helps = False  # a ViT: only the patch-embedding convolution would see it
 
     def check_params(self, params: VTIQAParams) -> None:
-        for name, value, allowed in (
-            ("variant", params.variant, VARIANTS),
-            ("loss", params.loss, LOSSES),
-            ("optimizer", params.optimizer, OPTIMIZERS),
-            ("crop_mode", params.crop_mode, CROP_MODES),
-            ("selection_metric", params.selection_metric, METRICS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
+        check_protocol(params)
         if params.mosaic_grid * params.mosaic_patch != params.crop_size:
             raise ConfigError(
                 f"mosaic_grid * mosaic_patch ({params.mosaic_grid} * {params.mosaic_patch}) must equal crop_size "
@@ -142,17 +120,11 @@ class VTIQARecipe(Recipe[VTIQAParams]):
                 f"the pretrained backbone '{params.pretrained}' has 16 px patches; with --patch-size "
                 f"{params.patch_size} train from scratch (--pretrained none)"
             )
-        if params.global_source < params.crop_size:
-            raise ConfigError(f"global_source ({params.global_source}) is smaller than crop_size ({params.crop_size})")
         if params.mosaic_source // params.mosaic_grid <= params.mosaic_patch:
             raise ConfigError(
                 f"mosaic cells ({params.mosaic_source} // {params.mosaic_grid}) must be larger than the "
                 f"{params.mosaic_patch} px patches"
             )
-        if params.lr is not None and not params.lr > 0:
-            raise ConfigError(f"lr must be positive, got {params.lr}")
-        if not params.lr_phases or params.lr_phases[0][0] != 0 or list(params.lr_phases) != sorted(params.lr_phases):
-            raise ConfigError("lr_phases must start at epoch 0 and be sorted by epoch (e.g. 0:0.01,11:0.001)")
 
     def check_training(self, params: VTIQAParams) -> None:
         if params.variant == "original":
