@@ -1,7 +1,9 @@
 """Progress reporting without a UI dependency.
 
-The core reports progress through a `Progress` object; the CLI supplies one that draws a rich bar
-on a terminal or prints plain log lines otherwise. The core never imports rich.
+The core reports progress through a `Progress` object (bars: `start`, `advance`, `finish`); the CLI
+supplies one that draws a rich bar on a terminal or prints plain lines otherwise. The core never
+imports rich. Messages go to the standard `logging` module (loggers `iqa_cli.*`); the CLI routes them
+through its progress display, so a line never breaks a bar.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ class Progress(Protocol):
     def start(self, description: str, total: int | None) -> None: ...
 
     def advance(self, n: int = 1) -> None: ...
-
-    def log(self, message: str) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -40,9 +40,6 @@ class NullProgress:
         pass
 
     def advance(self, n: int = 1) -> None:
-        pass
-
-    def log(self, message: str) -> None:
         pass
 
     def finish(self) -> None:

@@ -11,8 +11,11 @@ rank collapsed 7x beside another busy process. The budget honours, in this order
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
 
 OWN_THREADS = 1  # the prefetch thread that cuts the next batch while torch computes
 
@@ -53,6 +56,8 @@ def apply_thread_policy(*, ranks_on_node: int = 1) -> int:
     count = torch_threads(ranks_on_node=ranks_on_node)
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
+    source = "OMP_NUM_THREADS" if _int_env("OMP_NUM_THREADS") else f"{available_cores()} usable cores"
+    log.debug(f"torch intra-op threads: {count} ({source}, {ranks_on_node} rank(s) on this node)")
     return count
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import sys
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -36,17 +38,26 @@ def _new_bar(*, transient: bool) -> RichBar:
     )
 
 
+# `iqa -q` / `iqa -v`: the level of the core's messages (loggers `iqa_cli.*`); -q also hides the bars.
+QUIET, NORMAL, VERBOSE = logging.WARNING, logging.INFO, logging.DEBUG
+
+
 class ConsoleProgress:
     """Implements `iqa_cli.progress.Progress` for the CLI.
 
     On a terminal it draws a rich bar; when not on a TTY (SLURM logs, pipes) it prints a plain,
     timestamped line at most every `interval` seconds and at 25 % steps, so logs stay readable.
+    The newest one also prints the core's log messages (`LogHandler`), above its bar.
     """
+
+    active: ClassVar[ConsoleProgress | None] = None
+    level: ClassVar[int] = NORMAL
 
     def __init__(self, *, quiet: bool = False, interval: float = 30.0, bar_lines: bool = True) -> None:
         """`bar_lines=False` (training): off a terminal, bars print nothing, only log lines (one per
         epoch); on a terminal, finished bars disappear instead of piling up."""
-        self.quiet = quiet
+        self.quiet = quiet or ConsoleProgress.level >= QUIET
+        ConsoleProgress.active = self
         self.interval = interval
         self.bar_lines = bar_lines
         self._bar: RichBar | None = None
@@ -122,8 +133,8 @@ class ConsoleProgress:
             self._line(f"{self._desc}: {self._done}{total} ({rate:.1f}/s)")
 
     def log(self, message: str) -> None:
-        if self.quiet:
-            return
+        """One message line, printed above the bar when one is drawn (also under --quiet: the log
+        handler decides what is shown)."""
         if self._bar is not None:
             self._bar.console.print(message, markup=False, highlight=False)
         elif self._live is not None:
@@ -148,6 +159,40 @@ class ConsoleProgress:
     def _line(message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+class LogHandler(logging.Handler):
+    """Prints the core's log records: through the active progress display (above its bar), else as a
+    plain timestamped line on stderr; warnings start with `warning:`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                message = f"{record.levelname.lower()}: {message}"
+            active = ConsoleProgress.active
+            if active is not None:
+                active.log(message)
+            else:
+                ConsoleProgress._line(message)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+_HANDLER = LogHandler()
+
+
+def configure_logging(level: int) -> None:
+    """Send the `iqa_cli` loggers' records at `level` and above to the console (once per process; a
+    second call only changes the level). DDP ranks other than 0 show warnings only, so a message is
+    printed once per job."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        level = max(level, QUIET)
+    ConsoleProgress.level = level
+    logger = logging.getLogger("iqa_cli")
+    if _HANDLER not in logger.handlers:
+        logger.addHandler(_HANDLER)
+    logger.setLevel(level)
 
 
 def strict_json(obj: Any) -> Any:

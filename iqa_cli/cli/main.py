@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
 from iqa_cli.errors import IQAError
 from iqa_cli.version import __version__
 
@@ -171,9 +172,16 @@ def root(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only warnings and errors: no progress bars or messages."),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Also the debugging messages (chosen data path, threads)."
+    ),
 ) -> None:
     """iqa: blind image quality assessment, from dataset download to evaluated model."""
     _state["debug"] = debug or bool(os.environ.get("IQA_DEBUG"))
+    if quiet and verbose:
+        raise typer.BadParameter("-q/--quiet and -v/--verbose contradict each other")
+    configure_logging(QUIET if quiet else VERBOSE if verbose else NORMAL)
 
 
 def _register() -> None:

@@ -13,6 +13,7 @@ finishes the pass to find every bad file and then writes the images once more wi
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ from iqa_cli.errors import DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.version import __version__
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,7 @@ def _headers(
             if not skip_bad:
                 raise header.error()
             plan.skipped.append((record.name, header.message))
-            progress.log(f"skipping {record.name}: {header.message}")
+            log.info(f"skipping {record.name}: {header.message}")
             continue
         plan.items.append(_Item(record, header, policy.output_size(header.width, header.height)))
     progress.finish()
@@ -371,7 +374,7 @@ def _stream_images(
             if not skip_bad:
                 raise result.error()
             failed.append((item, result.message))
-            progress.log(f"skipping {item.record.name}: {result.message}")
+            log.info(f"skipping {item.record.name}: {result.message}")
             continue
         if (result.shape[1], result.shape[0]) != item.size:
             raise DataError(
@@ -462,10 +465,10 @@ def build_cache(
     if records is None:
         if root is None:
             raise DataError("no dataset root given and no records to pack")
-        progress.log(f"parsing {spec.title} under {root}")
+        log.info(f"parsing {spec.title} under {root}")
         records = _parse(spec, Path(root), skip_bad, skipped)
         for name, reason in skipped:
-            progress.log(f"skipping {name}: {reason}")
+            log.info(f"skipping {name}: {reason}")
     records = list(records)
     _check_records(records, Path(root) if root is not None else None, spec, allow_out_of_range)
 
@@ -482,7 +485,7 @@ def build_cache(
         height, width = _canvas(plan.items)
         _check_padding(plan.items, height, width, policy, allow_padding, out)
         if any(item.size != (width, height) for item in plan.items):
-            progress.log(
+            log.info(
                 f"images differ in size after resize '{policy}': each is stored top-left in a {width}x{height} "
                 "zero-padded frame, its own size in `sizes`"
             )
@@ -498,7 +501,7 @@ def build_cache(
                         if not plan.items:
                             raise DataError("no readable images left to pack", path=root)
                         if not sink.shrink(len(plan.items), *_canvas(plan.items)):
-                            progress.log(f"rewriting the images without the {len(failed)} unreadable ones")
+                            log.info(f"rewriting the images without the {len(failed)} unreadable ones")
                             continue  # NPZ: a streamed member cannot shrink; write it again (finally closes)
                     kept = [item.record for item in plan.items]
                     made = _make_splits(kept, spec.reference_disjoint, splits, split_seed, test_fraction)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections import deque
@@ -36,6 +37,8 @@ from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.version import __version__
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -359,12 +362,12 @@ def _open_partial(
                 "use the same references and options, or start again without --resume"
             )
         handle = store.PartialFile.open(partial, settings.height, settings.width, int(state["images"]))
-        progress.log(f"resuming {out.name}: {state['references_done']} references ({state['images']} images) done")
+        log.info(f"resuming {out.name}: {state['references_done']} references ({state['images']} images) done")
         return handle, state
     if resume:
-        progress.log(f"nothing to resume for {out} (no partial run found); starting from the beginning")
+        log.info(f"nothing to resume for {out} (no partial run found); starting from the beginning")
     elif partial.exists():
-        progress.log(f"discarding the partial run at {partial} (pass --resume to continue it instead)")
+        log.info(f"discarding the partial run at {partial} (pass --resume to continue it instead)")
     with contextlib.suppress(FileNotFoundError):
         store.progress_path(out).unlink()
     handle = store.PartialFile.create(partial, settings.height, settings.width, names, table)
@@ -448,7 +451,7 @@ def generate_distorted(
         if resume and not store.partial_path(out).exists():
             done = _already_complete(out, settings, shard, started)
             if done is not None:
-                progress.log(f"{out} is already complete; nothing to resume")
+                log.info(f"{out} is already complete; nothing to resume")
                 return done
         table = json.dumps(distortion_table(settings.types))
         partial, state = _open_partial(out, settings, shard, [r.name for r in references], table, resume, progress)

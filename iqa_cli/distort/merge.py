@@ -8,6 +8,7 @@ result is written atomically.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from iqa_cli.distort import store
 from iqa_cli.distort.generate import DEFAULT_SPLITS, DEFAULT_TEST_FRACTION, distorted_splits
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
 
 # Attributes that must agree between parts: they decide the pixels and the labels.
 SAME_SETTINGS = (
@@ -182,5 +185,5 @@ def merge_parts(
         for cache in caches:
             cache.close()
     if not complete:
-        progress.log(f"note: the parts cover references {span[0]}..{span[1]} of {reference_count}, not all of them")
+        log.info(f"note: the parts cover references {span[0]}..{span[1]} of {reference_count}, not all of them")
     return MergeSummary(out, total, len(ordered), span, complete, time.monotonic() - started, out.stat().st_size)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import ConfigError
 from iqa_cli.home import data_dir, home
 from iqa_cli.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
 
 # scikit-image sample photographs stored inside the package (no pooch download needed).
 PHOTOS = (
@@ -241,7 +244,7 @@ def run_demo(
     seconds: dict[str, float] = {}
 
     started = time.monotonic()
-    progress.log(f"demo: writing {size.images()} images to {folder}")
+    log.info(f"demo: writing {size.images()} images to {folder}")
     rows = build_demo_folder(folder, size, seed=seed, progress=progress)
     seconds["dataset"] = time.monotonic() - started
 

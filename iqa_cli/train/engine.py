@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import signal
@@ -43,6 +44,8 @@ from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.watch import WATCH_PREFIX, summarize_log
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from iqa_cli.train.watch import WatchedDataset
@@ -284,7 +287,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         if self.main:
-            self.ctx.progress.log(message)
+            log.info(message)
 
     def _setup(self, resume: bool) -> None:
         torch.manual_seed(self.cfg.seed)
@@ -413,7 +416,7 @@ class Trainer:
             title = f"{self.recipe.name}, split {self.parts.name}"
             training_curves(self.out_dir / CURVES, records, metrics=metrics, title=title)
         except Exception as exc:  # noqa: BLE001 - a plot must not fail training
-            self.log(f"warning: could not draw {CURVES} ({type(exc).__name__}: {exc})")
+            log.warning(f"could not draw {CURVES} ({type(exc).__name__}: {exc})")
 
     def _interrupt(self, reason: str) -> TrainingInterrupted:
         path = self._save_last()
@@ -544,7 +547,7 @@ class Trainer:
         self.pos.loss_count += count
         self.pos.images += count
         if self.main and self.cfg.log_every and (b + 1) % self.cfg.log_every == 0:
-            self.ctx.progress.log(
+            log.info(
                 f"split {self.parts.name} epoch {epoch} step {b + 1}/{total} "
                 f"loss {self.pos.loss_sum / self.pos.loss_count:.4f} lr {lr:.3g}"
             )
@@ -635,7 +638,7 @@ class Trainer:
                     shown = "".join(f" {m} {record[m]:.4f}" for m in self.recipe.report_metrics[:2])
                     text += f" {record['part']}{shown}"
             self.ctx.progress.finish()
-            self.ctx.progress.log(
+            log.info(
                 f"split {self.parts.name} epoch {epoch}: loss {loss:.4f} lr {lr:.3g} {speed:.1f} img/s{text}"
                 + (" *" if improved else "")
                 + (f" ({action.message})" if action.message else "")
@@ -706,7 +709,7 @@ class Trainer:
             save_checkpoint(self.best_state, self.out_dir / BEST, self._checkpoint_meta(-1))
             record = {"epoch": -1, "split": self.parts.name, "selected_on": self.parts.select_on}
             self._write_log({**record, "part": self.parts.select_on, **metrics, "event": "before training"})
-            self.ctx.progress.log(
+            log.info(
                 f"split {self.parts.name} before training: {self.parts.select_on} "
                 f"{self.params.selection_metric} {value:.4f} (the model to beat)"
             )

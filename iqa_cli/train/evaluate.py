@@ -12,6 +12,7 @@ method's mapping for the evaluated dataset.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.trainer import selection_label
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights, run_weights
+
+log = logging.getLogger(__name__)
 
 PER_IMAGE_COLUMNS = ["dataset", "split", "index", "name", "mos", "label", "prediction", "prediction_native"]
 
@@ -151,9 +154,9 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
         raise ConfigError(f"--preload-gb: must be at least 0, got {options.preload_gb}")
     plan, run = _weights_plan(recipe, options)
     if run is not None:
-        progress.log(f"evaluating run {run.run} (kept models: {', '.join(str(p) for p in plan.values())})")
+        log.info(f"evaluating run {run.run} (kept models: {', '.join(str(p) for p in plan.values())})")
     else:
-        progress.log(f"evaluating weights {plan[None]}")
+        log.info(f"evaluating weights {plan[None]}")
     target = options.cross if options.cross is not None else options.data
     assert target is not None  # checked above
     raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
@@ -421,15 +424,15 @@ def _split_of_model(
                 "unseen; pass --split NAME (or --split-file FILE) to choose one, or --cross DATA to score every image "
                 "on purpose"
             )
-        progress.log(f"warning: {weights} does not record its training images; split {split_arg} may hold some")
+        log.warning(f"{weights} does not record its training images; split {split_arg} may hold some")
         return split_arg
     if trained_on != dataset or not trained_split:
         return split_arg
     if split_arg is None:
-        progress.log(f"testing on split {trained_split}, the split this model was trained on")
+        log.info(f"testing on split {trained_split}, the split this model was trained on")
         return trained_split
     if split_arg.strip().lower() != trained_split:
-        progress.log(
+        log.info(
             f"warning: this model was trained on split {trained_split} of {dataset}; the test part of "
             f"{split_arg} may hold images it was trained on"
         )

@@ -8,6 +8,7 @@ with `skip_bad=True`; it never takes the rest of the batch down.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, load_trained
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+log = logging.getLogger(__name__)
+
 PER_WORKER = 4  # images per decode process at least: fewer images decode in this process (no start-up)
 
 
@@ -197,6 +200,9 @@ def predict_files(
         count = max(1, spare)
     else:
         count = max(1, int(workers))
+    log.debug(
+        f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {recipe.view_bound(loaded.params)} px"
+    )
     decoded = _decoded(files, skip_bad, report.skipped, reduce_to=recipe.view_bound(loaded.params), workers=count)
     for path, image, size in _usable(decoded, skip_bad, report.skipped):
         pending.append((path, image, size))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 from dataclasses import fields
@@ -29,6 +30,8 @@ from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import read_run, run_root
 from iqa_cli.train.trainer import TrainOptions, resolve_config, train
+
+log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
@@ -95,7 +98,7 @@ def run_sweep(
             report = _finished_report(folder)
             if report is None:
                 setting = f"{field}={label}, " if field is not None else ""
-                progress.log(f"sweep: {setting}repeat {repeat} of {repeats} (seed {run_seed}): {folder}")
+                log.info(f"sweep: {setting}repeat {repeat} of {repeats} (seed {run_seed}): {folder}")
                 started = (folder / "run.json").is_file()
                 given = {field: value} if field is not None else {}
                 sub = dataclasses.replace(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
 from iqa_cli.train.watch import check_measured, median_over_rounds, open_watched
+
+log = logging.getLogger(__name__)
 
 # Options that may differ when a run is resumed: they change where/how fast it runs, not what it learns.
 RESUMABLE_CHANGES = {"device", "log_every", "preload_gb", "time_limit"}
@@ -240,7 +243,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         info, resolved = load_run_config(recipe, root)
         if effective_status(info) == "killed" and progress is not None:
             pid = (info.get("process") or {}).get("pid")
-            progress.log(f"{root}: the run was stopped from outside (its process {pid} is gone); resuming it")
+            log.info(f"{root}: the run was stopped from outside (its process {pid} is gone); resuming it")
         _check_resume_overrides(resolved, options)
         changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
         resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
@@ -518,13 +521,13 @@ def _train_splits(
                 watched=watched,
             )
             if dist.is_main and parts.select_on == "val" and parts.val.size < 3:
-                progress.log(
+                log.info(
                     f"warning: split {split}: the validation part holds {parts.val.size} image(s); correlations need "
                     "at least 3, so every validation metric is NaN and the kept model is the first epoch's (raise "
                     "--val-fraction, or --select-on test)"
                 )
             if dist.is_main:
-                progress.log(
+                log.info(
                     f"{recipe.name} on {name}, split {split}: {parts.train.size} train / {parts.val.size} val / "
                     f"{parts.test.size} test images; model selected on {selection_label(parts.select_on)}; "
                     f"device {device}, {dist.world} rank(s)"

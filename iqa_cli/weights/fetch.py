@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.version import __version__
 from iqa_cli.weights.registry import KnownWeights, check_url, get_known
 from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, store_suffix
+
+log = logging.getLogger(__name__)
 
 OFFLINE_ENV = "IQA_OFFLINE"
 MIRROR_ENV = "IQA_WEIGHTS_MIRROR"
@@ -120,7 +123,7 @@ def fetch(
     try:
         lock.acquire(timeout=0)
     except TimeoutError:
-        progress.log(f"waiting for another process that is downloading '{name}'")
+        log.info(f"waiting for another process that is downloading '{name}'")
         lock.acquire()
     try:
         if not force and store.has(name):  # the process we waited for has finished it
@@ -173,7 +176,7 @@ def _download_url(
             wait = min(options.max_backoff, options.backoff * 2**attempt)
             if exc.retry_after is not None:
                 wait = min(options.max_backoff, max(wait, exc.retry_after))
-            progress.log(f"{url}: {exc}; retrying in {wait:.1f}s (attempt {attempt + 2} of {options.retries + 1})")
+            log.info(f"{url}: {exc}; retrying in {wait:.1f}s (attempt {attempt + 2} of {options.retries + 1})")
             time.sleep(wait)
             attempt += 1
         finally:
@@ -248,7 +251,7 @@ def _transfer(
         total = expected_end or entry.size
         progress.start(f"fetch {entry.name} (bytes)", total)
         if have:
-            progress.log(f"resuming {entry.name} at byte {have}")
+            log.info(f"resuming {entry.name} at byte {have}")
             progress.advance(have)
         written = have
         try:
@@ -348,7 +351,7 @@ def _verify_and_commit(
         raise DownloadError(
             f"'{entry.name}' from {url} has {size} bytes, expected {entry.size}; the download was deleted"
         )
-    progress.log(f"verifying {entry.name} ({entry.verification})")
+    log.info(f"verifying {entry.name} ({entry.verification})")
     sha = sha256_file(partial)
     if not entry.digest_matches(sha):
         partial.unlink()

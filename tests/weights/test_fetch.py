@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import subprocess
@@ -26,16 +27,12 @@ class RecordingProgress:
     def __init__(self) -> None:
         self.total: int | None = None
         self.advanced = 0
-        self.logs: list[str] = []
 
     def start(self, description: str, total: int | None) -> None:
         self.total = total
 
     def advance(self, n: int = 1) -> None:
         self.advanced += n
-
-    def log(self, message: str) -> None:
-        self.logs.append(message)
 
     def finish(self) -> None:
         pass
@@ -79,7 +76,8 @@ def test_fetch_streams_verifies_and_stores(server, known):
     assert len(server.seen("files/net.pth")) == 1
 
 
-def test_dropped_connection_is_resumed_with_range(server, known):
+def test_dropped_connection_is_resumed_with_range(server, known, caplog):
+    caplog.set_level(logging.INFO, logger="iqa_cli")
     store = known({"name": "net"})
     server.fault("files/net.pth", Fault("drop_after", 100_000))
     progress = RecordingProgress()
@@ -89,7 +87,7 @@ def test_dropped_connection_is_resumed_with_range(server, known):
     assert [s.status for s in seen] == [200, 206]
     resumed_at = int(seen[1].range.removeprefix("bytes=").removesuffix("-"))
     assert 0 < resumed_at <= 100_000  # bytes received before the drop (up to one unwritten chunk) are kept
-    assert any("resuming" in line for line in progress.logs)
+    assert any("resuming" in line for line in caplog.messages)
 
 
 def test_partial_download_is_resumed_by_the_next_run(server, known):
@@ -152,13 +150,14 @@ def test_404_fails_at_once_without_retries(server, known):
     assert len(server.seen("files/gone.pth")) == 1
 
 
-def test_500_then_success_is_retried(server, known):
+def test_500_then_success_is_retried(server, known, caplog):
+    caplog.set_level(logging.INFO, logger="iqa_cli")
     store = known({"name": "net"})
     server.fault("files/net.pth", Fault("status", 500), Fault("status", 503))
     progress = RecordingProgress()
     fetch("net", store=store, options=FAST, progress=progress)
     assert [s.status for s in server.seen("files/net.pth")] == [500, 503, 200]
-    assert sum("retrying" in line for line in progress.logs) == 2
+    assert sum("retrying" in line for line in caplog.messages) == 2
     assert store.path("net").read_bytes() == DATA
 
 
@@ -242,16 +241,13 @@ def test_unpublished_and_refused_entries_say_what_to_do(server):
 
 
 FETCH_SCRIPT = """
+import logging
 import sys
-from iqa_cli.progress import NullProgress
 from iqa_cli.weights.fetch import FetchOptions, fetch
 from iqa_cli.weights.store import WeightStore
 
-class LogToStderr(NullProgress):
-    def log(self, message):
-        print(message, file=sys.stderr, flush=True)
-
-stored = fetch("net", options=FetchOptions(retries=0, read_timeout=10), progress=LogToStderr())
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+stored = fetch("net", options=FetchOptions(retries=0, read_timeout=10))
 print(WeightStore().path("net"), stored.sha256)
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 import time
@@ -39,6 +40,8 @@ from iqa_cli.train.engine import FitContext, FitResult, Trainer
 from iqa_cli.train.precision import amp_dtype
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.runs import BEST, LAST, PREDICTIONS, RESULT
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from iqa_cli.models.aliqa import ALIQA
@@ -91,7 +94,7 @@ def _finished(step_dir: Path) -> bool:
 
 def _log(ctx: FitContext[ALIQAParams], message: str) -> None:
     if ctx.dist.is_main:
-        ctx.progress.log(message)
+        log.info(message)
 
 
 def _write(ctx: FitContext[ALIQAParams], path: Path, obj: Any) -> None:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ from iqa_cli.train.recipes.esnthere import (
     esnthere_schedule,
 )
 from iqa_cli.train.schedule import PhasePlateau
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -427,7 +430,7 @@ class IEITRecipe(Recipe[IEITParams]):
                 )
                 meta[STAGE1_KEY] = str(start)
                 if ctx.dist.is_main:
-                    ctx.progress.log(
+                    log.info(
                         f"split {parts.name}: stage 2 starts from {start}; {len(set(partners.tolist()))} low-quality "
                         f"training images (label < {lq_bar(params):g}) are the partners"
                     )

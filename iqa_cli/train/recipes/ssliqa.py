@@ -71,6 +71,7 @@ Deviations, on purpose:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -84,6 +85,8 @@ from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, TrainBatch, Views
 from iqa_cli.train.schedule import EpochDecay
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -462,7 +465,7 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
             params = ctx.params
             steps = -(-epoch_rows(semi.labelled.size, semi.unlabelled.size, params) // params.batch_size)
             val = f" ({semi.val.size} of them held out for model selection)" if semi.val.size else ""
-            ctx.progress.log(
+            log.info(
                 f"ssliqa split {parts.name}: {params.labeled} labelled images{val}, {semi.unlabelled.size} "
                 f"unlabelled; {steps} steps per epoch of {params.batch_size} labelled + "
                 f"{unlabelled_ratio(params) * params.batch_size} unlabelled rows"
