@@ -472,10 +472,9 @@ def build_cache(
     records = list(records)
     _check_records(records, Path(root) if root is not None else None, spec, allow_out_of_range)
 
-    with (
-        hold(out, "cache"),
-        worker_pool(min(default_workers() if workers is None else int(workers), len(records))) as pool,
-    ):
+    processes = min(default_workers() if workers is None else int(workers), len(records))
+    log.debug(f"{len(records)} records, {max(processes, 1)} decode process(es), resize {policy}, {fmt}")
+    with hold(out, "cache"), worker_pool(processes) as pool:
         plan = _headers(records, policy, pool, skip_bad, progress)
         plan.skipped[:0] = skipped
         if not plan.items:

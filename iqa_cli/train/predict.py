@@ -200,10 +200,9 @@ def predict_files(
         count = max(1, spare)
     else:
         count = max(1, int(workers))
-    log.debug(
-        f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {recipe.view_bound(loaded.params)} px"
-    )
-    decoded = _decoded(files, skip_bad, report.skipped, reduce_to=recipe.view_bound(loaded.params), workers=count)
+    bound = recipe.view_bound(loaded.params)
+    log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
+    decoded = _decoded(files, skip_bad, report.skipped, reduce_to=bound, workers=count)
     for path, image, size in _usable(decoded, skip_bad, report.skipped):
         pending.append((path, image, size))
         if len(pending) >= batch_size:

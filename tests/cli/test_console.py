@@ -26,3 +26,46 @@ def test_run_bar_and_epoch_bars_on_a_terminal(monkeypatch):
     text = screen.getvalue()
     assert "vtiqa split random_0: epochs" in text and "epoch 0" in text and "epoch 2: loss 0.1" in text
     assert progress._live is None
+
+
+def test_quiet_and_verbose_set_what_the_core_prints(tmp_path):
+    """`iqa -q` keeps the core's messages (stdlib logging) and bars off stderr; `iqa -v` adds its debug
+    lines; the default prints the messages, one plain line each off a terminal."""
+    from typer.testing import CliRunner
+
+    from iqa_cli.cli.main import app
+    from tests.data.imagefolder import make_folder
+
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+
+    def prepare(*flags: str, name: str) -> str:
+        args = [*flags, "prepare", "custom", "--root", str(root), "--csv", str(csv_path), "--name", name]
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / f"{name}.h5"), "--size", "32x24", "-j", "1"])
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    normal = prepare(name="normal")
+    assert "parsing" in normal and "decoding images: started" in normal
+    assert prepare("-q", name="quiet") == ""
+    assert "decode process(es)" not in normal
+    verbose = prepare("-v", name="verbose")
+    assert "parsing" in verbose and "6 records, 1 decode process(es), resize 32x24, h5" in verbose
+    assert CliRunner().invoke(app, ["-q", "-v", "models"]).exit_code != 0
+
+
+def test_a_log_record_goes_above_the_bar_of_the_active_display(monkeypatch):
+    import logging
+
+    screen = io.StringIO()
+    monkeypatch.setattr(console, "is_tty", lambda: True)
+    monkeypatch.setattr(console, "err", Console(file=screen, force_terminal=True, width=120))
+    console.configure_logging(console.NORMAL)
+    progress = console.ConsoleProgress()
+    progress.start("decoding images", 4)
+    logging.getLogger("iqa_cli.data.cache_write").warning("skipping a.jpg: truncated")
+    logging.getLogger("iqa_cli.data.cache_write").debug("not shown at the normal level")
+    progress.advance(4)
+    progress.finish()
+    text = screen.getvalue()
+    assert "warning: skipping a.jpg: truncated" in text and "not shown" not in text
