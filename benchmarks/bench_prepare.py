@@ -73,6 +73,7 @@ def naive_prepare(params: dict[str, Any]) -> dict[str, Any]:
 def iqa_prepare(params: dict[str, Any]) -> dict[str, Any]:
     """`build_cache`, exactly as `iqa prepare custom --root F --size S` runs it (10 splits)."""
     from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.cache_write import CacheOptions
     from iqa_cli.data.datasets.custom import make_spec
     from iqa_cli.data.decode import default_workers
 
@@ -80,7 +81,7 @@ def iqa_prepare(params: dict[str, Any]) -> dict[str, Any]:
     workers = params.get("workers")
     started = time.perf_counter()
     spec = make_spec("bench", Path(params["csv"]), root=folder, native_range=(1.0, 5.0))
-    summary = build_cache(spec, folder, out, resize=params["resize"], workers=workers)
+    summary = build_cache(spec, folder, out, CacheOptions(resize=params["resize"], workers=workers))
     seconds = time.perf_counter() - started
     return {
         "images": summary.count,

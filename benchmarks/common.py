@@ -661,11 +661,14 @@ def prepare_cache(
     """`iqa prepare custom` on a generated folder (the library call the CLI makes). Built afresh on every
     run, so a cache written by an older iqa is never measured."""
     from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.cache_write import CacheOptions
     from iqa_cli.data.datasets.custom import make_spec
 
     spec = make_spec(name, csv_path or folder.csv, root=folder.root, native_range=(1.0, 5.0))
     out.parent.mkdir(parents=True, exist_ok=True)
-    build_cache(spec, folder.root, out, resize=resize, workers=workers, splits=splits, test_fraction=test_fraction)
+    build_cache(
+        spec, folder.root, out, CacheOptions(resize=resize, workers=workers, splits=splits, test_fraction=test_fraction)
+    )
     return out
 
 

@@ -210,14 +210,21 @@ def load(
 
 
 def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **options: Any) -> Any:
-    """Build a cache as `iqa prepare DATASET --root ROOT` does; returns the `CacheSummary`."""
-    from iqa_cli.data.cache import build_cache
+    """Build a cache as `iqa prepare DATASET --root ROOT` does; returns the `CacheSummary`. `options` are
+    `CacheOptions` fields (`resize="244x244"`, `workers=4`, ...) and `progress`."""
+    from dataclasses import fields
+
+    from iqa_cli.data.cache import CacheOptions, build_cache
     from iqa_cli.data.datasets import get_dataset
     from iqa_cli.home import default_cache_path
 
+    progress = options.pop("progress", None)
+    unknown = sorted(set(options) - {f.name for f in fields(CacheOptions)})
+    if unknown:
+        raise ConfigError(f"prepare: unknown option(s) {', '.join(unknown)}")
     spec = get_dataset(dataset)
     target = Path(out) if out is not None else default_cache_path(spec.name)
-    return build_cache(spec, Path(root), target, **options)
+    return build_cache(spec, Path(root), target, CacheOptions(**options), progress=progress)
 
 
 def train(method: str, data: str | Path, **options: Any) -> dict[str, Any] | None:

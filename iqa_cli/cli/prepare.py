@@ -8,11 +8,12 @@ plus a CSV, `inspect` / `list`, and `enhance` (IEIT's intermediary images beside
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -30,6 +31,9 @@ from iqa_cli.cli.prepare_enhance import (
 from iqa_cli.cli.prepare_enhance import register as register_enhance
 from iqa_cli.data.records import DatasetSpec
 from iqa_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from iqa_cli.data.cache import CacheOptions
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -61,26 +65,22 @@ def _build(
     spec: DatasetSpec,
     root: Path,
     out_path: Path | None,
-    fmt: str | None,
+    options: CacheOptions,
+    *,
     size: str | None,
     short_side: int | None,
-    workers: int | None,
-    skip_bad: bool,
-    splits: int,
-    split_seed: int,
-    test_fraction: float,
     json_output: bool,
     enhancement: EnhanceRequest | None = None,
-    allow_out_of_range: bool = False,
-    allow_padding: bool = False,
 ) -> None:
+    """Build the cache (`--size`/`--short-side` fill in `options.resize`) and print what was written."""
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.cache_format import resolve_format
     from iqa_cli.data.resize import policy_from_options
     from iqa_cli.home import default_cache_path
 
-    fmt = resolve_format(fmt, out_path)
+    fmt = resolve_format(options.fmt, out_path)
     policy = policy_from_options(size, short_side, spec.default_resize)
+    options = dataclasses.replace(options, fmt=fmt, resize=policy)
     target = out_path if out_path is not None else default_cache_path(spec.name, fmt)
     if enhancement is not None:
         enhancement.check()  # a missing classifier fails now, not after the whole cache is built
@@ -90,16 +90,8 @@ def _build(
         spec,
         root,
         target,
-        fmt=fmt,
-        resize=policy,
-        workers=workers,
-        skip_bad=skip_bad,
-        splits=splits,
-        split_seed=split_seed,
-        test_fraction=test_fraction,
+        options,
         progress=ConsoleProgress(),
-        allow_out_of_range=allow_out_of_range,
-        allow_padding=allow_padding,
     )
     if summary.skipped:
         err.print(f"warning: skipped {len(summary.skipped)} image(s):", markup=False, highlight=False)
@@ -184,22 +176,27 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         allow_out_of_range: bool = typer.Option(False, "--allow-out-of-range", help=_RANGE_HELP),
         allow_padding: bool = typer.Option(False, "--allow-padding", help=_PADDING_HELP),
     ) -> None:
+        from iqa_cli.data.cache import CacheOptions
+
+        options = CacheOptions(
+            fmt=fmt,
+            workers=workers,
+            skip_bad=skip_bad,
+            splits=splits,
+            split_seed=split_seed,
+            test_fraction=test_fraction,
+            allow_out_of_range=allow_out_of_range,
+            allow_padding=allow_padding,
+        )
         _build(
             spec,
             root,
             out_path,
-            fmt,
-            size,
-            short_side,
-            workers,
-            skip_bad,
-            splits,
-            split_seed,
-            test_fraction,
-            json_output,
-            EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
-            allow_out_of_range,
-            allow_padding,
+            options,
+            size=size,
+            short_side=short_side,
+            json_output=json_output,
+            enhancement=EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
         )
 
     command.__doc__ = _dataset_help(spec)
@@ -259,22 +256,27 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             native_range=_parse_range(score_range),
             lower_better=lower_better,
         )
+        from iqa_cli.data.cache import CacheOptions
+
+        options = CacheOptions(
+            fmt=fmt,
+            workers=workers,
+            skip_bad=skip_bad,
+            splits=splits,
+            split_seed=split_seed,
+            test_fraction=test_fraction,
+            allow_out_of_range=allow_out_of_range,
+            allow_padding=allow_padding,
+        )
         _build(
             custom,
             checked_root,
             out_path,
-            fmt,
-            size,
-            short_side,
-            workers,
-            skip_bad,
-            splits,
-            split_seed,
-            test_fraction,
-            json_output,
-            EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
-            allow_out_of_range,
-            allow_padding,
+            options,
+            size=size,
+            short_side=short_side,
+            json_output=json_output,
+            enhancement=EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
         )
 
     return command

@@ -91,7 +91,7 @@ def distorted(
         raise ConfigError("--refs is required: a folder of pristine reference images")
 
     from iqa_cli.distort.base import NUM_LEVELS
-    from iqa_cli.distort.generate import generate_distorted, load_reference, parse_shard, parse_size
+    from iqa_cli.distort.generate import DistortOptions, generate_distorted, load_reference, parse_shard, parse_size
     from iqa_cli.distort.refs import authors_reference_lists, list_references, shard_range
     from iqa_cli.home import data_dir, default_cache_path
 
@@ -130,21 +130,23 @@ def distorted(
     summary = generate_distorted(
         references,
         out_path,
-        types=type_ids,
-        levels=level_ids,
-        seed=seed,
-        per_ref=per_ref,
-        workers=workers,
-        resume=resume,
-        shard=shard_ix,
-        size=size,
-        splits=splits,
-        split_seed=split_seed,
-        test_fraction=test_fraction,
-        source_root=refs,
+        DistortOptions(
+            types=type_ids,
+            levels=level_ids,
+            seed=seed,
+            per_ref=per_ref,
+            workers=workers,
+            resume=resume,
+            shard=shard_ix,
+            size=size,
+            splits=splits,
+            split_seed=split_seed,
+            test_fraction=test_fraction,
+            source_root=refs,
+            main_count=main_count,
+            walk_target=walk_target if main_count else 0,
+        ),
         progress=ConsoleProgress(),
-        main_count=main_count,
-        walk_target=walk_target if main_count else 0,
     )
     if json_output:
         print_json(summary.to_dict())

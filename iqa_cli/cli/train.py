@@ -12,7 +12,7 @@ import inspect
 import sys
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,7 +37,7 @@ def _flag(name: str) -> str:
 def _option_type(tp: Any) -> Any:
     args = typing.get_args(tp)
     inner = next((a for a in args if a is not type(None)), tp) if args and type(None) in args else tp
-    if inner in (bool, int, float, str):
+    if inner in (bool, int, float, str, Path):
         return inner
     choices = choices_of(inner)
     if choices is not None:  # Literal[...]: the core checks the value and names the choices
@@ -62,26 +62,40 @@ def _completer(choices: tuple[Any, ...]) -> Callable[[str], list[str]]:
     return complete
 
 
-def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = None) -> list[inspect.Parameter]:
-    """One `Optional[T] = typer.Option(None, ...)` parameter per dataclass field (or per field in `only`)."""
+def dataclass_options(
+    cls: type,
+    defaults: Any,
+    only: Sequence[str] | None = None,
+    *,
+    reserved: set[str] | None = None,
+    show_defaults: bool = True,
+) -> list[inspect.Parameter]:
+    """One `Optional[T] = typer.Option(None, ...)` parameter per dataclass field (or per field in `only`);
+    a left-out option is None. `metadata["flag"]` gives a switch with no `--no-` form."""
+    reserved = RESERVED if reserved is None else reserved
     params = []
     types = field_types(cls)
     for f in fields(cls):
         if only is not None and f.name not in only:
             continue
-        if f.name in RESERVED:
+        if f.name in reserved:
             raise RuntimeError(f"option name '{f.name}' is reserved by the CLI")
         kind = _option_type(types[f.name])
         default_value = getattr(defaults, f.name) if defaults is not None else f.default
         help_text = f.metadata.get("help", "")
-        if default_value is not MISSING:
+        if show_defaults and default_value is not MISSING:
             help_text += f" [default: {_default_text(default_value)}]"
         choices = choices_of(types[f.name])
         completion: dict[str, Any] = {}
         if choices is not None:
             help_text += f" [choices: {'|'.join(str(c) for c in choices)}]"
             completion["autocompletion"] = _completer(choices)
-        decls = [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"] if kind is bool else [_flag(f.name)]
+        if "flag" in f.metadata:
+            decls = [f.metadata["flag"]]
+        elif kind is bool:
+            decls = [f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}"]
+        else:
+            decls = [_flag(f.name)]
         decls += list(f.metadata.get("aliases", ()))  # extra spellings, e.g. IEIT's --from for --from-run
         option = typer.Option(None, *decls, help=help_text, show_default=False, **completion)
         params.append(
@@ -90,72 +104,49 @@ def dataclass_options(cls: type, defaults: Any, only: Sequence[str] | None = Non
     return params
 
 
-# Typer reads `Optional[X]` (not `X | None`) as "may be left out".
-OptionalStr, OptionalPath, OptionalInt = Optional[str], Optional[Path], Optional[int]  # noqa: UP045
+@dataclass
+class CommonTrainOptions:
+    """The options every `iqa train METHOD` has besides the engine's and the method's own (made into
+    flags by `dataclass_options`, like those; `flag` names a switch with no `--no-` form)."""
 
-# The options every `iqa train METHOD` has besides the engine's and the method's own:
-# (parameter, type, flag, default, help).
-_COMMON: tuple[tuple[str, Any, str, Any, str], ...] = (
-    ("data", OptionalStr, "--data", None, "prepared dataset name (e.g. livew) or cache file"),
-    (
-        "split",
-        OptionalStr,
-        "--split",
-        None,
-        "a split of the cache (default: its first) or 'all' (every split; median)",
-    ),
-    ("config", OptionalPath, "--config", None, "TOML file of option values (flags override it)"),
-    ("out", OptionalPath, "--out", None, "run folder (default: $IQA_HOME/runs/<name>)"),
-    ("name", OptionalStr, "--name", None, "run name (default: <method>-<dataset>-<time>)"),
-    (
-        "resume",
-        bool,
-        "--resume",
-        False,
-        "continue a stopped run (--name/--out, else the newest unfinished one for --data)",
-    ),
-    ("tiny", bool, "--tiny", False, "CPU-test-sized network and views (no pretrained weights)"),
-    (
-        "sweep",
-        OptionalStr,
-        "--sweep",
-        None,
-        "an option to train at several values (--sweep-values), e.g. borda_weights",
-    ),
-    (
-        "sweep_values",
-        OptionalStr,
-        "--sweep-values",
-        None,
-        "comma-separated values of --sweep (one value fills a per-round option)",
-    ),
-    (
-        "repeats",
-        OptionalInt,
-        "--repeats",
-        None,
-        "train each setting N times (seeds seed..seed+N-1); report each and the mean",
-    ),
-    ("json_output", bool, "--json", False, "print the results as JSON"),
-    (
-        "print_config",
-        bool,
-        "--print-config",
-        False,
-        "print the resolved configuration (every option, the data file, device, precision) and exit without "
-        "creating a run",
-    ),
-)
-RESERVED = {name for name, *_ in _COMMON}  # no method or engine option may take these names
+    data: str | None = field(default=None, metadata={"help": "prepared dataset name (e.g. livew) or cache file"})
+    split: str | None = field(
+        default=None, metadata={"help": "a split of the cache (default: its first) or 'all' (every split; median)"}
+    )
+    config: Path | None = field(default=None, metadata={"help": "TOML file of option values (flags override it)"})
+    out: Path | None = field(default=None, metadata={"help": "run folder (default: $IQA_HOME/runs/<name>)"})
+    name: str | None = field(default=None, metadata={"help": "run name (default: <method>-<dataset>-<time>)"})
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "continue a stopped run (--name/--out, else the newest unfinished one for --data)",
+            "flag": "--resume",
+        },
+    )
+    tiny: bool = field(
+        default=False, metadata={"help": "CPU-test-sized network and views (no pretrained weights)", "flag": "--tiny"}
+    )
+    sweep: str | None = field(
+        default=None, metadata={"help": "an option to train at several values (--sweep-values), e.g. borda_weights"}
+    )
+    sweep_values: str | None = field(
+        default=None, metadata={"help": "comma-separated values of --sweep (one value fills a per-round option)"}
+    )
+    repeats: int | None = field(
+        default=None, metadata={"help": "train each setting N times (seeds seed..seed+N-1); report each and the mean"}
+    )
+    json_output: bool = field(default=False, metadata={"help": "print the results as JSON", "flag": "--json"})
+    print_config: bool = field(
+        default=False,
+        metadata={
+            "help": "print the resolved configuration (every option, the data file, device, precision) and exit "
+            "without creating a run",
+            "flag": "--print-config",
+        },
+    )
 
 
-def _common_parameters() -> list[inspect.Parameter]:
-    return [
-        inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=typer.Option(default, flag, help=help_text)
-        )
-        for name, kind, flag, default, help_text in _COMMON
-    ]
+RESERVED = {f.name for f in fields(CommonTrainOptions)}  # no method or engine option may take these names
 
 
 def make_train_command(method: str) -> Callable[..., None]:
@@ -163,7 +154,7 @@ def make_train_command(method: str) -> Callable[..., None]:
     engine_names = [f.name for f in fields(EngineConfig)]
     param_names = [f.name for f in fields(recipe.Params)]
     parameters = (
-        _common_parameters()
+        dataclass_options(CommonTrainOptions, CommonTrainOptions(), reserved=set(), show_defaults=False)
         + dataclass_options(EngineConfig, EngineConfig())
         + dataclass_options(recipe.Params, recipe.Params())
     )
@@ -182,7 +173,7 @@ def make_train_command(method: str) -> Callable[..., None]:
             tiny=kwargs["tiny"] or None,
             out=kwargs["out"],
             name=kwargs["name"],
-            resume=kwargs["resume"],
+            resume=bool(kwargs["resume"]),
         )
         if kwargs["print_config"]:
             from iqa_cli.train.config import config_text

@@ -40,8 +40,8 @@ complete) and streams images, so memory does not grow with the dataset.
 
 API
 ---
-``build_cache(spec, root, out, *, records=None, fmt=None, resize=None, workers=None, skip_bad=False,
-splits=10, split_seed=0, test_fraction=0.2, progress=None) -> CacheSummary``
+``build_cache(spec, root, out, options=CacheOptions(fmt=None, resize=None, workers=None, skip_bad=False,
+splits=10, split_seed=0, test_fraction=0.2, ...), *, records=None, progress=None) -> CacheSummary``
 
 ``open_cache(path) -> Cache``, with ``len(cache)``, ``cache.images`` (array-like), ``cache.sizes``,
 ``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.distributions`` (or None), ``.attrs`` (dict),
@@ -58,12 +58,13 @@ from __future__ import annotations
 
 from iqa_cli.data.cache_format import FORMAT_VERSION, FORMATS
 from iqa_cli.data.cache_read import Cache, describe_cache, load_all_images, open_cache, split_members
-from iqa_cli.data.cache_write import CacheSummary, build_cache
+from iqa_cli.data.cache_write import CacheOptions, CacheSummary, build_cache
 
 __all__ = [
     "FORMAT_VERSION",
     "FORMATS",
     "Cache",
+    "CacheOptions",
     "CacheSummary",
     "build_cache",
     "describe_cache",

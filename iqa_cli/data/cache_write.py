@@ -425,37 +425,51 @@ def _attrs(
     }
 
 
+@dataclass(frozen=True)
+class CacheOptions:
+    """How `build_cache` packs a dataset (the `iqa prepare` options).
+
+    fmt:       'h5' | 'npz' | None (from the suffix of the output, else h5).
+    resize:    a policy or its string ('244x244', 'short:512', 'none'); None = the dataset's default.
+    workers:   decoding processes (None = all cores; <= 1 decodes in this process).
+    skip_bad:  skip missing/unreadable images (recorded in the cache) instead of failing on the first.
+    splits:    number of seeded random train/test splits (0 = none); split k uses split_seed + k.
+    allow_out_of_range: keep scores outside the dataset's declared bounds (an error by default).
+    allow_padding: write a cache that zero padding makes many times larger than its images (refused by
+               default, with the size options that avoid it).
+    """
+
+    fmt: str | None = None
+    resize: str | ResizePolicy | None = None
+    workers: int | None = None
+    skip_bad: bool = False
+    splits: int = 10
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    allow_out_of_range: bool = False
+    allow_padding: bool = False
+
+
 def build_cache(
     spec: DatasetSpec,
     root: Path | None,
     out: Path,
+    options: CacheOptions | None = None,
     *,
     records: Sequence[Record] | None = None,
-    fmt: str | None = None,
-    resize: str | ResizePolicy | None = None,
-    workers: int | None = None,
-    skip_bad: bool = False,
-    splits: int = 10,
-    split_seed: int = 0,
-    test_fraction: float = 0.2,
     progress: Progress | None = None,
-    allow_out_of_range: bool = False,
-    allow_padding: bool = False,
 ) -> CacheSummary:
     """Pack a dataset into a cache file at `out` (written atomically) and describe what was written.
 
     spec:      the dataset (scores' meaning, default resize, reference_disjoint, parser).
     root:      the dataset folder given to `spec.parse` (recorded as `source_root`).
+    options:   how (`CacheOptions`; default: its defaults).
     records:   already-parsed records; when given, `spec.parse` is not called.
-    fmt:       'h5' | 'npz' | None (from the suffix of `out`, else h5).
-    resize:    a policy or its string ('244x244', 'short:512', 'none'); None = spec.default_resize.
-    workers:   decoding processes (None = all cores; <= 1 decodes in this process).
-    skip_bad:  skip missing/unreadable images (recorded in the cache) instead of failing on the first.
-    splits:    number of seeded random train/test splits (0 = none); split k uses split_seed + k.
-    allow_out_of_range: keep scores outside `spec.score_bounds` (an error by default).
-    allow_padding: write a cache that zero padding makes many times larger than its images (refused by
-               default, with the size options that avoid it).
     """
+    options = options or CacheOptions()
+    fmt, resize, workers, skip_bad = options.fmt, options.resize, options.workers, options.skip_bad
+    splits, split_seed, test_fraction = options.splits, options.split_seed, options.test_fraction
+    allow_out_of_range, allow_padding = options.allow_out_of_range, options.allow_padding
     started = time.monotonic()
     progress = progress or NullProgress()
     out = Path(out)

@@ -385,35 +385,14 @@ def _lock(out: Path) -> FileLock:
     return lock
 
 
-def generate_distorted(
-    refs: Sequence[Reference | str | Path],
-    out: str | Path,
-    *,
-    types: Sequence[int] | None = None,
-    levels: Sequence[int] | None = None,
-    seed: int = 0,
-    per_ref: int | None = None,
-    workers: int | None = None,
-    resume: bool = False,
-    shard: tuple[int, int] | str | None = None,
-    size: tuple[int, int] | str | None = None,
-    splits: int = DEFAULT_SPLITS,
-    split_seed: int = 0,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    source_root: str | Path | None = None,
-    name: str = DATASET_NAME,
-    progress: Progress | None = None,
-    checkpoint_seconds: float = CHECKPOINT_SECONDS,
-    main_count: int = 0,
-    walk_target: int = 0,
-) -> GenerateSummary:
-    """Distort every reference of the shard with the selected types and levels into the cache `out`.
+@dataclass(frozen=True)
+class DistortOptions:
+    """What `generate_distorted` writes (the `iqa prepare distorted` options).
 
-    refs:      the full reference list (`list_references`); ids are positions in it, also under --shard.
     types:     type ids 1..30 (default all); levels: 1..5 (default all).
     per_ref:   draw this many of the selected types per reference (seeded); None = all of them.
     workers:   processes (None = all cores; <= 1 works in this process).
-    resume:    continue the partial run of `out` (same references and settings) instead of starting over.
+    resume:    continue the partial run of the output (same references and settings) instead of starting over.
     shard:     (i, n) or 'i/n': write only the i-th of n contiguous slices of the references.
     size:      (W, H) or 'WxH' every reference is resized to (default 512x384, the KADIS-700k size).
     splits:    reference-disjoint train/test splits to store (split k uses split_seed + k).
@@ -421,6 +400,42 @@ def generate_distorted(
                `main_count` references get every selected type but 27; type 27 walks every reference in
                order until `walk_target` succeed (its five PSNR levels found), as the authors' generator.
     """
+
+    types: Sequence[int] | None = None
+    levels: Sequence[int] | None = None
+    seed: int = 0
+    per_ref: int | None = None
+    workers: int | None = None
+    resume: bool = False
+    shard: tuple[int, int] | str | None = None
+    size: tuple[int, int] | str | None = None
+    splits: int = DEFAULT_SPLITS
+    split_seed: int = 0
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    source_root: str | Path | None = None
+    name: str = DATASET_NAME
+    checkpoint_seconds: float = CHECKPOINT_SECONDS
+    main_count: int = 0
+    walk_target: int = 0
+
+
+def generate_distorted(
+    refs: Sequence[Reference | str | Path],
+    out: str | Path,
+    options: DistortOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> GenerateSummary:
+    """Distort every reference of the shard with the selected types and levels into the cache `out`.
+
+    refs:      the full reference list (`list_references`); ids are positions in it, also under --shard.
+    options:   what to write (`DistortOptions`; default: its defaults).
+    """
+    o = options or DistortOptions()
+    types, levels, seed, per_ref, workers, resume = o.types, o.levels, o.seed, o.per_ref, o.workers, o.resume
+    shard, size, splits, split_seed, test_fraction = o.shard, o.size, o.splits, o.split_seed, o.test_fraction
+    source_root, name, checkpoint_seconds = o.source_root, o.name, o.checkpoint_seconds
+    main_count, walk_target = o.main_count, o.walk_target
     started = time.monotonic()
     progress = progress or NullProgress()
     out = Path(out).expanduser()

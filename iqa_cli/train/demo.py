@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.errors import ConfigError
 from iqa_cli.home import data_dir, home
 from iqa_cli.progress import NullProgress, Progress
@@ -221,7 +222,7 @@ def prepare_demo_cache(
     spec = dataclasses.replace(spec, reference_disjoint=True)
     ref_of = {row["name"]: row["ref"] for row in rows}
     records = [dataclasses.replace(r, ref_id=ref_of[r.name]) for r in spec.parse(folder)]
-    build_cache(spec, folder, out, records=records, workers=1, splits=1, progress=progress)
+    build_cache(spec, folder, out, CacheOptions(workers=1, splits=1), records=records, progress=progress)
     return out
 
 

@@ -324,18 +324,10 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 write_run(root, info)
         try:
             report = _train_splits(
-                recipe,
-                resolved,
-                dataset,
-                cache_path,
-                name,
-                split_names,
-                root,
-                info,
-                dist,
-                device,
-                progress,
-                options.resume,
+                TrainingRun(
+                    recipe, resolved, dataset, cache_path, name, split_names, root, info, dist, device, progress
+                ),
+                resume=options.resume,
             )
             # Every rank is done before any tears the process group down: a rank that exits while
             # another still destroys its group can abort that one (gloo: "terminate called").
@@ -452,20 +444,33 @@ def _local_rank() -> int:
     return env_world()[2]
 
 
-def _train_splits(
-    recipe: Recipe[Any],
-    resolved: ResolvedConfig,
-    dataset: DatasetLike,
-    cache_path: Path,
-    name: str,
-    split_names: list[str],
-    root: Path,
-    info: dict[str, Any],
-    dist: DistContext,
-    device: Any,
-    progress: Progress,
-    resume: bool,
-) -> dict[str, Any] | None:
+@dataclass
+class TrainingRun:
+    """One `iqa train` run as `_train_splits` works through it."""
+
+    recipe: Recipe[Any]
+    resolved: ResolvedConfig
+    dataset: DatasetLike
+    cache_path: Path
+    name: str  # the dataset's name
+    split_names: list[str]
+    root: Path  # the run folder
+    info: dict[str, Any]  # run.json, updated as splits finish
+    dist: DistContext
+    device: Any
+    progress: Progress
+
+
+def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
+    recipe, resolved, dataset, cache_path, name = run.recipe, run.resolved, run.dataset, run.cache_path, run.name
+    split_names, root, info, dist, device, progress = (
+        run.split_names,
+        run.root,
+        run.info,
+        run.dist,
+        run.device,
+        run.progress,
+    )
     engine = resolved.engine
     # Per-dataset choices resolved for this dataset; checkpoints keep the given values (see dataset_params).
     params = recipe.dataset_params(resolved.params, dataset)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from iqa_cli.data.cache import build_cache, open_cache
+from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.errors import DataError
 from tests.adversarial.helpers import digest, error_line, invoke
 from tests.data.fixtures import FIXTURES
@@ -76,7 +77,7 @@ def _cache(tmp_path):
     from iqa_cli.data.datasets.custom import make_spec
 
     out = tmp_path / "mine.h5"
-    build_cache(make_spec("mine", csv_path, root=root), root, out, workers=1, splits=2, test_fraction=0.5)
+    build_cache(make_spec("mine", csv_path, root=root), root, out, CacheOptions(workers=1, splits=2, test_fraction=0.5))
     return out
 
 

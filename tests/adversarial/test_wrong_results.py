@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.home import data_dir
 from iqa_cli.locks import hold
 from tests.adversarial.helpers import digest, error_line, invoke
@@ -63,8 +64,13 @@ def test_eval_on_a_re_prepared_cache_refuses_the_changed_split(cache, tmp_path):
     from iqa_cli.data.datasets.custom import make_spec
 
     spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
-    build_cache(spec, tmp_path / "mini", data_dir() / "mini.h5", workers=1, splits=2, split_seed=3,
-                test_fraction=0.25)  # fmt: skip  # the same images, other splits
+    # the same images, other splits
+    build_cache(
+        spec,
+        tmp_path / "mini",
+        data_dir() / "mini.h5",
+        CacheOptions(workers=1, splits=2, split_seed=3, test_fraction=0.25),
+    )
     line = error_line(invoke("eval", "vtiqa", "--data", "mini"))
     assert "split random_0 of this cache holds other images" in line and "recorded" in line
     run = json.loads((data_dir().parent / "runs" / "older" / "run.json").read_text())
@@ -130,8 +136,12 @@ def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
     run["status"] = run["splits"]["random_0"]["status"] = "interrupted"
     (out / "run.json").write_text(json.dumps(run))
     spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
-    build_cache(spec, tmp_path / "mini", data_dir() / "mini.h5", workers=1, splits=2, split_seed=7,
-                test_fraction=0.25)  # fmt: skip
+    build_cache(
+        spec,
+        tmp_path / "mini",
+        data_dir() / "mini.h5",
+        CacheOptions(workers=1, splits=2, split_seed=7, test_fraction=0.25),
+    )
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out)))
     assert "now holds other images than this run trained on" in line
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # not marked failed

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iqa_cli.cli.main import app
-from iqa_cli.distort.generate import generate_distorted
+from iqa_cli.distort.generate import DistortOptions, generate_distorted
 from iqa_cli.distort.refs import list_references
 from iqa_cli.home import data_dir
 from iqa_cli.models.checkpoint import read_state_dict
@@ -110,7 +110,9 @@ def test_dpm_under_two_gloo_ranks_keeps_one_model(tmp_path):
     """BatchNorm statistics are per rank after an epoch's last step; every rank must evaluate rank 0's."""
     refs = write_reference_folder(tmp_path / "refs", count=4, size=(128, 96))
     kadis = tmp_path / "kadis.h5"
-    generate_distorted(list_references(refs), kadis, types=[11], levels=[4, 5], size=(128, 96), workers=1)
+    generate_distorted(
+        list_references(refs), kadis, DistortOptions(types=[11], levels=[4, 5], size=(128, 96), workers=1)
+    )
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vipnet-dpm", *CPU]
     command += ["--data", str(kadis), "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "ddp"), "--json"]

@@ -13,6 +13,7 @@ import pytest
 
 from iqa_cli.data.authors_splits import ImageList, index_file_split, protocol_split
 from iqa_cli.data.cache import build_cache, open_cache
+from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.data.datasets import get_dataset
 from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.errors import DataError
@@ -22,7 +23,7 @@ from tests.data.fixtures import FIXTURES
 def _cache(tmp_path, dataset: str, **fixture_options):
     expected = FIXTURES[dataset](tmp_path / "root", **fixture_options)
     out = tmp_path / f"{dataset}.h5"
-    build_cache(get_dataset(dataset), expected.root, out, workers=1, splits=3)
+    build_cache(get_dataset(dataset), expected.root, out, CacheOptions(workers=1, splits=3))
     return open_cache(out), expected
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from iqa_cli.data import cache_write
 from iqa_cli.data.cache import build_cache, describe_cache, load_all_images, open_cache
+from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.data.datasets.custom import make_spec
 from iqa_cli.data.decode import decode_image
 from iqa_cli.data.records import DatasetSpec, Record
@@ -34,7 +35,8 @@ def _spec(folder, **kwargs):
 
 def _build(folder, out, **kwargs):
     kwargs.setdefault("workers", 1)
-    return build_cache(_spec(folder), folder[0], out, **kwargs)
+    rest = {k: kwargs.pop(k) for k in ("records", "progress") if k in kwargs}
+    return build_cache(_spec(folder), folder[0], out, CacheOptions(**kwargs), **rest)
 
 
 def _leftovers(directory):
@@ -130,7 +132,7 @@ def test_reference_ids_and_official_split_from_records(tmp_path):
         reference_disjoint=True,
     )
     out = tmp_path / "syn.npz"
-    summary = build_cache(spec, tmp_path, out, records=records, workers=1, splits=4)
+    summary = build_cache(spec, tmp_path, out, CacheOptions(workers=1, splits=4), records=records)
     assert summary.splits["official"] == {"train": 10, "val": 5, "test": 5}
     with open_cache(out) as cache:
         assert cache.ref_ids.tolist() == [i // 4 for i in range(20)]
@@ -152,7 +154,7 @@ def test_rating_distributions_are_stored_when_given(tmp_path, fmt):
     ]
     spec = DatasetSpec("rated", "rated", lambda root: records, "MOS", (1.0, 5.0), False, "none")
     out = tmp_path / f"rated.{fmt}"
-    build_cache(spec, tmp_path, out, records=records, workers=1, splits=1)
+    build_cache(spec, tmp_path, out, CacheOptions(workers=1, splits=1), records=records)
     with open_cache(out) as cache:
         stored = cache.distributions
         assert stored.dtype == np.float32 and stored.shape == (4, 5)
@@ -160,12 +162,14 @@ def test_rating_distributions_are_stored_when_given(tmp_path, fmt):
         assert np.allclose(stored[[0, 2, 3]], np.asarray([shares[0], shares[2], shares[3]], np.float32))
         assert describe_cache(cache)["distributions"] == 5
     plain = tmp_path / f"plain.{fmt}"  # no image has one: no array, read as None (as every older cache)
-    build_cache(spec, tmp_path, plain, records=[Record(r.path, r.name, r.score) for r in records], workers=1)
+    build_cache(
+        spec, tmp_path, plain, CacheOptions(workers=1), records=[Record(r.path, r.name, r.score) for r in records]
+    )
     with open_cache(plain) as cache:
         assert cache.distributions is None and describe_cache(cache)["distributions"] is None
     mixed = [*records[:1], Record(paths[1], "img/1.png", 3.0, distribution=(0.5, 0.5))]
     with pytest.raises(DataError, match=r"different numbers of categories \(\[2, 5\]\)"):
-        build_cache(spec, tmp_path, tmp_path / f"mixed.{fmt}", records=mixed, workers=1)
+        build_cache(spec, tmp_path, tmp_path / f"mixed.{fmt}", CacheOptions(workers=1), records=mixed)
 
 
 def test_damaged_distributions_are_refused(tmp_path):
@@ -173,7 +177,7 @@ def test_damaged_distributions_are_refused(tmp_path):
     records = [Record(path=p, name=f"img/{p.name}", score=3.0, distribution=(0.5, 0.5)) for p in paths]
     spec = DatasetSpec("rated", "rated", lambda root: records, "MOS", (1.0, 5.0), False, "none")
     out = tmp_path / "rated.h5"
-    build_cache(spec, tmp_path, out, records=records, workers=1, splits=0)
+    build_cache(spec, tmp_path, out, CacheOptions(workers=1, splits=0), records=records)
     with h5py.File(out, "a") as f:
         del f["distributions"]
         f["distributions"] = np.zeros((2, 5), np.float32)
@@ -327,7 +331,7 @@ def test_nothing_left_to_pack(tmp_path):
         truncate(root / item.name, 0.3)
     spec = make_spec("x", csv_path, root=root)
     with pytest.raises(DataError, match="no readable images"):
-        build_cache(spec, root, tmp_path / "x.h5", workers=1, skip_bad=True, splits=0)
+        build_cache(spec, root, tmp_path / "x.h5", CacheOptions(workers=1, skip_bad=True, splits=0))
     assert not (tmp_path / "x.h5").exists()
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from iqa_cli.data.cache_read import open_cache
-from iqa_cli.data.cache_write import build_cache
+from iqa_cli.data.cache_write import CacheOptions, build_cache
 from iqa_cli.data.datasets import get_dataset
 from iqa_cli.data.resize import parse_policy
 from tests.data.fixtures import FIXTURES
@@ -32,7 +32,7 @@ def _check_metadata(cache, expected) -> None:
 def test_cache_keeps_original_pixels_and_scores(dataset, tmp_path):
     expected = FIXTURES[dataset](tmp_path / "src")
     out = tmp_path / f"{dataset}.h5"
-    summary = build_cache(get_dataset(dataset), expected.root, out, resize="none", workers=1, splits=3)
+    summary = build_cache(get_dataset(dataset), expected.root, out, CacheOptions(resize="none", workers=1, splits=3))
     assert summary.count == len(expected.records) and not summary.skipped
     with open_cache(out) as cache:
         _check_metadata(cache, expected)
@@ -57,7 +57,7 @@ def test_cache_default_resize_policy(dataset, tmp_path):
     spec = get_dataset(dataset)
     policy = parse_policy(spec.default_resize)
     out = tmp_path / f"{dataset}.npz"
-    build_cache(spec, expected.root, out, workers=1, splits=1)
+    build_cache(spec, expected.root, out, CacheOptions(workers=1, splits=1))
     with open_cache(out) as cache:
         _check_metadata(cache, expected)
         assert cache.attrs["resize"] == spec.default_resize
@@ -78,7 +78,9 @@ def test_skip_bad_drops_missing_images(tmp_path):
     expected = FIXTURES["tid2013"](tmp_path / "src")
     gone = expected.names[4]
     expected.path(gone).unlink()
-    summary = build_cache(get_dataset("tid2013"), expected.root, tmp_path / "t.h5", workers=1, skip_bad=True)
+    summary = build_cache(
+        get_dataset("tid2013"), expected.root, tmp_path / "t.h5", CacheOptions(workers=1, skip_bad=True)
+    )
     assert [name for name, _ in summary.skipped] == ["distorted_images/i02_01_1.bmp"]
     with open_cache(tmp_path / "t.h5") as cache:
         assert cache.names == [n for n in expected.names if n != gone]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from iqa_cli.data.cache import open_cache
 from iqa_cli.distort import store
-from iqa_cli.distort.generate import generate_distorted, load_reference
+from iqa_cli.distort.generate import DistortOptions, generate_distorted, load_reference
 from iqa_cli.distort.merge import merge_parts
 from iqa_cli.distort.preview import preview_layout, write_preview
 from iqa_cli.distort.refs import KADIS_CSV, list_references, shard_range
@@ -23,6 +23,13 @@ from tests.distort.images import write_reference_folder
 
 SIZE = (80, 64)
 TYPES_USED = [1, 10, 11, 23, 27]  # blur, codec, random noise, random patches, and 27 (skipped on tiny refs)
+
+
+def generate(refs, out, progress=None, **options):
+    """`generate_distorted` with its options as keywords."""
+    return generate_distorted(refs, out, DistortOptions(**options), progress=progress)
+
+
 OPTIONS = {"types": TYPES_USED, "seed": 3, "size": SIZE, "splits": 1, "test_fraction": 0.25}
 
 
@@ -34,7 +41,7 @@ def refs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_run(refs, tmp_path_factory):
     out = tmp_path_factory.mktemp("single") / "set.h5"
-    summary = generate_distorted(refs, out, workers=1, **OPTIONS)
+    summary = generate(refs, out, workers=1, **OPTIONS)
     return out, summary
 
 
@@ -118,7 +125,7 @@ class StopAfter:
 def test_resume_after_an_interruption_gives_the_same_file(refs, single_run, tmp_path):
     out = tmp_path / "resumed.h5"
     with pytest.raises(KeyboardInterrupt):
-        generate_distorted(refs, out, workers=1, progress=StopAfter(60), checkpoint_seconds=0.0, **OPTIONS)
+        generate(refs, out, workers=1, progress=StopAfter(60), checkpoint_seconds=0.0, **OPTIONS)
     assert not out.exists()
     partial, sidecar = store.partial_path(out), store.progress_path(out)
     assert partial.is_file() and sidecar.is_file()
@@ -128,9 +135,9 @@ def test_resume_after_an_interruption_gives_the_same_file(refs, single_run, tmp_
     assert 1 <= state["references_done"] < len(refs)
 
     with pytest.raises(ConfigError, match="other settings"):
-        generate_distorted(refs, out, workers=1, resume=True, **{**OPTIONS, "seed": 4})
+        generate(refs, out, workers=1, resume=True, **{**OPTIONS, "seed": 4})
 
-    summary = generate_distorted(refs, out, workers=1, resume=True, **OPTIONS)
+    summary = generate(refs, out, workers=1, resume=True, **OPTIONS)
     assert summary.resumed_references == state["references_done"]
     assert summary.generated < summary.count
     assert not partial.exists() and not sidecar.exists()
@@ -138,19 +145,19 @@ def test_resume_after_an_interruption_gives_the_same_file(refs, single_run, tmp_
 
     # resuming a finished run (a cluster job started again) does nothing
     mtime = out.stat().st_mtime_ns
-    again = generate_distorted(refs, out, workers=1, resume=True, **OPTIONS)
+    again = generate(refs, out, workers=1, resume=True, **OPTIONS)
     assert again.generated == 0 and again.count == summary.count and out.stat().st_mtime_ns == mtime
 
 
 def test_shards_merged_equal_one_parallel_run(refs, single_run, tmp_path):
     parallel = tmp_path / "parallel.h5"
-    generate_distorted(refs, parallel, workers=2, **OPTIONS)
+    generate(refs, parallel, workers=2, **OPTIONS)
     assert_same_cache(parallel, single_run[0])
 
     parts = []
     for index in (3, 1, 2):
         part = tmp_path / f"part{index}.h5"
-        summary = generate_distorted(refs, part, workers=1, shard=(index, 3), **OPTIONS)
+        summary = generate(refs, part, workers=1, shard=(index, 3), **OPTIONS)
         assert summary.reference_range == shard_range(len(refs), (index, 3))
         parts.append(part)
     merged = tmp_path / "merged.h5"
@@ -159,17 +166,17 @@ def test_shards_merged_equal_one_parallel_run(refs, single_run, tmp_path):
     assert_same_cache(merged, single_run[0])
 
     with pytest.raises(DataError, match="overlap"):
-        generate_distorted(refs, tmp_path / "again.h5", workers=1, shard=(1, 2), **OPTIONS)
+        generate(refs, tmp_path / "again.h5", workers=1, shard=(1, 2), **OPTIONS)
         merge_parts([parts[1], tmp_path / "again.h5"], tmp_path / "bad.h5")
     other = tmp_path / "other.h5"
-    generate_distorted(refs, other, workers=1, shard=(1, 3), **{**OPTIONS, "seed": 9})
+    generate(refs, other, workers=1, shard=(1, 3), **{**OPTIONS, "seed": 9})
     with pytest.raises(DataError, match="distortion_seed"):
         merge_parts([other, parts[2]], tmp_path / "bad.h5")
 
 
 def test_per_ref_draws_that_many_types(refs, tmp_path):
     out = tmp_path / "sampled.h5"
-    generate_distorted(refs, out, workers=1, per_ref=2, levels=[1, 5], **{**OPTIONS, "types": [1, 10, 11, 23]})
+    generate(refs, out, workers=1, per_ref=2, levels=[1, 5], **{**OPTIONS, "types": [1, 10, 11, 23]})
     with open_cache(out) as cache, h5py.File(out, "r") as handle:
         types = np.asarray(handle["dist_type"][()])
         levels = np.asarray(handle["level"][()])
@@ -181,15 +188,15 @@ def test_per_ref_draws_that_many_types(refs, tmp_path):
 
 def test_argument_errors(refs, tmp_path):
     with pytest.raises(ConfigError, match="HDF5"):
-        generate_distorted(refs, tmp_path / "x.npz", **OPTIONS)
+        generate(refs, tmp_path / "x.npz", **OPTIONS)
     with pytest.raises(ConfigError, match="too small"):
-        generate_distorted(refs, tmp_path / "x.h5", **{**OPTIONS, "size": (32, 32)})
+        generate(refs, tmp_path / "x.h5", **{**OPTIONS, "size": (32, 32)})
     with pytest.raises(ConfigError, match="shard"):
-        generate_distorted(refs, tmp_path / "x.h5", shard="0/2", **OPTIONS)
+        generate(refs, tmp_path / "x.h5", shard="0/2", **OPTIONS)
     with pytest.raises(ConfigError, match="no references"):
-        generate_distorted(refs, tmp_path / "x.h5", shard=(5, 8), **OPTIONS)
+        generate(refs, tmp_path / "x.h5", shard=(5, 8), **OPTIONS)
     with pytest.raises(ConfigError, match="per-ref"):
-        generate_distorted(refs, tmp_path / "x.h5", per_ref=9, **OPTIONS)
+        generate(refs, tmp_path / "x.h5", per_ref=9, **OPTIONS)
     assert not list(tmp_path.iterdir())
 
 
@@ -250,9 +257,8 @@ def test_read_labels(single_run, tmp_path):
 
 _CRASH = """
 import os, sys
-from iqa_cli.distort.generate import generate_distorted
 from iqa_cli.distort.refs import list_references
-from tests.distort.test_generate import OPTIONS
+from tests.distort.test_generate import OPTIONS, generate
 
 class Crash:
     done = 0
@@ -264,8 +270,8 @@ class Crash:
         if Crash.done >= 60:
             os._exit(9)  # like kill -9: no cleanup, the HDF5 file is never closed
 
-generate_distorted(list_references(sys.argv[1]), sys.argv[2], workers=1, progress=Crash(),
-                   checkpoint_seconds=0.0, **OPTIONS)
+generate(list_references(sys.argv[1]), sys.argv[2], workers=1, progress=Crash(), checkpoint_seconds=0.0,
+         **OPTIONS)
 """
 
 
@@ -280,7 +286,7 @@ def test_resume_after_a_hard_crash(refs, single_run, tmp_path):
     done = subprocess.run([sys.executable, "-c", _CRASH, str(folder), str(out)], cwd=root, timeout=120)
     assert done.returncode == 9
     assert not out.exists() and store.partial_path(out).is_file()
-    summary = generate_distorted(refs, out, workers=1, resume=True, **OPTIONS)
+    summary = generate(refs, out, workers=1, resume=True, **OPTIONS)
     assert summary.resumed_references >= 1
     assert_same_cache(out, single_run[0])
 
@@ -319,7 +325,7 @@ def test_refs_lists_walk_type_27_until_the_target_succeeds(tmp_path, workers):
     references, main_count = authors_reference_lists(root, main, walk)
     assert main_count == 2 and [r.name for r in references][:3] == ["scene_a", "noise_b", "noise_c"]
     out = tmp_path / "set.h5"
-    summary = generate_distorted(
+    summary = generate(
         references, out, types=[1, 27], levels=[2, 3], size=(256, 192), workers=workers, main_count=main_count,
         walk_target=2, splits=0,
     )  # fmt: skip
@@ -351,7 +357,7 @@ def test_refs_lists_are_checked(tmp_path):
     main.write_text("img_ref\nscene_a.png\nnoise_b.png\n")
     refs, count = authors_reference_lists(root, main)
     with pytest.raises(ConfigError, match="run it unsharded"):
-        generate_distorted(refs, tmp_path / "x.h5", types=[27], shard="1/2", main_count=count, walk_target=1)
+        generate(refs, tmp_path / "x.h5", types=[27], shard="1/2", main_count=count, walk_target=1)
 
 
 def test_the_authors_published_lists_read_as_their_generator_needs():

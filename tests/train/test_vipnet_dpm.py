@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from iqa_cli.data.cache import open_cache
-from iqa_cli.distort.generate import generate_distorted
+from iqa_cli.distort.generate import DistortOptions, generate_distorted
 from iqa_cli.distort.refs import list_references
 from iqa_cli.errors import DataError
 from iqa_cli.train.recipes import get_recipe
@@ -37,10 +37,8 @@ def distorted(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dpm")
     refs = write_reference_folder(root / "refs", count=24, size=(128, 96))
     out = root / "kadis.h5"
-    generate_distorted(
-        list_references(refs), out, types=[1, 11, 16, 17], levels=[4, 5], size=(128, 96), workers=1,
-        test_fraction=0.25,
-    )  # fmt: skip
+    options = DistortOptions(types=[1, 11, 16, 17], levels=[4, 5], size=(128, 96), workers=1, test_fraction=0.25)
+    generate_distorted(list_references(refs), out, options)
     return out
 
 
