@@ -66,6 +66,18 @@ class EsnthereParams(PlateauParams):
     )
 
 
+def regression_loss(kind: Loss, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The `--loss` of a score regression: mean L1, MSE or smooth L1 of (B,) predictions in float32."""
+    import torch.nn.functional as F
+
+    pred = pred.reshape(-1).float()
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    return F.l1_loss(pred, target)
+
+
 def check_phases(name: str, phases: Phases | None) -> None:
     """A phase list starts at epoch 0 and is sorted by epoch (None: the method fills it in)."""
     if phases is not None and (not phases or phases[0][0] != 0 or list(phases) != sorted(phases)):

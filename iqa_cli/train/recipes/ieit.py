@@ -76,6 +76,7 @@ from iqa_cli.train.recipes.esnthere import (
     check_protocol,
     esnthere_optimizer,
     esnthere_schedule,
+    regression_loss,
 )
 from iqa_cli.train.schedule import PhasePlateau
 
@@ -357,15 +358,7 @@ class IEITRecipe(Recipe[IEITParams]):
         return values
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, params: IEITParams) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        pred = pred.reshape(-1).float()
-        kind = params.loss or STAGE_LOSS[params.stage]
-        if kind == "mse":
-            return F.mse_loss(pred, target)
-        if kind == "smooth_l1":
-            return F.smooth_l1_loss(pred, target)
-        return F.l1_loss(pred, target)
+        return regression_loss(params.loss or STAGE_LOSS[params.stage], pred, target)
 
     def training_loss(self, module: nn.Module, batch: TrainBatch, params: IEITParams) -> torch.Tensor:
         x_original, x_enhanced = batch.layout(self.train_inputs(batch.views, batch.seed, params))

@@ -35,6 +35,7 @@ from iqa_cli.train.recipes.esnthere import (
     check_protocol,
     esnthere_optimizer,
     esnthere_schedule,
+    regression_loss,
 )
 from iqa_cli.train.schedule import PhasePlateau
 
@@ -246,14 +247,7 @@ class VTIQARecipe(Recipe[VTIQAParams]):
     # ------------------------------------------------------------------------------ optimisation
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, params: VTIQAParams) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        pred = pred.reshape(-1).float()
-        if params.loss == "mse":
-            return F.mse_loss(pred, target)
-        if params.loss == "smooth_l1":
-            return F.smooth_l1_loss(pred, target)
-        return F.l1_loss(pred, target)
+        return regression_loss(params.loss, pred, target)
 
     def configure_epoch(self, model: nn.Module, epoch: int, params: VTIQAParams) -> None:
         model.requires_grad_(True)
