@@ -100,6 +100,8 @@ if TYPE_CHECKING:
 
 NUM_BINS = 5
 ResizeMode = Literal["faithful", "fixed"]
+# train_kd_semi.py's --network values (the pairs of `iqa_cli.models.ssliqa.PAIRS`, in its order; tested)
+Network = Literal["tres", "alexnet", "inceptionresv2", "googlenet"]
 Branch = Literal["student", "teacher"]
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
@@ -140,7 +142,7 @@ class SSLIQAParams(BaseParams):
         default=10, metadata={"help": "length of the sigmoid ramp of the consistency weight (epochs)"}
     )
     relation_weight: float = field(default=100.0, metadata={"help": "weight of the RKD-angle relation loss"})
-    network: str = field(
+    network: Network = field(
         default="tres",
         metadata={
             "help": "student + teacher pair, train_kd_semi.py --network: tres (AlexNet + TReS, the authors' default), "
@@ -388,10 +390,6 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
             raise ConfigError(
                 f"crop_size {params.crop_size} is larger than the {params.resize_long}x{params.resize_short} resize"
             )
-        from iqa_cli.models.ssliqa import PAIRS  # train_kd_semi.py's --network values
-
-        if params.network not in PAIRS:
-            raise ConfigError(f"network must be one of {', '.join(PAIRS)}, got '{params.network}'")
         if params.network == "tres" and params.crop_size % 32:
             raise ConfigError(
                 f"crop_size {params.crop_size}: the TReS teacher needs a multiple of 32 (224 as the authors)"

@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from iqa_cli.train.data import DatasetLike, SplitParts
 
 DpmView = Literal["auto", "crop", "resize"]
+Cpm = Literal["resnet18", "resnet34", "resnet50"]  # configs.py --cpm (`iqa_cli.models.vipnet.CPM_ARCHS`; tested)
 BnMode = Literal["train", "eval"]
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 # Datasets whose YCbCr view the authors' loaders build from the whole image (`img_crop=False`).
@@ -105,7 +106,7 @@ class VIPNetParams(BaseParams):
             "botnet_model_best.pth.tar, a weights-store name, or none (random init)"
         },
     )
-    cpm: str = field(
+    cpm: Cpm = field(
         default="resnet50",
         metadata={"help": "content branch backbone (configs.py --cpm): resnet18, resnet34 or resnet50"},
     )
@@ -302,14 +303,8 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
     eval_params = ("test_patch_num", "test_seed", "test_flip", "dpm_view", "canvas")
 
     def check_params(self, params: VIPNetParams) -> None:
-        from iqa_cli.models.vipnet import CPM_ARCHS  # configs.py --cpm
-
-        for name, value, allowed in (
-            ("label_scale", params.label_scale, tuple(LABEL_SCALES)),
-            ("cpm", params.cpm, tuple(CPM_ARCHS)),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
+        if params.label_scale not in LABEL_SCALES:
+            raise ConfigError(f"label_scale must be one of {', '.join(LABEL_SCALES)}, got '{params.label_scale}'")
         if len(params.resolution) != 2 or any(v < 32 or v % 32 for v in params.resolution):
             raise ConfigError(f"resolution must be two multiples of 32 (H,W), got {params.resolution}")
         if len(params.canvas) != 2 or any(c < r for c, r in zip(params.canvas, params.resolution, strict=True)):
