@@ -9,6 +9,8 @@ with `skip_bad=True`; it never takes the rest of the batch down.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.precision import Precision, amp_dtype, autocast
 from iqa_cli.train.recipes import get_recipe
-from iqa_cli.train.weights import LoadedModel, load_trained
+from iqa_cli.train.weights import LoadedModel, build_trained, read_trained
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
@@ -112,22 +114,27 @@ def _usable(
         yield path, image, size
 
 
-def score_arrays(
+def make_views(recipe: Any, params: Any, arrays: list[np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """The method's stored views of uint8 H x W x 3 RGB arrays, made on `device` (one batch)."""
+    # Decoded arrays may be read-only views of PIL buffers; torch wants writable memory.
+    images = [torch.from_numpy(np.require(a, requirements="W")).to(device).permute(2, 0, 1) for a in arrays]
+    with torch.no_grad():  # not inference mode: a method whose test time back-propagates uses them
+        return recipe.stored_views(images, params)
+
+
+def score_views(
     recipe: Any,
     loaded: LoadedModel,
-    arrays: list[np.ndarray],
+    views: dict[str, torch.Tensor],
     device: torch.device,
     dtype: Precision,
     *,
     names: list[Any] | None = None,
 ) -> np.ndarray:
-    """Scores (float64, the training scale) of uint8 H x W x 3 RGB arrays with the method's test-time
-    protocol, in one batch: views made on the device, non-finite predictions refused."""
+    """Scores (float64, the training scale) of one batch of stored views with the method's test-time
+    protocol; non-finite predictions are refused."""
     grad = torch.enable_grad if recipe.eval_needs_grad(loaded.params) else torch.inference_mode
-    # Decoded arrays may be read-only views of PIL buffers; torch wants writable memory.
-    images = [torch.from_numpy(np.require(a, requirements="W")).to(device).permute(2, 0, 1) for a in arrays]
     with grad():
-        views = recipe.stored_views(images, loaded.params)
         inputs_ = recipe.eval_inputs(views, loaded.params)
         with autocast(device, dtype):
             scores = recipe.predict_batch(loaded.model, inputs_, loaded.params)
@@ -140,6 +147,92 @@ def score_arrays(
             path=str(loaded.files.get("model", loaded.source)),
         )
     return scores
+
+
+def score_arrays(
+    recipe: Any,
+    loaded: LoadedModel,
+    arrays: list[np.ndarray],
+    device: torch.device,
+    dtype: Precision,
+    *,
+    names: list[Any] | None = None,
+) -> np.ndarray:
+    """Scores (float64, the training scale) of uint8 H x W x 3 RGB arrays with the method's test-time
+    protocol, in one batch: views made on the device, non-finite predictions refused."""
+    views = make_views(recipe, loaded.params, arrays, device)
+    return score_views(recipe, loaded, views, device, dtype, names=names)
+
+
+Batch = list[tuple[Path, np.ndarray, tuple[int, int]]]
+
+
+class _ViewBatches:
+    """(batch, its views), made by a thread from the moment this is created, one batch ahead of the
+    consumer: on the CPU the decode hand-off and the view resizes run on the core torch's forward leaves
+    free (the thread policy keeps one for iqa's own thread) instead of between forwards, and the first
+    batches are ready while the network is still being built. `close()` stops the thread (and the decode
+    processes) when the consumer stops early."""
+
+    def __init__(self, images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any) -> None:
+        self._ready: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._work, args=(images, batch_size, make), name="iqa-predict-views", daemon=True
+        )
+        self._thread.start()
+
+    def _work(self, images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any) -> None:
+        ready, stop = self._ready, self._stop
+        try:
+            batch: Batch = []
+            for item in images:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    if not _put(ready, (batch, make([a for _, a, _ in batch])), stop):
+                        return
+                    batch = []
+            if batch and not _put(ready, (batch, make([a for _, a, _ in batch])), stop):
+                return
+            _put(ready, None, stop)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            _put(ready, exc, stop)
+        finally:
+            close = getattr(images, "close", None)
+            if close is not None:
+                close()  # a consumer that stopped early: the decode processes are shut down here
+
+    def __iter__(self) -> _ViewBatches:
+        return self
+
+    def __next__(self) -> tuple[Batch, dict[str, torch.Tensor]]:
+        if self._done:
+            raise StopIteration
+        item = self._ready.get()
+        if item is None or isinstance(item, BaseException):
+            self._done = True
+            self.close()
+            if item is None:
+                raise StopIteration
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def _put(ready: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Queue `item` unless the consumer has stopped; False when it has."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def predict_files(
@@ -166,31 +259,10 @@ def predict_files(
     progress = progress or NullProgress()
     recipe = get_recipe(method)
     files = expand_inputs(inputs)
-    loaded = load_trained(recipe, weights, variant=variant)
+    spec = read_trained(recipe, weights, variant=variant)
     torch_device = resolve_device(device)
     dtype = amp_dtype(amp, torch_device, evaluation=True)
-    loaded.model.to(torch_device).eval()
-    train_labels = loaded.train_labels
-    report = PredictReport(
-        method=method,
-        weights=str(weights),
-        scale="training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)",
-        native_scale=(f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None),
-    )
-    pending: list[tuple[Path, np.ndarray, tuple[int, int]]] = []
-    progress.start("scoring images", len(files))
-
-    def flush() -> None:
-        scores = score_arrays(
-            recipe, loaded, [a for _, a, _ in pending], torch_device, dtype, names=[p for p, _, _ in pending]
-        )
-        natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
-        for (path, _array, (width, height)), score, native in zip(pending, scores, natives, strict=True):
-            native_score = None if native is None else float(native)
-            report.predictions.append(Prediction(str(path), float(score), native_score, width, height))
-        progress.advance(len(pending))
-        pending.clear()
-
+    skipped: list[tuple[str, str]] = []
     from iqa_cli.data.decode import default_workers
 
     if workers is None:
@@ -200,15 +272,32 @@ def predict_files(
         count = max(1, spare)
     else:
         count = max(1, int(workers))
-    bound = recipe.view_bound(loaded.params)
+    bound = recipe.view_bound(spec.params)
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
-    decoded = _decoded(files, skip_bad, report.skipped, reduce_to=bound, workers=count)
-    for path, image, size in _usable(decoded, skip_bad, report.skipped):
-        pending.append((path, image, size))
-        if len(pending) >= batch_size:
-            flush()
-    if pending:
-        flush()
+    decoded = _usable(_decoded(files, skip_bad, skipped, reduce_to=bound, workers=count), skip_bad, skipped)
+    batches = _ViewBatches(decoded, batch_size, lambda arrays: make_views(recipe, spec.params, arrays, torch_device))
+    try:  # the first batches decode while the network is built
+        loaded = build_trained(recipe, spec)
+        loaded.model.to(torch_device).eval()
+        train_labels = loaded.train_labels
+        native = f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None
+        report = PredictReport(
+            method=method,
+            weights=str(weights),
+            scale="training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)",
+            native_scale=native,
+            skipped=skipped,
+        )
+        progress.start("scoring images", len(files))
+        for batch, views in batches:
+            scores = score_views(recipe, loaded, views, torch_device, dtype, names=[path for path, _, _ in batch])
+            natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
+            for (path, _array, (width, height)), score, value in zip(batch, scores, natives, strict=True):
+                score_native = None if value is None else float(value)
+                report.predictions.append(Prediction(str(path), float(score), score_native, width, height))
+            progress.advance(len(batch))
+    finally:
+        batches.close()
     progress.advance(len(report.skipped))
     progress.finish()
     if not report.predictions:

@@ -55,8 +55,20 @@ def _json(meta: dict[str, str], key: str, default: Any) -> Any:
         return raw
 
 
-def load_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | None = None) -> LoadedModel:
-    """Rebuild and load the network named by `weights` (a file or a weights-store name)."""
+@dataclass
+class TrainedSpec:
+    """What a checkpoint says about the network it holds, read without building it."""
+
+    files: dict[str, Path]
+    meta: dict[str, str]
+    params: BaseParams
+    tiny: bool
+    source: str
+
+
+def read_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | None = None) -> TrainedSpec:
+    """The parameters and metadata of the network named by `weights` (a file or a weights-store name),
+    checked against `recipe`; nothing is built yet (`build_trained` does that)."""
     files = recipe.weight_files(str(weights), variant)
     meta: dict[str, str] = {}
     if "model" in files:
@@ -78,16 +90,25 @@ def load_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | Non
         raise CheckpointError(
             f"checkpoint is for model '{saved_model}', not '{recipe.model_name(params)}'", path=str(weights)
         )
-    tiny = bool(_json(meta, "tiny", False))
-    model = recipe.build_model(params, tiny=tiny, pretrained=False)
-    recipe.load_weights(model, files, params)
+    return TrainedSpec(files, meta, params, bool(_json(meta, "tiny", False)), str(weights))
+
+
+def build_trained(recipe: Recipe[Any], spec: TrainedSpec) -> LoadedModel:
+    """Build the network `spec` describes and load its weights (refusing non-finite ones)."""
+    model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
+    recipe.load_weights(model, spec.files, spec.params)
     bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise CheckpointError(
             f"holds non-finite weights (NaN or infinity) in {', '.join(bad[:5])}: a damaged file",
-            path=str(files.get("model", weights)),
+            path=str(spec.files.get("model", spec.source)),
         )
-    return LoadedModel(model, params, tiny, meta, str(weights), files)
+    return LoadedModel(model, spec.params, spec.tiny, spec.meta, spec.source, spec.files)
+
+
+def load_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | None = None) -> LoadedModel:
+    """Rebuild and load the network named by `weights` (a file or a weights-store name)."""
+    return build_trained(recipe, read_trained(recipe, weights, variant=variant))
 
 
 @dataclass
