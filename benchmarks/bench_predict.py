@@ -2,8 +2,9 @@
 
 * `predict_files` (what `iqa predict` calls: load the checkpoint, decode in worker processes with
   decode-time reduction, make the views on the device in batches, score) on a folder of KonIQ-like
-  1024x768 JPEGs, against the bare forward of the same network on the same views prepared beforehand;
-  non-forward share = 1 - forward / predict. Also the serial decode (`workers=1`) for comparison.
+  1024x768 JPEGs, against the bare forward of the same network on the same views prepared beforehand,
+  at the same torch thread count (every core); non-forward share = 1 - forward / predict. Also the
+  serial decode (`workers=1`) for comparison.
   Interleaved A B C A B C for `--rounds` rounds; median and range.
 * Peak memory (each in its own process, `ru_maxrss`): batches of 16 against one image at a time.
 
@@ -43,9 +44,11 @@ def _checkpoint(path: Path, tiny: bool) -> Path:
 
 
 def _bare_forward(weights: Path, files: list[Path], batch: int) -> float:
-    """Seconds of the network alone on the test inputs of `files`, prepared beforehand."""
+    """Seconds of the network alone on the test inputs of `files`, prepared beforehand, with as many torch
+    threads as `iqa predict` gives its forward (every core iqa may use)."""
     import torch
 
+    from iqa_cli.threads import inference_threads
     from iqa_cli.train.predict import read_image
     from iqa_cli.train.recipes import get_recipe
     from iqa_cli.train.weights import load_trained
@@ -61,10 +64,12 @@ def _bare_forward(weights: Path, files: list[Path], batch: int) -> float:
                 torch.from_numpy(read_image(p, bound).copy()).permute(2, 0, 1) for p in files[start : start + batch]
             ]
             batches.append(recipe.eval_inputs(recipe.stored_views(images, params), params))
-        started = time.perf_counter()
-        for inputs in batches:
-            recipe.predict_batch(model, inputs, params)
-        return time.perf_counter() - started
+        with inference_threads(torch.device("cpu")):
+            recipe.predict_batch(model, batches[0], params)  # warm-up at this thread count
+            started = time.perf_counter()
+            for inputs in batches:
+                recipe.predict_batch(model, inputs, params)
+            return time.perf_counter() - started
 
 
 def _predict(weights: Path, folder: Path, batch: int, workers: int | None) -> float:

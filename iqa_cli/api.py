@@ -135,14 +135,16 @@ class Scorer:
         arrays = self._arrays(images)
         if not arrays:
             raise DataError("no images to score")
+        from iqa_cli.threads import inference_threads
         from iqa_cli.train.predict import score_arrays
 
-        out = np.concatenate(
-            [
-                score_arrays(self.recipe, self.loaded, arrays[i : i + self.batch_size], self.device, self.dtype)
-                for i in range(0, len(arrays), self.batch_size)
-            ]
-        )
+        with inference_threads(self.device):
+            out = np.concatenate(
+                [
+                    score_arrays(self.recipe, self.loaded, arrays[i : i + self.batch_size], self.device, self.dtype)
+                    for i in range(0, len(arrays), self.batch_size)
+                ]
+            )
         return torch.from_numpy(out) if as_tensor else out
 
     def _arrays(self, images: ImageInput) -> list[np.ndarray]:

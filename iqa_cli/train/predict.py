@@ -8,6 +8,7 @@ with `skip_bad=True`; it never takes the rest of the batch down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -21,6 +22,7 @@ import torch
 
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.precision import Precision, amp_dtype, autocast
@@ -276,7 +278,9 @@ def predict_files(
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
     decoded = _usable(_decoded(files, skip_bad, skipped, reduce_to=bound, workers=count), skip_bad, skipped)
     batches = _ViewBatches(decoded, batch_size, lambda arrays: make_views(recipe, spec.params, arrays, torch_device))
-    try:  # the first batches decode while the network is built
+    with contextlib.ExitStack() as stack:  # the first batches decode while the network is built
+        stack.callback(batches.close)
+        stack.enter_context(inference_threads(torch_device))
         loaded = build_trained(recipe, spec)
         loaded.model.to(torch_device).eval()
         train_labels = loaded.train_labels
@@ -296,8 +300,6 @@ def predict_files(
                 score_native = None if value is None else float(value)
                 report.predictions.append(Prediction(str(path), float(score), score_native, width, height))
             progress.advance(len(batch))
-    finally:
-        batches.close()
     progress.advance(len(report.skipped))
     progress.finish()
     if not report.predictions:
