@@ -7,8 +7,10 @@ rank collapsed 7x beside another busy process. The budget honours, in this order
 `OMP_NUM_THREADS` (the user's word), SLURM's `SLURM_CPUS_PER_TASK`, and the process's CPU affinity
 (`taskset`, cgroup cpusets); a DDP job divides it between the ranks of one node.
 
-Inference is the other way round: the forward is the work and iqa's own thread only hands batches
-over, so evaluation and prediction give torch the whole share (`inference_threads`). Measured on the
+Standalone inference is the other way round: the forward is the work and iqa's own thread only hands
+batches over, so `iqa eval`, `iqa predict` and the Python scorer give torch the whole share
+(`inference_threads`; the validation passes inside a training run keep the training policy, which
+holds up beside a busy process). Measured on the
 same 2 cores, full-size VT-IQA: `iqa eval` of 141 images 13.6 s with 2 threads against 24.0 s with the
 training policy's 1, `iqa predict` of 64 photos 6.0 s against 9.2 s (benchmarks/bench_eval.py,
 bench_predict.py).
@@ -69,8 +71,8 @@ def apply_thread_policy(*, ranks_on_node: int = 1) -> int:
 
 
 def inference_threads(device: Any, *, ranks_on_node: int = 1) -> contextlib.AbstractContextManager[int | None]:
-    """Scoring on the CPU (evaluation, prediction): torch takes the whole share of the cores while it
-    runs (see the module's docstring); on a GPU nothing changes."""
+    """Standalone scoring on the CPU (`iqa eval`, `iqa predict`, the Python scorer): torch takes the whole
+    share of the cores while it runs (see the module's docstring); on a GPU nothing changes."""
     if getattr(device, "type", str(device)) != "cpu":
         return contextlib.nullcontext()
     return bulk_threads(ranks_on_node=ranks_on_node)

@@ -24,6 +24,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, read_index_file
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
 from iqa_cli.train.data import (
     RANDOM_PREFIX,
@@ -273,16 +274,17 @@ def _run_jobs(
             store_key = key
         progress.start(f"evaluating {name} split {split}", int(indices.size))
         outputs_recipe = recipe.eval_outputs()
-        pred = predict_scores(
-            outputs_recipe or recipe,
-            params,
-            loaded.model,
-            store,
-            indices,
-            device=device,
-            dtype=dtype,
-            progress=progress,
-        )
+        with inference_threads(device):  # a standalone evaluation: the forward takes every core
+            pred = predict_scores(
+                outputs_recipe or recipe,
+                params,
+                loaded.model,
+                store,
+                indices,
+                device=device,
+                dtype=dtype,
+                progress=progress,
+            )
         progress.finish()
         if outputs_recipe is not None:
             metrics, pred = recipe.outputs_metrics(pred, labels[indices], params)

@@ -9,11 +9,10 @@ import torch
 from torch import nn
 
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.threads import inference_threads
 from iqa_cli.train.distributed import DistContext, contiguous_share
 from iqa_cli.train.precision import Precision, autocast
 from iqa_cli.train.recipes.base import BaseParams, Views
-from iqa_cli.train.views import ViewStore, local_world
+from iqa_cli.train.views import ViewStore
 
 
 class TestTimeProtocol(Protocol):
@@ -51,7 +50,7 @@ def predict_scores(
     model.eval()
     outputs: list[torch.Tensor] = []
     grad = torch.enable_grad() if recipe.eval_needs_grad(params) else torch.inference_mode()
-    with inference_threads(device, ranks_on_node=local_world()), store.batches(batches) as it, grad:
+    with store.batches(batches) as it, grad:
         for _, views in it:
             inputs = recipe.eval_inputs(views, params)
             if channels_last:
