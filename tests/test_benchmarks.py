@@ -99,6 +99,17 @@ def test_predict_bench_quick_run_reports_its_shares(workdir):
     assert 0 < report["non_forward_share"]["median"] < 1 and report["peak_ratio"] > 0
 
 
+def test_eval_bench_quick_run_reports_its_ratios(workdir):
+    command = [sys.executable, "-m", "benchmarks.bench_eval", "--quick", "--workdir", str(workdir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["bench"] == "eval" and report["quick"] is True and report["target"] == 1.10
+    assert "iqa eval" in report["seconds"] and "bare forward, 1 thread" in report["seconds"]
+    assert report["ratio_to_bare_forward"]["iqa eval"]["median"] > 0
+
+
 def test_gpu_check_says_when_there_is_no_cuda(tmp_path):
     import torch
 
