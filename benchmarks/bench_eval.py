@@ -19,29 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _checkpoint(path: Path, tiny: bool) -> Path:
-    import torch
-
-    from iqa_cli.models.checkpoint import save_checkpoint
-    from iqa_cli.train.config import to_plain
-    from iqa_cli.train.recipes import get_recipe
-    from iqa_cli.train.trainer import resolve_config
-
-    recipe = get_recipe("vtiqa")
-    params = resolve_config(recipe, tiny=tiny, config_file=None, overrides={"pretrained": "none"}).params
-    torch.manual_seed(0)
-    model = recipe.build_model(params, tiny=tiny, pretrained=False)
-    meta = {"method": "vtiqa", "params": to_plain(params), "tiny": tiny, "model": recipe.model_name(params)}
-    return save_checkpoint(model, path, meta)
 
 
 def _iqa_eval(cache: Path, weights: Path, batch: int) -> float:
@@ -79,10 +61,6 @@ def _bare_forward(weights: Path, images: int, batch: int, threads: int) -> float
         torch.set_num_threads(before)
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    return {"median": round(statistics.median(values), 3), "range": [round(min(values), 3), round(max(values), 3)]}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=141)
@@ -101,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     with C.scratch_home(workdir):
         folder = C.jpeg_folder(args.images, C.KONIQ_LIKE, distinct=min(64, args.images), workdir=workdir)
         cache = C.prepare_cache(folder, workdir / "caches" / f"eval_{args.images}.h5", resize="512x384", splits=1)
-        weights = _checkpoint(workdir / f"eval_vtiqa_{'tiny' if args.quick else 'full'}.safetensors", args.quick)
+        weights = C.vtiqa_checkpoint(workdir / f"eval_vtiqa_{'tiny' if args.quick else 'full'}.safetensors", args.quick)
         cores = torch_threads(own_threads=0)
         times: dict[str, list[float]] = {
             "iqa eval": [],
@@ -120,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         "network": "VT-IQA " + ("tiny" if args.quick else "full size"),
         "images": f"{args.images} KonIQ-like, prepared at 512x384",
         "rounds": args.rounds,
-        "seconds": {name: _stats(values) for name, values in times.items()},
+        "seconds": {name: C.median_range(values) for name, values in times.items()},
         "ratio_to_bare_forward": {
-            name: _stats([t / b for t, b in zip(times[name], bare, strict=True)]) for name in names if name != names[1]
+            name: C.median_range([t / b for t, b in zip(times[name], bare, strict=True)])
+            for name in names
+            if name != names[1]
         },
         "target": 1.10,
         "quick": args.quick,

@@ -17,30 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _checkpoint(path: Path, tiny: bool) -> Path:
-    import torch
-
-    from iqa_cli.models.checkpoint import save_checkpoint
-    from iqa_cli.train.config import to_plain
-    from iqa_cli.train.recipes import get_recipe
-    from iqa_cli.train.trainer import resolve_config
-
-    recipe = get_recipe("vtiqa")
-    params = resolve_config(recipe, tiny=tiny, config_file=None, overrides={"pretrained": "none"}).params
-    torch.manual_seed(0)
-    model = recipe.build_model(params, tiny=tiny, pretrained=False)
-    meta = {"method": "vtiqa", "params": to_plain(params), "tiny": tiny, "model": recipe.model_name(params)}
-    return save_checkpoint(model, path, meta)
 
 
 def _bare_forward(weights: Path, files: list[Path], batch: int) -> float:
@@ -91,10 +73,6 @@ def _peak_mb(weights: Path, folder: Path, batch: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    return {"median": round(statistics.median(values), 3), "range": [round(min(values), 3), round(max(values), 3)]}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=64)
@@ -111,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or C.default_workdir())
     folder = C.jpeg_folder(args.photos, C.KONIQ_LIKE, distinct=min(16, args.photos), workdir=workdir).root
     files = sorted(folder.glob("*.jpg"))
-    weights = _checkpoint(workdir / f"predict_vtiqa_{'tiny' if args.quick else 'full'}.safetensors", args.quick)
+    weights = C.vtiqa_checkpoint(workdir / f"predict_vtiqa_{'tiny' if args.quick else 'full'}.safetensors", args.quick)
     times: dict[str, list[float]] = {"predict": [], "predict, serial decode": [], "bare forward": []}
     for _ in range(args.rounds):  # A B C, A B C, ...
         times["predict"].append(_predict(weights, folder, args.batch_size, None))
@@ -126,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "network": "VT-IQA " + ("tiny" if args.quick else "full size"),
         "photos": f"{args.photos} x 1024x768 JPEG",
         "rounds": args.rounds,
-        "seconds": {name: _stats(values) for name, values in times.items()},
-        "non_forward_share": _stats(share),
-        "non_forward_share_serial_decode": _stats(serial_share),
+        "seconds": {name: C.median_range(values) for name, values in times.items()},
+        "non_forward_share": C.median_range(share),
+        "non_forward_share_serial_decode": C.median_range(serial_share),
         "target_non_forward_share": 0.10,
         "peak_mb": {f"batch {args.batch_size}": round(batched), "one image at a time": round(single)},
         "peak_ratio": round(batched / single, 3),

@@ -763,3 +763,25 @@ def torch_setup(threads: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads or cores())
+
+
+def vtiqa_checkpoint(path: Path, tiny: bool) -> Path:
+    """A VT-IQA checkpoint with random weights (seed 0), full size or `--tiny`, as `iqa train` writes one."""
+    import torch
+
+    from iqa_cli.models.checkpoint import save_checkpoint
+    from iqa_cli.train.config import to_plain
+    from iqa_cli.train.recipes import get_recipe
+    from iqa_cli.train.trainer import resolve_config
+
+    recipe = get_recipe("vtiqa")
+    params = resolve_config(recipe, tiny=tiny, config_file=None, overrides={"pretrained": "none"}).params
+    torch.manual_seed(0)
+    model = recipe.build_model(params, tiny=tiny, pretrained=False)
+    meta = {"method": "vtiqa", "params": to_plain(params), "tiny": tiny, "model": recipe.model_name(params)}
+    return save_checkpoint(model, path, meta)
+
+
+def median_range(values: list[float]) -> dict[str, Any]:
+    """{'median', 'range'} of interleaved rounds, rounded for the report."""
+    return {"median": round(statistics.median(values), 3), "range": [round(min(values), 3), round(max(values), 3)]}

@@ -61,6 +61,16 @@ def _print_columns(lines: Sequence[tuple[str, ...]]) -> None:
         out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def _cache_options(values: dict[str, Any]) -> CacheOptions:
+    """A prepare command's `CacheOptions`, taken by name from its parameters (the flags are named after
+    the fields; `--size`/`--short-side` are resolved against the dataset by `_build`)."""
+    from dataclasses import fields
+
+    from iqa_cli.data.cache import CacheOptions
+
+    return CacheOptions(**{f.name: values[f.name] for f in fields(CacheOptions) if f.name in values})
+
+
 def _build(
     spec: DatasetSpec,
     root: Path,
@@ -176,18 +186,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         allow_out_of_range: bool = typer.Option(False, "--allow-out-of-range", help=_RANGE_HELP),
         allow_padding: bool = typer.Option(False, "--allow-padding", help=_PADDING_HELP),
     ) -> None:
-        from iqa_cli.data.cache import CacheOptions
-
-        options = CacheOptions(
-            fmt=fmt,
-            workers=workers,
-            skip_bad=skip_bad,
-            splits=splits,
-            split_seed=split_seed,
-            test_fraction=test_fraction,
-            allow_out_of_range=allow_out_of_range,
-            allow_padding=allow_padding,
-        )
+        options = _cache_options(locals())
         _build(
             spec,
             root,
@@ -256,18 +255,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             native_range=_parse_range(score_range),
             lower_better=lower_better,
         )
-        from iqa_cli.data.cache import CacheOptions
-
-        options = CacheOptions(
-            fmt=fmt,
-            workers=workers,
-            skip_bad=skip_bad,
-            splits=splits,
-            split_seed=split_seed,
-            test_fraction=test_fraction,
-            allow_out_of_range=allow_out_of_range,
-            allow_padding=allow_padding,
-        )
+        options = _cache_options(locals())
         _build(
             custom,
             checked_root,
