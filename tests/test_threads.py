@@ -57,3 +57,22 @@ def test_bulk_work_takes_the_whole_share_and_gives_it_back(monkeypatch):
             assert count == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_standalone_scoring_takes_every_core_on_the_cpu_only(monkeypatch):
+    """`iqa eval`/`predict` give torch the whole share while they score (the forward is the work); on a GPU
+    nothing changes, and under torchrun the node's share is divided between its ranks."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # the training policy's count on 4 cores
+        with threads.inference_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 4
+        assert torch.get_num_threads() == 3
+        with threads.inference_threads(torch.device("cpu"), ranks_on_node=2):
+            assert torch.get_num_threads() == 2
+        with threads.inference_threads(torch.device("cuda", 0)):
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -43,7 +43,7 @@ from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.trainer import selection_label
-from iqa_cli.train.views import ViewStore, preload_budget
+from iqa_cli.train.views import ViewStore, local_world, preload_budget
 from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights, run_weights
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def _run_jobs(
             store_key = key
         progress.start(f"evaluating {name} split {split}", int(indices.size))
         outputs_recipe = recipe.eval_outputs()
-        with inference_threads(device):  # a standalone evaluation: the forward takes every core
+        with inference_threads(device, ranks_on_node=local_world()):  # standalone: the forward takes every core
             pred = predict_scores(
                 outputs_recipe or recipe,
                 params,
