@@ -10,10 +10,8 @@ rank collapsed 7x beside another busy process. The budget honours, in this order
 Standalone inference is the other way round: the forward is the work and iqa's own thread only hands
 batches over, so `iqa eval`, `iqa predict` and the Python scorer give torch the whole share
 (`inference_threads`; the validation passes inside a training run keep the training policy, which
-holds up beside a busy process). Measured on the
-same 2 cores, full-size VT-IQA: `iqa eval` of 141 images 13.6 s with 2 threads against 24.0 s with the
-training policy's 1, `iqa predict` of 64 photos 6.0 s against 9.2 s (benchmarks/bench_eval.py,
-bench_predict.py).
+holds up beside a busy process). On 2 cores the bare full-size VT-IQA forward takes about half as
+long with 2 threads as with 1 (README, Benchmarks: `benchmarks/bench_eval.py`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.precision import Precision, amp_dtype, autocast
+from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, build_trained, read_trained
 
@@ -169,72 +168,36 @@ def score_arrays(
 Batch = list[tuple[Path, np.ndarray, tuple[int, int]]]
 
 
-class _ViewBatches:
-    """(batch, its views), made by a thread from the moment this is created, one batch ahead of the
-    consumer: on the CPU the decode hand-off and the view resizes run on the core torch's forward leaves
-    free (the thread policy keeps one for iqa's own thread) instead of between forwards, and the first
-    batches are ready while the network is still being built. `close()` stops the thread (and the decode
-    processes) when the consumer stops early."""
+def _view_batches(
+    images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any
+) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
+    """(batch, its views): what the prefetch thread of `predict_files` makes, one batch ahead."""
+    batch: Batch = []
+    for item in images:
+        batch.append(item)
+        if len(batch) >= batch_size:
+            yield batch, make([a for _, a, _ in batch])
+            batch = []
+    if batch:
+        yield batch, make([a for _, a, _ in batch])
 
-    def __init__(self, images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any) -> None:
-        self._ready: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(
-            target=self._work, args=(images, batch_size, make), name="iqa-predict-views", daemon=True
-        )
-        self._thread.start()
 
-    def _work(self, images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any) -> None:
-        ready, stop = self._ready, self._stop
+def _prefetched_views(
+    images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any
+) -> Prefetch[tuple[Batch, dict[str, torch.Tensor]]]:
+    """`_view_batches` in a thread from now on: the decode hand-off and the view resizes run beside the
+    forward, and the first batches are ready while the network is still being built. Closing it closes
+    `images` (and the decode processes)."""
+
+    def source() -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
         try:
-            batch: Batch = []
-            for item in images:
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    if not _put(ready, (batch, make([a for _, a, _ in batch])), stop):
-                        return
-                    batch = []
-            if batch and not _put(ready, (batch, make([a for _, a, _ in batch])), stop):
-                return
-            _put(ready, None, stop)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            _put(ready, exc, stop)
+            yield from _view_batches(images, batch_size, make)
         finally:
             close = getattr(images, "close", None)
             if close is not None:
-                close()  # a consumer that stopped early: the decode processes are shut down here
+                close()
 
-    def __iter__(self) -> _ViewBatches:
-        return self
-
-    def __next__(self) -> tuple[Batch, dict[str, torch.Tensor]]:
-        if self._done:
-            raise StopIteration
-        item = self._ready.get()
-        if item is None or isinstance(item, BaseException):
-            self._done = True
-            self.close()
-            if item is None:
-                raise StopIteration
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._done = True
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-
-def _put(ready: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    """Queue `item` unless the consumer has stopped; False when it has."""
-    while not stop.is_set():
-        try:
-            ready.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+    return Prefetch(source(), depth=2, name="iqa-predict-views")
 
 
 def predict_files(
@@ -277,9 +240,11 @@ def predict_files(
     bound = recipe.view_bound(spec.params)
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
     decoded = _usable(_decoded(files, skip_bad, skipped, reduce_to=bound, workers=count), skip_bad, skipped)
-    batches = _ViewBatches(decoded, batch_size, lambda arrays: make_views(recipe, spec.params, arrays, torch_device))
+    batches = _prefetched_views(
+        decoded, batch_size, lambda arrays: make_views(recipe, spec.params, arrays, torch_device)
+    )
     with contextlib.ExitStack() as stack:  # the first batches decode while the network is built
-        stack.callback(batches.close)
+        stack.enter_context(batches)
         stack.enter_context(inference_threads(torch_device))
         loaded = build_trained(recipe, spec)
         loaded.model.to(torch_device).eval()

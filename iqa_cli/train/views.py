@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import shutil
 import socket
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +29,7 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.threads import bulk_threads
 from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.distributed import DistContext
+from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
 
 PRELOAD_CHUNK = 32
@@ -370,39 +369,19 @@ class BatchIterator:
         self.seeds: list[int | None] = [None] * len(self.batches) if seeds is None else [int(s) for s in seeds]
         if len(self.seeds) != len(self.batches):
             raise ValueError(f"{len(self.seeds)} seeds for {len(self.batches)} batches")
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._work, daemon=True, name="iqa-prefetch")
-        self.thread.start()
+        self._prefetch = Prefetch(self._host_batches(), depth=depth, name="iqa-prefetch")
 
-    def _work(self) -> None:
+    def _host_batches(self) -> Iterator[tuple[np.ndarray, HostBatch, np.ndarray | None]]:
         for indices, seed in zip(self.batches, self.seeds, strict=True):
-            if self.stop.is_set():
-                return
-            item: tuple[Any, ...]
-            try:
-                item = (indices, *self.store.host_batch(indices, seed), None)
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                item = (indices, None, None, exc)
-            while not self.stop.is_set():
-                try:
-                    self.queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if item[3] is not None:
-                return
+            host, sizes = self.store.host_batch(indices, seed)
+            yield indices, host, sizes
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, Views]]:
-        for _ in range(len(self.batches)):
-            indices, host, sizes, error = self.queue.get()
-            if error is not None:
-                raise error
+        for indices, host, sizes in self._prefetch:
             yield indices, self.store.device_batch(host, sizes)
 
     def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
+        self._prefetch.close()
 
     def __enter__(self) -> BatchIterator:
         return self
