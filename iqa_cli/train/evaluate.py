@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,15 @@ from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.scoring import predict_scores
 from iqa_cli.train.trainer import selection_label
 from iqa_cli.train.views import ViewStore, local_world, preload_budget
-from iqa_cli.train.weights import LoadedModel, RunWeights, load_trained, newest_run_weights, run_weights
+from iqa_cli.train.weights import (
+    LoadedModel,
+    RunWeights,
+    TrainedSpec,
+    build_trained,
+    newest_run_weights,
+    read_trained,
+    run_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +171,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
     assert target is not None  # checked above
     raw, cache_path = open_dataset(target)  # a --cross dataset never prepared fails here, in one line
     dataset = raw
-    loaded: dict[str, LoadedModel] = {}
+    loaded: dict[str, LoadedModel | TrainedSpec] = {}
     try:
         name = dataset_name(dataset, cache_path.stem)
         if options.cross is None:
@@ -172,8 +181,8 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
             if options.split_file is not None and (run is not None or options.split is not None):
                 raise ConfigError("--split-file names the test part itself: use it with --weights, without --split")
             if run is None:  # one model (a file or a store name): test on the split it was trained on
-                single = load_trained(recipe, plan[None], variant=options.variant)
-                loaded[str(plan[None])] = single
+                single = read_trained(recipe, plan[None], variant=options.variant)
+                loaded[str(plan[None])] = single  # built by `_run_jobs`, beside its views
                 split_arg = _split_of_model(single, name, split_arg, options.split_file, progress)
                 if options.split_file is not None:
                     label, test = _index_file_test(dataset, cache_path, options.split_file)
@@ -223,7 +232,27 @@ def _run_jobs(
     jobs: list[EvalJob],
     run: RunWeights | None,
     progress: Progress,
-    loaded_cache: dict[str, LoadedModel],
+    loaded_cache: dict[str, LoadedModel | TrainedSpec],
+) -> EvalReport:
+    # A network is built (random init, then its weights read) in a thread while its views are made.
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-build")
+    try:
+        return _score_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded_cache, builder)
+    finally:
+        builder.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_jobs(
+    recipe: Recipe[Any],
+    options: EvalOptions,
+    dataset: DatasetLike,
+    name: str,
+    cache_path: Path,
+    jobs: list[EvalJob],
+    run: RunWeights | None,
+    progress: Progress,
+    loaded_cache: dict[str, LoadedModel | TrainedSpec],
+    builder: ThreadPoolExecutor,
 ) -> EvalReport:
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
@@ -238,14 +267,16 @@ def _run_jobs(
         trained_split = job.trained_split or split
         if indices.size == 0:
             raise DataError(f"split '{split}' has an empty test part", path=cache_path)
-        loaded = loaded_cache.get(str(weights))
-        if loaded is None:
-            loaded = load_trained(recipe, weights, variant=options.variant)
-            loaded.model.to(device).eval()
-            loaded_cache = {str(weights): loaded}  # keep one network in memory at a time
+        known = loaded_cache.get(str(weights))
+        if known is None:
+            known = read_trained(recipe, weights, variant=options.variant)
+        building: Future[LoadedModel] | None = None
+        if isinstance(known, TrainedSpec):
+            building = builder.submit(build_trained, recipe, known)
+            loaded_cache = {}  # keep one network in memory at a time
         if options.cross is None:
-            _check_split_identity(loaded, raw, name, split, cache_path)
-        params = loaded.params
+            _check_split_identity(known, raw, name, split, cache_path)
+        params = known.params
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
         params = apply_test_overrides(recipe, params, options.overrides)
@@ -259,7 +290,7 @@ def _run_jobs(
             dataset, wrapped_for, store = recipe.wrap_dataset(raw, cache_path, params), wrap_key, None
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
-        key = tuple(sorted(recipe.view_shapes(params).items()))
+        key = tuple(sorted(recipe.scoring_view_shapes(params).items()))
         if store is None or key != store_key:
             needed = np.unique(np.concatenate([np.asarray(j.test, dtype=np.int64) for j in jobs]))
             store = ViewStore(
@@ -270,8 +301,16 @@ def _run_jobs(
                 needed,
                 budget_bytes=preload_budget(options.preload_gb),
                 progress=progress,
+                scoring=True,
             )
             store_key = key
+        if building is not None:
+            loaded = building.result()
+            loaded.model.to(device).eval()
+            loaded_cache = {str(weights): loaded}
+        else:
+            assert isinstance(known, LoadedModel)
+            loaded = known
         progress.start(f"evaluating {name} split {split}", int(indices.size))
         outputs_recipe = recipe.eval_outputs()
         with inference_threads(device, ranks_on_node=local_world()):  # standalone: the forward takes every core
@@ -398,7 +437,11 @@ def metrics_by_type(
 
 
 def _split_of_model(
-    loaded: LoadedModel, dataset: str, split_arg: str | None, split_file: str | Path | None, progress: Progress
+    loaded: LoadedModel | TrainedSpec,
+    dataset: str,
+    split_arg: str | None,
+    split_file: str | Path | None,
+    progress: Progress,
 ) -> str | None:
     """The split to test a single model on: by default the one it was trained on (when it was trained
     on this dataset), so its own training images are never scored as test images; a different
@@ -441,7 +484,9 @@ def _split_of_model(
     return split_arg
 
 
-def _check_split_identity(loaded: LoadedModel, dataset: DatasetLike, name: str, split: str, cache_path: Path) -> None:
+def _check_split_identity(
+    loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str, split: str, cache_path: Path
+) -> None:
     """Refuse to score a model on a split of the same name whose images differ from those it was trained
     and tested on (the cache was prepared again, e.g. with another --split-seed)."""
     recorded = loaded.meta.get("split_digest")

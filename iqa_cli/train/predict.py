@@ -116,11 +116,11 @@ def _usable(
 
 
 def make_views(recipe: Any, params: Any, arrays: list[np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """The method's stored views of uint8 H x W x 3 RGB arrays, made on `device` (one batch)."""
+    """The method's scoring views of uint8 H x W x 3 RGB arrays, made on `device` (one batch)."""
     # Decoded arrays may be read-only views of PIL buffers; torch wants writable memory.
     images = [torch.from_numpy(np.require(a, requirements="W")).to(device).permute(2, 0, 1) for a in arrays]
     with torch.no_grad():  # not inference mode: a method whose test time back-propagates uses them
-        return recipe.stored_views(images, params)
+        return recipe.scoring_views(images, params)
 
 
 def score_views(

@@ -199,10 +199,13 @@ class ViewStore:
         progress: Progress | None = None,
         resident: str = "off",
         dist: DistContext | None = None,
+        scoring: bool = False,
     ) -> None:
         self.dataset, self.recipe, self.params, self.device = dataset, recipe, params, device
         self.dist = dist or DistContext()
-        self.shapes = recipe.view_shapes(params)
+        # Images that are only scored keep only what `eval_inputs` reads (`Recipe.scoring_views`).
+        self.scoring = scoring
+        self.shapes = recipe.scoring_view_shapes(params) if scoring else recipe.view_shapes(params)
         per_image = sum(int(np.prod(s)) for s in self.shapes.values())
         self.indices = np.unique(np.asarray(indices, dtype=np.int64))
         self.nbytes = self.indices.size * per_image
@@ -291,7 +294,7 @@ class ViewStore:
         for start in range(0, n, PRELOAD_CHUNK):
             chunk = self.indices[start : start + PRELOAD_CHUNK]
             batch, sizes = decode_batch(self.dataset, chunk)
-            views = self.recipe.stored_views(to_image_list(batch, sizes, self.device), self.params)
+            views = self.make_views(to_image_list(batch, sizes, self.device))
             for name, tensor in views.items():
                 self.host[name][start : start + chunk.size] = tensor if self.resident else tensor.cpu()
             progress.advance(chunk.size)
@@ -335,13 +338,17 @@ class ViewStore:
                 return views
             images = on_device.permute(0, 3, 1, 2)
             assert sizes is not None  # decoded images come with their sizes
-            return self.recipe.stored_views(
-                [images[i, :, : int(h), : int(w)] for i, (h, w) in enumerate(sizes)], self.params
-            )
+            return self.make_views([images[i, :, : int(h), : int(w)] for i, (h, w) in enumerate(sizes)])
         if isinstance(host, dict):
             return {name: t.to(self.device, non_blocking=True) for name, t in host.items()}
         assert sizes is not None
-        return self.recipe.stored_views(to_image_list(host, sizes, self.device), self.params)
+        return self.make_views(to_image_list(host, sizes, self.device))
+
+    def make_views(self, images: list[torch.Tensor]) -> Views:
+        """The recipe's stored views of decoded images (or its scoring views, for a scoring store)."""
+        if self.scoring:
+            return self.recipe.scoring_views(images, self.params)
+        return self.recipe.stored_views(images, self.params)
 
     def batches(self, batches: Sequence[np.ndarray], seeds: Sequence[int] | None = None) -> BatchIterator:
         return BatchIterator(self, batches, seeds)

@@ -144,3 +144,30 @@ def test_staging_refuses_a_prefetch_deeper_than_its_slots(setup):
     store.staging = PinnedStaging(3, pin=False, event_factory=FakeEvent)
     with pytest.raises(ValueError, match="prefetch depth 2 needs 4 staging slots"):
         store.batches([np.array([0])])
+
+
+@pytest.mark.parametrize("size", ["tiny", "full"])
+def test_scoring_store_keeps_only_the_test_crops_with_the_same_inputs(size):
+    # Full size: 384x512 (exact rows) and 496x376 images; tiny: every side exact for the 128 px mosaic.
+    dataset = MemoryDataset(6, height=384, width=512) if size == "full" else MemoryDataset(6)
+    recipe = get_recipe("vtiqa")
+    params = resolve_config(recipe, tiny=size == "tiny", config_file=None, overrides={}).params
+    indices = np.arange(len(dataset))
+    cpu = torch.device("cpu")
+    full = ViewStore(dataset, recipe, params, cpu, indices, budget_bytes=1e12)
+    scoring = ViewStore(dataset, recipe, params, cpu, indices, budget_bytes=1e12, scoring=True)
+    assert scoring.nbytes * 2 < full.nbytes
+    batches = [np.array([0, 1, 2]), np.array([5, 3])]
+    with full.batches(batches) as a, scoring.batches(batches) as b:
+        for (_, views_a), (_, views_b) in zip(a, b, strict=True):
+            assert all(t.shape[-2:] == (params.crop_size, params.crop_size) for t in views_b.values())
+            for x, y in zip(recipe.eval_inputs(views_a, params), recipe.eval_inputs(views_b, params), strict=True):
+                assert torch.equal(x, y)
+
+
+def test_the_original_variant_scores_from_the_whole_views(setup):
+    _, recipe, params = setup
+    from dataclasses import replace
+
+    original = replace(params, variant="original")
+    assert recipe.scoring_view_shapes(original) == recipe.view_shapes(original)

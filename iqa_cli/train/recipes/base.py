@@ -10,7 +10,8 @@ resumption; a recipe says what to build and how to feed it:
   the method works from (e.g. VT-IQA's 244 and 768 px resizes); they may be computed once per run and
   kept in RAM. `train_inputs` / `eval_inputs` build the network inputs from a batch of those on the
   device (crops, flips, mosaics, normalisation); `cut_train_views` may cut a training batch's crops
-  from the preloaded arrays instead, so only the pixels used are copied and sent to the device.
+  from the preloaded arrays instead, so only the pixels used are copied and sent to the device, and
+  `scoring_views` may make only the pixels `eval_inputs` reads for images that are only scored.
 * `loss`, `configure_epoch` (freezing), `make_optimizer`, `make_schedule`.
 
 Hooks with defaults, for methods whose training is more than "views -> network -> loss":
@@ -254,9 +255,21 @@ class Recipe(ABC, Generic[P]):
         the full views. Default None: the full stored views of the rows."""
         return None
 
+    def scoring_view_shapes(self, params: P) -> dict[str, tuple[int, ...]]:
+        """Shapes of `scoring_views` (default: `view_shapes`)."""
+        return self.view_shapes(params)
+
+    def scoring_views(self, images: list[torch.Tensor], params: P) -> Views:
+        """Optional: the views of images that are only scored (`iqa eval`, `iqa predict`), keeping only
+        the pixels `eval_inputs` reads (e.g. VT-IQA's test mosaic instead of its whole 768 px source).
+        `eval_inputs` must accept them and give exactly the inputs it makes from `stored_views`.
+        Default: `stored_views`."""
+        return self.stored_views(images, params)
+
     @abstractmethod
     def eval_inputs(self, views: Views, params: P) -> tuple[torch.Tensor, ...]:
-        """Network inputs at test time (the method's test-time protocol)."""
+        """Network inputs at test time (the method's test-time protocol), from `stored_views` or
+        `scoring_views`."""
 
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Scores (B,) from network inputs."""

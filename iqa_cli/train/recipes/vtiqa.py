@@ -53,6 +53,7 @@ ORIGINAL_PARTS = ("backbone", "fusion", "selection")
 DEFAULT_ORIGINAL_WEIGHTS = "vtiqa_org_koniq10k"  # the only original-variant release (KonIQ)
 # Keys of a training batch whose crops `cut_train_views` already cut (uint8, network-input sized).
 HOST_GLOBAL, HOST_MOSAIC = "global_crop", "mosaic_cut"
+SCORE_GLOBAL, SCORE_MOSAIC = "global_centre", "test_mosaic"  # `scoring_views`: the test-time crops
 
 
 @dataclass
@@ -207,6 +208,35 @@ class VTIQARecipe(Recipe[VTIQAParams]):
             "mosaic": resize_square(images, params.mosaic_source),
         }
 
+    def scoring_view_shapes(self, params: VTIQAParams) -> dict[str, tuple[int, ...]]:
+        if params.variant == "original":  # its mosaic is selected from the whole 768 px image
+            return self.view_shapes(params)
+        side = params.crop_size
+        return {SCORE_GLOBAL: (3, side, side), SCORE_MOSAIC: (3, side, side)}
+
+    def scoring_views(self, images: list[torch.Tensor], params: VTIQAParams) -> Views:
+        if params.variant == "original":
+            return self.stored_views(images, params)
+        import torch
+
+        from iqa_cli.models.vtiqa import centre_offsets
+        from iqa_cli.train.augment import resize_spans, same_size_batches
+
+        # The centre crop of the 244 px resize and the test mosaic's patches, cut from the 768 px resize
+        # in the order `mosaic_view` pastes them: the pixels `eval_inputs` takes from the full views,
+        # with only the rows around them resized where that is exact (`resize_spans`).
+        grid, patch, size, side = params.mosaic_grid, params.mosaic_patch, params.crop_size, params.mosaic_source
+        cell, offset = side // grid, int(centre_offsets(side, grid, patch)[0])
+        cells = [(i * cell + offset, i * cell + offset + patch) for i in range(grid)]
+        centre = (params.global_source - size) // 2
+        crop = [(centre, centre + size)]
+        views = {name: torch.empty((len(images), *shape), dtype=torch.uint8, device=images[0].device)
+                 for name, shape in self.scoring_view_shapes(params).items()}  # fmt: skip
+        for positions, batch in same_size_batches(images):  # each size stacked once for both views
+            views[SCORE_GLOBAL][positions] = resize_spans(batch, params.global_source, params.global_source, crop, crop)
+            views[SCORE_MOSAIC][positions] = resize_spans(batch, side, side, cells, cells)
+        return views
+
     def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:
         if params.crop_mode != "batch":
             return None
@@ -237,6 +267,8 @@ class VTIQARecipe(Recipe[VTIQAParams]):
         from iqa_cli.models.vit import imagenet_normalize
         from iqa_cli.models.vtiqa import eval_views
 
+        if SCORE_GLOBAL in views:  # made by `scoring_views`: already the test crops
+            return imagenet_normalize(views[SCORE_GLOBAL]), imagenet_normalize(views[SCORE_MOSAIC])
         grid, patch, size = params.mosaic_grid, params.mosaic_patch, params.crop_size
         if params.variant == "original":
             offset = (views["global"].shape[-1] - size) // 2
