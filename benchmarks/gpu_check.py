@@ -5,7 +5,7 @@ within about 8 minutes on one H100/H200, offline. It writes one JSON file of fig
 2. A CUDA smoke run of every recipe for a few steps at bf16 on generated caches (`vtiqa`, `ieit` both
    stages, `aliqa`, `ssliqa` for each network pair, `vipnet-dpm`, `vipnet`), `--compile` once, and
    the evaluation precision rule (float32 against TF32 and bf16 on one model: distinct predictions
-   and SRCC).
+   and SRCC), and VT-IQA's scoring views against the full resize on the GPU (bit-exact).
 3. `torchrun` on one GPU: an NCCL all-reduce and a training run launched by torchrun.
 4. The projected time of the full 10-split VT-IQA protocol on KonIQ-10k from the measured training
    and evaluation throughput (goal: under 30 minutes).
@@ -146,6 +146,10 @@ def smoke(env: dict[str, str], work: Path, logs: Path, device: str = "cuda") -> 
             result.update({k: row.get(k) for k in ("srcc", "plcc", "steps", "epochs") if k in row})
         out[name] = result
     out["eval_precision"] = _eval_precision(env, logs, device)
+    try:
+        out["scoring_views"] = scoring_views_check(device)
+    except Exception as exc:  # recorded like every other step's failure
+        out["scoring_views"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return out
 
 
@@ -166,6 +170,26 @@ def _eval_precision(env: dict[str, str], logs: Path, device: str = "cuda") -> di
     if all(result[a].get("srcc") is not None for a in ("off", "tf32")):
         result["tf32_srcc_difference"] = abs(result["tf32"]["srcc"] - result["off"]["srcc"])
     return result
+
+
+def scoring_views_check(device: str = "cuda") -> dict[str, Any]:
+    """`resize_spans` (VT-IQA's scoring views) against cutting the full resize, on this device: the CPU
+    tests prove it bit-exact there; this is the same check for the CUDA kernel."""
+    import torch
+
+    from iqa_cli.train.augment import resize_spans, resize_to
+
+    cells = [(38 + 109 * i, 70 + 109 * i) for i in range(7)]
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(384, 512), (768, 1024), (500, 500), (1536, 2048)]
+    mismatched: dict[str, int] = {}
+    for h, w in sizes:
+        images = torch.randint(0, 256, (4, 3, h, w), dtype=torch.uint8, generator=generator).to(device)
+        full = resize_to(images, 768, 768)
+        rows = torch.cat([torch.arange(a, b) for a, b in cells]).to(device)
+        cut = full.index_select(2, rows).index_select(3, rows)
+        mismatched[f"{h}x{w}"] = int((resize_spans(images, 768, 768, cells, cells) != cut).sum())
+    return {"ok": not any(mismatched.values()), "mismatched_pixels": mismatched}
 
 
 def torchrun_check(env: dict[str, str], work: Path, logs: Path, device: str = "cuda") -> dict[str, Any]:

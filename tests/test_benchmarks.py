@@ -136,3 +136,10 @@ def test_gpu_check_projects_the_koniq_protocol_from_measured_rates():
     assert result["projected_minutes"] == round(10 * 100 * per_epoch / 60, 1)
     assert result["meets_goal"] is (result["projected_minutes"] <= 30)
     assert "error" in projection({"records": []}, 100)
+
+
+def test_gpu_check_compares_the_scoring_views_with_the_full_resize():
+    from benchmarks.gpu_check import scoring_views_check
+
+    result = scoring_views_check("cpu")  # on the GPU machine: "cuda"
+    assert result["ok"] and set(result["mismatched_pixels"]) == {"384x512", "768x1024", "500x500", "1536x2048"}

@@ -71,3 +71,10 @@ def test_cpu_chunks_give_the_same_pixels(monkeypatch):
     monkeypatch.setattr(augment, "CPU_CHUNK_BYTES", 1)  # one image at a time
     assert torch.equal(resize_to(images, 96, 80), whole)
     assert torch.equal(resize_to(images.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 96, 80), whole)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_resize_spans_is_exact_on_the_gpu_too():
+    images = _images(2, 384, 512).cuda()
+    full = resize_to(images, 768, 768)
+    assert torch.equal(resize_spans(images, 768, 768, MOSAIC, MOSAIC), _cut(full.cpu(), MOSAIC, MOSAIC).cuda())
