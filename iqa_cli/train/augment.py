@@ -30,7 +30,6 @@ __all__ = [
     "random_crop_flip",
     "resize_each",
     "resize_spans",
-    "resize_spans_each",
     "resize_square",
     "resize_to",
     "same_size_batches",
@@ -103,14 +102,6 @@ def resize_spans(
 def resize_each(images: list[torch.Tensor], height: int, width: int, *, pil: str | None = None) -> torch.Tensor:
     """Resize each uint8 (3, h, w) image to height x width (see `resize_to`); equal sizes go together."""
     return _by_size(images, (height, width), lambda batch: resize_to(batch, height, width, pil=pil))
-
-
-def resize_spans_each(
-    images: list[torch.Tensor], height: int, width: int, row_spans: Sequence[Span], col_spans: Sequence[Span]
-) -> torch.Tensor:
-    """`resize_spans` of each uint8 (3, h, w) image; equal sizes go together."""
-    out_size = (sum(b - a for a, b in row_spans), sum(b - a for a, b in col_spans))
-    return _by_size(images, out_size, lambda batch: resize_spans(batch, height, width, row_spans, col_spans))
 
 
 def same_size_batches(images: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from iqa_cli.train import augment
-from iqa_cli.train.augment import resize_spans, resize_spans_each, resize_to
+from iqa_cli.train.augment import resize_spans, resize_to, same_size_batches
 
 
 def _images(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -50,19 +50,17 @@ def test_exact_sides_resize_only_the_rows_around_the_spans():
     assert whole.source == (0, 512) and whole.size == 768
 
 
-def test_resize_spans_each_keeps_the_order_of_mixed_sizes():
-    a, b = _images(2, 40, 60, seed=1), _images(1, 30, 50, seed=2)
-    images = [a[0], b[0], a[1]]
-    rows, cols = [(2, 10), (20, 30)], [(0, 32)]
-    got = resize_spans_each(images, 64, 64, rows, cols)
-    for image, out in zip(images, got, strict=True):
-        assert torch.equal(out, _cut(resize_to(image[None], 64, 64), rows, cols)[0])
-
-
 @pytest.mark.parametrize("span", [(-1, 4), (4, 4), (60, 65)])
 def test_resize_spans_refuses_spans_outside_the_output(span):
     with pytest.raises(ValueError, match="outside the 64 px resize"):
         resize_spans(_images(1, 32, 32), 64, 64, [span], [(0, 8)])
+
+
+def test_same_size_batches_group_mixed_sizes_in_order():
+    a, b = _images(2, 40, 60, seed=1), _images(1, 30, 50, seed=2)
+    groups = same_size_batches([a[0], b[0], a[1]])
+    assert [positions for positions, _ in groups] == [[0, 2], [1]]
+    assert torch.equal(groups[0][1], a) and torch.equal(groups[1][1], b)
 
 
 def test_cpu_chunks_give_the_same_pixels(monkeypatch):
