@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics
 from iqa_cli.train.precision import amp_dtype
+from iqa_cli.train.prefetch import in_thread
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
 from iqa_cli.train.scoring import predict_scores
@@ -234,26 +235,6 @@ def _run_jobs(
     progress: Progress,
     loaded_cache: dict[str, LoadedModel | TrainedSpec],
 ) -> EvalReport:
-    # A network is built (random init, then its weights read) in a thread while its views are made.
-    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-build")
-    try:
-        return _score_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded_cache, builder)
-    finally:
-        builder.shutdown(wait=True, cancel_futures=True)
-
-
-def _score_jobs(
-    recipe: Recipe[Any],
-    options: EvalOptions,
-    dataset: DatasetLike,
-    name: str,
-    cache_path: Path,
-    jobs: list[EvalJob],
-    run: RunWeights | None,
-    progress: Progress,
-    loaded_cache: dict[str, LoadedModel | TrainedSpec],
-    builder: ThreadPoolExecutor,
-) -> EvalReport:
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None
@@ -271,8 +252,8 @@ def _score_jobs(
         if known is None:
             known = read_trained(recipe, weights, variant=options.variant)
         building: Future[LoadedModel] | None = None
-        if isinstance(known, TrainedSpec):
-            building = builder.submit(build_trained, recipe, known)
+        if isinstance(known, TrainedSpec):  # the network is built (init, weights read) while the views are made
+            building = in_thread(build_trained, recipe, known, name="iqa-build")
             loaded_cache = {}  # keep one network in memory at a time
         if options.cross is None:
             _check_split_identity(known, raw, name, split, cache_path)

@@ -1,10 +1,12 @@
-"""Run an iterator in a thread a few items ahead of its consumer (batch preparation beside the forward)."""
+"""Work in a thread beside the forward: an iterator run a few items ahead of its consumer (batch
+preparation), or one call whose result is waited for later (`in_thread`)."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -72,3 +74,18 @@ class Prefetch(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def in_thread(function: Callable[..., T], *args: Any, name: str) -> Future[T]:
+    """Start `function(*args)` in a daemon thread now; `.result()` waits for it and re-raises its error
+    (e.g. a network built while its views are made)."""
+    future: Future[T] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # handed to whoever waits on the result
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future

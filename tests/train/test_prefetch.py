@@ -34,3 +34,23 @@ def test_closing_early_stops_the_thread_and_closes_the_source():
     assert closed == [True] and not items._thread.is_alive()
     with pytest.raises(StopIteration):
         next(items)
+
+
+def test_in_thread_returns_the_result_or_raises_the_error_where_it_is_waited_for():
+    import threading
+
+    from iqa_cli.train.prefetch import in_thread
+
+    names: list[str] = []
+
+    def work(x: int) -> int:
+        names.append(threading.current_thread().name)
+        return 2 * x
+
+    assert in_thread(work, 21, name="iqa-test").result(timeout=10) == 42 and names == ["iqa-test"]
+
+    def broken() -> None:
+        raise ValueError("damaged")
+
+    with pytest.raises(ValueError, match="damaged"):
+        in_thread(broken, name="iqa-test").result(timeout=10)
