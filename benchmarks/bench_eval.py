@@ -16,8 +16,6 @@ forward with every core.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -62,20 +60,19 @@ def _bare_forward(weights: Path, images: int, batch: int, threads: int) -> float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sys.path.insert(0, str(REPO))
+    from benchmarks import common as C
+
+    parser = C.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=141)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64, help="VT-IQA's test batch")
-    parser.add_argument("--quick", action="store_true", help="tiny network, 16 images, 1 round")
-    parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.rounds = 16, 1
-    sys.path.insert(0, str(REPO))
-    from benchmarks import common as C
     from iqa_cli.threads import torch_threads
 
-    workdir = Path(args.workdir or C.default_workdir())
+    workdir = C.workdir_of(args)
     with C.scratch_home(workdir):
         folder = C.jpeg_folder(args.images, C.KONIQ_LIKE, distinct=min(64, args.images), workdir=workdir)
         cache = C.prepare_cache(folder, workdir / "caches" / f"eval_{args.images}.h5", resize="512x384", splits=1)
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": 1.10,
         "quick": args.quick,
     }
-    print(json.dumps(report))
+    C.print_record(report, args.jsonl)
     return 0
 
 

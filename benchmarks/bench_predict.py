@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -74,19 +72,18 @@ def _peak_mb(weights: Path, folder: Path, batch: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="tiny network, 8 photos, 1 round")
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.photos, args.rounds = 8, 1
     sys.path.insert(0, str(REPO))
     from benchmarks import common as C
 
-    workdir = Path(args.workdir or C.default_workdir())
+    parser = C.base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.photos, args.rounds = 8, 1
+
+    workdir = C.workdir_of(args)
     folder = C.jpeg_folder(args.photos, C.KONIQ_LIKE, distinct=min(16, args.photos), workdir=workdir).root
     files = sorted(folder.glob("*.jpg"))
     weights = C.vtiqa_checkpoint(workdir / f"predict_vtiqa_{'tiny' if args.quick else 'full'}.safetensors", args.quick)
@@ -113,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_peak_ratio": 1.10,
         "quick": args.quick,
     }
-    print(json.dumps(report))
+    C.print_record(report, args.jsonl)
     return 0
 
 

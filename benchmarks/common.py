@@ -302,6 +302,16 @@ def size_text(size: Any) -> str:
     return str(size)
 
 
+def print_record(record: dict[str, Any], jsonl: Path | None) -> None:
+    """One measurement as a JSON line on stdout, also appended to `jsonl` when given."""
+    line = json.dumps(record, sort_keys=False)
+    print(line, flush=True)
+    if jsonl is not None:
+        jsonl.parent.mkdir(parents=True, exist_ok=True)
+        with open(jsonl, "a") as handle:
+            handle.write(line + "\n")
+
+
 class Bench:
     """Collects one script's measurements: prints each as a JSON line, the table at the end."""
 
@@ -341,12 +351,7 @@ class Bench:
         }
         record = rounded(record)
         self.records.append(record)
-        line = json.dumps(record, sort_keys=False)
-        print(line, flush=True)
-        if self.jsonl is not None:
-            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.jsonl, "a") as handle:
-                handle.write(line + "\n")
+        print_record(record, self.jsonl)
         return record
 
     def compare(
