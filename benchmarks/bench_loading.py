@@ -118,7 +118,7 @@ class JpegViews:
         import torchvision.transforms.functional as TF
         from PIL import Image
 
-        from iqa_cli.models.vit import IMAGENET_MEAN, IMAGENET_STD
+        from iqa_cli.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
         p = self.params
         with Image.open(self.paths[index]) as im:

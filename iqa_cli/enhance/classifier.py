@@ -18,7 +18,8 @@ import torch
 
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
 from iqa_cli.errors import CheckpointError, DownloadError
-from iqa_cli.models.vit import IMAGENET_CLASSES, ViTEncoder, imagenet_normalize, load_pretrained_encoder
+from iqa_cli.models.imagenet import imagenet_normalize
+from iqa_cli.models.vit import IMAGENET_CLASSES, ViTEncoder, load_pretrained_encoder
 
 SOURCE_RATIO = 244 / 224  # the classifier sees the centre crop of a resize this much larger
 HEAD_DIM = 64

@@ -41,8 +41,6 @@ TINY_VIT: dict[str, int | float] = {
 }
 IMAGENET_CLASSES = 1000
 LAYER_NORM_EPS = 1e-6
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # LayerNorm with the authors' eps (timm passes device/dtype through, so keep it a partial).
@@ -117,33 +115,6 @@ def regression_head(in_features: int, hidden: Iterable[int] = (64, 8), dropout: 
         width = out
     layers.append(nn.Linear(width, 1))
     return nn.Sequential(*layers)
-
-
-_NORMALIZE: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _normalize_constants(device: torch.device, from_uint8: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) with x * scale + shift == (x / 255 - mean) / std (or (x - mean) / std), per
-    channel, cached per device so the hot path copies nothing to the device."""
-    key = (str(device), from_uint8)
-    if key not in _NORMALIZE:
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
-        scale = 1.0 / (std * (255.0 if from_uint8 else 1.0))
-        shift = -mean / std
-        _NORMALIZE[key] = tuple(t.to(device, torch.float32).view(3, 1, 1) for t in (scale, shift))  # type: ignore[assignment]
-    return _NORMALIZE[key]
-
-
-def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images (or floats in [0, 1]) -> float32 ImageNet-normalised, channel axis -3.
-
-    One conversion pass and one fused multiply-add on the new tensor (the obvious `(x/255 - mean)/std`
-    makes three full passes; this is the data path's hottest line)."""
-    from_uint8 = images.dtype == torch.uint8
-    scale, shift = _normalize_constants(images.device, from_uint8)
-    x = images.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    return x.mul_(scale).add_(shift)
 
 
 def rename_prefixes(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) -> StateDict:

@@ -24,18 +24,18 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from iqa_cli.models.checkpoint import load_checkpoint
+from iqa_cli.models.imagenet import imagenet_normalize
 from iqa_cli.models.registry import StateDict, register_model
 from iqa_cli.models.vit import (
     TINY_VIT,
     ViTEncoder,
-    imagenet_normalize,
     layer_norm,
     nest_under,
     regression_head,
     rename_prefixes,
     vit_config,
 )
-from iqa_cli.models.vtiqa import MOSAIC_GRID, MOSAIC_PATCH, cut_mosaic
+from iqa_cli.models.vtiqa_views import MOSAIC_GRID, MOSAIC_PATCH, cut_mosaic
 
 SALIENCY_POOL = 9  # 224 / 9 -> a 24 x 24 sensitivity map
 SELECTION_GROUP = 3  # each mosaic cell searches a 3 x 3 group of map cells

@@ -7,7 +7,7 @@ function of the batch seed only (identical on every DDP rank, after resumption, 
 Two crop rules:
 * per batch (the esnthere protocol, methods spec §0.3; the faithful default): one offset pair for the
   whole batch, the whole batch flipped iff the column offset is in the lower half of its range; this
-  is `iqa_cli.models.vtiqa.train_crop_offsets` + `global_view`, reused by `batch_crop_flip`.
+  is `iqa_cli.models.vtiqa_views.train_crop_offsets` + `global_view`, reused by `batch_crop_flip`.
 * per image (`random_crop_flip`): independent offsets and flips for every image (the usual practice).
 """
 
@@ -20,8 +20,8 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 
-from iqa_cli.models.vit import imagenet_normalize
-from iqa_cli.models.vtiqa import global_view, train_crop_offsets
+from iqa_cli.models.imagenet import imagenet_normalize
+from iqa_cli.models.vtiqa_views import global_view, train_crop_offsets
 
 __all__ = [
     "batch_crop_flip",

@@ -8,7 +8,7 @@ import torch
 
 from iqa_cli.errors import CheckpointError
 from iqa_cli.models import create, load_checkpoint, save_checkpoint
-from iqa_cli.models.vit import imagenet_normalize
+from iqa_cli.models.imagenet import imagenet_normalize
 from iqa_cli.models.vtiqa_org import (
     VTIQAOriginal,
     load_original_parts,

@@ -196,7 +196,7 @@ class ALIQARecipe(Recipe[ALIQAParams]):
         return (imagenet_normalize(batch_crop_flip(views["global"], params.crop_size, seed)),)
 
     def eval_inputs(self, views: Views, params: ALIQAParams) -> tuple[torch.Tensor, ...]:
-        from iqa_cli.models.vtiqa import global_view
+        from iqa_cli.models.vtiqa_views import global_view
         from iqa_cli.train.augment import imagenet_normalize
 
         offset = (views["global"].shape[-1] - params.crop_size) // 2

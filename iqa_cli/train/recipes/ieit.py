@@ -333,7 +333,7 @@ class IEITRecipe(Recipe[IEITParams]):
         return [torch.cat([i, e]) for i, e in zip(images, enhanced, strict=True)]
 
     def train_inputs(self, views: Views, seed: int, params: IEITParams) -> tuple[torch.Tensor, ...]:
-        from iqa_cli.models.vit import imagenet_normalize
+        from iqa_cli.models.imagenet import imagenet_normalize
         from iqa_cli.train.augment import batch_crop_flip, random_crop_flip
 
         crop = batch_crop_flip if params.crop_mode == "batch" else random_crop_flip
@@ -341,8 +341,8 @@ class IEITRecipe(Recipe[IEITParams]):
         return tuple(imagenet_normalize(crop(views[k], params.crop_size, seed)) for k in ("original", "enhanced"))
 
     def eval_inputs(self, views: Views, params: IEITParams) -> tuple[torch.Tensor, ...]:
-        from iqa_cli.models.vit import imagenet_normalize
-        from iqa_cli.models.vtiqa import global_view
+        from iqa_cli.models.imagenet import imagenet_normalize
+        from iqa_cli.models.vtiqa_views import global_view
 
         size = params.crop_size
         offset = (views["original"].shape[-1] - size) // 2

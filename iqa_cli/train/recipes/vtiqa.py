@@ -219,7 +219,7 @@ class VTIQARecipe(Recipe[VTIQAParams]):
             return self.stored_views(images, params)
         import torch
 
-        from iqa_cli.models.vtiqa import centre_offsets
+        from iqa_cli.models.vtiqa_views import centre_offsets
         from iqa_cli.train.augment import resize_spans, same_size_batches
 
         # The centre crop of the 244 px resize and the test mosaic's patches, cut from the 768 px resize
@@ -240,7 +240,7 @@ class VTIQARecipe(Recipe[VTIQAParams]):
     def cut_train_views(self, views: Views, rows: torch.Tensor, seed: int, params: VTIQAParams) -> Views | None:
         if params.crop_mode != "batch":
             return None
-        from iqa_cli.models.vtiqa import train_crops
+        from iqa_cli.models.vtiqa_views import train_crops
 
         x_global, x_mosaic = train_crops(
             views["global"], views["mosaic"], seed, rows,
@@ -249,8 +249,8 @@ class VTIQARecipe(Recipe[VTIQAParams]):
         return {HOST_GLOBAL: x_global, HOST_MOSAIC: x_mosaic}
 
     def train_inputs(self, views: Views, seed: int, params: VTIQAParams) -> tuple[torch.Tensor, ...]:
-        from iqa_cli.models.vit import imagenet_normalize
-        from iqa_cli.models.vtiqa import mosaic_view, train_mosaic_offsets, train_views
+        from iqa_cli.models.imagenet import imagenet_normalize
+        from iqa_cli.models.vtiqa_views import mosaic_view, train_mosaic_offsets, train_views
         from iqa_cli.train.augment import random_crop_flip
 
         if HOST_GLOBAL in views:  # already cut on the host by `cut_train_views`
@@ -264,8 +264,8 @@ class VTIQARecipe(Recipe[VTIQAParams]):
         return imagenet_normalize(x_global), imagenet_normalize(x_mosaic)
 
     def eval_inputs(self, views: Views, params: VTIQAParams) -> tuple[torch.Tensor, ...]:
-        from iqa_cli.models.vit import imagenet_normalize
-        from iqa_cli.models.vtiqa import eval_views
+        from iqa_cli.models.imagenet import imagenet_normalize
+        from iqa_cli.models.vtiqa_views import eval_views
 
         if SCORE_GLOBAL in views:  # made by `scoring_views`: already the test crops
             return imagenet_normalize(views[SCORE_GLOBAL]), imagenet_normalize(views[SCORE_MOSAIC])
