@@ -56,6 +56,21 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
     return tensors, meta
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a checkpoint file; a safetensors file's header alone is read (its tensors are
+    checked against their digest when `read_state_dict` loads them), any other file is read whole."""
+    path = Path(path)
+    if path.is_file() and (path.suffix == ".safetensors" or _sniff(path) == "safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return dict(f.metadata() or {})
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"not a readable safetensors file ({exc})", path=path) from None
+    return read_state_dict(path)[1]
+
+
 def _refusal(exc: Exception) -> str:
     """One line explaining why the weights-only unpickler refused a file."""
     text = str(exc)
@@ -84,7 +99,7 @@ def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(f"{key}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.flatten().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.flatten().view(torch.uint8).numpy().data)  # the buffer itself, not a copy
     return digest.hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
 
 PER_WORKER = 4  # images per decode process at least: fewer images decode in this process (no start-up)
+# Batches of views made ahead of the forward: enough to use the network's build (and, in a fresh
+# process, timm's import: ~1.7 s) for a small folder's views, within this many bytes.
+QUEUED_VIEW_BYTES = 128 * 2**20
+MAX_AHEAD = 8
 
 
 @dataclass
@@ -165,25 +170,36 @@ def score_arrays(
     return score_views(recipe, loaded, views, device, dtype, names=names)
 
 
-Batch = list[tuple[Path, np.ndarray, tuple[int, int]]]
+Batch = list[tuple[Path, tuple[int, int]]]  # each image's file and its own (width, height)
 
 
 def _view_batches(
     images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any
 ) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
-    """(batch, its views): what the prefetch thread of `predict_files` makes, one batch ahead."""
+    """(batch, its views): what the prefetch thread of `predict_files` makes, one batch ahead. The decoded
+    pixels are dropped once the views are made, so batches waiting in the queue hold only their views."""
+    pixels: list[np.ndarray] = []
     batch: Batch = []
-    for item in images:
-        batch.append(item)
+    for path, array, size in images:
+        pixels.append(array)
+        batch.append((path, size))
         if len(batch) >= batch_size:
-            yield batch, make([a for _, a, _ in batch])
+            views, pixels = make(pixels), []  # not held while this generator waits at the yield
+            yield batch, views
             batch = []
     if batch:
-        yield batch, make([a for _, a, _ in batch])
+        views, pixels = make(pixels), []
+        yield batch, views
+
+
+def batches_ahead(view_shapes: dict[str, tuple[int, ...]], batch_size: int) -> int:
+    """How many batches of (uint8) views the prefetch thread may hold: 2 to MAX_AHEAD, within QUEUED_VIEW_BYTES."""
+    per_batch = batch_size * sum(math.prod(shape) for shape in view_shapes.values())
+    return max(2, min(MAX_AHEAD, QUEUED_VIEW_BYTES // max(1, per_batch)))
 
 
 def _prefetched_views(
-    images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any
+    images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any, *, depth: int = 2
 ) -> Prefetch[tuple[Batch, dict[str, torch.Tensor]]]:
     """`_view_batches` in a thread from now on: the decode hand-off and the view resizes run beside the
     forward, and the first batches are ready while the network is still being built. Closing it closes
@@ -197,7 +213,7 @@ def _prefetched_views(
             if close is not None:
                 close()
 
-    return Prefetch(source(), depth=2, name="iqa-predict-views")
+    return Prefetch(source(), depth=depth, name="iqa-predict-views")
 
 
 def predict_files(
@@ -241,7 +257,10 @@ def predict_files(
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
     decoded = _usable(_decoded(files, skip_bad, skipped, reduce_to=bound, workers=count), skip_bad, skipped)
     batches = _prefetched_views(
-        decoded, batch_size, lambda arrays: make_views(recipe, spec.params, arrays, torch_device)
+        decoded,
+        batch_size,
+        lambda arrays: make_views(recipe, spec.params, arrays, torch_device),
+        depth=batches_ahead(recipe.scoring_view_shapes(spec.params), batch_size),
     )
     with contextlib.ExitStack() as stack:  # the first batches decode while the network is built
         stack.enter_context(batches)
@@ -259,9 +278,9 @@ def predict_files(
         )
         progress.start("scoring images", len(files))
         for batch, views in batches:
-            scores = score_views(recipe, loaded, views, torch_device, dtype, names=[path for path, _, _ in batch])
+            scores = score_views(recipe, loaded, views, torch_device, dtype, names=[path for path, _ in batch])
             natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
-            for (path, _array, (width, height)), score, value in zip(batch, scores, natives, strict=True):
+            for (path, (width, height)), score, value in zip(batch, scores, natives, strict=True):
                 score_native = None if value is None else float(value)
                 report.predictions.append(Prediction(str(path), float(score), score_native, width, height))
             progress.advance(len(batch))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from iqa_cli.errors import CheckpointError
-from iqa_cli.models.checkpoint import read_state_dict
+from iqa_cli.models.checkpoint import read_metadata
 from iqa_cli.train.config import apply_values
 from iqa_cli.train.labels import LabelMap
 from iqa_cli.train.recipes.base import BaseParams, Recipe
@@ -72,7 +72,7 @@ def read_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | Non
     files = recipe.weight_files(str(weights), variant)
     meta: dict[str, str] = {}
     if "model" in files:
-        _, meta = read_state_dict(files["model"])
+        meta = read_metadata(files["model"])  # its tensors are read and checked by `build_trained`
     method = meta.get("method")
     if method and method != recipe.name:
         raise CheckpointError(f"checkpoint is for method '{method}', not '{recipe.name}'", path=files["model"])
@@ -95,7 +95,12 @@ def read_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | Non
 
 def build_trained(recipe: Recipe[Any], spec: TrainedSpec) -> LoadedModel:
     """Build the network `spec` describes and load its weights (refusing non-finite ones)."""
-    model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
+    from iqa_cli.models.no_init import random_fills_skipped, unsaved_buffers
+
+    with random_fills_skipped():  # the load below overwrites every saved tensor
+        model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
+    if unsaved_buffers(model):  # kept from the build itself, maybe random: build it the usual way
+        model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
     recipe.load_weights(model, spec.files, spec.params)
     bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:

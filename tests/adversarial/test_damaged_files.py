@@ -40,6 +40,10 @@ def test_overwritten_bytes_in_an_iqa_checkpoint_fail_its_digest(tiny_weights):
     before = digest(tiny_weights)
     line = error_line(invoke("eval", "vtiqa", "--data", "mini", "--weights", tiny_weights, "--split", "0"))
     assert "do not match the digest" in line and str(tiny_weights) in line
+    image = tiny_weights.parent / "photo.png"  # predict reads the header first, the tensors while decoding
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
+    line = error_line(invoke("predict", "vtiqa", image, "--weights", tiny_weights))
+    assert "do not match the digest" in line and str(tiny_weights) in line
     assert digest(tiny_weights) == before
 
 

@@ -195,3 +195,16 @@ def test_checkpoint_without_tensors_or_missing_file(tmp_path):
         load_checkpoint(create(MODEL), path)
     with pytest.raises(CheckpointError, match="checkpoint file not found"):
         load_checkpoint(create(MODEL), tmp_path / "absent.pt")
+
+
+def test_the_tensor_digest_is_stable():
+    """Checkpoints written by earlier versions carry this digest: its definition must never drift."""
+    from iqa_cli.models.checkpoint import tensors_digest
+
+    state = {
+        "w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        "b": torch.arange(3, dtype=torch.int64),
+        "h": torch.arange(4).to(torch.bfloat16),
+    }
+    assert tensors_digest(state) == "da00b9a9c0df81a0dbc7135b18e04888b0915d87633ac3465f802ae3670ed06d"
+    assert tensors_digest({**state, "w": state["w"].t()}) != tensors_digest(state)

@@ -110,4 +110,3 @@ def test_backbone_weights_load_imagenet_encoder(tmp_path):
     torch.save({"model": {"cls_token": torch.zeros(1, 1, 64)}}, path)
     with pytest.raises(CheckpointError, match="missing tensors"):
         create("vtiqa", tiny=True, backbone_weights=path)
-

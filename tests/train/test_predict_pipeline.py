@@ -28,9 +28,11 @@ def test_batches_keep_the_input_order_and_their_views():
         return {"first": [int(a[0, 0, 0]) for a in arrays]}
 
     batches = list(_prefetched_views(_images(10), 4, make))
-    assert [[int(p.stem) for p, _, _ in batch] for batch, _ in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [[int(p.stem) for p, _ in batch] for batch, _ in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert [views["first"] for _, views in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert made_in == {"iqa-predict-views"}  # not the consumer's thread
+    # a batch carries each file's name and size, not its decoded pixels (they are freed once viewed)
+    assert all(not isinstance(x, np.ndarray) for batch, _ in batches for item in batch for x in item)
 
 
 def test_an_error_making_views_reaches_the_consumer():
@@ -47,3 +49,14 @@ def test_a_consumer_that_stops_early_closes_the_source():
     next(batches)
     batches.close()  # e.g. a non-finite score raised while scoring the first batch
     assert closed == [True]
+
+
+def test_views_made_ahead_are_bounded_by_bytes():
+    from iqa_cli.train.predict import MAX_AHEAD, QUEUED_VIEW_BYTES, batches_ahead
+
+    vtiqa = {"global_centre": (3, 224, 224), "test_mosaic": (3, 224, 224)}  # 301 KB per image
+    assert batches_ahead(vtiqa, 16) == MAX_AHEAD  # 4.8 MB per batch: the whole start-up's worth
+    assert batches_ahead(vtiqa, 1) == MAX_AHEAD
+    big = {"rgb": (3, 2048, 2048)}  # 12.6 MB per image
+    assert batches_ahead(big, 16) == 2  # never fewer than 2 (one scored, one being made)
+    assert batches_ahead(big, 4) * 4 * 3 * 2048 * 2048 <= QUEUED_VIEW_BYTES
