@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 PER_WORKER = 4  # images per decode process at least: fewer images decode in this process (no start-up)
 # Batches of views made ahead of the forward: enough to use the network's build (and, in a fresh
-# process, timm's import: ~1.7 s) for a small folder's views, within this many bytes.
+# process, timm's import: about 1.5 s) for a small folder's views, within this many bytes.
 QUEUED_VIEW_BYTES = 128 * 2**20
 MAX_AHEAD = 8
 
@@ -176,8 +176,8 @@ Batch = list[tuple[Path, tuple[int, int]]]  # each image's file and its own (wid
 def _view_batches(
     images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any
 ) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
-    """(batch, its views): what the prefetch thread of `predict_files` makes, one batch ahead. The decoded
-    pixels are dropped once the views are made, so batches waiting in the queue hold only their views."""
+    """(batch, its views): what the prefetch thread of `predict_files` makes ahead of the forward. The
+    decoded pixels are dropped once the views are made, so batches waiting in the queue hold only views."""
     pixels: list[np.ndarray] = []
     batch: Batch = []
     for path, array, size in images:
