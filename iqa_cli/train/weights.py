@@ -97,9 +97,13 @@ def build_trained(recipe: Recipe[Any], spec: TrainedSpec) -> LoadedModel:
     """Build the network `spec` describes and load its weights (refusing non-finite ones)."""
     from iqa_cli.models.no_init import random_fills_skipped, unsaved_buffers
 
-    with random_fills_skipped():  # the load below overwrites every saved tensor
-        model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
-    if unsaved_buffers(model):  # kept from the build itself, maybe random: build it the usual way
+    model = None
+    if recipe.build_without_init:
+        with random_fills_skipped():  # the load below overwrites every saved tensor
+            model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
+        if unsaved_buffers(model):  # kept from the build itself, maybe random: build it the usual way
+            model = None
+    if model is None:
         model = recipe.build_model(spec.params, tiny=spec.tiny, pretrained=False)
     recipe.load_weights(model, spec.files, spec.params)
     bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]

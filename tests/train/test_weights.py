@@ -46,10 +46,15 @@ class _WithTable(nn.Module):
         self.register_buffer("table", torch.rand(1000), persistent=False)  # random, and never saved
 
 
-def test_a_network_with_unsaved_random_buffers_is_built_the_usual_way(tmp_path):
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_network_with_unsaved_random_buffers_is_built_the_usual_way(tmp_path, declared):
+    """Whether the recipe declares it (`build_without_init = False`, one build) or not (found after a
+    build without init, then built again)."""
     path = save_checkpoint(_WithTable(), tmp_path / "w.safetensors", {"method": "stub"})
+    builds: list[int] = []
     recipe = SimpleNamespace(
-        build_model=lambda params, tiny, pretrained: _WithTable(),
+        build_without_init=declared,
+        build_model=lambda params, tiny, pretrained: builds.append(1) or _WithTable(),
         load_weights=lambda model, files, params: model.load_state_dict(
             __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(files["model"]))
         ),
@@ -57,6 +62,11 @@ def test_a_network_with_unsaved_random_buffers_is_built_the_usual_way(tmp_path):
     spec = TrainedSpec({"model": path}, {}, SimpleNamespace(), False, str(path))
     table = build_trained(recipe, spec).model.table  # type: ignore[arg-type]
     assert 0.0 <= float(table.min()) and float(table.max()) < 1.0 and float(table.std()) > 0.2
+    assert len(builds) == (2 if declared else 1)
+
+
+def test_only_al_iqa_declares_buffers_no_checkpoint_holds():
+    assert [m for m in METHODS if not get_recipe(m).build_without_init] == ["aliqa"]
 
 
 def _overwrite_tensor_bytes(path: Path) -> None:
@@ -96,6 +106,7 @@ class _TwoParts(nn.Module):
 def test_a_weight_no_load_sets_is_refused_not_left_random(tmp_path):
     path = save_checkpoint(_TwoParts().loaded, tmp_path / "part.safetensors", {"method": "stub"})
     recipe = SimpleNamespace(
+        build_without_init=True,
         build_model=lambda params, tiny, pretrained: _TwoParts(),
         load_weights=lambda model, files, params: model.loaded.load_state_dict(
             __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(files["model"]))

@@ -118,6 +118,7 @@ class ALIQARecipe(Recipe[ALIQAParams]):
     title = "AL-IQA (Song et al., TCSVT 2023)"
     Params = ALIQAParams
     tiny_params = TINY
+    build_without_init = False  # its token embedding and tokenised prompts are buffers no checkpoint holds
     reseed_per_batch = True  # the authors re-seed torch per batch (the crop offsets and flip)
     # Head 2's correlations (what the authors' release test scripts print) next to the mean over the
     # three heads (what their training scripts print and select on).

@@ -119,6 +119,10 @@ class Recipe(ABC, Generic[P]):
     # Params fields that `iqa eval/predict` may override (test-time protocol choices such as the
     # number of test crops or which branch scores); each becomes a flag of those commands.
     eval_params: ClassVar[tuple[str, ...]] = ()
+    # False when the network keeps tensors no checkpoint holds (non-persistent buffers made at build
+    # time): `build_trained` then builds it with its random init instead of skipping it (it also
+    # checks, and falls back, whatever this says).
+    build_without_init: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- parameters and model
 
