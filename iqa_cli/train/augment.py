@@ -54,8 +54,8 @@ def resize_to(images: torch.Tensor, height: int, width: int, *, pil: str | None 
         return images
     mode, antialias = ("bicubic", False) if pil is None else (pil, True)
     n, c = images.shape[:2]
-    floats = 4 * c * max(height * width, images.shape[-2] * images.shape[-1])  # per image, the larger of in and out
-    step = n if images.device.type != "cpu" else max(1, CPU_CHUNK_BYTES // floats)
+    float_bytes = 4 * c * max(height * width, images.shape[-2] * images.shape[-1])  # per image: larger of in, out
+    step = n if images.device.type != "cpu" else max(1, CPU_CHUNK_BYTES // float_bytes)
     if step >= n:
         return _resize_float(images, height, width, mode, antialias)
     out = torch.empty((n, c, height, width), dtype=torch.uint8, device=images.device)

@@ -177,19 +177,25 @@ def _view_batches(
     images: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], batch_size: int, make: Any
 ) -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
     """(batch, its views): what the prefetch thread of `predict_files` makes ahead of the forward. The
-    decoded pixels are dropped once the views are made, so batches waiting in the queue hold only views."""
+    decoded pixels are dropped once the views are made, so batches waiting in the queue hold only views.
+    Closing this generator (a consumer that stopped early) closes `images`, and the decode processes."""
     pixels: list[np.ndarray] = []
     batch: Batch = []
-    for path, array, size in images:
-        pixels.append(array)
-        batch.append((path, size))
-        if len(batch) >= batch_size:
-            views, pixels = make(pixels), []  # not held while this generator waits at the yield
+    try:
+        for path, array, size in images:
+            pixels.append(array)
+            batch.append((path, size))
+            if len(batch) >= batch_size:
+                views, pixels = make(pixels), []  # not held while this generator waits at the yield
+                yield batch, views
+                batch = []
+        if batch:
+            views, pixels = make(pixels), []
             yield batch, views
-            batch = []
-    if batch:
-        views, pixels = make(pixels), []
-        yield batch, views
+    finally:
+        close = getattr(images, "close", None)
+        if close is not None:
+            close()
 
 
 def batches_ahead(view_shapes: dict[str, tuple[int, ...]], batch_size: int) -> int:
@@ -204,16 +210,7 @@ def _prefetched_views(
     """`_view_batches` in a thread from now on: the decode hand-off and the view resizes run beside the
     forward, and the first batches are ready while the network is still being built. Closing it closes
     `images` (and the decode processes)."""
-
-    def source() -> Iterator[tuple[Batch, dict[str, torch.Tensor]]]:
-        try:
-            yield from _view_batches(images, batch_size, make)
-        finally:
-            close = getattr(images, "close", None)
-            if close is not None:
-                close()
-
-    return Prefetch(source(), depth=depth, name="iqa-predict-views")
+    return Prefetch(_view_batches(images, batch_size, make), depth=depth, name="iqa-predict-views")
 
 
 def predict_files(
