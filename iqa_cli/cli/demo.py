@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
+from iqa_cli.cli.metric_cells import fallback_note, row_cells
 
 
 def register(root: typer.Typer) -> None:
@@ -53,10 +54,14 @@ def register(root: typer.Typer) -> None:
             return
         m = report.metrics
         table = Table(title=f"demo: tiny VT-IQA on {report.images} images, test split ({m['n']} images, unseen tiles)")
-        for column in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse"):
+        columns = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
+        for column in columns:
             table.add_column(column, justify="right")
-        table.add_row(*[f"{m[c]:.3f}" for c in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")])
+        table.add_row(*row_cells(m, columns, digits=3))
         out.print(table)
+        note = fallback_note([m], columns)
+        if note:
+            out.print(note, markup=False, highlight=False)
         s = report.seconds
         out.print(
             f"time: {s['total']:.0f} s (dataset {s['dataset']:.0f}, prepare {s['prepare']:.0f}, "

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.cli.metric_cells import fallback_note, row_cells, summary_cells
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
@@ -204,14 +205,17 @@ def show_eval_report(report: dict[str, Any]) -> None:
         trained = f"{row.get('trained_on') or '?'}"
         if row.get("trained_split") is not None:
             trained += f" / split {row['trained_split']}"
-        table.add_row(str(row["split"]), str(row["n"]), *[f"{row[m]:.4f}" for m in columns], trained)
-    if len(report["results"]) > 1:
-        median = report["median"]
-        table.add_row("median", "", *[f"{median[m]:.4f}" for m in columns], "")
+        table.add_row(str(row["split"]), str(row["n"]), *row_cells(row, columns), trained)
+    rows = report["results"]
+    if len(rows) > 1:
+        table.add_row("median", "", *summary_cells(rows, report["median"], columns), "")
         mean, std = report.get("mean") or {}, report.get("std") or {}
         if mean:
-            table.add_row("mean ± std", "", *[f"{mean[m]:.4f} ± {std[m]:.4f}" for m in columns], "")
+            table.add_row("mean ± std", "", *summary_cells(rows, mean, columns, std), "")
     out.print(table)
+    note = fallback_note(rows, columns)
+    if note:
+        out.print(note, markup=False, highlight=False)
     for row in report["results"]:
         if row.get("by_type"):
             show_by_type(row)

@@ -20,7 +20,9 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.cli.metric_cells import FALLBACK_MARK, fallback_note, marked_cell, row_cells, summary_cells
 from iqa_cli.train.config import EngineConfig, choices_of, field_types
+from iqa_cli.train.metrics import LOGISTIC_METRICS
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -249,17 +251,20 @@ def show_train_report(report: dict[str, Any]) -> None:
         table.add_row(
             str(row["split"]),
             str(row["n"]),
-            *[f"{row[m]:.4f}" for m in columns],
+            *row_cells(row, columns),
             str(row["best_epoch"]),
             str(row["epochs"]),
         )
-    if len(report["splits"]) > 1:
-        median = report["median"]
-        table.add_row("median", "", *[f"{median[m]:.4f}" for m in columns], "", "")
+    rows = report["splits"]
+    if len(rows) > 1:
+        table.add_row("median", "", *summary_cells(rows, report["median"], columns), "", "")
         mean, std = report.get("mean") or {}, report.get("std") or {}
         if mean:
-            table.add_row("mean ± std", "", *[f"{mean[m]:.4f} ± {std[m]:.4f}" for m in columns], "", "")
+            table.add_row("mean ± std", "", *summary_cells(rows, mean, columns, std), "", "")
     out.print(table)
+    note = fallback_note(rows, columns)
+    if note:
+        out.print(note, markup=False, highlight=False)
     _show_watch(report)
     out.print(f"run folder: {report['run']}", markup=False, highlight=False)
 
@@ -271,16 +276,26 @@ def show_sweep(table: dict[str, Any]) -> None:
     for column in (what, "repeat", "seed", *columns):
         runs.add_column(column, justify="right")
     for row in table["runs"]:
-        cells = [f"{row[c]:.4f}" if row.get(c) is not None else "nan" for c in columns]
+        fell_back = bool(row.get("logistic_fallbacks"))
+        cells = [marked_cell(f"{row[c]:.4f}", c, fell_back) if row.get(c) is not None else "nan" for c in columns]
         runs.add_row(str(row["value"]), str(row["repeat"]), str(row["seed"]), *cells)
     out.print(runs)
     means = Table(title=f"mean ± std over the {table['repeats']} repeat(s) of each value")
     for column in (what, "runs", *columns):
         means.add_column(column, justify="right")
     for row in table["by_value"]:
-        cells = [f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}" for c in columns]
+        fell_back = bool(row.get("logistic_fallbacks"))
+        cells = [marked_cell(f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}", c, fell_back) for c in columns]
         means.add_row(str(row["value"]), str(row["runs"]), *cells)
     out.print(means)
+    fallbacks = sum(int(row.get("logistic_fallbacks") or 0) for row in table["runs"])
+    if fallbacks and any(c in LOGISTIC_METRICS for c in columns):
+        out.print(
+            f"{FALLBACK_MARK} these include {fallbacks} split(s) with no logistic fit (it failed, or fitted worse "
+            "than the raw predictions), where the raw PLCC/RMSE stand under the logistic names",
+            markup=False,
+            highlight=False,
+        )
     out.print(f"sweep folder: {table['sweep']}", markup=False, highlight=False)
 
 

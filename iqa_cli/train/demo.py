@@ -275,7 +275,7 @@ def run_demo(
         run=run,
         images=len(rows),
         split=SPLIT,
-        metrics={k: row[k] for k in ("n", "srcc", "plcc", "plcc_logistic", "krcc", "rmse")},
+        metrics={k: row[k] for k in ("n", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "logistic_fit") if k in row},
         seconds=seconds,
         commands=[
             f"iqa eval vtiqa --data {DATASET_NAME} --split {SPLIT} --per-image predictions.csv",

@@ -527,7 +527,8 @@ def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_metrics_csv(path: Path, report: EvalReport) -> None:
     metric_names = [k for k in report.median if k != "splits"]
-    columns = ["dataset", "split", "n", *metric_names, "trained_on", "trained_split", "selected_on", "weights"]
+    columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
+               "weights"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

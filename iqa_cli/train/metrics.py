@@ -27,6 +27,8 @@ import numpy as np
 # scipy is imported inside the functions: the CLI imports this module to build its options.
 
 METRIC_NAMES = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "rmse_logistic")
+# Where a row's `logistic_fit` is "fallback", these hold the raw PLCC and RMSE (see the docstring).
+LOGISTIC_METRICS = ("plcc_logistic", "rmse_logistic")
 
 
 def _vectors(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +143,11 @@ def compute_metrics(pred: np.ndarray, label: np.ndarray) -> Metrics:
         rmse_logistic=mapped_rmse if use_fit else raw_rmse,
         logistic_fit="ok" if use_fit else "fallback",
     )
+
+
+def logistic_fallbacks(rows: list[dict[str, object]]) -> int:
+    """How many result rows carry the raw PLCC/RMSE under the logistic names (their fit was not used)."""
+    return sum(1 for row in rows if row.get("logistic_fit") == "fallback")
 
 
 def summary_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRIC_NAMES) -> dict[str, dict[str, float]]:

@@ -27,6 +27,7 @@ import numpy as np
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, write_json
+from iqa_cli.train.metrics import logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import read_run, run_root
 from iqa_cli.train.trainer import TrainOptions, resolve_config, train
@@ -118,6 +119,7 @@ def run_sweep(
                     "seed": run_seed,
                     "run": str(folder),
                     **{k: report["median"].get(k) for k in report.get("columns", [])},
+                    "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
                 }
             )
     columns = list(get_recipe(options.method).report_metrics)
@@ -162,6 +164,7 @@ def _finished_report(folder: Path) -> dict[str, Any] | None:
 
 def _mean_of(rows: list[dict[str, Any]], columns: list[str], label: str) -> dict[str, Any]:
     out: dict[str, Any] = {"value": label, "runs": len(rows)}
+    out["logistic_fallbacks"] = sum(int(r.get("logistic_fallbacks") or 0) for r in rows)
     for column in columns:
         values = np.asarray([r.get(column) for r in rows if r.get(column) is not None], dtype=np.float64)
         finite = values[np.isfinite(values)] if values.size else values

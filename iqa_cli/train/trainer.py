@@ -562,6 +562,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 "dataset": name,
                 "n": result.test["n"],
                 **{k: result.test[k] for k in recipe.metric_names},
+                **({"logistic_fit": result.test["logistic_fit"]} if "logistic_fit" in result.test else {}),
                 "val": result.val,
                 "best_epoch": result.best_epoch,
                 "epochs": result.epochs,

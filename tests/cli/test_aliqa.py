@@ -309,9 +309,13 @@ def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, singl
         assert config["engine"]["seed"] == row["seed"]
         results = json.loads((Path(row["run"]) / "results.json").read_text())
         assert row["srcc"] == results["median"]["srcc"]
+        # How many of its splits report raw PLCC under plcc_logistic (no logistic fit) travels with it.
+        assert row["logistic_fallbacks"] == sum(s["logistic_fit"] == "fallback" for s in results["splits"])
     for mean in table["by_value"]:
         runs = [r["srcc"] for r in table["runs"] if r["value"] == mean["value"]]
         assert mean["runs"] == 2 and mean["mean_srcc"] == pytest.approx(np.mean(runs))
+        fallbacks = [r["logistic_fallbacks"] for r in table["runs"] if r["value"] == mean["value"]]
+        assert mean["logistic_fallbacks"] == sum(fallbacks)
     assert json.loads((root / "sweep.json").read_text()) == table
     again = runner.invoke(app, ["train", "aliqa", *args, *sweep])  # finished runs are read back, not retrained
     assert again.exit_code == 0 and json.loads(again.stdout)["runs"] == table["runs"]

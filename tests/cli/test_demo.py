@@ -33,6 +33,7 @@ def test_demo_builds_trains_evaluates_and_prints_working_commands(tmp_path, _iso
         assert not refs[0] & refs[1]
     metrics = report["metrics"]
     assert metrics["n"] > 0 and all(math.isfinite(metrics[k]) for k in ("srcc", "plcc", "rmse"))
+    assert metrics["logistic_fit"] in ("ok", "fallback")
     assert (Path(report["run"]) / "split-random_0" / "best.safetensors").is_file()
     assert set(report["seconds"]) == {"dataset", "prepare", "train", "evaluate", "total"}
     # The first suggested command runs as printed.

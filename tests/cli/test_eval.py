@@ -93,6 +93,7 @@ def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     assert "random_1" in result.stdout and "srcc" in result.stdout  # the rich table
     rows = list(csv.DictReader(table.open()))
     assert [r["split"] for r in rows] == ["random_1", "median", "mean", "std"]
+    assert rows[0]["logistic_fit"] in ("ok", "fallback") and rows[1]["logistic_fit"] == ""
     images = list(csv.DictReader(per_image.open()))
     assert len(images) == 8 and {r["split"] for r in images} == {"random_1"}
     pred = np.array([float(r["prediction"]) for r in images])

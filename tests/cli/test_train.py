@@ -55,6 +55,10 @@ def test_train_writes_the_run_folder_and_reports(cache, tmp_path):
     assert row["split"] == "random_0" and row["n"] == 8
     for key in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse"):
         assert key in row and key in report["median"]
+    # Whether plcc_logistic is a fitted value or the raw PLCC standing in for a failed fit is recorded.
+    assert row["logistic_fit"] in ("ok", "fallback")
+    saved = json.loads((out / "results.json").read_text())["splits"][0]
+    assert saved["logistic_fit"] == row["logistic_fit"]
     for name in ("config.toml", "config.json", "run.json", "results.json"):
         assert (out / name).is_file(), name
     split = out / "split-random_0"

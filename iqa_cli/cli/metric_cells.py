@@ -1,0 +1,52 @@
+"""Metric cells of the result tables, with the logistic columns marked where no logistic fit was used.
+
+A row whose `logistic_fit` is "fallback" reports its raw PLCC/RMSE under `plcc_logistic` and
+`rmse_logistic` (`iqa_cli.train.metrics`); a table must not pass those off as fitted values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from iqa_cli.train.metrics import LOGISTIC_METRICS, logistic_fallbacks
+
+FALLBACK_MARK = "†"
+
+
+def _mark(column: str, marked: bool) -> str:
+    return FALLBACK_MARK if marked and column in LOGISTIC_METRICS else ""
+
+
+def marked_cell(text: str, column: str, marked: bool) -> str:
+    """`text` with the mark when `column` is a logistic one and its value includes a fallback."""
+    return text + _mark(column, marked)
+
+
+def row_cells(row: dict[str, Any], columns: Sequence[str], digits: int = 4) -> list[str]:
+    """One result row's cells; its logistic columns marked when its fit fell back to the raw values."""
+    fell_back = row.get("logistic_fit") == "fallback"
+    return [f"{row[c]:.{digits}f}{_mark(c, fell_back)}" for c in columns]
+
+
+def summary_cells(
+    rows: Sequence[dict[str, Any]], values: dict[str, Any], columns: Sequence[str], spread: dict[str, Any] | None = None
+) -> list[str]:
+    """Median (or mean ± std with `spread`) cells over `rows`, marked when any row fell back."""
+    marked = logistic_fallbacks(list(rows)) > 0
+    if spread is None:
+        return [f"{values[c]:.4f}{_mark(c, marked)}" for c in columns]
+    return [f"{values[c]:.4f} ± {spread[c]:.4f}{_mark(c, marked)}" for c in columns]
+
+
+def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
+    """The line under a table that has marked cells, or None."""
+    count = logistic_fallbacks(list(rows))
+    if not count or not any(c in LOGISTIC_METRICS for c in columns):
+        return None
+    which = "this split" if len(rows) == 1 else f"{count} of {len(rows)} splits"
+    return (
+        f"{FALLBACK_MARK} no logistic fit on {which} (it failed, or fitted worse than the raw predictions): "
+        "the raw PLCC/RMSE stand under the logistic names there (logistic_fit: fallback in --json)"
+        + ("; the summary rows include them" if len(rows) > 1 else "")
+    )
