@@ -150,6 +150,29 @@ def logistic_fallbacks(rows: list[dict[str, object]]) -> int:
     return sum(1 for row in rows if row.get("logistic_fit") == "fallback")
 
 
+def unmeasured_splits(rows: list[dict[str, object]], metric: str) -> list[str]:
+    """The splits whose `metric` is not a finite number (constant predictions, too few test images)."""
+    missing = []
+    for row in rows:
+        value = row.get(metric)
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            missing.append(str(row.get("split")))
+    return missing
+
+
+def partial_summary_warning(rows: list[dict[str, object]], metric: str) -> str | None:
+    """What to say when some splits (not all: that is an error) left `metric` unmeasured: the summary
+    statistics skip them, so they describe fewer splits than were run."""
+    missing = unmeasured_splits(rows, metric)
+    if not missing or len(missing) == len(rows):
+        return None
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return (
+        f"{len(missing)} of {len(rows)} splits gave no finite {metric} ({shown}): the median, mean and std "
+        f"are over the other {len(rows) - len(missing)}"
+    )
+
+
 def summary_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRIC_NAMES) -> dict[str, dict[str, float]]:
     """Median, mean and standard deviation (population, ddof 0) of every metric over splits, ignoring nan.
 

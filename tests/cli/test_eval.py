@@ -86,6 +86,30 @@ def test_newest_run_on_its_own_splits_with_json(trained):
         assert ours["plcc"] == pytest.approx(theirs["plcc"], abs=1e-12)
 
 
+def test_a_split_left_unmeasured_is_named_and_left_out_of_the_summary(trained, monkeypatch):
+    """One split of two with constant predictions (no finite SRCC): the table keeps its row, the median
+    is the other split's, and a warning says so; all splits unmeasured stays an error."""
+    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
+
+    calls: list[int] = []
+    real = VTIQARecipe.metrics
+
+    def second_split_constant(self, pred, labels, params):
+        calls.append(1)
+        return real(self, np.full_like(pred, 3.0) if len(calls) == 2 else pred, labels, params)
+
+    monkeypatch.setattr(VTIQARecipe, "metrics", second_split_constant)
+    result = evaluate("--data", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    first, second = report["results"]
+    assert first["srcc"] is not None and second["srcc"] is None  # NaN is null in strict JSON
+    assert report["median"]["srcc"] == pytest.approx(first["srcc"])
+    assert "1 of 2 splits gave no finite srcc (random_1): the median, mean and std are over the other 1" in (
+        " ".join(result.stderr.split())
+    )
+
+
 def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     table, per_image = tmp_path / "m.csv", tmp_path / "p.csv"
     result = evaluate("--data", "mini", "--split", "1", "--csv", str(table), "--per-image", str(per_image))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -89,6 +90,32 @@ def test_split_all_reports_the_median(cache, tmp_path):
     report = json.loads(result.stdout)
     assert [r["split"] for r in report["splits"]] == ["random_0", "random_1"]
     assert report["median"]["splits"] == 2
+
+
+def test_a_split_left_unmeasured_is_named_in_a_warning(cache, tmp_path, monkeypatch):
+    """Split random_1 predicts a constant (no finite SRCC): its row stays, the median is random_0's alone,
+    and a warning says the summary is over 1 of 2 splits."""
+    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
+
+    current: list[str] = []
+    real_init, real_metrics = VTIQARecipe.initialize, VTIQARecipe.metrics
+
+    def initialize(self, model, params, **kwargs):
+        current.append(kwargs["split"])
+        return real_init(self, model, params, **kwargs)
+
+    def metrics(self, pred, labels, params):
+        constant = current and current[-1] == "random_1"
+        return real_metrics(self, np.full_like(pred, 3.0) if constant else pred, labels, params)
+
+    monkeypatch.setattr(VTIQARecipe, "initialize", initialize)
+    monkeypatch.setattr(VTIQARecipe, "metrics", metrics)
+    result = train("--data", "mini", "--split", "all", "--epochs", "1", "--out", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    first, second = report["splits"]
+    assert second["srcc"] is None and report["median"]["srcc"] == pytest.approx(first["srcc"])
+    assert "1 of 2 splits gave no finite srcc (random_1)" in " ".join(result.stderr.split())
 
 
 def test_authors_split_protocols_train_and_evaluate(cache, tmp_path):

@@ -68,3 +68,15 @@ def test_a_decreasing_logistic_is_not_used():
     assert not fit_logistic(x, y).ok
     m = compute_metrics(x, y)
     assert m.logistic_fit == "fallback" and m.plcc < -0.9 and m.plcc_logistic == m.plcc
+
+
+def test_a_summary_over_fewer_splits_than_were_run_is_worded():
+    from iqa_cli.train.metrics import partial_summary_warning, unmeasured_splits
+
+    rows = [{"split": "a", "srcc": 0.5}, {"split": "b", "srcc": float("nan")}, {"split": "c", "srcc": None}]
+    assert unmeasured_splits(rows, "srcc") == ["b", "c"]
+    assert partial_summary_warning(rows, "srcc") == (
+        "2 of 3 splits gave no finite srcc (b, c): the median, mean and std are over the other 1"
+    )
+    assert partial_summary_warning(rows[:1], "srcc") is None  # every split measured
+    assert partial_summary_warning(rows[1:], "srcc") is None  # none measured: the caller's error, not a note
