@@ -196,6 +196,8 @@ def show_matrix(matrix: dict[str, Any]) -> None:
 
 def show_eval_report(report: dict[str, Any]) -> None:
     kind = "cross-dataset" if report["cross"] else "test split"
+    if any(row.get("includes_training_images") for row in report["results"]):
+        kind = "every image, the model's training images included: no cross-dataset result"
     title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
     table = Table(title=title)
     columns = report.get("columns") or ["srcc", "plcc", "plcc_logistic", "krcc", "rmse"]

@@ -257,6 +257,12 @@ def _run_jobs(
             loaded_cache = {}  # keep one network in memory at a time
         if options.cross is None:
             _check_split_identity(known, raw, name, split, cache_path)
+        own_images = options.cross is not None and _trained_on_this(known, raw, name)
+        if own_images:
+            log.warning(
+                f"{known.source} was trained on {name} (split {known.meta.get('split') or '?'}): --cross "
+                "scores every image, its training images included, so this is no cross-dataset result"
+            )
         params = known.params
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
@@ -331,6 +337,7 @@ def _run_jobs(
             "trained_on": loaded.meta.get("dataset"),
             "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
             "selected_on": selected_on,
+            **({"includes_training_images": True} if own_images else {}),
         }
         results.append(row)
         scores = np.asarray(dataset.scores, dtype=np.float64)
@@ -363,7 +370,7 @@ def _run_jobs(
         )
     partial = partial_summary_warning(results, headline)
     if partial:
-        log.warning(f"warning: {partial}")
+        log.warning(partial)
     summary = summary_metrics(results, recipe.metric_names)
     return EvalReport(
         method=recipe.name,
@@ -484,6 +491,17 @@ def _check_split_identity(
             "was trained on, or --cross to score every image on purpose",
             path=cache_path,
         )
+
+
+def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:
+    """Whether a --cross dataset is the one the model was trained on: the same name, or a split of the
+    same name holding the same images (a copy of the cache under another name)."""
+    if loaded.meta.get("dataset") == name:
+        return True
+    split, recorded = loaded.meta.get("split"), loaded.meta.get("split_digest")
+    if not split or not recorded or split not in dataset.split_names():
+        return False
+    return bool(split_digest(dataset, dataset.split(split)) == recorded)
 
 
 def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | Path) -> tuple[str, np.ndarray]:

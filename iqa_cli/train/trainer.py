@@ -581,7 +581,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     rows = [results[s] for s in split_names]
     partial = partial_summary_warning(rows, recipe.report_metrics[0])
     if partial and dist.is_main:
-        log.warning(f"warning: {partial}")
+        log.warning(partial)
     report = {
         "method": recipe.name,
         "dataset": name,

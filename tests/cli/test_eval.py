@@ -110,6 +110,22 @@ def test_a_split_left_unmeasured_is_named_and_left_out_of_the_summary(trained, m
     )
 
 
+def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(trained, tmp_path):
+    """--cross scores every image on purpose, but onto the dataset the model trained on (by name, or a copy
+    of its cache under another name: the same split, same images) that is said, in the log and the report."""
+    result = evaluate("--data", "mini", "--cross", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    assert all(row["includes_training_images"] for row in json.loads(result.stdout)["results"])
+    assert "its training images included, so this is no cross-dataset result" in " ".join(result.stderr.split())
+    make_cache("mini_again", tmp_path / "again", data_dir() / "mini_again.h5")  # same images and splits
+    copy = evaluate("--data", "mini", "--cross", "mini_again")
+    assert copy.exit_code == 0, copy.output
+    assert "no cross-dataset result" in " ".join(copy.stdout.split())  # the table's title
+    other = evaluate("--data", "mini", "--cross", "other", "--json")
+    assert not any("includes_training_images" in row for row in json.loads(other.stdout)["results"])
+    assert "no cross-dataset result" not in other.stderr
+
+
 def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     table, per_image = tmp_path / "m.csv", tmp_path / "p.csv"
     result = evaluate("--data", "mini", "--split", "1", "--csv", str(table), "--per-image", str(per_image))
