@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from iqa_cli.errors import DataError
+from iqa_cli.errors import ConfigError, DataError
 
 PARTIAL_SUFFIX = ".partial"
 _UMASK: int | None = None
@@ -63,6 +63,23 @@ def remove_stale_partials(final: str | Path) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+def check_output_file(path: str | Path, option: str) -> Path:
+    """Refuse, before any work, an output file path that cannot be written: an existing folder, a file
+    standing where a folder must be, or a folder this user may not write in. Missing folders are fine
+    (`atomic_path` makes them)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option}: {path} is a folder; give a file name")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option}: {ancestor} is a file, so {path} cannot be written")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option}: cannot write in {ancestor} (permission denied)")
+    return path
 
 
 @contextlib.contextmanager

@@ -78,6 +78,7 @@ def make_eval_command(method: str) -> Callable[..., None]:
         ),
         **overrides: Any,
     ) -> None:
+        from iqa_cli.atomic import check_output_file
         from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image
         from iqa_cli.train.matrix import cross_matrix, dataset_list, evaluate_cross
 
@@ -85,6 +86,9 @@ def make_eval_command(method: str) -> Callable[..., None]:
             from iqa_cli.plots import check_plot_path
 
             check_plot_path(plot)  # before the work
+        for option, path in (("--csv", csv_file), ("--per-image", per_image)):
+            if path is not None:
+                check_output_file(path, option)
         options = EvalOptions(
             method=method,
             data=data,

@@ -126,6 +126,14 @@ def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(traine
     assert "no cross-dataset result" not in other.stderr
 
 
+def test_output_files_that_cannot_be_written_are_refused_before_the_evaluation(trained, tmp_path):
+    for option in ("--csv", "--per-image", "--plot"):
+        target = tmp_path / "folder.png"
+        target.mkdir(exist_ok=True)
+        line = one_error_line(evaluate("--data", "mini", option, str(target)))
+        assert line == f"error: {option}: {target} is a folder; give a file name"
+
+
 def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     table, per_image = tmp_path / "m.csv", tmp_path / "p.csv"
     result = evaluate("--data", "mini", "--split", "1", "--csv", str(table), "--per-image", str(per_image))

@@ -117,3 +117,15 @@ def test_large_jpegs_decode_reduced_in_worker_processes_with_the_same_scores(wei
     assert [p["path"] for p in first] == [p["path"] for p in second] == sorted(p["path"] for p in first)
     assert [p["score"] for p in first] == [p["score"] for p in second]
     assert (first[-1]["width"], first[-1]["height"]) == (1600, 1200)
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_image_is_scored(weights, photos, tmp_path):
+    result = predict("--weights", str(weights), str(photos), "--csv", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: --csv: {tmp_path} is a folder; give a file name"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = predict("--weights", str(weights), str(photos), "--csv", str(blocker / "sub" / "scores.csv"))
+    assert result.exit_code == 2 and "is a file, so" in result.output and "scoring" not in result.output
+    made = predict("--weights", str(weights), str(photos), "--csv", str(tmp_path / "new" / "dir" / "s.csv"))
+    assert made.exit_code == 0 and (tmp_path / "new" / "dir" / "s.csv").is_file()  # missing folders are made
