@@ -72,14 +72,27 @@ def check_output_file(path: str | Path, option: str) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{option}: {path} is a folder; give a file name")
-    ancestor = path.parent
+    _check_creatable(path.parent, path, option)
+    return path
+
+
+def check_output_folder(path: str | Path, option: str) -> Path:
+    """`check_output_file` for an output folder (a run folder): an existing file there is refused."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}: {path} is a file; expected a folder")
+    _check_creatable(path, path, option)
+    return path
+
+
+def _check_creatable(folder: Path, target: Path, option: str) -> None:
+    ancestor = folder
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"{option}: {ancestor} is a file, so {path} cannot be written")
+        raise ConfigError(f"{option}: {ancestor} is a file, so {target} cannot be written")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{option}: cannot write in {ancestor} (permission denied)")
-    return path
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from iqa_cli.atomic import check_output_file
+from iqa_cli.atomic import check_output_file, check_output_folder
 from iqa_cli.errors import ConfigError
 
 
@@ -25,3 +25,13 @@ def test_a_folder_without_write_permission(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(ConfigError, match=r"--per-image: cannot write in .* \(permission denied\)"):
         check_output_file(tmp_path / "x.csv", "--per-image")
+
+
+def test_an_output_folder_where_a_file_stands(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match=r"--out: .*/f is a file; expected a folder"):
+        check_output_folder(tmp_path / "f", "--out")
+    with pytest.raises(ConfigError, match=r"--out: .*/f is a file, so .*/f/run cannot be written"):
+        check_output_folder(tmp_path / "f" / "run", "--out")
+    assert check_output_folder(tmp_path / "runs" / "a", "--out") == tmp_path / "runs" / "a"
+    assert check_output_folder(tmp_path, "--out") == tmp_path  # an existing folder (a resumed run) is fine

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from iqa_cli.atomic import check_output_file
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 
 _TYPES_HELP = "Distortion types to generate, e.g. 1,2,5-9 (default: all 30; `--list-types` shows them)."
@@ -125,6 +126,7 @@ def distorted(
     if out_path is None:
         index, total = shard_ix
         out_path = default_cache_path("distorted") if total == 1 else data_dir() / f"distorted.part{index}of{total}.h5"
+    check_output_file(out_path, "--out")  # before the work
     if out_path.exists() and not resume:
         err.print(f"{out_path} exists; it is replaced once the new cache is complete", markup=False, highlight=False)
     summary = generate_distorted(
@@ -184,6 +186,7 @@ def merge(
     """Join the shards of a distorted set into one cache (same images and labels as one unsharded run)."""
     from iqa_cli.distort.merge import merge_parts
 
+    check_output_file(out_path, "--out")  # before the parts are read
     summary = merge_parts(
         parts,
         out_path,

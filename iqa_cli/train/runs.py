@@ -46,7 +46,9 @@ def default_run_name(method: str, dataset: str) -> str:
 
 def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | None) -> Path:
     if out is not None:
-        return Path(out).expanduser()
+        from iqa_cli.atomic import check_output_folder
+
+        return check_output_folder(out, "--out")
     if name is not None:
         if not name or _UNSAFE.search(name) or name.startswith("."):
             raise ConfigError(f"invalid run name {name!r}: use letters, digits and _ . + -")

@@ -139,6 +139,8 @@ def test_option_and_input_errors(tmp_path):
     assert failed(iqa(*base, "--size", "tiny"), "invalid size")
     assert failed(iqa(*base, "--format", "npz", "--out", tmp_path / "x.h5"), "does not match")
     assert failed(iqa(*base, "--name", "livew"), "built-in dataset")
+    (tmp_path / "a_file").write_text("")
+    assert failed(iqa(*base, "--csv", csv_path, "--out", tmp_path / "a_file" / "x.h5"), "--out:", "is a file, so")
     assert failed(iqa(*base, "--range", "high"), "--range")
     csv_path.write_text("name,score\na.jpg,good\n")
     assert failed(iqa(*base), "scores.csv", "line 2", "malformed score")

@@ -38,6 +38,17 @@ def test_distorted_writes_a_cache(refs, tmp_path):
     assert json.loads(inspect.stdout)["count"] == 16
 
 
+def test_an_out_under_a_file_is_refused_before_any_image_is_made(refs, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = invoke("distorted", "--refs", str(refs), "--out", str(tmp_path / "a_file" / "d.h5"), *FAST)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: --out: {tmp_path / 'a_file'} is a file, so {tmp_path / 'a_file' / 'd.h5'} cannot be written"
+    )
+    merged = invoke("merge", str(tmp_path / "p1.h5"), "--out", str(tmp_path / "a_file" / "m.h5"))
+    assert merged.exit_code == 2 and "is a file, so" in merged.output
+
+
 def test_default_output_is_in_iqa_home(refs, _isolated_home):
     result = invoke("distorted", "--refs", str(refs), *FAST)
     assert result.exit_code == 0, result.output

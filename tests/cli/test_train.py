@@ -92,6 +92,15 @@ def test_split_all_reports_the_median(cache, tmp_path):
     assert report["median"]["splits"] == 2
 
 
+def test_an_out_that_is_a_file_is_one_line(cache, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    assert one_error_line(train("--data", "mini", "--out", str(blocker))) == (
+        f"error: --out: {blocker} is a file; expected a folder"
+    )
+    assert blocker.read_text() == ""
+
+
 def test_a_split_left_unmeasured_is_named_in_a_warning(cache, tmp_path, monkeypatch):
     """Split random_1 predicts a constant (no finite SRCC): its row stays, the median is random_0's alone,
     and a warning says the summary is over 1 of 2 splits."""
