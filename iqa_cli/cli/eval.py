@@ -89,6 +89,8 @@ def make_eval_command(method: str) -> Callable[..., None]:
         for option, path in (("--csv", csv_file), ("--per-image", per_image)):
             if path is not None:
                 check_output_file(path, option)
+        if csv_file is not None and per_image is not None and csv_file.resolve() == per_image.resolve():
+            raise ConfigError(f"--csv and --per-image both name {csv_file}: the second would overwrite the first")
         options = EvalOptions(
             method=method,
             data=data,

@@ -53,7 +53,13 @@ def test_an_unwritable_out_names_the_out_not_a_temporary_file(tmp_path):
     blocker.write_text("I am a file, not a folder")
     out = blocker / "mine.h5"
     line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out))
-    assert str(out) in line and "cannot write here" in line and ".partial" not in line and ".lock" not in line
+    assert (
+        str(out) in line
+        and "is a file, so" in line
+        and "cannot be written" in line
+        and ".partial" not in line
+        and ".lock" not in line
+    )
 
 
 def test_a_full_disk_is_one_line_naming_the_cache(tmp_path, monkeypatch):

@@ -132,6 +132,9 @@ def test_output_files_that_cannot_be_written_are_refused_before_the_evaluation(t
         target.mkdir(exist_ok=True)
         line = one_error_line(evaluate("--data", "mini", option, str(target)))
         assert line == f"error: {option}: {target} is a folder; give a file name"
+    same = tmp_path / "out.csv"
+    line = one_error_line(evaluate("--data", "mini", "--csv", str(same), "--per-image", str(same)))
+    assert "--csv and --per-image both name" in line and not same.exists()
 
 
 def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
