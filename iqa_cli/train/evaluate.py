@@ -324,6 +324,9 @@ def _run_jobs(
             )
         if outputs_recipe is None:
             metrics = recipe.metrics(pred, labels[indices], params)
+        tied = _low_precision_ties(pred, dtype)
+        if tied:
+            log.warning(f"split {split}: {tied}")
         if options.by_type:
             metrics["by_type"] = metrics_by_type(types_of(dataset, name, cache_path), indices, pred, labels[indices])
         selected_on = loaded.selected_on
@@ -491,6 +494,23 @@ def _check_split_identity(
             "was trained on, or --cross to score every image on purpose",
             path=cache_path,
         )
+
+
+def _low_precision_ties(pred: np.ndarray, dtype: Any) -> str | None:
+    """A note when a half-precision evaluation tied predictions: bf16/fp16 outputs fall on coarse steps
+    (1/64 near a score of 3 in bf16), so rank metrics (SRCC, KRCC) move with the ties."""
+    import torch
+
+    if dtype not in (torch.bfloat16, torch.float16):
+        return None
+    distinct = int(np.unique(np.asarray(pred)).size)
+    if distinct == int(np.asarray(pred).size):
+        return None
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    return (
+        f"{name} evaluation gave {distinct} distinct predictions for {np.asarray(pred).size} images: tied ranks "
+        "change SRCC and KRCC; report figures from --amp tf32 (GPUs) or off"
+    )
 
 
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:

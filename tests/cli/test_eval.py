@@ -137,6 +137,26 @@ def test_output_files_that_cannot_be_written_are_refused_before_the_evaluation(t
     assert "--csv and --per-image both name" in line and not same.exists()
 
 
+def test_a_half_precision_evaluation_that_tied_predictions_says_so():
+    from iqa_cli.train.evaluate import _low_precision_ties
+
+    tied = np.array([3.0, 3.015625, 3.015625, 2.5])  # bf16 steps: two images share a score
+    note = _low_precision_ties(tied, torch.bfloat16)
+    assert note is not None and note.startswith("bf16 evaluation gave 3 distinct predictions for 4 images")
+    assert _low_precision_ties(tied, None) is None  # float32: ties are the model's own
+    assert _low_precision_ties(np.array([3.0, 3.1]), torch.float16) is None
+
+
+def test_bf16_evaluation_warns_about_its_ties(trained, monkeypatch):
+    import iqa_cli.train.evaluate as evaluate_module
+
+    pairs = lambda *a, **k: 3.0 + np.arange(a[4].size) // 2 / 64  # noqa: E731  (bf16-like steps, tied in pairs)
+    monkeypatch.setattr(evaluate_module, "predict_scores", pairs)
+    result = evaluate("--data", "mini", "--split", "1", "--amp", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "bf16 evaluation gave 4 distinct predictions for 8 images" in " ".join(result.output.split())
+
+
 def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     table, per_image = tmp_path / "m.csv", tmp_path / "p.csv"
     result = evaluate("--data", "mini", "--split", "1", "--csv", str(table), "--per-image", str(per_image))
