@@ -258,7 +258,7 @@ def _run_jobs(
         if options.cross is None:
             _check_split_identity(known, raw, name, split, cache_path)
         own_images = options.cross is not None and _trained_on_this(known, raw, name)
-        if own_images:
+        if own_images and not any(row.get("includes_training_images") for row in results):  # once, not per split
             log.warning(
                 f"{known.source} was trained on {name} (split {known.meta.get('split') or '?'}): --cross "
                 "scores every image, its training images included, so this is no cross-dataset result"
