@@ -598,9 +598,13 @@ class Trainer:
             metrics = {name: self.evaluate(idx)[0] for name, idx in parts.items()}
             if self.parts.select_on in metrics:
                 value = float(metrics[self.parts.select_on][self.params.selection_metric])
-                improved = self.best_state is None or (math.isfinite(value) and value > self.pos.best_metric)
+                # An unmeasured (NaN) best counts as -inf: kept as NaN, it made every later comparison
+                # false, so no later epoch could be selected (a best from an older last.pt too).
+                best = self.pos.best_metric if math.isfinite(self.pos.best_metric) else -math.inf
+                improved = self.best_state is None or (math.isfinite(value) and value > best)
             if improved:
-                self.pos.best_metric, self.pos.best_epoch = value, epoch
+                self.pos.best_metric = value if math.isfinite(value) else -math.inf
+                self.pos.best_epoch = epoch
                 self.best_state = cpu_state(self.model)
                 if self.main:
                     save_checkpoint(self.best_state, self.out_dir / BEST, self._checkpoint_meta(epoch))

@@ -92,6 +92,25 @@ def test_split_all_reports_the_median(cache, tmp_path):
     assert report["median"]["splits"] == 2
 
 
+def test_an_unmeasured_first_evaluation_does_not_block_later_selection(cache, tmp_path, monkeypatch):
+    """Epoch 0's validation gives no finite metric (constant predictions early in training): a later
+    epoch with a finite one must still be kept; a NaN best used to make every later comparison false."""
+    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
+
+    calls: list[int] = []
+    real = VTIQARecipe.metrics
+
+    def first_unmeasured(self, pred, labels, params):
+        calls.append(1)
+        return real(self, np.full_like(pred, 3.0) if len(calls) == 1 else pred, labels, params)
+
+    monkeypatch.setattr(VTIQARecipe, "metrics", first_unmeasured)
+    result = train("--data", "mini", "--epochs", "3", "--out", str(tmp_path / "r"), "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["splits"][0]
+    assert row["best_epoch"] >= 1, row
+
+
 def test_an_out_that_is_a_file_is_one_line(cache, tmp_path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
