@@ -144,13 +144,25 @@ def check_means(table: dict[str, Any]) -> None:
     """A value whose runs gave no finite headline metric measured nothing: an error, not a NaN mean."""
     headline = table["columns"][0]
     for row in table["by_value"]:
+        what = f"--sweep {table['field']}={row['value']}" if table["field"] else "the repeated runs"
         if not math.isfinite(row[f"mean_{headline}"]):
-            what = f"--sweep {table['field']}={row['value']}" if table["field"] else "the repeated runs"
             raise DataError(
                 f"{what}: no run gave a finite {headline} (constant predictions or too few test images); each "
                 "run's figures are in the table",
                 path=Path(table["sweep"]) / SWEEP_FILE,
             )
+        runs = [r for r in table.get("runs", []) if r["value"] == row["value"]]
+        unmeasured = [r for r in runs if not _finite(r.get(headline))]
+        if unmeasured:  # the mean and std skip them: say over how many runs they are
+            seeds = ", ".join(str(r["seed"]) for r in unmeasured)
+            log.warning(
+                f"{what}: {len(unmeasured)} of {len(runs)} runs gave no finite {headline} (seed {seeds}): its mean "
+                f"and std are over the other {len(runs) - len(unmeasured)}"
+            )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:
