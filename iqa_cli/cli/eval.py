@@ -205,6 +205,8 @@ def show_eval_report(report: dict[str, Any]) -> None:
     if any(row.get("includes_training_images") for row in report["results"]):
         kind = "every image, the model's training images included: no cross-dataset result"
     title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
+    if report.get("precision") not in (None, "", "float32"):
+        title += f"; {report['precision']} evaluation"
     table = Table(title=title)
     columns = report.get("columns") or ["srcc", "plcc", "plcc_logistic", "krcc", "rmse"]
     for column in ("split", "n", *columns, "trained on"):

@@ -39,7 +39,7 @@ from iqa_cli.train.data import (
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import partial_summary_warning, summary_metrics
-from iqa_cli.train.precision import amp_dtype
+from iqa_cli.train.precision import amp_dtype, precision_name
 from iqa_cli.train.prefetch import in_thread
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
@@ -92,6 +92,8 @@ class EvalReport:
     std: dict[str, float] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)  # the metrics a table shows (the recipe's choice)
     per_image: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    device: str = ""  # where the forward ran (cpu, cuda:0)
+    precision: str = ""  # float32, tf32, bf16 or fp16 (`--amp`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,8 @@ class EvalReport:
             "mean": self.mean,
             "std": self.std,
             "columns": self.columns,
+            "device": self.device,
+            "precision": self.precision,
         }
 
 
@@ -388,6 +392,8 @@ def _run_jobs(
         columns=list(recipe.report_metrics),
         selection=_selection_text(selections),
         per_image=per_image,
+        device=str(device),
+        precision=precision_name(dtype),
     )
 
 

@@ -23,6 +23,15 @@ def amp_dtype(mode: str, device: torch.device, *, evaluation: bool = False) -> P
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[mode]
 
 
+def precision_name(dtype: Precision) -> str:
+    """How a result was computed, for reports: float32, tf32, bf16 or fp16."""
+    if dtype is None:
+        return "float32"
+    if isinstance(dtype, str):
+        return dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
 @contextlib.contextmanager
 def _tf32() -> Iterator[None]:
     flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32

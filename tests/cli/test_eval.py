@@ -155,6 +155,11 @@ def test_bf16_evaluation_warns_about_its_ties(trained, monkeypatch):
     result = evaluate("--data", "mini", "--split", "1", "--amp", "bf16")
     assert result.exit_code == 0, result.output
     assert "bf16 evaluation gave 4 distinct predictions for 8 images" in " ".join(result.output.split())
+    assert "bf16 evaluation" in result.stdout  # the table's title says how it was computed
+    report = json.loads(evaluate("--data", "mini", "--split", "1", "--amp", "bf16", "--json").stdout)
+    assert (report["device"], report["precision"]) == ("cpu", "bf16")
+    report = json.loads(evaluate("--data", "mini", "--split", "1", "--json").stdout)
+    assert (report["device"], report["precision"]) == ("cpu", "float32")
 
 
 def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
