@@ -20,7 +20,7 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 
-ImageInput = Any  # a path, a folder, a list of paths, a PIL image, a uint8 H x W x 3 array, a float tensor batch
+ImageInput = Any  # a path, a folder, a list of paths, a PIL image, a uint8 H x W x 3 array, a tensor batch
 
 
 def methods() -> list[str]:
@@ -87,7 +87,8 @@ class Scorer:
     """A loaded quality model: `scorer(x)` or `scorer.score(x)` gives one score per image.
 
     Inputs: a path, a folder (every image in it, recursively), a list of paths, a PIL image, a uint8
-    H x W x 3 RGB array (or a list of them), or a float tensor batch (N, 3, H, W) in [0, 1]. Returns a
+    H x W x 3 RGB array (or a list of them), or a tensor batch (N, 3, H, W): float in [0, 1], or uint8
+    0-255 (never rescaled). Returns a
     numpy array (a tensor for tensor input) on the model's native training scale (1-5 for VT-IQA,
     IEIT, AL-IQA and SSL-IQA); `native(scores)` maps them to the training dataset's own scale.
     """
@@ -150,13 +151,18 @@ class Scorer:
     def _arrays(self, images: ImageInput) -> list[np.ndarray]:
         torch = self._torch
         if isinstance(images, torch.Tensor):
-            batch = images.detach().float().cpu()
+            batch = images.detach().cpu()
             if batch.ndim == 3:
                 batch = batch.unsqueeze(0)
             if batch.ndim != 4 or batch.shape[1] != 3:
-                raise DataError(f"a tensor must be (N, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
+                raise DataError(f"a tensor must be (N, 3, H, W), got shape {tuple(images.shape)}")
+            if batch.dtype == torch.uint8:  # 0-255 as stored: never rescaled, however dark the image
+                return list(batch.permute(0, 2, 3, 1).contiguous().numpy())
+            if not batch.is_floating_point():
+                raise DataError(f"a tensor must be uint8 (0-255) or float (0-1), got {images.dtype}")
+            batch = batch.float()
             if float(batch.min()) < 0 or float(batch.max()) > 1:
-                raise DataError("a float tensor must hold values in [0, 1]")
+                raise DataError("a float tensor must hold values in [0, 1] (a uint8 tensor holds 0-255)")
             return [a for a in (batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()]
         if isinstance(images, (str, Path)):
             from iqa_cli.train.predict import expand_inputs, read_image

@@ -62,6 +62,8 @@ def test_methods_and_load_from_a_run_name(trained):
     tensor_scores = scorer(batch)
     assert isinstance(tensor_scores, torch.Tensor)
     np.testing.assert_allclose(tensor_scores.numpy(), scores[:1], atol=1e-6)
+    as_uint8 = torch.from_numpy(arrays[0]).permute(2, 0, 1).unsqueeze(0)  # 0-255, as stored
+    np.testing.assert_allclose(scorer(as_uint8).numpy(), scores[:1], atol=1e-6)
     assert scorer.native(scores).shape == (3,)
 
 
@@ -73,6 +75,12 @@ def test_load_from_a_file_and_bad_inputs(trained):
         scorer(np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         scorer(torch.full((1, 3, 8, 8), 2.0))
+    # A dark uint8 image (values 0 and 1 only) is 0-255 data, not a [0, 1] image to stretch by 255.
+    dark = torch.randint(0, 2, (1, 3, 40, 40), dtype=torch.uint8)
+    as_float = dark.float().div(255)
+    np.testing.assert_allclose(scorer(dark).numpy(), scorer(as_float).numpy(), atol=1e-6)
+    with pytest.raises(DataError, match="uint8 .0-255. or float .0-1., got torch.int64"):
+        scorer(dark.long())
     with pytest.raises(ConfigError, match="no split 'nine'"):
         iqa_cli.load("apirun", split="nine", device="cpu")
 
