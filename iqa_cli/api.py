@@ -176,7 +176,9 @@ class Scorer:
         from PIL import Image
 
         if isinstance(images, Image.Image):
-            return [np.asarray(images.convert("RGB"), dtype=np.uint8)]
+            from iqa_cli.data.decode import to_rgb8
+
+            return [np.asarray(to_rgb8(images), dtype=np.uint8)]  # 16-bit images scaled as files are
         if isinstance(images, Sequence):
             out: list[np.ndarray] = []
             for item in images:

@@ -169,7 +169,9 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader | DecodeFailure:
     return ImageHeader(width, height, orientation, fmt)
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB, the way files are decoded: 16-bit and 32-bit integer images are
+    scaled or clipped onto 0-255 (Pillow's own `convert("RGB")` saturates 16-bit values above 255)."""
     if im.mode == "RGB":
         return im
     if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
@@ -217,7 +219,7 @@ def decode_image(
         if draft:
             _open_reduced(im, size if size is not None else reduce_to, orientation)
         im.load()
-        rgb = _to_rgb(im)
+        rgb = to_rgb8(im)
         for op in _ORIENT_OPS.get(orientation, ()):
             rgb = rgb.transpose(op)
         if size is not None and rgb.size != tuple(size):

@@ -75,6 +75,12 @@ def test_load_from_a_file_and_bad_inputs(trained):
         scorer(np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         scorer(torch.full((1, 3, 8, 8), 2.0))
+    # A 16-bit PIL image scores as its file does (scaled onto 0-255, not saturated at 255).
+    deep = Image.fromarray((np.arange(48 * 40).reshape(48, 40) * 30).astype(np.uint16))
+    assert deep.mode == "I;16"
+    file16 = data_dir().parent / "deep.png"
+    deep.save(file16)
+    np.testing.assert_allclose(scorer(deep), scorer(str(file16)), atol=1e-6)
     # A dark uint8 image (values 0 and 1 only) is 0-255 data, not a [0, 1] image to stretch by 255.
     dark = torch.randint(0, 2, (1, 3, 40, 40), dtype=torch.uint8)
     as_float = dark.float().div(255)
