@@ -176,9 +176,14 @@ class Scorer:
         from PIL import Image
 
         if isinstance(images, Image.Image):
+            from PIL import ImageOps
+
             from iqa_cli.data.decode import to_rgb8
 
-            return [np.asarray(to_rgb8(images), dtype=np.uint8)]  # 16-bit images scaled as files are
+            # As a file of it decodes: EXIF orientation applied (an image already turned upright by
+            # `exif_transpose` has no orientation tag left), 16-bit images scaled onto 0-255.
+            upright = ImageOps.exif_transpose(images) or images
+            return [np.asarray(to_rgb8(upright), dtype=np.uint8)]
         if isinstance(images, Sequence):
             out: list[np.ndarray] = []
             for item in images:

@@ -115,10 +115,13 @@ class DecodeFailure:
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """One image to decode: its file, the orientation from its header, and the stored (w, h) or None."""
+    """One image to decode: its file, the orientation from its header (None: read from the file), and
+    the stored (w, h) or None."""
 
     path: str
-    orientation: int = 1
+    # None reads the EXIF orientation from the file itself. A default of 1 ("upright") made `iqa predict`
+    # score EXIF-rotated photos sideways while `iqa prepare`, which passes its header's value, turned them.
+    orientation: int | None = None
     size: tuple[int, int] | None = None  # None keeps the original size
     # With no size: let the JPEG decoder reduce (DCT scaling, aspect kept) while both sides stay at
     # least DRAFT_GAP x this (w, h); the result is not resized further (`iqa predict`).

@@ -81,6 +81,13 @@ def test_load_from_a_file_and_bad_inputs(trained):
     file16 = data_dir().parent / "deep.png"
     deep.save(file16)
     np.testing.assert_allclose(scorer(deep), scorer(str(file16)), atol=1e-6)
+    # A photo whose EXIF says "rotate": the opened PIL image scores as its file does (upright).
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    turned = data_dir().parent / "turned.jpg"
+    Image.fromarray(np.tile(np.arange(60, dtype=np.uint8)[:, None, None] * 4, (1, 40, 3))).save(turned, exif=exif)
+    with Image.open(turned) as opened:
+        np.testing.assert_allclose(scorer(opened), scorer(str(turned)), atol=1e-6)
     # A dark uint8 image (values 0 and 1 only) is 0-255 data, not a [0, 1] image to stretch by 255.
     dark = torch.randint(0, 2, (1, 3, 40, 40), dtype=torch.uint8)
     as_float = dark.float().div(255)

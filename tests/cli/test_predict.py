@@ -129,3 +129,21 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_image_is_sc
     assert result.exit_code == 2 and "is a file, so" in result.output and "scoring" not in result.output
     made = predict("--weights", str(weights), str(photos), "--csv", str(tmp_path / "new" / "dir" / "s.csv"))
     assert made.exit_code == 0 and (tmp_path / "new" / "dir" / "s.csv").is_file()  # missing folders are made
+
+
+def test_an_exif_rotated_photo_is_scored_upright_as_prepare_stores_it(weights, tmp_path):
+    """A camera JPEG stored sideways with EXIF orientation 6 scores as its upright pixels do; the decode
+    jobs of `iqa predict` used to default to "upright" and skip the file's orientation."""
+    upright = smooth_image(90, 60, 2)  # 90 wide, 60 high once turned
+    folder = tmp_path / "exif"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns the stored frame 90 degrees clockwise
+    stored = np.rot90(upright, k=1)  # the frame a camera held on its side would store
+    Image.fromarray(np.ascontiguousarray(stored)).save(folder / "turned.png", exif=exif)
+    Image.fromarray(upright).save(folder / "upright.png")
+    result = predict("--weights", str(weights), str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    found = {p["path"].rsplit("/", 1)[-1]: p for p in json.loads(result.stdout)["predictions"]}
+    assert (found["turned.png"]["width"], found["turned.png"]["height"]) == (90, 60)
+    assert found["turned.png"]["score"] == pytest.approx(found["upright.png"]["score"], abs=1e-6)
