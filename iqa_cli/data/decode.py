@@ -145,7 +145,7 @@ def _failure(path: str | os.PathLike[str], exc: BaseException) -> DecodeFailure:
         return DecodeFailure(str(path), "image file not found")
     if isinstance(exc, UnidentifiedImageError):
         return DecodeFailure(str(path), "not a readable image (unknown or damaged format)")
-    if "MP limit" in text:
+    if "MP limit" in text or isinstance(exc, AmbiguousScale):
         return DecodeFailure(str(path), text)
     if "truncated" in text.lower():
         return DecodeFailure(str(path), f"image data is truncated or damaged (Pillow: {text})")
@@ -172,6 +172,10 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader | DecodeFailure:
     return ImageHeader(width, height, orientation, fmt)
 
 
+class AmbiguousScale(DataError):
+    """A 32-bit image whose values are not 8-bit grey levels: no conversion would be safe to guess."""
+
+
 def to_rgb8(im: Image.Image) -> Image.Image:
     """Any Pillow image as 8-bit RGB, the way files are decoded: 16-bit and 32-bit integer images are
     scaled or clipped onto 0-255 (Pillow's own `convert("RGB")` saturates 16-bit values above 255)."""
@@ -181,8 +185,18 @@ def to_rgb8(im: Image.Image) -> Image.Image:
         grey = np.asarray(im).astype(np.float64) / 257.0  # 16-bit -> 8-bit, full range onto full range
         return Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8)).convert("RGB")
     if im.mode in ("I", "F"):
-        grey = np.clip(np.rint(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
+        # 32-bit values are used as 8-bit grey levels only when they are that: other ranges (16-bit
+        # data, floats in [0, 1]) would be clipped into a white or black image without a word.
+        values = np.asarray(im, dtype=np.float64)
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        unit_floats = im.mode == "F" and hi <= 1.0 and not np.array_equal(values, np.rint(values))
+        if lo < 0 or hi > 255 or unit_floats:
+            kind = "float" if im.mode == "F" else "integer"
+            raise AmbiguousScale(
+                f"a 32-bit {kind} image with values {lo:g} to {hi:g}: its scale is ambiguous (0-255, 16-bit or "
+                "0-1?); save it as 8-bit or 16-bit"
+            )
+        return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
     return im.convert("RGB")  # L, P, 1, RGBA, LA, CMYK, YCbCr, ...: Pillow's standard conversions
 
 

@@ -107,6 +107,22 @@ def test_colour_modes_become_rgb(tmp_path, mode):
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= tolerance
 
 
+def test_32_bit_images_are_grey_levels_only_when_their_values_are(tmp_path):
+    """A 32-bit TIFF holding 0-255 grey levels decodes as those; floats in [0, 1] or 16-bit data in a
+    32-bit container are refused by name instead of clipped into a black or white image."""
+    grey = smooth_image(20, 10, seed=9)[..., 0]
+    Image.fromarray(grey.astype(np.float32)).save(tmp_path / "levels.tif")
+    assert np.array_equal(decode_image(tmp_path / "levels.tif"), np.repeat(grey[..., None], 3, axis=2))
+    Image.fromarray(grey.astype(np.int32)).save(tmp_path / "levels_i.tif")
+    assert np.array_equal(decode_image(tmp_path / "levels_i.tif"), np.repeat(grey[..., None], 3, axis=2))
+    Image.fromarray((grey / 255).astype(np.float32)).save(tmp_path / "unit.tif")
+    Image.fromarray(grey.astype(np.int32) * 200).save(tmp_path / "wide.tif")
+    for name, kind in (("unit.tif", "float"), ("wide.tif", "integer")):
+        failure = decode_job(DecodeJob(str(tmp_path / name)))
+        assert isinstance(failure, DecodeFailure), name
+        assert failure.message.startswith(f"a 32-bit {kind} image with values") and "ambiguous" in failure.message
+
+
 def test_failures_are_values_naming_the_file(tmp_path):
     good = save(tmp_path / "good.jpg", smooth_image(64, 64, seed=7), quality=90)
     cut = truncate(save(tmp_path / "cut.jpg", smooth_image(64, 64, seed=8), quality=90), 0.6)
