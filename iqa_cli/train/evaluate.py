@@ -243,7 +243,9 @@ def _run_jobs(
     dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None
     store_key: tuple[Any, ...] | None = None
-    results, per_image, selections = [], [], set()
+    results: list[dict[str, Any]] = []
+    per_image: list[dict[str, Any]] = []
+    selections: set[str | None] = set()
     names_list = getattr(dataset, "names", None)
     raw = dataset
     wrapped_for: tuple[Any, ...] | None = None
