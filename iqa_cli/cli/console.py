@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import sys
 import time
@@ -13,6 +11,8 @@ from typing import Any, ClassVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichBar
+
+from iqa_cli.jsonio import dumps
 
 # Results go to stdout, everything else (progress, logs, errors) to stderr, so `--json` output pipes cleanly.
 # Off a terminal (a SLURM log, a pipe) tables are drawn at their full width: never cut to `random…`.
@@ -195,18 +195,7 @@ def configure_logging(level: int) -> None:
     logger.setLevel(level)
 
 
-def strict_json(obj: Any) -> Any:
-    """`obj` with NaN and infinities as None: JSON has no such numbers, and strict parsers reject them."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    return obj
-
-
 def print_json(obj: Any) -> None:
     """Machine-readable output: one strict JSON document on stdout (NaN and infinity become null)."""
-    sys.stdout.write(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.write(dumps(obj, indent=2) + "\n")
     sys.stdout.flush()

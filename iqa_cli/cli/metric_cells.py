@@ -23,10 +23,14 @@ def marked_cell(text: str, column: str, marked: bool) -> str:
     return text + _mark(column, marked)
 
 
+def _fmt(value: Any, digits: int = 4) -> str:
+    return "nan" if value is None else f"{value:.{digits}f}"  # None: unmeasured, as read from a JSON file
+
+
 def row_cells(row: dict[str, Any], columns: Sequence[str], digits: int = 4) -> list[str]:
     """One result row's cells; its logistic columns marked when its fit fell back to the raw values."""
     fell_back = row.get("logistic_fit") == "fallback"
-    return [f"{row[c]:.{digits}f}{_mark(c, fell_back)}" for c in columns]
+    return [f"{_fmt(row[c], digits)}{_mark(c, fell_back)}" for c in columns]
 
 
 def summary_cells(
@@ -35,8 +39,8 @@ def summary_cells(
     """Median (or mean ± std with `spread`) cells over `rows`, marked when any row fell back."""
     marked = logistic_fallbacks(list(rows)) > 0
     if spread is None:
-        return [f"{values[c]:.4f}{_mark(c, marked)}" for c in columns]
-    return [f"{values[c]:.4f} ± {spread[c]:.4f}{_mark(c, marked)}" for c in columns]
+        return [f"{_fmt(values[c])}{_mark(c, marked)}" for c in columns]
+    return [f"{_fmt(values[c])} ± {_fmt(spread[c])}{_mark(c, marked)}" for c in columns]
 
 
 def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import ConfigError
+from iqa_cli.jsonio import dumps
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -426,7 +427,7 @@ def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(to_plain(obj), indent=2, default=str) + "\n")
+        tmp.write_text(dumps(to_plain(obj), indent=2) + "\n")  # strict: NaN and infinities as null
 
 
 def split_by_owner(values: dict[str, Any], *owners: type) -> list[dict[str, Any]]:

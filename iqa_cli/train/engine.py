@@ -32,6 +32,7 @@ from torch import nn
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, IQAError
+from iqa_cli.jsonio import dumps
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
@@ -392,7 +393,7 @@ class Trainer:
         if not self.main:
             return
         with open(self.out_dir / LOG, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+            f.write(dumps(record) + "\n")  # strict JSON lines: an unmeasured metric is null
 
     # ------------------------------------------------------------------ loop
 

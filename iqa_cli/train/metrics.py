@@ -180,7 +180,7 @@ def summary_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRI
     the mean, SSL-IQA's tools all three), so every multi-split result carries all three."""
     out: dict[str, dict[str, float]] = {"median": {}, "mean": {}, "std": {}}
     for name in names:
-        values = np.array([float(r[name]) for r in rows if name in r], dtype=np.float64)
+        values = np.array([_number(r[name]) for r in rows if name in r], dtype=np.float64)
         values = values[np.isfinite(values)]
         out["median"][name] = float(np.median(values)) if values.size else math.nan
         out["mean"][name] = float(np.mean(values)) if values.size else math.nan
@@ -194,8 +194,13 @@ def median_metrics(rows: list[dict[str, float]], names: tuple[str, ...] = METRIC
     """Median of every metric over splits (the papers' summary), ignoring nan; `splits` counts them."""
     out: dict[str, float] = {}
     for name in names:
-        values = np.array([float(r[name]) for r in rows if name in r], dtype=np.float64)
+        values = np.array([_number(r[name]) for r in rows if name in r], dtype=np.float64)
         values = values[np.isfinite(values)]
         out[name] = float(np.median(values)) if values.size else math.nan
     out["splits"] = len(rows)
     return out
+
+
+def _number(value: object) -> float:
+    """A metric as read back from a strict JSON file: null (not measured) is NaN."""
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]

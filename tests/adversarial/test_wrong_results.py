@@ -188,7 +188,7 @@ def test_eval_after_training_on_a_computed_split_evaluates_that_split(cache):
 
 
 def test_json_output_is_strict():
-    from iqa_cli.cli.console import strict_json
+    from iqa_cli.jsonio import strict as strict_json
 
     doc = strict_json({"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": "x"})
     assert doc == {"a": None, "b": [1.0, None, {"c": None}], "d": "x"}

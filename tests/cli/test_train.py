@@ -145,6 +145,16 @@ def test_a_split_left_unmeasured_is_named_in_a_warning(cache, tmp_path, monkeypa
     assert second["srcc"] is None and report["median"]["srcc"] == pytest.approx(first["srcc"])
     assert "1 of 2 splits gave no finite srcc (random_1)" in " ".join(result.stderr.split())
 
+    # The run folder's files are strict JSON: the unmeasured metric is null, not NaN (which jq & co. reject).
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a JSON file"))
+
+    run = tmp_path / "r"
+    assert strict((run / "results.json").read_text())["splits"][1]["srcc"] is None
+    strict((run / "run.json").read_text())
+    for line in (run / "split-random_1" / "log.jsonl").read_text().splitlines():
+        strict(line)
+
 
 def test_authors_split_protocols_train_and_evaluate(cache, tmp_path):
     from iqa_cli.data.authors_splits import protocol_split

@@ -80,3 +80,11 @@ def test_a_summary_over_fewer_splits_than_were_run_is_worded():
     )
     assert partial_summary_warning(rows[:1], "srcc") is None  # every split measured
     assert partial_summary_warning(rows[1:], "srcc") is None  # none measured: the caller's error, not a note
+
+
+def test_metrics_read_back_as_null_count_as_unmeasured():
+    from iqa_cli.train.metrics import median_metrics, summary_metrics
+
+    rows = [{"split": "a", "srcc": 0.5}, {"split": "b", "srcc": None}]  # null: from a strict JSON file
+    assert summary_metrics(rows, ("srcc",))["median"]["srcc"] == 0.5
+    assert median_metrics(rows, ("srcc",))["srcc"] == 0.5
