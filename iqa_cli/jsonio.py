@@ -15,8 +15,9 @@ import numpy as np
 
 
 def strict(obj: Any) -> Any:
-    """`obj` with NaN and infinities as None (NumPy scalars as Python numbers), recursively."""
-    if isinstance(obj, np.generic):
+    """`obj` with NaN and infinities as None (NumPy scalars and 0-d arrays or tensors as Python
+    numbers), recursively."""
+    if isinstance(obj, np.generic) or (getattr(obj, "ndim", None) == 0 and hasattr(obj, "item")):
         obj = obj.item()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

@@ -193,3 +193,12 @@ def test_json_output_is_strict():
     doc = strict_json({"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": "x"})
     assert doc == {"a": None, "b": [1.0, None, {"c": None}], "d": "x"}
     json.dumps(doc, allow_nan=False)
+    # NumPy scalars and 0-d tensors are numbers (a NaN one is null), not their str().
+    import numpy as np
+    import torch
+
+    from iqa_cli.jsonio import dumps
+
+    assert json.loads(dumps([np.float32(0.5), np.int64(3), torch.tensor(0.25), np.float64("nan")])) == [
+        0.5, 3, 0.25, None
+    ]  # fmt: skip
