@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,19 @@ def test_an_exif_rotated_photo_is_scored_upright_as_prepare_stores_it(weights, t
     found = {p["path"].rsplit("/", 1)[-1]: p for p in json.loads(result.stdout)["predictions"]}
     assert (found["turned.png"]["width"], found["turned.png"]["height"]) == (90, 60)
     assert found["turned.png"]["score"] == pytest.approx(found["upright.png"]["score"], abs=1e-6)
+
+
+def test_predict_on_files_equals_eval_on_their_cache(weights, tmp_path):
+    """The scoring views `iqa predict` makes from files are the ones `iqa eval` makes from a cache of the
+    same images (stored at their own size): the scores agree per image."""
+    source = tmp_path / "mini"  # the training cache's own image folder (kept at original size)
+    table, per_image = tmp_path / "p.csv", tmp_path / "e.csv"
+    result = predict("--weights", str(weights), str(source), "--csv", str(table))
+    assert result.exit_code == 0, result.output
+    evaluated = runner.invoke(app, ["eval", "vtiqa", "--weights", str(weights), "--cross", "mini", "--device", "cpu",
+                                    "--per-image", str(per_image)])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    predicted = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(table.open())}
+    scored = {Path(r["name"]).name: float(r["prediction"]) for r in csv.DictReader(per_image.open())}
+    assert sorted(predicted) == sorted(scored) and len(scored) == 32
+    assert max(abs(predicted[k] - scored[k]) for k in scored) < 2e-5  # the CSVs' 6 significant digits
