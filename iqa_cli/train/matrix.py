@@ -107,6 +107,11 @@ def cross_matrix(
                     "run": str(runs[trained].run),
                     metric: value if math.isfinite(value) else None,
                     "splits": report.median.get("splits"),
+                    **(
+                        {"includes_training_images": True}  # two names of one dataset: said in the log too
+                        if any(row.get("includes_training_images") for row in report.results)
+                        else {}
+                    ),
                 }
             )
     return MatrixReport(options.method, list(datasets), metric, values, cells)

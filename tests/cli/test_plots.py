@@ -68,6 +68,9 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     assert many.exit_code == 0, many.output
     reports = json.loads(many.stdout)
     assert sorted(r["dataset"] for r in reports) == ["mini", "other"] and all(r["cross"] for r in reports)
+    # `--cross all` includes the training dataset itself: those rows say they hold its training images
+    own = {r["dataset"]: any(row.get("includes_training_images") for row in r["results"]) for r in reports}
+    assert own == {"mini": True, "other": False}
 
     # the train x test matrix
     heat, table_csv = tmp_path / "matrix.png", tmp_path / "matrix.csv"
@@ -78,6 +81,7 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     assert matrix["datasets"] == ["mini", "other"] and len(matrix["matrix"]) == 2
     kinds = {(c["trained_on"], c["tested_on"]): c["kind"] for c in matrix["cells"]}
     assert kinds[("mini", "mini")] == "intra" and kinds[("mini", "other")] == "cross"
+    assert not any(c.get("includes_training_images") for c in matrix["cells"])  # the diagonal is intra
     assert all(v is not None for row in matrix["matrix"] for v in row)
     assert _png(heat)[0] > 200 and table_csv.read_text().splitlines()[0].startswith("trained on")
     text = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", "--device", "cpu"])
