@@ -177,8 +177,9 @@ class AmbiguousScale(DataError):
 
 
 def to_rgb8(im: Image.Image) -> Image.Image:
-    """Any Pillow image as 8-bit RGB, the way files are decoded: 16-bit and 32-bit integer images are
-    scaled or clipped onto 0-255 (Pillow's own `convert("RGB")` saturates 16-bit values above 255)."""
+    """Any Pillow image as 8-bit RGB, the way files are decoded: 16-bit images are scaled onto 0-255
+    (Pillow's own `convert("RGB")` saturates them at 255); 32-bit ones are taken only when their values
+    are 0-255 grey levels (`AmbiguousScale` otherwise)."""
     if im.mode == "RGB":
         return im
     if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
