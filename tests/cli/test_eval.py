@@ -17,6 +17,7 @@ from iqa_cli.cli.main import app
 from iqa_cli.home import data_dir
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from tests.train.caches import make_cache
+from tests.train.fakes import constant_predictions_on_call
 
 runner = CliRunner()
 FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
@@ -89,16 +90,7 @@ def test_newest_run_on_its_own_splits_with_json(trained):
 def test_a_split_left_unmeasured_is_named_and_left_out_of_the_summary(trained, monkeypatch):
     """One split of two with constant predictions (no finite SRCC): the table keeps its row, the median
     is the other split's, and a warning says so; all splits unmeasured stays an error."""
-    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
-
-    calls: list[int] = []
-    real = VTIQARecipe.metrics
-
-    def second_split_constant(self, pred, labels, params):
-        calls.append(1)
-        return real(self, np.full_like(pred, 3.0) if len(calls) == 2 else pred, labels, params)
-
-    monkeypatch.setattr(VTIQARecipe, "metrics", second_split_constant)
+    constant_predictions_on_call(monkeypatch, 2)  # the second split's
     result = evaluate("--data", "mini", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

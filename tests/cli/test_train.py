@@ -19,6 +19,7 @@ from iqa_cli.cli.main import app
 from iqa_cli.home import data_dir
 from iqa_cli.train.state import load_state
 from tests.train.caches import make_cache
+from tests.train.fakes import constant_predictions_on_call
 
 runner = CliRunner()
 FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
@@ -95,16 +96,7 @@ def test_split_all_reports_the_median(cache, tmp_path):
 def test_an_unmeasured_first_evaluation_does_not_block_later_selection(cache, tmp_path, monkeypatch):
     """Epoch 0's validation gives no finite metric (constant predictions early in training): a later
     epoch with a finite one must still be kept; a NaN best used to make every later comparison false."""
-    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
-
-    calls: list[int] = []
-    real = VTIQARecipe.metrics
-
-    def first_unmeasured(self, pred, labels, params):
-        calls.append(1)
-        return real(self, np.full_like(pred, 3.0) if len(calls) == 1 else pred, labels, params)
-
-    monkeypatch.setattr(VTIQARecipe, "metrics", first_unmeasured)
+    constant_predictions_on_call(monkeypatch, 1)  # epoch 0's validation
     result = train("--data", "mini", "--epochs", "3", "--out", str(tmp_path / "r"), "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["splits"][0]

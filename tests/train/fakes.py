@@ -6,6 +6,8 @@ tiny model can learn the ranking in a few dozen steps. Sizes vary, so padding an
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -46,3 +48,18 @@ class MemoryDataset:
 
     def split(self, name: str) -> dict[str, np.ndarray]:
         return dict(self._splits[name])
+
+
+def constant_predictions_on_call(monkeypatch: Any, call: int) -> None:
+    """Make VT-IQA's `call`-th metrics computation (1-based) see constant predictions: a result with no
+    finite correlation, as a collapsed model gives, at a chosen point of a run or an evaluation."""
+    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
+
+    calls: list[int] = []
+    real = VTIQARecipe.metrics
+
+    def metrics(self: Any, pred: np.ndarray, labels: np.ndarray, params: Any) -> dict[str, Any]:
+        calls.append(1)
+        return real(self, np.full_like(pred, 3.0) if len(calls) == call else pred, labels, params)
+
+    monkeypatch.setattr(VTIQARecipe, "metrics", metrics)
