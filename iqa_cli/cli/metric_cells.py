@@ -12,6 +12,7 @@ from typing import Any
 from iqa_cli.train.metrics import LOGISTIC_METRICS, logistic_fallbacks
 
 FALLBACK_MARK = "†"
+_WHY = "(it failed, or fitted worse than the raw predictions)"
 
 
 def _mark(column: str, marked: bool) -> str:
@@ -50,7 +51,18 @@ def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str
         return None
     which = "this split" if len(rows) == 1 else f"{count} of {len(rows)} splits"
     return (
-        f"{FALLBACK_MARK} no logistic fit on {which} (it failed, or fitted worse than the raw predictions): "
+        f"{FALLBACK_MARK} no logistic fit on {which} {_WHY}: "
         "the raw PLCC/RMSE stand under the logistic names there (logistic_fit: fallback in --json)"
         + ("; the summary rows include them" if len(rows) > 1 else "")
+    )
+
+
+def sweep_fallback_note(runs: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
+    """The line under a sweep's tables when some of its runs' splits fell back (`logistic_fallbacks`)."""
+    count = sum(int(run.get("logistic_fallbacks") or 0) for run in runs)
+    if not count or not any(c in LOGISTIC_METRICS for c in columns):
+        return None
+    return (
+        f"{FALLBACK_MARK} these include {count} split(s) with no logistic fit {_WHY}, "
+        "where the raw PLCC/RMSE stand under the logistic names"
     )

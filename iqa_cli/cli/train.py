@@ -20,9 +20,8 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.cli.metric_cells import FALLBACK_MARK, fallback_note, marked_cell, row_cells, summary_cells
+from iqa_cli.cli.metric_cells import fallback_note, marked_cell, row_cells, summary_cells, sweep_fallback_note
 from iqa_cli.train.config import EngineConfig, choices_of, field_types
-from iqa_cli.train.metrics import LOGISTIC_METRICS
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -288,14 +287,9 @@ def show_sweep(table: dict[str, Any]) -> None:
         cells = [marked_cell(f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}", c, fell_back) for c in columns]
         means.add_row(str(row["value"]), str(row["runs"]), *cells)
     out.print(means)
-    fallbacks = sum(int(row.get("logistic_fallbacks") or 0) for row in table["runs"])
-    if fallbacks and any(c in LOGISTIC_METRICS for c in columns):
-        out.print(
-            f"{FALLBACK_MARK} these include {fallbacks} split(s) with no logistic fit (it failed, or fitted worse "
-            "than the raw predictions), where the raw PLCC/RMSE stand under the logistic names",
-            markup=False,
-            highlight=False,
-        )
+    note = sweep_fallback_note(table["runs"], columns)
+    if note:
+        out.print(note, markup=False, highlight=False)
     out.print(f"sweep folder: {table['sweep']}", markup=False, highlight=False)
 
 

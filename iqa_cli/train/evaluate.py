@@ -507,16 +507,15 @@ def _check_split_identity(
 def _low_precision_ties(pred: np.ndarray, dtype: Any) -> str | None:
     """A note when a half-precision evaluation tied predictions: bf16/fp16 outputs fall on coarse steps
     (1/64 near a score of 3 in bf16), so rank metrics (SRCC, KRCC) move with the ties."""
-    import torch
-
-    if dtype not in (torch.bfloat16, torch.float16):
+    name = precision_name(dtype)
+    if name not in ("bf16", "fp16"):
         return None
-    distinct = int(np.unique(np.asarray(pred)).size)
-    if distinct == int(np.asarray(pred).size):
+    values = np.asarray(pred)
+    distinct = int(np.unique(values).size)
+    if distinct == values.size:
         return None
-    name = "bf16" if dtype == torch.bfloat16 else "fp16"
     return (
-        f"{name} evaluation gave {distinct} distinct predictions for {np.asarray(pred).size} images: tied ranks "
+        f"{name} evaluation gave {distinct} distinct predictions for {values.size} images: tied ranks "
         "change SRCC and KRCC; report figures from --amp tf32 (GPUs) or off"
     )
 

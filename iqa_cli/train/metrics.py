@@ -150,14 +150,14 @@ def logistic_fallbacks(rows: list[dict[str, object]]) -> int:
     return sum(1 for row in rows if row.get("logistic_fit") == "fallback")
 
 
+def is_measured(value: object) -> bool:
+    """A metric value that is a finite number (not NaN, and not null as read back from JSON)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def unmeasured_splits(rows: list[dict[str, object]], metric: str) -> list[str]:
     """The splits whose `metric` is not a finite number (constant predictions, too few test images)."""
-    missing = []
-    for row in rows:
-        value = row.get(metric)
-        if not (isinstance(value, (int, float)) and math.isfinite(value)):
-            missing.append(str(row.get("split")))
-    return missing
+    return [str(row.get("split")) for row in rows if not is_measured(row.get(metric))]
 
 
 def partial_summary_warning(rows: list[dict[str, object]], metric: str) -> str | None:

@@ -27,7 +27,7 @@ import numpy as np
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, write_json
-from iqa_cli.train.metrics import logistic_fallbacks
+from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import read_run, run_root
 from iqa_cli.train.trainer import TrainOptions, resolve_config, train
@@ -152,17 +152,13 @@ def check_means(table: dict[str, Any]) -> None:
                 path=Path(table["sweep"]) / SWEEP_FILE,
             )
         runs = [r for r in table.get("runs", []) if r["value"] == row["value"]]
-        unmeasured = [r for r in runs if not _finite(r.get(headline))]
+        unmeasured = [r for r in runs if not is_measured(r.get(headline))]
         if unmeasured:  # the mean and std skip them: say over how many runs they are
             seeds = ", ".join(str(r["seed"]) for r in unmeasured)
             log.warning(
                 f"{what}: {len(unmeasured)} of {len(runs)} runs gave no finite {headline} (seed {seeds}): its mean "
                 f"and std are over the other {len(runs) - len(unmeasured)}"
             )
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:
