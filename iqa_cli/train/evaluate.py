@@ -38,7 +38,7 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale
-from iqa_cli.train.metrics import partial_summary_warning, summary_metrics
+from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.precision import amp_dtype, precision_name
 from iqa_cli.train.prefetch import in_thread
 from iqa_cli.train.recipes import get_recipe
@@ -377,9 +377,13 @@ def _run_jobs(
             "predictions from a damaged model",
             path=cache_path,
         )
-    partial = partial_summary_warning(results, headline)
-    if partial:
-        log.warning(partial)
+    problem = unmeasured_summary_problem(results, headline)
+    if problem:  # some splits measured, some not (none measured was refused above)
+        raise DataError(
+            f"{problem}; score the measured splits alone with --split, and see the others' predictions with "
+            "--per-image",
+            path=cache_path,
+        )
     summary = summary_metrics(results, recipe.metric_names)
     return EvalReport(
         method=recipe.name,

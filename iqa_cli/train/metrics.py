@@ -160,16 +160,18 @@ def unmeasured_splits(rows: list[dict[str, object]], metric: str) -> list[str]:
     return [str(row.get("split")) for row in rows if not is_measured(row.get(metric))]
 
 
-def partial_summary_warning(rows: list[dict[str, object]], metric: str) -> str | None:
-    """What to say when some splits (not all: that is an error) left `metric` unmeasured: the summary
-    statistics skip them, so they describe fewer splits than were run."""
+def unmeasured_summary_problem(rows: list[dict[str, object]], metric: str) -> str | None:
+    """Why a summary of `rows` (tested splits) would be no result, or None: no split measured `metric`,
+    or only some did, so a median over the others would stand for all of them."""
     missing = unmeasured_splits(rows, metric)
-    if not missing or len(missing) == len(rows):
+    if not missing:
         return None
     shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    if len(missing) == len(rows):
+        return f"no split gave a finite {metric} ({shown}): constant predictions or too few test images"
     return (
-        f"{len(missing)} of {len(rows)} splits gave no finite {metric} ({shown}): the median, mean and std "
-        f"are over the other {len(rows) - len(missing)}"
+        f"{len(missing)} of {len(rows)} splits gave no finite {metric} ({shown}; constant predictions or too few "
+        f"test images): a median over the other {len(rows) - len(missing)} would stand for all {len(rows)}"
     )
 
 

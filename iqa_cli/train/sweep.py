@@ -153,11 +153,13 @@ def check_means(table: dict[str, Any]) -> None:
             )
         runs = [r for r in table.get("runs", []) if r["value"] == row["value"]]
         unmeasured = [r for r in runs if not is_measured(r.get(headline))]
-        if unmeasured:  # the mean and std skip them: say over how many runs they are
+        if unmeasured:  # a mean over the other runs would stand for all of them
             seeds = ", ".join(str(r["seed"]) for r in unmeasured)
-            log.warning(
-                f"{what}: {len(unmeasured)} of {len(runs)} runs gave no finite {headline} (seed {seeds}): its mean "
-                f"and std are over the other {len(runs) - len(unmeasured)}"
+            raise DataError(
+                f"{what}: {len(unmeasured)} of {len(runs)} runs gave no finite {headline} (seed {seeds}): a mean "
+                f"over the other {len(runs) - len(unmeasured)} would stand for all {len(runs)}; each run's "
+                "figures are in the table",
+                path=Path(table["sweep"]) / SWEEP_FILE,
             )
 
 

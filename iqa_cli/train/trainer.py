@@ -41,7 +41,7 @@ from iqa_cli.train.data import (
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
 from iqa_cli.train.labels import check_label_scale
-from iqa_cli.train.metrics import partial_summary_warning, summary_metrics
+from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
@@ -579,9 +579,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             results[split] = summary
             _save_info(root, info, dist)
     rows = [results[s] for s in split_names]
-    partial = partial_summary_warning(rows, recipe.report_metrics[0])
-    if partial and dist.is_main:
-        log.warning(partial)
+    # Whole-dataset rounds test nothing (n = 0); every split that was tested must have measured something.
+    problem = unmeasured_summary_problem([row for row in rows if row.get("n")], recipe.report_metrics[0])
     report = {
         "method": recipe.name,
         "dataset": name,
@@ -601,8 +600,9 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     _save_info(root, info, dist)
     if dist.is_main:
         write_json(root / "results.json", report)
-        return report
-    return None  # other DDP ranks: rank 0 reports
+    if problem:  # the run is complete and its files are written; its summary is no result
+        raise DataError(f"{problem}; each split's figures are in results.json", path=root / "results.json")
+    return report if dist.is_main else None  # other DDP ranks: rank 0 reports
 
 
 def _round_config(engine: EngineConfig, split: str) -> EngineConfig:

@@ -87,19 +87,14 @@ def test_newest_run_on_its_own_splits_with_json(trained):
         assert ours["plcc"] == pytest.approx(theirs["plcc"], abs=1e-12)
 
 
-def test_a_split_left_unmeasured_is_named_and_left_out_of_the_summary(trained, monkeypatch):
-    """One split of two with constant predictions (no finite SRCC): the table keeps its row, the median
-    is the other split's, and a warning says so; all splits unmeasured stays an error."""
+def test_a_split_left_unmeasured_is_an_error_naming_it(trained, monkeypatch):
+    """One split of two with constant predictions (no finite SRCC): a median of the other alone would
+    stand for both, so the evaluation fails naming the split; the measured one still scores alone."""
     constant_predictions_on_call(monkeypatch, 2)  # the second split's
-    result = evaluate("--data", "mini", "--json")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    first, second = report["results"]
-    assert first["srcc"] is not None and second["srcc"] is None  # NaN is null in strict JSON
-    assert report["median"]["srcc"] == pytest.approx(first["srcc"])
-    assert "1 of 2 splits gave no finite srcc (random_1): the median, mean and std are over the other 1" in (
-        " ".join(result.stderr.split())
-    )
+    line = one_error_line(evaluate("--data", "mini", "--json"))
+    assert "1 of 2 splits gave no finite srcc (random_1;" in line and "--split" in line
+    alone = evaluate("--data", "mini", "--split", "0", "--json")
+    assert alone.exit_code == 0, alone.output
 
 
 def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(trained, tmp_path):

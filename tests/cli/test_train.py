@@ -112,9 +112,9 @@ def test_an_out_that_is_a_file_is_one_line(cache, tmp_path):
     assert blocker.read_text() == ""
 
 
-def test_a_split_left_unmeasured_is_named_in_a_warning(cache, tmp_path, monkeypatch):
-    """Split random_1 predicts a constant (no finite SRCC): its row stays, the median is random_0's alone,
-    and a warning says the summary is over 1 of 2 splits."""
+def test_a_split_left_unmeasured_makes_the_run_an_error(cache, tmp_path, monkeypatch):
+    """Split random_1 predicts a constant (no finite SRCC): the run completes and keeps its files, but a
+    median of random_0 alone would stand for both splits, so the command fails naming the split."""
     from iqa_cli.train.recipes.vtiqa import VTIQARecipe
 
     current: list[str] = []
@@ -131,18 +131,17 @@ def test_a_split_left_unmeasured_is_named_in_a_warning(cache, tmp_path, monkeypa
     monkeypatch.setattr(VTIQARecipe, "initialize", initialize)
     monkeypatch.setattr(VTIQARecipe, "metrics", metrics)
     result = train("--data", "mini", "--split", "all", "--epochs", "1", "--out", str(tmp_path / "r"), "--json")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    first, second = report["splits"]
-    assert second["srcc"] is None and report["median"]["srcc"] == pytest.approx(first["srcc"])
-    assert "1 of 2 splits gave no finite srcc (random_1)" in " ".join(result.stderr.split())
+    line = one_error_line(result, after_progress=True)
+    assert "1 of 2 splits gave no finite srcc (random_1" in line and "figures are in results.json" in line
+    assert result.exit_code == 65 and result.stdout == ""  # no report passes for a result
 
     # The run folder's files are strict JSON: the unmeasured metric is null, not NaN (which jq & co. reject).
     def strict(text: str):
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a JSON file"))
 
     run = tmp_path / "r"
-    assert strict((run / "results.json").read_text())["splits"][1]["srcc"] is None
+    saved = strict((run / "results.json").read_text())
+    assert saved["splits"][1]["srcc"] is None and saved["median"]["srcc"] is not None
     strict((run / "run.json").read_text())
     for line in (run / "split-random_1" / "log.jsonl").read_text().splitlines():
         strict(line)

@@ -70,16 +70,17 @@ def test_a_decreasing_logistic_is_not_used():
     assert m.logistic_fit == "fallback" and m.plcc < -0.9 and m.plcc_logistic == m.plcc
 
 
-def test_a_summary_over_fewer_splits_than_were_run_is_worded():
-    from iqa_cli.train.metrics import partial_summary_warning, unmeasured_splits
+def test_a_summary_over_fewer_splits_than_were_run_is_a_problem():
+    from iqa_cli.train.metrics import unmeasured_splits, unmeasured_summary_problem
 
     rows = [{"split": "a", "srcc": 0.5}, {"split": "b", "srcc": float("nan")}, {"split": "c", "srcc": None}]
     assert unmeasured_splits(rows, "srcc") == ["b", "c"]
-    assert partial_summary_warning(rows, "srcc") == (
-        "2 of 3 splits gave no finite srcc (b, c): the median, mean and std are over the other 1"
+    assert unmeasured_summary_problem(rows, "srcc") == (
+        "2 of 3 splits gave no finite srcc (b, c; constant predictions or too few test images): a median over the "
+        "other 1 would stand for all 3"
     )
-    assert partial_summary_warning(rows[:1], "srcc") is None  # every split measured
-    assert partial_summary_warning(rows[1:], "srcc") is None  # none measured: the caller's error, not a note
+    assert unmeasured_summary_problem(rows[:1], "srcc") is None  # every split measured
+    assert unmeasured_summary_problem(rows[1:], "srcc").startswith("no split gave a finite srcc (b, c)")
 
 
 def test_metrics_read_back_as_null_count_as_unmeasured():
