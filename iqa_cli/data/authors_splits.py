@@ -206,6 +206,13 @@ def index_file_split(images: ImageList, ind_train: np.ndarray, ind_test: np.ndar
                 f"{len(rows)} images (is it the dataset the file was made for?)"
             )
         parts[part] = np.sort(rows[indices]).astype(np.int64)
+        repeated = np.unique(indices, return_counts=True)
+        if (repeated[1] > 1).any():
+            first = int(repeated[0][repeated[1] > 1][0])
+            raise DataError(
+                f"the index file's ind_{part} lists row {first} more than once ({int((repeated[1] > 1).sum())} "
+                "repeated rows): an image would count twice"
+            )
     if np.intersect1d(parts["train"], parts["test"]).size:
         raise DataError("the index file's ind_train and ind_test overlap")
     return parts

@@ -296,6 +296,12 @@ def _check_records(
                 "keeps it)",
                 path=where,
             )
+        if record.std < 0 or math.isinf(record.std):  # NaN: no std given for this image
+            raise DataError(
+                f"image '{record.name}' (entry {number}) has score std {record.std:g}, expected a finite value >= 0 "
+                "(a wrong column?)",
+                path=where,
+            )
     lengths = {len(r.distribution) for r in records if r.distribution is not None}
     if len(lengths) > 1:
         raise DataError(f"rating distributions have different numbers of categories ({sorted(lengths)})", path=where)

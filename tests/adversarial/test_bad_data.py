@@ -71,6 +71,20 @@ def test_a_header_less_csv_keeps_its_first_row(tmp_path):
     assert ok.exit_code == 0, ok.output
 
 
+def test_a_negative_std_is_refused_naming_the_image(tmp_path):
+    """SSL-IQA's label distributions read the std: a negative one was clipped to the floor without a word."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    rows = csv_path.read_text().splitlines()
+    name, score, _ = rows[2].split(",")
+    csv_path.write_text("\n".join([*rows[:2], f"{name},{score},-0.5", *rows[3:]]) + "\n")
+    out = tmp_path / "m.h5"
+    result = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1")
+    line = error_line(result)
+    assert f"image '{name}' (entry 2) has score std -0.5, expected a finite value >= 0" in line
+    assert not out.exists()
+
+
 def _cache(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root)

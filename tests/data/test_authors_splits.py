@@ -157,6 +157,9 @@ def test_index_file_split_addresses_the_prep_order():
         index_file_split(koniq, ind_test[:3], ind_test[:5])
     with pytest.raises(DataError, match="addresses rows up to 250"):
         index_file_split(koniq, [0], [250])
+    twice = np.concatenate([ind_test[:-1], ind_test[:1]])  # as many rows, one listed twice, one left out
+    with pytest.raises(DataError, match=f"ind_test lists row {int(ind_test[0])} more than once"):
+        index_file_split(koniq, ind_train, twice)
 
 
 def test_whole_dataset_rounds_train_every_image_and_test_none():
