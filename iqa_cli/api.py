@@ -76,10 +76,18 @@ def resolve_weights_arg(weights: str | Path, method: str, split: str | None = No
         if not wanted:
             raise ConfigError(f"run {root} has no split '{split}' (trained: {', '.join(splits)})")
         splits = wanted
+    states = info.get("splits") or {}
     for name in splits:
         best = split_dir(root, name) / BEST
-        if best.is_file():
+        if best.is_file() and (states.get(name) or {}).get("status") == "complete":
             return str(best)
+    so_far = [name for name in splits if (split_dir(root, name) / BEST).is_file()]
+    if so_far:  # a split still training, stopped or failed: its best model so far is no result of the run
+        status = (states.get(so_far[0]) or {}).get("status") or "unfinished"
+        raise ConfigError(
+            f"run {root}: split {so_far[0]} is {status}, not finished; finish it with `iqa train {method} --resume "
+            f"--out {root}`, or pass {split_dir(root, so_far[0]) / BEST} to score with that model as it stands"
+        )
     raise ConfigError(f"run {root} has no kept model yet (no {BEST} in its split folders)")
 
 

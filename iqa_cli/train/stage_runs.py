@@ -46,10 +46,18 @@ def earlier_stage_weights(
         if info.get("dataset") != dataset:
             raise ConfigError(f"--from: run trained on '{info.get('dataset')}', not '{dataset}'", path=path)
         best = split_dir(path, split) / BEST
-        if not best.is_file():
-            trained = ", ".join(s for s in info.get("splits", {}) if (split_dir(path, s) / BEST).is_file())
-            raise ConfigError(f"--from: run has no kept model for split {split} (it has: {trained or 'none'})",
-                              path=path)  # fmt: skip
+        splits = info.get("splits", {})
+        status = (splits.get(split) or {}).get("status")
+        if not best.is_file() or status != "complete":
+            finished = [s for s, state in splits.items() if state.get("status") == "complete"]
+            finished = [s for s in finished if (split_dir(path, s) / BEST).is_file()]
+            state = f" (split {split} is {status or 'not in it'})" if best.is_file() else ""
+            raise ConfigError(
+                f"--from: run has no finished kept model for split {split}{state}; finished: "
+                f"{', '.join(finished) or 'none'}"
+                + (f" (resume it, or name {best} to start from that model as it stands)" if best.is_file() else ""),
+                path=path,
+            )
         return best
     for path, info in list_runs(method, dataset):
         if _run_stage(info) != stage or bool((info.get("config") or {}).get("tiny")) != tiny:

@@ -8,7 +8,8 @@ authors' release) gets the method's protocol defaults.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from iqa_cli.train.config import apply_values
 from iqa_cli.train.labels import LabelMap
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,20 +127,47 @@ def load_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | Non
 class RunWeights:
     run: Path
     info: dict[str, Any]
-    by_split: dict[str, Path]
+    by_split: dict[str, Path]  # the kept model of every split that finished training
+    unfinished: dict[str, str] = field(default_factory=dict)  # split -> its status (pending, interrupted, ...)
+
+    def unfinished_text(self) -> str:
+        return ", ".join(f"{split} {status}" for split, status in self.unfinished.items())
 
 
 def run_weights(run: Path) -> RunWeights:
+    """The kept models of a run's finished splits; a split still training (or stopped, or failed) has a
+    best model so far, which is no result of the run, so it is listed in `unfinished` instead."""
     info = read_run(run)
-    found = {s: split_dir(run, s) / BEST for s in info.get("splits", {})}
-    return RunWeights(run, info, {s: p for s, p in found.items() if p.is_file()})
+    splits = info.get("splits", {})
+    finished, unfinished = {}, {}
+    for split, state in splits.items():
+        status = str(state.get("status") or "pending") if isinstance(state, dict) else "pending"
+        if status == "complete" and (split_dir(run, split) / BEST).is_file():
+            finished[split] = split_dir(run, split) / BEST
+        else:
+            unfinished[split] = status
+    return RunWeights(run, info, finished, unfinished)
 
 
 def newest_run_weights(method: str, dataset: str | None) -> RunWeights | None:
+    """The newest run of `method` on `dataset` that finished every split. Newer unfinished runs are
+    passed over with a note; when only unfinished runs exist, a one-line error says how to go on."""
+    passed_over: list[RunWeights] = []
     for path, _ in list_runs(method, dataset):
         weights = run_weights(path)
-        if weights.by_split:
+        if weights.by_split and not weights.unfinished:
+            if passed_over:
+                names = ", ".join(f"{w.run} ({w.unfinished_text()})" for w in passed_over)
+                log.info(f"note: newer unfinished run(s) passed over: {names}")
             return weights
+        passed_over.append(weights)
+    if passed_over:
+        newest = passed_over[0]
+        raise CheckpointError(
+            f"no finished {method} run{f' on {dataset}' if dataset else ''}: the newest, {newest.run}, has "
+            f"{newest.unfinished_text()}; finish it (`iqa train {method} --resume --out {newest.run}`)"
+            + (" or pass --weights RUN --split K for a finished split" if newest.by_split else "")
+        )
     return None
 
 

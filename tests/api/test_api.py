@@ -96,6 +96,13 @@ def test_load_from_a_file_and_bad_inputs(trained):
         scorer(dark.long())
     with pytest.raises(ConfigError, match="no split 'nine'"):
         iqa_cli.load("apirun", split="nine", device="cpu")
+    # a run whose split stopped before it finished: its best model so far is only loaded when named as a file
+    run = data_dir().parent / "runs" / "apirun"
+    info = json.loads((run / "run.json").read_text())
+    info["splits"]["random_0"]["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match=r"split random_0 is interrupted, not finished; finish it with .*--resume"):
+        iqa_cli.load("apirun", device="cpu")
 
 
 def test_eval_and_train_from_python(trained):

@@ -198,8 +198,11 @@ def test_stage_two_finds_the_newest_finished_stage_one_run_of_its_dataset_and_sp
         earlier_stage_weights("ieit", named="b", **find)
     with pytest.raises(ConfigError, match="trained on 'other'"):
         earlier_stage_weights("ieit", named=str(runs / "e"), **find)
-    with pytest.raises(ConfigError, match="no kept model for split random_1"):
+    with pytest.raises(ConfigError, match="no finished kept model for split random_1; finished: random_0"):
         earlier_stage_weights("ieit", named="a", **{**find, "split": "random_1"})
+    # a named run whose split is still training: its best model so far is no finished stage 1
+    with pytest.raises(ConfigError, match=r"split random_0 is running\); finished: none \(resume it, or name .*best"):
+        earlier_stage_weights("ieit", named="c", **find)
     with pytest.raises(ConfigError, match=r"no finished ieit stage-1 --tiny run on 'nothing'.*--from RUN"):
         earlier_stage_weights("ieit", named=None, **{**find, "dataset": "nothing"})
 
