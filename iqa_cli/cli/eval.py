@@ -109,6 +109,10 @@ def make_eval_command(method: str) -> Callable[..., None]:
         if matrix:
             if data is None or cross is not None:
                 raise ConfigError("--matrix takes the datasets as --data a,b,c (and no --cross)")
+            if per_image is not None:
+                raise ConfigError(
+                    "--per-image does not apply to --matrix (--cross a,b,c writes one model's predictions)"
+                )
             table = cross_matrix(options, dataset_list(data, what="--data"), progress=ConsoleProgress())
             if csv_file is not None:
                 table.write_csv(csv_file)
@@ -125,6 +129,10 @@ def make_eval_command(method: str) -> Callable[..., None]:
         targets = dataset_list(cross, what="--cross") if cross is not None else []
         if len(targets) > 1:
             reports = evaluate_cross(options, targets, ConsoleProgress())
+            if csv_file is not None:
+                write_metrics_csv(csv_file, reports)
+            if per_image is not None:
+                write_per_image(per_image, [row for one in reports for row in one.per_image])
             if json_output:
                 print_json([r.as_dict() for r in reports])
             else:

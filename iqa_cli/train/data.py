@@ -115,6 +115,18 @@ def split_digest(dataset: DatasetLike, parts: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
+def images_digest(dataset: DatasetLike) -> str:
+    """SHA-256 (first 16 hex digits) of every image's name and score: the same for a copy of a cache
+    prepared again under another name or with other splits, and different for another dataset whose
+    files happen to share names (recorded in checkpoints, so `--cross` onto a copy of the training
+    data is recognised)."""
+    import hashlib
+
+    digest = hashlib.sha256(split_digest(dataset, {"images": np.arange(len(dataset))}).encode())
+    digest.update(np.ascontiguousarray(np.asarray(dataset.scores, dtype="<f8")).tobytes())
+    return digest.hexdigest()[:16]
+
+
 NO_SELECTION = "none"  # SplitParts.select_on of whole-dataset splits
 
 

@@ -32,13 +32,14 @@ from iqa_cli.train.data import (
     DatasetLike,
     close_dataset,
     dataset_name,
+    images_digest,
     open_dataset,
     resolve_split_names,
     split_digest,
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale
-from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
+from iqa_cli.train.metrics import MIN_CORRELATION_IMAGES, summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.precision import amp_dtype, precision_name
 from iqa_cli.train.prefetch import in_thread
 from iqa_cli.train.recipes import get_recipe
@@ -139,8 +140,14 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
             given = run_weights(find_run(options.weights))
         except ConfigError:
             return {None: options.weights}, None
-        if not given.by_split:
-            raise CheckpointError(f"run {given.run} has no kept model yet (no split finished an evaluation)")
+        wanted = (options.split or "all").strip().lower()
+        if given.unfinished and (wanted == "all" or not given.by_split):
+            finished = f"; --split {', '.join(given.by_split)} scores what finished" if given.by_split else ""
+            raise CheckpointError(
+                f"run {given.run} has not finished ({given.unfinished_text()}): a kept model so far is no result; "
+                f"finish it with `iqa train {recipe.name} --resume --out {given.run}`{finished}, or pass a kept "
+                "model file as --weights to score it as it stands"
+            )
         return _by_split(given), given
     released = recipe.default_weights(options.variant)
     if released is not None:
@@ -201,8 +208,10 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
             if run is not None:
                 missing = [s for s in names if s not in plan]
                 if missing and options.split is not None:
+                    states = "".join(f" {run.unfinished[s]}" for s in missing[:1] if s in run.unfinished)
                     raise CheckpointError(
-                        f"run {run.run} has no kept model for split(s) {', '.join(missing)} (trained: {_trained(plan)})"
+                        f"run {run.run} has no kept model for split(s) {', '.join(missing)}{states} (finished: "
+                        f"{_trained(plan)})"
                     )
                 names = [s for s in names if s in plan]
             jobs = [EvalJob(s, plan[s] if s in plan else plan[None], dataset.split(s)["test"]) for s in names]
@@ -215,7 +224,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                 wanted = [k for k in (options.split, f"{RANDOM_PREFIX}{options.split}") if k in plan]
                 if not wanted:
                     raise CheckpointError(
-                        f"run {run.run} has no kept model for split '{options.split}' (trained: {_trained(plan)})"
+                        f"run {run.run} has no kept model for split '{options.split}' (finished: {_trained(plan)})"
                     )
                 keys = [k for k in wanted[:1]]
             jobs = [EvalJob("all", plan[k], everything, k) for k in keys]
@@ -239,6 +248,25 @@ def _run_jobs(
     progress: Progress,
     loaded_cache: dict[str, LoadedModel | TrainedSpec],
 ) -> EvalReport:
+    for job in jobs:  # before any work: a part this small gives no result
+        if len(job.test) < max(recipe.min_test_images, 1):
+            what = "the dataset" if job.split == "all" else f"the test part of split '{job.split}'"
+            why = (
+                f", and a correlation needs at least {recipe.min_test_images} (two points correlate +-1 whatever the "
+                "model)"
+                if recipe.min_test_images > 1
+                else ""
+            )
+            raise DataError(
+                f"{what} holds {len(job.test)} image(s){why}",
+                path=cache_path,
+            )
+    if options.by_type:
+        types_of(dataset, name, cache_path)  # before any work: a dataset without types is refused
+    if options.cross is None:  # before any work: every test part must be unseen by the model scoring it
+        for job in jobs:
+            spec = loaded_cache.get(str(job.weights)) or read_trained(recipe, job.weights, variant=options.variant)
+            _check_unseen_test(spec, dataset, name, job.split, np.asarray(job.test, dtype=np.int64), cache_path)
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None
@@ -252,8 +280,6 @@ def _run_jobs(
     for job in jobs:
         split, weights, indices = job.split, job.weights, np.asarray(job.test, dtype=np.int64)
         trained_split = job.trained_split or split
-        if indices.size == 0:
-            raise DataError(f"split '{split}' has an empty test part", path=cache_path)
         known = loaded_cache.get(str(weights))
         if known is None:
             known = read_trained(recipe, weights, variant=options.variant)
@@ -433,7 +459,7 @@ def metrics_by_type(
     out = {}
     for kind in sorted(groups):
         rows = np.asarray(groups[kind])
-        enough = rows.size >= 3  # a correlation of fewer points says nothing
+        enough = rows.size >= MIN_CORRELATION_IMAGES
         out[kind] = {
             "n": int(rows.size),
             "srcc": spearman(pred[rows], labels[rows]) if enough else float("nan"),
@@ -451,9 +477,9 @@ def _split_of_model(
 ) -> str | None:
     """The split to test a single model on: by default the one it was trained on (when it was trained
     on this dataset), so its own training images are never scored as test images; a different
-    `--split` is allowed, with a warning. A model whose test part is unknown is refused unless the
-    user names one (`--split`, `--split-file`), and so is a release whose authors published its test
-    indices in a file that was not given."""
+    `--split` is allowed where its test part holds none of them (`_check_unseen_test`). A model whose
+    test part is unknown is refused unless the user names one (`--split`, `--split-file`), and so is a
+    release whose authors published its test indices in a file that was not given."""
     trained_on, trained_split = loaded.meta.get("dataset"), loaded.meta.get("split")
     weights = loaded.source
     if trained_split and trained_split.startswith(INDEX_FILE_PREFIX) and trained_on == dataset:
@@ -482,12 +508,7 @@ def _split_of_model(
     if split_arg is None:
         log.info(f"testing on split {trained_split}, the split this model was trained on")
         return trained_split
-    if split_arg.strip().lower() != trained_split:
-        log.info(
-            f"warning: this model was trained on split {trained_split} of {dataset}; the test part of "
-            f"{split_arg} may hold images it was trained on"
-        )
-    return split_arg
+    return split_arg  # a test part holding its training images is refused by `_check_unseen_test`
 
 
 def _check_split_identity(
@@ -524,10 +545,46 @@ def _low_precision_ties(pred: np.ndarray, dtype: Any) -> str | None:
     )
 
 
+def _check_unseen_test(
+    loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str, split: str, test: np.ndarray, cache_path: Path
+) -> None:
+    """Refuse to score a model on the test part of another split of the dataset it was trained on when
+    that part holds images it trained on, or when which images it trained on cannot be told: such a
+    figure is no test result. `--cross` scores every image on purpose, and says so."""
+    trained_on, trained_split = loaded.meta.get("dataset"), loaded.meta.get("split")
+    if trained_on != name or not trained_split or trained_split == split or trained_split.startswith(INDEX_FILE_PREFIX):
+        return
+    hint = f"test it on split {trained_split} (the default), or use --cross {name} to score every image on purpose"
+    try:
+        parts: dict[str, np.ndarray] | None = dataset.split(trained_split)
+    except DataError:
+        parts = None
+    recorded = loaded.meta.get("split_digest")
+    if parts is None or (recorded and split_digest(dataset, parts) != recorded):
+        where = "is not in this cache" if parts is None else "holds other images in this cache"
+        raise DataError(
+            f"{loaded.source} was trained on split {trained_split} of {name}, which {where}, so the test part of "
+            f"split {split} may hold its training images; {hint}",
+            path=cache_path,
+        )
+    seen = np.concatenate([np.asarray(v, dtype=np.int64) for part, v in parts.items() if part != "test"])
+    overlap = int(np.intersect1d(seen, test).size)
+    if overlap:
+        raise DataError(
+            f"{overlap} of the {test.size} test images of split {split} are images {loaded.source} was trained on "
+            f"(split {trained_split}): that is no test result; {hint}",
+            path=cache_path,
+        )
+    log.info(f"split {split}'s test part holds none of the images {loaded.source} was trained on")
+
+
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:
-    """Whether a --cross dataset is the one the model was trained on: the same name, or a split of the
-    same name holding the same images (a copy of the cache under another name)."""
+    """Whether a --cross dataset is the one the model was trained on: the same name, the same images
+    (a copy of the cache under another name, whatever its splits), or a split of the same name holding
+    the same images."""
     if loaded.meta.get("dataset") == name:
+        return True
+    if loaded.meta.get("images_digest") and loaded.meta.get("images_digest") == images_digest(dataset):
         return True
     split, recorded = loaded.meta.get("split"), loaded.meta.get("split_digest")
     if not split or not recorded or split not in dataset.split_names():
@@ -577,15 +634,18 @@ def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def write_metrics_csv(path: Path, report: EvalReport) -> None:
-    metric_names = [k for k in report.median if k != "splits"]
+def write_metrics_csv(path: Path, reports: EvalReport | list[EvalReport]) -> None:
+    """One row per evaluated split and the median/mean/std rows, for one report or several (`--cross a,b`)."""
+    reports = [reports] if isinstance(reports, EvalReport) else reports
+    metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
-               "weights"]  # fmt: skip
+               "weights", "includes_training_images"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        for row in report.results:
-            writer.writerow(row)
-        for label, values in (("median", report.median), ("mean", report.mean), ("std", report.std)):
-            if values:
-                writer.writerow({"dataset": report.dataset, "split": label, "n": "", **values})
+        for report in reports:
+            for row in report.results:
+                writer.writerow(row)
+            for label, values in (("median", report.median), ("mean", report.mean), ("std", report.std)):
+                if values:
+                    writer.writerow({"dataset": report.dataset, "split": label, "n": "", **values})

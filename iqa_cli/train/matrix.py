@@ -77,6 +77,12 @@ def cross_matrix(
     progress = progress or NullProgress()
     if len(set(datasets)) < 2:
         raise ConfigError("--matrix needs at least two datasets in --data (e.g. --data koniq,livew)")
+    given = (("--weights", options.weights), ("--split", options.split), ("--split-file", options.split_file))
+    ignored = [flag for flag, value in (*given, ("--by-type", options.by_type or None)) if value is not None]
+    if ignored:  # each cell uses the newest run on its training dataset and every split that run trained
+        raise ConfigError(
+            f"{', '.join(ignored)}: not used by --matrix (the newest run on each dataset, all its splits)"
+        )
     runs = {}
     for name in datasets:
         run = newest_run_weights(options.method, name)

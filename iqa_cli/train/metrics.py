@@ -29,6 +29,8 @@ import numpy as np
 METRIC_NAMES = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "rmse_logistic")
 # Where a row's `logistic_fit` is "fallback", these hold the raw PLCC and RMSE (see the docstring).
 LOGISTIC_METRICS = ("plcc_logistic", "rmse_logistic")
+# Two points are always perfectly (anti-)correlated, whatever the model: a correlation needs three.
+MIN_CORRELATION_IMAGES = 3
 
 
 def _vectors(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,9 +129,14 @@ class Metrics:
 
 
 def compute_metrics(pred: np.ndarray, label: np.ndarray) -> Metrics:
-    """All reported metrics for one evaluated set."""
+    """All reported metrics for one evaluated set; the correlations are NaN (not measured) on fewer than
+    `MIN_CORRELATION_IMAGES` images, where they would be +-1 whatever the predictions."""
     x, y = _vectors(pred, label)
-    raw_plcc, raw_rmse = pearson(x, y), rmse(x, y)
+    raw_rmse = rmse(x, y)
+    if x.size < MIN_CORRELATION_IMAGES:
+        nan = math.nan
+        return Metrics(int(x.size), nan, nan, nan, nan, raw_rmse, raw_rmse, logistic_fit="fallback")
+    raw_plcc = pearson(x, y)
     fit = fit_logistic(x, y)
     mapped_plcc, mapped_rmse = (pearson(fit.mapped, y), rmse(fit.mapped, y)) if fit.ok else (math.nan, math.nan)
     use_fit = fit.ok and np.isfinite(mapped_plcc) and not (np.isfinite(raw_plcc) and mapped_plcc < raw_plcc)

@@ -32,6 +32,7 @@ from iqa_cli.train.data import (
     DatasetLike,
     close_dataset,
     dataset_name,
+    images_digest,
     is_whole_split,
     make_parts,
     open_dataset,
@@ -479,6 +480,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),
         "dataset": name,
+        "images_digest": images_digest(dataset),
         "tiny": resolved.tiny,
         "labels": label_map.to_meta(),
         "params": to_plain(resolved.params),
@@ -486,6 +488,18 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     }
     if params != resolved.params:
         meta["params_on_dataset"] = to_plain(params)
+    for split in split_names:  # a split that cannot be tested fails now, not after the splits before it trained
+        if info["splits"].get(split, {}).get("status") != "complete":
+            parts = make_parts(
+                dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
+            )
+            if 0 < parts.test.size < recipe.min_test_images:  # whole-dataset rounds test nothing, on purpose
+                raise DataError(
+                    f"split '{split}': its test part holds {parts.test.size} image(s), and a correlation needs at "
+                    f"least {recipe.min_test_images} (two points correlate +-1 whatever the model); prepare more "
+                    "images or a larger --test-fraction",
+                    path=cache_path,
+                )
     results: dict[str, Any] = {}
     watched = open_watched(
         parse_watch(engine.watch), recipe, resolved.params, device, preload_gb=engine.preload_gb, progress=progress

@@ -108,6 +108,16 @@ def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(traine
     copy = evaluate("--data", "mini", "--cross", "mini_again")
     assert copy.exit_code == 0, copy.output
     assert "no cross-dataset result" in " ".join(copy.stdout.split())  # the table's title
+    # a copy prepared with other splits (no split matches) is the same images: recognised by its image list
+    from tests.train.caches import write_folder
+
+    folder = write_folder(tmp_path / "reseeded")
+    args = ["--root", str(folder), "--csv", str(folder / "scores.csv"), "--range", "1,5", "--split-seed", "7"]
+    prepared = runner.invoke(app, ["prepare", "custom", *args, "--name", "reseeded", "--splits", "2"])
+    assert prepared.exit_code == 0, prepared.output
+    reseeded = evaluate("--data", "mini", "--cross", "reseeded", "--json")
+    assert reseeded.exit_code == 0, reseeded.output
+    assert all(row["includes_training_images"] for row in json.loads(reseeded.stdout)["results"])
     other = evaluate("--data", "mini", "--cross", "other", "--json")
     assert not any("includes_training_images" in row for row in json.loads(other.stdout)["results"])
     assert "no cross-dataset result" not in other.stderr
@@ -171,7 +181,64 @@ def test_one_checkpoint_is_tested_on_the_split_it_was_trained_on(trained):
     assert result.exit_code == 0, result.output
     assert [r["split"] for r in json.loads(result.stdout)["results"]] == ["random_1"]
     other = evaluate("--data", "mini", "--weights", str(weights), "--split", "0", "--json")
-    assert other.exit_code == 0 and "may hold images it was trained on" in other.stderr
+    assert other.exit_code == 65 and other.stdout == ""  # before any work: no result, not a figure with a warning
+    line = one_error_line(other)
+    assert "test images of split random_0 are images" in line and "(split random_1): that is no test result" in line
+    assert "--cross mini to score every image on purpose" in line
+
+
+def test_one_checkpoint_on_every_split_is_refused_before_any_work(trained):
+    """`--split all` with one split's model would score it on the other splits' test parts, which hold
+    its training images: no figure at all, rather than a median over them."""
+    weights = trained["run"] / "split-random_0" / "best.safetensors"
+    result = evaluate("--data", "mini", "--weights", str(weights), "--split", "all")
+    line = one_error_line(result)
+    assert "test images of split random_1 are images" in line and result.exit_code == 65
+    assert "evaluating mini split" not in result.output and result.stdout == ""
+
+
+def test_too_few_images_to_correlate_is_refused_before_any_work(trained, tmp_path):
+    make_cache("two", tmp_path / "two", data_dir() / "two.h5", n=2)
+    result = evaluate("--data", "mini", "--cross", "two", "--split", "0")
+    line = one_error_line(result)
+    assert "the dataset holds 2 image(s), and a correlation needs at least 3" in line and result.exit_code == 65
+    assert "preparing views" not in result.output
+
+
+def test_an_unfinished_run_is_no_result(trained):
+    """A preempted run's best model so far used to be scored as the run's result, by default as the newest
+    run on the dataset: now a run is evaluated once its splits finished, or split by split."""
+    import shutil
+
+    copy = trained["home"] / "runs" / "preempted"
+    shutil.copytree(trained["run"], copy)
+    try:
+        info = json.loads((copy / "run.json").read_text())
+        info.update(status="interrupted", created="2999-01-01T00:00:00+00:00")  # the newest run
+        info["splits"]["random_1"]["status"] = "interrupted"
+        (copy / "run.json").write_text(json.dumps(info))
+        line = one_error_line(evaluate("--data", "mini", "--weights", str(copy)))
+        assert f"run {copy} has not finished (random_1 interrupted)" in line
+        assert "--resume --out" in line and "--split random_0 scores what finished" in line
+        finished = evaluate("--data", "mini", "--weights", str(copy), "--split", "0", "--json")
+        assert finished.exit_code == 0, finished.output
+        unfinished = evaluate("--data", "mini", "--weights", str(copy), "--split", "1")
+        assert "random_1 interrupted" in one_error_line(unfinished)
+        newest = evaluate("--data", "mini", "--json")  # the newest finished run, saying what it passed over
+        assert newest.exit_code == 0, newest.output
+        assert f"newer unfinished run(s) passed over: {copy} (random_1 interrupted)" in newest.stderr
+        assert all(str(trained["run"]) in row["weights"] for row in json.loads(newest.stdout)["results"])
+        info["splits"]["random_0"]["status"] = "pending"
+        (copy / "run.json").write_text(json.dumps(info))
+        away = trained["home"] / "away"
+        shutil.move(trained["run"], away)  # the finished run is gone
+        try:
+            line = one_error_line(evaluate("--data", "mini"))
+            assert f"no finished vtiqa run on mini: the newest, {copy}, has random_0 pending, random_1" in line
+        finally:
+            shutil.move(away, trained["run"])
+    finally:
+        shutil.rmtree(copy)
 
 
 def test_cross_dataset_scores_every_image(trained):
@@ -236,7 +303,7 @@ def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
     assert row["split"] == row["trained_split"] == "shuffle_4" and row["trained_on"] == "livew"
     assert row["n"] == protocol_split("shuffle_4", 30)["test"].size == 6
     again = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--split", "0", "--json")
-    assert again.exit_code == 0 and "may hold images it was trained on" in again.output
+    assert again.exit_code == 65 and "was trained on (split shuffle_4): that is no test result" in again.output
 
 
 def test_by_type_reports_each_distortion_type(trained, tmp_path):
@@ -260,4 +327,5 @@ def test_by_type_reports_each_distortion_type(trained, tmp_path):
         assert row["by_type"][kind]["plcc"] == pytest.approx(stats.pearsonr(pred, label)[0], abs=1e-6)
     table = evaluate(*args)
     assert table.exit_code == 0 and "per distortion type" in table.stdout and "JPEG2000" in table.stdout
-    assert "carry no distortion types" in one_error_line(evaluate("--data", "mini", "--by-type"))
+    no_types = evaluate("--data", "mini", "--by-type")
+    assert "carry no distortion types" in one_error_line(no_types) and "preparing views" not in no_types.output

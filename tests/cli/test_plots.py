@@ -71,6 +71,20 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     # `--cross all` includes the training dataset itself: those rows say they hold its training images
     own = {r["dataset"]: any(row.get("includes_training_images") for row in r["results"]) for r in reports}
     assert own == {"mini": True, "other": False}
+    # ... and its --csv and --per-image hold every dataset's rows (they used to be skipped without a word)
+    metrics_csv, images_csv = tmp_path / "cross.csv", tmp_path / "cross_images.csv"
+    args = ["eval", "vtiqa", "--data", "mini", "--cross", "other,mini", "--device", "cpu", "--csv", str(metrics_csv)]
+    written = runner.invoke(app, [*args, "--per-image", str(images_csv)])
+    assert written.exit_code == 0, written.output
+    with open(metrics_csv) as f:
+        rows = [(r["dataset"], r["split"], r["includes_training_images"]) for r in csv.DictReader(f)]
+    assert rows == [("other", "all", ""), *[("other", s, "") for s in ("median", "mean", "std")],
+                    ("mini", "all", "True"), *[("mini", s, "") for s in ("median", "mean", "std")]]  # fmt: skip
+    with open(images_csv) as f:
+        counts = {name: 0 for name in ("mini", "other")}
+        for row in csv.DictReader(f):
+            counts[row["dataset"]] += 1
+    assert counts == {"other": 20, "mini": 32}
 
     # the train x test matrix
     heat, table_csv = tmp_path / "matrix.png", tmp_path / "matrix.csv"
@@ -86,6 +100,10 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     assert _png(heat)[0] > 200 and table_csv.read_text().splitlines()[0].startswith("trained on")
     text = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", "--device", "cpu"])
     assert text.exit_code == 0 and "other" in text.stdout
+    for extra in (["--weights", "r-mini"], ["--split", "0"], ["--by-type"], ["--per-image", str(tmp_path / "p.csv")]):
+        refused = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", *extra])
+        assert refused.exit_code == 2 and f"{extra[0]}" in refused.output and "--matrix" in refused.output
+        assert "evaluating" not in refused.output  # refused before the work, not ignored
     missing = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,nothing", "--device", "cpu"])
     assert missing.exit_code != 0 and "no vtiqa run trained on 'nothing'" in missing.output
     assert "must end in .png or .svg" in runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--plot",

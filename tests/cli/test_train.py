@@ -97,7 +97,8 @@ def test_an_unmeasured_first_evaluation_does_not_block_later_selection(cache, tm
     """Epoch 0's validation gives no finite metric (constant predictions early in training): a later
     epoch with a finite one must still be kept; a NaN best used to make every later comparison false."""
     constant_predictions_on_call(monkeypatch, 1)  # epoch 0's validation
-    result = train("--data", "mini", "--epochs", "3", "--out", str(tmp_path / "r"), "--json")
+    args = ("--val-fraction", "0.25")  # 6 validation images: a correlation needs 3
+    result = train("--data", "mini", "--epochs", "3", *args, "--out", str(tmp_path / "r"), "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["splits"][0]
     assert row["best_epoch"] >= 1, row
@@ -110,6 +111,15 @@ def test_an_out_that_is_a_file_is_one_line(cache, tmp_path):
         f"error: --out: {blocker} is a file; expected a folder"
     )
     assert blocker.read_text() == ""
+
+
+def test_a_test_part_too_small_to_correlate_is_refused_before_training(tmp_path):
+    """A split testing 2 images would report SRCC +-1 whatever the model: refused before any split trains."""
+    make_cache("small", tmp_path / "small", data_dir() / "small.h5", n=8, splits=2)  # 6 train, 2 test
+    result = train("--data", "small", "--split", "all", "--out", str(tmp_path / "r"))
+    line = one_error_line(result)
+    assert "split 'random_0': its test part holds 2 image(s), and a correlation needs at least 3" in line
+    assert result.exit_code == 65 and not (tmp_path / "r" / "split-random_0").exists()
 
 
 def test_a_split_left_unmeasured_makes_the_run_an_error(cache, tmp_path, monkeypatch):

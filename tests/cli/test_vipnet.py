@@ -83,7 +83,7 @@ def _end_to_end(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_give_one_line(tmp_path):
-    make_cache("plain", tmp_path / "plain", data_dir() / "plain.h5", n=8, splits=1)
+    make_cache("plain", tmp_path / "plain", data_dir() / "plain.h5", n=12, splits=1)  # 3 test images
     line = one_error_line(invoke("train", "vipnet-dpm", *CPU, "--data", "plain"))
     assert "not a distorted-image cache" in line and "plain.h5" in line
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm", str(tmp_path / "no.safetensors")))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iqa_cli.train.metrics import compute_metrics, fit_logistic, logistic4, median_metrics
+from iqa_cli.train.metrics import MIN_CORRELATION_IMAGES, compute_metrics, fit_logistic, logistic4, median_metrics
 
 
 def test_equal_to_scipy_with_ties():
@@ -21,6 +21,15 @@ def test_equal_to_scipy_with_ties():
     assert m.plcc == pytest.approx(stats.pearsonr(pred, label).statistic, abs=1e-12)
     assert m.krcc == pytest.approx(stats.kendalltau(pred, label).statistic, abs=1e-12)
     assert m.rmse == pytest.approx(math.sqrt(np.mean((pred - label) ** 2)), abs=1e-12)
+
+
+def test_two_images_measure_no_correlation():
+    """Any two distinct predictions correlate +-1 with any two distinct labels: that is no measurement."""
+    m = compute_metrics(np.array([3.1, 2.0]), np.array([4.0, 1.5]))
+    assert m.n == 2 and all(math.isnan(v) for v in (m.srcc, m.plcc, m.plcc_logistic, m.krcc))
+    assert m.rmse == pytest.approx(math.sqrt((0.9**2 + 0.5**2) / 2)) and m.logistic_fit == "fallback"
+    three = compute_metrics(np.array([1.0, 2, 3]), np.array([1.0, 3, 2]))
+    assert MIN_CORRELATION_IMAGES == 3 and three.srcc == pytest.approx(0.5)
 
 
 def test_step_case_by_hand():

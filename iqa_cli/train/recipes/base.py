@@ -41,7 +41,7 @@ import numpy as np
 
 from iqa_cli.errors import DataError
 from iqa_cli.train.labels import LABEL_SCALES, LabelMap
-from iqa_cli.train.metrics import METRIC_NAMES, compute_metrics
+from iqa_cli.train.metrics import METRIC_NAMES, MIN_CORRELATION_IMAGES, compute_metrics
 from iqa_cli.train.schedule import Schedule
 
 if TYPE_CHECKING:  # torch is imported where it is used, so option parsing stays light
@@ -116,6 +116,8 @@ class Recipe(ABC, Generic[P]):
     # the CLI tables show; the first two also go into the per-epoch progress line.
     metric_names: ClassVar[tuple[str, ...]] = METRIC_NAMES
     report_metrics: ClassVar[tuple[str, ...]] = REPORT_METRICS
+    # The fewest images a test part may hold: correlations are +-1 on two (a classifier may test fewer).
+    min_test_images: ClassVar[int] = MIN_CORRELATION_IMAGES
     # Params fields that `iqa eval/predict` may override (test-time protocol choices such as the
     # number of test crops or which branch scores); each becomes a flag of those commands.
     eval_params: ClassVar[tuple[str, ...]] = ()

@@ -173,6 +173,7 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
     channels_last_helps = False
     metric_names = METRICS
     report_metrics = METRICS
+    min_test_images = 1  # accuracies, not correlations
 
     def step_memory_bytes(self, params: DPMParams, *, tiny: bool) -> int | None:
         """BoTNet-50 trained from scratch: about 2 KB of float32 activations per input pixel (ResNet-50's
