@@ -484,10 +484,11 @@ def _split_of_model(
     weights = loaded.source
     if trained_split and trained_split.startswith(INDEX_FILE_PREFIX) and trained_on == dataset:
         wanted = trained_split[len(INDEX_FILE_PREFIX) :]
-        if split_file is None and split_arg is None:
+        if split_file is None:  # its training images are ind_train of that file: no other part is known unseen
             raise ConfigError(
-                f"{weights}: its authors tested it on ind_test of {wanted} (published with the method's code); "
-                f"pass --split-file PATH/{wanted} (or --split NAME / --cross DATA to score other images on purpose)"
+                f"{weights}: its authors trained it on ind_train and tested it on ind_test of {wanted} (published "
+                f"with the method's code), so no split of this cache is known to be unseen; pass --split-file "
+                f"PATH/{wanted} (or --cross DATA to score every image on purpose)"
             )
         if split_file is not None and Path(split_file).name != wanted:
             raise ConfigError(f"--split-file: {weights} was tested on {wanted}, not {Path(split_file).name}")

@@ -90,6 +90,8 @@ def _evaluate_release(koniq_home, split_file: Path, name: str) -> set[str]:
     args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(weights), "--device", "cpu"]
     refused = runner.invoke(app, args)
     assert refused.exit_code != 0 and f"pass --split-file PATH/{name}" in one_error_line(refused)
+    another = runner.invoke(app, [*args, "--split", "0"])  # its ind_train is unknown without the file
+    assert "no split of this cache is known to be unseen" in one_error_line(another)
     result = runner.invoke(app, [*args, "--split-file", str(split_file), "--per-image", str(per_image), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
