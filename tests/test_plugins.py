@@ -32,7 +32,19 @@ def test_a_plugin_method_trains_and_evaluates(tmp_path):
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "plugin-cnn" in listed.stdout
     trained = iqa(
-        "train", "plugin-iqa", "--tiny", "--device", "cpu", "--data", "mini", "--epochs", "2", "--json", env=env
+        "train",
+        "plugin-iqa",
+        "--tiny",
+        "--device",
+        "cpu",
+        "--data",
+        "mini",
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0.2",
+        "--json",
+        env=env,
     )
     assert trained.returncode == 0, trained.stderr[-2000:]
     row = json.loads(trained.stdout)["splits"][0]

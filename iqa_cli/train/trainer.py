@@ -500,6 +500,14 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                     "images or a larger --test-fraction",
                     path=cache_path,
                 )
+            if parts.select_on == "val" and parts.val.size < recipe.min_test_images:
+                raise DataError(
+                    f"split '{split}': the validation part that selects the kept model holds {parts.val.size} of "
+                    f"{parts.train.size + parts.val.size} training image(s), and a correlation needs at least "
+                    f"{recipe.min_test_images}, so no epoch could be told better than another; raise --val-fraction "
+                    f"(now {engine.val_fraction:g}), or --select-on test",
+                    path=cache_path,
+                )
     results: dict[str, Any] = {}
     watched = open_watched(
         parse_watch(engine.watch), recipe, resolved.params, device, preload_gb=engine.preload_gb, progress=progress
@@ -539,12 +547,6 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 stop=stop,
                 watched=watched,
             )
-            if dist.is_main and parts.select_on == "val" and parts.val.size < 3:
-                log.info(
-                    f"warning: split {split}: the validation part holds {parts.val.size} image(s); correlations need "
-                    "at least 3, so every validation metric is NaN and the kept model is the first epoch's (raise "
-                    "--val-fraction, or --select-on test)"
-                )
             if dist.is_main:
                 log.info(
                     f"{recipe.name} on {name}, split {split}: {parts.train.size} train / {parts.val.size} val / "

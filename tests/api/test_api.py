@@ -20,6 +20,7 @@ from tests.train.caches import make_cache
 runner = CliRunner()
 FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
 FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1"]
+FAST += ["--val-fraction", "0.2"]  # a validation part of at least 3 images (a correlation needs 3)
 
 
 @pytest.fixture
@@ -108,5 +109,7 @@ def test_load_from_a_file_and_bad_inputs(trained):
 def test_eval_and_train_from_python(trained):
     report = iqa_cli.evaluate("vtiqa", "mini", device="cpu")
     assert report.results and report.as_dict()["median"]["splits"] == 1
-    summary = iqa_cli.train("vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, name="second")
+    summary = iqa_cli.train(
+        "vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, val_fraction=0.2, name="second"
+    )
     assert summary is not None and summary["splits"][0]["n"] > 0

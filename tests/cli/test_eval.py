@@ -22,6 +22,7 @@ from tests.train.fakes import constant_predictions_on_call
 runner = CliRunner()
 FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
 FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1"]
+FAST += ["--val-fraction", "0.2"]  # a validation part of at least 3 images (a correlation needs 3)
 METRICS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
 

@@ -23,6 +23,7 @@ from tests.train.threads import one_thread
 
 runner = CliRunner()
 FAST = ["--tiny", "--batch-size", "8", "--dropout", "0", "--device", "cpu", "--log-every", "1000"]
+FAST += ["--val-fraction", "0.2"]  # a validation part of at least 3 images (a correlation needs 3)
 STAGE1 = ["--optimizer", "adamw", "--lr", "0.0005", "--freeze-epochs", "0"]
 
 
@@ -95,7 +96,7 @@ def _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home):
 
 
 def test_bad_inputs_give_one_line(tmp_path, monkeypatch):
-    folder = write_folder(tmp_path / "plain", n=12)
+    folder = write_folder(tmp_path / "plain", n=20)
     made = iqa("prepare", "custom", "--root", folder, "--name", "plain", "--range", "1,5", "-j", "1")
     assert made.exit_code == 0, made.output
     assert "iqa prepare enhance" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--epochs", "1"))

@@ -18,6 +18,7 @@ from tests.train.caches import make_cache
 runner = CliRunner()
 FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
 FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "2"]
+FAST += ["--val-fraction", "0.2"]  # a validation part of at least 3 images (a correlation needs 3)
 
 
 def _png(path) -> tuple[int, int]:

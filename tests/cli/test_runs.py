@@ -11,7 +11,19 @@ from iqa_cli.home import data_dir
 from tests.train.caches import make_cache
 
 runner = CliRunner()
-FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST = [
+    "--val-fraction",
+    "0.2",
+    "--tiny",
+    "--freeze-epochs",
+    "0",
+    "--optimizer",
+    "adamw",
+    "--lr",
+    "0.002",
+    "--batch-size",
+    "8",
+]
 FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1"]
 
 
@@ -67,11 +79,17 @@ def test_print_config_shows_the_plan_and_creates_no_run(tmp_path, monkeypatch):
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_validation_part_too_small_for_a_correlation_is_warned_at_the_start(tmp_path):
-    make_cache("tiny", tmp_path / "tiny", data_dir() / "tiny.h5", n=12)
+def test_a_validation_part_too_small_for_a_correlation_is_refused_before_training(tmp_path):
+    """2 validation images correlate +-1 (or NaN) at every epoch: the kept model would be chosen by no
+    measurement (it used to be warned, then the first epoch's model reported as the run's result)."""
+    make_cache("tiny", tmp_path / "tiny", data_dir() / "tiny.h5", n=12)  # 9 training images, 3 test
     result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "tiny", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
-    assert "correlations need at least 3" in result.output
+    assert result.exit_code == 65 and not (tmp_path / "run").exists()
+    assert "the validation part that selects the kept model holds 2 of 9 training image(s)" in result.output
+    assert "raise --val-fraction (now 0.2), or --select-on test" in result.output
+    tested = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "tiny", "--select-on", "test", "--out",
+                                 str(tmp_path / "run")])  # fmt: skip
+    assert tested.exit_code == 0, tested.output
 
 
 def test_off_a_terminal_training_writes_one_line_per_epoch(tmp_path):
@@ -114,7 +132,7 @@ def test_a_run_refused_by_its_data_leaves_no_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
     result = runner.invoke(app, ["train", "ssliqa", "--tiny", "--device", "cpu", "--data", "mini", "--labeled", "5000",
-                                 "--name", "refused"])  # fmt: skip
+                                 "--val-fraction", "0.2", "--name", "refused"])  # fmt: skip
     assert result.exit_code != 0 and "--labeled 5000" in result.output
     assert not (tmp_path / "runs" / "refused").exists()
 

@@ -21,6 +21,7 @@ from tests.train.caches import write_folder
 
 runner = CliRunner()
 FAST = ["--tiny", "--device", "cpu", "--log-every", "1000"]
+FAST += ["--val-fraction", "0.25"]  # a validation part of at least 3 images (a correlation needs 3)
 SPLIT = ["--splits", "1", "--test-fraction", "0.25", "-j", "1"]
 
 

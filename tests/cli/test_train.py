@@ -24,6 +24,7 @@ from tests.train.fakes import constant_predictions_on_call
 runner = CliRunner()
 FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
 FAST += ["--dropout", "0", "--device", "cpu"]
+FAST += ["--val-fraction", "0.2"]  # a validation part of at least 3 images (a correlation needs 3)
 
 
 @pytest.fixture
@@ -228,7 +229,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path):
-    args = ["--data", "mini", "--epochs", "2", "--batch-size", "4"]  # 22 training images: 6 steps per epoch
+    args = ["--data", "mini", "--epochs", "2", "--batch-size", "4"]  # 19 training images: 5 steps per epoch
     whole = tmp_path / "whole"
     assert train(*args, "--out", str(whole)).exit_code == 0
     cut = tmp_path / "cut"
@@ -238,7 +239,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path):
     assert done.returncode == 143, done.stderr
     assert "SIGTERM at epoch 1 step 7" in done.stderr and "--resume" in done.stderr
     saved = load_state(cut / "split-random_0" / "last.pt")["position"]
-    assert (saved["epoch"], saved["batch"]) == (1, 1)  # mid-epoch (6 steps per epoch)
+    assert (saved["epoch"], saved["batch"]) == (1, 2)  # mid-epoch (5 steps per epoch)
     assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(cut)])
     assert resumed.exit_code == 0, resumed.output
@@ -258,7 +259,7 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
-    command += ["--data", "mini", "--epochs", "1", "--out", str(out), "--json"]
+    command += ["--data", "mini", "--epochs", "1", "--val-fraction", "0.25", "--out", str(out), "--json"]  # 18 train
     shm = tmp_path / "shm"
     shm.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(shm)}
@@ -269,7 +270,7 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     ranks = report["splits"][0]["ranks"]
     assert ranks["world_size"] == 2
     first = ranks["first_epoch"]
-    assert first["per_rank"] == [11, 11] and first["shared"] == 0 and first["union"] == 22
+    assert first["per_rank"] == [9, 9] and first["shared"] == 0 and first["union"] == 18
     assert first["digests"][0] != first["digests"][1]
     assert len(set(ranks["weights_digest"])) == 1
     # One copy of the preloaded views for the node: rank 0 computed them, rank 1 mapped its files,

@@ -26,6 +26,7 @@ from tests.train.threads import one_thread
 
 runner = CliRunner()
 CPU = ["--tiny", "--device", "cpu", "--log-every", "1000"]
+CPU += ["--val-fraction", "0.2"]  # a validation part of at least 3 images (a correlation needs 3)
 
 
 def invoke(*args: str):
@@ -83,7 +84,7 @@ def _end_to_end(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_give_one_line(tmp_path):
-    make_cache("plain", tmp_path / "plain", data_dir() / "plain.h5", n=12, splits=1)  # 3 test images
+    make_cache("plain", tmp_path / "plain", data_dir() / "plain.h5", n=20, splits=1)  # 5 test, 3 validation
     line = one_error_line(invoke("train", "vipnet-dpm", *CPU, "--data", "plain"))
     assert "not a distorted-image cache" in line and "plain.h5" in line
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm", str(tmp_path / "no.safetensors")))
