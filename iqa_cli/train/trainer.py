@@ -510,7 +510,13 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 )
     results: dict[str, Any] = {}
     watched = open_watched(
-        parse_watch(engine.watch), recipe, resolved.params, device, preload_gb=engine.preload_gb, progress=progress
+        parse_watch(engine.watch),
+        recipe,
+        resolved.params,
+        device,
+        preload_gb=engine.preload_gb,
+        progress=progress,
+        training=(name, meta["images_digest"]),
     )
     with StopRequest.for_this_process() as stop, contextlib.ExitStack() as closing:
         for item in watched:

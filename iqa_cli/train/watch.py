@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from iqa_cli.data.records import TRAINING_IMAGE
-from iqa_cli.errors import DataError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import Progress
-from iqa_cli.train.data import close_dataset, dataset_name, open_dataset
+from iqa_cli.train.data import close_dataset, dataset_name, images_digest, open_dataset
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.precision import Precision
 from iqa_cli.train.recipes.base import BaseParams, Recipe
@@ -60,8 +60,17 @@ class WatchedDataset:
         *,
         preload_gb: float | None,
         progress: Progress,
+        training: tuple[str, str] | None = None,
     ) -> WatchedDataset:
         raw, path = open_dataset(source)
+        if training is not None:
+            name = dataset_name(raw, fallback=Path(path).stem)
+            if name == training[0] or images_digest(raw) == training[1]:
+                close_dataset(raw)
+                raise ConfigError(
+                    f"--watch {source}: that is the dataset being trained on ({training[0]}); --watch scores other "
+                    "datasets (the training dataset's test part is scored already)"
+                )
         dataset = recipe.wrap_dataset(raw, path, params)
         params = recipe.dataset_params(params, dataset)  # its per-dataset choices (e.g. VIPNet's view)
         labels, _ = recipe.labels(dataset, params, str(path))
@@ -115,11 +124,18 @@ def open_watched(
     *,
     preload_gb: float | None,
     progress: Progress,
+    training: tuple[str, str] | None = None,
 ) -> list[WatchedDataset]:
+    """The watched datasets, opened and their views prepared; `training` (the trained dataset's name and
+    `images_digest`) refuses watching the training data itself, by name or as a copy."""
     opened: list[WatchedDataset] = []
     try:
         for source in sources:
-            opened.append(WatchedDataset.open(source, recipe, params, device, preload_gb=preload_gb, progress=progress))
+            opened.append(
+                WatchedDataset.open(
+                    source, recipe, params, device, preload_gb=preload_gb, progress=progress, training=training
+                )
+            )
     except BaseException:
         for watched in opened:
             watched.close()

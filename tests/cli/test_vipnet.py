@@ -171,3 +171,10 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     assert json.loads(scored.stdout)["results"][0]["srcc"] == pytest.approx(watched[-1]["srcc"], abs=1e-9)
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole"))
     assert "--split whole trains on every image and tests none: name the datasets to score with --watch" in line
+    # watching the training data itself (by name, or a copy under another name) would log "cross" scores of
+    # the images the model trains on: refused before any view is made
+    shutil.copy(data_dir() / "mini.h5", data_dir() / "mini_copy.h5")
+    for watched in ("mini", "mini_copy"):
+        args = ["--data", "mini", "--split", "whole_1", "--watch", f"other,{watched}"]
+        line = one_error_line(invoke("train", "vipnet", *CPU, *args))
+        assert f"--watch {watched}: that is the dataset being trained on (mini)" in line
