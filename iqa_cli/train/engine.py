@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import math
 import os
@@ -378,7 +377,7 @@ class Trainer:
                 path,
                 {
                     "state_dict": cpu_state(self.model),
-                    "iqa_meta": {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.ctx.meta.items()},
+                    "iqa_meta": {k: v if isinstance(v, str) else dumps(v) for k, v in self.ctx.meta.items()},
                     "optimizer": self.optimizer.state_dict(),
                     "schedule": self.schedule.state_dict(),
                     "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -695,7 +694,7 @@ class Trainer:
         for key in self._IDENTITY:
             if key not in saved or key not in self.ctx.meta:
                 continue  # older checkpoints lack some keys
-            ours = self.ctx.meta[key] if isinstance(self.ctx.meta[key], str) else json.dumps(self.ctx.meta[key])
+            ours = self.ctx.meta[key] if isinstance(self.ctx.meta[key], str) else dumps(self.ctx.meta[key])
             if saved[key] != ours:
                 raise CheckpointError(
                     f"belongs to another run ({key} {saved[key]!r}, this run: {ours!r}); it cannot be resumed here "

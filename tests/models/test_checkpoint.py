@@ -73,6 +73,17 @@ def test_our_checkpoint_round_trip_with_metadata(tmp_path, suffix):
         assert torch.equal(source.eval()(x)[0], target.eval()(x)[0])
 
 
+def test_metadata_is_strict_json(tmp_path):
+    """A start model whose metric was unmeasured has best value -inf: stored as null, not -Infinity."""
+    import json
+
+    meta = {"metric_value": float("-inf"), "val": {"srcc": float("nan"), "n": 2}}
+    path = save_checkpoint(create(MODEL), tmp_path / "m.safetensors", meta)
+    _, read = read_state_dict(path)
+    strict = {k: json.loads(v, parse_constant=lambda c: pytest.fail(c)) for k, v in read.items() if k in meta}
+    assert strict == {"metric_value": None, "val": {"n": 2, "srcc": None}}
+
+
 def test_safetensors_content_is_recognised_whatever_the_suffix(tmp_path):
     path = save_checkpoint(create(MODEL), tmp_path / "student.safetensors")
     renamed = path.rename(tmp_path / "student.pth")
