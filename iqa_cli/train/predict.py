@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,14 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            every = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+            found = sorted(p for p in every if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=path)
+            left = Counter(p.suffix.lower() or "(none)" for p in every if p.suffix.lower() not in IMAGE_SUFFIXES)
+            if left:  # said, so a folder of .gif or .jfif photos is not scored short without a word
+                kinds = ", ".join(f"{suffix}: {count}" for suffix, count in sorted(left.items()))
+                log.info(f"note: {path}: {sum(left.values())} file(s) left out, not named as images ({kinds})")
             files.extend(found)
         elif path.is_file():
             files.append(path)

@@ -40,7 +40,8 @@ def photos(tmp_path):
     Image.fromarray(smooth_image(64, 96, 2)).save(folder / "b.png")
     Image.fromarray(smooth_image(120, 80, 3)).save(folder / "nested" / "c.bmp")
     Image.fromarray(smooth_image(40, 30, 4)).convert("L").save(folder / "nested" / "d.tiff")
-    (folder / "notes.txt").write_text("not an image, and not an image suffix: ignored")
+    (folder / "notes.txt").write_text("not an image, and not an image suffix: left out, with a note")
+    Image.fromarray(smooth_image(40, 30, 5)).save(folder / "nested" / "e.gif")  # a format predict does not list
     return folder
 
 
@@ -58,6 +59,7 @@ def test_scores_a_folder_in_batches_as_json_and_csv(weights, photos, tmp_path):
     assert (found["a.jpg"]["width"], found["a.jpg"]["height"]) == (300, 200)
     scores = np.array([p["score"] for p in report["predictions"]])
     assert np.isfinite(scores).all() and report["skipped"] == []
+    assert f"note: {photos}: 2 file(s) left out, not named as images (.gif: 1, .txt: 1)" in result.stderr
     rows = list(csv.DictReader(table.open()))
     assert [float(r["score"]) for r in rows] == pytest.approx(list(scores), rel=1e-5)
     # Batching does not change a score: one image at a time gives the same numbers.
