@@ -37,7 +37,7 @@ from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, shard
-from iqa_cli.train.precision import amp_dtype, autocast
+from iqa_cli.train.precision import amp_dtype, autocast, low_precision_ties
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
 from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, read_log
 from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
@@ -265,6 +265,7 @@ class Trainer:
         self.device = ctx.device
         self.dtype = amp_dtype(self.cfg.amp, self.device)
         self.eval_dtype = amp_dtype(self.cfg.eval_amp, self.device, evaluation=True)
+        self.ties_said = False  # the half-precision ties warning, given once per split
         self.channels_last = use_channels_last(self.cfg, self.recipe)
         self.per_rank_batch = max(1, -(-self.params.batch_size // self.dist.world))
         self.pool = np.asarray(self.recipe.train_pool(parts, self.params), dtype=np.int64)
@@ -573,6 +574,13 @@ class Trainer:
         if self.evaluation is not None:
             return self.evaluation(self, indices)
         pred = self.predict(indices)
+        tied = None if self.ties_said else low_precision_ties(pred, self.eval_dtype)
+        if tied and self.main:  # once per split: every later evaluation would repeat it
+            self.ties_said = True
+            log.info(
+                f"warning: split {self.parts.name}: {tied}; model selection and the logged figures rank on them "
+                "(--eval-amp tf32 or off does not tie)"
+            )
         return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred
 
     def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:

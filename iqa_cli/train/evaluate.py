@@ -40,7 +40,7 @@ from iqa_cli.train.data import (
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import MIN_CORRELATION_IMAGES, summary_metrics, unmeasured_summary_problem
-from iqa_cli.train.precision import amp_dtype, precision_name
+from iqa_cli.train.precision import amp_dtype, low_precision_ties, precision_name
 from iqa_cli.train.prefetch import in_thread
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import Recipe
@@ -356,9 +356,9 @@ def _run_jobs(
             )
         if outputs_recipe is None:
             metrics = recipe.metrics(pred, labels[indices], params)
-        tied = _low_precision_ties(pred, dtype)
+        tied = low_precision_ties(pred, dtype)
         if tied:
-            log.warning(f"split {split}: {tied}")
+            log.warning(f"split {split}: {tied}; report figures from --amp tf32 (GPUs) or off")
         if options.by_type:
             metrics["by_type"] = metrics_by_type(types_of(dataset, name, cache_path), indices, pred, labels[indices])
         selected_on = loaded.selected_on
@@ -528,22 +528,6 @@ def _check_split_identity(
             "was trained on, or --cross to score every image on purpose",
             path=cache_path,
         )
-
-
-def _low_precision_ties(pred: np.ndarray, dtype: Any) -> str | None:
-    """A note when a half-precision evaluation tied predictions: bf16/fp16 outputs fall on coarse steps
-    (1/64 near a score of 3 in bf16), so rank metrics (SRCC, KRCC) move with the ties."""
-    name = precision_name(dtype)
-    if name not in ("bf16", "fp16"):
-        return None
-    values = np.asarray(pred)
-    distinct = int(np.unique(values).size)
-    if distinct == values.size:
-        return None
-    return (
-        f"{name} evaluation gave {distinct} distinct predictions for {values.size} images: tied ranks "
-        "change SRCC and KRCC; report figures from --amp tf32 (GPUs) or off"
-    )
 
 
 def _check_unseen_test(

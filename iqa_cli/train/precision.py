@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 TF32 = "tf32"  # a precision that is not an autocast dtype: float32 tensors, TF32 matrix products (CUDA)
@@ -30,6 +31,20 @@ def precision_name(dtype: Precision) -> str:
     if isinstance(dtype, str):
         return dtype
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def low_precision_ties(pred: Any, dtype: Precision) -> str | None:
+    """A note when a half-precision evaluation tied predictions: bf16/fp16 outputs fall on coarse steps
+    (1/64 near a score of 3 in bf16), so rank metrics (SRCC, KRCC) move with the ties."""
+    name = precision_name(dtype)
+    if name not in ("bf16", "fp16"):
+        return None
+    values = np.asarray(pred)
+    distinct = int(np.unique(values).size)
+    if distinct == values.size:
+        return None
+    what = f"{name} evaluation gave {distinct} distinct predictions for {values.size} images"
+    return f"{what}: tied ranks change SRCC and KRCC"
 
 
 @contextlib.contextmanager

@@ -136,13 +136,13 @@ def test_output_files_that_cannot_be_written_are_refused_before_the_evaluation(t
 
 
 def test_a_half_precision_evaluation_that_tied_predictions_says_so():
-    from iqa_cli.train.evaluate import _low_precision_ties
+    from iqa_cli.train.precision import low_precision_ties
 
     tied = np.array([3.0, 3.015625, 3.015625, 2.5])  # bf16 steps: two images share a score
-    note = _low_precision_ties(tied, torch.bfloat16)
+    note = low_precision_ties(tied, torch.bfloat16)
     assert note is not None and note.startswith("bf16 evaluation gave 3 distinct predictions for 4 images")
-    assert _low_precision_ties(tied, None) is None  # float32: ties are the model's own
-    assert _low_precision_ties(np.array([3.0, 3.1]), torch.float16) is None
+    assert low_precision_ties(tied, None) is None  # float32: ties are the model's own
+    assert low_precision_ties(np.array([3.0, 3.1]), torch.float16) is None
 
 
 def test_bf16_evaluation_warns_about_its_ties(trained, monkeypatch):

@@ -266,3 +266,17 @@ def test_a_swept_value_whose_mean_would_skip_unmeasured_runs_is_an_error():
              "by_value": [{"value": "1", "mean_srcc": 0.5}, {"value": "2", "mean_srcc": 0.4}]}  # fmt: skip
     with pytest.raises(DataError, match=r"--sweep lr=1: 1 of 2 runs gave no finite srcc \(seed 1\): a mean over"):
         check_means(table)
+
+
+def test_half_precision_evaluation_ties_are_warned_once_per_split(tmp_path, dataset, caplog, monkeypatch):
+    """bf16 outputs fall on 1/64 steps near 3: selection then ranks on ties. Said at the first evaluation
+    that ties, not at every one."""
+    import logging
+
+    trainer = make_trainer(tmp_path, dataset, epochs=3, eval_amp="bf16")
+    monkeypatch.setattr(trainer, "predict", lambda idx: 3.0 + np.arange(len(idx)) // 2 / 64)  # tied in pairs
+    with caplog.at_level(logging.INFO, logger="iqa_cli.train.engine"):
+        trainer.fit()
+    warned = [r.message for r in caplog.records if "distinct predictions" in r.message]
+    assert len(warned) == 1 and warned[0].startswith("warning: split 0: bf16 evaluation gave")
+    assert "--eval-amp tf32 or off" in warned[0]
