@@ -38,7 +38,7 @@ from iqa_cli.train.data import (
     split_digest,
 )
 from iqa_cli.train.distributed import resolve_device
-from iqa_cli.train.labels import check_label_scale
+from iqa_cli.train.labels import check_label_scale, check_quality_scores
 from iqa_cli.train.metrics import MIN_CORRELATION_IMAGES, summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.precision import amp_dtype, low_precision_ties, precision_name
 from iqa_cli.train.prefetch import in_thread
@@ -248,6 +248,8 @@ def _run_jobs(
     progress: Progress,
     loaded_cache: dict[str, LoadedModel | TrainedSpec],
 ) -> EvalReport:
+    if recipe.needs_quality_scores:
+        check_quality_scores(dataset.attrs, str(cache_path))
     for job in jobs:  # before any work: a part this small gives no result
         if len(job.test) < max(recipe.min_test_images, 1):
             what = "the dataset" if job.split == "all" else f"the test part of split '{job.split}'"

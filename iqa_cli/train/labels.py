@@ -74,6 +74,20 @@ class LabelMap:
         return cls(scale=float(meta["scale"]), offset=float(meta["offset"]), description=str(meta["description"]))
 
 
+LEVEL_SCORES = "level"  # score_type of `iqa prepare distorted` caches: distortion levels 1-5, not quality
+
+
+def check_quality_scores(attrs: Mapping[str, Any], source: str) -> None:
+    """Refuse a cache whose scores are no subjective quality (a generated distorted-image set): a
+    correlation with its distortion levels would read as a quality result."""
+    if attrs.get("score_type") == LEVEL_SCORES:
+        raise DataError(
+            "is a distorted-image cache: its scores are distortion levels, not quality scores (it pre-trains "
+            "VIPNet's DPM, `iqa train vipnet-dpm`); quality methods train and test on subjective scores",
+            path=source,
+        )
+
+
 def declared_range_1to5(attrs: Mapping[str, Any]) -> LabelMap:
     """1 + 4 * (Y - lo) / (hi - lo) from the cache's declared native range; reversed for lower-better."""
     try:

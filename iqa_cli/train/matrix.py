@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +19,47 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.evaluate import EvalOptions, EvalReport, evaluate
+from iqa_cli.train.labels import LEVEL_SCORES
+
+log = logging.getLogger(__name__)
 
 
 def prepared_datasets() -> list[str]:
-    """The names of every cache in `$IQA_HOME/data`."""
+    """The names of the quality datasets prepared in `$IQA_HOME/data`: every cache except IEIT's enhanced
+    companions (`<name>.enhanced.h5`) and generated distorted-image sets (distortion levels, not quality
+    scores), which are named in a note."""
+    from iqa_cli.enhance.store import SUFFIX as ENHANCED
     from iqa_cli.home import CACHE_SUFFIXES, data_dir
 
     if not data_dir().is_dir():
         return []
-    return sorted({p.stem for p in data_dir().iterdir() if p.suffix.lower() in CACHE_SUFFIXES and p.is_file()})
+    names, left_out = [], []
+    for path in sorted(data_dir().iterdir()):
+        if not path.is_file() or path.suffix.lower() not in CACHE_SUFFIXES or path.name.startswith("."):
+            continue
+        if path.name.lower().endswith(ENHANCED):
+            left_out.append(f"{path.name} (IEIT's enhanced images)")
+        elif _score_type(path) == LEVEL_SCORES:
+            left_out.append(f"{path.name} (distorted images: distortion levels)")
+        else:
+            names.append(path.stem)
+    if left_out:
+        log.info(f"note: 'all' leaves out {', '.join(left_out)}")
+    return sorted(set(names))
+
+
+def _score_type(path: Path) -> str | None:
+    """A cache's declared score type, read from its attributes only (None for NPZ or unreadable files)."""
+    if path.suffix.lower() == ".npz":
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            value = handle.attrs.get("score_type")
+    except OSError:
+        return None  # opening it as a dataset then says what is wrong, in one line
+    return value.decode() if isinstance(value, bytes) else (str(value) if value is not None else None)
 
 
 def dataset_list(text: str, *, what: str) -> list[str]:

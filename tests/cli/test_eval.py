@@ -124,6 +124,35 @@ def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(traine
     assert "no cross-dataset result" not in other.stderr
 
 
+def test_a_distorted_image_set_is_no_quality_dataset(trained, tmp_path, monkeypatch):
+    """`iqa prepare distorted` caches hold distortion levels as stand-in scores: a quality model's SRCC
+    against them read as a cross-dataset result. `--cross all` used to take them, and IEIT's enhanced
+    companion files, whose opening then failed the whole command."""
+    import shutil
+
+    import h5py
+
+    home = tmp_path / "home"  # a data folder of its own: other tests leave caches in the module's
+    (home / "data").mkdir(parents=True)
+    for name in ("mini", "other"):
+        shutil.copy(data_dir() / f"{name}.h5", home / "data" / f"{name}.h5")
+    monkeypatch.setenv("IQA_HOME", str(home))
+    levels = make_cache("levels", tmp_path / "levels", data_dir() / "levels.h5", n=12)
+    with h5py.File(levels, "r+") as handle:  # as `iqa prepare distorted` declares its scores
+        handle.attrs["score_type"] = "level"
+    run = ("--weights", str(trained["run"]), "--split", "0")
+    refused = evaluate("--cross", "levels", *run)
+    assert "is a distorted-image cache: its scores are distortion levels, not quality scores" in one_error_line(refused)
+    assert "preparing views" not in refused.output
+    trained_on_levels = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "levels", "--out", str(tmp_path / "r")])
+    assert "is a distorted-image cache" in one_error_line(trained_on_levels)
+    (data_dir() / "mini.enhanced.h5").write_bytes(b"IEIT's enhanced images of mini")
+    every = evaluate("--cross", "all", *run, "--json")
+    assert every.exit_code == 0, every.output
+    assert sorted(r["dataset"] for r in json.loads(every.stdout)) == ["mini", "other"]
+    assert "leaves out levels.h5 (distorted images: distortion levels), mini.enhanced.h5" in every.stderr
+
+
 def test_output_files_that_cannot_be_written_are_refused_before_the_evaluation(trained, tmp_path):
     for option in ("--csv", "--per-image", "--plot"):
         target = tmp_path / "folder.png"

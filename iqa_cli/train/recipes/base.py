@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 import numpy as np
 
 from iqa_cli.errors import DataError
-from iqa_cli.train.labels import LABEL_SCALES, LabelMap
+from iqa_cli.train.labels import LABEL_SCALES, LabelMap, check_quality_scores
 from iqa_cli.train.metrics import METRIC_NAMES, MIN_CORRELATION_IMAGES, compute_metrics
 from iqa_cli.train.schedule import Schedule
 
@@ -118,6 +118,8 @@ class Recipe(ABC, Generic[P]):
     report_metrics: ClassVar[tuple[str, ...]] = REPORT_METRICS
     # The fewest images a test part may hold: correlations are +-1 on two (a classifier may test fewer).
     min_test_images: ClassVar[int] = MIN_CORRELATION_IMAGES
+    # Trains and tests on subjective quality scores (not a distorted set's levels, see `check_quality_scores`).
+    needs_quality_scores: ClassVar[bool] = True
     # Params fields that `iqa eval/predict` may override (test-time protocol choices such as the
     # number of test crops or which branch scores); each becomes a flag of those commands.
     eval_params: ClassVar[tuple[str, ...]] = ()
@@ -182,6 +184,7 @@ class Recipe(ABC, Generic[P]):
 
     def labels(self, dataset: DatasetLike, params: P, source: str) -> tuple[np.ndarray, LabelMap]:
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
+        check_quality_scores(dataset.attrs, source)
         label_map = self.label_map(dataset.attrs, params)
         scores = np.asarray(dataset.scores, dtype=np.float64)
         if not np.isfinite(scores).all():

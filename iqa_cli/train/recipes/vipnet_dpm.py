@@ -174,6 +174,7 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
     metric_names = METRICS
     report_metrics = METRICS
     min_test_images = 1  # accuracies, not correlations
+    needs_quality_scores = False  # distortion classes
 
     def step_memory_bytes(self, params: DPMParams, *, tiny: bool) -> int | None:
         """BoTNet-50 trained from scratch: about 2 KB of float32 activations per input pixel (ResNet-50's
