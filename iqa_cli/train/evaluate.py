@@ -170,6 +170,8 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{options.amp}'")
     if options.data is None and options.cross is None:
         raise ConfigError("--data (or --cross) is required: the dataset to evaluate on")
+    if options.cross is not None and options.split_file is not None:
+        raise ConfigError("--split-file names a test part of --data; --cross scores every image: use one")
     if options.batch_size is not None and options.batch_size < 1:
         raise ConfigError(f"--batch-size: must be at least 1, got {options.batch_size}")
     if options.preload_gb is not None and not options.preload_gb >= 0:

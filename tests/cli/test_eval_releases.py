@@ -132,3 +132,5 @@ def test_release_with_unknown_test_part_is_refused(koniq_home):
     release = _tiny_release(tmp / "rt25.safetensors", {"dataset": "koniq", "split": "index_file:koniq_rt25_index.mat"})
     line = one_error_line(runner.invoke(app, [*args[:-2], "--weights", str(release), "--split-file", str(wrong)]))
     assert "was tested on koniq_rt25_index.mat, not koniq_rt10_index.mat" in line
+    crossed = runner.invoke(app, [*args[:-2], "--cross", koniq_home["cache"], "--split-file", str(wrong)])
+    assert "--split-file names a test part of --data; --cross scores every image" in one_error_line(crossed)
