@@ -577,8 +577,8 @@ class Trainer:
         tied = None if self.ties_said else low_precision_ties(pred, self.eval_dtype)
         if tied and self.main:  # once per split: every later evaluation would repeat it
             self.ties_said = True
-            log.info(
-                f"warning: split {self.parts.name}: {tied}; model selection and the logged figures rank on them "
+            log.warning(
+                f"split {self.parts.name}: {tied}; model selection and the logged figures rank on them "
                 "(--eval-amp tf32 or off does not tie)"
             )
         return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred

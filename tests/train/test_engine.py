@@ -278,5 +278,7 @@ def test_half_precision_evaluation_ties_are_warned_once_per_split(tmp_path, data
     with caplog.at_level(logging.INFO, logger="iqa_cli.train.engine"):
         trainer.fit()
     warned = [r.message for r in caplog.records if "distinct predictions" in r.message]
-    assert len(warned) == 1 and warned[0].startswith("warning: split 0: bf16 evaluation gave")
+    assert len(warned) == 1 and warned[0].startswith("split 0: bf16 evaluation gave")
+    levels = [r.levelno for r in caplog.records if "distinct predictions" in r.message]
+    assert levels == [logging.WARNING]  # a warning, so `-q` shows it too
     assert "--eval-amp tf32 or off" in warned[0]
