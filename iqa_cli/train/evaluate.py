@@ -197,7 +197,9 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
             if run is None:  # one model (a file or a store name): test on the split it was trained on
                 single = read_trained(recipe, plan[None], variant=options.variant)
                 loaded[str(plan[None])] = single  # built by `_run_jobs`, beside its views
-                split_arg = _split_of_model(single, name, split_arg, options.split_file, progress)
+                # a copy of the training cache under another name is the training dataset (images digest)
+                same = single.meta.get("dataset") if _trained_on_this(single, dataset, name) else name
+                split_arg = _split_of_model(single, str(same or name), split_arg, options.split_file, progress)
                 if options.split_file is not None:
                     label, test = _index_file_test(dataset, cache_path, options.split_file)
                     jobs = [EvalJob(label, plan[None], test)]
@@ -540,8 +542,10 @@ def _check_unseen_test(
     """Refuse to score a model on the test part of another split of the dataset it was trained on when
     that part holds images it trained on, or when which images it trained on cannot be told: such a
     figure is no test result. `--cross` scores every image on purpose, and says so."""
-    trained_on, trained_split = loaded.meta.get("dataset"), loaded.meta.get("split")
-    if trained_on != name or not trained_split or trained_split == split or trained_split.startswith(INDEX_FILE_PREFIX):
+    trained_split = loaded.meta.get("split")
+    if not trained_split or trained_split == split or trained_split.startswith(INDEX_FILE_PREFIX):
+        return
+    if not _trained_on_this(loaded, dataset, name):  # another dataset (a copy of it counts as the same)
         return
     hint = f"test it on split {trained_split} (the default), or use --cross {name} to score every image on purpose"
     try:

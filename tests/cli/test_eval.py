@@ -227,6 +227,27 @@ def test_one_checkpoint_on_every_split_is_refused_before_any_work(trained):
     assert "evaluating mini split" not in result.output and result.stdout == ""
 
 
+def test_a_renamed_copy_of_the_training_cache_is_the_training_dataset(trained, tmp_path):
+    """The same images under another dataset name: the checkpoint is still tested on its own split, and
+    another split holding its training images is still refused (the images digest tells them apart)."""
+    import shutil
+
+    import h5py
+
+    copy = shutil.copy(data_dir() / "mini.h5", data_dir() / "renamed.h5")
+    try:
+        with h5py.File(copy, "r+") as handle:
+            handle.attrs["dataset"] = "renamed"
+        weights = str(trained["run"] / "split-random_1" / "best.safetensors")
+        own = evaluate("--data", "renamed", "--weights", weights, "--json")
+        assert own.exit_code == 0, own.output
+        assert [r["split"] for r in json.loads(own.stdout)["results"]] == ["random_1"]
+        other = evaluate("--data", "renamed", "--weights", weights, "--split", "0")
+        assert "test images of split random_0 are images" in one_error_line(other)
+    finally:
+        Path(copy).unlink()
+
+
 def test_too_few_images_to_correlate_is_refused_before_any_work(trained, tmp_path):
     make_cache("two", tmp_path / "two", data_dir() / "two.h5", n=2)
     result = evaluate("--data", "mini", "--cross", "two", "--split", "0")
