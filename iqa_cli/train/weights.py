@@ -131,6 +131,8 @@ class RunWeights:
     unfinished: dict[str, str] = field(default_factory=dict)  # split -> its status (pending, interrupted, ...)
 
     def unfinished_text(self) -> str:
+        if not self.unfinished:  # no split recorded at all (the run failed before its first)
+            return f"no split started (run {self.info.get('status') or 'unknown'})"
         return ", ".join(f"{split} {status}" for split, status in self.unfinished.items())
 
 
@@ -145,7 +147,7 @@ def run_weights(run: Path) -> RunWeights:
         if status == "complete" and (split_dir(run, split) / BEST).is_file():
             finished[split] = split_dir(run, split) / BEST
         else:
-            unfinished[split] = status
+            unfinished[split] = f"complete, but its {BEST} is gone" if status == "complete" else status
     return RunWeights(run, info, finished, unfinished)
 
 
