@@ -568,6 +568,17 @@ def _check_unseen_test(
             f"(split {trained_split}): that is no test result; {hint}",
             path=cache_path,
         )
+    ref_ids = np.asarray(getattr(dataset, "ref_ids", np.empty(0)), dtype=np.int64)
+    # Full-reference datasets: a reference is content, so its other distortions are no unseen images.
+    if ref_ids.size and ref_ids.size == len(dataset) and (ref_ids[seen] >= 0).any():
+        shared = np.isin(ref_ids[test], ref_ids[seen][ref_ids[seen] >= 0])
+        if shared.any():
+            raise DataError(
+                f"{int(shared.sum())} of the {test.size} test images of split {split} show references "
+                f"{loaded.source} was trained on (split {trained_split}; other distortions of the same scenes): "
+                f"that is no test result; {hint}",
+                path=cache_path,
+            )
     log.info(f"split {split}'s test part holds none of the images {loaded.source} was trained on")
 
 

@@ -62,3 +62,23 @@ def test_unknown_training_images_are_refused():
         check(spec("gone"), "b")
     with pytest.raises(DataError, match="split a of mini, which holds other images in this cache"):
         check(spec("a", digest="0" * 16), "b")
+
+
+class FullReference(TwoSplits):
+    """The same splits over 5 references of 2 distortions each: image i shows reference i // 2."""
+
+    ref_ids = np.arange(10) // 2
+
+    def __len__(self) -> int:
+        return 10
+
+
+def test_a_test_image_of_a_reference_the_model_trained_on_is_refused():
+    """On a full-reference dataset an unseen image of a trained reference (another distortion of the same
+    scene) is no unseen content. Split a trains images 0-5 (references 0-2): split b's test images 6-8
+    (references 3 and 4) are unseen. A model that also trained image 9 (reference 4) has seen image 8's scene."""
+    data = FullReference()
+    _check_unseen_test(spec("a"), data, "mini", "b", data.parts["b"]["test"], CACHE)
+    data.parts = {**data.parts, "d": {"train": np.array([0, 1, 2, 3, 4, 5, 9]), "test": np.array([6, 7, 8])}}
+    with pytest.raises(DataError, match=r"1 of the 1 test images of split e show references model.safetensors"):
+        _check_unseen_test(spec("d"), data, "mini", "e", np.array([8]), CACHE)
