@@ -57,7 +57,8 @@ def _method_of(weights: str | Path) -> str:
 
 def resolve_weights_arg(weights: str | Path, method: str, split: str | None = None) -> str:
     """A run name or folder becomes the kept model of one of its splits (`split`, else the first)."""
-    from iqa_cli.train.runs import BEST, find_run, read_run, split_dir
+    from iqa_cli.train.runs import BEST, find_run, split_dir
+    from iqa_cli.train.weights import run_weights
 
     text = str(weights)
     path = Path(text).expanduser()
@@ -67,26 +68,24 @@ def resolve_weights_arg(weights: str | Path, method: str, split: str | None = No
         root = find_run(text)
     except ConfigError:
         return text  # a weights-store name (or a file that does not exist: the loader says so)
-    info = read_run(root)
-    if info.get("method") not in (None, method):
-        raise ConfigError(f"run {root} trained '{info.get('method')}', not '{method}'")
-    splits = list(info.get("splits") or {})
+    run = run_weights(root)
+    if run.info.get("method") not in (None, method):
+        raise ConfigError(f"run {root} trained '{run.info.get('method')}', not '{method}'")
+    splits = list(run.info.get("splits") or {})
     if split is not None:
         wanted = [s for s in (split, f"random_{split}") if s in splits]
         if not wanted:
             raise ConfigError(f"run {root} has no split '{split}' (trained: {', '.join(splits)})")
         splits = wanted
-    states = info.get("splits") or {}
     for name in splits:
-        best = split_dir(root, name) / BEST
-        if best.is_file() and (states.get(name) or {}).get("status") == "complete":
-            return str(best)
+        if name in run.by_split:
+            return str(run.by_split[name])
     so_far = [name for name in splits if (split_dir(root, name) / BEST).is_file()]
     if so_far:  # a split still training, stopped or failed: its best model so far is no result of the run
-        status = (states.get(so_far[0]) or {}).get("status") or "unfinished"
         raise ConfigError(
-            f"run {root}: split {so_far[0]} is {status}, not finished; finish it with `iqa train {method} --resume "
-            f"--out {root}`, or pass {split_dir(root, so_far[0]) / BEST} to score with that model as it stands"
+            f"run {root}: split {so_far[0]} is {run.unfinished[so_far[0]]}, not finished; finish it with `iqa train "
+            f"{method} --resume --out {root}`, or pass {split_dir(root, so_far[0]) / BEST} to score with that model "
+            "as it stands"
         )
     raise ConfigError(f"run {root} has no kept model yet (no {BEST} in its split folders)")
 

@@ -28,11 +28,7 @@ def strict(obj: Any) -> Any:
     return obj
 
 
-def dumps_sorted(obj: Any) -> str:
-    """`dumps` with sorted keys: the same object always gives the same text (checkpoint metadata)."""
-    return json.dumps(strict(obj), sort_keys=True, default=str, allow_nan=False)
-
-
-def dumps(obj: Any, *, indent: int | None = None) -> str:
-    """One strict JSON document (anything else JSON cannot hold is written as its `str`)."""
-    return json.dumps(strict(obj), indent=indent, default=str, allow_nan=False)
+def dumps(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """One strict JSON document (anything else JSON cannot hold is written as its `str`); `sort_keys`
+    makes the same object always give the same text (checkpoint metadata)."""
+    return json.dumps(strict(obj), indent=indent, sort_keys=sort_keys, default=str, allow_nan=False)

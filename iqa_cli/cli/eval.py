@@ -144,7 +144,7 @@ def make_eval_command(method: str) -> Callable[..., None]:
         options.cross = targets[0] if targets else None
         report = evaluate(options, ConsoleProgress())
         if csv_file is not None:
-            write_metrics_csv(csv_file, report)
+            write_metrics_csv(csv_file, [report])
         if per_image is not None:
             write_per_image(per_image, report.per_image)
         if plot is not None:

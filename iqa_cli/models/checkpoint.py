@@ -19,7 +19,7 @@ from torch import nn
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError
-from iqa_cli.jsonio import dumps_sorted
+from iqa_cli.jsonio import dumps
 from iqa_cli.models.registry import StateDict, get_entry
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
@@ -309,7 +309,7 @@ def save_checkpoint(model: nn.Module | StateDict, path: str | Path, meta: Mappin
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     # Sorted, so the same weights and metadata always give the same file (and the same SHA-256).
     # Strict JSON (an unmeasured metric is null, not -Infinity), as every other file iqa writes.
-    info = {k: (v if isinstance(v, str) else dumps_sorted(v)) for k, v in sorted((meta or {}).items())}
+    info = {k: (v if isinstance(v, str) else dumps(v, sort_keys=True)) for k, v in sorted((meta or {}).items())}
     info[DIGEST_KEY] = tensors_digest(state)
     name = getattr(model, "iqa_model_name", None) if isinstance(model, nn.Module) else None
     if name:

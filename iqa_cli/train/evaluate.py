@@ -269,9 +269,15 @@ def _run_jobs(
             )
     if options.by_type:
         types_of(dataset, name, cache_path)  # before any work: a dataset without types is refused
-    if options.cross is None:  # before any work: every test part must be unseen by the model scoring it
+    specs = {  # what each model says about itself, read once (its header), before any work
+        str(job.weights): loaded_cache.get(str(job.weights))
+        or read_trained(recipe, job.weights, variant=options.variant)
+        for job in jobs
+    }
+    if options.cross is None:  # every test part must be the one it was trained against, and unseen by it
         for job in jobs:
-            spec = loaded_cache.get(str(job.weights)) or read_trained(recipe, job.weights, variant=options.variant)
+            spec = specs[str(job.weights)]
+            _check_split_identity(spec, dataset, name, job.split, cache_path)
             _check_unseen_test(spec, dataset, name, job.split, np.asarray(job.test, dtype=np.int64), cache_path)
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
@@ -286,15 +292,11 @@ def _run_jobs(
     for job in jobs:
         split, weights, indices = job.split, job.weights, np.asarray(job.test, dtype=np.int64)
         trained_split = job.trained_split or split
-        known = loaded_cache.get(str(weights))
-        if known is None:
-            known = read_trained(recipe, weights, variant=options.variant)
+        known = loaded_cache.get(str(weights)) or specs[str(weights)]
         building: Future[LoadedModel] | None = None
         if isinstance(known, TrainedSpec):  # the network is built (init, weights read) while the views are made
             building = in_thread(build_trained, recipe, known, name="iqa-build")
             loaded_cache = {}  # keep one network in memory at a time
-        if options.cross is None:
-            _check_split_identity(known, raw, name, split, cache_path)
         own_images = options.cross is not None and _trained_on_this(known, raw, name)
         if own_images and not any(row.get("includes_training_images") for row in results):  # once, not per split
             log.warning(
@@ -638,9 +640,8 @@ def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def write_metrics_csv(path: Path, reports: EvalReport | list[EvalReport]) -> None:
-    """One row per evaluated split and the median/mean/std rows, for one report or several (`--cross a,b`)."""
-    reports = [reports] if isinstance(reports, EvalReport) else reports
+def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
+    """One row per evaluated split and the median/mean/std rows of each report (several: `--cross a,b`)."""
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
                "weights", "includes_training_images"]  # fmt: skip

@@ -34,6 +34,8 @@ def earlier_stage_weights(
     method: str, *, stage: int, dataset: str, split: str, tiny: bool, named: str | None, train_hint: str
 ) -> Path:
     """The kept model (best.safetensors) of `split` from a run of `method` that trained `stage`."""
+    from iqa_cli.train.weights import run_weights  # torch, only once a stage is looked up
+
     if named is not None:
         path = _named_run(named)
         if path.is_file():
@@ -45,27 +47,23 @@ def earlier_stage_weights(
             )
         if info.get("dataset") != dataset:
             raise ConfigError(f"--from: run trained on '{info.get('dataset')}', not '{dataset}'", path=path)
+        run = run_weights(path)
+        if split in run.by_split:
+            return run.by_split[split]
         best = split_dir(path, split) / BEST
-        splits = info.get("splits", {})
-        status = (splits.get(split) or {}).get("status")
-        if not best.is_file() or status != "complete":
-            finished = [s for s, state in splits.items() if state.get("status") == "complete"]
-            finished = [s for s in finished if (split_dir(path, s) / BEST).is_file()]
-            state = f" (split {split} is {status or 'not in it'})" if best.is_file() else ""
-            raise ConfigError(
-                f"--from: run has no finished kept model for split {split}{state}; finished: "
-                f"{', '.join(finished) or 'none'}"
-                + (f" (resume it, or name {best} to start from that model as it stands)" if best.is_file() else ""),
-                path=path,
-            )
-        return best
+        state = f" (split {split} is {run.unfinished.get(split, 'not in it')})" if best.is_file() else ""
+        raise ConfigError(
+            f"--from: run has no finished kept model for split {split}{state}; finished: "
+            f"{', '.join(run.by_split) or 'none'}"
+            + (f" (resume it, or name {best} to start from that model as it stands)" if best.is_file() else ""),
+            path=path,
+        )
     for path, info in list_runs(method, dataset):
         if _run_stage(info) != stage or bool((info.get("config") or {}).get("tiny")) != tiny:
             continue
-        state = info.get("splits", {}).get(split, {})
-        best = split_dir(path, split) / BEST
-        if state.get("status") == "complete" and best.is_file():
-            return best
+        finished = run_weights(path).by_split
+        if split in finished:
+            return finished[split]
     size = " --tiny" if tiny else ""
     raise ConfigError(
         f"no finished {method} stage-{stage}{size} run on '{dataset}' with a kept model for split {split}; "
