@@ -302,6 +302,11 @@ def _check_records(
                 "(a wrong column?)",
                 path=where,
             )
+    if len(records) > 1 and len({r.score for r in records}) == 1:
+        raise DataError(
+            f"all {len(records)} images have the score {records[0].score:g}: nothing to rank (a wrong column?)",
+            path=where,
+        )
     lengths = {len(r.distribution) for r in records if r.distribution is not None}
     if len(lengths) > 1:
         raise DataError(f"rating distributions have different numbers of categories ({sorted(lengths)})", path=where)

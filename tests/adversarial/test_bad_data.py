@@ -66,7 +66,7 @@ def test_a_header_less_csv_keeps_its_first_row(tmp_path):
     csv_path.write_text("\n".join([f"{MIXED[0].name},good", *rows[1:]]) + "\n")  # a typo in row 1
     line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "-j", "1"))
     assert "line 1" in line and "good" in line  # reported, not dropped as a header
-    csv_path.write_text("\n".join(["img,quality", *rows]) + "\n")  # a real header with known names
+    csv_path.write_text("\n".join(["img,quality,sd", *rows]) + "\n")  # a real header with known names
     ok = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "-j", "1", "--json")
     assert ok.exit_code == 0, ok.output
 
@@ -82,6 +82,42 @@ def test_a_negative_std_is_refused_naming_the_image(tmp_path):
     result = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1")
     line = error_line(result)
     assert f"image '{name}' (entry 2) has score std -0.5, expected a finite value >= 0" in line
+    assert not out.exists()
+
+
+def test_a_decimal_comma_is_refused_not_read_as_score_and_std(tmp_path):
+    """`a.jpg,3,75` (a European spreadsheet's 3.75) was stored as score 3 with the header's two columns, or as
+    score 3 and std 75 without a header."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root, header=False)
+    rows = [line.split(",")[:2] for line in csv_path.read_text().splitlines()]
+    commas = [f"{name},{float(score):.2f}".replace(".", ",", 1).replace(",", ".", 1) for name, score in rows]
+    commas = [line[::-1].replace(".", ",", 1)[::-1] for line in commas]  # the score's point becomes a comma
+    assert all(line.count(",") == 2 for line in commas)
+    out = tmp_path / "m.h5"
+    base = ("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1")
+    csv_path.write_text("\n".join(["name,score", *commas]) + "\n")
+    assert "line 2 has 3 columns, expected the header's 2 (a decimal comma?" in error_line(invoke(*base))
+    csv_path.write_text("\n".join(commas) + "\n")
+    assert "every line has a whole-number score and std, as a decimal comma" in error_line(invoke(*base))
+    csv_path.write_text("\n".join(["name,score,std", *[f"{n},{s},175" for n, s in rows]]) + "\n")
+    line = error_line(invoke(*base, "--range", "0,100"))  # a std column from another scale
+    assert f"image '{rows[0][0]}' has score std 175, more than the declared range 0 to 100" in line
+    assert not out.exists()
+    csv_path.write_text("\n".join(["name,score,", *[f"{n},{s}," for n, s in rows]]) + "\n")  # trailing commas
+    assert invoke(*base).exit_code == 0
+
+
+def test_a_single_score_for_every_image_is_refused(tmp_path):
+    """All-equal scores (a wrong column) made a cache whose every correlation is NaN."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    rows = [line.split(",")[0] for line in csv_path.read_text().splitlines()[1:]]
+    csv_path.write_text("\n".join(["name,score", *[f"{name},3" for name in rows]]) + "\n")
+    out = tmp_path / "m.h5"
+    for extra in ((), ("--range", "1,5")):
+        result = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--out", out, "-j", "1", *extra)
+        assert f"all {len(rows)} images have the score 3: nothing to rank" in error_line(result)
     assert not out.exists()
 
 

@@ -150,7 +150,8 @@ def test_rating_distributions_are_stored_when_given(tmp_path, fmt):
     paths = [save(tmp_path / "img" / f"{i}.png", smooth_image(8, 8, seed=i)) for i in range(4)]
     shares = [(0.1, 0.2, 0.3, 0.2, 0.2), None, (0.0, 0.0, 0.0, 0.0, 1.0), (0.2, 0.2, 0.2, 0.2, 0.2)]
     records = [
-        Record(path=p, name=f"img/{p.name}", score=3.0, distribution=d) for p, d in zip(paths, shares, strict=True)
+        Record(path=p, name=f"img/{p.name}", score=2.0 + i / 2, distribution=d)
+        for i, (p, d) in enumerate(zip(paths, shares, strict=True))
     ]
     spec = DatasetSpec("rated", "rated", lambda root: records, "MOS", (1.0, 5.0), False, "none")
     out = tmp_path / f"rated.{fmt}"
@@ -174,7 +175,9 @@ def test_rating_distributions_are_stored_when_given(tmp_path, fmt):
 
 def test_damaged_distributions_are_refused(tmp_path):
     paths = [save(tmp_path / "img" / f"{i}.png", smooth_image(8, 8, seed=i)) for i in range(3)]
-    records = [Record(path=p, name=f"img/{p.name}", score=3.0, distribution=(0.5, 0.5)) for p in paths]
+    records = [
+        Record(path=p, name=f"img/{p.name}", score=2.0 + i, distribution=(0.5, 0.5)) for i, p in enumerate(paths)
+    ]
     spec = DatasetSpec("rated", "rated", lambda root: records, "MOS", (1.0, 5.0), False, "none")
     out = tmp_path / "rated.h5"
     build_cache(spec, tmp_path, out, CacheOptions(workers=1, splits=0), records=records)

@@ -86,14 +86,23 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
     # (name/score/std spellings). Anything else is data, so `img1.png,good` is reported as a malformed
     # score instead of being dropped silently as a "header".
     known = {c.lower() for c in first} & {*NAME_COLUMNS, *SCORE_COLUMNS, *STD_COLUMNS}
+    width, expected = 3, "name,score[,std]"
     if not any(_is_number(c) for c in first) and known:
         name_col, score_col, std_col = _columns(first)
+        width, expected = len(first), f"the header's {len(first)}"
         lines = lines[1:]
     rows: list[Row] = []
     seen: dict[str, int] = {}
     for number, row in lines:
         if len(row) <= max(name_col, score_col):
             raise DataError(f"line {number} has {len(row)} column(s), expected name,score[,std]", path=csv_path)
+        if any(row[width:]):
+            # A cell beyond the header (or beyond name,score,std) is most often a decimal comma: `a.png,3,75`
+            # would otherwise store 3 as the score and 75 as its std.
+            raise DataError(
+                f"line {number} has {len(row)} columns, expected {expected} (a decimal comma? write numbers with '.')",
+                path=csv_path,
+            )
         name = _relative(row[name_col], root, csv_path, number)
         if not name:
             raise DataError(f"line {number} has an empty image name", path=csv_path)
@@ -108,7 +117,18 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
         rows.append(Row(relative=name, score=score, std=std))
     if not rows:
         raise DataError("lists no images below its header row", path=csv_path)
+    if width == 3 and expected.startswith("name") and all(_whole_number_pair(row) for _, row in lines):
+        # `a.png,3,75` on every line: scores written with a decimal comma read as integer score and std.
+        raise DataError(
+            "every line has a whole-number score and std, as a decimal comma would make them (3,75 for 3.75): "
+            "write numbers with '.', or add a header row name,score,std",
+            path=csv_path,
+        )
     return rows
+
+
+def _whole_number_pair(row: list[str]) -> bool:
+    return len(row) >= 3 and all(cell.lstrip("+-").isdigit() for cell in row[1:3])
 
 
 def default_csv(root: Path) -> Path:
@@ -138,6 +158,20 @@ def check_name(name: str) -> str:
     return name
 
 
+def _check_stds(rows: list[Row], csv_path: Path, low: float, high: float, given: bool) -> None:
+    """A std wider than the whole score range is no rating spread: most often `a.png,3,75` read as score 3, std 75."""
+    if high <= low or any(not low <= row.score <= high for row in rows):
+        return  # one distinct score, or scores off the declared range: refused as such when the cache is written
+    for row in rows:
+        if row.std > high - low:
+            scale = "the declared range" if given else "the range of all scores"
+            raise DataError(
+                f"image '{row.relative}' has score std {row.std:g}, more than {scale} {low:g} to {high:g} "
+                "(a decimal comma or a wrong column? declare the rating scale with --range LO,HI)",
+                path=csv_path,
+            )
+
+
 def make_spec(
     name: str,
     csv_path: Path,
@@ -152,12 +186,13 @@ def make_spec(
     name = check_name(name)
     csv_path = Path(csv_path).expanduser()
     given = native_range is not None
+    rows = read_rows(csv_path, check_root(root))
     if native_range is None:
-        scores = [row.score for row in read_rows(csv_path, check_root(root))]
-        native_range = (min(scores), max(scores))
+        native_range = (min(row.score for row in rows), max(row.score for row in rows))
     low, high = (float(v) for v in native_range)
     if not (math.isfinite(low) and math.isfinite(high)) or low > high or (given and low == high):
         raise ConfigError(f"--range: score range {low:g},{high:g} is empty (expected LO,HI with LO < HI)")
+    _check_stds(rows, csv_path, low, high, given)
     return DatasetSpec(
         name=name,
         title=f"custom dataset '{name}' ({csv_path.name})",
