@@ -65,13 +65,52 @@ def remove_stale_partials(final: str | Path) -> list[Path]:
     return removed
 
 
-def check_output_file(path: str | Path, option: str) -> Path:
+# What a file's first bytes say it is, for the files an output option could overwrite by a slip.
+_MAGIC = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (an iqa cache?)"),
+    (b"PK\x03\x04", "a zip archive (a .pt checkpoint or an .npz cache?)"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"RIFF", "a RIFF file (a WebP image?)"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+)
+TEXT = "a text file"
+PNG = "a PNG image"
+
+
+def existing_kind(path: Path) -> str | None:
+    """None for an empty file, `TEXT` for text, `PNG` for a PNG image, else a description of the file."""
+    with open(path, "rb") as handle:
+        head = handle.read(8192)
+    if not head:
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if len(head) > 8 and head[8:9] == b"{" and b"\x00" in head[:8]:
+        return "a safetensors file (a checkpoint?)"
+    return TEXT if b"\x00" not in head else "a binary file"
+
+
+def check_output_file(path: str | Path, option: str, *, kind: str | None = None) -> Path:
     """Refuse, before any work, an output file path that cannot be written: an existing folder, a file
     standing where a folder must be, or a folder this user may not write in. Missing folders are fine
-    (`atomic_path` makes them)."""
+    (`atomic_path` makes them). With `kind` (`TEXT` or `PNG`), an existing file is replaced only when it
+    is of that kind: `--per-image best.safetensors` or `--csv koniq.h5` is a slip, and would destroy a
+    model or a cache."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{option}: {path} is a folder; give a file name")
+    if kind is not None and path.is_file():
+        found = existing_kind(path)
+        if found is not None and found != kind:
+            raise ConfigError(
+                f"{option}: {path} exists and is {found}, not {kind} as this option writes; it is not replaced "
+                "(give another name, or remove it first)"
+            )
     _check_creatable(path.parent, path, option)
     return path
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli.atomic import atomic_path, check_output_file
+from iqa_cli.atomic import PNG, TEXT, atomic_path, check_output_file
 from iqa_cli.errors import ConfigError
 
 FORMATS = (".png", ".svg")
@@ -32,7 +32,7 @@ def check_plot_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.suffix.lower() not in FORMATS:
         raise ConfigError(f"--plot: {path.name} must end in .png or .svg")
-    return check_output_file(path, "--plot")
+    return check_output_file(path, "--plot", kind=PNG if path.suffix.lower() == ".png" else TEXT)
 
 
 def _save(fig: Any, path: Path) -> Path:

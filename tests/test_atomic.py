@@ -35,3 +35,41 @@ def test_an_output_folder_where_a_file_stands(tmp_path):
         check_output_folder(tmp_path / "f" / "run", "--out")
     assert check_output_folder(tmp_path / "runs" / "a", "--out") == tmp_path / "runs" / "a"
     assert check_output_folder(tmp_path, "--out") == tmp_path  # an existing folder (a resumed run) is fine
+
+
+def test_a_text_or_png_output_never_replaces_a_file_of_another_kind(tmp_path):
+    """`--per-image best.safetensors` or `--csv koniq.h5` replaced a trained model or a cache after the
+    evaluation, exit 0: a typo destroyed what no command can rebuild."""
+    import h5py
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from iqa_cli.atomic import PNG, TEXT
+
+    files = {
+        "model.safetensors": "a safetensors file",
+        "cache.h5": "an HDF5 file",
+        "last.pt": "a zip archive",
+        "photo.jpg": "a JPEG image",
+        "photo.png": "a PNG image",
+    }
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "model.safetensors"))
+    with h5py.File(tmp_path / "cache.h5", "w") as handle:
+        handle["scores"] = np.zeros(3)
+    torch.save({"w": torch.zeros(3)}, tmp_path / "last.pt")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    for name, what in files.items():
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(ConfigError, match=f"--csv: .*{name} exists and is {what}.*it is not replaced"):
+            check_output_file(tmp_path / name, "--csv", kind=TEXT)
+        assert (tmp_path / name).read_bytes() == before
+    (tmp_path / "old.csv").write_text("name,score\na.png,3\n")
+    (tmp_path / "empty.csv").write_text("")
+    for name in ("old.csv", "empty.csv", "new.csv"):
+        check_output_file(tmp_path / name, "--csv", kind=TEXT)  # text, empty or new: replaced as usual
+    check_output_file(tmp_path / "photo.png", "--plot", kind=PNG)  # a PNG plot replaces a PNG
+    with pytest.raises(ConfigError, match="exists and is a JPEG image, not a PNG image as this option writes"):
+        check_output_file(tmp_path / "photo.jpg", "--plot", kind=PNG)

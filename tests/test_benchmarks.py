@@ -96,7 +96,9 @@ def test_predict_bench_quick_run_reports_its_shares(workdir):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["bench"] == "predict" and report["quick"] is True
     assert set(report["seconds"]) == {"predict", "predict, serial decode", "bare forward"}
-    assert 0 < report["non_forward_share"]["median"] < 1 and report["peak_ratio"] > 0
+    # A share, measured on a few tiny images: noise can put it below 0 on a busy machine (the bare forward
+    # then ran slower than the whole command), so only its being a measured fraction is checked.
+    assert -1 < report["non_forward_share"]["median"] < 1 and report["peak_ratio"] > 0
 
 
 def test_eval_bench_quick_run_reports_its_ratios(workdir):

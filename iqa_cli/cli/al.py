@@ -60,10 +60,10 @@ def select_command(
     """
     from dataclasses import asdict
 
-    from iqa_cli.atomic import check_output_file
+    from iqa_cli.atomic import TEXT, check_output_file
     from iqa_cli.train.al.labelling import NextBatchOptions, select_next
 
-    check_output_file(out_path, "--out")  # before the images are scored
+    check_output_file(out_path, "--out", kind=TEXT)  # before the images are scored
     options = NextBatchOptions(
         out=out_path,
         data=data,

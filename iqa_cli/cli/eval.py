@@ -78,7 +78,7 @@ def make_eval_command(method: str) -> Callable[..., None]:
         ),
         **overrides: Any,
     ) -> None:
-        from iqa_cli.atomic import check_output_file
+        from iqa_cli.atomic import TEXT, check_output_file
         from iqa_cli.train.evaluate import EvalOptions, evaluate, write_metrics_csv, write_per_image
         from iqa_cli.train.matrix import cross_matrix, dataset_list, evaluate_cross
 
@@ -88,7 +88,7 @@ def make_eval_command(method: str) -> Callable[..., None]:
             check_plot_path(plot)  # before the work
         for option, path in (("--csv", csv_file), ("--per-image", per_image)):
             if path is not None:
-                check_output_file(path, option)
+                check_output_file(path, option, kind=TEXT)
         if csv_file is not None and per_image is not None and csv_file.resolve() == per_image.resolve():
             raise ConfigError(f"--csv and --per-image both name {csv_file}: the second would overwrite the first")
         options = EvalOptions(

@@ -51,12 +51,12 @@ def register(root: typer.Typer) -> None:
         from dataclasses import asdict
 
         from iqa_cli.api import resolve_weights_arg
-        from iqa_cli.atomic import atomic_path, check_output_file
+        from iqa_cli.atomic import TEXT, atomic_path, check_output_file
         from iqa_cli.train.predict import predict_files
         from iqa_cli.train.weights import newest_finished_run
 
         if csv_file is not None:
-            check_output_file(csv_file, "--csv")  # before the work
+            check_output_file(csv_file, "--csv", kind=TEXT)  # before the work (and never onto an image)
         if weights is None:
             weights = str(newest_finished_run(method))
             err.print(f"scoring with the newest finished {method} run: {weights}", markup=False, highlight=False)

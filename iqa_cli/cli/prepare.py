@@ -85,7 +85,7 @@ def _build(
     """Build the cache (`--size`/`--short-side` fill in `options.resize`) and print what was written."""
     from iqa_cli.atomic import check_output_file
     from iqa_cli.data.cache import build_cache
-    from iqa_cli.data.cache_format import resolve_format
+    from iqa_cli.data.cache_format import check_replaceable, resolve_format
     from iqa_cli.data.resize import policy_from_options
     from iqa_cli.home import default_cache_path
 
@@ -94,6 +94,7 @@ def _build(
     options = dataclasses.replace(options, fmt=fmt, resize=policy)
     target = out_path if out_path is not None else default_cache_path(spec.name, fmt)
     check_output_file(target, "--out")  # before the work
+    check_replaceable(target)
     if enhancement is not None:
         enhancement.check()  # a missing classifier fails now, not after the whole cache is built
     if target.exists():

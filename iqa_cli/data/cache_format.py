@@ -45,3 +45,42 @@ def resolve_format(fmt: str | None, out: Path | None) -> str:
     if out is not None and by_suffix is not None and by_suffix != fmt:
         raise ConfigError(f"--format {fmt} does not match the output file name {out} (suffix {out.suffix})")
     return fmt
+
+
+def check_replaceable(path: Path, option: str = "--out") -> None:
+    """An existing `path` is replaced by a new cache only when it is one (or an unreadable one, which is what
+    re-preparing mends): `--out ~/results.h5` must not destroy another program's HDF5 file."""
+    import zipfile
+
+    from iqa_cli.atomic import existing_kind
+
+    if not path.is_file():
+        return
+    kind = existing_kind(path)
+    if kind is None:
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head == HDF5_MAGIC:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as handle:
+                ours = "format_version" in handle.attrs or IMAGES in handle
+        except OSError:
+            return  # damaged: replacing it is the mend
+        kind = "an HDF5 file without a cache's images"
+    elif head.startswith(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                ours = f"{ATTRS}.npy" in archive.namelist() or f"{IMAGES}.npy" in archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return
+        kind = "a zip archive without a cache's images (a .pt checkpoint?)"
+    else:
+        ours = False
+    if not ours:
+        raise ConfigError(
+            f"{option}: {path} exists and is not an iqa cache ({kind}); it is not replaced (give another name, or "
+            "remove it first)"
+        )

@@ -128,6 +128,12 @@ MAX_UNPACKED_ENV = "IQA_MAX_CHECKPOINT_BYTES"
 DEFAULT_MAX_UNPACKED = 8 * 2**30  # the largest network here (CLIP ViT-B/16 + prompts) is under 1 GB
 
 
+TORCHSCRIPT_REFUSAL = (
+    "refused: this is a TorchScript archive (serialized code, not just tensors); "
+    "convert it to a plain state dict or safetensors file first"
+)
+
+
 def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str = "a checkpoint") -> None:
     """Refuse a PyTorch zip archive whose members would unpack to more than `limit` bytes, before any
     tensor is made: a 2 MB deflated file can claim 2 GiB of zeros. (torch writes its archives stored,
@@ -146,6 +152,10 @@ def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str
             infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise CheckpointError(f"not a readable PyTorch archive ({exc})", path=path) from None
+    if any(info.filename.endswith("constants.pkl") for info in infos):
+        # Refused here, before torch.load would hand the archive to torch.jit.load (it then refuses too,
+        # under weights_only, but only after a warning that it was about to run it).
+        raise CheckpointError(TORCHSCRIPT_REFUSAL, path=path)
     total = sum(info.file_size for info in infos)
     if total > limit:
         raise CheckpointError(
@@ -175,11 +185,7 @@ def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
         raise CheckpointError(_refusal(exc), path=path) from None
     except RuntimeError as exc:
         if "TorchScript" in str(exc):
-            raise CheckpointError(
-                "refused: this is a TorchScript archive (serialized code, not just tensors); "
-                "convert it to a plain state dict or safetensors file first",
-                path=path,
-            ) from None
+            raise CheckpointError(TORCHSCRIPT_REFUSAL, path=path) from None
         raise CheckpointError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})", path=path) from None
     except Exception as exc:
         raise CheckpointError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})", path=path) from None

@@ -264,7 +264,9 @@ def run_demo(
     run = Path(summary["run"])
 
     started = time.monotonic()
-    report = evaluate(EvalOptions(method="vtiqa", data=str(cache), split=SPLIT, device=device), progress)
+    # The run just trained, by name: the newest demo run could be another process's.
+    options = EvalOptions(method="vtiqa", data=str(cache), split=SPLIT, device=device, weights=str(run))
+    report = evaluate(options, progress)
     seconds["evaluate"] = time.monotonic() - started
     seconds["total"] = sum(seconds.values())
     row = report.results[0]

@@ -13,6 +13,7 @@ Layout of `$IQA_HOME/runs/<name>/` (or `--out DIR`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.home import runs_dir
 from iqa_cli.train.config import write_json
 
@@ -44,7 +45,11 @@ def default_run_name(method: str, dataset: str) -> str:
     return f"{method}-{_UNSAFE.sub('_', dataset)}-{stamp}"
 
 
-def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | None) -> Path:
+def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | None, claim: bool = False) -> Path:
+    """The folder of a new run: `out`, or `name` under the runs folder, or a time-stamped default name.
+
+    With `claim`, a default name is taken by creating its folder (an atomic `mkdir`), so jobs started in
+    the same second (a SLURM job array) each get their own: `-2`, `-3`, ... A named folder is not created."""
     if out is not None:
         from iqa_cli.atomic import check_output_folder
 
@@ -54,12 +59,52 @@ def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | N
             raise ConfigError(f"invalid run name {name!r}: use letters, digits and _ . + -")
         return runs_dir() / name
     # The default name has one-second resolution: two runs started within a second (the demo run twice,
-    # a job array) get `-2`, `-3`, ... instead of the second one failing with "a run already exists".
+    # a job array) get `-2`, `-3`, ... instead of the second one failing with "a run already exists" or
+    # "in use by another iqa job" (both picked the free name before either created it, without `claim`).
     base = default_run_name(method, dataset)
     candidate, k = runs_dir() / base, 2
-    while candidate.exists():
+    while True:
+        if claim:
+            try:
+                candidate.mkdir(parents=True)
+                return candidate
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise DataError(f"cannot create the run folder ({exc.strerror or exc})", path=candidate) from None
+        elif not candidate.exists():
+            return candidate
         candidate, k = runs_dir() / f"{base}-{k}", k + 1
-    return candidate
+
+
+def check_new_run_folder(root: Path, option: str, *, marker: str = RUN_FILE) -> None:
+    """A new run goes into a new or empty folder, never among other files: a run refused before it
+    trains removes what it wrote, and `iqa runs rm` the whole folder. A folder with `marker` is a run
+    (or sweep) already, handled by the caller."""
+    if not root.is_dir() or (root / marker).exists():
+        return
+    entries = sorted(p.name for p in root.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(
+            f"{option}: {root} already holds {len(entries)} file(s) or folder(s) ({shown}) and is no run folder; "
+            "a new run needs a new or empty folder"
+        )
+
+
+def remove_unstarted_run(root: Path, *, keep_folder: bool = False) -> None:
+    """Remove what a run wrote before it trained a step (its records and empty split folders), then the
+    folder if nothing else is in it (unless `keep_folder`: one the user made). Never a whole tree."""
+    import shutil
+
+    for name in (RUN_FILE, "config.toml", "config.json", "results.json"):
+        (root / name).unlink(missing_ok=True)
+    for split in root.glob("split-*"):
+        if split.is_dir():
+            shutil.rmtree(split, ignore_errors=True)
+    if not keep_folder:
+        with contextlib.suppress(OSError):
+            root.rmdir()
 
 
 def split_dir(root: Path, split: str) -> Path:
@@ -195,9 +240,27 @@ def remove_run(name_or_path: str | Path) -> Path:
     from iqa_cli.locks import hold
 
     root = find_run(name_or_path)
+    foreign = sorted(entry.name for entry in root.iterdir() if not _written_by_a_run(entry.name))
+    if foreign:  # e.g. a run an older iqa wrote into a folder of the user's
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"also holds {len(foreign)} file(s) or folder(s) no run writes ({shown}): move them out first, or "
+            "delete the folder yourself",
+            path=root,
+        )
     with hold(root, "run folder"):
         shutil.rmtree(root)
     return root
+
+
+def _written_by_a_run(name: str) -> bool:
+    from iqa_cli.atomic import PARTIAL_SUFFIX
+
+    return (
+        name in (RUN_FILE, "config.toml", "config.json", "results.json")
+        or name.startswith("split-")
+        or (name.startswith(".") and name.endswith(PARTIAL_SUFFIX))
+    )
 
 
 def newest_run(method: str, dataset: str | None, *, unfinished: bool = False, with_best: bool = False) -> Path | None:

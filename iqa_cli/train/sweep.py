@@ -25,12 +25,20 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.config import EngineConfig, write_json
+from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import read_run, run_root
-from iqa_cli.train.trainer import TrainOptions, resolve_config, train
+from iqa_cli.train.trainer import (
+    RESUMABLE_CHANGES,
+    ResolvedConfig,
+    TrainOptions,
+    load_run_config,
+    resolve_config,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,36 +100,49 @@ def run_sweep(
     root = run_root(method=options.method, dataset=dataset, name=None if options.out else name, out=options.out)
     seed = int(options.overrides.get("seed") or 0)
     rows: list[dict[str, Any]] = []
-    for label, value in values:
-        for repeat in range(1, repeats + 1):
-            folder = root / (f"{what}-{_UNSAFE.sub('_', label)}-r{repeat}" if field is not None else f"r{repeat}")
-            run_seed = seed + repeat - 1
-            report = _finished_report(folder)
-            if report is None:
-                setting = f"{field}={label}, " if field is not None else ""
-                log.info(f"sweep: {setting}repeat {repeat} of {repeats} (seed {run_seed}): {folder}")
-                started = (folder / "run.json").is_file()
-                given = {field: value} if field is not None else {}
-                sub = dataclasses.replace(
-                    options,
-                    out=folder,
-                    name=None,
-                    resume=started,
-                    overrides={**options.overrides, **given, "seed": run_seed} if not started else {},
-                )
-                report = train(sub, progress)
-                if report is None:  # not rank 0 of a DDP job
-                    continue
-            rows.append(
-                {
-                    "value": label,
-                    "repeat": repeat,
-                    "seed": run_seed,
-                    "run": str(folder),
-                    **{k: report["median"].get(k) for k in report.get("columns", [])},
-                    "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
-                }
+    recipe = get_recipe(options.method)
+    jobs = [  # (label, repeat, folder, the run's options)
+        (
+            label,
+            repeat,
+            root / (f"{what}-{_UNSAFE.sub('_', label)}-r{repeat}" if field is not None else f"r{repeat}"),
+            {**options.overrides, **({field: value} if field is not None else {}), "seed": seed + repeat - 1},
+        )
+        for label, value in values
+        for repeat in range(1, repeats + 1)
+    ]
+    for _, _, folder, overrides in jobs:  # every kept run is checked before any trains
+        if (folder / "run.json").is_file():
+            expected = resolve_config(recipe, tiny=options.tiny, config_file=options.config_file, overrides=overrides)
+            check_same_run(folder, options, expected)
+    for label, repeat, folder, overrides in jobs:
+        run_seed = overrides["seed"]
+        report = _finished_report(folder)
+        if report is None:
+            setting = f"{field}={label}, " if field is not None else ""
+            log.info(f"sweep: {setting}repeat {repeat} of {repeats} (seed {run_seed}): {folder}")
+            started = (folder / "run.json").is_file()
+            sub = dataclasses.replace(
+                options,
+                out=folder,
+                name=None,
+                resume=started,
+                # A resumed run keeps its saved options (checked above to be these); where it runs may change.
+                overrides=overrides if not started else {k: overrides[k] for k in RESUMABLE_CHANGES & set(overrides)},
             )
+            report = train(sub, progress)
+            if report is None:  # not rank 0 of a DDP job
+                continue
+        rows.append(
+            {
+                "value": label,
+                "repeat": repeat,
+                "seed": run_seed,
+                "run": str(folder),
+                **{k: report["median"].get(k) for k in report.get("columns", [])},
+                "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
+            }
+        )
     columns = list(get_recipe(options.method).report_metrics)
     table = {
         "method": options.method,
@@ -161,6 +182,32 @@ def check_means(table: dict[str, Any]) -> None:
                 "figures are in the table",
                 path=Path(table["sweep"]) / SWEEP_FILE,
             )
+
+
+def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig) -> None:
+    """A sweep run again reuses its finished runs and resumes the others: only when they were made with the
+    configuration, data and splits asked for now. Otherwise the table would mix the two silently."""
+    info, saved = load_run_config(get_recipe(options.method), folder)
+    now, then = _plain(expected), _plain(saved)
+    differ = [f"{key} {then.get(key)!r} (now {now.get(key)!r})" for key in sorted(now) if now.get(key) != then.get(key)]
+    cache = resolve_cache(str(options.data))
+    if Path(str(info.get("cache"))).resolve() != cache.resolve():
+        differ.append(f"--data {info.get('cache')!r} (now {str(cache)!r})")
+    if info.get("split_arg") != options.split:
+        differ.append(f"--split {info.get('split_arg')!r} (now {options.split!r})")
+    if differ:
+        raise ConfigError(
+            f"this sweep's run was made with other options: {'; '.join(differ[:4])}"
+            f"{'; ...' if len(differ) > 4 else ''}. Give the new sweep its own --name (or --out), or remove "
+            "the old sweep folder",
+            path=folder,
+        )
+
+
+def _plain(config: ResolvedConfig) -> dict[str, Any]:
+    """The options that shape a run's result (where it runs and how often it logs do not)."""
+    values = {"tiny": config.tiny, **to_plain(config.engine), **to_plain(config.params)}
+    return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:

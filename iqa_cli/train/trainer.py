@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,17 @@ from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
-from iqa_cli.train.runs import effective_status, newest_run, now, read_run, run_root, split_dir, write_run
+from iqa_cli.train.runs import (
+    check_new_run_folder,
+    effective_status,
+    newest_run,
+    now,
+    read_run,
+    remove_unstarted_run,
+    run_root,
+    split_dir,
+    write_run,
+)
 from iqa_cli.train.watch import check_measured, median_over_rounds, open_watched
 
 log = logging.getLogger(__name__)
@@ -197,6 +206,25 @@ def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> Non
         )
 
 
+def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) -> None:
+    """`--data` and `--split` given with --resume must be the run's own: the run continues on those."""
+    from iqa_cli.home import resolve_cache
+
+    differ = []
+    if options.data is not None:
+        given = resolve_cache(str(options.data)).resolve()
+        if Path(str(info.get("cache"))).resolve() != given:
+            differ.append(f"--data (the run's cache is {info.get('cache')}, given {given})")
+    if options.split is not None and str(options.split) != str(info.get("split_arg")):
+        differ.append(f"--split (the run's is {info.get('split_arg')!r}, given {options.split!r})")
+    if differ:
+        raise ConfigError(
+            f"--resume continues a run on its own data and splits; these differ: {'; '.join(differ)} (drop them, "
+            "or start a new run)",
+            path=root,
+        )
+
+
 def _extend_epochs(
     resolved: ResolvedConfig, info: dict[str, Any], epochs: int | None, root: Path
 ) -> tuple[ResolvedConfig, dict[str, Any]]:
@@ -246,6 +274,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
             pid = (info.get("process") or {}).get("pid")
             log.info(f"{root}: the run was stopped from outside (its process {pid} is gone); resuming it")
         _check_resume_overrides(resolved, options)
+        _check_resume_data(info, options, root)
         changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
         resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
         resolved, info = _extend_epochs(resolved, info, options.overrides.get("epochs"), root)
@@ -271,6 +300,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         close_dataset(raw)
         raise
     held = contextlib.ExitStack()
+    given_folder = False
     try:
         name = dataset_name(dataset, cache_path.stem)
         split_names = resolve_split_names(dataset, splits_arg, source=f"cache {cache_path}")
@@ -279,8 +309,17 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 "--split whole trains on every image and tests none: name the datasets to score with --watch"
             )
         if root is None:
-            proposed = run_root(method=recipe.name, dataset=name, name=options.name, out=options.out)
+            # Rank 0 claims a default name (creates its folder); every rank checks the options alike.
+            proposed = run_root(
+                method=recipe.name, dataset=name, name=options.name, out=options.out, claim=dist.is_main
+            )
             root = Path(dist.gather(str(proposed))[0])  # rank 0's name (time-stamped) for every rank
+            if options.name is None and options.out is None:
+                if dist.is_main:
+                    held.callback(_remove_if_empty, root)  # a claimed name left unused (stopped before run.json)
+            else:  # every rank looks before rank 0 writes anything (the gather below is a collective)
+                check_new_run_folder(root, "--out" if options.out is not None else "--name")
+                given_folder = root.is_dir()  # made by the user (empty): kept if the run is refused
         # One job per run folder: a second job (e.g. two --resume) fails at once. Rank 0 takes the lock
         # and every rank learns the outcome, so no rank is left waiting in a collective.
         refused: ConfigError | None = None
@@ -341,7 +380,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 # A configuration the data refuses (e.g. --labeled larger than the training part): the
                 # run never trained a step, so it leaves no run folder behind.
                 if dist.is_main:
-                    shutil.rmtree(root, ignore_errors=True)
+                    remove_unstarted_run(root, keep_folder=given_folder)
                 raise
             if info.get("status") == "running":  # failed before a split started (e.g. unusable labels)
                 info["status"] = "failed"
@@ -353,6 +392,11 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
         if dataset is not raw:
             close_dataset(raw)
         dist.shutdown()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _trained_anything(root: Path) -> bool:

@@ -148,6 +148,41 @@ def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # not marked failed
 
 
+def test_resume_with_other_data_or_split_is_refused(cache, tmp_path):
+    """`--resume --name R --data other --split 1` continued R on its own cache and split, exit 0: the options
+    were dropped without a word."""
+    out = tmp_path / "run"
+    assert train("--data", "mini", "--split", "0", "--epochs", "1", "--out", str(out)).exit_code == 0
+    other = make_cache("other", tmp_path / "other", data_dir() / "other.h5", seed=1)
+    before = digest(out / "run.json")
+    line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out), "--data", "other", "--split", "1"))
+    assert f"--data (the run's cache is {data_dir() / 'mini.h5'}, given {other})" in line
+    assert "--split (the run's is '0', given '1')" in line
+    assert digest(out / "run.json") == before
+    same = invoke("train", "vtiqa", "--resume", "--out", str(out), "--data", str(cache), "--split", "0")
+    assert same.exit_code == 0, same.output
+
+
+def test_a_refused_run_never_removes_a_folder_the_user_gave(cache, tmp_path):
+    """`iqa train --out ~/photos` with an option the data refused deleted ~/photos and everything in it
+    (the cleanup of a run that never trained removed the whole folder)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"not mine to delete")
+    refused = ["--data", "mini", "--epochs", "1", "--val-fraction", "0.01"]  # a validation part of 1 image
+    line = error_line(train(*refused, "--out", str(photos)))
+    assert f"--out: {photos} already holds 1 file(s) or folder(s) (holiday.jpg) and is no run folder" in line
+    assert (photos / "holiday.jpg").read_bytes() == b"not mine to delete"
+    empty = tmp_path / "made-by-the-job-script"
+    empty.mkdir()
+    assert "validation part" in error_line(train(*refused, "--out", str(empty)))
+    assert empty.is_dir() and not any(empty.iterdir())  # what the run wrote is gone; the folder stays
+    fresh = tmp_path / "fresh"
+    assert "validation part" in error_line(train(*refused, "--out", str(fresh)))
+    assert not fresh.exists()
+    assert train("--data", "mini", "--epochs", "1", "--out", str(empty)).exit_code == 0  # an empty folder is fine
+
+
 def test_a_cpu_step_that_cannot_fit_is_refused_before_the_run_starts(tmp_path, monkeypatch):
     from iqa_cli.train import trainer
 

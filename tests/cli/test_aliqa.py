@@ -321,6 +321,19 @@ def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, singl
     again = runner.invoke(app, ["train", "aliqa", *args, *sweep])  # finished runs are read back, not retrained
     assert again.exit_code == 0 and json.loads(again.stdout)["runs"] == table["runs"]
     assert "sweep:" not in again.output
+    # Run again with another option, the finished runs were read back as if made with it: refused, naming it.
+    longer = [*args[: args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2 :]]
+    changed = runner.invoke(app, ["train", "aliqa", *longer, *sweep, "--sweep-values", "0.005,0.1"])
+    line = one_error_line(changed)
+    assert "borda_weights-0.005-r1: this sweep's run was made with other options: epochs 1 (now 2)" in line
+    same_by_path = runner.invoke(app, ["train", "aliqa", *args, "--data", str(data_dir() / "mini.h5"), *sweep])
+    assert same_by_path.exit_code == 0 and json.loads(same_by_path.stdout)["runs"] == table["runs"]
+    other = make_cache("mini", tmp_path / "src2", tmp_path / "elsewhere" / "mini.h5", seed=1)
+    other_data = runner.invoke(app, ["train", "aliqa", *args, "--data", str(other), *sweep])
+    assert f"--data '{data_dir() / 'mini.h5'}' (now '{other}')" in one_error_line(other_data)
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [*(Path(r["run"]).name for r in table["runs"]), "sweep.json"]
+    )
     bad = runner.invoke(app, ["train", "aliqa", *args, "--sweep", "bogus", "--sweep-values", "1"])
     assert "--sweep: aliqa has no option 'bogus'" in one_error_line(bad)
     bad = runner.invoke(app, ["train", "aliqa", *args, "--sweep-values", "1,2"])

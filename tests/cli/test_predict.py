@@ -135,6 +135,22 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_image_is_sc
     assert made.exit_code == 0 and (tmp_path / "new" / "dir" / "s.csv").is_file()  # missing folders are made
 
 
+def test_outputs_never_replace_an_input_image_a_model_or_a_cache(weights, photos):
+    """`iqa predict ... --csv photos/a.jpg` replaced the photo with the score table, and `iqa eval
+    --per-image best.safetensors` the trained model, exit 0."""
+    photo, model, cache = photos / "a.jpg", weights, data_dir() / "mini.h5"
+    kept = {path: path.read_bytes() for path in (photo, model, cache)}
+    line = predict("--weights", str(weights), str(photos), "--csv", str(photo)).output.strip()
+    assert line == (
+        f"error: --csv: {photo} exists and is a JPEG image, not a text file as this option writes; it is not "
+        "replaced (give another name, or remove it first)"
+    )
+    for option, target in (("--per-image", model), ("--csv", cache)):
+        result = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", str(model), option, str(target)])
+        assert result.exit_code == 2 and "it is not replaced" in result.output, result.output
+    assert all(path.read_bytes() == data for path, data in kept.items())
+
+
 def test_an_exif_rotated_photo_is_scored_upright_as_prepare_stores_it(weights, tmp_path):
     """A camera JPEG stored sideways with EXIF orientation 6 scores as its upright pixels do; the decode
     jobs of `iqa predict` used to default to "upright" and skip the file's orientation."""

@@ -253,3 +253,24 @@ def test_inspect_lists_a_split_s_image_names_and_the_livew_training_images(tmp_p
     text = iqa("inspect", out, "--split", "authors_prep")
     assert text.exit_code == 0 and "test\tImages/" in text.stdout
     assert failed(iqa("inspect", out, "--split", "random_9"), "no split 'random_9'")
+
+
+def test_out_replaces_a_cache_never_another_program_s_file(tmp_path):
+    """`--out ~/results.h5` replaced another program's HDF5 file (or a photo named .h5) with a cache."""
+    import h5py
+
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    theirs, photo, cache = tmp_path / "results.h5", tmp_path / "photo.h5", tmp_path / "mine.h5"
+    with h5py.File(theirs, "w") as handle:
+        handle["measurements"] = np.arange(5)
+    photo.write_bytes((root / MIXED[0].name).read_bytes())  # a JPEG
+    kept = {path: path.read_bytes() for path in (theirs, photo)}
+    base = ("custom", "--root", root, "--csv", csv_path, "-j", "1", "--out")
+    assert failed(iqa(*base, theirs), "--out:", "exists and is not an iqa cache (an HDF5 file without a cache's")
+    assert failed(iqa(*base, photo), "exists and is not an iqa cache (a JPEG image)")
+    assert all(path.read_bytes() == data for path, data in kept.items())
+    assert iqa(*base, cache).exit_code == 0
+    assert iqa(*base, cache).exit_code == 0  # a cache is replaced by a new one, as before
+    truncate(cache)
+    assert iqa(*base, cache).exit_code == 0  # so is a damaged one: re-preparing is the mend

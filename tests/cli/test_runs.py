@@ -50,6 +50,12 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     assert evaluated.exit_code == 0, evaluated.output
     by_run = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "first"])  # a run name
     assert by_run.exit_code == 0 and "evaluating run" in by_run.output and "first" in by_run.output
+    # A run folder holding what no run writes (a run an older iqa wrote into a user's folder): not deleted.
+    notes = tmp_path / "project-runs" / "first" / "thesis-notes.txt"
+    notes.write_text("mine")
+    refused = runner.invoke(app, ["runs", "rm", "first"])
+    assert refused.exit_code == 2 and "1 file(s) or folder(s) no run writes (thesis-notes.txt)" in refused.output
+    notes.unlink()
     assert runner.invoke(app, ["runs", "rm", "first"]).exit_code == 0
     assert not (tmp_path / "project-runs" / "first").exists()
     assert "no run named 'first'" in runner.invoke(app, ["runs", "show", "first"]).output
@@ -173,3 +179,27 @@ def test_default_run_names_started_within_a_second_do_not_collide(tmp_path, monk
     second.mkdir()
     assert second.name == "vtiqa-demo-20261205-070802-2"
     assert runs.run_root(method="vtiqa", dataset="demo", name=None, out=None).name.endswith("-3")
+
+
+def test_default_run_names_claimed_at_the_same_moment_are_all_different(tmp_path, monkeypatch):
+    """A SLURM job array starts many `iqa train` in one second: each picked the first free name before any
+    created it, so all but one failed ("in use by another iqa job" or "a run already exists")."""
+    import threading
+
+    from iqa_cli.train import runs
+
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(runs, "default_run_name", lambda method, dataset: "vtiqa-demo-20261205-070802")
+    start = threading.Barrier(8)
+    claimed: list = []
+
+    def job() -> None:
+        start.wait()
+        claimed.append(runs.run_root(method="vtiqa", dataset="demo", name=None, out=None, claim=True))
+
+    threads = [threading.Thread(target=job) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(claimed)) == 8 and all(folder.is_dir() for folder in claimed)

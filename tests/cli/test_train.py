@@ -123,6 +123,25 @@ def test_a_test_part_too_small_to_correlate_is_refused_before_training(tmp_path)
     assert result.exit_code == 65 and not (tmp_path / "r" / "split-random_0").exists()
 
 
+def test_a_default_name_another_job_claimed_is_passed_over_and_a_refusal_leaves_none(cache, tmp_path, monkeypatch):
+    """Jobs of an array start in one second: the second found the first's folder (claimed, no run.json
+    yet) and failed; it now takes `-2`. A run refused before training leaves no claimed folder."""
+    from iqa_cli.home import runs_dir
+    from iqa_cli.train import runs
+
+    monkeypatch.setattr(runs, "default_run_name", lambda method, dataset: "vtiqa-mini-20261205-070802")
+    (runs_dir() / "vtiqa-mini-20261205-070802").mkdir(parents=True)  # another job's claim
+    result = train("--data", "mini", "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert (runs_dir() / "vtiqa-mini-20261205-070802-2" / "run.json").is_file()
+    refused = train("--data", "mini", "--epochs", "1", "--val-fraction", "0.01")
+    assert refused.exit_code != 0 and "validation part" in refused.output, refused.output
+    assert sorted(p.name for p in runs_dir().iterdir() if not p.name.startswith(".")) == [
+        "vtiqa-mini-20261205-070802",
+        "vtiqa-mini-20261205-070802-2",
+    ]
+
+
 def test_a_split_left_unmeasured_makes_the_run_an_error(cache, tmp_path, monkeypatch):
     """Split random_1 predicts a constant (no finite SRCC): the run completes and keeps its files, but a
     median of random_0 alone would stand for both splits, so the command fails naming the split."""
