@@ -35,6 +35,7 @@ def register(root: typer.Typer) -> None:
             None,
             "-j",
             "--workers",
+            min=1,
             help="decode processes (default: the cores iqa may use, less torch's threads on the CPU; 1 = this process)",
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),

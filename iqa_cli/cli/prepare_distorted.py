@@ -55,7 +55,7 @@ def distorted(
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice; the same seed gives the same pixels."),
     per_ref: int = typer.Option(None, "--per-ref", help=_PER_REF_HELP),
     size: str = typer.Option("512x384", "--size", help=_SIZE_HELP),
-    workers: int = typer.Option(None, "--workers", help=_WORKERS_HELP),
+    workers: int = typer.Option(None, "--workers", min=1, help=_WORKERS_HELP),
     resume: bool = typer.Option(False, "--resume", help=_RESUME_HELP),
     shard: str = typer.Option(None, "--shard", help=_SHARD_HELP),
     preview: Path = typer.Option(None, "--preview", help=_PREVIEW_HELP),

@@ -114,7 +114,9 @@ def resolve_config(
     layers.append(({k: v for k, v in overrides.items() if v is not None}, "options"))
     for values, source in layers:
         values = dict(values)
-        values.pop("method", None)
+        method = values.pop("method", None)
+        if method is not None and method != recipe.name:  # another method's config.toml: its keys mean other things
+            raise ConfigError(f"{source}: method = {method!r}, but this trains '{recipe.name}'")
         tiny_value = values.pop("tiny", None)
         if tiny_value is not None and bool(tiny_value) != tiny:
             raise ConfigError(f"{source}: tiny = {str(bool(tiny_value)).lower()} contradicts the command line's --tiny")

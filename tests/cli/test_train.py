@@ -222,6 +222,9 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
     assert resolved["engine"]["select_on"] == "test"
     config.write_text("epochs = 1\nlearning_rat = 0.1\n")
     assert "unknown option(s) learning_rat" in one_error_line(train("--data", "mini", "--config", str(config)))
+    config.write_text('method = "ieit"\nepochs = 1\n')  # another method's config.toml was taken silently
+    line = one_error_line(train("--data", "mini", "--config", str(config)))
+    assert f"{config}: method = 'ieit', but this trains 'vtiqa'" in line
 
 
 def test_bad_inputs_give_one_line(cache, tmp_path):
