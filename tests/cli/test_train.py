@@ -225,6 +225,10 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
     config.write_text('method = "ieit"\nepochs = 1\n')  # another method's config.toml was taken silently
     line = one_error_line(train("--data", "mini", "--config", str(config)))
     assert f"{config}: method = 'ieit', but this trains 'vtiqa'" in line
+    both = one_error_line(train("--data", "mini", "--lr", "0.1", "--lr-phases", "0:0.5"))  # --lr won silently
+    assert both == "error: --lr and --lr-phases both set the learning rate; give one"
+    config.write_text("lr_phases = [[0, 0.5]]\n")
+    assert train("--data", "mini", "--config", str(config), "--lr", "0.1", "--epochs", "1").exit_code == 0  # flag wins
 
 
 def test_bad_inputs_give_one_line(cache, tmp_path):
