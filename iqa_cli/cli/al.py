@@ -31,7 +31,10 @@ def select_command(
     round_: int = typer.Option(1, "--round", help="the round to select for (1-3)"),
     budget: float = typer.Option(25.0, "--budget", help="labelling budget, percent of the pool (5, 10, 25, 80)"),
     weights: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--weights", help="the previous round's kept model (file or store name); default: zero-shot CLIP"
+        None,
+        "--weights",
+        help="the previous round's kept model (file or store name; needed from round 2), or zero-shot (CLIP's "
+        "zero-shot signal, round 1's default)",
     ),
     pretrained: str = typer.Option(
         CLIP_WEIGHTS, "--pretrained", help="CLIP weights for zero-shot selection (store name or file; none: random)"

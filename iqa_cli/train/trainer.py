@@ -117,15 +117,15 @@ def resolve_config(
         method = values.pop("method", None)
         if method is not None and method != recipe.name:  # another method's config.toml: its keys mean other things
             raise ConfigError(f"{source}: method = {method!r}, but this trains '{recipe.name}'")
-        if values.get("lr") is not None and values.get("lr_phases") is not None:  # --lr replaces the phases
-            where = "--lr and --lr-phases" if source == "options" else f"{source}: lr and lr_phases"
-            raise ConfigError(f"{where} both set the learning rate; give one")
         tiny_value = values.pop("tiny", None)
         if tiny_value is not None and bool(tiny_value) != tiny:
             raise ConfigError(f"{source}: tiny = {str(bool(tiny_value)).lower()} contradicts the command line's --tiny")
         engine_values, param_values = split_by_owner(values, EngineConfig, type(params))
         engine = apply_values(engine, engine_values, source=source)
         params = apply_values(params, param_values, source=source)
+        if source == "options" and values.get("lr") is not None and values.get("lr_phases") is not None:
+            # --lr replaces the phases; a config file may hold both (a run's resolved config.toml does)
+            raise ConfigError("--lr and --lr-phases both set the learning rate; give one")
     engine.validate()
     check_choices(params)
     check_label_scale(params)

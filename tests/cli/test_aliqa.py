@@ -244,6 +244,14 @@ def test_al_select_reads_a_folder_of_unscored_images(tmp_path, single_thread):
     )
     assert result.exit_code == 0, result.output
     assert not set(again.read_text().split()) & set(names)
+    # Round 2 without the round-1 model took zero-shot CLIP without a word (AL-IQA takes the round-1 model).
+    pool = ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]
+    later = [*pool, "--round", "2", "--labelled", str(labelled), "--out", str(tmp_path / "r2.txt")]
+    line = one_error_line(runner.invoke(app, later), after_progress=True)  # once the pool's size is known
+    assert "--round 2 selects with the previous round's kept model, as AL-IQA does: pass --weights" in line
+    on_purpose = runner.invoke(app, [*later, "--weights", "zero-shot", "--json"])
+    assert on_purpose.exit_code == 0, on_purpose.output
+    assert "not AL-IQA's rule" in json.loads(on_purpose.stdout)["uncertainty"]
 
 
 def test_bad_input_gives_one_line(tmp_path):

@@ -229,6 +229,8 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
     assert both == "error: --lr and --lr-phases both set the learning rate; give one"
     config.write_text("lr_phases = [[0, 0.5]]\n")
     assert train("--data", "mini", "--config", str(config), "--lr", "0.1", "--epochs", "1").exit_code == 0  # flag wins
+    config.write_text("lr = 0.1\nlr_phases = [[0, 0.5]]\n")  # as a run's resolved config.toml holds them
+    assert train("--data", "mini", "--config", str(config), "--epochs", "1").exit_code == 0
 
 
 def test_bad_inputs_give_one_line(cache, tmp_path):

@@ -193,6 +193,9 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+ZERO_SHOT = "zero-shot"  # `--weights zero-shot`: CLIP's zero-shot signal in any round, on purpose
+
+
 def select_next(options: NextBatchOptions, progress: Progress | None = None) -> NextBatchReport:
     """Choose round `options.round`'s images; writes them to `options.out` and returns what was chosen."""
     progress = progress or NullProgress()
@@ -206,8 +209,9 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
     recipe = get_recipe("aliqa")
     params = _params(options, recipe)
     device = resolve_device(options.device)
+    zero_shot = options.weights is not None and options.weights.strip().lower() == ZERO_SHOT
     loaded = None
-    if options.weights is not None:
+    if options.weights is not None and not zero_shot:
         from iqa_cli.train.weights import load_trained
 
         loaded = load_trained(recipe, options.weights)
@@ -244,6 +248,14 @@ def _select(
     if not 1 <= options.round <= len(plans):
         raise ConfigError(f"--round must be between 1 and {len(plans)}, got {options.round}")
     plan = plans[options.round - 1]
+    if options.round > 1 and options.weights is None:
+        # AL-IQA scores rounds 2 and 3 with the previous round's kept model; CLIP's zero-shot guess is
+        # round 1's signal, and taking it later silently would pick other images than the method does.
+        raise ConfigError(
+            f"--round {options.round} selects with the previous round's kept model, as AL-IQA does: pass --weights "
+            f"(e.g. a run's split-K/round-{options.round - 1}/best.safetensors), or --weights {ZERO_SHOT} to use "
+            "zero-shot CLIP anyway"
+        )
     remaining = everything[~np.isin(everything, labelled)]
     if remaining.size < plan.count:
         raise ConfigError(f"round {plan.index} selects {plan.count} images but only {remaining.size} are unlabelled")
@@ -255,7 +267,11 @@ def _select(
     else:
         torch.manual_seed(options.seed)
         model = recipe.build_model(params, tiny=options.tiny, pretrained=True).to(device).eval()
-        source = "zero-shot CLIP, 6 antonym pairs x 3 templates"
+        source = "zero-shot CLIP, 6 antonym pairs x 3 templates" + (
+            f" (round {options.round}: not AL-IQA's rule, which takes the previous round's model)"
+            if options.round > 1
+            else ""
+        )
     features = None
     if loaded is None or options.distances is None:
         features = scorer.features(model, everything)
