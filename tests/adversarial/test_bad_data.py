@@ -121,6 +121,20 @@ def test_a_single_score_for_every_image_is_refused(tmp_path):
     assert not out.exists()
 
 
+def test_a_name_two_files_match_ignoring_case_is_refused(tmp_path):
+    """`A.JPG` in the CSV, with `a.jpg` and `A.jpg` both on disk (distinct files on Linux): the first in
+    sorted order was taken, perhaps the wrong photo with this score."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    (root / "A.jpg").write_bytes((root / "b.png").read_bytes())  # another image, one case away from a.jpg
+    rows = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([rows[0], rows[1].replace("a.jpg", "A.JPG"), *rows[2:]]) + "\n")
+    line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "m.h5"))
+    assert "'A.JPG' matches 2 files that differ only in case (A.jpg, a.jpg); name one exactly" in line
+    csv_path.write_text("\n".join(rows) + "\n")  # the exact spelling wins, as before
+    assert invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "m.h5").exit_code == 0
+
+
 def _cache(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root)

@@ -170,20 +170,21 @@ class CaseInsensitiveTree:
     """Resolves relative paths under a base folder with case-insensitive matching per component.
 
     Official archives are inconsistent (TID2013 `I01.BMP` vs `i25.bmp`, CSIQ `AWGN/` vs `awgn/`); an
-    exact match wins, otherwise the first name in sorted order that matches ignoring case. Folder
-    listings are cached, so resolving 10k names costs one listing per folder.
+    exact match wins, otherwise the one name that matches ignoring case. Two names that differ only in
+    case (`IMG1.png` and `img1.png`, distinct files on Linux) make a third spelling ambiguous: an error,
+    not a guess. Folder listings are cached, so resolving 10k names costs one listing per folder.
     """
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self._listings: dict[Path, tuple[set[str], dict[str, str]]] = {}
+        self._listings: dict[Path, tuple[set[str], dict[str, list[str]]]] = {}
 
-    def _listing(self, folder: Path) -> tuple[set[str], dict[str, str]]:
+    def _listing(self, folder: Path) -> tuple[set[str], dict[str, list[str]]]:
         if folder not in self._listings:
             names = [e.name for e in _list_dir(folder)]
-            lower: dict[str, str] = {}
-            for name in names:  # sorted, so the first spelling wins
-                lower.setdefault(name.lower(), name)
+            lower: dict[str, list[str]] = {}
+            for name in names:
+                lower.setdefault(name.lower(), []).append(name)
             self._listings[folder] = (set(names), lower)
         return self._listings[folder]
 
@@ -191,8 +192,14 @@ class CaseInsensitiveTree:
         exact, lower = self._listing(folder)
         if name in exact:
             return folder / name
-        actual = lower.get(name.lower())
-        return folder / actual if actual is not None else None
+        spellings = lower.get(name.lower(), [])
+        if len(spellings) > 1:
+            raise DataError(
+                f"'{name}' matches {len(spellings)} files that differ only in case ({', '.join(sorted(spellings))}); "
+                "name one exactly",
+                path=folder,
+            )
+        return folder / spellings[0] if spellings else None
 
     def resolve(self, relative: str) -> Path | None:
         """The on-disk path for `relative` ('/'-separated), or None if any component is missing."""
