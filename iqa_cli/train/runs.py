@@ -33,6 +33,8 @@ LOG = "log.jsonl"
 RESULT = "result.json"
 PREDICTIONS = "test_predictions.csv"
 CURVES = "curves.png"
+# What a run writes at its top level, beside its `split-*` folders.
+RUN_RECORDS = (RUN_FILE, "config.toml", "config.json", "results.json")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
@@ -77,11 +79,11 @@ def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | N
         candidate, k = runs_dir() / f"{base}-{k}", k + 1
 
 
-def check_new_run_folder(root: Path, option: str, *, marker: str = RUN_FILE) -> None:
+def check_new_run_folder(root: Path, option: str) -> None:
     """A new run goes into a new or empty folder, never among other files: a run refused before it
-    trains removes what it wrote, and `iqa runs rm` the whole folder. A folder with `marker` is a run
-    (or sweep) already, handled by the caller."""
-    if not root.is_dir() or (root / marker).exists():
+    trains removes what it wrote, and `iqa runs rm` the whole folder. A folder with a run.json is a run
+    already (the caller says so)."""
+    if not root.is_dir() or (root / RUN_FILE).exists():
         return
     entries = sorted(p.name for p in root.iterdir())
     if entries:
@@ -97,7 +99,7 @@ def remove_unstarted_run(root: Path, *, keep_folder: bool = False) -> None:
     folder if nothing else is in it (unless `keep_folder`: one the user made). Never a whole tree."""
     import shutil
 
-    for name in (RUN_FILE, "config.toml", "config.json", "results.json"):
+    for name in RUN_RECORDS:
         (root / name).unlink(missing_ok=True)
     for split in root.glob("split-*"):
         if split.is_dir():
@@ -256,11 +258,7 @@ def remove_run(name_or_path: str | Path) -> Path:
 def _written_by_a_run(name: str) -> bool:
     from iqa_cli.atomic import PARTIAL_SUFFIX
 
-    return (
-        name in (RUN_FILE, "config.toml", "config.json", "results.json")
-        or name.startswith("split-")
-        or (name.startswith(".") and name.endswith(PARTIAL_SUFFIX))
-    )
+    return name in RUN_RECORDS or name.startswith("split-") or (name.startswith(".") and name.endswith(PARTIAL_SUFFIX))
 
 
 def newest_run(method: str, dataset: str | None, *, unfinished: bool = False, with_best: bool = False) -> Path | None:

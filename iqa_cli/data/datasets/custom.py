@@ -86,8 +86,9 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
     # (name/score/std spellings). Anything else is data, so `img1.png,good` is reported as a malformed
     # score instead of being dropped silently as a "header".
     known = {c.lower() for c in first} & {*NAME_COLUMNS, *SCORE_COLUMNS, *STD_COLUMNS}
+    header = not any(_is_number(c) for c in first) and bool(known)
     width, expected = 3, "name,score[,std]"
-    if not any(_is_number(c) for c in first) and known:
+    if header:
         name_col, score_col, std_col = _columns(first)
         width, expected = len(first), f"the header's {len(first)}"
         lines = lines[1:]
@@ -117,7 +118,7 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
         rows.append(Row(relative=name, score=score, std=std))
     if not rows:
         raise DataError("lists no images below its header row", path=csv_path)
-    if width == 3 and expected.startswith("name") and all(_whole_number_pair(row) for _, row in lines):
+    if not header and all(_whole_number_pair(row) for _, row in lines):
         # `a.png,3,75` on every line: scores written with a decimal comma read as integer score and std.
         raise DataError(
             "every line has a whole-number score and std, as a decimal comma would make them (3,75 for 3.75): "
