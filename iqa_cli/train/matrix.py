@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import CheckpointError, ConfigError
+from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.evaluate import EvalOptions, EvalReport, evaluate
 from iqa_cli.train.labels import LEVEL_SCORES
@@ -67,6 +68,15 @@ def dataset_list(text: str, *, what: str) -> list[str]:
     names = prepared_datasets() if text.strip().lower() == "all" else [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise ConfigError(f"{what}: no datasets (give names, or 'all' with caches in place)")
+    seen: dict[Path, str] = {}
+    for name in names:  # one cache named twice (or by name and by path) would be scored, and listed, twice
+        try:
+            path = resolve_cache(name).resolve()
+        except DataError:
+            continue  # evaluating it says what is missing, in one line
+        if path in seen:
+            raise ConfigError(f"{what}: '{name}' and '{seen[path]}' are the same cache ({path})")
+        seen[path] = name
     return names
 
 

@@ -304,6 +304,9 @@ def test_cross_dataset_scores_every_image(trained):
     weights = trained["run"] / "split-random_0" / "best.safetensors"
     given = evaluate("--cross", "other", "--weights", str(weights), "--split", "1", "--json")
     assert given.exit_code == 0, given.output
+    # One cache named twice (by name and by path) was scored twice and listed twice in --csv.
+    twice = evaluate("--data", "mini", "--cross", f"other,{data_dir() / 'other.h5'}")
+    assert f"--cross: '{data_dir() / 'other.h5'}' and 'other' are the same cache" in one_error_line(twice)
 
 
 def test_bad_inputs_give_one_line(trained, tmp_path):
