@@ -242,6 +242,10 @@ def remove_run(name_or_path: str | Path) -> Path:
     from iqa_cli.locks import hold
 
     root = find_run(name_or_path)
+    if root.is_symlink():
+        raise ConfigError(
+            f"is a symbolic link to {root.resolve()}: remove the link itself, or name the run folder", path=root
+        )
     foreign = sorted(entry.name for entry in root.iterdir() if not _written_by_a_run(entry.name))
     if foreign:  # e.g. a run an older iqa wrote into a folder of the user's
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")

@@ -56,6 +56,10 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     refused = runner.invoke(app, ["runs", "rm", "first"])
     assert refused.exit_code == 2 and "1 file(s) or folder(s) no run writes (thesis-notes.txt)" in refused.output
     notes.unlink()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "project-runs" / "first")
+    linked = runner.invoke(app, ["runs", "rm", str(link)])
+    assert linked.exit_code == 2 and "is a symbolic link to" in linked.output  # not a raw OSError
     assert runner.invoke(app, ["runs", "rm", "first"]).exit_code == 0
     assert not (tmp_path / "project-runs" / "first").exists()
     assert "no run named 'first'" in runner.invoke(app, ["runs", "show", "first"]).output
