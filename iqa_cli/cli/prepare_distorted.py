@@ -13,7 +13,6 @@ import typer
 
 from iqa_cli.atomic import check_output_file
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.data.cache_format import check_replaceable
 
 _TYPES_HELP = "Distortion types to generate, e.g. 1,2,5-9 (default: all 30; `--list-types` shows them)."
 _LEVELS_HELP = "Levels to generate, e.g. 1-5 or 1,3,5 (default: all five)."
@@ -128,7 +127,6 @@ def distorted(
         index, total = shard_ix
         out_path = default_cache_path("distorted") if total == 1 else data_dir() / f"distorted.part{index}of{total}.h5"
     check_output_file(out_path, "--out")  # before the work
-    check_replaceable(out_path)
     if out_path.exists() and not resume:
         err.print(f"{out_path} exists; it is replaced once the new cache is complete", markup=False, highlight=False)
     summary = generate_distorted(
@@ -189,7 +187,6 @@ def merge(
     from iqa_cli.distort.merge import merge_parts
 
     check_output_file(out_path, "--out")  # before the parts are read
-    check_replaceable(out_path)
     summary = merge_parts(
         parts,
         out_path,

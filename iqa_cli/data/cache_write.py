@@ -484,6 +484,7 @@ def build_cache(
     started = time.monotonic()
     progress = progress or NullProgress()
     out = Path(out)
+    F.check_replaceable(out)  # a cache (or a damaged one) only, never another program's file
     fmt = F.resolve_format(fmt, out)
     policy = as_policy(resize, spec.default_resize)
     skipped: list[tuple[str, str]] = []

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from iqa_cli.data.cache_format import check_replaceable
 from iqa_cli.data.decode import decode_image, default_workers, worker_pool
 from iqa_cli.data.resize import RESAMPLE_NOTE
 from iqa_cli.data.splits import random_splits
@@ -441,6 +442,7 @@ def generate_distorted(
     out = Path(out).expanduser()
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise ConfigError(f"the distorted cache is HDF5 (it is written incrementally): use a .h5 name, not {out.name}")
+    check_replaceable(out)  # a cache (or an unfinished one) only, never another program's file
     references = _as_references(refs)
     types_list, levels_list, per_ref_value = _check_selection(types, levels, per_ref)
     width, height = parse_size(size)

@@ -110,6 +110,7 @@ def merge_parts(
     out = Path(out).expanduser()
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise ConfigError(f"the merged cache is HDF5: use a .h5 name, not {out.name}")
+    F.check_replaceable(out)
     if not parts:
         raise ConfigError("give at least one part to merge")
     paths = [Path(p).expanduser() for p in parts]

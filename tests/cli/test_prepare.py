@@ -274,3 +274,28 @@ def test_out_replaces_a_cache_never_another_program_s_file(tmp_path):
     assert iqa(*base, cache).exit_code == 0  # a cache is replaced by a new one, as before
     truncate(cache)
     assert iqa(*base, cache).exit_code == 0  # so is a damaged one: re-preparing is the mend
+
+
+def test_the_python_api_never_replaces_another_program_s_file_either(tmp_path):
+    """The guard lives in the library (`build_cache`, `generate_distorted`, `merge_parts`), not only in the CLI."""
+    import h5py
+
+    import iqa_cli
+    from iqa_cli.distort.generate import generate_distorted
+    from iqa_cli.distort.merge import merge_parts
+    from iqa_cli.errors import ConfigError
+
+    root = tmp_path / "photos"
+    make_folder(root)
+    theirs = tmp_path / "results.h5"
+    with h5py.File(theirs, "w") as handle:
+        handle["measurements"] = np.arange(5)
+    kept = theirs.read_bytes()
+    for call in (
+        lambda: iqa_cli.prepare("custom", root, out=theirs, workers=1),
+        lambda: generate_distorted([root / MIXED[0].name], theirs),
+        lambda: merge_parts([tmp_path / "part.h5"], theirs),
+    ):
+        with pytest.raises(ConfigError, match="exists and is not an iqa cache"):
+            call()
+    assert theirs.read_bytes() == kept
