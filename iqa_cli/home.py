@@ -15,7 +15,8 @@ CACHE_SUFFIXES = (".h5", ".hdf5", ".npz")
 
 
 def home() -> Path:
-    return Path(os.environ.get("IQA_HOME") or Path.home() / ".cache" / "iqa").expanduser()
+    # Absolute: runs record their cache's path, which must name the same file from any working folder.
+    return Path(os.environ.get("IQA_HOME") or Path.home() / ".cache" / "iqa").expanduser().absolute()
 
 
 def data_dir() -> Path:
@@ -32,7 +33,7 @@ RUNS_ENV = "IQA_RUNS"
 def runs_dir() -> Path:
     """Training runs: `$IQA_RUNS` when set (e.g. a project folder on a cluster), else `$IQA_HOME/runs`."""
     override = os.environ.get(RUNS_ENV)
-    return Path(override).expanduser() if override else home() / "runs"
+    return Path(override).expanduser().absolute() if override else home() / "runs"
 
 
 def default_cache_path(dataset: str, fmt: str = "h5") -> Path:

@@ -55,7 +55,7 @@ def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | N
     if out is not None:
         from iqa_cli.atomic import check_output_folder
 
-        return check_output_folder(out, "--out")
+        return check_output_folder(out, "--out").absolute()
     if name is not None:
         if not name or _UNSAFE.search(name) or name.startswith("."):
             raise ConfigError(f"invalid run name {name!r}: use letters, digits and _ . + -")

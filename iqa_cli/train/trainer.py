@@ -346,7 +346,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 "title": recipe.title,
                 "dataset": name,
                 "data": str(data),
-                "cache": str(cache_path),
+                "cache": str(Path(cache_path).absolute()),  # `--resume` from another folder opens the same file
                 "split_arg": splits_arg,
                 "splits": {s: {"status": "pending"} for s in split_names},
                 "selected_on": resolved.engine.select_on,

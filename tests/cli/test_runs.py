@@ -207,3 +207,22 @@ def test_default_run_names_claimed_at_the_same_moment_are_all_different(tmp_path
     for thread in threads:
         thread.join()
     assert len(set(claimed)) == 8 and all(folder.is_dir() for folder in claimed)
+
+
+def test_a_relative_iqa_home_records_absolute_paths(tmp_path, monkeypatch):
+    """`IQA_HOME=h iqa train ...` recorded the cache as `h/data/mini.h5`: a resume from another folder
+    opened another file by that name (or none)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IQA_HOME", "h")
+    monkeypatch.delenv("IQA_RUNS", raising=False)
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    assert data_dir().is_absolute()
+    assert runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "r"]).exit_code == 0
+    record = json.loads((tmp_path / "h" / "runs" / "r" / "run.json").read_text())
+    assert record["cache"] == str(tmp_path / "h" / "data" / "mini.h5")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("IQA_HOME", str(tmp_path / "h"))
+    resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--name", "r", "--epochs", "2"])
+    assert resumed.exit_code == 0, resumed.output
