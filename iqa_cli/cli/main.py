@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
+from iqa_cli.envvars import check_environment
 from iqa_cli.errors import IQAError
 from iqa_cli.version import __version__
 
@@ -182,6 +183,7 @@ def root(
     if quiet and verbose:
         raise typer.BadParameter("-q/--quiet and -v/--verbose contradict each other")
     configure_logging(QUIET if quiet else VERBOSE if verbose else NORMAL)
+    check_environment()  # a bad IQA_* value fails every command before its work
 
 
 def _register() -> None:

@@ -48,19 +48,8 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from iqa_cli.data.resize import DRAFT_GAP
+from iqa_cli.envvars import max_pixels
 from iqa_cli.errors import DataError
-
-# Largest image decoded (pixels): a deliberate decompression-bomb guard (a 140 KB PNG can claim 12000 x
-# 12000 pixels, 430 MB decoded). `IQA_MAX_PIXELS` raises it for genuinely larger photographs.
-DEFAULT_MAX_PIXELS = 100_000_000
-
-
-def max_pixels() -> int:
-    text = os.environ.get("IQA_MAX_PIXELS", "").strip()
-    try:
-        return max(1, int(float(text))) if text else DEFAULT_MAX_PIXELS
-    except ValueError:
-        raise DataError(f"IQA_MAX_PIXELS must be a number of pixels, got {text!r}") from None
 
 
 def _too_large(width: int, height: int) -> str | None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.envvars import MAX_CHECKPOINT_BYTES_ENV, max_checkpoint_bytes
 from iqa_cli.errors import CheckpointError
 from iqa_cli.jsonio import dumps
 from iqa_cli.models.registry import StateDict, get_entry
@@ -124,10 +125,6 @@ def read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     return state, meta
 
 
-MAX_UNPACKED_ENV = "IQA_MAX_CHECKPOINT_BYTES"
-DEFAULT_MAX_UNPACKED = 8 * 2**30  # the largest network here (CLIP ViT-B/16 + prompts) is under 1 GB
-
-
 TORCHSCRIPT_REFUSAL = (
     "refused: this is a TorchScript archive (serialized code, not just tensors); "
     "convert it to a plain state dict or safetensors file first"
@@ -138,13 +135,11 @@ def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str
     """Refuse a PyTorch zip archive whose members would unpack to more than `limit` bytes, before any
     tensor is made: a 2 MB deflated file can claim 2 GiB of zeros. (torch writes its archives stored,
     uncompressed, so the sizes in the zip directory are the truth.)"""
-    import os
     import zipfile
 
     path = Path(path)
     if limit is None:
-        text = os.environ.get(MAX_UNPACKED_ENV, "").strip()
-        limit = int(float(text)) if text else DEFAULT_MAX_UNPACKED
+        limit = max_checkpoint_bytes()
     if not zipfile.is_zipfile(path):
         return
     try:
@@ -160,7 +155,7 @@ def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str
     if total > limit:
         raise CheckpointError(
             f"would unpack to {total / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB {what} can need "
-            f"(a compressed bomb, or the wrong file; {MAX_UNPACKED_ENV} raises the limit)",
+            f"(a compressed bomb, or the wrong file; {MAX_CHECKPOINT_BYTES_ENV} raises the limit)",
             path=path,
         )
 

@@ -4,7 +4,8 @@ Public API for other commands: `resolve_weights(name_or_path)` returns a checkpo
 given, a name in the store, or a known name fetched into the store when online).
 """
 
-from iqa_cli.weights.fetch import FetchOptions, fetch, offline
+from iqa_cli.envvars import offline
+from iqa_cli.weights.fetch import FetchOptions, fetch
 from iqa_cli.weights.registry import KnownWeights, get_known, known_weights
 from iqa_cli.weights.resolve import resolve_weights
 from iqa_cli.weights.store import StoredWeights, WeightStore, validate_name

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+from iqa_cli.envvars import MAX_DOWNLOAD_BYTES_ENV, OFFLINE_ENV, offline
+from iqa_cli.envvars import max_download_bytes as max_download_bytes_env
 from iqa_cli.errors import DownloadError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.version import __version__
@@ -28,12 +30,8 @@ from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, store
 
 log = logging.getLogger(__name__)
 
-OFFLINE_ENV = "IQA_OFFLINE"
 MIRROR_ENV = "IQA_WEIGHTS_MIRROR"
-MAX_BYTES_ENV = "IQA_MAX_DOWNLOAD_BYTES"
-# Largest download when the registry does not know the file's size (the biggest known backbone is
-# under 1 GB): a mirror streaming without end cannot fill the disk.
-DEFAULT_MAX_BYTES = 4 * 2**30
+MAX_BYTES_ENV = MAX_DOWNLOAD_BYTES_ENV
 # Unreachable hosts are not worth many retries: one more try, then one complete line saying what to do.
 UNREACHABLE_RETRIES = 1
 OFFLINE_HINT = (
@@ -42,10 +40,6 @@ OFFLINE_HINT = (
 )
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
-
-
-def offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -72,11 +66,7 @@ def max_download_bytes(entry: KnownWeights) -> int:
     """The most bytes a download of `entry` may have: its registry size, else the cap."""
     if entry.size is not None:
         return entry.size
-    text = os.environ.get(MAX_BYTES_ENV, "").strip()
-    try:
-        return int(float(text)) if text else DEFAULT_MAX_BYTES
-    except ValueError:
-        raise DownloadError(f"{MAX_BYTES_ENV} must be a number of bytes, got {text!r}") from None
+    return max_download_bytes_env()
 
 
 def candidate_urls(entry: KnownWeights, mirror: str | None) -> list[str]:

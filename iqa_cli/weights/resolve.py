@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iqa_cli.envvars import OFFLINE_ENV, offline
 from iqa_cli.errors import CheckpointError, DownloadError
 from iqa_cli.progress import Progress
-from iqa_cli.weights.fetch import OFFLINE_ENV, fetch, offline
+from iqa_cli.weights.fetch import fetch
 from iqa_cli.weights.registry import find_known
 from iqa_cli.weights.store import SUFFIXES, WeightStore, validate_name
 
