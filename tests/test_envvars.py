@@ -39,3 +39,13 @@ def test_good_values_and_defaults(monkeypatch):
     assert envvars.offline() and envvars.max_pixels() == 250_000_000
     monkeypatch.setenv("IQA_OFFLINE", "off")
     assert not envvars.offline()
+
+
+def test_iqa_debug_0_means_off(monkeypatch):
+    """`IQA_DEBUG=0` turned tracebacks on (any non-empty value did)."""
+    from iqa_cli.cli import main
+
+    monkeypatch.setenv("IQA_DEBUG", "0")
+    assert not main._debug_env()
+    monkeypatch.setenv("IQA_DEBUG", "1")
+    assert main._debug_env()

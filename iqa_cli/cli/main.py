@@ -17,11 +17,17 @@ import typer
 from typer.core import TyperGroup
 
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
-from iqa_cli.envvars import check_environment
+from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import IQAError
 from iqa_cli.version import __version__
 
-_state = {"debug": bool(os.environ.get("IQA_DEBUG"))}
+
+def _debug_env() -> bool:
+    # Lenient (no error): it decides how errors print, and `IQA_DEBUG=0` means off.
+    return os.environ.get("IQA_DEBUG", "").strip().lower() in TRUE
+
+
+_state = {"debug": _debug_env()}
 
 
 # What signal.signal returns and takes back: a handler, SIG_DFL/SIG_IGN, or None (set outside Python).
@@ -179,7 +185,7 @@ def root(
     ),
 ) -> None:
     """iqa: blind image quality assessment, from dataset download to evaluated model."""
-    _state["debug"] = debug or bool(os.environ.get("IQA_DEBUG"))
+    _state["debug"] = debug or _debug_env()
     if quiet and verbose:
         raise typer.BadParameter("-q/--quiet and -v/--verbose contradict each other")
     configure_logging(QUIET if quiet else VERBOSE if verbose else NORMAL)
