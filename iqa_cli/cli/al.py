@@ -51,7 +51,7 @@ def select_command(
     tiny: bool = typer.Option(False, "--tiny", help="CPU-test-sized network (no pretrained weights)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
-    seed: int = typer.Option(0, "--seed", help="seed of the k-means stand-in (and of untrained prompts)"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of the k-means stand-in (and of untrained prompts)"),
     json_output: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Write the images to label in the given round: the AL-IQA rule of `iqa train aliqa`, outside training.

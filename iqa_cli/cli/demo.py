@@ -26,7 +26,7 @@ def register(root: typer.Typer) -> None:
             None, "--workdir", help="where the image folder goes [default: $IQA_HOME/demo]"
         ),
         device: str = typer.Option("cpu", "--device", help="cpu (default), auto, cuda"),
-        seed: int = typer.Option(0, "--seed", help="seed of tiles, noise, training"),
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of tiles, noise, training"),
         json_output: bool = typer.Option(False, "--json", help="print the report as JSON"),
     ) -> None:
         """Run the whole pipeline on any machine in a few minutes, with no download.

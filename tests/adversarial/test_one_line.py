@@ -81,3 +81,17 @@ def test_a_full_disk_is_one_line_naming_the_cache(tmp_path, monkeypatch):
 def test_unknown_commands_fail_with_a_non_zero_exit(args):
     result = invoke(*args)
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--seed", "-1"],
+        ["al", "select", "--data", "mini", "--tiny", "--device", "cpu", "--out", "x.txt", "--seed", "-1"],
+    ],
+)
+def test_a_negative_seed_is_refused_before_the_work(args, tmp_path):
+    """`iqa demo --seed -1` wrote 1,170 images, then stopped on numpy's raw ValueError (exit 1)."""
+    result = invoke(*args)
+    line = error_line(result)
+    assert result.exit_code == 2 and "'--seed'" in line and "greater than or equal to 0" in line
