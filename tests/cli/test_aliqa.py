@@ -211,6 +211,10 @@ def test_al_select_round_1_then_2_with_the_previous_round_model(trained, tmp_pat
     assert names == [c["name"] for c in report["chosen"]]
 
 
+def pool_args(folder):
+    return ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]
+
+
 def test_al_select_reads_a_folder_of_unscored_images(tmp_path, single_thread):
     folder = write_folder(tmp_path / "photos", n=20)
     (folder / "scores.csv").unlink()  # nobody has labelled anything yet
@@ -244,6 +248,9 @@ def test_al_select_reads_a_folder_of_unscored_images(tmp_path, single_thread):
     )
     assert result.exit_code == 0, result.output
     assert not set(again.read_text().split()) & set(names)
+    # --out onto the --labelled list replaced the names labelled so far with this round's picks.
+    onto = runner.invoke(app, [*pool_args(folder), "--labelled", str(labelled), "--out", str(labelled)])
+    assert "is the --labelled file" in one_error_line(onto) and labelled.read_text().split() == names
     # Round 2 without the round-1 model took zero-shot CLIP without a word (AL-IQA takes the round-1 model).
     pool = ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]
     later = [*pool, "--round", "2", "--labelled", str(labelled), "--out", str(tmp_path / "r2.txt")]

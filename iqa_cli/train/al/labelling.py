@@ -202,6 +202,10 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
     out = Path(options.out).expanduser()
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--out must end in .csv or .txt, got {out.name!r}")
+    if options.labelled is not None and out.resolve() == Path(options.labelled).expanduser().resolve():
+        raise ConfigError(
+            f"--out {out} is the --labelled file: this round's picks would replace the names labelled so far"
+        )
     if (options.data is None) == (options.images is None):
         raise ConfigError("give the pool as either --data (a prepared cache) or --images (a folder)")
     if options.batch_size < 1:
