@@ -82,10 +82,11 @@ def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | N
 def check_new_run_folder(root: Path, option: str) -> None:
     """A new run goes into a new or empty folder, never among other files: a run refused before it
     trains removes what it wrote, and `iqa runs rm` the whole folder. A folder with a run.json is a run
-    already (the caller says so)."""
+    already (the caller says so); what a run killed before its run.json left (its records, a `.partial`)
+    is no obstacle."""
     if not root.is_dir() or (root / RUN_FILE).exists():
         return
-    entries = sorted(p.name for p in root.iterdir())
+    entries = sorted(p.name for p in root.iterdir() if not _written_by_a_run(p.name))
     if entries:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise ConfigError(

@@ -181,6 +181,11 @@ def test_a_refused_run_never_removes_a_folder_the_user_gave(cache, tmp_path):
     assert "validation part" in error_line(train(*refused, "--out", str(fresh)))
     assert not fresh.exists()
     assert train("--data", "mini", "--epochs", "1", "--out", str(empty)).exit_code == 0  # an empty folder is fine
+    killed = tmp_path / "killed-in-its-first-second"  # what a run killed before its run.json leaves
+    killed.mkdir()
+    (killed / "config.toml").write_text("epochs = 1\n")
+    (killed / ".run.json.node1.4242.x1y2.partial").write_text("{")
+    assert train("--data", "mini", "--epochs", "1", "--out", str(killed)).exit_code == 0
 
 
 def test_a_cpu_step_that_cannot_fit_is_refused_before_the_run_starts(tmp_path, monkeypatch):
