@@ -184,6 +184,7 @@ def build_demo_folder(
     progress = progress or NullProgress()
     if size.photos < 2 or size.photos > len(PHOTOS) or size.tiles_per_photo < 1 or size.levels < 1:
         raise ConfigError(f"demo size out of range: 2..{len(PHOTOS)} photos, >= 1 tile per photo, >= 1 level")
+    _check_demo_folder(folder)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -209,6 +210,20 @@ def build_demo_folder(
         for row in rows:
             writer.writerow([row["name"], f"{row['score']:g}"])
     return rows
+
+
+def _check_demo_folder(folder: Path) -> None:
+    """The demo writes `scores.csv` and one folder per photo: into a new folder or an earlier demo's, never
+    among a user's files (`--workdir ~` would have replaced `~/photos/scores.csv`)."""
+    if not folder.is_dir():
+        return
+    ours = {*PHOTOS, "scores.csv"}
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.endswith(".partial"))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ConfigError(
+            f"--workdir: {folder} holds files the demo did not write ({shown}); give a --workdir of its own"
+        )
 
 
 def prepare_demo_cache(

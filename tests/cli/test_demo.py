@@ -45,3 +45,18 @@ def test_demo_builds_trains_evaluates_and_prints_working_commands(tmp_path, _iso
     assert len(list(csv.DictReader(out.open()))) == metrics["n"]
     table = runner.invoke(app, ["demo", *SMALL, "--workdir", str(tmp_path / "demo2")])
     assert table.exit_code == 0 and "srcc" in table.stdout and "next:" in table.stdout
+
+
+def test_the_demo_never_writes_among_a_user_s_files(tmp_path, _isolated_home):
+    """`iqa demo --workdir ~` wrote its images and `scores.csv` into an existing `~/photos`."""
+    photos = tmp_path / "home" / "photos"
+    photos.mkdir(parents=True)
+    (photos / "scores.csv").write_text("holiday.jpg,4.5\n")
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "home")])
+    assert result.exit_code == 2, result.output
+    assert "holds files the demo did not write (holiday.jpg)" in result.output
+    assert (photos / "scores.csv").read_text() == "holiday.jpg,4.5\n" and sorted(p.name for p in photos.iterdir()) == [
+        "holiday.jpg",
+        "scores.csv",
+    ]
