@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from iqa_cli.atomic import atomic_path
+from iqa_cli.atomic import PNG, atomic_path, check_output_file
 from iqa_cli.distort.base import NotApplicable
 from iqa_cli.distort.registry import get_type
 from iqa_cli.distort.seeding import pair_rng
+from iqa_cli.errors import ConfigError
 
 LABEL_WIDTH = 220
 HEADER_HEIGHT = 28
@@ -88,8 +89,11 @@ def render_preview(
 def write_preview(
     path: str | Path, reference: np.ndarray, types: Sequence[int], levels: Sequence[int], **kw: Any
 ) -> Path:
-    """Render the sheet and save it as PNG, atomically."""
+    """Render the sheet and save it as PNG, atomically (never over a file that is no PNG: a reference photo)."""
     path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"--preview: {path.name} must end in .png")
+    check_output_file(path, "--preview", kind=PNG)
     sheet = render_preview(reference, types, levels, **kw)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")

@@ -88,6 +88,18 @@ def test_preview_writes_only_the_grid(refs, tmp_path):
     with Image.open(sheet) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1] / 2
     assert not list(tmp_path.glob("*.h5"))
+    again = invoke("distorted", "--refs", str(refs), "--preview", str(sheet), "--types", "1", "--size", "80x64")
+    assert again.exit_code == 0, again.output  # a PNG is replaced by the new sheet
+    # `--preview refs/a.jpg` replaced a reference photo with the sheet (PNG bytes under a .jpg name).
+    photo = next(p for p in sorted(refs.rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    kept = photo.read_bytes()
+    wrong_suffix = invoke("distorted", "--refs", str(refs), "--preview", str(photo.with_suffix(".jpg")), "--types", "1")
+    assert wrong_suffix.exit_code == 2 and "must end in .png" in wrong_suffix.output
+    jpeg_named_png = tmp_path / "photo.png"
+    jpeg_named_png.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
+    onto = invoke("distorted", "--refs", str(refs), "--preview", str(jpeg_named_png), "--types", "1")
+    assert onto.exit_code == 2 and "exists and is a JPEG image, not a PNG image" in onto.output
+    assert photo.read_bytes() == kept
 
 
 def test_list_types(refs):
