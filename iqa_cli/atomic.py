@@ -76,17 +76,39 @@ _MAGIC = (
     (b"MM\x00*", "a TIFF image"),
 )
 TEXT = "a text file"
-PNG = "a PNG image"
+PNG = "a PNG image written by iqa"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The PNG `Software` text our figures carry: matplotlib's own (plots), or this one (`PNG_SOFTWARE`, the
+# distortion preview). A PNG without it may be a photo, and is not replaced.
+PNG_SOFTWARE = "iqa"
+_OUR_PNG_SOFTWARE = (b"matplotlib", PNG_SOFTWARE.encode())
+
+
+def _png_software(head: bytes) -> bytes:
+    """The `Software` tEXt value among the chunks before the image data (empty if none)."""
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(head):
+        length = int.from_bytes(head[position : position + 4], "big")
+        kind = head[position + 4 : position + 8]
+        data = head[position + 8 : position + 8 + length]
+        if kind == b"IDAT":
+            break
+        if kind == b"tEXt" and data.startswith(b"Software\x00"):
+            return data[len(b"Software\x00") :]
+        position += 12 + length
+    return b""
 
 
 def existing_kind(path: Path) -> str | None:
-    """None for an empty file, `TEXT` for text, `PNG` for a PNG image, else a description of the file."""
+    """None for an empty file, `TEXT` for text, `PNG` for a PNG figure iqa wrote, else what the file is."""
     with open(path, "rb") as handle:
         head = handle.read(8192)
     if not head:
         return None
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return PNG
+    if head.startswith(PNG_SIGNATURE):
+        software = _png_software(head).lower()
+        ours = any(software.startswith(name) for name in _OUR_PNG_SOFTWARE)
+        return PNG if ours else "a PNG image iqa did not write (a photo?)"
     for magic, what in _MAGIC:
         if head.startswith(magic):
             return what

@@ -70,6 +70,17 @@ def test_a_text_or_png_output_never_replaces_a_file_of_another_kind(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     for name in ("old.csv", "empty.csv", "new.csv"):
         check_output_file(tmp_path / name, "--csv", kind=TEXT)  # text, empty or new: replaced as usual
-    check_output_file(tmp_path / "photo.png", "--plot", kind=PNG)  # a PNG plot replaces a PNG
-    with pytest.raises(ConfigError, match="exists and is a JPEG image, not a PNG image as this option writes"):
+    with pytest.raises(ConfigError, match="exists and is a JPEG image, not a PNG image written by iqa"):
         check_output_file(tmp_path / "photo.jpg", "--plot", kind=PNG)
+    # A PNG photo is no figure of ours: `--plot photos/a.png` would have replaced it.
+    with pytest.raises(ConfigError, match=r"photo.png exists and is a PNG image iqa did not write \(a photo\?\)"):
+        check_output_file(tmp_path / "photo.png", "--plot", kind=PNG)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure()
+    figure.savefig(tmp_path / "old-plot.png")  # matplotlib's Software text marks it as a figure
+    plt.close(figure)
+    check_output_file(tmp_path / "old-plot.png", "--plot", kind=PNG)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from iqa_cli.atomic import PNG, atomic_path, check_output_file
+from iqa_cli.atomic import PNG, PNG_SOFTWARE, atomic_path, check_output_file
 from iqa_cli.distort.base import NotApplicable
 from iqa_cli.distort.registry import get_type
 from iqa_cli.distort.seeding import pair_rng
@@ -95,6 +95,8 @@ def write_preview(
         raise ConfigError(f"--preview: {path.name} must end in .png")
     check_output_file(path, "--preview", kind=PNG)
     sheet = render_preview(reference, types, levels, **kw)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)  # marks the sheet as ours, so a later --preview may replace it
     with atomic_path(path) as tmp:
-        sheet.save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG", pnginfo=info)
     return path

@@ -95,11 +95,12 @@ def test_preview_writes_only_the_grid(refs, tmp_path):
     kept = photo.read_bytes()
     wrong_suffix = invoke("distorted", "--refs", str(refs), "--preview", str(photo.with_suffix(".jpg")), "--types", "1")
     assert wrong_suffix.exit_code == 2 and "must end in .png" in wrong_suffix.output
-    jpeg_named_png = tmp_path / "photo.png"
-    jpeg_named_png.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))
-    onto = invoke("distorted", "--refs", str(refs), "--preview", str(jpeg_named_png), "--types", "1")
-    assert onto.exit_code == 2 and "exists and is a JPEG image, not a PNG image" in onto.output
-    assert photo.read_bytes() == kept
+    png_photo = tmp_path / "photo.png"  # a reference photo that is a PNG: the suffix alone does not protect it
+    Image.new("RGB", (8, 8)).save(png_photo)
+    photo_bytes = png_photo.read_bytes()
+    onto = invoke("distorted", "--refs", str(refs), "--preview", str(png_photo), "--types", "1")
+    assert onto.exit_code == 2 and "exists and is a PNG image iqa did not write (a photo?)" in onto.output
+    assert photo.read_bytes() == kept and png_photo.read_bytes() == photo_bytes
 
 
 def test_list_types(refs):
