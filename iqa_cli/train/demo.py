@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -219,6 +220,13 @@ def _check_demo_folder(folder: Path) -> None:
         return
     ours = {*PHOTOS, "scores.csv"}
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.endswith(".partial"))
+    scores = folder / "scores.csv"
+    if scores.is_file():  # a demo's lists its own images only: `<photo>/<photo>_t0_clean0.png,5`
+        with open(scores, encoding="utf-8", errors="replace") as handle:
+            rows = list(itertools.islice(handle, 2))
+        header_ok = bool(rows) and rows[0].strip() == "name,score"
+        if not header_ok or (len(rows) > 1 and not rows[1].startswith(tuple(f"{name}/" for name in PHOTOS))):
+            foreign = sorted([*foreign, "scores.csv"])
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise ConfigError(

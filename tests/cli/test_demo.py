@@ -55,8 +55,21 @@ def test_the_demo_never_writes_among_a_user_s_files(tmp_path, _isolated_home):
     (photos / "holiday.jpg").write_bytes(b"mine")
     result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "home")])
     assert result.exit_code == 2, result.output
-    assert "holds files the demo did not write (holiday.jpg)" in result.output
+    assert "holds files the demo did not write (holiday.jpg, scores.csv)" in result.output
+    (photos / "holiday.jpg").unlink()  # a score list alone is still the user's
+    alone = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "home")])
+    assert alone.exit_code == 2 and "holds files the demo did not write (scores.csv)" in alone.output
+    (photos / "holiday.jpg").write_bytes(b"mine")
     assert (photos / "scores.csv").read_text() == "holiday.jpg,4.5\n" and sorted(p.name for p in photos.iterdir()) == [
         "holiday.jpg",
         "scores.csv",
     ]
+
+
+def test_an_earlier_demo_s_folder_is_reused(tmp_path):
+    from iqa_cli.train.demo import PHOTOS, _check_demo_folder
+
+    folder = tmp_path / "photos"
+    (folder / PHOTOS[0]).mkdir(parents=True)
+    (folder / "scores.csv").write_text(f"name,score\n{PHOTOS[0]}/{PHOTOS[0]}_t0_clean0.png,5\n")
+    _check_demo_folder(folder)  # what an earlier `iqa demo` wrote: no error
