@@ -117,12 +117,15 @@ def existing_kind(path: Path) -> str | None:
     return TEXT if b"\x00" not in head else "a binary file"
 
 
-def check_output_file(path: str | Path, option: str, *, kind: str | None = None) -> Path:
+def check_output_file(
+    path: str | Path, option: str, *, kind: str | None = None, headers: tuple[str, ...] | None = None
+) -> Path:
     """Refuse, before any work, an output file path that cannot be written: an existing folder, a file
     standing where a folder must be, or a folder this user may not write in. Missing folders are fine
     (`atomic_path` makes them). With `kind` (`TEXT` or `PNG`), an existing file is replaced only when it
     is of that kind: `--per-image best.safetensors` or `--csv koniq.h5` is a slip, and would destroy a
-    model or a cache."""
+    model or a cache. With `headers`, an existing text file is replaced only when its first line starts
+    with one of them: a table this option wrote before, not a dataset's score list."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{option}: {path} is a folder; give a file name")
@@ -133,6 +136,14 @@ def check_output_file(path: str | Path, option: str, *, kind: str | None = None)
                 f"{option}: {path} exists and is {found}, not {kind} as this option writes; it is not replaced "
                 "(give another name, or remove it first)"
             )
+        if found == TEXT and headers is not None:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                first = handle.readline().strip()
+            if not first.startswith(headers):
+                raise ConfigError(
+                    f"{option}: {path} exists and is a text file this option did not write (it begins {first[:40]!r}); "
+                    "it is not replaced (give another name, or remove it first)"
+                )
     _check_creatable(path.parent, path, option)
     return path
 

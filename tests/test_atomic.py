@@ -84,3 +84,18 @@ def test_a_text_or_png_output_never_replaces_a_file_of_another_kind(tmp_path):
     figure.savefig(tmp_path / "old-plot.png")  # matplotlib's Software text marks it as a figure
     plt.close(figure)
     check_output_file(tmp_path / "old-plot.png", "--plot", kind=PNG)
+
+
+def test_a_table_replaces_only_a_table_it_wrote_before(tmp_path):
+    """`iqa eval --csv photos/scores.csv` replaced a dataset's score list with the metrics table."""
+    from iqa_cli.atomic import TEXT
+
+    scores = tmp_path / "scores.csv"
+    scores.write_text("name,score\na.jpg,3.5\n")
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("dataset,split,n,srcc\nmini,random_0,8,0.5\n")
+    ours = ("dataset,split,",)
+    with pytest.raises(ConfigError, match=r"is a text file this option did not write \(it begins 'name,score'\)"):
+        check_output_file(scores, "--csv", kind=TEXT, headers=ours)
+    check_output_file(metrics, "--csv", kind=TEXT, headers=ours)  # its own earlier table: replaced as usual
+    check_output_file(scores, "--out", kind=TEXT)  # without headers (a .txt list of names), any text goes

@@ -66,7 +66,8 @@ def select_command(
     from iqa_cli.atomic import TEXT, check_output_file
     from iqa_cli.train.al.labelling import NextBatchOptions, select_next
 
-    check_output_file(out_path, "--out", kind=TEXT)  # before the images are scored
+    table = ("order,index,name,",) if out_path.suffix.lower() == ".csv" else None  # a .txt list has no header
+    check_output_file(out_path, "--out", kind=TEXT, headers=table)  # before the images are scored
     options = NextBatchOptions(
         out=out_path,
         data=data,

@@ -86,9 +86,10 @@ def make_eval_command(method: str) -> Callable[..., None]:
             from iqa_cli.plots import check_plot_path
 
             check_plot_path(plot)  # before the work
+        tables = {"--csv": ("dataset,split,", "trained on \\ tested on"), "--per-image": ("dataset,split,index,name,",)}
         for option, path in (("--csv", csv_file), ("--per-image", per_image)):
-            if path is not None:
-                check_output_file(path, option, kind=TEXT)
+            if path is not None:  # never over a model, a cache, or a text file that is not our table
+                check_output_file(path, option, kind=TEXT, headers=tables[option])
         if csv_file is not None and per_image is not None and csv_file.resolve() == per_image.resolve():
             raise ConfigError(f"--csv and --per-image both name {csv_file}: the second would overwrite the first")
         options = EvalOptions(

@@ -57,7 +57,8 @@ def register(root: typer.Typer) -> None:
         from iqa_cli.train.weights import newest_finished_run
 
         if csv_file is not None:
-            check_output_file(csv_file, "--csv", kind=TEXT)  # before the work (and never onto an image)
+            # before the work, and never over an image or a text file that is not this table
+            check_output_file(csv_file, "--csv", kind=TEXT, headers=("path,score,",))
         if weights is None:
             weights = str(newest_finished_run(method))
             err.print(f"scoring with the newest finished {method} run: {weights}", markup=False, highlight=False)

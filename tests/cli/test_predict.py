@@ -145,7 +145,12 @@ def test_outputs_never_replace_an_input_image_a_model_or_a_cache(weights, photos
         f"error: --csv: {photo} exists and is a JPEG image, not a text file as this option writes; it is not "
         "replaced (give another name, or remove it first)"
     )
-    for option, target in (("--per-image", model), ("--csv", cache)):
+    score_list = photos / "scores.csv"  # a dataset's score list is no table of ours either
+    score_list.write_text("name,score\na.jpg,3.5\n")
+    kept[score_list] = score_list.read_bytes()
+    refused = predict("--weights", str(weights), str(photos / "a.jpg"), "--csv", str(score_list))
+    assert refused.exit_code == 2 and "is a text file this option did not write" in refused.output
+    for option, target in (("--per-image", model), ("--csv", cache), ("--csv", score_list)):
         result = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", str(model), option, str(target)])
         assert result.exit_code == 2 and "it is not replaced" in result.output, result.output
     assert all(path.read_bytes() == data for path, data in kept.items())
