@@ -17,6 +17,11 @@ EXIT_DATA = 65  # bad input data: a dataset, metadata file, image, cache or chec
 EXIT_UNAVAILABLE = 69  # a download that is missing, unreachable or does not verify (EX_UNAVAILABLE)
 
 
+def some_names(names: list[str], limit: int = 3) -> str:
+    """The first `limit` names for a one-line message: `a, b, c, ...`."""
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+
+
 class IQAError(Exception):
     """An error caused by user input; its message is printed as-is, on one line."""
 

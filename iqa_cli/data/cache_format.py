@@ -56,11 +56,10 @@ def check_replaceable(path: Path, option: str = "--out") -> None:
 
     if not path.is_file():
         return
-    kind = existing_kind(path)
-    if kind is None:
-        return
     with open(path, "rb") as handle:
-        head = handle.read(8)
+        head = handle.read(len(HDF5_MAGIC))
+    if not head:
+        return  # empty: nothing to keep
     if head == HDF5_MAGIC:
         import h5py
 
@@ -78,7 +77,7 @@ def check_replaceable(path: Path, option: str = "--out") -> None:
             return
         kind = "a zip archive without a cache's images (a .pt checkpoint?)"
     else:
-        ours = False
+        ours, kind = False, existing_kind(path) or "a file"
     if not ours:
         raise ConfigError(
             f"{option}: {path} exists and is not an iqa cache ({kind}); it is not replaced (give another name, or "

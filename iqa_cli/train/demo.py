@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli.atomic import atomic_path
+from iqa_cli.atomic import PARTIAL_SUFFIX, atomic_path
 from iqa_cli.data.cache_write import CacheOptions
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, some_names
 from iqa_cli.home import data_dir, home
 from iqa_cli.progress import NullProgress, Progress
 
@@ -219,7 +219,7 @@ def _check_demo_folder(folder: Path) -> None:
     if not folder.is_dir():
         return
     ours = {*PHOTOS, "scores.csv"}
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.endswith(".partial"))
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.endswith(PARTIAL_SUFFIX))
     scores = folder / "scores.csv"
     if scores.is_file():  # a demo's lists its own images only: `<photo>/<photo>_t0_clean0.png,5`
         with open(scores, encoding="utf-8", errors="replace") as handle:
@@ -228,9 +228,9 @@ def _check_demo_folder(folder: Path) -> None:
         if not header_ok or (len(rows) > 1 and not rows[1].startswith(tuple(f"{name}/" for name in PHOTOS))):
             foreign = sorted([*foreign, "scores.csv"])
     if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise ConfigError(
-            f"--workdir: {folder} holds files the demo did not write ({shown}); give a --workdir of its own"
+            f"--workdir: {folder} holds files the demo did not write ({some_names(foreign)}); give a --workdir of "
+            "its own"
         )
 
 

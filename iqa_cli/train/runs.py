@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.errors import ConfigError, DataError, some_names
 from iqa_cli.home import runs_dir
 from iqa_cli.train.config import write_json
 
@@ -88,9 +88,9 @@ def check_new_run_folder(root: Path, option: str) -> None:
         return
     entries = sorted(p.name for p in root.iterdir() if not _written_by_a_run(p.name))
     if entries:
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise ConfigError(
-            f"{option}: {root} already holds {len(entries)} file(s) or folder(s) ({shown}) and is no run folder; "
+            f"{option}: {root} already holds {len(entries)} file(s) or folder(s) ({some_names(entries)}) and is no "
+            "run folder; "
             "a new run needs a new or empty folder"
         )
 
@@ -249,9 +249,9 @@ def remove_run(name_or_path: str | Path) -> Path:
         )
     foreign = sorted(entry.name for entry in root.iterdir() if not _written_by_a_run(entry.name))
     if foreign:  # e.g. a run an older iqa wrote into a folder of the user's
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise ConfigError(
-            f"also holds {len(foreign)} file(s) or folder(s) no run writes ({shown}): move them out first, or "
+            f"also holds {len(foreign)} file(s) or folder(s) no run writes ({some_names(foreign)}): move them out "
+            "first, or "
             "delete the folder yourself",
             path=root,
         )

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
-from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
@@ -37,6 +36,7 @@ from iqa_cli.train.trainer import (
     TrainOptions,
     load_run_config,
     resolve_config,
+    run_data_changes,
     train,
 )
 
@@ -190,11 +190,11 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
     info, saved = load_run_config(get_recipe(options.method), folder)
     now, then = _plain(expected), _plain(saved)
     differ = [f"{key} {then.get(key)!r} (now {now.get(key)!r})" for key in sorted(now) if now.get(key) != then.get(key)]
-    cache = resolve_cache(str(options.data))
-    if Path(str(info.get("cache"))).resolve() != cache.resolve():
-        differ.append(f"--data {info.get('cache')!r} (now {str(cache)!r})")
-    if info.get("split_arg") != options.split:
-        differ.append(f"--split {info.get('split_arg')!r} (now {options.split!r})")
+    # A sweep names its data and splits afresh each time: no --split means the run's must be none too.
+    changes = run_data_changes(info, options.data, options.split)
+    if info.get("split_arg") is not None and options.split is None:
+        changes["--split"] = (info.get("split_arg"), None)
+    differ += [f"{option} {str(then)!r} (now {str(now)!r})" for option, (then, now) in changes.items()]
     if differ:
         raise ConfigError(
             f"this sweep's run was made with other options: {'; '.join(differ[:4])}"

@@ -211,17 +211,29 @@ def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> Non
         )
 
 
-def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) -> None:
-    """`--data` and `--split` given with --resume must be the run's own: the run continues on those."""
+def run_data_changes(info: dict[str, Any], data: str | Path | None, split: str | None) -> dict[str, tuple[Any, Any]]:
+    """`{"--data": (the run's cache, the given one), "--split": (...)}` for each of `data` and `split` that is
+    given and is not what the run recorded (a cache is the same file by any name or path)."""
     from iqa_cli.home import resolve_cache
 
-    differ = []
-    if options.data is not None:
-        given = resolve_cache(str(options.data)).resolve()
+    changes: dict[str, tuple[Any, Any]] = {}
+    if data is not None:
+        given = resolve_cache(str(data)).resolve()
         if Path(str(info.get("cache"))).resolve() != given:
-            differ.append(f"--data (the run's cache is {info.get('cache')}, given {given})")
-    if options.split is not None and str(options.split) != str(info.get("split_arg")):
-        differ.append(f"--split (the run's is {info.get('split_arg')!r}, given {options.split!r})")
+            changes["--data"] = (info.get("cache"), given)
+    if split is not None and str(split) != str(info.get("split_arg")):
+        changes["--split"] = (info.get("split_arg"), split)
+    return changes
+
+
+def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) -> None:
+    """`--data` and `--split` given with --resume must be the run's own: the run continues on those."""
+    changes = run_data_changes(info, options.data, options.split)
+    differ = []
+    if "--data" in changes:
+        differ.append("--data (the run's cache is {}, given {})".format(*changes["--data"]))
+    if "--split" in changes:
+        differ.append("--split (the run's is {!r}, given {!r})".format(*changes["--split"]))
     if differ:
         raise ConfigError(
             f"--resume continues a run on its own data and splits; these differ: {'; '.join(differ)} (drop them, "
