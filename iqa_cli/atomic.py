@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.stop import raise_if_stopped
 
 PARTIAL_SUFFIX = ".partial"
 _UMASK: int | None = None
@@ -193,6 +194,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             os.chmod(tmp_path, 0o666 & ~_umask())
             with open(tmp_path, "rb") as handle:
                 os.fsync(handle.fileno())
+        raise_if_stopped()
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

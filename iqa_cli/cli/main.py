@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import IQAError
+from iqa_cli.stop import Terminated, clear_stop, request_stop, stop_requested
 from iqa_cli.version import __version__
 
 
@@ -42,9 +43,13 @@ class ErrorHandlingGroup(TyperGroup):
     """
 
     def invoke(self, ctx: Any) -> Any:  # typer's click Context (typer vendors click)
+        clear_stop()
         previous = _terminate_cleanly()
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if stop_requested():  # SIGTERM came and its exception was lost: never report success
+                raise Terminated()
+            return result
         except IQAError as exc:
             if _state["debug"]:
                 traceback.print_exc()
@@ -113,11 +118,8 @@ def _leave_now(code: int) -> None:
         os._exit(code)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a batch scheduler or `timeout`) unwinds like Ctrl-C, so temporary files are removed."""
-
-
 def _raise_terminated(signum: int, frame: object) -> None:
+    request_stop()  # remembered too: the exception can be lost where a library discards errors
     raise Terminated()
 
 

@@ -37,6 +37,7 @@ from iqa_cli.distort.registry import NUM_CLASSES, NUM_TYPES, TYPES
 from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.stop import raise_if_stopped
 from iqa_cli.version import __version__
 
 log = logging.getLogger(__name__)
@@ -492,6 +493,7 @@ def generate_distorted(
             name=name,
         )
         store.finalize(partial.path, attrs, split_parts, split_attrs)
+        raise_if_stopped()
         os.replace(partial.path, out)
         with contextlib.suppress(FileNotFoundError):
             store.progress_path(out).unlink()

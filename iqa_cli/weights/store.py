@@ -26,6 +26,7 @@ from filelock import FileLock
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.home import weights_dir
+from iqa_cli.stop import raise_if_stopped
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
@@ -275,6 +276,7 @@ class WeightStore:
         )
         with self._editing_index() as entries:
             old = entries.get(name)
+            raise_if_stopped()
             os.replace(staged, final)
             old_file = old.get("file") if isinstance(old, dict) else None
             if isinstance(old_file, str) and old_file != final.name:

@@ -230,6 +230,37 @@ def test_sigterm_while_packing_leaves_no_partial_file(tmp_path, _isolated_home):
     assert not out.exists() and os.listdir(out.parent) == []
 
 
+def test_a_sigterm_whose_exception_was_lost_still_stops_before_the_cache_is_committed(tmp_path, monkeypatch):
+    """CI once saw `prepare` finish with exit 0 after a SIGTERM: its exception can be lost where a library
+    discards errors. The request is remembered, so the cache is never committed and the exit is 143."""
+    import os
+    import signal
+    import time
+
+    from iqa_cli.data import cache_write
+
+    original = cache_write._stream_images
+
+    def swallowing(*args, **kwargs):
+        failed = original(*args, **kwargs)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here, and raises
+        except KeyboardInterrupt:
+            pass  # as a destructor or a C library's callback would discard it
+        return failed
+
+    monkeypatch.setattr(cache_write, "_stream_images", swallowing)
+    root = tmp_path / "photos"
+    make_folder(root)
+    out = tmp_path / "caches" / "mine.h5"
+    result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1")
+    assert result.exit_code == 143 and failed(result, "terminated (SIGTERM)"), result.output
+    assert not out.exists() and [p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")] == []
+    monkeypatch.setattr(cache_write, "_stream_images", original)
+    assert iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1").exit_code == 0
+
+
 def test_inspect_lists_a_split_s_image_names_and_the_livew_training_images(tmp_path):
     """`iqa prepare inspect CACHE --split NAME [--json]`: the names each part holds, stored or computed."""
     expected = make_livew(tmp_path / "root")
