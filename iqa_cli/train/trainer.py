@@ -130,7 +130,17 @@ def resolve_config(
     check_choices(params)
     check_label_scale(params)
     recipe.check_params(params)
+    _refuse_idle_options(recipe, params, overrides)
     return ResolvedConfig(engine, params, tiny)
+
+
+def _refuse_idle_options(recipe: Recipe[Any], params: BaseParams, overrides: dict[str, Any]) -> None:
+    """An option given on the command line that these settings never read (a config file may hold
+    them: a stage-1 run's config.toml is a fine start for stage 2)."""
+    idle = recipe.idle_params(params)
+    for name in overrides:
+        if overrides[name] is not None and name in idle:
+            raise ConfigError(f"--{name.replace('_', '-')} has no effect here ({idle[name]}); leave it out")
 
 
 def config_sections(method: str, resolved: ResolvedConfig) -> dict[str, dict[str, Any]]:

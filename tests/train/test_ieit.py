@@ -64,6 +64,19 @@ def test_stage_protocol_values_fill_what_is_left_open():
         params_for(from_run="somewhere")
 
 
+@pytest.mark.parametrize("option", ["freeze_epochs", "pretrained"])
+def test_a_stage_one_option_given_for_stage_two_is_refused_not_ignored(option, tmp_path):
+    """`--stage 2 --freeze-epochs 5` trained exactly as without it: stage 2 starts from the whole stage-1 model."""
+    value = 5 if option == "freeze_epochs" else "none"
+    with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} has no effect here \\(stage 1 only"):
+        params_for(stage=2, **{option: value})
+    assert getattr(params_for(stage=1, **{option: value}), option) == (5 if option == "freeze_epochs" else None)
+    config = tmp_path / "config.toml"  # a stage-1 run's resolved config.toml holds both: a fine start for stage 2
+    config.write_text('freeze_epochs = 5\npretrained = "none"\n')
+    resolved = resolve_config(recipe, tiny=True, config_file=config, overrides={"stage": 2})
+    assert resolved.params.stage == 2 and resolved.params.freeze_epochs == 5
+
+
 def test_stage_two_freezes_encoder_one_and_routes_gradients_as_the_authors():
     torch.manual_seed(0)
     params = params_for(stage=2, dropout=0.0)

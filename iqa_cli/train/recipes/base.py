@@ -143,6 +143,11 @@ class Recipe(ABC, Generic[P]):
         """Raise ConfigError for inconsistent parameters."""
         return None
 
+    def idle_params(self, params: P) -> dict[str, str]:
+        """Parameters that have no effect with these settings, each with why (a stage that does not use
+        it); giving one on the command line is an error rather than a silent no-op."""
+        return {}
+
     @abstractmethod
     def model_name(self, params: P) -> str:
         """Model-registry name of the network these parameters build (recorded in checkpoints)."""

@@ -254,6 +254,12 @@ class IEITRecipe(Recipe[IEITParams]):
             raise ConfigError(f"batch_size must be at least 1, got {params.batch_size}")
         check_protocol(params)
 
+    def idle_params(self, params: IEITParams) -> dict[str, str]:
+        if params.stage != 2:
+            return {}
+        why = "stage 1 only: stage 2 starts from the whole stage-1 model (--from)"
+        return {"freeze_epochs": why, "pretrained": why}
+
     def model_name(self, params: IEITParams) -> str:
         return "ieit"
 
