@@ -80,6 +80,7 @@ def show_command(
         ("method", str(info.get("method"))),
         ("dataset", f"{info.get('dataset')} ({info.get('cache')})"),
         ("status", str(info["status"])),
+        *([("no result", str(info["problem"]))] if info.get("problem") else []),
         ("created", str(info.get("created"))),
         ("selection", str(info.get("selection"))),
     ]
@@ -88,7 +89,7 @@ def show_command(
         metrics = f" srcc {_number(result.get('srcc'))} plcc {_number(result.get('plcc'))}" if result else ""
         lines.append((f"split {split}", f"{state.get('status') if isinstance(state, dict) else state}{metrics}"))
     median = info.get("median") or {}
-    if median:
+    if median and not info.get("problem"):
         lines.append(("median", f"srcc {_number(median.get('srcc'))} plcc {_number(median.get('plcc'))}"))
     for key in ("command", "versions", "host"):
         if info.get(key):

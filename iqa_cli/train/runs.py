@@ -209,6 +209,9 @@ def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         duration = None
     splits = info.get("splits") or {}
+    problem = info.get("problem") if info.get("status") == "complete" else None
+    if problem:  # a median over the measured splits alone would stand for all of them
+        median = {}
     return {
         "name": path.name,
         "path": str(path),
@@ -216,7 +219,8 @@ def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         "dataset": info.get("dataset"),
         "splits": len(splits),
         "splits_done": sum(1 for s in splits.values() if isinstance(s, dict) and s.get("status") == "complete"),
-        "status": effective_status(info),
+        "status": "no result" if problem else effective_status(info),
+        "problem": problem,
         "srcc": median.get("srcc"),
         "plcc": median.get("plcc"),
         "started": started,

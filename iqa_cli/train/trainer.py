@@ -690,6 +690,9 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     info["status"] = "complete"
     info["finished"] = now()
     info["median"] = report["median"]
+    info.pop("problem", None)
+    if problem:  # trained to the end, yet no result: `iqa runs list` says so rather than "complete"
+        info["problem"] = problem
     _save_info(root, info, dist)
     if dist.is_main:
         write_json(root / "results.json", report)

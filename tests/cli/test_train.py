@@ -175,6 +175,13 @@ def test_a_split_left_unmeasured_makes_the_run_an_error(cache, tmp_path, monkeyp
     strict((run / "run.json").read_text())
     for line in (run / "split-random_1" / "log.jsonl").read_text().splitlines():
         strict(line)
+    # `iqa runs list` showed it "complete" with random_0's SRCC standing for the run.
+    from iqa_cli.train.runs import read_run, run_summary
+
+    row = run_summary(run, read_run(run))
+    assert row["status"] == "no result" and row["srcc"] is None and "random_1" in row["problem"]
+    shown = runner.invoke(app, ["runs", "show", str(run)])
+    assert "no result" in shown.stdout and not any(line.startswith("median ") for line in shown.stdout.splitlines())
 
 
 def test_authors_split_protocols_train_and_evaluate(cache, tmp_path):
