@@ -62,6 +62,9 @@ def _too_large(width: int, height: int) -> str | None:
     return None
 
 
+# The image files iqa reads from a folder (`iqa predict DIR`, a folder pool, enhanced images).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 # Decoded images allowed in flight between the workers and the writer (bytes, all workers together).
 INFLIGHT_BYTES = 512 * 2**20
 # Most images per task: small enough that progress moves and memory stays bounded.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
 from iqa_cli.enhance import store as S
 from iqa_cli.enhance.classifier import RULE
@@ -26,7 +27,6 @@ from iqa_cli.errors import DataError
 from iqa_cli.progress import NullProgress, Progress
 
 CHUNK = 32
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _MISSING_SHOWN = 3
 
 

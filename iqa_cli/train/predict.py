@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.threads import inference_threads
@@ -30,7 +31,6 @@ from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, build_trained, read_trained
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger(__name__)
 
 PER_WORKER = 4  # images per decode process at least: fewer images decode in this process (no start-up)

@@ -251,6 +251,14 @@ def test_al_select_reads_a_folder_of_unscored_images(tmp_path, single_thread):
     # --out onto the --labelled list replaced the names labelled so far with this round's picks.
     onto = runner.invoke(app, [*pool_args(folder), "--labelled", str(labelled), "--out", str(labelled)])
     assert "is the --labelled file" in one_error_line(onto) and labelled.read_text().split() == names
+    # `--out notes.txt` replaced any text file; a .txt is replaced only when it is a list of image names.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting: label the next round\nim01.jpg looked blurred\n")
+    onto_notes = runner.invoke(app, [*pool_args(folder), "--out", str(notes)])
+    line = one_error_line(onto_notes)
+    assert "is not a list of image names (it holds the line 'meeting: label the next round')" in line
+    assert notes.read_text().startswith("meeting")
+    assert runner.invoke(app, [*pool_args(folder), "--out", str(again)]).exit_code == 0  # an earlier list: replaced
     # Round 2 without the round-1 model took zero-shot CLIP without a word (AL-IQA takes the round-1 model).
     pool = ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]
     later = [*pool, "--round", "2", "--labelled", str(labelled), "--out", str(tmp_path / "r2.txt")]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.al.params import CLIP_WEIGHTS
@@ -193,6 +194,28 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+# A names list larger than this is not one this command wrote (KonIQ-10k's whole pool takes ~110 KB).
+_NAMES_LIST_BYTES = 64 * 2**20
+
+
+def _check_names_list(out: Path) -> None:
+    """An existing .txt `--out` is replaced only when it is a list of image names, as this command writes:
+    `--out notes.txt` must not destroy a user's notes (a .csv is checked by its header)."""
+    if out.suffix.lower() != ".txt" or not out.is_file():
+        return
+    why = "it is larger than any list of names" if out.stat().st_size > _NAMES_LIST_BYTES else None
+    if why is None:
+        with open(out, encoding="utf-8", errors="replace") as handle:
+            lines = (line.strip() for line in handle)
+            stray = next((line for line in lines if line and not line.lower().endswith(IMAGE_SUFFIXES)), None)
+        why = None if stray is None else f"it holds the line {stray[:40]!r}"
+    if why is not None:
+        raise ConfigError(
+            f"--out {out} exists and is not a list of image names ({why}); it is not replaced "
+            "(give another name, or remove it first)"
+        )
+
+
 ZERO_SHOT = "zero-shot"  # `--weights zero-shot`: CLIP's zero-shot signal in any round, on purpose
 
 
@@ -206,6 +229,7 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
         raise ConfigError(
             f"--out {out} is the --labelled file: this round's picks would replace the names labelled so far"
         )
+    _check_names_list(out)
     if (options.data is None) == (options.images is None):
         raise ConfigError("give the pool as either --data (a prepared cache) or --images (a folder)")
     if options.batch_size < 1:
