@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from iqa_cli.cli.checks import open_fraction
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.cli.prepare_distorted import register as register_distorted
 from iqa_cli.cli.prepare_enhance import (
@@ -180,7 +181,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
         splits: int = typer.Option(10, "--splits", min=0, help=_SPLITS_HELP),
         split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
-        test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help=_FRACTION_HELP),
+        test_fraction: float = typer.Option(0.2, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
         enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
         enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
@@ -236,7 +237,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
         splits: int = typer.Option(10, "--splits", min=0, help=_SPLITS_HELP),
         split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
-        test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0, help=_FRACTION_HELP),
+        test_fraction: float = typer.Option(0.2, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
         enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
         enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),

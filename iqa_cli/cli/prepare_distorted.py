@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from iqa_cli.atomic import check_output_file
+from iqa_cli.cli.checks import open_fraction
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 
 _TYPES_HELP = "Distortion types to generate, e.g. 1,2,5-9 (default: all 30; `--list-types` shows them)."
@@ -60,7 +61,7 @@ def distorted(
     preview: Path = typer.Option(None, "--preview", help=_PREVIEW_HELP),
     splits: int = typer.Option(1, "--splits", help=_SPLITS_HELP),
     split_seed: int = typer.Option(0, "--split-seed", help=_SEED_HELP),
-    test_fraction: float = typer.Option(0.01, "--test-fraction", help=_FRACTION_HELP),
+    test_fraction: float = typer.Option(0.01, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
     refs_list: Path = typer.Option(
         None, "--refs-list", help="VIPNet's dataset_ref_img.csv: the references of every type but 27 (in --refs)."
     ),
@@ -177,7 +178,7 @@ def merge(
     out_path: Path = typer.Option(..., "--out", help="The merged cache to write."),
     splits: int = typer.Option(1, "--splits", help=_SPLITS_HELP),
     split_seed: int = typer.Option(0, "--split-seed", help=_SEED_HELP),
-    test_fraction: float = typer.Option(0.01, "--test-fraction", help=_FRACTION_HELP),
+    test_fraction: float = typer.Option(0.01, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
     allow_partial: bool = typer.Option(
         False, "--allow-partial", help="Merge parts that leave references out (default: refuse, naming the gaps)."
     ),

@@ -330,3 +330,11 @@ def test_the_python_api_never_replaces_another_program_s_file_either(tmp_path):
         with pytest.raises(ConfigError, match="exists and is not an iqa cache"):
             call()
     assert theirs.read_bytes() == kept
+
+
+@pytest.mark.parametrize("command", [["custom", "--root", "missing"], ["livew", "--root", "missing"]])
+@pytest.mark.parametrize("fraction", ["0", "1", "1.5"])
+def test_a_test_fraction_that_empties_a_part_is_refused_while_parsing(command, fraction):
+    """`--test-fraction 0` or `1` was refused only after every image header had been read."""
+    result = iqa(*command, "--test-fraction", fraction)
+    assert result.exit_code == 2 and failed(result, "--test-fraction", "not a share strictly between 0 and 1")

@@ -131,3 +131,14 @@ def test_missing_refs(tmp_path):
     assert result.exit_code != 0 and "--refs" in result.stderr
     result = invoke("distorted", "--refs", str(tmp_path / "none"), "--out", str(tmp_path / "e.h5"))
     assert result.exit_code != 0 and "reference folder not found" in result.stderr
+
+
+@pytest.mark.parametrize("fraction", ["0", "1", "-0.5", "2"])
+def test_a_test_fraction_outside_0_1_is_refused_while_parsing(refs, tmp_path, fraction):
+    """`prepare distorted` and `merge` took any --test-fraction (2 was found only at the split, after the images)."""
+    made = invoke("distorted", "--refs", str(refs), "--out", str(tmp_path / "d.h5"), *FAST, "--test-fraction", fraction)
+    merged = invoke("merge", str(tmp_path / "p1.h5"), "--out", str(tmp_path / "m.h5"), "--test-fraction", fraction)
+    for result in (made, merged):
+        assert result.exit_code == 2, result.output
+        assert "--test-fraction" in result.output and "not a share strictly between 0 and 1" in result.output
+    assert list(tmp_path.iterdir()) == []

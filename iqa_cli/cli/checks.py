@@ -1,0 +1,13 @@
+"""Option callbacks shared by several commands: values refused while the command line is parsed."""
+
+from __future__ import annotations
+
+import typer
+
+
+def open_fraction(value: float) -> float:
+    """A share strictly between 0 and 1 (`--test-fraction`): 0 or 1 leaves a part of every split empty,
+    which would otherwise be found only after the images' headers are read."""
+    if not 0.0 < value < 1.0:
+        raise typer.BadParameter(f"{value:g} is not a share strictly between 0 and 1")
+    return value
