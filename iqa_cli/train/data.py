@@ -127,6 +127,17 @@ def images_digest(dataset: DatasetLike) -> str:
     return digest.hexdigest()[:16]
 
 
+def cache_identity(dataset: DatasetLike) -> dict[str, Any]:
+    """What makes a cache at another path the one a run trained on (recorded in run.json, so a run whose
+    cache moved can be resumed on it): the same images and scores by name, in the same number, prepared
+    with the same size policy. The splits are checked apart, by each checkpoint's `split_digest`."""
+    return {
+        "images_digest": images_digest(dataset),
+        "count": len(dataset),
+        "resize": str(dataset.attrs.get("resize", "")),
+    }
+
+
 NO_SELECTION = "none"  # SplitParts.select_on of whole-dataset splits
 
 

@@ -29,6 +29,7 @@ from iqa_cli.train.config import (
 )
 from iqa_cli.train.data import (
     DatasetLike,
+    cache_identity,
     close_dataset,
     dataset_name,
     images_digest,
@@ -237,11 +238,26 @@ def run_data_changes(info: dict[str, Any], data: str | Path | None, split: str |
 
 
 def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) -> None:
-    """`--data` and `--split` given with --resume must be the run's own: the run continues on those."""
+    """`--data` and `--split` given with --resume must be the run's own: the run continues on those. A
+    `--data` at another path is the run's own when it is a copy of its cache (moved, or copied to a
+    faster disk): then the run continues on it, and run.json records the new path."""
     changes = run_data_changes(info, options.data, options.split)
     differ = []
     if "--data" in changes:
-        differ.append("--data (the run's cache is {}, given {})".format(*changes["--data"]))
+        recorded, given = changes["--data"]
+        why = _moved_cache_mismatch(info, given)
+        if why is None:
+            log.info(f"{root}: continuing on {given}, a copy of the run's cache {recorded} ({_SAME_CACHE})")
+            info["cache"] = str(given)
+        else:
+            differ.append(f"--data (the run's cache is {recorded}, given {given}: {why})")
+    elif not Path(str(info.get("cache"))).is_file():
+        hint = (
+            "give it at its new place with --data"
+            if isinstance(info.get("cache_identity"), dict)
+            else "this run's record predates moved caches, so put the cache back at that path"
+        )
+        raise DataError(f"the run's cache {info.get('cache')} is gone (moved or deleted): {hint}", path=root)
     if "--split" in changes:
         differ.append("--split (the run's is {!r}, given {!r})".format(*changes["--split"]))
     if differ:
@@ -250,6 +266,26 @@ def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) 
             "or start a new run)",
             path=root,
         )
+
+
+_SAME_CACHE = "the same images, scores and size policy"
+
+
+def _moved_cache_mismatch(info: dict[str, Any], given: Path) -> str | None:
+    """None when `given` is a copy of the run's cache by `cache_identity`, else why it is not one."""
+    recorded = info.get("cache_identity")
+    if not isinstance(recorded, dict):
+        return "this run's record predates moved caches, so only its own path is accepted"
+    raw, _ = open_dataset(given)
+    try:
+        found = cache_identity(raw)
+    finally:
+        close_dataset(raw)
+    if found == recorded:
+        return None
+    if found["resize"] != recorded.get("resize"):
+        return f"prepared with size policy {found['resize']!r}, the run's with {recorded.get('resize')!r}"
+    return "other images or scores"
 
 
 def _extend_epochs(
@@ -369,6 +405,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 "dataset": name,
                 "data": str(data),
                 "cache": str(Path(cache_path).absolute()),  # `--resume` from another folder opens the same file
+                "cache_identity": cache_identity(raw),  # a copy elsewhere is accepted by `--resume --data`
                 "split_arg": splits_arg,
                 "splits": {s: {"status": "pending"} for s in split_names},
                 "selected_on": resolved.engine.select_on,

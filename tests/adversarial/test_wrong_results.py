@@ -156,11 +156,39 @@ def test_resume_with_other_data_or_split_is_refused(cache, tmp_path):
     other = make_cache("other", tmp_path / "other", data_dir() / "other.h5", seed=1)
     before = digest(out / "run.json")
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out), "--data", "other", "--split", "1"))
-    assert f"--data (the run's cache is {data_dir() / 'mini.h5'}, given {other})" in line
+    assert f"--data (the run's cache is {data_dir() / 'mini.h5'}, given {other}: other images or scores)" in line
     assert "--split (the run's is '0', given '1')" in line
     assert digest(out / "run.json") == before
     same = invoke("train", "vtiqa", "--resume", "--out", str(out), "--data", str(cache), "--split", "0")
     assert same.exit_code == 0, same.output
+
+
+def test_a_run_resumes_on_a_copy_of_its_cache_at_another_path(cache, tmp_path):
+    """A run whose cache moved (scratch purged, another cluster) could not be resumed: the recorded path
+    was gone and `--data NEW` was refused as not the run's own. A copy with the same images, scores and
+    size policy is now accepted, and run.json records its path; another cache still is not."""
+    out = tmp_path / "run"
+    assert train("--data", "mini", "--split", "0", "--epochs", "1", "--out", str(out)).exit_code == 0
+    moved = tmp_path / "scratch" / "mini-copy.h5"
+    moved.parent.mkdir()
+    shutil.move(cache, moved)
+    gone = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out), "--epochs", "2"))
+    assert f"the run's cache {cache} is gone (moved or deleted): give it at its new place with --data" in gone
+    resumed = invoke("train", "vtiqa", "--resume", "--out", str(out), "--epochs", "2", "--data", str(moved))
+    assert resumed.exit_code == 0, resumed.output
+    assert f"continuing on {moved}, a copy of the run's cache {cache}" in " ".join(resumed.output.split())
+    record = json.loads((out / "run.json").read_text())
+    assert record["cache"] == str(moved) and record["status"] == "complete"
+    assert record["splits"]["random_0"]["result"]["epochs"] == 2
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
+    resized = tmp_path / "resized.h5"  # the same images and scores, prepared at another size
+    build_cache(spec, tmp_path / "mini", resized, CacheOptions(workers=1, splits=2, test_fraction=0.25, resize="40x40"))
+    again = ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "3"]
+    refused = error_line(invoke(*again, "--data", str(resized)))
+    assert "prepared with size policy" in refused and "(drop them, or start a new run)" in refused
 
 
 def test_a_refused_run_never_removes_a_folder_the_user_gave(cache, tmp_path):
