@@ -32,9 +32,12 @@ def list_command(
 ) -> None:
     """Runs, newest first: name, method, dataset, splits done, status, median SRCC/PLCC, start, duration."""
     from iqa_cli.home import runs_dir
+    from iqa_cli.train.recipes import get_recipe
     from iqa_cli.train.runs import list_runs, run_summary
 
     rows = [run_summary(path, info) for path, info in list_runs(method, data)]
+    if not rows and method is not None:
+        get_recipe(method)  # a misspelt --method is an error, not "no runs" (runs of a removed plugin still list)
     if json_output:
         print_json(rows)
         return

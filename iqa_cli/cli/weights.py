@@ -173,6 +173,10 @@ def verify_weights(
     """Re-hash stored files against the recorded SHA-256 (and the registry's), or identify a file."""
     from iqa_cli.weights.verify import identify_file, verify_all, verify_stored
 
+    if repair and target is not None:  # it rebuilt the whole index, ignoring the name, and said nothing
+        raise ConfigError(
+            f"--repair rebuilds the index of the whole store; it takes no name or file (given {target!r})"
+        )
     store = WeightStore()
     if repair:
         report = store.repair()

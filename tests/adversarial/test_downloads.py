@@ -141,6 +141,10 @@ def test_verify_repair_rebuilds_an_unreadable_index(tmp_path):
     store.add("kept", source)
     store.index_path.write_text("{ not json")
     assert "verify --repair" in error_line(invoke("weights", "verify"))
+    # `verify --repair kept` rebuilt the whole index, ignoring the name, with exit 0
+    named = error_line(invoke("weights", "verify", "--repair", "kept"))
+    assert "--repair rebuilds the index of the whole store; it takes no name or file (given 'kept')" in named
+    assert store.index_path.read_text() == "{ not json"  # refused before anything was touched
     assert invoke("weights", "verify", "--repair").exit_code == 0
     assert WeightStore().has("kept") and invoke("weights", "verify").exit_code == 0
 

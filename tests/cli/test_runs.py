@@ -41,6 +41,8 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     assert "first" in text.stdout and "…" not in text.stdout
     assert json.loads(runner.invoke(app, ["runs", "list", "--data", str(cache), "--json"]).stdout)[0]["name"] == "first"
     assert json.loads(runner.invoke(app, ["runs", "list", "--method", "ieit", "--json"]).stdout) == []
+    misspelt = runner.invoke(app, ["runs", "list", "--method", "vtqa"])  # was "no runs", exit 0
+    assert misspelt.exit_code == 2 and "unknown method 'vtqa'" in misspelt.output
     shown = json.loads(runner.invoke(app, ["runs", "show", "first", "--json"]).stdout)
     for key in ("versions", "command", "host", "created", "finished", "world_size"):
         assert shown[key], key
