@@ -22,6 +22,14 @@ def some_names(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
+class Stopped(Exception):
+    """A job that stopped on request (a signal, or its time limit) after saving a resumable state: not a
+    fault of the input, and not a bug. `exit_code` is 128 + the signal's number, or 124 for a time limit;
+    every command that trains (`train`, a sweep, `demo`) leaves with it."""
+
+    exit_code = 143
+
+
 class IQAError(Exception):
     """An error caused by user input; its message is printed as-is, on one line."""
 

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
 from iqa_cli.envvars import TRUE, check_environment
-from iqa_cli.errors import IQAError
+from iqa_cli.errors import IQAError, Stopped
 from iqa_cli.stop import Terminated, clear_stop, request_stop, stop_requested
 from iqa_cli.version import __version__
 
@@ -53,6 +53,9 @@ class ErrorHandlingGroup(TyperGroup):
         except IQAError as exc:
             if _state["debug"]:
                 traceback.print_exc()
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except Stopped as exc:  # a training stopped by a signal or its time limit, its state saved
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except Terminated:

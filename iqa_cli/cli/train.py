@@ -194,13 +194,17 @@ def make_train_command(method: str) -> Callable[..., None]:
         if kwargs["sweep"] is not None or kwargs["sweep_values"] is not None or kwargs["repeats"] is not None:
             from iqa_cli.train.sweep import run_sweep
 
-            table = run_sweep(
-                options,
-                kwargs["sweep"],
-                kwargs["sweep_values"],
-                kwargs["repeats"] or 1,
-                ConsoleProgress(bar_lines=False),
-            )
+            try:
+                table = run_sweep(
+                    options,
+                    kwargs["sweep"],
+                    kwargs["sweep_values"],
+                    kwargs["repeats"] or 1,
+                    ConsoleProgress(bar_lines=False),
+                )
+            except TrainingInterrupted as exc:  # a sweep continues by itself when run again
+                err.print(f"{method} sweep: {exc}; continue with the same command", markup=False, highlight=False)
+                raise typer.Exit(exc.exit_code) from None
             if kwargs["json_output"]:
                 print_json(table)
             else:

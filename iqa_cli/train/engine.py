@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, IQAError
+from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, IQAError, Stopped
 from iqa_cli.jsonio import dumps
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
@@ -60,7 +60,7 @@ class TrainingDiverged(IQAError):
     exit_code = EXIT_DIVERGED
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Stopped):
     """A stop was requested (signal or time limit); a resumable state was saved."""
 
     def __init__(self, reason: str, epoch: int, step: int, checkpoint: Path | None, exit_code: int) -> None:

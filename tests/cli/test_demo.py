@@ -73,3 +73,18 @@ def test_an_earlier_demo_s_folder_is_reused(tmp_path):
     (folder / PHOTOS[0]).mkdir(parents=True)
     (folder / "scores.csv").write_text(f"name,score\n{PHOTOS[0]}/{PHOTOS[0]}_t0_clean0.png,5\n")
     _check_demo_folder(folder)  # what an earlier `iqa demo` wrote: no error
+
+
+def test_a_stopped_demo_exits_with_the_signal_s_code_in_one_line(tmp_path, _isolated_home):
+    """A SIGTERM during the demo's training ended as an unforeseen error (exit 1, `TrainingInterrupted`)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "2", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "iqa_cli", "demo", *SMALL, "--workdir", str(tmp_path / "demo")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM at epoch 0 step 2"), done.stderr
+    assert "TrainingInterrupted" not in done.stderr and "--debug" not in errors[0]

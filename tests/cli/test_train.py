@@ -286,6 +286,23 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path):
     assert "differ" in one_error_line(changed)
 
 
+def test_a_stopped_sweep_exits_with_the_signal_s_code_and_continues_when_run_again(cache, tmp_path):
+    """A preempted sweep (or demo) let the training's stop out as an unforeseen error: exit 1 and
+    `error: TrainingInterrupted: ... (run iqa --debug ...)`, as if iqa had a bug."""
+    sweep = ["--data", "mini", "--epochs", "1", "--sweep", "lr", "--sweep-values", "0.001,0.002"]
+    sweep += ["--out", str(tmp_path / "sweep")]
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "2", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "iqa_cli", "train", "vtiqa", *FAST, *sweep]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 143, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("vtiqa sweep: stopped by SIGTERM at epoch 0 step 2")
+    assert line.endswith("continue with the same command")
+    assert "TrainingInterrupted" not in done.stderr
+    again = train(*sweep)
+    assert again.exit_code == 0, again.output
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
