@@ -98,6 +98,8 @@ class DemoSize:
         return self.photos * self.tiles_per_photo * (1 + len(DISTORTIONS) * self.levels)
 
 
+# The most images a demo writes (the default makes 1,170).
+MAX_IMAGES = 20_000
 FULL = DemoSize()
 QUICK = DemoSize(photos=6, tiles_per_photo=2, levels=3, epochs=6)
 
@@ -185,6 +187,11 @@ def build_demo_folder(
     progress = progress or NullProgress()
     if size.photos < 2 or size.photos > len(PHOTOS) or size.tiles_per_photo < 1 or size.levels < 1:
         raise ConfigError(f"demo size out of range: 2..{len(PHOTOS)} photos, >= 1 tile per photo, >= 1 level")
+    if size.images() > MAX_IMAGES:  # `--tiles 99999` began writing 19.5 million files
+        raise ConfigError(
+            f"--photos x --tiles x (1 + {len(DISTORTIONS)} x --levels) makes {size.images():,} demo images, more "
+            f"than {MAX_IMAGES:,}: the demo is a tour of minutes; pack a large set with `iqa prepare custom`"
+        )
     _check_demo_folder(folder)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)

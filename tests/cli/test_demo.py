@@ -88,3 +88,10 @@ def test_a_stopped_demo_exits_with_the_signal_s_code_in_one_line(tmp_path, _isol
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM at epoch 0 step 2"), done.stderr
     assert "TrainingInterrupted" not in done.stderr and "--debug" not in errors[0]
+
+
+def test_a_demo_of_millions_of_images_is_refused_before_any_is_written(tmp_path, _isolated_home):
+    """`iqa demo --tiles 99999` began writing 19.5 million files."""
+    result = runner.invoke(app, ["demo", "--tiles", "99999", "--workdir", str(tmp_path / "demo")])
+    assert result.exit_code == 2 and "makes 19,499,805 demo images, more than 20,000" in result.output
+    assert not (tmp_path / "demo").exists()
