@@ -1,10 +1,11 @@
 """A stop asked of this process by SIGTERM, remembered so that no file is committed after it.
 
 The CLI's SIGTERM handler raises `Terminated` to unwind the work. An exception raised from a signal
-handler can be lost when the handler happens to run inside code that discards errors (a destructor,
-a C library's callback); the process would then finish and commit its output as if never asked to
-stop. So the handler also records the request, and every commit point (`atomic_path`, the caches'
-and the weights store's renames) and the CLI's exit check it.
+handler is lost when the handler happens to run inside code whose errors Python discards (a
+garbage-collection callback, a destructor: "Exception ignored in ..."); the process would then finish
+and commit its output as if never asked to stop. So the handler also records the request; every commit
+point (`atomic_path`, the distorted set's and the weights store's renames) and the CLI's exit check it,
+and a training's stop request takes it over (it stops at a step, with its state saved).
 """
 
 from __future__ import annotations

@@ -286,6 +286,41 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path):
     assert "differ" in one_error_line(changed)
 
 
+def test_a_sigterm_lost_before_training_stops_the_run_with_a_resumable_state(cache, tmp_path, monkeypatch):
+    """A SIGTERM whose exception Python discarded (a garbage-collection callback) before training began:
+    the run trained to the end and exited 0. Lost before the run's record is written, nothing is written
+    and the exit is 143; lost after it, the run stops at its first step, saved, with exit 143."""
+    import signal
+    import time
+
+    from iqa_cli.train import trainer
+
+    def losing_a_sigterm(function):
+        def wrapped(*args, **kwargs):
+            result = function(*args, **kwargs)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the CLI's handler runs here, and raises
+            except KeyboardInterrupt:
+                pass  # as Python does in a garbage-collection callback
+            return result
+
+        return wrapped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "open_dataset", losing_a_sigterm(trainer.open_dataset))
+        early = train("--data", "mini", "--epochs", "2", "--out", str(tmp_path / "early"))
+    assert early.exit_code == 143 and "terminated (SIGTERM)" in early.output, early.output
+    assert not (tmp_path / "early" / "run.json").exists()
+    monkeypatch.setattr(trainer, "open_watched", losing_a_sigterm(trainer.open_watched))
+    out = tmp_path / "run"
+    result = train("--data", "mini", "--epochs", "2", "--out", str(out))
+    assert result.exit_code == 143, result.output
+    assert "stopped by SIGTERM at epoch 0 step 1" in result.output and "--resume" in result.output
+    assert (out / "split-random_0" / "last.pt").is_file()
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
 def test_a_stopped_sweep_exits_with_the_signal_s_code_and_continues_when_run_again(cache, tmp_path):
     """A preempted sweep (or demo) let the training's stop out as an unforeseen error: exit 1 and
     `error: TrainingInterrupted: ... (run iqa --debug ...)`, as if iqa had a bug."""

@@ -282,3 +282,16 @@ def test_half_precision_evaluation_ties_are_warned_once_per_split(tmp_path, data
     levels = [r.levelno for r in caplog.records if "distinct predictions" in r.message]
     assert levels == [logging.WARNING]  # a warning, so `-q` shows it too
     assert "--eval-amp tf32 or off" in warned[0]
+
+
+def test_a_sigterm_whose_exception_was_lost_before_training_stops_the_loop_with_a_saved_state():
+    """The CLI's SIGTERM handler raised where Python discarded the exception (iqa_cli.stop): training must
+    still stop, at its first step, and its resumable state must be saved, not blocked by the request."""
+    from iqa_cli.stop import request_stop, stop_requested
+
+    request_stop()
+    with StopRequest() as stop:
+        assert stop.requested and stop.signal_name == "SIGTERM"
+        assert not stop_requested()  # handed over: the state's atomic save is not refused
+    with StopRequest() as later:
+        assert not later.requested
