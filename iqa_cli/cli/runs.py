@@ -1,4 +1,4 @@
-"""`iqa runs list|show|rm`: find, inspect and remove training runs."""
+"""`iqa runs list|show|combine|rm`: find, inspect, join and remove training runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from iqa_cli.cli.console import err, out, print_json
 
-app = typer.Typer(rich_markup_mode=None, help="Training runs: list, show, remove.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Training runs: list, show, combine, remove.", no_args_is_help=True)
 
 
 def _number(value: object) -> str:
@@ -100,6 +100,25 @@ def show_command(
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         out.print(f"{key.ljust(width)}  {value}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("combine")
+def combine_command(
+    runs: list[str] = typer.Argument(..., help="two or more run names or folders"),
+    json_output: bool = typer.Option(False, "--json", help="print the combined report as one JSON document"),
+) -> None:
+    """One report from runs that each trained some splits of one protocol (a job array: one split per job).
+
+    Refused unless they are of one method, on one dataset, with the same options, finished, and no split
+    is in two of them."""
+    from iqa_cli.cli.train import show_train_report
+    from iqa_cli.train.combine import combine_runs
+
+    report = combine_runs(runs)
+    if json_output:
+        print_json(report)
+        return
+    show_train_report(report)
 
 
 @app.command("rm")

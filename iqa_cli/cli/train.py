@@ -248,28 +248,34 @@ def show_train_report(report: dict[str, Any]) -> None:
     title = f"{report['method']} on {report['dataset']}: test metrics of the kept model (selected on the {selection})"
     table = Table(title=title)
     columns = report.get("columns") or ["srcc", "plcc", "plcc_logistic", "krcc", "rmse"]
-    for column in ("split", "n", *columns, "best epoch", "epochs"):
+    combined = "runs" in report  # `iqa runs combine`: each split's row names its run
+    for column in ("split", *(["run"] if combined else []), "n", *columns, "best epoch", "epochs"):
         table.add_column(column, justify="right")
     for row in report["splits"]:
         table.add_row(
             str(row["split"]),
+            *([str(row.get("run"))] if combined else []),
             str(row["n"]),
             *row_cells(row, columns),
             str(row["best_epoch"]),
             str(row["epochs"]),
         )
     rows = report["splits"]
+    blank = ["", ""] if combined else [""]
     if len(rows) > 1:
-        table.add_row("median", "", *summary_cells(rows, report["median"], columns), "", "")
+        table.add_row("median", *blank, *summary_cells(rows, report["median"], columns), "", "")
         mean, std = report.get("mean") or {}, report.get("std") or {}
         if mean:
-            table.add_row("mean ± std", "", *summary_cells(rows, mean, columns, std), "", "")
+            table.add_row("mean ± std", *blank, *summary_cells(rows, mean, columns, std), "", "")
     out.print(table)
     note = fallback_note(rows, columns)
     if note:
         out.print(note, markup=False, highlight=False)
     _show_watch(report)
-    out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+    if combined:
+        out.print(f"runs: {', '.join(report['runs'])}", markup=False, highlight=False)
+    else:
+        out.print(f"run folder: {report['run']}", markup=False, highlight=False)
 
 
 def show_sweep(table: dict[str, Any]) -> None:

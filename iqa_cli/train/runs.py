@@ -31,10 +31,11 @@ BEST = "best.safetensors"
 LAST = "last.pt"
 LOG = "log.jsonl"
 RESULT = "result.json"
+RESULT_FILE = "results.json"  # the run's report: every split's row and the median over them
 PREDICTIONS = "test_predictions.csv"
 CURVES = "curves.png"
 # What a run writes at its top level, beside its `split-*` folders.
-RUN_RECORDS = (RUN_FILE, "config.toml", "config.json", "results.json")
+RUN_RECORDS = (RUN_FILE, "config.toml", "config.json", RESULT_FILE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 

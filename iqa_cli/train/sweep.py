@@ -29,7 +29,7 @@ from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
-from iqa_cli.train.runs import read_run, run_root
+from iqa_cli.train.runs import RESULT_FILE, read_run, run_root
 from iqa_cli.train.trainer import (
     RESUMABLE_CHANGES,
     ResolvedConfig,
@@ -211,7 +211,7 @@ def _plain(config: ResolvedConfig) -> dict[str, Any]:
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:
-    results = folder / "results.json"
+    results = folder / RESULT_FILE
     if not (folder / "run.json").is_file() or not results.is_file():
         return None
     if read_run(folder).get("status") != "complete":

@@ -46,6 +46,7 @@ from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import (
+    RESULT_FILE,
     check_new_run_folder,
     effective_status,
     newest_run,
@@ -732,9 +733,9 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         info["problem"] = problem
     _save_info(root, info, dist)
     if dist.is_main:
-        write_json(root / "results.json", report)
+        write_json(root / RESULT_FILE, report)
     if problem:  # the run is complete and its files are written; its summary is no result
-        raise DataError(f"{problem}; each split's figures are in results.json", path=root / "results.json")
+        raise DataError(f"{problem}; each split's figures are in {RESULT_FILE}", path=root / RESULT_FILE)
     return report if dist.is_main else None  # other DDP ranks: rank 0 reports
 
 

@@ -228,3 +228,46 @@ def test_a_relative_iqa_home_records_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.setenv("IQA_HOME", str(tmp_path / "h"))
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--name", "r", "--epochs", "2"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(tmp_path, monkeypatch):
+    """A job array trains one split per job, each in its own run: `iqa runs combine` gives the report one
+    run over all the splits gives, and refuses runs that are not of one protocol."""
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+
+    def train(*args: str) -> None:
+        result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", *args])
+        assert result.exit_code == 0, result.output
+
+    train("--split", "all", "--name", "whole")
+    train("--split", "1", "--name", "job1")
+    train("--split", "0", "--name", "job0")
+    combined = runner.invoke(app, ["runs", "combine", "job1", "job0", "--json"])
+    assert combined.exit_code == 0, combined.output
+    report = json.loads(combined.stdout)
+    whole = json.loads((tmp_path / "runs" / "whole" / "results.json").read_text())
+    assert [(r["split"], r["run"]) for r in report["splits"]] == [("random_0", "job0"), ("random_1", "job1")]
+    for name in ("srcc", "plcc", "rmse"):
+        assert [r[name] for r in report["splits"]] == [r[name] for r in whole["splits"]], name
+        assert report["median"][name] == whole["median"][name] and report["mean"][name] == whole["mean"][name]
+    text = runner.invoke(app, ["runs", "combine", "job0", "job1"])
+    assert text.exit_code == 0 and "median" in text.stdout and "job0" in text.stdout and "runs:" in text.stdout
+
+    def refused(*runs: str) -> str:
+        result = runner.invoke(app, ["runs", "combine", *runs])
+        assert result.exit_code != 0, result.output
+        return result.output
+
+    assert "split random_0 is in two runs" in refused("job0", "whole")
+    assert "is given twice" in refused("job0", "job0")
+    assert "two or more runs" in refused("job0")
+    train("--split", "1", "--name", "other-lr", "--lr", "0.001")
+    assert "other options: lr 0.001 (not 0.002)" in refused("job0", "other-lr")
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", seed=1)
+    result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "other", "--split", "1", "--name", "other-data"])
+    assert result.exit_code == 0, result.output
+    assert "trained on other data" in refused("job0", "other-data")
+    record = json.loads((tmp_path / "runs" / "job1" / "run.json").read_text())
+    (tmp_path / "runs" / "job1" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    assert "the run is interrupted, not complete" in refused("job0", "job1")

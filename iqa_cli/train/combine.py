@@ -1,0 +1,114 @@
+"""One report from runs that each trained some splits of one protocol.
+
+A cluster runs the 10-split protocol as a job array, one split per job (`iqa train vtiqa --data koniq
+--split $SLURM_ARRAY_TASK_ID`), so each run holds one split's result. `combine_runs` joins them into the
+report one run over every split would give: the split rows, and median, mean and std over them. It is
+refused unless the runs are of one method, on one dataset (the same images, scores and size policy, by
+`cache_identity`), with the same options (where they ran aside), selected the same way, finished, and
+no split is in two runs: otherwise the median would mix results that are not one protocol's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from iqa_cli.errors import ConfigError, DataError, some_names
+from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
+from iqa_cli.train.recipes import get_recipe
+from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
+from iqa_cli.train.trainer import RESUMABLE_CHANGES, selection_label
+
+
+def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
+    """The report of the splits of `runs` (names or folders) as one protocol; see the module's text."""
+    roots = [find_run(run) for run in runs]
+    if len(roots) < 2:
+        raise ConfigError("give two or more runs to combine (one run's report is `iqa runs show`)")
+    seen: dict[Path, Path] = {}
+    for root in roots:
+        if root.resolve() in seen:
+            raise ConfigError(f"{root} is given twice (as {seen[root.resolve()]})")
+        seen[root.resolve()] = root
+    infos = [read_run(root) for root in roots]
+    for root, info in zip(roots, infos, strict=True):
+        status = effective_status(info)
+        if status != "complete":
+            raise DataError(f"the run is {status}, not complete: finish it (`iqa train --resume`) first", path=root)
+    first, first_info = roots[0], infos[0]
+    for root, info in zip(roots[1:], infos[1:], strict=True):
+        why = _difference(first_info, info)
+        if why:
+            raise ConfigError(f"{root} is not of the same protocol as {first}: {why}; only such runs combine")
+    rows: list[dict[str, Any]] = []
+    owner: dict[str, Path] = {}
+    for root in roots:
+        for row in _result_rows(root):
+            split = str(row["split"])
+            if split in owner:
+                raise ConfigError(
+                    f"split {split} is in two runs, {owner[split]} and {root}: a median would count it twice; "
+                    "leave one out"
+                )
+            owner[split] = root
+            rows.append({**row, "run": root.name})
+    rows.sort(key=lambda row: _split_order(str(row["split"])))
+    recipe = get_recipe(str(first_info.get("method")))
+    problem = unmeasured_summary_problem([row for row in rows if row.get("n")], recipe.report_metrics[0])
+    if problem:
+        raise DataError(f"{problem}; the combined runs are no result")
+    return {
+        "method": recipe.name,
+        "dataset": first_info.get("dataset"),
+        "runs": [str(root) for root in roots],
+        "selected_on": first_info.get("selected_on"),
+        "selection": selection_label(str(first_info.get("selected_on"))),
+        "splits": rows,
+        **summary_metrics(rows, recipe.metric_names),
+        "columns": list(recipe.report_metrics),
+    }
+
+
+def _result_rows(root: Path) -> list[dict[str, Any]]:
+    try:
+        report = json.loads((root / RESULT_FILE).read_text())
+        rows = report["splits"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"no readable {RESULT_FILE} (the run's report)", path=root) from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) and "split" in row for row in rows):
+        raise DataError(f"{RESULT_FILE} lists no splits", path=root)
+    return rows
+
+
+def _options(info: dict[str, Any]) -> dict[str, Any]:
+    """The options that shape a run's result (where it ran and how often it logged do not)."""
+    config = info.get("config") or {}
+    values = {"tiny": config.get("tiny"), **(config.get("engine") or {}), **(config.get("params") or {})}
+    return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
+
+
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """Why runs `a` and `b` are not of one protocol, or None."""
+    if a.get("method") != b.get("method"):
+        return f"method {b.get('method')!r}, not {a.get('method')!r}"
+    identity_a, identity_b = a.get("cache_identity"), b.get("cache_identity")
+    if isinstance(identity_a, dict) and isinstance(identity_b, dict):
+        if identity_a != identity_b:
+            return f"trained on other data ({b.get('cache')}: other images, scores or size than {a.get('cache')})"
+    elif Path(str(a.get("cache"))).resolve() != Path(str(b.get("cache"))).resolve():
+        return f"trained on another cache ({b.get('cache')}, not {a.get('cache')})"
+    options_a, options_b = _options(a), _options(b)
+    differ = sorted(key for key in options_a.keys() | options_b.keys() if options_a.get(key) != options_b.get(key))
+    if differ:
+        shown = [f"{key} {options_b.get(key)!r} (not {options_a.get(key)!r})" for key in differ]
+        return f"other options: {some_names(shown)}"
+    return None
+
+
+def _split_order(name: str) -> tuple[str, int, str]:
+    """`random_2` before `random_10`."""
+    match = re.fullmatch(r"(.*?)(\d+)", name)
+    return (match.group(1), int(match.group(2)), "") if match else (name, -1, name)
