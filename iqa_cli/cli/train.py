@@ -242,7 +242,7 @@ def show_train_report(report: dict[str, Any]) -> None:
     if report["splits"] and all(row["n"] == 0 for row in report["splits"]):
         out.print(f"{report['method']} on {report['dataset']}: every image trained (whole-dataset rounds), none tested")
         _show_watch(report)
-        out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+        _show_where(report)
         return
     selection = report["selection"]
     title = f"{report['method']} on {report['dataset']}: test metrics of the kept model (selected on the {selection})"
@@ -272,7 +272,11 @@ def show_train_report(report: dict[str, Any]) -> None:
     if note:
         out.print(note, markup=False, highlight=False)
     _show_watch(report)
-    if combined:
+    _show_where(report)
+
+
+def _show_where(report: dict[str, Any]) -> None:
+    if "runs" in report:  # `iqa runs combine`
         out.print(f"runs: {', '.join(report['runs'])}", markup=False, highlight=False)
     else:
         out.print(f"run folder: {report['run']}", markup=False, highlight=False)

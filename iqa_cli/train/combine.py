@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_cli.errors import ConfigError, DataError, some_names
+from iqa_cli.train.data import is_whole_split
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
@@ -52,6 +53,11 @@ def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
                 raise ConfigError(
                     f"split {split} is in two runs, {owner[split]} and {root}: a median would count it twice; "
                     "leave one out"
+                )
+            if is_whole_split(split):  # its figures are the watched datasets', which are not joined here
+                raise ConfigError(
+                    f"{root} trained whole-dataset round {split}, which tests nothing: only runs of train/test "
+                    "splits combine"
                 )
             owner[split] = root
             rows.append({**row, "run": root.name})

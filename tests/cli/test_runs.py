@@ -271,3 +271,8 @@ def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(t
     record = json.loads((tmp_path / "runs" / "job1" / "run.json").read_text())
     (tmp_path / "runs" / "job1" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
     assert "the run is interrupted, not complete" in refused("job0", "job1")
+    (tmp_path / "runs" / "job1" / "run.json").write_text(json.dumps(record))
+    results = json.loads((tmp_path / "runs" / "job1" / "results.json").read_text())
+    results["splits"][0]["split"] = "whole_1"  # whole-dataset rounds test nothing: their figures are --watch's
+    (tmp_path / "runs" / "job1" / "results.json").write_text(json.dumps(results))
+    assert "whole-dataset round whole_1, which tests nothing" in refused("job0", "job1")
