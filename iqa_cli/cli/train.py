@@ -185,7 +185,7 @@ def make_train_command(method: str) -> Callable[..., None]:
                 print_json(plan)
                 return
             header = (
-                f"iqa train {method}: data {plan['data']}, split {plan['split'] or '(the first)'}, device "
+                f"iqa train {method}: data {plan['data']}, {_splits_text(plan['splits'])}, device "
                 f"{plan['device']}, precision train {plan['precision']['train']} / eval {plan['precision']['eval']}"
                 + (f", resuming {plan['run']}" if plan["run"] else "")
             )
@@ -236,6 +236,12 @@ def make_train_command(method: str) -> Callable[..., None]:
     )
     command.__name__ = f"train_{method}"
     return command
+
+
+def _splits_text(splits: list[str] | None) -> str:
+    if not splits:
+        return "split -"
+    return f"split {splits[0]}" if len(splits) == 1 else f"splits {', '.join(splits)}"
 
 
 def show_train_report(report: dict[str, Any]) -> None:

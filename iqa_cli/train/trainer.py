@@ -154,8 +154,9 @@ def config_sections(method: str, resolved: ResolvedConfig) -> dict[str, dict[str
 
 
 def planned_config(options: TrainOptions) -> dict[str, Any]:
-    """What `iqa train` would run, without creating a run: every option, the data file, the device
-    and the precision (`--print-config`)."""
+    """What `iqa train` would run, without creating a run: every option, the data file and its splits,
+    the device and the precision (`--print-config`). What `iqa train` would refuse before training (a
+    split the cache lacks, options a resume may not change) is refused here too: a pre-flight check."""
     from iqa_cli.home import resolve_cache
     from iqa_cli.train.precision import amp_dtype
 
@@ -163,6 +164,11 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     if options.resume:
         root = _resume_root(recipe, options)
         info, resolved = load_run_config(recipe, root)
+        _check_resume_overrides(resolved, options)
+        _check_resume_data(info, options, root)
+        changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
+        resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
+        resolved, info = _extend_epochs(resolved, info, options.overrides.get("epochs"), root)
         data, split = info.get("cache"), info.get("split_arg")
     else:
         resolved = resolve_config(
@@ -174,10 +180,18 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     device = resolve_device(resolved.engine.device, _local_rank())
     dtype = amp_dtype(resolved.engine.amp, device)
     eval_dtype = amp_dtype(resolved.engine.eval_amp, device, evaluation=True)
+    splits = None
+    if data is not None:
+        raw, cache_path = open_dataset(data)
+        try:
+            splits = resolve_split_names(raw, split, source=f"cache {cache_path}")
+        finally:
+            close_dataset(raw)
     return {
         "method": recipe.name,
         "data": str(resolve_cache(data)) if data is not None else None,
         "split": split,
+        "splits": splits,
         "run": str(root) if root is not None else None,
         "device": str(device),
         # float32 unless autocast: bf16 / fp16 differ from the authors' float32 (see docs/protocols.md)

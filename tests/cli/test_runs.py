@@ -88,7 +88,23 @@ def test_print_config_shows_the_plan_and_creates_no_run(tmp_path, monkeypatch):
     assert "precision train float32" in result.stdout  # on the CPU
     plan = json.loads(runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--print-config", "--json"]).stdout)
     assert plan["sections"]["vtiqa protocol"]["epochs"] == 2000 and plan["device"] == "cpu"
+    assert plan["splits"] == ["random_0"]
+    every = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--split", "all", "--print-config"])
+    assert "splits random_0, random_1, device cpu" in every.stdout
+    # A pre-flight check: what `iqa train` refuses before training, --print-config refused too (it printed
+    # a plan for a split the cache lacks, and for --resume with options the run would refuse).
+    missing = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--split", "7", "--print-config"])
+    assert missing.exit_code == 65 and "split '7' does not exist" in missing.output
     assert not (tmp_path / "runs").exists()
+    run = ["train", "vtiqa", *FAST, "--data", "mini", "--name", "r"]
+    assert runner.invoke(app, run).exit_code == 0
+    changed = runner.invoke(app, ["train", "vtiqa", "--resume", "--name", "r", "--lr", "5", "--print-config"])
+    assert changed.exit_code == 2 and "these options differ from it: lr" in changed.output
+    longer = runner.invoke(
+        app, ["train", "vtiqa", "--resume", "--name", "r", "--epochs", "3", "--print-config", "--json"]
+    )
+    assert json.loads(longer.stdout)["sections"]["vtiqa protocol"]["epochs"] == 3
+    assert json.loads((tmp_path / "runs" / "r" / "run.json").read_text())["status"] == "complete"  # only planned
 
 
 def test_a_validation_part_too_small_for_a_correlation_is_refused_before_training(tmp_path):
