@@ -49,7 +49,10 @@ def make_eval_command(method: str) -> Callable[..., None]:
             "logistic (and per-type bars with --by-type), or the --matrix heatmap",
         ),
         weights: Optional[str] = typer.Option(  # noqa: UP045
-            None, "--weights", help="checkpoint file or weights-store name (default: newest local run)"
+            None,
+            "--weights",
+            help="checkpoint file, weights-store name, run, or runs a,b,c that each trained some splits of one "
+            "protocol (a job array) (default: newest local run)",
         ),
         split_file: Optional[Path] = typer.Option(  # noqa: UP045
             None,

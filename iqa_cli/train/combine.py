@@ -27,41 +27,13 @@ from iqa_cli.train.trainer import RESUMABLE_CHANGES, selection_label
 def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
     """The report of the splits of `runs` (names or folders) as one protocol; see the module's text."""
     roots = [find_run(run) for run in runs]
-    if len(roots) < 2:
-        raise ConfigError("give two or more runs to combine (one run's report is `iqa runs show`)")
-    seen: dict[Path, Path] = {}
-    for root in roots:
-        if root.resolve() in seen:
-            raise ConfigError(f"{root} is given twice (as {seen[root.resolve()]})")
-        seen[root.resolve()] = root
     infos = [read_run(root) for root in roots]
-    for root, info in zip(roots, infos, strict=True):
-        status = effective_status(info)
-        if status != "complete":
-            raise DataError(f"the run is {status}, not complete: finish it (`iqa train --resume`) first", path=root)
-    first, first_info = roots[0], infos[0]
-    for root, info in zip(roots[1:], infos[1:], strict=True):
-        why = _difference(first_info, info)
-        if why:
-            raise ConfigError(f"{root} is not of the same protocol as {first}: {why}; only such runs combine")
-    rows: list[dict[str, Any]] = []
-    owner: dict[str, Path] = {}
-    for root in roots:
-        for row in _result_rows(root):
-            split = str(row["split"])
-            if split in owner:
-                raise ConfigError(
-                    f"split {split} is in two runs, {owner[split]} and {root}: a median would count it twice; "
-                    "leave one out"
-                )
-            if is_whole_split(split):  # its figures are the watched datasets', which are not joined here
-                raise ConfigError(
-                    f"{root} trained whole-dataset round {split}, which tests nothing: only runs of train/test "
-                    "splits combine"
-                )
-            owner[split] = root
-            rows.append({**row, "run": root.name})
+    check_one_protocol(roots, infos)
+    results = {root: _result_rows(root) for root in roots}
+    split_owners({root: [str(row["split"]) for row in rows] for root, rows in results.items()})
+    rows = [{**row, "run": root.name} for root, found in results.items() for row in found]
     rows.sort(key=lambda row: _split_order(str(row["split"])))
+    first_info = infos[0]
     recipe = get_recipe(str(first_info.get("method")))
     problem = unmeasured_summary_problem([row for row in rows if row.get("n")], recipe.report_metrics[0])
     if problem:
@@ -76,6 +48,45 @@ def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
         **summary_metrics(rows, recipe.metric_names),
         "columns": list(recipe.report_metrics),
     }
+
+
+def check_one_protocol(roots: Sequence[Path], infos: Sequence[dict[str, Any]]) -> None:
+    """Refuse runs that are fewer than two, given twice, unfinished, or not of one protocol (method,
+    data, options)."""
+    if len(roots) < 2:
+        raise ConfigError("give two or more runs to combine (one run's report is `iqa runs show`)")
+    seen: dict[Path, Path] = {}
+    for root in roots:
+        if root.resolve() in seen:
+            raise ConfigError(f"{root} is given twice (as {seen[root.resolve()]})")
+        seen[root.resolve()] = root
+    for root, info in zip(roots, infos, strict=True):
+        status = effective_status(info)
+        if status != "complete":
+            raise DataError(f"the run is {status}, not complete: finish it (`iqa train --resume`) first", path=root)
+    for root, info in zip(roots[1:], infos[1:], strict=True):
+        why = _difference(infos[0], info)
+        if why:
+            raise ConfigError(f"{root} is not of the same protocol as {roots[0]}: {why}; only such runs combine")
+
+
+def split_owners(splits_of: dict[Path, list[str]]) -> dict[str, Path]:
+    """split -> the run that trained it; a split in two runs, or a whole-dataset round, is refused."""
+    owner: dict[str, Path] = {}
+    for root, splits in splits_of.items():
+        for split in splits:
+            if split in owner:
+                raise ConfigError(
+                    f"split {split} is in two runs, {owner[split]} and {root}: a median would count it twice; "
+                    "leave one out"
+                )
+            if is_whole_split(split):  # its figures are the watched datasets', which are not joined here
+                raise ConfigError(
+                    f"{root} trained whole-dataset round {split}, which tests nothing: only runs of train/test "
+                    "splits combine"
+                )
+            owner[split] = root
+    return owner
 
 
 def _result_rows(root: Path) -> list[dict[str, Any]]:

@@ -128,7 +128,11 @@ class EvalJob:
 
 
 def _by_split(weights: RunWeights) -> WeightsPlan:
-    return {split: path for split, path in weights.by_split.items()}
+    return _by_split_plan(weights.by_split)
+
+
+def _by_split_plan(by_split: dict[str, Path]) -> WeightsPlan:
+    return {split: path for split, path in by_split.items()}
 
 
 def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPlan, RunWeights | None]:
@@ -136,6 +140,9 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
     if options.weights is not None:
         from iqa_cli.train.runs import find_run
 
+        names = [part.strip() for part in str(options.weights).split(",") if part.strip()]
+        if len(names) > 1 and not Path(str(options.weights)).expanduser().exists():
+            return _joined_runs_plan(names)
         try:  # a run (name or folder): its own kept models, split by split
             given = run_weights(find_run(options.weights))
         except ConfigError:
@@ -163,6 +170,21 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
     return _by_split(run), run
 
 
+def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
+    """`--weights a,b,c`: the kept models of runs that each trained some splits of one protocol (a job
+    array, one split per job), scored as one run's; refused as `iqa runs combine` refuses them."""
+    from iqa_cli.train.combine import check_one_protocol, split_owners
+    from iqa_cli.train.runs import find_run
+
+    roots = [find_run(name) for name in names]
+    runs = [run_weights(root) for root in roots]
+    check_one_protocol(roots, [run.info for run in runs])
+    split_owners({run.run: list(run.by_split) for run in runs})
+    by_split = {split: path for run in runs for split, path in run.by_split.items()}
+    label = ", ".join(str(root) for root in roots)
+    return _by_split_plan(by_split), RunWeights(runs[0].run, runs[0].info, by_split, label=label)
+
+
 def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:
     recipe = get_recipe(options.method)
     progress = progress or NullProgress()
@@ -178,7 +200,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
         raise ConfigError(f"--preload-gb: must be at least 0, got {options.preload_gb}")
     plan, run = _weights_plan(recipe, options)
     if run is not None:
-        log.info(f"evaluating run {run.run} (kept models: {', '.join(str(p) for p in plan.values())})")
+        log.info(f"evaluating run {run.shown} (kept models: {', '.join(str(p) for p in plan.values())})")
     else:
         log.info(f"evaluating weights {plan[None]}")
     target = options.cross if options.cross is not None else options.data
@@ -214,7 +236,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                 if missing and options.split is not None:
                     states = "".join(f" {run.unfinished[s]}" for s in missing[:1] if s in run.unfinished)
                     raise CheckpointError(
-                        f"run {run.run} has no kept model for split(s) {', '.join(missing)}{states} (finished: "
+                        f"run {run.shown} has no kept model for split(s) {', '.join(missing)}{states} (finished: "
                         f"{_trained(plan)})"
                     )
                 names = [s for s in names if s in plan]
@@ -228,7 +250,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                 wanted = [k for k in (options.split, f"{RANDOM_PREFIX}{options.split}") if k in plan]
                 if not wanted:
                     raise CheckpointError(
-                        f"run {run.run} has no kept model for split '{options.split}' (finished: {_trained(plan)})"
+                        f"run {run.shown} has no kept model for split '{options.split}' (finished: {_trained(plan)})"
                     )
                 keys = [k for k in wanted[:1]]
             jobs = [EvalJob("all", plan[k], everything, k) for k in keys]
@@ -424,7 +446,7 @@ def _run_jobs(
         dataset=name,
         cross=options.cross is not None,
         trained_on=results[0]["trained_on"] if results else None,
-        weights=str(run.run) if run is not None else str(options.weights or ""),
+        weights=run.shown if run is not None else str(options.weights or ""),
         results=results,
         median=summary["median"],
         mean=summary["mean"],

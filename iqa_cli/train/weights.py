@@ -129,6 +129,11 @@ class RunWeights:
     info: dict[str, Any]
     by_split: dict[str, Path]  # the kept model of every split that finished training
     unfinished: dict[str, str] = field(default_factory=dict)  # split -> its status (pending, interrupted, ...)
+    label: str = ""  # how messages name it: the runs of `--weights a,b,c` joined as one; else the folder
+
+    @property
+    def shown(self) -> str:
+        return self.label or str(self.run)
 
     def unfinished_text(self) -> str:
         if not self.unfinished:  # no split recorded at all (the run failed before its first)

@@ -269,6 +269,17 @@ def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(t
         assert report["median"][name] == whole["median"][name] and report["mean"][name] == whole["mean"][name]
     text = runner.invoke(app, ["runs", "combine", "job0", "job1"])
     assert text.exit_code == 0 and "median" in text.stdout and "job0" in text.stdout and "runs:" in text.stdout
+    # `iqa eval --weights job0,job1` scores the array's kept models as one run's, here and across datasets
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", seed=1)
+    for extra in ([], ["--cross", "other"]):
+        joined = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "job1,job0", *extra, "--json"])
+        alone = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "whole", *extra, "--json"])
+        assert joined.exit_code == 0 and alone.exit_code == 0, joined.output + alone.output
+        a, b = json.loads(joined.stdout), json.loads(alone.stdout)
+        assert a["median"] == b["median"] and len(a["results"]) == 2, extra
+        assert a["weights"] == f"{tmp_path / 'runs' / 'job1'}, {tmp_path / 'runs' / 'job0'}"
+    twice = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "job0,whole"])
+    assert twice.exit_code == 2 and "split random_0 is in two runs" in twice.output
 
     def refused(*runs: str) -> str:
         result = runner.invoke(app, ["runs", "combine", *runs])
@@ -280,7 +291,6 @@ def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(t
     assert "two or more runs" in refused("job0")
     train("--split", "1", "--name", "other-lr", "--lr", "0.001")
     assert "other options: lr 0.001 (not 0.002)" in refused("job0", "other-lr")
-    make_cache("other", tmp_path / "other", data_dir() / "other.h5", seed=1)
     result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "other", "--split", "1", "--name", "other-data"])
     assert result.exit_code == 0, result.output
     assert "trained on other data" in refused("job0", "other-data")
