@@ -162,13 +162,7 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
 
     recipe = get_recipe(options.method)
     if options.resume:
-        root = _resume_root(recipe, options)
-        info, resolved = load_run_config(recipe, root)
-        _check_resume_overrides(resolved, options)
-        _check_resume_data(info, options, root)
-        changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
-        resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
-        resolved, info = _extend_epochs(resolved, info, options.overrides.get("epochs"), root)
+        root, info, resolved = _resumed(recipe, options)
         data, split = info.get("cache"), info.get("split_arg")
     else:
         resolved = resolve_config(
@@ -328,6 +322,19 @@ def _extend_epochs(
     return dataclasses.replace(resolved, params=params), info
 
 
+def _resumed(recipe: Recipe[Any], options: TrainOptions) -> tuple[Path, dict[str, Any], ResolvedConfig]:
+    """The run `--resume` continues, its record, and its configuration with what a resume may change
+    (refused where the options ask for what it may not)."""
+    root = _resume_root(recipe, options)
+    info, resolved = load_run_config(recipe, root)
+    _check_resume_overrides(resolved, options)
+    _check_resume_data(info, options, root)
+    changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
+    resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
+    resolved, info = _extend_epochs(resolved, info, options.overrides.get("epochs"), root)
+    return root, info, resolved
+
+
 def _resume_root(recipe: Recipe[Any], options: TrainOptions) -> Path:
     if options.out is not None or options.name is not None:
         root = run_root(method=recipe.name, dataset="", name=options.name, out=options.out)
@@ -346,16 +353,10 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     """Train `options.method`; returns the summary also written to `results.json` (None on DDP ranks > 0)."""
     recipe = get_recipe(options.method)
     if options.resume:
-        root = _resume_root(recipe, options)
-        info, resolved = load_run_config(recipe, root)
+        root, info, resolved = _resumed(recipe, options)
         if effective_status(info) == "killed" and progress is not None:
             pid = (info.get("process") or {}).get("pid")
             log.info(f"{root}: the run was stopped from outside (its process {pid} is gone); resuming it")
-        _check_resume_overrides(resolved, options)
-        _check_resume_data(info, options, root)
-        changes = {k: v for k, v in options.overrides.items() if v is not None and k in RESUMABLE_CHANGES}
-        resolved = dataclasses.replace(resolved, engine=apply_values(resolved.engine, changes, source="options"))
-        resolved, info = _extend_epochs(resolved, info, options.overrides.get("epochs"), root)
         data = info["cache"]
         splits_arg = info["split_arg"]
     else:
