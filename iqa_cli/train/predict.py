@@ -76,6 +76,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
             files.extend(found)
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # a named pipe would block the decoder for ever
+            raise DataError("not a regular file (a pipe, socket or device): expected an image file", path=path)
         else:
             raise DataError("no such file or folder", path=path)
     return files

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,10 @@ def test_a_broken_image_stops_in_one_line_or_is_skipped(weights, photos):
 def test_bad_inputs(weights, tmp_path):
     missing = predict("--weights", str(weights), str(tmp_path / "nothing.jpg"))
     assert missing.exit_code != 0 and "no such file or folder" in missing.output
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)  # it exists: "no such file" misled, and opening it would wait for a writer for ever
+    piped = predict("--weights", str(weights), str(pipe))
+    assert piped.exit_code == 65 and "not a regular file (a pipe, socket or device)" in piped.output
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no image files" in predict("--weights", str(weights), str(empty)).output

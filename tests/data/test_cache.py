@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 
 import h5py
@@ -294,6 +295,9 @@ def test_failed_rebuild_keeps_the_previous_cache(folder, tmp_path, monkeypatch):
 def test_missing_image_is_an_error_naming_it_or_skipped(folder, tmp_path):
     (folder[0] / "sub" / "c.bmp").unlink()
     with pytest.raises(DataError, match=r"sub/c\.bmp.*--skip-bad"):
+        _build(folder, tmp_path / "x.h5")
+    os.mkfifo(folder[0] / "sub" / "c.bmp")  # there, but a pipe: not "missing", and never opened
+    with pytest.raises(DataError, match=r"sub/c\.bmp: image listed in .* is not a regular file \(a pipe"):
         _build(folder, tmp_path / "x.h5")
     summary = _build(folder, tmp_path / "x.h5", skip_bad=True, splits=1)
     assert summary.count == 5 and [n for n, _ in summary.skipped] == ["sub/c.bmp"]

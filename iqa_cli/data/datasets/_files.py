@@ -232,7 +232,8 @@ def report_missing(
     """
     if on_missing is None:
         if expected is not None:
-            raise DataError(f"image listed in {metadata.name} is missing (use --skip-bad to skip it)", path=expected)
+            what = "is not a regular file (a pipe, socket or device)" if expected.exists() else "is missing"
+            raise DataError(f"image listed in {metadata.name} {what} (use --skip-bad to skip it)", path=expected)
         raise DataError(
             f"image {name} listed in {metadata.name} is missing from {searched} and its sub-folders"
             " (use --skip-bad to skip it)",
