@@ -344,6 +344,11 @@ def test_baseline_trains_each_branch_alone_on_labelled_images():
     assert f_s.grad is None or torch.count_nonzero(f_s.grad) == 0  # no relation term
     chosen = params(baseline=True)
     assert unlabelled_ratio(chosen) == 0 and epoch_rows(20, 500, chosen) == 20 * chosen.patch_num
+    # `--baseline --ratio 3` (or the consistency terms' options) trained exactly as without them
+    for option, value in (("ratio", 3), ("rampup_epochs", 5), ("relation_weight", 10.0)):
+        with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} has no effect here \\(--baseline"):
+            params(baseline=True, **{option: value})
+        assert getattr(params(**{option: value}), option) == value
 
 
 @pytest.mark.parametrize(

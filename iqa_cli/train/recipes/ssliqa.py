@@ -375,6 +375,12 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
     report_metrics = ("srcc", "plcc_logistic", "krcc", "rmse", "plcc")  # the authors' four first
     eval_params = ("branch", "test_crops", "test_seed")
 
+    def idle_params(self, params: SSLIQAParams) -> dict[str, str]:
+        if not params.baseline:
+            return {}
+        why = "--baseline trains each branch alone on the labelled images: no unlabelled rows, no consistency terms"
+        return {"ratio": why, "rampup_epochs": why, "relation_weight": why}
+
     def check_params(self, params: SSLIQAParams) -> None:
         for name in ("patch_num", "lr_step", "test_crops", "crop_size", "batch_size", "eval_batch_size"):
             if getattr(params, name) < 1:
