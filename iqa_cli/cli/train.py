@@ -176,6 +176,16 @@ def make_train_command(method: str) -> Callable[..., None]:
             name=kwargs["name"],
             resume=bool(kwargs["resume"]),
         )
+        sweeping = kwargs["sweep"] is not None or kwargs["sweep_values"] is not None or kwargs["repeats"] is not None
+        if kwargs["print_config"] and sweeping:  # it printed one run's plan, ignoring the sweep and its values
+            from iqa_cli.train.sweep import planned_sweep
+
+            planned = planned_sweep(options, kwargs["sweep"], kwargs["sweep_values"], kwargs["repeats"] or 1)
+            if kwargs["json_output"]:
+                print_json(planned)
+                return
+            show_sweep_plan(planned)
+            return
         if kwargs["print_config"]:
             from iqa_cli.train.config import config_text
             from iqa_cli.train.trainer import planned_config
@@ -191,7 +201,7 @@ def make_train_command(method: str) -> Callable[..., None]:
             )
             sys.stdout.write(config_text(plan["sections"], header))
             return
-        if kwargs["sweep"] is not None or kwargs["sweep_values"] is not None or kwargs["repeats"] is not None:
+        if sweeping:
             from iqa_cli.train.sweep import run_sweep
 
             try:
@@ -286,6 +296,25 @@ def _show_where(report: dict[str, Any]) -> None:
         out.print(f"runs: {', '.join(report['runs'])}", markup=False, highlight=False)
     else:
         out.print(f"run folder: {report['run']}", markup=False, highlight=False)
+
+
+def show_sweep_plan(planned: dict[str, Any]) -> None:
+    """`--print-config` of a sweep: a line per run, then the first run's options (the others differ only
+    in the swept option and the seed)."""
+    from iqa_cli.train.config import config_text
+
+    runs = planned["runs"]
+    what = planned["field"] or "repeats"
+    lines = [f"iqa train {planned['method']}: sweep of {what}, {len(runs)} run(s) in {planned['sweep']}"]
+    for run in runs:
+        state = " (kept: continues with its saved options)" if run["kept"] else ""
+        lines.append(f"  {what}={run['value']} repeat {run['repeat']} seed {run['seed']}: {run['run']}{state}")
+    first = runs[0]["plan"]
+    header = (
+        "\n# ".join(lines) + f"\n# the first run's options (data {first['data']}, {_splits_text(first['splits'])}, "
+        f"device {first['device']}):"
+    )
+    sys.stdout.write(config_text(first["sections"], header))
 
 
 def show_sweep(table: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from iqa_cli.train.trainer import (
     ResolvedConfig,
     TrainOptions,
     load_run_config,
+    planned_config,
     resolve_config,
     run_data_changes,
     train,
@@ -73,15 +74,19 @@ def sweep_values(field: str, text: str, options: TrainOptions) -> list[tuple[str
     return out
 
 
-def run_sweep(
-    options: TrainOptions,
-    field: str | None,
-    values_text: str | None,
-    repeats: int,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Train every (value, repeat) into the sweep folder and return (and write) the sweep table."""
-    progress = progress or NullProgress()
+@dataclass(frozen=True)
+class SweepPlan:
+    """The runs a sweep trains: (label, repeat, folder, the run's options) each, all checked."""
+
+    root: Path
+    dataset: str
+    values: list[tuple[str, Any]]
+    jobs: list[tuple[str, int, Path, dict[str, Any]]]
+
+
+def plan_sweep(options: TrainOptions, field: str | None, values_text: str | None, repeats: int) -> SweepPlan:
+    """Every (value, repeat) run of a sweep, its folder and options; refused, before anything trains, where
+    a value is not one the option takes or a kept run was made with other options."""
     if repeats < 1:
         raise ConfigError(f"--repeats: must be at least 1, got {repeats}")
     if options.resume:
@@ -99,7 +104,6 @@ def run_sweep(
     name = options.name or f"{options.method}-{dataset}-sweep-{what}"
     root = run_root(method=options.method, dataset=dataset, name=None if options.out else name, out=options.out)
     seed = int(options.overrides.get("seed") or 0)
-    rows: list[dict[str, Any]] = []
     recipe = get_recipe(options.method)
     jobs = [  # (label, repeat, folder, the run's options)
         (
@@ -115,7 +119,37 @@ def run_sweep(
         if (folder / "run.json").is_file():
             expected = resolve_config(recipe, tiny=options.tiny, config_file=options.config_file, overrides=overrides)
             check_same_run(folder, options, expected)
-    for label, repeat, folder, overrides in jobs:
+    return SweepPlan(root, dataset, values, jobs)
+
+
+def planned_sweep(options: TrainOptions, field: str | None, values_text: str | None, repeats: int) -> dict[str, Any]:
+    """What a sweep would train, without training (`--print-config`): each run's folder, value, seed and
+    plan (`trainer.planned_config`), every one checked as the sweep checks it."""
+    plan = plan_sweep(options, field, values_text, repeats)
+    runs = []
+    for label, repeat, folder, overrides in plan.jobs:
+        kept = (folder / "run.json").is_file()  # a kept run continues with its own saved options
+        sub = dataclasses.replace(options, out=folder, name=None, resume=kept, overrides={} if kept else overrides)
+        runs.append(
+            {"value": label, "repeat": repeat, "seed": overrides["seed"], "run": str(folder), "kept": kept,
+             "plan": planned_config(sub)}
+        )  # fmt: skip
+    return {"method": options.method, "field": field, "repeats": repeats, "sweep": str(plan.root), "runs": runs}
+
+
+def run_sweep(
+    options: TrainOptions,
+    field: str | None,
+    values_text: str | None,
+    repeats: int,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train every (value, repeat) into the sweep folder and return (and write) the sweep table."""
+    progress = progress or NullProgress()
+    plan = plan_sweep(options, field, values_text, repeats)
+    root, dataset, values = plan.root, plan.dataset, plan.values
+    rows: list[dict[str, Any]] = []
+    for label, repeat, folder, overrides in plan.jobs:
         run_seed = overrides["seed"]
         report = _finished_report(folder)
         if report is None:

@@ -338,6 +338,29 @@ def test_a_stopped_sweep_exits_with_the_signal_s_code_and_continues_when_run_aga
     assert again.exit_code == 0, again.output
 
 
+def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):
+    """`--print-config --sweep lr --sweep-values 0.1,abc` printed one run's plan, ignoring the sweep and
+    its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""
+    sweep = ["--data", "mini", "--epochs", "1", "--sweep", "lr", "--out", str(tmp_path / "sweep")]
+    bad = train(*sweep, "--sweep-values", "0.1,abc", "--print-config")
+    assert bad.exit_code == 2 and "invalid value for lr: 'abc'" in bad.output
+    planned = train(*sweep, "--sweep-values", "0.001,0.002", "--repeats", "2", "--print-config", "--json")
+    assert planned.exit_code == 0, planned.output
+    runs = json.loads(planned.stdout)["runs"]
+    assert [(r["value"], r["repeat"], r["seed"]) for r in runs] == [
+        ("0.001", 1, 0), ("0.001", 2, 1), ("0.002", 1, 0), ("0.002", 2, 1)
+    ]  # fmt: skip
+    assert [r["plan"]["sections"]["vtiqa protocol"]["lr"] for r in runs] == [0.001, 0.001, 0.002, 0.002]
+    assert [r["plan"]["splits"] for r in runs] == [["random_0"]] * 4 and not (tmp_path / "sweep").exists()
+    text = train(*sweep, "--sweep-values", "0.001,0.002", "--print-config")
+    assert "sweep of lr, 2 run(s)" in text.stdout and "lr=0.002 repeat 1 seed 0" in text.stdout
+    assert train(*sweep, "--sweep-values", "0.001").exit_code == 0  # a kept run; then asked with other epochs:
+    again = train(
+        *sweep[:-2], "--epochs", "2", "--out", str(tmp_path / "sweep"), "--sweep-values", "0.001", "--print-config"
+    )
+    assert again.exit_code == 2 and "this sweep's run was made with other options" in again.output
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
