@@ -155,3 +155,27 @@ def test_cid2013_labels_as_aliqa_s_test_scripts():
     np.testing.assert_allclose(vtiqa.label_map(attrs, vtiqa.Params()).to_train(y), (y + 10) / 25 + 1)
     livew = {"dataset": "livew", "native_range": [1.0, 100.0]}
     np.testing.assert_allclose(aliqa.label_map(livew, aliqa.Params()).to_train(y), y / 25 + 1)
+
+
+@pytest.mark.parametrize(
+    ("given", "option", "value", "why"),
+    [
+        ({"distances": "d.mat"}, "distill_images", 20, "k-means stand-in"),
+        ({"distances": "d.mat"}, "distill_repeats", 3, "k-means stand-in"),
+        ({}, "distance_key", "dist", "none is given"),
+        ({}, "distance_order", "authors", "none is given"),
+        ({"fine_tune": False}, "ft_batch_size", 8, "--no-fine-tune"),
+        ({"fine_tune": False}, "ft_lr_phases", "0:0.01", "--no-fine-tune"),
+    ],
+)
+def test_an_option_these_settings_never_read_is_refused(given, option, value, why):
+    """`--distances F --distill-images 20`, `--distance-key k` without a file and `--no-fine-tune
+    --ft-batch-size 8` trained exactly as without the option."""
+    from iqa_cli.errors import ConfigError
+    from iqa_cli.train.trainer import resolve_config
+
+    recipe = get_recipe("aliqa")
+    with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} has no effect here .*{why}"):
+        resolve_config(recipe, tiny=True, config_file=None, overrides={**given, option: value})
+    on = {"distances": "d.mat"} if option.startswith("distance_") else {"fine_tune": True} if "ft" in option else {}
+    resolve_config(recipe, tiny=True, config_file=None, overrides={**on, option: value})  # read there: accepted

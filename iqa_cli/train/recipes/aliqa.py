@@ -135,6 +135,19 @@ class ALIQARecipe(Recipe[ALIQAParams]):
 
     # ------------------------------------------------------------------------------- parameters
 
+    def idle_params(self, params: ALIQAParams) -> dict[str, str]:
+        idle: dict[str, str] = {}
+        if params.distances:
+            why = "the k-means stand-in's settings; --distances gives the distances"
+            idle |= {"distill_images": why, "distill_repeats": why}
+        else:
+            why = "settings of a --distances file, and none is given"
+            idle |= {"distance_key": why, "distance_order": why}
+        if not params.fine_tune:
+            why = "settings of the fine-tune step, which --no-fine-tune leaves out"
+            idle |= {"ft_lr_phases": why, "ft_batch_size": why}
+        return idle
+
     def check_params(self, params: ALIQAParams) -> None:
         from iqa_cli.train.al.selection import round_plan_for
 
