@@ -83,9 +83,11 @@ class ErrorHandlingGroup(TyperGroup):
             typer.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
             raise typer.Exit(1) from None
         finally:
-            # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was.
+            # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was,
+            # and its stop request behind it: the caller's own writes afterwards are not refused.
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            clear_stop()
 
 
 _OS_HINTS = {

@@ -257,6 +257,10 @@ def test_a_sigterm_whose_exception_was_lost_still_stops_before_the_cache_is_comm
     result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1")
     assert result.exit_code == 143 and failed(result, "terminated (SIGTERM)"), result.output
     assert not out.exists() and [p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")] == []
+    from iqa_cli.atomic import atomic_path
+
+    with atomic_path(tmp_path / "after.txt") as tmp:  # the caller's own write after the command: not refused
+        tmp.write_text("mine")
     monkeypatch.setattr(cache_write, "_stream_images", original)
     assert iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1").exit_code == 0
 
