@@ -34,6 +34,7 @@ from iqa_cli.train.trainer import (
     RESUMABLE_CHANGES,
     ResolvedConfig,
     TrainOptions,
+    cache_copy_mismatch,
     load_run_config,
     planned_config,
     resolve_config,
@@ -226,6 +227,8 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
     differ = [f"{key} {then.get(key)!r} (now {now.get(key)!r})" for key in sorted(now) if now.get(key) != then.get(key)]
     # A sweep names its data and splits afresh each time: no --split means the run's must be none too.
     changes = run_data_changes(info, options.data, options.split)
+    if "--data" in changes and cache_copy_mismatch(info, changes["--data"][1]) is None:
+        del changes["--data"]  # a copy of the run's cache elsewhere (moved): a resumed run records it
     if info.get("split_arg") is not None and options.split is None:
         changes["--split"] = (info.get("split_arg"), None)
     differ += [f"{option} {str(then)!r} (now {str(now)!r})" for option, (then, now) in changes.items()]

@@ -254,7 +254,7 @@ def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) 
     differ = []
     if "--data" in changes:
         recorded, given = changes["--data"]
-        why = _moved_cache_mismatch(info, given)
+        why = cache_copy_mismatch(info, given)
         if why is None:
             log.info(f"{root}: continuing on {given}, a copy of the run's cache {recorded} ({_SAME_CACHE})")
             info["cache"] = str(given)
@@ -280,7 +280,7 @@ def _check_resume_data(info: dict[str, Any], options: TrainOptions, root: Path) 
 _SAME_CACHE = "the same images, scores and size policy"
 
 
-def _moved_cache_mismatch(info: dict[str, Any], given: Path) -> str | None:
+def cache_copy_mismatch(info: dict[str, Any], given: Path) -> str | None:
     """None when `given` is a copy of the run's cache by `cache_identity`, else why it is not one."""
     recorded = info.get("cache_identity")
     if not isinstance(recorded, dict):

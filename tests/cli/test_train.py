@@ -361,6 +361,24 @@ def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, t
     assert again.exit_code == 2 and "this sweep's run was made with other options" in again.output
 
 
+
+def test_a_sweep_run_again_on_a_moved_copy_of_its_cache_reuses_its_runs(cache, tmp_path):
+    """A sweep folder whose cache moved was refused as "made with other options: --data" when run again."""
+    out = tmp_path / "sweep"
+    sweep = ["--epochs", "1", "--sweep", "lr", "--sweep-values", "0.001,0.002", "--out", str(out), "--json"]
+    first = train("--data", "mini", *sweep)
+    assert first.exit_code == 0, first.output
+    moved = tmp_path / "scratch" / "mini.h5"
+    moved.parent.mkdir()
+    shutil.move(cache, moved)
+    again = train("--data", str(moved), *sweep)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["runs"] == json.loads(first.stdout)["runs"]  # read back, not trained again
+    other = make_cache("other", tmp_path / "other", tmp_path / "other.h5", seed=1)
+    refused = train("--data", str(other), *sweep)
+    assert refused.exit_code == 2 and "this sweep's run was made with other options: --data" in refused.output
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
