@@ -361,7 +361,6 @@ def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, t
     assert again.exit_code == 2 and "this sweep's run was made with other options" in again.output
 
 
-
 def test_a_sweep_run_again_on_a_moved_copy_of_its_cache_reuses_its_runs(cache, tmp_path):
     """A sweep folder whose cache moved was refused as "made with other options: --data" when run again."""
     out = tmp_path / "sweep"
