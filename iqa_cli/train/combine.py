@@ -21,7 +21,7 @@ from iqa_cli.train.data import is_whole_split
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
-from iqa_cli.train.trainer import RESUMABLE_CHANGES, selection_label
+from iqa_cli.train.trainer import load_run_config, result_options, selection_label
 
 
 def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def check_one_protocol(roots: Sequence[Path], infos: Sequence[dict[str, Any]]) -
         if status != "complete":
             raise DataError(f"the run is {status}, not complete: finish it (`iqa train --resume`) first", path=root)
     for root, info in zip(roots[1:], infos[1:], strict=True):
-        why = _difference(infos[0], info)
+        why = _difference(roots[0], infos[0], root, info)
         if why:
             raise ConfigError(f"{root} is not of the same protocol as {roots[0]}: {why}; only such runs combine")
 
@@ -100,15 +100,8 @@ def _result_rows(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _options(info: dict[str, Any]) -> dict[str, Any]:
-    """The options that shape a run's result (where it ran and how often it logged do not)."""
-    config = info.get("config") or {}
-    values = {"tiny": config.get("tiny"), **(config.get("engine") or {}), **(config.get("params") or {})}
-    return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
-
-
-def _difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
-    """Why runs `a` and `b` are not of one protocol, or None."""
+def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]) -> str | None:
+    """Why runs `a` and `b` (their run.json records) are not of one protocol, or None."""
     if a.get("method") != b.get("method"):
         return f"method {b.get('method')!r}, not {a.get('method')!r}"
     identity_a, identity_b = a.get("cache_identity"), b.get("cache_identity")
@@ -117,7 +110,8 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
             return f"trained on other data ({b.get('cache')}: other images, scores or size than {a.get('cache')})"
     elif Path(str(a.get("cache"))).resolve() != Path(str(b.get("cache"))).resolve():
         return f"trained on another cache ({b.get('cache')}, not {a.get('cache')})"
-    options_a, options_b = _options(a), _options(b)
+    recipe = get_recipe(str(a.get("method")))
+    options_a, options_b = (result_options(load_run_config(recipe, root)[1]) for root in (root_a, root_b))
     differ = sorted(key for key in options_a.keys() | options_b.keys() if options_a.get(key) != options_b.get(key))
     if differ:
         shown = [f"{key} {options_b.get(key)!r} (not {options_a.get(key)!r})" for key in differ]

@@ -127,11 +127,7 @@ class EvalJob:
     trained_split: str | None = None  # the split the weights were trained on, when it differs
 
 
-def _by_split(weights: RunWeights) -> WeightsPlan:
-    return _by_split_plan(weights.by_split)
-
-
-def _by_split_plan(by_split: dict[str, Path]) -> WeightsPlan:
+def _by_split(by_split: dict[str, Path]) -> WeightsPlan:
     return {split: path for split, path in by_split.items()}
 
 
@@ -155,7 +151,7 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
                 f"finish it with `iqa train {recipe.name} --resume --out {given.run}`{finished}, or pass a kept "
                 "model file as --weights to score it as it stands"
             )
-        return _by_split(given), given
+        return _by_split(given.by_split), given
     released = recipe.default_weights(options.variant)
     if released is not None:
         return {None: released}, None
@@ -167,7 +163,7 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
             f"no local {recipe.name} run{where} with a kept model; train one with `iqa train {recipe.name} --data ...` "
             "or pass --weights PATH|NAME"
         )
-    return _by_split(run), run
+    return _by_split(run.by_split), run
 
 
 def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
@@ -182,7 +178,7 @@ def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
     split_owners({run.run: list(run.by_split) for run in runs})
     by_split = {split: path for run in runs for split, path in run.by_split.items()}
     label = ", ".join(str(root) for root in roots)
-    return _by_split_plan(by_split), RunWeights(runs[0].run, runs[0].info, by_split, label=label)
+    return _by_split(by_split), RunWeights(runs[0].run, runs[0].info, by_split, label=label)
 
 
 def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:

@@ -26,7 +26,7 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.config import EngineConfig, to_plain, write_json
+from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, read_run, run_root
@@ -38,6 +38,7 @@ from iqa_cli.train.trainer import (
     load_run_config,
     planned_config,
     resolve_config,
+    result_options,
     run_data_changes,
     train,
 )
@@ -223,7 +224,7 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
     """A sweep run again reuses its finished runs and resumes the others: only when they were made with the
     configuration, data and splits asked for now. Otherwise the table would mix the two silently."""
     info, saved = load_run_config(get_recipe(options.method), folder)
-    now, then = _plain(expected), _plain(saved)
+    now, then = result_options(expected), result_options(saved)
     differ = [f"{key} {then.get(key)!r} (now {now.get(key)!r})" for key in sorted(now) if now.get(key) != then.get(key)]
     # A sweep names its data and splits afresh each time: no --split means the run's must be none too.
     changes = run_data_changes(info, options.data, options.split)
@@ -239,12 +240,6 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
             "the old sweep folder",
             path=folder,
         )
-
-
-def _plain(config: ResolvedConfig) -> dict[str, Any]:
-    """The options that shape a run's result (where it runs and how often it logs do not)."""
-    values = {"tiny": config.tiny, **to_plain(config.engine), **to_plain(config.params)}
-    return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:

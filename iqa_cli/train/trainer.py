@@ -157,7 +157,6 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     """What `iqa train` would run, without creating a run: every option, the data file and its splits,
     the device and the precision (`--print-config`). What `iqa train` would refuse before training (a
     split the cache lacks, options a resume may not change) is refused here too: a pre-flight check."""
-    from iqa_cli.home import resolve_cache
     from iqa_cli.train.precision import amp_dtype
 
     recipe = get_recipe(options.method)
@@ -174,7 +173,7 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     device = resolve_device(resolved.engine.device, _local_rank())
     dtype = amp_dtype(resolved.engine.amp, device)
     eval_dtype = amp_dtype(resolved.engine.eval_amp, device, evaluation=True)
-    splits = None
+    cache_path, splits = None, None
     if data is not None:
         raw, cache_path = open_dataset(data)
         try:
@@ -183,7 +182,7 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
             close_dataset(raw)
     return {
         "method": recipe.name,
-        "data": str(resolve_cache(data)) if data is not None else None,
+        "data": str(cache_path) if cache_path is not None else None,
         "split": split,
         "splits": splits,
         "run": str(root) if root is not None else None,
@@ -209,6 +208,13 @@ def load_run_config(recipe: Recipe[Any], root: Path) -> tuple[dict[str, Any], Re
         recipe.Params(), recipe.saved_params(dict(saved.get("params", {}))), source=str(root / "run.json")
     )
     return info, ResolvedConfig(engine, params, tiny)
+
+
+def result_options(config: ResolvedConfig) -> dict[str, Any]:
+    """The options that shape a run's result (where it runs and how often it logs do not): what two runs
+    must share to be one protocol (a sweep's kept run, `iqa runs combine`)."""
+    values = {"tiny": config.tiny, **to_plain(config.engine), **to_plain(config.params)}
+    return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
 
 
 def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:

@@ -31,7 +31,6 @@ from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, store
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "IQA_WEIGHTS_MIRROR"
-MAX_BYTES_ENV = MAX_DOWNLOAD_BYTES_ENV
 # Unreachable hosts are not worth many retries: one more try, then one complete line saying what to do.
 UNREACHABLE_RETRIES = 1
 OFFLINE_HINT = (
@@ -251,9 +250,9 @@ def _transfer(
                         f.close()
                         partial.unlink(missing_ok=True)
                         raise DownloadError(
-                            f"{url}: sent more than the {limit} bytes expected of '{entry.name}' "
-                            f"({'its registry size' if entry.size is not None else MAX_BYTES_ENV}); the download "
-                            "was stopped and deleted"
+                            f"{url}: sent more than the {limit} bytes expected of '{entry.name}' ("
+                            f"{'its registry size' if entry.size is not None else MAX_DOWNLOAD_BYTES_ENV}); the "
+                            "download was stopped and deleted"
                         )
                     f.write(chunk)
                     written += len(chunk)
