@@ -22,3 +22,14 @@ def test_a_requested_stop_keeps_atomic_path_from_committing(tmp_path):
     with atomic_path(final) as tmp:
         tmp.write_bytes(b"ok")
     assert final.read_bytes() == b"ok"
+
+
+def test_a_remembered_ctrl_c_raises_keyboard_interrupt_not_terminated(tmp_path):
+    request_stop("SIGINT")
+    request_stop("SIGTERM")  # the first request is the one kept
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised, atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        assert not isinstance(raised.value, Terminated) and list(tmp_path.iterdir()) == []
+    finally:
+        clear_stop()

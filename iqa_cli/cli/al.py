@@ -42,11 +42,13 @@ def select_command(
     distances: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--distances", help="distances to distilled images (.mat/.npy/.npz); default: the k-means stand-in"
     ),
-    distance_key: str = typer.Option("distance", "--distance-key", help="variable of the distance file"),
-    distance_order: str = typer.Option(
-        "dataset",
+    distance_key: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--distance-key", help="variable of the --distances file [default: distance]"
+    ),
+    distance_order: Optional[str] = typer.Option(  # noqa: UP045
+        None,
         "--distance-order",
-        help="column order of the distance file: dataset, or authors (the authors' cache order)",
+        help="column order of the --distances file: dataset (default), or authors (the authors' cache order)",
     ),
     tiny: bool = typer.Option(False, "--tiny", help="CPU-test-sized network (no pretrained weights)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),

@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import IQAError, Stopped
-from iqa_cli.stop import Terminated, clear_stop, request_stop, stop_requested
+from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop
 from iqa_cli.version import __version__
 
 
@@ -47,8 +47,7 @@ class ErrorHandlingGroup(TyperGroup):
         previous = _terminate_cleanly()
         try:
             result = super().invoke(ctx)
-            if stop_requested():  # SIGTERM came and its exception was lost: never report success
-                raise Terminated()
+            raise_if_stopped()  # a signal came and its exception was lost: never report success
             return result
         except IQAError as exc:
             if _state["debug"]:
@@ -85,8 +84,8 @@ class ErrorHandlingGroup(TyperGroup):
         finally:
             # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was,
             # and its stop request behind it: the caller's own writes afterwards are not refused.
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             clear_stop()
 
 
@@ -124,17 +123,25 @@ def _leave_now(code: int) -> None:
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    request_stop()  # remembered too: the exception can be lost where a library discards errors
+    request_stop("SIGTERM")  # remembered too: the exception can be lost where a library discards errors
     raise Terminated()
 
 
-def _terminate_cleanly() -> SignalHandler:
-    """Install the SIGTERM handler; returns the one it replaced (None off the main thread).
+def _raise_interrupted(signum: int, frame: object) -> None:
+    request_stop("SIGINT")  # Python's own Ctrl-C handler, remembered for the same reason
+    raise KeyboardInterrupt()
+
+
+def _terminate_cleanly() -> dict[int, SignalHandler]:
+    """Install the SIGTERM and SIGINT handlers; returns the ones they replaced (none off the main thread).
 
     Training installs its own SIGTERM handler while it runs (save and stop at a step boundary)."""
-    if threading.current_thread() is threading.main_thread():
-        return signal.signal(signal.SIGTERM, _raise_terminated)
-    return None
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, SignalHandler] = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C stays ignored
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
+    return previous
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -34,7 +34,7 @@ from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, IQAError, Stopped
 from iqa_cli.jsonio import dumps
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
-from iqa_cli.stop import clear_stop, stop_requested
+from iqa_cli.stop import clear_stop, stopped_by
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, shard
@@ -98,11 +98,12 @@ class StopRequest:
         self.signal_name = signal.Signals(signum).name
 
     def __enter__(self) -> StopRequest:
-        if stop_requested():
-            # A SIGTERM before training began whose exception was lost (see iqa_cli.stop): the loop
+        by = stopped_by()
+        if by is not None:
+            # A signal before training began whose exception was lost (see iqa_cli.stop): the loop
             # honours it at its first step, saving a resumable state, which the request must not block.
             clear_stop()
-            self.signal_name = "SIGTERM"
+            self.signal_name = by
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 if hasattr(signal, name):

@@ -121,9 +121,10 @@ def _usable(
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
     for path, image, size in decoded:
         if image.shape[0] < 2 or image.shape[1] < 2:
+            small = DataError(f"image is only {image.shape[1]}x{image.shape[0]} pixels", path=path)
             if not skip_bad:
-                raise DataError(f"image is only {image.shape[1]}x{image.shape[0]} pixels", path=path)
-            skipped.append((str(path), "image too small"))
+                raise small
+            skipped.append((str(path), str(small)))  # the reason names its file, as every other skip does
             continue
         yield path, image, size
 

@@ -288,6 +288,10 @@ def test_bad_input_gives_one_line(tmp_path):
     assert "between 1 and 3" in one_error_line(late)
     both = ["al", "select", "--data", "mini", "--images", str(tmp_path), "--tiny", "--out", str(tmp_path / "x.txt")]
     assert "either --data" in one_error_line(runner.invoke(app, both))
+    # Options that describe a distance file do nothing without one: refused, not ignored.
+    for idle in (["--distance-key", "dist"], ["--distance-order", "authors"]):
+        line = one_error_line(runner.invoke(app, [*select, *idle, "--out", str(tmp_path / "x.txt")]))
+        assert idle[0] in line and "--distances" in line
     assert not (tmp_path / "x.txt").exists()
 
 

@@ -85,6 +85,14 @@ def test_a_broken_image_stops_in_one_line_or_is_skipped(weights, photos):
     assert "skipped:" in skipped.stderr and "broken.jpg" in skipped.stderr
 
 
+def test_a_skipped_one_pixel_image_is_named(weights, photos):
+    """Every skip names its file: an image too small to score said only 'image too small'."""
+    Image.new("RGB", (1, 40)).save(photos / "line.png")
+    report = predict("--weights", str(weights), str(photos), "--skip-bad")
+    assert report.exit_code == 0, report.output
+    assert "skipped: " in report.stderr and "line.png: image is only 1x40 pixels" in report.stderr
+
+
 def test_bad_inputs(weights, tmp_path):
     missing = predict("--weights", str(weights), str(tmp_path / "nothing.jpg"))
     assert missing.exit_code != 0 and "no such file or folder" in missing.output

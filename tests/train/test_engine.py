@@ -295,3 +295,6 @@ def test_a_sigterm_whose_exception_was_lost_before_training_stops_the_loop_with_
         assert not stop_requested()  # handed over: the state's atomic save is not refused
     with StopRequest() as later:
         assert not later.requested
+    request_stop("SIGINT")  # a lost Ctrl-C is honoured the same way, and named as what it was
+    with StopRequest() as stop:
+        assert stop.signal_name == "SIGINT" and not stop_requested()

@@ -59,8 +59,8 @@ class NextBatchOptions:
     weights: str | None = None
     pretrained: str | None = CLIP_WEIGHTS
     distances: str | Path | None = None
-    distance_key: str = "distance"
-    distance_order: str = "dataset"
+    distance_key: str | None = None  # None: the recipe's default; given without `distances`, an error
+    distance_order: str | None = None
     tiny: bool = False
     device: str = "auto"
     batch_size: int = 64
@@ -173,10 +173,12 @@ def _params(options: NextBatchOptions, recipe: Any) -> Any:
     values.update(
         budget=options.budget,
         pretrained=options.pretrained if not options.tiny else None,
-        distance_order=options.distance_order,
-        distance_key=options.distance_key,
         eval_batch_size=options.batch_size,
     )
+    if options.distance_order is not None:
+        values["distance_order"] = options.distance_order
+    if options.distance_key is not None:
+        values["distance_key"] = options.distance_key
     params = apply_values(recipe.Params(), values, source="options")
     check_choices(params)
     recipe.check_params(params)
@@ -234,6 +236,16 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
         raise ConfigError("give the pool as either --data (a prepared cache) or --images (a folder)")
     if options.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {options.batch_size}")
+    idle = [
+        f
+        for f, v in (("--distance-key", options.distance_key), ("--distance-order", options.distance_order))
+        if v is not None
+    ]
+    if idle and options.distances is None:
+        raise ConfigError(
+            f"{' and '.join(idle)} describe a --distances file, and none was given (the k-means stand-in reads "
+            "no file): give --distances FILE, or leave them out"
+        )
     recipe = get_recipe("aliqa")
     params = _params(options, recipe)
     device = resolve_device(options.device)
