@@ -547,7 +547,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--models", default="vtiqa,ieit", help="which methods' networks")
     parser.add_argument("--max-batch", type=int, default=None, help="cap every batch (smaller GPUs)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (default: table)")
-    parser.add_argument("--distinct", type=int, default=64, help="unique generated images (the rest hard links)")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=64,
+        help="generated images with their own pixels (the rest: copies with a comment)",
+    )
     parser.add_argument("--no-engine", action="store_true", help="skip the engine, eval and resident sections")
     args = parser.parse_args(argv)
     if args.quick:

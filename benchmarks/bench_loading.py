@@ -178,7 +178,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=192, help="VT-IQA's protocol batch")
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed for every loader")
     parser.add_argument("--views", choices=("full", "tiny"), default="full", help="VT-IQA view sizes")
-    parser.add_argument("--distinct", type=int, default=64, help="unique images (the rest are hard links)")
+    parser.add_argument(
+        "--distinct", type=int, default=64, help="images with their own pixels (the rest: copies with a JPEG comment)"
+    )
     parser.add_argument("--device", default="cpu", help="where the batches are delivered: cpu or cuda")
     parser.add_argument(
         "--workers", default=None, help="baseline DataLoader workers, comma-separated (default 0,cores)"

@@ -12,8 +12,9 @@ Measures (each in a fresh child process, so its peak memory is its own):
 * decode: single-core milliseconds per image of the decode variants behind the numbers (full
   decode, iqa's reduced decode, and a what-if decode reduced straight to the final scale).
 
-The folders hold `--distinct` unique images, the rest hard links to them (generation of 4000x3000
-photographs is slow); every file is read and decoded as usual, from the page cache after the first
+The folders hold `--distinct` images with their own pixels, the rest copies of them whose bytes differ
+by a JPEG comment (generation of 4000x3000 photographs is slow; byte-identical files would be kept on
+one side of every split); every file is read and decoded as usual, from the page cache after the first
 pass (warm-cache figures: a cold disk adds the same read time to both ways).
 
     python -m benchmarks.bench_prepare            # full sizes (a few minutes on 2 cores)
@@ -216,7 +217,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--memory-sizes", default="500,5000", help="two KonIQ-like dataset sizes whose peak memory is compared"
     )
-    parser.add_argument("--distinct", type=int, default=64, help="unique images per folder (the rest are hard links)")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        default=64,
+        help="images with their own pixels per folder (the rest: copies with a comment)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="iqa prepare's worker processes (default: all cores)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baselines")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory comparison")

@@ -231,7 +231,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", choices=("tiny", "full"), default="tiny", help="network for eval and DDP")
     parser.add_argument("--batch-size", type=int, default=32, help="DDP runs' global training batch")
     parser.add_argument("--workers", type=int, default=None, help="prepare's worker processes (default all cores)")
-    parser.add_argument("--distinct", type=int, default=64, help="unique images (the rest are hard links)")
+    parser.add_argument(
+        "--distinct", type=int, default=64, help="images with their own pixels (the rest: copies with a JPEG comment)"
+    )
     parser.add_argument("--no-ddp", action="store_true", help="skip the DDP runs")
     args = parser.parse_args(argv)
     if args.quick:

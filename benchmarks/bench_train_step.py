@@ -251,7 +251,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", default="off", help="mixed precision of training: off, bf16, fp16, auto")
     parser.add_argument("--eval-amp", default="off", help="mixed precision of evaluation (iqa eval's default: off)")
-    parser.add_argument("--distinct", type=int, default=64, help="unique images (the rest are hard links)")
+    parser.add_argument(
+        "--distinct", type=int, default=64, help="images with their own pixels (the rest: copies with a JPEG comment)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.model, args.batch_size, args.eval_batch_size, args.steps, args.distinct = "tiny", 8, 16, 3, 4

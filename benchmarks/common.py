@@ -555,8 +555,9 @@ def synthetic_photo(rng: np.random.Generator, width: int, height: int) -> np.nda
 
 @dataclass(frozen=True)
 class JpegFolder:
-    """A generated dataset folder: `count` JPEGs (`distinct` of them unique, the rest hard links to
-    those) and `scores.csv` with name,score (uniform 1-5)."""
+    """A generated dataset folder: `count` JPEGs (`distinct` of them with their own pixels, the rest copies
+    of those whose bytes differ by a JPEG comment, so no two files are byte-identical and `iqa prepare`
+    splits them as distinct images) and `scores.csv` with name,score (uniform 1-5)."""
 
     root: Path
     count: int
@@ -573,8 +574,17 @@ class JpegFolder:
             return [row[0] for row in list(csv.reader(handle))[1:]]
 
     def bytes_on_disk(self) -> int:
-        unique = {p.stat().st_ino: p.stat().st_size for p in self.root.glob("*.jpg")}
-        return sum(unique.values())
+        return sum(p.stat().st_size for p in self.root.glob("*.jpg"))
+
+
+def _commented_copy(source: Path, target: Path, index: int) -> None:
+    """`source` with a JPEG comment segment (COM, FFFE) naming `index` after its start marker: the same
+    pixels, other bytes (a hard link would be a byte-identical file, which `iqa prepare` keeps on one
+    side of every split)."""
+    data = source.read_bytes()
+    comment = f"iqa benchmark copy {index}".encode()
+    segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+    target.write_bytes(data[:2] + segment + data[2:])
 
 
 def _pool(workdir: Path, width: int, height: int, distinct: int, quality: int, seed: int) -> Path:
@@ -611,7 +621,7 @@ def jpeg_folder(
     workdir = Path(workdir or default_workdir())
     workdir.mkdir(parents=True, exist_ok=True)
     pool = _pool(workdir, width, height, distinct, quality, seed)
-    folder = workdir / (name or f"jpeg_{width}x{height}_n{count}_d{distinct}_q{quality}_s{seed}")
+    folder = workdir / (name or f"jpeg_{width}x{height}_n{count}_d{distinct}_q{quality}_s{seed}_c")
     if not (folder / ".complete").is_file():
         partial = workdir / f".{folder.name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
@@ -623,11 +633,7 @@ def jpeg_folder(
             writer.writerow(["name", "score"])
             for i in range(count):
                 name_i = f"img_{i:05d}.jpg"
-                source = pool / f"u{i % distinct:05d}.jpg"
-                try:
-                    os.link(source, partial / name_i)
-                except OSError:  # no hard links here (another file system): copy
-                    shutil.copyfile(source, partial / name_i)
+                _commented_copy(pool / f"u{i % distinct:05d}.jpg", partial / name_i, i)
                 writer.writerow([name_i, f"{scores[i]:.4f}"])
         (partial / ".complete").write_text("ok\n")
         shutil.rmtree(folder, ignore_errors=True)

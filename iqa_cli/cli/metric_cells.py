@@ -57,6 +57,19 @@ def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str
     )
 
 
+def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The line under a table whose test parts held byte-identical copies of training images, or None."""
+    marked = [row for row in rows if row.get("test_copies_of_training")]
+    if not marked:
+        return None
+    count = sum(int(row["test_copies_of_training"]) for row in marked)
+    which = ", ".join(str(row["split"]) for row in marked)
+    return (
+        f"note: the test part of split(s) {which} held {count} byte-identical copies of training images, and the "
+        "figures include them (the split's own; test_copies_of_training in --json)"
+    )
+
+
 def sweep_fallback_note(runs: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
     """The line under a sweep's tables when some of its runs' splits fell back (`logistic_fallbacks`)."""
     count = sum(int(run.get("logistic_fallbacks") or 0) for run in runs)

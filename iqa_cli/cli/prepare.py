@@ -395,6 +395,17 @@ def inspect_cache(
             )
         )
     lines.append(("skipped", str(info["skipped"])))
+    copies = info["identical_files"]
+    lines.append(
+        (
+            "identical files",
+            "unknown (prepared before iqa recorded file digests)"
+            if copies is None
+            else f"{sum(len(group) - 1 for group in copies)} copies in {len(copies)} sets (listed below)"
+            if copies
+            else "none",
+        )
+    )
     split_attrs = info["split_attrs"]
     if info["splits"]:
         lines.append(
@@ -409,7 +420,7 @@ def inspect_cache(
             lines.append((f"  {name}", ", ".join(f"{part} {count}" for part, count in parts.items())))
     else:
         lines.append(("splits", "none"))
-    shown = {"dataset", "title", "resize", "skipped_names"}
+    shown = {"dataset", "title", "resize", "skipped_names", "identical_files"}
     for key, value in info["attrs"].items():
         if key not in shown:
             lines.append((f"attr {key}", str(value)))
@@ -418,6 +429,10 @@ def inspect_cache(
         out.print("skipped images:", markup=False)
         for name in info["skipped_names"]:
             out.print(f"  {name}", markup=False, highlight=False)
+    if copies:
+        out.print("byte-identical files (each set on one side of every random split):", markup=False)
+        for group in copies:
+            out.print(f"  {' = '.join(group)}", markup=False, highlight=False)
 
 
 def _register_datasets() -> None:

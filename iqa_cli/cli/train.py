@@ -20,7 +20,14 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.cli.metric_cells import fallback_note, marked_cell, row_cells, summary_cells, sweep_fallback_note
+from iqa_cli.cli.metric_cells import (
+    copies_note,
+    fallback_note,
+    marked_cell,
+    row_cells,
+    summary_cells,
+    sweep_fallback_note,
+)
 from iqa_cli.train.config import EngineConfig, choices_of, field_types
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
@@ -284,9 +291,9 @@ def show_train_report(report: dict[str, Any]) -> None:
         if mean:
             table.add_row("mean ± std", *blank, *summary_cells(rows, mean, columns, std), "", "")
     out.print(table)
-    note = fallback_note(rows, columns)
-    if note:
-        out.print(note, markup=False, highlight=False)
+    for note in (fallback_note(rows, columns), copies_note(rows)):
+        if note:
+            out.print(note, markup=False, highlight=False)
     _show_watch(report)
     _show_where(report)
 

@@ -23,6 +23,9 @@ PER_IMAGE = (SIZES, SCORES, STD, NAMES, REF_IDS)
 # Optional per-image array, written only when the dataset gives it (older caches lack it):
 DISTRIBUTIONS = "distributions"  # float32 (N, K): share of ratings per category, lowest first; NaN rows unknown
 FLAGS = "flags"  # uint8 (N,): bits of iqa_cli.data.records (TRAINING_IMAGE, ...); absent = all 0
+# uint64 (N,): the first 64 bits of each source file's SHA-256 (`decode.file_digest`); equal values are
+# byte-identical files. Absent in caches written before it (and in generated sets): copies are unknown.
+FILE_DIGESTS = "file_digests"
 
 SPLITS = "splits"  # group (HDF5) / key prefix (NPZ): splits/<name>/<part>
 ATTRS = "attrs"  # NPZ only: the attributes as one JSON string

@@ -13,6 +13,7 @@ import numpy as np
 from iqa_cli.data import cache_format as F
 from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, ImageList, is_protocol_split, protocol_split
 from iqa_cli.data.records import TRAINING_IMAGE
+from iqa_cli.data.splits import copy_groups
 from iqa_cli.errors import DataError
 
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
@@ -89,6 +90,7 @@ class Cache:
         self.split_attrs: dict[str, Any] = {}
         self.distributions: np.ndarray | None = None
         self.flags = np.zeros(0, dtype=np.uint8)  # per image; all 0 when the cache has no `flags` array
+        self.file_digests: np.ndarray | None = None  # per image (uint64); None: written before caches had them
         self.format = _sniff(self.path)
         self._identity = _file_identity(self.path)
         try:
@@ -132,6 +134,8 @@ class Cache:
             self.distributions = np.asarray(handle[F.DISTRIBUTIONS][()], dtype=np.float32)
         if F.FLAGS in handle:
             self.flags = np.asarray(handle[F.FLAGS][()], dtype=np.uint8)
+        if F.FILE_DIGESTS in handle:
+            self.file_digests = np.asarray(handle[F.FILE_DIGESTS][()], dtype=np.uint64)
         if F.SPLITS in handle:
             group = handle[F.SPLITS]
             self.split_attrs = {k: plain_value(v) for k, v in group.attrs.items()}
@@ -174,6 +178,8 @@ class Cache:
             self.distributions = load(F.DISTRIBUTIONS).astype(np.float32)
         if F.FLAGS in members:
             self.flags = load(F.FLAGS).astype(np.uint8)
+        if F.FILE_DIGESTS in members:
+            self.file_digests = load(F.FILE_DIGESTS).astype(np.uint64)
         prefix = f"{F.SPLITS}/"
         for key in members:
             if key.startswith(prefix) and key.count("/") == 2:
@@ -198,6 +204,11 @@ class Cache:
         elif self.flags.shape != (n,):
             raise DataError(
                 f"'{F.FLAGS}' has {self.flags.size} entries but there are {n} images (damaged cache)", path=self.path
+            )
+        if self.file_digests is not None and self.file_digests.shape != (n,):
+            raise DataError(
+                f"'{F.FILE_DIGESTS}' has {self.file_digests.size} entries but there are {n} images (damaged cache)",
+                path=self.path,
             )
         shape = tuple(self.images.shape)
         if len(shape) != 4 or shape[3] != 3 or np.dtype(self.images.dtype) != np.uint8:
@@ -455,6 +466,8 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         "split_attrs": cache.split_attrs,
         "skipped": cache.attrs.get("skipped", 0),
         "skipped_names": cache.attrs.get("skipped_names", []),
+        # None: the cache predates file digests, so copies are unknown
+        "identical_files": None if cache.file_digests is None else copy_groups(cache.file_digests, cache.names),
         "attrs": {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in cache.attrs.items()},
     }
 

@@ -30,14 +30,14 @@ from iqa_cli.data.decode import (
     DecodeFailure,
     DecodeJob,
     ImageHeader,
-    decode_images,
+    decode_images_with_digests,
     default_workers,
     read_headers,
     worker_pool,
 )
 from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
-from iqa_cli.data.splits import official_split, random_splits
+from iqa_cli.data.splits import content_groups, copy_groups, official_split, random_splits
 from iqa_cli.errors import DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
@@ -61,6 +61,8 @@ class CacheSummary:
     splits: dict[str, dict[str, int]]  # split name -> part -> number of images
     bytes: int  # size of the file on disk
     seconds: float  # wall time of the whole build
+    # The names of each set of byte-identical image files (kept on one side of every random split).
+    identical_files: list[list[str]] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -77,6 +79,7 @@ class CacheSummary:
             "resize": self.resize,
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
             "splits": self.splits,
+            "identical_files": self.identical_files,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 2),
@@ -225,20 +228,26 @@ class _Splits:
 
 
 def _make_splits(
-    records: Sequence[Record], reference_disjoint: bool, count: int, seed: int, test_fraction: float
+    records: Sequence[Record],
+    reference_disjoint: bool,
+    count: int,
+    seed: int,
+    test_fraction: float,
+    file_digests: np.ndarray | None = None,
 ) -> _Splits:
     ref_ids = np.asarray([r.ref_id for r in records], dtype=np.int64)
     disjoint = reference_disjoint and bool((ref_ids >= 0).any())
     # Images flagged TRAINING_IMAGE (LIVE Challenge's 7) stay in the cache but belong to no random split:
     # the split is drawn over the others, so it equals the split of a cache without them.
     eligible = np.flatnonzero([not (r.flags & TRAINING_IMAGE) for r in records]).astype(np.int64)
-    parts = random_splits(
-        len(eligible),
-        count=count,
-        seed=seed,
-        test_fraction=test_fraction,
-        ref_ids=ref_ids[eligible] if disjoint else None,
-    )
+    # Byte-identical files (a copy, a link) land on one side, as the images of one reference do: a test
+    # image whose very file was trained on is no test result.
+    refs = ref_ids[eligible] if disjoint else None
+    groups = content_groups(refs, file_digests[eligible] if file_digests is not None else None)
+    unit = None
+    if groups is not refs:  # `content_groups` returns `refs` itself when no file repeats
+        unit = "reference image (with its files' copies)" if disjoint else "distinct image file"
+    parts = random_splits(len(eligible), count=count, seed=seed, test_fraction=test_fraction, ref_ids=groups, unit=unit)
     parts = {name: {part: eligible[ix] for part, ix in split.items()} for name, split in parts.items()}
     split_attrs: dict[str, dict[str, Any]] = {name: {"seed": seed + k} for k, name in enumerate(parts)}
     official = official_split([r.official_set for r in records])
@@ -369,24 +378,27 @@ def _canvas(items: Sequence[_Item]) -> tuple[int, int]:
 
 def _stream_images(
     sink: Any, items: list[_Item], policy: ResizePolicy, workers: Any, skip_bad: bool, progress: Progress
-) -> list[tuple[_Item, str]]:
-    """Decode and write every item; returns the items that failed to decode."""
+) -> tuple[list[tuple[_Item, str]], list[int]]:
+    """Decode and write every item; returns the items that failed to decode, and the `file_digest` of
+    each image written, in order."""
     height, width = _canvas(items)
     sink.begin(len(items), height, width)
     keep_size = policy.kind == "none"
     jobs = [DecodeJob(str(i.record.path), i.header.orientation, None if keep_size else i.size) for i in items]
     failed: list[tuple[_Item, str]] = []
+    digests: list[int] = []
     slot = 0
     progress.start("decoding images", len(items))
-    results = decode_images(jobs, workers=workers, image_bytes=height * width * 3)
-    for item, result in zip(items, results, strict=True):
+    results = decode_images_with_digests(jobs, workers=workers, image_bytes=height * width * 3)
+    for item, decoded in zip(items, results, strict=True):
         progress.advance()
-        if isinstance(result, DecodeFailure):
+        if isinstance(decoded, DecodeFailure):
             if not skip_bad:
-                raise result.error()
-            failed.append((item, result.message))
-            log.info(f"skipping {item.record.name}: {result.message}")
+                raise decoded.error()
+            failed.append((item, decoded.message))
+            log.info(f"skipping {item.record.name}: {decoded.message}")
             continue
+        result, digest = decoded
         if (result.shape[1], result.shape[0]) != item.size:
             raise DataError(
                 f"decoded to {result.shape[1]}x{result.shape[0]}, expected {item.size}", path=item.record.path
@@ -394,9 +406,10 @@ def _stream_images(
         if failed and not sink.compacts:
             continue  # keep decoding only to find every bad file; the images are written again
         sink.put(slot, result)
+        digests.append(digest)
         slot += 1
     progress.finish()
-    return failed
+    return failed, digests
 
 
 def _dataset_root(plan: _Plan) -> str:
@@ -518,7 +531,7 @@ def build_cache(
             while True:
                 sink = _open_sink(tmp, fmt)
                 try:
-                    failed = _stream_images(sink, plan.items, policy, pool, skip_bad, progress)
+                    failed, digests = _stream_images(sink, plan.items, policy, pool, skip_bad, progress)
                     if failed:
                         dropped = {id(item) for item, _ in failed}
                         plan.skipped.extend((item.record.name, reason) for item, reason in failed)
@@ -529,14 +542,17 @@ def build_cache(
                             log.info(f"rewriting the images without the {len(failed)} unreadable ones")
                             continue  # NPZ: a streamed member cannot shrink; write it again (finally closes)
                     kept = [item.record for item in plan.items]
-                    made = _make_splits(kept, spec.reference_disjoint, splits, split_seed, test_fraction)
+                    file_digests = np.asarray(digests, dtype=np.uint64)
+                    made = _make_splits(kept, spec.reference_disjoint, splits, split_seed, test_fraction, file_digests)
+                    copies = copy_groups(file_digests, [r.name for r in kept])
                     height, width = _canvas(plan.items)
                     padded = any(item.size != (width, height) for item in plan.items)
-                    arrays = {
+                    arrays: dict[str, np.ndarray] = {
                         F.SIZES: np.asarray([(i.size[1], i.size[0]) for i in plan.items], dtype=np.int32),
                         F.SCORES: np.asarray([r.score for r in kept], dtype=np.float32),
                         F.STD: np.asarray([r.std for r in kept], dtype=np.float32),
                         F.REF_IDS: np.asarray([r.ref_id for r in kept], dtype=np.int32),
+                        F.FILE_DIGESTS: file_digests,
                     }
                     distributions = _distributions(kept)
                     if distributions is not None:
@@ -544,10 +560,19 @@ def build_cache(
                     if any(r.flags for r in kept):
                         arrays[F.FLAGS] = np.asarray([r.flags for r in kept], dtype=np.uint8)
                     attrs = _attrs(spec, root, policy, plan, made, padded)
+                    attrs["identical_files"] = sum(len(group) - 1 for group in copies)
                     sink.finish(arrays, [r.name for r in kept], attrs, made)
                 finally:
                     sink.close()
                 break
+    if copies:
+        shown = "; ".join(" = ".join(group[:3]) + (" = ..." if len(group) > 3 else "") for group in copies[:3])
+        more = f"; {len(copies) - 3} more set{'s' if len(copies) > 4 else ''}" if len(copies) > 3 else ""
+        log.warning(
+            f"{sum(len(group) - 1 for group in copies)} image(s) are byte-identical copies of others ({shown}{more}): "
+            "each set is kept on one side of every random split; remove the copies from the metadata if they are "
+            "a mistake"
+        )
     seconds = time.monotonic() - started
     return CacheSummary(
         path=out,
@@ -559,6 +584,7 @@ def build_cache(
         resize=str(policy),
         skipped=plan.skipped,
         splits={name: {part: int(len(ix)) for part, ix in parts.items()} for name, parts in made.parts.items()},
+        identical_files=copies,
         bytes=out.stat().st_size,
         seconds=seconds,
     )

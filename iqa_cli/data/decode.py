@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import math
 import multiprocessing
 import os
@@ -237,6 +238,21 @@ def decode_image(
         return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
+_DIGEST_CHUNK = 1 << 20
+
+
+def file_digest(path: str | os.PathLike[str]) -> int:
+    """The first 64 bits of a file's SHA-256, as an unsigned integer: the same for byte-identical image
+    files (copies, links, one file under two names), whatever their names or the cache's size policy."""
+    # Read chunk by chunk and decoded from the path afterwards (the page cache serves it): faster than
+    # decoding one in-memory copy of the file (measured: benchmarks/bench_digest.py).
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_DIGEST_CHUNK), b""):
+            sha.update(chunk)
+    return int.from_bytes(sha.digest()[:8], "little")
+
+
 def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
     """`decode_image` for one job, with failures returned as values."""
     try:
@@ -250,12 +266,26 @@ def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
     return array
 
 
+def decode_job_with_digest(job: DecodeJob) -> tuple[np.ndarray, int] | DecodeFailure:
+    """`decode_job` and the file's `file_digest`."""
+    try:
+        digest = file_digest(job.path)
+    except Exception as exc:  # a missing or unreadable file, as `decode_job` reports it
+        return _failure(job.path, exc)
+    result = decode_job(job)
+    return result if isinstance(result, DecodeFailure) else (result, digest)
+
+
 def _headers_chunk(paths: list[str]) -> list[ImageHeader | DecodeFailure]:
     return [read_header(p) for p in paths]
 
 
 def _decode_chunk(jobs: list[DecodeJob]) -> list[np.ndarray | DecodeFailure]:
     return [decode_job(j) for j in jobs]
+
+
+def _decode_digest_chunk(jobs: list[DecodeJob]) -> list[tuple[np.ndarray, int] | DecodeFailure]:
+    return [decode_job_with_digest(j) for j in jobs]
 
 
 # --- the worker pool ---------------------------------------------------------------------------------
@@ -518,6 +548,23 @@ def decode_images(
 
     `image_bytes` is the largest decoded image (H x W x 3 bytes) expected; it sizes the chunks.
     """
-    per_worker = max(1, inflight_bytes // (2 * workers.count * max(1, image_bytes)))
-    chunk = max(1, min(MAX_CHUNK, per_worker, math.ceil(len(jobs) / (4 * workers.count))))
+    chunk = _decode_chunk_size(len(jobs), workers, image_bytes, inflight_bytes)
     yield from _ordered(workers.pool, _decode_chunk, _chunks(list(jobs), chunk), 2 * workers.count)
+
+
+def decode_images_with_digests(
+    jobs: Sequence[DecodeJob],
+    *,
+    workers: Workers = IN_PROCESS,
+    image_bytes: int = 3 * 1024 * 1024,
+    inflight_bytes: int = INFLIGHT_BYTES,
+) -> Iterator[tuple[np.ndarray, int] | DecodeFailure]:
+    """`decode_images`, each image with its file's `file_digest` (hashed in the workers, from the bytes
+    they decode: the file is read once)."""
+    chunk = _decode_chunk_size(len(jobs), workers, image_bytes, inflight_bytes)
+    yield from _ordered(workers.pool, _decode_digest_chunk, _chunks(list(jobs), chunk), 2 * workers.count)
+
+
+def _decode_chunk_size(count: int, workers: Workers, image_bytes: int, inflight_bytes: int) -> int:
+    per_worker = max(1, inflight_bytes // (2 * workers.count * max(1, image_bytes)))
+    return max(1, min(MAX_CHUNK, per_worker, math.ceil(count / (4 * workers.count))))

@@ -67,6 +67,46 @@ def _groups(n: int, ref_ids: np.ndarray | None) -> np.ndarray:
     return groups
 
 
+def content_groups(ref_ids: np.ndarray | None, file_digests: np.ndarray | None) -> np.ndarray | None:
+    """The groups a split keeps on one side: an image's reference (`ref_ids`, -1: none) joined with every
+    byte-identical copy of its file (equal `file_digests`), transitively. Without copies it is `ref_ids`
+    unchanged (None: every image its own group), so caches without copies split exactly as before."""
+    if file_digests is None:
+        return ref_ids
+    digests = np.asarray(file_digests, dtype=np.uint64)
+    distinct, digest_node = np.unique(digests, return_inverse=True)
+    if distinct.size == digests.size:
+        return ref_ids
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = digests.size
+    images = np.arange(n)
+    rows, cols = [images], [n + digest_node.reshape(-1)]
+    nodes = n + distinct.size
+    if ref_ids is not None:
+        refs = np.asarray(ref_ids, dtype=np.int64)
+        has_ref = refs >= 0
+        _, ref_node = np.unique(refs[has_ref], return_inverse=True)
+        rows.append(images[has_ref])
+        cols.append(nodes + ref_node.reshape(-1))
+        nodes += int(ref_node.max(initial=-1)) + 1
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(row.size, dtype=np.int8), (row, col)), shape=(nodes, nodes))
+    _, labels = connected_components(graph, directed=False)
+    return np.asarray(labels[:n], dtype=np.int64)
+
+
+def copy_groups(file_digests: np.ndarray, names: Sequence[str]) -> list[list[str]]:
+    """The names of each set of byte-identical files (two or more), in image order."""
+    digests = np.asarray(file_digests, dtype=np.uint64)
+    _, first, inverse, counts = np.unique(digests, return_index=True, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts > 1)
+    inverse = inverse.reshape(-1)
+    ordered = shared[np.argsort(first[shared])]
+    return [[str(names[int(i)]) for i in np.flatnonzero(inverse == g)] for g in ordered]
+
+
 def _split_groups(
     groups: np.ndarray, test_fraction: float, rng: np.random.RandomState
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +137,10 @@ def random_splits(
     seed: int = 0,
     test_fraction: float = 0.2,
     ref_ids: np.ndarray | None = None,
+    unit: str | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """`count` splits named random_0..random_{count-1}; split k uses seed + k."""
+    """`count` splits named random_0..random_{count-1}; split k uses seed + k. `unit` names what a group
+    of `ref_ids` is, in the error for too few (default: a reference image, or an image)."""
     if count < 0:
         raise ConfigError(f"the number of splits must be >= 0, got {count}")
     if count == 0:
@@ -106,7 +148,7 @@ def random_splits(
     _check_fraction(test_fraction, "the test fraction")
     groups = _groups(n, ref_ids)
     distinct = len(np.unique(groups))
-    unit = ("reference image" if ref_ids is not None else "image") + ("" if distinct == 1 else "s")
+    unit = (unit or ("reference image" if ref_ids is not None else "image")) + ("" if distinct == 1 else "s")
     if _train_count(distinct, test_fraction) < 1 or _train_count(distinct, test_fraction) >= distinct:
         raise DataError(
             f"cannot split {distinct} {unit} {1 - test_fraction:.0%}/{test_fraction:.0%} into non-empty "

@@ -31,9 +31,11 @@ from iqa_cli.train.data import (
     RANDOM_PREFIX,
     DatasetLike,
     close_dataset,
+    copies_of_seen,
     dataset_name,
     images_digest,
     open_dataset,
+    read_seen_files,
     resolve_split_names,
     split_digest,
 )
@@ -297,6 +299,10 @@ def _run_jobs(
             spec = specs[str(job.weights)]
             _check_split_identity(spec, dataset, name, job.split, cache_path)
             _check_unseen_test(spec, dataset, name, job.split, np.asarray(job.test, dtype=np.int64), cache_path)
+    # A byte-identical copy of a training image is no unseen image, whatever dataset it sits in.
+    copies_scored = {
+        id(job): _copies_scored(specs[str(job.weights)], dataset, name, job, options, cache_path) for job in jobs
+    }
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None
@@ -399,6 +405,7 @@ def _run_jobs(
             "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
             "selected_on": selected_on,
             **({"includes_training_images": True} if own_images else {}),
+            **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
         }
         results.append(row)
         scores = np.asarray(dataset.scores, dtype=np.float64)
@@ -600,6 +607,45 @@ def _check_unseen_test(
                 path=cache_path,
             )
     log.info(f"split {split}'s test part holds none of the images {loaded.source} was trained on")
+
+
+def _copies_scored(
+    loaded: LoadedModel | TrainedSpec,
+    dataset: DatasetLike,
+    name: str,
+    job: EvalJob,
+    options: EvalOptions,
+    cache_path: Path,
+) -> int:
+    """How many images `job` scores are byte-identical copies of images the model trained on (its
+    checkpoint's `seen_files` against the cache's `file_digests`; 0 when either is unrecorded).
+
+    On the test part of the model's own split (an authors' or official split that puts a file on both
+    sides) they are the protocol's, reported beside the figures, as training reported them. `--cross`
+    onto the training data itself is already said to be no cross-dataset result. Anywhere else (another
+    dataset, another split) they are refused: the figure would look like an unseen-data result."""
+    copies = copies_of_seen(dataset, read_seen_files(loaded.meta), job.test)
+    if not copies.size:
+        return 0
+    own_dataset = _trained_on_this(loaded, dataset, name)
+    if options.cross is not None and own_dataset:
+        return int(copies.size)
+    names = getattr(dataset, "names", None)
+    example = ""
+    if names is not None:
+        example = " (" + ", ".join(str(names[int(i)]) for i in copies[:3]) + (", ...)" if copies.size > 3 else ")")
+    if options.cross is None and own_dataset and loaded.meta.get("split") == job.split:
+        log.warning(
+            f"split {job.split}: {copies.size} of the {len(job.test)} test images are byte-identical copies of "
+            f"images {loaded.source} was trained on{example}; the split's figures include them"
+        )
+        return int(copies.size)
+    what = "images of" if options.cross is not None else f"test images of split {job.split} of"
+    raise DataError(
+        f"{copies.size} of the {len(job.test)} {what} {name} are byte-identical copies of images {loaded.source} "
+        f"was trained on{example}: that is no unseen-data result; prepare {name} without them",
+        path=cache_path,
+    )
 
 
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:

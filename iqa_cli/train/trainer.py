@@ -28,15 +28,19 @@ from iqa_cli.train.config import (
     write_json,
 )
 from iqa_cli.train.data import (
+    SEEN_FILES_KEY,
     DatasetLike,
     cache_identity,
     close_dataset,
+    copies_of_seen,
     dataset_name,
     images_digest,
     is_whole_split,
     make_parts,
     open_dataset,
+    read_seen_files,
     resolve_split_names,
+    seen_files,
     split_digest,
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
@@ -669,6 +673,28 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                     path=root,
                 )
             state["digest"] = digest
+            split_meta = {**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)}
+            seen = seen_files(dataset, parts.train, parts.val)
+            if seen is not None:  # so `iqa eval` can tell a copy of a training image in any other dataset
+                split_meta[SEEN_FILES_KEY] = seen
+            test_copies = copies_of_seen(dataset, read_seen_files(split_meta), parts.test)
+            if test_copies.size and dist.is_main:  # an authors' or official split: random ones keep copies together
+                names = getattr(dataset, "names", None)
+                example = f" (e.g. {names[int(test_copies[0])]})" if names is not None else ""
+                log.warning(
+                    f"split {split}: {test_copies.size} of the {parts.test.size} test images are byte-identical "
+                    f"copies of training images{example}; the split's figures include them "
+                    "(`test_copies_of_training` in results.json)"
+                )
+            for item in watched:  # a watched dataset holding the training files would score them as unseen
+                held = copies_of_seen(item.dataset, read_seen_files(split_meta), item.indices)
+                if held.size:
+                    raise DataError(
+                        f"--watch {item.name}: {held.size} of its {item.indices.size} images are byte-identical copies "
+                        f"of images split {split} trains on (e.g. {item.dataset.names[int(held[0])]}): its figures "
+                        "would be no unseen-data result; watch a dataset without them",
+                        path=root,
+                    )
             ctx = FitContext(
                 recipe=recipe,
                 params=params,
@@ -676,7 +702,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 dataset=dataset,
                 labels=labels,
                 device=device,
-                meta={**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)},
+                meta=split_meta,
                 tiny=resolved.tiny,
                 dist=dist,
                 progress=progress,
@@ -723,6 +749,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 "selected_on": parts.select_on,
                 "weights": str(result.weights),
             }
+            if test_copies.size:
+                summary["test_copies_of_training"] = int(test_copies.size)
             if result.ranks:
                 summary["ranks"] = result.ranks
             if result.watch:

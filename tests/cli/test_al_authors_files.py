@@ -4,7 +4,6 @@ the authors' distance file has a column for each of the 1,169 images, in their [
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,12 @@ def _write_livew_1169(root: Path) -> list[str]:
     names = [f"t{k}.bmp" for k in range(1, 8)] + [f"{k}.bmp" for k in range(1, 1163)]
     rng = np.random.RandomState(3)
     base.mkdir(parents=True)
-    tile = base / "tile.bmp"
-    Image.fromarray(rng.randint(0, 255, (24, 24, 3), dtype=np.uint8)).save(tile)
+    tile = rng.randint(0, 255, (24, 24, 3), dtype=np.uint8)
     for i, name in enumerate(names):
         folder = base / "Images" / ("trainingImages" if i < 7 else "")
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(tile, folder / name)
-    tile.unlink()
+        tile[0, 0] = (i % 256, i // 256, 0)  # 1,169 distinct files: copies of one file would split as one
+        Image.fromarray(tile).save(folder / name)
     mos = rng.uniform(3.42, 92.43, len(names))
     write_mat(base / "Data" / "AllImages_release.mat", {"AllImages_release": _cell_column(names)})
     write_mat(base / "Data" / "AllMOS_release.mat", {"AllMOS_release": _row_vector(mos)})

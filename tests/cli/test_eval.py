@@ -383,3 +383,78 @@ def test_by_type_reports_each_distortion_type(trained, tmp_path):
     assert table.exit_code == 0 and "per distortion type" in table.stdout and "JPEG2000" in table.stdout
     no_types = evaluate("--data", "mini", "--by-type")
     assert "carry no distortion types" in one_error_line(no_types) and "preparing views" not in no_types.output
+
+
+def _prepare(name: str, root: Path) -> None:
+    result = runner.invoke(app, ["prepare", "custom", "--root", str(root), "--name", name, "-j", "1", "--splits", "2"])
+    assert result.exit_code == 0, result.output
+
+
+def test_cross_refuses_a_dataset_holding_byte_identical_copies_of_training_images(trained, tmp_path):
+    """A dataset of other names and scores can still hold the very files a model trained on (a folder
+    put together from several sources): scoring them would read as an unseen-data result."""
+    import shutil
+
+    from iqa_cli.data.cache import open_cache
+    from tests.train.caches import write_folder
+
+    again = write_folder(tmp_path / "again", n=32, seed=0)  # mini's own files, byte for byte
+    with open_cache(data_dir() / "mini.h5") as mini:
+        parts = [mini.split(split) for split in ("random_0", "random_1")]
+        trained_by_both = sorted(set(parts[0]["train"]) & set(parts[1]["train"]))
+        source = mini.names[int(trained_by_both[0])]
+    folder = write_folder(tmp_path / "borrowed", n=20, seed=9)
+    shutil.copy(again / source, folder / "borrowed.png")
+    with open(folder / "scores.csv", "a") as handle:
+        handle.write("borrowed.png,3.0\n")
+    _prepare("borrowed", folder)
+    refused = evaluate("--weights", str(trained["run"]), "--cross", "borrowed")
+    line = one_error_line(refused)
+    assert "1 of the 21 images of borrowed are byte-identical copies of images" in line and "(borrowed.png)" in line
+    assert "no unseen-data result" in line
+    (folder / "borrowed.png").unlink()
+    (folder / "scores.csv").write_text("".join((folder / "scores.csv").read_text().splitlines(True)[:-1]))
+    _prepare("borrowed", folder)
+    clean = evaluate("--weights", str(trained["run"]), "--cross", "borrowed", "--json")
+    assert clean.exit_code == 0, clean.output
+    assert all("test_copies_of_training" not in row for row in json.loads(clean.stdout)["results"])
+
+
+def test_copies_across_an_authors_split_are_reported_beside_its_figures(tmp_path):
+    """Random splits keep copies together; an authors' split is what it is: training and `iqa eval` on it
+    say how many test images are copies of training images, in the log, the table and the JSON."""
+    import shutil
+
+    from iqa_cli.data.cache import open_cache
+    from tests.train.caches import write_folder
+
+    folder = write_folder(tmp_path / "photos", n=24, seed=4)
+    names = sorted(p.name for p in folder.glob("*.png"))
+    for k, name in enumerate(names[:4]):
+        shutil.copy(folder / name, folder / f"copy{k}.png")
+    with open(folder / "scores.csv", "a") as handle:
+        handle.writelines(f"copy{k}.png,{2 + k / 4}\n" for k in range(4))
+    _prepare("copies", folder)
+    with open_cache(data_dir() / "copies.h5") as cache:
+        index = {name: i for i, name in enumerate(cache.names)}
+        pairs = [(index[names[k]], index[f"copy{k}.png"]) for k in range(4)]
+
+        def straddling(seed: int) -> int:
+            parts = cache.split(f"shuffle_{seed}")
+            seen = set(parts["train"].tolist())
+            test = set(parts["test"].tolist())
+            return sum((a in seen and b in test) or (b in seen and a in test) for a, b in pairs)
+
+        seed = next(s for s in range(50) if straddling(s))
+        expected = straddling(seed)
+    run = tmp_path / "run"
+    args = ["train", "vtiqa", *FAST, "--data", "copies", "--split", f"shuffle_{seed}", "--select-on", "test"]
+    result = runner.invoke(app, [*args, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert f"{expected} of the" in result.stderr and "test images are byte-identical copies" in result.stderr
+    assert "figures include them" in result.stdout
+    row = json.loads((run / "results.json").read_text())["splits"][0]
+    assert row["test_copies_of_training"] == expected
+    scored = evaluate("--weights", str(run), "--data", "copies", "--json")
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["results"][0]["test_copies_of_training"] == expected

@@ -348,3 +348,50 @@ def test_a_test_fraction_that_empties_a_part_is_refused_while_parsing(command, f
     """`--test-fraction 0` or `1` was refused only after every image header had been read."""
     result = iqa(*command, "--test-fraction", fraction)
     assert result.exit_code == 2 and failed(result, "--test-fraction", "not a share strictly between 0 and 1")
+
+
+def test_byte_identical_files_are_recorded_reported_and_kept_on_one_side_of_every_split(tmp_path, _isolated_home):
+    """A file listed twice under two names (a copy, a symbolic link) would let a test image be one the model
+    trained on: prepare says so, records each file's digest, and draws every random split with each set of
+    copies on one side."""
+    import os
+    import shutil
+
+    from iqa_cli.data.cache import open_cache
+    from tests.train.caches import write_folder
+
+    root = write_folder(tmp_path / "photos", n=30)
+    names = sorted(p.name for p in root.glob("*.png"))
+    shutil.copy(root / names[3], root / "copy.png")
+    os.symlink(root / names[7], root / "link.png")
+    with open(root / "scores.csv", "a") as handle:
+        handle.write("copy.png,2.5\nlink.png,3.5\n")
+    out = tmp_path / "dup.h5"
+    result = iqa("custom", "--root", root, "--name", "dup", "--out", out, "-j", "1", "--json", "--test-fraction", "0.3")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["identical_files"] == [[names[3], "copy.png"], [names[7], "link.png"]]
+    assert f"2 image(s) are byte-identical copies of others ({names[3]} = copy.png; {names[7]} = link.png)" in (
+        result.stderr
+    )
+    with open_cache(out) as cache:
+        assert cache.file_digests is not None and cache.file_digests.dtype == np.uint64
+        index = {name: i for i, name in enumerate(cache.names)}
+        sides = set()
+        for split in cache.split_names():
+            test = cache.split(split)["test"]
+            for pair in ((names[3], "copy.png"), (names[7], "link.png")):
+                on_test = {bool(np.isin(index[n], test)) for n in pair}
+                assert len(on_test) == 1, (split, pair)
+                sides |= on_test
+        assert sides == {True, False}  # the sets did move between the sides, together
+    shown = runner.invoke(app, ["prepare", "inspect", str(out)])
+    assert "identical files           2 copies in 2 sets" in shown.stdout
+    assert f"{names[3]} = copy.png" in shown.stdout
+    # nothing but copies of one file: no split can test an unseen image
+    same = tmp_path / "same"
+    same.mkdir()
+    for k in range(5):
+        shutil.copy(root / names[0], same / f"s{k}.png")
+    (same / "scores.csv").write_text("".join(f"s{k}.png,{k + 1}\n" for k in range(5)))
+    refused = iqa("custom", "--root", same, "--name", "same", "--out", tmp_path / "same.h5", "-j", "1")
+    assert failed(refused, "cannot split 1 distinct image file 80%/20%"), refused.output

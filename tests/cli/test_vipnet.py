@@ -178,3 +178,14 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
         args = ["--data", "mini", "--split", "whole_1", "--watch", f"other,{watched}"]
         line = one_error_line(invoke("train", "vipnet", *CPU, *args))
         assert f"--watch {watched}: that is the dataset being trained on (mini)" in line
+    # another dataset holding one of the very files trained on: refused before the split trains
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tmp_path / "other", mixed)
+    borrowed = sorted((tmp_path / "mini").glob("*.png"))[0]
+    shutil.copy(borrowed, mixed / "borrowed.png")
+    with open(mixed / "scores.csv", "a") as handle:
+        handle.write("borrowed.png,3.0\n")
+    assert invoke("prepare", "custom", "--root", str(mixed), "--name", "mixed", "--splits", "0").exit_code == 0
+    line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole_1", "--watch", "mixed"))
+    assert "--watch mixed: 1 of its 13 images are byte-identical copies of images split whole_1 trains on" in line
+    assert "(e.g. borrowed.png)" in line

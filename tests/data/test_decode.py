@@ -224,3 +224,28 @@ def test_cli_restores_the_callers_sigterm_handler():
     before = signal.getsignal(signal.SIGTERM)
     assert CliRunner().invoke(app, ["prepare", "list"]).exit_code == 0
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_decoding_with_digests_gives_the_same_pixels_and_one_digest_per_distinct_file(tmp_path):
+    """Byte-identical files (a copy, a link) share a digest; another file does not; a missing file is the
+    same failure as without digests."""
+    import os
+    import shutil
+
+    from iqa_cli.data.decode import decode_images_with_digests, file_digest
+
+    first = save(tmp_path / "a.jpg", smooth_image(40, 30, seed=1))
+    other = save(tmp_path / "b.png", smooth_image(40, 30, seed=2))
+    shutil.copy(first, tmp_path / "copy.jpg")
+    os.symlink(first, tmp_path / "link.jpg")
+    names = ["a.jpg", "b.png", "copy.jpg", "link.jpg", "gone.jpg"]
+    jobs = [DecodeJob(str(tmp_path / name), size=(20, 15)) for name in names]
+    plain = list(decode_images(jobs))
+    with worker_pool(2) as pool:
+        digested = list(decode_images_with_digests(jobs, workers=pool))
+    for without, (array, _digest) in zip(plain[:4], digested[:4], strict=True):
+        assert np.array_equal(without, array)
+    digests = [item[1] for item in digested[:4]]
+    assert digests[0] == digests[2] == digests[3] == file_digest(first) != digests[1]
+    assert digests[1] == file_digest(other)
+    assert isinstance(digested[4], DecodeFailure) and digested[4].message == plain[4].message == "image file not found"

@@ -161,3 +161,35 @@ def test_validation_split_keeps_references_together():
     assert not set(ref_ids[rest]) & set(ref_ids[val])
     assert len(set(ref_ids[val])) == 4 and val.size == 20
     assert np.array_equal(np.union1d(rest, val), train)
+
+
+def test_content_groups_join_references_and_byte_identical_files():
+    from iqa_cli.data.splits import content_groups, copy_groups
+
+    refs = np.array([0, 0, 1, 1, -1, -1, 2])
+    distinct = np.arange(7, dtype=np.uint64) * 7919
+    assert content_groups(refs, distinct) is refs  # no copies: the split is drawn exactly as before
+    assert content_groups(None, distinct) is None and content_groups(refs, None) is refs
+    digests = distinct.copy()
+    digests[4] = digests[2]  # image 4 (no reference) is a copy of image 2 (reference 1)
+    digests[6] = digests[0]  # reference 2's image is a copy of reference 0's: references 0 and 2 join
+    groups = content_groups(refs, digests)
+    together = [{0, 1, 6}, {2, 3, 4}, {5}]
+    assert sorted(map(sorted, together)) == sorted(sorted(np.flatnonzero(groups == g).tolist()) for g in set(groups))
+    alone = content_groups(None, digests)
+    assert alone[4] == alone[2] and alone[6] == alone[0] and len(set(alone.tolist())) == 5
+    names = [f"im{i}.png" for i in range(7)]
+    assert copy_groups(digests, names) == [["im0.png", "im6.png"], ["im2.png", "im4.png"]]
+    assert copy_groups(distinct, names) == []
+
+
+def test_random_splits_keep_copies_on_one_side():
+    from iqa_cli.data.splits import content_groups
+
+    digests = np.arange(100, dtype=np.uint64)
+    digests[[10, 20, 30]] = 5  # four files of one content
+    groups = content_groups(None, digests)
+    for parts in random_splits(100, count=20, seed=0, ref_ids=groups).values():
+        _check_partition(parts["train"], parts["test"], 100)
+        sides = {int(np.isin(i, parts["test"])) for i in (5, 10, 20, 30)}
+        assert len(sides) == 1
