@@ -14,6 +14,9 @@ Contents (N images; the same names in both formats):
 - ``distributions`` float32 (N, K), optional: each image's share of ratings per category, lowest
   first (KonIQ's c1..c5 normalised), NaN rows where unknown; only written when the dataset gives
   them, so caches without it (every older one) read as ``distributions = None``.
+- ``file_digests`` uint64 (N,), optional: the first 64 bits of each source file's SHA-256; equal
+  values are byte-identical files, kept on one side of every random split. Caches written before it
+  read as ``file_digests = None`` (copies unknown).
 - splits: ``splits/random_<k>/train`` and ``.../test`` (int64, sorted indices), k = 0..count-1, and
   ``splits/official/train|val|test`` when the dataset has an official split (KonIQ). See
   `iqa_cli.data.splits` for how they are drawn.
@@ -22,7 +25,8 @@ Contents (N images; the same names in both formats):
   ``count``, ``source_root`` (the absolute --root), ``dataset_root`` (the folder ``names`` are
   relative to; the parser may find the dataset below --root), ``iqa_version``, ``created`` (ISO 8601
   UTC), ``skipped`` (count) and ``skipped_names``, ``reference_disjoint``, ``split_seed``,
-  ``split_count``, ``split_test_fraction``.
+  ``split_count``, ``split_test_fraction``, ``identical_files`` (how many images repeat an earlier
+  file).
 
 HDF5 layout: the arrays are datasets at the root, attributes are file attributes, splits are the
 group ``splits`` (its attributes: seed, count, test_fraction, reference_disjoint, official; each
@@ -44,7 +48,8 @@ API
 splits=10, split_seed=0, test_fraction=0.2, ...), *, records=None, progress=None) -> CacheSummary``
 
 ``open_cache(path) -> Cache``, with ``len(cache)``, ``cache.images`` (array-like), ``cache.sizes``,
-``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.distributions`` (or None), ``.attrs`` (dict),
+``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.distributions`` and ``.file_digests`` (or None),
+``.attrs`` (dict),
 ``.read_images(indices)`` (uint8 (n, Hmax, Wmax, 3) in the order given; increasing indices are fastest),
 ``.image(i)`` (cropped to its size), ``.split_names()``, ``.split(name)`` ('random_3', '3' or 'official'
 -> {'train', 'test'[, 'val']}), ``.close()`` / context manager. An empty, truncated or foreign file
