@@ -136,13 +136,20 @@ def resolve_config(
     check_choices(params)
     check_label_scale(params)
     recipe.check_params(params)
-    _refuse_idle_options(recipe, params, overrides)
+    _refuse_idle_options(recipe, engine, params, overrides)
     return ResolvedConfig(engine, params, tiny)
 
 
-def _refuse_idle_options(recipe: Recipe[Any], params: BaseParams, overrides: dict[str, Any]) -> None:
+def _refuse_idle_options(
+    recipe: Recipe[Any], engine: EngineConfig, params: BaseParams, overrides: dict[str, Any]
+) -> None:
     """An option given on the command line that these settings never read (a config file may hold
     them: a stage-1 run's config.toml is a fine start for stage 2)."""
+    if overrides.get("val_fraction") is not None and engine.select_on == "test":
+        raise ConfigError(
+            "--val-fraction has no effect with --select-on test (the whole training part trains and the test "
+            "part selects the kept model); leave it out"
+        )
     idle = recipe.idle_params(params)
     for name in overrides:
         if overrides[name] is not None and name in idle:

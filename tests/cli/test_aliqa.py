@@ -22,6 +22,7 @@ from iqa_cli.cli.main import app
 from iqa_cli.data.cache import open_cache
 from iqa_cli.home import data_dir
 from iqa_cli.train.data import make_parts
+from tests.cli.options import without
 from tests.cli.test_train import one_error_line
 from tests.train.caches import make_cache, write_folder
 
@@ -150,7 +151,8 @@ def test_resume_skips_finished_rounds_and_continues_the_interrupted_one(trained,
 def test_select_on_test_pools_the_whole_training_part(tmp_path, single_thread):
     cache = make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
     out = tmp_path / "r"
-    args = [*FAST, "--epochs", "1", "--no-fine-tune", "--select-on", "test", "--data", "mini", "--out", str(out)]
+    args = [*without(FAST, "--val-fraction"), "--epochs", "1", "--no-fine-tune", "--select-on", "test"]
+    args += ["--data", "mini", "--out", str(out)]
     result = runner.invoke(app, ["train", "aliqa", *args])
     assert result.exit_code == 0, result.output
     with open_cache(cache) as data:
@@ -304,7 +306,8 @@ def test_the_authors_whole_dataset_pool(tmp_path, single_thread):
         "add --select-on test" in one_error_line(refused, after_progress=True)
         and not (data_dir().parent / "runs" / "no").exists()
     )
-    args = [*FAST, "--data", "mini", "--pool", "all", "--select-on", "test", "--no-fine-tune", "--json"]
+    args = [*without(FAST, "--val-fraction"), "--data", "mini", "--pool", "all", "--select-on", "test"]
+    args += ["--no-fine-tune", "--json"]
     args[args.index("50")] = "25"  # 25 % of all 32 images: 2 + 4 + 4
     result = runner.invoke(app, ["train", "aliqa", *args, "--name", "all"])
     assert result.exit_code == 0, result.output
@@ -321,7 +324,8 @@ def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, singl
     """The authors' main(0.005); main(0.01); main(0.1); main(1), each training three times: here two
     weights x two repeats, every run in the sweep folder, the mean per weight, and a rerun trains nothing."""
     make_cache("mini", tmp_path / "src", data_dir() / "mini.h5")
-    args = [*FAST, "--data", "mini", "--no-fine-tune", "--select-on", "test", "--name", "sw", "--json"]
+    args = [*without(FAST, "--val-fraction"), "--data", "mini", "--no-fine-tune", "--select-on", "test"]
+    args += ["--name", "sw", "--json"]
     args[args.index("--epochs") + 1] = "1"
     sweep = ["--sweep", "borda_weights", "--sweep-values", "0.005,1", "--repeats", "2"]
     result = runner.invoke(app, ["train", "aliqa", *args, *sweep])

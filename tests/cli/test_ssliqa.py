@@ -15,6 +15,7 @@ from iqa_cli.data.cache import open_cache
 from iqa_cli.models.checkpoint import read_state_dict
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.trainer import resolve_config
+from tests.cli.options import without
 from tests.cli.test_train import one_error_line
 from tests.data.fixtures import FIXTURES
 from tests.train.caches import write_folder
@@ -87,7 +88,8 @@ def test_koniq_rating_distributions_reach_training(tmp_path, _isolated_home):
         shares = np.asarray([r.distribution for r in expected.records], np.float32)
         assert cache.distributions.shape == (12, 5) and np.allclose(targets, shares, atol=1e-6)
     # Ten training images, six labelled; the authors' protocol (no model selection, one evaluation at the end).
-    args = [*FAST, "--data", "koniq", "--labeled", "6", "--select-on", "test", "--eval-every", "2", "--epochs", "2"]
+    args = [*without(FAST, "--val-fraction"), "--data", "koniq", "--labeled", "6", "--select-on", "test"]
+    args += ["--eval-every", "2", "--epochs", "2"]
     trained = iqa("train", "ssliqa", *args, "--batch-size", "2", "--ratio", "1", "--patch-num", "1", "--json")
     assert trained.exit_code == 0, trained.output
     row = json.loads(trained.stdout)["splits"][0]
@@ -122,7 +124,8 @@ def test_bad_requests_give_one_line(tmp_path, _isolated_home):
 def test_other_network_pairs_train_and_evaluate_from_the_cli(tmp_path, _isolated_home, network):
     expected = FIXTURES["koniq"](tmp_path / "src")
     assert iqa("prepare", "koniq", "--root", expected.root, "-j", "1", "--splits", "1").exit_code == 0
-    args = [*FAST, "--data", "koniq", "--labeled", "6", "--select-on", "test", "--epochs", "1", "--network", network]
+    args = [*without(FAST, "--val-fraction"), "--data", "koniq", "--labeled", "6", "--select-on", "test"]
+    args += ["--epochs", "1", "--network", network]
     trained = iqa("train", "ssliqa", *args, "--batch-size", "2", "--ratio", "1", "--patch-num", "1", "--json")
     assert trained.exit_code == 0, trained.output
     row = json.loads(trained.stdout)["splits"][0]

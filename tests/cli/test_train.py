@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from iqa_cli.cli.main import app
 from iqa_cli.home import data_dir
 from iqa_cli.train.state import load_state
+from tests.cli.options import without
 from tests.train.caches import make_cache
 from tests.train.fakes import constant_predictions_on_call
 
@@ -77,7 +78,10 @@ def test_train_writes_the_run_folder_and_reports(cache, tmp_path):
 
 def test_select_on_test_is_labelled_everywhere(cache, tmp_path):
     out = tmp_path / "run"
-    result = train("--data", str(cache), "--epochs", "1", "--select-on", "test", "--out", str(out))
+    idle = one_error_line(train("--data", str(cache), "--epochs", "1", "--select-on", "test", "--out", str(out)))
+    assert "--val-fraction has no effect with --select-on test" in idle and not out.exists()  # FAST holds one
+    selecting_on_test = ["train", "vtiqa", *without(FAST, "--val-fraction"), "--select-on", "test"]
+    result = runner.invoke(app, [*selecting_on_test, "--data", str(cache), "--epochs", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "selected on the test part (paper habit; optimistic)" in " ".join(result.stdout.split())
     log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
@@ -222,7 +226,9 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('epochs = 1\nbatch_size = 4\nlr_phases = [[0, 0.002]]\nselect_on = "test"\n')
     out = tmp_path / "r"
-    result = train("--data", "mini", "--config", str(config), "--out", str(out))
+    assert "--val-fraction has no effect" in one_error_line(train("--data", "mini", "--config", str(config)))
+    args = ["train", "vtiqa", *without(FAST, "--val-fraction"), "--data", "mini", "--config", str(config)]
+    result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["params"]["epochs"] == 1 and resolved["params"]["batch_size"] == 8  # the flag wins
