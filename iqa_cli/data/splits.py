@@ -98,13 +98,15 @@ def content_groups(ref_ids: np.ndarray | None, file_digests: np.ndarray | None) 
 
 
 def copy_groups(file_digests: np.ndarray, names: Sequence[str]) -> list[list[str]]:
-    """The names of each set of byte-identical files (two or more), in image order."""
+    """The names of each set of byte-identical files (two or more), each set and the sets in image order."""
     digests = np.asarray(file_digests, dtype=np.uint64)
     _, first, inverse, counts = np.unique(digests, return_index=True, return_inverse=True, return_counts=True)
-    shared = np.flatnonzero(counts > 1)
     inverse = inverse.reshape(-1)
+    by_group = np.argsort(inverse, kind="stable")  # images of one digest together, in image order
+    members = np.split(by_group, np.cumsum(counts)[:-1])
+    shared = np.flatnonzero(counts > 1)
     ordered = shared[np.argsort(first[shared])]
-    return [[str(names[int(i)]) for i in np.flatnonzero(inverse == g)] for g in ordered]
+    return [[str(names[int(i)]) for i in members[g]] for g in ordered]
 
 
 def _split_groups(
