@@ -15,7 +15,7 @@ from iqa_cli.data import cache_write
 from iqa_cli.data.cache import build_cache, describe_cache, load_all_images, open_cache
 from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.data.datasets.custom import make_spec
-from iqa_cli.data.decode import decode_image
+from iqa_cli.data.decode import decode_image, file_digest
 from iqa_cli.data.records import DatasetSpec, Record
 from iqa_cli.data.splits import random_splits
 from iqa_cli.errors import DataError
@@ -328,6 +328,7 @@ def test_truncated_images_are_errors_or_skipped(folder, tmp_path, fmt):
         assert cache.attrs["skipped"] == 3 and cache.shape == (3, 48, 40, 3)  # the canvas shrank to the kept images
         for index, name in enumerate(cache.names):
             assert np.array_equal(cache.image(index), decode_image(folder[0] / name))
+            assert int(cache.file_digests[index]) == file_digest(folder[0] / name)  # aligned past the skips
         assert cache.scores.tolist() == [20.0, 35.5, 90.0]
 
 
