@@ -7,7 +7,8 @@ that re-seed per batch, dropout); the forward pass runs under autocast; the loss
 finite on all ranks before the step. Then the selection part (validation, or test with
 `--select-on test`) and the test part are evaluated, the best model is kept, the schedule decides
 (learning rate, reload best, stop), a JSONL line per evaluated part is written, and a resumable
-state is saved. SIGTERM/SIGUSR1 finish the current step, save the resumable state and stop.
+state is saved. SIGTERM/SIGUSR1 and a first Ctrl-C finish the current step, save the resumable state
+and stop.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, IQAError, Stopped
+from iqa_cli.errors import EXIT_DIVERGED, CheckpointError, ConfigError, IQAError, Stopped
 from iqa_cli.jsonio import dumps
 from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
@@ -71,9 +72,11 @@ class TrainingInterrupted(Stopped):
 
 
 class StopRequest:
-    """Turns SIGTERM / SIGUSR1 (what SLURM sends before preemption) into a flag the loop polls."""
+    """Turns SIGTERM / SIGUSR1 (what SLURM sends before preemption) and a first Ctrl-C into a flag the loop
+    polls: the step finishes, a resumable state is saved. A second Ctrl-C stops at once (the state of
+    the last finished epoch stays), for a step that takes too long to wait for."""
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
@@ -89,13 +92,21 @@ class StopRequest:
 
     @classmethod
     def for_this_process(cls) -> StopRequest:
-        """The stop request a run uses: this one, or, when IQA_DEBUG_SIGNAL_AT_STEP=N is set (tests of the
-        signal path end to end), one that sends this process SIGTERM after step N."""
-        step = int(os.environ.get(DEBUG_SIGNAL_ENV, "0") or 0)
-        return SignalAfterStep(step) if step > 0 else cls()
+        """The stop request a run uses: this one, or, when IQA_DEBUG_SIGNAL_AT_STEP=N[:SIGNAL] is set (tests
+        of the signal path end to end), one that sends this process SIGTERM (or SIGNAL) after step N."""
+        step, _, name = (os.environ.get(DEBUG_SIGNAL_ENV, "") or "0").partition(":")
+        number = int(step or 0)
+        if name and (not name.startswith("SIG") or not hasattr(signal, name)):
+            raise ConfigError(f"{DEBUG_SIGNAL_ENV}: unknown signal {name!r} (e.g. 7:SIGINT)")
+        return SignalAfterStep(number, name or "SIGTERM") if number > 0 else cls()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.signal_name = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and self.signal_name is not None:
+            raise KeyboardInterrupt()  # asked twice: no waiting for the step
+        self.signal_name = name
+        if name == "SIGINT":
+            log.warning("Ctrl-C: stopping after this step with a resumable state (Ctrl-C again to stop now)")
 
     def __enter__(self) -> StopRequest:
         by = stopped_by()
@@ -108,6 +119,8 @@ class StopRequest:
             for name in self.SIGNALS:
                 if hasattr(signal, name):
                     number = getattr(signal, name)
+                    if signal.getsignal(number) is signal.SIG_IGN and name == "SIGINT":
+                        continue  # a job started with Ctrl-C ignored (in the background) keeps it ignored
                     self._previous[number] = signal.signal(number, self._handle)
         return self
 
@@ -121,15 +134,16 @@ DEBUG_SIGNAL_ENV = "IQA_DEBUG_SIGNAL_AT_STEP"
 
 
 class SignalAfterStep(StopRequest):
-    """Sends this process a real SIGTERM after step N, so a test runs the whole signal path."""
+    """Sends this process a real SIGTERM (or `signal_name`) after step N, so a test runs the whole signal
+    path."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
         super().__init__()
-        self.step = step
+        self.step, self.signal_name_to_send = step, signal_name
 
     def after_step(self, step: int) -> bool:
         if step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, self.signal_name_to_send))
         return self.requested
 
 

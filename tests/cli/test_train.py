@@ -269,16 +269,18 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_state(path)["state_dict"]
 
 
-def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path):
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path, signal_name, code):
+    """A preemption (SIGTERM), or a first Ctrl-C, finishes the step, saves it and says how to resume."""
     args = ["--data", "mini", "--epochs", "2", "--batch-size", "4"]  # 19 training images: 5 steps per epoch
     whole = tmp_path / "whole"
     assert train(*args, "--out", str(whole)).exit_code == 0
     cut = tmp_path / "cut"
-    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "7"}  # the process sends itself SIGTERM after step 7
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": f"7:{signal_name}"}  # the process signals itself after step 7
     command = [sys.executable, "-m", "iqa_cli", "train", "vtiqa", *FAST, *args, "--out", str(cut)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 143, done.stderr
-    assert "SIGTERM at epoch 1 step 7" in done.stderr and "--resume" in done.stderr
+    assert done.returncode == code, done.stderr
+    assert f"{signal_name} at epoch 1 step 7" in done.stderr and "--resume" in done.stderr
     saved = load_state(cut / "split-random_0" / "last.pt")["position"]
     assert (saved["epoch"], saved["batch"]) == (1, 2)  # mid-epoch (5 steps per epoch)
     assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"

@@ -298,3 +298,17 @@ def test_a_sigterm_whose_exception_was_lost_before_training_stops_the_loop_with_
     request_stop("SIGINT")  # a lost Ctrl-C is honoured the same way, and named as what it was
     with StopRequest() as stop:
         assert stop.signal_name == "SIGINT" and not stop_requested()
+
+
+def test_a_first_ctrl_c_asks_the_loop_to_stop_and_a_second_stops_at_once():
+    import os
+    import signal
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.signal_name == "SIGINT"  # the step finishes, the state is saved
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs between bytecodes
+                pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
