@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
@@ -30,6 +30,7 @@ from iqa_cli.train.config import (
 from iqa_cli.train.data import (
     SEEN_FILES_KEY,
     DatasetLike,
+    SplitParts,
     cache_identity,
     close_dataset,
     copies_of_seen,
@@ -61,7 +62,10 @@ from iqa_cli.train.runs import (
     split_dir,
     write_run,
 )
-from iqa_cli.train.watch import check_measured, median_over_rounds, open_watched
+from iqa_cli.train.watch import WatchedDataset, check_measured, median_over_rounds, open_watched
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -603,6 +607,41 @@ class TrainingRun:
     progress: Progress
 
 
+def _copies_of_training(
+    dataset: DatasetLike,
+    parts: SplitParts,
+    seen: np.ndarray | None,
+    watched: list[WatchedDataset],
+    root: Path,
+    dist: DistContext,
+) -> int:
+    """How many of a split's test images are byte-identical copies of the files it trains on (an authors'
+    or official split can put one file on both sides; random splits keep copies together): warned and
+    reported beside its figures. A watched dataset holding such copies is refused: its figures would
+    read as unseen-data results."""
+    names = getattr(dataset, "names", None)
+    test_copies = copies_of_seen(dataset, seen, parts.test)
+    if test_copies.size and dist.is_main:
+        example = f" (e.g. {names[int(test_copies[0])]})" if names is not None else ""
+        log.warning(
+            f"split {parts.name}: {test_copies.size} of the {parts.test.size} test images are byte-identical copies "
+            f"of training images{example}; the split's figures include them (`test_copies_of_training` in "
+            "results.json)"
+        )
+    for item in watched:
+        held = copies_of_seen(item.dataset, seen, item.indices)
+        if held.size:
+            watched_names = getattr(item.dataset, "names", None)
+            example = f" (e.g. {watched_names[int(held[0])]})" if watched_names is not None else ""
+            raise DataError(
+                f"--watch {item.name}: {held.size} of its {item.indices.size} images are byte-identical copies of "
+                f"images split {parts.name} trains on{example}: its figures would be no unseen-data result; watch "
+                "a dataset without them",
+                path=root,
+            )
+    return int(test_copies.size)
+
+
 def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     recipe, resolved, dataset, cache_path, name = run.recipe, run.resolved, run.dataset, run.cache_path, run.name
     split_names, root, info, dist, device, progress = (
@@ -684,24 +723,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             seen = seen_files(dataset, parts.train, parts.val)
             if seen is not None:  # so `iqa eval` can tell a copy of a training image in any other dataset
                 split_meta[SEEN_FILES_KEY] = seen
-            test_copies = copies_of_seen(dataset, read_seen_files(split_meta), parts.test)
-            if test_copies.size and dist.is_main:  # an authors' or official split: random ones keep copies together
-                names = getattr(dataset, "names", None)
-                example = f" (e.g. {names[int(test_copies[0])]})" if names is not None else ""
-                log.warning(
-                    f"split {split}: {test_copies.size} of the {parts.test.size} test images are byte-identical "
-                    f"copies of training images{example}; the split's figures include them "
-                    "(`test_copies_of_training` in results.json)"
-                )
-            for item in watched:  # a watched dataset holding the training files would score them as unseen
-                held = copies_of_seen(item.dataset, read_seen_files(split_meta), item.indices)
-                if held.size:
-                    raise DataError(
-                        f"--watch {item.name}: {held.size} of its {item.indices.size} images are byte-identical copies "
-                        f"of images split {split} trains on (e.g. {item.dataset.names[int(held[0])]}): its figures "
-                        "would be no unseen-data result; watch a dataset without them",
-                        path=root,
-                    )
+            test_copies = _copies_of_training(dataset, parts, read_seen_files(split_meta), watched, root, dist)
             ctx = FitContext(
                 recipe=recipe,
                 params=params,
@@ -756,8 +778,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 "selected_on": parts.select_on,
                 "weights": str(result.weights),
             }
-            if test_copies.size:
-                summary["test_copies_of_training"] = int(test_copies.size)
+            if test_copies:
+                summary["test_copies_of_training"] = test_copies
             if result.ranks:
                 summary["ranks"] = result.ranks
             if result.watch:
