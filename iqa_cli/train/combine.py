@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_cli.errors import ConfigError, DataError, some_names
-from iqa_cli.train.data import is_whole_split
+from iqa_cli.train.data import is_whole_split, same_cache_identity
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
@@ -106,7 +106,7 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
         return f"method {b.get('method')!r}, not {a.get('method')!r}"
     identity_a, identity_b = a.get("cache_identity"), b.get("cache_identity")
     if isinstance(identity_a, dict) and isinstance(identity_b, dict):
-        if identity_a != identity_b:
+        if not same_cache_identity(identity_a, identity_b):
             return f"trained on other data ({b.get('cache')}: other images, scores or size than {a.get('cache')})"
     elif Path(str(a.get("cache"))).resolve() != Path(str(b.get("cache"))).resolve():
         return f"trained on another cache ({b.get('cache')}, not {a.get('cache')})"

@@ -174,12 +174,28 @@ def copies_of_seen(dataset: DatasetLike, seen: np.ndarray | None, indices: np.nd
 def cache_identity(dataset: DatasetLike) -> dict[str, Any]:
     """What makes a cache at another path the one a run trained on (recorded in run.json, so a run whose
     cache moved can be resumed on it): the same images and scores by name, in the same number, prepared
-    with the same size policy. The splits are checked apart, by each checkpoint's `split_digest`."""
-    return {
+    with the same size policy, and, where the cache records them, from the same files (`files_digest`:
+    a cache made again from edited files under the same names differs). The splits are checked apart, by
+    each checkpoint's `split_digest`."""
+    import hashlib
+
+    identity: dict[str, Any] = {
         "images_digest": images_digest(dataset),
         "count": len(dataset),
         "resize": str(dataset.attrs.get("resize", "")),
     }
+    digests = getattr(dataset, "file_digests", None)
+    if digests is not None:
+        packed = np.ascontiguousarray(np.asarray(digests, dtype="<u8")).tobytes()
+        identity["files_digest"] = hashlib.sha256(packed).hexdigest()[:16]
+    return identity
+
+
+def same_cache_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two `cache_identity` records name one cache's content: every key both hold agrees (a record
+    written before caches had file digests has no `files_digest`, and is compared without it)."""
+    keys = set(a) & set(b)
+    return {"images_digest", "count", "resize"} <= keys and all(a[key] == b[key] for key in keys)
 
 
 NO_SELECTION = "none"  # SplitParts.select_on of whole-dataset splits

@@ -41,6 +41,7 @@ from iqa_cli.train.data import (
     open_dataset,
     read_seen_files,
     resolve_split_names,
+    same_cache_identity,
     seen_files,
     split_digest,
 )
@@ -311,10 +312,12 @@ def cache_copy_mismatch(info: dict[str, Any], given: Path) -> str | None:
         found = cache_identity(raw)
     finally:
         close_dataset(raw)
-    if found == recorded:
+    if same_cache_identity(found, recorded):
         return None
     if found["resize"] != recorded.get("resize"):
         return f"prepared with size policy {found['resize']!r}, the run's with {recorded.get('resize')!r}"
+    if found["images_digest"] == recorded.get("images_digest") and found.get("files_digest"):
+        return "the same names and scores, other image files (prepared again from edited files?)"
     return "other images or scores"
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from iqa_cli.data.cache_write import CacheOptions
@@ -189,6 +190,22 @@ def test_a_run_resumes_on_a_copy_of_its_cache_at_another_path(cache, tmp_path):
     again = ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "3"]
     refused = error_line(invoke(*again, "--data", str(resized)))
     assert "prepared with size policy" in refused and "(drop them, or start a new run)" in refused
+    # the same names and scores, made again from an edited image file: other content, refused
+    from PIL import Image
+
+    first = sorted((tmp_path / "mini").glob("*.png"))[0]
+    pixels = np.asarray(Image.open(first)).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(first)
+    edited = tmp_path / "edited.h5"
+    build_cache(spec, tmp_path / "mini", edited, CacheOptions(workers=1, splits=2, test_fraction=0.25))
+    refused = error_line(invoke(*again, "--data", str(edited)))
+    assert "the same names and scores, other image files" in refused
+    # a record from before caches had file digests is compared without them
+    record = json.loads((out / "run.json").read_text())
+    del record["cache_identity"]["files_digest"]
+    (out / "run.json").write_text(json.dumps(record))
+    assert invoke(*again, "--data", str(edited)).exit_code == 0
 
 
 def test_a_refused_run_never_removes_a_folder_the_user_gave(cache, tmp_path):
