@@ -127,6 +127,18 @@ def images_digest(dataset: DatasetLike) -> str:
     return digest.hexdigest()[:16]
 
 
+def whole_dataset_test(dataset: DatasetLike, skip_training_images: bool) -> np.ndarray:
+    """The images a whole-dataset test scores (`--cross`, `--watch`): all of them, or, with
+    `skip_training_images` (`Recipe.cross_skips_training_images`), all but those flagged TRAINING_IMAGE."""
+    from iqa_cli.data.records import TRAINING_IMAGE
+
+    n = len(dataset)
+    flags = np.asarray(getattr(dataset, "flags", np.zeros(0, np.uint8)), dtype=np.int64)
+    if skip_training_images and flags.size == n:
+        return np.flatnonzero((flags & TRAINING_IMAGE) == 0).astype(np.int64)
+    return np.arange(n, dtype=np.int64)
+
+
 SEEN_FILES_KEY = "seen_files"  # checkpoint metadata: the file digests of the images a model trained on
 
 

@@ -38,6 +38,7 @@ from iqa_cli.train.data import (
     read_seen_files,
     resolve_split_names,
     split_digest,
+    whole_dataset_test,
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale, check_quality_scores
@@ -240,7 +241,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                 names = [s for s in names if s in plan]
             jobs = [EvalJob(s, plan[s] if s in plan else plan[None], dataset.split(s)["test"]) for s in names]
         else:
-            everything = np.arange(len(dataset))
+            everything = whole_dataset_test(dataset, recipe.cross_skips_training_images)
             keys: list[str | None]
             if run is None or options.split in (None, "all"):
                 keys = list(plan)  # every trained split's model (or the one model given)

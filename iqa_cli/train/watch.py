@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import Progress
-from iqa_cli.train.data import close_dataset, dataset_name, images_digest, open_dataset
+from iqa_cli.train.data import close_dataset, dataset_name, images_digest, open_dataset, whole_dataset_test
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.precision import Precision
 from iqa_cli.train.recipes.base import BaseParams, Recipe
@@ -74,10 +73,7 @@ class WatchedDataset:
         dataset = recipe.wrap_dataset(raw, path, params)
         params = recipe.dataset_params(params, dataset)  # its per-dataset choices (e.g. VIPNet's view)
         labels, _ = recipe.labels(dataset, params, str(path))
-        flags = np.asarray(getattr(dataset, "flags", np.zeros(0, np.uint8)), dtype=np.int64)
-        n = len(labels)
-        # The images every protocol leaves out of a test (LIVE Challenge's 7 subject-training images).
-        indices = np.flatnonzero((flags & TRAINING_IMAGE) == 0) if flags.size == n else np.arange(n)
+        indices = whole_dataset_test(dataset, recipe.cross_skips_training_images)  # as `iqa eval --cross`
         store = ViewStore(
             dataset, recipe, params, device, indices, budget_bytes=preload_budget(preload_gb), progress=progress
         )

@@ -99,6 +99,18 @@ def test_a_split_left_unmeasured_is_an_error_naming_it(trained, monkeypatch):
     assert alone.exit_code == 0, alone.output
 
 
+def test_cross_on_live_challenge_scores_every_row_as_the_vtiqa_authors_did(trained, tmp_path):
+    """VT-IQA's cross-dataset test reads the whole LIVE Challenge cache, its 7 subject-training images
+    included (VIPNet leaves them out: tests/cli/test_vipnet.py)."""
+    from tests.data.fixtures import FIXTURES
+
+    FIXTURES["livew"](tmp_path / "root")
+    assert runner.invoke(app, ["prepare", "livew", "--root", str(tmp_path / "root"), "--splits", "1"]).exit_code == 0
+    result = evaluate("--data", "mini", "--cross", "livew", "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["n"] for row in json.loads(result.stdout)["results"]] == [17, 17]  # both splits' models
+
+
 def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(trained, tmp_path):
     """--cross scores every image on purpose, but onto the dataset the model trained on (by name, or a copy
     of its cache under another name: the same split, same images) that is said, in the log and the report."""

@@ -169,6 +169,22 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     scored = invoke("eval", "vipnet", "--data", "mini", "--cross", "other", "--weights", report["run"], "--json")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["results"][0]["srcc"] == pytest.approx(watched[-1]["srcc"], abs=1e-9)
+    # LIVE Challenge without its 7 subject-training images, as VIPNet's loader reads it: in --cross and
+    # --watch alike (VT-IQA scores all 17 rows of this miniature: tests/cli/test_eval.py)
+    from tests.data.fixtures import FIXTURES
+
+    FIXTURES["livew"](tmp_path / "livew_root")
+    assert invoke("prepare", "livew", "--root", str(tmp_path / "livew_root"), "--splits", "1").exit_code == 0
+    on_livew = invoke("eval", "vipnet", "--data", "mini", "--cross", "livew", "--weights", report["run"], "--json")
+    assert on_livew.exit_code == 0, on_livew.output
+    assert json.loads(on_livew.stdout)["results"][0]["n"] == 10
+    with one_thread():
+        args = ["--data", "mini", "--split", "whole_1", "--watch", "livew", "--epochs", "1", "--json"]
+        watching = invoke("train", "vipnet", *CPU, *args)
+        assert watching.exit_code == 0, watching.output
+    folder = Path(json.loads(watching.stdout)["run"]) / "split-whole_1"
+    logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert {r["n"] for r in logged if r["part"] == "watch:livew"} == {10}
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole"))
     assert "--split whole trains on every image and tests none: name the datasets to score with --watch" in line
     # watching the training data itself (by name, or a copy under another name) would log "cross" scores of

@@ -120,6 +120,10 @@ class Recipe(ABC, Generic[P]):
     min_test_images: ClassVar[int] = MIN_CORRELATION_IMAGES
     # Trains and tests on subjective quality scores (not a distorted set's levels, see `check_quality_scores`).
     needs_quality_scores: ClassVar[bool] = True
+    # Whether a whole-dataset test (`iqa eval --cross`, `--watch`) leaves out the images flagged
+    # TRAINING_IMAGE (LIVE Challenge's 7 subject-training images), as the method's authors read that
+    # dataset: VT-IQA, IEIT and AL-IQA test on all 1,169 rows; VIPNet drops the first 7.
+    cross_skips_training_images: ClassVar[bool] = False
     # Params fields that `iqa eval/predict` may override (test-time protocol choices such as the
     # number of test crops or which branch scores); each becomes a flag of those commands.
     eval_params: ClassVar[tuple[str, ...]] = ()

@@ -374,6 +374,8 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
     channels_last_helps = True  # two CNNs
     report_metrics = ("srcc", "plcc_logistic", "krcc", "rmse", "plcc")  # the authors' four first
     eval_params = ("branch", "test_crops", "test_seed")
+    # The authors' LIVE Challenge evaluation is not published: the field's 1,162 test images (as `random_K`).
+    cross_skips_training_images = True
 
     def idle_params(self, params: SSLIQAParams) -> dict[str, str]:
         if not params.baseline:

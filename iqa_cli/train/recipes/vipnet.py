@@ -301,6 +301,7 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
     channels_last_helps = False
     report_metrics = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
     eval_params = ("test_patch_num", "test_seed", "test_flip", "dpm_view", "canvas")
+    cross_skips_training_images = True  # LIVE Challenge is read without its first 7 rows (`data_loader.py`, `[7:]`)
 
     def check_params(self, params: VIPNetParams) -> None:
         if params.label_scale not in LABEL_SCALES:
