@@ -79,6 +79,12 @@ def make_eval_command(method: str) -> Callable[..., None]:
         by_type: bool = typer.Option(
             False, "--by-type", help="also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)"
         ),
+        drop_seen: bool = typer.Option(
+            False,
+            "--drop-seen",
+            help="leave out images that are byte-identical copies of a model's training files (counted in the "
+            "output) instead of refusing the dataset",
+        ),
         **overrides: Any,
     ) -> None:
         from iqa_cli.atomic import TEXT, check_output_file
@@ -108,6 +114,7 @@ def make_eval_command(method: str) -> Callable[..., None]:
             preload_gb=preload_gb,
             by_type=by_type,
             split_file=split_file,
+            drop_seen=drop_seen,
             overrides={k: v for k, v in overrides.items() if v is not None},
         )
         if matrix:

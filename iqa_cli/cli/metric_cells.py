@@ -58,16 +58,25 @@ def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str
 
 
 def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The line under a table whose test parts held byte-identical copies of training images, or None."""
+    """The line under a table whose parts held byte-identical copies of training images (scored, or left
+    out with --drop-seen), or None."""
+    lines = []
     marked = [row for row in rows if row.get("test_copies_of_training")]
-    if not marked:
-        return None
-    count = sum(int(row["test_copies_of_training"]) for row in marked)
-    which = ", ".join(str(row["split"]) for row in marked)
-    return (
-        f"note: the test part of split(s) {which} held {count} byte-identical copies of training images, and the "
-        "figures include them (the split's own; test_copies_of_training in --json)"
-    )
+    if marked:
+        count = sum(int(row["test_copies_of_training"]) for row in marked)
+        which = ", ".join(str(row["split"]) for row in marked)
+        lines.append(
+            f"note: the test part of split(s) {which} held {count} byte-identical copies of training images, and "
+            "the figures include them (the split's own; test_copies_of_training in --json)"
+        )
+    dropped = [row for row in rows if row.get("seen_copies_dropped")]
+    if dropped:
+        counts = ", ".join(f"{row['split']}: {row['seen_copies_dropped']}" for row in dropped)
+        lines.append(
+            f"note: --drop-seen left out byte-identical copies of the models' training files ({counts}); n counts "
+            "the images scored"
+        )
+    return "\n".join(lines) or None
 
 
 def sweep_fallback_note(runs: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:

@@ -15,7 +15,7 @@ import csv
 import logging
 import math
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class EvalOptions:
     preload_gb: float | None = None  # GiB; None: 60 % of the available memory
     by_type: bool = False  # also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)
     split_file: str | Path | None = None  # authors' index file (ind_train/ind_test into their [X; Xtest])
+    drop_seen: bool = False  # leave out byte-identical copies of each model's training files (instead of refusing)
     overrides: dict[str, Any] = field(default_factory=dict)  # test-time Params (the recipe's eval_params)
 
 
@@ -275,19 +276,7 @@ def _run_jobs(
 ) -> EvalReport:
     if recipe.needs_quality_scores:
         check_quality_scores(dataset.attrs, str(cache_path))
-    for job in jobs:  # before any work: a part this small gives no result
-        if len(job.test) < max(recipe.min_test_images, 1):
-            what = "the dataset" if job.split == "all" else f"the test part of split '{job.split}'"
-            why = (
-                f", and a correlation needs at least {recipe.min_test_images} (two points correlate +-1 whatever the "
-                "model)"
-                if recipe.min_test_images > 1
-                else ""
-            )
-            raise DataError(
-                f"{what} holds {len(job.test)} image(s){why}",
-                path=cache_path,
-            )
+    _check_sizes(recipe, jobs, cache_path)  # before any work: a part this small gives no result
     if options.by_type:
         types_of(dataset, name, cache_path)  # before any work: a dataset without types is refused
     specs = {  # what each model says about itself, read once (its header), before any work
@@ -295,6 +284,16 @@ def _run_jobs(
         or read_trained(recipe, job.weights, variant=options.variant)
         for job in jobs
     }
+    dropped: dict[int, int] = {}
+    if options.drop_seen:  # score only what each model never trained on, and say how many were left out
+        kept_jobs = []
+        for job in jobs:
+            seen = copies_of_seen(dataset, read_seen_files(specs[str(job.weights)].meta), job.test)
+            kept = replace(job, test=np.setdiff1d(np.asarray(job.test, dtype=np.int64), seen))
+            dropped[id(kept)] = int(seen.size)
+            kept_jobs.append(kept)
+        jobs = kept_jobs
+        _check_sizes(recipe, jobs, cache_path, after="leaving out the copies of training files (--drop-seen)")
     if options.cross is None:  # every test part must be the one it was trained against, and unseen by it
         for job in jobs:
             spec = specs[str(job.weights)]
@@ -407,6 +406,7 @@ def _run_jobs(
             "selected_on": selected_on,
             **({"includes_training_images": True} if own_images else {}),
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
+            **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
         }
         results.append(row)
         scores = np.asarray(dataset.scores, dtype=np.float64)
@@ -610,6 +610,22 @@ def _check_unseen_test(
     log.info(f"split {split}'s test part holds none of the images {loaded.source} was trained on")
 
 
+def _check_sizes(recipe: Recipe[Any], jobs: list[EvalJob], cache_path: Path, *, after: str = "") -> None:
+    """Refuse a part too small to give a result (a correlation needs `recipe.min_test_images`)."""
+    for job in jobs:
+        if len(job.test) < max(recipe.min_test_images, 1):
+            what = "the dataset" if job.split == "all" else f"the test part of split '{job.split}'"
+            why = (
+                f", and a correlation needs at least {recipe.min_test_images} (two points correlate +-1 whatever the "
+                "model)"
+                if recipe.min_test_images > 1
+                else ""
+            )
+            raise DataError(
+                f"{what} holds {len(job.test)} image(s){f' after {after}' if after else ''}{why}", path=cache_path
+            )
+
+
 def _copies_scored(
     loaded: LoadedModel | TrainedSpec,
     dataset: DatasetLike,
@@ -644,7 +660,8 @@ def _copies_scored(
     what = "images of" if options.cross is not None else f"test images of split {job.split} of"
     raise DataError(
         f"{copies.size} of the {len(job.test)} {what} {name} are byte-identical copies of images {loaded.source} "
-        f"was trained on{example}: that is no unseen-data result; prepare {name} without them",
+        f"was trained on{example}: that is no unseen-data result; prepare {name} without them, or add --drop-seen "
+        "to score the rest",
         path=cache_path,
     )
 
@@ -709,7 +726,7 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     """One row per evaluated split and the median/mean/std rows of each report (several: `--cross a,b`)."""
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
-               "weights", "includes_training_images"]  # fmt: skip
+               "weights", "includes_training_images", "test_copies_of_training", "seen_copies_dropped"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

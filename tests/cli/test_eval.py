@@ -424,7 +424,13 @@ def test_cross_refuses_a_dataset_holding_byte_identical_copies_of_training_image
     refused = evaluate("--weights", str(trained["run"]), "--cross", "borrowed")
     line = one_error_line(refused)
     assert "1 of the 21 images of borrowed are byte-identical copies of images" in line and "(borrowed.png)" in line
-    assert "no unseen-data result" in line
+    assert "no unseen-data result" in line and "--drop-seen" in line
+    dropped = evaluate("--weights", str(trained["run"]), "--cross", "borrowed", "--drop-seen", "--json")
+    assert dropped.exit_code == 0, dropped.output
+    rows = json.loads(dropped.stdout)["results"]
+    assert [(row["n"], row["seen_copies_dropped"]) for row in rows] == [(20, 1), (20, 1)]
+    shown = evaluate("--weights", str(trained["run"]), "--cross", "borrowed", "--drop-seen")
+    assert "--drop-seen left out byte-identical copies" in " ".join(shown.stdout.split())
     (folder / "borrowed.png").unlink()
     (folder / "scores.csv").write_text("".join((folder / "scores.csv").read_text().splitlines(True)[:-1]))
     _prepare("borrowed", folder)
