@@ -548,8 +548,7 @@ def decode_images(
 
     `image_bytes` is the largest decoded image (H x W x 3 bytes) expected; it sizes the chunks.
     """
-    chunk = _decode_chunk_size(len(jobs), workers, image_bytes, inflight_bytes)
-    yield from _ordered(workers.pool, _decode_chunk, _chunks(list(jobs), chunk), 2 * workers.count)
+    yield from _decode_ordered(_decode_chunk, jobs, workers, image_bytes, inflight_bytes)
 
 
 def decode_images_with_digests(
@@ -559,12 +558,19 @@ def decode_images_with_digests(
     image_bytes: int = 3 * 1024 * 1024,
     inflight_bytes: int = INFLIGHT_BYTES,
 ) -> Iterator[tuple[np.ndarray, int] | DecodeFailure]:
-    """`decode_images`, each image with its file's `file_digest` (hashed in the workers, from the bytes
-    they decode: the file is read once)."""
-    chunk = _decode_chunk_size(len(jobs), workers, image_bytes, inflight_bytes)
-    yield from _ordered(workers.pool, _decode_digest_chunk, _chunks(list(jobs), chunk), 2 * workers.count)
+    """`decode_images`, each image with its file's `file_digest` (hashed in the workers just before the
+    decode, which then reads the file again from the page cache)."""
+    yield from _decode_ordered(_decode_digest_chunk, jobs, workers, image_bytes, inflight_bytes)
 
 
-def _decode_chunk_size(count: int, workers: Workers, image_bytes: int, inflight_bytes: int) -> int:
+def _decode_ordered(
+    func: Callable[[list[DecodeJob]], list[Any]],
+    jobs: Sequence[DecodeJob],
+    workers: Workers,
+    image_bytes: int,
+    inflight_bytes: int,
+) -> Iterator[Any]:
+    """`func` over chunks of `jobs` in the pool, results in input order, about `inflight_bytes` in flight."""
     per_worker = max(1, inflight_bytes // (2 * workers.count * max(1, image_bytes)))
-    return max(1, min(MAX_CHUNK, per_worker, math.ceil(count / (4 * workers.count))))
+    chunk = max(1, min(MAX_CHUNK, per_worker, math.ceil(len(jobs) / (4 * workers.count))))
+    yield from _ordered(workers.pool, func, _chunks(list(jobs), chunk), 2 * workers.count)

@@ -142,18 +142,22 @@ def whole_dataset_test(dataset: DatasetLike, skip_training_images: bool) -> np.n
 SEEN_FILES_KEY = "seen_files"  # checkpoint metadata: the file digests of the images a model trained on
 
 
-def seen_files(dataset: DatasetLike, *parts: np.ndarray) -> str | None:
-    """The `file_digests` of the images of `parts` (what a model trains or selects on), sorted and packed
-    as base64 for a checkpoint's metadata (8 bytes an image: 86 KB for KonIQ-10k's training part); None
-    for a cache without digests."""
-    import base64
-
+def seen_files(dataset: DatasetLike, *parts: np.ndarray) -> np.ndarray | None:
+    """The distinct `file_digests` of the images of `parts` (what a model trains or selects on), sorted;
+    None for a cache without digests."""
     digests = getattr(dataset, "file_digests", None)
     if digests is None:
         return None
     indices = np.concatenate([np.asarray(part, dtype=np.int64) for part in parts]) if parts else np.empty(0, np.int64)
-    seen = np.unique(np.asarray(digests, dtype=np.uint64)[indices])
-    return base64.b64encode(seen.astype("<u8").tobytes()).decode("ascii")
+    return np.unique(np.asarray(digests, dtype=np.uint64)[indices])
+
+
+def pack_seen_files(seen: np.ndarray) -> str:
+    """`seen_files` as base64 for a checkpoint's metadata (8 bytes an image: 86 KB for KonIQ-10k's
+    training part); `read_seen_files` reads it back."""
+    import base64
+
+    return base64.b64encode(np.asarray(seen, dtype="<u8").tobytes()).decode("ascii")
 
 
 def read_seen_files(meta: dict[str, Any]) -> np.ndarray | None:

@@ -39,7 +39,7 @@ from iqa_cli.train.data import (
     is_whole_split,
     make_parts,
     open_dataset,
-    read_seen_files,
+    pack_seen_files,
     resolve_split_names,
     same_cache_identity,
     seen_files,
@@ -725,8 +725,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             split_meta = {**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)}
             seen = seen_files(dataset, parts.train, parts.val)
             if seen is not None:  # so `iqa eval` can tell a copy of a training image in any other dataset
-                split_meta[SEEN_FILES_KEY] = seen
-            test_copies = _copies_of_training(dataset, parts, read_seen_files(split_meta), watched, root, dist)
+                split_meta[SEEN_FILES_KEY] = pack_seen_files(seen)
+            test_copies = _copies_of_training(dataset, parts, seen, watched, root, dist)
             ctx = FitContext(
                 recipe=recipe,
                 params=params,
