@@ -131,7 +131,8 @@ class Scorer:
         return f"Scorer(method={self.method!r}, weights={self.weights!r}, device={str(self.device)!r})"
 
     def native(self, scores: Any) -> np.ndarray:
-        """Scores on the training dataset's native scale (e.g. KonIQ's MOS), when the checkpoint says how."""
+        """Scores on the training dataset's native scale (e.g. KonIQ's MOS; for VIPNet, KonIQ's MOS_zscore, the
+        column it trained on), when the checkpoint says how."""
         labels = self.loaded.train_labels
         if labels is None:
             raise ConfigError(f"{self.weights}: the checkpoint does not record its label mapping")

@@ -17,6 +17,8 @@ Contents (N images; the same names in both formats):
 - ``file_digests`` uint64 (N,), optional: the first 64 bits of each source file's SHA-256; equal
   values are byte-identical files, kept on one side of every random split. Caches written before it
   read as ``file_digests = None`` (copies unknown).
+- ``mos_zscore`` float32 (N,), optional: KonIQ's 0-100 ``MOS_zscore`` beside its 1-5 MOS (``scores``),
+  VIPNet's label; NaN where unknown. Caches without it (older ones, other datasets) read as None.
 - splits: ``splits/random_<k>/train`` and ``.../test`` (int64, sorted indices), k = 0..count-1, and
   ``splits/official/train|val|test`` when the dataset has an official split (KonIQ). See
   `iqa_cli.data.splits` for how they are drawn.
@@ -48,7 +50,7 @@ API
 splits=10, split_seed=0, test_fraction=0.2, ...), *, records=None, progress=None) -> CacheSummary``
 
 ``open_cache(path) -> Cache``, with ``len(cache)``, ``cache.images`` (array-like), ``cache.sizes``,
-``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.distributions`` and ``.file_digests`` (or None),
+``.scores``, ``.std``, ``.names``, ``.ref_ids``, ``.distributions``, ``.file_digests`` and ``.mos_zscore`` (or None),
 ``.attrs`` (dict),
 ``.read_images(indices)`` (uint8 (n, Hmax, Wmax, 3) in the order given; increasing indices are fastest),
 ``.image(i)`` (cropped to its size), ``.split_names()``, ``.split(name)`` ('random_3', '3' or 'official'

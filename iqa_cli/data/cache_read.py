@@ -91,6 +91,7 @@ class Cache:
         self.distributions: np.ndarray | None = None
         self.flags = np.zeros(0, dtype=np.uint8)  # per image; all 0 when the cache has no `flags` array
         self.file_digests: np.ndarray | None = None  # per image (uint64); None: written before caches had them
+        self.mos_zscore: np.ndarray | None = None  # KonIQ's MOS_zscore per image (float32); None: not given
         self.format = _sniff(self.path)
         self._identity = _file_identity(self.path)
         try:
@@ -136,6 +137,8 @@ class Cache:
             self.flags = np.asarray(handle[F.FLAGS][()], dtype=np.uint8)
         if F.FILE_DIGESTS in handle:
             self.file_digests = np.asarray(handle[F.FILE_DIGESTS][()], dtype=np.uint64)
+        if F.MOS_ZSCORE in handle:
+            self.mos_zscore = np.asarray(handle[F.MOS_ZSCORE][()], dtype=np.float32)
         if F.SPLITS in handle:
             group = handle[F.SPLITS]
             self.split_attrs = {k: plain_value(v) for k, v in group.attrs.items()}
@@ -180,6 +183,8 @@ class Cache:
             self.flags = load(F.FLAGS).astype(np.uint8)
         if F.FILE_DIGESTS in members:
             self.file_digests = load(F.FILE_DIGESTS).astype(np.uint64)
+        if F.MOS_ZSCORE in members:
+            self.mos_zscore = load(F.MOS_ZSCORE).astype(np.float32)
         prefix = f"{F.SPLITS}/"
         for key in members:
             if key.startswith(prefix) and key.count("/") == 2:
@@ -205,11 +210,12 @@ class Cache:
             raise DataError(
                 f"'{F.FLAGS}' has {self.flags.size} entries but there are {n} images (damaged cache)", path=self.path
             )
-        if self.file_digests is not None and self.file_digests.shape != (n,):
-            raise DataError(
-                f"'{F.FILE_DIGESTS}' has {self.file_digests.size} entries but there are {n} images (damaged cache)",
-                path=self.path,
-            )
+        for key in (F.FILE_DIGESTS, F.MOS_ZSCORE):
+            values = getattr(self, key)
+            if values is not None and values.shape != (n,):
+                raise DataError(
+                    f"'{key}' has {values.size} entries but there are {n} images (damaged cache)", path=self.path
+                )
         shape = tuple(self.images.shape)
         if len(shape) != 4 or shape[3] != 3 or np.dtype(self.images.dtype) != np.uint8:
             raise DataError(
@@ -456,6 +462,7 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         },
         "std_available": std_known,
         "distributions": None if cache.distributions is None else int(cache.distributions.shape[1]),
+        "mos_zscore": cache.mos_zscore is not None,
         "references": int(len(np.unique(refs))),
         "training_images": int((cache.flags & TRAINING_IMAGE).astype(bool).sum()),
         "training_image_names": [cache.names[i] for i in np.flatnonzero(cache.flags & TRAINING_IMAGE)],

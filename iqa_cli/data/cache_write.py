@@ -557,6 +557,8 @@ def build_cache(
                     distributions = _distributions(kept)
                     if distributions is not None:
                         arrays[F.DISTRIBUTIONS] = distributions
+                    if any(math.isfinite(r.mos_zscore) for r in kept):
+                        arrays[F.MOS_ZSCORE] = np.asarray([r.mos_zscore for r in kept], dtype=np.float32)
                     if any(r.flags for r in kept):
                         arrays[F.FLAGS] = np.asarray([r.flags for r in kept], dtype=np.uint8)
                     attrs = _attrs(spec, root, policy, plan, made, padded)

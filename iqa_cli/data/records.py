@@ -24,6 +24,9 @@ class Record:
     official_set: str | None = None  # e.g. KonIQ's 'training'/'validation'/'test'
     # Share of ratings per category, lowest first (KonIQ's c1..c5 normalised), where the dataset gives them.
     distribution: tuple[float, ...] | None = None
+    # KonIQ's `MOS_zscore` (0-100, from per-rater z-scores): VIPNet's label. Not a monotonic map of the
+    # 1-5 MOS (SRCC 0.992 between them), so it is kept beside `score`, not derived from it. NaN: none.
+    mos_zscore: float = math.nan
     flags: int = 0  # TRAINING_IMAGE, ...
 
 

@@ -409,7 +409,7 @@ def _run_jobs(
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
         }
         results.append(row)
-        scores = np.asarray(dataset.scores, dtype=np.float64)
+        scores = label_map.source_scores(dataset, str(cache_path))  # the scale `prediction_native` is on
         native_pred = label_map.to_native(pred)
         for index, value, native in zip(indices, pred, native_pred, strict=True):
             per_image.append(

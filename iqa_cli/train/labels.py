@@ -54,11 +54,18 @@ ALIASES = {
 }
 
 
+SCORES_COLUMN = "scores"  # a cache's native scores
+ZSCORE_COLUMN = "mos_zscore"  # KonIQ's 0-100 MOS_zscore, kept beside its 1-5 MOS
+
+
 @dataclass(frozen=True)
 class LabelMap:
     scale: float
     offset: float
     description: str
+    # The per-image values the map starts from: the cache's native `scores`, or another score column
+    # it keeps (`mos_zscore`). "Native" predictions are on that column's scale.
+    column: str = SCORES_COLUMN
 
     def to_train(self, native: np.ndarray) -> np.ndarray:
         return np.asarray(native, dtype=np.float64) * self.scale + self.offset
@@ -66,12 +73,30 @@ class LabelMap:
     def to_native(self, train: np.ndarray) -> np.ndarray:
         return (np.asarray(train, dtype=np.float64) - self.offset) / self.scale
 
+    def source_scores(self, dataset: Any, source: str) -> np.ndarray:
+        """The dataset's values of `column` (float64) that `to_train` maps to labels, all finite, or a
+        one-line DataError naming `source`."""
+        values = getattr(dataset, self.column, None)
+        if values is None:
+            raise DataError(f"has no '{self.column}' scores (prepare the dataset again)", path=source)
+        scores = np.asarray(values, dtype=np.float64)
+        bad = int((~np.isfinite(scores)).sum())
+        if bad:
+            what = "score" if self.column == SCORES_COLUMN else f"'{self.column}' score"
+            raise DataError(f"{bad} images have no finite {what}", path=source)
+        return scores
+
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> LabelMap:
-        return cls(scale=float(meta["scale"]), offset=float(meta["offset"]), description=str(meta["description"]))
+        return cls(
+            scale=float(meta["scale"]),
+            offset=float(meta["offset"]),
+            description=str(meta["description"]),
+            column=str(meta.get("column", SCORES_COLUMN)),  # older checkpoints: always the native scores
+        )
 
 
 LEVEL_SCORES = "level"  # score_type of `iqa prepare distorted` caches: distortion levels 1-5, not quality
@@ -122,6 +147,12 @@ def native(attrs: Mapping[str, Any]) -> LabelMap:
 
 
 LABEL_SCALES = {"paper": paper_1to5, "range": declared_range_1to5, "native": native}
+
+
+def is_koniq(attrs: Mapping[str, Any]) -> bool:
+    """Whether a cache's `dataset` attribute names KonIQ-10k (any of its aliases)."""
+    name = str(attrs.get("dataset", "")).lower()
+    return ALIASES.get(name, name) == "koniq10k"
 
 
 def low_quality_threshold(dataset: str | None) -> float:

@@ -205,3 +205,49 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole_1", "--watch", "mixed"))
     assert "--watch mixed: 1 of its 13 images are byte-identical copies of images split whole_1 trains on" in line
     assert "(e.g. borrowed.png)" in line
+
+
+def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
+    """VIPNet's `Koniq_10kFolder` reads `MOS_zscore`, for training and for every KonIQ test; it is not a
+    monotonic map of the 1-5 MOS the esnthere methods use, so scoring against the MOS gave other
+    correlations than the authors'."""
+    import csv
+
+    import h5py
+    import numpy as np
+
+    from iqa_cli.data.cache import open_cache
+    from iqa_cli.train.metrics import spearman
+    from tests.data.fixtures import FIXTURES
+
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
+    FIXTURES["koniq"](tmp_path / "koniq_root")
+    assert invoke("prepare", "koniq", "--root", str(tmp_path / "koniq_root"), "--size", "64x48").exit_code == 0
+    with open_cache(data_dir() / "koniq.h5") as cache:
+        mos, zscore = cache.scores.astype(float), cache.mos_zscore.astype(float)
+    assert spearman(mos, zscore) < 1.0  # the fixture's z-scores rank differently, as the real ones do
+    with one_thread():
+        trained = invoke("train", "vipnet", *CPU, "--data", "mini", "--epochs", "1", "--json")
+        assert trained.exit_code == 0, trained.output
+    run = json.loads(trained.stdout)["run"]
+
+    per_image = tmp_path / "p.csv"
+    args = ["--cross", "koniq", "--weights", run, "--test-patch-num", "2", "--per-image", str(per_image), "--json"]
+    scored = invoke("eval", "vipnet", *args)
+    assert scored.exit_code == 0, scored.output
+    row = json.loads(scored.stdout)["results"][0]
+    with open(per_image, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["label"]) for r in rows] == pytest.approx(zscore[[int(r["index"]) for r in rows]].tolist())
+    assert [float(r["mos"]) for r in rows] == [float(r["label"]) for r in rows]  # the scale prediction_native is on
+    pred = np.asarray([float(r["prediction"]) for r in rows])
+    assert row["srcc"] == pytest.approx(spearman(pred, zscore), abs=1e-12)
+    assert spearman(pred, zscore) != pytest.approx(spearman(pred, mos), abs=1e-6)
+
+    # A KonIQ cache prepared before iqa kept MOS_zscore: the 1-5 MOS, said in a warning.
+    with h5py.File(data_dir() / "koniq.h5", "a") as handle:
+        del handle["mos_zscore"]
+    old = invoke("eval", "vipnet", *args)
+    assert old.exit_code == 0, old.output
+    assert "keeps no MOS_zscore" in old.output
+    assert json.loads(old.stdout)["results"][0]["srcc"] == pytest.approx(spearman(pred, mos), abs=1e-12)

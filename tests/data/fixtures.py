@@ -32,6 +32,7 @@ class ExpectedRecord:
     official_set: str | None = None
     distribution: tuple[float, ...] | None = None  # rating shares per category (KonIQ's c1..c5 normalised)
     flags: int = 0  # iqa_cli.data.records bits (TRAINING_IMAGE for LIVE Challenge's 7)
+    mos_zscore: float = math.nan  # KonIQ's MOS_zscore column
 
 
 @dataclass
@@ -233,8 +234,10 @@ def make_koniq(
     folder = next((f for f in ("1024x768", "512x384") if f in folders), folders[0] if folders else "1024x768")
     dataset_root = (root / f"koniq10k_{folder}") if doubled else root
     records = [
-        ExpectedRecord(f"{folder}/{name}", mos, sd, -1, sets[i] if sets_csv else None, _shares(counts))
-        for i, (name, counts, _, mos, sd, _) in enumerate(rows)
+        ExpectedRecord(
+            f"{folder}/{name}", mos, sd, -1, sets[i] if sets_csv else None, _shares(counts), mos_zscore=zscore
+        )
+        for i, (name, counts, _, mos, sd, zscore) in enumerate(rows)
     ]
     pixels = {f"{folder}/{name}": p for name, p in pixels_by_folder.get(folder, {}).items()}
     return _expected("koniq", root, dataset_root, records, pixels)

@@ -25,6 +25,7 @@ def assert_matches(records, expected: ExpectedDataset) -> None:
         assert record.ref_id == want.ref_id, record.name
         assert record.official_set == want.official_set, record.name
         assert record.flags == want.flags, record.name
+        assert record.mos_zscore == want.mos_zscore or math.isnan(record.mos_zscore) and math.isnan(want.mos_zscore)
         if want.distribution is None:
             assert record.distribution is None, record.name
         else:
@@ -277,3 +278,28 @@ def test_live_realigned_file_without_orgs_uses_dmos_mat_flags(tmp_path):
     content = loadmat(str(path))
     savemat(str(path), {"dmos_new": content["dmos_new"], "dmos_std": content["dmos_std"]})
     assert_matches(parse(expected), expected)
+
+
+def test_koniq_keeps_mos_zscore_beside_the_mos(tmp_path):
+    """VIPNet's label; not a monotonic map of the 1-5 MOS, so it is read, not derived."""
+    import csv
+
+    expected = FIXTURES["koniq"](tmp_path)
+    path = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
+    with open(path, newline="") as f:
+        given = {row["image_name"]: float(row["MOS_zscore"]) for row in csv.DictReader(f)}
+    records = parse(expected)
+    assert [r.mos_zscore for r in records] == [given[r.name.split("/", 1)[1]] for r in records]
+
+    def malformed(header, rows):
+        return header, [[*r[:-1], "n/a"] for r in rows]
+
+    _rewrite_koniq_scores(expected, malformed)
+    with pytest.raises(DataError, match="malformed MOS_zscore 'n/a' at line 2"):
+        parse(expected)
+
+    def without_zscore(header, rows):
+        return header[:-1], [r[:-1] for r in rows]
+
+    _rewrite_koniq_scores(expected, without_zscore)
+    assert all(math.isnan(r.mos_zscore) for r in parse(expected))

@@ -23,6 +23,11 @@ def _check_metadata(cache, expected) -> None:
     np.testing.assert_array_equal(np.isnan(cache.std), np.isnan(want_std))
     np.testing.assert_array_equal(cache.std[~np.isnan(want_std)], want_std[~np.isnan(want_std)])
     np.testing.assert_array_equal(cache.ref_ids, [r.ref_id for r in expected.records])
+    zscores = np.asarray([r.mos_zscore for r in expected.records], dtype=np.float32)
+    if np.isnan(zscores).all():
+        assert cache.mos_zscore is None
+    else:
+        np.testing.assert_array_equal(cache.mos_zscore, zscores)
     spec = get_dataset(expected.dataset)
     assert cache.attrs["dataset"] == spec.name and cache.attrs["score_type"] == spec.score_type
     assert bool(cache.attrs["lower_better"]) == spec.lower_better

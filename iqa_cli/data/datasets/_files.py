@@ -492,6 +492,7 @@ class Row:
     ref_key: str | None = None  # reference image identity (FR datasets); numbered in order of appearance
     official_set: str | None = None
     distribution: tuple[float, ...] | None = None  # rating shares per category (KonIQ c1..c5)
+    mos_zscore: float = math.nan  # KonIQ's MOS_zscore (see Record)
     flags: int = 0  # bits of iqa_cli.data.records (TRAINING_IMAGE, ...)
 
 
@@ -523,6 +524,7 @@ def build_records(
             ref_id=ref_id,
             official_set=row.official_set,
             distribution=row.distribution,
+            mos_zscore=row.mos_zscore,
             flags=row.flags,
         )
         for (row, path), ref_id in zip(kept, ref_ids, strict=True)

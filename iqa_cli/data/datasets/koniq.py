@@ -1,8 +1,12 @@
 """KonIQ-10k, from the official archives.
 
 Score: the `MOS` column (1-5 ACR mean) of the official `koniq10k_scores_and_distributions.csv`, with
-`SD` as std. This is the column the esnthere methods (VT-IQA, IEIT, ...) train on. The 0-100
-`MOS_zscore` of the same file is not used; SRCC is identical, and the cache declares the 1-5 range.
+`SD` as std. This is the column the esnthere methods (VT-IQA, IEIT, AL-IQA) train on, and the cache
+declares the 1-5 range. The file's 0-100 `MOS_zscore` (computed from per-rater z-scores) is kept beside
+it as the cache's `mos_zscore`: VIPNet's loader trains and tests on it. It is not a monotonic map of the
+MOS: over the 10,073 images the two rank with SRCC 0.992 (the 1-5 MOS recomputed from c1..c5 of the
+public sets file, against that file's z-score MOS), so a correlation against one is not one against the
+other.
 The rating counts `c1`..`c5` (1 = bad ... 5 = excellent), normalised to sum to 1, are kept as each
 image's rating distribution (SSL-IQA trains on them); a file without those columns gives none.
 
@@ -26,6 +30,7 @@ name-sorted order. VIPNet's loader keeps the CSV order (`vipnet_K` uses it). SSL
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +55,7 @@ SETS_FILE = "koniq10k_distributions_sets.csv"
 IMAGE_FOLDERS = (("1024x768", "koniq10k_1024x768"), ("512x384", "koniq10k_512x384"))
 OFFICIAL_SETS = ("training", "validation", "test")
 RATING_COLUMNS = ("c1", "c2", "c3", "c4", "c5")  # vote counts per ACR category, bad to excellent
+ZSCORE_COLUMN = "MOS_zscore"
 
 
 def _image_folder(root: Path, images: list[str], scores_path: Path) -> Path:
@@ -88,6 +94,13 @@ def _distribution(row: dict[str, str], path: Path, line: int) -> tuple[float, ..
     return tuple(c / total for c in counts)
 
 
+def _zscore(row: dict[str, str], path: Path, line: int) -> float:
+    """The image's `MOS_zscore`; NaN when the file has no such column."""
+    if ZSCORE_COLUMN not in row:
+        return math.nan
+    return to_score(row[ZSCORE_COLUMN], source=path, where=f"line {line}", what=ZSCORE_COLUMN)
+
+
 def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
     root = check_root(root)
     scores_path = find_file(root, [SCORES_FILE], required=False)
@@ -120,6 +133,7 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
                 std=to_score(row["SD"], source=scores_path, where=f"line {line}", what="SD"),
                 official_set=official_set,
                 distribution=_distribution(row, scores_path, line),
+                mos_zscore=_zscore(row, scores_path, line),
             )
         )
     folder = _image_folder(root, [r.relative for r in rows], scores_path)

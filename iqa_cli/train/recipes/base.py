@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import numpy as np
 
-from iqa_cli.errors import DataError
 from iqa_cli.train.labels import LABEL_SCALES, LabelMap, check_quality_scores
 from iqa_cli.train.metrics import METRIC_NAMES, MIN_CORRELATION_IMAGES, compute_metrics
 from iqa_cli.train.schedule import Schedule
@@ -195,10 +194,7 @@ class Recipe(ABC, Generic[P]):
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
         check_quality_scores(dataset.attrs, source)
         label_map = self.label_map(dataset.attrs, params)
-        scores = np.asarray(dataset.scores, dtype=np.float64)
-        if not np.isfinite(scores).all():
-            raise DataError(f"{int((~np.isfinite(scores)).sum())} images have no finite score", path=source)
-        return label_map.to_train(scores), label_map
+        return label_map.to_train(label_map.source_scores(dataset, source)), label_map
 
     def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: P) -> np.ndarray:
         """What a training batch's `target` holds, one row per image (default: `labels`, the scores the

@@ -27,8 +27,9 @@ Choices and deviations, on purpose:
   and CSIQ DMOS) the network regresses -DMOS instead of DMOS: the same L1 problem up to sign, and
   predictions then always mean "higher = better", so cross-dataset correlations keep their sign
   where the authors take |SRCC| and |PLCC|. `--label-scale native` trains on DMOS as is; `range`
-  maps every dataset onto 1-5. KonIQ: our cache stores MOS (1-5); the authors regressed MOS_zscore
-  (0-100), the same ranking on another scale (larger L1 steps).
+  maps every dataset onto 1-5. KonIQ: the authors' loader reads `MOS_zscore` (0-100), which the cache
+  keeps beside the 1-5 MOS; on the paper scale VIPNet trains and tests on it (the two columns rank
+  with SRCC 0.992, so a correlation against the MOS is not the authors').
 - Image sizes: crops come from each image at its own resolution. `canvas` (H,W; 768x768 holds every
   VIPNet dataset unscaled) bounds it: a larger image is downscaled to fit (aspect kept; prepare KonIQ
   from its 512x384 release, as the authors did, to avoid that); an image smaller than the crop in
@@ -53,6 +54,7 @@ Choices and deviations, on purpose:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -60,7 +62,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from iqa_cli.errors import ConfigError
-from iqa_cli.train.labels import LABEL_SCALES, LabelMap
+from iqa_cli.train.labels import LABEL_SCALES, ZSCORE_COLUMN, LabelMap, check_quality_scores, is_koniq
 from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
@@ -76,6 +78,10 @@ if TYPE_CHECKING:
 DpmView = Literal["auto", "crop", "resize"]
 Cpm = Literal["resnet18", "resnet34", "resnet50"]  # configs.py --cpm (`iqa_cli.models.vipnet.CPM_ARCHS`; tested)
 BnMode = Literal["train", "eval"]
+log = logging.getLogger(__name__)
+# Caches already warned about in this process (a run's splits and evaluations share one warning).
+_WARNED_NO_ZSCORE: set[str] = set()
+
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 # Datasets whose YCbCr view the authors' loaders build from the whole image (`img_crop=False`).
 WHOLE_IMAGE_DATASETS = {"tid2013", "tid", "kadid10k", "kadid-10k", "kadid"}
@@ -373,6 +379,24 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         if bool(attrs.get("lower_better", False)):
             return LabelMap(-1.0, 0.0, "-score (raw lower-better scores, negated so higher is better)")
         return LabelMap(1.0, 0.0, "raw scores (VIPNet trains on them unscaled)")
+
+    def labels(self, dataset: DatasetLike, params: VIPNetParams, source: str) -> tuple[np.ndarray, LabelMap]:
+        """As every recipe, except KonIQ on the paper scale: the authors' loader reads `MOS_zscore`
+        (`data_loader.py` `Koniq_10kFolder`), for training and for every test on KonIQ, so `iqa` does
+        too where the cache keeps it. A cache without it gives the 1-5 MOS, with a warning."""
+        check_quality_scores(dataset.attrs, source)
+        label_map = self.label_map(dataset.attrs, params)
+        if params.label_scale == "paper":
+            if getattr(dataset, ZSCORE_COLUMN, None) is not None:
+                label_map = LabelMap(1.0, 0.0, "KonIQ MOS_zscore (0-100), VIPNet's KonIQ label", column=ZSCORE_COLUMN)
+            elif is_koniq(dataset.attrs) and source not in _WARNED_NO_ZSCORE:
+                _WARNED_NO_ZSCORE.add(source)
+                log.warning(
+                    f"{source}: this KonIQ cache keeps no MOS_zscore (prepared before iqa kept it): VIPNet's "
+                    "labels are the 1-5 MOS here, not the authors' MOS_zscore (they rank with SRCC 0.992, so the "
+                    "correlations differ from theirs); `iqa prepare koniq` again to get it"
+                )
+        return label_map.to_train(label_map.source_scores(dataset, source)), label_map
 
     # ------------------------------------------------------------------------------------ views
 
