@@ -21,7 +21,7 @@ from iqa_cli.train.data import is_whole_split, same_cache_identity
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
-from iqa_cli.train.trainer import load_run_config, result_options, selection_label
+from iqa_cli.train.trainer import load_run_config, result_options, run_labels, selection_label
 
 
 def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
@@ -110,6 +110,9 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
             return f"trained on other data ({b.get('cache')}: other images, scores or size than {a.get('cache')})"
     elif Path(str(a.get("cache"))).resolve() != Path(str(b.get("cache"))).resolve():
         return f"trained on another cache ({b.get('cache')}, not {a.get('cache')})"
+    labels_a, labels_b = run_labels(a, root_a), run_labels(b, root_b)
+    if labels_a is not None and labels_b is not None and labels_a != labels_b:
+        return f"trained on other labels ({labels_b.description}, not {labels_a.description})"
     recipe = get_recipe(str(a.get("method")))
     options_a, options_b = (result_options(load_run_config(recipe, root)[1]) for root in (root_a, root_b))
     differ = sorted(key for key in options_a.keys() | options_b.keys() if options_a.get(key) != options_b.get(key))

@@ -47,11 +47,12 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
-from iqa_cli.train.labels import check_label_scale
+from iqa_cli.train.labels import LabelMap, check_label_scale
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import (
+    BEST,
     RESULT_FILE,
     check_new_run_folder,
     effective_status,
@@ -231,6 +232,41 @@ def result_options(config: ResolvedConfig) -> dict[str, Any]:
     must share to be one protocol (a sweep's kept run, `iqa runs combine`)."""
     values = {"tiny": config.tiny, **to_plain(config.engine), **to_plain(config.params)}
     return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
+
+
+def run_labels(info: dict[str, Any], root: Path) -> LabelMap | None:
+    """The labels a run trains on: run.json's `labels`, or, for a record written before it kept them, those
+    of a split's kept model; None when neither says."""
+    import json
+
+    from iqa_cli.models.checkpoint import read_metadata
+
+    recorded = info.get("labels")
+    if recorded is None:
+        for split in info.get("splits") or {}:
+            best = split_dir(root, split) / BEST
+            if best.is_file():
+                recorded = read_metadata(best).get("labels")
+                break
+    if not recorded:
+        return None
+    return LabelMap.from_meta(json.loads(recorded) if isinstance(recorded, str) else recorded)
+
+
+def labels_on(recipe: Recipe[Any], params: BaseParams, data: str | Path) -> LabelMap:
+    """The labels `recipe` with `params` trains on in the cache `data`."""
+    raw, path = open_dataset(data)
+    try:
+        return recipe.labels(raw, recipe.dataset_params(params, raw), str(path))[1]
+    finally:
+        close_dataset(raw)
+
+
+def labels_change(before: LabelMap | None, now: LabelMap) -> str | None:
+    """Why a run that trained on `before` cannot go on (or be joined) with `now`, or None."""
+    if before is None or before == now:
+        return None
+    return f"its labels were {before.description} ({before.column}), now {now.description} ({now.column})"
 
 
 def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:
@@ -659,6 +695,10 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     # Per-dataset choices resolved for this dataset; checkpoints keep the given values (see dataset_params).
     params = recipe.dataset_params(resolved.params, dataset)
     labels, label_map = recipe.labels(dataset, params, str(cache_path))
+    changed = labels_change(run_labels(info, root), label_map)
+    if changed:  # a resumed run would go on regressing another target (iqa's labels for this data changed)
+        raise ConfigError(f"this run cannot continue on {cache_path}: {changed}; start a new run", path=root)
+    info["labels"] = label_map.to_meta()
     meta = {
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),

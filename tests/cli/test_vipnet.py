@@ -251,3 +251,45 @@ def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
     assert old.exit_code == 0, old.output
     assert "keeps no MOS_zscore" in old.output
     assert json.loads(old.stdout)["results"][0]["srcc"] == pytest.approx(spearman(pred, mos), abs=1e-12)
+
+
+def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore(tmp_path):
+    """A VIPNet KonIQ run started on a cache prepared before `mos_zscore` (the 1-5 MOS) must not be resumed,
+    reused by a sweep or combined with runs on the z-scores now given: its model regressed another target."""
+    import h5py
+
+    from tests.cli.options import without
+    from tests.data.fixtures import FIXTURES
+
+    FIXTURES["koniq"](tmp_path / "koniq_root")
+    prepare = ["prepare", "koniq", "--root", str(tmp_path / "koniq_root"), "--size", "64x48", "--splits", "2"]
+    assert invoke(*prepare).exit_code == 0
+    with h5py.File(data_dir() / "koniq.h5", "a") as handle:
+        del handle["mos_zscore"]  # as a cache prepared before it was kept
+    fast = [*without(CPU, "--val-fraction"), "--select-on", "test", "--test-patch-num", "2", "--epochs", "1"]
+    with one_thread():
+        for split in ("random_0", "random_1"):
+            made = invoke("train", "vipnet", *fast, "--data", "koniq", "--split", split, "--name", f"old-{split}")
+            assert made.exit_code == 0, made.output
+        swept = invoke("train", "vipnet", *fast, "--data", "koniq", "--repeats", "1", "--name", "sweep")
+        assert swept.exit_code == 0, swept.output
+    runs = data_dir().parent / "runs"
+    record = json.loads((runs / "old-random_0" / "run.json").read_text())
+    assert record["labels"]["column"] == "scores"
+    del record["labels"]  # a record written before runs kept their labels: the kept model's metadata says
+    (runs / "old-random_0" / "run.json").write_text(json.dumps(record))
+
+    assert invoke(*prepare).exit_code == 0  # prepared again: the same names, scores and files, and mos_zscore
+    with one_thread():
+        resumed = invoke("train", "vipnet", "--resume", "--name", "old-random_0", "--epochs", "2")
+        line = one_error_line(resumed)
+        assert "this run cannot continue on" in line and "raw scores (VIPNet trains on them unscaled) (scores)" in line
+        assert "now KonIQ MOS_zscore (0-100), VIPNet's KonIQ label (mos_zscore); start a new run" in line
+        line = one_error_line(invoke("train", "vipnet", *fast, "--data", "koniq", "--repeats", "2", "--name", "sweep"))
+        assert "this sweep's run was made with other options: labels were raw scores" in line
+        new = invoke("train", "vipnet", *fast, "--data", "koniq", "--split", "random_1", "--name", "new-random_1")
+        assert new.exit_code == 0, new.output
+    line = one_error_line(invoke("runs", "combine", str(runs / "old-random_0"), str(runs / "new-random_1")))
+    assert "trained on other labels (KonIQ MOS_zscore (0-100), VIPNet's KonIQ label, not raw scores" in line
+    joined = invoke("runs", "combine", str(runs / "old-random_0"), str(runs / "old-random_1"), "--json")
+    assert joined.exit_code == 0, joined.output
