@@ -384,6 +384,9 @@ def inspect_cache(
             )
         )
     lines.append(("std", f"{info['std_available']} of {info['count']} images"))
+    if info.get("mos_zscore"):
+        zscore = info["mos_zscore"]
+        lines.append(("MOS_zscore", f"min {zscore['min']:.4g}, max {zscore['max']:.4g} (VIPNet's KonIQ label)"))
     if info["references"]:
         lines.append(("references", str(info["references"])))
     if info["training_images"]:

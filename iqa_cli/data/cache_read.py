@@ -431,6 +431,13 @@ def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _value_range(values: np.ndarray | None) -> dict[str, float] | None:
+    """{min, max} of the finite values; None when there are none."""
+    finite = np.asarray(values if values is not None else [], dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return {"min": float(finite.min()), "max": float(finite.max())} if finite.size else None
+
+
 def describe_cache(cache: Cache) -> dict[str, Any]:
     """Everything `iqa prepare inspect` shows, as plain JSON-ready values (NaN becomes None)."""
     n = len(cache)
@@ -462,7 +469,8 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         },
         "std_available": std_known,
         "distributions": None if cache.distributions is None else int(cache.distributions.shape[1]),
-        "mos_zscore": cache.mos_zscore is not None,
+        # KonIQ's z-score MOS beside its 1-5 MOS (VIPNet's label); None: the cache keeps none
+        "mos_zscore": _value_range(cache.mos_zscore),
         "references": int(len(np.unique(refs))),
         "training_images": int((cache.flags & TRAINING_IMAGE).astype(bool).sum()),
         "training_image_names": [cache.names[i] for i in np.flatnonzero(cache.flags & TRAINING_IMAGE)],

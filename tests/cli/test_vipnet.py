@@ -226,6 +226,11 @@ def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
     with open_cache(data_dir() / "koniq.h5") as cache:
         mos, zscore = cache.scores.astype(float), cache.mos_zscore.astype(float)
     assert spearman(mos, zscore) < 1.0  # the fixture's z-scores rank differently, as the real ones do
+    shown = invoke("prepare", "inspect", "koniq")
+    assert (
+        f"MOS_zscore                min {zscore.min():.4g}, max {zscore.max():.4g} (VIPNet's KonIQ label)"
+        in shown.stdout
+    )
     with one_thread():
         trained = invoke("train", "vipnet", *CPU, "--data", "mini", "--epochs", "1", "--json")
         assert trained.exit_code == 0, trained.output
