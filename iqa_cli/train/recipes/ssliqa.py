@@ -63,8 +63,8 @@ Deviations, on purpose:
   spec B.8); evaluation there uses the 1-5 mapped MOS.
 - `--resize fixed` resizes to 384 x 512 (H x W) instead: the landscape 4:3 the authors presumably
   meant (KonIQ's own aspect; other aspects are still squeezed to 4:3).
-- The KonIQ cache is 512x384 by default; the authors resized the 1024x768 release. For their exact
-  input prepare KonIQ with `--resize 1024x768`.
+- Input: the authors resized the 1024x768 release, which the KonIQ cache keeps by default; a cache
+  prepared from the 512x384 release (or with `--size 512x384`) gives the resize other pixels.
 - The teacher runs on the unlabelled batch without gradient (its outputs there are only targets, so
   the result is the same; it saves memory).
 """
