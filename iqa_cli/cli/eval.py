@@ -223,6 +223,8 @@ def show_eval_report(report: dict[str, Any]) -> None:
     kind = "cross-dataset" if report["cross"] else "test split"
     if any(row.get("includes_training_images") for row in report["results"]):
         kind = "every image, the model's training images included: no cross-dataset result"
+    elif any(row.get("own_dataset") for row in report["results"]):
+        kind = "the model's own dataset without its training images (--drop-seen): no cross-dataset result"
     title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
     if report.get("precision") not in (None, "", "float32"):
         title += f"; {report['precision']} evaluation"

@@ -321,11 +321,19 @@ def _run_jobs(
         if isinstance(known, TrainedSpec):  # the network is built (init, weights read) while the views are made
             building = in_thread(build_trained, recipe, known, name="iqa-build")
             loaded_cache = {}  # keep one network in memory at a time
-        own_images = options.cross is not None and _trained_on_this(known, raw, name)
-        if own_images and not any(row.get("includes_training_images") for row in results):  # once, not per split
+        own_dataset = options.cross is not None and _trained_on_this(known, raw, name)
+        # --drop-seen left out every file the model trained or selected on, where both sides record digests
+        unseen_rest = own_dataset and options.drop_seen and _seen_files_known(known, raw)
+        own_images = own_dataset and not unseen_rest
+        if own_dataset and not any(row.get("own_dataset") for row in results):  # once, not per split
             log.warning(
-                f"{known.source} was trained on {name} (split {known.meta.get('split') or '?'}): --cross "
-                "scores every image, its training images included, so this is no cross-dataset result"
+                f"{known.source} was trained on {name} (split {known.meta.get('split') or '?'}): "
+                + (
+                    "--drop-seen left its training images out, so this is its own dataset's unseen images, "
+                    "no cross-dataset result"
+                    if unseen_rest
+                    else "--cross scores every image, its training images included, so this is no cross-dataset result"
+                )
             )
         params = known.params
         if options.batch_size is not None:
@@ -404,6 +412,7 @@ def _run_jobs(
             "trained_on": loaded.meta.get("dataset"),
             "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
             "selected_on": selected_on,
+            **({"own_dataset": True} if own_dataset else {}),
             **({"includes_training_images": True} if own_images else {}),
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
@@ -666,6 +675,11 @@ def _copies_scored(
     )
 
 
+def _seen_files_known(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike) -> bool:
+    """Whether the copies of what `loaded` trained on can be told in `dataset` (both record file digests)."""
+    return read_seen_files(loaded.meta) is not None and getattr(dataset, "file_digests", None) is not None
+
+
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:
     """Whether a --cross dataset is the one the model was trained on: the same name, the same images
     (a copy of the cache under another name, whatever its splits), or a split of the same name holding
@@ -726,7 +740,8 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     """One row per evaluated split and the median/mean/std rows of each report (several: `--cross a,b`)."""
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
-               "weights", "includes_training_images", "test_copies_of_training", "seen_copies_dropped"]  # fmt: skip
+               "weights", "own_dataset", "includes_training_images", "test_copies_of_training",
+               "seen_copies_dropped"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

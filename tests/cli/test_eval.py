@@ -118,6 +118,16 @@ def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(traine
     assert result.exit_code == 0, result.output
     assert all(row["includes_training_images"] for row in json.loads(result.stdout)["results"])
     assert "its training images included, so this is no cross-dataset result" in " ".join(result.stderr.split())
+    # --drop-seen leaves every file the model trained and selected on out: the rest is its test part, on its
+    # own dataset (no cross-dataset result), and no longer flagged as holding training images
+    unseen = evaluate("--data", "mini", "--cross", "mini", "--drop-seen", "--json")
+    assert unseen.exit_code == 0, unseen.output
+    rows = json.loads(unseen.stdout)["results"]
+    tested = evaluate("--data", "mini", "--json")
+    assert [row["n"] for row in rows] == [row["n"] for row in json.loads(tested.stdout)["results"]]
+    assert all(row["own_dataset"] and "includes_training_images" not in row for row in rows)
+    shown = " ".join(evaluate("--data", "mini", "--cross", "mini", "--drop-seen").stdout.split())
+    assert "the model's own dataset without its training images (--drop-seen): no cross-dataset result" in shown
     make_cache("mini_again", tmp_path / "again", data_dir() / "mini_again.h5")  # same images and splits
     copy = evaluate("--data", "mini", "--cross", "mini_again")
     assert copy.exit_code == 0, copy.output
