@@ -1,9 +1,13 @@
 """Load our checkpoints and the authors' released ones safely; save ours atomically.
 
 Safety: files are read with `torch.load(weights_only=True)` or safetensors, never by unpickling
-arbitrary objects. Format: our checkpoints are safetensors files (or weights-only `.pt`) whose
-metadata names the model; the authors' files are DataParallel state dicts (`module.` prefixes),
-sometimes wrapped in a dict under `state_dict`/`model`.
+arbitrary objects. The one addition to torch's weights-only allowlist is numpy's data constructors
+(scalars, dtypes, arrays of numbers): the authors' training scripts store figures such as a scipy SRCC
+(a numpy float64) beside the weights, and those rebuild data, they run no code.
+
+Format: our checkpoints are safetensors files (or weights-only `.pt`) whose metadata names the model;
+the authors' files are DataParallel state dicts (`module.` prefixes), sometimes wrapped in a dict
+under `state_dict`/`model`.
 """
 
 from __future__ import annotations
@@ -160,6 +164,25 @@ def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str
         )
 
 
+def _numpy_data_globals() -> list[Any]:
+    """numpy's scalar, dtype and array reconstructors for `torch.serialization.safe_globals`, under both
+    module spellings (numpy 1 pickles `numpy.core.multiarray`, numpy 2 `numpy._core.multiarray`)."""
+    import numpy as np
+    import numpy.dtypes
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    found: list[Any] = [np.dtype, np.ndarray, *(getattr(numpy.dtypes, name) for name in numpy.dtypes.__all__)]
+    for function in (multiarray.scalar, multiarray._reconstruct):
+        found += [
+            (function, f"{module}.{function.__name__}")
+            for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        ]
+    return found
+
+
 def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
@@ -175,7 +198,8 @@ def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
         )
     check_unpacked_size(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_refusal(exc), path=path) from None
     except RuntimeError as exc:

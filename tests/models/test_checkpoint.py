@@ -171,6 +171,43 @@ def test_malicious_global_is_named(tmp_path):
     assert not marker.exists()
 
 
+def _as_numpy1_pickle(path: Path) -> None:
+    """Rewrite a torch.save archive as numpy 1.x pickles its scalars (`numpy.core.multiarray`)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            if name.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("numpy_major", [1, 2])
+def test_authors_checkpoint_with_numpy_figures_is_read(tmp_path, numpy_major):
+    """VIPNet's train.py stores `best_criterion`, a scipy SRCC (numpy float64), beside the weights, and
+    other scripts numpy arrays: data, which the weights-only reader takes; any other object stays refused."""
+    import numpy as np
+    from scipy import stats
+
+    srcc = stats.spearmanr([1, 2, 3, 4], [1, 3, 2, 4])[0]
+    assert isinstance(srcc, np.float64)
+    state = _filled()
+    path = tmp_path / "model_best.pth.tar"
+    extras = {"best_criterion": srcc, "losses": np.arange(3, dtype=np.float32), "epoch": 3}
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, **extras}, path)
+    if numpy_major == 1:
+        _as_numpy1_pickle(path)
+    loaded, _ = read_state_dict(path)
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    marker = tmp_path / "MARKER"
+    torch.save({"state_dict": state, "best_criterion": srcc, "x": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"would import the Python object '(posix|nt)\.system'"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore:.*TorchScript archive:UserWarning")
 def test_torchscript_archive_is_refused(tmp_path):
     path = tmp_path / "scripted.pt"
