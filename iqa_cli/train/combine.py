@@ -21,7 +21,7 @@ from iqa_cli.train.data import is_whole_split, same_cache_identity
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
-from iqa_cli.train.trainer import load_run_config, result_options, run_labels, selection_label
+from iqa_cli.train.trainer import choices_change, load_run_config, result_options, run_choices, selection_label
 
 
 def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
@@ -110,11 +110,13 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
             return f"trained on other data ({b.get('cache')}: other images, scores or size than {a.get('cache')})"
     elif Path(str(a.get("cache"))).resolve() != Path(str(b.get("cache"))).resolve():
         return f"trained on another cache ({b.get('cache')}, not {a.get('cache')})"
-    labels_a, labels_b = run_labels(a, root_a), run_labels(b, root_b)
-    if labels_a is not None and labels_b is not None and labels_a != labels_b:
-        return f"trained on other labels ({labels_b.description}, not {labels_a.description})"
     recipe = get_recipe(str(a.get("method")))
-    options_a, options_b = (result_options(load_run_config(recipe, root)[1]) for root in (root_a, root_b))
+    config_a, config_b = (load_run_config(recipe, root)[1] for root in (root_a, root_b))
+    choices_b = run_choices(b, root_b)  # iqa may have made other labels or views of the same cache for each
+    changed = choices_change(run_choices(a, root_a), choices_b, config_a.params, now_word="not") if choices_b else None
+    if changed:
+        return f"trained with {changed}"
+    options_a, options_b = result_options(config_a), result_options(config_b)
     differ = sorted(key for key in options_a.keys() | options_b.keys() if options_a.get(key) != options_b.get(key))
     if differ:
         shown = [f"{key} {options_b.get(key)!r} (not {options_a.get(key)!r})" for key in differ]

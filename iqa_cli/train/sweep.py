@@ -35,14 +35,14 @@ from iqa_cli.train.trainer import (
     ResolvedConfig,
     TrainOptions,
     cache_copy_mismatch,
-    labels_change,
-    labels_on,
+    choices_change,
+    choices_on,
     load_run_config,
     planned_config,
     resolve_config,
     result_options,
+    run_choices,
     run_data_changes,
-    run_labels,
     train,
 )
 
@@ -236,11 +236,12 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
     if info.get("split_arg") is not None and options.split is None:
         changes["--split"] = (info.get("split_arg"), None)
     differ += [f"{option} {str(then)!r} (now {str(now)!r})" for option, (then, now) in changes.items()]
-    before = run_labels(info, folder)
+    before = run_choices(info, folder)
     if before is not None and not differ:
-        changed = labels_change(before, labels_on(get_recipe(options.method), expected.params, str(options.data)))
-        if changed:  # iqa's labels for this data changed since: new runs would regress another target
-            differ.append(changed.replace("its labels", "labels"))
+        now_choices = choices_on(get_recipe(options.method), expected.params, str(options.data))
+        changed = choices_change(before, now_choices, expected.params)
+        if changed:  # iqa now makes other labels or views of this data: new runs would train on other ones
+            differ.append(f"it trained with {changed}")
     if differ:
         raise ConfigError(
             f"this sweep's run was made with other options: {'; '.join(differ[:4])}"

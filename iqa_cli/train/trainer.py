@@ -234,39 +234,84 @@ def result_options(config: ResolvedConfig) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
 
 
-def run_labels(info: dict[str, Any], root: Path) -> LabelMap | None:
-    """The labels a run trains on: run.json's `labels`, or, for a record written before it kept them, those
-    of a split's kept model; None when neither says."""
+@dataclass(frozen=True)
+class DataChoices:
+    """What a cache makes of a run's options: the labels it trains on, and the options the dataset resolved
+    (`Recipe.dataset_params`: VIPNet's view mode and canvas, ...), as {name: value} where they differ from
+    the options given. Recorded in run.json: a run that goes on, or joins others, must get the same."""
+
+    labels: LabelMap
+    params: dict[str, Any]
+
+    def to_record(self) -> dict[str, Any]:
+        return {"labels": self.labels.to_meta(), "params": self.params}
+
+
+def data_choices(recipe: Recipe[Any], given: BaseParams, dataset: Any, source: str) -> DataChoices:
+    """The `DataChoices` of `given` options on `dataset`."""
     import json
 
-    from iqa_cli.models.checkpoint import read_metadata
-
-    recorded = info.get("labels")
-    if recorded is None:
-        for split in info.get("splits") or {}:
-            best = split_dir(root, split) / BEST
-            if best.is_file():
-                recorded = read_metadata(best).get("labels")
-                break
-    if not recorded:
-        return None
-    return LabelMap.from_meta(json.loads(recorded) if isinstance(recorded, str) else recorded)
+    on_dataset = recipe.dataset_params(given, dataset)
+    labels = recipe.labels(dataset, on_dataset, source)[1]
+    plain_given, plain_on = to_plain(given), json.loads(json.dumps(to_plain(on_dataset)))  # as run.json reads back
+    return DataChoices(labels, {k: v for k, v in plain_on.items() if plain_given.get(k) != v})
 
 
-def labels_on(recipe: Recipe[Any], params: BaseParams, data: str | Path) -> LabelMap:
-    """The labels `recipe` with `params` trains on in the cache `data`."""
+def choices_on(recipe: Recipe[Any], given: BaseParams, data: str | Path) -> DataChoices:
+    """The `DataChoices` of `given` options in the cache `data`."""
     raw, path = open_dataset(data)
     try:
-        return recipe.labels(raw, recipe.dataset_params(params, raw), str(path))[1]
+        return data_choices(recipe, given, raw, str(path))
     finally:
         close_dataset(raw)
 
 
-def labels_change(before: LabelMap | None, now: LabelMap) -> str | None:
-    """Why a run that trained on `before` cannot go on (or be joined) with `now`, or None."""
-    if before is None or before == now:
+def run_choices(info: dict[str, Any], root: Path) -> DataChoices | None:
+    """What a run's cache made of its options: run.json's `data_choices`, or, for a record written before it
+    kept them, what a split's kept model says; None when neither does."""
+    import json
+
+    from iqa_cli.models.checkpoint import read_metadata
+
+    recorded = info.get("data_choices")
+    if isinstance(recorded, dict):
+        return DataChoices(LabelMap.from_meta(recorded["labels"]), dict(recorded.get("params") or {}))
+
+    def parsed(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    for split in info.get("splits") or {}:
+        best = split_dir(root, split) / BEST
+        if best.is_file():
+            meta = read_metadata(best)
+            if not meta.get("labels") or not meta.get("params"):
+                return None
+            given = parsed(meta["params"])
+            on_dataset = parsed(meta.get("params_on_dataset")) or given
+            changed = {k: v for k, v in on_dataset.items() if given.get(k) != v}
+            return DataChoices(LabelMap.from_meta(parsed(meta["labels"])), changed)
+    return None
+
+
+def choices_change(
+    before: DataChoices | None, now: DataChoices, given: BaseParams, *, now_word: str = "now"
+) -> str | None:
+    """What differs between what a run's cache made of its options (`before`) and what it makes now (or
+    another run's), as `labels X, now Y; canvas A on this dataset, now B`; None when nothing does."""
+    if before is None:
         return None
-    return f"its labels were {before.description} ({before.column}), now {now.description} ({now.column})"
+    plain = to_plain(given)
+    reasons = []
+    if before.labels != now.labels:
+        reasons.append(
+            f"labels {before.labels.description} ({before.labels.column}), {now_word} {now.labels.description} "
+            f"({now.labels.column})"
+        )
+    for key in sorted(before.params.keys() | now.params.keys()):
+        then, current = before.params.get(key, plain.get(key)), now.params.get(key, plain.get(key))
+        if then != current:
+            reasons.append(f"{key} {then!r} on this dataset, {now_word} {current!r}")
+    return "; ".join(reasons) or None
 
 
 def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:
@@ -695,10 +740,13 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     # Per-dataset choices resolved for this dataset; checkpoints keep the given values (see dataset_params).
     params = recipe.dataset_params(resolved.params, dataset)
     labels, label_map = recipe.labels(dataset, params, str(cache_path))
-    changed = labels_change(run_labels(info, root), label_map)
-    if changed:  # a resumed run would go on regressing another target (iqa's labels for this data changed)
-        raise ConfigError(f"this run cannot continue on {cache_path}: {changed}; start a new run", path=root)
-    info["labels"] = label_map.to_meta()
+    choices = data_choices(recipe, resolved.params, dataset, str(cache_path))
+    changed = choices_change(run_choices(info, root), choices, resolved.params)
+    if changed:  # iqa now makes other labels or views of this data: a resumed run would train on other ones
+        raise ConfigError(
+            f"this run cannot continue on {cache_path}: it trained with {changed}; start a new run", path=root
+        )
+    info["data_choices"] = choices.to_record()
     meta = {
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),

@@ -280,21 +280,31 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
         assert swept.exit_code == 0, swept.output
     runs = data_dir().parent / "runs"
     record = json.loads((runs / "old-random_0" / "run.json").read_text())
-    assert record["labels"]["column"] == "scores"
-    del record["labels"]  # a record written before runs kept their labels: the kept model's metadata says
+    assert record["data_choices"]["labels"]["column"] == "scores"
+    assert record["data_choices"]["params"] == {"dpm_view": "crop", "canvas": [72, 96]}
+    del record["data_choices"]  # a record written before runs kept them: the kept model's metadata says
     (runs / "old-random_0" / "run.json").write_text(json.dumps(record))
 
     assert invoke(*prepare).exit_code == 0  # prepared again: the same names, scores and files, and mos_zscore
     with one_thread():
         resumed = invoke("train", "vipnet", "--resume", "--name", "old-random_0", "--epochs", "2")
         line = one_error_line(resumed)
-        assert "this run cannot continue on" in line and "raw scores (VIPNet trains on them unscaled) (scores)" in line
-        assert "now KonIQ MOS_zscore (0-100), VIPNet's KonIQ label (mos_zscore); start a new run" in line
+        assert "this run cannot continue on" in line
+        assert "it trained with labels raw scores (VIPNet trains on them unscaled) (scores), now KonIQ" in line
+        assert "MOS_zscore (0-100), VIPNet's KonIQ label (mos_zscore); start a new run" in line
         line = one_error_line(invoke("train", "vipnet", *fast, "--data", "koniq", "--repeats", "2", "--name", "sweep"))
-        assert "this sweep's run was made with other options: labels were raw scores" in line
+        assert "this sweep's run was made with other options: it trained with labels raw scores" in line
         new = invoke("train", "vipnet", *fast, "--data", "koniq", "--split", "random_1", "--name", "new-random_1")
         assert new.exit_code == 0, new.output
     line = one_error_line(invoke("runs", "combine", str(runs / "old-random_0"), str(runs / "new-random_1")))
-    assert "trained on other labels (KonIQ MOS_zscore (0-100), VIPNet's KonIQ label, not raw scores" in line
+    assert "trained with labels raw scores (VIPNet trains on them unscaled) (scores), not KonIQ MOS_zscore" in line
     joined = invoke("runs", "combine", str(runs / "old-random_0"), str(runs / "old-random_1"), "--json")
     assert joined.exit_code == 0, joined.output
+
+    # Other views of the same data: the canvas a cache resolves to is recorded and compared the same way
+    record = json.loads((runs / "new-random_1" / "run.json").read_text())
+    record["data_choices"]["params"]["canvas"] = [96, 128]  # as a run made when iqa kept KonIQ larger
+    (runs / "new-random_1" / "run.json").write_text(json.dumps(record))
+    with one_thread():
+        line = one_error_line(invoke("train", "vipnet", "--resume", "--name", "new-random_1", "--epochs", "2"))
+    assert "it trained with canvas [96, 128] on this dataset, now [72, 96]; start a new run" in line

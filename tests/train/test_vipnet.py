@@ -102,6 +102,23 @@ def test_dataset_params_pick_the_view_mode_and_shrink_the_canvas():
     assert params().canvas == (96, 128)
 
 
+def test_koniq_is_cropped_at_the_scale_of_the_release_the_authors_read():
+    """VIPNet's loader reads KonIQ's 512x384 release; a cache of the 1024x768 release (prepare's default)
+    is halved to it under the default canvas, and every other dataset keeps the 768x768 bound."""
+    from types import SimpleNamespace
+
+    full = params(tiny=False)
+    koniq = SimpleNamespace(attrs={"dataset": "koniq"}, sizes=np.array([[768, 1024]] * 3))
+    assert recipe.dataset_params(full, koniq).canvas == (384, 512)
+    assert fitted_size(768, 1024, (384, 512), full.resolution) == (384, 512)
+    half = SimpleNamespace(attrs={"dataset": "koniq"}, sizes=np.array([[384, 512]] * 3))
+    assert recipe.dataset_params(full, half).canvas == (384, 512)  # the 512x384 release itself: unscaled
+    other = SimpleNamespace(attrs={"dataset": "spaq"}, sizes=np.array([[768, 1024]] * 3))
+    assert recipe.dataset_params(full, other).canvas == (576, 768)
+    chosen = params(tiny=False, canvas=(768, 1024))  # a canvas given on purpose is kept
+    assert recipe.dataset_params(chosen, koniq).canvas == (768, 1024)
+
+
 def test_test_crops_are_deterministic_and_independent_of_the_batch():
     p = params(test_patch_num=5)
     a, b = images((80, 112), (96, 128), seed=2)

@@ -31,8 +31,11 @@ Choices and deviations, on purpose:
   keeps beside the 1-5 MOS; on the paper scale VIPNet trains and tests on it (the two columns rank
   with SRCC 0.992, so a correlation against the MOS is not the authors').
 - Image sizes: crops come from each image at its own resolution. `canvas` (H,W; 768x768 holds every
-  VIPNet dataset unscaled) bounds it: a larger image is downscaled to fit (aspect kept; prepare KonIQ
-  from its 512x384 release, as the authors did, to avoid that); an image smaller than the crop in
+  VIPNet dataset unscaled) bounds it: a larger image is downscaled to fit (aspect kept). On KonIQ the
+  default canvas is 384x512: the authors read the 512x384 release, so a cache of the 1024x768 release
+  (`iqa prepare koniq`'s default) is halved to their scale (Pillow bicubic; the official half-size
+  files were made by KonIQ's authors, so pixels differ slightly; prepare KonIQ from the 512x384
+  release for theirs exactly); an image smaller than the crop in
   either side is upscaled (aspect kept) until the crop fits, where the authors' code fails. Rescaling
   uses Pillow's bicubic filter. The stored views are padded only to the dataset's largest kept image
   (KADID-10k: 384x512), which changes no crop.
@@ -85,6 +88,10 @@ _WARNED_NO_ZSCORE: set[str] = set()
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 # Datasets whose YCbCr view the authors' loaders build from the whole image (`img_crop=False`).
 WHOLE_IMAGE_DATASETS = {"tid2013", "tid", "kadid10k", "kadid-10k", "kadid"}
+# VIPNet's KonIQ loader reads the 512x384 release (`data_loader.py` `Koniq_10kFolder`): on KonIQ the default
+# canvas keeps images at that size, so a cache of the 1024x768 release is cropped at the authors' scale.
+DEFAULT_CANVAS = (768, 768)
+KONIQ_CANVAS = (384, 512)
 _HASH_STRIDE = 7  # pixels sampled for the per-image test-crop seed
 
 
@@ -141,8 +148,11 @@ class VIPNetParams(BaseParams):
     )
     resolution: tuple[int, int] = field(default=(288, 384), metadata={"help": "crop H,W (the network's input size)"})
     canvas: tuple[int, int] = field(
-        default=(768, 768),
-        metadata={"help": "largest H,W kept unscaled; larger images are downscaled to fit (crops come from them)"},
+        default=DEFAULT_CANVAS,
+        metadata={
+            "help": "largest H,W kept unscaled; larger images are downscaled to fit (crops come from them); "
+            "on KonIQ the default is 384,512, the release the authors read"
+        },
     )
     dpm_view: DpmView = field(
         default="auto",
@@ -361,15 +371,19 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
     # ------------------------------------------------------------------------------------ data
 
     def dataset_params(self, params: VIPNetParams, dataset: DatasetLike) -> VIPNetParams:
-        """`dpm_view auto` -> the authors' choice for this dataset; the canvas shrunk to the largest image
-        kept (the same crops, less memory: KADID-10k's 512x384 images need a 384x512 canvas)."""
+        """`dpm_view auto` -> the authors' choice for this dataset; the default canvas -> 384x512 on KonIQ
+        (the release the authors read); the canvas shrunk to the largest image kept (the same crops, less
+        memory: KADID-10k's 512x384 images need a 384x512 canvas)."""
         changes: dict[str, Any] = {}
         if params.dpm_view == "auto":
             name = str(dataset.attrs.get("dataset", "")).lower()
             changes["dpm_view"] = "resize" if name in WHOLE_IMAGE_DATASETS else "crop"
+        canvas = _pair(params.canvas)
+        if canvas == DEFAULT_CANVAS and is_koniq(dataset.attrs):
+            canvas = KONIQ_CANVAS
         sizes = np.asarray(dataset.sizes).reshape(-1, 2)
         if sizes.size:
-            fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], _pair(params.canvas), _pair(params.resolution))
+            fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], canvas, _pair(params.resolution))
             changes["canvas"] = (int(fh.max()), int(fw.max()))
         return dataclasses.replace(params, **changes)
 
