@@ -113,7 +113,11 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
     recipe = get_recipe(str(a.get("method")))
     config_a, config_b = (load_run_config(recipe, root)[1] for root in (root_a, root_b))
     choices_b = run_choices(b, root_b)  # iqa may have made other labels or views of the same cache for each
-    changed = choices_change(run_choices(a, root_a), choices_b, config_a.params, now_word="not") if choices_b else None
+    changed = (
+        choices_change(run_choices(a, root_a), choices_b, config_a.params, now_word="not")
+        if choices_b is not None
+        else None
+    )
     if changed:
         return f"trained with {changed}"
     options_a, options_b = result_options(config_a), result_options(config_b)
