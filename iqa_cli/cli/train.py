@@ -206,6 +206,10 @@ def make_train_command(method: str) -> Callable[..., None]:
                 f"{plan['device']}, precision train {plan['precision']['train']} / eval {plan['precision']['eval']}"
                 + (f", resuming {plan['run']}" if plan["run"] else "")
             )
+            on_data = plan.get("on_data")
+            if on_data:  # what the cache makes of the options (labels, per-dataset choices)
+                resolved = ", ".join(f"{key} = {value}" for key, value in on_data["params"].items())
+                header += f"\n# on this data: labels {on_data['labels']}" + (f"; {resolved}" if resolved else "")
             sys.stdout.write(config_text(plan["sections"], header))
             return
         if sweeping:

@@ -190,13 +190,16 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     device = resolve_device(resolved.engine.device, _local_rank())
     dtype = amp_dtype(resolved.engine.amp, device)
     eval_dtype = amp_dtype(resolved.engine.eval_amp, device, evaluation=True)
-    cache_path, splits = None, None
+    cache_path, splits, choices = None, None, None
     if data is not None:
         raw, cache_path = open_dataset(data)
         try:
             splits = resolve_split_names(raw, split, source=f"cache {cache_path}")
+            choices = data_choices(recipe, resolved.params, raw, str(cache_path))
         finally:
             close_dataset(raw)
+        if root is not None:
+            check_same_choices(info, root, choices, resolved.params, cache_path)
     return {
         "method": recipe.name,
         "data": str(cache_path) if cache_path is not None else None,
@@ -207,6 +210,10 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
         # float32 unless autocast: bf16 / fp16 differ from the authors' float32 (see docs/protocols.md)
         "precision": {"train": _precision(dtype), "eval": _precision(eval_dtype)},
         "sections": config_sections(recipe.name, resolved),
+        # what this cache makes of the options: the labels, and the options the dataset resolves
+        "on_data": None
+        if choices is None
+        else {"labels": choices.labels.description, "label_column": choices.labels.column, "params": choices.params},
     }
 
 
@@ -312,6 +319,18 @@ def choices_change(
         if then != current:
             reasons.append(f"{key} {then!r} on this dataset, {now_word} {current!r}")
     return "; ".join(reasons) or None
+
+
+def check_same_choices(
+    info: dict[str, Any], root: Path, choices: DataChoices, given: BaseParams, cache_path: str | Path
+) -> None:
+    """A ConfigError when the run at `root` trained with other labels or dataset-resolved options than its
+    cache gives now (iqa changed them since): going on would train on other targets or views."""
+    changed = choices_change(run_choices(info, root), choices, given)
+    if changed:
+        raise ConfigError(
+            f"this run cannot continue on {cache_path}: it trained with {changed}; start a new run", path=root
+        )
 
 
 def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:
@@ -741,11 +760,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     params = recipe.dataset_params(resolved.params, dataset)
     labels, label_map = recipe.labels(dataset, params, str(cache_path))
     choices = data_choices(recipe, resolved.params, dataset, str(cache_path))
-    changed = choices_change(run_choices(info, root), choices, resolved.params)
-    if changed:  # iqa now makes other labels or views of this data: a resumed run would train on other ones
-        raise ConfigError(
-            f"this run cannot continue on {cache_path}: it trained with {changed}; start a new run", path=root
-        )
+    check_same_choices(info, root, choices, resolved.params, cache_path)
     info["data_choices"] = choices.to_record()
     meta = {
         "method": recipe.name,

@@ -231,6 +231,8 @@ def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
         f"MOS_zscore                min {zscore.min():.4g}, max {zscore.max():.4g} (VIPNet's KonIQ label)"
         in shown.stdout
     )
+    planned = invoke("train", "vipnet", *CPU, "--data", "koniq", "--print-config")
+    assert "# on this data: labels KonIQ MOS_zscore (0-100), VIPNet's KonIQ label; canvas = " in planned.stdout
     with one_thread():
         trained = invoke("train", "vipnet", *CPU, "--data", "mini", "--epochs", "1", "--json")
         assert trained.exit_code == 0, trained.output
@@ -287,6 +289,8 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
 
     assert invoke(*prepare).exit_code == 0  # prepared again: the same names, scores and files, and mos_zscore
     with one_thread():
+        planned = invoke("train", "vipnet", "--resume", "--name", "old-random_0", "--epochs", "2", "--print-config")
+        assert "it trained with labels raw scores" in one_error_line(planned)  # the pre-flight check refuses it too
         resumed = invoke("train", "vipnet", "--resume", "--name", "old-random_0", "--epochs", "2")
         line = one_error_line(resumed)
         assert "this run cannot continue on" in line
