@@ -284,6 +284,12 @@ def _run_jobs(
         or read_trained(recipe, job.weights, variant=options.variant)
         for job in jobs
     }
+    unchecked = getattr(dataset, "file_digests", None) is None
+    if options.cross is not None and unchecked and any(read_seen_files(s.meta) is not None for s in specs.values()):
+        log.warning(
+            f"{name}: its cache was prepared before iqa recorded file digests, so copies of the files the model "
+            f"trained on cannot be found in it; prepare {name} again to have them checked"
+        )
     dropped: dict[int, int] = {}
     if options.drop_seen:  # score only what each model never trained on, and say how many were left out
         kept_jobs = []

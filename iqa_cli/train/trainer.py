@@ -732,6 +732,11 @@ def _copies_of_training(
             "results.json)"
         )
     for item in watched:
+        if seen is not None and getattr(item.dataset, "file_digests", None) is None and dist.is_main:
+            log.warning(
+                f"--watch {item.name}: its cache was prepared before iqa recorded file digests, so copies of the "
+                f"files split {parts.name} trains on cannot be found in it; prepare it again to have them checked"
+            )
         held = copies_of_seen(item.dataset, seen, item.indices)
         if held.size:
             watched_names = getattr(item.dataset, "names", None)

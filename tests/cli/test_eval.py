@@ -488,3 +488,19 @@ def test_copies_across_an_authors_split_are_reported_beside_its_figures(tmp_path
     scored = evaluate("--weights", str(run), "--data", "copies", "--json")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["results"][0]["test_copies_of_training"] == expected
+
+
+def test_cross_onto_a_cache_without_file_digests_says_copies_cannot_be_checked(trained):
+    """A cache prepared before file digests cannot show copies of training files: said, not implied checked."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(data_dir() / "other.h5", data_dir() / "other_old.h5")
+    with h5py.File(data_dir() / "other_old.h5", "a") as handle:
+        del handle["file_digests"]
+    old = evaluate("--data", "mini", "--cross", "other_old")
+    assert old.exit_code == 0, old.output
+    assert "copies of the files the model trained on cannot be found in it" in " ".join(old.stderr.split())
+    checked = evaluate("--data", "mini", "--cross", "other")
+    assert checked.exit_code == 0 and "cannot be found" not in checked.stderr

@@ -205,6 +205,18 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole_1", "--watch", "mixed"))
     assert "--watch mixed: 1 of its 13 images are byte-identical copies of images split whole_1 trains on" in line
     assert "(e.g. borrowed.png)" in line
+    # a cache prepared before file digests cannot show such copies: said, not implied checked
+    import h5py
+
+    with h5py.File(data_dir() / "mixed.h5", "a") as handle:
+        del handle["file_digests"]
+    with one_thread():
+        args = ["--data", "mini", "--split", "whole_1", "--watch", "mixed", "--epochs", "1"]
+        unchecked = invoke("train", "vipnet", *CPU, *args)
+    assert unchecked.exit_code == 0, unchecked.output
+    assert "--watch mixed: its cache was prepared before iqa recorded file digests" in " ".join(
+        unchecked.output.split()
+    )
 
 
 def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
