@@ -86,6 +86,10 @@ class LabelMap:
             raise DataError(f"{bad} images have no finite {what}", path=source)
         return scores
 
+    def same_targets(self, other: LabelMap) -> bool:
+        """Whether both give the same training targets from a cache (the descriptions may be worded apart)."""
+        return (self.scale, self.offset, self.column) == (other.scale, other.offset, other.column)
+
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
 

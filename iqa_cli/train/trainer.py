@@ -309,7 +309,7 @@ def choices_change(
         return None
     plain = to_plain(given)
     reasons = []
-    if before.labels != now.labels:
+    if not before.labels.same_targets(now.labels):  # the wording of a description may change between versions
         reasons.append(
             f"labels {before.labels.description} ({before.labels.column}), {now_word} {now.labels.description} "
             f"({now.labels.column})"
