@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from iqa_cli.errors import ConfigError, DataError, some_names
+from iqa_cli.train.choices import choices_change, run_choices
 from iqa_cli.train.data import is_whole_split, same_cache_identity
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
-from iqa_cli.train.trainer import choices_change, load_run_config, result_options, run_choices, selection_label
+from iqa_cli.train.trainer import load_run_config, result_options, selection_label
 
 
 def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:

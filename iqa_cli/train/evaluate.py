@@ -26,6 +26,7 @@ from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, rea
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.threads import inference_threads
+from iqa_cli.train.choices import checkpoint_choices, choices_change, data_choices
 from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
 from iqa_cli.train.data import (
     RANDOM_PREFIX,
@@ -318,6 +319,7 @@ def _run_jobs(
     selections: set[str | None] = set()
     names_list = getattr(dataset, "names", None)
     raw = dataset
+    choices_told: set[str] = set()
     wrapped_for: tuple[Any, ...] | None = None
     for job in jobs:
         split, weights, indices = job.split, job.weights, np.asarray(job.test, dtype=np.int64)
@@ -341,6 +343,19 @@ def _run_jobs(
                     else "--cross scores every image, its training images included, so this is no cross-dataset result"
                 )
             )
+        if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
+            choices_told.add(str(weights))
+            changed = choices_change(
+                checkpoint_choices(known.meta),
+                data_choices(recipe, known.params, raw, str(cache_path)),
+                known.params,
+                now_word="now",
+            )
+            if changed:
+                log.warning(
+                    f"{known.source} trained on {name} with {changed} (iqa changed since): these figures are not "
+                    "those of its training-time tests; train again for the current protocol"
+                )
         params = known.params
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")

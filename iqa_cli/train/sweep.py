@@ -26,6 +26,7 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.choices import choices_change, choices_on, run_choices
 from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
@@ -35,13 +36,10 @@ from iqa_cli.train.trainer import (
     ResolvedConfig,
     TrainOptions,
     cache_copy_mismatch,
-    choices_change,
-    choices_on,
     load_run_config,
     planned_config,
     resolve_config,
     result_options,
-    run_choices,
     run_data_changes,
     train,
 )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.train.choices import check_same_choices, data_choices
 from iqa_cli.train.config import (
     EngineConfig,
     apply_values,
@@ -47,12 +48,11 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
-from iqa_cli.train.labels import LabelMap, check_label_scale
+from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import (
-    BEST,
     RESULT_FILE,
     check_new_run_folder,
     effective_status,
@@ -239,98 +239,6 @@ def result_options(config: ResolvedConfig) -> dict[str, Any]:
     must share to be one protocol (a sweep's kept run, `iqa runs combine`)."""
     values = {"tiny": config.tiny, **to_plain(config.engine), **to_plain(config.params)}
     return {key: value for key, value in values.items() if key not in RESUMABLE_CHANGES}
-
-
-@dataclass(frozen=True)
-class DataChoices:
-    """What a cache makes of a run's options: the labels it trains on, and the options the dataset resolved
-    (`Recipe.dataset_params`: VIPNet's view mode and canvas, ...), as {name: value} where they differ from
-    the options given. Recorded in run.json: a run that goes on, or joins others, must get the same."""
-
-    labels: LabelMap
-    params: dict[str, Any]
-
-    def to_record(self) -> dict[str, Any]:
-        return {"labels": self.labels.to_meta(), "params": self.params}
-
-
-def data_choices(recipe: Recipe[Any], given: BaseParams, dataset: Any, source: str) -> DataChoices:
-    """The `DataChoices` of `given` options on `dataset`."""
-    import json
-
-    on_dataset = recipe.dataset_params(given, dataset)
-    labels = recipe.labels(dataset, on_dataset, source)[1]
-    plain_given, plain_on = to_plain(given), json.loads(json.dumps(to_plain(on_dataset)))  # as run.json reads back
-    return DataChoices(labels, {k: v for k, v in plain_on.items() if plain_given.get(k) != v})
-
-
-def choices_on(recipe: Recipe[Any], given: BaseParams, data: str | Path) -> DataChoices:
-    """The `DataChoices` of `given` options in the cache `data`."""
-    raw, path = open_dataset(data)
-    try:
-        return data_choices(recipe, given, raw, str(path))
-    finally:
-        close_dataset(raw)
-
-
-def run_choices(info: dict[str, Any], root: Path) -> DataChoices | None:
-    """What a run's cache made of its options: run.json's `data_choices`, or, for a record written before it
-    kept them, what a split's kept model says; None when neither does."""
-    import json
-
-    from iqa_cli.models.checkpoint import read_metadata
-
-    recorded = info.get("data_choices")
-    if isinstance(recorded, dict):
-        return DataChoices(LabelMap.from_meta(recorded["labels"]), dict(recorded.get("params") or {}))
-
-    def parsed(value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
-    for split in info.get("splits") or {}:
-        best = split_dir(root, split) / BEST
-        if best.is_file():
-            meta = read_metadata(best)
-            if not meta.get("labels") or not meta.get("params"):
-                return None
-            given = parsed(meta["params"])
-            on_dataset = parsed(meta.get("params_on_dataset")) or given
-            changed = {k: v for k, v in on_dataset.items() if given.get(k) != v}
-            return DataChoices(LabelMap.from_meta(parsed(meta["labels"])), changed)
-    return None
-
-
-def choices_change(
-    before: DataChoices | None, now: DataChoices, given: BaseParams, *, now_word: str = "now"
-) -> str | None:
-    """What differs between what a run's cache made of its options (`before`) and what it makes now (or
-    another run's), as `labels X, now Y; canvas A on this dataset, now B`; None when nothing does."""
-    if before is None:
-        return None
-    plain = to_plain(given)
-    reasons = []
-    if not before.labels.same_targets(now.labels):  # the wording of a description may change between versions
-        reasons.append(
-            f"labels {before.labels.description} ({before.labels.column}), {now_word} {now.labels.description} "
-            f"({now.labels.column})"
-        )
-    for key in sorted(before.params.keys() | now.params.keys()):
-        then, current = before.params.get(key, plain.get(key)), now.params.get(key, plain.get(key))
-        if then != current:
-            reasons.append(f"{key} {then!r} on this dataset, {now_word} {current!r}")
-    return "; ".join(reasons) or None
-
-
-def check_same_choices(
-    info: dict[str, Any], root: Path, choices: DataChoices, given: BaseParams, cache_path: str | Path
-) -> None:
-    """A ConfigError when the run at `root` trained with other labels or dataset-resolved options than its
-    cache gives now (iqa changed them since): going on would train on other targets or views."""
-    changed = choices_change(run_choices(info, root), choices, given)
-    if changed:
-        raise ConfigError(
-            f"this run cannot continue on {cache_path}: it trained with {changed}; start a new run", path=root
-        )
 
 
 def _check_resume_overrides(saved: ResolvedConfig, options: TrainOptions) -> None:

@@ -312,6 +312,18 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
         assert "this sweep's run was made with other options: it trained with labels raw scores" in line
         new = invoke("train", "vipnet", *fast, "--data", "koniq", "--split", "random_1", "--name", "new-random_1")
         assert new.exit_code == 0, new.output
+    # scoring the old run's model on its own split says its figures are not its training-time ones
+    scored = invoke(
+        "eval", "vipnet", "--data", "koniq", "--weights", str(runs / "old-random_0"), "--test-patch-num", "2"
+    )
+    assert scored.exit_code == 0, scored.output
+    told = " ".join(scored.output.split())
+    assert "trained on koniq with labels raw scores (VIPNet trains on them unscaled) (scores), now KonIQ" in told
+    assert "these figures are not those of its training-time tests" in told
+    fresh = invoke(
+        "eval", "vipnet", "--data", "koniq", "--weights", str(runs / "new-random_1"), "--test-patch-num", "2"
+    )
+    assert fresh.exit_code == 0 and "training-time" not in fresh.output
     line = one_error_line(invoke("runs", "combine", str(runs / "old-random_0"), str(runs / "new-random_1")))
     assert "trained with labels raw scores (VIPNet trains on them unscaled) (scores), not KonIQ MOS_zscore" in line
     joined = invoke("runs", "combine", str(runs / "old-random_0"), str(runs / "old-random_1"), "--json")
