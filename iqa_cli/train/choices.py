@@ -32,14 +32,18 @@ class DataChoices:
         return {"labels": self.labels.to_meta(), "params": self.params}
 
 
-def data_choices(recipe: Recipe[Any], given: BaseParams, dataset: Any, source: str) -> DataChoices:
-    """The `DataChoices` of `given` options on `dataset`."""
+def choices_of(given: BaseParams, on_dataset: BaseParams, labels: LabelMap) -> DataChoices:
+    """The `DataChoices` of `given` options that a dataset resolved to `on_dataset` with these `labels`."""
     import json
 
-    on_dataset = recipe.dataset_params(given, dataset)
-    labels = recipe.labels(dataset, on_dataset, source)[1]
     plain_given, plain_on = to_plain(given), json.loads(json.dumps(to_plain(on_dataset)))  # as run.json reads back
     return DataChoices(labels, {k: v for k, v in plain_on.items() if plain_given.get(k) != v})
+
+
+def data_choices(recipe: Recipe[Any], given: BaseParams, dataset: Any, source: str) -> DataChoices:
+    """The `DataChoices` of `given` options on `dataset`."""
+    on_dataset = recipe.dataset_params(given, dataset)
+    return choices_of(given, on_dataset, recipe.dataset_label_map(dataset, on_dataset, source))
 
 
 def choices_on(recipe: Recipe[Any], given: BaseParams, data: str | Path) -> DataChoices:

@@ -26,7 +26,7 @@ from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, rea
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.threads import inference_threads
-from iqa_cli.train.choices import checkpoint_choices, choices_change, data_choices
+from iqa_cli.train.choices import checkpoint_choices, choices_change, choices_of
 from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
 from iqa_cli.train.data import (
     RANDOM_PREFIX,
@@ -343,19 +343,6 @@ def _run_jobs(
                     else "--cross scores every image, its training images included, so this is no cross-dataset result"
                 )
             )
-        if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
-            choices_told.add(str(weights))
-            changed = choices_change(
-                checkpoint_choices(known.meta),
-                data_choices(recipe, known.params, raw, str(cache_path)),
-                known.params,
-                now_word="now",
-            )
-            if changed:
-                log.warning(
-                    f"{known.source} trained on {name} with {changed} (iqa changed since): these figures are not "
-                    "those of its training-time tests; train again for the current protocol"
-                )
         params = known.params
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
@@ -368,8 +355,17 @@ def _run_jobs(
             if dataset is not raw:
                 close_dataset(dataset)
             dataset, wrapped_for, store = recipe.wrap_dataset(raw, cache_path, params), wrap_key, None
+        given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
+        if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
+            choices_told.add(str(weights))
+            changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
+            if changed:
+                log.warning(
+                    f"{known.source} trained on {name} with {changed} (iqa changed since): these figures are not "
+                    "those of its training-time tests; train again for the current protocol"
+                )
         key = tuple(sorted(recipe.scoring_view_shapes(params).items()))
         if store is None or key != store_key:
             needed = np.unique(np.concatenate([np.asarray(j.test, dtype=np.int64) for j in jobs]))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.choices import check_same_choices, data_choices
+from iqa_cli.train.choices import check_same_choices, choices_of, data_choices
 from iqa_cli.train.config import (
     EngineConfig,
     apply_values,
@@ -672,7 +672,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     # Per-dataset choices resolved for this dataset; checkpoints keep the given values (see dataset_params).
     params = recipe.dataset_params(resolved.params, dataset)
     labels, label_map = recipe.labels(dataset, params, str(cache_path))
-    choices = data_choices(recipe, resolved.params, dataset, str(cache_path))
+    choices = choices_of(resolved.params, params, label_map)
     check_same_choices(info, root, choices, resolved.params, cache_path)
     info["data_choices"] = choices.to_record()
     meta = {

@@ -190,10 +190,15 @@ class Recipe(ABC, Generic[P]):
         evaluation on another dataset resolves them for that one. Default: unchanged."""
         return params
 
+    def dataset_label_map(self, dataset: DatasetLike, params: P, source: str) -> LabelMap:
+        """The label mapping on this cache (default: `label_map` of its attributes); a method whose labels
+        depend on what the cache holds (VIPNet: KonIQ's `mos_zscore` column) overrides this."""
+        return self.label_map(dataset.attrs, params)
+
     def labels(self, dataset: DatasetLike, params: P, source: str) -> tuple[np.ndarray, LabelMap]:
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
         check_quality_scores(dataset.attrs, source)
-        label_map = self.label_map(dataset.attrs, params)
+        label_map = self.dataset_label_map(dataset, params, source)
         return label_map.to_train(label_map.source_scores(dataset, source)), label_map
 
     def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: P) -> np.ndarray:

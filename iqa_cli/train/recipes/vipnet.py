@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from iqa_cli.errors import ConfigError
-from iqa_cli.train.labels import LABEL_SCALES, ZSCORE_COLUMN, LabelMap, check_quality_scores, is_koniq
+from iqa_cli.train.labels import LABEL_SCALES, ZSCORE_COLUMN, LabelMap, is_koniq
 from iqa_cli.train.optim import fused_where_possible
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
@@ -394,23 +394,23 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
             return LabelMap(-1.0, 0.0, "-score (raw lower-better scores, negated so higher is better)")
         return LabelMap(1.0, 0.0, "raw scores (VIPNet trains on them unscaled)")
 
-    def labels(self, dataset: DatasetLike, params: VIPNetParams, source: str) -> tuple[np.ndarray, LabelMap]:
+    def dataset_label_map(self, dataset: DatasetLike, params: VIPNetParams, source: str) -> LabelMap:
         """As every recipe, except KonIQ on the paper scale: the authors' loader reads `MOS_zscore`
         (`data_loader.py` `Koniq_10kFolder`), for training and for every test on KonIQ, so `iqa` does
         too where the cache keeps it. A cache without it gives the 1-5 MOS, with a warning."""
-        check_quality_scores(dataset.attrs, source)
         label_map = self.label_map(dataset.attrs, params)
-        if params.label_scale == "paper":
-            if getattr(dataset, ZSCORE_COLUMN, None) is not None:
-                label_map = LabelMap(1.0, 0.0, "KonIQ MOS_zscore (0-100), VIPNet's KonIQ label", column=ZSCORE_COLUMN)
-            elif is_koniq(dataset.attrs) and source not in _WARNED_NO_ZSCORE:
-                _WARNED_NO_ZSCORE.add(source)
-                log.warning(
-                    f"{source}: this KonIQ cache keeps no MOS_zscore (prepared before iqa kept it): VIPNet's "
-                    "labels are the 1-5 MOS here, not the authors' MOS_zscore (they rank with SRCC 0.992, so the "
-                    "correlations differ from theirs); `iqa prepare koniq` again to get it"
-                )
-        return label_map.to_train(label_map.source_scores(dataset, source)), label_map
+        if params.label_scale != "paper":
+            return label_map
+        if getattr(dataset, ZSCORE_COLUMN, None) is not None:
+            return LabelMap(1.0, 0.0, "KonIQ MOS_zscore (0-100), VIPNet's KonIQ label", column=ZSCORE_COLUMN)
+        if is_koniq(dataset.attrs) and source not in _WARNED_NO_ZSCORE:
+            _WARNED_NO_ZSCORE.add(source)
+            log.warning(
+                f"{source}: this KonIQ cache keeps no MOS_zscore (prepared before iqa kept it): VIPNet's "
+                "labels are the 1-5 MOS here, not the authors' MOS_zscore (they rank with SRCC 0.992, so the "
+                "correlations differ from theirs); `iqa prepare koniq` again to get it"
+            )
+        return label_map
 
     # ------------------------------------------------------------------------------------ views
 
