@@ -60,7 +60,9 @@ def resolve_cache(name_or_path: str | Path) -> Path:
             raise DataError(f"'{text}' names more than one cache in {data_dir()} ({listed}); pass the file path")
         if found:
             return found[0]
-    raise DataError(f"no prepared cache named '{text}' in {data_dir()} (run `iqa prepare {text} --root DIR` first)")
+    # A name no parser knows is one's own dataset, prepared with `iqa prepare custom --name NAME`.
+    command = f"{text} --root DIR" if _is_known_dataset(text) else f"custom --name {text} --root DIR --csv LABELS"
+    raise DataError(f"no prepared cache named '{text}' in {data_dir()} (run `iqa prepare {command}` first)")
 
 
 def _canonical_dataset_name(name: str) -> str:
@@ -70,3 +72,9 @@ def _canonical_dataset_name(name: str) -> str:
         return get_dataset(name).name
     except ConfigError:
         return name
+
+
+def _is_known_dataset(name: str) -> bool:
+    from iqa_cli.data.datasets import is_dataset_name
+
+    return is_dataset_name(name)

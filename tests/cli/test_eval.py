@@ -333,7 +333,8 @@ def test_cross_dataset_scores_every_image(trained):
 
 
 def test_bad_inputs_give_one_line(trained, tmp_path):
-    assert "no prepared cache named 'spaq'" in one_error_line(evaluate("--data", "mini", "--cross", "spaq"))
+    missing = one_error_line(evaluate("--data", "mini", "--cross", "spaq"))
+    assert "no prepared cache named 'spaq'" in missing and "`iqa prepare spaq --root DIR`" in missing
     assert "split '9' does not exist" in one_error_line(evaluate("--data", "mini", "--split", "9"))
     assert "no kept model for split '9'" in one_error_line(
         evaluate("--data", "mini", "--cross", "other", "--split", "9")

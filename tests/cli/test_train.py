@@ -247,7 +247,9 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
 
 
 def test_bad_inputs_give_one_line(cache, tmp_path):
-    assert "no prepared cache named 'nothere'" in one_error_line(train("--data", "nothere"))
+    missing = one_error_line(train("--data", "nothere"))
+    assert "no prepared cache named 'nothere'" in missing
+    assert "`iqa prepare custom --name nothere --root DIR --csv LABELS`" in missing  # no parser has that name
     empty = data_dir() / "empty.h5"
     empty.write_bytes(b"")
     assert "empty" in one_error_line(train("--data", "empty"))
