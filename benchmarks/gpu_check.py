@@ -13,7 +13,8 @@ within about 8 minutes on one H100/H200, offline. It writes one JSON file of fig
     bash benchmarks/gpu_check.sh                  # on the GPU machine, from the repository root
     python -m benchmarks.gpu_check --out F.json   # the same without the wrapper (logs: F_logs.txt)
 
-Each step has its own time limit and records its error instead of stopping the others.
+Each step has its own time limit and records its error instead of stopping the others. Before any
+of them, the machine's packages are checked against `pyproject.toml` (an unmet one stops the check).
 """
 
 from __future__ import annotations
@@ -54,6 +55,44 @@ def _run(command: list[str], env: dict[str, str], timeout: float, log: Path) -> 
         result["error"] = (lines[-1] if lines else f"exit {done.returncode}")[:500]
     result["stdout"] = done.stdout
     return result
+
+
+def dependency_check(requirements: list[str] | None = None) -> dict[str, Any]:
+    """Whether this Python meets `pyproject.toml`'s dependencies (the machine's own packages, or the
+    wheels carried in `.whl/`): each version, and what falls short. Checked first, so a machine with
+    an old timm or Typer spends no GPU minutes on steps that cannot work."""
+    import importlib.metadata as metadata
+
+    try:
+        from packaging.requirements import Requirement
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        return {"ok": True, "note": "not checked: the packaging module is missing"}
+    if requirements is None:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - the GPU machines run Python 3.12
+            import tomli as tomllib
+        requirements = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    versions: dict[str, str] = {}
+    unmet: list[str] = []
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            version = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            unmet.append(f"{requirement.name}: not installed (needs {requirement.specifier})")
+            continue
+        versions[requirement.name] = version
+        try:
+            meets = requirement.specifier.contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            meets = False
+        if not meets:
+            unmet.append(f"{requirement.name} {version}: needs {requirement.specifier}")
+    return {"ok": not unmet, "versions": versions, **({"unmet": unmet} if unmet else {})}
 
 
 def _json_tail(text: str) -> Any:
@@ -254,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     figures: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "torch": torch.__version__}
+    figures["dependencies"] = dependency_check()
+    if not figures["dependencies"]["ok"]:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2))
+        unmet = "; ".join(figures["dependencies"]["unmet"])
+        print(
+            f"error: this Python does not meet pyproject.toml: {unmet} (carry newer wheels in .whl/)", file=sys.stderr
+        )
+        return 1
     device = "cpu" if args.rehearse_on_cpu else "cuda"
     if args.rehearse_on_cpu:
         skip.add("bench")

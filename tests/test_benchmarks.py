@@ -122,7 +122,25 @@ def test_gpu_check_says_when_there_is_no_cuda(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(out.read_text())["skipped"] == "no CUDA device"
+    figures = json.loads(out.read_text())
+    assert figures["skipped"] == "no CUDA device"
+    assert figures["dependencies"]["ok"] and "torch" in figures["dependencies"]["versions"]
+
+
+def test_gpu_check_stops_first_on_a_package_older_than_the_floor(monkeypatch):
+    """A GPU machine's own timm or Typer may be older than iqa's floors: that must cost no GPU minutes."""
+    import importlib.metadata
+
+    from benchmarks.gpu_check import dependency_check
+
+    assert dependency_check()["ok"]  # this environment meets pyproject.toml
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0.3" if name == "timm" else real(name))
+    report = dependency_check(
+        ["torch>=2.6", "timm>=1.0.23,<2", "no-such-package-iqa>=1", "tomli>=2; python_version < '3'"]
+    )
+    assert not report["ok"] and report["versions"]["timm"] == "1.0.3" and "tomli" not in report["versions"]
+    assert report["unmet"] == ["timm 1.0.3: needs <2,>=1.0.23", "no-such-package-iqa: not installed (needs >=1)"]
 
 
 def test_gpu_check_projects_the_koniq_protocol_from_measured_rates():

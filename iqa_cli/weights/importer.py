@@ -50,13 +50,18 @@ def model_summaries() -> list[dict[str, Any]]:
     _ensure_models_registered()
     rows = []
     for name in model_names():
+        # Imports the network's module (and timm) outside the meta device: on torch 2.6 a first
+        # `import timm` there fails (a module-level .item()).
         entry = get_entry(name)
-        try:
-            with torch.device("meta"):
-                model = create(name)
-            params: int | None = sum(p.numel() for p in model.parameters())
-        except Exception:  # noqa: BLE001 - report the network even if it cannot be built here
-            params = None
+        params: int | None = None
+        for device in ("meta", "cpu"):  # some builders need real tensors (as in `reference_state`)
+            try:
+                with torch.device(device):
+                    model = create(name)
+            except Exception:  # noqa: BLE001 - report the network even if it cannot be built here
+                continue
+            params = sum(p.numel() for p in model.parameters())
+            break
         rows.append({"name": name, "parameters": params, "inputs": entry.inputs, "description": entry.description})
     return rows
 

@@ -12,6 +12,7 @@ from torch import nn
 from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.models.checkpoint import convert_to_ours, load_checkpoint, read_state_dict
 from iqa_cli.models.registry import create, model_names, register_model
+from iqa_cli.weights import importer
 from iqa_cli.weights.importer import add_file, default_import_name, import_checkpoint, reference_state
 from iqa_cli.weights.store import WeightStore, sha256_file
 from tests.reference_fixtures import assert_matches, filled_state_dict, find, load_fixture, make_inputs
@@ -57,6 +58,28 @@ class _TinyNet(nn.Module):
 
 if TEST_MODEL not in model_names():
     register_model(TEST_MODEL, description="test-only network", inputs="(B,4)", convert_original=_our_names)(_TinyNet)
+
+
+META_SHY_MODEL = "weights-test-meta-shy-net"
+
+
+class _MetaShyNet(_TinyNet):
+    """Reads a tensor's value while building, as timm's ViTs before 1.0.21 do (`.item()`): fails on meta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = float(torch.ones(1).item())
+
+
+if META_SHY_MODEL not in model_names():
+    register_model(META_SHY_MODEL, description="test-only network", inputs="(B,4)")(_MetaShyNet)
+
+
+def test_models_listing_counts_a_network_that_cannot_be_built_on_the_meta_device(monkeypatch):
+    """`iqa models` showed '?' for every timm network on torch 2.6: it built them on the meta device only."""
+    monkeypatch.setattr(importer, "model_names", lambda: [META_SHY_MODEL])
+    (row,) = importer.model_summaries()
+    assert row["parameters"] == sum(p.numel() for p in create(META_SHY_MODEL).parameters()) > 0
 
 
 def _save_authors_checkpoint(path: Path, state: dict) -> Path:
