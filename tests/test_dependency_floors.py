@@ -66,7 +66,7 @@ def test_every_floor_is_pinned_in_the_minimum_constraints():
         )
 
 
-def test_every_pin_is_a_declared_dependency_or_its_companion():
+def test_every_pin_is_a_declared_dependency():
     floors = declared_floors()
     for name in pinned():
         assert name in floors, f"{CONSTRAINTS.name} pins {name}, which pyproject.toml does not declare"
