@@ -140,7 +140,7 @@ def test_gpu_check_stops_first_on_a_package_older_than_the_floor(monkeypatch):
         ["torch>=2.6", "timm>=1.0.23,<2", "no-such-package-iqa>=1", "tomli>=2; python_version < '3'"]
     )
     assert not report["ok"] and report["versions"]["timm"] == "1.0.3" and "tomli" not in report["versions"]
-    assert report["unmet"] == ["timm 1.0.3: needs <2,>=1.0.23", "no-such-package-iqa: not installed (needs >=1)"]
+    assert report["unmet"] == ["timm 1.0.3 (needs >=1.0.23,<2)", "no-such-package-iqa: not installed (needs >=1)"]
 
 
 def test_gpu_check_projects_the_koniq_protocol_from_measured_rates():

@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
+from iqa_cli.dependencies import unmet_requirements
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import IQAError, Stopped
 from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop
@@ -79,7 +80,10 @@ class ErrorHandlingGroup(TyperGroup):
             if _state["debug"]:
                 traceback.print_exc()
             msg = " ".join(str(exc).split()) or type(exc).__name__
-            typer.echo(f"error: {type(exc).__name__}: {msg} (run `iqa --debug ...` for the traceback)", err=True)
+            # An unexpected error is often an installed package older than iqa needs: name it.
+            unmet = unmet_requirements()
+            below = f"; installed below iqa's requirements: {', '.join(unmet)}" if unmet else ""
+            typer.echo(f"error: {type(exc).__name__}: {msg}{below} (run `iqa --debug ...` for the traceback)", err=True)
             raise typer.Exit(1) from None
         finally:
             # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was,
