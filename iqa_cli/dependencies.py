@@ -63,7 +63,7 @@ def unmet_requirements(requirements: Iterable[str] | None = None) -> list[str]:
     if requirements is None:
         try:
             requirements = metadata.requires(DISTRIBUTION) or []
-        except metadata.PackageNotFoundError:
+        except Exception:  # noqa: BLE001 - not installed, or unreadable metadata: nothing to say
             return []
     unmet = []
     for text in requirements:
@@ -77,6 +77,10 @@ def unmet_requirements(requirements: Iterable[str] | None = None) -> list[str]:
         except metadata.PackageNotFoundError:
             unmet.append(f"{name}: not installed (needs {spec or 'any version'})")
             continue
+        except Exception:  # noqa: BLE001 - unreadable metadata: this one cannot be judged
+            continue
+        if not isinstance(version, str) or not version:
+            continue  # a distribution without a version: this one cannot be judged
         installed = release(version)
         if not all(_meets(installed, c[1], release(c[2])) for c in clauses if c is not None):
             unmet.append(f"{name} {version} (needs {spec})")
