@@ -61,3 +61,15 @@ def test_an_unexpected_error_says_nothing_more_when_every_package_is_recent(monk
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 1 and "installed below" not in result.output
     assert "ZeroDivisionError" in result.output
+
+
+def test_unreadable_metadata_is_passed_over_not_raised(monkeypatch):
+    """It runs inside the CLI's error handler: raising there would print a traceback."""
+
+    def broken(name: str) -> list:
+        raise ValueError("corrupt METADATA")
+
+    monkeypatch.setattr(dependencies.metadata, "requires", broken)
+    assert unmet_requirements() == []
+    monkeypatch.setattr(dependencies.metadata, "version", lambda name: None)  # a distribution without a version
+    assert unmet_requirements(["timm>=1.0.23"]) == []
