@@ -64,7 +64,7 @@ def dependency_check(requirements: list[str] | None = None) -> dict[str, Any]:
     so the list comes from the checkout's pyproject.toml.)"""
     import importlib.metadata as metadata
 
-    from iqa_cli.dependencies import requirement_name, unmet_requirements
+    from iqa_cli.dependencies import checked_requirements, unmet_requirements
 
     if requirements is None:
         if sys.version_info >= (3, 11):
@@ -73,12 +73,9 @@ def dependency_check(requirements: list[str] | None = None) -> dict[str, Any]:
             import tomli as tomllib
         requirements = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     versions: dict[str, str] = {}
-    for text in requirements:
-        if ";" in text:
-            continue  # a marker (a backport for older Pythons): not checked
-        name = requirement_name(text)
+    for name, _spec in checked_requirements(requirements):
         try:
-            versions[str(name)] = metadata.version(str(name))
+            versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
     unmet = unmet_requirements(requirements)

@@ -17,10 +17,15 @@ _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*(?:\[[^\]]*\])?\s
 _CLAUSE = re.compile(r"^(>=|<=|==|!=|<|>|~=)\s*([0-9][0-9A-Za-z.*+!-]*)$")
 
 
-def requirement_name(text: str) -> str | None:
-    """The distribution a requirement names ('timm>=1.0.23,<2' -> 'timm'); None if it is not one."""
-    match = _REQUIREMENT.match(text)
-    return match[1] if match else None
+def checked_requirements(requirements: Iterable[str]) -> list[tuple[str, str]]:
+    """(name, specifier) of each requirement that is checked: those with an environment marker
+    (extras, Python-version backports) are not."""
+    checked = []
+    for text in requirements:
+        match = _REQUIREMENT.match(text)
+        if match is not None and not match[3]:
+            checked.append((match[1], match[2].strip()))
+    return checked
 
 
 def release(version: str) -> tuple[int, ...]:
@@ -66,11 +71,7 @@ def unmet_requirements(requirements: Iterable[str] | None = None) -> list[str]:
         except Exception:  # noqa: BLE001 - not installed, or unreadable metadata: nothing to say
             return []
     unmet = []
-    for text in requirements:
-        match = _REQUIREMENT.match(text)
-        if match is None or match[3]:
-            continue
-        name, spec = match[1], match[2].strip()
+    for name, spec in checked_requirements(requirements):
         clauses = [_CLAUSE.match(clause.strip()) for clause in spec.split(",") if clause.strip()]
         try:
             version = metadata.version(name)

@@ -60,8 +60,10 @@ def resolve_cache(name_or_path: str | Path) -> Path:
             raise DataError(f"'{text}' names more than one cache in {data_dir()} ({listed}); pass the file path")
         if found:
             return found[0]
+    from iqa_cli.data.datasets import is_dataset_name
+
     # A name no parser knows is one's own dataset, prepared with `iqa prepare custom --name NAME`.
-    command = f"{text} --root DIR" if _is_known_dataset(text) else f"custom --name {text} --root DIR --csv LABELS"
+    command = f"{text} --root DIR" if is_dataset_name(text) else f"custom --name {text} --root DIR --csv LABELS"
     raise DataError(f"no prepared cache named '{text}' in {data_dir()} (run `iqa prepare {command}` first)")
 
 
@@ -72,9 +74,3 @@ def _canonical_dataset_name(name: str) -> str:
         return get_dataset(name).name
     except ConfigError:
         return name
-
-
-def _is_known_dataset(name: str) -> bool:
-    from iqa_cli.data.datasets import is_dataset_name
-
-    return is_dataset_name(name)

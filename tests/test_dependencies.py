@@ -8,14 +8,16 @@ from typer.testing import CliRunner
 
 from iqa_cli import dependencies
 from iqa_cli.cli.main import app
-from iqa_cli.dependencies import release, requirement_name, unmet_requirements
+from iqa_cli.dependencies import checked_requirements, release, unmet_requirements
 
 
 def test_release_compares_versions_by_their_numbers():
     assert release("2.11.0+cu130") == release("2.11") == (2, 11)
     assert release("2.6.0rc1") == release("2.6.0") == release("2.6")
     assert release("1.0.3") < release("1.0.23") < release("2")
-    assert requirement_name("open_clip_torch<4,>=2.26.1") == "open_clip_torch"
+    assert checked_requirements(["open_clip_torch<4,>=2.26.1", "tomli>=2; python_version < '3.11'"]) == [
+        ("open_clip_torch", "<4,>=2.26.1")
+    ]
 
 
 def test_unmet_requirements_names_old_and_missing_packages(monkeypatch):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from iqa_cli.dependencies import release
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -51,17 +53,12 @@ def pinned() -> dict[str, str]:
     return pins
 
 
-def _release(version: str) -> tuple[int, ...]:
-    parts = [int(p) for p in version.split(".")]
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
 def test_every_floor_is_pinned_in_the_minimum_constraints():
     floors, pins = declared_floors(), pinned()
     assert "torch" in floors and "timm" in floors  # the parse found the dependencies
     for name, floor in floors.items():
         assert name in pins, f"{name}>={floor} in pyproject.toml is not pinned in {CONSTRAINTS.name}"
-        assert _release(pins[name]) == _release(floor), (
+        assert release(pins[name]) == release(floor), (
             f"{name}: floor {floor}, but {CONSTRAINTS.name} tests {pins[name]}"
         )
 

@@ -37,12 +37,18 @@ def reference_state(method: str) -> StateDict:
     """Names and shapes of our network `method`: built on the meta device, falling back to CPU."""
     _ensure_models_registered()
     get_entry(method)  # a clear error for an unknown method, before any building
+    return _build_cheaply(method).state_dict()
+
+
+def _build_cheaply(name: str) -> torch.nn.Module:
+    """The network on the meta device (no memory, no init), or on the CPU where its builder needs real
+    tensors (timm's ViTs before 1.0.21 call `.item()` while building). Call `get_entry(name)` first: it
+    imports the network's module outside the meta device, where on torch 2.6 a first `import timm` fails."""
     try:
         with torch.device("meta"):
-            model = create(method)
-    except Exception:  # noqa: BLE001 - some builders need real tensors; CPU is the safe fallback
-        model = create(method)
-    return model.state_dict()
+            return create(name)
+    except Exception:  # noqa: BLE001 - CPU is the safe fallback
+        return create(name)
 
 
 def model_summaries() -> list[dict[str, Any]]:
@@ -50,18 +56,11 @@ def model_summaries() -> list[dict[str, Any]]:
     _ensure_models_registered()
     rows = []
     for name in model_names():
-        # Imports the network's module (and timm) outside the meta device: on torch 2.6 a first
-        # `import timm` there fails (a module-level .item()).
-        entry = get_entry(name)
-        params: int | None = None
-        for device in ("meta", "cpu"):  # some builders need real tensors (as in `reference_state`)
-            try:
-                with torch.device(device):
-                    model = create(name)
-            except Exception:  # noqa: BLE001 - report the network even if it cannot be built here
-                continue
-            params = sum(p.numel() for p in model.parameters())
-            break
+        entry = get_entry(name)  # imports the network's module outside the meta device (see _build_cheaply)
+        try:
+            params: int | None = sum(p.numel() for p in _build_cheaply(name).parameters())
+        except Exception:  # noqa: BLE001 - report the network even if it cannot be built here
+            params = None
         rows.append({"name": name, "parameters": params, "inputs": entry.inputs, "description": entry.description})
     return rows
 
