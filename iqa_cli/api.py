@@ -144,6 +144,9 @@ class Scorer:
         arrays = self._arrays(images)
         if not arrays:
             raise DataError("no images to score")
+        for i, array in enumerate(arrays):
+            if array.shape[0] < 1 or array.shape[1] < 1:  # views of no pixels would divide by zero
+                raise DataError(f"image {i} has no pixels (H x W = {array.shape[0]} x {array.shape[1]})")
         from iqa_cli.threads import inference_threads
         from iqa_cli.train.predict import score_arrays
 
@@ -169,6 +172,10 @@ class Scorer:
             if not batch.is_floating_point():
                 raise DataError(f"a tensor must be uint8 (0-255) or float (0-1), got {images.dtype}")
             batch = batch.float()
+            if batch.numel() == 0:  # no images, or images of no pixels: said by `score`
+                return [a for a in batch.to(torch.uint8).permute(0, 2, 3, 1).numpy()]
+            if not bool(torch.isfinite(batch).all()):  # NaN passes both bounds below and would score as black
+                raise DataError("a float tensor holds NaN or infinite values (expected values in [0, 1])")
             if float(batch.min()) < 0 or float(batch.max()) > 1:
                 raise DataError("a float tensor must hold values in [0, 1] (a uint8 tensor holds 0-255)")
             return [a for a in (batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()]

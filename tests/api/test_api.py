@@ -76,6 +76,15 @@ def test_load_from_a_file_and_bad_inputs(trained):
         scorer(np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         scorer(torch.full((1, 3, 8, 8), 2.0))
+    # NaN passes a min/max bound test: it was scored as a black image, with a finite score.
+    with pytest.raises(DataError, match="NaN or infinite"):
+        scorer(torch.cat([torch.rand(1, 3, 8, 8), torch.full((1, 3, 8, 8), float("nan"))]))
+    # Nothing to score, or images of no pixels: one error each, not a torch or division error.
+    with pytest.raises(DataError, match="no images to score"):
+        scorer(torch.zeros(0, 3, 8, 8))
+    for empty in (torch.zeros(1, 3, 0, 8), np.zeros((0, 0, 3), dtype=np.uint8), Image.new("RGB", (0, 0))):
+        with pytest.raises(DataError, match="image 0 has no pixels"):
+            scorer(empty)
     # A 16-bit PIL image scores as its file does (scaled onto 0-255, not saturated at 255).
     deep = Image.fromarray((np.arange(48 * 40).reshape(48, 40) * 30).astype(np.uint16))
     assert deep.mode == "I;16"
