@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -251,12 +252,25 @@ def show(value: Any) -> str:
     return "an empty cell" if value is None else str(value)
 
 
+# A number as a CSV or spreadsheet writes one. Python's float() also takes '1_0' (10), full-width
+# digits and 'infinity': a typo or a stray character must not become a score.
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf)", re.IGNORECASE | re.ASCII)
+
+
+def parse_number(text: str) -> float:
+    """A plain decimal number written as text (surrounding spaces allowed), else ValueError."""
+    stripped = text.strip()
+    if not _DECIMAL.fullmatch(stripped):
+        raise ValueError(f"not a decimal number: {text!r}")
+    return float(stripped)
+
+
 def to_score(value: Any, *, source: Path, where: str, what: str = "score") -> float:
     """A finite float from a metadata cell, or a one-line error naming the file and row."""
     if isinstance(value, bool):
         value = None
     try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)
+        number = parse_number(value) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise DataError(f"malformed {what} {show(value)} at {where} (expected a number)", path=source) from None
     if not math.isfinite(number):

@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, to_score
+from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, parse_number, to_score
 from iqa_cli.data.records import DatasetSpec, Record
 from iqa_cli.errors import ConfigError, DataError
 
@@ -32,7 +32,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        parse_number(text)
     except ValueError:
         return False
     return True
