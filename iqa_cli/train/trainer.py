@@ -132,9 +132,14 @@ def resolve_config(
         tiny_value = values.pop("tiny", None)
         if tiny_value is not None and bool(tiny_value) != tiny:
             raise ConfigError(f"{source}: tiny = {str(bool(tiny_value)).lower()} contradicts the command line's --tiny")
-        engine_values, param_values = split_by_owner(values, EngineConfig, type(params))
-        engine = apply_values(engine, engine_values, source=source)
-        params = apply_values(params, param_values, source=source)
+        try:
+            engine_values, param_values = split_by_owner(values, EngineConfig, type(params))
+            engine = apply_values(engine, engine_values, source=source)
+            params = apply_values(params, param_values, source=source)
+        except ConfigError as exc:  # a bad value in a config file: name the file, not only the key
+            if source == "options" or str(exc).startswith(f"{source}:"):
+                raise
+            raise ConfigError(str(exc), path=source) from None
         if source == "options" and values.get("lr") is not None and values.get("lr_phases") is not None:
             # --lr replaces the phases; a config file may hold both (a run's resolved config.toml does)
             raise ConfigError("--lr and --lr-phases both set the learning rate; give one")

@@ -234,7 +234,14 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
     assert resolved["params"]["epochs"] == 1 and resolved["params"]["batch_size"] == 8  # the flag wins
     assert resolved["engine"]["select_on"] == "test"
     config.write_text("epochs = 1\nlearning_rat = 0.1\n")
-    assert "unknown option(s) learning_rat" in one_error_line(train("--data", "mini", "--config", str(config)))
+    assert f"{config}: unknown option(s) learning_rat" in one_error_line(
+        train("--data", "mini", "--config", str(config))
+    )
+    # a bad value in the file names the file as well as the key (it read as if the command line were wrong)
+    for text, says in [("seed = true", "invalid value for seed"), ('amp = "bf17"', "amp must be one of"),
+                       ("lr = -1", "--lr: must be greater than 0")]:  # fmt: skip
+        config.write_text(text + "\n")
+        assert one_error_line(train("--data", "mini", "--config", str(config))).startswith(f"error: {config}: {says}")
     config.write_text('method = "ieit"\nepochs = 1\n')  # another method's config.toml was taken silently
     line = one_error_line(train("--data", "mini", "--config", str(config)))
     assert f"{config}: method = 'ieit', but this trains 'vtiqa'" in line
