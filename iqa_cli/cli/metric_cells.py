@@ -76,6 +76,12 @@ def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
             f"note: --drop-seen left out byte-identical copies of the models' training files ({counts}); n counts "
             "the images scored"
         )
+    resized = sorted({(str(row["trained_resize"]), str(row["resize"])) for row in rows if row.get("resize")})
+    for trained, now in resized:
+        lines.append(
+            f"note: the model trained on images stored at resize {trained}; this cache stores them at resize {now}, "
+            "so these are not the figures of its training-time tests"
+        )
     return "\n".join(lines) or None
 
 

@@ -358,8 +358,15 @@ def _run_jobs(
         given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
+        stored_as = _stored_differently(known, raw, name) if options.cross is None else None
         if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
             choices_told.add(str(weights))
+            if stored_as is not None:
+                log.warning(
+                    f"{known.source} trained on {name} stored at resize {stored_as[0]}, and this cache stores it at "
+                    f"resize {stored_as[1]}: these figures are not those of its training-time tests; evaluate on a "
+                    "cache prepared as it trained (the same --size or --short-side)"
+                )
             changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
             if changed:
                 log.warning(
@@ -433,6 +440,7 @@ def _run_jobs(
             **({"includes_training_images": True} if own_images else {}),
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
+            **({"trained_resize": stored_as[0], "resize": stored_as[1]} if stored_as else {}),
         }
         results.append(row)
         scores = label_map.source_scores(dataset, str(cache_path))  # the scale `prediction_native` is on
@@ -697,6 +705,17 @@ def _seen_files_known(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike) -
     return read_seen_files(loaded.meta) is not None and getattr(dataset, "file_digests", None) is not None
 
 
+def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> tuple[str, str] | None:
+    """(trained, now) resize policies when the model is scored on its own dataset from a cache that stores its
+    images otherwise than the one it trained on (prepared again with another --size); None when they agree,
+    or when the checkpoint does not say (imported releases, checkpoints older than the record)."""
+    trained = loaded.meta.get("resize")
+    if not trained or not _trained_on_this(loaded, dataset, name):
+        return None
+    now = str(dataset.attrs.get("resize", ""))
+    return (str(trained), now) if now != str(trained) else None
+
+
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:
     """Whether a --cross dataset is the one the model was trained on: the same name, the same images
     (a copy of the cache under another name, whatever its splits), or a split of the same name holding
@@ -758,7 +777,7 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
                "weights", "own_dataset", "includes_training_images", "test_copies_of_training",
-               "seen_copies_dropped"]  # fmt: skip
+               "seen_copies_dropped", "trained_resize", "resize"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

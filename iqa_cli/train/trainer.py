@@ -685,6 +685,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         "variant": getattr(params, "variant", ""),
         "dataset": name,
         "images_digest": images_digest(dataset),
+        "resize": str(dataset.attrs.get("resize", "")),  # how its images were stored: `iqa eval` compares
         "tiny": resolved.tiny,
         "labels": label_map.to_meta(),
         "params": to_plain(resolved.params),

@@ -79,6 +79,30 @@ def test_eval_on_a_re_prepared_cache_refuses_the_changed_split(cache, tmp_path):
     assert run["splits"]["random_0"]["digest"]  # the run recorded what it trained on
 
 
+def test_eval_on_the_same_split_stored_at_another_size_says_so(cache, tmp_path):
+    """The same images and split, prepared again at another size: the split check passed and the figures
+    (other pixels than the model trained and was tested on) came out as its test result, without a word."""
+    assert train("--data", "mini", "--epochs", "1", "--name", "older").exit_code == 0
+    as_trained = json.loads(invoke("eval", "vtiqa", "--data", "mini", "--json").stdout)["results"][0]
+    assert "resize" not in as_trained and "trained_resize" not in as_trained
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
+    options = CacheOptions(workers=1, splits=2, test_fraction=0.25, resize="20x20")
+    build_cache(spec, tmp_path / "mini", data_dir() / "mini.h5", options)
+    result = invoke("eval", "vtiqa", "--data", "mini", "--json", "--csv", str(tmp_path / "m.csv"))
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["results"][0]
+    assert (row["trained_resize"], row["resize"]) == ("none", "20x20")
+    assert "trained on mini stored at resize none, and this cache stores it at resize 20x20" in result.stderr
+    assert "trained_resize" in (tmp_path / "m.csv").read_text().splitlines()[0]
+    table = invoke("eval", "vtiqa", "--data", "mini")
+    assert "note: the model trained on images stored at resize none; this cache stores them at resize 20x20" in (
+        table.stdout
+    )
+
+
 def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     args = ["--data", "mini", "--epochs", "1"]
