@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import socket
@@ -30,6 +31,7 @@ RUN_FILE = "run.json"
 BEST = "best.safetensors"
 LAST = "last.pt"
 LOG = "log.jsonl"
+log = logging.getLogger(__name__)
 RESULT = "result.json"
 RESULT_FILE = "results.json"  # the run's report: every split's row and the median over them
 PREDICTIONS = "test_predictions.csv"
@@ -177,6 +179,17 @@ def trained_on(info: dict[str, Any], data: str | Path) -> bool:
     return text in names
 
 
+_TOLD_DAMAGED: set[str] = set()
+
+
+def _skipped_damaged(record: Path, why: str) -> None:
+    """Warn once per process of a run left out because its record cannot be read: unsaid, the newest run
+    could be passed over for an older one (`iqa eval --data X` scores the newest finished run)."""
+    if str(record) not in _TOLD_DAMAGED:
+        _TOLD_DAMAGED.add(str(record))
+        log.warning(f"{record}: damaged run record ({why}); run left out of the runs listed and searched")
+
+
 def list_runs(method: str | None = None, dataset: str | Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """Runs in the runs folder, newest first, optionally of one method and training dataset (a name
     or a cache path)."""
@@ -185,11 +198,16 @@ def list_runs(method: str | None = None, dataset: str | Path | None = None) -> l
     if not base.is_dir():
         return []
     for path in base.iterdir():
+        record = path / RUN_FILE
         try:
-            info = json.loads((path / RUN_FILE).read_text())
-        except (OSError, ValueError):
+            info = json.loads(record.read_text())
+        except FileNotFoundError:
+            continue  # not a run folder
+        except (OSError, ValueError) as exc:
+            _skipped_damaged(record, f"{type(exc).__name__}: {exc}")
             continue
         if not isinstance(info, dict):
+            _skipped_damaged(record, f"a JSON {type(info).__name__}, not an object")
             continue
         if method is not None and info.get("method") != method:
             continue

@@ -68,6 +68,20 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     assert "no run named 'first'" in runner.invoke(app, ["runs", "show", "first"]).output
 
 
+def test_a_run_whose_record_is_damaged_is_named_not_passed_over_in_silence(tmp_path, monkeypatch):
+    """`runs list` left it out and `iqa eval --data X` scored the newest readable run instead, unsaid."""
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    assert runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "first"]).exit_code == 0
+    (tmp_path / "runs" / "later").mkdir()
+    (tmp_path / "runs" / "later" / "run.json").write_text('{"method": "vtiqa", "dat')
+    (tmp_path / "runs" / "notes").mkdir()  # no run.json: not a run, nothing to say
+    listed = runner.invoke(app, ["runs", "list", "--json"])
+    assert listed.exit_code == 0 and [r["name"] for r in json.loads(listed.stdout)] == ["first"]
+    said = [line for line in listed.stderr.splitlines() if "warning" in line]
+    assert len(said) == 1 and f"{tmp_path / 'runs' / 'later' / 'run.json'}: damaged run record" in said[0]
+
+
 def test_a_tiny_run_s_resolved_config_is_accepted_back(tmp_path):
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
     first = tmp_path / "first"
