@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import logging
 import os
 import signal
 import sys
@@ -191,8 +192,36 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that join a torchrun job's process group (DDP training). Any other command started by torchrun
+# would run once per rank: N copies of the same evaluation, N JSON documents on one stdout, N processes
+# racing for one cache. It runs once instead, in rank 0, as a plain process.
+_TORCHRUN_COMMANDS = frozenset({"train"})
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                       "ROLE_RANK", "ROLE_WORLD_SIZE")  # fmt: skip
+
+
+def _once_under_torchrun(command: str | None) -> None:
+    """Under torchrun (WORLD_SIZE > 1), a command that does not train: ranks other than 0 leave at once
+    (exit 0), and rank 0 forgets the job's variables, so it runs as one process with every core."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return
+    if world <= 1 or command in _TORCHRUN_COMMANDS:
+        return
+    if rank != 0:
+        raise typer.Exit(0)
+    for name in _TORCHRUN_VARIABLES:
+        os.environ.pop(name, None)
+    logging.getLogger("iqa_cli.cli").info(
+        f"iqa {command} runs as one process: rank 0 of this torchrun job does the work, the other "
+        f"{world - 1} rank(s) leave at once"
+    )
+
+
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
@@ -208,6 +237,7 @@ def root(
         raise typer.BadParameter("-q/--quiet and -v/--verbose contradict each other")
     configure_logging(QUIET if quiet else VERBOSE if verbose else NORMAL)
     check_environment()  # a bad IQA_* value fails every command before its work
+    _once_under_torchrun(ctx.invoked_subcommand)
 
 
 def _register() -> None:

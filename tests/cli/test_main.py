@@ -1,0 +1,45 @@
+"""The root command: what every sub-command goes through before its work."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from iqa_cli.cli.main import app
+from iqa_cli.home import data_dir
+from tests.train.caches import make_cache
+
+runner = CliRunner()
+FAST = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+FAST += ["--dropout", "0", "--device", "cpu", "--epochs", "1", "--val-fraction", "0.2"]
+
+
+@pytest.fixture
+def trained(tmp_path) -> None:
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "one"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_command_that_does_not_train_runs_once_under_torchrun(trained, monkeypatch):
+    """`torchrun --nproc_per_node 2 -m iqa_cli eval ... --json` printed two JSON documents on one stdout
+    (each rank evaluated everything): invalid JSON for the script that reads it."""
+    alone = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--json"])
+    assert alone.exit_code == 0, alone.output
+    job = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0"}
+    for name, value in job.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    other = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--json"])
+    assert other.exit_code == 0 and other.stdout == ""  # rank 1 leaves at once
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    first = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["results"] == json.loads(alone.stdout)["results"]
+    assert "runs as one process: rank 0 of this torchrun job does the work, the other 1 rank(s)" in first.stderr
+    assert "WORLD_SIZE" not in os.environ and "LOCAL_WORLD_SIZE" not in os.environ  # a plain process from here
