@@ -215,6 +215,7 @@ def same_cache_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 NO_SELECTION = "none"  # SplitParts.select_on of whole-dataset splits
+LAST_EPOCH = "last"  # `selected_on` in a resume state (last.pt): the newest epoch's model, chosen by nothing
 
 
 def is_whole_split(name: str) -> bool:

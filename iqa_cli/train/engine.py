@@ -37,7 +37,7 @@ from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
 from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.stop import clear_stop, stopped_by
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
-from iqa_cli.train.data import DatasetLike, SplitParts
+from iqa_cli.train.data import LAST_EPOCH, DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, shard
 from iqa_cli.train.precision import amp_dtype, autocast, low_precision_ties
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
@@ -399,7 +399,10 @@ class Trainer:
                 path,
                 {
                     "state_dict": cpu_state(self.model),
-                    "iqa_meta": {k: v if isinstance(v, str) else dumps(v) for k, v in self.ctx.meta.items()},
+                    "iqa_meta": {
+                        **{k: v if isinstance(v, str) else dumps(v) for k, v in self.ctx.meta.items()},
+                        "selected_on": LAST_EPOCH,  # scored by `iqa eval`, it is said to be no kept model
+                    },
                     "optimizer": self.optimizer.state_dict(),
                     "schedule": self.schedule.state_dict(),
                     "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},

@@ -29,6 +29,8 @@ from iqa_cli.threads import inference_threads
 from iqa_cli.train.choices import checkpoint_choices, choices_change, choices_of
 from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
 from iqa_cli.train.data import (
+    LAST_EPOCH,
+    NO_SELECTION,
     RANDOM_PREFIX,
     DatasetLike,
     close_dataset,
@@ -757,11 +759,17 @@ def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, 
 
 def _selection_text(selections: set[str | None]) -> str:
     known = {s for s in selections if s}
-    if "test" in known:
+    if not known:
+        return "kept model selection unknown (weights without iqa metadata)"
+    if "test" in known:  # the optimistic habit is said whatever the other models did
         return "kept model " + selection_label("test")
     if known == {"val"}:
         return "kept model selected on the " + selection_label("val")
-    return "kept model selection unknown (weights without iqa metadata)"
+    if known == {NO_SELECTION}:
+        return "kept model of the last epoch (every image trains; nothing selects)"
+    if known == {LAST_EPOCH}:
+        return "model of the last finished epoch (last.pt, a resume state; not a kept model)"
+    return "models chosen in different ways: " + ", ".join(sorted(known))
 
 
 def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -89,6 +89,16 @@ def test_newest_run_on_its_own_splits_with_json(trained):
         assert ours["plcc"] == pytest.approx(theirs["plcc"], abs=1e-12)
 
 
+def test_a_resume_state_is_scored_as_the_last_epoch_s_model_not_an_unknown_one(trained):
+    """`--weights .../last.pt` was titled "kept model selection unknown (weights without iqa metadata)"."""
+    last = trained["run"] / "split-random_0" / "last.pt"
+    result = evaluate("--data", "mini", "--weights", str(last), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["selection"] == "model of the last finished epoch (last.pt, a resume state; not a kept model)"
+    assert report["results"][0]["selected_on"] == "last" and report["results"][0]["split"] == "random_0"
+
+
 def test_a_split_left_unmeasured_is_an_error_naming_it(trained, monkeypatch):
     """One split of two with constant predictions (no finite SRCC): a median of the other alone would
     stand for both, so the evaluation fails naming the split; the measured one still scores alone."""

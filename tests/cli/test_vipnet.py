@@ -169,6 +169,9 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     scored = invoke("eval", "vipnet", "--data", "mini", "--cross", "other", "--weights", report["run"], "--json")
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["results"][0]["srcc"] == pytest.approx(watched[-1]["srcc"], abs=1e-9)
+    # said as what it is (was "kept model selection unknown (weights without iqa metadata)")
+    said = json.loads(scored.stdout)["selection"]
+    assert said == "kept model of the last epoch (every image trains; nothing selects)"
     # LIVE Challenge without its 7 subject-training images, as VIPNet's loader reads it: in --cross and
     # --watch alike (VT-IQA scores all 17 rows of this miniature: tests/cli/test_eval.py)
     from tests.data.fixtures import FIXTURES
