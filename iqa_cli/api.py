@@ -106,10 +106,9 @@ class Scorer:
 
         from iqa_cli.train.config import AMP_MODES
         from iqa_cli.train.distributed import resolve_device
-        from iqa_cli.train.evaluate import apply_test_overrides
         from iqa_cli.train.precision import amp_dtype
         from iqa_cli.train.recipes import get_recipe
-        from iqa_cli.train.weights import load_trained
+        from iqa_cli.train.weights import apply_test_overrides, load_trained
 
         if amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{amp}'")
@@ -118,7 +117,7 @@ class Scorer:
         self.method, self.weights, self.batch_size = method, weights, batch_size
         self.recipe = get_recipe(method)
         self.loaded = load_trained(self.recipe, weights)
-        self.loaded.params = apply_test_overrides(self.recipe, self.loaded.params, test_options)
+        self.loaded.params = apply_test_overrides(self.recipe, self.loaded.params, test_options, files=True)
         self.device = resolve_device(device)
         self.dtype = amp_dtype(amp, self.device, evaluation=True)
         self.loaded.model.to(self.device).eval()

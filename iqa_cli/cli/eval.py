@@ -174,14 +174,15 @@ def make_eval_command(method: str) -> Callable[..., None]:
     return command
 
 
-def with_test_options(command: Any, recipe: Any) -> None:
-    """Add a flag per test-time parameter the recipe lets evaluation override (`Recipe.eval_params`);
-    their values reach the command as keyword arguments (None when not given)."""
+def with_test_options(command: Any, recipe: Any, *, files: bool = False) -> None:
+    """Add a flag per test-time parameter the recipe lets a test override (`Recipe.test_options`; with
+    `files`, those of scoring image files); their values reach the command as keyword arguments (None
+    when not given)."""
     from iqa_cli.cli.train import dataclass_options
 
     signature = inspect.signature(command)
     fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    extra = dataclass_options(recipe.Params, recipe.Params(), only=recipe.eval_params)
+    extra = dataclass_options(recipe.Params, recipe.Params(), only=recipe.test_options(files=files))
     command.__signature__ = signature.replace(parameters=fixed + extra)
 
 

@@ -1,24 +1,36 @@
-"""`iqa predict METHOD --weights W IMAGE_OR_FOLDER...`: score the user's own images."""
+"""`iqa predict METHOD IMAGE_OR_FOLDER... --weights W`: score the user's own images."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.cli.eval import with_test_options
+from iqa_cli.train.recipes import get_recipe, recipe_names
+
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Score your own images (any size) with trained weights: one command per method.",
+    no_args_is_help=True,
+)
 
 
 def register(root: typer.Typer) -> None:
-    """Add `iqa predict` to the root app."""
+    """Add `iqa predict METHOD ...` to the root app."""
+    root.add_typer(app, name="predict")
 
-    @root.command("predict")
-    def predict_command(
-        method: str = typer.Argument(..., help="method whose weights these are, e.g. vtiqa"),
+
+def make_predict_command(method: str) -> Callable[..., None]:
+    recipe = get_recipe(method)
+
+    def command(
         inputs: list[Path] = typer.Argument(..., help="image files and/or folders (searched recursively)"),
         weights: Optional[str] = typer.Option(  # noqa: UP045
             None,
@@ -43,12 +55,8 @@ def register(root: typer.Typer) -> None:
             "auto", "--amp", help="precision: auto (TF32 on GPUs, float32 on CPUs), tf32, off (float32), bf16, fp16"
         ),
         json_output: bool = typer.Option(False, "--json", help="print the scores as JSON"),
+        **test_options: Any,
     ) -> None:
-        """Score images of any size (JPEG/PNG/BMP/TIFF) with trained weights, in batches.
-
-        Scores are on the model's training scale (1-5 for VT-IQA; higher is better) and, when the
-        checkpoint records its training dataset's label mapping, also on that dataset's native scale.
-        """
         from dataclasses import asdict
 
         from iqa_cli.api import resolve_weights_arg
@@ -74,6 +82,7 @@ def register(root: typer.Typer) -> None:
             amp=amp,
             progress=ConsoleProgress(),
             workers=workers,
+            test_options={k: v for k, v in test_options.items() if v is not None},
         )
         for _path, reason in report.skipped:
             err.print(f"skipped: {reason}", markup=False, highlight=False)
@@ -111,3 +120,17 @@ def register(root: typer.Typer) -> None:
                 row.append(f"{p.score_native:.2f}")
             table.add_row(*row, f"{p.width}x{p.height}")
         out.print(table)
+
+    with_test_options(command, recipe, files=True)
+    command.__doc__ = (
+        f"Score images with trained {recipe.title} weights and its test-time protocol.\n\n"
+        "Images of any size (JPEG/PNG/BMP/TIFF/WebP; folders are searched recursively) are scored in batches. "
+        "Scores are on the model's training scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA; higher is better) "
+        "and, when the checkpoint records its training dataset's label mapping, also on that dataset's native "
+        "scale. Test-time options (as `iqa eval` takes them) change how the images are scored, not the model."
+    )
+    return command
+
+
+for _method in recipe_names():
+    app.command(_method)(make_predict_command(_method))

@@ -57,6 +57,7 @@ from iqa_cli.train.weights import (
     LoadedModel,
     RunWeights,
     TrainedSpec,
+    apply_test_overrides,
     build_trained,
     newest_run_weights,
     read_trained,
@@ -747,14 +748,6 @@ def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | P
         )
     parts = index_file_split(image_list(), ind_train, ind_test)
     return f"{INDEX_FILE_PREFIX}{Path(split_file).name}", parts["test"]
-
-
-def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, Any]) -> Any:
-    """The loaded model's parameters with the test-time choices the user made (`Recipe.eval_params`)."""
-    unknown = sorted(set(overrides) - set(recipe.eval_params))
-    if unknown:
-        raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
-    return apply_values(params, overrides, source="options") if overrides else params
 
 
 def _selection_text(selections: set[str | None]) -> str:

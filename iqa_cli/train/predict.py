@@ -13,7 +13,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.precision import Precision, amp_dtype, autocast
 from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes import get_recipe
-from iqa_cli.train.weights import LoadedModel, build_trained, read_trained
+from iqa_cli.train.weights import LoadedModel, apply_test_overrides, build_trained, read_trained
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +234,13 @@ def predict_files(
     amp: str = "auto",
     progress: Progress | None = None,
     workers: int | None = None,
+    test_options: dict[str, Any] | None = None,
 ) -> PredictReport:
     """Score `inputs` (files and folders). Images are decoded in `workers` processes (default: the
     cores iqa may use, less torch's threads when the network runs on the CPU), large JPEGs at a reduced
     DCT scale that keeps them well above the method's view sizes, and scored `batch_size` at a time
-    with the views made on the device."""
+    with the views made on the device. `test_options` are the method's test-time options
+    (`Recipe.eval_params`, e.g. `{"branch": "teacher"}`), as `iqa eval` takes them."""
     if amp not in AMP_MODES:
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{amp}'")
     if batch_size < 1:
@@ -247,6 +249,8 @@ def predict_files(
     recipe = get_recipe(method)
     files = expand_inputs(inputs)
     spec = read_trained(recipe, weights, variant=variant)
+    if test_options:
+        spec = replace(spec, params=apply_test_overrides(recipe, spec.params, test_options, files=True))
     torch_device = resolve_device(device)
     dtype = amp_dtype(amp, torch_device, evaluation=True)
     skipped: list[tuple[str, str]] = []

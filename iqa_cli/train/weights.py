@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iqa_cli.errors import CheckpointError
+from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.models.checkpoint import read_metadata
 from iqa_cli.train.config import apply_values
 from iqa_cli.train.labels import LabelMap
@@ -184,3 +184,12 @@ def newest_finished_run(method: str) -> Path:
         if info.get("status") == "complete" and run_weights(path).by_split:
             return path
     raise CheckpointError(f"no finished {method} run to score with; pass --weights (a file, a store name or a run)")
+
+
+def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, Any], *, files: bool = False) -> Any:
+    """The loaded model's parameters with the test-time choices the user made (`Recipe.test_options`:
+    `eval_params`, or `predict_params` where image `files` are scored)."""
+    unknown = sorted(set(overrides) - set(recipe.test_options(files=files)))
+    if unknown:
+        raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
+    return apply_values(params, overrides, source="options") if overrides else params

@@ -93,6 +93,18 @@ def _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home):
     assert predicted.exit_code == 0, predicted.output
     scores = [p["score"] for p in json.loads(predicted.stdout)["predictions"]]
     assert scores == pytest.approx([float(r["prediction"]) for r in rows], abs=1e-4)
+    # the test-time options of `iqa eval` that apply to files are flags of `iqa predict` too
+    unselected = iqa("eval", "ieit", "--weights", weights, "--data", "mini", "--split", "random_0", "--per-image",
+                     tmp_path / "all.csv", "--device", "cpu", "--no-select-enhanced")  # fmt: skip
+    assert unselected.exit_code == 0, unselected.output
+    rows = list(csv.DictReader((tmp_path / "all.csv").open()))[:3]
+    predicted = iqa("predict", "ieit", *[folder / r["name"] for r in rows], "--weights", weights, "--json",
+                    "--device", "cpu", "--no-select-enhanced")  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    scores = [p["score"] for p in json.loads(predicted.stdout)["predictions"]]
+    assert scores == pytest.approx([float(r["prediction"]) for r in rows], abs=1e-4)
+    reads_labels = iqa("predict", "ieit", folder / rows[0]["name"], "--weights", weights, "--lq-threshold", "2")
+    assert reads_labels.exit_code == 2 and "--lq-threshold: no such option" in reads_labels.output
 
 
 def test_bad_inputs_give_one_line(tmp_path, monkeypatch):

@@ -74,6 +74,16 @@ def test_prepare_train_eval_predict_learns_the_noise_ranking(tmp_path, _isolated
     assert predicted.exit_code == 0, predicted.output
     scores = [p["score"] for p in json.loads(predicted.stdout)["predictions"]]
     assert len(scores) == 2 and all(1.0 <= s <= 5.0 for s in scores)
+    # `iqa predict` takes the test-time options `iqa eval` and the Python scorer take (it took none)
+    files = [root / "img000.png", root / "img001.png"]
+    by_teacher = iqa("predict", "ssliqa", *files, "--weights", row["weights"], "--json", "--branch", "teacher")
+    assert by_teacher.exit_code == 0, by_teacher.output
+    teacher_scores = [p["score"] for p in json.loads(by_teacher.stdout)["predictions"]]
+    assert teacher_scores != scores
+    import iqa_cli
+
+    in_python = iqa_cli.load(row["weights"], device="cpu", branch="teacher")([str(f) for f in files])
+    assert teacher_scores == pytest.approx(list(in_python), abs=1e-6)
 
 
 def test_koniq_rating_distributions_reach_training(tmp_path, _isolated_home):

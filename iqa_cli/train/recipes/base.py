@@ -126,10 +126,19 @@ class Recipe(ABC, Generic[P]):
     # Params fields that `iqa eval/predict` may override (test-time protocol choices such as the
     # number of test crops or which branch scores); each becomes a flag of those commands.
     eval_params: ClassVar[tuple[str, ...]] = ()
+    # Params fields that scoring image files (`iqa predict`, the Python scorer) may override, each a flag
+    # of `iqa predict`; None: the same as `eval_params`. A recipe names its own where an evaluation option
+    # reads labels (IEIT's lq_threshold) or an option only applies to files (IEIT's on-the-fly classifier).
+    predict_params: ClassVar[tuple[str, ...] | None] = None
     # False when the network keeps tensors no checkpoint holds (non-persistent buffers made at build
     # time): `build_trained` then builds it with its random init instead of skipping it (it also
     # checks, and falls back, whatever this says).
     build_without_init: ClassVar[bool] = True
+
+    @classmethod
+    def test_options(cls, *, files: bool = False) -> tuple[str, ...]:
+        """The Params fields a test may override: `eval_params`, or for image files `predict_params`."""
+        return cls.predict_params if files and cls.predict_params is not None else cls.eval_params
 
     # ---------------------------------------------------------------- parameters and model
 

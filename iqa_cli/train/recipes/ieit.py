@@ -234,6 +234,7 @@ class IEITRecipe(Recipe[IEITParams]):
     metric_names = (*METRIC_NAMES, "lq_n", "lq_srcc", "lq_plcc", LQ_METRIC)
     report_metrics = ("srcc", "plcc", "lq_srcc", "lq_plcc", "plcc_logistic", "krcc", "rmse")
     eval_params = ("select_enhanced", "lq_threshold")
+    predict_params = ("select_enhanced", "classifier")  # lq_threshold needs labels; classifier needs files
     # Set on the per-split copy `fit` makes (stage 2): partner of each dataset index, or None.
     partner_of: dict[int, int] | None = None
 
