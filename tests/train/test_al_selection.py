@@ -17,6 +17,7 @@ from iqa_cli.train.al.selection import (
     select_round,
     template_disagreement,
     trimmed_distance,
+    zero_shot_source,
 )
 
 
@@ -159,3 +160,12 @@ def test_selection_on_the_authors_livew_files_picks_59_116_116():
         counts.append(int(chosen.positions.size))
         labelled = np.concatenate([labelled, remaining[chosen.positions]])
     assert counts == [59, 116, 116] and np.unique(labelled).size == 291
+
+
+def test_round_one_without_pretrained_clip_is_not_called_zero_shot_clip():
+    """`--tiny` and `--pretrained none` score the prompts with random weights: the report said "zero-shot CLIP"."""
+    from types import SimpleNamespace
+
+    assert zero_shot_source(SimpleNamespace(pretrained="clip_vit_b16_openai_st")).startswith("zero-shot CLIP")
+    said = zero_shot_source(SimpleNamespace(pretrained=None))
+    assert said.startswith("untrained CLIP") and "not AL-IQA's zero-shot signal" in said

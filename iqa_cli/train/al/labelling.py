@@ -36,6 +36,7 @@ from iqa_cli.train.al.selection import (
     select_for_round,
     template_disagreement,
     trimmed_distance,
+    zero_shot_source,
 )
 from iqa_cli.train.al.signals import PoolScorer, kmeans_distances, read_distance_file, zero_shot_probabilities
 from iqa_cli.train.config import apply_values, check_choices
@@ -307,7 +308,7 @@ def _select(
     else:
         torch.manual_seed(options.seed)
         model = recipe.build_model(params, tiny=options.tiny, pretrained=True).to(device).eval()
-        source = "zero-shot CLIP, 6 antonym pairs x 3 templates" + (
+        source = zero_shot_source(params) + (
             f" (round {options.round}: not AL-IQA's rule, which takes the previous round's model)"
             if options.round > 1
             else ""

@@ -146,12 +146,12 @@ def pool_uncertainty(
     """Disagreement of the prompt wordings (round 1) or of the previous round's three heads.
 
     `zero_shot()` gives (CLIP with its pretrained weights, its image features of the whole pool)."""
-    from iqa_cli.train.al.selection import head_disagreement, template_disagreement
+    from iqa_cli.train.al.selection import head_disagreement, template_disagreement, zero_shot_source
 
     if previous is None:
         model, features, pool = zero_shot()
         probabilities = zero_shot_probabilities(model, features[np.searchsorted(pool, remaining)])
-        return template_disagreement(probabilities), "zero-shot CLIP, 6 antonym pairs x 3 templates"
+        return template_disagreement(probabilities), zero_shot_source(ctx.params)
     from iqa_cli.train.weights import load_trained
 
     loaded = load_trained(ctx.recipe, previous)

@@ -122,6 +122,17 @@ def trimmed_distance(distance: np.ndarray, keep: int = DEFAULT_KEEP) -> np.ndarr
     return np.take_along_axis(distance, closest, axis=0).sum(0).sum(0)
 
 
+def zero_shot_source(params: Any) -> str:
+    """What round 1's uncertainty came from: CLIP's zero-shot prompts, or, without pretrained weights
+    (`--tiny`, `--pretrained none`), an untrained CLIP whose prompt scores are noise."""
+    if getattr(params, "pretrained", None):
+        return "zero-shot CLIP, 6 antonym pairs x 3 templates"
+    return (
+        "untrained CLIP (no pretrained weights: --tiny or --pretrained none), random prompt scores, not "
+        "AL-IQA's zero-shot signal"
+    )
+
+
 def template_disagreement(probabilities: np.ndarray) -> np.ndarray:
     """(pairs, templates, P) p(first class) of zero-shot prompts -> (P,): std over templates, summed over pairs."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
