@@ -74,29 +74,28 @@ def test_a_header_less_csv_keeps_its_first_row(tmp_path):
 @pytest.mark.parametrize("typo", ["6_5", "\uff15", "infinity"])
 def test_a_score_python_reads_but_no_spreadsheet_writes_is_refused(tmp_path, typo):
     """float() reads '6_5' as 65 and a full-width digit as that digit: a typo stored as a score."""
+    command, out = _custom_with_row_2(tmp_path, lambda name, score, std: f"{name},{typo},{std}")
+    assert f"malformed score '{typo}' at line 3" in error_line(invoke(*command))
+    assert not out.exists()
+    command, _ = _custom_with_row_2(tmp_path, lambda name, score, std: f"{name}, +6.5e1 ,{std}")  # a plain number
+    assert invoke(*command).exit_code == 0
+
+
+def _custom_with_row_2(tmp_path, row):
+    """`iqa prepare custom` of a folder whose CSV's second data row is `row(name, score, std)`, and its output."""
     root = tmp_path / "photos"
     csv_path = make_folder(root)
     rows = csv_path.read_text().splitlines()
-    name, _, std = rows[2].split(",")
-    csv_path.write_text("\n".join([*rows[:2], f"{name},{typo},{std}", *rows[3:]]) + "\n")
+    csv_path.write_text("\n".join([*rows[:2], row(*rows[2].split(",")), *rows[3:]]) + "\n")
     out = tmp_path / "m.h5"
-    command = ("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1")
-    assert f"malformed score '{typo}' at line 3" in error_line(invoke(*command))
-    assert not out.exists()
-    csv_path.write_text("\n".join([*rows[:2], f"{name}, +6.5e1 ,{std}", *rows[3:]]) + "\n")  # a plain number
-    assert invoke(*command).exit_code == 0
+    return ("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1"), out
 
 
 def test_a_negative_std_is_refused_naming_the_image(tmp_path):
     """SSL-IQA's label distributions read the std: a negative one was clipped to the floor without a word."""
-    root = tmp_path / "photos"
-    csv_path = make_folder(root)
-    rows = csv_path.read_text().splitlines()
-    name, score, _ = rows[2].split(",")
-    csv_path.write_text("\n".join([*rows[:2], f"{name},{score},-0.5", *rows[3:]]) + "\n")
-    out = tmp_path / "m.h5"
-    result = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1")
-    line = error_line(result)
+    command, out = _custom_with_row_2(tmp_path, lambda name, score, std: f"{name},{score},-0.5")
+    name = MIXED[1].name
+    line = error_line(invoke(*command))
     assert f"image '{name}' (entry 2) has score std -0.5, expected a finite value >= 0" in line
     assert not out.exists()
 
