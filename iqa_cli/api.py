@@ -267,9 +267,23 @@ def train(method: str, data: str | Path, **options: Any) -> dict[str, Any] | Non
 
 
 def evaluate(method: str, data: str | Path | None = None, **options: Any) -> Any:
-    """Evaluate as `iqa eval METHOD --data DATA` does (options: split, cross, weights, ...); returns the
-    `EvalReport` (`.as_dict()` for JSON)."""
+    """Evaluate as `iqa eval METHOD --data DATA` does (options: split, cross, weights, ..., and the method's
+    test-time options such as `test_crops=1`, as the flags of `iqa eval METHOD`); returns the `EvalReport`
+    (`.as_dict()` for JSON)."""
+    from dataclasses import fields
+
     from iqa_cli.train.evaluate import EvalOptions
     from iqa_cli.train.evaluate import evaluate as run_evaluation
+    from iqa_cli.train.recipes import get_recipe
 
-    return run_evaluation(EvalOptions(method=method, data=data, **options))
+    known = {f.name for f in fields(EvalOptions)} - {"method", "data"}
+    test_time = set(get_recipe(method).test_options())
+    unknown = sorted(set(options) - known - test_time)
+    if unknown:
+        raise ConfigError(
+            f"evaluate: unknown option(s) {', '.join(unknown)} (options: {', '.join(sorted(known - {'overrides'}))}; "
+            f"{method}'s test-time options: {', '.join(sorted(test_time)) or 'none'})"
+        )
+    overrides = dict(options.pop("overrides", None) or {})
+    overrides.update({k: options.pop(k) for k in list(options) if k in test_time})
+    return run_evaluation(EvalOptions(method=method, data=data, overrides=overrides, **options))

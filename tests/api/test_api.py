@@ -118,6 +118,15 @@ def test_load_from_a_file_and_bad_inputs(trained):
 def test_eval_and_train_from_python(trained):
     report = iqa_cli.evaluate("vtiqa", "mini", device="cpu")
     assert report.results and report.as_dict()["median"]["splits"] == 1
+    # a misspelt keyword was a TypeError of an internal dataclass; a test-time option had no way in
+    with pytest.raises(ConfigError, match=r"evaluate: unknown option\(s\) splt \(options: amp, batch_size"):
+        iqa_cli.evaluate("vtiqa", "mini", splt="random_0")
+    import iqa_cli.train.evaluate as evaluation
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluation, "evaluate", lambda options: options)
+        passed = iqa_cli.evaluate("ssliqa", "mini", test_crops=1, branch="teacher", split="random_0")
+    assert passed.overrides == {"test_crops": 1, "branch": "teacher"} and passed.split == "random_0"
     summary = iqa_cli.train(
         "vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, val_fraction=0.2, name="second"
     )
