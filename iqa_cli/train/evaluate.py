@@ -164,7 +164,7 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
     if released is not None:
         return {None: released}, None
     trained_on = str(options.data) if options.data is not None else None
-    run = newest_run_weights(recipe.name, trained_on)
+    run = newest_run_weights(recipe.name, trained_on, with_test_part=options.cross is None)
     if run is None:
         where = f" trained on '{trained_on}'" if trained_on else ""
         raise CheckpointError(

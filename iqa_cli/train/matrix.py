@@ -128,7 +128,7 @@ def cross_matrix(
         )
     runs = {}
     for name in datasets:
-        run = newest_run_weights(options.method, name)
+        run = newest_run_weights(options.method, name, with_test_part=True)  # its diagonal cell tests it
         if run is None:
             raise CheckpointError(
                 f"--matrix: no {options.method} run trained on '{name}' with a kept model (train one, or leave "

@@ -19,6 +19,7 @@ from torch import nn
 from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.models.checkpoint import read_metadata
 from iqa_cli.train.config import apply_values
+from iqa_cli.train.data import is_whole_split
 from iqa_cli.train.labels import LabelMap
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
@@ -156,18 +157,34 @@ def run_weights(run: Path) -> RunWeights:
     return RunWeights(run, info, finished, unfinished)
 
 
-def newest_run_weights(method: str, dataset: str | None) -> RunWeights | None:
+def newest_run_weights(method: str, dataset: str | None, *, with_test_part: bool = False) -> RunWeights | None:
     """The newest run of `method` on `dataset` that finished every split. Newer unfinished runs are
-    passed over with a note; when only unfinished runs exist, a one-line error says how to go on."""
+    passed over with a note; when only unfinished runs exist, a one-line error says how to go on.
+    `with_test_part` (a test on the dataset itself): runs of whole-dataset rounds, which hold nothing out,
+    are passed over too, with a note, and an error says so when no other run is there."""
     passed_over: list[RunWeights] = []
+    untestable: list[RunWeights] = []
     for path, _ in list_runs(method, dataset):
         weights = run_weights(path)
         if weights.by_split and not weights.unfinished:
+            if with_test_part and all(is_whole_split(str(split)) for split in weights.by_split):
+                untestable.append(weights)
+                continue
             if passed_over:
                 names = ", ".join(f"{w.run} ({w.unfinished_text()})" for w in passed_over)
                 log.info(f"note: newer unfinished run(s) passed over: {names}")
+            if untestable:
+                names = ", ".join(str(w.run) for w in untestable)
+                log.info(f"note: newer whole-dataset run(s) passed over (they hold nothing out to test): {names}")
             return weights
         passed_over.append(weights)
+    if untestable and not passed_over:
+        newest = untestable[0]
+        raise CheckpointError(
+            f"the newest finished {method} run{f' on {dataset}' if dataset else ''}, {newest.run}, trained on every "
+            f"image ({', '.join(map(str, newest.by_split))}): nothing is held out to test it on; score it on other "
+            "data with --cross DATA, or train a run with a test part"
+        )
     if passed_over:
         newest = passed_over[0]
         raise CheckpointError(

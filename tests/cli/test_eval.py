@@ -99,6 +99,29 @@ def test_a_resume_state_is_scored_as_the_last_epoch_s_model_not_an_unknown_one(t
     assert report["results"][0]["selected_on"] == "last" and report["results"][0]["split"] == "random_0"
 
 
+def test_a_newer_whole_dataset_run_is_passed_over_for_a_test_on_the_dataset(tmp_path, monkeypatch):
+    """`iqa eval vtiqa --data mini` took the newest run even when it trained on every image (`--split
+    whole_1`): an error about an empty test part instead of the newest run that has one."""
+    monkeypatch.setenv("IQA_HOME", str(tmp_path / "home"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=20, seed=3)
+    base = ["train", "vtiqa", *FAST, "--data", "mini"]
+    whole = [*[a for a in base if a not in ("--val-fraction", "0.2")], "--split", "whole_1", "--watch", "other"]
+    assert runner.invoke(app, whole + ["--name", "all-of-it"]).exit_code == 0
+    alone = evaluate("--data", "mini")
+    line = one_error_line(alone)
+    assert "all-of-it, trained on every image (whole_1): nothing is held out to test it on" in line
+    assert runner.invoke(app, [*base, "--name", "held-out"]).exit_code == 0
+    assert runner.invoke(app, whole + ["--name", "all-again"]).exit_code == 0  # the newest again
+    result = evaluate("--data", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    assert "held-out" in json.loads(result.stdout)["weights"]
+    assert "whole-dataset run(s) passed over (they hold nothing out to test)" in result.stderr
+    assert "all-again" in result.stderr
+    cross = evaluate("--data", "mini", "--cross", "other", "--json")  # scoring it elsewhere is what it is for
+    assert cross.exit_code == 0 and "all-again" in json.loads(cross.stdout)["weights"]
+
+
 def test_a_split_left_unmeasured_is_an_error_naming_it(trained, monkeypatch):
     """One split of two with constant predictions (no finite SRCC): a median of the other alone would
     stand for both, so the evaluation fails naming the split; the measured one still scores alone."""
