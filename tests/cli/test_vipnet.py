@@ -153,6 +153,11 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     report = json.loads(run.stdout)
     row = report["splits"][0]
     assert row["split"] == "whole_1" and row["n"] == 0 and row["selected_on"] == "none" and row["best_epoch"] == 1
+    # the run's record said "validation part of the training split" (the --select-on default), though no
+    # image is held out and the last epoch's model is kept
+    recorded = json.loads((Path(report["run"]) / "run.json").read_text())
+    assert report["selected_on"] == recorded["selected_on"] == "none"
+    assert recorded["selection"] == "nothing: every image trains, the last epoch is kept"
     split_folder = Path(report["run"]) / "split-whole_1"
     log = [json.loads(line) for line in (split_folder / "log.jsonl").read_text().splitlines()]
     watched = [r for r in log if r["part"] == "watch:other"]
