@@ -239,8 +239,8 @@ def predict_files(
     """Score `inputs` (files and folders). Images are decoded in `workers` processes (default: the
     cores iqa may use, less torch's threads when the network runs on the CPU), large JPEGs at a reduced
     DCT scale that keeps them well above the method's view sizes, and scored `batch_size` at a time
-    with the views made on the device. `test_options` are the method's test-time options
-    (`Recipe.eval_params`, e.g. `{"branch": "teacher"}`), as `iqa eval` takes them."""
+    with the views made on the device. `test_options` are the method's test-time options for image files
+    (`Recipe.test_options(files=True)`, e.g. `{"branch": "teacher"}`), as `iqa predict METHOD` takes them."""
     if amp not in AMP_MODES:
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{amp}'")
     if batch_size < 1:

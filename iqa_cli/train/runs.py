@@ -31,7 +31,6 @@ RUN_FILE = "run.json"
 BEST = "best.safetensors"
 LAST = "last.pt"
 LOG = "log.jsonl"
-log = logging.getLogger(__name__)
 RESULT = "result.json"
 RESULT_FILE = "results.json"  # the run's report: every split's row and the median over them
 PREDICTIONS = "test_predictions.csv"
@@ -39,6 +38,8 @@ CURVES = "curves.png"
 # What a run writes at its top level, beside its `split-*` folders.
 RUN_RECORDS = (RUN_FILE, "config.toml", "config.json", RESULT_FILE)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+log = logging.getLogger(__name__)
 
 
 def now() -> str:
@@ -201,8 +202,8 @@ def list_runs(method: str | None = None, dataset: str | Path | None = None) -> l
         record = path / RUN_FILE
         try:
             info = json.loads(record.read_text())
-        except FileNotFoundError:
-            continue  # not a run folder
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not a run folder (a file, or a folder without a record)
         except (OSError, ValueError) as exc:
             _skipped_damaged(record, f"{type(exc).__name__}: {exc}")
             continue

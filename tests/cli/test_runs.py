@@ -76,6 +76,7 @@ def test_a_run_whose_record_is_damaged_is_named_not_passed_over_in_silence(tmp_p
     (tmp_path / "runs" / "later").mkdir()
     (tmp_path / "runs" / "later" / "run.json").write_text('{"method": "vtiqa", "dat')
     (tmp_path / "runs" / "notes").mkdir()  # no run.json: not a run, nothing to say
+    (tmp_path / "runs" / "todo.txt").write_text("compare with koniq")  # a file: not a run either
     listed = runner.invoke(app, ["runs", "list", "--json"])
     assert listed.exit_code == 0 and [r["name"] for r in json.loads(listed.stdout)] == ["first"]
     said = [line for line in listed.stderr.splitlines() if "warning" in line]
