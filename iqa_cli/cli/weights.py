@@ -243,9 +243,9 @@ def add_weights(
     force: bool = typer.Option(False, "--force", help="Replace a stored file of the same name."),
 ) -> None:
     """Store an already-converted file (checked to be plain tensors, and the registry's file if known)."""
-    from iqa_cli.weights.importer import add_file
+    from iqa_cli.train.weights import add_checkpoint
 
-    stored = add_file(name, file, method=method, overwrite=force)
+    stored = add_checkpoint(name, file, method=method, overwrite=force)
     err.print(f"added {file} as '{stored.name}' (sha256 {stored.sha256})", highlight=False)
     out.print(str(WeightStore().root / stored.file), highlight=False, markup=False)
 

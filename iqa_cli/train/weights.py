@@ -23,6 +23,7 @@ from iqa_cli.train.data import is_whole_split
 from iqa_cli.train.labels import LabelMap
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
+from iqa_cli.weights.store import StoredWeights
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +211,19 @@ def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, 
     if unknown:
         raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
     return apply_values(params, overrides, source="options") if overrides else params
+
+
+def add_checkpoint(name: str, file: str | Path, *, method: str | None = None, overwrite: bool = False) -> StoredWeights:
+    """`iqa weights add`: store `file` under `name`. A model iqa trained is checked against the network its
+    own options describe (a `--tiny` model, or options that change the network, fit no default network),
+    loaded as `iqa eval` would load it; any other file against the default network of `method`."""
+    from iqa_cli.train.recipes import get_recipe
+    from iqa_cli.weights.importer import add_file
+
+    meta = read_metadata(Path(file))
+    trained_by = meta.get("method")
+    if not meta.get("params") or not trained_by or (method is not None and method != meta.get("model")):
+        return add_file(name, file, method=method, overwrite=overwrite)
+    loaded = load_trained(get_recipe(str(trained_by)), Path(file))
+    reference = {key: value.to("meta") for key, value in loaded.model.state_dict().items()}
+    return add_file(name, file, method=method, overwrite=overwrite, reference=reference)

@@ -175,12 +175,14 @@ def add_file(
     method: str | None = None,
     store: WeightStore | None = None,
     overwrite: bool = False,
+    reference: StateDict | None = None,
 ) -> StoredWeights:
     """Store a file that needs no conversion (ours, or a backbone's weights) under `name`.
 
     The file must be readable as plain tensors. If `name` is a known checkpoint with a hash, the
     file must be that checkpoint; if a method is given (or recorded in the file), every tensor must
-    fit that model by name and shape.
+    fit that model by name and shape: the default network's, or `reference`'s (the network a trained
+    checkpoint's own options describe, see `iqa_cli.train.weights.add_checkpoint`).
     """
     store = store or WeightStore()
     file = Path(file)
@@ -192,7 +194,7 @@ def add_file(
     method = method or (known.method if known else None) or meta.get("model") or None
     if method:
         _check_registry_method(name, method)
-        reference = reference_state(method)
+        reference = reference if reference is not None else reference_state(method)
         converted = convert_to_ours(method, state, reference)
         report = mismatch_report(reference, converted, state if converted is not state else None)
         if report:

@@ -151,3 +151,30 @@ def test_import_refuses_a_malicious_pickle(tmp_path):
     assert failed(iqa("import", "vtiqa", str(src)), "refused")
     assert failed(iqa("add", "evil", str(src)), "refused")
     assert not marker.exists() and WeightStore().entries() == []
+
+
+def test_a_model_iqa_trained_is_stored_and_scored_under_a_name(tmp_path):
+    """`iqa weights add NAME best.safetensors` checked the file against the default network, so a --tiny
+    model (or options that change the network) was refused with a shape report."""
+    import numpy as np
+    from PIL import Image
+
+    from iqa_cli.home import data_dir
+    from tests.train.caches import make_cache
+
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    fast = ["--tiny", "--freeze-epochs", "0", "--optimizer", "adamw", "--lr", "0.002", "--batch-size", "8"]
+    fast += ["--dropout", "0", "--device", "cpu", "--epochs", "1", "--val-fraction", "0.2"]
+    assert runner.invoke(app, ["train", "vtiqa", *fast, "--data", "mini", "--name", "mine"]).exit_code == 0
+    best = next((data_dir().parent / "runs" / "mine").glob("split-*/best.safetensors"))
+    added = iqa("add", "my_model", str(best))
+    assert added.exit_code == 0, added.output
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photo)
+    scores = {}
+    for weights in ("my_model", "mine"):
+        result = runner.invoke(app, ["predict", "vtiqa", str(photo), "--weights", weights, "--device", "cpu", "--json"])
+        assert result.exit_code == 0, result.output
+        scores[weights] = json.loads(result.stdout)["predictions"][0]["score"]
+    assert scores["my_model"] == scores["mine"]
+    assert failed(iqa("add", "as_ieit", str(best), "--method", "ieit"), "does not fit model 'ieit'")
