@@ -373,8 +373,9 @@ def _run_jobs(
             changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
             if changed:
                 log.warning(
-                    f"{known.source} trained on {name} with {changed} (iqa changed since): these figures are not "
-                    "those of its training-time tests; train again for the current protocol"
+                    f"{known.source} trained on {name} with {changed} (the cache was prepared again with other "
+                    "options, such as --range, or iqa changed since): these figures are not those of its "
+                    "training-time tests; evaluate on the cache it trained on, or train again"
                 )
         key = tuple(sorted(recipe.scoring_view_shapes(params).items()))
         if store is None or key != store_key:

@@ -103,6 +103,21 @@ def test_eval_on_the_same_split_stored_at_another_size_says_so(cache, tmp_path):
     )
 
 
+def test_eval_on_the_same_split_prepared_with_another_range_says_the_cache_changed(cache, tmp_path):
+    """The same images prepared again with another declared range map the scores onto other labels; the
+    warning blamed an iqa update ("iqa changed since") for what the user's own re-prepare did."""
+    assert train("--data", "mini", "--epochs", "1", "--name", "older").exit_code == 0
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(0.0, 10.0))
+    build_cache(spec, tmp_path / "mini", data_dir() / "mini.h5", CacheOptions(workers=1, splits=2, test_fraction=0.25))
+    result = invoke("eval", "vtiqa", "--data", "mini")
+    assert result.exit_code == 0, result.output
+    assert "trained on mini with labels 1 + 4*(Y - 1)/4 (scores), now 1 + 4*(Y - 0)/10" in result.stderr
+    assert "the cache was prepared again with other options, such as --range, or iqa changed since" in result.stderr
+
+
 def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     args = ["--data", "mini", "--epochs", "1"]
