@@ -200,11 +200,20 @@ _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "
                        "ROLE_RANK", "ROLE_WORLD_SIZE")  # fmt: skip
 
 
+def _torchrun_world() -> int:
+    """WORLD_SIZE of the torchrun job this process is a rank of (1 outside torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return 1
+
+
 def _once_under_torchrun(command: str | None) -> None:
     """Under torchrun (WORLD_SIZE > 1), a command that does not train: ranks other than 0 leave at once
     (exit 0), and rank 0 forgets the job's variables, so it runs as one process with every core."""
+    world = _torchrun_world()
     try:
-        world, rank = int(os.environ.get("WORLD_SIZE", "1") or 1), int(os.environ.get("RANK", "0") or 0)
+        rank = int(os.environ.get("RANK", "0") or 0)
     except ValueError:
         return
     if world <= 1 or command in _TORCHRUN_COMMANDS:
@@ -268,7 +277,17 @@ _register()
 
 def main() -> None:  # pragma: no cover - the `iqa` console script and `python -m iqa_cli`
     _state["standalone"] = True
-    app(prog_name="iqa")
+    in_torchrun_job = _torchrun_world() > 1  # read first: a command that does not train drops the variables
+    try:
+        app(prog_name="iqa")
+    except SystemExit as exc:
+        if not in_torchrun_job:
+            raise
+        # A rank of a torchrun job leaves without interpreter teardown, as after a signal: its process group
+        # is already destroyed and every file closed, and tearing down torch's native threads at exit now and
+        # then aborted a finished rank ("terminate called without an active exception", exit -6), which
+        # torchrun reports as a failed job.
+        _leave_now(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
 
 
 if __name__ == "__main__":  # pragma: no cover
