@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.cli.metric_cells import copies_note, fallback_note, row_cells, summary_cells
+from iqa_cli.cli.metric_cells import copies_note, fallback_note, resize_note, row_cells, summary_cells
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
@@ -245,7 +245,7 @@ def show_eval_report(report: dict[str, Any]) -> None:
         if mean:
             table.add_row("mean ± std", "", *summary_cells(rows, mean, columns, std), "")
     out.print(table)
-    for note in (fallback_note(rows, columns), copies_note(rows)):
+    for note in (fallback_note(rows, columns), copies_note(rows), resize_note(rows)):
         if note:
             out.print(note, markup=False, highlight=False)
     for row in report["results"]:

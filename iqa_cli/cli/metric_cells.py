@@ -76,12 +76,17 @@ def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
             f"note: --drop-seen left out byte-identical copies of the models' training files ({counts}); n counts "
             "the images scored"
         )
+    return "\n".join(lines) or None
+
+
+def resize_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The line under an evaluation whose cache stores the images at another size than the model trained on."""
     resized = sorted({(str(row["trained_resize"]), str(row["resize"])) for row in rows if row.get("resize")})
-    for trained, now in resized:
-        lines.append(
-            f"note: the model trained on images stored at resize {trained}; this cache stores them at resize {now}, "
-            "so these are not the figures of its training-time tests"
-        )
+    lines = [
+        f"note: the model trained on images stored at resize {trained}; this cache stores them at resize {now}, "
+        "so these are not the figures of its training-time tests"
+        for trained, now in resized
+    ]
     return "\n".join(lines) or None
 
 

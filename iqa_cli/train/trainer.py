@@ -85,10 +85,12 @@ def selection_label(select_on: str) -> str:
     return SELECTION_LABELS[select_on]
 
 
-def run_selection(split_names: list[str], select_on: str) -> str:
-    """What chose a run's kept models: `--select-on`, except in whole-dataset rounds, where nothing is held
-    out and the last epoch's model is kept whatever `--select-on` says."""
-    return NO_SELECTION if split_names and all(is_whole_split(s) for s in split_names) else select_on
+def run_selection(split_names: list[str], select_on: str) -> dict[str, str]:
+    """What chose a run's kept models (`selected_on` and its `selection` words, as run.json and the report
+    record them): `--select-on`, except in whole-dataset rounds, where nothing is held out and the last
+    epoch's model is kept whatever `--select-on` says."""
+    chosen = NO_SELECTION if split_names and all(is_whole_split(s) for s in split_names) else select_on
+    return {"selected_on": chosen, "selection": selection_label(chosen)}
 
 
 @dataclass
@@ -468,8 +470,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 "cache_identity": cache_identity(raw),  # a copy elsewhere is accepted by `--resume --data`
                 "split_arg": splits_arg,
                 "splits": {s: {"status": "pending"} for s in split_names},
-                "selected_on": run_selection(split_names, resolved.engine.select_on),
-                "selection": selection_label(run_selection(split_names, resolved.engine.select_on)),
+                **run_selection(split_names, resolved.engine.select_on),
                 "variant": getattr(resolved.params, "variant", None),
                 "created": now(),
                 "status": "running",
@@ -826,8 +827,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         "method": recipe.name,
         "dataset": name,
         "run": str(root),
-        "selected_on": run_selection(split_names, engine.select_on),
-        "selection": selection_label(run_selection(split_names, engine.select_on)),
+        **run_selection(split_names, engine.select_on),
         "splits": rows,
         **summary_metrics(rows, recipe.metric_names),
         "columns": list(recipe.report_metrics),
