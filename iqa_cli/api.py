@@ -198,6 +198,10 @@ class Scorer:
             # `exif_transpose` has no orientation tag left), 16-bit images scaled onto 0-255.
             upright = ImageOps.exif_transpose(images) or images
             return [np.asarray(to_rgb8(upright), dtype=np.uint8)]
+        if isinstance(images, (bytes, bytearray, memoryview)):  # a Sequence of ints: "cannot score a int"
+            raise DataError(
+                "cannot score raw bytes: give the file's path, or open them with PIL.Image.open(io.BytesIO(data))"
+            )
         if isinstance(images, Sequence):
             out: list[np.ndarray] = []
             for item in images:

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import typer
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.errors import CheckpointError, ConfigError, DownloadError
+from iqa_cli.errors import CheckpointError, ConfigError, DataError, DownloadError
 from iqa_cli.weights.fetch import MIRROR_ENV, FetchOptions, fetch
 from iqa_cli.weights.registry import known_weights
 from iqa_cli.weights.store import WeightStore, validate_name
@@ -204,6 +204,8 @@ def verify_weights(
         return
     if target is None:
         results = verify_all(store)
+        if not results:  # "verified" with nothing checked would pass a job script's `verify && ...` guard
+            raise DataError(f"nothing to verify: the weights store {store.root} holds no checkpoint")
     else:
         entry = store.find_by_path(path) if path is not None and path.is_file() else None
         results = [verify_stored(entry.name if entry else validate_name(target), store)]
@@ -213,8 +215,6 @@ def verify_weights(
         for r in results:
             mark = "ok" if r.ok else "FAILED"
             out.print(f"{mark:6} {r.name}  {r.actual or '-'}  {r.reason}", highlight=False, markup=False)
-        if not results:
-            err.print(f"the weights store {store.root} is empty")
     failed = [r.name for r in results if not r.ok]
     if failed:
         raise CheckpointError(f"verification failed for {len(failed)} file(s): {', '.join(failed)}")

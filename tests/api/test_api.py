@@ -85,6 +85,9 @@ def test_load_from_a_file_and_bad_inputs(trained):
     for empty in (torch.zeros(1, 3, 0, 8), np.zeros((0, 0, 3), dtype=np.uint8), Image.new("RGB", (0, 0))):
         with pytest.raises(DataError, match="image 0 has no pixels"):
             scorer(empty)
+    # Bytes are a sequence of ints: the error named an int, not what was given.
+    with pytest.raises(DataError, match=r"cannot score raw bytes: .*io.BytesIO"):
+        scorer(b"\xff\xd8\xff")
     # A 16-bit PIL image scores as its file does (scaled onto 0-255, not saturated at 255).
     deep = Image.fromarray((np.arange(48 * 40).reshape(48, 40) * 30).astype(np.uint16))
     assert deep.mode == "I;16"

@@ -70,6 +70,9 @@ def test_list_models():
 
 
 def test_fetch_verify_path_rm(served):
+    # An empty store verified "nothing" with exit 0, which a job script's `iqa weights verify && ...` took as a pass.
+    empty = iqa("verify")
+    assert failed(empty, "nothing to verify", "holds no checkpoint") and empty.exit_code == 65
     result = iqa("fetch", "net")
     assert result.exit_code == 0, result.output
     path = WeightStore().path("net")
