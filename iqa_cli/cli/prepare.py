@@ -221,7 +221,10 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
     def command(
         root: Path = typer.Option(..., "--root", help="Folder holding the images named in the CSV.", file_okay=False),
         csv_path: Path = typer.Option(
-            None, "--csv", help="CSV of name,score,std (std and header optional; default: the only .csv in --root)."
+            None,
+            "--csv",
+            help="CSV of name,score,std (std and header optional; tab- or ;-separated files are read too; default: "
+            "the only .csv in --root).",
         ),
         name: str = typer.Option("custom", "--name", help="Dataset name: the cache file name and `--data` name."),
         score_type: str = typer.Option("MOS", "--score-type", help="What the scores are (MOS, DMOS, ...)."),

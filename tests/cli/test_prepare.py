@@ -164,6 +164,26 @@ def test_a_single_image_needs_splits_zero(tmp_path, _isolated_home):
     assert json.loads(iqa("inspect", "one", "--json").stdout)["splits"] == {}
 
 
+@pytest.mark.parametrize("separator", ["\t", ";"])
+def test_a_tab_or_semicolon_separated_file_is_read_as_its_csv(tmp_path, separator):
+    """A TSV (or a spreadsheet's ;-export) was refused: "line 1 has 1 column(s)"."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    assert iqa("custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "c.h5", "-j", "1").exit_code == 0
+    other = tmp_path / "labels.txt"
+    other.write_text(csv_path.read_text().replace(",", separator))
+    result = iqa("custom", "--root", root, "--csv", other, "--out", tmp_path / "t.h5", "-j", "1")
+    assert result.exit_code == 0, result.output
+    with open_cache(tmp_path / "c.h5") as comma, open_cache(tmp_path / "t.h5") as read:
+        assert read.names == comma.names and np.array_equal(read.scores, comma.scores)
+        assert np.array_equal(read.std, comma.std, equal_nan=True) and np.isfinite(read.std).any()
+    if separator == ";":  # a decimal comma stays inside its cell: refused as a score, never read as 3
+        lines = other.read_text().splitlines()
+        other.write_text("\n".join([lines[0], lines[1].rsplit(";", 2)[0] + ";3,75;0,5", *lines[2:]]) + "\n")
+        result = iqa("custom", "--root", root, "--csv", other, "--out", tmp_path / "d.h5", "-j", "1")
+        assert failed(result, str(other), "line 2", "3,75"), result.output
+
+
 def test_a_malformed_score_on_the_first_row_is_an_error_not_a_header(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root, header=False)

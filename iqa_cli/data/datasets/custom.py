@@ -1,5 +1,8 @@
 """Your own images: any folder plus a CSV of `name,score[,std]`.
 
+Cells are separated by commas; a file whose first line has no comma but a tab (a TSV) or a semicolon
+(a spreadsheet's export in many locales) is read with that separator.
+
 The CSV's header row is optional. Without one, the columns are name, score and (optionally) std. A
 first row counts as a header only when no cell is a number and at least one names a known column.
 With one, the columns are found by name (name/image/file/path, score/mos/dmos/quality, std/sd), or
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import math
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -70,7 +74,8 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
         raise DataError("score CSV not found (expected name,score[,std] per line)", path=csv_path)
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            lines = [(n, row) for n, row in enumerate(csv.reader(handle), start=1)]
+            text = handle.read()
+        lines = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=separator(text)), start=1)]
     except UnicodeDecodeError:
         raise DataError("is not a UTF-8 text file", path=csv_path) from None
     except csv.Error as exc:
@@ -96,7 +101,11 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
     seen: dict[str, int] = {}
     for number, row in lines:
         if len(row) <= max(name_col, score_col):
-            raise DataError(f"line {number} has {len(row)} column(s), expected name,score[,std]", path=csv_path)
+            raise DataError(
+                f"line {number} has {len(row)} column(s), expected name,score[,std] (cells separated by ',', a tab "
+                "or ';', the first line's separator)",
+                path=csv_path,
+            )
         if any(row[width:]):
             # A cell beyond the header (or beyond name,score,std) is most often a decimal comma: `a.png,3,75`
             # would otherwise store 3 as the score and 75 as its std.
@@ -126,6 +135,15 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
             path=csv_path,
         )
     return rows
+
+
+def separator(text: str) -> str:
+    """The cell separator: ',' unless the first line that holds anything has none but a tab or a ';'."""
+    first = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    if "," in first:
+        return ","
+    # A decimal comma in a ';' file stays one cell ("3,75") and is refused as a score, never read as 3.
+    return next((candidate for candidate in ("\t", ";") if candidate in first), ",")
 
 
 def _whole_number_pair(row: list[str]) -> bool:
