@@ -328,6 +328,13 @@ def _run_jobs(
         split, weights, indices = job.split, job.weights, np.asarray(job.test, dtype=np.int64)
         trained_split = job.trained_split or split
         known = loaded_cache.get(str(weights)) or specs[str(weights)]
+        params = known.params  # checked before a network is built
+        if options.batch_size is not None:
+            params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
+        params = apply_test_overrides(recipe, params, options.overrides)
+        check_choices(params)
+        check_label_scale(params)
+        recipe.check_params(params)
         building: Future[LoadedModel] | None = None
         if isinstance(known, TrainedSpec):  # the network is built (init, weights read) while the views are made
             building = in_thread(build_trained, recipe, known, name="iqa-build")
@@ -346,13 +353,6 @@ def _run_jobs(
                     else "--cross scores every image, its training images included, so this is no cross-dataset result"
                 )
             )
-        params = known.params
-        if options.batch_size is not None:
-            params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
-        params = apply_test_overrides(recipe, params, options.overrides)
-        check_choices(params)
-        check_label_scale(params)
-        recipe.check_params(params)
         wrap_key = tuple(sorted((k, str(v)) for k, v in vars(params).items()))
         if wrapped_for != wrap_key:  # the dataset a method reads may depend on its parameters
             if dataset is not raw:

@@ -77,8 +77,13 @@ class Prefetch(Generic[T]):
 
 
 def in_thread(function: Callable[..., T], *args: Any, name: str) -> Future[T]:
-    """Start `function(*args)` in a daemon thread now; `.result()` waits for it and re-raises its error
-    (e.g. a network built while its views are made)."""
+    """Start `function(*args)` in a thread now; `.result()` waits for it and re-raises its error (e.g. a
+    network built while its views are made).
+
+    Not a daemon: a command that fails while the thread runs exits only once the thread has finished.
+    Python tore down the interpreter around a daemon thread still inside torch (building SSL-IQA's
+    networks), and the process aborted ("terminate called without an active exception", exit 134)
+    after printing its one-line error, so the error's exit code was lost."""
     future: Future[T] = Future()
 
     def work() -> None:
@@ -87,5 +92,5 @@ def in_thread(function: Callable[..., T], *args: Any, name: str) -> Future[T]:
         except BaseException as exc:  # handed to whoever waits on the result
             future.set_exception(exc)
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    threading.Thread(target=work, name=name, daemon=False).start()
     return future

@@ -54,3 +54,25 @@ def test_in_thread_returns_the_result_or_raises_the_error_where_it_is_waited_for
 
     with pytest.raises(ValueError, match="damaged"):
         in_thread(broken, name="iqa-test").result(timeout=10)
+
+
+def test_a_command_failing_while_in_thread_builds_exits_with_its_own_code():
+    """`iqa eval ssliqa` failing while its network was being built in a daemon thread aborted the process
+    after the error line ("terminate called without an active exception", exit 134): the interpreter was
+    torn down around the thread, still inside torch. The thread is now waited for."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import iqa_cli.models.ssliqa\n"  # imported first, so the thread is building when the command fails
+        "from iqa_cli.train.prefetch import in_thread\n"
+        "def build():\n"
+        "    from iqa_cli.models import create\n"
+        "    return create('ssliqa', tiny=True)\n"
+        "in_thread(build, name='iqa-build')\n"
+        "sys.exit(2)\n"
+    )
+    for _ in range(2):  # the abort came every time; twice makes a lucky pass unlikely
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "terminate called" not in done.stderr, (done.returncode, done.stderr)
