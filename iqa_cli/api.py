@@ -52,6 +52,12 @@ def _method_of(weights: str | Path) -> str:
     method = meta.get("method")
     if not method:
         raise ConfigError(f"{weights}: the checkpoint does not say its method; pass method=...")
+    if method not in methods():  # an imported authors' file records its network (ssliqa-student)
+        from iqa_cli.train.recipes import get_recipe
+
+        owners = [name for name in methods() if get_recipe(name).imported_params(method) is not None]
+        if len(owners) == 1:
+            return owners[0]
     return method
 
 

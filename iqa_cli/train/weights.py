@@ -79,9 +79,14 @@ def read_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | Non
     if "model" in files:
         meta = read_metadata(files["model"])  # its tensors are read and checked by `build_trained`
     method = meta.get("method")
-    if method and method != recipe.name:
+    # An imported authors' file records the network it was imported as (`iqa weights import MODEL`).
+    imported = recipe.imported_params(method) if method and method == meta.get("model") else None
+    if method and method != recipe.name and imported is None:
         raise CheckpointError(f"checkpoint is for method '{method}', not '{recipe.name}'", path=files["model"])
-    saved_params = _json(meta, "params", {})
+    recorded = _json(meta, "params", {})
+    if not isinstance(recorded, dict):
+        raise CheckpointError("its recorded parameters are not a JSON object: a damaged file", path=files["model"])
+    saved_params = {**(imported or {}), **recorded}
     if saved_params:
         saved_params = recipe.saved_params(dict(saved_params))
     params = apply_values(recipe.Params(), saved_params, source=str(weights)) if saved_params else recipe.Params()
@@ -210,7 +215,11 @@ def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, 
     unknown = sorted(set(overrides) - set(recipe.test_options(files=files)))
     if unknown:
         raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
-    return apply_values(params, overrides, source="options") if overrides else params
+    if not overrides:
+        return params
+    changed = apply_values(params, overrides, source="options")
+    recipe.check_params(changed)  # before any image is read (e.g. a branch the checkpoint does not hold)
+    return changed
 
 
 def add_checkpoint(name: str, file: str | Path, *, method: str | None = None, overwrite: bool = False) -> StoredWeights:

@@ -4,6 +4,7 @@ KonIQ miniature (its c1..c5 rating distributions must reach training)."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -148,3 +149,63 @@ def test_other_network_pairs_train_and_evaluate_from_the_cli(tmp_path, _isolated
     assert "network must be one of tres, alexnet, inceptionresv2, googlenet" in one_error_line(
         iqa("train", "ssliqa", *FAST, "--data", "koniq", "--network", "vgg")
     )
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize(
+    ("model", "fixture"), [("ssliqa-student", "ssliqa_student"), ("ssliqa-googlenet", "ssliqa_googlenet")]
+)
+def test_the_authors_student_only_checkpoint_is_imported_and_scored(tmp_path, _isolated_home, model, fixture):
+    """The authors' scripts save the student alone (`Alex_netRKD100_resnet_1_2KS-00009.pt`: `state_dict`
+    under DataParallel's `module.`); `iqa eval ssliqa` refused it ("for method 'ssliqa-student'")."""
+    import torch
+
+    import iqa_cli
+    from iqa_cli.models import create, load_checkpoint
+    from iqa_cli.models.ssliqa import expected_score
+    from tests.reference_fixtures import filled_state_dict, load_fixture
+
+    manifest, _ref = load_fixture(fixture)
+    state = {f"module.{key}": value for key, value in filled_state_dict(manifest).items()}
+    authors = tmp_path / "Alex_netRKD100_resnet_1_2KS-00009.pt"
+    torch.save({"epoch": 9, "state_dict": state, "optimizer": {}}, authors)
+    imported = runner.invoke(app, ["weights", "import", model, str(authors), "--name", "their_student"])
+    assert imported.exit_code == 0, imported.output
+    write_folder(tmp_path / "src", 8)
+    assert (
+        iqa("prepare", "custom", "--root", tmp_path / "src", "--name", "few", "-j", "1", "--splits", "0").exit_code == 0
+    )
+
+    # The authors' test protocol by hand: their student, the 512 x 384 view, 10 crops averaged.
+    recipe = get_recipe("ssliqa")
+    params = recipe.Params(variant="student", network="googlenet" if "googlenet" in model else "alexnet")
+    student = load_checkpoint(create(model).eval(), authors)
+    with open_cache(_isolated_home / "data" / "few.h5") as cache:
+        names = list(cache.names)
+        images = [torch.from_numpy(np.ascontiguousarray(cache.image(i))).permute(2, 0, 1) for i in range(len(names))]
+    with torch.inference_mode():
+        (crops,) = recipe.eval_inputs(recipe.stored_views(images, params), params)
+        by_hand = expected_score(student(crops)[0]).reshape(-1, params.test_crops).mean(dim=1).tolist()
+    scorer = iqa_cli.load("their_student", device="cpu")  # its method found from the network it was imported as
+    assert scorer(images).tolist() == pytest.approx(by_hand, abs=1e-5)
+
+    per_image = tmp_path / "scores.csv"
+    scored = iqa("eval", "ssliqa", "--weights", "their_student", "--cross", "few", "--json", "--per-image", per_image)
+    if model == "ssliqa-googlenet":  # the fixture's fill scores every image alike: no correlation, an error
+        assert "constant predictions" in one_error_line(scored, after_progress=True)
+    else:
+        assert scored.exit_code == 0, scored.output
+        assert json.loads(scored.stdout)["results"][0]["n"] == 8
+        with open(per_image, newline="") as handle:
+            by_eval = {row["name"]: float(row["prediction"]) for row in csv.DictReader(handle)}
+        assert [by_eval[name] for name in names] == pytest.approx(by_hand, abs=1e-5)
+
+    assert "holds the student only" in one_error_line(
+        iqa("eval", "ssliqa", "--weights", "their_student", "--cross", "few", "--branch", "teacher"),
+        after_progress=True,
+    )
+    assert "holds the 'student' variant, not 'pair'" in one_error_line(
+        iqa("eval", "ssliqa", "--weights", "their_student", "--cross", "few", "--variant", "pair"),
+        after_progress=True,
+    )
+    assert "evaluation-only" in one_error_line(iqa("train", "ssliqa", *FAST, "--data", "few", "--variant", "student"))

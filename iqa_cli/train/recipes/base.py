@@ -164,6 +164,11 @@ class Recipe(ABC, Generic[P]):
     def model_name(self, params: P) -> str:
         """Model-registry name of the network these parameters build (recorded in checkpoints)."""
 
+    def imported_params(self, model: str) -> dict[str, Any] | None:
+        """The parameters under which this method builds the network `model`, for a checkpoint that names
+        only its network (`iqa weights import MODEL FILE` records MODEL); None when it builds no such one."""
+        return {} if model == self.name else None
+
     @abstractmethod
     def build_model(self, params: P, *, tiny: bool, pretrained: bool) -> nn.Module:
         """The network; `pretrained=True` loads the protocol's initial weights (training start)."""

@@ -55,7 +55,9 @@ Deviations, on purpose:
   is the authors' protocol exactly: all N labelled images train, one evaluation at the end, so the
   kept model is the last epoch and the test part chooses nothing.
 - Both branches are kept (the pair is the checkpoint); `iqa eval ssliqa` scores with the student (the
-  authors' deployed model) or with `--branch teacher`.
+  authors' deployed model) or with `--branch teacher`. The authors' scripts save the student alone:
+  such a file (imported with `iqa weights import ssliqa-student FILE`, or `ssliqa-googlenet`) is the
+  evaluation-only `student` variant.
 - The 10 test crops are the same 10 positions for every image (drawn once from `--test-seed`), so
   scores do not depend on batching or DDP sharding; the authors draw fresh positions per image.
 - Datasets without rating distributions get the derived 5-bin labels above (the authors only
@@ -103,6 +105,10 @@ ResizeMode = Literal["faithful", "fixed"]
 # train_kd_semi.py's --network values (the pairs of `iqa_cli.models.ssliqa.PAIRS`, in its order; tested)
 Network = Literal["tres", "alexnet", "inceptionresv2", "googlenet"]
 Branch = Literal["student", "teacher"]
+Variant = Literal["pair", "student"]
+# The student-only networks an authors' checkpoint can hold (train_kd_semi.py and baseline.py save the
+# student alone), by the student branch of the --network pair that builds it.
+STUDENT_MODELS = {"alexnet": "ssliqa-student", "googlenet": "ssliqa-googlenet"}
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
 MIN_INCEPTION_CROP = 75  # the smallest side InceptionResNetV2's valid convolutions and pools take
@@ -174,6 +180,13 @@ class SSLIQAParams(BaseParams):
     test_crops: int = field(default=10, metadata={"help": "random crops averaged per test image"})
     test_seed: int = field(default=0, metadata={"help": "seed of the test crop positions"})
     branch: Branch = field(default="student", metadata={"help": "branch that scores at test time: student or teacher"})
+    variant: Variant = field(
+        default="pair",
+        metadata={
+            "help": "pair (student and teacher, what iqa trains and saves) or student (the student alone, as the "
+            "authors' scripts save it: evaluation only)"
+        },
+    )
     label_std: float = field(
         default=0.7,
         metadata={"help": "std (1-5 scale) of the derived 5-bin label where the dataset gives no distribution or std"},
@@ -384,6 +397,11 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         return {"ratio": why, "rampup_epochs": why, "relation_weight": why}
 
     def check_params(self, params: SSLIQAParams) -> None:
+        if params.variant == "student" and params.branch != "student":
+            raise ConfigError(
+                f"--branch {params.branch}: the checkpoint holds the student only (the authors' scripts save no "
+                "teacher beside it)"
+            )
         for name in ("patch_num", "lr_step", "test_crops", "crop_size", "batch_size", "eval_batch_size"):
             if getattr(params, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(params, name)}")
@@ -407,18 +425,38 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
                 f"crop_size {params.crop_size}: the InceptionResNetV2 teacher needs at least {MIN_INCEPTION_CROP}"
             )
 
+    def check_training(self, params: SSLIQAParams) -> None:
+        if params.variant != "pair":
+            raise ConfigError(
+                f"--variant {params.variant} is evaluation-only (the authors' student-only checkpoints): iqa trains "
+                "the pair, and scores its student by default"
+            )
+
     def saved_params(self, saved: dict[str, Any]) -> dict[str, Any]:
         """Runs and checkpoints written before `network` existed trained the AlexNet + ResNet-101 pair."""
         return {"network": "alexnet", **saved}
 
     def model_name(self, params: SSLIQAParams) -> str:
-        return "ssliqa"
+        from iqa_cli.models.ssliqa import pair_branches
+
+        return STUDENT_MODELS[pair_branches(params.network)[0]] if params.variant == "student" else "ssliqa"
+
+    def imported_params(self, model: str) -> dict[str, Any] | None:
+        """An imported student (`iqa weights import ssliqa-student FILE`) is the student variant; the network
+        is the released test checkpoint's pair for AlexNet (the teacher is not held, so any AlexNet pair
+        builds the same student), googlenet for GoogLeNet."""
+        networks = {"ssliqa-student": "alexnet", "ssliqa-googlenet": "googlenet"}
+        if model in networks:
+            return {"variant": "student", "network": networks[model]}
+        return super().imported_params(model)
 
     def build_model(self, params: SSLIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:
         from iqa_cli.models import create
         from iqa_cli.models.ssliqa import IMAGENET_WEIGHTS, load_backbone_weights, pair_branches
         from iqa_cli.weights.resolve import resolve_weights
 
+        if params.variant == "student":  # an authors' checkpoint to score: nothing to start from
+            return create(self.model_name(params), tiny=tiny)
         model = cast("SSLIQAPair", create("ssliqa", tiny=tiny, network=params.network))
         if pretrained:
             for branch_name, branch, weights in zip(
@@ -558,7 +596,8 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
     def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: SSLIQAParams) -> torch.Tensor:
         from iqa_cli.models.ssliqa import expected_score
 
-        prob, _ = model(inputs[0], mode=params.branch)
+        # A student-only checkpoint is the student itself (check_params refuses --branch teacher for it).
+        prob, _ = model(inputs[0]) if params.variant == "student" else model(inputs[0], mode=params.branch)
         return expected_score(prob.float()).reshape(-1, params.test_crops).mean(dim=1)
 
     # ------------------------------------------------------------------------------------ optimisation
