@@ -226,6 +226,9 @@ def show_eval_report(report: dict[str, Any]) -> None:
         kind = "every image, the model's training images included: no cross-dataset result"
     elif any(row.get("own_dataset") for row in report["results"]):
         kind = "the model's own dataset without its training images (--drop-seen): no cross-dataset result"
+    elif any(row.get("other_dataset") for row in report["results"]):
+        others = sorted({str(row.get("trained_on")) for row in report["results"] if row.get("other_dataset")})
+        kind = f"test split; the model trained on {', '.join(others)}, so a cross-dataset result"
     title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
     if report.get("precision") not in (None, "", "float32"):
         title += f"; {report['precision']} evaluation"

@@ -343,6 +343,10 @@ def _run_jobs(
         # --drop-seen left out every file the model trained or selected on, where both sides record digests
         unseen_rest = own_dataset and options.drop_seen and _seen_files_known(known, raw)
         own_images = own_dataset and not unseen_rest
+        # `--data X` with a model trained on another dataset: X's test part, scored across datasets
+        other_dataset = (
+            options.cross is None and bool(known.meta.get("dataset")) and not _trained_on_this(known, raw, name)
+        )
         if own_dataset and not any(row.get("own_dataset") for row in results):  # once, not per split
             log.warning(
                 f"{known.source} was trained on {name} (split {known.meta.get('split') or '?'}): "
@@ -441,6 +445,7 @@ def _run_jobs(
             "trained_split": loaded.meta.get("split", trained_split if run is not None else None),
             "selected_on": selected_on,
             **({"own_dataset": True} if own_dataset else {}),
+            **({"other_dataset": True} if other_dataset else {}),
             **({"includes_training_images": True} if own_images else {}),
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
@@ -778,7 +783,7 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     """One row per evaluated split and the median/mean/std rows of each report (several: `--cross a,b`)."""
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
-               "weights", "own_dataset", "includes_training_images", "test_copies_of_training",
+               "weights", "own_dataset", "other_dataset", "includes_training_images", "test_copies_of_training",
                "seen_copies_dropped", "trained_resize", "resize"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

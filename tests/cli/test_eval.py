@@ -360,6 +360,13 @@ def test_cross_dataset_scores_every_image(trained):
     weights = trained["run"] / "split-random_0" / "best.safetensors"
     given = evaluate("--cross", "other", "--weights", str(weights), "--split", "1", "--json")
     assert given.exit_code == 0, given.output
+    # `--data other` with a model trained on mini: other's test part, titled "(test split)" as an intra result
+    elsewhere = evaluate("--data", "other", "--weights", str(trained["run"]), "--split", "0")
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert "(test split; the model trained on mini, so a cross-dataset result)" in " ".join(elsewhere.stdout.split())
+    as_json = evaluate("--data", "other", "--weights", str(trained["run"]), "--split", "0", "--json")
+    assert [r.get("other_dataset") for r in json.loads(as_json.stdout)["results"]] == [True]
+    assert "other_dataset" not in json.loads(evaluate("--data", "mini", "--json").stdout)["results"][0]
     # One cache named twice (by name and by path) was scored twice and listed twice in --csv.
     twice = evaluate("--data", "mini", "--cross", f"other,{data_dir() / 'other.h5'}")
     assert f"--cross: '{data_dir() / 'other.h5'}' and 'other' are the same cache" in one_error_line(twice)
