@@ -65,8 +65,19 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            every = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+            entries = [p for p in path.rglob("*") if not p.name.startswith(".")]
+            every = [p for p in entries if p.is_file()]
             found = sorted(p for p in every if p.suffix.lower() in IMAGE_SUFFIXES)
+            # named as images but no files: a pipe would block the decoder, a broken link has nothing to read
+            odd = sorted(
+                p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_file() and not p.is_dir()
+            )
+            if odd:
+                log.warning(
+                    f"{path}: {len(odd)} entr{'y' if len(odd) == 1 else 'ies'} named as images left out, not regular "
+                    f"files (a pipe, device or broken link): {', '.join(str(o.relative_to(path)) for o in odd[:3])}"
+                    + (", ..." if len(odd) > 3 else "")
+                )
             if not found:
                 raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=path)
             left = Counter(p.suffix.lower() or "(none)" for p in every if p.suffix.lower() not in IMAGE_SUFFIXES)

@@ -70,6 +70,24 @@ def test_scores_a_folder_in_batches_as_json_and_csv(weights, photos, tmp_path):
     assert table_output.exit_code == 0 and "a.jpg" in table_output.stdout and "300x200" in table_output.stdout
 
 
+def test_a_folder_s_pipes_devices_and_broken_links_named_as_images_are_said_left_out(weights, tmp_path):
+    """A FIFO, a link to /dev/zero and a broken link named like photos were left out without a word."""
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    Image.fromarray(smooth_image(64, 48, 1)).save(folder / "a.jpg", quality=90)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "gone.jpg").symlink_to(folder / "missing.jpg")
+    result = predict("--weights", str(weights), str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    assert [Path(p["path"]).name for p in json.loads(result.stdout)["predictions"]] == ["a.jpg"]
+    line = " ".join(result.stderr.split())
+    assert "3 entries named as images left out, not regular files (a pipe, device or broken link)" in line
+    assert "gone.jpg, pipe.jpg, zero.png" in line
+
+
 def test_a_broken_image_stops_in_one_line_or_is_skipped(weights, photos):
     broken = photos / "broken.jpg"
     data = (photos / "a.jpg").read_bytes()
