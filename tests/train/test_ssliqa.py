@@ -365,6 +365,7 @@ def test_every_network_pair_of_the_training_script_trains_a_step(network, studen
     torch.manual_seed(0)
     model = RECIPE.build_model(p, tiny=True, pretrained=False)
     assert (type(model.student).__name__, type(model.teacher).__name__) == (student, teacher)
+    RECIPE.configure_epoch(model, 0, p)
     views = {"image": torch.randint(0, 256, (6, 3, 112, 104), dtype=torch.uint8)}
     batch = TrainBatch(views=views, target=torch.softmax(torch.randn(6, 5), 1), size=2, seed=5, epoch=3, index=0)
     loss = RECIPE.training_loss(model, batch, p)
@@ -372,6 +373,10 @@ def test_every_network_pair_of_the_training_script_trains_a_step(network, studen
     assert torch.isfinite(loss)
     for branch in (model.student, model.teacher):  # both branches learn from the one summed loss
         assert any(q.grad is not None and q.grad.abs().sum() > 0 for q in branch.parameters())
+    # DistributedDataParallel waits for a gradient of every trainable parameter: TReS's unused ImageNet
+    # classifier stopped every `--network tres` step under torchrun.
+    idle = [name for name, q in model.named_parameters() if q.requires_grad and q.grad is None]
+    assert idle == [], idle
     (x,) = RECIPE.eval_inputs(views, p)
     model.eval()
     with torch.inference_mode():

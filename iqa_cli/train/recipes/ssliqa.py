@@ -616,6 +616,17 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         )
         return terms["total"]
 
+    def configure_epoch(self, model: nn.Module, epoch: int, params: SSLIQAParams) -> None:
+        from iqa_cli.models.tres import ResNetStages
+
+        model.requires_grad_(True)
+        for module in model.modules():
+            if isinstance(module, ResNetStages):
+                # TReS keeps torchvision's ImageNet classifier (for the authors' files), which no forward
+                # reaches: trainable, it stopped every DDP step waiting for its gradient (`--network tres`,
+                # the default). The authors' never changes either (they compute it and drop it).
+                module.fc.requires_grad_(False)
+
     def make_optimizer(self, model: nn.Module, params: SSLIQAParams) -> torch.optim.Optimizer:
         import torch
 
