@@ -226,6 +226,8 @@ def make_train_command(method: str) -> Callable[..., None]:
             except TrainingInterrupted as exc:  # a sweep continues by itself when run again
                 err.print(f"{method} sweep: {exc}; continue with the same command", markup=False, highlight=False)
                 raise typer.Exit(exc.exit_code) from None
+            if table is None:  # another rank of a DDP job: rank 0 reports
+                return
             if kwargs["json_output"]:
                 print_json(table)
             else:

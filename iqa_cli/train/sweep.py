@@ -28,6 +28,7 @@ from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.choices import choices_change, choices_on, run_choices
 from iqa_cli.train.config import EngineConfig, write_json
+from iqa_cli.train.distributed import env_world
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, read_run, run_root
@@ -146,8 +147,9 @@ def run_sweep(
     values_text: str | None,
     repeats: int,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Train every (value, repeat) into the sweep folder and return (and write) the sweep table."""
+) -> dict[str, Any] | None:
+    """Train every (value, repeat) into the sweep folder and return (and write) the sweep table; None on
+    the other ranks of a DDP job (they train with rank 0, which alone writes and reports the table)."""
     progress = progress or NullProgress()
     plan = plan_sweep(options, field, values_text, repeats)
     root, dataset, values = plan.root, plan.dataset, plan.values
@@ -180,6 +182,8 @@ def run_sweep(
                 "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
             }
         )
+    if env_world()[0] != 0:  # another rank's table would hold no rows, and be written and printed twice
+        return None
     columns = list(get_recipe(options.method).report_metrics)
     table = {
         "method": options.method,

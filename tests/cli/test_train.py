@@ -399,6 +399,24 @@ def test_a_sweep_run_again_on_a_moved_copy_of_its_cache_reuses_its_runs(cache, t
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
 )
+def test_a_sweep_under_two_gloo_ranks_reports_once(cache, tmp_path):
+    """Rank 1 of a torchrun sweep built a table of no rows, wrote it over rank 0's and failed the job:
+    "no run gave a finite srcc"; with --json both ranks would have printed."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "sweep"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
+    command += ["--data", "mini", "--epochs", "1", "--val-fraction", "0.25", "--out", str(out), "--json"]
+    command += ["--sweep", "lr", "--sweep-values", "0.002,0.004"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
+    assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]
+    table = json.loads(done.stdout)  # one document: rank 0's
+    assert [row["value"] for row in table["runs"]] == ["0.002", "0.004"]
+    assert all(isinstance(row["srcc"], float) for row in table["runs"])
+    assert json.loads((out / "sweep.json").read_text())["runs"] == table["runs"]
+
+
 def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
