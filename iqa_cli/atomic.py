@@ -166,6 +166,15 @@ def _check_creatable(folder: Path, target: Path, option: str) -> None:
         raise ConfigError(f"{option}: {ancestor} is a file, so {target} cannot be written")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{option}: cannot write in {ancestor} (permission denied)")
+    # Permission bits do not tell it all (root passes them; /proc, a read-only bind mount or a full quota
+    # do not): an empty file made and removed there does, before the work, not after it.
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".iqa-write-check.", dir=ancestor)
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write in {ancestor} ({exc.strerror or exc}), so not {target}") from None
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
 
 
 @contextlib.contextmanager

@@ -372,6 +372,14 @@ def test_cross_dataset_scores_every_image(trained):
     assert f"--cross: '{data_dir() / 'other.h5'}' and 'other' are the same cache" in one_error_line(twice)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_that_cannot_be_written_is_refused_before_the_evaluation(trained):
+    """As root, /proc passed the permission check and the evaluation ran to the end before writing failed."""
+    result = evaluate("--data", "mini", "--csv", "/proc/iqa-test/metrics.csv")
+    assert result.exit_code == 2 and "--csv: cannot write in /proc" in one_error_line(result)
+    assert "evaluating" not in result.output
+
+
 def test_bad_inputs_give_one_line(trained, tmp_path):
     missing = one_error_line(evaluate("--data", "mini", "--cross", "spaq"))
     assert "no prepared cache named 'spaq'" in missing and "`iqa prepare spaq --root DIR`" in missing
