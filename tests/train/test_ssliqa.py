@@ -427,3 +427,14 @@ def test_imagenet_start_weights_of_each_pair_load_into_their_trunks(tmp_path, ne
 def test_runs_saved_before_the_network_option_are_the_alexnet_pair():
     assert RECIPE.saved_params({"labeled": 100}) == {"network": "alexnet", "labeled": 100}
     assert RECIPE.saved_params({"network": "tres"})["network"] == "tres"
+
+
+def test_the_student_variant_names_each_pair_s_student_network():
+    from iqa_cli.models.ssliqa import PAIRS
+    from iqa_cli.train.recipes.ssliqa import STUDENT_MODELS
+
+    branch_models = {"alexnet": "ssliqa-student", "googlenet": "ssliqa-googlenet"}
+    assert STUDENT_MODELS == {network: branch_models[student] for network, (student, _teacher) in PAIRS.items()}
+    for network in PAIRS:
+        assert RECIPE.model_name(params(network=network, variant="student")) == STUDENT_MODELS[network]
+        assert RECIPE.model_name(params(network=network)) == "ssliqa"

@@ -106,9 +106,15 @@ ResizeMode = Literal["faithful", "fixed"]
 Network = Literal["tres", "alexnet", "inceptionresv2", "googlenet"]
 Branch = Literal["student", "teacher"]
 Variant = Literal["pair", "student"]
-# The student-only networks an authors' checkpoint can hold (train_kd_semi.py and baseline.py save the
-# student alone), by the student branch of the --network pair that builds it.
-STUDENT_MODELS = {"alexnet": "ssliqa-student", "googlenet": "ssliqa-googlenet"}
+# The student-only network an authors' checkpoint holds (train_kd_semi.py and baseline.py save the student
+# alone), by --network: the pair's student branch (`iqa_cli.models.ssliqa.PAIRS`; tested), named here so
+# that naming the model imports no network code.
+STUDENT_MODELS = {
+    "tres": "ssliqa-student",
+    "alexnet": "ssliqa-student",
+    "inceptionresv2": "ssliqa-student",
+    "googlenet": "ssliqa-googlenet",
+}
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
 MIN_INCEPTION_CROP = 75  # the smallest side InceptionResNetV2's valid convolutions and pools take
@@ -437,9 +443,7 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         return {"network": "alexnet", **saved}
 
     def model_name(self, params: SSLIQAParams) -> str:
-        from iqa_cli.models.ssliqa import pair_branches
-
-        return STUDENT_MODELS[pair_branches(params.network)[0]] if params.variant == "student" else "ssliqa"
+        return STUDENT_MODELS[params.network] if params.variant == "student" else "ssliqa"
 
     def imported_params(self, model: str) -> dict[str, Any] | None:
         """An imported student (`iqa weights import ssliqa-student FILE`) is the student variant; the network
