@@ -103,6 +103,8 @@ def authors_split_meta(name: str) -> dict[str, str]:
     except ConfigError:
         dataset = known.dataset
     meta = {"dataset": dataset, "split": known.test_split}
+    if known.selected_on:  # so `iqa eval` says how the released epoch was chosen (the test part: optimistic)
+        meta["selected_on"] = known.selected_on
     if known.test_params:
         meta["params"] = json.dumps(known.test_params, sort_keys=True)
     return meta

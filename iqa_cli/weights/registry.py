@@ -54,6 +54,9 @@ class KnownWeights:
     loadable: bool  # False: iqa refuses the file format (e.g. a TorchScript archive)
     note: str
     test_params: dict[str, Any] | None = None  # test-time parameters the authors' test script used for it
+    # What chose the released epoch, as `--select-on` names it: "test" where the authors' training script
+    # kept the epoch that scored best on the test part (their published scripts all do); None: not known.
+    selected_on: str | None = None
 
     @property
     def downloadable(self) -> bool:
@@ -146,7 +149,14 @@ def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
         loadable=bool(raw.get("loadable", True)),
         note=str(raw.get("note") or ""),
         test_params=dict(raw["test_params"]) if isinstance(raw.get("test_params"), dict) else None,
+        selected_on=_selected_on(raw.get("selected_on"), where),
     )
+
+
+def _selected_on(value: Any, where: str) -> str | None:
+    if value is not None and value not in ("test", "val"):
+        raise ConfigError(f"{where}: selected_on must be test, val or absent, got {value!r}")
+    return value
 
 
 def _parse(text: str, source: str) -> list[KnownWeights]:

@@ -425,9 +425,12 @@ def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
     assert imported.exit_code == 0, imported.output
     result = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--json")
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)["results"]
+    report = json.loads(result.stdout)
+    (row,) = report["results"]
     assert row["split"] == row["trained_split"] == "shuffle_4" and row["trained_on"] == "livew"
     assert row["n"] == protocol_split("shuffle_4", 30)["test"].size == 6
+    # The authors kept the epoch that scored best on this test part: said, not "selection unknown".
+    assert row["selected_on"] == "test" and "optimistic" in report["selection"]
     again = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--split", "0", "--json")
     assert again.exit_code == 65 and "was trained on (split shuffle_4): that is no test result" in again.output
 
