@@ -168,6 +168,7 @@ def make_train_command(method: str) -> Callable[..., None]:
     )
 
     def command(**kwargs: Any) -> None:
+        from iqa_cli.train.distributed import env_world
         from iqa_cli.train.engine import TrainingInterrupted
         from iqa_cli.train.trainer import TrainOptions, train
 
@@ -224,7 +225,8 @@ def make_train_command(method: str) -> Callable[..., None]:
                     ConsoleProgress(bar_lines=False),
                 )
             except TrainingInterrupted as exc:  # a sweep continues by itself when run again
-                err.print(f"{method} sweep: {exc}; continue with the same command", markup=False, highlight=False)
+                if env_world()[0] == 0:  # every rank stops at the same step; one line in the log says so
+                    err.print(f"{method} sweep: {exc}; continue with the same command", markup=False, highlight=False)
                 raise typer.Exit(exc.exit_code) from None
             if table is None:  # another rank of a DDP job: rank 0 reports
                 return
@@ -240,7 +242,8 @@ def make_train_command(method: str) -> Callable[..., None]:
             runs = [p for p in exc.checkpoint.parents if (p / "run.json").is_file()] if exc.checkpoint else []
             root = runs[0] if runs else exc.checkpoint.parent.parent if exc.checkpoint else None
             hint = f"; continue with `iqa train {method} --resume --out {root}`"
-            err.print(f"{method}: {exc}" + (hint if exc.checkpoint else ""), markup=False, highlight=False)
+            if env_world()[0] == 0:  # every rank stops at the same step; one line in the log says so
+                err.print(f"{method}: {exc}" + (hint if exc.checkpoint else ""), markup=False, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         if report is None:  # not rank 0 of a DDP job
             return

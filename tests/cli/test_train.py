@@ -399,6 +399,19 @@ def test_a_sweep_run_again_on_a_moved_copy_of_its_cache_reuses_its_runs(cache, t
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
 )
+def test_a_stop_under_two_gloo_ranks_is_said_once(cache, tmp_path):
+    """Both ranks of a preempted torchrun job stop at the same step; each printed the same "stopped by"
+    line, so a SLURM log held it twice."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "stopped"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
+    command += ["--data", "mini", "--epochs", "2", "--val-fraction", "0.25", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "IQA_DEBUG_SIGNAL_AT_STEP": "2"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0 and done.stderr.count("stopped by SIGTERM at epoch") == 1, done.stderr[-3000:]
+    assert "--resume" in done.stderr and (out / "split-random_0" / "last.pt").is_file()
+
+
 def test_a_sweep_under_two_gloo_ranks_reports_once(cache, tmp_path):
     """Rank 1 of a torchrun sweep built a table of no rows, wrote it over rank 0's and failed the job:
     "no run gave a finite srcc"; with --json both ranks would have printed."""
