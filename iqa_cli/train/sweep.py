@@ -28,7 +28,7 @@ from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.choices import choices_change, choices_on, run_choices
 from iqa_cli.train.config import EngineConfig, write_json
-from iqa_cli.train.distributed import env_world
+from iqa_cli.train.distributed import env_world, init_distributed, resolve_device
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, read_run, run_root
@@ -152,7 +152,44 @@ def run_sweep(
     the other ranks of a DDP job (they train with rank 0, which alone writes and reports the table)."""
     progress = progress or NullProgress()
     plan = plan_sweep(options, field, values_text, repeats)
-    root, dataset, values = plan.root, plan.dataset, plan.values
+    rank, world, local = env_world()
+    group = None
+    if world > 1:
+        # Under torchrun one process group serves every run: a group destroyed after one run and made again
+        # for the next hung that next run's first collective now and then (1 in 3 here, on gloo).
+        resolved = resolve_config(
+            get_recipe(options.method), tiny=options.tiny, config_file=options.config_file, overrides=options.overrides
+        )
+        group = init_distributed(resolve_device(resolved.engine.device, local))
+    rows = _train_jobs(options, field, repeats, plan, progress)
+    if group is not None:
+        group.barrier()  # every rank is done before the group goes
+        group.shutdown()
+    if rank != 0:  # its table would hold no rows, and be written and printed twice
+        return None
+    columns = list(get_recipe(options.method).report_metrics)
+    table = {
+        "method": options.method,
+        "dataset": plan.dataset,
+        "field": field,
+        "values": [label for label, _ in plan.values],
+        "repeats": repeats,
+        "sweep": str(plan.root),
+        "columns": columns,
+        "runs": rows,
+        "by_value": [_mean_of([r for r in rows if r["value"] == label], columns, label) for label, _ in plan.values],
+    }
+    plan.root.mkdir(parents=True, exist_ok=True)
+    write_json(plan.root / SWEEP_FILE, table)
+    check_means(table)
+    return table
+
+
+def _train_jobs(
+    options: TrainOptions, field: str | None, repeats: int, plan: SweepPlan, progress: Progress
+) -> list[dict[str, Any]]:
+    """Train (or read back) every run of the plan; its table rows (complete on rank 0 only: other ranks get
+    no report back from a run)."""
     rows: list[dict[str, Any]] = []
     for label, repeat, folder, overrides in plan.jobs:
         run_seed = overrides["seed"]
@@ -182,24 +219,7 @@ def run_sweep(
                 "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
             }
         )
-    if env_world()[0] != 0:  # another rank's table would hold no rows, and be written and printed twice
-        return None
-    columns = list(get_recipe(options.method).report_metrics)
-    table = {
-        "method": options.method,
-        "dataset": dataset,
-        "field": field,
-        "values": [label for label, _ in values],
-        "repeats": repeats,
-        "sweep": str(root),
-        "columns": columns,
-        "runs": rows,
-        "by_value": [_mean_of([r for r in rows if r["value"] == label], columns, label) for label, _ in values],
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / SWEEP_FILE, table)
-    check_means(table)
-    return table
+    return rows
 
 
 def check_means(table: dict[str, Any]) -> None:
