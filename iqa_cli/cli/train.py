@@ -172,6 +172,9 @@ def make_train_command(method: str) -> Callable[..., None]:
         from iqa_cli.train.engine import TrainingInterrupted
         from iqa_cli.train.trainer import TrainOptions, train
 
+        # Every rank of a torchrun job stops at the same step: rank 0 alone says so, one line in the log.
+        says_stops = env_world()[0] == 0
+
         overrides = {k: kwargs[k] for k in engine_names + param_names if kwargs.get(k) is not None}
         options = TrainOptions(
             method=method,
@@ -225,7 +228,7 @@ def make_train_command(method: str) -> Callable[..., None]:
                     ConsoleProgress(bar_lines=False),
                 )
             except TrainingInterrupted as exc:  # a sweep continues by itself when run again
-                if env_world()[0] == 0:  # every rank stops at the same step; one line in the log says so
+                if says_stops:
                     err.print(f"{method} sweep: {exc}; continue with the same command", markup=False, highlight=False)
                 raise typer.Exit(exc.exit_code) from None
             if table is None:  # another rank of a DDP job: rank 0 reports
@@ -242,7 +245,7 @@ def make_train_command(method: str) -> Callable[..., None]:
             runs = [p for p in exc.checkpoint.parents if (p / "run.json").is_file()] if exc.checkpoint else []
             root = runs[0] if runs else exc.checkpoint.parent.parent if exc.checkpoint else None
             hint = f"; continue with `iqa train {method} --resume --out {root}`"
-            if env_world()[0] == 0:  # every rank stops at the same step; one line in the log says so
+            if says_stops:
                 err.print(f"{method}: {exc}" + (hint if exc.checkpoint else ""), markup=False, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         if report is None:  # not rank 0 of a DDP job

@@ -331,10 +331,9 @@ def _run_jobs(
         params = known.params  # checked before a network is built
         if options.batch_size is not None:
             params = apply_values(params, {"eval_batch_size": options.batch_size}, source="--batch-size")
-        params = apply_test_overrides(recipe, params, options.overrides)
+        params = apply_test_overrides(recipe, params, options.overrides)  # checked by the method's rules too
         check_choices(params)
         check_label_scale(params)
-        recipe.check_params(params)
         building: Future[LoadedModel] | None = None
         if isinstance(known, TrainedSpec):  # the network is built (init, weights read) while the views are made
             building = in_thread(build_trained, recipe, known, name="iqa-build")

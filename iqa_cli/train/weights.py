@@ -211,14 +211,13 @@ def newest_finished_run(method: str) -> Path:
 
 def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, Any], *, files: bool = False) -> Any:
     """The loaded model's parameters with the test-time choices the user made (`Recipe.test_options`:
-    `eval_params`, or `predict_params` where image `files` are scored)."""
+    `eval_params`, or `predict_params` where image `files` are scored), checked by the method's rules
+    before any image is read (e.g. a branch the checkpoint does not hold)."""
     unknown = sorted(set(overrides) - set(recipe.test_options(files=files)))
     if unknown:
         raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
-    if not overrides:
-        return params
-    changed = apply_values(params, overrides, source="options")
-    recipe.check_params(changed)  # before any image is read (e.g. a branch the checkpoint does not hold)
+    changed = apply_values(params, overrides, source="options") if overrides else params
+    recipe.check_params(changed)
     return changed
 
 
