@@ -209,3 +209,53 @@ def test_the_authors_student_only_checkpoint_is_imported_and_scored(tmp_path, _i
         after_progress=True,
     )
     assert "evaluation-only" in one_error_line(iqa("train", "ssliqa", *FAST, "--data", "few", "--variant", "student"))
+
+
+@pytest.mark.reference
+def test_the_authors_baseline_teacher_network_is_imported_and_scored(tmp_path, _isolated_home):
+    """The authors' baseline.py trains one network alone and saves it (`Resnet_101BL_2KS-00009.pt`, no
+    DataParallel prefix), and their test.py scores such a ResNet-101; `iqa eval ssliqa` refused it ("for
+    method 'ssliqa-teacher'")."""
+    import torch
+
+    from iqa_cli.models import create, load_checkpoint
+    from iqa_cli.models.ssliqa import expected_score
+    from tests.reference_fixtures import filled_state_dict, load_fixture
+
+    manifest, _ref = load_fixture("ssliqa_teacher")
+    authors = tmp_path / "Resnet_101BL_2KS-00009.pt"
+    torch.save({"epoch": 9, "state_dict": filled_state_dict(manifest), "optimizer": {}}, authors)
+    imported = runner.invoke(app, ["weights", "import", "ssliqa-teacher", str(authors), "--name", "their_baseline"])
+    assert imported.exit_code == 0, imported.output
+    write_folder(tmp_path / "src", 6)
+    assert (
+        iqa("prepare", "custom", "--root", tmp_path / "src", "--name", "few", "-j", "1", "--splits", "0").exit_code == 0
+    )
+
+    # test.py by hand: the network alone, the 512 x 384 view, crops averaged (2 here, to keep ResNet-101 quick)
+    recipe = get_recipe("ssliqa")
+    params = recipe.Params(variant="teacher", branch="teacher", network="alexnet", test_crops=2)
+    teacher = load_checkpoint(create("ssliqa-teacher").eval(), authors)
+    with open_cache(_isolated_home / "data" / "few.h5") as cache:
+        names = list(cache.names)
+        images = [torch.from_numpy(np.ascontiguousarray(cache.image(i))).permute(2, 0, 1) for i in range(len(names))]
+    with torch.inference_mode():
+        (crops,) = recipe.eval_inputs(recipe.stored_views(images, params), params)
+        by_hand = expected_score(teacher(crops)[0]).reshape(-1, params.test_crops).mean(dim=1).tolist()
+
+    per_image = tmp_path / "scores.csv"
+    args = ["--weights", "their_baseline", "--cross", "few", "--test-crops", "2", "--device", "cpu"]
+    scored = iqa("eval", "ssliqa", *args, "--json", "--per-image", per_image)
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.stdout)["results"][0]["n"] == 6
+    with open(per_image, newline="") as handle:
+        by_eval = {row["name"]: float(row["prediction"]) for row in csv.DictReader(handle)}
+    assert [by_eval[name] for name in names] == pytest.approx(by_hand, abs=1e-5)
+
+    assert "holds the teacher only" in one_error_line(
+        iqa("eval", "ssliqa", *args, "--branch", "student"), after_progress=True
+    )
+    assert "holds the 'teacher' variant, not 'student'" in one_error_line(
+        iqa("eval", "ssliqa", *args, "--variant", "student"), after_progress=True
+    )
+    assert "evaluation-only" in one_error_line(iqa("train", "ssliqa", *FAST, "--data", "few", "--variant", "teacher"))

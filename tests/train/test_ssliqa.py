@@ -438,3 +438,26 @@ def test_the_student_variant_names_each_pair_s_student_network():
     for network in PAIRS:
         assert RECIPE.model_name(params(network=network, variant="student")) == STUDENT_MODELS[network]
         assert RECIPE.model_name(params(network=network)) == "ssliqa"
+
+
+def test_the_teacher_variant_names_each_pair_s_teacher_network_and_imports_map_back():
+    from iqa_cli.models.ssliqa import PAIRS
+    from iqa_cli.train.recipes.ssliqa import IMPORTED, TEACHER_MODELS
+
+    branch_models = {
+        "resnet101": "ssliqa-teacher",
+        "tres": "ssliqa-tres",
+        "inceptionresnetv2": "ssliqa-inceptionresnetv2",
+    }
+    assert TEACHER_MODELS == {network: branch_models[teacher] for network, (_student, teacher) in PAIRS.items()}
+    for network in PAIRS:
+        assert (
+            RECIPE.model_name(params(network=network, variant="teacher", branch="teacher")) == TEACHER_MODELS[network]
+        )
+    # every imported single network comes back as the variant and pair that build it, scored with its branch
+    for model, (variant, network) in IMPORTED.items():
+        assert RECIPE.imported_params(model) == {"variant": variant, "network": network, "branch": variant}
+        assert RECIPE.model_name(params(**RECIPE.imported_params(model))) == model
+    assert RECIPE.imported_params("ssliqa") == {} and RECIPE.imported_params("vtiqa") is None
+    with pytest.raises(ConfigError, match="holds the teacher only"):
+        RECIPE.check_params(params(variant="teacher", branch="student"))

@@ -57,7 +57,8 @@ Deviations, on purpose:
 - Both branches are kept (the pair is the checkpoint); `iqa eval ssliqa` scores with the student (the
   authors' deployed model) or with `--branch teacher`. The authors' scripts save the student alone:
   such a file (imported with `iqa weights import ssliqa-student FILE`, or `ssliqa-googlenet`) is the
-  evaluation-only `student` variant.
+  evaluation-only `student` variant. Their baseline.py saves one network trained alone; a teacher-type
+  one (`ssliqa-teacher`, `ssliqa-tres`, `ssliqa-inceptionresnetv2`) is the `teacher` variant.
 - The 10 test crops are the same 10 positions for every image (drawn once from `--test-seed`), so
   scores do not depend on batching or DDP sharding; the authors draw fresh positions per image.
 - Datasets without rating distributions get the derived 5-bin labels above (the authors only
@@ -105,15 +106,32 @@ ResizeMode = Literal["faithful", "fixed"]
 # train_kd_semi.py's --network values (the pairs of `iqa_cli.models.ssliqa.PAIRS`, in its order; tested)
 Network = Literal["tres", "alexnet", "inceptionresv2", "googlenet"]
 Branch = Literal["student", "teacher"]
-Variant = Literal["pair", "student"]
-# The student-only network an authors' checkpoint holds (train_kd_semi.py and baseline.py save the student
-# alone), by --network: the pair's student branch (`iqa_cli.models.ssliqa.PAIRS`; tested), named here so
-# that naming the model imports no network code.
+Variant = Literal["pair", "student", "teacher"]
+# The one network an authors' checkpoint holds, by --network: the pair's student branch
+# (train_kd_semi.py saves the student alone) or its teacher branch (baseline.py trains and saves one
+# network, `--network resnet101` or `inceptionresv2` as test.py scores it; `iqa_cli.models.ssliqa.PAIRS`;
+# tested). Named here so that naming the model imports no network code.
 STUDENT_MODELS = {
     "tres": "ssliqa-student",
     "alexnet": "ssliqa-student",
     "inceptionresv2": "ssliqa-student",
     "googlenet": "ssliqa-googlenet",
+}
+TEACHER_MODELS = {
+    "tres": "ssliqa-tres",
+    "alexnet": "ssliqa-teacher",
+    "inceptionresv2": "ssliqa-inceptionresnetv2",
+    "googlenet": "ssliqa-teacher",
+}
+SINGLE_MODELS = {"student": STUDENT_MODELS, "teacher": TEACHER_MODELS}
+# An imported network (`iqa weights import MODEL FILE`) as (variant, --network): for a network that is
+# the same branch of several pairs, the first pair that holds it (any of them builds the same network).
+IMPORTED = {
+    "ssliqa-student": ("student", "alexnet"),
+    "ssliqa-googlenet": ("student", "googlenet"),
+    "ssliqa-teacher": ("teacher", "alexnet"),
+    "ssliqa-tres": ("teacher", "tres"),
+    "ssliqa-inceptionresnetv2": ("teacher", "inceptionresv2"),
 }
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
@@ -189,8 +207,9 @@ class SSLIQAParams(BaseParams):
     variant: Variant = field(
         default="pair",
         metadata={
-            "help": "pair (student and teacher, what iqa trains and saves) or student (the student alone, as the "
-            "authors' scripts save it: evaluation only)"
+            "help": "pair (student and teacher, what iqa trains and saves), student (the student alone, as the "
+            "authors' train_kd_semi.py saves it) or teacher (the teacher network alone, as their baseline.py "
+            "saves it); the last two are evaluation only"
         },
     )
     label_std: float = field(
@@ -403,11 +422,13 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         return {"ratio": why, "rampup_epochs": why, "relation_weight": why}
 
     def check_params(self, params: SSLIQAParams) -> None:
-        if params.variant == "student" and params.branch != "student":
-            raise ConfigError(
-                f"--branch {params.branch}: the checkpoint holds the student only (the authors' scripts save no "
-                "teacher beside it)"
-            )
+        if params.variant != "pair" and params.branch != params.variant:
+            why = {
+                "student": "the authors' scripts save no teacher beside it",
+                "teacher": "a network trained alone, as the authors' baseline.py saves it",
+            }[params.variant]
+            why += "; an evaluation-only variant"  # what `iqa train --variant ...` meets first
+            raise ConfigError(f"--branch {params.branch}: the checkpoint holds the {params.variant} only ({why})")
         for name in ("patch_num", "lr_step", "test_crops", "crop_size", "batch_size", "eval_batch_size"):
             if getattr(params, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(params, name)}")
@@ -434,8 +455,8 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
     def check_training(self, params: SSLIQAParams) -> None:
         if params.variant != "pair":
             raise ConfigError(
-                f"--variant {params.variant} is evaluation-only (the authors' student-only checkpoints): iqa trains "
-                "the pair, and scores its student by default"
+                f"--variant {params.variant} is evaluation-only (the authors' single-network checkpoints): iqa "
+                "trains the pair (--baseline for each branch alone), and scores its student by default"
             )
 
     def saved_params(self, saved: dict[str, Any]) -> dict[str, Any]:
@@ -443,15 +464,15 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         return {"network": "alexnet", **saved}
 
     def model_name(self, params: SSLIQAParams) -> str:
-        return STUDENT_MODELS[params.network] if params.variant == "student" else "ssliqa"
+        return SINGLE_MODELS[params.variant][params.network] if params.variant != "pair" else "ssliqa"
 
     def imported_params(self, model: str) -> dict[str, Any] | None:
-        """An imported student (`iqa weights import ssliqa-student FILE`) is the student variant; the network
-        is the released test checkpoint's pair for AlexNet (the teacher is not held, so any AlexNet pair
-        builds the same student), googlenet for GoogLeNet."""
-        networks = {"ssliqa-student": "alexnet", "ssliqa-googlenet": "googlenet"}
-        if model in networks:
-            return {"variant": "student", "network": networks[model]}
+        """An imported student (`iqa weights import ssliqa-student FILE`, or `ssliqa-googlenet`) is the
+        student variant, an imported teacher network (`ssliqa-teacher`, `ssliqa-tres`,
+        `ssliqa-inceptionresnetv2`) the teacher variant, scored with the branch it holds."""
+        if model in IMPORTED:
+            variant, network = IMPORTED[model]
+            return {"variant": variant, "network": network, "branch": variant}
         return super().imported_params(model)
 
     def build_model(self, params: SSLIQAParams, *, tiny: bool, pretrained: bool) -> nn.Module:
@@ -459,7 +480,7 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         from iqa_cli.models.ssliqa import IMAGENET_WEIGHTS, load_backbone_weights, pair_branches
         from iqa_cli.weights.resolve import resolve_weights
 
-        if params.variant == "student":  # an authors' checkpoint to score: nothing to start from
+        if params.variant != "pair":  # an authors' checkpoint to score: nothing to start from
             return create(self.model_name(params), tiny=tiny)
         model = cast("SSLIQAPair", create("ssliqa", tiny=tiny, network=params.network))
         if pretrained:
@@ -600,8 +621,8 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
     def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: SSLIQAParams) -> torch.Tensor:
         from iqa_cli.models.ssliqa import expected_score
 
-        # A student-only checkpoint is the student itself (check_params refuses --branch teacher for it).
-        prob, _ = model(inputs[0]) if params.variant == "student" else model(inputs[0], mode=params.branch)
+        # A single-network checkpoint is that network (check_params refuses the other --branch for it).
+        prob, _ = model(inputs[0]) if params.variant != "pair" else model(inputs[0], mode=params.branch)
         return expected_score(prob.float()).reshape(-1, params.test_crops).mean(dim=1)
 
     # ------------------------------------------------------------------------------------ optimisation
