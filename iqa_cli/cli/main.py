@@ -37,6 +37,13 @@ _state = {"debug": _debug_env()}
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
+def _say_error(line: str) -> None:
+    """The one error line on stderr; a rank of a torchrun job names itself, since every rank prints
+    its own (they may differ: a node without the cache), and the same line N times reads as a loop."""
+    rank = os.environ.get("RANK") if _torchrun_world() > 1 else None
+    typer.echo(f"error: [rank {rank}] {line}" if rank is not None else f"error: {line}", err=True)
+
+
 class ErrorHandlingGroup(TyperGroup):
     """Root group that turns any error into one clear line and a non-zero exit code.
 
@@ -54,27 +61,27 @@ class ErrorHandlingGroup(TyperGroup):
         except IQAError as exc:
             if _state["debug"]:
                 traceback.print_exc()
-            typer.echo(f"error: {exc}", err=True)
+            _say_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except Stopped as exc:  # a training stopped by a signal or its time limit, its state saved
-            typer.echo(f"error: {exc}", err=True)
+            _say_error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except Terminated:
-            typer.echo("error: terminated (SIGTERM); nothing half-written was left under a final name", err=True)
+            _say_error("terminated (SIGTERM); nothing half-written was left under a final name")
             _leave_now(143)
             raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            typer.echo("error: interrupted", err=True)
+            _say_error("interrupted")
             _leave_now(130)
             raise typer.Exit(130) from None
         except OSError as exc:
             if _state["debug"]:
                 traceback.print_exc()
-            typer.echo(f"error: {_os_error_line(exc)}", err=True)
+            _say_error(_os_error_line(exc))
             raise typer.Exit(74) from None
         except Exception as exc:
             if _is_usage_error(exc):  # one line, like every other error
-                typer.echo(f"error: {_usage_line(exc)}", err=True)
+                _say_error(_usage_line(exc))
                 raise typer.Exit(2) from None
             if _is_cli_control_flow(exc):
                 raise  # --help, explicit exits: the CLI framework handles these
@@ -84,7 +91,7 @@ class ErrorHandlingGroup(TyperGroup):
             # An unexpected error is often an installed package older than iqa needs: name it.
             unmet = unmet_requirements()
             below = f"; installed below iqa's requirements: {', '.join(unmet)}" if unmet else ""
-            typer.echo(f"error: {type(exc).__name__}: {msg}{below} (run `iqa --debug ...` for the traceback)", err=True)
+            _say_error(f"{type(exc).__name__}: {msg}{below} (run `iqa --debug ...` for the traceback)")
             raise typer.Exit(1) from None
         finally:
             # A command run in-process (tests, notebooks) leaves the caller's SIGTERM handling as it was,

@@ -43,3 +43,15 @@ def test_a_command_that_does_not_train_runs_once_under_torchrun(trained, monkeyp
     assert json.loads(first.stdout)["results"] == json.loads(alone.stdout)["results"]
     assert "runs as one process: rank 0 of this torchrun job does the work, the other 1 rank(s)" in first.stderr
     assert "WORLD_SIZE" not in os.environ and "LOCAL_WORLD_SIZE" not in os.environ  # a plain process from here
+
+
+def test_each_rank_of_a_torchrun_job_names_itself_in_its_error_line(monkeypatch):
+    """Every rank of a torchrun job prints its own error (a node may lack the cache the others have), so a
+    SLURM log held the same line once per rank with nothing to tell them apart."""
+    alone = runner.invoke(app, ["train", "vtiqa", *FAST])  # refused before the job's process group forms
+    assert alone.exit_code == 2 and alone.stderr.startswith("error: --data is required"), alone.output
+    for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    ranked = runner.invoke(app, ["train", "vtiqa", *FAST])
+    assert ranked.exit_code == 2
+    assert ranked.stderr.strip().splitlines() == [alone.stderr.strip().replace("error: ", "error: [rank 1] ", 1)]
