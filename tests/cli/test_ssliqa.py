@@ -151,6 +151,45 @@ def test_other_network_pairs_train_and_evaluate_from_the_cli(tmp_path, _isolated
     )
 
 
+def _import_and_score_by_hand(
+    tmp_path, home, *, fixture: str, model: str, file_name: str, prefix: str, count: int, params
+):
+    """Save the fixture's filled network as the authors' script does (`state_dict`, keys under `prefix`),
+    import it as `their_file`, prepare `count` images as `few`, and score them by the authors' test
+    protocol by hand: the network alone on the 512 x 384 view, `params.test_crops` crops averaged.
+    Returns (names, images, scores)."""
+    import torch
+
+    from iqa_cli.models import create, load_checkpoint
+    from iqa_cli.models.ssliqa import expected_score
+    from tests.reference_fixtures import filled_state_dict, load_fixture
+
+    manifest, _ref = load_fixture(fixture)
+    authors = tmp_path / file_name
+    state = {f"{prefix}{key}": value for key, value in filled_state_dict(manifest).items()}
+    torch.save({"epoch": 9, "state_dict": state, "optimizer": {}}, authors)
+    imported = runner.invoke(app, ["weights", "import", model, str(authors), "--name", "their_file"])
+    assert imported.exit_code == 0, imported.output
+    write_folder(tmp_path / "src", count)
+    prepared = iqa("prepare", "custom", "--root", tmp_path / "src", "--name", "few", "-j", "1", "--splits", "0")
+    assert prepared.exit_code == 0, prepared.output
+
+    recipe = get_recipe("ssliqa")
+    network = load_checkpoint(create(model).eval(), authors)
+    with open_cache(home / "data" / "few.h5") as cache:
+        names = list(cache.names)
+        images = [torch.from_numpy(np.ascontiguousarray(cache.image(i))).permute(2, 0, 1) for i in range(len(names))]
+    with torch.inference_mode():
+        (crops,) = recipe.eval_inputs(recipe.stored_views(images, params), params)
+        by_hand = expected_score(network(crops)[0]).reshape(-1, params.test_crops).mean(dim=1).tolist()
+    return names, images, by_hand
+
+
+def _per_image(path) -> dict[str, float]:
+    with open(path, newline="") as handle:
+        return {row["name"]: float(row["prediction"]) for row in csv.DictReader(handle)}
+
+
 @pytest.mark.reference
 @pytest.mark.parametrize(
     ("model", "fixture"), [("ssliqa-student", "ssliqa_student"), ("ssliqa-googlenet", "ssliqa_googlenet")]
@@ -158,54 +197,32 @@ def test_other_network_pairs_train_and_evaluate_from_the_cli(tmp_path, _isolated
 def test_the_authors_student_only_checkpoint_is_imported_and_scored(tmp_path, _isolated_home, model, fixture):
     """The authors' scripts save the student alone (`Alex_netRKD100_resnet_1_2KS-00009.pt`: `state_dict`
     under DataParallel's `module.`); `iqa eval ssliqa` refused it ("for method 'ssliqa-student'")."""
-    import torch
-
     import iqa_cli
-    from iqa_cli.models import create, load_checkpoint
-    from iqa_cli.models.ssliqa import expected_score
-    from tests.reference_fixtures import filled_state_dict, load_fixture
 
-    manifest, _ref = load_fixture(fixture)
-    state = {f"module.{key}": value for key, value in filled_state_dict(manifest).items()}
-    authors = tmp_path / "Alex_netRKD100_resnet_1_2KS-00009.pt"
-    torch.save({"epoch": 9, "state_dict": state, "optimizer": {}}, authors)
-    imported = runner.invoke(app, ["weights", "import", model, str(authors), "--name", "their_student"])
-    assert imported.exit_code == 0, imported.output
-    write_folder(tmp_path / "src", 8)
-    assert (
-        iqa("prepare", "custom", "--root", tmp_path / "src", "--name", "few", "-j", "1", "--splits", "0").exit_code == 0
-    )
-
-    # The authors' test protocol by hand: their student, the 512 x 384 view, 10 crops averaged.
-    recipe = get_recipe("ssliqa")
-    params = recipe.Params(variant="student", network="googlenet" if "googlenet" in model else "alexnet")
-    student = load_checkpoint(create(model).eval(), authors)
-    with open_cache(_isolated_home / "data" / "few.h5") as cache:
-        names = list(cache.names)
-        images = [torch.from_numpy(np.ascontiguousarray(cache.image(i))).permute(2, 0, 1) for i in range(len(names))]
-    with torch.inference_mode():
-        (crops,) = recipe.eval_inputs(recipe.stored_views(images, params), params)
-        by_hand = expected_score(student(crops)[0]).reshape(-1, params.test_crops).mean(dim=1).tolist()
-    scorer = iqa_cli.load("their_student", device="cpu")  # its method found from the network it was imported as
+    params = get_recipe("ssliqa").Params(variant="student", network="googlenet" if "googlenet" in model else "alexnet")
+    names, images, by_hand = _import_and_score_by_hand(
+        tmp_path, _isolated_home, fixture=fixture, model=model, file_name="Alex_netRKD100_resnet_1_2KS-00009.pt",
+        prefix="module.", count=8, params=params,
+    )  # fmt: skip
+    scorer = iqa_cli.load("their_file", device="cpu")  # its method found from the network it was imported as
     assert scorer(images).tolist() == pytest.approx(by_hand, abs=1e-5)
 
     per_image = tmp_path / "scores.csv"
-    scored = iqa("eval", "ssliqa", "--weights", "their_student", "--cross", "few", "--json", "--per-image", per_image)
+    scored = iqa("eval", "ssliqa", "--weights", "their_file", "--cross", "few", "--json", "--per-image", per_image)
     if model == "ssliqa-googlenet":  # the fixture's fill scores every image alike: no correlation, an error
         assert "constant predictions" in one_error_line(scored, after_progress=True)
     else:
         assert scored.exit_code == 0, scored.output
         assert json.loads(scored.stdout)["results"][0]["n"] == 8
-        with open(per_image, newline="") as handle:
-            by_eval = {row["name"]: float(row["prediction"]) for row in csv.DictReader(handle)}
+        by_eval = _per_image(per_image)
         assert [by_eval[name] for name in names] == pytest.approx(by_hand, abs=1e-5)
 
     assert "holds the student only" in one_error_line(
-        iqa("eval", "ssliqa", "--weights", "their_student", "--cross", "few", "--branch", "teacher"),
+        iqa("eval", "ssliqa", "--weights", "their_file", "--cross", "few", "--branch", "teacher"),
         after_progress=True,
     )
     assert "holds the 'student' variant, not 'pair'" in one_error_line(
-        iqa("eval", "ssliqa", "--weights", "their_student", "--cross", "few", "--variant", "pair"),
+        iqa("eval", "ssliqa", "--weights", "their_file", "--cross", "few", "--variant", "pair"),
         after_progress=True,
     )
     assert "evaluation-only" in one_error_line(iqa("train", "ssliqa", *FAST, "--data", "few", "--variant", "student"))
@@ -216,40 +233,19 @@ def test_the_authors_baseline_teacher_network_is_imported_and_scored(tmp_path, _
     """The authors' baseline.py trains one network alone and saves it (`Resnet_101BL_2KS-00009.pt`, no
     DataParallel prefix), and their test.py scores such a ResNet-101; `iqa eval ssliqa` refused it ("for
     method 'ssliqa-teacher'")."""
-    import torch
-
-    from iqa_cli.models import create, load_checkpoint
-    from iqa_cli.models.ssliqa import expected_score
-    from tests.reference_fixtures import filled_state_dict, load_fixture
-
-    manifest, _ref = load_fixture("ssliqa_teacher")
-    authors = tmp_path / "Resnet_101BL_2KS-00009.pt"
-    torch.save({"epoch": 9, "state_dict": filled_state_dict(manifest), "optimizer": {}}, authors)
-    imported = runner.invoke(app, ["weights", "import", "ssliqa-teacher", str(authors), "--name", "their_baseline"])
-    assert imported.exit_code == 0, imported.output
-    write_folder(tmp_path / "src", 6)
-    assert (
-        iqa("prepare", "custom", "--root", tmp_path / "src", "--name", "few", "-j", "1", "--splits", "0").exit_code == 0
-    )
-
-    # test.py by hand: the network alone, the 512 x 384 view, crops averaged (2 here, to keep ResNet-101 quick)
-    recipe = get_recipe("ssliqa")
-    params = recipe.Params(variant="teacher", branch="teacher", network="alexnet", test_crops=2)
-    teacher = load_checkpoint(create("ssliqa-teacher").eval(), authors)
-    with open_cache(_isolated_home / "data" / "few.h5") as cache:
-        names = list(cache.names)
-        images = [torch.from_numpy(np.ascontiguousarray(cache.image(i))).permute(2, 0, 1) for i in range(len(names))]
-    with torch.inference_mode():
-        (crops,) = recipe.eval_inputs(recipe.stored_views(images, params), params)
-        by_hand = expected_score(teacher(crops)[0]).reshape(-1, params.test_crops).mean(dim=1).tolist()
+    # 2 test crops instead of 10, to keep ResNet-101 quick
+    params = get_recipe("ssliqa").Params(variant="teacher", branch="teacher", network="alexnet", test_crops=2)
+    names, _images, by_hand = _import_and_score_by_hand(
+        tmp_path, _isolated_home, fixture="ssliqa_teacher", model="ssliqa-teacher",
+        file_name="Resnet_101BL_2KS-00009.pt", prefix="", count=6, params=params,
+    )  # fmt: skip
 
     per_image = tmp_path / "scores.csv"
-    args = ["--weights", "their_baseline", "--cross", "few", "--test-crops", "2", "--device", "cpu"]
+    args = ["--weights", "their_file", "--cross", "few", "--test-crops", "2", "--device", "cpu"]
     scored = iqa("eval", "ssliqa", *args, "--json", "--per-image", per_image)
     assert scored.exit_code == 0, scored.output
     assert json.loads(scored.stdout)["results"][0]["n"] == 6
-    with open(per_image, newline="") as handle:
-        by_eval = {row["name"]: float(row["prediction"]) for row in csv.DictReader(handle)}
+    by_eval = _per_image(per_image)
     assert [by_eval[name] for name in names] == pytest.approx(by_hand, abs=1e-5)
 
     assert "holds the teacher only" in one_error_line(
