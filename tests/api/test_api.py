@@ -59,11 +59,11 @@ def test_methods_and_load_from_a_run_name(trained):
     np.testing.assert_allclose(scorer(images), scores, atol=1e-6)
     arrays = [np.asarray(im.convert("RGB")) for im in images]
     np.testing.assert_allclose(scorer(arrays[1]), scores[1:2], atol=1e-6)
-    batch = torch.from_numpy(arrays[0]).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    batch = torch.from_numpy(arrays[0].copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
     tensor_scores = scorer(batch)
     assert isinstance(tensor_scores, torch.Tensor)
     np.testing.assert_allclose(tensor_scores.numpy(), scores[:1], atol=1e-6)
-    as_uint8 = torch.from_numpy(arrays[0]).permute(2, 0, 1).unsqueeze(0)  # 0-255, as stored
+    as_uint8 = torch.from_numpy(arrays[0].copy()).permute(2, 0, 1).unsqueeze(0)  # 0-255, as stored
     np.testing.assert_allclose(scorer(as_uint8).numpy(), scores[:1], atol=1e-6)
     assert scorer.native(scores).shape == (3,)
 
