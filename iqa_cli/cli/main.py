@@ -55,9 +55,17 @@ class ErrorHandlingGroup(TyperGroup):
         clear_stop()
         previous = _terminate_cleanly()
         try:
-            result = super().invoke(ctx)
-            raise_if_stopped()  # a signal came and its exception was lost: never report success
-            return result
+            try:
+                result = super().invoke(ctx)
+                raise_if_stopped()  # a signal came and its exception was lost: never report success
+                return result
+            except Exception as exc:
+                # A signal whose exception was lost, and the work went on into an error of its own (an input
+                # problem found later, a write refused): the signal is what ended the job, so a scheduler
+                # sees its exit code (143: preempted, requeue) rather than the error's.
+                if not isinstance(exc, Stopped) and not _is_cli_control_flow(exc):
+                    raise_if_stopped()
+                raise
         except IQAError as exc:
             if _state["debug"]:
                 traceback.print_exc()

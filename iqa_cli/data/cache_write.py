@@ -41,6 +41,7 @@ from iqa_cli.data.splits import content_groups, copy_groups, official_split, ran
 from iqa_cli.errors import DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.stop import raise_if_stopped
 from iqa_cli.version import __version__
 
 log = logging.getLogger(__name__)
@@ -340,6 +341,7 @@ def _headers(
     progress.start("reading image headers", len(records))
     for record, header in zip(records, read_headers([r.path for r in records], workers=workers), strict=True):
         progress.advance()
+        raise_if_stopped()  # a signal's exception lost inside a library must not let the work go on
         if isinstance(header, DecodeFailure):
             if not skip_bad:
                 raise header.error()
@@ -392,6 +394,7 @@ def _stream_images(
     results = decode_images_with_digests(jobs, workers=workers, image_bytes=height * width * 3)
     for item, decoded in zip(items, results, strict=True):
         progress.advance()
+        raise_if_stopped()  # a signal's exception lost in a library (h5py, Pillow) must not let the work go on
         if isinstance(decoded, DecodeFailure):
             if not skip_bad:
                 raise decoded.error()

@@ -291,6 +291,73 @@ def test_a_signal_whose_exception_was_lost_still_stops_before_the_cache_is_commi
     assert iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1").exit_code == 0
 
 
+def _lose_a_signal(signal_name: str) -> None:
+    """Send this process `signal_name` and discard the exception its handler raises, as a destructor or a
+    C library's callback would: only the remembered request is left."""
+    import os
+    import signal
+    import time
+
+    try:
+        os.kill(os.getpid(), getattr(signal, signal_name))
+        time.sleep(5)  # the handler runs here, and raises
+    except KeyboardInterrupt:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "code", "said"), [("SIGTERM", 143, "terminated (SIGTERM)"), ("SIGINT", 130, "interrupted")]
+)
+def test_a_lost_signal_then_an_input_error_exits_with_the_signal_s_code(tmp_path, monkeypatch, signal_name, code, said):
+    """CI: SIGTERM reached `prepare` while it decoded a folder of copies; the work went on to the end and the
+    job exited 65 ("cannot split 1 distinct image file"), which a scheduler reads as bad input, not as the
+    preemption it was."""
+    from iqa_cli.data import cache_write
+
+    original = cache_write._make_splits
+
+    def after_a_lost_signal(*args, **kwargs):
+        _lose_a_signal(signal_name)
+        return original(*args, **kwargs)  # every image is one file: a DataError of its own
+
+    monkeypatch.setattr(cache_write, "_make_splits", after_a_lost_signal)
+    root = tmp_path / "copies"
+    make_folder(root, MIXED[:1])
+    for i in range(1, 6):
+        (root / f"copy{i}.jpg").write_bytes((root / MIXED[0].name).read_bytes())
+    (root / "scores.csv").write_text("name,score\n" + "".join(f"copy{i}.jpg,{i}\n" for i in range(1, 6)))
+    out = tmp_path / "caches" / "copies.h5"
+    result = iqa("custom", "--root", root, "--name", "copies", "--out", out, "-j", "1")
+    assert result.exit_code == code and failed(result, said), result.output
+    assert "cannot split" not in result.output and not out.exists()
+    monkeypatch.setattr(cache_write, "_make_splits", original)
+    assert failed(iqa("custom", "--root", root, "--name", "copies", "--out", out, "-j", "1"), "cannot split")
+
+
+def test_a_lost_signal_stops_the_decoding_at_the_next_image(tmp_path, monkeypatch):
+    """A signal's exception lost while decoding let the work go on through every image (6 s in CI) before a
+    commit point noticed; the loop now stops at the next image."""
+    from iqa_cli.data import cache_write
+
+    original = cache_write.decode_images_with_digests
+    handed_out = []
+
+    def losing_a_signal_after_the_first(*args, **kwargs):
+        for index, decoded in enumerate(original(*args, **kwargs)):
+            handed_out.append(index)
+            if index == 0:
+                _lose_a_signal("SIGTERM")
+            yield decoded
+
+    monkeypatch.setattr(cache_write, "decode_images_with_digests", losing_a_signal_after_the_first)
+    root = tmp_path / "photos"
+    make_folder(root)
+    out = tmp_path / "caches" / "mine.h5"
+    result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1")
+    assert result.exit_code == 143 and failed(result, "terminated (SIGTERM)"), result.output
+    assert handed_out == [0] and len(MIXED) > 2 and not out.exists()  # not one image more
+
+
 def test_inspect_lists_a_split_s_image_names_and_the_livew_training_images(tmp_path):
     """`iqa prepare inspect CACHE --split NAME [--json]`: the names each part holds, stored or computed."""
     expected = make_livew(tmp_path / "root")
