@@ -23,6 +23,7 @@ import torch
 from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.stop import raise_if_stopped
 from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
@@ -305,6 +306,7 @@ def predict_files(
                 score_native = None if value is None else float(value)
                 report.predictions.append(Prediction(str(path), float(score), score_native, width, height))
             progress.advance(len(batch))
+            raise_if_stopped()  # a signal's exception lost in a library must not let the scoring go on
     progress.advance(len(report.skipped))
     progress.finish()
     if not report.predictions:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.stop import raise_if_stopped
 from iqa_cli.train.distributed import DistContext, contiguous_share
 from iqa_cli.train.precision import Precision, autocast
 from iqa_cli.train.recipes.base import BaseParams, Views
@@ -59,6 +60,7 @@ def predict_scores(
                 pred = recipe.predict_batch(model, inputs, params)
             outputs.append(pred.detach().float())  # stays on the device: one copy to the host at the end
             progress.advance(len(pred))
+            raise_if_stopped()  # a signal's exception lost in a library must not let the evaluation go on
     model.train(was_training)
     local = torch.cat(outputs).cpu().numpy().astype(np.float64) if outputs else np.empty(0, np.float64)
     return np.concatenate(dist.gather(local))

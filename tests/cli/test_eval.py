@@ -556,3 +556,30 @@ def test_cross_onto_a_cache_without_file_digests_says_copies_cannot_be_checked(t
     assert "copies of the files the model trained on cannot be found in it" in " ".join(old.stderr.split())
     checked = evaluate("--data", "mini", "--cross", "other")
     assert checked.exit_code == 0 and "cannot be found" not in checked.stderr
+
+
+def test_a_lost_signal_stops_the_evaluation_at_the_next_batch(trained, monkeypatch):
+    """A SIGTERM whose exception a library discarded let `iqa eval` score everything and print its
+    report before the command's end noticed the signal (exit 143 with a whole --json document on stdout)."""
+    import os
+    import signal
+    import time
+
+    from iqa_cli.train.recipes.vtiqa import VTIQARecipe
+
+    original = VTIQARecipe.predict_batch
+    calls = []
+
+    def losing_a_signal(self, *args, **kwargs):
+        calls.append(1)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here, and raises
+        except KeyboardInterrupt:
+            pass  # as a destructor or a C library's callback would discard it
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VTIQARecipe, "predict_batch", losing_a_signal)
+    result = evaluate("--data", "mini", "--json", "--batch-size", "2")
+    assert result.exit_code == 143 and result.stdout == "", result.output
+    assert "terminated (SIGTERM)" in one_error_line(result) and len(calls) == 1

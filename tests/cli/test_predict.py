@@ -219,3 +219,28 @@ def test_predict_on_files_equals_eval_on_their_cache(weights, tmp_path):
     scored = {Path(r["name"]).name: float(r["prediction"]) for r in csv.DictReader(per_image.open())}
     assert sorted(predicted) == sorted(scored) and len(scored) == 32
     assert max(abs(predicted[k] - scored[k]) for k in scored) < 2e-5  # the CSVs' 6 significant digits
+
+
+def test_a_lost_signal_stops_the_scoring_at_the_next_batch(weights, photos, monkeypatch):
+    """As `iqa eval`: a SIGTERM whose exception was discarded must not let every batch be scored."""
+    import signal
+    import time
+
+    from iqa_cli.train import predict as predict_module
+
+    original = predict_module.score_views
+    calls = []
+
+    def losing_a_signal(*args, **kwargs):
+        calls.append(1)
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here, and raises
+        except KeyboardInterrupt:
+            pass  # as a destructor or a C library's callback would discard it
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "score_views", losing_a_signal)
+    result = predict("--weights", str(weights), str(photos), "--batch-size", "1", "--json")
+    assert result.exit_code == 143 and result.stdout == "", result.output
+    assert "terminated (SIGTERM)" in result.stderr and len(calls) == 1
