@@ -561,22 +561,15 @@ def test_cross_onto_a_cache_without_file_digests_says_copies_cannot_be_checked(t
 def test_a_lost_signal_stops_the_evaluation_at_the_next_batch(trained, monkeypatch):
     """A SIGTERM whose exception a library discarded let `iqa eval` score everything and print its
     report before the command's end noticed the signal (exit 143 with a whole --json document on stdout)."""
-    import os
-    import signal
-    import time
-
     from iqa_cli.train.recipes.vtiqa import VTIQARecipe
+    from tests.signals import lose_a_signal
 
     original = VTIQARecipe.predict_batch
     calls = []
 
     def losing_a_signal(self, *args, **kwargs):
         calls.append(1)
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler runs here, and raises
-        except KeyboardInterrupt:
-            pass  # as a destructor or a C library's callback would discard it
+        lose_a_signal("SIGTERM")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(VTIQARecipe, "predict_batch", losing_a_signal)

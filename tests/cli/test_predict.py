@@ -223,21 +223,15 @@ def test_predict_on_files_equals_eval_on_their_cache(weights, tmp_path):
 
 def test_a_lost_signal_stops_the_scoring_at_the_next_batch(weights, photos, monkeypatch):
     """As `iqa eval`: a SIGTERM whose exception was discarded must not let every batch be scored."""
-    import signal
-    import time
-
     from iqa_cli.train import predict as predict_module
+    from tests.signals import lose_a_signal
 
     original = predict_module.score_views
     calls = []
 
     def losing_a_signal(*args, **kwargs):
         calls.append(1)
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler runs here, and raises
-        except KeyboardInterrupt:
-            pass  # as a destructor or a C library's callback would discard it
+        lose_a_signal("SIGTERM")
         return original(*args, **kwargs)
 
     monkeypatch.setattr(predict_module, "score_views", losing_a_signal)

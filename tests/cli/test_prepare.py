@@ -15,6 +15,7 @@ from iqa_cli.data.cache import open_cache
 from iqa_cli.data.datasets import DATASETS
 from tests.data.fixtures import make_livew
 from tests.data.imagefolder import MIXED, make_folder, truncate
+from tests.signals import lose_a_signal
 
 runner = CliRunner()
 
@@ -250,6 +251,15 @@ def test_sigterm_while_packing_leaves_no_partial_file(tmp_path, _isolated_home):
     assert not out.exists() and os.listdir(out.parent) == []
 
 
+def _prepare_small_folder(tmp_path: Path):
+    """`iqa prepare custom` of the MIXED folder (written once) into caches/mine.h5: (cache path, result)."""
+    root = tmp_path / "photos"
+    if not root.exists():
+        make_folder(root)
+    out = tmp_path / "caches" / "mine.h5"
+    return out, iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1")
+
+
 @pytest.mark.parametrize(
     ("signal_name", "code", "said"), [("SIGTERM", 143, "terminated (SIGTERM)"), ("SIGINT", 130, "interrupted")]
 )
@@ -259,9 +269,6 @@ def test_a_signal_whose_exception_was_lost_still_stops_before_the_cache_is_commi
     """CI once saw `prepare` finish with exit 0 after a SIGTERM: its exception can be lost where a library
     discards errors. The request is remembered (Ctrl-C's too), so the cache is never committed and the
     exit is the signal's."""
-    import os
-    import signal
-    import time
 
     from iqa_cli.data import cache_write
 
@@ -269,18 +276,11 @@ def test_a_signal_whose_exception_was_lost_still_stops_before_the_cache_is_commi
 
     def swallowing(*args, **kwargs):
         failed = original(*args, **kwargs)
-        try:
-            os.kill(os.getpid(), getattr(signal, signal_name))
-            time.sleep(5)  # the handler runs here, and raises
-        except KeyboardInterrupt:
-            pass  # as a destructor or a C library's callback would discard it
+        lose_a_signal(signal_name)
         return failed
 
     monkeypatch.setattr(cache_write, "_stream_images", swallowing)
-    root = tmp_path / "photos"
-    make_folder(root)
-    out = tmp_path / "caches" / "mine.h5"
-    result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1")
+    out, result = _prepare_small_folder(tmp_path)
     assert result.exit_code == code and failed(result, said), result.output
     assert not out.exists() and [p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")] == []
     from iqa_cli.atomic import atomic_path
@@ -288,21 +288,7 @@ def test_a_signal_whose_exception_was_lost_still_stops_before_the_cache_is_commi
     with atomic_path(tmp_path / "after.txt") as tmp:  # the caller's own write after the command: not refused
         tmp.write_text("mine")
     monkeypatch.setattr(cache_write, "_stream_images", original)
-    assert iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1").exit_code == 0
-
-
-def _lose_a_signal(signal_name: str) -> None:
-    """Send this process `signal_name` and discard the exception its handler raises, as a destructor or a
-    C library's callback would: only the remembered request is left."""
-    import os
-    import signal
-    import time
-
-    try:
-        os.kill(os.getpid(), getattr(signal, signal_name))
-        time.sleep(5)  # the handler runs here, and raises
-    except KeyboardInterrupt:
-        pass
+    assert _prepare_small_folder(tmp_path)[1].exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -317,7 +303,7 @@ def test_a_lost_signal_then_an_input_error_exits_with_the_signal_s_code(tmp_path
     original = cache_write._make_splits
 
     def after_a_lost_signal(*args, **kwargs):
-        _lose_a_signal(signal_name)
+        lose_a_signal(signal_name)
         return original(*args, **kwargs)  # every image is one file: a DataError of its own
 
     monkeypatch.setattr(cache_write, "_make_splits", after_a_lost_signal)
@@ -346,14 +332,11 @@ def test_a_lost_signal_stops_the_decoding_at_the_next_image(tmp_path, monkeypatc
         for index, decoded in enumerate(original(*args, **kwargs)):
             handed_out.append(index)
             if index == 0:
-                _lose_a_signal("SIGTERM")
+                lose_a_signal("SIGTERM")
             yield decoded
 
     monkeypatch.setattr(cache_write, "decode_images_with_digests", losing_a_signal_after_the_first)
-    root = tmp_path / "photos"
-    make_folder(root)
-    out = tmp_path / "caches" / "mine.h5"
-    result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1")
+    out, result = _prepare_small_folder(tmp_path)
     assert result.exit_code == 143 and failed(result, "terminated (SIGTERM)"), result.output
     assert handed_out == [0] and len(MIXED) > 2 and not out.exists()  # not one image more
 
