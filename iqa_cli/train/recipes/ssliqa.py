@@ -77,7 +77,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 import numpy as np
 
@@ -124,15 +124,20 @@ TEACHER_MODELS = {
     "googlenet": "ssliqa-teacher",
 }
 SINGLE_MODELS = {"student": STUDENT_MODELS, "teacher": TEACHER_MODELS}
-# An imported network (`iqa weights import MODEL FILE`) as (variant, --network): for a network that is
-# the same branch of several pairs, the first pair that holds it (any of them builds the same network).
-IMPORTED = {
-    "ssliqa-student": ("student", "alexnet"),
-    "ssliqa-googlenet": ("student", "googlenet"),
-    "ssliqa-teacher": ("teacher", "alexnet"),
-    "ssliqa-tres": ("teacher", "tres"),
-    "ssliqa-inceptionresnetv2": ("teacher", "inceptionresv2"),
-}
+
+
+def _imported_networks() -> dict[str, tuple[str, str]]:
+    """Each network of `SINGLE_MODELS` as (variant, --network), for a file `iqa weights import MODEL FILE`
+    stored. A network that is a branch of several pairs takes the first: the AlexNet pairs first (that of
+    the released test checkpoint), though any of them builds the same network."""
+    out: dict[str, tuple[str, str]] = {}
+    for variant, models in SINGLE_MODELS.items():
+        for network in sorted(get_args(Network), key=lambda name: name != "alexnet"):
+            out.setdefault(models[network], (variant, network))
+    return out
+
+
+IMPORTED = _imported_networks()
 Metric = Literal["srcc", "plcc", "plcc_logistic", "krcc"]
 MIN_LABEL_STD = 0.2  # floor of the derived labels' spread (a point mass cannot match a fractional mean)
 MIN_INCEPTION_CROP = 75  # the smallest side InceptionResNetV2's valid convolutions and pools take
