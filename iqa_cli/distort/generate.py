@@ -636,6 +636,9 @@ def _generate(
                     walk_succeeded=walk["succeeded"],
                 )
                 current, received, dropped = None, [], 0
+                # A signal's exception lost in a library: stop at this whole reference (the handler
+                # below records it for --resume) rather than only at the final commit.
+                raise_if_stopped()
                 if time.monotonic() - last_checkpoint >= checkpoint_seconds:
                     checkpoint()
                     last_checkpoint = time.monotonic()

@@ -25,6 +25,7 @@ from iqa_cli.enhance.classifier import RULE
 from iqa_cli.enhance.ops import BRIGHTENED, DEBLURRED
 from iqa_cli.errors import DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.stop import raise_if_stopped
 
 CHUNK = 32
 _MISSING_SHOWN = 3
@@ -154,6 +155,7 @@ def enhance_cache(
                 originals, enhanced = [], []
                 out_block = np.zeros_like(block)
                 for row, index in enumerate(chunk):
+                    raise_if_stopped()  # a signal's exception lost in a library must not let the work go on
                     h, w = (int(v) for v in cache.sizes[index])
                     original = torch.from_numpy(np.ascontiguousarray(block[row, :h, :w])).to(torch_device)
                     original = original.permute(2, 0, 1)

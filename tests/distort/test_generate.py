@@ -149,6 +149,33 @@ def test_resume_after_an_interruption_gives_the_same_file(refs, single_run, tmp_
     assert again.generated == 0 and again.count == summary.count and out.stat().st_mtime_ns == mtime
 
 
+def test_a_lost_signal_stops_at_the_next_reference_and_resumes(refs, single_run, tmp_path, monkeypatch):
+    """A signal's exception lost in a library let the generator distort every reference before its final
+    commit noticed; it now stops after the reference in hand, resumable from there."""
+    from iqa_cli.distort import generate as module
+    from iqa_cli.stop import Terminated, clear_stop, request_stop
+
+    original, groups = module._group, []
+
+    def losing_a_signal(*args, **kwargs):
+        groups.append(1)
+        request_stop("SIGTERM")  # what the CLI's handler leaves when its exception is discarded
+        return original(*args, **kwargs)
+
+    out = tmp_path / "stopped.h5"
+    monkeypatch.setattr(module, "_group", losing_a_signal)
+    try:
+        with pytest.raises(Terminated):
+            generate(refs, out, workers=1, **OPTIONS)
+    finally:
+        clear_stop()
+    assert len(groups) == 1 and not out.exists()
+    assert json.loads(store.progress_path(out).read_text())["references_done"] == 1
+    monkeypatch.setattr(module, "_group", original)
+    assert generate(refs, out, workers=1, resume=True, **OPTIONS).resumed_references == 1
+    assert_same_cache(out, single_run[0])
+
+
 def test_shards_merged_equal_one_parallel_run(refs, single_run, tmp_path):
     parallel = tmp_path / "parallel.h5"
     generate(refs, parallel, workers=2, **OPTIONS)

@@ -158,3 +158,25 @@ def test_cli_prepare_enhance_and_prepare_with_enhance(cache, classifier, tmp_pat
     assert "--no-selection" in one_error(missing) and not (data_dir() / "again.h5").exists()
     assert "not a folder" in one_error(runner.invoke(app, ["prepare", "enhance", "mini", "--enhanced-root",
                                                            str(tmp_path / "nowhere")]))  # fmt: skip
+
+
+def test_a_lost_signal_stops_the_enhancement_at_the_next_image(cache, monkeypatch):
+    """A signal's exception lost in a library let `prepare enhance` enhance every image before its commit
+    point noticed; it now stops at the next image and writes nothing."""
+    from iqa_cli.enhance import ops
+    from iqa_cli.stop import Terminated, clear_stop, request_stop
+
+    original, calls = ops.enhance, []
+
+    def losing_a_signal(*args, **kwargs):
+        calls.append(1)
+        request_stop("SIGTERM")  # what the CLI's handler leaves when its exception is discarded
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "enhance", losing_a_signal)
+    try:
+        with pytest.raises(Terminated):
+            enhance_cache(cache, selection=False, device="cpu")
+    finally:
+        clear_stop()
+    assert len(calls) == 1 and not (data_dir() / "mini.enhanced.h5").exists()
