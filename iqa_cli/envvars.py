@@ -72,7 +72,12 @@ def max_checkpoint_bytes() -> int:
 
 
 def check_environment() -> None:
-    """Read every strict `IQA_*` variable once: a bad value is an error before any work."""
+    """Read every strict `IQA_*` variable once (and the home and runs folders): a bad value is an error
+    before any work."""
+    from iqa_cli.home import home, runs_dir
+
+    home()  # IQA_HOME or IQA_RUNS naming a file
+    runs_dir()
     offline()
     max_pixels()
     max_download_bytes()

@@ -16,7 +16,16 @@ CACHE_SUFFIXES = (".h5", ".hdf5", ".npz")
 
 def home() -> Path:
     # Absolute: runs record their cache's path, which must name the same file from any working folder.
-    return Path(os.environ.get("IQA_HOME") or Path.home() / ".cache" / "iqa").expanduser().absolute()
+    path = Path(os.environ.get("IQA_HOME") or Path.home() / ".cache" / "iqa").expanduser().absolute()
+    return _folder(path, "IQA_HOME" if os.environ.get("IQA_HOME") else "the home folder (unset IQA_HOME)")
+
+
+def _folder(path: Path, what: str) -> Path:
+    # A file where the folder must be made every command fail on a name it never gave ("--out: ...",
+    # "no prepared cache named ..."); say what is wrong once, up front.
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what}: {path} is a file; expected a folder")
+    return path
 
 
 def data_dir() -> Path:
@@ -33,7 +42,7 @@ RUNS_ENV = "IQA_RUNS"
 def runs_dir() -> Path:
     """Training runs: `$IQA_RUNS` when set (e.g. a project folder on a cluster), else `$IQA_HOME/runs`."""
     override = os.environ.get(RUNS_ENV)
-    return Path(override).expanduser().absolute() if override else home() / "runs"
+    return _folder(Path(override).expanduser().absolute(), RUNS_ENV) if override else home() / "runs"
 
 
 def default_cache_path(dataset: str, fmt: str = "h5") -> Path:

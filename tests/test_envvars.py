@@ -49,3 +49,16 @@ def test_iqa_debug_0_means_off(monkeypatch):
     assert not main._debug_env()
     monkeypatch.setenv("IQA_DEBUG", "1")
     assert main._debug_env()
+
+
+@pytest.mark.parametrize("name", ["IQA_HOME", "IQA_RUNS"])
+def test_a_home_or_runs_folder_that_is_a_file_is_one_line_naming_the_variable(tmp_path, monkeypatch, name):
+    """IQA_HOME naming a file made `iqa prepare` blame an `--out` it was never given, `iqa train` report
+    "no prepared cache", and `iqa runs list` say "no runs" with exit 0."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setenv(name, str(a_file))
+    message = f"error: {name}: {a_file} is a file; expected a folder"
+    for command in (["runs", "list"], ["prepare", "custom", "--root", str(tmp_path)], ["eval", "vtiqa", "--data", "x"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2 and result.output.strip() == message, (command, result.output)
