@@ -8,7 +8,6 @@ CI's disk part-way through the suite (every later test then errored at its set-u
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Generator
 from pathlib import Path
 
@@ -34,12 +33,6 @@ def _isolated_home(
     monkeypatch.setenv("IQA_HOME", str(home))
     monkeypatch.delenv("IQA_OFFLINE", raising=False)
     monkeypatch.delenv("IQA_WEIGHTS_MIRROR", raising=False)
-    # torchrun leaves a torchelastic_* folder in the temporary directory per launch and never removes it
-    # (400 of them after a day of suite runs); give every test, and the processes it starts, its own.
-    scratch = home / "tmp"
-    scratch.mkdir()
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     yield home
     if request.node.stash.get(_PASSED, False):
         shutil.rmtree(home, ignore_errors=True)

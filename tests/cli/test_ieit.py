@@ -137,7 +137,7 @@ def test_stage_two_under_ddp_trains_every_branch_in_sync(tmp_path, _isolated_hom
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "ieit", *FAST]
     command += ["--data", "mini", "--stage", "2", "--epochs", "1", "--out", str(tmp_path / "ddp"), "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
     assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]

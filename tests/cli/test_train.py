@@ -407,6 +407,7 @@ def test_a_stop_under_two_gloo_ranks_is_said_once(cache, tmp_path):
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
     command += ["--data", "mini", "--epochs", "2", "--val-fraction", "0.25", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "IQA_DEBUG_SIGNAL_AT_STEP": "2"}
+    env["TMPDIR"] = str(tmp_path)  # torchrun leaves a torchelastic_* folder there
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode != 0 and done.stderr.count("stopped by SIGTERM at epoch") == 1, done.stderr[-3000:]
     assert "--resume" in done.stderr and (out / "split-random_0" / "last.pt").is_file()
@@ -420,7 +421,7 @@ def test_a_sweep_under_two_gloo_ranks_reports_once(cache, tmp_path):
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
     command += ["--data", "mini", "--epochs", "1", "--val-fraction", "0.25", "--out", str(out), "--json"]
     command += ["--sweep", "lr", "--sweep-values", "0.002,0.003,0.004"]  # runs 2 and 3 once hung (new groups)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
     assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]
@@ -437,7 +438,7 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     command += ["--data", "mini", "--epochs", "1", "--val-fraction", "0.25", "--out", str(out), "--json"]  # 18 train
     shm = tmp_path / "shm"
     shm.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(shm)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(shm), "TMPDIR": str(tmp_path)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
     assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]

@@ -118,7 +118,11 @@ def test_dpm_under_two_gloo_ranks_keeps_one_model(tmp_path):
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vipnet-dpm", *CPU]
     command += ["--data", str(kadis), "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "ddp"), "--json"]
     done = subprocess.run(
-        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
+        command,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     ranks = json.loads(done.stdout)["splits"][0]["ranks"]
