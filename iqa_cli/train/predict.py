@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -92,7 +93,27 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
             raise DataError("not a regular file (a pipe, socket or device): expected an image file", path=path)
         else:
             raise DataError("no such file or folder", path=path)
-    return files
+    return _once_each(files)
+
+
+def _once_each(files: list[Path]) -> list[Path]:
+    """A file named twice (`a.jpg a.jpg`, or a file and its folder) is scored once: a table with repeated
+    rows would weigh that image double in any mean or correlation taken from it."""
+    kept: dict[str, Path] = {}
+    repeated: dict[str, Path] = {}
+    for path in files:
+        key = os.path.normpath(path.absolute())  # the same name however written; links stay separate names
+        if key in kept:
+            repeated.setdefault(key, kept[key])
+        else:
+            kept[key] = path
+    if repeated:
+        names = [str(p) for p in repeated.values()]
+        log.warning(
+            f"{len(names)} image(s) named more than once are scored once: {', '.join(names[:3])}"
+            + (", ..." if len(names) > 3 else "")
+        )
+    return list(kept.values())
 
 
 def read_image(path: Path, reduce_to: int = 0) -> np.ndarray:

@@ -70,6 +70,17 @@ def test_scores_a_folder_in_batches_as_json_and_csv(weights, photos, tmp_path):
     assert table_output.exit_code == 0 and "a.jpg" in table_output.stdout and "300x200" in table_output.stdout
 
 
+def test_an_image_named_more_than_once_is_scored_once(weights, photos, monkeypatch):
+    """`iqa predict vtiqa a.jpg ./a.jpg photos/` scored a.jpg three times: three rows of one image in the
+    table, weighed three times in any mean taken from it."""
+    monkeypatch.chdir(photos.parent)
+    result = predict("--weights", str(weights), "photos/a.jpg", "./photos/a.jpg", str(photos), "--json")
+    assert result.exit_code == 0, result.output
+    paths = [Path(p["path"]) for p in json.loads(result.stdout)["predictions"]]
+    assert [p.name for p in paths] == ["a.jpg", "b.png", "c.bmp", "d.tiff"]
+    assert "1 image(s) named more than once are scored once" in " ".join(result.stderr.split())
+
+
 def test_a_folder_s_pipes_devices_and_broken_links_named_as_images_are_said_left_out(weights, tmp_path):
     """A FIFO, a link to /dev/zero and a broken link named like photos were left out without a word."""
     import os
