@@ -33,6 +33,7 @@ def run_quick(name: str, workdir: Path, tmp_path: Path) -> tuple[list[dict], str
     command = [sys.executable, "-m", f"benchmarks.bench_{name}", "--quick", "--workdir", str(workdir)]
     command += ["--jsonl", str(jsonl)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    env["TMPDIR"] = str(tmp_path)  # bench_scaling's torchrun leaves a torchelastic_* folder there
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
