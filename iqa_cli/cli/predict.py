@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -86,13 +87,16 @@ def make_predict_command(method: str) -> Callable[..., None]:
         )
         for _path, reason in report.skipped:
             err.print(f"skipped: {reason}", markup=False, highlight=False)
+        # A classifier's predictions say what each class number stands for (same keys in every row).
+        detail_names = list(report.predictions[0].details) if report.predictions else []
         if csv_file is not None:
             with atomic_path(csv_file) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.writer(f)
-                writer.writerow(["path", "score", "score_native", "width", "height"])
+                writer.writerow(["path", "score", "score_native", "width", "height", *detail_names])
                 for p in report.predictions:
                     native = "" if p.score_native is None else f"{p.score_native:.6g}"
-                    writer.writerow([p.path, f"{p.score:.6g}", native, p.width, p.height])
+                    details = [p.details[name] for name in detail_names]
+                    writer.writerow([p.path, f"{p.score:.6g}", native, p.width, p.height, *details])
         if json_output:
             print_json(
                 {
@@ -100,7 +104,7 @@ def make_predict_command(method: str) -> Callable[..., None]:
                     "weights": report.weights,
                     "scale": report.scale,
                     "native_scale": report.native_scale,
-                    "predictions": [asdict(p) for p in report.predictions],
+                    "predictions": [_prediction_row(asdict(p)) for p in report.predictions],
                     "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
                 }
             )
@@ -110,26 +114,44 @@ def make_predict_command(method: str) -> Callable[..., None]:
             return
         table = Table(title=f"{method} scores ({report.scale})")
         table.add_column("image", overflow="fold")
-        table.add_column("score", justify="right")
+        table.add_column("class" if detail_names else "score", justify="right")
         if report.native_scale:
             table.add_column(report.native_scale, justify="right")
+        for name in detail_names:
+            table.add_column(name.replace("_", " "), justify="right")
         table.add_column("size", justify="right")
         for p in report.predictions:
-            row = [escape(p.path), f"{p.score:.3f}"]
+            row = [escape(p.path), f"{p.score:.0f}" if detail_names else f"{p.score:.3f}"]
             if report.native_scale:
                 row.append(f"{p.score_native:.2f}")
+            row += [escape(str(p.details[name])) for name in detail_names]
             table.add_row(*row, f"{p.width}x{p.height}")
         out.print(table)
 
     with_test_options(command, recipe, files=True)
+    if recipe.prediction_details(np.zeros(0)) is not None:
+        meaning = (
+            f"Each image's number is its {recipe.prediction_scale}; the columns beside it say what it stands for. "
+        )
+    else:
+        meaning = (
+            "Scores are on the model's training scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA; higher is better) "
+            "and, when the checkpoint records its training dataset's label mapping, also on that dataset's native "
+            "scale. "
+        )
     command.__doc__ = (
         f"Score images with trained {recipe.title} weights and its test-time protocol.\n\n"
         "Images of any size (JPEG/PNG/BMP/TIFF/WebP; folders are searched recursively) are scored in batches. "
-        "Scores are on the model's training scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA; higher is better) "
-        "and, when the checkpoint records its training dataset's label mapping, also on that dataset's native "
-        "scale. Test-time options (as `iqa eval` takes them) change how the images are scored, not the model."
+        + meaning
+        + "Test-time options (as `iqa eval` takes them) change how the images are scored, not the model."
     )
     return command
+
+
+def _prediction_row(prediction: dict[str, Any]) -> dict[str, Any]:
+    """A prediction as one flat JSON object: its details (a classifier's type and level) beside the score."""
+    details = prediction.pop("details")
+    return {**prediction, **details}
 
 
 for _method in recipe_names():

@@ -49,6 +49,8 @@ class Prediction:
     score_native: float | None  # on the training dataset's native scale, when the checkpoint says how
     width: int
     height: int
+    # What the number stands for, where it is no quality score (a distortion classifier's type and level).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -311,11 +313,14 @@ def predict_files(
         loaded = build_trained(recipe, spec)
         loaded.model.to(torch_device).eval()
         train_labels = loaded.train_labels
+        classifies = recipe.prediction_details(np.zeros(0)) is not None
+        if classifies:
+            train_labels = None  # class numbers: no dataset's native scale to map them to
         native = f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None
         report = PredictReport(
             method=method,
             weights=str(weights),
-            scale="training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)",
+            scale=recipe.prediction_scale,
             native_scale=native,
             skipped=skipped,
         )
@@ -323,9 +328,10 @@ def predict_files(
         for batch, views in batches:
             scores = score_views(recipe, loaded, views, torch_device, dtype, names=[path for path, _ in batch])
             natives = train_labels.to_native(scores) if train_labels else [None] * len(scores)
-            for (path, (width, height)), score, value in zip(batch, scores, natives, strict=True):
+            details = recipe.prediction_details(scores) or [{} for _ in scores]
+            for (path, (width, height)), score, value, detail in zip(batch, scores, natives, details, strict=True):
                 score_native = None if value is None else float(value)
-                report.predictions.append(Prediction(str(path), float(score), score_native, width, height))
+                report.predictions.append(Prediction(str(path), float(score), score_native, width, height, detail))
             progress.advance(len(batch))
             raise_if_stopped()  # a signal's exception lost in a library must not let the scoring go on
     progress.advance(len(report.skipped))

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from iqa_cli.cli.main import app
 from iqa_cli.distort.generate import DistortOptions, generate_distorted
 from iqa_cli.distort.refs import list_references
+from iqa_cli.distort.registry import TYPES
 from iqa_cli.home import data_dir
 from iqa_cli.models.checkpoint import read_state_dict
 from tests.cli.test_train import one_error_line
@@ -61,6 +63,24 @@ def _end_to_end(tmp_path: Path) -> None:
     dpm_eval = invoke("eval", "vipnet-dpm", "--cross", str(kadis), "--weights", str(dpm_weights), "--device", "cpu")
     assert dpm_eval.exit_code == 0, dpm_eval.output
     assert "type_accuracy" in dpm_eval.stdout
+
+    # `iqa predict vipnet-dpm` printed a class number as a "score on the training label scale (1-5 ...)";
+    # it now says which distortion type and level each image is classified as.
+    table = tmp_path / "classes.csv"
+    predicted = invoke("predict", "vipnet-dpm", str(refs), "--weights", str(dpm_weights), "--device", "cpu",
+                       "--json", "--csv", str(table))  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    report = json.loads(predicted.stdout)
+    assert "not a quality score" in report["scale"] and report["native_scale"] is None
+    for row in report["predictions"]:
+        assert row["score"] == (row["distortion_type"] - 1) * 5 + row["level"] - 1 and row["score_native"] is None
+        assert row["distortion"] == TYPES[row["distortion_type"]].name
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["distortion_type"], r["level"]) for r in rows] == [
+        (str(p["distortion_type"]), str(p["level"])) for p in report["predictions"]
+    ]
+    shown = invoke("predict", "vipnet-dpm", str(refs), "--weights", str(dpm_weights), "--device", "cpu")
+    assert shown.exit_code == 0 and "distortion type" in shown.stdout and "level" in shown.stdout
 
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
     make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=12, seed=5, splits=1)

@@ -134,6 +134,8 @@ class Recipe(ABC, Generic[P]):
     # time): `build_trained` then builds it with its random init instead of skipping it (it also
     # checks, and falls back, whatever this says).
     build_without_init: ClassVar[bool] = True
+    # What `iqa predict` and the Python scorer's numbers are (the title of their score column).
+    prediction_scale: ClassVar[str] = "training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)"
 
     @classmethod
     def test_options(cls, *, files: bool = False) -> tuple[str, ...]:
@@ -307,6 +309,11 @@ class Recipe(ABC, Generic[P]):
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Scores (B,) from network inputs."""
         return model(*inputs).reshape(-1)
+
+    def prediction_details(self, scores: np.ndarray) -> list[dict[str, Any]] | None:
+        """What each prediction means beyond its number, as named columns (a classifier's class names);
+        None for a quality score."""
+        return None
 
     def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: P) -> torch.Tensor:
         """Scores (B,) of one test batch, for test-time protocols that depend on the parameters (e.g. which

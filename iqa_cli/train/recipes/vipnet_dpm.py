@@ -175,6 +175,7 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
     report_metrics = METRICS
     min_test_images = 1  # accuracies, not correlations
     needs_quality_scores = False  # distortion classes
+    prediction_scale = "predicted distortion class (type - 1) * 5 + (level - 1), 0-149: not a quality score"
 
     def step_memory_bytes(self, params: DPMParams, *, tiny: bool) -> int | None:
         """BoTNet-50 trained from scratch: about 2 KB of float32 activations per input pixel (ResNet-50's
@@ -245,6 +246,16 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
     def predict(self, model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The predicted class (argmax of the 150 logits), as a float score per image."""
         return model(*inputs).argmax(dim=-1).float()
+
+    def prediction_details(self, scores: np.ndarray) -> list[dict[str, Any]] | None:
+        """The distortion each predicted class stands for: its type (number and name) and level."""
+        from iqa_cli.distort.registry import TYPES, type_level
+
+        details = []
+        for score in np.asarray(scores).reshape(-1):
+            type_id, level = type_level(int(score))
+            details.append({"distortion_type": type_id, "distortion": TYPES[type_id].name, "level": level})
+        return details
 
     # ------------------------------------------------------------------------------ optimisation
 
