@@ -103,7 +103,9 @@ class Scorer:
     H x W x 3 RGB array (or a list of them), or a tensor batch (N, 3, H, W): float in [0, 1], or uint8
     0-255 (never rescaled). Returns a
     numpy array (a tensor for tensor input) on the model's native training scale (1-5 for VT-IQA,
-    IEIT, AL-IQA and SSL-IQA); `native(scores)` maps them to the training dataset's own scale.
+    IEIT, AL-IQA and SSL-IQA); `native(scores)` maps them to the training dataset's own scale. VIPNet's
+    distortion perception model (`vipnet-dpm`) gives its predicted class instead, and `details(scores)`
+    names the distortion type and level of each.
     """
 
     def __init__(self, method: str, weights: str, *, device: str = "auto", amp: str = "auto", batch_size: int = 16,
@@ -142,6 +144,14 @@ class Scorer:
         if labels is None:
             raise ConfigError(f"{self.weights}: the checkpoint does not record its label mapping")
         return labels.to_native(np.asarray(scores, dtype=np.float64))
+
+    def details(self, scores: Any) -> list[dict[str, Any]]:
+        """What each prediction stands for where it is no quality score (a distortion class: its type, name
+        and level)."""
+        found = self.recipe.prediction_details(np.asarray(scores, dtype=np.float64))
+        if found is None:
+            raise ConfigError(f"{self.method} gives quality scores, not classes: there are no details to name")
+        return found
 
     def score(self, images: ImageInput) -> Any:
         torch = self._torch

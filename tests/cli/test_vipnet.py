@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import iqa_cli
 from iqa_cli.cli.main import app
 from iqa_cli.distort.generate import DistortOptions, generate_distorted
 from iqa_cli.distort.refs import list_references
@@ -81,6 +82,12 @@ def _end_to_end(tmp_path: Path) -> None:
     ]
     shown = invoke("predict", "vipnet-dpm", str(refs), "--weights", str(dpm_weights), "--device", "cpu")
     assert shown.exit_code == 0 and "distortion type" in shown.stdout and "level" in shown.stdout
+    scorer = iqa_cli.load(str(dpm_weights), device="cpu")
+    classes = scorer(str(refs))
+    assert list(classes) == [p["score"] for p in report["predictions"]]
+    assert scorer.details(classes) == [
+        {key: p[key] for key in ("distortion_type", "distortion", "level")} for p in report["predictions"]
+    ]
 
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
     make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=12, seed=5, splits=1)
