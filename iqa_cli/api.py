@@ -12,6 +12,7 @@ and `iqa eval`, with the same parameters, returning plain dataclasses or dicts.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 ImageInput = Any  # a path, a folder, a list of paths, a PIL image, a uint8 H x W x 3 array, a tensor batch
 
@@ -85,6 +88,12 @@ def resolve_weights_arg(weights: str | Path, method: str, split: str | None = No
         splits = wanted
     for name in splits:
         if name in run.by_split:
+            if split is None and len(run.by_split) > 1:
+                # One of several kept models scores: say which, so the numbers are not taken for the run's.
+                log.info(
+                    f"note: run {root.name} kept {len(run.by_split)} models, one per split; scoring with split "
+                    f"{name}'s (--split chooses another)"
+                )
             return str(run.by_split[name])
     so_far = [name for name in splits if (split_dir(root, name) / BEST).is_file()]
     if so_far:  # a split still training, stopped or failed: its best model so far is no result of the run

@@ -576,3 +576,18 @@ def test_a_lost_signal_stops_the_evaluation_at_the_next_batch(trained, monkeypat
     result = evaluate("--data", "mini", "--json", "--batch-size", "2")
     assert result.exit_code == 143 and result.stdout == "", result.output
     assert "terminated (SIGTERM)" in one_error_line(result) and len(calls) == 1
+
+
+def test_predict_with_a_run_of_several_splits_says_which_split_s_model_scores(trained, tmp_path):
+    """`iqa predict vtiqa --weights RUN` of a 2-split run scored with one split's model without a word, so
+    its numbers could be taken for the run's."""
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(photo)
+    chosen = runner.invoke(app, ["predict", "vtiqa", str(photo), "--weights", "mini-run", "--device", "cpu"])
+    assert chosen.exit_code == 0, chosen.output
+    line = " ".join(chosen.stderr.split())
+    assert "note: run mini-run kept 2 models, one per split; scoring with split random_0's (--split chooses" in line
+    named = runner.invoke(app, ["predict", "vtiqa", str(photo), "--weights", "mini-run", "--split", "1"])
+    assert named.exit_code == 0 and "kept 2 models" not in named.stderr, named.output
