@@ -149,9 +149,16 @@ def histogram(path: str | Path, scores: np.ndarray, *, title: str, xlabel: str) 
 
 
 def matrix_heatmap(
-    path: str | Path, rows: Sequence[str], cols: Sequence[str], values: np.ndarray, *, title: str
+    path: str | Path,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    values: np.ndarray,
+    *,
+    title: str,
+    marks: Sequence[Sequence[str]] | None = None,
 ) -> Path:
-    """Train (rows) x test (columns) heatmap with the values written in the cells (NaN cells blank)."""
+    """Train (rows) x test (columns) heatmap with the values written in the cells (NaN cells blank), each
+    followed by its `marks` (footnote signs the title explains)."""
     path = check_plot_path(path)
     plt = _pyplot()
     values = np.asarray(values, dtype=np.float64)
@@ -165,7 +172,8 @@ def matrix_heatmap(
     for i in range(len(rows)):
         for j in range(len(cols)):
             if np.isfinite(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", color="white", fontsize=9)
+                mark = marks[i][j] if marks is not None else ""
+                ax.text(j, i, f"{values[i, j]:.3f}{mark}", ha="center", va="center", color="white", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()

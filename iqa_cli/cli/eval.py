@@ -131,7 +131,11 @@ def make_eval_command(method: str) -> Callable[..., None]:
                 from iqa_cli.plots import matrix_heatmap
 
                 title = f"{method}: {table.metric.upper()} (median over splits)"
-                matrix_heatmap(plot, table.datasets, table.datasets, table.values, title=title)
+                cell_marks = {(c["trained_on"], c["tested_on"]): _matrix_marks(c) for c in table.cells}
+                marks = [[cell_marks.get((a, b), "") for b in table.datasets] for a in table.datasets]
+                used = {mark for row in marks for text in row for mark in text}
+                title += "".join(f"\n{mark} {MATRIX_MARKS[mark]}" for mark in MATRIX_MARKS if mark in used)
+                matrix_heatmap(plot, table.datasets, table.datasets, table.values, title=title, marks=marks)
             if json_output:
                 print_json(table.as_dict())
             else:
@@ -210,14 +214,34 @@ def _plot_reports(plot: Path, reports: list[Any]) -> None:
     err.print(f"plot written to {plot}", markup=False, highlight=False)
 
 
+MATRIX_MARKS = {
+    "†": "kept model chosen on its own test part (--select-on test, the paper habit): optimistic",
+    "‡": "the model's training images included (two names of one dataset): no cross-dataset result",
+}
+
+
 def show_matrix(matrix: dict[str, Any]) -> None:
     table = Table(title=f"{matrix['method']}: {matrix['metric'].upper()} (rows trained on, columns tested on)")
     table.add_column("trained on \\ tested on")
     for name in matrix["datasets"]:
         table.add_column(name, justify="right")
+    marks = {(cell["trained_on"], cell["tested_on"]): _matrix_marks(cell) for cell in matrix.get("cells", [])}
     for name, row in zip(matrix["datasets"], matrix["matrix"], strict=True):
-        table.add_row(name, *["-" if v is None else f"{v:.4f}" for v in row])
+        shown = []
+        for tested, value in zip(matrix["datasets"], row, strict=True):
+            shown.append(("-" if value is None else f"{value:.4f}") + marks.get((name, tested), ""))
+        table.add_row(name, *shown)
     out.print(table)
+    used = {mark for cell_marks in marks.values() for mark in cell_marks}
+    for mark, meaning in MATRIX_MARKS.items():
+        if mark in used:
+            out.print(f"{mark} {meaning}", markup=False, highlight=False)
+
+
+def _matrix_marks(cell: dict[str, Any]) -> str:
+    """The marks of one matrix cell: an optimistic kept-model choice, training images in the test."""
+    optimistic = cell["kind"] == "intra" and "test" in str(cell.get("selected_on", "")).split(",")
+    return ("†" if optimistic else "") + ("‡" if cell.get("includes_training_images") else "")
 
 
 def show_eval_report(report: dict[str, Any]) -> None:

@@ -156,6 +156,9 @@ def cross_matrix(
                     "run": str(runs[trained].run),
                     metric: value if math.isfinite(value) else None,
                     "splits": report.median.get("splits"),
+                    # "test": the run kept the epoch that scored best on its test part (paper habit), so its
+                    # diagonal cell is optimistic; the table marks it.
+                    "selected_on": ",".join(sorted({str(row.get("selected_on")) for row in report.results})),
                     **(
                         {"includes_training_images": True}  # two names of one dataset: said in the log too
                         if any(row.get("includes_training_images") for row in report.results)
