@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -52,8 +52,8 @@ def list_command(
             str(r["dataset"]),
             f"{r['splits_done']}/{r['splits']}",
             str(r["status"]),
-            _number(r["srcc"]),
-            _number(r["plcc"]),
+            _number(r["srcc"]) + _optimistic(r),
+            _number(r["plcc"]) + _optimistic(r),
             str(r["started"] or "-")[:19],
             _duration(r["duration_s"]),
         )
@@ -62,6 +62,18 @@ def list_command(
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
                              for line in lines))  # fmt: skip
+    if any(_optimistic(r) for r in rows):
+        sys.stdout.write(
+            f"{OPTIMISTIC} kept model chosen on the test part itself (--select-on test, the paper habit): optimistic\n"
+        )
+
+
+OPTIMISTIC = "†"
+
+
+def _optimistic(row: dict[str, Any]) -> str:
+    """The mark of a run whose reported numbers come from the epoch that scored best on its test part."""
+    return OPTIMISTIC if row.get("selected_on") == "test" and row.get("srcc") is not None else ""
 
 
 @app.command("show")

@@ -243,6 +243,7 @@ def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         "problem": problem,
         "srcc": median.get("srcc"),
         "plcc": median.get("plcc"),
+        "selected_on": info.get("selected_on"),  # "test": the kept epoch was picked on the test part itself
         "started": started,
         "duration_s": duration,
     }

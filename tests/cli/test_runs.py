@@ -68,6 +68,21 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     assert "no run named 'first'" in runner.invoke(app, ["runs", "show", "first"]).output
 
 
+def test_runs_list_marks_a_run_kept_on_its_test_part_as_optimistic(tmp_path):
+    """`iqa runs list` printed the SRCC of a `--select-on test` run (the epoch that scored best on the test
+    part itself) like any other; `iqa runs show` and `iqa eval` said "optimistic", the list did not."""
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    assert runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "on-val"]).exit_code == 0
+    on_test = [*without(FAST, "--val-fraction"), "--select-on", "test", "--data", "mini", "--name", "on-test"]
+    assert runner.invoke(app, ["train", "vtiqa", *on_test]).exit_code == 0
+    rows = {r["name"]: r for r in json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)}
+    assert rows["on-test"]["selected_on"] == "test" and rows["on-val"]["selected_on"] == "val"
+    lines = runner.invoke(app, ["runs", "list"]).stdout.splitlines()
+    marked = {line.split()[0]: line.count("†") for line in lines[1:] if line.split()[0] in rows}
+    assert marked == {"on-test": 2, "on-val": 0}  # its SRCC and PLCC
+    assert lines[-1].startswith("† kept model chosen on the test part itself")
+
+
 def test_a_run_whose_record_is_damaged_is_named_not_passed_over_in_silence(tmp_path, monkeypatch):
     """`runs list` left it out and `iqa eval --data X` scored the newest readable run instead, unsaid."""
     monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
