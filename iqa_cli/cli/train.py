@@ -339,7 +339,11 @@ def show_sweep_plan(planned: dict[str, Any]) -> None:
 def show_sweep(table: dict[str, Any]) -> None:
     columns = table["columns"]
     what = table["field"] or "setting"
-    runs = Table(title=f"{table['method']} on {table['dataset']}: each run (median over its splits)")
+    title = f"{table['method']} on {table['dataset']}: each run (median over its splits)"
+    if any(row.get("selected_on") == "test" for row in table["runs"]):
+        # Each value then scores its best epoch on the test part: choosing a value by it is doubly optimistic.
+        title += "; kept models chosen on the test part (--select-on test): optimistic"
+    runs = Table(title=title)
     for column in (what, "repeat", "seed", *columns):
         runs.add_column(column, justify="right")
     for row in table["runs"]:
@@ -347,14 +351,15 @@ def show_sweep(table: dict[str, Any]) -> None:
         cells = [marked_cell(f"{row[c]:.4f}", c, fell_back) if row.get(c) is not None else "nan" for c in columns]
         runs.add_row(str(row["value"]), str(row["repeat"]), str(row["seed"]), *cells)
     out.print(runs)
-    means = Table(title=f"mean ± std over the {table['repeats']} repeat(s) of each value")
-    for column in (what, "runs", *columns):
-        means.add_column(column, justify="right")
-    for row in table["by_value"]:
-        fell_back = bool(row.get("logistic_fallbacks"))
-        cells = [marked_cell(f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}", c, fell_back) for c in columns]
-        means.add_row(str(row["value"]), str(row["runs"]), *cells)
-    out.print(means)
+    if table["repeats"] > 1:  # with one repeat each mean is the row above, and no spread is measured
+        means = Table(title=f"mean ± std over the {table['repeats']} repeat(s) of each value")
+        for column in (what, "runs", *columns):
+            means.add_column(column, justify="right")
+        for row in table["by_value"]:
+            fell_back = bool(row.get("logistic_fallbacks"))
+            cells = [marked_cell(f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}", c, fell_back) for c in columns]
+            means.add_row(str(row["value"]), str(row["runs"]), *cells)
+        out.print(means)
     note = sweep_fallback_note(table["runs"], columns)
     if note:
         out.print(note, markup=False, highlight=False)

@@ -215,6 +215,7 @@ def _train_jobs(
                 "repeat": repeat,
                 "seed": run_seed,
                 "run": str(folder),
+                "selected_on": report.get("selected_on"),  # "test": each value's score is its best test epoch
                 **{k: report["median"].get(k) for k in report.get("columns", [])},
                 "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
             }

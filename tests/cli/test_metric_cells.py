@@ -66,9 +66,24 @@ def test_a_sweep_table_marks_the_runs_and_means_that_include_a_fallback():
         for v, p, n in (("a", 0.61, 1), ("b", 0.72, 0))
     ]  # fmt: skip
     table = {"method": "aliqa", "dataset": "mini", "field": "lr", "columns": columns, "runs": runs,
-             "by_value": means, "repeats": 1, "sweep": "/tmp/sweep"}  # fmt: skip
+             "by_value": means, "repeats": 2, "sweep": "/tmp/sweep"}  # fmt: skip
     with out.capture() as captured:
         show_sweep(table)
     text = captured.get()
     assert f"0.6100{FALLBACK_MARK}" in text and f"0.6100 ± 0.0000{FALLBACK_MARK}" in text
     assert f"0.7200{FALLBACK_MARK}" not in text and "include 1 split(s) with no logistic fit" in text
+
+
+def test_a_sweep_of_one_repeat_shows_no_spread_and_says_when_its_models_were_kept_on_test():
+    """With one repeat the second table repeated each run as "0.7088 ± nan"; a sweep of `--select-on test`
+    runs (each value scored by its best test epoch) looked like any other."""
+    runs = [{"value": v, "repeat": 1, "seed": 0, "srcc": s, "selected_on": "test", "logistic_fallbacks": 0}
+            for v, s in (("0.01", 0.7), ("0.001", 0.6))]  # fmt: skip
+    means = [{"value": r["value"], "runs": 1, "mean_srcc": r["srcc"], "std_srcc": float("nan")} for r in runs]
+    table = {"method": "vtiqa", "dataset": "mini", "field": "lr", "columns": ["srcc"], "runs": runs,
+             "by_value": means, "repeats": 1, "sweep": "/tmp/sweep"}  # fmt: skip
+    with out.capture() as captured:
+        show_sweep(table)
+    text = " ".join(captured.get().split())
+    assert "nan" not in text and "mean ± std" not in text and "0.7000" in text
+    assert "kept models chosen on the test part (--select-on test): optimistic" in text
