@@ -33,8 +33,8 @@ def select_command(
     weights: Optional[str] = typer.Option(  # noqa: UP045
         None,
         "--weights",
-        help="the previous round's kept model (file or store name; needed from round 2), or zero-shot (CLIP's "
-        "zero-shot signal, round 1's default)",
+        help="the previous round's kept model (file, store name, or an AL-IQA run: its round r-1 model; needed from "
+        "round 2), or zero-shot (CLIP's zero-shot signal, round 1's default)",
     ),
     pretrained: str = typer.Option(
         CLIP_WEIGHTS, "--pretrained", help="CLIP weights for zero-shot selection (store name or file; none: random)"

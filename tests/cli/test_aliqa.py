@@ -212,6 +212,17 @@ def test_al_select_round_1_then_2_with_the_previous_round_model(trained, tmp_pat
     assert len(names) == 6 and not set(names) & {r["name"] for r in rows}
     assert names == [c["name"] for c in report["chosen"]]
 
+    # The run itself names the same model: round 2 selects with its round-1 kept model (it was refused as
+    # "neither a file nor a name in the weights store"; its final model is the fine-tuned one, never a round's).
+    by_run = runner.invoke(app, [*args[:-5], "--weights", "whole", "--out", str(tmp_path / "by-run.txt"), "--json"])
+    assert by_run.exit_code == 0, by_run.output
+    assert json.loads(by_run.stdout)["chosen"] == report["chosen"]
+    assert f"the kept model of round 1, split random_0: {weights}" in " ".join(by_run.stderr.split())
+    round_one = runner.invoke(
+        app, ["al", "select", "--data", "mini", "--weights", "whole", "--out", str(tmp_path / "r.txt")]
+    )
+    assert round_one.exit_code == 2 and "round 1 selects with zero-shot CLIP" in round_one.output
+
 
 def pool_args(folder):
     return ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]

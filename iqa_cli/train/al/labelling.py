@@ -17,7 +17,9 @@ that chose it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +221,8 @@ def _check_names_list(out: Path) -> None:
         )
 
 
+log = logging.getLogger(__name__)
+
 ZERO_SHOT = "zero-shot"  # `--weights zero-shot`: CLIP's zero-shot signal in any round, on purpose
 
 
@@ -255,9 +259,11 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
     if options.weights is not None and not zero_shot:
         from iqa_cli.train.weights import load_trained
 
-        loaded = load_trained(recipe, options.weights)
+        weights = previous_round_model(options.weights, options.round)
+        options = dataclasses.replace(options, weights=weights)
+        loaded = load_trained(recipe, weights)
         params = apply_values(
-            params, {k: getattr(loaded.params, k) for k in ("global_source", "crop_size")}, source=options.weights
+            params, {k: getattr(loaded.params, k) for k in ("global_source", "crop_size")}, source=weights
         )
     if options.data is not None:
         dataset, _ = open_dataset(options.data)
@@ -268,6 +274,36 @@ def select_next(options: NextBatchOptions, progress: Progress | None = None) -> 
         return _select(options, recipe, params, dataset, loaded, device, out, progress)
     finally:
         close_dataset(dataset)
+
+
+def previous_round_model(weights: str, round_: int) -> str:
+    """`--weights` as given, or, for an AL-IQA run (its name or folder), that run's kept model of the round
+    before `round_` (`split-K/round-<r-1>/best.safetensors` of its first split that finished that round):
+    the model AL-IQA scores round r's candidates with. A run's final model is the fine-tuned one, after
+    every round, so it is never taken for a round's."""
+    from iqa_cli.train.al.rounds import round_dir
+    from iqa_cli.train.runs import BEST, RESULT, find_run, read_run, split_dir
+
+    if Path(weights).expanduser().is_file():
+        return weights
+    try:
+        root = find_run(weights)
+    except ConfigError:
+        return weights  # a weights-store name (or a missing file: the loader says so)
+    info = read_run(root)
+    if info.get("method") != "aliqa":
+        raise ConfigError(f"--weights: run {root} trained '{info.get('method')}', not aliqa")
+    if round_ < 2:
+        raise ConfigError(
+            f"--weights {weights}: round 1 selects with zero-shot CLIP; a run's round-r model scores round r+1 "
+            "(--round 2 or 3), or give a model file"
+        )
+    for split in info.get("splits") or {}:
+        candidate = round_dir(split_dir(root, split), round_ - 1) / BEST
+        if candidate.is_file() and (candidate.parent / RESULT).is_file():  # the round finished: its kept model
+            log.info(f"note: --weights {weights}: the kept model of round {round_ - 1}, split {split}: {candidate}")
+            return str(candidate)
+    raise ConfigError(f"--weights: run {root} has no finished round {round_ - 1} (no round-{round_ - 1}/{BEST})")
 
 
 def _select(
