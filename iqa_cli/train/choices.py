@@ -82,7 +82,9 @@ def checkpoint_choices(meta: Mapping[str, Any]) -> DataChoices | None:
         return None
     given = parsed(meta["params"])
     on_dataset = parsed(meta.get("params_on_dataset")) or given
-    changed = {k: v for k, v in on_dataset.items() if given.get(k) != v}
+    # A dataset resolves `none` options to values, never a value to `none`: earlier IEIT checkpoints
+    # recorded the stage's filled values beside unfilled ones, which are no choice of the dataset.
+    changed = {k: v for k, v in on_dataset.items() if given.get(k) != v and v is not None}
     return DataChoices(LabelMap.from_meta(parsed(meta["labels"])), changed)
 
 

@@ -177,6 +177,9 @@ TINY = {
 }
 
 
+STAGE_FILLED = ("batch_size", "selection_metric", "lr_phases", "loss")  # `none` means "the stage's value"
+
+
 def stage_params(params: IEITParams) -> IEITParams:
     """`params` with every `none` filled in by its stage's protocol value."""
     stage = params.stage
@@ -405,7 +408,14 @@ class IEITRecipe(Recipe[IEITParams]):
         from iqa_cli.train.state import load_state
 
         params = stage_params(ctx.params)
-        meta = {**ctx.meta, "params": to_plain(params)}
+        # The checkpoint keeps the given options with the stage's values filled in, and the options this
+        # dataset resolved (`params_on_dataset`) likewise: filled on one side only, the stage's values read
+        # as choices of the dataset, and every evaluation on it warned that they had changed.
+        given = ctx.meta.get("params")
+        filled = to_plain(params)
+        meta = {**ctx.meta, "params": {**given, **{k: filled[k] for k in STAGE_FILLED}} if given else filled}
+        if "params_on_dataset" in ctx.meta:
+            meta["params_on_dataset"] = filled
         bound = self
         if params.stage == 2:
             bound = copy.copy(self)  # this split's copy: the engine asks it for each batch's partners
