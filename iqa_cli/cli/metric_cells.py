@@ -80,12 +80,19 @@ def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
 
 
 def resize_note(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The line under an evaluation whose cache stores the images at another size than the model trained on."""
+    """The lines under an evaluation whose cache stores the images at another size than the model trained on,
+    or has other data beside it (IEIT's enhanced images) than it trained with."""
     resized = sorted({(str(row["trained_resize"]), str(row["resize"])) for row in rows if row.get("resize")})
     lines = [
         f"note: the model trained on images stored at resize {trained}; this cache stores them at resize {now}, "
         "so these are not the figures of its training-time tests"
         for trained, now in resized
+    ]
+    changed = sorted({str(row["changed_since_training"]) for row in rows if row.get("changed_since_training")})
+    lines += [
+        f"note: the model trained with other {what.replace('_', ' ').replace(',', ', ')} than the cache has now "
+        "(changed_since_training in --json), so these are not the figures of its training-time tests"
+        for what in changed
     ]
     return "\n".join(lines) or None
 

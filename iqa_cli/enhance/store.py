@@ -78,6 +78,20 @@ def cache_digest(cache: Any) -> str:
     return digest.hexdigest()[:32]
 
 
+def enhanced_digest(enhanced: EnhancedImages, keep: np.ndarray | None) -> str:
+    """Fingerprint of the E a model sees: the pixels of a few enhanced images (evenly spaced, as
+    `cache_digest` samples) and `keep`, the selection rule's stored choices. The same when the same E are
+    made again; another enhancement (an external tool's output, another classifier's choices) gives another."""
+    digest = hashlib.sha256()
+    n = len(enhanced)
+    if n:
+        picks = np.unique(np.linspace(0, n - 1, min(n, DIGEST_SAMPLES)).round().astype(np.int64))
+        digest.update(np.ascontiguousarray(enhanced.read_images(picks)).tobytes())
+    if keep is not None:
+        digest.update(np.packbits(np.asarray(keep, dtype=bool)).tobytes())
+    return digest.hexdigest()[:32]
+
+
 class EnhancedImages:
     """An open enhanced-image file, checked against its cache. Images are read on demand."""
 

@@ -121,6 +121,10 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
     )
     if changed:
         return f"trained with {changed}"
+    inputs_a, inputs_b = a.get("data_identity") or {}, b.get("data_identity") or {}
+    other_inputs = sorted(k for k in inputs_a.keys() & inputs_b.keys() if inputs_a[k] != inputs_b[k])
+    if other_inputs:  # e.g. IEIT's enhanced images, made again between the runs
+        return f"trained with other {', '.join(k.replace('_', ' ') for k in other_inputs)}"
     options_a, options_b = result_options(config_a), result_options(config_b)
     differ = sorted(key for key in options_a.keys() | options_b.keys() if options_a.get(key) != options_b.get(key))
     if differ:

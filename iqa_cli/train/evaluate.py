@@ -365,8 +365,19 @@ def _run_jobs(
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
         stored_as = _stored_differently(known, raw, name) if options.cross is None else None
+        # What else its numbers depend on (IEIT's enhanced images), where the checkpoint recorded it.
+        identity = recipe.data_identity(dataset) if options.cross is None else {}
+        changed_since = sorted(k for k, v in identity.items() if k in known.meta and known.meta[k] != v)
         if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
             choices_told.add(str(weights))
+            if changed_since:
+                what = ", ".join(k.replace("_", " ") for k in changed_since)
+                log.warning(
+                    f"{known.source} trained on {name} with other {what} "
+                    f"than this cache has beside it now (made again since, from another source or with other "
+                    "choices): these figures are not those of its training-time tests; make them as it trained, or "
+                    "train again"
+                )
             if stored_as is not None:
                 log.warning(
                     f"{known.source} trained on {name} stored at resize {stored_as[0]}, and this cache stores it at "
@@ -449,6 +460,7 @@ def _run_jobs(
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
             **({"trained_resize": stored_as[0], "resize": stored_as[1]} if stored_as else {}),
+            **({"changed_since_training": ",".join(changed_since)} if changed_since else {}),
         }
         results.append(row)
         scores = label_map.source_scores(dataset, str(cache_path))  # the scale `prediction_native` is on
@@ -783,7 +795,7 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
                "weights", "own_dataset", "other_dataset", "includes_training_images", "test_copies_of_training",
-               "seen_copies_dropped", "trained_resize", "resize"]  # fmt: skip
+               "seen_copies_dropped", "trained_resize", "resize", "changed_since_training"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -688,6 +688,17 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     choices = choices_of(resolved.params, params, label_map)
     check_same_choices(info, root, choices, resolved.params, cache_path)
     info["data_choices"] = choices.to_record()
+    identity = recipe.data_identity(dataset)
+    before = info.get("data_identity") or {}
+    changed = sorted(k for k, v in identity.items() if k in before and before[k] != v)
+    if changed:  # going on would train the rest of the run on other inputs than its start
+        what = ", ".join(k.replace("_", " ") for k in changed)
+        raise ConfigError(
+            f"this run cannot continue on {cache_path}: it trained with other {what} than the cache has beside it "
+            "now (made again since); make them as it trained, or start a new run",
+            path=root,
+        )
+    info["data_identity"] = identity
     meta = {
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),
@@ -698,6 +709,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         "labels": label_map.to_meta(),
         "params": to_plain(resolved.params),
         "run": str(root),
+        **identity,
     }
     if params != resolved.params:
         meta["params_on_dataset"] = to_plain(params)

@@ -123,6 +123,32 @@ def _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home, mo
     reads_labels = iqa("predict", "ieit", folder / rows[0]["name"], "--weights", weights, "--lq-threshold", "2")
     assert reads_labels.exit_code == 2 and "--lq-threshold: no such option" in reads_labels.output
 
+    # E made again from another source (here: the originals themselves) changed the model's figures with
+    # no word; made again the same way, nothing is said.
+    same = iqa("prepare", "enhance", "mini", "--classifier", classifier)
+    assert same.exit_code == 0, same.output
+    again = iqa("eval", "ieit", "--data", "mini", "--device", "cpu")
+    assert again.exit_code == 0 and "enhanced images" not in again.output, again.output
+    other_source = iqa("prepare", "enhance", "mini", "--enhanced-root", folder, "--classifier", classifier)
+    assert other_source.exit_code == 0, other_source.output
+    changed = iqa("eval", "ieit", "--data", "mini", "--device", "cpu", "--json")
+    assert changed.exit_code == 0, changed.output
+    assert "trained on mini with other enhanced images than this cache has beside it now" in " ".join(
+        changed.stderr.split()
+    )
+    assert json.loads(changed.stdout)["results"][0]["changed_since_training"] == "enhanced_images"
+    # ... and a run going on, or joined with one trained on the new E, would mix the two.
+    resumed = iqa("train", "ieit", "--resume", "--out", runs / "three")
+    assert resumed.exit_code == 2 and "it trained with other enhanced images than the cache has" in resumed.output
+    later = iqa("train", "ieit", *FAST, *STAGE1, "--data", "mini", "--epochs", "2", "--split", "random_1",
+                "--classifier", classifier, "--name", "later")  # fmt: skip
+    assert later.exit_code == 0, later.output
+    joined = iqa("runs", "combine", "one", "later")
+    assert joined.exit_code != 0 and "trained with other enhanced images" in joined.output
+    from_old = iqa("train", "ieit", *FAST, "--data", "mini", "--stage", "2", "--epochs", "1", "--from", "one",
+                   "--name", "four")  # fmt: skip
+    assert from_old.exit_code == 2 and "stage 2 would start from" in " ".join(from_old.output.split())
+
 
 def test_bad_inputs_give_one_line(tmp_path, monkeypatch):
     folder = write_folder(tmp_path / "plain", n=20)

@@ -310,6 +310,12 @@ class Recipe(ABC, Generic[P]):
         """Scores (B,) from network inputs."""
         return model(*inputs).reshape(-1)
 
+    def data_identity(self, dataset: DatasetLike) -> dict[str, str]:
+        """What a model's numbers depend on besides the cache's images and labels, as {metadata key: digest}
+        (IEIT: the enhanced images beside the cache). Recorded in checkpoints; an evaluation on the model's
+        own dataset warns when it differs. Default: nothing."""
+        return {}
+
     def prediction_details(self, scores: np.ndarray) -> list[dict[str, Any]] | None:
         """What each prediction means beyond its number, as named columns (a classifier's class names);
         None for a quality score."""

@@ -177,6 +177,7 @@ TINY = {
 }
 
 
+ENHANCED_KEY = "enhanced_images"  # checkpoint metadata: the digest of the E a model trained with
 STAGE_FILLED = ("batch_size", "selection_metric", "lr_phases", "loss")  # `none` means "the stage's value"
 
 
@@ -224,6 +225,18 @@ def low_quality_partners(train: np.ndarray, labels: np.ndarray, threshold: float
             "none (lower the bar with --lq-threshold)"
         )
     return poor[np.arange(train.size) % poor.size]
+
+
+def _check_same_enhanced(start: Path, now: str | None) -> None:
+    """Stage 2 goes on from a stage-1 model: both stages must see the same enhanced images."""
+    from iqa_cli.models.checkpoint import read_metadata
+
+    then = read_metadata(start).get(ENHANCED_KEY)
+    if then is not None and now is not None and then != now:
+        raise ConfigError(
+            f"stage 2 would start from {start}, trained with other enhanced images than the cache has beside it now "
+            "(made again since): make them as stage 1 trained, or train stage 1 again"
+        )
 
 
 @register_recipe
@@ -304,6 +317,15 @@ class IEITRecipe(Recipe[IEITParams]):
                 path=enhanced.path,
             )
         return PairedDataset(dataset, enhanced, use_selection=params.select_enhanced)
+
+    def data_identity(self, dataset: DatasetLike) -> dict[str, str]:
+        """The enhanced images E and the selection rule's stored choices (whether a test uses them is its
+        own option, `--no-select-enhanced`, and says so itself)."""
+        from iqa_cli.enhance.store import PairedDataset, enhanced_digest
+
+        if not isinstance(dataset, PairedDataset):
+            return {}
+        return {ENHANCED_KEY: enhanced_digest(dataset.enhanced, dataset.enhanced.keep)}
 
     def batch_extra(
         self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: BaseParams
@@ -439,6 +461,7 @@ class IEITRecipe(Recipe[IEITParams]):
                     + (" --tiny" if ctx.tiny else ""),
                 )
                 meta[STAGE1_KEY] = str(start)
+                _check_same_enhanced(start, ctx.meta.get(ENHANCED_KEY))
                 if ctx.dist.is_main:
                     log.info(
                         f"split {parts.name}: stage 2 starts from {start}; {len(set(partners.tolist()))} low-quality "
