@@ -591,3 +591,14 @@ def test_predict_with_a_run_of_several_splits_says_which_split_s_model_scores(tr
     assert "note: run mini-run kept 2 models, one per split; scoring with split random_0's (--split chooses" in line
     named = runner.invoke(app, ["predict", "vtiqa", str(photo), "--weights", "mini-run", "--split", "1"])
     assert named.exit_code == 0 and "kept 2 models" not in named.stderr, named.output
+
+
+def test_the_original_variant_without_its_release_says_which_files_to_import():
+    """`iqa eval vtiqa --variant original` scores the released three-file model by default; without it
+    the error named 'vtiqa_org_koniq10k', a name the user never typed and no file has."""
+    result = evaluate("--data", "mini", "--variant", "original")
+    assert result.exit_code == 65, result.output
+    line = one_error_line(result)
+    assert "--variant original scores vtiqa_org_koniq10k, released as three files" in line
+    for part in ("backbone", "fusion", "selection"):
+        assert f"iqa weights import vtiqa-org-{part} FILE --name vtiqa_org_koniq10k_{part}" in line

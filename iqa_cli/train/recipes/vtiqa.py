@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.train.config import protocol_default
 from iqa_cli.train.recipes import register_recipe
 from iqa_cli.train.recipes.base import Recipe, Views
@@ -175,6 +175,19 @@ class VTIQARecipe(Recipe[VTIQAParams]):
             names = {part: f"{weights}_{part}" for part in ORIGINAL_PARTS}
             if all(store.has(name) for name in names.values()):
                 return {part: store.path(name) for part, name in names.items()}
+            missing = [name for name in names.values() if not store.has(name)]
+            some_parts = len(missing) < len(names)
+            if not store.has(weights) and (some_parts or weights == DEFAULT_ORIGINAL_WEIGHTS):
+                # The release is three files: say which are not in the store and how to put them there,
+                # not that a name no one typed (the default) is unknown.
+                steps = "; ".join(
+                    f"iqa weights import vtiqa-org-{name.rsplit('_', 1)[1]} FILE --name {name}" for name in missing
+                )
+                raise CheckpointError(
+                    f"--variant original scores {weights}, released as three files, and {', '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not in the weights store {store.root} (the authors "
+                    f"share them by hand: see `iqa weights list`); import them ({steps}), or pass --weights"
+                )
         return {"model": resolve_weights(weights)}
 
     def default_weights(self, variant: str | None) -> str | None:
