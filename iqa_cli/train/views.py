@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.stop import raise_if_stopped
 from iqa_cli.threads import bulk_threads
 from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.distributed import DistContext
@@ -298,6 +299,10 @@ class ViewStore:
             for name, tensor in views.items():
                 self.host[name][start : start + chunk.size] = tensor if self.resident else tensor.cpu()
             progress.advance(chunk.size)
+            if self.scoring:
+                # An evaluation (one process) stops here after a signal whose exception a library lost;
+                # a training honours its stop request at its next step, in step with its other ranks.
+                raise_if_stopped()
         progress.finish()
 
     def host_batch(self, indices: np.ndarray, seed: int | None = None) -> tuple[HostBatch, np.ndarray | None]:

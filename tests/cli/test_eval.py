@@ -593,6 +593,27 @@ def test_predict_with_a_run_of_several_splits_says_which_split_s_model_scores(tr
     assert named.exit_code == 0 and "kept 2 models" not in named.stderr, named.output
 
 
+def test_a_lost_signal_stops_the_views_of_an_evaluation_at_the_next_chunk(trained, monkeypatch):
+    """A SIGTERM whose exception a library discarded while an evaluation prepared its views let it make the
+    views of every image (a minute on a large test set) before the first batch noticed."""
+    from iqa_cli.train import views as views_module
+    from tests.signals import lose_a_signal
+
+    original = views_module.ViewStore.make_views
+    calls = []
+
+    def losing_a_signal(self, *args, **kwargs):
+        calls.append(1)
+        lose_a_signal("SIGTERM")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(views_module, "PRELOAD_CHUNK", 2)  # 8 test images: 4 chunks
+    monkeypatch.setattr(views_module.ViewStore, "make_views", losing_a_signal)
+    result = evaluate("--data", "mini", "--split", "0", "--json")
+    assert result.exit_code == 143 and result.stdout == "", result.output
+    assert "terminated (SIGTERM)" in one_error_line(result) and len(calls) == 1
+
+
 def test_the_original_variant_without_its_release_says_which_files_to_import():
     """`iqa eval vtiqa --variant original` scores the released three-file model by default; without it
     the error named 'vtiqa_org_koniq10k', a name the user never typed and no file has."""
