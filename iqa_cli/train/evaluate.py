@@ -190,6 +190,24 @@ def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
 
 
 def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:
+    report = _evaluate(options, progress, checks_only=False)
+    assert report is not None
+    return report
+
+
+def check_evaluation(options: EvalOptions) -> None:
+    """Everything `evaluate` refuses before it builds a model or makes views (options, the dataset, the
+    weights, each test part, copies of training files), without scoring: a command that scores several
+    datasets checks them all first, so a refusal comes before the work, not after the others. Its own
+    messages are left to the evaluation that follows (they would be said twice)."""
+    quiet, log.disabled = log.disabled, True
+    try:
+        _evaluate(options, NullProgress(), checks_only=True)
+    finally:
+        log.disabled = quiet
+
+
+def _evaluate(options: EvalOptions, progress: Progress | None, *, checks_only: bool) -> EvalReport | None:
     recipe = get_recipe(options.method)
     progress = progress or NullProgress()
     if options.amp not in AMP_MODES:
@@ -229,7 +247,9 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                 if options.split_file is not None:
                     label, test = _index_file_test(dataset, cache_path, options.split_file)
                     jobs = [EvalJob(label, plan[None], test)]
-                    return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
+                    return _run_jobs(
+                        recipe, options, dataset, name, cache_path, jobs, run, progress, loaded, checks_only
+                    )
             if run is not None and options.split is None:
                 # exactly the splits the run trained, computed ones (vtiqa_chain_3) included
                 names = [s for s in plan if s is not None]
@@ -258,7 +278,7 @@ def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalRepo
                     )
                 keys = [k for k in wanted[:1]]
             jobs = [EvalJob("all", plan[k], everything, k) for k in keys]
-        return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded)
+        return _run_jobs(recipe, options, dataset, name, cache_path, jobs, run, progress, loaded, checks_only)
     finally:
         close_dataset(raw)
 
@@ -277,7 +297,8 @@ def _run_jobs(
     run: RunWeights | None,
     progress: Progress,
     loaded_cache: dict[str, LoadedModel | TrainedSpec],
-) -> EvalReport:
+    checks_only: bool = False,
+) -> EvalReport | None:
     if recipe.needs_quality_scores:
         check_quality_scores(dataset.attrs, str(cache_path))
     _check_sizes(recipe, jobs, cache_path)  # before any work: a part this small gives no result
@@ -313,6 +334,8 @@ def _run_jobs(
     copies_scored = {
         id(job): _copies_scored(specs[str(job.weights)], dataset, name, job, options, cache_path) for job in jobs
     }
+    if checks_only:
+        return None
     device = resolve_device(options.device)
     dtype = amp_dtype(options.amp, device, evaluation=True)
     store: ViewStore | None = None

@@ -19,7 +19,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.evaluate import EvalOptions, EvalReport, evaluate
+from iqa_cli.train.evaluate import EvalOptions, EvalReport, check_evaluation, evaluate
 from iqa_cli.train.labels import LEVEL_SCORES
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ def dataset_list(text: str, *, what: str) -> list[str]:
 
 
 def evaluate_cross(options: EvalOptions, targets: list[str], progress: Progress | None = None) -> list[EvalReport]:
-    """The same model(s) scored on every image of each target dataset."""
+    """The same model(s) scored on every image of each target dataset (every target checked first)."""
     progress = progress or NullProgress()
+    for target in targets:
+        check_evaluation(dataclasses.replace(options, cross=target))
     return [evaluate(dataclasses.replace(options, cross=target), progress) for target in targets]
 
 
@@ -137,13 +139,18 @@ def cross_matrix(
         runs[name] = run
     values = np.full((len(datasets), len(datasets)), np.nan)
     cells = []
+
+    def cell(trained: str, tested: str) -> EvalOptions:
+        cross = None if trained == tested else tested
+        return dataclasses.replace(options, data=trained, cross=cross, weights=str(runs[trained].run), split=None)
+
+    for trained in datasets:  # every cell's refusals before any cell is scored
+        for tested in datasets:
+            check_evaluation(cell(trained, tested))
     for i, trained in enumerate(datasets):
         for j, tested in enumerate(datasets):
             intra = i == j
-            one = dataclasses.replace(
-                options, data=trained, cross=None if intra else tested, weights=str(runs[trained].run), split=None
-            )
-            report = evaluate(one, progress)
+            report = evaluate(cell(trained, tested), progress)
             value = report.median.get(metric, math.nan)
             if not math.isfinite(value):  # a blank cell would read as a result
                 raise ConfigError(f"--matrix: trained on '{trained}', tested on '{tested}': no finite {metric}")

@@ -623,3 +623,24 @@ def test_the_original_variant_without_its_release_says_which_files_to_import():
     assert "--variant original scores vtiqa_org_koniq10k, released as three files" in line
     for part in ("backbone", "fusion", "selection"):
         assert f"iqa weights import vtiqa-org-{part} FILE --name vtiqa_org_koniq10k_{part}" in line
+
+
+def test_several_cross_datasets_are_all_checked_before_any_is_scored(trained, tmp_path):
+    """`--cross other,borrowed2` scored `other` in full and only then refused `borrowed2` (it holds a copy of a
+    training image): a long evaluation thrown away for a refusal that needed no model."""
+    import shutil
+
+    from iqa_cli.data.cache import open_cache
+    from tests.train.caches import write_folder
+
+    again = write_folder(tmp_path / "again", n=32, seed=0)  # mini's own files, byte for byte
+    with open_cache(data_dir() / "mini.h5") as mini:
+        source = mini.names[int(mini.split("random_0")["train"][0])]
+    folder = write_folder(tmp_path / "borrowed", n=20, seed=9)
+    shutil.copy(again / source, folder / "borrowed.png")
+    with open(folder / "scores.csv", "a") as handle:
+        handle.write("borrowed.png,3.0\n")
+    _prepare("borrowed2", folder)
+    result = evaluate("--weights", str(trained["run"]), "--cross", "other,borrowed2", "--json")
+    assert result.exit_code == 65 and "byte-identical copies" in one_error_line(result)
+    assert "evaluating other" not in result.output and "preparing views" not in result.output
