@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rehearse-on-cpu", action="store_true", help="run the smoke and torchrun steps on the CPU (gloo)"
     )
+    parser.add_argument(
+        "--keep-work", action="store_true", help="keep the work folder (caches, runs: about 1 GB) to look at"
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -300,9 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     figures["device"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     work = Path(tempfile.mkdtemp(prefix="iqa-gpu-check-"))
+    try:
+        return _check(args, skip, figures, work, device)
+    finally:
+        if args.keep_work:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:  # about 1 GB of caches and runs; the figures and the logs are in --out and beside it
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _check(args: argparse.Namespace, skip: set[str], figures: dict[str, Any], work: Path, device: str) -> int:
     logs = work / "logs"  # gathered into one file beside --out at the end (few files travel back)
     logs.mkdir(parents=True, exist_ok=True)
+    (work / "tmp").mkdir()
     env = {**os.environ, "IQA_HOME": str(work / "home"), "IQA_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env["TMPDIR"] = str(work / "tmp")  # torchrun leaves a torchelastic_* folder in the temporary directory
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     started = time.perf_counter()
     if "bench" not in skip:

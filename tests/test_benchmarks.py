@@ -128,6 +128,22 @@ def test_gpu_check_says_when_there_is_no_cuda(tmp_path):
     assert figures["dependencies"]["ok"] and "torch" in figures["dependencies"]["versions"]
 
 
+def test_gpu_check_rehearsal_runs_its_torchrun_step_and_leaves_nothing_behind(tmp_path):
+    """The rehearsal left its work folder (about 1 GB of caches and runs) and torchrun's torchelastic_*
+    folders in the system's temporary directory."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "rehearsal.json"
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--rehearse-on-cpu", "--skip", "smoke", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["caches"]["ok"] and figures["torchrun"]["nccl_all_reduce"]["ok"]
+    assert figures["torchrun"]["train_under_torchrun"]["ok"]
+    assert list(scratch.iterdir()) == [] and (tmp_path / "rehearsal_logs.txt").is_file()
+
+
 def test_gpu_check_stops_first_on_a_package_older_than_the_floor(monkeypatch):
     """A GPU machine's own timm or Typer may be older than iqa's floors: that must cost no GPU minutes."""
     import importlib.metadata
