@@ -140,6 +140,9 @@ def whole_dataset_test(dataset: DatasetLike, skip_training_images: bool) -> np.n
 
 
 SEEN_FILES_KEY = "seen_files"  # checkpoint metadata: the file digests of the images a model trained on
+# Checkpoint metadata of a model whose training images came from outside its split's training part (AL-IQA's
+# `--pool all`): why no test part of that dataset is unseen by it.
+TRAINED_BEYOND_SPLIT_KEY = "trained_beyond_split"
 
 
 def seen_files(dataset: DatasetLike, *parts: np.ndarray) -> np.ndarray | None:

@@ -32,6 +32,7 @@ from iqa_cli.train.data import (
     LAST_EPOCH,
     NO_SELECTION,
     RANDOM_PREFIX,
+    TRAINED_BEYOND_SPLIT_KEY,
     DatasetLike,
     close_dataset,
     copies_of_seen,
@@ -647,6 +648,14 @@ def _check_unseen_test(
     """Refuse to score a model on the test part of another split of the dataset it was trained on when
     that part holds images it trained on, or when which images it trained on cannot be told: such a
     figure is no test result. `--cross` scores every image on purpose, and says so."""
+    beyond = loaded.meta.get(TRAINED_BEYOND_SPLIT_KEY)
+    if beyond and _trained_on_this(loaded, dataset, name):
+        raise DataError(
+            f"{loaded.source} trained on images from anywhere in {name} ({beyond}), so no test part of it is unseen "
+            f"by it, split {split}'s included; its own test figures are those of its run (the images it did not "
+            f"select), or use --cross {name} to score every image on purpose",
+            path=cache_path,
+        )
     trained_split = loaded.meta.get("split")
     if not trained_split or trained_split == split or trained_split.startswith(INDEX_FILE_PREFIX):
         return

@@ -330,6 +330,22 @@ def test_the_authors_whole_dataset_pool(tmp_path, single_thread):
     row = json.loads(result.stdout)["splits"][0]
     assert row["n"] == 32 - len(labelled)  # the test set is every image not selected
 
+    # `iqa eval` scored the cache's split random_0 test part as an unseen test, although the model had picked
+    # some of its training images there; and its record claimed the split's training part as what it saw.
+    from iqa_cli.data.cache import open_cache
+    from iqa_cli.models.checkpoint import read_metadata
+    from iqa_cli.train.data import read_seen_files, seen_files
+
+    with open_cache(data_dir() / "mini.h5") as mini:  # its labelled images come from every part
+        expected = seen_files(mini, np.asarray(labelled))
+    kept = read_metadata(split / "best.safetensors")
+    assert np.array_equal(read_seen_files(kept), expected) and "--pool all" in kept["trained_beyond_split"]
+    scored = runner.invoke(app, ["eval", "aliqa", "--data", "mini", "--weights", "all", "--device", "cpu"])
+    line = one_error_line(scored, after_progress=True)
+    assert "trained on images from anywhere in mini" in line and "split random_0's included" in line
+    every = runner.invoke(app, ["eval", "aliqa", "--data", "mini", "--weights", "all", "--cross", "mini", "--json"])
+    assert every.exit_code == 0 and json.loads(every.stdout)["results"][0]["includes_training_images"]
+
 
 def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, single_thread):
     """The authors' main(0.005); main(0.01); main(0.1); main(1), each training three times: here two

@@ -35,7 +35,13 @@ from iqa_cli.train.al.params import ALIQAParams
 from iqa_cli.train.al.selection import RoundPlan, round_plan_for, select_for_round, trimmed_distance
 from iqa_cli.train.al.signals import PoolScorer, kmeans_distances, read_distance_file, zero_shot_probabilities
 from iqa_cli.train.config import to_plain, write_json
-from iqa_cli.train.data import SplitParts
+from iqa_cli.train.data import (
+    SEEN_FILES_KEY,
+    TRAINED_BEYOND_SPLIT_KEY,
+    SplitParts,
+    pack_seen_files,
+    seen_files,
+)
 from iqa_cli.train.engine import FitContext, FitResult, Trainer
 from iqa_cli.train.precision import amp_dtype
 from iqa_cli.train.recipes.base import Recipe
@@ -249,6 +255,13 @@ def _train_step(
     if params.pool == "all":  # the authors' protocol: the test set is every image not selected
         everything = np.arange(len(ctx.dataset), dtype=np.int64)
         step_parts = dataclasses.replace(step_parts, test=np.setdiff1d(everything, labelled))
+        # Its checkpoints must not claim the split's training part: it trained on images of any part, so
+        # `iqa eval` refuses every test part of this dataset, and copies elsewhere are found by its own.
+        meta = {**step_ctx.meta, TRAINED_BEYOND_SPLIT_KEY: "AL-IQA --pool all: its pool was the whole dataset"}
+        seen = seen_files(ctx.dataset, labelled)
+        if seen is not None:
+            meta[SEEN_FILES_KEY] = pack_seen_files(seen)
+        step_ctx = dataclasses.replace(step_ctx, meta=meta)
     _log(ctx, f"split {parts.name} {label}: training {stage} (n_ctx {n_ctx}) on {labelled.size} labelled images")
     trainer = Trainer(step_ctx, step_parts, step_dir, evaluation=heads_evaluation, evaluate_before_training=True)
     return trainer.fit(resume=resume and (step_dir / LAST).is_file())
