@@ -16,6 +16,13 @@ def _number(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "-"
 
 
+def _headline(metrics: dict[str, Any]) -> str:
+    """A result's two headline figures: SRCC and PLCC, or a classifier's accuracies (VIPNet's DPM)."""
+    if "srcc" not in metrics and "accuracy" in metrics:
+        return f"accuracy {_number(metrics.get('accuracy'))} type_accuracy {_number(metrics.get('type_accuracy'))}"
+    return f"srcc {_number(metrics.get('srcc'))} plcc {_number(metrics.get('plcc'))}"
+
+
 def _duration(seconds: object) -> str:
     if not isinstance(seconds, (int, float)):
         return "-"
@@ -52,7 +59,7 @@ def list_command(
             str(r["dataset"]),
             f"{r['splits_done']}/{r['splits']}",
             str(r["status"]),
-            _number(r["srcc"]) + _optimistic(r),
+            (_number(r["srcc"]) if r.get("accuracy") is None else f"acc {_number(r['accuracy'])}") + _optimistic(r),
             _number(r["plcc"]) + _optimistic(r),
             str(r["started"] or "-")[:19],
             _duration(r["duration_s"]),
@@ -101,11 +108,11 @@ def show_command(
     ]
     for split, state in (info.get("splits") or {}).items():
         result = state.get("result") or {} if isinstance(state, dict) else {}
-        metrics = f" srcc {_number(result.get('srcc'))} plcc {_number(result.get('plcc'))}" if result else ""
+        metrics = f" {_headline(result)}" if result else ""
         lines.append((f"split {split}", f"{state.get('status') if isinstance(state, dict) else state}{metrics}"))
     median = info.get("median") or {}
     if median and not info.get("problem"):
-        lines.append(("median", f"srcc {_number(median.get('srcc'))} plcc {_number(median.get('plcc'))}"))
+        lines.append(("median", _headline(median)))
     for key in ("command", "versions", "host"):
         if info.get(key):
             lines.append((key, str(info[key])))

@@ -243,6 +243,8 @@ def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         "problem": problem,
         "srcc": median.get("srcc"),
         "plcc": median.get("plcc"),
+        # A classifier's (VIPNet's DPM) headline instead, where it has no correlations.
+        **({"accuracy": median["accuracy"]} if "srcc" not in median and "accuracy" in median else {}),
         "selected_on": info.get("selected_on"),  # "test": the kept epoch was picked on the test part itself
         "started": started,
         "duration_s": duration,

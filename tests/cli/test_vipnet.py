@@ -57,6 +57,12 @@ def _end_to_end(tmp_path: Path) -> None:
     row = json.loads(dpm.stdout)["splits"][0]
     assert row["n"] == 8 and {"accuracy", "type_accuracy", "level_accuracy"} <= set(row)
     dpm_weights = dpm_run / "split-random_0" / "best.safetensors"
+    # `iqa runs list` and `runs show` printed "-" for a finished DPM run (it has accuracies, no SRCC).
+    from iqa_cli.train.runs import read_run, run_summary
+
+    assert run_summary(dpm_run, read_run(dpm_run))["accuracy"] == row["accuracy"]
+    shown = invoke("runs", "show", str(dpm_run))
+    assert f"accuracy {row['accuracy']:.4f} type_accuracy {row['type_accuracy']:.4f}" in shown.stdout
     assert read_state_dict(dpm_weights)[1]["model"] == "vipnet-dpm"
     log = [json.loads(line) for line in (dpm_run / "split-random_0" / "log.jsonl").read_text().splitlines()]
     assert {"by_type", "by_level"} <= set(log[-1]) and set(log[-1]["by_type"]) == {"1", "11"}
