@@ -157,10 +157,9 @@ class Scorer:
     def details(self, scores: Any) -> list[dict[str, Any]]:
         """What each prediction stands for where it is no quality score (a distortion class: its type, name
         and level)."""
-        found = self.recipe.prediction_details(np.asarray(scores, dtype=np.float64))
-        if found is None:
+        if not self.recipe.predicts_classes:
             raise ConfigError(f"{self.method} gives quality scores, not classes: there are no details to name")
-        return found
+        return self.recipe.prediction_details(np.asarray(scores, dtype=np.float64)) or []
 
     def score(self, images: ImageInput) -> Any:
         torch = self._torch

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -129,7 +128,7 @@ def make_predict_command(method: str) -> Callable[..., None]:
         out.print(table)
 
     with_test_options(command, recipe, files=True)
-    if recipe.prediction_details(np.zeros(0)) is not None:
+    if recipe.predicts_classes:
         meaning = (
             f"Each image's number is its {recipe.prediction_scale}; the columns beside it say what it stands for. "
         )

@@ -119,3 +119,14 @@ def check_same_choices(
         raise ConfigError(
             f"this run cannot continue on {cache_path}: it trained with {changed}; start a new run", path=root
         )
+
+
+def changed_inputs(recorded: Mapping[str, Any], now: Mapping[str, str]) -> list[str]:
+    """The `Recipe.data_identity` keys (e.g. IEIT's enhanced images) whose digest in `now` differs from the one
+    `recorded` (a run's or a checkpoint's); a key not recorded is not compared (records made before it)."""
+    return sorted(key for key, digest in now.items() if key in recorded and recorded[key] != digest)
+
+
+def inputs_text(keys: list[str]) -> str:
+    """`changed_inputs` as words: 'enhanced images'."""
+    return ", ".join(key.replace("_", " ") for key in keys)

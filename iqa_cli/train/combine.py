@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa_cli.errors import ConfigError, DataError, some_names
-from iqa_cli.train.choices import choices_change, run_choices
+from iqa_cli.train.choices import changed_inputs, choices_change, inputs_text, run_choices
 from iqa_cli.train.data import is_whole_split, same_cache_identity
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
@@ -121,10 +121,9 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
     )
     if changed:
         return f"trained with {changed}"
-    inputs_a, inputs_b = a.get("data_identity") or {}, b.get("data_identity") or {}
-    other_inputs = sorted(k for k in inputs_a.keys() & inputs_b.keys() if inputs_a[k] != inputs_b[k])
+    other_inputs = changed_inputs(a.get("data_identity") or {}, b.get("data_identity") or {})
     if other_inputs:  # e.g. IEIT's enhanced images, made again between the runs
-        return f"trained with other {', '.join(k.replace('_', ' ') for k in other_inputs)}"
+        return f"trained with other {inputs_text(other_inputs)}"
     options_a, options_b = result_options(config_a), result_options(config_b)
     differ = sorted(key for key in options_a.keys() | options_b.keys() if options_a.get(key) != options_b.get(key))
     if differ:

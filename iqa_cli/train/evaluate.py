@@ -26,7 +26,7 @@ from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, rea
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.threads import inference_threads
-from iqa_cli.train.choices import checkpoint_choices, choices_change, choices_of
+from iqa_cli.train.choices import changed_inputs, checkpoint_choices, choices_change, choices_of, inputs_text
 from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
 from iqa_cli.train.data import (
     LAST_EPOCH,
@@ -348,6 +348,7 @@ def _run_jobs(
     raw = dataset
     choices_told: set[str] = set()
     wrapped_for: tuple[Any, ...] | None = None
+    identity: dict[str, str] = {}
     for job in jobs:
         split, weights, indices = job.split, job.weights, np.asarray(job.test, dtype=np.int64)
         trained_split = job.trained_split or split
@@ -385,19 +386,18 @@ def _run_jobs(
             if dataset is not raw:
                 close_dataset(dataset)
             dataset, wrapped_for, store = recipe.wrap_dataset(raw, cache_path, params), wrap_key, None
+            # What else its numbers depend on (IEIT's enhanced images), once per wrapped dataset.
+            identity = recipe.data_identity(dataset) if options.cross is None else {}
         given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
         stored_as = _stored_differently(known, raw, name) if options.cross is None else None
-        # What else its numbers depend on (IEIT's enhanced images), where the checkpoint recorded it.
-        identity = recipe.data_identity(dataset) if options.cross is None else {}
-        changed_since = sorted(k for k, v in identity.items() if k in known.meta and known.meta[k] != v)
+        changed_since = changed_inputs(known.meta, identity)
         if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
             choices_told.add(str(weights))
             if changed_since:
-                what = ", ".join(k.replace("_", " ") for k in changed_since)
                 log.warning(
-                    f"{known.source} trained on {name} with other {what} "
+                    f"{known.source} trained on {name} with other {inputs_text(changed_since)} "
                     f"than this cache has beside it now (made again since, from another source or with other "
                     "choices): these figures are not those of its training-time tests; make them as it trained, or "
                     "train again"

@@ -313,8 +313,7 @@ def predict_files(
         loaded = build_trained(recipe, spec)
         loaded.model.to(torch_device).eval()
         train_labels = loaded.train_labels
-        classifies = recipe.prediction_details(np.zeros(0)) is not None
-        if classifies:
+        if recipe.predicts_classes:
             train_labels = None  # class numbers: no dataset's native scale to map them to
         native = f"{loaded.meta.get('dataset')} native ({train_labels.description})" if train_labels else None
         report = PredictReport(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.choices import check_same_choices, choices_of, data_choices
+from iqa_cli.train.choices import changed_inputs, check_same_choices, choices_of, data_choices, inputs_text
 from iqa_cli.train.config import (
     EngineConfig,
     apply_values,
@@ -689,13 +689,11 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     check_same_choices(info, root, choices, resolved.params, cache_path)
     info["data_choices"] = choices.to_record()
     identity = recipe.data_identity(dataset)
-    before = info.get("data_identity") or {}
-    changed = sorted(k for k, v in identity.items() if k in before and before[k] != v)
+    changed = changed_inputs(info.get("data_identity") or {}, identity)
     if changed:  # going on would train the rest of the run on other inputs than its start
-        what = ", ".join(k.replace("_", " ") for k in changed)
         raise ConfigError(
-            f"this run cannot continue on {cache_path}: it trained with other {what} than the cache has beside it "
-            "now (made again since); make them as it trained, or start a new run",
+            f"this run cannot continue on {cache_path}: it trained with other {inputs_text(changed)} than the cache "
+            "has beside it now (made again since); make them as it trained, or start a new run",
             path=root,
         )
     info["data_identity"] = identity

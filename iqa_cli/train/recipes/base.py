@@ -136,6 +136,8 @@ class Recipe(ABC, Generic[P]):
     build_without_init: ClassVar[bool] = True
     # What `iqa predict` and the Python scorer's numbers are (the title of their score column).
     prediction_scale: ClassVar[str] = "training label scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA)"
+    # Predictions are class numbers, named by `prediction_details`, not quality scores (VIPNet's DPM).
+    predicts_classes: ClassVar[bool] = False
 
     @classmethod
     def test_options(cls, *, files: bool = False) -> tuple[str, ...]:
@@ -317,8 +319,8 @@ class Recipe(ABC, Generic[P]):
         return {}
 
     def prediction_details(self, scores: np.ndarray) -> list[dict[str, Any]] | None:
-        """What each prediction means beyond its number, as named columns (a classifier's class names);
-        None for a quality score."""
+        """What each prediction means beyond its number, as named columns, where `predicts_classes`; None for
+        a quality score."""
         return None
 
     def predict_batch(self, model: nn.Module, inputs: tuple[torch.Tensor, ...], params: P) -> torch.Tensor:

@@ -230,9 +230,9 @@ def low_quality_partners(train: np.ndarray, labels: np.ndarray, threshold: float
 def _check_same_enhanced(start: Path, now: str | None) -> None:
     """Stage 2 goes on from a stage-1 model: both stages must see the same enhanced images."""
     from iqa_cli.models.checkpoint import read_metadata
+    from iqa_cli.train.choices import changed_inputs
 
-    then = read_metadata(start).get(ENHANCED_KEY)
-    if then is not None and now is not None and then != now:
+    if now is not None and changed_inputs(read_metadata(start), {ENHANCED_KEY: now}):
         raise ConfigError(
             f"stage 2 would start from {start}, trained with other enhanced images than the cache has beside it now "
             "(made again since): make them as stage 1 trained, or train stage 1 again"
@@ -433,9 +433,8 @@ class IEITRecipe(Recipe[IEITParams]):
         # The checkpoint keeps the given options with the stage's values filled in, and the options this
         # dataset resolved (`params_on_dataset`) likewise: filled on one side only, the stage's values read
         # as choices of the dataset, and every evaluation on it warned that they had changed.
-        given = ctx.meta.get("params")
         filled = to_plain(params)
-        meta = {**ctx.meta, "params": {**given, **{k: filled[k] for k in STAGE_FILLED}} if given else filled}
+        meta = {**ctx.meta, "params": {**ctx.meta["params"], **{k: filled[k] for k in STAGE_FILLED}}}
         if "params_on_dataset" in ctx.meta:
             meta["params_on_dataset"] = filled
         bound = self

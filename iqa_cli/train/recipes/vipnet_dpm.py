@@ -176,6 +176,7 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
     min_test_images = 1  # accuracies, not correlations
     needs_quality_scores = False  # distortion classes
     prediction_scale = "predicted distortion class (type - 1) * 5 + (level - 1), 0-149: not a quality score"
+    predicts_classes = True
 
     def step_memory_bytes(self, params: DPMParams, *, tiny: bool) -> int | None:
         """BoTNet-50 trained from scratch: about 2 KB of float32 activations per input pixel (ResNet-50's
