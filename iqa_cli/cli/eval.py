@@ -11,7 +11,14 @@ import typer
 from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.cli.metric_cells import copies_note, fallback_note, resize_note, row_cells, summary_cells
+from iqa_cli.cli.metric_cells import (
+    OPTIMISTIC_MARK,
+    copies_note,
+    fallback_note,
+    resize_note,
+    row_cells,
+    summary_cells,
+)
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
@@ -215,7 +222,7 @@ def _plot_reports(plot: Path, reports: list[Any]) -> None:
 
 
 MATRIX_MARKS = {
-    "†": "kept model chosen on its own test part (--select-on test, the paper habit): optimistic",
+    OPTIMISTIC_MARK: "kept model chosen on its own test part (--select-on test, the paper habit): optimistic",
     "‡": "the model's training images included (two names of one dataset): no cross-dataset result",
 }
 
@@ -241,7 +248,7 @@ def show_matrix(matrix: dict[str, Any]) -> None:
 def _matrix_marks(cell: dict[str, Any]) -> str:
     """The marks of one matrix cell: an optimistic kept-model choice, training images in the test."""
     optimistic = cell["kind"] == "intra" and "test" in str(cell.get("selected_on", "")).split(",")
-    return ("†" if optimistic else "") + ("‡" if cell.get("includes_training_images") else "")
+    return (OPTIMISTIC_MARK if optimistic else "") + ("‡" if cell.get("includes_training_images") else "")
 
 
 def show_eval_report(report: dict[str, Any]) -> None:

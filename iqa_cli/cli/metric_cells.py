@@ -12,6 +12,8 @@ from typing import Any
 from iqa_cli.train.metrics import LOGISTIC_METRICS, logistic_fallbacks
 
 FALLBACK_MARK = "†"
+# A figure whose kept model was chosen on the test part itself (`--select-on test`): optimistic.
+OPTIMISTIC_MARK = "§"
 _WHY = "(it failed, or fitted worse than the raw predictions)"
 
 

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from iqa_cli.cli.console import err, out, print_json
+from iqa_cli.cli.metric_cells import OPTIMISTIC_MARK
 
 app = typer.Typer(rich_markup_mode=None, help="Training runs: list, show, combine, remove.", no_args_is_help=True)
 
@@ -71,16 +72,14 @@ def list_command(
                              for line in lines))  # fmt: skip
     if any(_optimistic(r) for r in rows):
         sys.stdout.write(
-            f"{OPTIMISTIC} kept model chosen on the test part itself (--select-on test, the paper habit): optimistic\n"
+            f"{OPTIMISTIC_MARK} kept model chosen on the test part itself (--select-on test, the paper habit): "
+            "optimistic\n"
         )
-
-
-OPTIMISTIC = "†"
 
 
 def _optimistic(row: dict[str, Any]) -> str:
     """The mark of a run whose reported numbers come from the epoch that scored best on its test part."""
-    return OPTIMISTIC if row.get("selected_on") == "test" and row.get("srcc") is not None else ""
+    return OPTIMISTIC_MARK if row.get("selected_on") == "test" and row.get("srcc") is not None else ""
 
 
 @app.command("show")

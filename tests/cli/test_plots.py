@@ -100,15 +100,15 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     assert all(v is not None for row in matrix["matrix"] for v in row)
     assert _png(heat)[0] > 200 and table_csv.read_text().splitlines()[0].startswith("trained on")
     text = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", "--device", "cpu"])
-    assert text.exit_code == 0 and "other" in text.stdout and "†" not in text.stdout
+    assert text.exit_code == 0 and "other" in text.stdout and "§" not in text.stdout
     # A run kept on its own test part made an optimistic diagonal cell that looked like the others.
     on_test = [a for a in FAST if a not in ("--val-fraction", "0.2")] + ["--select-on", "test"]
     chosen_on_test = ["train", "vtiqa", *on_test, "--data", "other", "--name", "r-other-test"]
     assert runner.invoke(app, chosen_on_test).exit_code == 0
     marked = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", "--device", "cpu"])
     rows = {line.split("│")[1].strip(): line for line in marked.stdout.splitlines() if line.count("│") == 4}
-    assert "†" not in rows["mini"] and rows["other"].count("†") == 1, marked.stdout
-    assert "† kept model chosen on its own test part" in marked.stdout
+    assert "§" not in rows["mini"] and rows["other"].count("§") == 1, marked.stdout
+    assert "§ kept model chosen on its own test part" in marked.stdout
     cells = json.loads(runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", "--json"]).stdout)
     selected = {(c["trained_on"], c["tested_on"]): c["selected_on"] for c in cells["cells"]}
     assert selected[("other", "other")] == "test" and selected[("mini", "mini")] == "val"

@@ -78,9 +78,9 @@ def test_runs_list_marks_a_run_kept_on_its_test_part_as_optimistic(tmp_path):
     rows = {r["name"]: r for r in json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)}
     assert rows["on-test"]["selected_on"] == "test" and rows["on-val"]["selected_on"] == "val"
     lines = runner.invoke(app, ["runs", "list"]).stdout.splitlines()
-    marked = {line.split()[0]: line.count("†") for line in lines[1:] if line.split()[0] in rows}
+    marked = {line.split()[0]: line.count("§") for line in lines[1:] if line.split()[0] in rows}
     assert marked == {"on-test": 2, "on-val": 0}  # its SRCC and PLCC
-    assert lines[-1].startswith("† kept model chosen on the test part itself")
+    assert lines[-1].startswith("§ kept model chosen on the test part itself")
 
 
 def test_a_run_whose_record_is_damaged_is_named_not_passed_over_in_silence(tmp_path, monkeypatch):
