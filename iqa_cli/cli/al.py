@@ -8,12 +8,28 @@ from typing import Optional
 import typer
 
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
+from iqa_cli.errors import ConfigError
 
 app = typer.Typer(
     rich_markup_mode=None, help="Active learning (AL-IQA): choose which images to label next.", no_args_is_help=True
 )
 
 CLIP_WEIGHTS = "clip_vit_b16_openai_st"  # iqa_cli.train.recipes.aliqa.CLIP_WEIGHTS (not imported: keeps --help light)
+ZERO_SHOT = "zero-shot"  # iqa_cli.train.al.labelling.ZERO_SHOT, likewise
+
+
+def _zero_shot_weights(pretrained: str | None, *, tiny: bool, weights: str | None) -> str | None:
+    """The CLIP weights of zero-shot selection; --pretrained where nothing would read it is refused."""
+    if pretrained is None:
+        return CLIP_WEIGHTS
+    if tiny and pretrained.strip().lower() != "none":
+        raise ConfigError("--pretrained: --tiny builds a small network that loads no weights; leave one of them out")
+    if weights is not None and weights != ZERO_SHOT:
+        raise ConfigError(
+            f"--pretrained: the weights of zero-shot selection, and --weights {weights} selects with that model; "
+            "leave one of them out"
+        )
+    return None if pretrained.strip().lower() == "none" else pretrained
 
 
 @app.command("select")
@@ -36,8 +52,10 @@ def select_command(
         help="the previous round's kept model (file, store name, or an AL-IQA run: its round r-1 model; needed from "
         "round 2), or zero-shot (CLIP's zero-shot signal, round 1's default)",
     ),
-    pretrained: str = typer.Option(
-        CLIP_WEIGHTS, "--pretrained", help="CLIP weights for zero-shot selection (store name or file; none: random)"
+    pretrained: Optional[str] = typer.Option(  # noqa: UP045
+        None,
+        "--pretrained",
+        help=f"CLIP weights for zero-shot selection (store name or file; none: random) [default: {CLIP_WEIGHTS}]",
     ),
     distances: Optional[Path] = typer.Option(  # noqa: UP045
         None, "--distances", help="distances to distilled images (.mat/.npy/.npz); default: the k-means stand-in"
@@ -78,7 +96,7 @@ def select_command(
         round=round_,
         budget=budget,
         weights=weights,
-        pretrained=None if pretrained.strip().lower() in ("", "none") else pretrained,
+        pretrained=_zero_shot_weights(pretrained, tiny=tiny, weights=weights),
         distances=distances,
         distance_key=distance_key,
         distance_order=distance_order,

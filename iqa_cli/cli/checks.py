@@ -11,3 +11,10 @@ def open_fraction(value: float) -> float:
     if not 0.0 < value < 1.0:
         raise typer.BadParameter(f"{value:g} is not a share strictly between 0 and 1")
     return value
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether parameter `name` was set on the command line or from the environment, not left at its
+    default: an option that its other options make unused is refused only when it was asked for."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")

@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
 from iqa_cli.dependencies import unmet_requirements
 from iqa_cli.envvars import TRUE, check_environment
-from iqa_cli.errors import IQAError, Stopped
+from iqa_cli.errors import ConfigError, IQAError, Stopped
 from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop
 from iqa_cli.version import __version__
 
@@ -56,6 +56,7 @@ class ErrorHandlingGroup(TyperGroup):
         previous = _terminate_cleanly()
         try:
             try:
+                _refuse_empty_arguments(self, ctx)
                 result = super().invoke(ctx)
                 raise_if_stopped()  # a signal came and its exception was lost: never report success
                 return result
@@ -107,6 +108,39 @@ class ErrorHandlingGroup(TyperGroup):
             for number, handler in previous.items():
                 signal.signal(number, handler)
             clear_stop()
+
+
+def _refuse_empty_arguments(group: Any, ctx: Any) -> None:
+    """ConfigError for an empty argument (`--root ""`, `--out=`, `iqa predict vtiqa ""`): a path option would
+    read it as the current folder, so `--root $DATA` with DATA unset in a batch script would go on with
+    whatever folder the job started in. No option or argument of iqa takes an empty value."""
+    args = [*(getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", None) or []), *ctx.args]
+    why = "(an unset shell variable?): nothing in iqa takes an empty value"
+    for index, token in enumerate(args):
+        if token.startswith("--") and token.endswith("=") and len(token) > 3:
+            raise ConfigError(f"{token[:-1]}: empty value {why}")
+        if token != "":
+            continue
+        before = args[index - 1] if index else ""
+        if before.startswith("-") and _takes_value(group, ctx, args[:index], before):
+            raise ConfigError(f"{before}: empty value {why}")
+        raise ConfigError(f"an empty argument{f' after {before!r}' if before else ''} {why}")
+
+
+def _takes_value(group: Any, ctx: Any, args: list[str], option: str) -> bool:
+    """Whether `option` of the (sub)command named at the start of `args` takes a value (not a flag)."""
+    command = group
+    for token in args:
+        if token.startswith("-") or not hasattr(command, "get_command"):
+            break
+        found = command.get_command(ctx, token)
+        if found is None:
+            break
+        command = found
+    for param in getattr(command, "params", []):
+        if option in getattr(param, "opts", ()) and not getattr(param, "is_flag", False):
+            return True
+    return False
 
 
 _OS_HINTS = {

@@ -64,12 +64,30 @@ def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
     out with --drop-seen), or None."""
     lines = []
     marked = [row for row in rows if row.get("test_copies_of_training")]
-    if marked:
-        count = sum(int(row["test_copies_of_training"]) for row in marked)
-        which = ", ".join(str(row["split"]) for row in marked)
+    own_split = [row for row in marked if not row.get("includes_training_images")]
+    if own_split:
+        count = sum(int(row["test_copies_of_training"]) for row in own_split)
+        which = ", ".join(str(row["split"]) for row in own_split)
         lines.append(
             f"note: the test part of split(s) {which} held {count} byte-identical copies of training images, and "
             "the figures include them (the split's own; test_copies_of_training in --json)"
+        )
+    whole = [row for row in marked if row.get("includes_training_images")]
+    if whole:
+        # --cross onto the model's own training data: these are its training images (or copies of them).
+        pairs = [(row["test_copies_of_training"], row.get("n", "?")) for row in whole]
+        if len(set(pairs)) == 1:
+            counts = f"{pairs[0][0]} of {pairs[0][1]}" + (
+                f" (for each of the {len(whole)} models)" if len(whole) > 1 else ""
+            )
+        else:
+            counts = ", ".join(
+                f"{row.get('trained_split') or row['split']}: {c} of {n}"
+                for row, (c, n) in zip(whole, pairs, strict=True)
+            )
+        lines.append(
+            f"note: of the images scored, {counts} are the training images of the model scoring them, or "
+            "byte-identical copies of them (test_copies_of_training in --json); --drop-seen leaves them out"
         )
     dropped = [row for row in rows if row.get("seen_copies_dropped")]
     if dropped:

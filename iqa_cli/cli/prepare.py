@@ -31,6 +31,7 @@ from iqa_cli.cli.prepare_enhance import (
 )
 from iqa_cli.cli.prepare_enhance import register as register_enhance
 from iqa_cli.data.records import DatasetSpec
+from iqa_cli.data.splits import MAX_SPLIT_SEED, MAX_SPLITS
 from iqa_cli.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def _dataset_help(spec: DatasetSpec) -> str:
 
 def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
     def command(
+        ctx: typer.Context,
         root: Path = typer.Option(..., "--root", help=_ROOT_HELP, file_okay=False),
         out_path: Path = typer.Option(None, "--out", "-o", help=_OUT_HELP, dir_okay=False),
         fmt: str = typer.Option(None, "--format", help=_FORMAT_HELP),
@@ -179,8 +181,8 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         short_side: int = typer.Option(None, "--short-side", min=1, help=_SHORT_HELP),
         workers: int = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
         skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
-        splits: int = typer.Option(10, "--splits", min=0, help=_SPLITS_HELP),
-        split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
+        splits: int = typer.Option(10, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
+        split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SPLIT_SEED, help=_SEED_HELP),
         test_fraction: float = typer.Option(0.2, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
         enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
@@ -199,7 +201,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
             size=size,
             short_side=short_side,
             json_output=json_output,
-            enhancement=EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
+            enhancement=EnhanceRequest.make(ctx, enhance, enhanced_root, selection, classifier),
         )
 
     command.__doc__ = _dataset_help(spec)
@@ -219,6 +221,7 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
     def command(
+        ctx: typer.Context,
         root: Path = typer.Option(..., "--root", help="Folder holding the images named in the CSV.", file_okay=False),
         csv_path: Path = typer.Option(
             None,
@@ -238,8 +241,8 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         short_side: int = typer.Option(None, "--short-side", min=1, help=_SHORT_HELP),
         workers: int = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
         skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
-        splits: int = typer.Option(10, "--splits", min=0, help=_SPLITS_HELP),
-        split_seed: int = typer.Option(0, "--split-seed", min=0, help=_SEED_HELP),
+        splits: int = typer.Option(10, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
+        split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SPLIT_SEED, help=_SEED_HELP),
         test_fraction: float = typer.Option(0.2, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
         enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
@@ -271,7 +274,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             size=size,
             short_side=short_side,
             json_output=json_output,
-            enhancement=EnhanceRequest.make(enhance, enhanced_root, selection, classifier),
+            enhancement=EnhanceRequest.make(ctx, enhance, enhanced_root, selection, classifier),
         )
 
     return command

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from iqa_cli.cli.checks import given
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
+from iqa_cli.errors import ConfigError
 
 if TYPE_CHECKING:
     from iqa_cli.enhance.prepare import EnhanceSummary
@@ -44,10 +46,23 @@ class EnhanceRequest:
     device: str = "auto"
 
     @classmethod
-    def make(cls, enhance: bool, enhanced_root: Path | None, selection: bool, classifier: str) -> EnhanceRequest | None:
+    def make(
+        cls, ctx: typer.Context, enhance: bool, enhanced_root: Path | None, selection: bool, classifier: str
+    ) -> EnhanceRequest | None:
         """The request of `iqa prepare <dataset>`'s options, or None when no enhancement was asked for."""
         if not enhance and enhanced_root is None:
+            asked = [
+                flag
+                for name, flag in (("selection", "--selection/--no-selection"), ("classifier", "--classifier"))
+                if given(ctx, name)
+            ]
+            if asked:
+                raise ConfigError(
+                    f"{asked[0]}: a setting of IEIT's enhanced images, which are made only with --enhance or "
+                    "--enhanced-root; add one, or leave it out"
+                )
             return None
+        check_classifier_used(ctx, selection)
         return cls(enhanced_root, selection, classifier)
 
     def check(self) -> None:
@@ -70,6 +85,14 @@ class EnhanceRequest:
         )
 
 
+def check_classifier_used(ctx: typer.Context, selection: bool) -> None:
+    """--classifier is the selection rule's: with --no-selection nothing would read it."""
+    if not selection and given(ctx, "classifier"):
+        raise ConfigError(
+            "--classifier: the selection rule's classifier, and --no-selection skips that rule; leave one of them out"
+        )
+
+
 def enhanced_line(summary: EnhanceSummary) -> str:
     made = (
         "taken from " + summary.enhancement.removeprefix("external: ")
@@ -85,6 +108,7 @@ def enhanced_line(summary: EnhanceSummary) -> str:
 
 
 def enhance(
+    ctx: typer.Context,
     cache: str = typer.Argument(..., help="A cache file, or a dataset name prepared into $IQA_HOME/data."),
     enhanced_root: Path = typer.Option(None, "--enhanced-root", help=ROOT_HELP, file_okay=False),
     selection: bool = typer.Option(True, "--selection/--no-selection", help=SELECTION_HELP),
@@ -104,13 +128,27 @@ def enhance(
     Built-in enhancement: adaptive gamma correction (Rahman et al. 2016) for dark images, Richardson-Lucy
     deconvolution for blurred ones (see `iqa_cli.enhance.ops`); --enhanced-root takes any other tool's output.
     """
+    check_classifier_used(ctx, selection)
     if from_authors:
         from iqa_cli.enhance.authors import import_authors_enhanced
-        from iqa_cli.errors import ConfigError
 
         if enhanced_root is not None or len(from_authors) > 2:
             raise ConfigError(
                 "--from-authors takes the enhanced-image file and the selection file (no --enhanced-root)"
+            )
+        unused = [
+            flag
+            for name, flag in (
+                ("selection", "--selection/--no-selection"),
+                ("classifier", "--classifier"),
+                ("device", "--device"),
+            )
+            if given(ctx, name)
+        ]
+        if unused:
+            raise ConfigError(
+                f"{unused[0]}: --from-authors imports the authors' images and selection as they are, so "
+                "nothing reads it; leave it out"
             )
         imported = import_authors_enhanced(cache, from_authors[0], from_authors[1] if len(from_authors) > 1 else None)
         if json_output:

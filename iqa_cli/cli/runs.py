@@ -32,6 +32,21 @@ def _duration(seconds: object) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _no_runs_line(method: str | None, data: str | None, every: list[tuple[Any, dict[str, Any]]]) -> str:
+    """`no runs in DIR`, or, when filters left out every run there, what the runs there are of (a misspelt
+    --data reads otherwise as an empty runs folder)."""
+    from collections import Counter
+
+    from iqa_cli.home import runs_dir
+
+    if not every or (method is None and data is None):
+        return f"no runs in {runs_dir()}"
+    asked = " and ".join(f"{flag} {value}" for flag, value in (("--method", method), ("--data", data)) if value)
+    kinds = Counter(f"{info.get('method')} on {info.get('dataset')}" for _, info in every)
+    shown = ", ".join(f"{kind} ({count})" for kind, count in kinds.most_common(5)) + (", ..." if len(kinds) > 5 else "")
+    return f"no runs match {asked} in {runs_dir()}; the {len(every)} run(s) there are: {shown}"
+
+
 @app.command("list")
 def list_command(
     method: Optional[str] = typer.Option(None, "--method", help="only runs of this method"),  # noqa: UP045
@@ -39,7 +54,6 @@ def list_command(
     json_output: bool = typer.Option(False, "--json", help="print one JSON list"),
 ) -> None:
     """Runs, newest first: name, method, dataset, splits done, status, median SRCC/PLCC, start, duration."""
-    from iqa_cli.home import runs_dir
     from iqa_cli.train.recipes import get_recipe
     from iqa_cli.train.runs import list_runs, run_summary
 
@@ -50,7 +64,7 @@ def list_command(
         print_json(rows)
         return
     if not rows:
-        err.print(f"no runs in {runs_dir()}", markup=False, highlight=False)
+        err.print(_no_runs_line(method, data, list_runs()), markup=False, highlight=False)
         return
     header = ("NAME", "METHOD", "DATASET", "SPLITS", "STATUS", "SRCC", "PLCC", "STARTED", "DURATION")
     lines = [header] + [

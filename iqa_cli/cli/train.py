@@ -157,6 +157,11 @@ class CommonTrainOptions:
 RESERVED = {f.name for f in fields(CommonTrainOptions)}  # no method or engine option may take these names
 
 
+def _repeats(given: int | None) -> int:
+    """--repeats as given (0 is refused by the sweep, not read as "not given"), or 1 when left out."""
+    return 1 if given is None else given
+
+
 def make_train_command(method: str) -> Callable[..., None]:
     recipe = get_recipe(method)
     engine_names = [f.name for f in fields(EngineConfig)]
@@ -191,7 +196,7 @@ def make_train_command(method: str) -> Callable[..., None]:
         if kwargs["print_config"] and sweeping:  # it printed one run's plan, ignoring the sweep and its values
             from iqa_cli.train.sweep import planned_sweep
 
-            planned = planned_sweep(options, kwargs["sweep"], kwargs["sweep_values"], kwargs["repeats"] or 1)
+            planned = planned_sweep(options, kwargs["sweep"], kwargs["sweep_values"], _repeats(kwargs["repeats"]))
             if kwargs["json_output"]:
                 print_json(planned)
                 return
@@ -224,7 +229,7 @@ def make_train_command(method: str) -> Callable[..., None]:
                     options,
                     kwargs["sweep"],
                     kwargs["sweep_values"],
-                    kwargs["repeats"] or 1,
+                    _repeats(kwargs["repeats"]),
                     ConsoleProgress(bar_lines=False),
                 )
             except TrainingInterrupted as exc:  # a sweep continues by itself when run again

@@ -374,6 +374,29 @@ def _check_padding(
     )
 
 
+def _check_space(pixel_bytes: int, out: Path) -> None:
+    """OSError (ENOSPC) before any decoding when the cache's uncompressed pixels alone would not fit where it
+    is written: found at the end, a full disk costs the whole decode (hours for a large dataset, or an
+    unbounded wait for a slip such as `--size 20000x20000`)."""
+    import errno
+    import shutil
+
+    folder = out.absolute().parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent  # the folder is made later; its nearest existing parent holds the space
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no answer (an odd file system): the write itself still reports a full disk
+    if pixel_bytes > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"the cache needs at least {pixel_bytes / 2**30:.1f} GiB for its pixels and {folder} has "
+            f"{free / 2**30:.1f} GiB free",
+            str(out),
+        )
+
+
 def _canvas(items: Sequence[_Item]) -> tuple[int, int]:
     return max(i.size[1] for i in items), max(i.size[0] for i in items)
 
@@ -525,6 +548,7 @@ def build_cache(
         _make_splits([item.record for item in plan.items], spec.reference_disjoint, splits, split_seed, test_fraction)
         height, width = _canvas(plan.items)
         _check_padding(plan.items, height, width, policy, allow_padding, out)
+        _check_space(len(plan.items) * height * width * 3, out)
         if any(item.size != (width, height) for item in plan.items):
             log.info(
                 f"images differ in size after resize '{policy}': each is stored top-left in a {width}x{height} "

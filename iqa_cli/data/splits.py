@@ -32,6 +32,11 @@ import numpy as np
 from iqa_cli.errors import ConfigError, DataError
 
 RANDOM_PREFIX = "random_"
+# More stored splits than any protocol uses (the papers run 10) would only fill the cache and take as long
+# to draw: a typo such as `--splits 1000000000` is refused before any work, never left running.
+MAX_SPLITS = 1000
+# RandomState seeds are 32-bit; split k draws with seed + k.
+MAX_SPLIT_SEED = 2**32 - 1
 OFFICIAL = "official"
 # Record.official_set spellings -> part names in the cache.
 _OFFICIAL_PARTS = {
@@ -132,6 +137,16 @@ def random_split(
     return _split_groups(_groups(n, ref_ids), test_fraction, rng)
 
 
+def check_split_count(count: int, seed: int) -> None:
+    """ConfigError (naming --splits or --split-seed) unless `count` splits from `seed` can be drawn."""
+    if not 0 <= count <= MAX_SPLITS:
+        raise ConfigError(f"--splits: must be between 0 and {MAX_SPLITS}, got {count}")
+    if seed < 0 or seed + max(count - 1, 0) > MAX_SPLIT_SEED:
+        high = MAX_SPLIT_SEED - max(count - 1, 0)
+        why = f" (split k draws with seed + k, a 32-bit seed, for {count} splits)" if count > 1 else ""
+        raise ConfigError(f"--split-seed: must be between 0 and {high}{why}, got {seed}")
+
+
 def random_splits(
     n: int,
     *,
@@ -143,8 +158,7 @@ def random_splits(
 ) -> dict[str, dict[str, np.ndarray]]:
     """`count` splits named random_0..random_{count-1}; split k uses seed + k. `unit` names what a group
     of `ref_ids` is, in the error for too few (default: a reference image, or an image)."""
-    if count < 0:
-        raise ConfigError(f"the number of splits must be >= 0, got {count}")
+    check_split_count(count, seed)
     if count == 0:
         return {}
     _check_fraction(test_fraction, "the test fraction")

@@ -269,12 +269,15 @@ def _describe(tp: Any) -> str:
 # Valid ranges of numeric options, by field name: (low, low inclusive, high, high inclusive); None = open.
 # Every numeric option of every method is checked against its own entry, or the first matching rule
 # below, before any work starts (`--epochs 0`, `--batch-size 0`, `--lr -1` are errors, not no-ops).
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes 32-bit seeds
 _AT_LEAST_1 = (1, True, None, False)
 _POSITIVE = (0, False, None, False)
 _NON_NEGATIVE = (0, True, None, False)
 _FRACTION_OPEN = (0, False, 1, False)
 _SHARE = (0, True, 1, False)
 _FACTOR = (0, False, 1, True)
+_PIXEL_SIDE = (1, True, 8192, True)
+_VIEW_COUNT = (1, True, 256, True)
 RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "epochs": _AT_LEAST_1,
     "val_fraction": _FRACTION_OPEN,
@@ -283,12 +286,19 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "lr_factor": _FACTOR,
     "lr_decay": _FACTOR,
     "decay_ratio": _FACTOR,
-    "seed": (0, True, 2**32 - 1, True),
-    "test_seed": (0, True, 2**32 - 1, True),
+    "seed": (0, True, MAX_SEED, True),
+    "test_seed": (0, True, MAX_SEED, True),
     "budget": (0, False, 100, False),
     "lq_threshold": (None, False, None, False),
     "label_std": _POSITIVE,
     "log_every": _NON_NEGATIVE,  # 0: no step lines
+    # Sizes and counts of views: far above any protocol's, and low enough that a slip (`--mosaic-source
+    # 99999999999`, `--test-crops 99999999999`) is one line here, not an allocator's crash at the first batch.
+    **dict.fromkeys(
+        ("global_source", "crop_size", "mosaic_source", "mosaic_patch", "patch_size", "resize_long", "resize_short"),
+        _PIXEL_SIDE,
+    ),
+    **dict.fromkeys(("test_crops", "patch_num", "train_patch_num", "test_patch_num", "mosaic_grid"), _VIEW_COUNT),
 }
 _SUFFIX_RULES: tuple[tuple[str, tuple[float | None, bool, float | None, bool]], ...] = (
     ("batch_size", _AT_LEAST_1),
@@ -324,6 +334,11 @@ def option_range(name: str) -> tuple[float | None, bool, float | None, bool]:
     return _NON_NEGATIVE
 
 
+def _number(value: float) -> str:
+    """A bound or value as typed: whole numbers in full (a seed's bound 4294967295, not 4.29497e+09)."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
+
+
 def check_range(name: str, value: Any) -> None:
     """ConfigError naming `--name` when a numeric value is outside its declared range (or not finite)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -333,11 +348,11 @@ def check_range(name: str, value: Any) -> None:
         raise ConfigError(f"{option}: must be a finite number, got {value}")
     low, low_in, high, high_in = option_range(name)
     if low is not None and (value < low or (value == low and not low_in)):
-        expected = f"at least {low:g}" if low_in else f"greater than {low:g}"
-        raise ConfigError(f"{option}: must be {expected}, got {value:g}")
+        expected = f"at least {_number(low)}" if low_in else f"greater than {_number(low)}"
+        raise ConfigError(f"{option}: must be {expected}, got {_number(value)}")
     if high is not None and (value > high or (value == high and not high_in)):
-        expected = f"at most {high:g}" if high_in else f"less than {high:g}"
-        raise ConfigError(f"{option}: must be {expected}, got {value:g}")
+        expected = f"at most {_number(high)}" if high_in else f"less than {_number(high)}"
+        raise ConfigError(f"{option}: must be {expected}, got {_number(value)}")
 
 
 def apply_values(obj: Any, values: dict[str, Any], *, source: str) -> Any:

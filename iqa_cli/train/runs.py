@@ -61,8 +61,11 @@ def run_root(*, method: str, dataset: str, name: str | None, out: str | Path | N
 
         return check_output_folder(out, "--out").absolute()
     if name is not None:
-        if not name or _UNSAFE.search(name) or name.startswith("."):
-            raise ConfigError(f"invalid run name {name!r}: use letters, digits and _ . + -")
+        # A leading '-' would read as an option wherever the name is typed later (`iqa runs show -1`).
+        if not name or _UNSAFE.search(name) or name.startswith((".", "-", "+")):
+            raise ConfigError(
+                f"invalid run name {name!r}: use letters, digits and _ . + - (starting with a letter, digit or _)"
+            )
         return runs_dir() / name
     # The default name has one-second resolution: two runs started within a second (the demo run twice,
     # a job array) get `-2`, `-3`, ... instead of the second one failing with "a run already exists" or

@@ -27,7 +27,7 @@ import numpy as np
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.choices import choices_change, choices_on, run_choices
-from iqa_cli.train.config import EngineConfig, write_json
+from iqa_cli.train.config import MAX_SEED, EngineConfig, write_json
 from iqa_cli.train.distributed import env_world, init_distributed, resolve_device
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
@@ -48,6 +48,9 @@ from iqa_cli.train.trainer import (
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
+# More runs than any study would train in one sweep: a slip such as `--repeats 99999999999` is refused
+# before planning (a list of that many runs filled the memory), never left running.
+MAX_SWEEP_RUNS = 1000
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
@@ -91,8 +94,8 @@ class SweepPlan:
 def plan_sweep(options: TrainOptions, field: str | None, values_text: str | None, repeats: int) -> SweepPlan:
     """Every (value, repeat) run of a sweep, its folder and options; refused, before anything trains, where
     a value is not one the option takes or a kept run was made with other options."""
-    if repeats < 1:
-        raise ConfigError(f"--repeats: must be at least 1, got {repeats}")
+    if not 1 <= repeats <= MAX_SWEEP_RUNS:
+        raise ConfigError(f"--repeats: must be between 1 and {MAX_SWEEP_RUNS}, got {repeats}")
     if options.resume:
         raise ConfigError("--sweep continues by itself: run the same command again (drop --resume)")
     if options.data is None:
@@ -108,6 +111,15 @@ def plan_sweep(options: TrainOptions, field: str | None, values_text: str | None
     name = options.name or f"{options.method}-{dataset}-sweep-{what}"
     root = run_root(method=options.method, dataset=dataset, name=None if options.out else name, out=options.out)
     seed = int(options.overrides.get("seed") or 0)
+    if len(values) * repeats > MAX_SWEEP_RUNS:
+        raise ConfigError(
+            f"--sweep-values x --repeats: {len(values)} x {repeats} runs, more than {MAX_SWEEP_RUNS} in one sweep"
+        )
+    if seed + repeats - 1 > MAX_SEED:
+        raise ConfigError(
+            f"--repeats: repeat N trains with seed + N - 1, and seed {seed} + {repeats - 1} passes the largest seed, "
+            f"{MAX_SEED}; lower --seed or --repeats"
+        )
     recipe = get_recipe(options.method)
     jobs = [  # (label, repeat, folder, the run's options)
         (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class TrainedSpec:
 def read_trained(recipe: Recipe[Any], weights: str | Path, *, variant: str | None = None) -> TrainedSpec:
     """The parameters and metadata of the network named by `weights` (a file or a weights-store name),
     checked against `recipe`; nothing is built yet (`build_trained` does that)."""
+    if variant is not None and not any(f.name == "variant" for f in fields(recipe.Params)):
+        raise ConfigError(f"--variant: {recipe.name} has no variants (one network), so there is none to choose")
     files = recipe.weight_files(str(weights), variant)
     meta: dict[str, str] = {}
     if "model" in files:

@@ -42,6 +42,12 @@ def train(*args: str):
         (["--dropout", "1.5"], "--dropout: must be less than 1"),
         (["--val-fraction", "0"], "--val-fraction: must be greater than 0"),
         (["--momentum", "-0.1"], "--momentum: must be at least 0"),
+        (["--seed", "99999999999"], "--seed: must be at most 4294967295, got 99999999999"),  # was 4.29497e+09
+        (["--mosaic-source", "99999999999"], "--mosaic-source: must be at most 8192"),  # was torch's overflow
+        (["--repeats", "0"], "--repeats: must be between 1 and 1000, got 0"),  # was read as "not given": one run
+        (["--repeats", "99999999999"], "--repeats: must be between 1 and 1000"),  # planned runs until memory ran out
+        (["--repeats", "10", "--seed", "4294967290"], "passes the largest seed, 4294967295"),
+        (["--repeats", "500", "--sweep", "lr", "--sweep-values", "0.1,0.2,0.3"], "3 x 500 runs, more than 1000"),
     ],
 )
 def test_numeric_options_out_of_range_are_refused_before_any_work(cache, tmp_path, args, message):
@@ -49,6 +55,14 @@ def test_numeric_options_out_of_range_are_refused_before_any_work(cache, tmp_pat
     line = error_line(train("--data", "mini", "--epochs", "1", *args, "--out", str(out)))
     assert message in line, line
     assert not out.exists()  # refused before a run folder was made
+
+
+@pytest.mark.parametrize("name", ["-1", "--x", ".hidden", "a/b", ""])
+def test_a_run_name_that_could_not_be_typed_back_is_refused(cache, name):
+    """`--name -1` made a run that `iqa runs show -1` reads as an unknown option."""
+    result = train("--data", "mini", "--name", name)
+    assert result.exit_code == 2 and ("invalid run name" in result.output or "empty value" in result.output)
+    assert not (data_dir().parent / "runs" / name).exists() or not name
 
 
 def test_eval_batch_size_zero_is_refused(cache):

@@ -224,6 +224,29 @@ def test_al_select_round_1_then_2_with_the_previous_round_model(trained, tmp_pat
     assert round_one.exit_code == 2 and "round 1 selects with zero-shot CLIP" in round_one.output
 
 
+def test_al_select_refuses_clip_weights_nothing_would_read(trained, tmp_path, monkeypatch):
+    """--pretrained was silently ignored with --tiny, and with a previous round's model."""
+    monkeypatch.setenv("IQA_HOME", str(trained.home))
+    base = ["al", "select", "--data", "mini", "--device", "cpu", "--out", str(tmp_path / "next.txt")]
+    tiny = runner.invoke(app, [*base, "--tiny", "--pretrained", "my_clip"])
+    assert tiny.exit_code == 2 and "--pretrained: --tiny builds a small network" in tiny.output
+    weights = str(trained.split / "round-1" / "best.safetensors")
+    later = runner.invoke(app, [*base, "--round", "2", "--weights", weights, "--pretrained", "my_clip"])
+    assert later.exit_code == 2 and "--pretrained: the weights of zero-shot selection" in later.output
+    assert not (tmp_path / "next.txt").exists()
+    untrained = runner.invoke(app, [*base, "--tiny", "--pretrained", "none", "--budget", "50"])
+    assert untrained.exit_code == 0, untrained.output  # no weights asked for, none read
+
+
+def test_variant_of_a_method_without_variants_is_refused(trained, tmp_path, monkeypatch):
+    """`iqa eval aliqa --variant anything` scored as if the option were not there, exit 0."""
+    monkeypatch.setenv("IQA_HOME", str(trained.home))
+    folder = write_folder(tmp_path / "photos", n=2)
+    for args in (["eval", "aliqa", "--data", "mini"], ["predict", "aliqa", str(folder)]):
+        result = runner.invoke(app, [*args, "--weights", "whole", "--device", "cpu", "--variant", "original"])
+        assert result.exit_code == 2 and "--variant: aliqa has no variants" in result.output, result.output
+
+
 def pool_args(folder):
     return ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]
 

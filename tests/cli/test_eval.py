@@ -151,6 +151,11 @@ def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(traine
     assert result.exit_code == 0, result.output
     assert all(row["includes_training_images"] for row in json.loads(result.stdout)["results"])
     assert "its training images included, so this is no cross-dataset result" in " ".join(result.stderr.split())
+    # the note under the table counts them as what they are (it spoke of "the test part of split(s) all")
+    table = " ".join(evaluate("--data", "mini", "--cross", "mini").stdout.split())
+    copies = json.loads(result.stdout)["results"][0]["test_copies_of_training"]
+    assert f"note: of the images scored, {copies} of 32 (for each of the 2 models) are the training images" in table
+    assert "the split's own" not in table and copies > 0
     # --drop-seen leaves every file the model trained and selected on out: the rest is its test part, on its
     # own dataset (no cross-dataset result), and no longer flagged as holding training images
     unseen = evaluate("--data", "mini", "--cross", "mini", "--drop-seen", "--json")

@@ -55,3 +55,26 @@ def test_each_rank_of_a_torchrun_job_names_itself_in_its_error_line(monkeypatch)
     ranked = runner.invoke(app, ["train", "vtiqa", *FAST])
     assert ranked.exit_code == 2
     assert ranked.stderr.strip().splitlines() == [alone.stderr.strip().replace("error: ", "error: [rank 1] ", 1)]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["prepare", "livew", "--root", "", "--out", "x.h5"], "error: --root: empty value (an unset shell variable?)"),
+        (["prepare", "livew", "--root=", "--out", "x.h5"], "error: --root: empty value"),
+        (["predict", "vtiqa", "", "--weights", "w"], "error: an empty argument after 'vtiqa'"),
+        (["predict", "vtiqa", "--json", "", "--weights", "w"], "error: an empty argument after '--json'"),
+        (["eval", "vtiqa", "--data", "mini", "--cross", ""], "error: --cross: empty value"),
+    ],
+)
+def test_an_empty_argument_is_refused_before_the_work(tmp_path, monkeypatch, args, said):
+    """`iqa prepare livew --root $DATA` with DATA unset read "" as the current folder and prepared whatever
+    dataset it found under the job's working directory, exit 0."""
+    from tests.data.fixtures import make_livew
+
+    make_livew(tmp_path)  # a dataset right here, where "" would have led
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(said), result.output
+    assert not (tmp_path / "x.h5").exists()

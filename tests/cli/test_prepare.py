@@ -153,6 +153,51 @@ def test_option_and_input_errors(tmp_path):
     assert failed(iqa("inspect", junk), str(junk), "empty")
 
 
+def test_split_options_beyond_what_can_be_drawn_are_refused_before_the_work(tmp_path, _isolated_home):
+    """`--splits 99999999999` hung drawing splits; `--split-seed 4294967295 --splits 2` was a raw ValueError."""
+    root = tmp_path / "photos"
+    make_folder(root)
+    base = ("custom", "--root", root, "-j", "1", "--name", "mine")
+    assert failed(iqa(*base, "--splits", "99999999999"), "--splits")
+    assert failed(
+        iqa(*base, "--split-seed", "4294967295", "--splits", "2"), "--split-seed: must be between 0 and 4294967294"
+    )
+    assert not (_isolated_home / "data" / "mine.h5").exists()
+    assert failed(iqa("distorted", "--refs", root, "--splits", "-1"), "--splits")
+
+
+def test_a_cache_that_cannot_fit_on_its_disk_is_refused_before_decoding(tmp_path, monkeypatch, _isolated_home):
+    """`--size 20000x20000` on 60 small images decoded for minutes toward a 72 GB cache on a disk with 74 GB
+    free: the space its pixels need is now checked against the disk before any image is decoded."""
+    import shutil
+    from collections import namedtuple
+
+    root = tmp_path / "photos"
+    make_folder(root)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 10_000, 10_000))
+    result = iqa("custom", "--root", root, "-j", "1", "--name", "mine", "--size", "640x480")
+    assert result.exit_code == 74 and failed(result, "mine.h5", "the cache needs at least", "GiB free"), result.output
+    assert "decoding images" not in result.output and not (_isolated_home / "data" / "mine.h5").exists()
+
+
+def test_enhancement_settings_without_an_enhancement_are_refused(tmp_path, _isolated_home):
+    """--classifier and --no-selection were silently ignored without --enhance (and --classifier with
+    --no-selection): a user who asked for them got a cache made without what they asked."""
+    root = tmp_path / "photos"
+    make_folder(root)
+    base = ("custom", "--root", root, "-j", "1", "--name", "mine")
+    assert failed(iqa(*base, "--classifier", "my_vit"), "--classifier:", "--enhance or --enhanced-root")
+    assert failed(iqa(*base, "--no-selection"), "--selection/--no-selection:", "--enhance")
+    assert failed(
+        iqa(*base, "--enhance", "--no-selection", "--classifier", "my_vit"), "--classifier:", "--no-selection"
+    )
+    assert not (_isolated_home / "data" / "mine.h5").exists()
+    assert failed(iqa("enhance", "mine", "--no-selection", "--classifier", "my_vit"), "--classifier:")
+    assert failed(iqa("enhance", "mine", "--from-authors", tmp_path / "x.mat", "--device", "cpu"), "--device:")
+    assert iqa(*base).exit_code == 0  # the defaults, untouched, are no request
+
+
 def test_a_single_image_needs_splits_zero(tmp_path, _isolated_home):
     root = tmp_path / "one"
     make_folder(root, MIXED[:1])

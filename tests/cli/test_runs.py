@@ -42,6 +42,10 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     assert "first" in text.stdout and "…" not in text.stdout
     assert json.loads(runner.invoke(app, ["runs", "list", "--data", str(cache), "--json"]).stdout)[0]["name"] == "first"
     assert json.loads(runner.invoke(app, ["runs", "list", "--method", "ieit", "--json"]).stdout) == []
+    # a filter that matches nothing says what the runs there are (it read as an empty runs folder)
+    unmatched = runner.invoke(app, ["runs", "list", "--data", "minii"])
+    assert unmatched.exit_code == 0 and "no runs match --data minii in" in unmatched.stderr
+    assert "the 1 run(s) there are: vtiqa on mini (1)" in " ".join(unmatched.stderr.split())
     misspelt = runner.invoke(app, ["runs", "list", "--method", "vtqa"])  # was "no runs", exit 0
     assert misspelt.exit_code == 2 and "unknown method 'vtqa'" in misspelt.output
     shown = json.loads(runner.invoke(app, ["runs", "show", "first", "--json"]).stdout)

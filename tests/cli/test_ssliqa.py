@@ -68,6 +68,9 @@ def test_prepare_train_eval_predict_learns_the_noise_ranking(tmp_path, _isolated
     assert json.loads(teacher.stdout)["results"][0]["plcc"] != row["plcc"]
     one_crop = iqa("eval", "ssliqa", "--data", "synth", "--device", "cpu", "--json", "--test-crops", "1")
     assert one_crop.exit_code == 0 and json.loads(one_crop.stdout)["results"][0]["plcc"] != row["plcc"]
+    # a slip of the crop count is one line, not the allocator's crash (exit 1) at the first batch
+    too_many = iqa("eval", "ssliqa", "--data", "synth", "--device", "cpu", "--test-crops", "99999999999")
+    assert too_many.exit_code == 2 and "--test-crops: must be at most 256" in too_many.output
 
     predicted = iqa(
         "predict", "ssliqa", root / "img000.png", root / "img001.png", "--weights", row["weights"], "--json"

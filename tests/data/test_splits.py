@@ -193,3 +193,15 @@ def test_random_splits_keep_copies_on_one_side():
         _check_partition(parts["train"], parts["test"], 100)
         sides = {int(np.isin(i, parts["test"])) for i in (5, 10, 20, 30)}
         assert len(sides) == 1
+
+
+def test_a_split_count_or_seed_beyond_what_can_be_drawn_is_refused_at_once():
+    """`--splits 99999999999` drew splits until killed (minutes at full CPU, memory growing), and a split seed
+    whose seed + k passed 2**32 - 1 ended in numpy's raw ValueError after the headers were read."""
+    with pytest.raises(ConfigError, match="--splits: must be between 0 and 1000, got 99999999999"):
+        random_splits(100, count=99_999_999_999)
+    with pytest.raises(ConfigError, match=r"--split-seed: must be between 0 and 4294967294 \(split k draws"):
+        random_splits(100, count=2, seed=2**32 - 1)
+    with pytest.raises(ConfigError, match="--splits: must be between 0 and 1000, got -1"):
+        random_splits(100, count=-1)
+    assert list(random_splits(100, count=1, seed=2**32 - 1)) == ["random_0"]  # the last seed is usable
