@@ -81,19 +81,29 @@ def scatter(path: str | Path, panels: Sequence[dict[str, Any]], *, xlabel: str, 
     return _save(fig, path)
 
 
+def _finite(value: object) -> float:
+    """A metric as a bar height: NaN (no bar) where it was not measured (null or NaN)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
 def by_type_bars(path: str | Path, by_type: dict[str, dict[str, Any]], *, title: str) -> Path:
     """SRCC and PLCC per distortion type."""
     path = check_plot_path(path)
     plt = _pyplot()
     names = list(by_type)
     x = np.arange(len(names))
-    srcc = [by_type[n].get("srcc") or 0.0 for n in names]
-    plcc = [by_type[n].get("plcc") or 0.0 for n in names]
+    # A type with no correlation (too few images) gets no bar and says so: a bar at 0 would read as SRCC 0.
+    srcc = [_finite(by_type[n].get("srcc")) for n in names]
+    plcc = [_finite(by_type[n].get("plcc")) for n in names]
+    labels = [
+        name if math.isfinite(s) or math.isfinite(p) else f"{name} (n={by_type[name].get('n')}: none)"
+        for name, s, p in zip(names, srcc, plcc, strict=True)
+    ]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4.0))
     ax.bar(x - 0.2, srcc, width=0.4, label="SRCC")
     ax.bar(x + 0.2, plcc, width=0.4, label="PLCC")
-    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(min(0.0, *srcc, *plcc) - 0.05, 1.0)
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+    ax.set_ylim(min([0.0] + [v for v in srcc + plcc if math.isfinite(v)]) - 0.05, 1.0)
     ax.set_title(title, fontsize=10)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -291,9 +292,24 @@ def show_by_type(row: dict[str, Any]) -> None:
     table = Table(title=f"split {row['split']}: per distortion type")
     for column in ("type", "n", "srcc", "plcc"):
         table.add_column(column, justify="left" if column == "type" else "right")
+    unmeasured = 0
     for kind, values in row["by_type"].items():
-        table.add_row(kind, str(values["n"]), f"{values['srcc']:.4f}", f"{values['plcc']:.4f}")
+        cells = [_type_cell(values.get(metric)) for metric in ("srcc", "plcc")]
+        unmeasured += "-" in cells
+        table.add_row(kind, str(values["n"]), *cells)
     out.print(table)
+    if unmeasured:
+        # NaN read like a broken run; these are types with too few images (or constant predictions on them).
+        out.print(
+            f"-: no correlation for {unmeasured} type(s): fewer than 3 images of the type in this part, or "
+            "constant predictions on them (null in --json)",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _type_cell(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
 for _method in recipe_names():

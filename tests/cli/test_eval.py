@@ -461,6 +461,16 @@ def test_by_type_reports_each_distortion_type(trained, tmp_path):
         assert row["by_type"][kind]["plcc"] == pytest.approx(stats.pearsonr(pred, label)[0], abs=1e-6)
     table = evaluate(*args)
     assert table.exit_code == 0 and "per distortion type" in table.stdout and "JPEG2000" in table.stdout
+    # KADID-10k's own test part holds one reference: 2 images per type, too few for a correlation. The
+    # table printed "nan" (a broken run, by the look of it); it prints "-" and says why, --json has null.
+    model = str(trained["run"] / "split-random_0" / "best.safetensors")
+    few = evaluate("--data", "kadid10k", "--weights", model, "--by-type")
+    assert few.exit_code == 0, few.output
+    shown = " ".join(few.stdout.split())
+    assert "nan" not in shown and "-: no correlation for 2 type(s): fewer than 3 images of the type" in shown
+    (few_row,) = json.loads(evaluate("--data", "kadid10k", "--weights", model, "--by-type", "--json").stdout)["results"]
+    assert [values["n"] for values in few_row["by_type"].values()] == [2, 2]
+    assert all(values["srcc"] is None for values in few_row["by_type"].values())
     no_types = evaluate("--data", "mini", "--by-type")
     assert "carry no distortion types" in one_error_line(no_types) and "preparing views" not in no_types.output
 

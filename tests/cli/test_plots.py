@@ -120,3 +120,27 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     assert missing.exit_code != 0 and "no vtiqa run trained on 'nothing'" in missing.output
     assert "must end in .png or .svg" in runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--plot",
                                                              str(tmp_path / "x.jpg")]).output  # fmt: skip
+
+
+def test_a_type_without_a_correlation_gets_no_bar_and_says_so(tmp_path, monkeypatch):
+    """A type of 2 images (SRCC null, or NaN) was drawn as a bar at 0 (None) or as NaN: a model with SRCC 0
+    there, by the look of it. It now has no bar and its label says there is none."""
+    from iqa_cli import plots
+
+    drawn = {}
+
+    def keep(fig, path):
+        axes = fig.axes[0]
+        drawn["labels"] = [tick.get_text() for tick in axes.get_xticklabels()]
+        drawn["heights"] = [patch.get_height() for patch in axes.patches]
+        return path  # the figure is read here, not written
+
+    monkeypatch.setattr(plots, "_save", keep)
+    by_type = {
+        "01 Gaussian blur": {"n": 6, "srcc": 0.5, "plcc": 0.4},
+        "09 JPEG2000": {"n": 2, "srcc": None, "plcc": float("nan")},
+    }
+    plots.by_type_bars(tmp_path / "bars.png", by_type, title="t")
+    assert drawn["labels"] == ["01 Gaussian blur", "09 JPEG2000 (n=2: none)"]
+    heights = drawn["heights"]  # SRCC bars, then PLCC bars
+    assert heights[0] == 0.5 and heights[2] == 0.4 and np.isnan(heights[1]) and np.isnan(heights[3])
