@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from iqa_cli.atomic import check_output_file
-from iqa_cli.cli.checks import open_fraction
+from iqa_cli.cli.checks import given, open_fraction
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.data.splits import MAX_SPLIT_SEED, MAX_SPLITS
 
@@ -49,11 +49,14 @@ def _print_types() -> None:
 
 
 def distorted(
+    ctx: typer.Context,
     refs: Path = typer.Option(None, "--refs", help="Folder of pristine images (recursive), or a KADIS-700k folder."),
     out_path: Path = typer.Option(None, "--out", help="Cache to write (default: $IQA_HOME/data/distorted.h5)."),
     types: str = typer.Option(None, "--types", help=_TYPES_HELP),
     levels: str = typer.Option(None, "--levels", help=_LEVELS_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice; the same seed gives the same pixels."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Seed of every random choice; the same seed gives the same pixels."
+    ),
     per_ref: int = typer.Option(None, "--per-ref", help=_PER_REF_HELP),
     size: str = typer.Option("512x384", "--size", help=_SIZE_HELP),
     workers: int = typer.Option(None, "--workers", min=1, help=_WORKERS_HELP),
@@ -74,6 +77,7 @@ def distorted(
     walk_target: int = typer.Option(
         40000,
         "--walk-target",
+        min=1,
         help="With --refs-list: type 27 stops once this many references succeed (authors: 40000).",
     ),
     list_types: bool = typer.Option(False, "--list-types", help="List the 30 types and their level parameters."),
@@ -103,9 +107,11 @@ def distorted(
     main_count = 0
     if refs_list_27 is not None and refs_list is None:
         raise ConfigError("--refs-list-27 walks VIPNet's second list; give the first with --refs-list too")
+    if refs_list is None and given(ctx, "walk_target"):
+        raise ConfigError(
+            "--walk-target: how far type 27 walks VIPNet's lists, and no --refs-list was given; leave it out"
+        )
     if refs_list is not None:
-        if walk_target < 1:
-            raise ConfigError(f"--walk-target: must be at least 1, got {walk_target}")
         references, main_count = authors_reference_lists(refs, refs_list, refs_list_27)
     else:
         references = list_references(refs)

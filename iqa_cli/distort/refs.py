@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,21 @@ class Reference:
     name: str  # relative path without the suffix, '/'-separated; distorted names are '<name>_TT_LL.bmp'
 
 
+@contextmanager
+def _text_csv(csv_path: Path) -> Iterator[csv.DictReader[str]]:
+    """A CSV reader whose decoding failures are one DataError naming the file (a binary file given as the
+    list: a cache, an image), not a raw UnicodeDecodeError."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            yield csv.DictReader(handle)
+    except UnicodeDecodeError:
+        raise DataError("is not a UTF-8 text file (expected a CSV list of reference images)", path=csv_path) from None
+    except csv.Error as exc:
+        raise DataError(f"is not a valid CSV file ({exc})", path=csv_path) from None
+
+
 def _kadis_references(root: Path, csv_path: Path) -> list[Reference]:
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    with _text_csv(csv_path) as reader:
         if reader.fieldnames is None or "ref_im" not in [f.strip() for f in reader.fieldnames]:
             raise DataError("expected a 'ref_im' column (KADIS-700k reference list)", path=csv_path)
         column = next(f for f in reader.fieldnames if f.strip() == "ref_im")
@@ -90,8 +103,7 @@ LIST_COLUMNS = ("img_ref", "ref_im")  # VIPNet's lists / KADIS-700k's own CSV
 def read_reference_list(csv_path: Path) -> list[str]:
     if not csv_path.is_file():
         raise DataError("reference list not found (expected a CSV with an img_ref column)", path=csv_path)
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    with _text_csv(csv_path) as reader:
         fields = [f.strip() for f in reader.fieldnames or []]
         column = next((c for c in LIST_COLUMNS if c in fields), None)
         if column is None:

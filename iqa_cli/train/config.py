@@ -286,6 +286,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "lr_factor": _FACTOR,
     "lr_decay": _FACTOR,
     "decay_ratio": _FACTOR,
+    "lr_gamma": _FACTOR,  # a step decay's multiplier: above 1 it would grow the learning rate
     "seed": (0, True, MAX_SEED, True),
     "test_seed": (0, True, MAX_SEED, True),
     "budget": (0, False, 100, False),
@@ -299,6 +300,8 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
         _PIXEL_SIDE,
     ),
     **dict.fromkeys(("test_crops", "patch_num", "train_patch_num", "test_patch_num", "mosaic_grid"), _VIEW_COUNT),
+    # AL-IQA's k-means stand-in runs once per repeat over the pool: `--distill-repeats 99999999999` never ended.
+    "distill_repeats": _VIEW_COUNT,
 }
 _SUFFIX_RULES: tuple[tuple[str, tuple[float | None, bool, float | None, bool]], ...] = (
     ("batch_size", _AT_LEAST_1),

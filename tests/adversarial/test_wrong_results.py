@@ -341,3 +341,15 @@ def test_json_output_is_strict():
     assert json.loads(dumps([np.float32(0.5), np.int64(3), torch.tensor(0.25), np.float64("nan")])) == [
         0.5, 3, 0.25, None
     ]  # fmt: skip
+
+
+def test_a_step_decay_that_would_grow_the_learning_rate_is_refused(cache, tmp_path):
+    """SSL-IQA's --lr-gamma 2 doubled the learning rate at every step, silently; it is a decay's factor."""
+    result = invoke("train", "ssliqa", "--tiny", "--data", "mini", "--lr-gamma", "2", "--out", str(tmp_path / "r"))
+    assert "--lr-gamma: must be at most 1, got 2" in error_line(result)
+
+
+def test_an_endless_k_means_stand_in_is_refused(cache, tmp_path):
+    """AL-IQA's `--distill-repeats 99999999999` ran k-means repeat after repeat, without an end."""
+    result = invoke("train", "aliqa", "--tiny", "--data", "mini", "--distill-repeats", "99999999999")
+    assert "--distill-repeats: must be at most 256, got 99999999999" in error_line(result)

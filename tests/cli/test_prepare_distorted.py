@@ -118,11 +118,17 @@ def test_list_types(refs):
         (["--shard", "3"], "--shard"),
         (["--size", "16x16"], "too small"),
         (["--out", "x.npz"], "HDF5"),
+        (["--seed", "-1"], "--seed"),  # was numpy's raw ValueError, exit 1
+        (["--walk-target", "5"], "--walk-target: how far type 27 walks VIPNet's lists"),  # was ignored
+        (["--refs-list", "BINARY"], "is not a UTF-8 text file"),  # was a raw UnicodeDecodeError, exit 1
     ],
 )
 def test_bad_options_give_one_line_errors(refs, tmp_path, args, message):
+    binary = tmp_path / "list.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))  # a cache named where the list goes
+    args = [str(binary) if arg == "BINARY" else arg for arg in args]
     result = invoke("distorted", "--refs", str(refs), "--out", str(tmp_path / "e.h5"), *args)
-    assert result.exit_code != 0
+    assert result.exit_code in (2, 65)
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 

@@ -77,6 +77,13 @@ def test_a_stage_one_option_given_for_stage_two_is_refused_not_ignored(option, t
     assert resolved.params.stage == 2 and resolved.params.freeze_epochs == 5
 
 
+def test_a_classifier_without_the_selection_rule_is_refused_not_ignored():
+    """`--no-select-enhanced --classifier X` trained (and later predicted) exactly as without --classifier."""
+    with pytest.raises(ConfigError, match="--classifier has no effect here \\(the selection rule's classifier"):
+        params_for(select_enhanced=False, classifier="my_vit")
+    assert params_for(select_enhanced=True, classifier="my_vit").classifier == "my_vit"
+
+
 def test_stage_two_freezes_encoder_one_and_routes_gradients_as_the_authors():
     torch.manual_seed(0)
     params = params_for(stage=2, dropout=0.0)
@@ -165,7 +172,7 @@ def test_low_quality_partner_is_position_mod_n_poor_of_the_training_part():
     extra = bound.batch_extra(np.array([9, 0, 4]), parts=None, epoch=3, batch=1, seed=0, params=params_for())
     assert extra.tolist() == [poor[7 % 2], poor[0], poor[3 % 2]]
     assert recipe.batch_extra(np.array([1]), parts=None, epoch=0, batch=0, seed=0, params=params_for()) is None
-    with pytest.raises(ConfigError, match="no"):
+    with pytest.raises(ConfigError, match="raise the bar with --lq-threshold"):  # it said "lower": the wrong way
         low_quality_partners(train, labels + 5, 2.0)
 
 

@@ -222,7 +222,7 @@ def low_quality_partners(train: np.ndarray, labels: np.ndarray, threshold: float
     if poor.size == 0:
         raise ConfigError(
             f"stage 2 needs low-quality training images (label < {threshold:g}) and this split's training part has "
-            "none (lower the bar with --lq-threshold)"
+            "none (raise the bar with --lq-threshold: images labelled below it are the low-quality ones)"
         )
     return poor[np.arange(train.size) % poor.size]
 
@@ -272,10 +272,13 @@ class IEITRecipe(Recipe[IEITParams]):
         check_protocol(params)
 
     def idle_params(self, params: IEITParams) -> dict[str, str]:
-        if params.stage != 2:
-            return {}
-        why = "stage 1 only: stage 2 starts from the whole stage-1 model (--from)"
-        return {"freeze_epochs": why, "pretrained": why}
+        idle: dict[str, str] = {}
+        if not params.select_enhanced:
+            idle["classifier"] = "the selection rule's classifier, and --no-select-enhanced leaves that rule out"
+        if params.stage == 2:
+            why = "stage 1 only: stage 2 starts from the whole stage-1 model (--from)"
+            idle |= {"freeze_epochs": why, "pretrained": why}
+        return idle
 
     def model_name(self, params: IEITParams) -> str:
         return "ieit"
