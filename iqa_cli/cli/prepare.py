@@ -31,8 +31,9 @@ from iqa_cli.cli.prepare_enhance import (
 )
 from iqa_cli.cli.prepare_enhance import register as register_enhance
 from iqa_cli.data.records import DatasetSpec
-from iqa_cli.data.splits import MAX_SPLIT_SEED, MAX_SPLITS
+from iqa_cli.data.splits import MAX_SPLITS
 from iqa_cli.errors import ConfigError
+from iqa_cli.seeds import MAX_SEED
 
 if TYPE_CHECKING:
     from iqa_cli.data.cache import CacheOptions
@@ -182,7 +183,7 @@ def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
         workers: int = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
         skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
         splits: int = typer.Option(10, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
-        split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SPLIT_SEED, help=_SEED_HELP),
+        split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SEED, help=_SEED_HELP),
         test_fraction: float = typer.Option(0.2, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
         enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),
@@ -242,7 +243,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         workers: int = typer.Option(None, "--workers", "-j", min=1, help=_WORKERS_HELP),
         skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_HELP),
         splits: int = typer.Option(10, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
-        split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SPLIT_SEED, help=_SEED_HELP),
+        split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SEED, help=_SEED_HELP),
         test_fraction: float = typer.Option(0.2, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
         json_output: bool = typer.Option(False, "--json", help=_JSON_HELP),
         enhance: bool = typer.Option(False, "--enhance", help=ENHANCE_HELP),

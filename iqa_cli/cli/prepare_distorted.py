@@ -14,7 +14,8 @@ import typer
 from iqa_cli.atomic import check_output_file
 from iqa_cli.cli.checks import given, open_fraction
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
-from iqa_cli.data.splits import MAX_SPLIT_SEED, MAX_SPLITS
+from iqa_cli.data.splits import MAX_SPLITS
+from iqa_cli.seeds import MAX_SEED
 
 _TYPES_HELP = "Distortion types to generate, e.g. 1,2,5-9 (default: all 30; `--list-types` shows them)."
 _LEVELS_HELP = "Levels to generate, e.g. 1-5 or 1,3,5 (default: all five)."
@@ -64,7 +65,7 @@ def distorted(
     shard: str = typer.Option(None, "--shard", help=_SHARD_HELP),
     preview: Path = typer.Option(None, "--preview", help=_PREVIEW_HELP),
     splits: int = typer.Option(1, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SPLIT_SEED, help=_SEED_HELP),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SEED, help=_SEED_HELP),
     test_fraction: float = typer.Option(0.01, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
     refs_list: Path = typer.Option(
         None, "--refs-list", help="VIPNet's dataset_ref_img.csv: the references of every type but 27 (in --refs)."
@@ -184,7 +185,7 @@ def merge(
     parts: list[Path] = typer.Argument(..., help="Part caches written with `iqa prepare distorted --shard i/n`."),
     out_path: Path = typer.Option(..., "--out", help="The merged cache to write."),
     splits: int = typer.Option(1, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
-    split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SPLIT_SEED, help=_SEED_HELP),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SEED, help=_SEED_HELP),
     test_fraction: float = typer.Option(0.01, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),
     allow_partial: bool = typer.Option(
         False, "--allow-partial", help="Merge parts that leave references out (default: refuse, naming the gaps)."

@@ -30,13 +30,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.seeds import MAX_SEED
 
 RANDOM_PREFIX = "random_"
 # More stored splits than any protocol uses (the papers run 10) would only fill the cache and take as long
 # to draw: a typo such as `--splits 1000000000` is refused before any work, never left running.
 MAX_SPLITS = 1000
-# RandomState seeds are 32-bit; split k draws with seed + k.
-MAX_SPLIT_SEED = 2**32 - 1
 OFFICIAL = "official"
 # Record.official_set spellings -> part names in the cache.
 _OFFICIAL_PARTS = {
@@ -141,8 +140,8 @@ def check_split_count(count: int, seed: int) -> None:
     """ConfigError (naming --splits or --split-seed) unless `count` splits from `seed` can be drawn."""
     if not 0 <= count <= MAX_SPLITS:
         raise ConfigError(f"--splits: must be between 0 and {MAX_SPLITS}, got {count}")
-    if seed < 0 or seed + max(count - 1, 0) > MAX_SPLIT_SEED:
-        high = MAX_SPLIT_SEED - max(count - 1, 0)
+    if seed < 0 or seed + max(count - 1, 0) > MAX_SEED:
+        high = MAX_SEED - max(count - 1, 0)
         why = f" (split k draws with seed + k, a 32-bit seed, for {count} splits)" if count > 1 else ""
         raise ConfigError(f"--split-seed: must be between 0 and {high}{why}, got {seed}")
 

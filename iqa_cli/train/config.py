@@ -22,6 +22,7 @@ from typing import Any, Literal
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import ConfigError
 from iqa_cli.jsonio import dumps
+from iqa_cli.seeds import MAX_SEED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -269,7 +270,6 @@ def _describe(tp: Any) -> str:
 # Valid ranges of numeric options, by field name: (low, low inclusive, high, high inclusive); None = open.
 # Every numeric option of every method is checked against its own entry, or the first matching rule
 # below, before any work starts (`--epochs 0`, `--batch-size 0`, `--lr -1` are errors, not no-ops).
-MAX_SEED = 2**32 - 1  # numpy's RandomState takes 32-bit seeds
 _AT_LEAST_1 = (1, True, None, False)
 _POSITIVE = (0, False, None, False)
 _NON_NEGATIVE = (0, True, None, False)

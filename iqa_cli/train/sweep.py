@@ -26,8 +26,9 @@ import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.seeds import MAX_SEED
 from iqa_cli.train.choices import choices_change, choices_on, run_choices
-from iqa_cli.train.config import MAX_SEED, EngineConfig, write_json
+from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.distributed import env_world, init_distributed, resolve_device
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
