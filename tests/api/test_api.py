@@ -68,6 +68,29 @@ def test_methods_and_load_from_a_run_name(trained):
     assert scorer.native(scores).shape == (3,)
 
 
+def test_a_large_jpeg_by_path_is_decoded_as_predict_decodes_it_and_an_image_as_given(trained, tmp_path):
+    """What the README says of the scorer's inputs: a JPEG at least twice the largest view on both sides is
+    decoded at a reduced DCT scale from its path (as `iqa predict` does), while a PIL image or an array is
+    scored as the caller decoded it."""
+    from iqa_cli.train.predict import read_image
+
+    scorer = iqa_cli.load("apirun", device="cpu")
+    bound = scorer.recipe.view_bound(scorer.loaded.params)
+    photo = tmp_path / "large.jpg"
+    side = 2 * bound + 16
+    gradient = np.linspace(0, 255, side, dtype=np.float64)
+    pixels = np.stack(
+        [np.add.outer(gradient, gradient) / 2, np.tile(gradient, (side, 1)), np.full((side, side), 90.0)], -1
+    )
+    Image.fromarray(pixels.astype(np.uint8)).save(photo, quality=90)
+    reduced = read_image(photo, bound)
+    assert reduced.shape[0] < side  # decoded reduced
+    np.testing.assert_allclose(scorer(str(photo)), scorer(reduced), atol=1e-6)
+    full = np.asarray(Image.open(photo).convert("RGB"))
+    assert full.shape[0] == side
+    np.testing.assert_allclose(scorer(Image.open(photo)), scorer(full), atol=1e-6)
+
+
 def test_load_from_a_file_and_bad_inputs(trained):
     best = next(Path(data_dir().parent / "runs" / "apirun").glob("split-*/best.safetensors"))
     scorer = iqa_cli.load(best, device="cpu")
