@@ -19,6 +19,7 @@ from iqa_cli.cli.metric_cells import (
     resize_note,
     row_cells,
     summary_cells,
+    unmeasured_note,
 )
 from iqa_cli.errors import ConfigError
 from iqa_cli.train.recipes import get_recipe, recipe_names
@@ -280,7 +281,7 @@ def show_eval_report(report: dict[str, Any]) -> None:
         if mean:
             table.add_row("mean ± std", "", *summary_cells(rows, mean, columns, std), "")
     out.print(table)
-    for note in (fallback_note(rows, columns), copies_note(rows), resize_note(rows)):
+    for note in (fallback_note(rows, columns), unmeasured_note(rows, columns), copies_note(rows), resize_note(rows)):
         if note:
             out.print(note, markup=False, highlight=False)
     for row in report["results"]:

@@ -6,6 +6,7 @@ A row whose `logistic_fit` is "fallback" reports its raw PLCC/RMSE under `plcc_l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,9 @@ def marked_cell(text: str, column: str, marked: bool) -> str:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    return "nan" if value is None else f"{value:.{digits}f}"  # None: unmeasured, as read from a JSON file
+    # None (unmeasured, as read from a JSON file) or NaN: "-", explained by `unmeasured_note`; "nan" read as
+    # a broken run.
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
 def row_cells(row: dict[str, Any], columns: Sequence[str], digits: int = 4) -> list[str]:
@@ -57,6 +60,23 @@ def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str
         "the raw PLCC/RMSE stand under the logistic names there (logistic_fit: fallback in --json)"
         + ("; the summary rows include them" if len(rows) > 1 else "")
     )
+
+
+def unmeasured_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
+    """The line under a table with "-" cells: which columns of which splits were not measured, and why."""
+    missing = [
+        c for c in columns if any(not (isinstance(r.get(c), (int, float)) and math.isfinite(r[c])) for r in rows)
+    ]
+    if not missing:
+        return None
+    splits = sorted({str(r.get("split")) for r in rows for c in missing if not isinstance(r.get(c), (int, float))
+                     or not math.isfinite(r[c])})  # fmt: skip
+    why = "a correlation needs at least 3 images, and distinct predictions"
+    low = [c for c in missing if c.startswith("lq_")]
+    if low:
+        counts = ", ".join(f"{r.get('lq_n', '?')} on {r.get('split')}" for r in rows if str(r.get("split")) in splits)
+        why += f"; {', '.join(low)} take only the test images below the low-quality bar: {counts}"
+    return f"-: {', '.join(missing)} not measured on split(s) {', '.join(splits)} ({why})"
 
 
 def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:

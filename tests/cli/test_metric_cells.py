@@ -87,3 +87,16 @@ def test_a_sweep_of_one_repeat_shows_no_spread_and_says_when_its_models_were_kep
     text = " ".join(captured.get().split())
     assert "nan" not in text and "mean ± std" not in text and "0.7000" in text
     assert "kept models chosen on the test part (--select-on test): optimistic" in text
+
+
+def test_an_unmeasured_cell_is_a_dash_with_a_line_saying_why():
+    """IEIT's low-quality columns printed "nan" where no test image fell below the bar, with no word."""
+    from iqa_cli.cli.metric_cells import unmeasured_note
+
+    row = {**_row("random_0", "ok", 0.6), "lq_srcc": None, "lq_plcc": float("nan"), "lq_n": 0}
+    columns = [*COLUMNS, "lq_srcc", "lq_plcc"]
+    assert row_cells(row, columns)[-2:] == ["-", "-"]
+    note = unmeasured_note([row], columns)
+    assert note is not None and note.startswith("-: lq_srcc, lq_plcc not measured on split(s) random_0")
+    assert "below the low-quality bar: 0 on random_0" in note
+    assert unmeasured_note([_row("a", "ok", 0.6)], COLUMNS) is None

@@ -82,6 +82,14 @@ def test_a_classifier_without_the_selection_rule_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="--classifier has no effect here \\(the selection rule's classifier"):
         params_for(select_enhanced=False, classifier="my_vit")
     assert params_for(select_enhanced=True, classifier="my_vit").classifier == "my_vit"
+    # the same at test time: `iqa predict ieit --classifier X` of a model that selects nothing ignored it
+    from iqa_cli.train.weights import apply_test_overrides
+
+    plain = params_for(select_enhanced=False)
+    with pytest.raises(ConfigError, match="--classifier has no effect here"):
+        apply_test_overrides(recipe, plain, {"classifier": "my_vit"}, files=True)
+    both = apply_test_overrides(recipe, plain, {"select_enhanced": True, "classifier": "my_vit"}, files=True)
+    assert both.classifier == "my_vit"
 
 
 def test_stage_two_freezes_encoder_one_and_routes_gradients_as_the_authors():
