@@ -111,7 +111,11 @@ def plan_sweep(options: TrainOptions, field: str | None, values_text: str | None
     what = _UNSAFE.sub("_", field) if field is not None else "repeats"
     name = options.name or f"{options.method}-{dataset}-sweep-{what}"
     root = run_root(method=options.method, dataset=dataset, name=None if options.out else name, out=options.out)
-    seed = int(options.overrides.get("seed") or 0)
+    recipe = get_recipe(options.method)
+    # The first repeat's seed is the run's own: --seed, else a --config file's, else the default. Reading
+    # --seed alone trained a config file's `seed = 5` sweep at seeds 0, 1, ..., silently.
+    given = resolve_config(recipe, tiny=options.tiny, config_file=options.config_file, overrides=options.overrides)
+    seed = int(given.engine.seed)
     if len(values) * repeats > MAX_SWEEP_RUNS:
         raise ConfigError(
             f"--sweep-values x --repeats: {len(values)} x {repeats} runs, more than {MAX_SWEEP_RUNS} in one sweep"
@@ -121,7 +125,6 @@ def plan_sweep(options: TrainOptions, field: str | None, values_text: str | None
             f"--repeats: repeat N trains with seed + N - 1, and seed {seed} + {repeats - 1} passes the largest seed, "
             f"{MAX_SEED}; lower --seed or --repeats"
         )
-    recipe = get_recipe(options.method)
     jobs = [  # (label, repeat, folder, the run's options)
         (
             label,

@@ -378,6 +378,19 @@ def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, t
     assert again.exit_code == 2 and "this sweep's run was made with other options" in again.output
 
 
+def test_a_sweep_s_repeats_start_from_the_config_file_s_seed(cache, tmp_path):
+    """A --config file's `seed = 5` was ignored by --repeats: the runs trained at seeds 0, 1 (only --seed was
+    read), while the file said 5."""
+    config = tmp_path / "config.toml"
+    config.write_text("seed = 5\n")
+    sweep = ["--data", "mini", "--epochs", "1", "--config", str(config), "--repeats", "2", "--print-config", "--json"]
+    planned = train(*sweep, "--out", str(tmp_path / "sweep"))
+    assert planned.exit_code == 0, planned.output
+    assert [r["seed"] for r in json.loads(planned.stdout)["runs"]] == [5, 6]
+    given = train(*sweep, "--seed", "9", "--out", str(tmp_path / "sweep"))  # the command line still wins
+    assert [r["seed"] for r in json.loads(given.stdout)["runs"]] == [9, 10]
+
+
 def test_a_sweep_run_again_on_a_moved_copy_of_its_cache_reuses_its_runs(cache, tmp_path):
     """A sweep folder whose cache moved was refused as "made with other options: --data" when run again."""
     out = tmp_path / "sweep"
