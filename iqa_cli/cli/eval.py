@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +21,7 @@ from iqa_cli.cli.metric_cells import (
     unmeasured_note,
 )
 from iqa_cli.errors import ConfigError
+from iqa_cli.train.metrics import is_measured
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -310,7 +310,7 @@ def show_by_type(row: dict[str, Any]) -> None:
 
 
 def _type_cell(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+    return f"{value:.4f}" if is_measured(value) else "-"
 
 
 for _method in recipe_names():

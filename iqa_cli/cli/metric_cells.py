@@ -6,11 +6,10 @@ A row whose `logistic_fit` is "fallback" reports its raw PLCC/RMSE under `plcc_l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from iqa_cli.train.metrics import LOGISTIC_METRICS, logistic_fallbacks
+from iqa_cli.train.metrics import LOGISTIC_METRICS, is_measured, logistic_fallbacks
 
 FALLBACK_MARK = "†"
 # A figure whose kept model was chosen on the test part itself (`--select-on test`): optimistic.
@@ -30,7 +29,7 @@ def marked_cell(text: str, column: str, marked: bool) -> str:
 def _fmt(value: Any, digits: int = 4) -> str:
     # None (unmeasured, as read from a JSON file) or NaN: "-", explained by `unmeasured_note`; "nan" read as
     # a broken run.
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+    return f"{value:.{digits}f}" if is_measured(value) else "-"
 
 
 def row_cells(row: dict[str, Any], columns: Sequence[str], digits: int = 4) -> list[str]:
@@ -64,13 +63,10 @@ def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str
 
 def unmeasured_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:
     """The line under a table with "-" cells: which columns of which splits were not measured, and why."""
-    missing = [
-        c for c in columns if any(not (isinstance(r.get(c), (int, float)) and math.isfinite(r[c])) for r in rows)
-    ]
+    missing = [c for c in columns if any(not is_measured(r.get(c)) for r in rows)]
     if not missing:
         return None
-    splits = sorted({str(r.get("split")) for r in rows for c in missing if not isinstance(r.get(c), (int, float))
-                     or not math.isfinite(r[c])})  # fmt: skip
+    splits = sorted({str(r.get("split")) for r in rows if any(not is_measured(r.get(c)) for c in missing)})
     why = "a correlation needs at least 3 images, and distinct predictions"
     low = [c for c in missing if c.startswith("lq_")]
     if low:

@@ -170,10 +170,7 @@ def _refuse_idle_options(
             "--val-fraction has no effect with --select-on test (the whole training part trains and the test "
             "part selects the kept model); leave it out"
         )
-    idle = recipe.idle_params(params)
-    for name in overrides:
-        if overrides[name] is not None and name in idle:
-            raise ConfigError(f"--{name.replace('_', '-')} has no effect here ({idle[name]}); leave it out")
+    recipe.refuse_idle(params, overrides)
 
 
 def config_sections(method: str, resolved: ResolvedConfig) -> dict[str, dict[str, Any]]:

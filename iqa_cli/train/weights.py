@@ -220,10 +220,7 @@ def apply_test_overrides(recipe: Recipe[Any], params: Any, overrides: dict[str, 
         raise ConfigError(f"{recipe.name}: {', '.join(unknown)} cannot be changed at test time")
     changed = apply_values(params, overrides, source="options") if overrides else params
     recipe.check_params(changed)
-    idle = recipe.idle_params(changed)  # e.g. IEIT's --classifier for a model that selects no enhanced image
-    for name in overrides:
-        if overrides[name] is not None and name in idle:
-            raise ConfigError(f"--{name.replace('_', '-')} has no effect here ({idle[name]}); leave it out")
+    recipe.refuse_idle(changed, overrides)  # e.g. IEIT's --classifier for a model that selects no enhanced image
     return changed
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import numpy as np
 
+from iqa_cli.errors import ConfigError
 from iqa_cli.train.labels import LABEL_SCALES, LabelMap, check_quality_scores
 from iqa_cli.train.metrics import METRIC_NAMES, MIN_CORRELATION_IMAGES, compute_metrics
 from iqa_cli.train.schedule import Schedule
@@ -163,6 +164,14 @@ class Recipe(ABC, Generic[P]):
         """Parameters that have no effect with these settings, each with why (a stage that does not use
         it); giving one on the command line is an error rather than a silent no-op."""
         return {}
+
+    def refuse_idle(self, params: P, given: Mapping[str, Any]) -> None:
+        """ConfigError for the first of the `given` options (set by the user, in training or at test time)
+        that `idle_params` says has no effect with `params`."""
+        idle = self.idle_params(params)
+        for name, value in given.items():
+            if value is not None and name in idle:
+                raise ConfigError(f"--{name.replace('_', '-')} has no effect here ({idle[name]}); leave it out")
 
     @abstractmethod
     def model_name(self, params: P) -> str:
