@@ -18,3 +18,8 @@ def given(ctx: typer.Context, name: str) -> bool:
     default: an option that its other options make unused is refused only when it was asked for."""
     source = ctx.get_parameter_source(name)
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def given_flags(ctx: typer.Context, flags: dict[str, str]) -> list[str]:
+    """The flags (values of `flags`, by parameter name) of the parameters `given` on this command line."""
+    return [flag for name, flag in flags.items() if given(ctx, name)]

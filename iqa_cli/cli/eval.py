@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,10 +140,9 @@ def make_eval_command(method: str) -> Callable[..., None]:
                 from iqa_cli.plots import matrix_heatmap
 
                 title = f"{method}: {table.metric.upper()} (median over splits)"
-                cell_marks = {(c["trained_on"], c["tested_on"]): _matrix_marks(c) for c in table.cells}
+                cell_marks = _matrix_marks(table.cells)
                 marks = [[cell_marks.get((a, b), "") for b in table.datasets] for a in table.datasets]
-                used = {mark for row in marks for text in row for mark in text}
-                title += "".join(f"\n{mark} {MATRIX_MARKS[mark]}" for mark in MATRIX_MARKS if mark in used)
+                title += "".join(f"\n{line}" for line in _marks_legend(cell_marks))
                 matrix_heatmap(plot, table.datasets, table.datasets, table.values, title=title, marks=marks)
             if json_output:
                 print_json(table.as_dict())
@@ -234,23 +233,33 @@ def show_matrix(matrix: dict[str, Any]) -> None:
     table.add_column("trained on \\ tested on")
     for name in matrix["datasets"]:
         table.add_column(name, justify="right")
-    marks = {(cell["trained_on"], cell["tested_on"]): _matrix_marks(cell) for cell in matrix.get("cells", [])}
+    marks = _matrix_marks(matrix.get("cells", []))
     for name, row in zip(matrix["datasets"], matrix["matrix"], strict=True):
         shown = []
         for tested, value in zip(matrix["datasets"], row, strict=True):
             shown.append(("-" if value is None else f"{value:.4f}") + marks.get((name, tested), ""))
         table.add_row(name, *shown)
     out.print(table)
-    used = {mark for cell_marks in marks.values() for mark in cell_marks}
-    for mark, meaning in MATRIX_MARKS.items():
-        if mark in used:
-            out.print(f"{mark} {meaning}", markup=False, highlight=False)
+    for line in _marks_legend(marks):
+        out.print(line, markup=False, highlight=False)
 
 
-def _matrix_marks(cell: dict[str, Any]) -> str:
-    """The marks of one matrix cell: an optimistic kept-model choice, training images in the test."""
-    optimistic = cell["kind"] == "intra" and "test" in str(cell.get("selected_on", "")).split(",")
-    return (OPTIMISTIC_MARK if optimistic else "") + ("‡" if cell.get("includes_training_images") else "")
+def _matrix_marks(cells: Iterable[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """The marks of each (trained on, tested on) cell: an optimistic kept-model choice, training images in
+    the test."""
+    marks = {}
+    for cell in cells:
+        optimistic = cell["kind"] == "intra" and "test" in str(cell.get("selected_on", "")).split(",")
+        marks[(cell["trained_on"], cell["tested_on"])] = (OPTIMISTIC_MARK if optimistic else "") + (
+            "‡" if cell.get("includes_training_images") else ""
+        )
+    return marks
+
+
+def _marks_legend(marks: dict[tuple[str, str], str]) -> list[str]:
+    """One line per mark used in `marks`, in MATRIX_MARKS order (the table's footnotes, the plot's title)."""
+    used = set("".join(marks.values()))
+    return [f"{mark} {meaning}" for mark, meaning in MATRIX_MARKS.items() if mark in used]
 
 
 def show_eval_report(report: dict[str, Any]) -> None:

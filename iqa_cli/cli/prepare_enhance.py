@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from iqa_cli.cli.checks import given
+from iqa_cli.cli.checks import given, given_flags
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
 from iqa_cli.enhance import DEFAULT_CLASSIFIER
 from iqa_cli.errors import ConfigError
@@ -35,6 +35,8 @@ SELECTION_HELP = (
 CLASSIFIER_HELP = "ImageNet classifier of the selection rule: a weights-store name or a ViT checkpoint file."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N (enhancement and classifier)."
 
+_SELECTION_FLAGS = {"selection": "--selection/--no-selection", "classifier": "--classifier"}
+
 __all__ = ["DEFAULT_CLASSIFIER", "EnhanceRequest", "enhanced_line", "register"]
 
 
@@ -51,11 +53,7 @@ class EnhanceRequest:
     ) -> EnhanceRequest | None:
         """The request of `iqa prepare <dataset>`'s options, or None when no enhancement was asked for."""
         if not enhance and enhanced_root is None:
-            asked = [
-                flag
-                for name, flag in (("selection", "--selection/--no-selection"), ("classifier", "--classifier"))
-                if given(ctx, name)
-            ]
+            asked = given_flags(ctx, _SELECTION_FLAGS)
             if asked:
                 raise ConfigError(
                     f"{asked[0]}: a setting of IEIT's enhanced images, which are made only with --enhance or "
@@ -136,15 +134,7 @@ def enhance(
             raise ConfigError(
                 "--from-authors takes the enhanced-image file and the selection file (no --enhanced-root)"
             )
-        unused = [
-            flag
-            for name, flag in (
-                ("selection", "--selection/--no-selection"),
-                ("classifier", "--classifier"),
-                ("device", "--device"),
-            )
-            if given(ctx, name)
-        ]
+        unused = given_flags(ctx, {**_SELECTION_FLAGS, "device": "--device"})
         if unused:
             raise ConfigError(
                 f"{unused[0]}: --from-authors imports the authors' images and selection as they are, so "
