@@ -42,6 +42,8 @@ _SUFFIX_FORMATS = {".h5": "h5", ".hdf5": "h5", ".npz": "npz"}
 def resolve_format(fmt: str | None, out: Path | None) -> str:
     """The cache format from `--format` and/or the output suffix (default h5); conflicts are errors."""
     by_suffix = _SUFFIX_FORMATS.get(out.suffix.lower()) if out is not None else None
+    if out is not None and by_suffix is None:  # `--out abc` would be a cache no `--data abc` finds by name
+        raise ConfigError(f"--out {out}: a cache file's name ends in .h5, .hdf5 or .npz")
     if fmt is None:
         return by_suffix or "h5"
     fmt = fmt.lower().lstrip(".")

@@ -23,6 +23,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import ConfigError
 from iqa_cli.jsonio import dumps
 from iqa_cli.seeds import MAX_SEED
+from iqa_cli.textlist import comma_list
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -125,7 +126,7 @@ def parse_watch(value: str | None) -> list[str]:
     """`--watch a,b` -> ['a', 'b'] (names of prepared caches or cache files)."""
     if not value:
         return []
-    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    names = comma_list(str(value), "--watch")
     if len(set(names)) != len(names):
         raise ConfigError(f"--watch: a dataset is named twice in '{value}'")
     return names
@@ -148,7 +149,10 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _split_text(text: str) -> list[str]:
-    return [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+    try:
+        return comma_list(text, "", separators=",;")
+    except ConfigError:
+        raise ValueError(text) from None  # the caller names the option and what it expects
 
 
 def protocol_default(base: type, name: str, default: Any, *, help: str | None = None) -> Any:

@@ -25,6 +25,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, read_index_file
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.textlist import comma_list
 from iqa_cli.threads import inference_threads
 from iqa_cli.train.choices import changed_inputs, checkpoint_choices, choices_change, choices_of, inputs_text
 from iqa_cli.train.config import AMP_MODES, apply_values, check_choices
@@ -145,8 +146,11 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
     if options.weights is not None:
         from iqa_cli.train.runs import find_run
 
-        names = [part.strip() for part in str(options.weights).split(",") if part.strip()]
-        if len(names) > 1 and not Path(str(options.weights)).expanduser().exists():
+        if Path(str(options.weights)).expanduser().exists():  # an existing path is one name, commas and all
+            names = [str(options.weights)]
+        else:
+            names = comma_list(str(options.weights), "--weights")
+        if len(names) > 1:
             return _joined_runs_plan(names)
         try:  # a run (name or folder): its own kept models, split by split
             given = run_weights(find_run(options.weights))

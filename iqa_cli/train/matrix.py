@@ -19,6 +19,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.textlist import comma_list
 from iqa_cli.train.evaluate import EvalOptions, EvalReport, check_evaluation, evaluate
 from iqa_cli.train.labels import LEVEL_SCORES
 
@@ -65,7 +66,7 @@ def _score_type(path: Path) -> str | None:
 
 def dataset_list(text: str, *, what: str) -> list[str]:
     """`a,b,c` -> [a, b, c]; `all` -> every prepared cache; an empty list is an error."""
-    names = prepared_datasets() if text.strip().lower() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    names = prepared_datasets() if text.strip().lower() == "all" else comma_list(text, what)
     if not names:
         raise ConfigError(f"{what}: no datasets (give names, or 'all' with caches in place)")
     seen: dict[Path, str] = {}

@@ -27,6 +27,7 @@ import numpy as np
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.seeds import MAX_SEED
+from iqa_cli.textlist import comma_list
 from iqa_cli.train.choices import choices_change, choices_on, run_choices
 from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.distributed import env_world, init_distributed, resolve_device
@@ -63,7 +64,7 @@ def sweep_values(field: str, text: str, options: TrainOptions) -> list[tuple[str
         raise ConfigError(f"--sweep: {options.method} has no option '{field}'")
     if field == "seed":
         raise ConfigError("--sweep: the seed is what --repeats varies; sweep another option")
-    labels = [v.strip() for v in text.split(",") if v.strip()]
+    labels = comma_list(text, "--sweep-values")
     if not labels:
         raise ConfigError("--sweep-values: give at least one value, e.g. 0.005,0.01,0.1,1")
     if len(set(labels)) != len(labels):

@@ -78,3 +78,32 @@ def test_an_empty_argument_is_refused_before_the_work(tmp_path, monkeypatch, arg
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(said), result.output
     assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["eval", "vtiqa", "--data", "mini", "--cross", "mini,"], "error: --cross: an empty entry in 'mini,'"),
+        (["eval", "vtiqa", "--matrix", "--data", "mini,,mini"], "error: --data: an empty entry"),
+        (["eval", "vtiqa", "--data", "mini", "--weights", "a,,b"], "error: --weights: an empty entry"),
+        (["train", "vtiqa", *FAST, "--data", "mini", "--watch", "mini,"], "error: --watch: an empty entry"),
+        (
+            ["train", "vtiqa", *FAST, "--data", "mini", "--sweep", "lr", "--sweep-values", "0.1,,0.2"],
+            "error: --sweep-values: an empty entry",
+        ),
+        (
+            ["train", "vtiqa", *FAST, "--data", "mini", "--lr-phases", "0:0.01,,11:0.001"],
+            "error: invalid value for lr_phases: '0:0.01,,11:0.001'",
+        ),
+    ],
+)
+def test_an_empty_entry_in_a_list_is_refused_before_the_work(trained, args, said):
+    """`--cross "$A,$B"` with B unset (and `a,,b` anywhere else) dropped the empty entry and ran on fewer
+    datasets, runs or values than the command named, exit 0."""
+    from iqa_cli.home import runs_dir
+
+    before = sorted(runs_dir().iterdir())
+    result = runner.invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(said), result.output
+    assert sorted(runs_dir().iterdir()) == before

@@ -139,6 +139,9 @@ def test_option_and_input_errors(tmp_path):
     assert failed(iqa(*base, "--size", "10x10", "--short-side", "5"), "mutually exclusive")
     assert failed(iqa(*base, "--size", "tiny"), "invalid size")
     assert failed(iqa(*base, "--format", "npz", "--out", tmp_path / "x.h5"), "does not match")
+    # `--out abc` wrote an HDF5 cache named abc, which `--data abc` did not find by name
+    assert failed(iqa(*base, "--out", tmp_path / "abc"), "--out", "abc: a cache file's name ends in .h5, .hdf5 or .npz")
+    assert not (tmp_path / "abc").exists()
     assert failed(iqa(*base, "--name", "livew"), "built-in dataset")
     (tmp_path / "a_file").write_text("")
     assert failed(iqa(*base, "--csv", csv_path, "--out", tmp_path / "a_file" / "x.h5"), "--out:", "is a file, so")

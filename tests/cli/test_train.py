@@ -16,7 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 from iqa_cli.cli.main import app
-from iqa_cli.home import data_dir
+from iqa_cli.errors import ConfigError
+from iqa_cli.home import data_dir, runs_dir
 from iqa_cli.train.state import load_state
 from tests.cli.options import without
 from tests.train.caches import make_cache
@@ -118,6 +119,37 @@ def test_an_out_that_is_a_file_is_one_line(cache, tmp_path):
     assert blocker.read_text() == ""
 
 
+@pytest.mark.parametrize(
+    ("method", "args", "said"),
+    [
+        ("vtiqa", ["--min-lr", "0.005"], "lr_phases gives 0.001 from epoch 11, below min_lr 0.005, where training"),
+        ("vtiqa", ["--lr", "0.01", "--min-lr", "0.02"], "lr 0.01 is below min_lr 0.02, where training stops"),
+        ("ieit", ["--stage", "2", "--min-lr", "0.005"], "stage 2's lr_phases gives 0.001 from epoch 0, below"),
+        ("aliqa", ["--min-lr", "0.005"], "lr_phases gives 0.001 from epoch 0, below min_lr 0.005"),
+        ("aliqa", ["--min-lr", "0.002", "--lr-phases", "0:0.01"], "ft_lr_phases 0.001 is below min_lr 0.002"),
+        ("vipnet-dpm", ["--min-lr", "1"], "min_lr (1) is above lr (0.05); it is the cosine's lowest value"),
+    ],
+)
+def test_a_min_lr_above_a_learning_rate_is_refused_before_training(cache, method, args, said):
+    """`--min-lr` above a phase's learning rate stopped training as that phase began (VT-IQA: after the
+    first epoch), and the model of those epochs was kept as the run's result, exit 0. VIPNet's DPM cosine
+    climbed from lr up to min_lr."""
+    result = runner.invoke(app, ["train", method, "--tiny", "--device", "cpu", "--data", "mini", *args])
+    line = one_error_line(result)
+    assert said in line and result.exit_code == 2 and not list(runs_dir().glob("**/run.json")), line
+
+
+def test_the_fine_tune_phases_count_against_min_lr_only_where_that_step_runs():
+    from iqa_cli.train.recipes import get_recipe
+    from iqa_cli.train.trainer import resolve_config
+
+    slow = {"min_lr": 0.002, "lr_phases": ((0, 0.01),)}
+    with pytest.raises(ConfigError, match="ft_lr_phases 0.001 is below min_lr 0.002"):
+        resolve_config(get_recipe("aliqa"), tiny=True, config_file=None, overrides=slow)
+    config = resolve_config(get_recipe("aliqa"), tiny=True, config_file=None, overrides={**slow, "fine_tune": False})
+    assert config.params.min_lr == 0.002
+
+
 def test_a_test_part_too_small_to_correlate_is_refused_before_training(tmp_path):
     """A split testing 2 images would report SRCC +-1 whatever the model: refused before any split trains."""
     make_cache("small", tmp_path / "small", data_dir() / "small.h5", n=8, splits=2)  # 6 train, 2 test
@@ -130,7 +162,6 @@ def test_a_test_part_too_small_to_correlate_is_refused_before_training(tmp_path)
 def test_a_default_name_another_job_claimed_is_passed_over_and_a_refusal_leaves_none(cache, tmp_path, monkeypatch):
     """Jobs of an array start in one second: the second found the first's folder (claimed, no run.json
     yet) and failed; it now takes `-2`. A run refused before training leaves no claimed folder."""
-    from iqa_cli.home import runs_dir
     from iqa_cli.train import runs
 
     monkeypatch.setattr(runs, "default_run_name", lambda method, dataset: "vtiqa-mini-20261205-070802")

@@ -14,7 +14,7 @@ from iqa_cli.train.al.selection import (
     DEFAULT_WEIGHTS,
 )
 from iqa_cli.train.config import protocol_default
-from iqa_cli.train.recipes.esnthere import Phases, PlateauParams, check_phases, check_protocol
+from iqa_cli.train.recipes.esnthere import Phases, PlateauParams, check_min_lr, check_phases, check_protocol
 
 STAGES = ("prompts", "fine-tune")
 Pool = Literal["train", "all"]
@@ -103,3 +103,5 @@ def check_aliqa_protocol(params: ALIQAParams) -> None:
     """The shared protocol's checks, and the fine-tune step's phases."""
     check_protocol(params)
     check_phases("ft_lr_phases", params.ft_lr_phases)
+    if params.fine_tune:
+        check_min_lr("ft_lr_phases", params.ft_lr_phases, params.min_lr)

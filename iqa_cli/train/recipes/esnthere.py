@@ -93,6 +93,19 @@ def check_protocol(params: PlateauParams) -> None:
     lr = getattr(params, "lr", None)
     if lr is not None and not lr > 0:
         raise ConfigError(f"lr must be positive, got {lr}")
+    if lr is not None:
+        check_min_lr("lr", ((0, lr),), params.min_lr)
+    elif params.lr_phases is not None:  # None: the method fills it in, and checks it then
+        check_min_lr("lr_phases", params.lr_phases, params.min_lr)
+
+
+def check_min_lr(name: str, phases: Phases, min_lr: float) -> None:
+    """Every phase starts at or above `min_lr`. Below it, the stop rule ends training as that phase starts
+    (after the first epoch, for the first phase): a model of a few epochs, kept as the run's result."""
+    for start, lr in phases:
+        if lr < min_lr:
+            what = f"{name} {lr:g} is" if len(phases) == 1 else f"{name} gives {lr:g} from epoch {start},"
+            raise ConfigError(f"{what} below min_lr {min_lr:g}, where training stops; lower min_lr or raise that lr")
 
 
 def esnthere_optimizer(parameters: Iterable[Any], params: Any, lr: float) -> torch.optim.Optimizer:

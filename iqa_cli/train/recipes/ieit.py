@@ -73,6 +73,7 @@ from iqa_cli.train.recipes.esnthere import (
     EsnthereParams,
     Loss,
     Phases,
+    check_min_lr,
     check_protocol,
     esnthere_optimizer,
     esnthere_schedule,
@@ -270,6 +271,8 @@ class IEITRecipe(Recipe[IEITParams]):
         if params.batch_size is not None and params.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {params.batch_size}")
         check_protocol(params)
+        if params.lr is None and params.lr_phases is None:
+            check_min_lr(f"stage {params.stage}'s lr_phases", STAGE_PHASES[params.stage], params.min_lr)
 
     def idle_params(self, params: IEITParams) -> dict[str, str]:
         idle: dict[str, str] = {}

@@ -190,6 +190,10 @@ class VIPNetDPMRecipe(Recipe[DPMParams]):
             raise ConfigError(f"resolution must be two multiples of 32 (H,W), got {params.resolution}")
         if not params.lr > 0 or params.min_lr < 0 or params.restart_period < 1 or params.restart_mult < 1:
             raise ConfigError("lr must be positive, min_lr non-negative, restart_period and restart_mult at least 1")
+        if params.min_lr > params.lr:  # the cosine would climb from lr up to min_lr
+            raise ConfigError(
+                f"min_lr ({params.min_lr:g}) is above lr ({params.lr:g}); it is the cosine's lowest value"
+            )
         if params.grad_clip is not None and not params.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive (or none), got {params.grad_clip}")
 
