@@ -295,7 +295,8 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "test_seed": (0, True, MAX_SEED, True),
     "budget": (0, False, 100, False),
     "lq_threshold": (None, False, None, False),
-    "label_std": _POSITIVE,
+    # a std (1-5 scale) wider than the scale flattens every derived label toward one uniform distribution
+    "label_std": (0, False, 4, True),
     "log_every": _NON_NEGATIVE,  # 0: no step lines
     # Sizes and counts of views: far above any protocol's, and low enough that a slip (`--mosaic-source
     # 99999999999`, `--test-crops 99999999999`) is one line here, not an allocator's crash at the first batch.

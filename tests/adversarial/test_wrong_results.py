@@ -349,6 +349,14 @@ def test_a_step_decay_that_would_grow_the_learning_rate_is_refused(cache, tmp_pa
     assert "--lr-gamma: must be at most 1, got 2" in error_line(result)
 
 
+def test_a_label_std_wider_than_the_scale_is_refused(cache, tmp_path):
+    """SSL-IQA's `--label-std 99999999999` made every derived 5-bin label the same flat distribution: a
+    run trained toward one constant target, exit 0. A std is at most the 1-5 scale's width."""
+    result = invoke("train", "ssliqa", "--tiny", "--data", "mini", "--label-std", "5", "--out", str(tmp_path / "r"))
+    assert "--label-std: must be at most 4, got 5" in error_line(result)
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_endless_k_means_stand_in_is_refused(cache, tmp_path):
     """AL-IQA's `--distill-repeats 99999999999` ran k-means repeat after repeat, without an end."""
     result = invoke("train", "aliqa", "--tiny", "--data", "mini", "--distill-repeats", "99999999999")
