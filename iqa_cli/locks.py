@@ -14,7 +14,9 @@ starts over if not.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import socket
 import sys
@@ -23,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from iqa_cli.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 try:
     import fcntl
@@ -83,7 +87,11 @@ def hold(path: str | Path, what: str = "output") -> Iterator[None]:
         fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no locks on this file system
+                os.close(fd)
+                yield from _unlocked(path, target, what, exc)
+                return
             holder = _holder_text(fd)
             os.close(fd)
             raise ConfigError(f"{what} is in use by another iqa job ({holder})", path=path) from None
@@ -103,3 +111,18 @@ def hold(path: str | Path, what: str = "output") -> Iterator[None]:
             os.unlink(target)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _unlocked(path: Path, target: Path, what: str, exc: OSError) -> Iterator[None]:
+    """Run the block without a lock where the file system refuses `flock` itself (Lustre mounted without
+    it: ENOSYS; some NFS set-ups: ENOLCK). Refusing would make such a place unusable; a second job on the
+    same output is then not detected, which the warning says."""
+    log.warning(
+        f"file locks do not work in {path.parent} ({exc.strerror or exc}): another job writing the {what} {path} "
+        "would not be detected"
+    )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(target)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iqa_cli.errors import ConfigError
+from iqa_cli.h5files import open_h5
 
 FORMAT_VERSION = 1
 FORMATS = ("h5", "npz")
@@ -69,10 +70,8 @@ def check_replaceable(path: Path, option: str = "--out") -> None:
     if not head:
         return  # empty: nothing to keep
     if head == HDF5_MAGIC:
-        import h5py
-
         try:
-            with h5py.File(path, "r") as handle:
+            with open_h5(path, "r") as handle:
                 ours = "format_version" in handle.attrs or IMAGES in handle
         except OSError:
             return  # damaged: replacing it is the mend

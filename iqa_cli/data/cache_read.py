@@ -15,6 +15,7 @@ from iqa_cli.data.authors_splits import PROTOCOL_SPLITS, ImageList, is_protocol_
 from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.data.splits import copy_groups
 from iqa_cli.errors import DataError
+from iqa_cli.h5files import open_h5
 
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
 
@@ -111,10 +112,9 @@ class Cache:
     # --- opening ---
 
     def _open_h5(self) -> None:
-        import h5py
 
         try:
-            handle = h5py.File(self.path, "r")
+            handle = open_h5(self.path, "r")
         except OSError as exc:
             raise DataError(f"cannot open as HDF5 (truncated or damaged file: {exc})", path=self.path) from None
         self._handle = handle

@@ -39,6 +39,7 @@ from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
 from iqa_cli.data.splits import content_groups, copy_groups, official_split, random_splits
 from iqa_cli.errors import DataError
+from iqa_cli.h5files import open_h5
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
@@ -112,7 +113,7 @@ class _H5Sink:
         import h5py
 
         self._h5py = h5py
-        self.file = h5py.File(path, "w", track_order=True)  # attributes list in the order written
+        self.file = open_h5(path, "w", track_order=True)  # attributes list in the order written
         self.images: Any = None
         self._pad: np.ndarray | None = None
 

@@ -24,6 +24,7 @@ from iqa_cli.data.cache import open_cache
 from iqa_cli.distort import store
 from iqa_cli.distort.generate import DEFAULT_SPLITS, DEFAULT_TEST_FRACTION, distorted_splits
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.h5files import open_h5
 from iqa_cli.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -136,13 +137,13 @@ def merge_parts(
                 "give every shard, or --allow-partial to merge what is there"
             )
 
-        with h5py.File(ordered[0].path, "r") as handle:
+        with open_h5(ordered[0].path, "r") as handle:
             references = [n.decode() if isinstance(n, bytes) else str(n) for n in handle[store.REFERENCES][()]]
             table = handle[store.TABLE][()]
         arrays: dict[str, list[np.ndarray]] = {k: [] for k in (F.SIZES, F.SCORES, F.STD, F.REF_IDS, *_EXTRA)}
         names: list[str] = []
         for cache in ordered:
-            with h5py.File(cache.path, "r") as handle:
+            with open_h5(cache.path, "r") as handle:
                 for key in arrays:
                     arrays[key].append(np.asarray(handle[key][()]))
             names.extend(cache.names)
@@ -163,7 +164,7 @@ def merge_parts(
 
         progress.start(f"merging {len(ordered)} parts", total)
         with atomic_path(out) as tmp:
-            with h5py.File(tmp, "w", libver="latest") as handle:
+            with open_h5(tmp, "w", libver="latest") as handle:
                 images = handle.create_dataset(
                     F.IMAGES, shape=(total, height, width, 3), chunks=(1, height, width, 3), dtype=np.uint8
                 )

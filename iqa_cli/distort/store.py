@@ -37,6 +37,7 @@ import numpy as np
 
 from iqa_cli.data import cache_format as F
 from iqa_cli.errors import DataError
+from iqa_cli.h5files import open_h5
 
 KIND = "distorted"
 LABELS = "labels"
@@ -169,7 +170,7 @@ class PartialFile:
     def create(cls, path: Path, height: int, width: int, references: list[str], table: str) -> PartialFile:
         import h5py
 
-        handle = h5py.File(path, "w", libver="latest")
+        handle = open_h5(path, "w", libver="latest")
         string = h5py.string_dtype("utf-8")
         handle.create_dataset(
             F.IMAGES, shape=(0, height, width, 3), maxshape=(None, height, width, 3), chunks=(1, height, width, 3),
@@ -190,11 +191,10 @@ class PartialFile:
     @classmethod
     def open(cls, path: Path, height: int, width: int, count: int) -> PartialFile:
         """Reopen a partial file to resume; keep its first `count` images (the last checkpoint)."""
-        import h5py
 
         clear_open_flags(path)  # a crashed run leaves them set; ours is the only writer (see the lock)
         try:
-            handle = h5py.File(path, "r+", libver="latest")
+            handle = open_h5(path, "r+", libver="latest")
         except OSError as exc:
             message = f"the partial file cannot be reopened ({exc}); start again without --resume"
             raise DataError(message, path=path) from None
@@ -289,9 +289,8 @@ def finalize(
     path: Path, attrs: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], split_attrs: dict[str, Any]
 ) -> None:
     """Write the splits and attributes (format_version last) into a complete file, outside SWMR mode."""
-    import h5py
 
-    with h5py.File(path, "r+", libver="latest") as handle:
+    with open_h5(path, "r+", libver="latest") as handle:
         if F.SPLITS in handle:
             del handle[F.SPLITS]
         group = handle.create_group(F.SPLITS)
@@ -315,12 +314,11 @@ def read_int_array(handle: Any, key: str) -> np.ndarray:
 def read_labels(path: str | Path) -> dict[str, np.ndarray]:
     """The per-image distortion labels of a distorted cache: 'labels' (DPM class 0..149), 'dist_type',
     'level' (int64 arrays, in image order), or a one-line DataError for any other file."""
-    import h5py
 
     from iqa_cli.data.cache import open_cache
 
     with open_cache(path) as cache:  # validates the file as a cache first
         if cache.attrs.get("kind") != KIND or cache.format != "h5":
             raise DataError("is not a distorted-image cache (written by `iqa prepare distorted`)", path=path)
-    with h5py.File(path, "r") as handle:
+    with open_h5(path, "r") as handle:
         return {key: read_int_array(handle, key) for key in (LABELS, DIST_TYPE, LEVEL)}

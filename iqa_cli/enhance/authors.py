@@ -23,6 +23,7 @@ import numpy as np
 from iqa_cli.atomic import atomic_path
 from iqa_cli.enhance import store as S
 from iqa_cli.errors import DataError
+from iqa_cli.h5files import open_h5
 
 SIDE = 244
 RULE = "authors' files: keep E where max softmax(E) >= max softmax(I) (their op/op2 arrays)"
@@ -100,7 +101,7 @@ def import_authors_enhanced(
         keep[rows] = keep_rows
         ci, ce = np.empty(n, np.float32), np.empty(n, np.float32)
         ci[rows], ce[rows] = conf_i, conf_e
-        with atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        with atomic_path(out) as tmp, open_h5(tmp, "w", track_order=True) as f:
             f.create_dataset(S.IMAGES, data=images, chunks=(1, SIDE, SIDE, 3))
             f.create_dataset(S.NAMES, data=np.asarray(cache.names, dtype=object), dtype=h5py.string_dtype("utf-8"))
             f.create_dataset(S.OPERATIONS, data=np.zeros(n, np.uint8))

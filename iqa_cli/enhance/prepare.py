@@ -24,6 +24,7 @@ from iqa_cli.enhance import store as S
 from iqa_cli.enhance.classifier import RULE
 from iqa_cli.enhance.ops import BRIGHTENED, DEBLURRED
 from iqa_cli.errors import DataError
+from iqa_cli.h5files import open_h5
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
 
@@ -144,7 +145,7 @@ def enhance_cache(
         keep = np.ones(n, bool)
         conf_i, conf_e = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
         _, height, width, _ = cache.shape
-        with atomic_path(out) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        with atomic_path(out) as tmp, open_h5(tmp, "w", track_order=True) as f:
             images = f.create_dataset(
                 S.IMAGES, shape=(n, height, width, 3), chunks=(1, height, width, 3), dtype=np.uint8, fillvalue=0
             )

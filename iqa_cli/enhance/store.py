@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.errors import DataError
+from iqa_cli.h5files import open_h5
 
 KIND = "iqa-enhanced-images"
 FORMAT_VERSION = 1
@@ -96,11 +97,10 @@ class EnhancedImages:
     """An open enhanced-image file, checked against its cache. Images are read on demand."""
 
     def __init__(self, path: Path, cache: Any, cache_path: Path) -> None:
-        import h5py
 
         self.path = path
         try:
-            self._file = h5py.File(path, "r")
+            self._file = open_h5(path, "r")
         except OSError as exc:
             raise DataError(f"cannot open the enhanced images (damaged file? {exc})", path=path) from None
         try:

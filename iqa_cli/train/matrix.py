@@ -17,6 +17,7 @@ import numpy as np
 
 from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.h5files import open_h5
 from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.textlist import comma_list
@@ -54,10 +55,9 @@ def _score_type(path: Path) -> str | None:
     """A cache's declared score type, read from its attributes only (None for NPZ or unreadable files)."""
     if path.suffix.lower() == ".npz":
         return None
-    import h5py
 
     try:
-        with h5py.File(path, "r") as handle:
+        with open_h5(path, "r") as handle:
             value = handle.attrs.get("score_type")
     except OSError:
         return None  # opening it as a dataset then says what is wrong, in one line
