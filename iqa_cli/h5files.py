@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})  # a lock that someone holds
 _ERRNO = re.compile(r"unable to lock file, errno = (\d+)", re.IGNORECASE)
-_warned: set[str] = set()  # file systems already named in a warning, by the folder of the first file
+_warned: set[str] = set()  # folders already named in a warning
 
 
 def lock_failure(exc: BaseException) -> int | None:

@@ -11,11 +11,12 @@ def comma_list(text: str, what: str, *, separators: str = ",") -> list[str]:
     An empty entry (`a,,b`, `a,`) is an error, not skipped: it is what `--cross "$A,$B"` gives when a
     shell variable is unset, and skipping it would run on fewer items than the command names.
     `separators`: further characters read as commas (`;` in a config file's tuple values)."""
+    joined = text
     for separator in separators:
-        text = text.replace(separator, ",")
-    if not text.strip():
+        joined = joined.replace(separator, ",")
+    if not joined.strip():
         return []
-    parts = [part.strip() for part in text.split(",")]
+    parts = [part.strip() for part in joined.split(",")]
     if "" in parts:
         raise ConfigError(f"{what}: an empty entry in {text!r} (a comma too many, or an unset shell variable?)")
     return parts

@@ -112,7 +112,6 @@ class Cache:
     # --- opening ---
 
     def _open_h5(self) -> None:
-
         try:
             handle = open_h5(self.path, "r")
         except OSError as exc:

@@ -191,7 +191,6 @@ class PartialFile:
     @classmethod
     def open(cls, path: Path, height: int, width: int, count: int) -> PartialFile:
         """Reopen a partial file to resume; keep its first `count` images (the last checkpoint)."""
-
         clear_open_flags(path)  # a crashed run leaves them set; ours is the only writer (see the lock)
         try:
             handle = open_h5(path, "r+", libver="latest")
@@ -289,7 +288,6 @@ def finalize(
     path: Path, attrs: dict[str, Any], splits: dict[str, dict[str, np.ndarray]], split_attrs: dict[str, Any]
 ) -> None:
     """Write the splits and attributes (format_version last) into a complete file, outside SWMR mode."""
-
     with open_h5(path, "r+", libver="latest") as handle:
         if F.SPLITS in handle:
             del handle[F.SPLITS]
@@ -314,7 +312,6 @@ def read_int_array(handle: Any, key: str) -> np.ndarray:
 def read_labels(path: str | Path) -> dict[str, np.ndarray]:
     """The per-image distortion labels of a distorted cache: 'labels' (DPM class 0..149), 'dist_type',
     'level' (int64 arrays, in image order), or a one-line DataError for any other file."""
-
     from iqa_cli.data.cache import open_cache
 
     with open_cache(path) as cache:  # validates the file as a cache first

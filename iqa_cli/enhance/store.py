@@ -97,7 +97,6 @@ class EnhancedImages:
     """An open enhanced-image file, checked against its cache. Images are read on demand."""
 
     def __init__(self, path: Path, cache: Any, cache_path: Path) -> None:
-
         self.path = path
         try:
             self._file = open_h5(path, "r")
