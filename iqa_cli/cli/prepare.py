@@ -137,7 +137,7 @@ def _build(
 # --- options shared by every dataset command ---------------------------------------------------------
 
 _ROOT_HELP = "The dataset folder as unpacked from its official download (metadata is searched below it)."
-_OUT_HELP = "Cache file to write (default: $IQA_HOME/data/<dataset>.<format>)."
+_OUT_HELP = "Cache file to write, named .h5, .hdf5 or .npz (default: $IQA_HOME/data/<dataset>.<format>)."
 _FORMAT_HELP = "h5 (HDF5, default) or npz; inferred from --out's suffix when not given."
 _WORKERS_HELP = "Decoding processes (default: all cores)."
 _SKIP_HELP = (

@@ -52,7 +52,7 @@ def _print_types() -> None:
 def distorted(
     ctx: typer.Context,
     refs: Path = typer.Option(None, "--refs", help="Folder of pristine images (recursive), or a KADIS-700k folder."),
-    out_path: Path = typer.Option(None, "--out", help="Cache to write (default: $IQA_HOME/data/distorted.h5)."),
+    out_path: Path = typer.Option(None, "--out", help="Cache to write, .h5 (default: $IQA_HOME/data/distorted.h5)."),
     types: str = typer.Option(None, "--types", help=_TYPES_HELP),
     levels: str = typer.Option(None, "--levels", help=_LEVELS_HELP),
     seed: int = typer.Option(
@@ -183,7 +183,7 @@ def distorted(
 
 def merge(
     parts: list[Path] = typer.Argument(..., help="Part caches written with `iqa prepare distorted --shard i/n`."),
-    out_path: Path = typer.Option(..., "--out", help="The merged cache to write."),
+    out_path: Path = typer.Option(..., "--out", help="The merged cache to write, named .h5."),
     splits: int = typer.Option(1, "--splits", min=0, max=MAX_SPLITS, help=_SPLITS_HELP),
     split_seed: int = typer.Option(0, "--split-seed", min=0, max=MAX_SEED, help=_SEED_HELP),
     test_fraction: float = typer.Option(0.01, "--test-fraction", callback=open_fraction, help=_FRACTION_HELP),

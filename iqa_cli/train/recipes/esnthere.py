@@ -45,7 +45,9 @@ class PlateauParams(BaseParams):
     patience: int = field(default=20, metadata={"help": "plateau: evaluations without improvement before a decay"})
     plateau_after: int = field(default=20, metadata={"help": "plateau rule active only after this epoch"})
     lr_factor: float = field(default=0.3, metadata={"help": "plateau: lr multiplier (after reloading the best model)"})
-    min_lr: float = field(default=5e-5, metadata={"help": "stop when the learning rate falls below this"})
+    min_lr: float = field(
+        default=5e-5, metadata={"help": "stop when the learning rate falls below this (at most every phase's lr)"}
+    )
     global_source: int = field(default=244, metadata={"help": "side of the square resize the crops are cut from"})
     crop_size: int = field(default=224, metadata={"help": "network input side"})
 
