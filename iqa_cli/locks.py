@@ -61,8 +61,9 @@ def _record() -> bytes:
 
 
 @contextlib.contextmanager
-def hold(path: str | Path, what: str = "output") -> Iterator[None]:
-    """Hold `path` for this process while the block runs; fail at once if another job holds it."""
+def hold(path: str | Path, what: str = "output") -> Iterator[bool]:
+    """Hold `path` for this process while the block runs; fail at once if another job holds it. Yields
+    whether a lock is held: False where the file system's locks do not work (see `_unlocked`)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def hold(path: str | Path, what: str = "output") -> Iterator[None]:
         except Timeout:
             raise ConfigError(f"{what} is in use by another iqa job", path=path) from None
         try:
-            yield
+            yield True
         finally:
             lock.release()
         return
@@ -105,7 +106,7 @@ def hold(path: str | Path, what: str = "output") -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, _record(), 0)
-        yield
+        yield True
     finally:
         with contextlib.suppress(OSError):
             os.unlink(target)
@@ -113,7 +114,7 @@ def hold(path: str | Path, what: str = "output") -> Iterator[None]:
         os.close(fd)
 
 
-def _unlocked(path: Path, target: Path, what: str, exc: OSError) -> Iterator[None]:
+def _unlocked(path: Path, target: Path, what: str, exc: OSError) -> Iterator[bool]:
     """Run the block without a lock where the file system refuses `flock` itself (Lustre mounted without
     it: ENOSYS; some NFS set-ups: ENOLCK). Refusing would make such a place unusable; a second job on the
     same output is then not detected, which the warning says."""
@@ -122,7 +123,7 @@ def _unlocked(path: Path, target: Path, what: str, exc: OSError) -> Iterator[Non
         "would not be detected"
     )
     try:
-        yield
+        yield False
     finally:
         with contextlib.suppress(OSError):
             os.unlink(target)

@@ -23,10 +23,9 @@ def test_where_flock_does_not_work_the_block_runs_with_a_warning(tmp_path, monke
     """Lustre mounted without flock (ENOSYS): every prepare and training there failed with "in use by
     another iqa job (another process)", though no job held anything."""
     monkeypatch.setattr(fcntl, "flock", _failing_flock(errno.ENOSYS))
-    ran = False
-    with hold(tmp_path / "run", "run folder"):
-        ran = True
-    assert ran and not lock_path(tmp_path / "run").exists()
+    with hold(tmp_path / "run", "run folder") as locked:
+        assert locked is False  # what `iqa runs rm` checks before trusting a free lock
+    assert not lock_path(tmp_path / "run").exists()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("file locks do not work in" in w and "run folder" in w for w in warnings), warnings
 
@@ -38,3 +37,8 @@ def test_a_lock_someone_holds_is_still_refused(tmp_path, monkeypatch):
         hold(tmp_path / "run", "run folder"),
     ):
         pass
+
+
+def test_a_held_lock_says_so(tmp_path):
+    with hold(tmp_path / "run", "run folder") as locked:
+        assert locked is True and lock_path(tmp_path / "run").exists()

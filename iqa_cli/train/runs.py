@@ -267,7 +267,8 @@ def find_run(name_or_path: str | Path) -> Path:
 
 
 def remove_run(name_or_path: str | Path) -> Path:
-    """Delete a run folder; refused while a job holds it."""
+    """Delete a run folder; refused while a job holds it (or, where file locks do not work, while its record
+    says a job runs it)."""
     import shutil
 
     from iqa_cli.locks import hold
@@ -285,9 +286,26 @@ def remove_run(name_or_path: str | Path) -> Path:
             "delete the folder yourself",
             path=root,
         )
-    with hold(root, "run folder"):
+    with hold(root, "run folder") as locked:
+        if not locked:  # without working locks, the run's record is all that tells of a job using it
+            _refuse_if_marked_running(root)
         shutil.rmtree(root)
     return root
+
+
+def _refuse_if_marked_running(root: Path) -> None:
+    try:
+        info = read_run(root)
+    except ConfigError:
+        return  # a damaged record tells nothing either way
+    if effective_status(info) == "running":
+        process = info.get("process") or {}
+        raise ConfigError(
+            f"is marked running (pid {process.get('pid', '?')} on {process.get('host', '?')}) and file locks do not "
+            "work here, so iqa cannot tell whether that job still writes it: stop it first, or delete the folder "
+            "yourself",
+            path=root,
+        )
 
 
 def _written_by_a_run(name: str) -> bool:

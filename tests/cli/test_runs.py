@@ -337,3 +337,27 @@ def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(t
     results["splits"][0]["split"] = "whole_1"  # whole-dataset rounds test nothing: their figures are --watch's
     (tmp_path / "runs" / "job1" / "results.json").write_text(json.dumps(results))
     assert "whole-dataset round whole_1, which tests nothing" in refused("job0", "job1")
+
+
+def test_where_file_locks_fail_rm_refuses_a_run_marked_running(monkeypatch):
+    """Without working file locks (Lustre without flock), `hold` goes on unlocked, so `iqa runs rm` would
+    delete the folder of a job still training on another node. There the run's record decides."""
+    import errno
+    import fcntl
+
+    from iqa_cli.home import runs_dir
+
+    root = runs_dir() / "busy"
+    (root / "split-random_0").mkdir(parents=True)
+    (root / "run.json").write_text(json.dumps({"status": "running", "process": {"pid": 4242, "host": "node17"}}))
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fcntl, "flock", flock)
+        refused = runner.invoke(app, ["runs", "rm", "busy"])
+        assert refused.exit_code == 2 and "is marked running (pid 4242 on node17)" in refused.output, refused.output
+        assert root.is_dir()
+    # Where locks work, a free lock says no job holds the folder: the record is a job that is gone.
+    assert runner.invoke(app, ["runs", "rm", "busy"]).exit_code == 0 and not root.exists()
