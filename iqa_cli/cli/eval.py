@@ -83,7 +83,9 @@ def make_eval_command(method: str) -> Callable[..., None]:
         ),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="evaluation batch size"),  # noqa: UP045
         preload_gb: Optional[float] = typer.Option(  # noqa: UP045
-            None, "--preload-gb", help="GiB of RAM for keeping prepared views [default: 60 % of the available memory]"
+            None,
+            "--preload-gb",
+            help="GiB of RAM for prepared views [default: 60 % of the available memory, within the job's limit]",
         ),
         by_type: bool = typer.Option(
             False, "--by-type", help="also SRCC/PLCC per distortion type (KADID-10k, TID2013, LIVE, CSIQ)"

@@ -88,7 +88,7 @@ class EngineConfig:
         default=None,
         metadata={
             "help": "keep the prepared views of the whole dataset in RAM when they fit this many GiB "
-            "(default: 60 % of the memory available when the run starts)"
+            "(default: 60 % of the memory available when the run starts, within the job's memory limit)"
         },
     )
     gpu_cache: Switch = field(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
+from iqa_cli.memory import available_memory_bytes
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.choices import changed_inputs, check_same_choices, choices_of, data_choices, inputs_text
 from iqa_cli.train.config import (
@@ -577,20 +578,10 @@ def reproduction_record(device: Any) -> dict[str, Any]:
     }
 
 
-def available_memory_bytes() -> int | None:
-    """MemAvailable of this machine (Linux), or None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _check_step_memory(recipe: Recipe[Any], resolved: ResolvedConfig, device: Any) -> None:
     """On the CPU, refuse a batch whose step would not fit in memory (the kernel would kill the run
-    without a word), and say which batch size would."""
+    without a word), and say which batch size would. The memory is what this process may still take:
+    a SLURM job's `--mem` bounds it, not the node's size."""
     if getattr(device, "type", str(device)) != "cpu":
         return
     need = recipe.step_memory_bytes(resolved.params, tiny=resolved.tiny)

@@ -68,17 +68,14 @@ FALLBACK_PRELOAD_GIB = 16.0  # where the available memory cannot be read (not Li
 
 
 def preload_budget(gib: float | None) -> float:
-    """The preload budget in bytes: `gib` GiB, or by default 60 % of MemAvailable (Linux)."""
+    """The preload budget in bytes: `gib` GiB, or by default 60 % of what this process may still take
+    (MemAvailable, bounded by its cgroup's limit: a SLURM job's `--mem`, not the node's size)."""
     if gib is not None:
         return float(gib) * 2**30
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return AUTO_PRELOAD_SHARE * int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return FALLBACK_PRELOAD_GIB * 2**30
+    from iqa_cli.memory import available_memory_bytes
+
+    available = available_memory_bytes()
+    return AUTO_PRELOAD_SHARE * available if available is not None else FALLBACK_PRELOAD_GIB * 2**30
 
 
 def keep_on_device(mode: str, device: torch.device, nbytes: int) -> bool:

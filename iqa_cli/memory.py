@@ -1,0 +1,98 @@
+"""How much memory this process may still take: the machine's MemAvailable, bounded by the memory limit
+of its cgroup and of every cgroup above it (a SLURM job's `--mem`, a container's limit).
+
+A job on a 512 GB node with `--mem=32G` sees about 500 GB of MemAvailable; planning preloads and batch
+sizes from that would have the job killed by its limit. Both cgroup versions are read: v2
+(`memory.max`, `memory.current`) and v1 (`memory.limit_in_bytes`, `memory.usage_in_bytes`). Inactive
+file pages are counted as free, as MemAvailable counts reclaimable cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MEMINFO = Path("/proc/meminfo")
+SELF_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as the largest page-aligned 64-bit number
+
+# version: (limit file, usage file, memory.stat key of the inactive file pages)
+_FILES = {
+    2: ("memory.max", "memory.current", "inactive_file"),
+    1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
+def available_memory_bytes() -> int | None:
+    """Bytes this process may still take (the smaller of MemAvailable and what its cgroups allow), or
+    None where neither can be read (not Linux)."""
+    found = [v for v in (machine_available(), cgroup_available()) if v is not None]
+    return min(found) if found else None
+
+
+def machine_available(meminfo: Path | None = None) -> int | None:
+    """MemAvailable of this machine in bytes, or None where it cannot be read."""
+    try:
+        for line in (meminfo or MEMINFO).read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cgroup_available(self_cgroup: Path | None = None, cgroup_root: Path | None = None) -> int | None:
+    """What the tightest memory limit among this process's cgroups and their parents leaves (limit minus
+    usage, plus inactive file pages), or None where no cgroup sets a limit."""
+    cgroup_root = cgroup_root or CGROUP_ROOT
+    try:
+        lines = (self_cgroup or SELF_CGROUP).read_text().splitlines()
+    except OSError:
+        return None
+    tightest: int | None = None
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            version, base = 2, cgroup_root
+        elif "memory" in controllers.split(","):
+            version, base = 1, cgroup_root / "memory"
+        else:
+            continue
+        for folder in _up_to(base, path):
+            left = _left_in(folder, version)
+            if left is not None:
+                tightest = left if tightest is None else min(tightest, left)
+    return tightest
+
+
+def _up_to(base: Path, path: str) -> list[Path]:
+    """`base/path` and each folder above it, up to `base` itself (a limit may sit at any level)."""
+    parts = [part for part in path.strip("/").split("/") if part and part != ".."]
+    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _left_in(folder: Path, version: int) -> int | None:
+    limit_file, usage_file, inactive_key = _FILES[version]
+    limit = _read_number(folder / limit_file)
+    if limit is None or limit >= _NO_LIMIT:
+        return None
+    usage = _read_number(folder / usage_file) or 0
+    inactive = 0
+    try:
+        for line in (folder / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == inactive_key:
+                inactive = int(value)
+                break
+    except (OSError, ValueError):
+        pass
+    return max(0, limit - usage + inactive)
+
+
+def _read_number(path: Path) -> int | None:
+    """The number in a cgroup file; None for "max", a missing file or anything else."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
