@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iqa_cli.cgroups import cgroup_folders, read_number
+
 MEMINFO = Path("/proc/meminfo")
-SELF_CGROUP = Path("/proc/self/cgroup")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 _NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as the largest page-aligned 64-bit number
 
 # version: (limit file, usage file, memory.stat key of the inactive file pages)
@@ -30,10 +30,10 @@ def available_memory_bytes() -> int | None:
     return min(found) if found else None
 
 
-def machine_available(meminfo: Path | None = None) -> int | None:
+def machine_available() -> int | None:
     """MemAvailable of this machine in bytes, or None where it cannot be read."""
     try:
-        for line in (meminfo or MEMINFO).read_text().splitlines():
+        for line in MEMINFO.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -41,43 +41,20 @@ def machine_available(meminfo: Path | None = None) -> int | None:
     return None
 
 
-def cgroup_available(self_cgroup: Path | None = None, cgroup_root: Path | None = None) -> int | None:
+def cgroup_available() -> int | None:
     """What the tightest memory limit among this process's cgroups and their parents leaves (limit minus
     usage, plus inactive file pages), or None where no cgroup sets a limit."""
-    cgroup_root = cgroup_root or CGROUP_ROOT
-    try:
-        lines = (self_cgroup or SELF_CGROUP).read_text().splitlines()
-    except OSError:
-        return None
-    tightest: int | None = None
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:
-            version, base = 2, cgroup_root
-        elif "memory" in controllers.split(","):
-            version, base = 1, cgroup_root / "memory"
-        else:
-            continue
-        for folder in _up_to(base, path):
-            left = _left_in(folder, version)
-            if left is not None:
-                tightest = left if tightest is None else min(tightest, left)
-    return tightest
-
-
-def _up_to(base: Path, path: str) -> list[Path]:
-    """`base/path` and each folder above it, up to `base` itself (a limit may sit at any level)."""
-    parts = [part for part in path.strip("/").split("/") if part and part != ".."]
-    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+    left = [_left_in(folder, version) for version, folder in cgroup_folders("memory")]
+    limited = [value for value in left if value is not None]
+    return min(limited) if limited else None
 
 
 def _left_in(folder: Path, version: int) -> int | None:
     limit_file, usage_file, inactive_key = _FILES[version]
-    limit = _read_number(folder / limit_file)
+    limit = read_number(folder / limit_file)
     if limit is None or limit >= _NO_LIMIT:
         return None
-    usage = _read_number(folder / usage_file) or 0
+    usage = read_number(folder / usage_file) or 0
     inactive = 0
     try:
         for line in (folder / "memory.stat").read_text().splitlines():
@@ -88,11 +65,3 @@ def _left_in(folder: Path, version: int) -> int | None:
     except (OSError, ValueError):
         pass
     return max(0, limit - usage + inactive)
-
-
-def _read_number(path: Path) -> int | None:
-    """The number in a cgroup file; None for "max", a missing file or anything else."""
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None

@@ -4,8 +4,9 @@ iqa's own prefetch thread.
 torch's default (every core for intra-op work) oversubscribes small machines: on 2 cores, two torch
 threads plus the prefetch thread ran the demo in 655 s against 313 s with one torch thread, and a
 rank collapsed 7x beside another busy process. The budget honours, in this order: an explicit
-`OMP_NUM_THREADS` (the user's word), SLURM's `SLURM_CPUS_PER_TASK`, and the process's CPU affinity
-(`taskset`, cgroup cpusets); a DDP job divides it between the ranks of one node.
+`OMP_NUM_THREADS` (the user's word), SLURM's `SLURM_CPUS_PER_TASK`, a cgroup CPU quota (a container's
+`--cpus`) and the process's CPU affinity (`taskset`, cgroup cpusets); a DDP job divides it between the
+ranks of one node.
 
 Standalone inference is the other way round: the forward is the work and iqa's own thread only hands
 batches over, so `iqa eval`, `iqa predict` and the Python scorer give torch the whole share
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -37,13 +39,40 @@ def _int_env(name: str) -> int | None:
 
 
 def available_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by SLURM_CPUS_PER_TASK."""
+    """Cores this process may run on: its CPU affinity, capped by SLURM_CPUS_PER_TASK and by a cgroup's
+    CPU quota (a container's `--cpus`, which leaves the affinity at every core of the host)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    slurm = _int_env("SLURM_CPUS_PER_TASK")
-    return max(1, min(cores, slurm) if slurm else cores)
+    caps = [cap for cap in (_int_env("SLURM_CPUS_PER_TASK"), cpu_quota_cores()) if cap]
+    return max(1, min([cores, *caps]))
+
+
+def cpu_quota_cores() -> int | None:
+    """The cores a CFS quota on this process's cgroups allows, rounded up (`--cpus 2.5` -> 3), or None
+    without one: cgroup v2 `cpu.max` ("QUOTA PERIOD", "max" for none), v1 `cpu.cfs_quota_us` (-1 for
+    none) over `cpu.cfs_period_us`."""
+    from iqa_cli.cgroups import cgroup_folders, read_number, read_text
+
+    allowed: list[int] = []
+    for version, folder in cgroup_folders("cpu"):
+        if version == 2:
+            quota_text, _, period_text = (read_text(folder / "cpu.max") or "max").partition(" ")
+            quota = None if quota_text == "max" else _number(quota_text)
+            period = _number(period_text or "100000")
+        else:
+            quota, period = read_number(folder / "cpu.cfs_quota_us"), read_number(folder / "cpu.cfs_period_us")
+        if quota is not None and quota > 0 and period:
+            allowed.append(max(1, math.ceil(quota / period)))
+    return min(allowed) if allowed else None
+
+
+def _number(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def torch_threads(*, ranks_on_node: int = 1, own_threads: int = OWN_THREADS) -> int:

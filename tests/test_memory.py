@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from iqa_cli import memory
+from iqa_cli import cgroups, memory
 from iqa_cli.train.views import AUTO_PRELOAD_SHARE, FALLBACK_PRELOAD_GIB, preload_budget
 
 GIB = 2**30
@@ -22,8 +22,8 @@ def machine(tmp_path, monkeypatch):
     """A 512 GB node (500 GiB available) whose cgroup files live under tmp_path."""
     _write(tmp_path / "meminfo", f"MemTotal: {512 * 2**20} kB\nMemAvailable: {500 * 2**20} kB\n")
     monkeypatch.setattr(memory, "MEMINFO", tmp_path / "meminfo")
-    monkeypatch.setattr(memory, "SELF_CGROUP", tmp_path / "self_cgroup")
-    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "cgroup")
+    monkeypatch.setattr(cgroups, "SELF_CGROUP", tmp_path / "self_cgroup")
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path / "cgroup")
     return tmp_path
 
 

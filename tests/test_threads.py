@@ -1,5 +1,5 @@
-"""The CPU thread policy: OMP_NUM_THREADS wins, else the usable cores (affinity, SLURM) less iqa's own
-prefetch thread, shared between the ranks of a node."""
+"""The CPU thread policy: OMP_NUM_THREADS wins, else the usable cores (affinity, SLURM, a CPU quota) less
+iqa's own prefetch thread, shared between the ranks of a node."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 
 import torch
 
-from iqa_cli import threads
+from iqa_cli import cgroups, threads
 from iqa_cli.train.distributed import resolve_device
 
 
 def test_thread_budget(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(threads, "cpu_quota_cores", lambda: None)  # whatever quota the test machine has
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert threads.available_cores() == 8 and threads.torch_threads() == 7
     assert threads.torch_threads(ranks_on_node=4) == 1 and threads.torch_threads(ranks_on_node=2) == 3
@@ -27,6 +28,34 @@ def test_thread_budget(monkeypatch):
     assert threads.torch_threads() == 3  # the user's word wins
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert threads.torch_threads() == 1
+
+
+def _cgroup(tmp_path, monkeypatch, self_cgroup: str, files: dict[str, str]) -> None:
+    (tmp_path / "self_cgroup").write_text(self_cgroup)
+    for name, text in files.items():
+        path = tmp_path / "cgroup" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(cgroups, "SELF_CGROUP", tmp_path / "self_cgroup")
+    monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path / "cgroup")
+
+
+def test_a_container_s_cpu_quota_caps_the_cores(tmp_path, monkeypatch):
+    """`docker run --cpus 2.5` (or a Kubernetes CPU limit) leaves the affinity at every core of the host:
+    torch took 64 threads, and prepare started 64 decoders, on 2.5 cores' worth of CPU time."""
+    from iqa_cli.data.decode import default_workers
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    _cgroup(tmp_path, monkeypatch, "0::/kubepods/pod1/c1\n", {"kubepods/pod1/cpu.max": "250000 100000"})
+    assert threads.cpu_quota_cores() == 3 and threads.available_cores() == 3 and default_workers() == 3
+    _cgroup(tmp_path, monkeypatch, "0::/kubepods/pod1/c1\n", {"kubepods/pod1/cpu.max": "max 100000"})
+    assert threads.cpu_quota_cores() is None and threads.available_cores() == 64
+    # cgroup v1, `cpu,cpuacct` mounted together: the quota on the job, none on the step below it
+    v1 = {"cpu,cpuacct/job/cpu.cfs_quota_us": "150000", "cpu,cpuacct/job/cpu.cfs_period_us": "100000"}
+    v1 |= {"cpu,cpuacct/job/step/cpu.cfs_quota_us": "-1", "cpu,cpuacct/job/step/cpu.cfs_period_us": "100000"}
+    _cgroup(tmp_path, monkeypatch, "3:cpu,cpuacct:/job/step\n", v1)
+    assert threads.cpu_quota_cores() == 2 and threads.available_cores() == 2
 
 
 def test_resolving_the_cpu_applies_the_policy(monkeypatch):

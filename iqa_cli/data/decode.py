@@ -292,11 +292,10 @@ def _decode_digest_chunk(jobs: list[DecodeJob]) -> list[tuple[np.ndarray, int] |
 
 
 def default_workers() -> int:
-    """All cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """All cores this process may use (its affinity, SLURM's share and a container's CPU quota)."""
+    from iqa_cli.threads import available_cores
+
+    return available_cores()
 
 
 _PR_SET_PDEATHSIG = 1
