@@ -24,7 +24,7 @@ from typing import Any
 from filelock import FileLock
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import CheckpointError, ConfigError
+from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.home import weights_dir
 from iqa_cli.stop import raise_if_stopped
 
@@ -34,6 +34,38 @@ DEFAULT_SUFFIX = ".pt"
 INDEX_NAME = "index.json"
 PINS_NAME = "pins.json"  # full SHA-256 of prefix-only downloads, pinned at their first verified download
 CHUNK = 1 << 20
+
+
+class StoreLock:
+    """filelock's lock on one file of the store. Where the file system refuses locks with an error of its
+    own (ENOLCK: NFS without its lock daemon), acquiring is one line naming the lock file, not a bare
+    "No locks available". (Where `flock` is missing altogether, filelock falls back to lock files.)"""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = FileLock(str(path), is_singleton=True)
+
+    def acquire(self, timeout: float | None = None) -> None:
+        try:
+            self._lock.acquire(timeout=timeout)
+        except TimeoutError:  # filelock's Timeout: another process holds it (an OSError too)
+            raise
+        except OSError as exc:
+            raise DataError(
+                f"cannot lock it ({exc.strerror or exc}): file locks do not work in the weights store's folder; "
+                "set IQA_HOME to a folder on a disk whose locks work",
+                path=self.path,
+            ) from None
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def validate_name(name: str) -> str:
@@ -121,14 +153,14 @@ class WeightStore:
     def partial_path(self, name: str) -> Path:
         return self._inside(f".{validate_name(name)}.partial")
 
-    def lock(self, name: str) -> FileLock:
+    def lock(self, name: str) -> StoreLock:
         """The per-name lock: held while a file of that name is downloaded, written or removed."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self._inside(f".{validate_name(name)}.lock")), is_singleton=True)
+        return StoreLock(self._inside(f".{validate_name(name)}.lock"))
 
-    def _index_lock(self) -> FileLock:
+    def _index_lock(self) -> StoreLock:
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / ".index.lock"), is_singleton=True)
+        return StoreLock(self.root / ".index.lock")
 
     # -- index ---------------------------------------------------------------------------------------
     def _read_raw(self) -> dict[str, Any]:

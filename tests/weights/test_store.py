@@ -171,3 +171,30 @@ def test_resolve_known_names_offline_and_manual(monkeypatch):
         resolve_weights("deit_small_patch16_224")
     with pytest.raises(DownloadError, match="downloaded by hand"):
         resolve_weights("ieit_koniq10k")
+
+
+def test_a_file_system_that_refuses_locks_is_one_line_naming_the_lock(tmp_path, monkeypatch):
+    """NFS without its lock daemon answers flock with ENOLCK: `iqa weights add` printed "error: No locks
+    available", naming no file and no way out."""
+    import errno
+    import fcntl
+
+    import torch
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from iqa_cli.cli.main import app
+
+    source = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(source))
+
+    def flock(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    result = CliRunner().invoke(app, ["weights", "add", "mine", str(source)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 65 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and ".mine.lock: cannot lock it (No locks available)" in lines[0]
+    assert "IQA_HOME" in lines[0]
