@@ -384,6 +384,12 @@ def _lock(out: Path) -> FileLock:
         lock.acquire(timeout=0)
     except Timeout:
         raise ConfigError(f"another iqa process is writing {out} (lock {store.lock_path(out)})") from None
+    except OSError as exc:  # ENOLCK: NFS without its lock daemon (a missing flock falls back to lock files)
+        raise DataError(
+            f"cannot lock it ({exc.strerror or exc}): file locks do not work in this folder; write the set to a "
+            "disk whose locks work",
+            path=store.lock_path(out),
+        ) from None
     return lock
 
 

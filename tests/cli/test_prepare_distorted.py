@@ -148,3 +148,20 @@ def test_a_test_fraction_outside_0_1_is_refused_while_parsing(refs, tmp_path, fr
         assert result.exit_code == 2, result.output
         assert "--test-fraction" in result.output and "not a share strictly between 0 and 1" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_whose_file_system_refuses_locks_is_one_line_naming_the_lock(refs, tmp_path, monkeypatch):
+    """NFS without its lock daemon answers flock with ENOLCK: the generator's lock printed "error: No
+    locks available", naming no file."""
+    import errno
+    import fcntl
+
+    def flock(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    result = invoke("distorted", "--refs", str(refs), "--out", str(tmp_path / "d.h5"), *FAST)
+    lines = [line for line in result.output.splitlines() if line.strip().startswith("error:")]
+    assert result.exit_code == 65 and len(lines) == 1, result.output
+    assert ".d.h5.lock: cannot lock it (No locks available)" in lines[0] and not (tmp_path / "d.h5").exists()
