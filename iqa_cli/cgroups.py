@@ -47,7 +47,11 @@ def read_text(path: Path) -> str | None:
 def read_number(path: Path) -> int | None:
     """The number in a cgroup file; None for "max", a missing file or anything else."""
     text = read_text(path)
+    return parse_int(text) if text is not None else None
+
+
+def parse_int(text: str) -> int | None:
     try:
-        return int(text) if text is not None else None
+        return int(text)
     except ValueError:
         return None

@@ -53,26 +53,19 @@ def cpu_quota_cores() -> int | None:
     """The cores a CFS quota on this process's cgroups allows, rounded up (`--cpus 2.5` -> 3), or None
     without one: cgroup v2 `cpu.max` ("QUOTA PERIOD", "max" for none), v1 `cpu.cfs_quota_us` (-1 for
     none) over `cpu.cfs_period_us`."""
-    from iqa_cli.cgroups import cgroup_folders, read_number, read_text
+    from iqa_cli.cgroups import cgroup_folders, parse_int, read_number, read_text
 
     allowed: list[int] = []
     for version, folder in cgroup_folders("cpu"):
         if version == 2:
             quota_text, _, period_text = (read_text(folder / "cpu.max") or "max").partition(" ")
-            quota = None if quota_text == "max" else _number(quota_text)
-            period = _number(period_text or "100000")
+            quota = None if quota_text == "max" else parse_int(quota_text)
+            period = parse_int(period_text or "100000")
         else:
             quota, period = read_number(folder / "cpu.cfs_quota_us"), read_number(folder / "cpu.cfs_period_us")
         if quota is not None and quota > 0 and period:
             allowed.append(max(1, math.ceil(quota / period)))
     return min(allowed) if allowed else None
-
-
-def _number(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
 
 
 def torch_threads(*, ranks_on_node: int = 1, own_threads: int = OWN_THREADS) -> int:
