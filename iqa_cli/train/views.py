@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +54,16 @@ def local_world() -> int:
 
 
 def _mapped(path: Path, shape: tuple[int, ...], mode: Literal["w+", "r+"]) -> torch.Tensor:
-    """A uint8 tensor over a shared file mapping (`w+` creates the file, `r+` maps an existing one)."""
+    """A uint8 tensor over a shared file mapping (`w+` creates the file, `r+` maps an existing one).
+    `w+` never opens a file that exists: in a folder other jobs share (/dev/shm of containers run with
+    `--ipc=host`), it could be another job's views, which truncating would silently change."""
+    if mode == "w+":
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, int(np.prod(shape)))
+        finally:
+            os.close(fd)
+        mode = "r+"
     array = np.memmap(path, dtype=np.uint8, mode=mode, shape=shape)
     return torch.from_numpy(array)
 
@@ -255,12 +265,14 @@ class ViewStore:
             return False
         folder = shm_dir()
         fits = folder.is_dir() and os.access(folder, os.W_OK) and shutil.disk_usage(folder).free > 1.1 * self.nbytes
-        placement = dist.gather((socket.gethostname(), local_rank(), os.getpid(), bool(fits)))
+        # The leader's pid alone does not name the job: containers sharing one /dev/shm (`--ipc=host`) each
+        # have their own process ids, so a random token of the leader's goes into the file names too.
+        placement = dist.gather((socket.gethostname(), local_rank(), os.getpid(), bool(fits), secrets.token_hex(8)))
         if not all(entry[3] for entry in placement):
             return False
         host = socket.gethostname()
-        leader = next(pid for name, local, pid, _ in placement if name == host and local == 0)
-        stem = f"iqa-views-{leader}-{_UNSAFE.sub('_', self.recipe.name)}"
+        leader, token = next((pid, token) for name, local, pid, _, token in placement if name == host and local == 0)
+        stem = f"iqa-views-{leader}-{token}-{_UNSAFE.sub('_', self.recipe.name)}"
         paths = {name: folder / f"{stem}-{_UNSAFE.sub('_', name)}.u8" for name in self.shapes}
         n = self.indices.size
         try:

@@ -171,3 +171,19 @@ def test_the_original_variant_scores_from_the_whole_views(setup):
 
     original = replace(params, variant="original")
     assert recipe.scoring_view_shapes(original) == recipe.view_shapes(original)
+
+
+def test_a_shared_view_file_is_created_never_opened_over_another_job_s(tmp_path):
+    """Containers that share one /dev/shm (`--ipc=host`) each count their own process ids, so two DDP jobs
+    could name their view files alike; `w+` truncated the other job's file, changing its training data."""
+    from iqa_cli.train.views import _mapped
+
+    other = tmp_path / "iqa-views-15-x-vtiqa-global.u8"
+    other.write_bytes(bytes(range(24)))
+    with pytest.raises(FileExistsError):
+        _mapped(other, (2, 3, 4), "w+")
+    assert other.read_bytes() == bytes(range(24))
+    mine = _mapped(tmp_path / "mine.u8", (2, 3, 4), "w+")
+    mine[1] = 7
+    again = _mapped(tmp_path / "mine.u8", (2, 3, 4), "r+")
+    assert (tmp_path / "mine.u8").stat().st_size == 24 and int(again[1, 0, 0]) == 7
