@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.home import weights_dir
 from iqa_cli.stop import raise_if_stopped
+
+log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
@@ -61,7 +64,14 @@ class StoreLock:
         self._lock.release()
 
     def __enter__(self) -> StoreLock:
-        self.acquire()
+        try:
+            self.acquire(timeout=0)
+        except TimeoutError:  # say what is waited for: a wait without a word reads as a hang
+            log.warning(
+                f"waiting for {self.path}: another iqa process holds it (on a file system without flock, "
+                "a lock file is held while it exists: remove it if no iqa process uses the store)"
+            )
+            self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -198,3 +198,48 @@ def test_a_file_system_that_refuses_locks_is_one_line_naming_the_lock(tmp_path, 
     assert result.exit_code == 65 and len(lines) == 1, result.output
     assert lines[0].startswith("error: ") and ".mine.lock: cannot lock it (No locks available)" in lines[0]
     assert "IQA_HOME" in lines[0]
+
+
+def test_a_wait_for_a_store_lock_says_what_it_waits_for(tmp_path):
+    """Where flock is missing (ENOSYS), filelock falls back to lock files, and a `.NAME.lock` left by a host
+    whose locks work reads as held: `iqa weights add` waited without a word. It now names the file, and
+    goes on once the file is removed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import save_file
+
+    source = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(source))
+    home = tmp_path / "home"
+    stale = home / "weights" / ".mine.lock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
+    code = (
+        "import errno, fcntl, sys\n"
+        "def flock(fd, operation):\n"
+        "    raise OSError(errno.ENOSYS, 'Function not implemented')\n"
+        "fcntl.flock = flock\n"
+        "from iqa_cli.cli.main import app\n"
+        "sys.argv = ['iqa', 'weights', 'add', 'mine', sys.argv[1]]\n"
+        "app()\n"
+    )
+    env = {**os.environ, "IQA_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    job = subprocess.Popen(
+        [sys.executable, "-c", code, str(source)], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        said = ""
+        deadline = time.monotonic() + 60
+        while "waiting for" not in said and time.monotonic() < deadline:
+            said += job.stderr.readline() if job.stderr else ""
+        said = " ".join(said.split())  # however the line was wrapped
+        assert f"waiting for {stale}" in said and "remove it if no iqa process uses the store" in said, said
+        stale.unlink()  # what the line says to do
+        assert job.wait(timeout=60) == 0
+    finally:
+        job.kill()
+    assert (home / "weights" / "mine.safetensors").is_file()
