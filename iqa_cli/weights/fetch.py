@@ -108,18 +108,10 @@ def fetch(
             f"copy the file there with `iqa weights add {name} FILE`, or fetch it on a machine with internet"
         )
     urls = candidate_urls(entry, options.mirror)
-    lock = store.lock(name)
-    try:
-        lock.acquire(timeout=0)
-    except TimeoutError:
-        log.info(f"waiting for another process that is downloading '{name}'")
-        lock.acquire()
-    try:
+    with store.lock(name):  # a wait names the lock file (another process downloading the same name)
         if not force and store.has(name):  # the process we waited for has finished it
             return store.get(name)  # type: ignore[return-value]
         return _download_locked(entry, urls, store, options, progress)
-    finally:
-        lock.release()
 
 
 def _download_locked(

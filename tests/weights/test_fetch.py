@@ -274,6 +274,6 @@ def test_two_processes_fetching_the_same_file(server, known):
     path, digest = lines.pop().split()
     assert digest == sha256(DATA * 4) == sha256_file(path)
     assert len(server.seen("files/net.pth")) == 1  # one download, reused by the second process
-    assert "waiting for another process" in outs[1][1]
+    assert ".net.lock: another iqa process holds it" in outs[1][1]  # the wait names the lock file
     assert not store.partial_path("net").exists()
     assert [e.name for e in store.entries()] == ["net"]
