@@ -294,7 +294,9 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "seed": (0, True, MAX_SEED, True),
     "test_seed": (0, True, MAX_SEED, True),
     "budget": (0, False, 100, False),
-    "lq_threshold": (None, False, None, False),
+    # IEIT's low-quality bar, on the 1-5 training scale: at most 1 no image is below it, above 5 every image
+    # is, and the lq_* columns would be the whole part's figures (a bar given on a 0-100 native scale)
+    "lq_threshold": (1, False, 5, True),
     # a std (1-5 scale) wider than the scale flattens every derived label toward one uniform distribution
     "label_std": (0, False, 4, True),
     "log_every": _NON_NEGATIVE,  # 0: no step lines

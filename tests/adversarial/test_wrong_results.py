@@ -357,6 +357,15 @@ def test_a_label_std_wider_than_the_scale_is_refused(cache, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(("bar", "said"), [("40", "must be at most 5, got 40"), ("1", "must be greater than 1, got 1")])
+def test_a_low_quality_bar_off_the_training_scale_is_refused(cache, tmp_path, bar, said):
+    """IEIT's `--lq-threshold 40` (a bar on LIVE Challenge's 0-100 scale, not the 1-5 training scale) put
+    every image below it: the lq_* columns were the whole part's figures, titled low-quality."""
+    result = invoke("train", "ieit", "--tiny", "--data", "mini", "--lq-threshold", bar, "--out", str(tmp_path / "r"))
+    assert f"--lq-threshold: {said}" in error_line(result)
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_endless_k_means_stand_in_is_refused(cache, tmp_path):
     """AL-IQA's `--distill-repeats 99999999999` ran k-means repeat after repeat, without an end."""
     result = invoke("train", "aliqa", "--tiny", "--data", "mini", "--distill-repeats", "99999999999")
