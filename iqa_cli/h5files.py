@@ -11,20 +11,19 @@ file, never read past.
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from iqa_cli.errors import DataError
+from iqa_cli.locks import HELD
 
 if TYPE_CHECKING:
     import h5py
 
 log = logging.getLogger(__name__)
 
-HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})  # a lock that someone holds
 _ERRNO = re.compile(r"unable to lock file, errno = (\d+)", re.IGNORECASE)
 _warned: set[str] = set()  # folders already named in a warning
 

@@ -34,6 +34,17 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 
+# errno of a lock that someone holds (flock: EWOULDBLOCK; fcntl-style locks on some systems: EAGAIN, EACCES).
+# Any other failure means the file system's locks do not work.
+HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
+def lock_refused(path: Path, exc: OSError, remedy: str) -> DataError:
+    """The one line for a file system that refuses a lock with an error of its own (ENOLCK: NFS without
+    its lock daemon), naming the lock file and `remedy`."""
+    return DataError(f"cannot lock it ({exc.strerror or exc}): file locks do not work here; {remedy}", path=path)
+
+
 def lock_path(path: str | Path) -> Path:
     path = Path(path)
     return path.parent / f".{path.name}.lock"
@@ -89,7 +100,7 @@ def hold(path: str | Path, what: str = "output") -> Iterator[bool]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # no locks on this file system
+            if exc.errno not in HELD:  # no locks on this file system
                 os.close(fd)
                 yield from _unlocked(path, target, what, exc)
                 return

@@ -83,7 +83,9 @@ def scatter(path: str | Path, panels: Sequence[dict[str, Any]], *, xlabel: str, 
 
 def _finite(value: object) -> float:
     """A metric as a bar height: NaN (no bar) where it was not measured (null or NaN)."""
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+    from iqa_cli.train.metrics import is_measured
+
+    return float(value) if is_measured(value) else math.nan
 
 
 def by_type_bars(path: str | Path, by_type: dict[str, dict[str, Any]], *, title: str) -> Path:

@@ -15,13 +15,13 @@ from iqa_cli.cli.metric_cells import (
     OPTIMISTIC_MARK,
     copies_note,
     fallback_note,
+    metric_cell,
     resize_note,
     row_cells,
     summary_cells,
     unmeasured_note,
 )
 from iqa_cli.errors import ConfigError
-from iqa_cli.train.metrics import is_measured
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -306,7 +306,7 @@ def show_by_type(row: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "type" else "right")
     unmeasured = 0
     for kind, values in row["by_type"].items():
-        cells = [_type_cell(values.get(metric)) for metric in ("srcc", "plcc")]
+        cells = [metric_cell(values.get(metric)) for metric in ("srcc", "plcc")]
         unmeasured += "-" in cells
         table.add_row(kind, str(values["n"]), *cells)
     out.print(table)
@@ -318,10 +318,6 @@ def show_by_type(row: dict[str, Any]) -> None:
             markup=False,
             highlight=False,
         )
-
-
-def _type_cell(value: object) -> str:
-    return f"{value:.4f}" if is_measured(value) else "-"
 
 
 for _method in recipe_names():

@@ -26,7 +26,7 @@ def marked_cell(text: str, column: str, marked: bool) -> str:
     return text + _mark(column, marked)
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def metric_cell(value: Any, digits: int = 4) -> str:
     # None (unmeasured, as read from a JSON file) or NaN: "-", explained by `unmeasured_note`; "nan" read as
     # a broken run.
     return f"{value:.{digits}f}" if is_measured(value) else "-"
@@ -35,7 +35,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def row_cells(row: dict[str, Any], columns: Sequence[str], digits: int = 4) -> list[str]:
     """One result row's cells; its logistic columns marked when its fit fell back to the raw values."""
     fell_back = row.get("logistic_fit") == "fallback"
-    return [f"{_fmt(row[c], digits)}{_mark(c, fell_back)}" for c in columns]
+    return [f"{metric_cell(row[c], digits)}{_mark(c, fell_back)}" for c in columns]
 
 
 def summary_cells(
@@ -44,8 +44,8 @@ def summary_cells(
     """Median (or mean ± std with `spread`) cells over `rows`, marked when any row fell back."""
     marked = logistic_fallbacks(list(rows)) > 0
     if spread is None:
-        return [f"{_fmt(values[c])}{_mark(c, marked)}" for c in columns]
-    return [f"{_fmt(values[c])} ± {_fmt(spread[c])}{_mark(c, marked)}" for c in columns]
+        return [f"{metric_cell(values[c])}{_mark(c, marked)}" for c in columns]
+    return [f"{metric_cell(values[c])} ± {metric_cell(spread[c])}{_mark(c, marked)}" for c in columns]
 
 
 def fallback_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str | None:

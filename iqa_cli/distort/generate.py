@@ -36,6 +36,7 @@ from iqa_cli.distort.refs import Reference, references_digest, shard_range
 from iqa_cli.distort.registry import NUM_CLASSES, NUM_TYPES, TYPES
 from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.locks import lock_refused
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
 from iqa_cli.version import __version__
@@ -385,11 +386,7 @@ def _lock(out: Path) -> FileLock:
     except Timeout:
         raise ConfigError(f"another iqa process is writing {out} (lock {store.lock_path(out)})") from None
     except OSError as exc:  # ENOLCK: NFS without its lock daemon (a missing flock falls back to lock files)
-        raise DataError(
-            f"cannot lock it ({exc.strerror or exc}): file locks do not work in this folder; write the set to a "
-            "disk whose locks work",
-            path=store.lock_path(out),
-        ) from None
+        raise lock_refused(store.lock_path(out), exc, "write the set to a disk whose locks work") from None
     return lock
 
 

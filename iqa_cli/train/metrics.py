@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from typing import TypeGuard
 
 import numpy as np
 
@@ -157,7 +158,7 @@ def logistic_fallbacks(rows: list[dict[str, object]]) -> int:
     return sum(1 for row in rows if row.get("logistic_fit") == "fallback")
 
 
-def is_measured(value: object) -> bool:
+def is_measured(value: object) -> TypeGuard[float]:
     """A metric value that is a finite number (not NaN, and not null as read back from JSON)."""
     return isinstance(value, (int, float)) and math.isfinite(value)
 

@@ -25,8 +25,9 @@ from typing import Any
 from filelock import FileLock
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.home import weights_dir
+from iqa_cli.locks import lock_refused
 from iqa_cli.stop import raise_if_stopped
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,7 @@ class StoreLock:
         except TimeoutError:  # filelock's Timeout: another process holds it (an OSError too)
             raise
         except OSError as exc:
-            raise DataError(
-                f"cannot lock it ({exc.strerror or exc}): file locks do not work in the weights store's folder; "
-                "set IQA_HOME to a folder on a disk whose locks work",
-                path=self.path,
-            ) from None
+            raise lock_refused(self.path, exc, "set IQA_HOME to a folder on a disk whose locks work") from None
 
     def release(self) -> None:
         self._lock.release()
