@@ -231,7 +231,17 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             "the only .csv in --root).",
         ),
         name: str = typer.Option("custom", "--name", help="Dataset name: the cache file name and `--data` name."),
-        score_type: str = typer.Option("MOS", "--score-type", help="What the scores are (MOS, DMOS, ...)."),
+        columns: str = typer.Option(
+            None,
+            "--columns",
+            help="The header's columns to read: NAME,SCORE[,STD] (e.g. image_name,MOS_zscore,SD); needed when the "
+            "header names several score columns or none.",
+        ),
+        score_type: str = typer.Option(
+            None,
+            "--score-type",
+            help="What the scores are (MOS, DMOS, ...). Default: DMOS with --lower-better, else MOS.",
+        ),
         score_range: str = typer.Option(
             None, "--range", help="Declared score range LO,HI (default: the observed min and max)."
         ),
@@ -256,6 +266,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         """Your own images: any folder plus a CSV of name,score[,std] (header optional). Default size: none."""
         from iqa_cli.data.datasets._files import check_root
         from iqa_cli.data.datasets.custom import default_csv, make_spec
+        from iqa_cli.textlist import comma_list
 
         checked_root = check_root(root)
         custom = make_spec(
@@ -265,6 +276,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             score_type=score_type,
             native_range=_parse_range(score_range),
             lower_better=lower_better,
+            columns=comma_list(columns, "--columns") if columns is not None else None,
         )
         options = _cache_options(locals())
         _build(

@@ -37,6 +37,10 @@ class Parser(Protocol):
     def __call__(self, root: Path, *, on_missing: Callable[[str], None] | None = None) -> list[Record]: ...
 
 
+# The score_type of `iqa prepare distorted` caches: distortion levels 1-5, no subjective quality.
+LEVEL_SCORES = "level"
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Facts about one dataset: how to parse it and how to describe its scores."""

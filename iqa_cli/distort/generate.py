@@ -28,6 +28,7 @@ import numpy as np
 
 from iqa_cli.data.cache_format import check_replaceable
 from iqa_cli.data.decode import decode_image, default_workers, worker_pool
+from iqa_cli.data.records import LEVEL_SCORES
 from iqa_cli.data.resize import RESAMPLE_NOTE
 from iqa_cli.data.splits import random_splits
 from iqa_cli.distort import store
@@ -310,7 +311,7 @@ def cache_attrs(
         "kind": store.KIND,
         "dataset": name,
         "title": TITLE,
-        "score_type": "level",
+        "score_type": LEVEL_SCORES,
         "native_range": [1.0, float(NUM_LEVELS)],
         "lower_better": True,
         "resize": f"{settings.width}x{settings.height}",

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from iqa_cli.data.records import LEVEL_SCORES
 from iqa_cli.errors import ConfigError, DataError
 
 # Dataset name (and common aliases) -> (scale, offset) of the esnthere 1-5 mappings.
@@ -101,9 +102,6 @@ class LabelMap:
             description=str(meta["description"]),
             column=str(meta.get("column", SCORES_COLUMN)),  # older checkpoints: always the native scores
         )
-
-
-LEVEL_SCORES = "level"  # score_type of `iqa prepare distorted` caches: distortion levels 1-5, not quality
 
 
 def check_quality_scores(attrs: Mapping[str, Any], source: str) -> None:

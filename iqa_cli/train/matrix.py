@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.data.records import LEVEL_SCORES
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.h5files import open_h5
 from iqa_cli.home import resolve_cache
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.textlist import comma_list
 from iqa_cli.train.evaluate import EvalOptions, EvalReport, check_evaluation, evaluate
-from iqa_cli.train.labels import LEVEL_SCORES
 
 log = logging.getLogger(__name__)
 

@@ -513,3 +513,77 @@ def test_byte_identical_files_are_recorded_reported_and_kept_on_one_side_of_ever
     (same / "scores.csv").write_text("".join(f"s{k}.png,{k + 1}\n" for k in range(5)))
     refused = iqa("custom", "--root", same, "--name", "same", "--out", tmp_path / "same.h5", "-j", "1")
     assert failed(refused, "cannot split 1 distinct image file 80%/20%"), refused.output
+
+
+def _rewrite_header(csv_path: Path, header: str, extra) -> None:
+    """Replace the CSV's header with `header` and append `extra(name, score)` cells to each row."""
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:]]
+    csv_path.write_text("\n".join([header, *(",".join([r[0], *extra(r[0], float(r[1]))]) for r in rows)]) + "\n")
+
+
+def test_a_header_naming_a_mos_and_a_dmos_column_is_refused_until_columns_picks_one(tmp_path, _isolated_home):
+    """`name,mos,dmos` with --lower-better read the MOS column (first in a preference list) as the DMOS:
+    every model trained on the cache learned quality upside down, and `inspect` said "DMOS"."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    _rewrite_header(csv_path, "name,mos,dmos", lambda name, score: [f"{score}", f"{100 - score}"])
+    result = iqa("custom", "--root", root, "--name", "mine", "--lower-better", "-j", "1")
+    assert failed(result, str(csv_path), "2 score columns", "mos, dmos", "--columns"), result.output
+    assert not (_isolated_home / "data" / "mine.h5").exists()
+    wrong_way = iqa("custom", "--root", root, "--name", "mine", "--columns", "name,DMOS", "-j", "1")
+    assert failed(wrong_way, "'dmos'", "lower-better", "add --lower-better"), wrong_way.output
+    result = iqa("custom", "--root", root, "--name", "mine", "--columns", "name,DMOS", "--lower-better", "-j", "1")
+    assert result.exit_code == 0, result.output
+    with open_cache(_isolated_home / "data" / "mine.h5") as cache:
+        assert np.allclose(cache.scores, [100 - item.score for item in MIXED])
+        assert cache.attrs["score_type"] == "DMOS" and bool(cache.attrs["lower_better"])
+
+
+def test_a_score_direction_against_the_column_or_score_type_is_refused(tmp_path, _isolated_home):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    _rewrite_header(csv_path, "image,MOS", lambda name, score: [f"{score}"])
+    assert failed(iqa("custom", "--root", root, "--lower-better", "-j", "1"), "'MOS'", "leave out --lower-better")
+    for score_type, flags in (("DMOS", []), ("mos", ["--lower-better"])):
+        result = iqa("custom", "--root", root, "--csv", csv_path, "--score-type", score_type, *flags, "-j", "1")
+        assert failed(result, f"--score-type {score_type}", "declared"), result.output
+    result = iqa("custom", "--root", root, "--score-type", "level", "-j", "1")
+    assert failed(result, "--score-type level", "iqa prepare distorted"), result.output
+    assert not list((_isolated_home / "data").glob("*.h5"))
+    csv_path.write_text(csv_path.read_text().replace("image,MOS", "image,rating", 1))
+    result = iqa("custom", "--root", root, "--name", "rated", "--score-type", "grade", "--lower-better", "-j", "1")
+    assert result.exit_code == 0, result.output  # a scale named otherwise declares its own direction
+    make_folder(root, header=False)
+    assert iqa("custom", "--root", root, "--name", "dmos", "--lower-better", "-j", "1").exit_code == 0
+    with open_cache(_isolated_home / "data" / "dmos.h5") as cache:
+        assert cache.attrs["score_type"] == "DMOS"  # --lower-better alone is a DMOS, not a "MOS, lower is better"
+
+
+def test_a_header_without_a_score_column_is_refused_not_read_by_position(tmp_path, _isolated_home):
+    """`image,width,mos_raw`: the unrecognised score name made the columns positional, and the widths
+    were stored as the scores."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    _rewrite_header(csv_path, "image,width,mos_raw", lambda name, score: ["640", f"{score}"])
+    result = iqa("custom", "--root", root, "--name", "mine", "-j", "1")
+    assert failed(result, str(csv_path), "no score column", "--columns NAME,SCORE"), result.output
+    missing = iqa("custom", "--root", root, "--name", "mine", "--columns", "image,mos", "-j", "1")
+    assert failed(missing, "no column 'mos'", "image, width, mos_raw"), missing.output
+    result = iqa("custom", "--root", root, "--name", "mine", "--columns", "image,mos_raw", "-j", "1")
+    assert result.exit_code == 0, result.output
+    with open_cache(_isolated_home / "data" / "mine.h5") as cache:
+        assert np.allclose(cache.scores, [item.score for item in MIXED])
+    make_folder(root, header=False)
+    result = iqa("custom", "--root", root, "--name", "plain", "--columns", "name,score", "-j", "1")
+    assert failed(result, "--columns", "line 1 is no header row"), result.output
+
+
+def test_a_carriage_return_inside_a_line_is_named_in_the_files_terms(tmp_path):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    lines = csv_path.read_text().splitlines()
+    lines[1] = lines[1].replace(",", "\r,", 1)
+    csv_path.write_text("\n".join(lines) + "\n", newline="")
+    result = iqa("custom", "--root", root, "--out", tmp_path / "c.h5", "-j", "1")
+    assert failed(result, str(csv_path), "carriage return"), result.output
+    assert "universal-newline" not in result.stderr

@@ -5,10 +5,17 @@ Cells are separated by commas; a file whose first line has no comma but a tab (a
 
 The CSV's header row is optional. Without one, the columns are name, score and (optionally) std. A
 first row counts as a header only when no cell is a number and at least one names a known column.
-With one, the columns are found by name (name/image/file/path, score/mos/dmos/quality, std/sd), or
-taken in that order when the names are not recognised. Image names are paths relative to the
+With one, the columns are found by name: exactly one score column (score/mos/dmos/quality/...), at
+most one std column (std/sd/...), and the name column (name/image/file/path/..., else the first). A
+header that names several score columns (`MOS,DMOS`, `MOS,MOS_zscore`) or none is refused: taking
+one by position or by a preference order would train on a column nobody chose. `columns` (the
+CLI's `--columns NAME,SCORE[,STD]`) names them instead. Image names are paths relative to the
 dataset root ('/' or '\\' separators); they are matched case-insensitively when the exact spelling
 is not on disk. Blank lines and lines starting with '#' are ignored.
+
+A score column named MOS (higher is better) or DMOS (lower is better) must agree with the declared
+direction, and so must a `score_type` of MOS or DMOS: a MOS column read as lower-better trains every
+model upside down, and nothing downstream could tell.
 
 `make_spec` builds the `DatasetSpec` for one such dataset: its name (used for the cache file and
 its attributes), score type, direction and declared range (default: the observed min and max).
@@ -22,10 +29,11 @@ import functools
 import io
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, parse_number, to_score
-from iqa_cli.data.records import DatasetSpec, Record
+from iqa_cli.data.records import LEVEL_SCORES, DatasetSpec, Record
 from iqa_cli.errors import ConfigError, DataError
 
 NAME_COLUMNS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
@@ -42,16 +50,66 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _columns(header: list[str]) -> tuple[int, int, int | None]:
-    lower = [h.strip().lower() for h in header]
+@dataclass(frozen=True)
+class Columns:
+    """Where name, score and std sit in each row; `score_header` is the score column's header cell (None
+    without a header row)."""
 
-    def pick(candidates: tuple[str, ...]) -> int | None:
-        return next((lower.index(c) for c in candidates if c in lower), None)
+    name: int = 0
+    score: int = 1
+    std: int | None = 2
+    score_header: str | None = None
 
-    name, score, std = pick(NAME_COLUMNS), pick(SCORE_COLUMNS), pick(STD_COLUMNS)
-    if name is None or score is None:  # unrecognised header: positional, as without one
-        return 0, 1, 2 if len(header) > 2 else None
-    return name, score, std
+
+def _named_columns(header: list[str], columns: list[str], csv_path: Path) -> Columns:
+    """The columns `--columns NAME,SCORE[,STD]` names, found in the header row (case-insensitive)."""
+    lower = [h.lower() for h in header]
+    found = []
+    for wanted in columns:
+        if lower.count(wanted.lower()) != 1:
+            what = "no" if wanted.lower() not in lower else "more than one"
+            raise DataError(
+                f"--columns: the header row has {what} column {wanted!r} (its columns: {', '.join(header)})",
+                path=csv_path,
+            )
+        found.append(lower.index(wanted.lower()))
+    if len(set(found)) != len(found):
+        raise ConfigError(f"--columns: {','.join(columns)} names one column twice")
+    return Columns(found[0], found[1], found[2] if len(found) > 2 else None, score_header=header[found[1]])
+
+
+def _header_columns(header: list[str], csv_path: Path) -> Columns:
+    """The columns a header row names; an ambiguous or missing score column is refused."""
+    lower = [h.lower() for h in header]
+
+    def matches(candidates: tuple[str, ...], what: str, hint: str) -> list[int]:
+        hits = [i for i, h in enumerate(lower) if h in candidates]
+        if len(hits) > 1:
+            names = ", ".join(header[i] for i in hits)
+            raise DataError(
+                f"the header row names {len(hits)} {what} columns ({names}): choose one with "
+                f"--columns NAME,SCORE[,STD]{hint}",
+                path=csv_path,
+            )
+        return hits
+
+    scores = matches(SCORE_COLUMNS, "score", " (e.g. a MOS or a DMOS column, not both)")
+    if not scores:
+        raise DataError(
+            f"the header row ({', '.join(header)}) names no score column (expected one of "
+            f"{', '.join(SCORE_COLUMNS)}): name the columns with --columns NAME,SCORE[,STD]",
+            path=csv_path,
+        )
+    stds = matches(STD_COLUMNS, "std", "")
+    names = matches(NAME_COLUMNS, "image name", "")
+    name = names[0] if names else 0
+    if name in (scores[0], *stds):
+        raise DataError(
+            f"the header row ({', '.join(header)}) names no image name column (expected one of "
+            f"{', '.join(NAME_COLUMNS)}): name the columns with --columns NAME,SCORE[,STD]",
+            path=csv_path,
+        )
+    return Columns(name, scores[0], stds[0] if stds else None, score_header=header[scores[0]])
 
 
 def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
@@ -68,8 +126,16 @@ def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
     return "/".join(parts)
 
 
-def read_rows(csv_path: Path, root: Path) -> list[Row]:
+def read_rows(csv_path: Path, root: Path, columns: list[str] | None = None) -> list[Row]:
     """The CSV's rows as parser rows; a one-line DataError for a malformed file or value."""
+    return read_table(csv_path, root, columns)[0]
+
+
+def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> tuple[list[Row], Columns]:
+    """The CSV's rows and where their cells were read from; `columns` names the header's columns
+    (NAME,SCORE[,STD]) instead of finding them by their names."""
+    if columns is not None and len(columns) not in (2, 3):
+        raise ConfigError(f"--columns: expected NAME,SCORE[,STD] (2 or 3 header names), got {','.join(columns)!r}")
     if not csv_path.is_file():
         raise DataError("score CSV not found (expected name,score[,std] per line)", path=csv_path)
     try:
@@ -79,24 +145,26 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
     except UnicodeDecodeError:
         raise DataError("is not a UTF-8 text file", path=csv_path) from None
     except csv.Error as exc:
-        raise DataError(f"is not a valid CSV file ({exc})", path=csv_path) from None
+        raise DataError(f"is not a valid CSV file ({_csv_problem(exc)})", path=csv_path) from None
     lines = [(n, [c.strip() for c in row]) for n, row in lines if any(c.strip() for c in row)]
     lines = [(n, row) for n, row in lines if not row[0].startswith("#")]
     if not lines:
         raise DataError("lists no images (expected name,score[,std] per line)", path=csv_path)
-    name_col, score_col = 0, 1
-    std_col: int | None = 2
+    place = Columns()
     first = lines[0][1]
     # The first row is a header only when none of its cells is a number and it names a known column
     # (name/score/std spellings). Anything else is data, so `img1.png,good` is reported as a malformed
     # score instead of being dropped silently as a "header".
     known = {c.lower() for c in first} & {*NAME_COLUMNS, *SCORE_COLUMNS, *STD_COLUMNS}
-    header = not any(_is_number(c) for c in first) and bool(known)
+    header = not any(_is_number(c) for c in first) and (bool(known) or columns is not None)
     width, expected = 3, "name,score[,std]"
+    if columns is not None and not header:
+        raise DataError(f"--columns names header columns, but line {lines[0][0]} is no header row", path=csv_path)
     if header:
-        name_col, score_col, std_col = _columns(first)
+        place = _named_columns(first, columns, csv_path) if columns is not None else _header_columns(first, csv_path)
         width, expected = len(first), f"the header's {len(first)}"
         lines = lines[1:]
+    name_col, score_col, std_col = place.name, place.score, place.std
     rows: list[Row] = []
     seen: dict[str, int] = {}
     for number, row in lines:
@@ -134,7 +202,15 @@ def read_rows(csv_path: Path, root: Path) -> list[Row]:
             "write numbers with '.', or add a header row name,score,std",
             path=csv_path,
         )
-    return rows
+    return rows, place
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's complaint, in the file's terms (its own advice is about Python's `open`)."""
+    text = str(exc)
+    if "new-line character seen in unquoted field" in text:
+        return "a carriage return inside a line: a file of mixed Windows and Mac line endings?"
+    return text
 
 
 def separator(text: str) -> str:
@@ -159,10 +235,12 @@ def default_csv(root: Path) -> Path:
     return found[0]
 
 
-def parse(root: Path, *, on_missing: OnMissing = None, csv_path: Path | None = None) -> list[Record]:
+def parse(
+    root: Path, *, on_missing: OnMissing = None, csv_path: Path | None = None, columns: list[str] | None = None
+) -> list[Record]:
     root = check_root(root)
     csv_path = Path(csv_path).expanduser() if csv_path is not None else default_csv(root)
-    rows = read_rows(csv_path, root)
+    rows = read_rows(csv_path, root, columns)
     return build_records(rows, dataset_root=root, metadata=csv_path, on_missing=on_missing)
 
 
@@ -191,21 +269,62 @@ def _check_stds(rows: list[Row], csv_path: Path, low: float, high: float, given:
             )
 
 
+# Score kinds whose name says their direction: a MOS rises with quality, a DMOS (difference MOS) falls.
+_HIGHER_BETTER = ("mos", "mos_zscore")
+_LOWER_BETTER = ("dmos",)
+
+
+def check_direction(score_type: str | None, lower_better: bool, place: Columns, csv_path: Path) -> str:
+    """The score type to record: `score_type`, else DMOS or MOS by `lower_better`. A MOS declared
+    lower-better, or a DMOS higher-better (by `--score-type` or by the score column's name), is refused."""
+    declared = "lower" if lower_better else "higher"
+    if score_type is not None and score_type.strip().lower() == LEVEL_SCORES:
+        raise ConfigError(
+            f"--score-type {score_type}: reserved for `iqa prepare distorted` caches (distortion levels, which no "
+            "quality method trains on); name your scale another way (MOS, DMOS, rating, ...)"
+        )
+    if score_type is not None and score_type.strip().lower() in (*_HIGHER_BETTER, *_LOWER_BETTER):
+        kind_lower = score_type.strip().lower() in _LOWER_BETTER
+        if kind_lower != lower_better:
+            fix = "add --lower-better" if kind_lower else "leave out --lower-better"
+            raise ConfigError(
+                f"--score-type {score_type}: a {score_type} is {'lower' if kind_lower else 'higher'}-better, but the "
+                f"scores are declared {declared}-better: {fix} (or give the scale another --score-type)"
+            )
+    header = (place.score_header or "").lower()
+    if header in (*_HIGHER_BETTER, *_LOWER_BETTER):
+        column_lower = header in _LOWER_BETTER
+        if column_lower != lower_better:
+            fix = "add --lower-better" if column_lower else "leave out --lower-better"
+            raise DataError(
+                f"the score column {place.score_header!r} holds a {'DMOS' if column_lower else 'MOS'}, which is "
+                f"{'lower' if column_lower else 'higher'}-better, but the scores are declared {declared}-better: "
+                f"{fix}, or pick another column with --columns NAME,SCORE[,STD]",
+                path=csv_path,
+            )
+    if score_type is not None and score_type.strip():
+        return score_type.strip()
+    return "DMOS" if lower_better else "MOS"
+
+
 def make_spec(
     name: str,
     csv_path: Path,
     *,
     root: Path,
-    score_type: str = "MOS",
+    score_type: str | None = None,
     native_range: tuple[float, float] | None = None,
     lower_better: bool = False,
     default_resize: str = "none",
+    columns: list[str] | None = None,
 ) -> DatasetSpec:
-    """The spec of one custom dataset; `native_range` defaults to the observed min and max score."""
+    """The spec of one custom dataset; `native_range` defaults to the observed min and max score,
+    `score_type` to DMOS or MOS by `lower_better`; `columns` names the header's NAME,SCORE[,STD]."""
     name = check_name(name)
     csv_path = Path(csv_path).expanduser()
     given = native_range is not None
-    rows = read_rows(csv_path, check_root(root))
+    rows, place = read_table(csv_path, check_root(root), columns)
+    score_type = check_direction(score_type, lower_better, place, csv_path)
     if native_range is None:
         native_range = (min(row.score for row in rows), max(row.score for row in rows))
     low, high = (float(v) for v in native_range)
@@ -215,7 +334,7 @@ def make_spec(
     return DatasetSpec(
         name=name,
         title=f"custom dataset '{name}' ({csv_path.name})",
-        parse=functools.partial(parse, csv_path=csv_path),
+        parse=functools.partial(parse, csv_path=csv_path, columns=columns),
         score_type=score_type,
         native_range=(low, high),
         lower_better=lower_better,
