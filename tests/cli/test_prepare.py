@@ -587,3 +587,25 @@ def test_a_carriage_return_inside_a_line_is_named_in_the_files_terms(tmp_path):
     result = iqa("custom", "--root", root, "--out", tmp_path / "c.h5", "-j", "1")
     assert failed(result, str(csv_path), "carriage return"), result.output
     assert "universal-newline" not in result.stderr
+
+
+def test_names_decomposed_on_disk_match_composed_names_in_the_csv(tmp_path, _isolated_home):
+    """An archive made on macOS keeps `café.png` decomposed (NFD); a CSV typed elsewhere spells it composed
+    (NFC). The file was reported "missing" beside its own name (and `--skip-bad` dropped it)."""
+    import unicodedata
+
+    root = tmp_path / "photos"
+    csv_path = make_folder(root, MIXED[:3])
+    names = ["café.png", "naïve.png", "plain.png"]
+    for item, name in zip(MIXED[:3], names, strict=True):
+        (root / item.name).rename(root / unicodedata.normalize("NFD", name))
+    lines = ["name,score", *(f"{unicodedata.normalize('NFC', n)},{i + 1}" for i, n in enumerate(names))]
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = iqa("custom", "--root", root, "--name", "accents", "--splits", "0", "-j", "1")
+    assert result.exit_code == 0, result.output
+    with open_cache(_isolated_home / "data" / "accents.h5") as cache:
+        assert cache.names == [unicodedata.normalize("NFD", n) for n in names]  # as on disk
+        assert list(cache.scores) == [1, 2, 3]
+    csv_path.write_text(csv_path.read_text() + unicodedata.normalize("NFD", names[0]) + ",4\n", encoding="utf-8")
+    result = iqa("custom", "--root", root, "--name", "again", "--splits", "0", "-j", "1")
+    assert failed(result, "line 5", "again (first on line 2)"), result.output

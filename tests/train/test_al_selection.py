@@ -169,3 +169,14 @@ def test_round_one_without_pretrained_clip_is_not_called_zero_shot_clip():
     assert zero_shot_source(SimpleNamespace(pretrained="clip_vit_b16_openai_st")).startswith("zero-shot CLIP")
     said = zero_shot_source(SimpleNamespace(pretrained=None))
     assert said.startswith("untrained CLIP") and "not AL-IQA's zero-shot signal" in said
+
+
+def test_labelled_names_match_in_either_unicode_form(tmp_path):
+    """`--labelled` names typed composed (NFC) find images stored decomposed (NFD, as macOS archives keep them)."""
+    import unicodedata
+
+    from iqa_cli.train.al.labelling import match_names
+
+    names = [unicodedata.normalize("NFD", "sub/café.png"), "b.png"]
+    found = match_names([unicodedata.normalize("NFC", "SUB\\Café.png")], names, tmp_path / "labelled.txt")
+    assert list(found) == [0]

@@ -11,6 +11,7 @@ import csv
 import math
 import os
 import re
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -79,13 +80,20 @@ def walk_dirs(root: Path, max_depth: int) -> Iterable[tuple[int, Path, list[os.D
                     queue.append((depth + 1, Path(entry.path)))
 
 
+def fold(name: str) -> str:
+    """A file name as compared when its exact spelling is not on disk: lower case, Unicode NFC. Archives
+    made on macOS keep decomposed names (NFD: `e` + a combining accent) that a CSV typed elsewhere
+    spells composed (NFC); the two look identical but differ byte by byte."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
 def file_index(base: Path, max_depth: int) -> dict[str, Path]:
-    """Lower-case file name -> path for every file under `base` (down to `max_depth`); shallowest wins."""
+    """Folded file name (`fold`) -> path for every file under `base` (down to `max_depth`); shallowest wins."""
     index: dict[str, Path] = {}
     for _, _, entries in walk_dirs(base, max_depth):
         for entry in entries:
             if is_file(entry):
-                index.setdefault(entry.name.lower(), Path(entry.path))
+                index.setdefault(fold(entry.name), Path(entry.path))
     return index
 
 
@@ -171,9 +179,10 @@ class CaseInsensitiveTree:
     """Resolves relative paths under a base folder with case-insensitive matching per component.
 
     Official archives are inconsistent (TID2013 `I01.BMP` vs `i25.bmp`, CSIQ `AWGN/` vs `awgn/`); an
-    exact match wins, otherwise the one name that matches ignoring case. Two names that differ only in
-    case (`IMG1.png` and `img1.png`, distinct files on Linux) make a third spelling ambiguous: an error,
-    not a guess. Folder listings are cached, so resolving 10k names costs one listing per folder.
+    exact match wins, otherwise the one name that matches ignoring case and Unicode normalisation
+    (`fold`). Two names that differ only in case (`IMG1.png` and `img1.png`, distinct files on Linux)
+    make a third spelling ambiguous: an error, not a guess. Folder listings are cached, so resolving
+    10k names costs one listing per folder.
     """
 
     def __init__(self, base: Path) -> None:
@@ -185,7 +194,7 @@ class CaseInsensitiveTree:
             names = [e.name for e in _list_dir(folder)]
             lower: dict[str, list[str]] = {}
             for name in names:
-                lower.setdefault(name.lower(), []).append(name)
+                lower.setdefault(fold(name), []).append(name)
             self._listings[folder] = (set(names), lower)
         return self._listings[folder]
 
@@ -193,7 +202,7 @@ class CaseInsensitiveTree:
         exact, lower = self._listing(folder)
         if name in exact:
             return folder / name
-        spellings = lower.get(name.lower(), [])
+        spellings = lower.get(fold(name), [])
         if len(spellings) > 1:
             raise DataError(
                 f"'{name}' matches {len(spellings)} files that differ only in case ({', '.join(sorted(spellings))}); "

@@ -17,6 +17,7 @@ from iqa_cli.data.datasets._files import (
     check_root,
     file_index,
     find_file,
+    fold,
     read_xlsx_table,
     relative_name,
     report_missing,
@@ -65,7 +66,7 @@ def parse_grades(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
         file_name = IMAGE_PATTERN.format(int(image_number))
         score = to_score(values["average subjective grade"], source=xlsx, where=where)
         std = to_score(values[std_column], source=xlsx, where=where, what="std") if std_column else math.nan
-        path = index.get(file_name.lower())
+        path = index.get(fold(file_name))
         if path is None:
             report_missing(file_name, expected=None, searched=dataset_root, metadata=xlsx, on_missing=on_missing)
             continue

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, parse_number, to_score
+from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, fold, parse_number, to_score
 from iqa_cli.data.records import LEVEL_SCORES, DatasetSpec, Record
 from iqa_cli.errors import ConfigError, DataError
 
@@ -184,7 +184,7 @@ def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> 
         name = _relative(row[name_col], root, csv_path, number)
         if not name:
             raise DataError(f"line {number} has an empty image name", path=csv_path)
-        key = name.lower()
+        key = fold(name)
         if key in seen:
             raise DataError(f"line {number} lists image {name!r} again (first on line {seen[key]})", path=csv_path)
         seen[key] = number

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from iqa_cli.atomic import atomic_path
+from iqa_cli.data.datasets._files import fold
 from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
@@ -154,12 +155,12 @@ def read_names(path: Path) -> list[str]:
 
 
 def match_names(wanted: list[str], names: list[str], source: Path) -> np.ndarray:
-    """Dataset indices of `wanted` (exact names, else case-insensitive with '/' separators)."""
+    """Dataset indices of `wanted` (exact names, else folded: case and Unicode form ignored, `/` separators)."""
     exact = {n: i for i, n in enumerate(names)}
-    loose = {n.replace("\\", "/").lower(): i for i, n in enumerate(names)}
+    loose = {fold(n.replace("\\", "/")): i for i, n in enumerate(names)}
     found, unknown = set(), []
     for name in wanted:
-        index = exact.get(name, loose.get(name.replace("\\", "/").lower()))
+        index = exact.get(name, loose.get(fold(name.replace("\\", "/"))))
         if index is None:
             unknown.append(name)
         else:
