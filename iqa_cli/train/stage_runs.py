@@ -31,9 +31,18 @@ def _named_run(name: str) -> Path:
 
 
 def earlier_stage_weights(
-    method: str, *, stage: int, dataset: str, split: str, tiny: bool, named: str | None, train_hint: str
+    method: str,
+    *,
+    stage: int,
+    dataset: str,
+    split: str,
+    tiny: bool,
+    named: str | None,
+    train_hint: str,
+    split_digest: str | None = None,
 ) -> Path:
-    """The kept model (best.safetensors) of `split` from a run of `method` that trained `stage`."""
+    """The kept model (best.safetensors) of `split` from a run of `method` that trained `stage`; the search
+    skips runs whose `split` held other images (`split_digest`: the cache was prepared again since)."""
     from iqa_cli.train.weights import run_weights  # torch, only once a stage is looked up
 
     if named is not None:
@@ -58,14 +67,26 @@ def earlier_stage_weights(
             + (f" (resume it, or name {best} to start from that model as it stands)" if best.is_file() else ""),
             path=path,
         )
+    other_images = []
     for path, info in list_runs(method, dataset):
         if _run_stage(info) != stage or bool((info.get("config") or {}).get("tiny")) != tiny:
             continue
         finished = run_weights(path).by_split
-        if split in finished:
-            return finished[split]
+        if split not in finished:
+            continue
+        recorded = ((info.get("splits") or {}).get(split) or {}).get("digest")
+        if split_digest is not None and recorded not in (None, split_digest):
+            other_images.append(path.name)
+            continue
+        return finished[split]
     size = " --tiny" if tiny else ""
+    why = ""
+    if other_images:
+        why = (
+            f" ({', '.join(other_images)} trained split {split} as it was before the cache was prepared again: it "
+            "holds other images now)"
+        )
     raise ConfigError(
-        f"no finished {method} stage-{stage}{size} run on '{dataset}' with a kept model for split {split}; "
+        f"no finished {method} stage-{stage}{size} run on '{dataset}' with a kept model for split {split}{why}; "
         f"train it first with `{train_hint}`, or name one with --from RUN"
     )

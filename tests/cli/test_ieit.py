@@ -168,6 +168,34 @@ def test_bad_inputs_give_one_line(tmp_path, monkeypatch):
     assert "iqa weights fetch deit_small_patch16_224" in missing and "--no-selection" in missing
 
 
+def test_stage_two_never_starts_from_a_model_that_trained_on_its_test_images(tmp_path, _isolated_home):
+    """Stage 2 found the newest stage-1 run of the dataset by name and split name: after the cache was
+    prepared again with other splits (or with `--from` another split's model) it went on from a model
+    trained on images of its test part, and its test figures included them, exit 0."""
+    with one_thread():
+        classifier = tiny_classifier(tmp_path / "classifier.safetensors")
+        folder = write_folder(tmp_path / "mini", n=32)
+        prepare = ["prepare", "custom", "--root", folder, "--name", "mini", "--range", "1,5", "--splits", "2",
+                   "--test-fraction", "0.25", "-j", "1", "--enhance", "--classifier", classifier]  # fmt: skip
+        assert iqa(*prepare).exit_code == 0
+        stage1 = ["train", "ieit", *FAST, *STAGE1, "--data", "mini", "--epochs", "1", "--classifier", classifier]
+        assert iqa(*stage1, "--name", "one", "--split", "1").exit_code == 0
+        other_split = _isolated_home / "runs" / "one" / "split-random_1" / "best.safetensors"
+        stage2 = ["train", "ieit", *FAST, "--data", "mini", "--stage", "2", "--epochs", "1"]
+        line = error_line(iqa(*stage2, "--split", "0", "--from", other_split))
+        assert "a stage-1 model of split random_1" in line and "start from stage 1 of split random_0" in line
+        assert iqa(*stage1, "--name", "zero", "--split", "0").exit_code == 0
+        assert iqa(*prepare, "--split-seed", "7").exit_code == 0  # the same name, other splits
+        line = error_line(iqa(*stage2, "--split", "0"))
+        assert "no finished ieit stage-1 --tiny run" in line and "zero trained split random_0 as it was" in line
+        line = error_line(iqa(*stage2, "--split", "0", "--from", "zero"))
+        assert "another preparation of the cache" in line and "train stage 1 again" in line
+        assert iqa(*stage1, "--name", "again", "--split", "0").exit_code == 0
+        result = iqa(*stage2, "--split", "0", "--name", "two")
+        assert result.exit_code == 0, result.output
+        assert "again/split-random_0" in " ".join(result.output.split())
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",

@@ -240,6 +240,38 @@ def _check_same_enhanced(start: Path, now: str | None) -> None:
         )
 
 
+def _check_same_split(start: Path, meta: Mapping[str, Any], split: str) -> None:
+    """Stage 2 on a split goes on from a stage-1 model of that same split: one trained on another split
+    of this dataset (`--from` another split's file, or a run on a cache prepared again with other splits)
+    has trained on images of this split's test part, and stage 2's test figures would include them."""
+    from iqa_cli.models.checkpoint import read_metadata
+
+    recorded = read_metadata(start)
+    same_dataset = recorded.get("dataset") == meta.get("dataset") or (
+        bool(recorded.get("images_digest")) and recorded.get("images_digest") == meta.get("images_digest")
+    )
+    if not same_dataset:
+        return  # trained on other images: nothing of this split's test part seen
+    trained_split, trained_digest = recorded.get("split"), recorded.get("split_digest")
+    if not trained_split or not trained_digest:
+        log.warning(
+            f"{start} does not record which split of {meta.get('dataset')} it trained on: stage 2's test figures "
+            f"are unseen-data figures only if it did not train on the test part of split {split}"
+        )
+        return
+    if trained_split != split:
+        raise ConfigError(
+            f"stage 2 on split {split} would start from {start}, a stage-1 model of split {trained_split}, whose "
+            f"training images may include test images of {split}: start from stage 1 of split {split}"
+        )
+    if trained_digest != meta.get("split_digest"):
+        raise ConfigError(
+            f"stage 2 would start from {start}, trained on split {split} as it was in another preparation of the "
+            f"cache (split digest {trained_digest}, now {meta.get('split_digest')}): its training images may be "
+            f"test images of {split} now; train stage 1 again on this cache"
+        )
+
+
 @register_recipe
 class IEITRecipe(Recipe[IEITParams]):
     name = "ieit"
@@ -464,8 +496,10 @@ class IEITRecipe(Recipe[IEITParams]):
                     named=params.from_run,
                     train_hint=f"iqa train ieit --data {dataset} --split {parts.name} --stage 1"
                     + (" --tiny" if ctx.tiny else ""),
+                    split_digest=ctx.meta.get("split_digest"),
                 )
                 meta[STAGE1_KEY] = str(start)
+                _check_same_split(start, ctx.meta, parts.name)
                 _check_same_enhanced(start, ctx.meta.get(ENHANCED_KEY))
                 if ctx.dist.is_main:
                     log.info(
