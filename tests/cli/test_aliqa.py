@@ -223,6 +223,17 @@ def test_al_select_round_1_then_2_with_the_previous_round_model(trained, tmp_pat
     )
     assert round_one.exit_code == 2 and "round 1 selects with zero-shot CLIP" in round_one.output
 
+    # Round 2 without the names labelled so far chose among every image again, round 1's picks included.
+    unlabelled = [a for a in args if a not in ("--labelled", str(first))]
+    forgot = runner.invoke(app, [*unlabelled[:-3], "--out", str(tmp_path / "forgot.txt")])
+    assert forgot.exit_code == 2 and "the earlier rounds label 4 images, and no --labelled" in forgot.output
+    assert not (tmp_path / "forgot.txt").exists()
+    some = tmp_path / "some.txt"
+    some.write_text("\n".join(r["name"] for r in rows[:2]) + "\n")
+    fewer = runner.invoke(app, [*unlabelled[:-3], "--labelled", str(some), "--out", str(tmp_path / "fewer.txt")])
+    assert fewer.exit_code == 0, fewer.output
+    assert "--labelled names 2 images, the plan's earlier rounds 4" in " ".join(fewer.stderr.split())
+
 
 def test_al_select_refuses_clip_weights_nothing_would_read(trained, tmp_path, monkeypatch):
     """--pretrained was silently ignored with --tiny, and with a previous round's model."""

@@ -334,6 +334,20 @@ def _select(
             f"(e.g. a run's split-K/round-{options.round - 1}/best.safetensors), or --weights {ZERO_SHOT} to use "
             "zero-shot CLIP anyway"
         )
+    expected = sum(p.count for p in plans[: plan.index - 1])
+    if expected and not labelled.size:
+        # Without the names, every image of the earlier rounds is a candidate again: the list would ask
+        # for labels already given, and the rounds would not add up to the budget.
+        raise ConfigError(
+            f"--round {plan.index}: the earlier rounds label {expected} images, and no --labelled list names them: "
+            "pass --labelled FILE (the names labelled so far, e.g. the earlier rounds' lists), or they would be "
+            "chosen again"
+        )
+    if labelled.size != expected:
+        log.warning(
+            f"--labelled names {labelled.size} images, the plan's earlier rounds {expected}: round {plan.index} "
+            f"selects its {plan.count} all the same, so the labelled share will not be the plan's"
+        )
     remaining = everything[~np.isin(everything, labelled)]
     if remaining.size < plan.count:
         raise ConfigError(f"round {plan.index} selects {plan.count} images but only {remaining.size} are unlabelled")
@@ -394,7 +408,7 @@ def _select(
         rounds=len(plans),
         pool=int(everything.size),
         labelled=int(labelled.size),
-        expected_labelled=sum(p.count for p in plans[: plan.index - 1]),
+        expected_labelled=expected,
         count=plan.count,
         band=plan.band,
         band_start=plan.band_start,
