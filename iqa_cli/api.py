@@ -40,9 +40,12 @@ def _method_of(weights: str | Path) -> str:
 
     path = Path(str(weights)).expanduser()
     if (path / "run.json").is_file():
-        import json
+        from iqa_cli.train.runs import read_run
 
-        return str(json.loads((path / "run.json").read_text())["method"])
+        method = read_run(path).get("method")
+        if not isinstance(method, str) or not method:
+            raise ConfigError(f"{path / 'run.json'}: the run's record names no method; pass method=...")
+        return method
     known = find_known(str(weights))
     if known is not None and known.method:
         # Registry methods name networks; the original VT-IQA's parts (vtiqa-org-*) are scored by `vtiqa`.

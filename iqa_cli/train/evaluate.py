@@ -153,9 +153,10 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
         if len(names) > 1:
             return _joined_runs_plan(names)
         try:  # a run (name or folder): its own kept models, split by split
-            given = run_weights(find_run(options.weights))
+            root = find_run(options.weights)
         except ConfigError:
             return {None: options.weights}, None
+        given = run_weights(root)  # a damaged record is an error of its own, not "no such weights"
         wanted = (options.split or "all").strip().lower()
         if given.unfinished and (wanted == "all" or not given.by_split):
             finished = f"; --split {', '.join(given.by_split)} scores what finished" if given.by_split else ""

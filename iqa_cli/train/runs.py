@@ -131,11 +131,14 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 def read_run(root: Path) -> dict[str, Any]:
     path = root / RUN_FILE
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError("not a run folder (no run.json)", path=root) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"damaged run.json ({exc})", path=path) from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"damaged run.json (a JSON {type(info).__name__}, not a run's record)", path=path)
+    return info
 
 
 def write_run(root: Path, info: dict[str, Any]) -> None:

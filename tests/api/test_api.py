@@ -133,7 +133,9 @@ def test_load_from_a_file_and_bad_inputs(trained):
     with pytest.raises(ConfigError, match="no split 'nine'"):
         iqa_cli.load("apirun", split="nine", device="cpu")
     # a run whose split stopped before it finished: its best model so far is only loaded when named as a file
-    run = data_dir().parent / "runs" / "apirun"
+    from iqa_cli.home import runs_dir
+
+    run = runs_dir() / "apirun"
     info = json.loads((run / "run.json").read_text())
     info["splits"]["random_0"]["status"] = "interrupted"
     (run / "run.json").write_text(json.dumps(info))
@@ -157,3 +159,16 @@ def test_eval_and_train_from_python(trained):
         "vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, val_fraction=0.2, name="second"
     )
     assert summary is not None and summary["splits"][0]["n"] > 0
+
+
+def test_load_from_a_run_with_a_damaged_record_is_one_iqa_error(trained):
+    """`iqa_cli.load(RUN)` read run.json with `json.loads` and raised a bare JSONDecodeError (or KeyError)."""
+    from iqa_cli.home import runs_dir
+
+    run = runs_dir() / "apirun"
+    (run / "run.json").write_text('{"method": ')
+    with pytest.raises(ConfigError, match="damaged run.json"):
+        iqa_cli.load("apirun", device="cpu")
+    (run / "run.json").write_text('{"splits": {}}')
+    with pytest.raises(ConfigError, match="names no method"):
+        iqa_cli.load(str(run), device="cpu")

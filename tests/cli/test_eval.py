@@ -659,3 +659,21 @@ def test_several_cross_datasets_are_all_checked_before_any_is_scored(trained, tm
     result = evaluate("--weights", str(trained["run"]), "--cross", "other,borrowed2", "--json")
     assert result.exit_code == 65 and "byte-identical copies" in one_error_line(result)
     assert "evaluating other" not in result.output and "preparing views" not in result.output
+
+
+def test_a_run_with_a_damaged_record_is_named_as_such(trained, tmp_path):
+    """`--weights RUN` whose run.json was damaged read as "neither a file nor a name in the weights store"."""
+    import shutil
+
+    damaged = trained["home"] / "runs" / "damaged-run"
+    shutil.copytree(trained["run"], damaged)
+    try:
+        (damaged / "run.json").write_text('{"method": ')
+        line = one_error_line(evaluate("--data", "mini", "--weights", "damaged-run"))
+        assert "damaged run.json" in line and str(damaged / "run.json") in line
+        (damaged / "run.json").write_text("[1, 2]")
+        assert "a JSON list, not a run's record" in one_error_line(
+            evaluate("--data", "mini", "--weights", str(damaged))
+        )
+    finally:
+        shutil.rmtree(damaged)
