@@ -115,6 +115,35 @@ def split_digest(dataset: DatasetLike, parts: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
+def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | None:
+    """Why `method`'s views of `dataset` are not the protocol's, or None: the cache was prepared smaller
+    than its dataset's default size (`--size 512x384` for KonIQ) and below the largest view the method
+    makes (VT-IQA's 768 px), so the views are upscaled from the reduced images where the method's authors
+    resized the originals."""
+    from iqa_cli.data.datasets import get_dataset, is_dataset_name
+    from iqa_cli.data.resize import parse_policy
+
+    stored = str(dataset.attrs.get("resize", "") or "")
+    name = str(dataset.attrs.get("dataset", "") or "")
+    default = get_dataset(name).default_resize if name and is_dataset_name(name) else "none"
+    try:
+        if not stored or parse_policy(stored) == parse_policy(default):
+            return None
+    except ConfigError:
+        return None
+    sizes = np.asarray(dataset.sizes)
+    if bound <= 0 or sizes.ndim != 2 or not sizes.size:
+        return None
+    largest = int(np.median(sizes.max(axis=1)))
+    if largest >= bound:
+        return None
+    return (
+        f"{name or 'this cache'} is stored at size {stored} (its default: {default}), largest side about {largest} px, "
+        f"below the {bound} px view {method} makes: the views are upscaled from the reduced images, where the "
+        f"method resizes the originals; prepare {name or 'it'} at its default size for the protocol's views"
+    )
+
+
 def images_digest(dataset: DatasetLike) -> str:
     """SHA-256 (first 16 hex digits) of every image's name and score: the same for a copy of a cache
     prepared again under another name or with other splits, and different for another dataset whose

@@ -43,6 +43,7 @@ from iqa_cli.train.data import (
     read_seen_files,
     resolve_split_names,
     split_digest,
+    upscaled_views_note,
     whole_dataset_test,
 )
 from iqa_cli.train.distributed import resolve_device
@@ -352,6 +353,7 @@ def _run_jobs(
     names_list = getattr(dataset, "names", None)
     raw = dataset
     choices_told: set[str] = set()
+    upscaling_told: set[str] = set()
     wrapped_for: tuple[Any, ...] | None = None
     identity: dict[str, str] = {}
     for job in jobs:
@@ -397,6 +399,11 @@ def _run_jobs(
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
         stored_as = _stored_differently(known, raw, name) if options.cross is None else None
+        if name not in upscaling_told:
+            upscaling_told.add(name)
+            upscaled = upscaled_views_note(raw, recipe.view_bound(params), recipe.name)
+            if upscaled is not None:
+                log.warning(upscaled)
         changed_since = changed_inputs(known.meta, identity)
         if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
             choices_told.add(str(weights))

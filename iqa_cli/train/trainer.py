@@ -47,6 +47,7 @@ from iqa_cli.train.data import (
     same_cache_identity,
     seen_files,
     split_digest,
+    upscaled_views_note,
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
@@ -685,6 +686,9 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             path=root,
         )
     info["data_identity"] = identity
+    upscaled = upscaled_views_note(dataset, recipe.view_bound(params), recipe.name)
+    if upscaled is not None and dist.is_main:
+        log.warning(upscaled)
     meta = {
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),

@@ -497,3 +497,27 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     # which are gone once both had them.
     assert ranks["views"] == ["computed", "mapped"] and list(shm.iterdir()) == []
     assert "preloaded in shared memory, one copy for the 2 ranks of this node" in done.stderr
+
+
+def test_views_upscaled_from_a_cache_prepared_smaller_are_said(tmp_path, _isolated_home):
+    """`iqa prepare koniq --size 512x384` (a README example) then `iqa train vtiqa`: the 768 px view was
+    upscaled from the half-size images without a word, where VT-IQA's authors resize the originals."""
+    from tests.train.caches import write_folder
+
+    folder = write_folder(tmp_path / "photos", n=24)
+    made = runner.invoke(app, ["prepare", "custom", "--root", str(folder), "--name", "half", "--range", "1,5",
+                               "--size", "40x30", "--splits", "1", "-j", "1"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    said = "half is stored at size 40x30 (its default: none), largest side about 40 px, below the 128 px view vtiqa"
+    trained = train("--data", "half", "--epochs", "1", "--name", "half-run")
+    assert trained.exit_code == 0, trained.output
+    assert said in " ".join(trained.stderr.split())
+    evaluated = runner.invoke(app, ["eval", "vtiqa", "--weights", "half-run", "--data", "half", "--device", "cpu"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert said in " ".join(evaluated.stderr.split())
+    # The same images kept at their own size (the default) are what the protocol resizes: nothing to say.
+    kept = runner.invoke(app, ["prepare", "custom", "--root", str(folder), "--name", "whole", "--range", "1,5",
+                               "--splits", "1", "-j", "1"])  # fmt: skip
+    assert kept.exit_code == 0, kept.output
+    trained = train("--data", "whole", "--epochs", "1", "--name", "whole-run")
+    assert trained.exit_code == 0 and "upscaled" not in trained.stderr, trained.output
