@@ -269,9 +269,15 @@ def load(
     return Scorer(method, resolved, device=device, amp=amp, batch_size=batch_size, **test_options)
 
 
+# `iqa prepare custom`'s own options (`make_spec`'s parameters): `csv` (default: the only .csv in the
+# root), `name`, `score_type`, `native_range` (LO, HI), `lower_better`, `columns` ("NAME,SCORE[,STD]").
+CUSTOM_OPTIONS = ("csv", "name", "score_type", "native_range", "lower_better", "columns")
+
+
 def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **options: Any) -> Any:
     """Build a cache as `iqa prepare DATASET --root ROOT` does; returns the `CacheSummary`. `options` are
-    `CacheOptions` fields (`resize="244x244"`, `workers=4`, ...) and `progress`."""
+    `CacheOptions` fields (`resize="244x244"`, `workers=4`, ...) and `progress`; for `custom`, also
+    `CUSTOM_OPTIONS` (`name="mine", native_range=(1, 5)`, ...)."""
     from dataclasses import fields
 
     from iqa_cli.data.cache import CacheOptions, build_cache
@@ -279,10 +285,34 @@ def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **opt
     from iqa_cli.home import default_cache_path
 
     progress = options.pop("progress", None)
+    spec = get_dataset(dataset)
+    custom = {k: options.pop(k) for k in CUSTOM_OPTIONS if k in options} if spec.name == "custom" else {}
     unknown = sorted(set(options) - {f.name for f in fields(CacheOptions)})
     if unknown:
-        raise ConfigError(f"prepare: unknown option(s) {', '.join(unknown)}")
-    spec = get_dataset(dataset)
+        extra = f", {', '.join(CUSTOM_OPTIONS)}" if spec.name == "custom" else ""
+        raise ConfigError(
+            f"prepare: unknown option(s) {', '.join(unknown)} (options: "
+            f"{', '.join(sorted(f.name for f in fields(CacheOptions)))}{extra}, progress)"
+        )
+    if spec.name == "custom":
+        from iqa_cli.data.datasets._files import check_root
+        from iqa_cli.data.datasets.custom import default_csv, make_spec
+        from iqa_cli.textlist import comma_list
+
+        checked = check_root(Path(root))
+        csv_path = custom.pop("csv", None)
+        columns = custom.pop("columns", None)
+        if isinstance(columns, str):
+            columns = comma_list(columns, "columns")
+        native_range = custom.pop("native_range", None)
+        spec = make_spec(
+            custom.pop("name", "custom"),
+            Path(csv_path) if csv_path is not None else default_csv(checked),
+            root=checked,
+            native_range=tuple(native_range) if native_range is not None else None,
+            columns=list(columns) if columns is not None else None,
+            **custom,
+        )
     target = Path(out) if out is not None else default_cache_path(spec.name)
     return build_cache(spec, Path(root), target, CacheOptions(**options), progress=progress)
 
@@ -314,6 +344,12 @@ def evaluate(method: str, data: str | Path | None = None, **options: Any) -> Any
         raise ConfigError(
             f"evaluate: unknown option(s) {', '.join(unknown)} (options: {', '.join(sorted(known - {'overrides'}))}; "
             f"{method}'s test-time options: {', '.join(sorted(test_time)) or 'none'})"
+        )
+    cross = options.get("cross")
+    if isinstance(cross, str) and "," in cross and not Path(cross).expanduser().exists():
+        raise ConfigError(
+            f"evaluate: cross={cross!r} names several datasets; cross takes one (call evaluate once per dataset, as "
+            "`iqa eval --cross a,b` does)"
         )
     overrides = dict(options.pop("overrides", None) or {})
     overrides.update({k: options.pop(k) for k in list(options) if k in test_time})

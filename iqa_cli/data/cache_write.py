@@ -38,7 +38,7 @@ from iqa_cli.data.decode import (
 from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
 from iqa_cli.data.splits import content_groups, copy_groups, official_split, random_splits
-from iqa_cli.errors import DataError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.h5files import open_h5
 from iqa_cli.locks import hold
 from iqa_cli.progress import NullProgress, Progress
@@ -518,6 +518,14 @@ def build_cache(
     records:   already-parsed records; when given, `spec.parse` is not called.
     """
     options = options or CacheOptions()
+    low, high = (float(v) for v in spec.native_range)
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        # The registered `custom` spec is a template: its range is declared per dataset (`make_spec`). Every
+        # method would refuse such a cache only at training, after it was written.
+        raise ConfigError(
+            f"dataset '{spec.name}' declares no score range ({low:g}, {high:g}); a custom dataset is built with "
+            "iqa_cli.data.datasets.custom.make_spec (or `iqa prepare custom`)"
+        )
     fmt, resize, workers, skip_bad = options.fmt, options.resize, options.workers, options.skip_bad
     splits, split_seed, test_fraction = options.splits, options.split_seed, options.test_fraction
     allow_out_of_range, allow_padding = options.allow_out_of_range, options.allow_padding

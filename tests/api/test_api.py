@@ -172,3 +172,36 @@ def test_load_from_a_run_with_a_damaged_record_is_one_iqa_error(trained):
     (run / "run.json").write_text('{"splits": {}}')
     with pytest.raises(ConfigError, match="names no method"):
         iqa_cli.load(str(run), device="cpu")
+
+
+def test_prepare_a_custom_dataset_from_python(tmp_path):
+    """`iqa_cli.prepare("custom", root)` refused `name=` and `native_range=`, and without them wrote a cache
+    declaring the score range (nan, nan), which every method refused only at training."""
+    from iqa_cli.data.cache import open_cache
+    from tests.data.imagefolder import MIXED, make_folder
+
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    summary = iqa_cli.prepare("custom", root, name="mine", native_range=(0, 100), workers=1, splits=2)
+    assert summary.dataset == "mine" and summary.count == len(MIXED)
+    assert summary.path == data_dir() / "mine.h5"
+    with open_cache(summary.path) as cache:
+        assert list(cache.attrs["native_range"]) == [0.0, 100.0] and cache.attrs["score_type"] == "MOS"
+    observed = iqa_cli.prepare("custom", root, tmp_path / "seen.h5", csv=csv_path, columns="name,score", workers=1)
+    with open_cache(observed.path) as cache:  # no range given: the observed one, as `iqa prepare custom`
+        assert list(cache.attrs["native_range"]) == [min(i.score for i in MIXED), max(i.score for i in MIXED)]
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) nme \(options: .*name, score_type"):
+        iqa_cli.prepare("custom", root, nme="mine")
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) name \(options: allow_out_of_range"):
+        iqa_cli.prepare("livew", root, name="mine")
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets import get_dataset
+
+    with pytest.raises(ConfigError, match="declares no score range"):
+        build_cache(get_dataset("custom"), root, tmp_path / "template.h5")
+    assert not (tmp_path / "template.h5").exists()
+
+
+def test_evaluate_from_python_takes_one_cross_dataset(trained):
+    with pytest.raises(ConfigError, match="names several datasets; cross takes one"):
+        iqa_cli.evaluate("vtiqa", "mini", cross="mini,other", device="cpu")
