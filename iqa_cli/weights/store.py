@@ -136,6 +136,21 @@ class VerifyResult:
     reason: str  # "ok", "missing file", "sha256 mismatch", "not the registry's file", ...
 
 
+def _how_to_get(name: str) -> str:
+    """How a checkpoint missing from the store is had: fetched, downloaded by hand, or it is no known name."""
+    from iqa_cli.weights.registry import find_known
+
+    known = find_known(name)
+    if known is None:
+        return (
+            f"and no checkpoint of that name is known, see `iqa weights list`; give a file or a run, or store a file "
+            f"under that name with `iqa weights add {name} FILE`"
+        )
+    if known.downloadable:
+        return f"get it with `iqa weights fetch {name}`"
+    return known.note or f"no direct download is known: download it by hand, then `iqa weights add {name} FILE`"
+
+
 class WeightStore:
     """Files under one folder plus an index; every write is atomic and locked."""
 
@@ -273,10 +288,7 @@ class WeightStore:
         """The stored file of `name`, or a one-line error saying how to get it."""
         entry = self.get(name)
         if entry is None:
-            raise CheckpointError(
-                f"'{name}' is not in the weights store {self.root} "
-                f"(see `iqa weights list`; get it with `iqa weights fetch {name}` or `iqa weights add {name} FILE`)"
-            )
+            raise CheckpointError(f"'{name}' is not in the weights store {self.root} ({_how_to_get(name)})")
         path = self._inside(entry.file)
         if not path.is_file():
             raise CheckpointError(

@@ -181,3 +181,14 @@ def test_a_model_iqa_trained_is_stored_and_scored_under_a_name(tmp_path):
         scores[weights] = json.loads(result.stdout)["predictions"][0]["score"]
     assert scores["my_model"] == scores["mine"]
     assert failed(iqa("add", "as_ieit", str(best), "--method", "ieit"), "does not fit model 'ieit'")
+
+
+def test_a_missing_name_says_how_to_get_it_or_that_no_such_checkpoint_is_known(_isolated_home):
+    """`iqa weights path nope` said "get it with `iqa weights fetch nope`", a fetch that cannot work: no
+    checkpoint of that name is known. A known one without a download gives its note instead."""
+    unknown = iqa("path", "nope")
+    assert failed(unknown, "'nope' is not in the weights store", "no checkpoint of that name is known")
+    assert "weights fetch" not in unknown.stderr
+    assert failed(iqa("path", "deit_small_patch16_224"), "get it with `iqa weights fetch deit_small_patch16_224`")
+    by_hand = iqa("path", "vtiqa_koniq10k")
+    assert failed(by_hand, "Download it by hand", "iqa weights import vtiqa FILE --name vtiqa_koniq10k")
