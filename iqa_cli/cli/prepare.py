@@ -13,7 +13,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -245,7 +245,13 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
         score_range: str = typer.Option(
             None, "--range", help="Declared score range LO,HI (default: the observed min and max)."
         ),
-        lower_better: bool = typer.Option(False, "--lower-better", help="Lower scores mean better quality (DMOS)."),
+        lower_better: Optional[bool] = typer.Option(  # noqa: UP045
+            None,
+            "--lower-better/--higher-better",
+            help="Lower (a DMOS) or higher scores mean better quality. Default: higher; a score column or "
+            "--score-type named DMOS needs one of them.",
+            show_default=False,
+        ),
         out_path: Path = typer.Option(None, "--out", "-o", help=_OUT_HELP, dir_okay=False),
         fmt: str = typer.Option(None, "--format", help=_FORMAT_HELP),
         size: str = typer.Option(None, "--size", help=_size_help(spec)),

@@ -530,8 +530,8 @@ def test_a_header_naming_a_mos_and_a_dmos_column_is_refused_until_columns_picks_
     result = iqa("custom", "--root", root, "--name", "mine", "--lower-better", "-j", "1")
     assert failed(result, str(csv_path), "2 score columns", "mos, dmos", "--columns"), result.output
     assert not (_isolated_home / "data" / "mine.h5").exists()
-    wrong_way = iqa("custom", "--root", root, "--name", "mine", "--columns", "name,DMOS", "-j", "1")
-    assert failed(wrong_way, "'dmos'", "lower-better", "add --lower-better"), wrong_way.output
+    undeclared = iqa("custom", "--root", root, "--name", "mine", "--columns", "name,DMOS", "-j", "1")
+    assert failed(undeclared, "'dmos' names a DMOS", "--lower-better", "--higher-better"), undeclared.output
     result = iqa("custom", "--root", root, "--name", "mine", "--columns", "name,DMOS", "--lower-better", "-j", "1")
     assert result.exit_code == 0, result.output
     with open_cache(_isolated_home / "data" / "mine.h5") as cache:
@@ -544,9 +544,9 @@ def test_a_score_direction_against_the_column_or_score_type_is_refused(tmp_path,
     csv_path = make_folder(root)
     _rewrite_header(csv_path, "image,MOS", lambda name, score: [f"{score}"])
     assert failed(iqa("custom", "--root", root, "--lower-better", "-j", "1"), "'MOS'", "leave out --lower-better")
-    for score_type, flags in (("DMOS", []), ("mos", ["--lower-better"])):
+    for score_type, flags, said in (("DMOS", [], "declare its direction"), ("mos", ["--lower-better"], "rises")):
         result = iqa("custom", "--root", root, "--csv", csv_path, "--score-type", score_type, *flags, "-j", "1")
-        assert failed(result, f"--score-type {score_type}", "declared"), result.output
+        assert failed(result, f"--score-type {score_type} names a", said), result.output
     result = iqa("custom", "--root", root, "--score-type", "level", "-j", "1")
     assert failed(result, "--score-type level", "iqa prepare distorted"), result.output
     assert not list((_isolated_home / "data").glob("*.h5"))
@@ -557,6 +557,13 @@ def test_a_score_direction_against_the_column_or_score_type_is_refused(tmp_path,
     assert iqa("custom", "--root", root, "--name", "dmos", "--lower-better", "-j", "1").exit_code == 0
     with open_cache(_isolated_home / "data" / "dmos.h5") as cache:
         assert cache.attrs["score_type"] == "DMOS"  # --lower-better alone is a DMOS, not a "MOS, lower is better"
+    # A 'dmos' column that rises with quality (KADID-10k's) is taken when declared so.
+    make_folder(root)
+    _rewrite_header(csv_path, "dist_img,dmos", lambda name, score: [f"{score}"])
+    result = iqa("custom", "--root", root, "--name", "kadid_like", "--higher-better", "-j", "1")
+    assert result.exit_code == 0, result.output
+    with open_cache(_isolated_home / "data" / "kadid_like.h5") as cache:
+        assert not bool(cache.attrs["lower_better"]) and np.allclose(cache.scores, [item.score for item in MIXED])
 
 
 def test_a_header_without_a_score_column_is_refused_not_read_by_position(tmp_path, _isolated_home):

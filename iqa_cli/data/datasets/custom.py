@@ -274,37 +274,36 @@ _HIGHER_BETTER = ("mos", "mos_zscore")
 _LOWER_BETTER = ("dmos",)
 
 
-def check_direction(score_type: str | None, lower_better: bool, place: Columns, csv_path: Path) -> str:
-    """The score type to record: `score_type`, else DMOS or MOS by `lower_better`. A MOS declared
-    lower-better, or a DMOS higher-better (by `--score-type` or by the score column's name), is refused."""
-    declared = "lower" if lower_better else "higher"
+def check_direction(
+    score_type: str | None, lower_better: bool | None, place: Columns, csv_path: Path
+) -> tuple[str, bool]:
+    """(score type to record, lower_better). A scale named MOS (by `score_type` or by the score column's
+    name) rises with quality, so declaring it lower-better is refused. One named DMOS usually falls with
+    quality, but not always (KADID-10k's `dmos` column rises), so its direction must be declared
+    (`lower_better` True or False, not None). The score type defaults to DMOS or MOS by the direction."""
     if score_type is not None and score_type.strip().lower() == LEVEL_SCORES:
         raise ConfigError(
             f"--score-type {score_type}: reserved for `iqa prepare distorted` caches (distortion levels, which no "
             "quality method trains on); name your scale another way (MOS, DMOS, rating, ...)"
         )
-    if score_type is not None and score_type.strip().lower() in (*_HIGHER_BETTER, *_LOWER_BETTER):
-        kind_lower = score_type.strip().lower() in _LOWER_BETTER
-        if kind_lower != lower_better:
-            fix = "add --lower-better" if kind_lower else "leave out --lower-better"
-            raise ConfigError(
-                f"--score-type {score_type}: a {score_type} is {'lower' if kind_lower else 'higher'}-better, but the "
-                f"scores are declared {declared}-better: {fix} (or give the scale another --score-type)"
-            )
+    kind = (score_type or "").strip().lower()
     header = (place.score_header or "").lower()
-    if header in (*_HIGHER_BETTER, *_LOWER_BETTER):
-        column_lower = header in _LOWER_BETTER
-        if column_lower != lower_better:
-            fix = "add --lower-better" if column_lower else "leave out --lower-better"
-            raise DataError(
-                f"the score column {place.score_header!r} holds a {'DMOS' if column_lower else 'MOS'}, which is "
-                f"{'lower' if column_lower else 'higher'}-better, but the scores are declared {declared}-better: "
-                f"{fix}, or pick another column with --columns NAME,SCORE[,STD]",
-                path=csv_path,
+    named = [(f"--score-type {score_type}", kind), (f"the score column {place.score_header!r}", header)]
+    for what, label in named:
+        if label in _HIGHER_BETTER and lower_better:
+            raise ConfigError(
+                f"{what} names a MOS, which rises with quality, but --lower-better declares lower scores better: leave "
+                "out --lower-better (or name the scale otherwise, or pick another column with --columns)",
+                path=csv_path if what.startswith("the score column") else None,
             )
-    if score_type is not None and score_type.strip():
-        return score_type.strip()
-    return "DMOS" if lower_better else "MOS"
+        if label in _LOWER_BETTER and lower_better is None:
+            raise ConfigError(
+                f"{what} names a DMOS: declare its direction with --lower-better (a difference MOS, lower scores are "
+                "better) or --higher-better (some datasets' 'dmos' rises with quality, as KADID-10k's does)",
+                path=csv_path if what.startswith("the score column") else None,
+            )
+    resolved = bool(lower_better)
+    return (score_type.strip() if score_type and score_type.strip() else ("DMOS" if resolved else "MOS")), resolved
 
 
 def make_spec(
@@ -314,17 +313,18 @@ def make_spec(
     root: Path,
     score_type: str | None = None,
     native_range: tuple[float, float] | None = None,
-    lower_better: bool = False,
+    lower_better: bool | None = None,
     default_resize: str = "none",
     columns: list[str] | None = None,
 ) -> DatasetSpec:
     """The spec of one custom dataset; `native_range` defaults to the observed min and max score,
-    `score_type` to DMOS or MOS by `lower_better`; `columns` names the header's NAME,SCORE[,STD]."""
+    `lower_better` (None: not declared) to higher-better where no DMOS name asks for a declaration,
+    `score_type` to DMOS or MOS by the direction; `columns` names the header's NAME,SCORE[,STD]."""
     name = check_name(name)
     csv_path = Path(csv_path).expanduser()
     given = native_range is not None
     rows, place = read_table(csv_path, check_root(root), columns)
-    score_type = check_direction(score_type, lower_better, place, csv_path)
+    score_type, lower_better = check_direction(score_type, lower_better, place, csv_path)
     if native_range is None:
         native_range = (min(row.score for row in rows), max(row.score for row in rows))
     low, high = (float(v) for v in native_range)
