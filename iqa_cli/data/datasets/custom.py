@@ -13,9 +13,9 @@ CLI's `--columns NAME,SCORE[,STD]`) names them instead. Image names are paths re
 dataset root ('/' or '\\' separators); they are matched case-insensitively when the exact spelling
 is not on disk. Blank lines and lines starting with '#' are ignored.
 
-A score column named MOS (higher is better) or DMOS (lower is better) must agree with the declared
-direction, and so must a `score_type` of MOS or DMOS: a MOS column read as lower-better trains every
-model upside down, and nothing downstream could tell.
+Scores are higher-better unless declared lower-better. A score column or `score_type` named MOS
+refuses lower-better, and one named DMOS needs the direction declared either way (`check_direction`):
+a scale read the wrong way round trains every model upside down, and nothing downstream could tell.
 
 `make_spec` builds the `DatasetSpec` for one such dataset: its name (used for the cache file and
 its attributes), score type, direction and declared range (default: the observed min and max).
