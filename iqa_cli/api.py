@@ -137,6 +137,9 @@ class Scorer:
         self.method, self.weights, self.batch_size = method, weights, batch_size
         self.recipe = get_recipe(method)
         self.loaded = load_trained(self.recipe, weights)
+        note = self.recipe.file_scoring_note(self.loaded.meta, str(weights))
+        if note is not None:
+            log.warning(note)
         self.loaded.params = apply_test_overrides(self.recipe, self.loaded.params, test_options, files=True)
         self.device = resolve_device(device)
         self.dtype = amp_dtype(amp, self.device, evaluation=True)

@@ -354,6 +354,7 @@ def _run_jobs(
     raw = dataset
     choices_told: set[str] = set()
     upscaling_told: set[str] = set()
+    inputs_told: set[tuple[str, str]] = set()
     wrapped_for: tuple[Any, ...] | None = None
     identity: dict[str, str] = {}
     for job in jobs:
@@ -405,6 +406,11 @@ def _run_jobs(
             if upscaled is not None:
                 log.warning(upscaled)
         changed_since = changed_inputs(known.meta, identity)
+        if (str(weights), name) not in inputs_told:
+            inputs_told.add((str(weights), name))
+            other_inputs = recipe.dataset_scoring_note(known.meta, dataset, str(weights))
+            if other_inputs is not None and not (options.cross is None and changed_since):  # else said below
+                log.warning(other_inputs)
         if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
             choices_told.add(str(weights))
             if changed_since:

@@ -284,6 +284,9 @@ def predict_files(
     recipe = get_recipe(method)
     files = expand_inputs(inputs)
     spec = read_trained(recipe, weights, variant=variant)
+    note = recipe.file_scoring_note(spec.meta, str(weights))
+    if note is not None:
+        log.warning(note)
     if test_options:
         spec = replace(spec, params=apply_test_overrides(recipe, spec.params, test_options, files=True))
     torch_device = resolve_device(device)

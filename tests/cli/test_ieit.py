@@ -196,6 +196,43 @@ def test_stage_two_never_starts_from_a_model_that_trained_on_its_test_images(tmp
         assert "again/split-random_0" in " ".join(result.output.split())
 
 
+def test_enhanced_images_made_otherwise_than_the_model_saw_are_said(tmp_path, _isolated_home):
+    """A model trained on E from an external tool (`--enhanced-root`) scored image files with the built-in
+    enhancement, and a cache whose E was made otherwise, without a word: inputs it never trained on."""
+    import numpy as np
+    from PIL import Image
+
+    with one_thread():
+        classifier = tiny_classifier(tmp_path / "classifier.safetensors")
+        folder = write_folder(tmp_path / "mini", n=32)
+        external = tmp_path / "external"
+        external.mkdir()
+        for image in sorted(folder.glob("*.png")):  # an "external tool": every E is the image, a bit brighter
+            pixels = np.asarray(Image.open(image).convert("RGB"), dtype=np.int16)
+            Image.fromarray(np.clip(pixels + 20, 0, 255).astype(np.uint8)).save(external / image.name)
+        base = ["prepare", "custom", "--root", folder, "--range", "1,5", "--splits", "1", "-j", "1"]
+        assert iqa(*base, "--name", "builtin", "--enhance", "--classifier", classifier).exit_code == 0
+        assert iqa(*base, "--name", "outside").exit_code == 0
+        made = iqa("prepare", "enhance", "outside", "--enhanced-root", external, "--classifier", classifier,
+                   "--device", "cpu")  # fmt: skip
+        assert made.exit_code == 0, made.output
+        stage1 = ["train", "ieit", *FAST, *STAGE1, "--epochs", "1", "--classifier", classifier]
+        assert iqa(*stage1, "--data", "outside", "--name", "ext").exit_code == 0
+        assert iqa(*stage1, "--data", "builtin", "--name", "own").exit_code == 0
+        photo = sorted(folder.glob("*.png"))[0]
+        predicted = iqa("predict", "ieit", photo, "--weights", "ext", "--device", "cpu")
+        assert predicted.exit_code == 0, predicted.output
+        said = " ".join(predicted.stderr.split())
+        assert "trained with enhanced images made otherwise (external:" in said and "built-in enhancement" in said
+        quiet = iqa("predict", "ieit", photo, "--weights", "own", "--device", "cpu")
+        assert quiet.exit_code == 0 and "made otherwise" not in quiet.stderr, quiet.output
+        crossed = iqa("eval", "ieit", "--weights", "own", "--data", "builtin", "--cross", "outside", "--device",
+                      "cpu", "--drop-seen")  # fmt: skip
+        said = " ".join(crossed.stderr.split())
+        assert "trained with enhanced images made otherwise (builtin:" in said
+        assert "than this cache's (external:" in said
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",

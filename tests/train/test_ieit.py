@@ -274,3 +274,25 @@ def test_low_quality_bar_is_the_dataset_s_cid2013_2_4_as_the_authors_test_script
     pred = labels + np.linspace(0, 0.1, labels.size)
     at_cid = recipe.metrics(pred, labels, recipe.dataset_params(params, SimpleNamespace(attrs={"dataset": "cid2013"})))
     assert at_cid["lq_n"] == int((labels < 2.4).sum()) == 6
+
+
+def test_the_enhancement_a_model_saw_decides_the_scoring_notes():
+    """An imported release trained on the authors' E; a run records how its E was made; the built-in
+    enhancement of the same settings is the one image files get, so only it needs no note."""
+    from iqa_cli.enhance.ops import METHOD
+    from iqa_cli.train.recipes import get_recipe
+
+    recipe = get_recipe("ieit")
+    assert recipe.file_scoring_note({"enhancement": METHOD}, "w") is None
+    assert recipe.file_scoring_note({}, "w") is None  # older checkpoints: not known, nothing claimed
+    assert "authors: their published" in recipe.file_scoring_note({"source_sha256": "ab"}, "ieit_livew")
+    assert "builtin: older" in recipe.file_scoring_note({"enhancement": "builtin: older settings"}, "w")
+
+    class Cache:
+        def __init__(self, made):
+            self.enhanced = type("E", (), {"attrs": {"enhancement": made}})()
+
+    imported = recipe.dataset_scoring_note({"source_sha256": "ab"}, Cache(METHOD), "ieit_livew")
+    assert "--from-authors" in imported
+    assert recipe.dataset_scoring_note({"source_sha256": "ab"}, Cache("authors: livew_244.mat"), "w") is None
+    assert recipe.dataset_scoring_note({"enhancement": "external: /a"}, Cache("external: /b"), "w") is None

@@ -327,6 +327,17 @@ class Recipe(ABC, Generic[P]):
         own dataset warns when it differs. Default: nothing."""
         return {}
 
+    def file_scoring_note(self, meta: Mapping[str, str], weights: str) -> str | None:
+        """Why scores of image files (`iqa predict`, the Python scorer) are not on the footing of the model's
+        tests, from its checkpoint metadata; None when they are."""
+        return None
+
+    def dataset_scoring_note(self, meta: Mapping[str, str], dataset: DatasetLike, weights: str) -> str | None:
+        """Why scores of `dataset` (as `wrap_dataset` gave it) are not on the footing of the model's training,
+        from its checkpoint metadata (inputs beside the images, such as IEIT's enhanced images, made another
+        way); None when they are."""
+        return None
+
     def prediction_details(self, scores: np.ndarray) -> list[dict[str, Any]] | None:
         """What each prediction means beyond its number, as named columns, where `predicts_classes`; None for
         a quality score."""

@@ -179,6 +179,7 @@ TINY = {
 
 
 ENHANCED_KEY = "enhanced_images"  # checkpoint metadata: the digest of the E a model trained with
+ENHANCEMENT_KEY = "enhancement"  # checkpoint metadata: how that E was made ("builtin: ...", "external: DIR", ...)
 STAGE_FILLED = ("batch_size", "selection_metric", "lr_phases", "loss")  # `none` means "the stage's value"
 
 
@@ -238,6 +239,24 @@ def _check_same_enhanced(start: Path, now: str | None) -> None:
             f"stage 2 would start from {start}, trained with other enhanced images than the cache has beside it now "
             "(made again since): make them as stage 1 trained, or train stage 1 again"
         )
+
+
+def _trained_enhancement(meta: Mapping[str, str]) -> str | None:
+    """How the E a model trained with was made: recorded by training, or the authors' for an imported
+    release (their unpublished tool); None when not known (checkpoints older than the record)."""
+    made = meta.get(ENHANCEMENT_KEY)
+    if made:
+        return str(made)
+    if meta.get("source_sha256"):  # `iqa weights import`: the authors' checkpoint, trained on their E
+        return "authors: their published enhanced images"
+    return None
+
+
+def _same_enhancement(a: str, b: str) -> bool:
+    """Whether two `enhancement` records are one way of making E: the same kind (builtin, external,
+    authors), and for the built-in one the same settings."""
+    kind_a, kind_b = a.split(":", 1)[0].strip(), b.split(":", 1)[0].strip()
+    return kind_a == kind_b and (kind_a != "builtin" or a == b)
 
 
 def _check_same_split(start: Path, meta: Mapping[str, Any], split: str) -> None:
@@ -365,6 +384,28 @@ class IEITRecipe(Recipe[IEITParams]):
             return {}
         return {ENHANCED_KEY: enhanced_digest(dataset.enhanced, dataset.enhanced.keep)}
 
+    def file_scoring_note(self, meta: Mapping[str, str], weights: str) -> str | None:
+        from iqa_cli.enhance.ops import METHOD
+
+        trained = _trained_enhancement(meta)
+        if trained is None or _same_enhancement(trained, METHOD):
+            return None
+        return (
+            f"{weights} trained with enhanced images made otherwise ({trained[:120]}); image files get this iqa's "
+            "built-in enhancement, so their scores are not on the footing of the model's tests"
+        )
+
+    def dataset_scoring_note(self, meta: Mapping[str, str], dataset: DatasetLike, weights: str) -> str | None:
+        trained = _trained_enhancement(meta)
+        now = getattr(getattr(dataset, "enhanced", None), "attrs", {}).get("enhancement")
+        if trained is None or not now or _same_enhancement(trained, str(now)):
+            return None
+        return (
+            f"{weights} trained with enhanced images made otherwise ({trained[:120]}) than this cache's "
+            f"({str(now)[:120]}): these figures are not on the footing of its training"
+            + (" (the authors' E: `iqa prepare enhance --from-authors`)" if trained.startswith("authors") else "")
+        )
+
     def batch_extra(
         self, indices: np.ndarray, *, parts: SplitParts, epoch: int, batch: int, seed: int, params: BaseParams
     ) -> np.ndarray | None:
@@ -468,11 +509,14 @@ class IEITRecipe(Recipe[IEITParams]):
         from iqa_cli.train.state import load_state
 
         params = stage_params(ctx.params)
+        made = getattr(getattr(ctx.dataset, "enhanced", None), "attrs", {}).get("enhancement")
         # The checkpoint keeps the given options with the stage's values filled in, and the options this
         # dataset resolved (`params_on_dataset`) likewise: filled on one side only, the stage's values read
         # as choices of the dataset, and every evaluation on it warned that they had changed.
         filled = to_plain(params)
         meta = {**ctx.meta, "params": {**ctx.meta["params"], **{k: filled[k] for k in STAGE_FILLED}}}
+        if made:  # so scoring image files, which get the built-in E, can say when the model saw another E
+            meta[ENHANCEMENT_KEY] = str(made)
         if "params_on_dataset" in ctx.meta:
             meta["params_on_dataset"] = filled
         bound = self
