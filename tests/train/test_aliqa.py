@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from iqa_cli.errors import DataError
+from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.models import create, save_checkpoint
 from iqa_cli.train.al.signals import (
     ZERO_SHOT_PROMPTS,
@@ -117,9 +117,13 @@ def test_distance_files_in_dataset_or_esnthere_order(tmp_path):
     rng = np.random.default_rng(0)
     distance = rng.random((5, 3, 7))
     np.save(tmp_path / "d.npy", distance)
-    np.testing.assert_array_equal(read_distance_file(tmp_path / "d.npy", key="distance", n_images=7), distance)
+    np.testing.assert_array_equal(
+        read_distance_file(tmp_path / "d.npy", key="distance", n_images=7, order="dataset"), distance
+    )
     np.savez(tmp_path / "d.npz", other=distance)
-    np.testing.assert_array_equal(read_distance_file(tmp_path / "d.npz", key="distance", n_images=7), distance)
+    np.testing.assert_array_equal(
+        read_distance_file(tmp_path / "d.npz", key="distance", n_images=7, order="dataset"), distance
+    )
     savemat(tmp_path / "ds.mat", {"distance": distance})
     authors = read_distance_file(tmp_path / "ds.mat", key="distance", n_images=7, order="esnthere")
     order = esnthere_order(7)  # column c of the authors' file is dataset image order[c]
@@ -133,6 +137,20 @@ def test_distance_files_in_dataset_or_esnthere_order(tmp_path):
         read_distance_file(tmp_path / "flat.npy", key="distance", n_images=7)
     with pytest.raises(DataError, match="not found"):
         read_distance_file(tmp_path / "none.npy", key="distance", n_images=7)
+    # The order is never guessed: read the wrong way, every image gets another image's distances.
+    with pytest.raises(ConfigError, match="--distances needs --distance-order: authors .* or dataset"):
+        read_distance_file(tmp_path / "ds.mat", key="distance", n_images=7)
+
+
+def test_a_distance_file_without_its_order_is_refused_before_training():
+    """`--distances livew_ds.mat` without `--distance-order` read the authors' [X; Xtest] columns in the
+    cache's order: the representativeness of every image was another image's, exit 0."""
+    from iqa_cli.train.recipes import get_recipe
+
+    recipe = get_recipe("aliqa")
+    with pytest.raises(ConfigError, match="--distances needs --distance-order"):
+        recipe.check_params(recipe.Params(distances="livew_ds.mat"))
+    recipe.check_params(recipe.Params(distances="livew_ds.mat", distance_order="authors"))
 
 
 def test_kmeans_stand_in_is_seeded_and_shaped_like_the_authors_tensor():
@@ -160,8 +178,8 @@ def test_cid2013_labels_as_aliqa_s_test_scripts():
 @pytest.mark.parametrize(
     ("given", "option", "value", "why"),
     [
-        ({"distances": "d.mat"}, "distill_images", 20, "k-means stand-in"),
-        ({"distances": "d.mat"}, "distill_repeats", 3, "k-means stand-in"),
+        ({"distances": "d.mat", "distance_order": "authors"}, "distill_images", 20, "k-means stand-in"),
+        ({"distances": "d.mat", "distance_order": "authors"}, "distill_repeats", 3, "k-means stand-in"),
         ({}, "distance_key", "dist", "none is given"),
         ({}, "distance_order", "authors", "none is given"),
         ({"fine_tune": False}, "ft_batch_size", 8, "--no-fine-tune"),
@@ -177,5 +195,6 @@ def test_an_option_these_settings_never_read_is_refused(given, option, value, wh
     recipe = get_recipe("aliqa")
     with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')} has no effect here .*{why}"):
         resolve_config(recipe, tiny=True, config_file=None, overrides={**given, option: value})
-    on = {"distances": "d.mat"} if option.startswith("distance_") else {"fine_tune": True} if "ft" in option else {}
+    read = {"distances": "d.mat", "distance_order": "dataset"}
+    on = read if option.startswith("distance_") else {"fine_tune": True} if "ft" in option else {}
     resolve_config(recipe, tiny=True, config_file=None, overrides={**on, option: value})  # read there: accepted

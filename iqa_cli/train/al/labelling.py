@@ -34,6 +34,7 @@ from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.al.params import CLIP_WEIGHTS
 from iqa_cli.train.al.selection import (
+    check_distance_order,
     head_disagreement,
     round_plan_for,
     select_for_round,
@@ -186,6 +187,8 @@ def _params(options: NextBatchOptions, recipe: Any) -> Any:
     params = apply_values(recipe.Params(), values, source="options")
     check_choices(params)
     recipe.check_params(params)
+    if options.distances is not None:
+        check_distance_order(params.distance_order)
     return params
 
 

@@ -74,10 +74,13 @@ class ALIQAParams(PlateauParams):
         metadata={"help": "distances to distilled images (.mat/.npy/.npz, (repeats, K, N)); none: k-means stand-in"},
     )
     distance_key: str = field(default="distance", metadata={"help": "variable of the distance file"})
-    distance_order: DistanceOrder = field(
-        default="dataset",
+    # No default: the authors' files (livew_ds.mat) are in their cache order [X; Xtest], a file of yours in the
+    # cache's; read the other way, every image gets another image's distances, and nothing could tell.
+    distance_order: DistanceOrder | None = field(
+        default=None,
         metadata={
-            "help": "column order of the distance file: dataset, or authors (the authors' cache order [X; Xtest])"
+            "help": "column order of the --distances file, which needs one: dataset (the cache's order), or authors "
+            "(the authors' cache order [X; Xtest], as in livew_ds.mat)"
         },
     )
     distill_images: int = field(default=50, metadata={"help": "stand-in: k-means centroids per repeat"})

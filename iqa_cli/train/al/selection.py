@@ -41,6 +41,17 @@ DISTANCE_ORDERS = ("dataset", "authors")  # column order of a distance file: our
 DISTANCE_ORDER_ALIASES = {"esnthere": "authors"}  # the option value's earlier spelling
 
 
+def check_distance_order(order: str | None) -> str:
+    """The column order of a distance file, which must be said: a wrong guess permutes every image's
+    distances without a trace."""
+    if order is None:
+        raise ConfigError(
+            "--distances needs --distance-order: authors (the authors' files, such as livew_ds.mat, are in their "
+            "cache order [X; Xtest]) or dataset (a file in this cache's image order)"
+        )
+    return order
+
+
 @dataclass(frozen=True)
 class RoundPlan:
     """What round `index` (1-based) of a budget selects, in images of the initial pool."""

@@ -28,7 +28,7 @@ from torch import nn
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
-from iqa_cli.train.al.selection import DISTANCE_ORDER_ALIASES, DISTANCE_ORDERS
+from iqa_cli.train.al.selection import DISTANCE_ORDER_ALIASES, DISTANCE_ORDERS, check_distance_order
 from iqa_cli.train.data import DatasetLike
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.precision import Precision
@@ -231,7 +231,7 @@ def esnthere_order(dataset: Any) -> np.ndarray:
 
 
 def read_distance_file(
-    path: str | Path, *, key: str, n_images: int, order: str = "dataset", dataset: Any = None
+    path: str | Path, *, key: str, n_images: int, order: str | None = None, dataset: Any = None
 ) -> np.ndarray:
     """(repeats, distilled images, N) distances in dataset order, from .mat (key), .npy or .npz (key or only array).
 
@@ -273,6 +273,7 @@ def read_distance_file(
     if not np.isfinite(array).all():
         raise DataError("distances must be finite", path=path)
     array = array.astype(np.float64)
+    order = check_distance_order(order)
     order = DISTANCE_ORDER_ALIASES.get(order, order)
     if order == "authors":
         out = np.empty_like(array)

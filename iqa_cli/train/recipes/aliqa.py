@@ -149,7 +149,7 @@ class ALIQARecipe(Recipe[ALIQAParams]):
         return idle
 
     def check_params(self, params: ALIQAParams) -> None:
-        from iqa_cli.train.al.selection import round_plan_for
+        from iqa_cli.train.al.selection import check_distance_order, round_plan_for
 
         # the plan's own checks (lengths, ranges) on a pool large enough for any budget
         round_plan_for(10**6, params)
@@ -158,6 +158,8 @@ class ALIQARecipe(Recipe[ALIQAParams]):
         for name in ("distill_images", "distill_repeats", "distance_keep", "eval_period", "ft_batch_size"):
             if getattr(params, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(params, name)}")
+        if params.distances is not None:
+            check_distance_order(params.distance_order)
         if params.distances is None and params.distance_keep > params.distill_repeats:
             raise ConfigError(
                 f"distance_keep ({params.distance_keep}) exceeds distill_repeats ({params.distill_repeats})"
