@@ -12,8 +12,9 @@ import typer
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.errors import CheckpointError, ConfigError, DataError, DownloadError
 from iqa_cli.weights.fetch import MIRROR_ENV, FetchOptions, fetch
+from iqa_cli.weights.names import validate_name
 from iqa_cli.weights.registry import known_weights
-from iqa_cli.weights.store import WeightStore, validate_name
+from iqa_cli.weights.store import WeightStore
 
 app = typer.Typer(
     rich_markup_mode=None,

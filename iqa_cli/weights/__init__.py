@@ -6,9 +6,10 @@ given, a name in the store, or a known name fetched into the store when online).
 
 from iqa_cli.envvars import offline
 from iqa_cli.weights.fetch import FetchOptions, fetch
+from iqa_cli.weights.names import validate_name
 from iqa_cli.weights.registry import KnownWeights, get_known, known_weights
 from iqa_cli.weights.resolve import resolve_weights
-from iqa_cli.weights.store import StoredWeights, WeightStore, validate_name
+from iqa_cli.weights.store import StoredWeights, WeightStore
 
 __all__ = [
     "FetchOptions",

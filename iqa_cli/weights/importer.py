@@ -23,8 +23,9 @@ from iqa_cli.models.checkpoint import (
     save_checkpoint,
 )
 from iqa_cli.models.registry import StateDict, create, get_entry, model_names
+from iqa_cli.weights.names import validate_name
 from iqa_cli.weights.registry import find_known
-from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, validate_name
+from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file
 
 FORMAT_TAG = "iqa-weights-1"
 

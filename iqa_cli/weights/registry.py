@@ -102,7 +102,7 @@ def check_url(url: str) -> str:
 
 
 def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
-    from iqa_cli.weights.store import validate_name  # the store's rules decide which names are safe
+    from iqa_cli.weights.names import validate_name  # the store's rules decide which names are safe
 
     name = str(raw.get("name", ""))
     where = f"{source}: entry '{name}'"

@@ -8,8 +8,9 @@ from iqa_cli.envvars import OFFLINE_ENV, offline
 from iqa_cli.errors import CheckpointError, DownloadError
 from iqa_cli.progress import Progress
 from iqa_cli.weights.fetch import fetch
+from iqa_cli.weights.names import validate_name
 from iqa_cli.weights.registry import find_known
-from iqa_cli.weights.store import SUFFIXES, WeightStore, validate_name
+from iqa_cli.weights.store import SUFFIXES, WeightStore
 
 
 def _looks_like_path(text: str) -> bool:

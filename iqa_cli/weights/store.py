@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,10 +28,10 @@ from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.home import weights_dir
 from iqa_cli.locks import lock_refused
 from iqa_cli.stop import raise_if_stopped
+from iqa_cli.weights.names import validate_name
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 DEFAULT_SUFFIX = ".pt"
 INDEX_NAME = "index.json"
@@ -73,16 +72,6 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def validate_name(name: str) -> str:
-    """A store name is one plain file-name component: letters, digits, `_ . + -`, no `..`."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
-        raise ConfigError(
-            f"invalid weights name {name!r}: use 1-128 letters, digits and _ . + - "
-            "(starting with a letter or digit, no path separators, no '..')"
-        )
-    return name
 
 
 def store_suffix(file_name: str | None) -> str:

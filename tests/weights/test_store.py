@@ -10,7 +10,8 @@ import pytest
 from iqa_cli.errors import CheckpointError, ConfigError, DownloadError
 from iqa_cli.home import weights_dir
 from iqa_cli.weights import known_weights, resolve_weights
-from iqa_cli.weights.store import WeightStore, sha256_file, validate_name
+from iqa_cli.weights.names import validate_name
+from iqa_cli.weights.store import WeightStore, sha256_file
 from iqa_cli.weights.verify import identify_file, verify_all, verify_stored
 from tests.weights.fileserver import sha256, write_registry
 
