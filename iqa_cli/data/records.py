@@ -58,6 +58,9 @@ class DatasetSpec:
     # Scores outside these bounds are an error at prepare time (`--allow-out-of-range` keeps them);
     # None: the declared native_range. Wider where real data exceed the nominal scale (LIVE's DMOS).
     valid_range: tuple[float, float] | None = None
+    # The longer side of the full-size images where a smaller official release exists too (KonIQ-10k:
+    # 1024, beside the 512x384 one): a cache of the smaller release holds reduced images.
+    full_side: int | None = None
 
     @property
     def score_bounds(self) -> tuple[float, float]:

@@ -116,31 +116,39 @@ def split_digest(dataset: DatasetLike, parts: dict[str, np.ndarray]) -> str:
 
 
 def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | None:
-    """Why `method`'s views of `dataset` are not the protocol's, or None: the cache was prepared smaller
-    than its dataset's default size (`--size 512x384` for KonIQ) and below the largest view the method
-    makes (VT-IQA's 768 px), so the views are upscaled from the reduced images where the method's authors
-    resized the originals."""
+    """Why `method`'s views of `dataset` are not the protocol's, or None: the cache holds reduced images
+    (prepared smaller than its dataset's default size, such as `--size 512x384` for KonIQ, or from a
+    smaller official release, such as KonIQ's 512x384 folder) below the largest view the method makes
+    (VT-IQA's 768 px), so the views are upscaled from them where the method's authors resized the
+    full-size images."""
     from iqa_cli.data.datasets import get_dataset, is_dataset_name
     from iqa_cli.data.resize import parse_policy
 
-    stored = str(dataset.attrs.get("resize", "") or "")
-    name = str(dataset.attrs.get("dataset", "") or "")
-    default = get_dataset(name).default_resize if name and is_dataset_name(name) else "none"
-    try:
-        if not stored or parse_policy(stored) == parse_policy(default):
-            return None
-    except ConfigError:
-        return None
     sizes = np.asarray(dataset.sizes)
     if bound <= 0 or sizes.ndim != 2 or not sizes.size:
         return None
     largest = int(np.median(sizes.max(axis=1)))
     if largest >= bound:
         return None
+    stored = str(dataset.attrs.get("resize", "") or "")
+    name = str(dataset.attrs.get("dataset", "") or "")
+    spec = get_dataset(name) if name and is_dataset_name(name) else None
+    default = spec.default_resize if spec is not None else "none"
+    try:
+        resized = bool(stored) and parse_policy(stored) != parse_policy(default)
+    except ConfigError:
+        resized = False
+    full = spec.full_side if spec is not None else None
+    if resized:
+        cause = f"is stored at size {stored} (its default: {default})"
+    elif full is not None and largest < full:
+        cause = f"holds a reduced release of its images (the full-size ones have {full} px)"
+    else:
+        return None
     return (
-        f"{name or 'this cache'} is stored at size {stored} (its default: {default}), largest side about {largest} px, "
-        f"below the {bound} px view {method} makes: the views are upscaled from the reduced images, where the "
-        f"method resizes the originals; prepare {name or 'it'} at its default size for the protocol's views"
+        f"{name or 'this cache'} {cause}, largest side about {largest} px, below the {bound} px view {method} "
+        "makes: the views are upscaled from the reduced images, where the method resizes the full-size ones; "
+        f"prepare {name or 'it'} from its full-size images at its default size for the protocol's views"
     )
 
 

@@ -156,4 +156,5 @@ SPEC = DatasetSpec(
         f"{SETS_FILE} (optional: official training/validation/test split)",
     ),
     aliases=("koniq10k", "koniq-10k"),
+    full_side=1024,
 )
