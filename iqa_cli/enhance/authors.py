@@ -46,6 +46,34 @@ def _load(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise DataError(f"cannot read it as .npz ({exc})", path=path) from None
 
 
+# E of a row is that row's image brightened and/or deblurred, or the image itself: their grey levels
+# correlate far above this. Another dataset's file of as many images, or rows read in another order,
+# correlate near zero.
+MIN_MATCH_CORRELATION = 0.5
+MATCH_SAMPLES = 32
+
+
+def _check_rows_match(cache: Any, enhanced: np.ndarray, enhanced_file: Path, cache_path: Path) -> None:
+    """Refuse E that do not look like the cache's images at the same rows (sampled evenly)."""
+    n = len(enhanced)
+    picks = np.unique(np.linspace(0, n - 1, min(n, MATCH_SAMPLES)).round().astype(np.int64))
+    originals = np.asarray(cache.read_images(picks))
+    correlations = []
+    for original, made in zip(originals, enhanced[picks], strict=True):
+        a = original.astype(np.float64).mean(axis=-1).ravel()
+        b = made.astype(np.float64).mean(axis=-1).ravel()
+        if a.std() > 0 and b.std() > 0:
+            correlations.append(float(np.corrcoef(a, b)[0, 1]))
+    if correlations and float(np.median(correlations)) < MIN_MATCH_CORRELATION:
+        raise DataError(
+            f"the images of {enhanced_file.name} do not look like this cache's at the same rows (median grey-level "
+            f"correlation {float(np.median(correlations)):.2f} over {len(correlations)} sampled rows; an image and "
+            f"its enhanced copy correlate above {MIN_MATCH_CORRELATION:g}): another dataset's file, or a cache whose "
+            "images are not the authors' prep list (prepare it from the official files, every image kept)",
+            path=cache_path,
+        )
+
+
 def import_authors_enhanced(
     cache_path: str | Path, enhanced_file: str | Path, prob_file: str | Path | None = None
 ) -> dict[str, Any]:
@@ -97,6 +125,7 @@ def import_authors_enhanced(
         rows = esnthere_prep_order(cache.image_list())  # cache index of each of their rows
         images = np.empty((n, SIDE, SIDE, 3), np.uint8)
         images[rows] = stacked.transpose(0, 2, 3, 1)
+        _check_rows_match(cache, images, enhanced_file, cache_path)
         keep = np.empty(n, bool)
         keep[rows] = keep_rows
         ci, ce = np.empty(n, np.float32), np.empty(n, np.float32)

@@ -29,7 +29,9 @@ def test_import_the_authors_enhanced_images_and_selection(tmp_path):
         n = len(opened)
         rows = esnthere_prep_order(opened.image_list())
     rng = np.random.default_rng(0)
-    their = rng.integers(0, 256, (n, 3, 244, 244), dtype=np.uint8)  # [X; Xtest], row r = cache image rows[r]
+    with open_cache(cache) as opened:  # [X; Xtest], row r = cache image rows[r], brightened (their E)
+        images = opened.read_images(np.asarray(rows)).astype(np.int16)
+    their = np.clip(images * 1.2 + 10, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
     cut = int(n * 0.8)
     enhanced_file = tmp_path / "livew_244_brt_debulr.mat"
     savemat(enhanced_file, {"X": their[:cut], "Xtest": their[cut:]})
@@ -57,3 +59,10 @@ def test_import_the_authors_enhanced_images_and_selection(tmp_path):
         enhanced.close()
     refused = runner.invoke(app, ["prepare", "enhance", str(cache), "--from-authors", str(tmp_path / "nope.mat")])
     assert refused.exit_code != 0 and "file not found" in refused.output
+
+    # Rows in another order (or another dataset's file of as many images) were stored as this cache's E.
+    shuffled = tmp_path / "shuffled_244_brt_debulr.mat"
+    savemat(shuffled, {"X": their[::-1][:cut], "Xtest": their[::-1][cut:]})
+    misaligned = runner.invoke(app, ["prepare", "enhance", str(cache), "--from-authors", str(shuffled)])
+    said = " ".join(misaligned.output.split())
+    assert misaligned.exit_code != 0 and "do not look like this cache's at the same rows" in said, misaligned.output
