@@ -704,6 +704,9 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     if params != resolved.params:
         meta["params_on_dataset"] = to_plain(params)
     for split in split_names:  # a split that cannot be tested fails now, not after the splits before it trained
+        if info["splits"].get(split, {}).get("status", "pending") == "pending":  # not started: can it start?
+            split_meta = {**meta, "split": split, "split_digest": split_digest(dataset, dataset.split(split))}
+            recipe.check_split_start(params, split_meta, split, tiny=resolved.tiny)
         if info["splits"].get(split, {}).get("status") != "complete":
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed

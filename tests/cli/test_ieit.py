@@ -191,6 +191,11 @@ def test_stage_two_never_starts_from_a_model_that_trained_on_its_test_images(tmp
         line = error_line(iqa(*stage2, "--split", "0", "--from", "zero"))
         assert "another preparation of the cache" in line and "train stage 1 again" in line
         assert iqa(*stage1, "--name", "again", "--split", "0").exit_code == 0
+        # Every split's start is found before any trains: split 1 has no stage-1 model on this cache, so
+        # `--split all` stops before split 0 trains (it trained split 0, then failed).
+        line = error_line(iqa(*stage2, "--split", "all", "--name", "both"))
+        assert "no finished ieit stage-1 --tiny run on 'mini' with a kept model for split random_1" in line
+        assert not (_isolated_home / "runs" / "both" / "split-random_0" / "best.safetensors").exists()
         result = iqa(*stage2, "--split", "0", "--name", "two")
         assert result.exit_code == 0, result.output
         assert "again/split-random_0" in " ".join(result.output.split())

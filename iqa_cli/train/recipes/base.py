@@ -151,6 +151,12 @@ class Recipe(ABC, Generic[P]):
         """Raise ConfigError when these parameters cannot be trained (e.g. eval-only variants)."""
         return None
 
+    def check_split_start(self, params: P, meta: Mapping[str, Any], split: str, *, tiny: bool) -> None:
+        """Raise before any split trains when `split` (not started yet) could not start: what it starts
+        from is missing (IEIT's stage 2 needs a stage-1 model of the split). `meta` is the run's checkpoint
+        metadata with this split's `split` and `split_digest`."""
+        return None
+
     def saved_params(self, saved: dict[str, Any]) -> dict[str, Any]:
         """Parameters read back from a run or checkpoint, with values for fields added since it was
         written where the old behaviour differs from today's default."""

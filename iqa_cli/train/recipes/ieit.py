@@ -384,6 +384,28 @@ class IEITRecipe(Recipe[IEITParams]):
             return {}
         return {ENHANCED_KEY: enhanced_digest(dataset.enhanced, dataset.enhanced.keep)}
 
+    def check_split_start(self, params: IEITParams, meta: Mapping[str, Any], split: str, *, tiny: bool) -> None:
+        if params.stage == 2:
+            self._stage1_start(params, meta, split, tiny=tiny)
+
+    def _stage1_start(self, params: IEITParams, meta: Mapping[str, Any], split: str, *, tiny: bool) -> Path:
+        """The stage-1 kept model stage 2 on `split` starts from, checked to be of this split as it is now."""
+        from iqa_cli.train.stage_runs import earlier_stage_weights
+
+        dataset = str(meta.get("dataset", ""))
+        start = earlier_stage_weights(
+            self.name,
+            stage=1,
+            dataset=dataset,
+            split=split,
+            tiny=tiny,
+            named=params.from_run,
+            train_hint=f"iqa train ieit --data {dataset} --split {split} --stage 1" + (" --tiny" if tiny else ""),
+            split_digest=meta.get("split_digest"),
+        )
+        _check_same_split(start, meta, split)
+        return start
+
     def file_scoring_note(self, meta: Mapping[str, str], weights: str) -> str | None:
         from iqa_cli.enhance.ops import METHOD
 
@@ -505,7 +527,6 @@ class IEITRecipe(Recipe[IEITParams]):
         from iqa_cli.train.config import to_plain
         from iqa_cli.train.engine import Trainer
         from iqa_cli.train.runs import LAST
-        from iqa_cli.train.stage_runs import earlier_stage_weights
         from iqa_cli.train.state import load_state
 
         params = stage_params(ctx.params)
@@ -530,20 +551,8 @@ class IEITRecipe(Recipe[IEITParams]):
                 if STAGE1_KEY in saved:
                     meta[STAGE1_KEY] = saved[STAGE1_KEY]
             else:
-                dataset = str(ctx.meta.get("dataset", ""))
-                start = earlier_stage_weights(
-                    self.name,
-                    stage=1,
-                    dataset=dataset,
-                    split=parts.name,
-                    tiny=ctx.tiny,
-                    named=params.from_run,
-                    train_hint=f"iqa train ieit --data {dataset} --split {parts.name} --stage 1"
-                    + (" --tiny" if ctx.tiny else ""),
-                    split_digest=ctx.meta.get("split_digest"),
-                )
+                start = self._stage1_start(params, ctx.meta, parts.name, tiny=ctx.tiny)
                 meta[STAGE1_KEY] = str(start)
-                _check_same_split(start, ctx.meta, parts.name)
                 _check_same_enhanced(start, ctx.meta.get(ENHANCED_KEY))
                 if ctx.dist.is_main:
                     log.info(
