@@ -194,6 +194,14 @@ def add_file(
     if known is not None and not known.loadable:
         raise CheckpointError(f"'{name}' is refused: {known.note}", path=file)
     state, meta = read_state_dict(file)
+    if known is not None and known.kind == "quality-model" and meta.get("run"):
+        # A release name says "the authors' model": `iqa eval` would test it as theirs, and anyone sharing
+        # the store would take it for theirs.
+        raise CheckpointError(
+            f"'{name}' names the authors' released {known.method} model ({known.dataset}); this file is a model "
+            f"iqa trained (run {meta.get('run')}, on {meta.get('dataset') or '?'}): store it under another name",
+            path=file,
+        )
     method = method or (known.method if known else None) or meta.get("model") or None
     if method:
         _check_registry_method(name, method)

@@ -192,3 +192,17 @@ def test_a_missing_name_says_how_to_get_it_or_that_no_such_checkpoint_is_known(_
     assert failed(iqa("path", "deit_small_patch16_224"), "get it with `iqa weights fetch deit_small_patch16_224`")
     by_hand = iqa("path", "vtiqa_koniq10k")
     assert failed(by_hand, "Download it by hand", "iqa weights import vtiqa FILE --name vtiqa_koniq10k")
+
+
+def test_a_model_iqa_trained_is_not_stored_under_a_release_name(tmp_path, _isolated_home):
+    """`iqa weights add vtiqa_koniq10k RUN/.../best.safetensors` stored a model trained on another dataset as
+    the authors' KonIQ release: a shared store's users would score it as theirs."""
+    import torch
+
+    from iqa_cli.models.checkpoint import save_checkpoint
+
+    ours = tmp_path / "best.safetensors"
+    save_checkpoint({"w": torch.zeros(2)}, ours, meta={"run": "/runs/mine-run", "dataset": "mine", "model": "vtiqa"})
+    result = iqa("add", "vtiqa_koniq10k", str(ours))
+    assert failed(result, "'vtiqa_koniq10k' names the authors' released vtiqa model", "on mine", "another name")
+    assert failed(iqa("path", "vtiqa_koniq10k"), "is not in the weights store")
