@@ -389,7 +389,8 @@ class IEITRecipe(Recipe[IEITParams]):
             self._stage1_start(params, meta, split, tiny=tiny)
 
     def _stage1_start(self, params: IEITParams, meta: Mapping[str, Any], split: str, *, tiny: bool) -> Path:
-        """The stage-1 kept model stage 2 on `split` starts from, checked to be of this split as it is now."""
+        """The stage-1 kept model stage 2 on `split` starts from, checked to be of this split as it is now
+        and to have trained with the E the cache has beside it."""
         from iqa_cli.train.stage_runs import earlier_stage_weights
 
         dataset = str(meta.get("dataset", ""))
@@ -404,6 +405,7 @@ class IEITRecipe(Recipe[IEITParams]):
             split_digest=meta.get("split_digest"),
         )
         _check_same_split(start, meta, split)
+        _check_same_enhanced(start, meta.get(ENHANCED_KEY))
         return start
 
     def file_scoring_note(self, meta: Mapping[str, str], weights: str) -> str | None:
@@ -553,7 +555,6 @@ class IEITRecipe(Recipe[IEITParams]):
             else:
                 start = self._stage1_start(params, ctx.meta, parts.name, tiny=ctx.tiny)
                 meta[STAGE1_KEY] = str(start)
-                _check_same_enhanced(start, ctx.meta.get(ENHANCED_KEY))
                 if ctx.dist.is_main:
                     log.info(
                         f"split {parts.name}: stage 2 starts from {start}; {len(set(partners.tolist()))} low-quality "
