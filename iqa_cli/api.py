@@ -298,22 +298,14 @@ def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **opt
             f"{', '.join(sorted(f.name for f in fields(CacheOptions)))}{extra}, progress)"
         )
     if spec.name == "custom":
-        from iqa_cli.data.datasets._files import check_root
-        from iqa_cli.data.datasets.custom import default_csv, make_spec
-        from iqa_cli.textlist import comma_list
+        from iqa_cli.data.datasets.custom import make_spec
 
-        checked = check_root(Path(root))
-        csv_path = custom.pop("csv", None)
-        columns = custom.pop("columns", None)
-        if isinstance(columns, str):
-            columns = comma_list(columns, "columns")
-        native_range = custom.pop("native_range", None)
+        csv_path, native_range = custom.pop("csv", None), custom.pop("native_range", None)
         spec = make_spec(
             custom.pop("name", "custom"),
-            Path(csv_path) if csv_path is not None else default_csv(checked),
-            root=checked,
+            Path(csv_path) if csv_path is not None else None,
+            root=Path(root),
             native_range=tuple(native_range) if native_range is not None else None,
-            columns=list(columns) if columns is not None else None,
             **custom,
         )
     target = Path(out) if out is not None else default_cache_path(spec.name)

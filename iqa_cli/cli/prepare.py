@@ -271,18 +271,17 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
     ) -> None:
         """Your own images: any folder plus a CSV of name,score[,std] (header optional). Default size: none."""
         from iqa_cli.data.datasets._files import check_root
-        from iqa_cli.data.datasets.custom import default_csv, make_spec
-        from iqa_cli.textlist import comma_list
+        from iqa_cli.data.datasets.custom import make_spec
 
         checked_root = check_root(root)
         custom = make_spec(
             name,
-            csv_path if csv_path is not None else default_csv(checked_root),
+            csv_path,
             root=checked_root,
             score_type=score_type,
             native_range=_parse_range(score_range),
             lower_better=lower_better,
-            columns=comma_list(columns, "--columns") if columns is not None else None,
+            columns=columns,
         )
         options = _cache_options(locals())
         _build(

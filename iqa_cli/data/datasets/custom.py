@@ -29,12 +29,14 @@ import functools
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, fold, parse_number, to_score
 from iqa_cli.data.records import LEVEL_SCORES, DatasetSpec, Record
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.textlist import comma_list
 
 NAME_COLUMNS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
 SCORE_COLUMNS = ("score", "mos", "dmos", "quality", "label", "rating", "mos_zscore")
@@ -126,14 +128,9 @@ def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
     return "/".join(parts)
 
 
-def read_rows(csv_path: Path, root: Path, columns: list[str] | None = None) -> list[Row]:
-    """The CSV's rows as parser rows; a one-line DataError for a malformed file or value."""
-    return read_table(csv_path, root, columns)[0]
-
-
 def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> tuple[list[Row], Columns]:
-    """The CSV's rows and where their cells were read from; `columns` names the header's columns
-    (NAME,SCORE[,STD]) instead of finding them by their names."""
+    """The CSV's rows (a one-line DataError for a malformed file or value) and where their cells were read
+    from; `columns` names the header's columns (NAME,SCORE[,STD]) instead of finding them by their names."""
     if columns is not None and len(columns) not in (2, 3):
         raise ConfigError(f"--columns: expected NAME,SCORE[,STD] (2 or 3 header names), got {','.join(columns)!r}")
     if not csv_path.is_file():
@@ -240,7 +237,7 @@ def parse(
 ) -> list[Record]:
     root = check_root(root)
     csv_path = Path(csv_path).expanduser() if csv_path is not None else default_csv(root)
-    rows = read_rows(csv_path, root, columns)
+    rows, _ = read_table(csv_path, root, columns)
     return build_records(rows, dataset_root=root, metadata=csv_path, on_missing=on_missing)
 
 
@@ -288,19 +285,22 @@ def check_direction(
         )
     kind = (score_type or "").strip().lower()
     header = (place.score_header or "").lower()
-    named = [(f"--score-type {score_type}", kind), (f"the score column {place.score_header!r}", header)]
-    for what, label in named:
+    named = [
+        (f"--score-type {score_type}", kind, None),
+        (f"the score column {place.score_header!r}", header, csv_path),
+    ]
+    for what, label, where in named:
         if label in _HIGHER_BETTER and lower_better:
             raise ConfigError(
                 f"{what} names a MOS, which rises with quality, but --lower-better declares lower scores better: leave "
                 "out --lower-better (or name the scale otherwise, or pick another column with --columns)",
-                path=csv_path if what.startswith("the score column") else None,
+                path=where,
             )
         if label in _LOWER_BETTER and lower_better is None:
             raise ConfigError(
                 f"{what} names a DMOS: declare its direction with --lower-better (a difference MOS, lower scores are "
                 "better) or --higher-better (some datasets' 'dmos' rises with quality, as KADID-10k's does)",
-                path=csv_path if what.startswith("the score column") else None,
+                path=where,
             )
     resolved = bool(lower_better)
     return (score_type.strip() if score_type and score_type.strip() else ("DMOS" if resolved else "MOS")), resolved
@@ -308,22 +308,27 @@ def check_direction(
 
 def make_spec(
     name: str,
-    csv_path: Path,
+    csv_path: Path | None,
     *,
     root: Path,
     score_type: str | None = None,
     native_range: tuple[float, float] | None = None,
     lower_better: bool | None = None,
     default_resize: str = "none",
-    columns: list[str] | None = None,
+    columns: str | Sequence[str] | None = None,
 ) -> DatasetSpec:
-    """The spec of one custom dataset; `native_range` defaults to the observed min and max score,
-    `lower_better` (None: not declared) to higher-better where no DMOS name asks for a declaration,
-    `score_type` to DMOS or MOS by the direction; `columns` names the header's NAME,SCORE[,STD]."""
+    """The spec of one custom dataset. `csv_path` defaults to the only .csv at the top of `root`;
+    `native_range` to the observed min and max score; `lower_better` (None: not declared) to
+    higher-better where no DMOS name asks for a declaration; `score_type` to DMOS or MOS by the
+    direction. `columns` names the header's NAME,SCORE[,STD] (a list, or that text)."""
     name = check_name(name)
-    csv_path = Path(csv_path).expanduser()
+    root = check_root(root)
+    csv_path = Path(csv_path).expanduser() if csv_path is not None else default_csv(root)
+    if isinstance(columns, str):
+        columns = comma_list(columns, "--columns")
+    columns = list(columns) if columns is not None else None
     given = native_range is not None
-    rows, place = read_table(csv_path, check_root(root), columns)
+    rows, place = read_table(csv_path, root, columns)
     score_type, lower_better = check_direction(score_type, lower_better, place, csv_path)
     if native_range is None:
         native_range = (min(row.score for row in rows), max(row.score for row in rows))
