@@ -160,6 +160,13 @@ class Scorer:
             raise ConfigError(f"{self.weights}: the checkpoint does not record its label mapping")
         return labels.to_native(np.asarray(scores, dtype=np.float64))
 
+    @property
+    def lower_better(self) -> bool | None:
+        """Whether this model's lower scores mean better quality (a model trained with `label_scale="native"`
+        on a DMOS dataset); None when the checkpoint does not record it. Other models score higher-is-better."""
+        labels = self.loaded.train_labels
+        return None if labels is None or self.recipe.predicts_classes else labels.lower_better
+
     def details(self, scores: Any) -> list[dict[str, Any]]:
         """What each prediction stands for where it is no quality score (a distortion class: its type, name
         and level)."""

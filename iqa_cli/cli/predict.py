@@ -134,7 +134,8 @@ def make_predict_command(method: str) -> Callable[..., None]:
         )
     else:
         meaning = (
-            "Scores are on the model's training scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA; higher is better) "
+            "Scores are on the model's training scale (1-5 for VT-IQA, IEIT, AL-IQA and SSL-IQA; higher is better, "
+            "unless the model trained with --label-scale native on a lower-better dataset, which the output says) "
             "and, when the checkpoint records its training dataset's label mapping, also on that dataset's native "
             "scale. "
         )

@@ -47,7 +47,7 @@ from iqa_cli.train.data import (
     whole_dataset_test,
 )
 from iqa_cli.train.distributed import resolve_device
-from iqa_cli.train.labels import check_label_scale, check_quality_scores
+from iqa_cli.train.labels import check_label_scale, check_quality_scores, direction_problem, recorded_labels
 from iqa_cli.train.metrics import MIN_CORRELATION_IMAGES, summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.precision import amp_dtype, low_precision_ties, precision_name
 from iqa_cli.train.prefetch import in_thread
@@ -399,6 +399,11 @@ def _run_jobs(
         given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
+        opposite = direction_problem(
+            recorded_labels(known.meta), label_map, known.source, name, advice="score a model trained"
+        )
+        if opposite is not None:
+            raise DataError(opposite, path=cache_path)
         stored_as = _stored_differently(known, raw, name) if options.cross is None else None
         if name not in upscaling_told:
             upscaling_told.add(name)

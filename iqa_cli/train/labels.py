@@ -15,7 +15,7 @@ always better.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,9 @@ class LabelMap:
     # The per-image values the map starts from: the cache's native `scores`, or another score column
     # it keeps (`mos_zscore`). "Native" predictions are on that column's scale.
     column: str = SCORES_COLUMN
+    # Whether lower training values (so lower predictions) mean better quality: True after `native` on a
+    # DMOS dataset. None: not recorded (checkpoints written before iqa kept it).
+    lower_better: bool | None = None
 
     def to_train(self, native: np.ndarray) -> np.ndarray:
         return np.asarray(native, dtype=np.float64) * self.scale + self.offset
@@ -101,7 +104,50 @@ class LabelMap:
             offset=float(meta["offset"]),
             description=str(meta["description"]),
             column=str(meta.get("column", SCORES_COLUMN)),  # older checkpoints: always the native scores
+            lower_better=None if meta.get("lower_better") is None else bool(meta["lower_better"]),
         )
+
+    @property
+    def direction(self) -> str:
+        """'lower is better', 'higher is better' or 'direction not recorded', of the training values."""
+        if self.lower_better is None:
+            return "direction not recorded"
+        return "lower is better" if self.lower_better else "higher is better"
+
+
+def recorded_labels(meta: Mapping[str, Any]) -> LabelMap | None:
+    """The label mapping a checkpoint's metadata records (a dict, or its JSON text); None when it records none."""
+    import json
+
+    raw = meta.get("labels")
+    if not raw:
+        return None
+    return LabelMap.from_meta(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def directed(label_map: LabelMap, attrs: Mapping[str, Any]) -> LabelMap:
+    """`label_map` with the direction of the values it gives on a cache with these attributes: the cache's
+    own (`lower_better`), reversed by a negative scale."""
+    return replace(label_map, lower_better=bool(attrs.get("lower_better", False)) != (label_map.scale < 0))
+
+
+def direction_problem(
+    model: LabelMap | None, target: LabelMap, model_source: str, target_name: str, *, advice: str
+) -> str | None:
+    """Why scoring a model whose predictions run one way against labels that run the other would be no
+    result (every correlation's sign flipped, and it would read as a model worse than chance), or None
+    when both run the same way or a model does not record its direction. `advice` starts the way out
+    ('train it', 'score a model trained')."""
+    if model is None or model.lower_better is None or target.lower_better is None:
+        return None
+    if model.lower_better == target.lower_better:
+        return None
+    return (
+        f"{model_source} predicts scores where {model.direction} (its labels: {model.description}), and "
+        f"{target_name}'s labels for it are scores where {target.direction} ({target.description}): every "
+        f"correlation would have the opposite sign; {advice} with --label-scale paper or range, which make "
+        "every dataset's labels higher-is-better"
+    )
 
 
 def check_quality_scores(attrs: Mapping[str, Any], source: str) -> None:

@@ -28,6 +28,7 @@ from iqa_cli.stop import raise_if_stopped
 from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
+from iqa_cli.train.labels import LabelMap
 from iqa_cli.train.precision import Precision, amp_dtype, autocast
 from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes import get_recipe
@@ -257,6 +258,14 @@ def _prefetched_views(
     return Prefetch(_view_batches(images, batch_size, make), depth=depth, name="iqa-predict-views")
 
 
+def prediction_scale(recipe: Any, train_labels: LabelMap | None) -> str:
+    """What a model's scores are on: the method's usual scale, or, for a model whose scores run lower-is-better
+    (trained with `--label-scale native` on a DMOS dataset), its own labels and that direction."""
+    if train_labels is not None and train_labels.lower_better:
+        return f"training labels ({train_labels.description}), lower is better"
+    return str(recipe.prediction_scale)
+
+
 def predict_files(
     method: str,
     weights: str,
@@ -322,7 +331,7 @@ def predict_files(
         report = PredictReport(
             method=method,
             weights=str(weights),
-            scale=recipe.prediction_scale,
+            scale=prediction_scale(recipe, train_labels),
             native_scale=native,
             skipped=skipped,
         )

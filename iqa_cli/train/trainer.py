@@ -735,6 +735,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         preload_gb=engine.preload_gb,
         progress=progress,
         training=(name, meta["images_digest"]),
+        train_labels=label_map,
     )
     with StopRequest.for_this_process() as stop, contextlib.ExitStack() as closing:
         for item in watched:

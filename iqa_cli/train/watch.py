@@ -25,6 +25,7 @@ from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import Progress
 from iqa_cli.train.data import close_dataset, dataset_name, images_digest, open_dataset, whole_dataset_test
 from iqa_cli.train.distributed import DistContext
+from iqa_cli.train.labels import LabelMap, direction_problem
 from iqa_cli.train.precision import Precision
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import read_log
@@ -60,6 +61,7 @@ class WatchedDataset:
         preload_gb: float | None,
         progress: Progress,
         training: tuple[str, str] | None = None,
+        train_labels: LabelMap | None = None,
     ) -> WatchedDataset:
         raw, path = open_dataset(source)
         if training is not None:
@@ -72,7 +74,13 @@ class WatchedDataset:
                 )
         dataset = recipe.wrap_dataset(raw, path, params)
         params = recipe.dataset_params(params, dataset)  # its per-dataset choices (e.g. VIPNet's view)
-        labels, _ = recipe.labels(dataset, params, str(path))
+        labels, label_map = recipe.labels(dataset, params, str(path))
+        opposite = direction_problem(
+            train_labels, label_map, "the model being trained", dataset_name(raw, Path(path).stem), advice="train it"
+        )
+        if opposite is not None:
+            close_dataset(dataset)
+            raise ConfigError(f"--watch {source}: {opposite}")
         indices = whole_dataset_test(dataset, recipe.cross_skips_training_images)  # as `iqa eval --cross`
         store = ViewStore(
             dataset, recipe, params, device, indices, budget_bytes=preload_budget(preload_gb), progress=progress
@@ -121,15 +129,24 @@ def open_watched(
     preload_gb: float | None,
     progress: Progress,
     training: tuple[str, str] | None = None,
+    train_labels: LabelMap | None = None,
 ) -> list[WatchedDataset]:
     """The watched datasets, opened and their views prepared; `training` (the trained dataset's name and
-    `images_digest`) refuses watching the training data itself, by name or as a copy."""
+    `images_digest`) refuses watching the training data itself, by name or as a copy; `train_labels` (the
+    training labels' mapping) refuses a dataset whose labels run the other way."""
     opened: list[WatchedDataset] = []
     try:
         for source in sources:
             opened.append(
                 WatchedDataset.open(
-                    source, recipe, params, device, preload_gb=preload_gb, progress=progress, training=training
+                    source,
+                    recipe,
+                    params,
+                    device,
+                    preload_gb=preload_gb,
+                    progress=progress,
+                    training=training,
+                    train_labels=train_labels,
                 )
             )
     except BaseException:

@@ -20,7 +20,7 @@ from iqa_cli.errors import CheckpointError, ConfigError
 from iqa_cli.models.checkpoint import read_metadata
 from iqa_cli.train.config import apply_values
 from iqa_cli.train.data import is_whole_split
-from iqa_cli.train.labels import LabelMap
+from iqa_cli.train.labels import LabelMap, recorded_labels
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
 from iqa_cli.weights.store import StoredWeights
@@ -40,10 +40,7 @@ class LoadedModel:
     @property
     def train_labels(self) -> LabelMap | None:
         """The label mapping of the training dataset (to report predictions on its native scale)."""
-        raw = self.meta.get("labels")
-        if not raw:
-            return None
-        return LabelMap.from_meta(json.loads(raw) if isinstance(raw, str) else raw)
+        return recorded_labels(self.meta)
 
     @property
     def selected_on(self) -> str | None:

@@ -66,6 +66,7 @@ def test_methods_and_load_from_a_run_name(trained):
     as_uint8 = torch.from_numpy(arrays[0].copy()).permute(2, 0, 1).unsqueeze(0)  # 0-255, as stored
     np.testing.assert_allclose(scorer(as_uint8).numpy(), scores[:1], atol=1e-6)
     assert scorer.native(scores).shape == (3,)
+    assert scorer.lower_better is False  # paper scale: higher is better, and the checkpoint says so
 
 
 def test_a_large_jpeg_by_path_is_decoded_as_predict_decodes_it_and_an_image_as_given(trained, tmp_path):

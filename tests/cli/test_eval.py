@@ -677,3 +677,46 @@ def test_a_run_with_a_damaged_record_is_named_as_such(trained, tmp_path):
         )
     finally:
         shutil.rmtree(damaged)
+
+
+def test_a_model_scoring_lower_is_better_is_not_scored_against_higher_is_better_labels(trained, tmp_path, monkeypatch):
+    """A model trained on a DMOS cache's native scores predicts DMOS: scored against a MOS cache's labels, every
+    correlation had the opposite sign (as if the model ranked worse than chance), with exit 0."""
+    monkeypatch.setenv("IQA_HOME", str(tmp_path / "home"))
+    make_cache("dm", tmp_path / "dm", data_dir() / "dm.h5", n=24, splits=1, lower_better=True)
+    make_cache("mo", tmp_path / "mo", data_dir() / "mo.h5", n=24, seed=5, splits=1)
+    native, paper = tmp_path / "native", tmp_path / "paper"
+    for run, scale in ((native, "native"), (paper, "paper")):
+        result = runner.invoke(
+            app, ["train", "vtiqa", *FAST, "--data", "dm", "--label-scale", scale, "--out", str(run)]
+        )
+        assert result.exit_code == 0, result.output
+    line = one_error_line(evaluate("--weights", str(native), "--cross", "mo"))
+    assert "predicts scores where lower is better (its labels: native scores)" in line, line
+    assert "mo's labels for it are scores where higher is better" in line and "--label-scale paper or range" in line
+    assert evaluate("--weights", str(paper), "--cross", "mo").exit_code == 0
+    # During training, a watched dataset whose labels run the other way is refused before the first epoch.
+    watched = runner.invoke(
+        app,
+        [
+            "train",
+            "vtiqa",
+            *FAST,
+            "--data",
+            "dm",
+            "--label-scale",
+            "native",
+            "--watch",
+            "mo",
+            "--out",
+            str(tmp_path / "w"),
+        ],
+    )
+    line = one_error_line(watched)
+    assert line.startswith("error: --watch mo: the model being trained predicts scores where lower is better"), line
+    assert not (tmp_path / "w" / "split-random_0" / "best.safetensors").exists()
+    # predict says which way the scores run
+    image = next((tmp_path / "mo").glob("*.png"))
+    shown = runner.invoke(app, ["predict", "vtiqa", "--weights", str(native), str(image), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["scale"] == "training labels (native scores), lower is better"

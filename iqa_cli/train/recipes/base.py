@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 import numpy as np
 
 from iqa_cli.errors import ConfigError
-from iqa_cli.train.labels import LABEL_SCALES, LabelMap, check_quality_scores
+from iqa_cli.train.labels import LABEL_SCALES, LabelMap, check_quality_scores, directed
 from iqa_cli.train.metrics import METRIC_NAMES, MIN_CORRELATION_IMAGES, compute_metrics
 from iqa_cli.train.schedule import Schedule
 
@@ -231,7 +231,7 @@ class Recipe(ABC, Generic[P]):
     def labels(self, dataset: DatasetLike, params: P, source: str) -> tuple[np.ndarray, LabelMap]:
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
         check_quality_scores(dataset.attrs, source)
-        label_map = self.dataset_label_map(dataset, params, source)
+        label_map = directed(self.dataset_label_map(dataset, params, source), dataset.attrs)
         return label_map.to_train(label_map.source_scores(dataset, source)), label_map
 
     def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: P) -> np.ndarray:
