@@ -92,6 +92,8 @@ class Cache:
         self.distributions: np.ndarray | None = None
         self.flags = np.zeros(0, dtype=np.uint8)  # per image; all 0 when the cache has no `flags` array
         self.file_digests: np.ndarray | None = None  # per image (uint64); None: written before caches had them
+        # A distorted-image cache: per reference (uint64, by `ref_ids`), the file each image was made from.
+        self.reference_digests: np.ndarray | None = None
         self.mos_zscore: np.ndarray | None = None  # KonIQ's MOS_zscore per image (float32); None: not given
         self.format = _sniff(self.path)
         self._identity = _file_identity(self.path)
@@ -138,6 +140,8 @@ class Cache:
             self.file_digests = np.asarray(handle[F.FILE_DIGESTS][()], dtype=np.uint64)
         if F.MOS_ZSCORE in handle:
             self.mos_zscore = np.asarray(handle[F.MOS_ZSCORE][()], dtype=np.float32)
+        if F.REFERENCE_DIGESTS in handle:
+            self.reference_digests = np.asarray(handle[F.REFERENCE_DIGESTS][()], dtype=np.uint64)
         if F.SPLITS in handle:
             group = handle[F.SPLITS]
             self.split_attrs = {k: plain_value(v) for k, v in group.attrs.items()}

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from iqa_cli.data.cache_format import check_replaceable
-from iqa_cli.data.decode import decode_image, default_workers, worker_pool
+from iqa_cli.data.decode import decode_image, default_workers, file_digest, worker_pool
 from iqa_cli.data.records import LEVEL_SCORES
 from iqa_cli.data.resize import RESAMPLE_NOTE
 from iqa_cli.data.splits import random_splits
@@ -629,6 +629,9 @@ def _generate(
                 if len(received) < expected[current]:
                     continue
                 group = _group(references[current].name, current, received, settings)
+                if len(group):  # the file the worker just read: served from the page cache
+                    with contextlib.suppress(OSError):  # gone since: its digest stays unknown (0)
+                        group.reference_digest = file_digest(references[current].path)
                 partial.append(group)
                 generated += len(group)
                 skipped = sum(1 for _, im in received if im is None) - dropped

@@ -142,10 +142,17 @@ def merge_parts(
             table = handle[store.TABLE][()]
         arrays: dict[str, list[np.ndarray]] = {k: [] for k in (F.SIZES, F.SCORES, F.STD, F.REF_IDS, *_EXTRA)}
         names: list[str] = []
+        # Each part fills the digests of its own references; a part written before iqa kept them has none,
+        # and then the merged cache keeps none (a DPM trained on it records no references).
+        digests: np.ndarray | None = np.zeros(len(references), dtype=np.uint64)
         for cache in ordered:
             with open_h5(cache.path, "r") as handle:
                 for key in arrays:
                     arrays[key].append(np.asarray(handle[key][()]))
+                if digests is not None and store.REFERENCE_DIGESTS in handle:
+                    digests = np.maximum(digests, np.asarray(handle[store.REFERENCE_DIGESTS][()], dtype=np.uint64))
+                else:
+                    digests = None
             names.extend(cache.names)
         merged = {k: np.concatenate(v) for k, v in arrays.items()}
         split_parts, split_attrs = distorted_splits(merged[F.REF_IDS], splits, split_seed, test_fraction)
@@ -181,6 +188,8 @@ def merge_parts(
                 handle.create_dataset(F.NAMES, data=np.asarray(names, dtype=object), dtype=string)
                 handle.create_dataset(store.REFERENCES, data=np.asarray(references, dtype=object), dtype=string)
                 handle.create_dataset(store.TABLE, data=table, dtype=string)
+                if digests is not None:
+                    handle.create_dataset(store.REFERENCE_DIGESTS, data=digests)
             store.finalize(tmp, attrs, split_parts, split_attrs)
         progress.finish()
     finally:

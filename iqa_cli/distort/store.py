@@ -11,6 +11,10 @@ It is an HDF5 file that `iqa_cli.data.cache.open_cache` reads like any prepared 
 - ``ref_ids`` int32: the reference's index in the full reference list (``references``);
 - ``labels`` int32: the DPM class (type - 1) * 5 + (level - 1), 0..149; ``dist_type`` and ``level`` int32;
 - ``references``: every reference name, in order (the same list in every shard);
+- ``reference_digests`` uint64, one per reference: its file's digest (`iqa_cli.data.decode.file_digest`),
+  0 for references this file did not distort (another shard's, or past the type-27 walk). A DPM
+  records the digests of the references it trained on, so a quality dataset holding one of those
+  files is known to be no unseen image for the VIPNet built on it;
 - ``distortion_table``: a JSON document (scalar string) with the selected types, their level
   parameters and where each definition comes from;
 - ``splits/random_<k>``: reference-disjoint train/test splits drawn from ``ref_ids`` when complete;
@@ -44,6 +48,7 @@ LABELS = "labels"
 DIST_TYPE = "dist_type"
 LEVEL = "level"
 REFERENCES = "references"
+REFERENCE_DIGESTS = F.REFERENCE_DIGESTS
 TABLE = "distortion_table"
 NAME_SUFFIX = ".bmp"
 
@@ -75,6 +80,7 @@ class Group:
     types: list[int]
     levels: list[int]
     names: list[str]
+    reference_digest: int = 0  # the reference file's digest (0: not known)
 
     def __len__(self) -> int:
         return len(self.types)
@@ -183,6 +189,7 @@ class PartialFile:
             handle.create_dataset(key, shape=(0,), maxshape=(None,), chunks=(16384,), dtype=np.int32)
         handle.create_dataset(F.NAMES, shape=(0,), maxshape=(None,), chunks=(4096,), dtype=string)
         handle.create_dataset(REFERENCES, data=np.asarray(references, dtype=object), dtype=string)
+        handle.create_dataset(REFERENCE_DIGESTS, data=np.zeros(len(references), dtype=np.uint64))
         handle.create_dataset(TABLE, data=table, dtype=string)
         # SWMR keeps the file consistent on disk after every flush, so a killed run can be resumed.
         handle.swmr_mode = True
@@ -227,6 +234,9 @@ class PartialFile:
         stop = start + len(group)
         if not len(group):
             return
+        # A partial file begun before iqa kept reference digests has none to fill (SWMR cannot add one).
+        if group.reference_digest and REFERENCE_DIGESTS in self.file:
+            self.file[REFERENCE_DIGESTS][group.ref_id] = np.uint64(group.reference_digest)
         height, width = group.images.shape[1:3]
         types = np.asarray(group.types, dtype=np.int32)
         levels = np.asarray(group.levels, dtype=np.int32)

@@ -184,12 +184,20 @@ TRAINED_BEYOND_SPLIT_KEY = "trained_beyond_split"
 
 def seen_files(dataset: DatasetLike, *parts: np.ndarray) -> np.ndarray | None:
     """The distinct `file_digests` of the images of `parts` (what a model trains or selects on), sorted;
-    None for a cache without digests."""
-    digests = getattr(dataset, "file_digests", None)
-    if digests is None:
-        return None
+    for a distorted-image cache, those of the reference files its images were made from (VIPNet's DPM
+    sees their content); None for a cache without digests."""
     indices = np.concatenate([np.asarray(part, dtype=np.int64) for part in parts]) if parts else np.empty(0, np.int64)
-    return np.unique(np.asarray(digests, dtype=np.uint64)[indices])
+    digests = getattr(dataset, "file_digests", None)
+    if digests is not None:
+        return np.unique(np.asarray(digests, dtype=np.uint64)[indices])
+    references = getattr(dataset, "reference_digests", None)
+    ref_ids = getattr(dataset, "ref_ids", None)
+    if references is None or ref_ids is None:
+        return None
+    made_from = np.asarray(references, dtype=np.uint64)[np.asarray(ref_ids, dtype=np.int64)[indices]]
+    if (made_from == 0).any():  # a reference whose file was not read: what the model saw is not all known
+        return None
+    return np.unique(made_from)
 
 
 def pack_seen_files(seen: np.ndarray) -> str:

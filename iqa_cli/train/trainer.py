@@ -11,7 +11,9 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import hold
@@ -68,9 +70,6 @@ from iqa_cli.train.runs import (
     write_run,
 )
 from iqa_cli.train.watch import WatchedDataset, check_measured, median_over_rounds, open_watched
-
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -620,6 +619,25 @@ class TrainingRun:
     progress: Progress
 
 
+def _check_pretraining_unseen(
+    dataset: DatasetLike, parts: SplitParts, pretrained: tuple[np.ndarray, str] | None, cache_path: str | Path
+) -> None:
+    """Refuse a split whose test part holds byte-identical copies of images the start network was
+    pretrained on (VIPNet's DPM distorting a folder that holds them): its figures would read as unseen."""
+    if pretrained is None:
+        return
+    copies = copies_of_seen(dataset, pretrained[0], parts.test)
+    if copies.size:
+        names = getattr(dataset, "names", None)
+        example = f" (e.g. {names[int(copies[0])]})" if names is not None else ""
+        raise DataError(
+            f"split '{parts.name}': {copies.size} of its {parts.test.size} test images are byte-identical copies of "
+            f"images {pretrained[1]} was pretrained on{example}: its figures would be no unseen-data result; "
+            "pretrain on other images, or train on a dataset without them",
+            path=cache_path,
+        )
+
+
 def _copies_of_training(
     dataset: DatasetLike,
     parts: SplitParts,
@@ -703,6 +721,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     }
     if params != resolved.params:
         meta["params_on_dataset"] = to_plain(params)
+    pretrained = recipe.pretraining_seen(params)
     for split in split_names:  # a split that cannot be tested fails now, not after the splits before it trained
         if info["splits"].get(split, {}).get("status", "pending") == "pending":  # not started: can it start?
             split_meta = {**meta, "split": split, "split_digest": split_digest(dataset, dataset.split(split))}
@@ -711,6 +730,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
             )
+            _check_pretraining_unseen(dataset, parts, pretrained, cache_path)
             if 0 < parts.test.size < recipe.min_test_images:  # whole-dataset rounds test nothing, on purpose
                 raise DataError(
                     f"split '{split}': its test part holds {parts.test.size} image(s), and a correlation needs at "
@@ -760,6 +780,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             state["digest"] = digest
             split_meta = {**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)}
             seen = seen_files(dataset, parts.train, parts.val)
+            if seen is not None and pretrained is not None:  # what its start network saw counts as seen too
+                seen = np.union1d(seen, pretrained[0])
             if seen is not None:  # so `iqa eval` can tell a copy of a training image in any other dataset
                 split_meta[SEEN_FILES_KEY] = pack_seen_files(seen)
             test_copies = _copies_of_training(dataset, parts, seen, watched, root, dist)

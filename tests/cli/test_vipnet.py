@@ -381,3 +381,38 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
     with one_thread():
         line = one_error_line(invoke("train", "vipnet", "--resume", "--name", "new-random_1", "--epochs", "2"))
     assert "it trained with canvas [96, 128] on this dataset, now [72, 96]; start a new run" in line
+
+
+def test_a_dpm_pretrained_on_test_images_is_no_start_for_an_unseen_test(tmp_path, monkeypatch):
+    """A DPM made from a folder holding the quality dataset's photos has seen their content: VIPNet trained on
+    it scored those photos as unseen test images, and `--cross` onto them as a cross-dataset result."""
+    monkeypatch.setenv("IQA_HOME", str(tmp_path / "home"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=24, seed=5, splits=1)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for image in sorted((tmp_path / "mini").glob("*.png")):  # every photo of mini, as "pristine" references
+        shutil.copy(image, refs / image.name)
+    kadis = tmp_path / "kadis.h5"
+    made = invoke(
+        "prepare", "distorted", "--refs", str(refs), "--out", str(kadis), "--types", "1", "--levels", "4-5",
+        "--size", "96x64", "--workers", "1", "--test-fraction", "0.25", "--split-seed", "7",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    dpm_run = tmp_path / "dpm"
+    with one_thread():
+        dpm = invoke("train", "vipnet-dpm", *CPU, "--data", str(kadis), "--epochs", "1", "--out", str(dpm_run))
+        assert dpm.exit_code == 0, dpm.output
+        dpm_weights = dpm_run / "split-random_0" / "best.safetensors"
+        line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--dpm", str(dpm_weights),
+                                     "--epochs", "1", "--out", str(tmp_path / "refused")))  # fmt: skip
+        assert "split 'random_0': " in line and "test images are byte-identical copies of images the DPM" in line
+        assert "was pretrained on" in line and not (tmp_path / "refused" / "split-random_0").exists()
+        # Trained on other photos, the model counts the DPM's references as seen: --cross onto them is refused.
+        run = tmp_path / "vip"
+        vip = invoke("train", "vipnet", *CPU, "--data", "other", "--dpm", str(dpm_weights), "--epochs", "1",
+                     "--out", str(run))  # fmt: skip
+        assert vip.exit_code == 0, vip.output
+        crossed = invoke("eval", "vipnet", "--weights", str(run), "--cross", "mini", "--device", "cpu")
+        line = one_error_line(crossed, after_progress=True)
+        assert "are byte-identical copies of images" in line and "--drop-seen" in line

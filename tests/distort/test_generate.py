@@ -90,6 +90,13 @@ def test_writes_a_labelled_cache_the_reader_accepts(refs, single_run):
         assert {t for _, t in missing} <= {27} and len(missing) == summary.not_applicable
         assert n == (len(expected) - len(missing)) * 5
         assert cache.names[0] == f"{refs[0].name}_01_01.bmp" and cache.names[-1].endswith(".bmp")
+        # each reference's file digest, so a DPM trained on it records the files whose content it saw
+        from iqa_cli.data.decode import file_digest
+        from iqa_cli.train.data import seen_files
+
+        assert cache.reference_digests is not None
+        assert cache.reference_digests.tolist() == [file_digest(ref.path) for ref in refs]
+        assert seen_files(cache, np.arange(n)).tolist() == sorted(file_digest(ref.path) for ref in refs)
         # reference-disjoint split
         split = cache.split("random_0")
         assert not set(cache.ref_ids[split["train"]]) & set(cache.ref_ids[split["test"]])

@@ -157,6 +157,13 @@ class Recipe(ABC, Generic[P]):
         metadata with this split's `split` and `split_digest`."""
         return None
 
+    def pretraining_seen(self, params: P) -> tuple[np.ndarray, str] | None:
+        """The file digests (`seen_files`) of the images a network this method starts from was pretrained
+        on, and what that network is (VIPNet's DPM: its distorted images' references); None when no such
+        record exists. A test image among them is no unseen image, and the trained model records them as
+        seen beside its own training images."""
+        return None
+
     def saved_params(self, saved: dict[str, Any]) -> dict[str, Any]:
         """Parameters read back from a run or checkpoint, with values for fields added since it was
         written where the old behaviour differs from today's default."""

@@ -342,6 +342,18 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
             if source:
                 resolve_weights(source)
 
+    def pretraining_seen(self, params: VIPNetParams) -> tuple[np.ndarray, str] | None:
+        """The references of the DPM's training images, where it records them (an `iqa train vipnet-dpm`
+        model of a distorted set that keeps its references' digests; the authors' DPM records none)."""
+        from iqa_cli.models.checkpoint import read_metadata
+        from iqa_cli.train.data import read_seen_files
+        from iqa_cli.weights.resolve import resolve_weights
+
+        if not params.dpm:
+            return None
+        seen = read_seen_files(read_metadata(resolve_weights(params.dpm)))
+        return None if seen is None else (seen, f"the DPM {params.dpm} (the references of its distorted images)")
+
     def model_name(self, params: VIPNetParams) -> str:
         return "vipnet"
 
