@@ -619,6 +619,12 @@ class TrainingRun:
     progress: Progress
 
 
+def _example(dataset: DatasetLike, indices: np.ndarray) -> str:
+    """' (e.g. NAME)' of the first of `indices`, for a message; empty for a dataset without names."""
+    names = getattr(dataset, "names", None)
+    return f" (e.g. {names[int(indices[0])]})" if names is not None else ""
+
+
 def _check_pretraining_unseen(
     dataset: DatasetLike, parts: SplitParts, pretrained: tuple[np.ndarray, str] | None, cache_path: str | Path
 ) -> None:
@@ -628,12 +634,10 @@ def _check_pretraining_unseen(
         return
     copies = copies_of_seen(dataset, pretrained[0], parts.test)
     if copies.size:
-        names = getattr(dataset, "names", None)
-        example = f" (e.g. {names[int(copies[0])]})" if names is not None else ""
         raise DataError(
             f"split '{parts.name}': {copies.size} of its {parts.test.size} test images are byte-identical copies of "
-            f"images {pretrained[1]} was pretrained on{example}: its figures would be no unseen-data result; "
-            "pretrain on other images, or train on a dataset without them",
+            f"images {pretrained[1]} was pretrained on{_example(dataset, copies)}: its figures would be no "
+            "unseen-data result; pretrain on other images, or train on a dataset without them",
             path=cache_path,
         )
 
@@ -650,13 +654,12 @@ def _copies_of_training(
     or official split can put one file on both sides; random splits keep copies together): warned and
     reported beside its figures. A watched dataset holding such copies is refused: its figures would
     read as unseen-data results."""
-    names = getattr(dataset, "names", None)
     test_copies = copies_of_seen(dataset, seen, parts.test)
     if test_copies.size and dist.is_main:
-        example = f" (e.g. {names[int(test_copies[0])]})" if names is not None else ""
         log.warning(
             f"split {parts.name}: {test_copies.size} of the {parts.test.size} test images are byte-identical copies "
-            f"of training images{example}; the split's figures include them (`test_copies_of_training` in "
+            f"of training images{_example(dataset, test_copies)}; the split's figures include them "
+            "(`test_copies_of_training` in "
             "results.json)"
         )
     for item in watched:
@@ -667,12 +670,10 @@ def _copies_of_training(
             )
         held = copies_of_seen(item.dataset, seen, item.indices)
         if held.size:
-            watched_names = getattr(item.dataset, "names", None)
-            example = f" (e.g. {watched_names[int(held[0])]})" if watched_names is not None else ""
             raise DataError(
                 f"--watch {item.name}: {held.size} of its {item.indices.size} images are byte-identical copies of "
-                f"images split {parts.name} trains on{example}: its figures would be no unseen-data result; watch "
-                "a dataset without them",
+                f"images split {parts.name} trains on{_example(item.dataset, held)}: its figures would be no "
+                "unseen-data result; watch a dataset without them",
                 path=root,
             )
     return int(test_copies.size)
