@@ -27,7 +27,8 @@ FLAGS = "flags"  # uint8 (N,): bits of iqa_cli.data.records (TRAINING_IMAGE, ...
 # uint64 (N,): the first 64 bits of each source file's SHA-256 (`decode.file_digest`); equal values are
 # byte-identical files. Absent in caches written before it (and in generated sets): copies are unknown.
 FILE_DIGESTS = "file_digests"
-# A distorted-image cache: one digest per reference file (indexed by `ref_ids`; 0: not known).
+# One digest per reference file (indexed by `ref_ids`; 0: not known): a distorted-image cache, or a
+# full-reference dataset that ships its references.
 REFERENCE_DIGESTS = "reference_digests"
 # float32 (N,): KonIQ's 0-100 MOS_zscore beside its 1-5 MOS (VIPNet's label), NaN where unknown; written
 # only by datasets that give it (absent in caches written before it).

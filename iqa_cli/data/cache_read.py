@@ -92,7 +92,8 @@ class Cache:
         self.distributions: np.ndarray | None = None
         self.flags = np.zeros(0, dtype=np.uint8)  # per image; all 0 when the cache has no `flags` array
         self.file_digests: np.ndarray | None = None  # per image (uint64); None: written before caches had them
-        # A distorted-image cache: per reference (uint64, by `ref_ids`), the file each image was made from.
+        # Per reference (uint64, by `ref_ids`; 0 unknown): the file each image was made from (a distorted-image
+        # cache, or a full-reference dataset that ships its references).
         self.reference_digests: np.ndarray | None = None
         self.mos_zscore: np.ndarray | None = None  # KonIQ's MOS_zscore per image (float32); None: not given
         self.format = _sniff(self.path)
@@ -188,6 +189,8 @@ class Cache:
             self.file_digests = load(F.FILE_DIGESTS).astype(np.uint64)
         if F.MOS_ZSCORE in members:
             self.mos_zscore = load(F.MOS_ZSCORE).astype(np.float32)
+        if F.REFERENCE_DIGESTS in members:
+            self.reference_digests = load(F.REFERENCE_DIGESTS).astype(np.uint64)
         prefix = f"{F.SPLITS}/"
         for key in members:
             if key.startswith(prefix) and key.count("/") == 2:

@@ -12,6 +12,7 @@ finishes the pass to find every bad file and then writes the images once more wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from iqa_cli.data.decode import (
     ImageHeader,
     decode_images_with_digests,
     default_workers,
+    file_digest,
     read_headers,
     worker_pool,
 )
@@ -323,6 +325,23 @@ def _check_records(
         raise DataError(f"rating distributions have different numbers of categories ({sorted(lengths)})", path=where)
 
 
+def _reference_digests(records: Sequence[Record]) -> np.ndarray | None:
+    """Per reference id, the digest of its file (0: not on disk), for a full-reference dataset that ships its
+    references; None when no record names one. A network pretrained on one of those files (VIPNet's DPM)
+    has seen every distortion of it."""
+    paths: dict[int, Path] = {}
+    for record in records:
+        if record.ref_id >= 0 and record.reference_path is not None:
+            paths.setdefault(record.ref_id, record.reference_path)
+    if not paths:
+        return None
+    digests = np.zeros(max(record.ref_id for record in records) + 1, dtype=np.uint64)
+    for ref_id, path in paths.items():
+        with contextlib.suppress(OSError):  # unreadable: its digest stays unknown
+            digests[ref_id] = file_digest(path)
+    return digests
+
+
 def _distributions(records: Sequence[Record]) -> np.ndarray | None:
     """(N, K) float32 rating distributions, NaN rows for images without one; None when no image has one."""
     given = [r.distribution for r in records if r.distribution is not None]
@@ -590,6 +609,9 @@ def build_cache(
                         F.REF_IDS: np.asarray([r.ref_id for r in kept], dtype=np.int32),
                         F.FILE_DIGESTS: file_digests,
                     }
+                    reference_digests = _reference_digests(kept)
+                    if reference_digests is not None:
+                        arrays[F.REFERENCE_DIGESTS] = reference_digests
                     distributions = _distributions(kept)
                     if distributions is not None:
                         arrays[F.DISTRIBUTIONS] = distributions

@@ -28,6 +28,8 @@ class Record:
     # 1-5 MOS (SRCC 0.992 between them), so it is kept beside `score`, not derived from it. NaN: none.
     mos_zscore: float = math.nan
     flags: int = 0  # TRAINING_IMAGE, ...
+    # A distorted image's reference file (full-reference datasets that ship it); None: not known.
+    reference_path: Path | None = None
 
 
 class Parser(Protocol):

@@ -227,12 +227,23 @@ def read_seen_files(meta: dict[str, Any]) -> np.ndarray | None:
 
 def copies_of_seen(dataset: DatasetLike, seen: np.ndarray | None, indices: np.ndarray) -> np.ndarray:
     """The images at `indices` whose files are byte-identical to one a model trained on (`seen`, from
-    `read_seen_files`); empty when either side has no digests."""
-    digests = getattr(dataset, "file_digests", None)
+    `read_seen_files`), or, in a full-reference dataset, were made from a reference file it trained on
+    (VIPNet's DPM pretrained on the references); empty when either side has no digests."""
     indices = np.asarray(indices, dtype=np.int64)
-    if digests is None or seen is None or not indices.size:
+    if seen is None or not indices.size:
         return np.empty(0, dtype=np.int64)
-    return indices[np.isin(np.asarray(digests, dtype=np.uint64)[indices], seen)]
+    hit = np.zeros(indices.size, dtype=bool)
+    digests = getattr(dataset, "file_digests", None)
+    if digests is not None:
+        hit |= np.isin(np.asarray(digests, dtype=np.uint64)[indices], seen)
+    references, ref_ids = getattr(dataset, "reference_digests", None), getattr(dataset, "ref_ids", None)
+    if references is not None and ref_ids is not None:
+        references = np.asarray(references, dtype=np.uint64)
+        ids = np.asarray(ref_ids, dtype=np.int64)[indices]
+        known = (ids >= 0) & (ids < references.size)
+        made_from = references[ids[known]]
+        hit[known] |= (made_from != 0) & np.isin(made_from, seen)
+    return indices[hit]
 
 
 def cache_identity(dataset: DatasetLike) -> dict[str, Any]:

@@ -743,8 +743,9 @@ def _copies_scored(
     options: EvalOptions,
     cache_path: Path,
 ) -> int:
-    """How many images `job` scores are byte-identical copies of images the model trained on (its
-    checkpoint's `seen_files` against the cache's `file_digests`; 0 when either is unrecorded).
+    """How many images `job` scores are byte-identical copies of images the model trained on, or distortions of
+    them (its checkpoint's `seen_files` against the cache's `file_digests` and `reference_digests`; 0 when
+    neither side records them).
 
     On the test part of the model's own split (an authors' or official split that puts a file on both
     sides) they are the protocol's, reported beside the figures, as training reported them. `--cross`
@@ -769,8 +770,8 @@ def _copies_scored(
     what = "images of" if options.cross is not None else f"test images of split {job.split} of"
     raise DataError(
         f"{copies.size} of the {len(job.test)} {what} {name} are byte-identical copies of images {loaded.source} "
-        f"was trained on{example}: that is no unseen-data result; prepare {name} without them, or add --drop-seen "
-        "to score the rest",
+        f"was trained on, or distortions of them{example}: that is no unseen-data result; prepare {name} without "
+        "them, or add --drop-seen to score the rest",
         path=cache_path,
     )
 

@@ -629,14 +629,16 @@ def _check_pretraining_unseen(
     dataset: DatasetLike, parts: SplitParts, pretrained: tuple[np.ndarray, str] | None, cache_path: str | Path
 ) -> None:
     """Refuse a split whose test part holds byte-identical copies of images the start network was
-    pretrained on (VIPNet's DPM distorting a folder that holds them): its figures would read as unseen."""
+    pretrained on, or distortions of them (VIPNet's DPM made from a folder holding a dataset's photos or
+    its references): its figures would read as unseen."""
     if pretrained is None:
         return
     copies = copies_of_seen(dataset, pretrained[0], parts.test)
     if copies.size:
         raise DataError(
             f"split '{parts.name}': {copies.size} of its {parts.test.size} test images are byte-identical copies of "
-            f"images {pretrained[1]} was pretrained on{_example(dataset, copies)}: its figures would be no "
+            f"images {pretrained[1]} was pretrained on, or distortions of them{_example(dataset, copies)}: its "
+            "figures would be no "
             "unseen-data result; pretrain on other images, or train on a dataset without them",
             path=cache_path,
         )
@@ -672,7 +674,8 @@ def _copies_of_training(
         if held.size:
             raise DataError(
                 f"--watch {item.name}: {held.size} of its {item.indices.size} images are byte-identical copies of "
-                f"images split {parts.name} trains on{_example(item.dataset, held)}: its figures would be no "
+                f"images split {parts.name} trains on, or distortions of them{_example(item.dataset, held)}: its "
+                "figures would be no "
                 "unseen-data result; watch a dataset without them",
                 path=root,
             )

@@ -416,3 +416,49 @@ def test_a_dpm_pretrained_on_test_images_is_no_start_for_an_unseen_test(tmp_path
         crossed = invoke("eval", "vipnet", "--weights", str(run), "--cross", "mini", "--device", "cpu")
         line = one_error_line(crossed, after_progress=True)
         assert "are byte-identical copies of images" in line and "--drop-seen" in line
+
+
+def _kadid_layout(root: Path, refs: int = 8, per_ref: int = 4) -> Path:
+    """A miniature KADID-10k: `images/` with the references I01.png ... and their distortions, `dmos.csv`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for r in range(1, refs + 1):
+        reference = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        Image.fromarray(reference).save(root / "images" / f"I{r:02d}.png")
+        for k in range(1, per_ref + 1):
+            noisy = np.clip(reference + rng.normal(0, 12 * k, reference.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(root / "images" / f"I{r:02d}_01_{k:02d}.png")
+            rows.append(f"I{r:02d}_01_{k:02d}.png,I{r:02d}.png,{5 - k * 0.8:.2f},0.3")
+    (root / "dmos.csv").write_text("dist_img,ref_img,dmos,var\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_a_dpm_made_from_a_datasets_references_is_no_start_on_that_dataset(tmp_path, monkeypatch):
+    """KADID-10k's 81 references are the usual small set of pristine photos: a DPM made from them has seen
+    every scene of KADID-10k, so VIPNet on KADID-10k tested on images it had seen distorted."""
+    monkeypatch.setenv("IQA_HOME", str(tmp_path / "home"))
+    kadid = _kadid_layout(tmp_path / "kadid10k")
+    assert invoke("prepare", "kadid10k", "--root", str(kadid), "-j", "1").exit_code == 0
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for reference in sorted((kadid / "images").glob("I??.png")):
+        shutil.copy(reference, refs / reference.name)
+    distorted = tmp_path / "kadis.h5"
+    made = invoke(
+        "prepare", "distorted", "--refs", str(refs), "--out", str(distorted), "--types", "1", "--levels", "4-5",
+        "--size", "96x64", "--workers", "1", "--test-fraction", "0.25", "--split-seed", "7",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    with one_thread():
+        dpm = invoke(
+            "train", "vipnet-dpm", *CPU, "--data", str(distorted), "--epochs", "1", "--out", str(tmp_path / "d")
+        )
+        assert dpm.exit_code == 0, dpm.output
+        weights = tmp_path / "d" / "split-random_0" / "best.safetensors"
+        line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "kadid10k", "--dpm", str(weights),
+                                     "--epochs", "1", "--out", str(tmp_path / "refused")))  # fmt: skip
+    assert "test images are byte-identical copies of images the DPM" in line and "or distortions of them" in line

@@ -4,6 +4,7 @@ images (pixel for pixel), scores, std, names, reference ids and official split."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,38 @@ def test_cache_keeps_original_pixels_and_scores(dataset, tmp_path):
             for k in range(3):
                 parts = cache.split(k)
                 assert not set(cache.ref_ids[parts["train"]]) & set(cache.ref_ids[parts["test"]])
+
+
+# Where each full-reference dataset keeps its reference files (the official layouts).
+REFERENCE_FILES = {
+    "kadid10k": lambda root: [p for p in (root / "images").iterdir() if p.stem.count("_") == 0],
+    "live": lambda root: list((root / "refimgs").iterdir()),
+    "csiq": lambda root: list((root / "src_imgs").iterdir()),
+    "tid2013": lambda root: list((root / "reference_images").iterdir()),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(FIXTURES))
+def test_a_full_reference_cache_keeps_its_reference_files_digests(dataset, tmp_path):
+    """So a network pretrained on one of those files (VIPNet's DPM made from them) is known to have seen every
+    distortion of it."""
+    from iqa_cli.data.decode import file_digest
+
+    expected = FIXTURES[dataset](tmp_path / "src")
+    out = tmp_path / f"{dataset}.h5"
+    build_cache(get_dataset(dataset), expected.root, out, CacheOptions(resize="none", workers=1, splits=0))
+    with open_cache(out) as cache:
+        if dataset not in REFERENCE_FILES:
+            assert cache.reference_digests is None
+            return
+        files = REFERENCE_FILES[dataset](expected.dataset_root)
+        assert cache.reference_digests is not None and (cache.reference_digests != 0).all()
+        assert sorted(cache.reference_digests.tolist()) == sorted(file_digest(f) for f in files)
+        if dataset in ("kadid10k", "tid2013"):  # each image's reference is the file its name says
+            by_stem = {f.stem.lower(): file_digest(f) for f in files}
+            for index, name in enumerate(cache.names):
+                stem = Path(name).name.split("_")[0].lower()
+                assert cache.reference_digests[cache.ref_ids[index]] == by_stem[stem], name
 
 
 @pytest.mark.parametrize("dataset", sorted(FIXTURES))

@@ -517,6 +517,7 @@ class Row:
     distribution: tuple[float, ...] | None = None  # rating shares per category (KonIQ c1..c5)
     mos_zscore: float = math.nan  # KonIQ's MOS_zscore (see Record)
     flags: int = 0  # bits of iqa_cli.data.records (TRAINING_IMAGE, ...)
+    reference: str | None = None  # the reference image's expected path below the root (FR datasets)
 
 
 def build_records(
@@ -527,8 +528,13 @@ def build_records(
     on_missing: OnMissing,
     tree: CaseInsensitiveTree | None = None,
 ) -> list[Record]:
-    """Resolve each row's image (case-insensitively) and number the references; keeps row order."""
+    """Resolve each row's image (case-insensitively) and number the references; keeps row order. A
+    reference file that is not there is no error (its digest stays unknown): only the images are scored."""
     tree = tree or CaseInsensitiveTree(dataset_root)
+    references: dict[str, Path | None] = {}
+    for row in rows:
+        if row.reference is not None and row.reference not in references:
+            references[row.reference] = tree.resolve_file(row.reference)
     kept: list[tuple[Row, Path]] = []
     for row in rows:
         path = tree.resolve_file(row.relative)
@@ -549,6 +555,7 @@ def build_records(
             distribution=row.distribution,
             mos_zscore=row.mos_zscore,
             flags=row.flags,
+            reference_path=references.get(row.reference) if row.reference is not None else None,
         )
         for (row, path), ref_id in zip(kept, ref_ids, strict=True)
     ]

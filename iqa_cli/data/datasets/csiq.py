@@ -33,6 +33,7 @@ from iqa_cli.errors import DataError
 SCORES_FILE = "csiq.DMOS.xlsx"
 SHEET = "all_by_image"
 IMAGE_FOLDER = "dst_imgs"
+REFERENCE_FOLDER = "src_imgs"  # the 30 reference PNGs
 # dst_type as written in the sheet -> (folder under dst_imgs/, type token in the file name)
 DISTORTIONS = {
     "noise": ("awgn", "AWGN"),
@@ -72,6 +73,7 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
                 score=to_score(values["dmos"], source=xlsx, where=where),
                 std=to_score(values["dmos_std"], source=xlsx, where=where, what="dmos_std"),
                 ref_key=image.lower(),
+                reference=f"{REFERENCE_FOLDER}/{image}.png",
             )
         )
     if not rows:

@@ -58,6 +58,7 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
                 score=to_score(row["dmos"], source=csv_path, where=f"line {line}"),
                 std=math.sqrt(variance),
                 ref_key=row["ref_img"].lower(),
+                reference=prefix + row["ref_img"],
             )
         )
     if not rows:

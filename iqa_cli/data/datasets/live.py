@@ -36,6 +36,7 @@ from iqa_cli.errors import DataError
 REFNAMES_FILE = "refnames_all.mat"
 REALIGNED_FILE = "dmos_realigned.mat"
 DMOS_FILE = "dmos.mat"
+REFERENCE_FOLDER = "refimgs"  # the 29 reference BMPs
 # Row order of every .mat vector: the distortion folders concatenated, img1..imgN each.
 FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
 ROWS = sum(count for _, count in FOLDERS)  # 982
@@ -98,6 +99,7 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
                 score=to_score(dmos[i], source=scores_path, where=where),
                 std=to_score(std[i], source=scores_path, where=where, what="std") if std is not None else math.nan,
                 ref_key=refnames[i].lower(),
+                reference=f"{REFERENCE_FOLDER}/{refnames[i]}",
             )
         )
     return build_records(rows, dataset_root=dataset_root, metadata=scores_path, on_missing=on_missing)

@@ -31,6 +31,7 @@ from iqa_cli.errors import DataError
 SCORES_FILE = "mos_with_names.txt"
 STD_FILE = "mos_std.txt"
 IMAGE_FOLDER = "distorted_images"
+REFERENCE_FOLDER = "reference_images"  # I01.BMP ... I24.BMP and i25.bmp
 _NAME = re.compile(r"^i(\d+)_\d+_\d+\.bmp$", re.IGNORECASE)
 
 
@@ -60,6 +61,7 @@ def parse(root: Path, *, on_missing: OnMissing = None) -> list[Record]:
                 score=to_score(mos, source=scores_path, where=f"line {line}"),
                 std=to_score(std_fields[0], source=std_path, where=f"line {std_line}", what="std"),
                 ref_key=str(int(match.group(1))),
+                reference=f"{REFERENCE_FOLDER}/i{int(match.group(1)):02d}.bmp",  # resolved case-insensitively
             )
         )
     if not rows:
