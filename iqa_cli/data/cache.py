@@ -17,6 +17,8 @@ Contents (N images; the same names in both formats):
 - ``file_digests`` uint64 (N,), optional: the first 64 bits of each source file's SHA-256; equal
   values are byte-identical files, kept on one side of every random split. Caches written before it
   read as ``file_digests = None`` (copies unknown).
+- ``reference_digests`` uint64 (R,), optional: per reference id, the digest of its file (0 where it was
+  not read): full-reference datasets that ship their references, and distorted-image caches.
 - ``mos_zscore`` float32 (N,), optional: KonIQ's 0-100 ``MOS_zscore`` beside its 1-5 MOS (``scores``),
   VIPNet's label; NaN where unknown. Caches without it (older ones, other datasets) read as None.
 - splits: ``splits/random_<k>/train`` and ``.../test`` (int64, sorted indices), k = 0..count-1, and
