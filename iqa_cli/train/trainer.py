@@ -625,6 +625,9 @@ def _example(dataset: DatasetLike, indices: np.ndarray) -> str:
     return f" (e.g. {names[int(indices[0])]})" if names is not None else ""
 
 
+_TOLD_UNCHECKED: set[str] = set()  # caches warned about, once per process
+
+
 def _check_pretraining_unseen(
     dataset: DatasetLike, parts: SplitParts, pretrained: tuple[np.ndarray, str] | None, cache_path: str | Path
 ) -> None:
@@ -633,6 +636,18 @@ def _check_pretraining_unseen(
     its references): its figures would read as unseen."""
     if pretrained is None:
         return
+    ref_ids = getattr(dataset, "ref_ids", None)
+    has_references = ref_ids is not None and bool((np.asarray(ref_ids) >= 0).any())
+    if (
+        has_references
+        and getattr(dataset, "reference_digests", None) is None
+        and str(cache_path) not in _TOLD_UNCHECKED
+    ):
+        _TOLD_UNCHECKED.add(str(cache_path))
+        log.warning(
+            f"{cache_path}: this cache was prepared before iqa recorded its reference files, so distortions of images "
+            f"{pretrained[1]} was pretrained on cannot be found in it; prepare it again to have them checked"
+        )
     copies = copies_of_seen(dataset, pretrained[0], parts.test)
     if copies.size:
         raise DataError(

@@ -462,3 +462,13 @@ def test_a_dpm_made_from_a_datasets_references_is_no_start_on_that_dataset(tmp_p
         line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "kadid10k", "--dpm", str(weights),
                                      "--epochs", "1", "--out", str(tmp_path / "refused")))  # fmt: skip
     assert "test images are byte-identical copies of images the DPM" in line and "or distortions of them" in line
+    # A cache prepared before iqa recorded reference files cannot be checked: said, not silent.
+    import h5py
+
+    with h5py.File(tmp_path / "home" / "data" / "kadid10k.h5", "r+") as handle:
+        del handle["reference_digests"]
+    with one_thread():
+        older = invoke("train", "vipnet", *CPU, "--data", "kadid10k", "--dpm", str(weights), "--epochs", "1",
+                       "--out", str(tmp_path / "older"))  # fmt: skip
+    assert older.exit_code == 0, older.output
+    assert "prepared before iqa recorded its reference files" in older.output
