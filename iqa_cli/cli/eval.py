@@ -93,8 +93,8 @@ def make_eval_command(method: str) -> Callable[..., None]:
         drop_seen: bool = typer.Option(
             False,
             "--drop-seen",
-            help="leave out images that are byte-identical copies of a model's training files (counted in the "
-            "output) instead of refusing the dataset",
+            help="leave out images that are byte-identical copies of a model's training files, or distortions "
+            "of them (counted in the output), instead of refusing the dataset",
         ),
         **overrides: Any,
     ) -> None:

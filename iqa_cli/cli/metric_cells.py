@@ -103,14 +103,15 @@ def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
             )
         lines.append(
             f"note: of the images scored, {counts} are the training images of the model scoring them, or "
-            "byte-identical copies of them (test_copies_of_training in --json); --drop-seen leaves them out"
+            "byte-identical copies of them, or distortions of them (test_copies_of_training in --json); --drop-seen "
+            "leaves them out"
         )
     dropped = [row for row in rows if row.get("seen_copies_dropped")]
     if dropped:
         counts = ", ".join(f"{row['split']}: {row['seen_copies_dropped']}" for row in dropped)
         lines.append(
-            f"note: --drop-seen left out byte-identical copies of the models' training files ({counts}); n counts "
-            "the images scored"
+            f"note: --drop-seen left out byte-identical copies of the models' training files, or distortions of "
+            f"them ({counts}); n counts the images scored"
         )
     return "\n".join(lines) or None
 
