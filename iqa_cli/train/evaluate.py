@@ -316,6 +316,8 @@ def _run_jobs(
         or read_trained(recipe, job.weights, variant=options.variant)
         for job in jobs
     }
+    for spec in specs.values():  # scores that run the other way than this dataset's labels: every sign flips
+        _check_direction(recipe, spec, dataset, name, cache_path)
     unchecked = getattr(dataset, "file_digests", None) is None
     if options.cross is not None and unchecked and any(read_seen_files(s.meta) is not None for s in specs.values()):
         log.warning(
@@ -399,11 +401,6 @@ def _run_jobs(
         given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
-        opposite = direction_problem(
-            recorded_labels(known.meta), label_map, known.source, name, advice="score a model trained"
-        )
-        if opposite is not None:
-            raise DataError(opposite, path=cache_path)
         stored_as = _stored_differently(known, raw, name) if options.cross is None else None
         if name not in upscaling_told:
             upscaling_told.add(name)
@@ -645,6 +642,21 @@ def _split_of_model(
         log.info(f"testing on split {trained_split}, the split this model was trained on")
         return trained_split
     return split_arg  # a test part holding its training images is refused by `_check_unseen_test`
+
+
+def _check_direction(
+    recipe: Recipe[Any], spec: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str, cache_path: Path
+) -> None:
+    """Refuse a model whose predictions run the other way than the labels this dataset gives it (a model
+    trained with `--label-scale native` on a DMOS set, scored against MOS)."""
+    if not recipe.needs_quality_scores:
+        return
+    _, label_map = recipe.labels(dataset, recipe.dataset_params(spec.params, dataset), str(cache_path))
+    problem = direction_problem(
+        recorded_labels(spec.meta), label_map, spec.source, name, advice="score a model trained"
+    )
+    if problem is not None:
+        raise DataError(problem, path=cache_path)
 
 
 def _check_split_identity(

@@ -695,6 +695,10 @@ def test_a_model_scoring_lower_is_better_is_not_scored_against_higher_is_better_
     assert "predicts scores where lower is better (its labels: native scores)" in line, line
     assert "mo's labels for it are scores where higher is better" in line and "--label-scale paper or range" in line
     assert evaluate("--weights", str(paper), "--cross", "mo").exit_code == 0
+    # With several datasets, every one is checked before any is scored.
+    both = evaluate("--weights", str(native), "--cross", "dm,mo")
+    assert "mo's labels for it are scores where higher is better" in one_error_line(both)
+    assert "evaluating dm" not in both.output  # nothing scored
     # During training, a watched dataset whose labels run the other way is refused before the first epoch.
     watched = runner.invoke(
         app,
