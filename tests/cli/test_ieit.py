@@ -157,6 +157,9 @@ def test_bad_inputs_give_one_line(tmp_path, monkeypatch):
     assert "iqa prepare enhance" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--epochs", "1"))
     assert "needs --stage 2" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--from", "x"))
     assert "stage must be 1 or 2" in error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--stage", "3"))
+    # The low-quality bar reads labels on 1-5: a dataset's own scale put other images under it (a DMOS set's best).
+    native = error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--label-scale", "native"))
+    assert native.startswith("error: --label-scale native: IEIT's low-quality images") and "paper or range" in native
     enhanced = iqa("prepare", "enhance", "plain", "--no-selection", "--device", "cpu")
     assert enhanced.exit_code == 0, enhanced.output
     no_rule = error_line(iqa("train", "ieit", *FAST, "--data", "plain", "--epochs", "1"))

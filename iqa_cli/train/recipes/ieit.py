@@ -123,6 +123,13 @@ class IEITParams(EsnthereParams):
         metadata={"help": f"metric that picks the kept model; none: plcc (stage 1), {LQ_METRIC} (stage 2)"},
     )
     stage: int = field(default=1, metadata={"help": "1 (both branches) or 2 (low-quality branch, from stage 1)"})
+    label_scale: str = protocol_default(
+        BaseParams,
+        "label_scale",
+        "paper",
+        help="training label scale: paper (the method's mapping) or range (declared range to 1-5); not native, "
+        "since the low-quality bar reads labels on 1-5",
+    )
     from_run: str | None = field(
         default=None,
         metadata={
@@ -322,6 +329,12 @@ class IEITRecipe(Recipe[IEITParams]):
         if params.batch_size is not None and params.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {params.batch_size}")
         check_protocol(params)
+        if params.label_scale == "native":  # the bar and the stage-2 partners read labels as 1-5, higher better
+            raise ConfigError(
+                "--label-scale native: IEIT's low-quality images are those labelled below --lq-threshold on the 1-5 "
+                "scale (stage 2 trains on them; lq_srcc and lq_plcc score them), and a dataset's own scale puts "
+                "other images there (0-100 scores, or the best images of a DMOS set); use paper or range"
+            )
         if params.lr is None and params.lr_phases is None:
             check_min_lr(f"stage {params.stage}'s lr_phases", STAGE_PHASES[params.stage], params.min_lr)
 
