@@ -248,7 +248,7 @@ def prepare_demo_cache(
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.datasets.custom import make_spec
 
-    spec = make_spec(DATASET_NAME, folder / "scores.csv", root=folder, native_range=(1.0, 5.0))
+    spec = make_spec(DATASET_NAME, folder / "scores.csv", root=folder, native_range=(1.0, 5.0), lower_better=False)
     spec = dataclasses.replace(spec, reference_disjoint=True)
     ref_of = {row["name"]: row["ref"] for row in rows}
     records = [dataclasses.replace(r, ref_id=ref_of[r.name]) for r in spec.parse(folder)]

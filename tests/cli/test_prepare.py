@@ -566,6 +566,22 @@ def test_a_score_direction_against_the_column_or_score_type_is_refused(tmp_path,
         assert not bool(cache.attrs["lower_better"]) and np.allclose(cache.scores, [item.score for item in MIXED])
 
 
+def test_a_score_column_that_does_not_say_its_direction_is_read_as_a_mos_with_a_warning(tmp_path, _isolated_home):
+    """`name,score` is read as higher-is-better without a word: a DMOS exported under a plain name trained every
+    model on it upside down, and its own test figures still looked right."""
+    root = tmp_path / "photos"
+    make_folder(root)  # name,score,std
+    warned = "'score' does not say which way it runs: read as higher-is-better (a MOS); pass --lower-better"
+    result = iqa("custom", "--root", root, "--name", "plain", "-j", "1")
+    assert result.exit_code == 0 and warned in " ".join(result.output.split()), result.output
+    for flags in (["--higher-better"], ["--lower-better"], ["--score-type", "MOS"]):
+        said = iqa("custom", "--root", root, "--name", "said", *flags, "-j", "1")
+        assert said.exit_code == 0 and "which way it runs" not in said.output, (flags, said.output)
+    make_folder(root, header=False)
+    result = iqa("custom", "--root", root, "--name", "bare", "-j", "1")
+    assert "the score column does not say which way it runs" in " ".join(result.output.split()), result.output
+
+
 def test_a_header_without_a_score_column_is_refused_not_read_by_position(tmp_path, _isolated_home):
     """`image,width,mos_raw`: the unrecognised score name made the columns positional, and the widths
     were stored as the scores."""

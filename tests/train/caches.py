@@ -29,7 +29,7 @@ def write_folder(root: Path, n: int = 32, seed: int = 0) -> Path:
 
 
 def make_cache(
-    name: str, folder: Path, out: Path, *, n: int = 32, seed: int = 0, splits: int = 2, lower_better: bool | None = None
+    name: str, folder: Path, out: Path, *, n: int = 32, seed: int = 0, splits: int = 2, lower_better: bool = False
 ) -> Path:
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.cache_write import CacheOptions

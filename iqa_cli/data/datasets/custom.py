@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_ro
 from iqa_cli.data.records import LEVEL_SCORES, DatasetSpec, Record
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.textlist import comma_list
+
+log = logging.getLogger(__name__)
 
 NAME_COLUMNS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
 SCORE_COLUMNS = ("score", "mos", "dmos", "quality", "label", "rating", "mos_zscore")
@@ -302,6 +305,13 @@ def check_direction(
                 "better) or --higher-better (some datasets' 'dmos' rises with quality, as KADID-10k's does)",
                 path=where,
             )
+    if lower_better is None and not any(label in _HIGHER_BETTER for _, label, _ in named):
+        # Read as a MOS by default; a DMOS exported under a plain name would train quality upside down.
+        shown = f"the score column {place.score_header!r}" if place.score_header else "the score column"
+        log.warning(
+            f"{csv_path}: {shown} does not say which way it runs: read as higher-is-better (a MOS); pass "
+            "--lower-better if lower scores are better (a DMOS), or --higher-better to say so"
+        )
     resolved = bool(lower_better)
     return (score_type.strip() if score_type and score_type.strip() else ("DMOS" if resolved else "MOS")), resolved
 
