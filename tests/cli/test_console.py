@@ -40,7 +40,18 @@ def test_quiet_and_verbose_set_what_the_core_prints(tmp_path):
     csv_path = make_folder(root)
 
     def prepare(*flags: str, name: str) -> str:
-        args = [*flags, "prepare", "custom", "--root", str(root), "--csv", str(csv_path), "--name", name]
+        args = [
+            *flags,
+            "prepare",
+            "custom",
+            "--root",
+            str(root),
+            "--csv",
+            str(csv_path),
+            "--name",
+            name,
+            "--higher-better",
+        ]
         result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / f"{name}.h5"), "--size", "32x24", "-j", "1"])
         assert result.exit_code == 0, result.output
         return result.stderr
