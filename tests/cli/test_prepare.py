@@ -574,6 +574,10 @@ def test_a_score_column_that_does_not_say_its_direction_is_read_as_a_mos_with_a_
     warned = "'score' does not say which way it runs: read as higher-is-better (a MOS); pass --lower-better"
     result = iqa("custom", "--root", root, "--name", "plain", "-j", "1")
     assert result.exit_code == 0 and warned in " ".join(result.output.split()), result.output
+    # The range, when not declared, is the observed one: said too (the 1-5 labels are mapped from it).
+    assert "note: no --range: the observed scores" in " ".join(result.output.split())
+    ranged = iqa("custom", "--root", root, "--name", "ranged", "--range", "0,100", "--higher-better", "-j", "1")
+    assert ranged.exit_code == 0 and "no --range" not in ranged.output, ranged.output
     for flags in (["--higher-better"], ["--lower-better"], ["--score-type", "MOS"]):
         said = iqa("custom", "--root", root, "--name", "said", *flags, "-j", "1")
         assert said.exit_code == 0 and "which way it runs" not in said.output, (flags, said.output)

@@ -342,6 +342,10 @@ def make_spec(
     score_type, lower_better = check_direction(score_type, lower_better, place, csv_path)
     if native_range is None:
         native_range = (min(row.score for row in rows), max(row.score for row in rows))
+        log.info(
+            f"note: no --range: the observed scores {native_range[0]:g}..{native_range[1]:g} are recorded as the "
+            "scale's range, which the 1-5 training labels are mapped from; give --range LO,HI for the scale's bounds"
+        )
     low, high = (float(v) for v in native_range)
     if not (math.isfinite(low) and math.isfinite(high)) or low > high or (given and low == high):
         raise ConfigError(f"--range: score range {low:g},{high:g} is empty (expected LO,HI with LO < HI)")
