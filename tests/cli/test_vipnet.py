@@ -383,27 +383,33 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
     assert "it trained with canvas [96, 128] on this dataset, now [72, 96]; start a new run" in line
 
 
+def _dpm_made_from(images: list[Path], tmp_path: Path) -> Path:
+    """A tiny DPM trained on one distortion type of copies of `images` as references (its split seed differs
+    from the quality caches' seed 0, so their test parts are not the DPM's test references by chance); its
+    kept model."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for image in images:
+        shutil.copy(image, refs / image.name)
+    distorted = tmp_path / "distorted.h5"
+    made = invoke(
+        "prepare", "distorted", "--refs", str(refs), "--out", str(distorted), "--types", "1", "--levels", "4-5",
+        "--size", "96x64", "--workers", "1", "--test-fraction", "0.25", "--split-seed", "7",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    dpm = invoke("train", "vipnet-dpm", *CPU, "--data", str(distorted), "--epochs", "1", "--out", str(tmp_path / "d"))
+    assert dpm.exit_code == 0, dpm.output
+    return tmp_path / "d" / "split-random_0" / "best.safetensors"
+
+
 def test_a_dpm_pretrained_on_test_images_is_no_start_for_an_unseen_test(tmp_path, monkeypatch):
     """A DPM made from a folder holding the quality dataset's photos has seen their content: VIPNet trained on
     it scored those photos as unseen test images, and `--cross` onto them as a cross-dataset result."""
     monkeypatch.setenv("IQA_HOME", str(tmp_path / "home"))
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5", splits=1)
     make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=24, seed=5, splits=1)
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for image in sorted((tmp_path / "mini").glob("*.png")):  # every photo of mini, as "pristine" references
-        shutil.copy(image, refs / image.name)
-    kadis = tmp_path / "kadis.h5"
-    made = invoke(
-        "prepare", "distorted", "--refs", str(refs), "--out", str(kadis), "--types", "1", "--levels", "4-5",
-        "--size", "96x64", "--workers", "1", "--test-fraction", "0.25", "--split-seed", "7",
-    )  # fmt: skip
-    assert made.exit_code == 0, made.output
-    dpm_run = tmp_path / "dpm"
-    with one_thread():
-        dpm = invoke("train", "vipnet-dpm", *CPU, "--data", str(kadis), "--epochs", "1", "--out", str(dpm_run))
-        assert dpm.exit_code == 0, dpm.output
-        dpm_weights = dpm_run / "split-random_0" / "best.safetensors"
+    with one_thread():  # every photo of mini, as "pristine" references
+        dpm_weights = _dpm_made_from(sorted((tmp_path / "mini").glob("*.png")), tmp_path)
         line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--dpm", str(dpm_weights),
                                      "--epochs", "1", "--out", str(tmp_path / "refused")))  # fmt: skip
         assert "split 'random_0': " in line and "test images are byte-identical copies of images the DPM" in line
@@ -443,22 +449,8 @@ def test_a_dpm_made_from_a_datasets_references_is_no_start_on_that_dataset(tmp_p
     monkeypatch.setenv("IQA_HOME", str(tmp_path / "home"))
     kadid = _kadid_layout(tmp_path / "kadid10k")
     assert invoke("prepare", "kadid10k", "--root", str(kadid), "-j", "1").exit_code == 0
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for reference in sorted((kadid / "images").glob("I??.png")):
-        shutil.copy(reference, refs / reference.name)
-    distorted = tmp_path / "kadis.h5"
-    made = invoke(
-        "prepare", "distorted", "--refs", str(refs), "--out", str(distorted), "--types", "1", "--levels", "4-5",
-        "--size", "96x64", "--workers", "1", "--test-fraction", "0.25", "--split-seed", "7",
-    )  # fmt: skip
-    assert made.exit_code == 0, made.output
     with one_thread():
-        dpm = invoke(
-            "train", "vipnet-dpm", *CPU, "--data", str(distorted), "--epochs", "1", "--out", str(tmp_path / "d")
-        )
-        assert dpm.exit_code == 0, dpm.output
-        weights = tmp_path / "d" / "split-random_0" / "best.safetensors"
+        weights = _dpm_made_from(sorted((kadid / "images").glob("I??.png")), tmp_path)
         line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "kadid10k", "--dpm", str(weights),
                                      "--epochs", "1", "--out", str(tmp_path / "refused")))  # fmt: skip
     assert "test images are byte-identical copies of images the DPM" in line and "or distortions of them" in line
