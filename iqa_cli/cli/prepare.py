@@ -412,7 +412,13 @@ def inspect_cache(
         zscore = info["mos_zscore"]
         lines.append(("MOS_zscore", f"min {zscore['min']:.4g}, max {zscore['max']:.4g} (VIPNet's KonIQ label)"))
     if info["references"]:
-        lines.append(("references", str(info["references"])))
+        files = info.get("reference_files")
+        known = (
+            " (their files unknown: prepared before iqa recorded them)"
+            if files is None
+            else f" ({files} with their file's digest)"
+        )
+        lines.append(("references", f"{info['references']}{known}"))
     if info["training_images"]:
         lines.append(
             (

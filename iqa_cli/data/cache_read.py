@@ -478,6 +478,10 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         # KonIQ's z-score MOS beside its 1-5 MOS (VIPNet's label); None: the cache keeps none
         "mos_zscore": _value_range(cache.mos_zscore),
         "references": int(len(np.unique(refs))),
+        # How many of those have their file's digest (a DPM made from them is then told); None: none kept
+        "reference_files": None
+        if cache.reference_digests is None
+        else int((cache.reference_digests[np.unique(refs)] != 0).sum()),
         "training_images": int((cache.flags & TRAINING_IMAGE).astype(bool).sum()),
         "training_image_names": [cache.names[i] for i in np.flatnonzero(cache.flags & TRAINING_IMAGE)],
         "resize": cache.attrs.get("resize"),

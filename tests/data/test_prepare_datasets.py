@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iqa_cli.data.cache_read import open_cache
+from iqa_cli.data.cache_read import describe_cache, open_cache
 from iqa_cli.data.cache_write import CacheOptions, build_cache
 from iqa_cli.data.datasets import get_dataset
 from iqa_cli.data.resize import parse_policy
@@ -74,11 +74,13 @@ def test_a_full_reference_cache_keeps_its_reference_files_digests(dataset, tmp_p
     out = tmp_path / f"{dataset}.h5"
     build_cache(get_dataset(dataset), expected.root, out, CacheOptions(resize="none", workers=1, splits=0))
     with open_cache(out) as cache:
+        described = describe_cache(cache)  # what `iqa prepare inspect` shows
         if dataset not in REFERENCE_FILES:
-            assert cache.reference_digests is None
+            assert cache.reference_digests is None and described["reference_files"] is None
             return
         files = REFERENCE_FILES[dataset](expected.dataset_root)
         assert cache.reference_digests is not None and (cache.reference_digests != 0).all()
+        assert described["reference_files"] == described["references"] == len(files)
         assert sorted(cache.reference_digests.tolist()) == sorted(file_digest(f) for f in files)
         if dataset in ("kadid10k", "tid2013"):  # each image's reference is the file its name says
             by_stem = {f.stem.lower(): file_digest(f) for f in files}
