@@ -190,14 +190,24 @@ def seen_files(dataset: DatasetLike, *parts: np.ndarray) -> np.ndarray | None:
     digests = getattr(dataset, "file_digests", None)
     if digests is not None:
         return np.unique(np.asarray(digests, dtype=np.uint64)[indices])
-    references = getattr(dataset, "reference_digests", None)
-    ref_ids = getattr(dataset, "ref_ids", None)
-    if references is None or ref_ids is None:
-        return None
-    made_from = np.asarray(references, dtype=np.uint64)[np.asarray(ref_ids, dtype=np.int64)[indices]]
-    if (made_from == 0).any():  # a reference whose file was not read: what the model saw is not all known
+    made_from = reference_files_of(dataset, indices)
+    if made_from is None or (made_from == 0).any():  # a reference not read: what the model saw is not all known
         return None
     return np.unique(made_from)
+
+
+def reference_files_of(dataset: DatasetLike, indices: np.ndarray) -> np.ndarray | None:
+    """Per image at `indices`, the digest of the reference file it was made from (0: none, or not read);
+    None for a cache that keeps no reference digests."""
+    references, ref_ids = getattr(dataset, "reference_digests", None), getattr(dataset, "ref_ids", None)
+    if references is None or ref_ids is None:
+        return None
+    references = np.asarray(references, dtype=np.uint64)
+    ids = np.asarray(ref_ids, dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
+    known = (ids >= 0) & (ids < references.size)
+    out = np.zeros(ids.size, dtype=np.uint64)
+    out[known] = references[ids[known]]
+    return out
 
 
 def pack_seen_files(seen: np.ndarray) -> str:
@@ -236,13 +246,9 @@ def copies_of_seen(dataset: DatasetLike, seen: np.ndarray | None, indices: np.nd
     digests = getattr(dataset, "file_digests", None)
     if digests is not None:
         hit |= np.isin(np.asarray(digests, dtype=np.uint64)[indices], seen)
-    references, ref_ids = getattr(dataset, "reference_digests", None), getattr(dataset, "ref_ids", None)
-    if references is not None and ref_ids is not None:
-        references = np.asarray(references, dtype=np.uint64)
-        ids = np.asarray(ref_ids, dtype=np.int64)[indices]
-        known = (ids >= 0) & (ids < references.size)
-        made_from = references[ids[known]]
-        hit[known] |= (made_from != 0) & np.isin(made_from, seen)
+    made_from = reference_files_of(dataset, indices)
+    if made_from is not None:
+        hit |= (made_from != 0) & np.isin(made_from, seen)
     return indices[hit]
 
 

@@ -651,7 +651,7 @@ def _check_direction(
     trained with `--label-scale native` on a DMOS set, scored against MOS)."""
     if not recipe.needs_quality_scores:
         return
-    _, label_map = recipe.labels(dataset, recipe.dataset_params(spec.params, dataset), str(cache_path))
+    label_map = recipe.directed_label_map(dataset, recipe.dataset_params(spec.params, dataset), str(cache_path))
     problem = direction_problem(
         recorded_labels(spec.meta), label_map, spec.source, name, advice="score a model trained"
     )

@@ -14,6 +14,7 @@ always better.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -117,8 +118,6 @@ class LabelMap:
 
 def recorded_labels(meta: Mapping[str, Any]) -> LabelMap | None:
     """The label mapping a checkpoint's metadata records (a dict, or its JSON text); None when it records none."""
-    import json
-
     raw = meta.get("labels")
     if not raw:
         return None

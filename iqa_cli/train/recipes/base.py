@@ -235,10 +235,14 @@ class Recipe(ABC, Generic[P]):
         depend on what the cache holds (VIPNet: KonIQ's `mos_zscore` column) overrides this."""
         return self.label_map(dataset.attrs, params)
 
+    def directed_label_map(self, dataset: DatasetLike, params: P, source: str) -> LabelMap:
+        """`dataset_label_map` with the direction of the values it gives on this cache (`LabelMap.lower_better`)."""
+        return directed(self.dataset_label_map(dataset, params, source), dataset.attrs)
+
     def labels(self, dataset: DatasetLike, params: P, source: str) -> tuple[np.ndarray, LabelMap]:
         """Training targets, one per image, and the mapping from native scores (written to checkpoints)."""
         check_quality_scores(dataset.attrs, source)
-        label_map = directed(self.dataset_label_map(dataset, params, source), dataset.attrs)
+        label_map = self.directed_label_map(dataset, params, source)
         return label_map.to_train(label_map.source_scores(dataset, source)), label_map
 
     def train_targets(self, dataset: DatasetLike, labels: np.ndarray, params: P) -> np.ndarray:
