@@ -423,11 +423,7 @@ def _run_jobs(
                     "train again"
                 )
             if stored_as is not None:
-                log.warning(
-                    f"{known.source} trained on {name} stored at resize {stored_as[0]}, and this cache stores it at "
-                    f"resize {stored_as[1]}: these figures are not those of its training-time tests; evaluate on a "
-                    "cache prepared as it trained (the same --size or --short-side)"
-                )
+                log.warning(_stored_differently_text(known, name, *stored_as))
             changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
             if changed:
                 log.warning(
@@ -795,13 +791,37 @@ def _seen_files_known(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike) -
 
 def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> tuple[str, str] | None:
     """(trained, now) resize policies when the model is scored on its own dataset from a cache that stores its
-    images otherwise than the one it trained on (prepared again with another --size); None when they agree,
-    or when the checkpoint does not say (imported releases, checkpoints older than the record)."""
+    images otherwise than the one it trained on (prepared again with another --size), or, for an authors'
+    release, otherwise than their prep made its inputs; None when they agree, or when the checkpoint does
+    not say (checkpoints older than the record, releases imported before it)."""
     trained = loaded.meta.get("resize")
     if not trained or not _trained_on_this(loaded, dataset, name):
         return None
     now = str(dataset.attrs.get("resize", ""))
     return (str(trained), now) if now != str(trained) else None
+
+
+def _stored_differently_text(loaded: LoadedModel | TrainedSpec, name: str, trained: str, now: str) -> str:
+    option = _prepare_option(trained)
+    if "source_sha256" in loaded.meta:  # an authors' file (`iqa weights import`): their prep made its inputs
+        made = "from the original files" if trained == "none" else f"from images stored at resize {trained}"
+        return (
+            f"{loaded.source} is its authors' model, trained and tested on views they resized {made} of {name}; "
+            f"this cache stores them at resize {now}, so its views are other pixels and these figures are not "
+            f"the authors'; prepare {name} with {option} for theirs"
+        )
+    return (
+        f"{loaded.source} trained on {name} stored at resize {trained}, and this cache stores it at resize {now}: "
+        f"these figures are not those of its training-time tests; evaluate on a cache prepared as it trained "
+        f"({option})"
+    )
+
+
+def _prepare_option(policy: str) -> str:
+    """The `iqa prepare` option that stores images at `policy` ('none', 'WxH', 'short:S')."""
+    if policy.startswith("short:"):
+        return f"--short-side {policy.split(':', 1)[1]}"
+    return f"--size {policy}"
 
 
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:

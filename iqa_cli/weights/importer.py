@@ -91,7 +91,8 @@ def _check_registry_method(name: str, method: str) -> None:
 def authors_split_meta(name: str) -> dict[str, str]:
     """For a known released model: the dataset and split it was trained on, as `iqa eval` reads them
     from our checkpoints, so it tests on the authors' test part by default (not on images they trained on),
-    and the test-time parameters the authors' test script used for it."""
+    the test-time parameters the authors' test script used for it, and the cache size policy whose views
+    are the authors' pixels."""
     import json
 
     from iqa_cli.data.datasets import get_dataset
@@ -108,6 +109,8 @@ def authors_split_meta(name: str) -> dict[str, str]:
         meta["selected_on"] = known.selected_on
     if known.test_params:
         meta["params"] = json.dumps(known.test_params, sort_keys=True)
+    if known.trained_resize:  # so `iqa eval` says when a cache's views are not the authors' pixels
+        meta["resize"] = known.trained_resize
     return meta
 
 

@@ -57,6 +57,10 @@ class KnownWeights:
     # What chose the released epoch, as `--select-on` names it: "test" where the authors' training script
     # kept the epoch that scored best on the test part (their published scripts all do); None: not known.
     selected_on: str | None = None
+    # The resize policy (as `iqa prepare --size` names it) of a cache whose views are the pixels the authors
+    # trained and tested it on: "none" where their prep script resized the original files straight to the
+    # network's view sizes (the esnthere scripts, `cv2.resize(..., INTER_CUBIC)`); None: not known.
+    trained_resize: str | None = None
 
     @property
     def downloadable(self) -> bool:
@@ -150,7 +154,19 @@ def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
         note=str(raw.get("note") or ""),
         test_params=dict(raw["test_params"]) if isinstance(raw.get("test_params"), dict) else None,
         selected_on=_selected_on(raw.get("selected_on"), where),
+        trained_resize=_trained_resize(raw.get("trained_resize"), where),
     )
+
+
+def _trained_resize(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    from iqa_cli.data.resize import parse_policy
+
+    try:
+        return str(parse_policy(str(value)))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: trained_resize: {exc}") from None
 
 
 def _selected_on(value: Any, where: str) -> str | None:

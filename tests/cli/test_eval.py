@@ -417,10 +417,14 @@ def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
     from iqa_cli.data.authors_splits import protocol_split
     from iqa_cli.models import create
 
-    cache = make_cache("mini_livew", tmp_path / "livew", data_dir() / "livew.h5", n=30)
-    with h5py.File(cache, "r+") as handle:  # as `iqa prepare livew` names it (`custom` refuses built-in names)
-        handle.attrs["dataset"] = "livew"
-        handle.create_dataset("flags", data=np.array([1] * 7 + [0] * 23, dtype=np.uint8))  # the 7 training images
+    def livew_cache(resize: str | None = None) -> Path:
+        cache = make_cache("mini_livew", tmp_path / "livew", data_dir() / "livew.h5", n=30, resize=resize)
+        with h5py.File(cache, "r+") as handle:  # as `iqa prepare livew` names it (`custom` refuses built-in names)
+            handle.attrs["dataset"] = "livew"
+            handle.create_dataset("flags", data=np.array([1] * 7 + [0] * 23, dtype=np.uint8))  # its 7 training images
+        return cache
+
+    livew_cache()
     torch.manual_seed(0)
     authors = {f"module.{k}": v for k, v in create("vtiqa").state_dict().items()}  # DataParallel names
     torch.save(authors, tmp_path / "VTIQA_livew.pt")
@@ -438,6 +442,21 @@ def test_imported_release_is_tested_on_the_authors_test_part(tmp_path):
     assert row["selected_on"] == "test" and "optimistic" in report["selection"]
     again = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--split", "0", "--json")
     assert again.exit_code == 65 and "was trained on (split shuffle_4): that is no test result" in again.output
+    assert "authors' model" not in result.output  # the cache keeps the original files, as their prep read them
+
+    # The authors resized the original files straight to the views: a cache stored smaller gave other pixels,
+    # and the figures came out as the release's own test result without a word.
+    livew_cache(resize="40x40")
+    smaller = evaluate("--data", "livew", "--weights", "vtiqa_livew", "--json")
+    assert smaller.exit_code == 0, smaller.output
+    (row,) = json.loads(smaller.stdout)["results"]
+    assert (row["trained_resize"], row["resize"]) == ("none", "40x40")
+    said = " ".join(smaller.stderr.split())
+    assert (
+        "vtiqa_livew is its authors' model, trained and tested on views they resized from the original files of "
+        "livew; this cache stores them at resize 40x40" in said
+    )
+    assert "prepare livew with --size none for theirs" in said
 
 
 def test_by_type_reports_each_distortion_type(trained, tmp_path):

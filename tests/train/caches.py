@@ -29,7 +29,15 @@ def write_folder(root: Path, n: int = 32, seed: int = 0) -> Path:
 
 
 def make_cache(
-    name: str, folder: Path, out: Path, *, n: int = 32, seed: int = 0, splits: int = 2, lower_better: bool = False
+    name: str,
+    folder: Path,
+    out: Path,
+    *,
+    n: int = 32,
+    seed: int = 0,
+    splits: int = 2,
+    lower_better: bool = False,
+    resize: str | None = None,
 ) -> Path:
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.cache_write import CacheOptions
@@ -37,7 +45,7 @@ def make_cache(
 
     write_folder(folder, n, seed)
     spec = make_spec(name, folder / "scores.csv", root=folder, native_range=(1.0, 5.0), lower_better=lower_better)
-    build_cache(spec, folder, out, CacheOptions(workers=1, splits=splits, test_fraction=0.25))
+    build_cache(spec, folder, out, CacheOptions(workers=1, splits=splits, test_fraction=0.25, resize=resize))
     return out
 
 

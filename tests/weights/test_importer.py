@@ -251,3 +251,6 @@ def test_aliqa_releases_carry_their_authors_test_part_and_inputs():
         assert params == ({"global_source": 224} if rt in ("rt05", "rt80") else {})
     assert authors_split_meta("vtiqa_org_koniq10k_fusion")["split"] == "authors_prep"
     assert authors_split_meta("vtiqa_livew")["split"] == "shuffle_4"
+    # The esnthere prep scripts resized the original files straight to the views (cv2.resize, INTER_CUBIC).
+    for name in ("vtiqa_cid2013", "ieit_spaq", "aliqa_koniq10k_rt25", "vtiqa_org_koniq10k_fusion"):
+        assert authors_split_meta(name)["resize"] == "none"
