@@ -152,6 +152,28 @@ def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | 
     )
 
 
+def left_out_images(dataset: DatasetLike) -> int:
+    """How many images of its dataset's list the cache left out (`iqa prepare --skip-bad`)."""
+    try:
+        return max(0, int(dataset.attrs.get("skipped") or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def left_out_note(dataset: DatasetLike, name: str) -> str | None:
+    """A warning when the cache left images out: its figures are then on a part of the dataset only, which
+    nothing else in a result says (a KonIQ-10k figure on 10,000 of its 10,073 images reads as the usual one)."""
+    skipped = left_out_images(dataset)
+    if not skipped:
+        return None
+    kept = len(dataset)
+    return (
+        f"{name} left out {skipped} of its {kept + skipped} images (prepared with --skip-bad; "
+        f"`iqa prepare inspect {name}` lists them): these figures come from its other {kept} images only, "
+        "not from the whole dataset"
+    )
+
+
 def images_digest(dataset: DatasetLike) -> str:
     """SHA-256 (first 16 hex digits) of every image's name and score: the same for a copy of a cache
     prepared again under another name or with other splits, and different for another dataset whose

@@ -39,6 +39,8 @@ from iqa_cli.train.data import (
     copies_of_seen,
     dataset_name,
     images_digest,
+    left_out_images,
+    left_out_note,
     open_dataset,
     read_seen_files,
     resolve_split_names,
@@ -407,6 +409,9 @@ def _run_jobs(
             upscaled = upscaled_views_note(raw, recipe.view_bound(params), recipe.name)
             if upscaled is not None:
                 log.warning(upscaled)
+            left_out = left_out_note(raw, name)
+            if left_out is not None:
+                log.warning(left_out)
         changed_since = changed_inputs(known.meta, identity)
         if (str(weights), name) not in inputs_told:
             inputs_told.add((str(weights), name))
@@ -500,6 +505,7 @@ def _run_jobs(
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
             **({"trained_resize": stored_as[0], "resize": stored_as[1]} if stored_as else {}),
+            **({"left_out_images": left_out_images(raw)} if left_out_images(raw) else {}),
             **({"changed_since_training": ",".join(changed_since)} if changed_since else {}),
         }
         results.append(row)

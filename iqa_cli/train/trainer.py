@@ -42,6 +42,7 @@ from iqa_cli.train.data import (
     dataset_name,
     images_digest,
     is_whole_split,
+    left_out_note,
     make_parts,
     open_dataset,
     pack_seen_files,
@@ -726,6 +727,9 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     upscaled = upscaled_views_note(dataset, recipe.view_bound(params), recipe.name)
     if upscaled is not None and dist.is_main:
         log.warning(upscaled)
+    left_out = left_out_note(dataset, name)
+    if left_out is not None and dist.is_main:
+        log.warning(left_out)
     meta = {
         "method": recipe.name,
         "variant": getattr(params, "variant", ""),

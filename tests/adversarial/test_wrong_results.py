@@ -370,3 +370,28 @@ def test_an_endless_k_means_stand_in_is_refused(cache, tmp_path):
     """AL-IQA's `--distill-repeats 99999999999` ran k-means repeat after repeat, without an end."""
     result = invoke("train", "aliqa", "--tiny", "--data", "mini", "--distill-repeats", "99999999999")
     assert "--distill-repeats: must be at most 256, got 99999999999" in error_line(result)
+
+
+def test_a_cache_that_left_images_out_says_so_in_training_and_evaluation(tmp_path):
+    """A cache prepared with --skip-bad holds part of its dataset; `iqa train` and `iqa eval` printed its
+    figures as the dataset's, without a word (a KonIQ-10k SRCC on 10,000 of its 10,073 images reads as
+    the usual one)."""
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+    from tests.train.caches import write_folder
+
+    folder = write_folder(tmp_path / "mini", n=35)
+    for name in ("img000.png", "img001.png", "img002.png"):
+        (folder / name).write_bytes(b"not an image")
+    spec = make_spec("mini", folder / "scores.csv", root=folder, native_range=(1.0, 5.0), lower_better=False)
+    options = CacheOptions(workers=1, splits=1, test_fraction=0.25, skip_bad=True)
+    build_cache(spec, folder, data_dir() / "mini.h5", options)
+    said = "mini left out 3 of its 35 images (prepared with --skip-bad; `iqa prepare inspect mini` lists them)"
+    trained = train("--data", "mini", "--epochs", "1", "--name", "part")
+    assert trained.exit_code == 0, trained.output
+    assert said in " ".join(trained.stderr.split())
+    result = invoke("eval", "vtiqa", "--data", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    assert said in " ".join(result.stderr.split())
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["left_out_images"] == 3
