@@ -280,8 +280,9 @@ def load(
 
 
 # `iqa prepare custom`'s own options (`make_spec`'s parameters): `csv` (default: the only .csv in the
-# root), `name`, `score_type`, `native_range` (LO, HI), `lower_better`, `columns` ("NAME,SCORE[,STD]").
-CUSTOM_OPTIONS = ("csv", "name", "score_type", "native_range", "lower_better", "columns")
+# root), `name`, `score_type`, `native_range` (LO, HI), `lower_better`, `columns` ("NAME,SCORE[,STD]"),
+# `references` (the header column naming each image's reference: reference-disjoint splits).
+CUSTOM_OPTIONS = ("csv", "name", "score_type", "native_range", "lower_better", "columns", "references")
 
 
 def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **options: Any) -> Any:

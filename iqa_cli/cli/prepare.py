@@ -237,6 +237,13 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             help="The header's columns to read: NAME,SCORE[,STD] (e.g. image_name,MOS_zscore,SD); needed when the "
             "header names several score columns or none.",
         ),
+        references: str = typer.Option(
+            None,
+            "--references",
+            help="The header column naming each image's reference (the photo it was distorted from, e.g. "
+            "ref_img): splits keep each reference's images on one side, and a value naming a file below --root "
+            "keeps its digest.",
+        ),
         score_type: str = typer.Option(
             None,
             "--score-type",
@@ -282,6 +289,7 @@ def _custom_command(spec: DatasetSpec) -> Callable[..., None]:
             native_range=_parse_range(score_range),
             lower_better=lower_better,
             columns=columns,
+            references=references,
         )
         options = _cache_options(locals())
         _build(

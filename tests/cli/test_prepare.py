@@ -636,3 +636,52 @@ def test_names_decomposed_on_disk_match_composed_names_in_the_csv(tmp_path, _iso
     csv_path.write_text(csv_path.read_text() + unicodedata.normalize("NFD", names[0]) + ",4\n", encoding="utf-8")
     result = iqa("custom", "--root", root, "--name", "again", "--splits", "0", "-j", "1")
     assert failed(result, "line 5", "again (first on line 2)"), result.output
+
+
+def _distorted_folder(root: Path, references: int = 6, levels: int = 4) -> Path:
+    """A KADID-10k-like custom set: references and their distortions below `root`, a CSV naming both."""
+    from tests.data.imagefolder import save, smooth_image
+
+    lines = ["dist_img,ref_img,quality,var"]
+    for r in range(references):
+        save(root / "refs" / f"I{r:02d}.png", smooth_image(40, 32, r))
+        for d in range(levels):
+            save(root / f"I{r:02d}_{d:02d}.png", smooth_image(40, 32, 100 + 10 * r + d))
+            lines.append(f"I{r:02d}_{d:02d}.png,refs/I{r:02d}.png,{1 + 0.9 * d + 0.05 * r:.2f},0.1")
+    csv_path = root / "scores.csv"
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return csv_path
+
+
+def test_a_reference_column_gives_reference_disjoint_splits_and_is_not_ignored_silently(tmp_path, _isolated_home):
+    """A custom set of synthetic distortions with a `ref_img` column was split over images: distortions of one
+    scene sat in the training and the test part, and the test figures read as unseen content."""
+    root = tmp_path / "distorted"
+    _distorted_folder(root)
+    warned = "column 'ref_img' looks like each image's reference, which iqa does not read unless told"
+    plain = iqa("custom", "--root", root, "--name", "plain", "--higher-better", "-j", "1")
+    assert plain.exit_code == 0 and " ".join(plain.output.split()).count(warned) == 1, plain.output
+    assert "--references ref_img" in " ".join(plain.output.split())
+    with open_cache(_isolated_home / "data" / "plain.h5") as cache:
+        parts = cache.split("random_0")
+        scene = [name.split("_")[0] for name in cache.names]
+        shared = {scene[i] for i in parts["train"]} & {scene[i] for i in parts["test"]}
+        assert shared  # what the image-level split did: the same scenes on both sides
+
+    told = iqa("custom", "--root", root, "--name", "byref", "--higher-better", "--references", "REF_IMG", "-j", "1")
+    assert told.exit_code == 0 and "looks like" not in told.output, told.output
+    with open_cache(_isolated_home / "data" / "byref.h5") as cache:
+        assert cache.attrs["reference_disjoint"] and len(set(cache.ref_ids.tolist())) == 6
+        for name in cache.split_names():
+            parts = cache.split(name)
+            assert not set(cache.ref_ids[parts["train"]]) & set(cache.ref_ids[parts["test"]]), name
+        assert cache.reference_digests is not None and (cache.reference_digests > 0).all()  # refs/ files found
+
+    assert failed(iqa("custom", "--root", root, "--name", "x", "--higher-better", "--references", "nope"),
+                  "--references: the header row has no column 'nope'")  # fmt: skip
+    assert failed(iqa("custom", "--root", root, "--name", "x", "--higher-better", "--references", "quality"),
+                  "--references: 'quality' is the image name, score or std column")  # fmt: skip
+    text = (root / "scores.csv").read_text().replace(",refs/I02.png,", ",,", 1)
+    (root / "scores.csv").write_text(text)
+    assert failed(iqa("custom", "--root", root, "--name", "x", "--higher-better", "--references", "ref_img"),
+                  "line 10 names no reference in column 'ref_img'")  # fmt: skip

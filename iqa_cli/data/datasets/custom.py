@@ -13,6 +13,12 @@ CLI's `--columns NAME,SCORE[,STD]`) names them instead. Image names are paths re
 dataset root ('/' or '\\' separators); they are matched case-insensitively when the exact spelling
 is not on disk. Blank lines and lines starting with '#' are ignored.
 
+A set of distortions of a few references (a `ref_img` column, as KADID-10k's) is split by reference when
+`references` names that column (`--references`): otherwise the splits are drawn over images and one
+scene's distortions sit on both sides, so a header column named like a reference that nothing reads
+gets a warning. A reference value that names a file below the root keeps that file's digest, so a
+model that saw the reference counts its distortions as seen.
+
 Scores are higher-better unless declared lower-better. A score column or `score_type` named MOS
 refuses lower-better, and one named DMOS needs the direction declared either way (`check_direction`):
 a scale read the wrong way round trains every model upside down, and nothing downstream could tell.
@@ -31,7 +37,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_root, fold, parse_number, to_score
@@ -64,6 +70,7 @@ class Columns:
     score: int = 1
     std: int | None = 2
     score_header: str | None = None
+    reference: int | None = None  # the column naming each image's reference (`references`), if any
 
 
 def _named_columns(header: list[str], columns: list[str], csv_path: Path) -> Columns:
@@ -131,9 +138,18 @@ def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
     return "/".join(parts)
 
 
-def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> tuple[list[Row], Columns]:
+def read_table(
+    csv_path: Path,
+    root: Path,
+    columns: list[str] | None = None,
+    references: str | None = None,
+    *,
+    warn: bool = False,
+) -> tuple[list[Row], Columns]:
     """The CSV's rows (a one-line DataError for a malformed file or value) and where their cells were read
-    from; `columns` names the header's columns (NAME,SCORE[,STD]) instead of finding them by their names."""
+    from; `columns` names the header's columns (NAME,SCORE[,STD]) instead of finding them by their names,
+    `references` the header column that names each image's reference. `warn`: say what the header holds
+    that nothing reads (once per dataset: `make_spec` reads the table before `parse` does)."""
     if columns is not None and len(columns) not in (2, 3):
         raise ConfigError(f"--columns: expected NAME,SCORE[,STD] (2 or 3 header names), got {','.join(columns)!r}")
     if not csv_path.is_file():
@@ -158,10 +174,17 @@ def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> 
     known = {c.lower() for c in first} & {*NAME_COLUMNS, *SCORE_COLUMNS, *STD_COLUMNS}
     header = not any(_is_number(c) for c in first) and (bool(known) or columns is not None)
     width, expected = 3, "name,score[,std]"
+    header = header or (references is not None and not any(_is_number(c) for c in first))
     if columns is not None and not header:
         raise DataError(f"--columns names header columns, but line {lines[0][0]} is no header row", path=csv_path)
+    if references is not None and not header:
+        raise DataError(f"--references names a header column, but line {lines[0][0]} is no header row", path=csv_path)
     if header:
         place = _named_columns(first, columns, csv_path) if columns is not None else _header_columns(first, csv_path)
+        if references is not None:
+            place = replace(place, reference=_reference_column(first, references, place, csv_path))
+        elif warn:
+            _warn_unread_reference_column(first, place, csv_path)
         width, expected = len(first), f"the header's {len(first)}"
         lines = lines[1:]
     name_col, score_col, std_col = place.name, place.score, place.std
@@ -192,7 +215,16 @@ def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> 
         std = math.nan
         if std_col is not None and std_col < len(row) and row[std_col]:
             std = to_score(row[std_col], source=csv_path, where=f"line {number}", what="std")
-        rows.append(Row(relative=name, score=score, std=std))
+        ref_key = reference = None
+        if place.reference is not None:
+            ref_key = row[place.reference] if place.reference < len(row) else ""
+            if not ref_key:
+                raise DataError(
+                    f"line {number} names no reference in column {first[place.reference]!r} (--references)",
+                    path=csv_path,
+                )
+            reference = _reference_file(ref_key)
+        rows.append(Row(relative=name, score=score, std=std, ref_key=ref_key, reference=reference))
     if not rows:
         raise DataError("lists no images below its header row", path=csv_path)
     if not header and all(_whole_number_pair(row) for _, row in lines):
@@ -203,6 +235,49 @@ def read_table(csv_path: Path, root: Path, columns: list[str] | None = None) -> 
             path=csv_path,
         )
     return rows, place
+
+
+# Header words that name an image's reference (KADID-10k's `ref_img`, a `reference` or `pristine` column):
+# a column so named that nothing reads is worth a word. Vaguer words (`source`, `original`) are left out:
+# CID2013's `Source_ID` is the image's own id.
+_REFERENCE_WORDS = ("ref", "refs", "reference", "references", "refimg", "refimage", "refname", "pristine")
+
+
+def _reference_column(header: list[str], wanted: str, place: Columns, csv_path: Path) -> int:
+    lower = [h.lower() for h in header]
+    if lower.count(wanted.lower()) != 1:
+        what = "no" if wanted.lower() not in lower else "more than one"
+        raise DataError(
+            f"--references: the header row has {what} column {wanted!r} (its columns: {', '.join(header)})",
+            path=csv_path,
+        )
+    index = lower.index(wanted.lower())
+    if index in (place.name, place.score, place.std):
+        raise ConfigError(f"--references: {wanted!r} is the image name, score or std column")
+    return index
+
+
+def _warn_unread_reference_column(header: list[str], place: Columns, csv_path: Path) -> None:
+    """Images of one reference on both sides of a split let a model be tested on scenes it trained on."""
+    for index, cell in enumerate(header):
+        if index in (place.name, place.score, place.std):
+            continue
+        words = set(re.split(r"[^a-z0-9]+", cell.lower())) | {cell.lower().replace("_", "")}
+        if words & set(_REFERENCE_WORDS):
+            log.warning(
+                f"{csv_path}: column {cell!r} looks like each image's reference, which iqa does not read unless "
+                f"told: splits are drawn over images, so distortions of one scene can sit on both sides; pass "
+                f"--references {cell} for splits that keep each reference on one side"
+            )
+            return
+
+
+def _reference_file(value: str) -> str | None:
+    """A reference value as a path below the root (its file's digest is kept when it is there), or None."""
+    if PureWindowsPath(value).is_absolute() or PurePosixPath(value).is_absolute():
+        return None
+    parts = [p for p in value.replace("\\", "/").split("/") if p not in ("", ".")]
+    return None if not parts or ".." in parts else "/".join(parts)
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -236,11 +311,16 @@ def default_csv(root: Path) -> Path:
 
 
 def parse(
-    root: Path, *, on_missing: OnMissing = None, csv_path: Path | None = None, columns: list[str] | None = None
+    root: Path,
+    *,
+    on_missing: OnMissing = None,
+    csv_path: Path | None = None,
+    columns: list[str] | None = None,
+    references: str | None = None,
 ) -> list[Record]:
     root = check_root(root)
     csv_path = Path(csv_path).expanduser() if csv_path is not None else default_csv(root)
-    rows, _ = read_table(csv_path, root, columns)
+    rows, _ = read_table(csv_path, root, columns, references)
     return build_records(rows, dataset_root=root, metadata=csv_path, on_missing=on_missing)
 
 
@@ -326,11 +406,14 @@ def make_spec(
     lower_better: bool | None = None,
     default_resize: str = "none",
     columns: str | Sequence[str] | None = None,
+    references: str | None = None,
 ) -> DatasetSpec:
     """The spec of one custom dataset. `csv_path` defaults to the only .csv at the top of `root`;
     `native_range` to the observed min and max score; `lower_better` (None: not declared) to
     higher-better where no DMOS name asks for a declaration; `score_type` to DMOS or MOS by the
-    direction. `columns` names the header's NAME,SCORE[,STD] (a list, or that text)."""
+    direction. `columns` names the header's NAME,SCORE[,STD] (a list, or that text); `references` the
+    header column naming each image's reference: the splits then keep each reference's images on one
+    side, and a value that names a file below `root` has its digest kept (`reference_digests`)."""
     name = check_name(name)
     root = check_root(root)
     csv_path = Path(csv_path).expanduser() if csv_path is not None else default_csv(root)
@@ -338,7 +421,10 @@ def make_spec(
         columns = comma_list(columns, "--columns")
     columns = list(columns) if columns is not None else None
     given = native_range is not None
-    rows, place = read_table(csv_path, root, columns)
+    if references is not None and not references.strip():
+        raise ConfigError("--references: expected a header column name, got an empty value")
+    references = references.strip() if references is not None else None
+    rows, place = read_table(csv_path, root, columns, references, warn=True)
     score_type, lower_better = check_direction(score_type, lower_better, place, csv_path)
     if native_range is None:
         native_range = (min(row.score for row in rows), max(row.score for row in rows))
@@ -353,11 +439,12 @@ def make_spec(
     return DatasetSpec(
         name=name,
         title=f"custom dataset '{name}' ({csv_path.name})",
-        parse=functools.partial(parse, csv_path=csv_path, columns=columns),
+        parse=functools.partial(parse, csv_path=csv_path, columns=columns, references=references),
         score_type=score_type,
         native_range=(low, high),
         lower_better=lower_better,
         default_resize=default_resize,
+        reference_disjoint=references is not None,
         expects=(csv_path.name,),
     )
 
