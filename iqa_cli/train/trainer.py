@@ -42,6 +42,7 @@ from iqa_cli.train.data import (
     dataset_name,
     images_digest,
     is_whole_split,
+    left_out_images,
     left_out_note,
     make_parts,
     open_dataset,
@@ -886,6 +887,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     if watched:
         report["watch"] = median_over_rounds(rows)
         report["watched"] = [w.name for w in watched]
+    if left_out_images(dataset):  # the figures come from part of the dataset (`--skip-bad`)
+        report["left_out_images"] = left_out_images(dataset)
     info["status"] = "complete"
     info["finished"] = now()
     info["median"] = report["median"]

@@ -387,9 +387,10 @@ def test_a_cache_that_left_images_out_says_so_in_training_and_evaluation(tmp_pat
     options = CacheOptions(workers=1, splits=1, test_fraction=0.25, skip_bad=True)
     build_cache(spec, folder, data_dir() / "mini.h5", options)
     said = "mini left out 3 of its 35 images (prepared with --skip-bad; `iqa prepare inspect mini` lists them)"
-    trained = train("--data", "mini", "--epochs", "1", "--name", "part")
+    trained = train("--data", "mini", "--epochs", "1", "--name", "part", "--json")
     assert trained.exit_code == 0, trained.output
     assert said in " ".join(trained.stderr.split())
+    assert json.loads(trained.stdout)["left_out_images"] == 3
     result = invoke("eval", "vtiqa", "--data", "mini", "--json")
     assert result.exit_code == 0, result.output
     assert said in " ".join(result.stderr.split())
