@@ -875,7 +875,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     rows = [results[s] for s in split_names]
     # Whole-dataset rounds test nothing (n = 0); every split that was tested must have measured something.
     problem = unmeasured_summary_problem([row for row in rows if row.get("n")], recipe.report_metrics[0])
-    report = {
+    report: dict[str, Any] = {
         "method": recipe.name,
         "dataset": name,
         "run": str(root),
