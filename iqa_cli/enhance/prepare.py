@@ -10,6 +10,7 @@ to the stored size of their original, so I and E stay pixel-aligned.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from iqa_cli.errors import DataError
 from iqa_cli.h5files import open_h5
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
+
+log = logging.getLogger(__name__)
 
 CHUNK = 32
 _MISSING_SHOWN = 3
@@ -52,7 +55,8 @@ class EnhanceSummary:
 class ExternalImages:
     """The user's enhanced images under `root`, found by the cache's relative names."""
 
-    def __init__(self, root: Path, names: list[str]) -> None:
+    def __init__(self, root: Path, names: list[str], originals: np.ndarray | None = None) -> None:
+        """`originals`: the cache's file digests (`file_digests`), to tell an original file given as its E."""
         if not root.is_dir():
             raise DataError("--enhanced-root is not a folder", path=root)
         self.root = root
@@ -67,6 +71,28 @@ class ExternalImages:
                 path=root,
             )
         self.files: list[Path] = [f for f in found if f is not None]
+        if originals is not None:
+            self._check_not_the_originals(names, np.asarray(originals, dtype=np.uint64))
+
+    def _check_not_the_originals(self, names: list[str], originals: np.ndarray) -> None:
+        """An enhanced image that is its original file byte for byte is no enhancement: all of them is a
+        slip (--enhanced-root given the dataset's own folder, where every name is found), and IEIT would
+        train and test with E = I without a word."""
+        from iqa_cli.data.decode import file_digest
+
+        same = [i for i, path in enumerate(self.files) if originals[i] and file_digest(path) == int(originals[i])]
+        if not same:
+            return
+        if len(same) == len(self.files):
+            raise DataError(
+                f"holds the cache's own image files (all {len(same)}, byte for byte, e.g. '{names[same[0]]}'), not "
+                "enhanced ones: IEIT would train and test with E = I; give the folder your enhancement tool wrote",
+                path=self.root,
+            )
+        log.warning(
+            f"{self.root}: {len(same)} of {len(self.files)} enhanced images are their original file byte for byte "
+            f"(first: '{names[same[0]]}'): E = I for those"
+        )
 
     def _find(self, name: str) -> Path | None:
         exact = self.root / name
@@ -140,7 +166,8 @@ def enhance_cache(
         n = len(cache)
         if n == 0:
             raise DataError("the cache holds no images", path=cache_path)
-        external = ExternalImages(Path(enhanced_root).expanduser(), cache.names) if enhanced_root else None
+        digests = getattr(cache, "file_digests", None)
+        external = ExternalImages(Path(enhanced_root).expanduser(), cache.names, digests) if enhanced_root else None
         operations = np.zeros(n, np.uint8)
         keep = np.ones(n, bool)
         conf_i, conf_e = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)

@@ -118,6 +118,22 @@ def test_external_enhanced_images_are_found_by_name_and_resized(cache, tmp_path)
         enhance_cache(cache, enhanced_root=theirs, selection=False, device="cpu")
 
 
+def test_the_datasets_own_folder_given_as_enhanced_images_is_refused(cache, tmp_path, caplog):
+    """`--enhanced-root` given the dataset's folder found every name there: E was I, byte for byte, and
+    IEIT trained and tested without enhancement, exit 0."""
+    originals = tmp_path / "mini"  # the folder `cache` was prepared from
+    with pytest.raises(DataError, match=r"holds the cache's own image files \(all 12, byte for byte"):
+        enhance_cache(cache, enhanced_root=originals, selection=False, device="cpu")
+    assert not store.enhanced_path(cache).exists()
+    theirs = tmp_path / "theirs"
+    write_folder(theirs, n=12, seed=5)  # other pixels under the same names ...
+    for name in ("img000.png", "img001.png"):  # ... but two left as they were
+        (theirs / name).write_bytes((originals / name).read_bytes())
+    with caplog.at_level("WARNING"):
+        enhance_cache(cache, enhanced_root=theirs, selection=False, device="cpu")
+    assert "2 of 12 enhanced images are their original file byte for byte (first: 'img000.png')" in caplog.text
+
+
 def test_enhanced_images_must_belong_to_their_cache(cache, tmp_path):
     with open_cache(cache) as opened, pytest.raises(DataError, match="iqa prepare enhance"):
         store.open_enhanced(opened, cache)
