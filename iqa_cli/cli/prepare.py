@@ -421,11 +421,12 @@ def inspect_cache(
         lines.append(("MOS_zscore", f"min {zscore['min']:.4g}, max {zscore['max']:.4g} (VIPNet's KonIQ label)"))
     if info["references"]:
         files = info.get("reference_files")
-        known = (
-            " (their files unknown: prepared before iqa recorded them)"
-            if files is None
-            else f" ({files} with their file's digest)"
-        )
+        if files is None:
+            known = " (their files unknown: prepared before iqa recorded them)"
+        elif files < info["references"]:
+            known = f" ({files} with their file's digest; the others' files were not found when it was prepared)"
+        else:
+            known = f" ({files} with their file's digest)"
         lines.append(("references", f"{info['references']}{known}"))
     if info["training_images"]:
         lines.append(

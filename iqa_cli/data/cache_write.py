@@ -326,15 +326,16 @@ def _check_records(
 
 
 def _reference_digests(records: Sequence[Record]) -> np.ndarray | None:
-    """Per reference id, the digest of its file (0: not on disk), for a full-reference dataset that ships its
-    references; None when no record names one. A network pretrained on one of those files (VIPNet's DPM)
-    has seen every distortion of it."""
+    """Per reference id, the digest of its file (0: not known, not on disk), for a dataset whose images have
+    references; None when none has one. A network pretrained on one of those files (VIPNet's DPM) has seen
+    every distortion of it. Kept even when no file was found, so a reader tells "not found" (zeros) from a
+    cache written before iqa kept them (no array)."""
+    if not any(record.ref_id >= 0 for record in records):
+        return None
     paths: dict[int, Path] = {}
     for record in records:
         if record.ref_id >= 0 and record.reference_path is not None:
             paths.setdefault(record.ref_id, record.reference_path)
-    if not paths:
-        return None
     digests = np.zeros(max(record.ref_id for record in records) + 1, dtype=np.uint64)
     for ref_id, path in paths.items():
         with contextlib.suppress(OSError):  # unreadable: its digest stays unknown

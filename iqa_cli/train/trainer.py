@@ -627,7 +627,30 @@ def _example(dataset: DatasetLike, indices: np.ndarray) -> str:
     return f" (e.g. {names[int(indices[0])]})" if names is not None else ""
 
 
-_TOLD_UNCHECKED: set[str] = set()  # caches warned about, once per process
+_TOLD_UNCHECKED: set[tuple[str, str]] = set()  # (cache, why) warned about, once per process
+
+
+def _unchecked_references(dataset: DatasetLike) -> str | None:
+    """Why some of the cache's references cannot be matched with files a start network saw, or None."""
+    ref_ids = getattr(dataset, "ref_ids", None)
+    if ref_ids is None:
+        return None
+    used = np.unique(np.asarray(ref_ids, dtype=np.int64))
+    used = used[used >= 0]
+    if not used.size:
+        return None
+    digests = getattr(dataset, "reference_digests", None)
+    if digests is None:
+        return "this cache was prepared before iqa recorded its reference files (prepare it again to have them checked)"
+    digests = np.asarray(digests, dtype=np.uint64)
+    known = used[used < digests.size]
+    unknown = int(used.size - known.size + (digests[known] == 0).sum())
+    if not unknown:
+        return None
+    return (
+        f"{unknown} of its {used.size} references have no file digest (their files were not found when it was "
+        "prepared, or its --references values name no file below --root)"
+    )
 
 
 def _check_pretraining_unseen(
@@ -638,17 +661,12 @@ def _check_pretraining_unseen(
     its references): its figures would read as unseen."""
     if pretrained is None:
         return
-    ref_ids = getattr(dataset, "ref_ids", None)
-    has_references = ref_ids is not None and bool((np.asarray(ref_ids) >= 0).any())
-    if (
-        has_references
-        and getattr(dataset, "reference_digests", None) is None
-        and str(cache_path) not in _TOLD_UNCHECKED
-    ):
-        _TOLD_UNCHECKED.add(str(cache_path))
+    unchecked = _unchecked_references(dataset)
+    if unchecked is not None and (str(cache_path), unchecked) not in _TOLD_UNCHECKED:
+        _TOLD_UNCHECKED.add((str(cache_path), unchecked))
         log.warning(
-            f"{cache_path}: this cache was prepared before iqa recorded its reference files, so distortions of images "
-            f"{pretrained[1]} was pretrained on cannot be found in it; prepare it again to have them checked"
+            f"{cache_path}: {unchecked}, so distortions of images {pretrained[1]} was pretrained on cannot be found "
+            "among them"
         )
     copies = copies_of_seen(dataset, pretrained[0], parts.test)
     if copies.size:

@@ -464,3 +464,16 @@ def test_a_dpm_made_from_a_datasets_references_is_no_start_on_that_dataset(tmp_p
                        "--out", str(tmp_path / "older"))  # fmt: skip
     assert older.exit_code == 0, older.output
     assert "prepared before iqa recorded its reference files" in older.output
+    # A download without its reference files: their digests are unknown, which is said too (it read "prepared
+    # before iqa recorded them" in `prepare inspect`, and training said nothing).
+    for reference in (kadid / "images").glob("I??.png"):
+        reference.unlink()
+    assert invoke("prepare", "kadid10k", "--root", str(kadid), "-j", "1").exit_code == 0
+    shown = invoke("prepare", "inspect", "kadid10k")
+    assert "(0 with their file's digest; the others' files were not found when it was prepared)" in shown.output
+    with one_thread():
+        missing = invoke("train", "vipnet", *CPU, "--data", "kadid10k", "--dpm", str(weights), "--epochs", "1",
+                         "--out", str(tmp_path / "missing"))  # fmt: skip
+    assert missing.exit_code == 0, missing.output
+    said = " ".join(missing.output.split())
+    assert "of its" in said and "references have no file digest (their files were not found" in said
