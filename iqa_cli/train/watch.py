@@ -11,6 +11,7 @@ Watched datasets never choose the kept model and never change training.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,13 +24,22 @@ from torch import nn
 
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.progress import Progress
-from iqa_cli.train.data import close_dataset, dataset_name, images_digest, open_dataset, whole_dataset_test
+from iqa_cli.train.data import (
+    close_dataset,
+    dataset_name,
+    images_digest,
+    left_out_note,
+    open_dataset,
+    whole_dataset_test,
+)
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.labels import LabelMap, direction_problem
 from iqa_cli.train.precision import Precision
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import read_log
 from iqa_cli.train.views import ViewStore, preload_budget
+
+log = logging.getLogger(__name__)
 
 WATCH_PREFIX = "watch:"  # log.jsonl `part` of a watched dataset's record
 OPTIMISTIC = (
@@ -81,6 +91,9 @@ class WatchedDataset:
         if opposite is not None:
             close_dataset(dataset)
             raise ConfigError(f"--watch {source}: {opposite}")
+        left_out = left_out_note(raw, dataset_name(raw, Path(path).stem))
+        if left_out is not None:
+            log.warning(f"--watch {source}: {left_out}")
         indices = whole_dataset_test(dataset, recipe.cross_skips_training_images)  # as `iqa eval --cross`
         store = ViewStore(
             dataset, recipe, params, device, indices, budget_bytes=preload_budget(preload_gb), progress=progress

@@ -396,3 +396,7 @@ def test_a_cache_that_left_images_out_says_so_in_training_and_evaluation(tmp_pat
     assert said in " ".join(result.stderr.split())
     (row,) = json.loads(result.stdout)["results"]
     assert row["left_out_images"] == 3
+    make_cache("whole", tmp_path / "whole", data_dir() / "whole.h5", n=32, seed=1)  # other images
+    watched = invoke("train", "vtiqa", *FAST, "--data", "whole", "--epochs", "1", "--watch", "mini")
+    assert watched.exit_code == 0, watched.output
+    assert "--watch mini: " + said in " ".join(watched.stderr.split())

@@ -172,9 +172,8 @@ def read_table(
     # (name/score/std spellings). Anything else is data, so `img1.png,good` is reported as a malformed
     # score instead of being dropped silently as a "header".
     known = {c.lower() for c in first} & {*NAME_COLUMNS, *SCORE_COLUMNS, *STD_COLUMNS}
-    header = not any(_is_number(c) for c in first) and (bool(known) or columns is not None)
+    header = not any(_is_number(c) for c in first) and (bool(known) or columns is not None or references is not None)
     width, expected = 3, "name,score[,std]"
-    header = header or (references is not None and not any(_is_number(c) for c in first))
     if columns is not None and not header:
         raise DataError(f"--columns names header columns, but line {lines[0][0]} is no header row", path=csv_path)
     if references is not None and not header:
