@@ -118,7 +118,7 @@ def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
 
 def resize_note(rows: Sequence[dict[str, Any]]) -> str | None:
     """The lines under an evaluation whose cache stores the images at another size than the model trained on,
-    or has other data beside it (IEIT's enhanced images) than it trained with."""
+    has other data beside it (IEIT's enhanced images) than it trained with, or left images out."""
     resized = sorted({(str(row["trained_resize"]), str(row["resize"])) for row in rows if row.get("resize")})
     lines = [
         f"note: the model trained on images stored at resize {trained}; this cache stores them at resize {now}, "
@@ -130,6 +130,14 @@ def resize_note(rows: Sequence[dict[str, Any]]) -> str | None:
         f"note: the model trained with other {what.replace('_', ' ').replace(',', ', ')} than the cache has now "
         "(changed_since_training in --json), so these are not the figures of its training-time tests"
         for what in changed
+    ]
+    left_out = sorted(
+        {(str(row["dataset"]), int(row["left_out_images"])) for row in rows if row.get("left_out_images")}
+    )
+    lines += [
+        f"note: the cache of {name} left out {count} of its images (--skip-bad; left_out_images in --json): these "
+        "figures come from the rest"
+        for name, count in left_out
     ]
     return "\n".join(lines) or None
 

@@ -889,7 +889,8 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     metric_names = list(dict.fromkeys(k for report in reports for k in report.median if k != "splits"))
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
                "weights", "own_dataset", "other_dataset", "includes_training_images", "test_copies_of_training",
-               "seen_copies_dropped", "trained_resize", "resize", "changed_since_training"]  # fmt: skip
+               "seen_copies_dropped", "trained_resize", "resize", "changed_since_training",
+               "left_out_images"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

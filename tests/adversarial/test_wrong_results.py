@@ -396,6 +396,10 @@ def test_a_cache_that_left_images_out_says_so_in_training_and_evaluation(tmp_pat
     assert said in " ".join(result.stderr.split())
     (row,) = json.loads(result.stdout)["results"]
     assert row["left_out_images"] == 3
+    table = invoke("eval", "vtiqa", "--data", "mini", "--csv", str(tmp_path / "m.csv"))
+    assert "note: the cache of mini left out 3 of its images" in " ".join(table.stdout.split())
+    header, first = (tmp_path / "m.csv").read_text().splitlines()[:2]
+    assert first.split(",")[header.split(",").index("left_out_images")] == "3"
     make_cache("whole", tmp_path / "whole", data_dir() / "whole.h5", n=32, seed=1)  # other images
     watched = invoke("train", "vtiqa", *FAST, "--data", "whole", "--epochs", "1", "--watch", "mini")
     assert watched.exit_code == 0, watched.output
