@@ -123,13 +123,15 @@ def _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home, mo
     reads_labels = iqa("predict", "ieit", folder / rows[0]["name"], "--weights", weights, "--lq-threshold", "2")
     assert reads_labels.exit_code == 2 and "--lq-threshold: no such option" in reads_labels.output
 
-    # E made again from another source (here: the originals themselves) changed the model's figures with
-    # no word; made again the same way, nothing is said.
+    # E made again from another source (here: another tool's images under the same names) changed the model's
+    # figures with no word; made again the same way, nothing is said.
     same = iqa("prepare", "enhance", "mini", "--classifier", classifier)
     assert same.exit_code == 0, same.output
     again = iqa("eval", "ieit", "--data", "mini", "--device", "cpu")
     assert again.exit_code == 0 and "enhanced images" not in again.output, again.output
-    other_source = iqa("prepare", "enhance", "mini", "--enhanced-root", folder, "--classifier", classifier)
+    # (The originals themselves are refused as E: `test_the_datasets_own_folder_given_as_enhanced_images_is_refused`.)
+    other_tool = write_folder(tmp_path / "other_tool", n=32, seed=7)
+    other_source = iqa("prepare", "enhance", "mini", "--enhanced-root", other_tool, "--classifier", classifier)
     assert other_source.exit_code == 0, other_source.output
     changed = iqa("eval", "ieit", "--data", "mini", "--device", "cpu", "--json")
     assert changed.exit_code == 0, changed.output
