@@ -138,11 +138,11 @@ def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | 
         resized = bool(stored) and parse_policy(stored) != parse_policy(default)
     except ConfigError:
         resized = False
-    full = spec.full_side if spec is not None else None
+    full = reduced_release(dataset)
     if resized:
         cause = f"is stored at size {stored} (its default: {default})"
-    elif full is not None and largest < full:
-        cause = f"holds a reduced release of its images (the full-size ones have {full} px)"
+    elif full is not None:
+        cause = f"holds a reduced release of its images (the full-size ones have {full[1]} px)"
     else:
         return None
     return (
@@ -150,6 +150,21 @@ def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | 
         "makes: the views are upscaled from the reduced images, where the method resizes the full-size ones; "
         f"prepare {name or 'it'} from its full-size images at its default size for the protocol's views"
     )
+
+
+def reduced_release(dataset: DatasetLike) -> tuple[int, int] | None:
+    """(largest side stored, the full-size images' largest side) when the cache was prepared from a smaller
+    official release of its dataset (KonIQ-10k's 512x384 folder) at a size policy that keeps what it reads;
+    None otherwise."""
+    from iqa_cli.data.datasets import get_dataset, is_dataset_name
+
+    sizes = np.asarray(dataset.sizes)
+    name = str(dataset.attrs.get("dataset", "") or "")
+    if sizes.ndim != 2 or not sizes.size or not name or not is_dataset_name(name):
+        return None
+    full = get_dataset(name).full_side
+    largest = int(np.median(sizes.max(axis=1)))
+    return (largest, full) if full is not None and largest < full else None
 
 
 def left_out_images(dataset: DatasetLike) -> int:

@@ -43,6 +43,7 @@ from iqa_cli.train.data import (
     left_out_note,
     open_dataset,
     read_seen_files,
+    reduced_release,
     resolve_split_names,
     split_digest,
     upscaled_views_note,
@@ -428,7 +429,7 @@ def _run_jobs(
                     "train again"
                 )
             if stored_as is not None:
-                log.warning(_stored_differently_text(known, name, *stored_as))
+                log.warning(_stored_differently_text(known, raw, name, *stored_as))
             changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
             if changed:
                 log.warning(
@@ -804,17 +805,24 @@ def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike,
     if not trained or not _trained_on_this(loaded, dataset, name):
         return None
     now = str(dataset.attrs.get("resize", ""))
+    reduced = reduced_release(dataset) if "source_sha256" in loaded.meta else None
+    if now == str(trained) and reduced is not None:  # an authors' release: they read the full-size files
+        now = f"{now}, from a {reduced[0]} px release"
     return (str(trained), now) if now != str(trained) else None
 
 
-def _stored_differently_text(loaded: LoadedModel | TrainedSpec, name: str, trained: str, now: str) -> str:
+def _stored_differently_text(
+    loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str, trained: str, now: str
+) -> str:
     option = _prepare_option(trained)
     if "source_sha256" in loaded.meta:  # an authors' file (`iqa weights import`): their prep made its inputs
         made = "from the original files" if trained == "none" else f"from images stored at resize {trained}"
+        reduced = reduced_release(dataset)
+        source = f"from its full-size files ({reduced[1]} px) with {option}" if reduced else f"with {option}"
         return (
             f"{loaded.source} is its authors' model, trained and tested on views they resized {made} of {name}; "
             f"this cache stores them at resize {now}, so its views are other pixels and these figures are not "
-            f"the authors'; prepare {name} with {option} for theirs"
+            f"the authors'; prepare {name} {source} for theirs"
         )
     return (
         f"{loaded.source} trained on {name} stored at resize {trained}, and this cache stores it at resize {now}: "

@@ -134,3 +134,30 @@ def test_release_with_unknown_test_part_is_refused(koniq_home):
     assert "was tested on koniq_rt25_index.mat, not koniq_rt10_index.mat" in line
     crossed = runner.invoke(app, [*args[:-2], "--cross", koniq_home["cache"], "--split-file", str(wrong)])
     assert "--split-file names a test part of --data; --cross scores every image" in one_error_line(crossed)
+
+
+def test_a_release_scored_on_a_reduced_release_of_its_dataset_says_so(koniq_home):
+    """The authors resized KonIQ-10k's 1024x768 files to their views; a cache of a smaller release (here the
+    fixture's tiny images, as KonIQ's 512x384 folder would be) stores them at `none` too, so the stored-size
+    check passed and the figures read as the release's own, with no word for IEIT and AL-IQA (whose 244 px
+    views are not upscaled, so the upscaling note stays silent)."""
+    from iqa_cli.weights.importer import authors_split_meta
+
+    tmp = koniq_home["tmp"]
+    name = "koniq_rt25_index.mat"
+    split_file = tmp / name
+    rng = np.random.RandomState(2)
+    ind_test = np.sort(rng.permutation(KONIQ_N)[:300])
+    savemat(
+        split_file, {"ind_train": np.setdiff1d(np.arange(KONIQ_N), ind_test)[None, :], "ind_test": ind_test[None, :]}
+    )
+    meta = {**authors_split_meta("aliqa_koniq10k_rt25"), "source_sha256": "0" * 64}  # as `iqa weights import` writes
+    weights = _tiny_release(tmp / "rt25.safetensors", meta)
+    args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(weights), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--split-file", str(split_file), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout[result.stdout.index("{") :])["results"]
+    assert (row["trained_resize"], row["resize"]) == ("none", "none, from a 16 px release")
+    said = " ".join(result.stderr.split())
+    assert "is its authors' model, trained and tested on views they resized from the original files of koniq" in said
+    assert "prepare koniq from its full-size files (1024 px) with --size none for theirs" in said
