@@ -506,7 +506,7 @@ def _run_jobs(
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
             **({"trained_resize": stored_as[0], "resize": stored_as[1]} if stored_as else {}),
-            **({"left_out_images": left_out_images(raw)} if left_out_images(raw) else {}),
+            **({"left_out_images": left_count} if (left_count := left_out_images(raw)) else {}),
             **({"changed_since_training": ",".join(changed_since)} if changed_since else {}),
         }
         results.append(row)
@@ -799,8 +799,9 @@ def _seen_files_known(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike) -
 def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> tuple[str, str] | None:
     """(trained, now) resize policies when the model is scored on its own dataset from a cache that stores its
     images otherwise than the one it trained on (prepared again with another --size), or, for an authors'
-    release, otherwise than their prep made its inputs; None when they agree, or when the checkpoint does
-    not say (checkpoints older than the record, releases imported before it)."""
+    release, otherwise than their prep read them (another size, or a smaller official release of the files);
+    None when they agree, or when the checkpoint does not say (checkpoints older than the record, releases
+    imported before it)."""
     trained = loaded.meta.get("resize")
     if not trained or not _trained_on_this(loaded, dataset, name):
         return None
