@@ -798,6 +798,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         progress=progress,
         training=(name, meta["images_digest"]),
         train_labels=label_map,
+        tell=dist.is_main,
     )
     with StopRequest.for_this_process() as stop, contextlib.ExitStack() as closing:
         for item in watched:

@@ -72,6 +72,7 @@ class WatchedDataset:
         progress: Progress,
         training: tuple[str, str] | None = None,
         train_labels: LabelMap | None = None,
+        tell: bool = True,
     ) -> WatchedDataset:
         raw, path = open_dataset(source)
         if training is not None:
@@ -92,7 +93,7 @@ class WatchedDataset:
             close_dataset(dataset)
             raise ConfigError(f"--watch {source}: {opposite}")
         left_out = left_out_note(raw, dataset_name(raw, Path(path).stem))
-        if left_out is not None:
+        if left_out is not None and tell:
             log.warning(f"--watch {source}: {left_out}")
         indices = whole_dataset_test(dataset, recipe.cross_skips_training_images)  # as `iqa eval --cross`
         store = ViewStore(
@@ -143,10 +144,12 @@ def open_watched(
     progress: Progress,
     training: tuple[str, str] | None = None,
     train_labels: LabelMap | None = None,
+    tell: bool = True,
 ) -> list[WatchedDataset]:
     """The watched datasets, opened and their views prepared; `training` (the trained dataset's name and
     `images_digest`) refuses watching the training data itself, by name or as a copy; `train_labels` (the
-    training labels' mapping) refuses a dataset whose labels run the other way."""
+    training labels' mapping) refuses a dataset whose labels run the other way; `tell`: warn (one DDP rank
+    does)."""
     opened: list[WatchedDataset] = []
     try:
         for source in sources:
@@ -160,6 +163,7 @@ def open_watched(
                     progress=progress,
                     training=training,
                     train_labels=train_labels,
+                    tell=tell,
                 )
             )
     except BaseException:
