@@ -8,6 +8,7 @@ native_range, lower_better, ...), `split_names()`, `split(name) -> {'train', 'te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,21 +116,29 @@ def split_digest(dataset: DatasetLike, parts: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | None:
+def view_sides(view_shapes: dict[str, tuple[int, ...]]) -> list[tuple[int, int]]:
+    """(height, width) of each image-like view in a recipe's `view_shapes` (other views, such as VIPNet's
+    stored sizes, are left out)."""
+    return [(int(shape[-2]), int(shape[-1])) for shape in view_shapes.values() if len(shape) >= 3]
+
+
+def upscaled_views_note(dataset: DatasetLike, views: Sequence[tuple[int, int]], method: str) -> str | None:
     """Why `method`'s views of `dataset` are not the protocol's, or None: the cache holds reduced images
     (prepared smaller than its dataset's default size, such as `--size 512x384` for KonIQ, or from a
-    smaller official release, such as KonIQ's 512x384 folder) below the largest view the method makes
-    (VT-IQA's 768 px), so the views are upscaled from them where the method's authors resized the
-    full-size images."""
+    smaller official release, such as KonIQ's 512x384 folder) that are smaller, along either axis, than a
+    view (height, width) the method resizes them to (VT-IQA's 768 px square, SSL-IQA's 512 px high view),
+    so the views are upscaled from them where the method's authors resized the full-size images."""
     from iqa_cli.data.datasets import get_dataset, is_dataset_name
     from iqa_cli.data.resize import parse_policy
 
     sizes = np.asarray(dataset.sizes)
-    if bound <= 0 or sizes.ndim != 2 or not sizes.size:
+    if not views or sizes.ndim != 2 or not sizes.size:
         return None
-    largest = int(np.median(sizes.max(axis=1)))
-    if largest >= bound:
+    height, width = int(np.median(sizes[:, 0])), int(np.median(sizes[:, 1]))
+    larger = [(h, w) for h, w in views if height < h or width < w]
+    if not larger:
         return None
+    view_h, view_w = max(larger, key=lambda side: side[0] * side[1])
     stored = str(dataset.attrs.get("resize", "") or "")
     name = str(dataset.attrs.get("dataset", "") or "")
     spec = get_dataset(name) if name and is_dataset_name(name) else None
@@ -145,8 +154,9 @@ def upscaled_views_note(dataset: DatasetLike, bound: int, method: str) -> str | 
         cause = f"holds a reduced release of its images (the full-size ones have {full[1]} px)"
     else:
         return None
+    view = f"{view_h} px" if view_h == view_w else f"{view_w}x{view_h} px"
     return (
-        f"{name or 'this cache'} {cause}, largest side about {largest} px, below the {bound} px view {method} "
+        f"{name or 'this cache'} {cause}, about {width}x{height} px, smaller than the {view} view {method} "
         "makes: the views are upscaled from the reduced images, where the method resizes the full-size ones; "
         f"prepare {name or 'it'} from its full-size images at its default size for the protocol's views"
     )

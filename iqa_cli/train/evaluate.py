@@ -47,6 +47,7 @@ from iqa_cli.train.data import (
     resolve_split_names,
     split_digest,
     upscaled_views_note,
+    view_sides,
     whole_dataset_test,
 )
 from iqa_cli.train.distributed import resolve_device
@@ -407,7 +408,7 @@ def _run_jobs(
         stored_as = _stored_differently(known, raw, name) if options.cross is None else None
         if name not in upscaling_told:
             upscaling_told.add(name)
-            upscaled = upscaled_views_note(raw, recipe.view_bound(params), recipe.name)
+            upscaled = upscaled_views_note(raw, view_sides(recipe.view_shapes(params)), recipe.name)
             if upscaled is not None:
                 log.warning(upscaled)
             left_out = left_out_note(raw, name)

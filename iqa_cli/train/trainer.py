@@ -52,6 +52,7 @@ from iqa_cli.train.data import (
     seen_files,
     split_digest,
     upscaled_views_note,
+    view_sides,
 )
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
@@ -743,7 +744,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             path=root,
         )
     info["data_identity"] = identity
-    upscaled = upscaled_views_note(dataset, recipe.view_bound(params), recipe.name)
+    upscaled = upscaled_views_note(dataset, view_sides(recipe.view_shapes(params)), recipe.name)
     if upscaled is not None and dist.is_main:
         log.warning(upscaled)
     left_out = left_out_note(dataset, name)

@@ -508,7 +508,7 @@ def test_views_upscaled_from_a_cache_prepared_smaller_are_said(tmp_path, _isolat
     made = runner.invoke(app, ["prepare", "custom", "--root", str(folder), "--name", "half", "--range", "1,5",
                                "--size", "40x30", "--splits", "1", "-j", "1"])  # fmt: skip
     assert made.exit_code == 0, made.output
-    said = "half is stored at size 40x30 (its default: none), largest side about 40 px, below the 128 px view vtiqa"
+    said = "half is stored at size 40x30 (its default: none), about 40x30 px, smaller than the 128 px view vtiqa"
     trained = train("--data", "half", "--epochs", "1", "--name", "half-run")
     assert trained.exit_code == 0, trained.output
     assert said in " ".join(trained.stderr.split())
