@@ -305,18 +305,32 @@ def cache_identity(dataset: DatasetLike) -> dict[str, Any]:
     with the same size policy, and, where the cache records them, from the same files (`files_digest`:
     a cache made again from edited files under the same names differs). The splits are checked apart, by
     each checkpoint's `split_digest`."""
-    import hashlib
-
     identity: dict[str, Any] = {
         "images_digest": images_digest(dataset),
         "count": len(dataset),
         "resize": str(dataset.attrs.get("resize", "")),
     }
-    digests = getattr(dataset, "file_digests", None)
-    if digests is not None:
-        packed = np.ascontiguousarray(np.asarray(digests, dtype="<u8")).tobytes()
-        identity["files_digest"] = hashlib.sha256(packed).hexdigest()[:16]
+    files = image_files_identity(dataset)
+    if files:
+        identity["files_digest"] = files[IMAGE_FILES_KEY]
     return identity
+
+
+IMAGE_FILES_KEY = "image_files"  # in checkpoints' metadata and run.json's `data_identity`
+
+
+def image_files_identity(dataset: DatasetLike) -> dict[str, str]:
+    """{IMAGE_FILES_KEY: digest of the cache's image-file digests} where the cache records them, else {}.
+    A model records it beside `Recipe.data_identity`, so an evaluation on its own dataset prepared again
+    from other files under the same names and scores (KonIQ's other release, edited files) says its
+    figures are not those of its training-time tests."""
+    import hashlib
+
+    digests = getattr(dataset, "file_digests", None)
+    if digests is None:
+        return {}
+    packed = np.ascontiguousarray(np.asarray(digests, dtype="<u8")).tobytes()
+    return {IMAGE_FILES_KEY: hashlib.sha256(packed).hexdigest()[:16]}
 
 
 def same_cache_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:

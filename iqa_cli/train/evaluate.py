@@ -38,6 +38,7 @@ from iqa_cli.train.data import (
     close_dataset,
     copies_of_seen,
     dataset_name,
+    image_files_identity,
     images_digest,
     left_out_images,
     left_out_note,
@@ -401,7 +402,7 @@ def _run_jobs(
                 close_dataset(dataset)
             dataset, wrapped_for, store = recipe.wrap_dataset(raw, cache_path, params), wrap_key, None
             # What else its numbers depend on (IEIT's enhanced images), once per wrapped dataset.
-            identity = recipe.data_identity(dataset) if options.cross is None else {}
+            identity = {**recipe.data_identity(dataset), **image_files_identity(raw)} if options.cross is None else {}
         given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
@@ -425,7 +426,7 @@ def _run_jobs(
             if changed_since:
                 log.warning(
                     f"{known.source} trained on {name} with other {inputs_text(changed_since)} "
-                    f"than this cache has beside it now (made again since, from another source or with other "
+                    f"than this cache has now (made again since, from another source or with other "
                     "choices): these figures are not those of its training-time tests; make them as it trained, or "
                     "train again"
                 )

@@ -40,6 +40,7 @@ from iqa_cli.train.data import (
     close_dataset,
     copies_of_seen,
     dataset_name,
+    image_files_identity,
     images_digest,
     is_whole_split,
     left_out_images,
@@ -735,12 +736,12 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     choices = choices_of(resolved.params, params, label_map)
     check_same_choices(info, root, choices, resolved.params, cache_path)
     info["data_choices"] = choices.to_record()
-    identity = recipe.data_identity(dataset)
+    identity = {**recipe.data_identity(dataset), **image_files_identity(dataset)}
     changed = changed_inputs(info.get("data_identity") or {}, identity)
     if changed:  # going on would train the rest of the run on other inputs than its start
         raise ConfigError(
             f"this run cannot continue on {cache_path}: it trained with other {inputs_text(changed)} than the cache "
-            "has beside it now (made again since); make them as it trained, or start a new run",
+            "has now (made again since); make them as it trained, or start a new run",
             path=root,
         )
     info["data_identity"] = identity

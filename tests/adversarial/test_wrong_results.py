@@ -132,6 +132,30 @@ def test_eval_on_the_same_split_prepared_with_another_range_says_the_cache_chang
     assert "the cache was prepared again with other options, such as --range, or iqa changed since" in result.stderr
 
 
+def test_eval_on_its_dataset_prepared_again_from_other_files_says_so(cache, tmp_path):
+    """The same names and scores prepared again from other files (KonIQ's other release, edited photos): the
+    split, size and label checks all passed, and the figures read as the model's own test, with no word."""
+    from PIL import Image
+
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    assert train("--data", "mini", "--epochs", "1", "--name", "older").exit_code == 0
+    quiet = invoke("eval", "vtiqa", "--data", "mini", "--json")
+    assert quiet.exit_code == 0 and "image files" not in quiet.stderr, quiet.output
+    edited = tmp_path / "edited"
+    shutil.copytree(tmp_path / "mini", edited)
+    for path in edited.glob("*.png"):  # the same names, other pixels
+        image = Image.open(path)
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(path)
+    spec = make_spec("mini", edited / "scores.csv", root=edited, native_range=(1.0, 5.0), lower_better=False)
+    build_cache(spec, edited, data_dir() / "mini.h5", CacheOptions(workers=1, splits=2, test_fraction=0.25))
+    result = invoke("eval", "vtiqa", "--data", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    assert "trained on mini with other image files than this cache has now" in " ".join(result.stderr.split())
+    assert json.loads(result.stdout)["results"][0]["changed_since_training"] == "image_files"
+
+
 def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     args = ["--data", "mini", "--epochs", "1"]
@@ -257,6 +281,7 @@ def test_a_run_resumes_on_a_copy_of_its_cache_at_another_path(cache, tmp_path):
     # a record from before caches had file digests is compared without them
     record = json.loads((out / "run.json").read_text())
     del record["cache_identity"]["files_digest"]
+    del record["data_identity"]["image_files"]  # recorded since, as checkpoints record it
     (out / "run.json").write_text(json.dumps(record))
     assert invoke(*again, "--data", str(edited)).exit_code == 0
 

@@ -135,9 +135,7 @@ def _prepare_train_both_stages_evaluate_and_predict(tmp_path, _isolated_home, mo
     assert other_source.exit_code == 0, other_source.output
     changed = iqa("eval", "ieit", "--data", "mini", "--device", "cpu", "--json")
     assert changed.exit_code == 0, changed.output
-    assert "trained on mini with other enhanced images than this cache has beside it now" in " ".join(
-        changed.stderr.split()
-    )
+    assert "trained on mini with other enhanced images than this cache has now" in " ".join(changed.stderr.split())
     assert json.loads(changed.stdout)["results"][0]["changed_since_training"] == "enhanced_images"
     # ... and a run going on, or joined with one trained on the new E, would mix the two.
     resumed = iqa("train", "ieit", "--resume", "--out", runs / "three")
