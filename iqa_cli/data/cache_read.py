@@ -444,12 +444,25 @@ def _value_range(values: np.ndarray | None) -> dict[str, float] | None:
     return {"min": float(finite.min()), "max": float(finite.max())} if finite.size else None
 
 
+def reference_files_known(ref_ids: np.ndarray, reference_digests: np.ndarray | None) -> tuple[int, int] | None:
+    """(references whose file's digest is kept, references the images use) by `ref_ids`; None when the
+    cache keeps no reference digests (prepared before iqa recorded them)."""
+    if reference_digests is None:
+        return None
+    used = np.unique(np.asarray(ref_ids, dtype=np.int64))
+    used = used[used >= 0]
+    digests = np.asarray(reference_digests, dtype=np.uint64)
+    inside = used[used < digests.size]
+    return int((digests[inside] != 0).sum()), int(used.size)
+
+
 def describe_cache(cache: Cache) -> dict[str, Any]:
     """Everything `iqa prepare inspect` shows, as plain JSON-ready values (NaN becomes None)."""
     n = len(cache)
     scores = cache.scores.astype(np.float64)
     std_known = int(np.isfinite(cache.std).sum())
     refs = cache.ref_ids[cache.ref_ids >= 0]
+    reference_files = reference_files_known(cache.ref_ids, cache.reference_digests)
     heights, widths = cache.sizes[:, 0], cache.sizes[:, 1]
     return {
         "path": str(cache.path),
@@ -479,9 +492,7 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
         "mos_zscore": _value_range(cache.mos_zscore),
         "references": int(len(np.unique(refs))),
         # How many of those have their file's digest (a DPM made from them is then told); None: none kept
-        "reference_files": None
-        if cache.reference_digests is None
-        else int((cache.reference_digests[np.unique(refs)] != 0).sum()),
+        "reference_files": None if reference_files is None else reference_files[0],
         "training_images": int((cache.flags & TRAINING_IMAGE).astype(bool).sum()),
         "training_image_names": [cache.names[i] for i in np.flatnonzero(cache.flags & TRAINING_IMAGE)],
         "resize": cache.attrs.get("resize"),

@@ -17,7 +17,7 @@ import math
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -431,7 +431,7 @@ def _run_jobs(
                     "train again"
                 )
             if stored_as is not None:
-                log.warning(_stored_differently_text(known, raw, name, *stored_as))
+                log.warning(_stored_differently_text(known, name, stored_as))
             changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
             if changed:
                 log.warning(
@@ -507,7 +507,7 @@ def _run_jobs(
             **({"includes_training_images": True} if own_images else {}),
             **({"test_copies_of_training": copies_scored[id(job)]} if copies_scored[id(job)] else {}),
             **({"seen_copies_dropped": dropped[id(job)]} if dropped.get(id(job)) else {}),
-            **({"trained_resize": stored_as[0], "resize": stored_as[1]} if stored_as else {}),
+            **({"trained_resize": stored_as.trained, "resize": stored_as.now} if stored_as else {}),
             **({"left_out_images": left_count} if (left_count := left_out_images(raw)) else {}),
             **({"changed_since_training": ",".join(changed_since)} if changed_since else {}),
         }
@@ -798,12 +798,19 @@ def _seen_files_known(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike) -
     return read_seen_files(loaded.meta) is not None and getattr(dataset, "file_digests", None) is not None
 
 
-def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> tuple[str, str] | None:
-    """(trained, now) resize policies when the model is scored on its own dataset from a cache that stores its
-    images otherwise than the one it trained on (prepared again with another --size), or, for an authors'
-    release, otherwise than their prep read them (another size, or a smaller official release of the files);
-    None when they agree, or when the checkpoint does not say (checkpoints older than the record, releases
-    imported before it)."""
+class StoredAs(NamedTuple):
+    """How a model's own dataset was stored when it trained, and how this cache stores it."""
+
+    trained: str  # the resize policy it trained on (for an authors' release, how their prep read the files)
+    now: str  # this cache's policy, and for a release, the smaller official release it was made from
+    full_side: int | None  # for a release on a smaller release: the full-size files' largest side
+
+
+def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> StoredAs | None:
+    """How the cache stores the model's own dataset when that differs from what it trained on (prepared
+    again with another --size), or, for an authors' release, from how their prep read it (another size, or
+    a smaller official release of the files); None when they agree, or when the checkpoint does not say
+    (checkpoints older than the record, releases imported before it)."""
     trained = loaded.meta.get("resize")
     if not trained or not _trained_on_this(loaded, dataset, name):
         return None
@@ -811,17 +818,16 @@ def _stored_differently(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike,
     reduced = reduced_release(dataset) if "source_sha256" in loaded.meta else None
     if now == str(trained) and reduced is not None:  # an authors' release: they read the full-size files
         now = f"{now}, from a {reduced[0]} px release"
-    return (str(trained), now) if now != str(trained) else None
+    return StoredAs(str(trained), now, reduced[1] if reduced else None) if now != str(trained) else None
 
 
-def _stored_differently_text(
-    loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str, trained: str, now: str
-) -> str:
+def _stored_differently_text(loaded: LoadedModel | TrainedSpec, name: str, stored: StoredAs) -> str:
+    trained, now = stored.trained, stored.now
     option = _prepare_option(trained)
     if "source_sha256" in loaded.meta:  # an authors' file (`iqa weights import`): their prep made its inputs
         made = "from the original files" if trained == "none" else f"from images stored at resize {trained}"
-        reduced = reduced_release(dataset)
-        source = f"from its full-size files ({reduced[1]} px) with {option}" if reduced else f"with {option}"
+        full = stored.full_side
+        source = f"from its full-size files ({full} px) with {option}" if full else f"with {option}"
         return (
             f"{loaded.source} is its authors' model, trained and tested on views they resized {made} of {name}; "
             f"this cache stores them at resize {now}, so its views are other pixels and these figures are not "

@@ -634,23 +634,19 @@ _TOLD_UNCHECKED: set[tuple[str, str]] = set()  # (cache, why) warned about, once
 
 def _unchecked_references(dataset: DatasetLike) -> str | None:
     """Why some of the cache's references cannot be matched with files a start network saw, or None."""
+    from iqa_cli.data.cache_read import reference_files_known
+
     ref_ids = getattr(dataset, "ref_ids", None)
-    if ref_ids is None:
+    if ref_ids is None or not bool((np.asarray(ref_ids) >= 0).any()):
         return None
-    used = np.unique(np.asarray(ref_ids, dtype=np.int64))
-    used = used[used >= 0]
-    if not used.size:
-        return None
-    digests = getattr(dataset, "reference_digests", None)
-    if digests is None:
+    counts = reference_files_known(ref_ids, getattr(dataset, "reference_digests", None))
+    if counts is None:
         return "this cache was prepared before iqa recorded its reference files (prepare it again to have them checked)"
-    digests = np.asarray(digests, dtype=np.uint64)
-    known = used[used < digests.size]
-    unknown = int(used.size - known.size + (digests[known] == 0).sum())
-    if not unknown:
+    known, used = counts
+    if known == used:
         return None
     return (
-        f"{unknown} of its {used.size} references have no file digest (their files were not found when it was "
+        f"{used - known} of its {used} references have no file digest (their files were not found when it was "
         "prepared, or its --references values name no file below --root)"
     )
 
@@ -908,8 +904,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     if watched:
         report["watch"] = median_over_rounds(rows)
         report["watched"] = [w.name for w in watched]
-    if left_out_images(dataset):  # the figures come from part of the dataset (`--skip-bad`)
-        report["left_out_images"] = left_out_images(dataset)
+    if left_count := left_out_images(dataset):  # the figures come from part of the dataset (`--skip-bad`)
+        report["left_out_images"] = left_count
     info["status"] = "complete"
     info["finished"] = now()
     info["median"] = report["median"]

@@ -124,18 +124,28 @@ def _header_columns(header: list[str], csv_path: Path) -> Columns:
     return Columns(name, scores[0], stds[0] if stds else None, score_header=header[scores[0]])
 
 
-def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
-    if PureWindowsPath(name).is_absolute() or PurePosixPath(name).is_absolute():
+def _is_absolute(name: str) -> bool:
+    return PureWindowsPath(name).is_absolute() or PurePosixPath(name).is_absolute()
+
+
+def _below_root(name: str, root: Path) -> str | None:
+    """`name` as a '/'-separated path below `root` (an absolute path inside it made relative, '\\' read as
+    '/'), or None when it points outside `root`."""
+    if _is_absolute(name):
         try:
             return Path(name).resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
-            raise DataError(
-                f"line {line}: image path {name!r} is outside the root folder {root}", path=csv_path
-            ) from None
+            return None
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise DataError(f"line {line}: image path {name!r} leaves the root folder", path=csv_path)
-    return "/".join(parts)
+    return None if ".." in parts else "/".join(parts)
+
+
+def _relative(name: str, root: Path, csv_path: Path, line: int) -> str:
+    relative = _below_root(name, root)
+    if relative is None:
+        where = f"is outside the root folder {root}" if _is_absolute(name) else "leaves the root folder"
+        raise DataError(f"line {line}: image path {name!r} {where}", path=csv_path)
+    return relative
 
 
 def read_table(
@@ -222,7 +232,7 @@ def read_table(
                     f"line {number} names no reference in column {first[place.reference]!r} (--references)",
                     path=csv_path,
                 )
-            reference = _reference_file(ref_key)
+            reference = _below_root(ref_key, root) or None  # a file's digest is kept when it is there
         rows.append(Row(relative=name, score=score, std=std, ref_key=ref_key, reference=reference))
     if not rows:
         raise DataError("lists no images below its header row", path=csv_path)
@@ -269,14 +279,6 @@ def _warn_unread_reference_column(header: list[str], place: Columns, csv_path: P
                 f"--references {cell} for splits that keep each reference on one side"
             )
             return
-
-
-def _reference_file(value: str) -> str | None:
-    """A reference value as a path below the root (its file's digest is kept when it is there), or None."""
-    if PureWindowsPath(value).is_absolute() or PurePosixPath(value).is_absolute():
-        return None
-    parts = [p for p in value.replace("\\", "/").split("/") if p not in ("", ".")]
-    return None if not parts or ".." in parts else "/".join(parts)
 
 
 def _csv_problem(exc: csv.Error) -> str:

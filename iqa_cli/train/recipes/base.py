@@ -299,8 +299,9 @@ class Recipe(ABC, Generic[P]):
         """The largest side any stored view has: an image decoded with both sides at least about this
         large (DRAFT_GAP x, for JPEG DCT scaling) gives the same views as the full decode, near enough
         (`iqa predict` decodes large JPEGs reduced)."""
-        sides = [side for shape in self.view_shapes(params).values() if len(shape) >= 3 for side in shape[-2:]]
-        return max(sides) if sides else 0
+        from iqa_cli.train.data import view_sides
+
+        return max((side for sides in view_sides(self.view_shapes(params)) for side in sides), default=0)
 
     @abstractmethod
     def stored_views(self, images: list[torch.Tensor], params: P) -> Views:
