@@ -35,11 +35,13 @@ references).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -219,6 +221,62 @@ def index_file_split(images: ImageList, ind_train: np.ndarray, ind_test: np.ndar
 
 
 INDEX_FILE_PREFIX = "index_file:"  # split name of a test part read from an authors' index file
+
+
+class PublishedIndexFile(NamedTuple):
+    """What an authors' index file holds, so a file under its name is known to be theirs."""
+
+    origin: str
+    n_train: int
+    n_test: int
+    digest: str  # `index_file_digest` of its ind_train and ind_test (the indices, not the .mat bytes)
+
+
+_ALIQA = "esnthere/AL-IQA @ 4583c46"
+# Measured on the files in esnthere/AL-IQA's repository root (the four released KonIQ models' splits).
+PUBLISHED_INDEX_FILES = {
+    "koniq_rt05_index.mat": PublishedIndexFile(
+        _ALIQA, 503, 9570, "6c3ae9109c9a4f35853a3332ae4e30dd308ef2fb3b8ddee5c8d65e09a2d8e825"
+    ),
+    "koniq_rt10_index.mat": PublishedIndexFile(
+        _ALIQA, 1006, 9067, "f6478e07ffaf7528831f43e5f87547c3581ae551c62451538f4df94f898c1d33"
+    ),
+    "koniq_rt25_index.mat": PublishedIndexFile(
+        _ALIQA, 2518, 7555, "1078085e689876fe89a38213266406bd92a16142fe13e342784fdb7d613ef69b"
+    ),
+    "koniq_rt80_index.mat": PublishedIndexFile(
+        _ALIQA, 8058, 2015, "7855ca85913c8dfaa60928999e2c5d092b6d15bd8dc95537e11a06dd8fc0e600"
+    ),
+}
+
+
+def index_file_digest(ind_train: np.ndarray, ind_test: np.ndarray) -> str:
+    """SHA-256 of an index file's two sets of indices (sorted, int64): the same for the file saved again,
+    by another writer or in another order, since each part is a set of images."""
+    digest = hashlib.sha256(np.sort(np.asarray(ind_train, dtype="<i8").ravel()).tobytes())
+    digest.update(b"|")
+    digest.update(np.sort(np.asarray(ind_test, dtype="<i8").ravel()).tobytes())
+    return digest.hexdigest()
+
+
+def check_published_index_file(path: str | Path, ind_train: np.ndarray, ind_test: np.ndarray) -> None:
+    """Refuse a file named like an authors' index file that does not hold their indices: its test part
+    would be reported as theirs (`index_file:NAME`) and compared with their published figures."""
+    name = Path(path).name
+    published = PUBLISHED_INDEX_FILES.get(name)
+    if published is None or index_file_digest(ind_train, ind_test) == published.digest:
+        return
+    counts = (int(ind_train.size), int(ind_test.size))
+    how = (
+        "the same counts as theirs, other indices"
+        if counts == (published.n_train, published.n_test)
+        else f"ind_train {counts[0]}, ind_test {counts[1]}; theirs {published.n_train}, {published.n_test}"
+    )
+    raise DataError(
+        f"is named like the index file {published.origin} published, but holds other indices ({how}); "
+        "use the authors' file, or give yours another name",
+        path=path,
+    )
 
 
 def read_index_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from iqa_cli.atomic import atomic_path
-from iqa_cli.data.authors_splits import INDEX_FILE_PREFIX, index_file_split, read_index_file
+from iqa_cli.data.authors_splits import (
+    INDEX_FILE_PREFIX,
+    check_published_index_file,
+    index_file_split,
+    read_index_file,
+)
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.textlist import comma_list
@@ -867,6 +872,7 @@ def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | P
     if image_list is None:
         raise ConfigError("--split-file needs a prepared cache (it addresses the cache's image list)")
     ind_train, ind_test = read_index_file(split_file)
+    check_published_index_file(split_file, ind_train, ind_test)
     n = len(dataset)
     if ind_train.size + ind_test.size != n:
         raise DataError(

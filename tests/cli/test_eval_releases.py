@@ -104,10 +104,35 @@ def test_aliqa_release_scores_exactly_ind_test_of_a_synthetic_index_file(koniq_h
     rng = np.random.RandomState(1)
     ind_test = np.sort(rng.permutation(KONIQ_N)[:300])
     ind_train = np.setdiff1d(np.arange(KONIQ_N), ind_test)
-    split_file = koniq_home["tmp"] / "koniq_rt05_index.mat"
+    split_file = koniq_home["tmp"] / "koniq_rt33_index.mat"  # no authors' file has this name
     savemat(split_file, {"ind_train": ind_train[None, :].astype(np.int64), "ind_test": ind_test[None, :]})
-    scored = _evaluate_release(koniq_home, split_file, "koniq_rt05_index.mat")
+    scored = _evaluate_release(koniq_home, split_file, "koniq_rt33_index.mat")
     assert scored == _authors_test_names(koniq_home["names"], ind_test) and len(scored) == 300
+
+
+@pytest.mark.parametrize("same_counts", [True, False])
+def test_a_file_named_like_the_authors_index_file_must_hold_their_indices(koniq_home, same_counts):
+    """`--split-file` was matched by name: a file regenerated under the authors' name (another seed, another
+    budget) was scored as their release's test part and labelled `index_file:koniq_rt25_index.mat`."""
+    tmp = koniq_home["tmp"] / ("same" if same_counts else "other")
+    tmp.mkdir()
+    rng = np.random.RandomState(3)
+    ind_test = np.sort(rng.permutation(KONIQ_N)[: 7555 if same_counts else 300])
+    forged = tmp / "koniq_rt25_index.mat"
+    savemat(forged, {"ind_train": np.setdiff1d(np.arange(KONIQ_N), ind_test)[None, :], "ind_test": ind_test[None, :]})
+    release = _tiny_release(tmp / "rt25.safetensors", {"dataset": "koniq", "split": "index_file:koniq_rt25_index.mat"})
+    args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(release), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--split-file", str(forged)])
+    line = one_error_line(result)
+    assert result.exit_code != 0 and str(forged) in line
+    assert "named like the index file esnthere/AL-IQA @ 4583c46 published, but holds other indices" in line
+    counts = "the same counts as theirs" if same_counts else "ind_train 9773, ind_test 300; theirs 2518, 7555"
+    assert counts in line
+    # any model's result row would carry the authors' file name: the same file is refused for it too
+    other = _tiny_release(tmp / "other.safetensors", {})
+    with_other = [*args[:-4], "--weights", str(other), *args[-2:], "--split-file", str(forged)]
+    line = one_error_line(runner.invoke(app, with_other))
+    assert "holds other indices" in line
 
 
 @pytest.mark.skipif(not AUTHORS_DATA.is_dir(), reason="../shared/authors-data/aliqa (the authors' index files) absent")
@@ -144,7 +169,7 @@ def test_a_release_scored_on_a_reduced_release_of_its_dataset_says_so(koniq_home
     from iqa_cli.weights.importer import authors_split_meta
 
     tmp = koniq_home["tmp"]
-    name = "koniq_rt25_index.mat"
+    name = "koniq_rt33_index.mat"  # a stand-in for the authors' file, which this test does not need
     split_file = tmp / name
     rng = np.random.RandomState(2)
     ind_test = np.sort(rng.permutation(KONIQ_N)[:300])
@@ -152,6 +177,7 @@ def test_a_release_scored_on_a_reduced_release_of_its_dataset_says_so(koniq_home
         split_file, {"ind_train": np.setdiff1d(np.arange(KONIQ_N), ind_test)[None, :], "ind_test": ind_test[None, :]}
     )
     meta = {**authors_split_meta("aliqa_koniq10k_rt25"), "source_sha256": "0" * 64}  # as `iqa weights import` writes
+    meta["split"] = f"index_file:{name}"
     weights = _tiny_release(tmp / "rt25.safetensors", meta)
     args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(weights), "--device", "cpu"]
     result = runner.invoke(app, [*args, "--split-file", str(split_file), "--json"])

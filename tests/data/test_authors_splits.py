@@ -7,17 +7,27 @@ Python's `random`), on image *names*, and the test compares the sets of names `i
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from iqa_cli.data.authors_splits import ImageList, index_file_split, protocol_split
+from iqa_cli.data.authors_splits import (
+    PUBLISHED_INDEX_FILES,
+    ImageList,
+    check_published_index_file,
+    index_file_split,
+    protocol_split,
+    read_index_file,
+)
 from iqa_cli.data.cache import build_cache, open_cache
 from iqa_cli.data.cache_write import CacheOptions
 from iqa_cli.data.datasets import get_dataset
 from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.errors import DataError
 from tests.data.fixtures import FIXTURES
+
+AUTHORS_ALIQA = Path(__file__).resolve().parents[2].parent / "shared" / "authors-data" / "aliqa"
 
 
 def _cache(tmp_path, dataset: str, **fixture_options):
@@ -160,6 +170,24 @@ def test_index_file_split_addresses_the_prep_order():
     twice = np.concatenate([ind_test[:-1], ind_test[:1]])  # as many rows, one listed twice, one left out
     with pytest.raises(DataError, match=f"ind_test lists row {int(ind_test[0])} more than once"):
         index_file_split(koniq, ind_train, twice)
+
+
+@pytest.mark.skipif(not AUTHORS_ALIQA.is_dir(), reason="../shared/authors-data/aliqa (the authors' index files) absent")
+@pytest.mark.parametrize("name", sorted(PUBLISHED_INDEX_FILES))
+def test_the_published_index_files_are_recognised_also_saved_again(tmp_path, name):
+    from scipy.io import savemat
+
+    ind_train, ind_test = read_index_file(AUTHORS_ALIQA / name)
+    published = PUBLISHED_INDEX_FILES[name]
+    assert (ind_train.size, ind_test.size) == (published.n_train, published.n_test)
+    check_published_index_file(AUTHORS_ALIQA / name, ind_train, ind_test)
+    again = tmp_path / name  # other .mat bytes (another writer, int32, another order), the same two sets
+    reordered = {"ind_test": ind_test[::-1].astype(np.int32)[None, :], "ind_train": ind_train.astype(np.int32)[None, :]}
+    savemat(again, reordered)
+    check_published_index_file(again, *read_index_file(again))
+    moved = np.concatenate([ind_train[1:], ind_test[:1]]), np.concatenate([ind_test[1:], ind_train[:1]])
+    with pytest.raises(DataError, match="the same counts as theirs, other indices"):
+        check_published_index_file(again, *moved)  # one image swapped between the parts
 
 
 def test_whole_dataset_rounds_train_every_image_and_test_none():
