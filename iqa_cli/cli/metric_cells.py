@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from iqa_cli.train.metrics import LOGISTIC_METRICS, is_measured, logistic_fallbacks
+from iqa_cli.train.runs import cut_by_step_limit
 
 FALLBACK_MARK = "†"
 # A figure whose kept model was chosen on the test part itself (`--select-on test`): optimistic.
@@ -73,6 +74,18 @@ def unmeasured_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> s
         counts = ", ".join(f"{r.get('lq_n', '?')} on {r.get('split')}" for r in rows if str(r.get("split")) in splits)
         why += f"; {', '.join(low)} take only the test images below the low-quality bar: {counts}"
     return f"-: {', '.join(missing)} not measured on split(s) {', '.join(splits)} ({why})"
+
+
+def step_limit_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The line under a training table whose splits `--max-steps` stopped before their protocol ended."""
+    cut = [row for row in rows if cut_by_step_limit(row.get("stopped_because"))]
+    if not cut:
+        return None
+    which = ", ".join(f"{row['split']} after {row.get('epochs', '?')} epoch(s)" for row in cut)
+    return (
+        f"note: --max-steps stopped split(s) {which}, before the protocol's end: the figures are those of a "
+        "shortened run (stopped_because in --json)"
+    )
 
 
 def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:

@@ -102,7 +102,7 @@ def show_command(
     json_output: bool = typer.Option(False, "--json", help="print run.json as one JSON document"),
 ) -> None:
     """A run's record: configuration, data, splits and their status, results, versions."""
-    from iqa_cli.train.runs import effective_status, find_run, read_run
+    from iqa_cli.train.runs import cut_by_step_limit, effective_status, find_run, read_run
 
     root = find_run(run)
     info = read_run(root)
@@ -122,7 +122,10 @@ def show_command(
     for split, state in (info.get("splits") or {}).items():
         result = state.get("result") or {} if isinstance(state, dict) else {}
         metrics = f" {_headline(result)}" if result else ""
-        lines.append((f"split {split}", f"{state.get('status') if isinstance(state, dict) else state}{metrics}"))
+        status = state.get("status") if isinstance(state, dict) else state
+        if cut_by_step_limit(result.get("stopped_because")):
+            status = f"{status}, stopped at the {result['stopped_because']} after {result.get('epochs', '?')} epoch(s)"
+        lines.append((f"split {split}", f"{status}{metrics}"))
     median = info.get("median") or {}
     if median and not info.get("problem"):
         lines.append(("median", _headline(median)))

@@ -25,6 +25,7 @@ from iqa_cli.cli.metric_cells import (
     fallback_note,
     marked_cell,
     row_cells,
+    step_limit_note,
     summary_cells,
     sweep_fallback_note,
 )
@@ -308,7 +309,7 @@ def show_train_report(report: dict[str, Any]) -> None:
         if mean:
             table.add_row("mean ± std", *blank, *summary_cells(rows, mean, columns, std), "", "")
     out.print(table)
-    for note in (fallback_note(rows, columns), copies_note(rows)):
+    for note in (fallback_note(rows, columns), copies_note(rows), step_limit_note(rows)):
         if note:
             out.print(note, markup=False, highlight=False)
     _show_watch(report)

@@ -41,7 +41,7 @@ from iqa_cli.train.data import LAST_EPOCH, DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, shard
 from iqa_cli.train.precision import amp_dtype, autocast, low_precision_ties
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
-from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, read_log
+from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, STEP_LIMIT, read_log
 from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
@@ -708,7 +708,10 @@ class Trainer:
                 self._save_last()
                 overall(self.ctx.progress, run_label, self.params.epochs, self.pos.epoch)
                 if stop or limit:
-                    stopped_because = message if stop else f"step limit ({self.cfg.max_steps})"
+                    if stop:
+                        stopped_because = message
+                    elif not last_epoch:  # the step limit cut the protocol short
+                        stopped_because = f"{STEP_LIMIT} ({self.cfg.max_steps})"
                     break
                 flag = torch.tensor([float(self.ctx.stop.requested)], device=self.device)
                 reason = self._check_stop(float(self.dist.all_reduce(flag).item()), started)

@@ -158,6 +158,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _status_text(info: dict[str, Any]) -> str:
+    status = effective_status(info)
+    return f"{status} (step limit)" if status == "complete" and splits_cut_short(info) else status
+
+
 def effective_status(info: dict[str, Any]) -> str:
     """The run's status, with a 'running' run whose process is gone (SIGKILL, the OOM killer, a node
     that rebooted) shown as 'killed'. A run on another host cannot be checked and stays 'running'."""
@@ -224,6 +229,24 @@ def list_runs(method: str | None = None, dataset: str | Path | None = None) -> l
     return sorted(found, key=lambda item: str(item[1].get("created", "")), reverse=True)
 
 
+# How a split's `stopped_because` starts when `--max-steps` cut it before its protocol ended.
+STEP_LIMIT = "step limit"
+
+
+def cut_by_step_limit(stopped_because: object) -> bool:
+    return str(stopped_because or "").startswith(STEP_LIMIT)
+
+
+def splits_cut_short(info: dict[str, Any]) -> list[str]:
+    """The splits of a run record whose training `--max-steps` stopped before their protocol ended."""
+    splits = info.get("splits") or {}
+    return [
+        str(name)
+        for name, state in splits.items()
+        if isinstance(state, dict) and cut_by_step_limit((state.get("result") or {}).get("stopped_because"))
+    ]
+
+
 def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
     """One line of `iqa runs list`: name, method, dataset, splits, status, kept metrics, times."""
     median = info.get("median") or {}
@@ -245,7 +268,7 @@ def run_summary(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         "dataset": info.get("dataset"),
         "splits": len(splits),
         "splits_done": sum(1 for s in splits.values() if isinstance(s, dict) and s.get("status") == "complete"),
-        "status": "no result" if problem else effective_status(info),
+        "status": "no result" if problem else _status_text(info),
         "problem": problem,
         "srcc": median.get("srcc"),
         "plcc": median.get("plcc"),

@@ -430,3 +430,16 @@ def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, singl
     assert "--sweep: aliqa has no option 'bogus'" in one_error_line(bad)
     bad = runner.invoke(app, ["train", "aliqa", *args, "--sweep-values", "1,2"])
     assert "--sweep-values needs --sweep" in one_error_line(bad)
+
+
+def test_rounds_cut_by_max_steps_make_the_run_shortened(tmp_path, single_thread):
+    """Each AL round trains under `--max-steps`; a round cut short chose the next round's images with a
+    shortened model, so the run is reported as cut even where the last round was not."""
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    args = [*FAST, "--no-fine-tune", "--max-steps", "1", "--data", "mini", "--out", str(tmp_path / "r"), "--json"]
+    result = runner.invoke(app, ["train", "aliqa", *args])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["splits"]
+    assert row["stopped_because"] == "step limit (1)" and row["epochs"] == 1
+    steps = json.loads((tmp_path / "r" / "split-random_0" / "result.json").read_text())["al_steps"]
+    assert [step.get("stopped_because") for step in steps] == ["step limit (1)"] * 3

@@ -361,3 +361,23 @@ def test_where_file_locks_fail_rm_refuses_a_run_marked_running(monkeypatch):
         assert root.is_dir()
     # Where locks work, a free lock says no job holds the folder: the record is a job that is gone.
     assert runner.invoke(app, ["runs", "rm", "busy"]).exit_code == 0 and not root.exists()
+
+
+def test_a_run_cut_by_max_steps_is_said_to_be_shortened(tmp_path):
+    """`--max-steps` stopped a run after its first epoch of 3; the table, `iqa runs list` and `iqa runs show`
+    reported it as any complete run, its figures read as the protocol's."""
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    args = [*without(FAST, "--epochs"), "--data", "mini"]
+    cut = runner.invoke(app, ["train", "vtiqa", *args, "--epochs", "3", "--max-steps", "2", "--name", "cut"])
+    assert cut.exit_code == 0, cut.output
+    said = " ".join(cut.stdout.split())
+    assert "note: --max-steps stopped split(s) random_0 after 1 epoch(s), before the protocol's end" in said
+    # a limit reached in the last epoch cut nothing
+    whole = runner.invoke(app, ["train", "vtiqa", *args, "--epochs", "1", "--max-steps", "3", "--name", "whole"])
+    assert whole.exit_code == 0 and "--max-steps stopped" not in whole.stdout
+    rows = {r["name"]: r["status"] for r in json.loads(runner.invoke(app, ["runs", "list", "--json"]).stdout)}
+    assert rows == {"cut": "complete (step limit)", "whole": "complete"}
+    shown = runner.invoke(app, ["runs", "show", "cut"]).stdout
+    assert "complete, stopped at the step limit (2) after 1 epoch(s)" in shown
+    report = json.loads(runner.invoke(app, ["runs", "show", "cut", "--json"]).stdout)
+    assert report["splits"]["random_0"]["result"]["stopped_because"] == "step limit (2)"

@@ -45,7 +45,7 @@ from iqa_cli.train.data import (
 from iqa_cli.train.engine import FitContext, FitResult, Trainer
 from iqa_cli.train.precision import amp_dtype
 from iqa_cli.train.recipes.base import Recipe
-from iqa_cli.train.runs import BEST, LAST, PREDICTIONS, RESULT
+from iqa_cli.train.runs import BEST, LAST, PREDICTIONS, RESULT, cut_by_step_limit
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,16 @@ def _train_step(
 
 def _round_summary(label: str, labelled: int, result: FitResult) -> dict[str, Any]:
     test = {k: v for k, v in result.test.items() if isinstance(v, (int, float))}
-    return {"step": label, "labelled": labelled, "best_epoch": result.best_epoch, "epochs": result.epochs, "test": test}
+    summary = {
+        "step": label,
+        "labelled": labelled,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "test": test,
+    }
+    if cut_by_step_limit(result.stopped_because):
+        summary["stopped_because"] = result.stopped_because
+    return summary
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -381,7 +390,11 @@ def fit_rounds(
         )
         summaries.append(_round_summary("fine-tune", int(labelled.size), result))
     assert result is not None
-    final = dataclasses.replace(result, weights=out_dir / BEST)
+    cut = [row["stopped_because"] for row in summaries if row.get("stopped_because")]
+    # a round cut by --max-steps chose the next round's images with a shortened model: the run was cut too
+    final = dataclasses.replace(
+        result, weights=out_dir / BEST, stopped_because=cut[0] if cut else result.stopped_because
+    )
     if ctx.dist.is_main:
         _copy(final_dir / BEST, out_dir / BEST)
         if (final_dir / PREDICTIONS).is_file():
