@@ -203,7 +203,8 @@ def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
     split_owners({run.run: list(run.by_split) for run in runs})
     by_split = {split: path for run in runs for split, path in run.by_split.items()}
     label = ", ".join(str(root) for root in roots)
-    return _by_split(by_split), RunWeights(runs[0].run, runs[0].info, by_split, label=label)
+    cut = [split for run in runs for split in run.cut_short]
+    return _by_split(by_split), RunWeights(runs[0].run, runs[0].info, by_split, label=label, cut_short=cut)
 
 
 def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:
@@ -240,6 +241,11 @@ def _evaluate(options: EvalOptions, progress: Progress | None, *, checks_only: b
     plan, run = _weights_plan(recipe, options)
     if run is not None:
         log.info(f"evaluating run {run.shown} (kept models: {', '.join(str(p) for p in plan.values())})")
+        if run.cut_short:
+            log.warning(
+                f"--max-steps stopped the training of split(s) {', '.join(run.cut_short)} of {run.shown} before "
+                "the protocol's end: these are a shortened run's models"
+            )
     else:
         log.info(f"evaluating weights {plan[None]}")
     target = options.cross if options.cross is not None else options.data

@@ -22,7 +22,7 @@ from iqa_cli.train.config import apply_values
 from iqa_cli.train.data import is_whole_split
 from iqa_cli.train.labels import LabelMap, recorded_labels
 from iqa_cli.train.recipes.base import BaseParams, Recipe
-from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir
+from iqa_cli.train.runs import BEST, list_runs, read_run, split_dir, splits_cut_short
 from iqa_cli.weights.store import StoredWeights
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ class RunWeights:
     by_split: dict[str, Path]  # the kept model of every split that finished training
     unfinished: dict[str, str] = field(default_factory=dict)  # split -> its status (pending, interrupted, ...)
     label: str = ""  # how messages name it: the runs of `--weights a,b,c` joined as one; else the folder
+    cut_short: list[str] = field(default_factory=list)  # finished splits that `--max-steps` stopped early
 
     @property
     def shown(self) -> str:
@@ -159,7 +160,8 @@ def run_weights(run: Path) -> RunWeights:
             finished[split] = split_dir(run, split) / BEST
         else:
             unfinished[split] = f"complete, but its {BEST} is gone" if status == "complete" else status
-    return RunWeights(run, info, finished, unfinished)
+    cut = [split for split in splits_cut_short(info) if split in finished]
+    return RunWeights(run, info, finished, unfinished, cut_short=cut)
 
 
 def newest_run_weights(method: str, dataset: str | None, *, with_test_part: bool = False) -> RunWeights | None:

@@ -381,3 +381,7 @@ def test_a_run_cut_by_max_steps_is_said_to_be_shortened(tmp_path):
     assert "complete, stopped at the step limit (2) after 1 epoch(s)" in shown
     report = json.loads(runner.invoke(app, ["runs", "show", "cut", "--json"]).stdout)
     assert report["splits"]["random_0"]["result"]["stopped_because"] == "step limit (2)"
+    evaluated = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "cut"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "--max-steps stopped the training of split(s) random_0 of" in " ".join(evaluated.stderr.split())
+    assert "shortened" not in runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "whole"]).stderr
