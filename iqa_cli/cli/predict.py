@@ -105,6 +105,7 @@ def make_predict_command(method: str) -> Callable[..., None]:
                     "native_scale": report.native_scale,
                     "predictions": [_prediction_row(asdict(p)) for p in report.predictions],
                     "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
+                    "notes": report.notes,
                 }
             )
             return

@@ -31,6 +31,7 @@ from iqa_cli.data.decode import (
     DecodeFailure,
     DecodeJob,
     ImageHeader,
+    content_notes,
     decode_images_with_digests,
     default_workers,
     file_digest,
@@ -371,6 +372,8 @@ def _headers(
             continue
         plan.items.append(_Item(record, header, policy.output_size(header.width, header.height)))
     progress.finish()
+    for note in content_notes([(item.record.name, item.header) for item in plan.items]):
+        log.warning(note)
     return plan
 
 

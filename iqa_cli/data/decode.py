@@ -93,6 +93,10 @@ class ImageHeader:
     height: int
     orientation: int  # EXIF orientation 1..8 (1 = as stored)
     format: str  # Pillow's format name: 'JPEG', 'PNG', 'BMP', ...
+    # Frames of a multi-image file (a multi-page TIFF, an animated PNG/WebP/GIF); only the first is read.
+    # An MPO (a JPEG with a depth map or a preview after its picture) counts as 1: its first is the photo.
+    frames: int = 1
+    transparent: bool = False  # some pixels are not opaque: their alpha is dropped, their stored colours kept
 
 
 @dataclass(frozen=True)
@@ -145,24 +149,61 @@ def _failure(path: str | os.PathLike[str], exc: BaseException) -> DecodeFailure:
     return DecodeFailure(str(path), f"cannot decode image ({type(exc).__name__}: {text})")
 
 
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _transparent(im: Image.Image) -> bool:
+    """Whether any pixel of the first frame is less than opaque. Decodes only images that can hold
+    transparency (an alpha band, or a palette or grey image with a transparent value): IQA datasets have
+    none, so their headers stay header-only."""
+    if im.mode not in _ALPHA_MODES and "transparency" not in im.info:
+        return False
+    alpha = (im if im.mode in _ALPHA_MODES else im.convert("RGBA")).getchannel("A")
+    return bool(np.asarray(alpha).min() < 255)
+
+
 def read_header(path: str | os.PathLike[str]) -> ImageHeader | DecodeFailure:
-    """Size, orientation and format from the file header; pixels are not decoded."""
+    """Size, orientation and format from the file header; pixels are not decoded (but for images that
+    can hold transparency, see `_transparent`)."""
     Image.MAX_IMAGE_PIXELS = None  # our own limit (`max_pixels`) speaks instead of Pillow's warning
     try:
         with Image.open(path) as im:
             width, height = im.size
             orientation = _orientation(im)
             fmt = im.format or "?"
+            frames = 1 if fmt == "MPO" else int(getattr(im, "n_frames", 1) or 1)
+            too_large = _too_large(width, height)
+            transparent = False if too_large or width < 1 or height < 1 else _transparent(im)
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "unreadable"
         return _failure(path, exc)
     if width < 1 or height < 1:
         return DecodeFailure(str(path), f"image has an empty size {width}x{height}")
-    too_large = _too_large(width, height)
     if too_large:
         return DecodeFailure(str(path), too_large)
     if orientation in _TRANSPOSED:
         width, height = height, width
-    return ImageHeader(width, height, orientation, fmt)
+    return ImageHeader(width, height, orientation, fmt, frames, transparent)
+
+
+def content_notes(headers: Sequence[tuple[str, ImageHeader]]) -> list[str]:
+    """What decoding leaves out of some images, one line each (none when nothing is): every frame but
+    the first, and transparency. `headers` pairs each image's name with its header."""
+    notes = []
+    several = [(name, h.frames) for name, h in headers if h.frames > 1]
+    if several:
+        name, frames = several[0]
+        notes.append(
+            f"{len(several)} image(s) hold several frames (a multi-page TIFF, an animated image; e.g. {name}: "
+            f"{frames}): only the first frame is read"
+        )
+    transparent = [name for name, h in headers if h.transparent]
+    if transparent:
+        notes.append(
+            f"{len(transparent)} image(s) have transparent pixels (e.g. {transparent[0]}): their alpha is dropped "
+            "and the colours stored under it are read, as the methods' own loaders read them; flatten them onto "
+            "a background first if that is not the image you mean"
+        )
+    return notes
 
 
 class AmbiguousScale(DataError):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iqa_cli.data.decode import IMAGE_SUFFIXES
+from iqa_cli.data.decode import IMAGE_SUFFIXES, ImageHeader, content_notes
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
@@ -62,6 +62,7 @@ class PredictReport:
     native_scale: str | None
     predictions: list[Prediction] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what decoding left out of some images (`content_notes`)
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -131,9 +132,16 @@ def read_image(path: Path, reduce_to: int = 0) -> np.ndarray:
 
 
 def _decoded(
-    files: list[Path], skip_bad: bool, skipped: list[tuple[str, str]], *, reduce_to: int = 0, workers: int = 1
+    files: list[Path],
+    skip_bad: bool,
+    skipped: list[tuple[str, str]],
+    *,
+    reduce_to: int = 0,
+    workers: int = 1,
+    headers: list[tuple[str, ImageHeader]] | None = None,
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
-    """Decoded images in input order: in `workers` processes (a few batches in flight), else in this one."""
+    """Decoded images in input order: in `workers` processes (a few batches in flight), else in this one;
+    each one's header is appended to `headers`."""
     from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_images, read_header, worker_pool
 
     bound = (reduce_to, reduce_to) if reduce_to else None
@@ -145,8 +153,10 @@ def _decoded(
                     raise DataError(image.message, path=path)
                 skipped.append((str(path), str(DataError(image.message, path=path))))
                 continue
-            header = read_header(path) if bound else None  # the file's own size, reported as it is
-            if header is not None and not isinstance(header, DecodeFailure):
+            header = read_header(path)  # the file's own size (reported as it is), frames, transparency
+            if not isinstance(header, DecodeFailure):
+                if headers is not None:
+                    headers.append((str(path), header))
                 yield path, image, (header.width, header.height)
             else:
                 yield path, image, (int(image.shape[1]), int(image.shape[0]))
@@ -312,7 +322,10 @@ def predict_files(
         count = max(1, int(workers))
     bound = recipe.view_bound(spec.params)
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
-    decoded = _usable(_decoded(files, skip_bad, skipped, reduce_to=bound, workers=count), skip_bad, skipped)
+    headers: list[tuple[str, ImageHeader]] = []
+    decoded = _usable(
+        _decoded(files, skip_bad, skipped, reduce_to=bound, workers=count, headers=headers), skip_bad, skipped
+    )
     batches = _prefetched_views(
         decoded,
         batch_size,
@@ -349,4 +362,8 @@ def predict_files(
     progress.finish()
     if not report.predictions:
         raise DataError(f"none of the {len(files)} input file(s) could be read as an image")
+    scored = {p.path for p in report.predictions}
+    report.notes = content_notes([(path, header) for path, header in headers if path in scored])
+    for text in report.notes:
+        log.warning(text)
     return report

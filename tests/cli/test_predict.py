@@ -249,3 +249,25 @@ def test_a_lost_signal_stops_the_scoring_at_the_next_batch(weights, photos, monk
     result = predict("--weights", str(weights), str(photos), "--batch-size", "1", "--json")
     assert result.exit_code == 143 and result.stdout == "", result.output
     assert "terminated (SIGTERM)" in result.stderr and len(calls) == 1
+
+
+def test_multi_frame_and_transparent_images_are_said_read_in_part(weights, tmp_path):
+    """A multi-page TIFF was scored on its first page and a transparent PNG on the colours under its
+    alpha, with no word; an opaque image with an alpha band loses nothing and is not mentioned."""
+    folder = tmp_path / "own"
+    folder.mkdir()
+    pages = [Image.fromarray(smooth_image(64, 48, k)) for k in range(2)]
+    pages[0].save(folder / "scan.tif", save_all=True, append_images=pages[1:])
+    rgba = np.dstack([smooth_image(64, 48, 3), np.full((48, 64), 255, np.uint8)])
+    Image.fromarray(rgba).save(folder / "opaque.png")
+    rgba[:8] = 0
+    Image.fromarray(rgba).save(folder / "cutout.png")
+    result = predict("--weights", str(weights), str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert len(notes) == 2 and f"e.g. {folder / 'scan.tif'}: 2): only the first frame is read" in notes[0]
+    assert notes[1].startswith(f"1 image(s) have transparent pixels (e.g. {folder / 'cutout.png'})")
+    said = " ".join(result.stderr.split())
+    assert "only the first frame is read" in said and "their alpha is dropped" in said
+    plain = predict("--weights", str(weights), str(folder / "opaque.png"), "--json")
+    assert json.loads(plain.stdout)["notes"] == [] and "alpha" not in plain.stderr

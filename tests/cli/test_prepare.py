@@ -64,6 +64,28 @@ def test_custom_text_summary_npz_and_options(tmp_path):
         assert cache.split("0")["test"].size == 3
 
 
+def test_custom_images_read_in_part_are_said_so(tmp_path):
+    """A custom set's multi-page TIFF and transparent PNG were stored as their first page and the colours
+    under their alpha without a word."""
+    from PIL import Image
+
+    from tests.data.imagefolder import smooth_image
+
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    pages = [Image.fromarray(smooth_image(40, 30, seed=k)) for k in range(3)]
+    pages[0].save(root / "pages.tif", save_all=True, append_images=pages[1:])
+    rgba = np.dstack([smooth_image(40, 30, seed=4), np.full((30, 40), 255, np.uint8)])
+    rgba[:4, :4, 3] = 0
+    Image.fromarray(rgba).save(root / "cutout.png")
+    csv_path.write_text(csv_path.read_text() + "pages.tif,55.0,\ncutout.png,60.0,\n")
+    result = iqa("custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "m.h5", "-j", "1")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "1 image(s) hold several frames (a multi-page TIFF, an animated image; e.g. pages.tif: 3)" in said
+    assert "1 image(s) have transparent pixels (e.g. cutout.png): their alpha is dropped" in said
+
+
 def test_inspect_by_name_and_path(tmp_path):
     root = tmp_path / "photos"
     make_folder(root)

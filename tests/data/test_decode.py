@@ -14,6 +14,7 @@ from iqa_cli.data.decode import (
     DecodeFailure,
     DecodeJob,
     ImageHeader,
+    content_notes,
     decode_image,
     decode_images,
     decode_job,
@@ -36,6 +37,37 @@ def test_headers_of_common_formats(tmp_path):
     for ext in ("jpg", "png", "bmp"):
         header = read_header(save(tmp_path / f"x.{ext}", array))
         assert header == ImageHeader(40, 30, 1, {"jpg": "JPEG", "png": "PNG", "bmp": "BMP"}[ext])
+
+
+def test_headers_count_frames_and_transparency_and_the_notes_name_them(tmp_path):
+    """A multi-page TIFF, an animated WebP and a transparent PNG were read as their first frame and their
+    stored colours without a word."""
+    rgb = smooth_image(40, 30, seed=2)
+    pages = [Image.fromarray(smooth_image(40, 30, seed=k)) for k in range(3)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    pages[0].save(tmp_path / "moving.webp", save_all=True, append_images=pages[1:], lossless=True)
+    alpha = np.full((30, 40), 255, np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "opaque.png")  # an alpha band, nothing see-through
+    alpha[:5, :5] = 0
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "cutout.png")
+    palette = Image.fromarray(rgb).convert("P")
+    palette.save(tmp_path / "palette.png", transparency=palette.getpixel((0, 0)))  # that colour see-through
+    mpo = read_header(save(tmp_path / "photo.jpg", rgb))  # one frame; an MPO's extra pictures are no frames
+    headers = {p.name: read_header(p) for p in sorted(tmp_path.iterdir())}
+    assert {name: (h.frames, h.transparent) for name, h in headers.items()} == {
+        "cutout.png": (1, True),
+        "moving.webp": (3, False),
+        "opaque.png": (1, False),
+        "pages.tif": (3, False),
+        "palette.png": (1, True),
+        "photo.jpg": (1, False),
+    }
+    assert (mpo.frames, mpo.transparent) == (1, False)
+    notes = content_notes(list(headers.items()))
+    assert notes[0].startswith("2 image(s) hold several frames") and "e.g. moving.webp: 3" in notes[0]
+    assert "only the first frame is read" in notes[0]
+    assert "2 image(s) have transparent pixels (e.g. cutout.png): their alpha is dropped" in notes[1]
+    assert content_notes([("photo.jpg", mpo)]) == []
 
 
 def test_exif_orientation_is_applied_and_swaps_the_header_size(tmp_path):
