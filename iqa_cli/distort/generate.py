@@ -266,10 +266,42 @@ def _ordered(pool: Any, func: Callable[[Any], Any], tasks: Iterable[Any], window
 # --- the run ------------------------------------------------------------------------------------------
 
 
+def same_reference_files(reference_digests: np.ndarray | None) -> np.ndarray | None:
+    """Each reference's group: the first reference whose file is byte-identical to it (its own id where
+    no other is, or its digest is unknown); None without digests."""
+    if reference_digests is None:
+        return None
+    digests = np.asarray(reference_digests, dtype=np.uint64)
+    groups = np.arange(digests.size, dtype=np.int64)
+    known = np.flatnonzero(digests != 0)
+    _, first, inverse = np.unique(digests[known], return_index=True, return_inverse=True)
+    groups[known] = known[first][inverse.reshape(-1)]
+    return groups
+
+
 def distorted_splits(
-    ref_ids: np.ndarray, count: int, seed: int, test_fraction: float
+    ref_ids: np.ndarray,
+    count: int,
+    seed: int,
+    test_fraction: float,
+    reference_digests: np.ndarray | None,
+    references: Sequence[str],
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Reference-disjoint random splits of a distorted set (none when it has fewer than two references)."""
+    """Random splits of a distorted set, disjoint in references (none when it has fewer than two). A
+    reference file that is a byte-identical copy of another (`reference_digests`) counts as that one, so
+    the distortions of one picture never sit on both sides (a DPM's validation part would hold pictures
+    it trained on)."""
+    groups = same_reference_files(reference_digests)
+    if groups is not None and ref_ids.size:
+        copies = np.flatnonzero(groups != np.arange(groups.size))
+        if copies.size:
+            one = int(copies[0])
+            log.warning(
+                f"{copies.size} reference file(s) are byte-identical copies of others (e.g. {references[one]} = "
+                f"{references[int(groups[one])]}): their distortions are kept on one side of every split, with "
+                "the original's"
+            )
+        ref_ids = groups[np.asarray(ref_ids, dtype=np.int64)]
     if count <= 0 or len(np.unique(ref_ids)) < 2:
         return {}, {"seed": seed, "count": 0, "test_fraction": test_fraction, "reference_disjoint": True,
                     "official": False}  # fmt: skip
@@ -482,10 +514,17 @@ def generate_distorted(
                 partial, state, references, start, stop, settings, workers, out, progress, checkpoint_seconds
             )
             ref_ids = store.read_int_array(partial.file, "ref_ids")
+            digests = (
+                np.asarray(partial.file[store.REFERENCE_DIGESTS][()], dtype=np.uint64)
+                if store.REFERENCE_DIGESTS in partial.file
+                else None
+            )
             count = partial.count
         finally:
             partial.close()
-        split_parts, split_attrs = distorted_splits(ref_ids, splits, split_seed, test_fraction)
+        split_parts, split_attrs = distorted_splits(
+            ref_ids, splits, split_seed, test_fraction, digests, [r.name for r in references]
+        )
         attrs = cache_attrs(
             settings,
             count=count,

@@ -155,7 +155,9 @@ def merge_parts(
                     digests = None
             names.extend(cache.names)
         merged = {k: np.concatenate(v) for k, v in arrays.items()}
-        split_parts, split_attrs = distorted_splits(merged[F.REF_IDS], splits, split_seed, test_fraction)
+        split_parts, split_attrs = distorted_splits(
+            merged[F.REF_IDS], splits, split_seed, test_fraction, digests, references
+        )
 
         attrs = dict(ordered[0].attrs)
         attrs.update(

@@ -165,3 +165,40 @@ def test_a_folder_whose_file_system_refuses_locks_is_one_line_naming_the_lock(re
     lines = [line for line in result.output.splitlines() if line.strip().startswith("error:")]
     assert result.exit_code == 65 and len(lines) == 1, result.output
     assert ".d.h5.lock: cannot lock it (No locks available)" in lines[0] and not (tmp_path / "d.h5").exists()
+
+
+def test_copies_among_the_references_stay_on_their_original_s_side(tmp_path):
+    """A reference folder holding the same picture twice got two reference ids, so a split put the
+    distortions of one picture on both sides and the DPM's validation part held pictures it trained on."""
+    import shutil
+
+    refs = write_reference_folder(tmp_path / "refs", count=4)
+    shutil.copyfile(refs / "ref0.png", refs / "zz_copy_of_0.png")
+    shutil.copyfile(refs / "sub" / "ref2.png", refs / "zz_copy_of_2.png")
+    out = tmp_path / "set.h5"
+    result = invoke("distorted", "--refs", str(refs), "--out", str(out), *FAST, "--splits", "10")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "2 reference file(s) are byte-identical copies of others (e.g. zz_copy_of_0 = ref0)" in said
+    with open_cache(out) as cache:
+        reference = [name.rsplit("_", 2)[0] for name in cache.names]
+        same = {"zz_copy_of_0": "ref0", "zz_copy_of_2": "sub/ref2"}
+        picture = [same.get(r, r) for r in reference]
+        for split in cache.split_names():
+            parts = cache.split(split)
+            train, test = ({picture[i] for i in parts[p]} for p in ("train", "test"))
+            assert not train & test, split
+    # made in two shards (zz_copy_of_0 in the other shard than ref0) and merged: the same rule
+    parts = []
+    for index in (1, 2):
+        part = tmp_path / f"part{index}.h5"
+        made = invoke("distorted", "--refs", str(refs), "--out", str(part), *FAST, "--shard", f"{index}/2")
+        assert made.exit_code == 0, made.output
+        parts.append(str(part))
+    merged = tmp_path / "merged.h5"
+    assert invoke("merge", *parts, "--out", str(merged), "--splits", "10").exit_code == 0
+    with open_cache(merged) as cache:
+        picture = [same.get(r, r) for r in (name.rsplit("_", 2)[0] for name in cache.names)]
+        for split in cache.split_names():
+            parts_of = cache.split(split)
+            assert not {picture[i] for i in parts_of["train"]} & {picture[i] for i in parts_of["test"]}, split
