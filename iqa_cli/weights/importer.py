@@ -8,6 +8,7 @@ model and the source file's SHA-256. A checkpoint that needs arbitrary unpicklin
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from iqa_cli.weights.registry import find_known
 from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file
 
 FORMAT_TAG = "iqa-weights-1"
+
+log = logging.getLogger(__name__)
 
 
 def _ensure_models_registered() -> None:
@@ -114,6 +117,19 @@ def authors_split_meta(name: str) -> dict[str, str]:
     return meta
 
 
+def _say_unverified_release(name: str, file: Path, release: dict[str, str]) -> None:
+    """An authors' release name whose file has no published digest: whatever file is imported under it is
+    scored as theirs (on their test part, said to be kept on it), so say that it could not be checked."""
+    known = find_known(name)
+    if known is None or known.sha256 or known.sha256_prefix or not release:
+        return
+    log.warning(
+        f"no digest of the authors' '{name}' file is published, so iqa cannot check that {file.name} is it; it is "
+        f"stored as their release, trained on {release['dataset']} split {release['split']} (so `iqa eval` tests "
+        "it on that split's test part); import a checkpoint of your own under another --name"
+    )
+
+
 def import_checkpoint(
     method: str,
     file: str | Path,
@@ -143,6 +159,8 @@ def import_checkpoint(
     # Our format stores every tensor in the dtype of our network (fp16 releases become fp32).
     ordered = {k: converted[k].detach().cpu().to(reference[k].dtype).contiguous() for k in reference}
     source_sha = sha256_file(file)
+    release = authors_split_meta(name)
+    _say_unverified_release(name, file, release)
     with store.lock(name):
         store.ensure_free(name, overwrite)
         with store.staging(name) as tmp:
@@ -157,7 +175,7 @@ def import_checkpoint(
                         "method": method,
                         "source": file.name,
                         "source_sha256": source_sha,
-                        **authors_split_meta(name),
+                        **release,
                     },
                 )
                 return store.commit(

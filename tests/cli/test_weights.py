@@ -129,10 +129,16 @@ def test_import_add_and_identify(tmp_path):
     torch.save(authors, src)
     result = iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k")
     assert result.exit_code == 0, result.output
+    # no digest of the authors' file is published: any file under their name would be scored as theirs
+    said = " ".join(result.stderr.split())
+    assert "no digest of the authors' 'vtiqa_koniq10k' file is published, so iqa cannot check that" in said
+    assert "VTIQA_koniq.pt is it; it is stored as their release, trained on koniq split vtiqa_chain_0 (so" in said
     stored = WeightStore().get("vtiqa_koniq10k")
     assert stored.source_sha256 == sha256_file(src) and result.stdout.strip().endswith("vtiqa_koniq10k.safetensors")
     assert failed(iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k"), "already in the weights store")
 
+    own = iqa("import", "vtiqa", str(src), "--name", "my_vtiqa")  # no release's name: nothing to say
+    assert own.exit_code == 0 and "digest" not in own.stderr
     converted = WeightStore().path("vtiqa_koniq10k")
     added = iqa("add", "vtiqa_copy", str(converted), "--method", "vtiqa")
     assert added.exit_code == 0, added.output
