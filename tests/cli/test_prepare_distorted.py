@@ -62,13 +62,19 @@ def test_resume_flag_on_a_fresh_run(refs, tmp_path):
     assert json.loads(result.stdout)["resumed_references"] == 0
 
 
-def test_shards_then_merge(refs, tmp_path):
+def _two_shards(refs, folder) -> list[str]:
+    """The distorted set of `refs` made as shards 1/2 and 2/2 in `folder`."""
     parts = []
     for index in (1, 2):
-        part = tmp_path / f"part{index}.h5"
+        part = folder / f"part{index}.h5"
         result = invoke("distorted", "--refs", str(refs), "--out", str(part), *FAST, "--shard", f"{index}/2")
         assert result.exit_code == 0, result.output
         parts.append(str(part))
+    return parts
+
+
+def test_shards_then_merge(refs, tmp_path):
+    parts = _two_shards(refs, tmp_path)
     merged = tmp_path / "merged.h5"
     result = invoke("merge", *parts, "--out", str(merged), "--json")
     assert result.exit_code == 0, result.output
@@ -189,12 +195,7 @@ def test_copies_among_the_references_stay_on_their_original_s_side(tmp_path):
             train, test = ({picture[i] for i in parts[p]} for p in ("train", "test"))
             assert not train & test, split
     # made in two shards (zz_copy_of_0 in the other shard than ref0) and merged: the same rule
-    parts = []
-    for index in (1, 2):
-        part = tmp_path / f"part{index}.h5"
-        made = invoke("distorted", "--refs", str(refs), "--out", str(part), *FAST, "--shard", f"{index}/2")
-        assert made.exit_code == 0, made.output
-        parts.append(str(part))
+    parts = _two_shards(refs, tmp_path)
     merged = tmp_path / "merged.h5"
     assert invoke("merge", *parts, "--out", str(merged), "--splits", "10").exit_code == 0
     with open_cache(merged) as cache:
