@@ -200,8 +200,8 @@ def content_notes(headers: Sequence[tuple[str, ImageHeader]]) -> list[str]:
     if transparent:
         notes.append(
             f"{len(transparent)} image(s) have transparent pixels (e.g. {transparent[0]}): their alpha is dropped "
-            "and the colours stored under it are read, as the methods' own loaders read them; flatten them onto "
-            "a background first if that is not the image you mean"
+            "and the colours stored under it are read, as OpenCV's imread and Pillow's convert('RGB') read them; "
+            "flatten them onto a background first if that is not the image you mean"
         )
     return notes
 
