@@ -80,3 +80,22 @@ def test_al_select_with_the_authors_distances_on_a_prepared_livew_cache(livew_ca
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 59 and len({r["name"] for r in rows}) == 59
+
+
+@pytest.mark.skipif(not AUTHORS_DS.is_file(), reason="../shared/authors-data/aliqa/livew_ds.mat absent")
+def test_the_authors_distance_file_read_in_the_cache_s_order_is_refused(livew_cache, tmp_path):
+    """`--distance-order dataset` with the authors' livew_ds.mat gave every image another image's distances
+    (their columns are [X; Xtest]), and the selection ran on them; the file is known by its values."""
+    args = ["al", "select", "--data", str(livew_cache), "--out", str(tmp_path / "r.csv"), "--round", "1"]
+    args += ["--budget", "25", "--tiny", "--pretrained", "none", "--device", "cpu", "--distance-order", "dataset"]
+    saved_again = tmp_path / "my_copy.mat"  # the same values under another name and writer
+    savemat(saved_again, {"distance": loadmat(AUTHORS_DS)["distance"]})
+    for path in (AUTHORS_DS, saved_again):
+        result = runner.invoke(app, [*args, "--distances", str(path)])
+        assert result.exit_code != 0 and not (tmp_path / "r.csv").exists()
+        line = [x for x in result.stderr.splitlines() if x.startswith("error:")][0]
+        assert f"--distances {path.name} is the authors' livew_ds.mat of esnthere/AL-IQA" in line
+        assert "use --distance-order authors" in line
+    shuffled = tmp_path / "mine.mat"  # another file of the same shape: the order is the user's to say
+    savemat(shuffled, {"distance": loadmat(AUTHORS_DS)["distance"][:, :, ::-1]})
+    assert runner.invoke(app, [*args, "--distances", str(shuffled)]).exit_code == 0

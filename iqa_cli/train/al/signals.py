@@ -17,6 +17,7 @@ centroids playing the distilled images, with Euclidean distances in that feature
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,19 @@ def esnthere_order(dataset: Any) -> np.ndarray:
     return esnthere_prep_order(ImageList("", [str(i) for i in range(n)], np.zeros(n, np.uint8), np.full(n, -1)))
 
 
+# Digests (`distances_digest`) of distance files the authors published, whose columns are in their cache
+# order [X; Xtest]: AL-IQA's training/livew_ds.mat (esnthere/AL-IQA @ 4583c46, measured on that file).
+PUBLISHED_DISTANCES = {
+    "b8ed299d138da1622e6e6d40b7b1d6e4a9150c01120ffd704854fb3915cd7303": "livew_ds.mat of esnthere/AL-IQA",
+}
+
+
+def distances_digest(array: np.ndarray) -> str:
+    """SHA-256 of a distance array's shape and float64 values: the same however the file was saved."""
+    values = np.ascontiguousarray(array, dtype="<f8")
+    return hashlib.sha256(repr(values.shape).encode() + values.tobytes()).hexdigest()
+
+
 def read_distance_file(
     path: str | Path, *, key: str, n_images: int, order: str | None = None, dataset: Any = None
 ) -> np.ndarray:
@@ -275,6 +289,13 @@ def read_distance_file(
     array = array.astype(np.float64)
     order = check_distance_order(order)
     order = DISTANCE_ORDER_ALIASES.get(order, order)
+    published = PUBLISHED_DISTANCES.get(distances_digest(array))
+    if published is not None and order == "dataset":
+        # read in the cache's order, every image would get another image's distances, and nothing could tell
+        raise ConfigError(
+            f"--distances {path.name} is the authors' {published}, whose columns are in their cache order "
+            "[X; Xtest]: use --distance-order authors"
+        )
     if order == "authors":
         out = np.empty_like(array)
         out[:, :, esnthere_order(n_images if dataset is None else dataset)] = array
