@@ -24,7 +24,7 @@ import numpy as np
 from iqa_cli.atomic import atomic_path
 from iqa_cli.data.authors_splits import (
     INDEX_FILE_PREFIX,
-    check_published_index_file,
+    index_file_name,
     index_file_split,
     read_index_file,
 )
@@ -638,8 +638,9 @@ def _split_of_model(
                 f"with the method's code), so no split of this cache is known to be unseen; pass --split-file "
                 f"PATH/{wanted} (or --cross DATA to score every image on purpose)"
             )
-        if split_file is not None and Path(split_file).name != wanted:
-            raise ConfigError(f"--split-file: {weights} was tested on {wanted}, not {Path(split_file).name}")
+        given = index_file_name(split_file, *read_index_file(split_file))  # the authors' file under any name
+        if given != wanted:
+            raise ConfigError(f"--split-file: {weights} was tested on {wanted}, not {given}")
         return split_arg
     if split_file is not None:
         return None
@@ -878,7 +879,7 @@ def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | P
     if image_list is None:
         raise ConfigError("--split-file needs a prepared cache (it addresses the cache's image list)")
     ind_train, ind_test = read_index_file(split_file)
-    check_published_index_file(split_file, ind_train, ind_test)
+    label = index_file_name(split_file, ind_train, ind_test)
     n = len(dataset)
     if ind_train.size + ind_test.size != n:
         raise DataError(
@@ -887,7 +888,7 @@ def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | P
             path=cache_path,
         )
     parts = index_file_split(image_list(), ind_train, ind_test)
-    return f"{INDEX_FILE_PREFIX}{Path(split_file).name}", parts["test"]
+    return f"{INDEX_FILE_PREFIX}{label}", parts["test"]
 
 
 def _selection_text(selections: set[str | None]) -> str:

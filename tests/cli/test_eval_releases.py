@@ -144,6 +144,19 @@ def test_aliqa_release_scores_ind_test_of_the_authors_rt80_file(koniq_home):
     scored = _evaluate_release(koniq_home, split_file, "koniq_rt80_index.mat")
     assert len(scored) == KONIQ_N - 8058 == ind_test.size
     assert scored == _authors_test_names(koniq_home["names"], ind_test)
+    # the authors' file under another name is theirs (known by its indices), and reported under theirs
+    renamed = koniq_home["tmp"] / "rt80.mat"
+    renamed.write_bytes(split_file.read_bytes())
+    weights = koniq_home["tmp"] / "koniq_rt80_index.mat.safetensors"
+    args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(weights), "--device", "cpu", "--json"]
+    result = runner.invoke(app, [*args, "--split-file", str(renamed)])
+    assert result.exit_code == 0, result.output
+    assert (
+        json.loads(result.stdout[result.stdout.index("{") :])["results"][0]["split"]
+        == "index_file:koniq_rt80_index.mat"
+    )
+    rt10 = runner.invoke(app, [*args, "--split-file", str(AUTHORS_DATA / "koniq_rt10_index.mat")])
+    assert "was tested on koniq_rt80_index.mat, not koniq_rt10_index.mat" in one_error_line(rt10)
 
 
 def test_release_with_unknown_test_part_is_refused(koniq_home):
@@ -152,11 +165,11 @@ def test_release_with_unknown_test_part_is_refused(koniq_home):
     args = ["eval", "aliqa", "--data", koniq_home["cache"], "--weights", str(unknown), "--device", "cpu"]
     line = one_error_line(runner.invoke(app, args))
     assert "not recorded" in line and "--split NAME" in line and "--cross" in line
-    wrong = tmp / "koniq_rt10_index.mat"
+    wrong = tmp / "mine_index.mat"
     savemat(wrong, {"ind_train": np.arange(3)[None, :], "ind_test": np.arange(3, 6)[None, :]})
     release = _tiny_release(tmp / "rt25.safetensors", {"dataset": "koniq", "split": "index_file:koniq_rt25_index.mat"})
     line = one_error_line(runner.invoke(app, [*args[:-2], "--weights", str(release), "--split-file", str(wrong)]))
-    assert "was tested on koniq_rt25_index.mat, not koniq_rt10_index.mat" in line
+    assert "was tested on koniq_rt25_index.mat, not mine_index.mat" in line
     crossed = runner.invoke(app, [*args[:-2], "--cross", koniq_home["cache"], "--split-file", str(wrong)])
     assert "--split-file names a test part of --data; --cross scores every image" in one_error_line(crossed)
 
