@@ -18,7 +18,7 @@ def register(root: typer.Typer) -> None:
 
     @root.command("demo")
     def demo_command(
-        photos: Optional[int] = typer.Option(None, "--photos", help="sample photographs to use (2-15) [default: 15]"),  # noqa: UP045
+        photos: Optional[int] = typer.Option(None, "--photos", help="sample photographs to use (3-15) [default: 15]"),  # noqa: UP045
         tiles: Optional[int] = typer.Option(None, "--tiles", help="tiles cut from each photograph [default: 6]"),  # noqa: UP045
         levels: Optional[int] = typer.Option(None, "--levels", help="strengths per distortion [default: 4]"),  # noqa: UP045
         epochs: Optional[int] = typer.Option(None, "--epochs", help="training epoch cap [default: 150]"),  # noqa: UP045
@@ -53,7 +53,8 @@ def register(root: typer.Typer) -> None:
             print_json(report.as_dict())
             return
         m = report.metrics
-        table = Table(title=f"demo: tiny VT-IQA on {report.images} images, test split ({m['n']} images, unseen tiles)")
+        title = f"demo: tiny VT-IQA on {report.images} images, test split ({m['n']} images, unseen photographs)"
+        table = Table(title=title)
         columns = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
         for column in columns:
             table.add_column(column, justify="right")

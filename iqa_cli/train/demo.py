@@ -5,9 +5,11 @@
    score is a function of the level only: MOS = 5 - 4 * level / levels (clean 5, strongest 1), so the
    three distortion types share one scale. Written as a `custom` dataset: a folder of PNG/JPEG files
    plus `scores.csv` (name,score), re-usable with `iqa prepare custom`.
-2. Cache: packed like `iqa prepare custom`, except that each tile's source tile is recorded as its
-   reference, so the splits are reference-disjoint: test images come from tiles never seen in
-   training (otherwise a model could match test images to their clean training twins).
+2. Cache: packed like `iqa prepare custom`, except that each image's source photograph is recorded as
+   its reference, so the splits are reference-disjoint: test images come from photographs never seen
+   in training. The tiles of one photograph overlap (random crops of a copy two tiles high), so a
+   tile-level split would put parts of the same pixels on both sides, and a model could match test
+   images to their training twins.
 3. Training: a tiny VT-IQA (ViT width 64, depth 2, 8 px tokens, 64 px views: a 4 x 4 mosaic of
    16 px native patches plus a global crop) from random initialisation on the CPU, with AdamW, MSE
    and the plateau rule (`DEMO_SETTINGS`, about 3,500 steps); the model kept is chosen on a
@@ -76,7 +78,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "batch_size": 32,
     "eval_batch_size": 64,
     "eval_every": 5,
-    "val_fraction": 0.2,  # ~95 validation images: a steadier choice of the kept model than 10 %
+    "val_fraction": 0.2,  # whole photographs (2 of the 12 training ones at the default size): steadier than 10 %
     "patience": 8,
     "plateau_after": 80,
     "lr_factor": 0.3,
@@ -84,6 +86,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "crop_mode": "image",
     "log_every": 1000,
 }
+MIN_PHOTOS = 3
 
 
 @dataclass
@@ -185,8 +188,12 @@ def build_demo_folder(
 ) -> list[dict[str, Any]]:
     """Write the images and `scores.csv`; returns one row per image (name, score, ref)."""
     progress = progress or NullProgress()
-    if size.photos < 2 or size.photos > len(PHOTOS) or size.tiles_per_photo < 1 or size.levels < 1:
-        raise ConfigError(f"demo size out of range: 2..{len(PHOTOS)} photos, >= 1 tile per photo, >= 1 level")
+    # Three photographs at least: the splits keep each on one side, and training needs one to learn from
+    # and one to validate on beside the test one.
+    if size.photos < MIN_PHOTOS or size.photos > len(PHOTOS) or size.tiles_per_photo < 1 or size.levels < 1:
+        raise ConfigError(
+            f"demo size out of range: {MIN_PHOTOS}..{len(PHOTOS)} photos, >= 1 tile per photo, >= 1 level"
+        )
     if size.images() > MAX_IMAGES:  # `--tiles 99999` began writing 19.5 million files
         raise ConfigError(
             f"--photos x --tiles x (1 + {len(DISTORTIONS)} x --levels) makes {size.images():,} demo images, more "
@@ -199,7 +206,7 @@ def build_demo_folder(
     progress.start("demo images", size.images())
     for p, name in enumerate(PHOTOS[: size.photos]):
         for t, tile in enumerate(_tiles(_load_photo(name), size.tiles_per_photo, size.tile, rng)):
-            ref = p * size.tiles_per_photo + t
+            ref = p  # the photograph: its tiles overlap, so they stay on one side of every split
             variants = [("clean", 0)] + [(kind, level) for kind in DISTORTIONS for level in range(1, size.levels + 1)]
             for kind, level in variants:
                 strength = _strength(kind, level, size.levels) if level else 0.0
@@ -244,7 +251,7 @@ def _check_demo_folder(folder: Path) -> None:
 def prepare_demo_cache(
     folder: Path, rows: list[dict[str, Any]], out: Path, *, progress: Progress | None = None
 ) -> Path:
-    """Pack the folder like `iqa prepare custom`, with each tile's source recorded as its reference."""
+    """Pack the folder like `iqa prepare custom`, with each image's photograph recorded as its reference."""
     from iqa_cli.data.cache import build_cache
     from iqa_cli.data.datasets.custom import make_spec
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 
@@ -28,9 +29,13 @@ def test_demo_builds_trains_evaluates_and_prints_working_commands(tmp_path, _iso
     with open_cache(report["cache"]) as cache:
         assert len(cache) == report["images"] and cache.attrs["reference_disjoint"]
         parts = cache.split("random_0")
-        # Reference-disjoint: no tile has versions on both sides.
+        # Reference-disjoint: no photograph has tiles on both sides (its tiles overlap, so a tile-level
+        # split had the same pixels on both sides).
         refs = [set(int(cache.ref_ids[i]) for i in parts[p]) for p in ("train", "test")]
-        assert not refs[0] & refs[1]
+        photos = [{cache.names[i].split("/")[0] for i in parts[p]} for p in ("train", "test")]
+        assert not refs[0] & refs[1] and not photos[0] & photos[1] and photos[1]
+        ref_of_photo = {(name.split("/")[0], int(ref)) for name, ref in zip(cache.names, cache.ref_ids, strict=True)}
+        assert len(ref_of_photo) == 4  # one reference per photograph, whatever the split drew
     metrics = report["metrics"]
     assert metrics["n"] > 0 and all(math.isfinite(metrics[k]) for k in ("srcc", "plcc", "rmse"))
     assert metrics["logistic_fit"] in ("ok", "fallback")
@@ -86,8 +91,15 @@ def test_a_stopped_demo_exits_with_the_signal_s_code_in_one_line(tmp_path, _isol
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 143, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM at epoch 0 step 2"), done.stderr
+    assert len(errors) == 1 and re.match(r"error: stopped by SIGTERM at epoch \d+ step 2;", errors[0]), done.stderr
     assert "TrainingInterrupted" not in done.stderr and "--debug" not in errors[0]
+
+
+def test_a_demo_of_two_photographs_is_refused_before_any_is_written(tmp_path, _isolated_home):
+    """With one photograph per side, training had none left to validate on, and failed after the writing."""
+    result = runner.invoke(app, ["demo", "--photos", "2", "--workdir", str(tmp_path / "demo")])
+    assert result.exit_code == 2 and "demo size out of range: 3..15 photos" in result.output
+    assert not (tmp_path / "demo").exists()
 
 
 def test_a_demo_of_millions_of_images_is_refused_before_any_is_written(tmp_path, _isolated_home):
