@@ -66,7 +66,8 @@ def select_command(
     distance_order: Optional[str] = typer.Option(  # noqa: UP045
         None,
         "--distance-order",
-        help="column order of the --distances file: dataset (default), or authors (the authors' cache order)",
+        help="column order of the --distances file, which needs one: dataset (this cache's order), or authors "
+        "(the authors' cache order [X; Xtest], as in livew_ds.mat)",
     ),
     tiny: bool = typer.Option(False, "--tiny", help="CPU-test-sized network (no pretrained weights)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),

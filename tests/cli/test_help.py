@@ -27,3 +27,12 @@ def test_usage_errors_are_one_line():
         lines = [x for x in result.output.splitlines() if x.strip()]
         assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
         assert expected in lines[0]
+
+
+def test_al_select_help_claims_no_default_distance_order():
+    """`iqa al select --help` said `dataset (default)` for --distance-order, which has none: the authors'
+    files are in another order, and a wrong guess gives every image another image's distances."""
+    result = runner.invoke(app, ["al", "select", "--help"], env={"COLUMNS": "300"})
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "which needs one: dataset (this cache's order), or authors" in text
+    assert "dataset (default)" not in text
