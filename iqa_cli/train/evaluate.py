@@ -399,7 +399,8 @@ def _run_jobs(
         )
         if own_dataset and not any(row.get("own_dataset") for row in results):  # once, not per split
             log.warning(
-                f"{known.source} was trained on {name} (split {known.meta.get('split') or '?'}): "
+                f"{known.source} was trained on {name} "
+                + (f"(split {known.meta['split']}): " if known.meta.get("split") else "(on images not recorded): ")
                 + (
                     "--drop-seen left its training images out, so this is its own dataset's unseen images, "
                     "no cross-dataset result"
@@ -644,6 +645,17 @@ def _split_of_model(
         return split_arg
     if split_file is not None:
         return None
+    if trained_on == dataset and not trained_split:  # an authors' release whose split files are not public
+        if split_arg is None:
+            raise ConfigError(
+                f"{weights}: it was trained on {dataset}, but on which of its images is not recorded, so no test part "
+                "is known to be unseen; pass --split NAME to choose one (it may hold its training images), or "
+                "--cross OTHER_DATA to score another dataset"
+            )
+        log.warning(
+            f"{weights} does not record which images of {dataset} it trained on; split {split_arg} may hold some"
+        )
+        return split_arg
     if not trained_on:
         if split_arg is None:
             raise ConfigError(

@@ -101,13 +101,17 @@ def authors_split_meta(name: str) -> dict[str, str]:
     from iqa_cli.data.datasets import get_dataset
 
     known = find_known(name)
-    if known is None or not known.dataset or not known.test_split:
+    if known is None or not known.dataset:
         return {}
     try:
         dataset = get_dataset(known.dataset).name  # the name our caches carry (koniq10k -> koniq)
     except ConfigError:
         dataset = known.dataset
-    meta = {"dataset": dataset, "split": known.test_split}
+    # The dataset alone where the split is not public (SSL-IQA's): `iqa eval` then knows that every test part
+    # of that dataset, and all of it under --cross, may hold its training images.
+    meta = {"dataset": dataset}
+    if known.test_split:
+        meta["split"] = known.test_split
     if known.selected_on:  # so `iqa eval` says how the released epoch was chosen (the test part: optimistic)
         meta["selected_on"] = known.selected_on
     if known.test_params:
@@ -123,10 +127,11 @@ def _say_unverified_release(name: str, file: Path, release: dict[str, str]) -> N
     known = find_known(name)
     if known is None or known.sha256 or known.sha256_prefix or not release:
         return
+    trained = f"{release['dataset']} split {release['split']}" if "split" in release else release["dataset"]
     log.warning(
         f"no digest of the authors' '{name}' file is published, so iqa cannot check that {file.name} is it; it is "
-        f"stored as their release, trained on {release['dataset']} split {release['split']} (so `iqa eval` tests "
-        "it on that split's test part); import a checkpoint of your own under another --name"
+        f"stored as their release, trained on {trained} (which `iqa eval` then keeps out of its tests); import a "
+        "checkpoint of your own under another --name"
     )
 
 

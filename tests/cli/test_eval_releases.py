@@ -200,3 +200,26 @@ def test_a_release_scored_on_a_reduced_release_of_its_dataset_says_so(koniq_home
     said = " ".join(result.stderr.split())
     assert "is its authors' model, trained and tested on views they resized from the original files of koniq" in said
     assert "prepare koniq from its full-size files (1024 px) with --size none for theirs" in said
+
+
+def test_a_release_whose_split_is_not_public_is_known_to_have_trained_on_its_dataset(koniq_home):
+    """SSL-IQA's KonIQ student records no split (theirs are not public), and its import recorded no dataset
+    either: `--cross koniq` read as a cross-dataset result on the images it trained on, and `--data koniq`
+    scored the cache's first split as its test part."""
+    from iqa_cli.weights.importer import authors_split_meta
+
+    meta = authors_split_meta("ssliqa_student_koniq10k")
+    assert meta == {"dataset": "koniq"}
+    weights = _tiny_release(koniq_home["tmp"] / "student_like.safetensors", meta)
+    args = ["eval", "aliqa", "--weights", str(weights), "--device", "cpu"]
+    line = one_error_line(runner.invoke(app, [*args, "--data", koniq_home["cache"]]))
+    assert "it was trained on koniq, but on which of its images is not recorded" in line and "--split NAME" in line
+    crossed = runner.invoke(app, [*args, "--cross", koniq_home["cache"], "--json"])
+    assert crossed.exit_code == 0, crossed.output
+    (row,) = json.loads(crossed.stdout[crossed.stdout.index("{") :])["results"]
+    assert row["includes_training_images"] and row["own_dataset"] and row["trained_on"] == "koniq"
+    assert "was trained on koniq (on images not recorded): --cross scores every image" in " ".join(
+        crossed.stderr.split()
+    )
+    named = runner.invoke(app, [*args, "--data", koniq_home["cache"], "--split", "0", "--json"])
+    assert named.exit_code == 0 and "it trained on; split 0 may hold some" in " ".join(named.stderr.split())

@@ -132,7 +132,7 @@ def test_import_add_and_identify(tmp_path):
     # no digest of the authors' file is published: any file under their name would be scored as theirs
     said = " ".join(result.stderr.split())
     assert "no digest of the authors' 'vtiqa_koniq10k' file is published, so iqa cannot check that" in said
-    assert "VTIQA_koniq.pt is it; it is stored as their release, trained on koniq split vtiqa_chain_0 (so" in said
+    assert "VTIQA_koniq.pt is it; it is stored as their release, trained on koniq split vtiqa_chain_0 (which" in said
     stored = WeightStore().get("vtiqa_koniq10k")
     assert stored.source_sha256 == sha256_file(src) and result.stdout.strip().endswith("vtiqa_koniq10k.safetensors")
     assert failed(iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k"), "already in the weights store")
