@@ -165,7 +165,6 @@ def import_checkpoint(
     ordered = {k: converted[k].detach().cpu().to(reference[k].dtype).contiguous() for k in reference}
     source_sha = sha256_file(file)
     release = authors_split_meta(name)
-    _say_unverified_release(name, file, release)
     with store.lock(name):
         store.ensure_free(name, overwrite)
         with store.staging(name) as tmp:
@@ -183,7 +182,7 @@ def import_checkpoint(
                         **release,
                     },
                 )
-                return store.commit(
+                stored = store.commit(
                     name,
                     target,
                     suffix=".safetensors",
@@ -195,6 +194,8 @@ def import_checkpoint(
                 )
             finally:
                 target.unlink(missing_ok=True)
+    _say_unverified_release(name, file, release)  # once stored: a refused import has nothing to say of it
+    return stored
 
 
 def add_file(

@@ -135,7 +135,8 @@ def test_import_add_and_identify(tmp_path):
     assert "VTIQA_koniq.pt is it; it is stored as their release, trained on koniq split vtiqa_chain_0 (which" in said
     stored = WeightStore().get("vtiqa_koniq10k")
     assert stored.source_sha256 == sha256_file(src) and result.stdout.strip().endswith("vtiqa_koniq10k.safetensors")
-    assert failed(iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k"), "already in the weights store")
+    again = iqa("import", "vtiqa", str(src), "--name", "vtiqa_koniq10k")
+    assert failed(again, "already in the weights store") and "digest" not in again.stderr  # refused: nothing stored
 
     own = iqa("import", "vtiqa", str(src), "--name", "my_vtiqa")  # no release's name: nothing to say
     assert own.exit_code == 0 and "digest" not in own.stderr
