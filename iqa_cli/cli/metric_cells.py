@@ -88,6 +88,18 @@ def step_limit_note(rows: Sequence[dict[str, Any]]) -> str | None:
     )
 
 
+def sweep_step_limit_note(runs: Sequence[dict[str, Any]], what: str) -> str | None:
+    """The line under a sweep table some of whose runs `--max-steps` stopped before the protocol's end."""
+    cut = [row for row in runs if row.get("cut_by_step_limit")]
+    if not cut:
+        return None
+    which = ", ".join(f"{what}={row['value']} repeat {row['repeat']}" for row in cut)
+    return (
+        f"note: --max-steps stopped {len(cut)} of the {len(runs)} runs before the protocol's end ({which}): their "
+        "figures are those of shortened runs"
+    )
+
+
 def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:
     """The line under a table whose parts held byte-identical copies of training images (scored, or left
     out with --drop-seen), or None."""

@@ -33,7 +33,7 @@ from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.distributed import env_world, init_distributed, resolve_device
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
-from iqa_cli.train.runs import RESULT_FILE, read_run, run_root
+from iqa_cli.train.runs import RESULT_FILE, cut_by_step_limit, read_run, run_root
 from iqa_cli.train.trainer import (
     RESUMABLE_CHANGES,
     ResolvedConfig,
@@ -235,9 +235,16 @@ def _train_jobs(
                 "selected_on": report.get("selected_on"),  # "test": each value's score is its best test epoch
                 **{k: report["median"].get(k) for k in report.get("columns", [])},
                 "logistic_fallbacks": logistic_fallbacks(report.get("splits", [])),
+                **_cut_splits(report),
             }
         )
     return rows
+
+
+def _cut_splits(report: dict[str, Any]) -> dict[str, list[str]]:
+    """`cut_by_step_limit`: the run's splits that `--max-steps` stopped before the protocol's end."""
+    cut = [str(row["split"]) for row in report.get("splits", []) if cut_by_step_limit(row.get("stopped_because"))]
+    return {"cut_by_step_limit": cut} if cut else {}
 
 
 def check_means(table: dict[str, Any]) -> None:

@@ -385,3 +385,15 @@ def test_a_run_cut_by_max_steps_is_said_to_be_shortened(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     assert "--max-steps stopped the training of split(s) random_0 of" in " ".join(evaluated.stderr.split())
     assert "shortened" not in runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "whole"]).stderr
+
+
+def test_a_sweep_of_runs_cut_by_max_steps_says_so(tmp_path):
+    """The sweep table printed the medians of runs that `--max-steps` had cut short like any others."""
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    args = [*without(FAST, "--epochs"), "--data", "mini", "--epochs", "3", "--max-steps", "2"]
+    result = runner.invoke(app, ["train", "vtiqa", *args, "--repeats", "2", "--out", str(tmp_path / "sweep")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "note: --max-steps stopped 2 of the 2 runs before the protocol's end" in said
+    assert "(setting=given repeat 1, setting=given repeat 2)" in said
+    assert "their figures are those of shortened runs" in said
