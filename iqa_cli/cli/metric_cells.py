@@ -76,28 +76,20 @@ def unmeasured_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> s
     return f"-: {', '.join(missing)} not measured on split(s) {', '.join(splits)} ({why})"
 
 
-def step_limit_note(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The line under a training table whose splits `--max-steps` stopped before their protocol ended."""
-    cut = [row for row in rows if cut_by_step_limit(row.get("stopped_because"))]
-    if not cut:
-        return None
-    which = ", ".join(f"{row['split']} after {row.get('epochs', '?')} epoch(s)" for row in cut)
-    return (
-        f"note: --max-steps stopped split(s) {which}, before the protocol's end: the figures are those of a "
-        "shortened run (stopped_because in --json)"
-    )
-
-
-def sweep_step_limit_note(runs: Sequence[dict[str, Any]], what: str) -> str | None:
-    """The line under a sweep table some of whose runs `--max-steps` stopped before the protocol's end."""
-    cut = [row for row in runs if row.get("cut_by_step_limit")]
-    if not cut:
-        return None
-    which = ", ".join(f"{what}={row['value']} repeat {row['repeat']}" for row in cut)
-    return (
-        f"note: --max-steps stopped {len(cut)} of the {len(runs)} runs before the protocol's end ({which}): their "
-        "figures are those of shortened runs"
-    )
+def step_limit_note(rows: Sequence[dict[str, Any]], sweep_of: str | None = None) -> str | None:
+    """The line under a table whose rows `--max-steps` stopped before the protocol's end: a training
+    table's splits, or with `sweep_of` (the swept option) a sweep table's runs."""
+    if sweep_of is None:
+        cut = [row for row in rows if cut_by_step_limit(row.get("stopped_because"))]
+        which = ", ".join(f"{row['split']} after {row.get('epochs', '?')} epoch(s)" for row in cut)
+        what = f"split(s) {which}, before the protocol's end: the figures are those of a shortened run"
+        detail = " (stopped_because in --json)"
+    else:
+        cut = [row for row in rows if row.get("cut_by_step_limit")]
+        which = ", ".join(f"{sweep_of}={row['value']} repeat {row['repeat']}" for row in cut)
+        what = f"{len(cut)} of the {len(rows)} runs before the protocol's end ({which}): their figures are"
+        detail = " those of shortened runs"
+    return f"note: --max-steps stopped {what}{detail}" if cut else None
 
 
 def copies_note(rows: Sequence[dict[str, Any]]) -> str | None:

@@ -28,7 +28,6 @@ from iqa_cli.cli.metric_cells import (
     step_limit_note,
     summary_cells,
     sweep_fallback_note,
-    sweep_step_limit_note,
 )
 from iqa_cli.train.config import EngineConfig, choices_of, field_types
 from iqa_cli.train.recipes import get_recipe, recipe_names
@@ -367,7 +366,7 @@ def show_sweep(table: dict[str, Any]) -> None:
             cells = [marked_cell(f"{row[f'mean_{c}']:.4f} ± {row[f'std_{c}']:.4f}", c, fell_back) for c in columns]
             means.add_row(str(row["value"]), str(row["runs"]), *cells)
         out.print(means)
-    for note in (sweep_fallback_note(table["runs"], columns), sweep_step_limit_note(table["runs"], what)):
+    for note in (sweep_fallback_note(table["runs"], columns), step_limit_note(table["runs"], sweep_of=what)):
         if note:
             out.print(note, markup=False, highlight=False)
     out.print(f"sweep folder: {table['sweep']}", markup=False, highlight=False)
