@@ -261,23 +261,16 @@ def index_file_digest(ind_train: np.ndarray, ind_test: np.ndarray) -> str:
 
 def index_file_name(path: str | Path, ind_train: np.ndarray, ind_test: np.ndarray) -> str:
     """The name a test part read from this file is reported under: the published file's where it holds a
-    published file's indices (whatever it is called now), else its own; a file named like a published one
-    that holds other indices is refused (`check_published_index_file`)."""
+    published file's indices (whatever it is called now), else its own. A file named like a published one
+    that holds other indices is refused: its test part would be reported as theirs (`index_file:NAME`) and
+    compared with their published figures."""
     digest = index_file_digest(ind_train, ind_test)
-    for name, published in PUBLISHED_INDEX_FILES.items():
-        if published.digest == digest:
+    for name, known in PUBLISHED_INDEX_FILES.items():
+        if known.digest == digest:
             return name
-    check_published_index_file(path, ind_train, ind_test)
-    return Path(path).name
-
-
-def check_published_index_file(path: str | Path, ind_train: np.ndarray, ind_test: np.ndarray) -> None:
-    """Refuse a file named like an authors' index file that does not hold their indices: its test part
-    would be reported as theirs (`index_file:NAME`) and compared with their published figures."""
-    name = Path(path).name
-    published = PUBLISHED_INDEX_FILES.get(name)
-    if published is None or index_file_digest(ind_train, ind_test) == published.digest:
-        return
+    published = PUBLISHED_INDEX_FILES.get(Path(path).name)
+    if published is None:
+        return Path(path).name
     counts = (int(ind_train.size), int(ind_test.size))
     how = (
         "the same counts as theirs, other indices"

@@ -266,9 +266,10 @@ def _evaluate(options: EvalOptions, progress: Progress | None, *, checks_only: b
                 loaded[str(plan[None])] = single  # built by `_run_jobs`, beside its views
                 # a copy of the training cache under another name is the training dataset (images digest)
                 same = single.meta.get("dataset") if _trained_on_this(single, dataset, name) else name
-                split_arg = _split_of_model(single, str(same or name), split_arg, options.split_file, progress)
-                if options.split_file is not None:
-                    label, test = _index_file_test(dataset, cache_path, options.split_file)
+                index = _read_index(options.split_file) if options.split_file is not None else None
+                split_arg = _split_of_model(single, str(same or name), split_arg, index, progress)
+                if index is not None:
+                    label, test = _index_file_test(dataset, cache_path, index)
                     jobs = [EvalJob(label, plan[None], test)]
                     return _run_jobs(
                         recipe, options, dataset, name, cache_path, jobs, run, progress, loaded, checks_only
@@ -621,7 +622,7 @@ def _split_of_model(
     loaded: LoadedModel | TrainedSpec,
     dataset: str,
     split_arg: str | None,
-    split_file: str | Path | None,
+    index: IndexFile | None,
     progress: Progress,
 ) -> str | None:
     """The split to test a single model on: by default the one it was trained on (when it was trained
@@ -633,17 +634,16 @@ def _split_of_model(
     weights = loaded.source
     if trained_split and trained_split.startswith(INDEX_FILE_PREFIX) and trained_on == dataset:
         wanted = trained_split[len(INDEX_FILE_PREFIX) :]
-        if split_file is None:  # its training images are ind_train of that file: no other part is known unseen
+        if index is None:  # its training images are ind_train of that file: no other part is known unseen
             raise ConfigError(
                 f"{weights}: its authors trained it on ind_train and tested it on ind_test of {wanted} (published "
                 f"with the method's code), so no split of this cache is known to be unseen; pass --split-file "
                 f"PATH/{wanted} (or --cross DATA to score every image on purpose)"
             )
-        given = index_file_name(split_file, *read_index_file(split_file))  # the authors' file under any name
-        if given != wanted:
-            raise ConfigError(f"--split-file: {weights} was tested on {wanted}, not {given}")
+        if index.name != wanted:  # its name is the authors' when it holds their indices, whatever it is called
+            raise ConfigError(f"--split-file: {weights} was tested on {wanted}, not {index.name}")
         return split_arg
-    if split_file is not None:
+    if index is not None:
         return None
     if trained_on == dataset and not trained_split:  # an authors' release whose split files are not public
         if split_arg is None:
@@ -885,13 +885,26 @@ def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, na
     return bool(split_digest(dataset, dataset.split(split)) == recorded)
 
 
-def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | Path) -> tuple[str, np.ndarray]:
+class IndexFile(NamedTuple):
+    """A `--split-file`, read once: its indices and the name its test part is reported under."""
+
+    path: Path
+    name: str  # `index_file_name`: the authors' file name where it holds their indices
+    ind_train: np.ndarray
+    ind_test: np.ndarray
+
+
+def _read_index(split_file: str | Path) -> IndexFile:
+    ind_train, ind_test = read_index_file(split_file)
+    return IndexFile(Path(split_file), index_file_name(split_file, ind_train, ind_test), ind_train, ind_test)
+
+
+def _index_file_test(dataset: DatasetLike, cache_path: Path, index: IndexFile) -> tuple[str, np.ndarray]:
     """(split label, test indices) of an authors' index file on this cache."""
     image_list = getattr(dataset, "image_list", None)
     if image_list is None:
         raise ConfigError("--split-file needs a prepared cache (it addresses the cache's image list)")
-    ind_train, ind_test = read_index_file(split_file)
-    label = index_file_name(split_file, ind_train, ind_test)
+    ind_train, ind_test, split_file = index.ind_train, index.ind_test, index.path
     n = len(dataset)
     if ind_train.size + ind_test.size != n:
         raise DataError(
@@ -900,7 +913,7 @@ def _index_file_test(dataset: DatasetLike, cache_path: Path, split_file: str | P
             path=cache_path,
         )
     parts = index_file_split(image_list(), ind_train, ind_test)
-    return f"{INDEX_FILE_PREFIX}{label}", parts["test"]
+    return f"{INDEX_FILE_PREFIX}{index.name}", parts["test"]
 
 
 def _selection_text(selections: set[str | None]) -> str:

@@ -15,7 +15,7 @@ import pytest
 from iqa_cli.data.authors_splits import (
     PUBLISHED_INDEX_FILES,
     ImageList,
-    check_published_index_file,
+    index_file_name,
     index_file_split,
     protocol_split,
     read_index_file,
@@ -180,14 +180,14 @@ def test_the_published_index_files_are_recognised_also_saved_again(tmp_path, nam
     ind_train, ind_test = read_index_file(AUTHORS_ALIQA / name)
     published = PUBLISHED_INDEX_FILES[name]
     assert (ind_train.size, ind_test.size) == (published.n_train, published.n_test)
-    check_published_index_file(AUTHORS_ALIQA / name, ind_train, ind_test)
+    index_file_name(AUTHORS_ALIQA / name, ind_train, ind_test)
     again = tmp_path / name  # other .mat bytes (another writer, int32, another order), the same two sets
     reordered = {"ind_test": ind_test[::-1].astype(np.int32)[None, :], "ind_train": ind_train.astype(np.int32)[None, :]}
     savemat(again, reordered)
-    check_published_index_file(again, *read_index_file(again))
+    index_file_name(again, *read_index_file(again))
     moved = np.concatenate([ind_train[1:], ind_test[:1]]), np.concatenate([ind_test[1:], ind_train[:1]])
     with pytest.raises(DataError, match="the same counts as theirs, other indices"):
-        check_published_index_file(again, *moved)  # one image swapped between the parts
+        index_file_name(again, *moved)  # one image swapped between the parts
 
 
 def test_whole_dataset_rounds_train_every_image_and_test_none():
