@@ -419,7 +419,10 @@ def _run_jobs(
         given = params
         params = recipe.dataset_params(params, dataset)  # per-dataset choices, for the evaluated dataset
         labels, label_map = recipe.labels(dataset, params, str(cache_path))
-        stored_as = _stored_differently(known, raw, name) if options.cross is None else None
+        # Its own dataset, scored as the protocol it trained on: then how the cache differs from its training
+        # cache is worth saying. Another dataset differs in every way, and is said to be a cross-dataset result.
+        own_protocol = options.cross is None and not other_dataset
+        stored_as = _stored_differently(known, raw, name) if own_protocol else None
         if name not in upscaling_told:
             upscaling_told.add(name)
             upscaled = upscaled_views_note(raw, view_sides(recipe.view_shapes(params)), recipe.name)
@@ -428,13 +431,13 @@ def _run_jobs(
             left_out = left_out_note(raw, name)
             if left_out is not None:
                 log.warning(left_out)
-        changed_since = changed_inputs(known.meta, identity)
+        changed_since = changed_inputs(known.meta, identity) if own_protocol else []
         if (str(weights), name) not in inputs_told:
             inputs_told.add((str(weights), name))
             other_inputs = recipe.dataset_scoring_note(known.meta, dataset, str(weights))
-            if other_inputs is not None and not (options.cross is None and changed_since):  # else said below
+            if other_inputs is not None and not (own_protocol and changed_since):  # else said below
                 log.warning(other_inputs)
-        if options.cross is None and str(weights) not in choices_told:  # its own dataset: as it trained?
+        if own_protocol and str(weights) not in choices_told:  # its own dataset: as it trained?
             choices_told.add(str(weights))
             if changed_since:
                 log.warning(

@@ -369,8 +369,14 @@ def test_cross_dataset_scores_every_image(trained):
     elsewhere = evaluate("--data", "other", "--weights", str(trained["run"]), "--split", "0")
     assert elsewhere.exit_code == 0, elsewhere.output
     assert "(test split; the model trained on mini, so a cross-dataset result)" in " ".join(elsewhere.stdout.split())
+    # It was told as the model's own dataset prepared again: "trained on other with other image files than this
+    # cache has now", "with labels ... now ..." and a note under the table; it never trained on other.
+    said = " ".join(elsewhere.output.split())
+    assert "trained on other" not in said and "than the cache has now" not in said, elsewhere.output
+    assert "prepared again" not in said and "training-time tests" not in said, elsewhere.output
     as_json = evaluate("--data", "other", "--weights", str(trained["run"]), "--split", "0", "--json")
     assert [r.get("other_dataset") for r in json.loads(as_json.stdout)["results"]] == [True]
+    assert "changed_since_training" not in json.loads(as_json.stdout)["results"][0]
     assert "other_dataset" not in json.loads(evaluate("--data", "mini", "--json").stdout)["results"][0]
     # One cache named twice (by name and by path) was scored twice and listed twice in --csv.
     twice = evaluate("--data", "mini", "--cross", f"other,{data_dir() / 'other.h5'}")
