@@ -695,9 +695,9 @@ def _check_split_identity(
     loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str, split: str, cache_path: Path
 ) -> None:
     """Refuse to score a model on a split of the same name whose images differ from those it was trained
-    and tested on (the cache was prepared again, e.g. with another --split-seed)."""
+    and tested on (the cache was prepared again, e.g. with another --split-seed, under its name or another)."""
     recorded = loaded.meta.get("split_digest")
-    if not recorded or loaded.meta.get("dataset") != name or loaded.meta.get("split") != split:
+    if not recorded or loaded.meta.get("split") != split or not _trained_on_this(loaded, dataset, name):
         return
     current = split_digest(dataset, dataset.split(split))
     if current != recorded:

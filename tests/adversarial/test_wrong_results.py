@@ -93,6 +93,24 @@ def test_eval_on_a_re_prepared_cache_refuses_the_changed_split(cache, tmp_path):
     assert run["splits"]["random_0"]["digest"]  # the run recorded what it trained on
 
 
+def test_eval_on_the_same_images_prepared_with_other_splits_under_another_name_is_refused(cache, tmp_path):
+    """The same images prepared again with another --split-seed under another name: the split check
+    compared dataset names only, so split random_0 of the copy (other test images, some the model trained
+    on) was scored as the model's own test part, exit 0, with its training images "the split's own"."""
+    assert train("--data", "mini", "--epochs", "1", "--name", "older").exit_code == 0
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.datasets.custom import make_spec
+
+    spec = make_spec("reseeded", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
+    options = CacheOptions(workers=1, splits=2, split_seed=3, test_fraction=0.25)
+    build_cache(spec, tmp_path / "mini", data_dir() / "reseeded.h5", options)
+    line = error_line(invoke("eval", "vtiqa", "--data", "reseeded", "--weights", "older"))
+    assert "split random_0 of this cache holds other images" in line and "recorded" in line
+    every = invoke("eval", "vtiqa", "--data", "reseeded", "--weights", "older", "--cross", "reseeded", "--json")
+    assert every.exit_code == 0, every.output  # on purpose, and said to include its training images
+    assert all(row["includes_training_images"] for row in json.loads(every.stdout)["results"])
+
+
 def test_eval_on_the_same_split_stored_at_another_size_says_so(cache, tmp_path):
     """The same images and split, prepared again at another size: the split check passed and the figures
     (other pixels than the model trained and was tested on) came out as its test result, without a word."""
