@@ -4,13 +4,15 @@ A cluster runs the 10-split protocol as a job array, one split per job (`iqa tra
 --split $SLURM_ARRAY_TASK_ID`), so each run holds one split's result. `combine_runs` joins them into the
 report one run over every split would give: the split rows, and median, mean and std over them. It is
 refused unless the runs are of one method, on one dataset (the same images, scores and size policy, by
-`cache_identity`), with the same options (where they ran aside), selected the same way, finished, and
-no split is in two runs: otherwise the median would mix results that are not one protocol's.
+`cache_identity`) split the same way (the digests of the cache's stored splits, `stored_splits`), with
+the same options (where they ran aside), selected the same way, finished, and no split is in two runs:
+otherwise the median would mix results that are not one protocol's.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +20,13 @@ from typing import Any
 
 from iqa_cli.errors import ConfigError, DataError, some_names
 from iqa_cli.train.choices import changed_inputs, choices_change, inputs_text, run_choices
-from iqa_cli.train.data import is_whole_split, same_cache_identity
+from iqa_cli.train.data import close_dataset, is_whole_split, same_cache_identity, stored_split_digests
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
 from iqa_cli.train.trainer import load_run_config, result_options, selection_label
+
+log = logging.getLogger(__name__)
 
 
 def combine_runs(runs: Sequence[str | Path]) -> dict[str, Any]:
@@ -69,6 +73,66 @@ def check_one_protocol(roots: Sequence[Path], infos: Sequence[dict[str, Any]]) -
         why = _difference(roots[0], infos[0], root, info)
         if why:
             raise ConfigError(f"{root} is not of the same protocol as {roots[0]}: {why}; only such runs combine")
+    _check_one_split_set(roots, infos)
+
+
+def _check_one_split_set(roots: Sequence[Path], infos: Sequence[dict[str, Any]]) -> None:
+    """Refuse runs whose caches hold other splits under the same names (the same images prepared with another
+    `--split-seed` or `--test-fraction`): their `random_0` and `random_1` are not two splits of one set, and
+    one may even be the other's `random_5`."""
+    known = [_split_digests(root, info) for root, info in zip(roots, infos, strict=True)]
+    compared: set[int] = set()
+    for a in range(len(roots)):
+        for b in range(a + 1, len(roots)):
+            common = sorted(set(known[a]) & set(known[b]))
+            if common:
+                compared.update((a, b))
+            differ = [name for name in common if known[a][name] != known[b][name]]
+            if differ:
+                raise ConfigError(
+                    f"{roots[b]} is not of the same protocol as {roots[a]}: their caches hold other images under "
+                    f"split {differ[0]} (prepared with another --split-seed or --test-fraction), so their splits "
+                    "are not one protocol's; only runs on one cache's splits combine"
+                )
+    unchecked = [str(root) for index, root in enumerate(roots) if index not in compared]
+    if unchecked:
+        log.warning(
+            f"which splits {some_names(unchecked)} trained cannot be checked against the other runs' (their caches "
+            "are gone and their records predate it): combine them only if every run used one cache's splits"
+        )
+
+
+def _split_digests(root: Path, info: dict[str, Any]) -> dict[str, str]:
+    """Split name -> digest, as the run knows them: its cache's stored splits when it started, its trained
+    splits; for runs recorded before `stored_splits`, its cache's splits when the cache still holds what it
+    trained."""
+    trained = {
+        name: str(state["digest"])
+        for name, state in (info.get("splits") or {}).items()
+        if isinstance(state, dict) and state.get("digest")
+    }
+    stored = info.get("stored_splits")
+    if isinstance(stored, dict):
+        return {**{str(k): str(v) for k, v in stored.items()}, **trained}
+    now = _cache_split_digests(Path(str(info.get("cache"))))
+    if now is None or any(now.get(name) != digest for name, digest in trained.items()):
+        return trained  # the cache is gone, or was prepared again since
+    return {**now, **trained}
+
+
+def _cache_split_digests(path: Path) -> dict[str, str] | None:
+    from iqa_cli.data.cache import open_cache
+
+    if not path.is_file():
+        return None
+    try:
+        dataset = open_cache(path)
+    except (DataError, OSError):
+        return None
+    try:
+        return stored_split_digests(dataset)
+    finally:
+        close_dataset(dataset)
 
 
 def split_owners(splits_of: dict[Path, list[str]]) -> dict[str, Path]:

@@ -299,6 +299,13 @@ def copies_of_seen(dataset: DatasetLike, seen: np.ndarray | None, indices: np.nd
     return indices[hit]
 
 
+def stored_split_digests(dataset: DatasetLike) -> dict[str, str]:
+    """`split_digest` of each split the cache stores (`random_K`, `official`): what its `--split-seed` and
+    `--test-fraction` made. Runs record it, so runs on caches with other splits under the same names are
+    not joined as one protocol (`iqa runs combine`)."""
+    return {name: split_digest(dataset, dataset.split(name)) for name in dataset.split_names()}
+
+
 def cache_identity(dataset: DatasetLike) -> dict[str, Any]:
     """What makes a cache at another path the one a run trained on (recorded in run.json, so a run whose
     cache moved can be resumed on it): the same images and scores by name, in the same number, prepared

@@ -52,6 +52,7 @@ from iqa_cli.train.data import (
     same_cache_identity,
     seen_files,
     split_digest,
+    stored_split_digests,
     upscaled_views_note,
     view_sides,
 )
@@ -470,6 +471,7 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 "data": str(data),
                 "cache": str(Path(cache_path).absolute()),  # `--resume` from another folder opens the same file
                 "cache_identity": cache_identity(raw),  # a copy elsewhere is accepted by `--resume --data`
+                "stored_splits": stored_split_digests(raw),  # which split set: `iqa runs combine` joins one
                 "split_arg": splits_arg,
                 "splits": {s: {"status": "pending"} for s in split_names},
                 **run_selection(split_names, resolved.engine.select_on),

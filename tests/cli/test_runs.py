@@ -397,3 +397,44 @@ def test_a_sweep_of_runs_cut_by_max_steps_says_so(tmp_path):
     assert "note: --max-steps stopped 2 of the 2 runs before the protocol's end" in said
     assert "(setting=given repeat 1, setting=given repeat 2)" in said
     assert "their figures are those of shortened runs" in said
+
+
+def test_combine_refuses_runs_on_caches_that_split_the_same_images_otherwise(tmp_path, monkeypatch, caplog):
+    """Runs on the same images prepared twice with other split seeds (two names, or one cache prepared again
+    between the jobs) were joined as one protocol: their random_0 and random_1 are not two splits of one set
+    (one may be the other's random_3), yet the table named them so and took their median."""
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.cache_write import CacheOptions
+    from iqa_cli.data.datasets.custom import make_spec
+
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    spec = make_spec("reseeded", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
+    options = CacheOptions(workers=1, splits=2, split_seed=3, test_fraction=0.25)
+    build_cache(spec, tmp_path / "mini", data_dir() / "reseeded.h5", options)
+    for data, split, name in (("mini", "0", "job0"), ("reseeded", "1", "job1"), ("mini", "1", "same1")):
+        result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", data, "--split", split, "--name", name])
+        assert result.exit_code == 0, result.output
+
+    def combine(*runs: str):
+        return runner.invoke(app, ["runs", "combine", *runs])
+
+    assert combine("job0", "same1").exit_code == 0
+    refused = combine("job0", "job1")
+    assert refused.exit_code == 2, refused.output
+    assert "their caches hold other images under split random_" in refused.output
+    # runs recorded before `stored_splits`: their caches, where they still hold what the runs trained, tell
+    for run in ("job0", "job1", "same1"):
+        record_file = tmp_path / "runs" / run / "run.json"
+        record = json.loads(record_file.read_text())
+        del record["stored_splits"]
+        record_file.write_text(json.dumps(record))
+    assert "their caches hold other images under split" in combine("job0", "job1").output
+    assert combine("job0", "same1").exit_code == 0
+    (data_dir() / "reseeded.h5").unlink()  # mini's split random_1 is not what job1 trained: still told
+    assert "their caches hold other images under split random_1" in combine("job0", "job1").output
+    (data_dir() / "mini.h5").unlink()  # nothing left to tell by: said, not passed over
+    caplog.set_level("WARNING")
+    unchecked = combine("job0", "job1")
+    assert unchecked.exit_code == 0, unchecked.output
+    assert "cannot be checked against the other runs'" in " ".join((unchecked.output + caplog.text).split())
