@@ -278,6 +278,11 @@ def run_demo(
     progress = progress or NullProgress()
     workdir = Path(workdir) if workdir is not None else home() / "demo"
     folder = workdir / "photos"
+    for below in (workdir, *workdir.parents):  # a file where a folder must go: said before any work
+        if below.exists():
+            if not below.is_dir():
+                raise ConfigError(f"--workdir: {below} is a file; expected a folder")
+            break
     cache = data_dir() / f"{DATASET_NAME}.h5"
     seconds: dict[str, float] = {}
 

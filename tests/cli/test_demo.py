@@ -107,3 +107,14 @@ def test_a_demo_of_millions_of_images_is_refused_before_any_is_written(tmp_path,
     result = runner.invoke(app, ["demo", "--tiles", "99999", "--workdir", str(tmp_path / "demo")])
     assert result.exit_code == 2 and "makes 19,499,805 demo images, more than 20,000" in result.output
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_workdir_that_is_a_file_is_refused_in_one_line_naming_the_option(tmp_path, _isolated_home):
+    """`--workdir FILE` failed as an I/O error (exit 74) naming FILE/photos: "Not a directory"."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for workdir in (taken, taken / "below"):
+        result = runner.invoke(app, ["demo", *SMALL, "--workdir", str(workdir)])
+        assert result.exit_code == 2, result.output
+        assert f"error: --workdir: {taken} is a file; expected a folder" in result.output
+    assert taken.read_text() == "mine"
