@@ -924,7 +924,7 @@ def _selection_text(selections: set[str | None]) -> str:
     if not known:
         return "kept model selection unknown (weights without iqa metadata)"
     if "test" in known:  # the optimistic habit is said whatever the other models did
-        return "kept model " + selection_label("test")
+        return "kept model selected on the " + selection_label("test")
     if known == {"val"}:
         return "kept model selected on the " + selection_label("val")
     if known == {NO_SELECTION}:

@@ -85,6 +85,9 @@ def test_runs_list_marks_a_run_kept_on_its_test_part_as_optimistic(tmp_path):
     marked = {line.split()[0]: line.count("§") for line in lines[1:] if line.split()[0] in rows}
     assert marked == {"on-test": 2, "on-val": 0}  # its SRCC and PLCC
     assert lines[-1].startswith("§ kept model chosen on the test part itself")
+    # `iqa eval`'s title read "kept model test part (paper habit; optimistic)": what the part did was lost
+    title = " ".join(runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "on-test"]).stdout.split())
+    assert "kept model selected on the test part (paper habit; optimistic)" in title
 
 
 def test_a_run_whose_record_is_damaged_is_named_not_passed_over_in_silence(tmp_path, monkeypatch):
