@@ -180,9 +180,12 @@ class Scorer:
         arrays = self._arrays(images)
         if not arrays:
             raise DataError("no images to score")
+        from iqa_cli.train.predict import MIN_SIDE
         for i, array in enumerate(arrays):
             if array.shape[0] < 1 or array.shape[1] < 1:  # views of no pixels would divide by zero
                 raise DataError(f"image {i} has no pixels (H x W = {array.shape[0]} x {array.shape[1]})")
+            if array.shape[0] < MIN_SIDE or array.shape[1] < MIN_SIDE:  # refused by `iqa predict` too
+                raise DataError(f"image {i} is only {array.shape[1]}x{array.shape[0]} pixels")
         from iqa_cli.threads import inference_threads
         from iqa_cli.train.predict import score_arrays
 

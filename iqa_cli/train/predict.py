@@ -36,6 +36,7 @@ from iqa_cli.train.weights import LoadedModel, apply_test_overrides, build_train
 
 log = logging.getLogger(__name__)
 
+MIN_SIDE = 2  # pixels: an image of one row or column has no structure to judge
 PER_WORKER = 4  # images per decode process at least: fewer images decode in this process (no start-up)
 # Batches of views made ahead of the forward: enough to use the network's build (and, in a fresh
 # process, timm's import: about 1.5 s) for a small folder's views, within this many bytes.
@@ -166,7 +167,7 @@ def _usable(
     decoded: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], skip_bad: bool, skipped: list[tuple[str, str]]
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
     for path, image, size in decoded:
-        if image.shape[0] < 2 or image.shape[1] < 2:
+        if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
             small = DataError(f"image is only {image.shape[1]}x{image.shape[0]} pixels", path=path)
             if not skip_bad:
                 raise small

@@ -109,6 +109,12 @@ def test_load_from_a_file_and_bad_inputs(trained):
     for empty in (torch.zeros(1, 3, 0, 8), np.zeros((0, 0, 3), dtype=np.uint8), Image.new("RGB", (0, 0))):
         with pytest.raises(DataError, match="image 0 has no pixels"):
             scorer(empty)
+    # `iqa predict` refuses an image of one row or column; the scorer gave it a score.
+    line = data_dir().parent / "line.png"
+    Image.new("RGB", (40, 1)).save(line)
+    for thin in (np.zeros((1, 1, 3), dtype=np.uint8), Image.new("RGB", (40, 1)), line):
+        with pytest.raises(DataError, match=r"image 0 is only (1x1|40x1) pixels"):
+            scorer(thin)
     # Bytes are a sequence of ints: the error named an int, not what was given.
     with pytest.raises(DataError, match=r"cannot score raw bytes: .*io.BytesIO"):
         scorer(b"\xff\xd8\xff")
