@@ -181,6 +181,7 @@ class Scorer:
         if not arrays:
             raise DataError("no images to score")
         from iqa_cli.train.predict import MIN_SIDE
+
         for i, array in enumerate(arrays):
             if array.shape[0] < 1 or array.shape[1] < 1:  # views of no pixels would divide by zero
                 raise DataError(f"image {i} has no pixels (H x W = {array.shape[0]} x {array.shape[1]})")
