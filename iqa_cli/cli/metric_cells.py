@@ -73,7 +73,8 @@ def unmeasured_note(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> s
     if low:
         counts = ", ".join(f"{r.get('lq_n', '?')} on {r.get('split')}" for r in rows if str(r.get("split")) in splits)
         why += f"; {', '.join(low)} take only the test images below the low-quality bar: {counts}"
-    return f"-: {', '.join(missing)} not measured on split(s) {', '.join(splits)} ({why})"
+    summary = "; the median, mean and std take the other splits" if 0 < len(splits) < len(rows) else ""
+    return f"-: {', '.join(missing)} not measured on split(s) {', '.join(splits)} ({why}){summary}"
 
 
 def step_limit_note(rows: Sequence[dict[str, Any]], sweep_of: str | None = None) -> str | None:

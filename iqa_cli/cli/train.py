@@ -28,6 +28,7 @@ from iqa_cli.cli.metric_cells import (
     step_limit_note,
     summary_cells,
     sweep_fallback_note,
+    unmeasured_note,
 )
 from iqa_cli.train.config import EngineConfig, choices_of, field_types
 from iqa_cli.train.recipes import get_recipe, recipe_names
@@ -309,7 +310,12 @@ def show_train_report(report: dict[str, Any]) -> None:
         if mean:
             table.add_row("mean ± std", *blank, *summary_cells(rows, mean, columns, std), "", "")
     out.print(table)
-    for note in (fallback_note(rows, columns), copies_note(rows), step_limit_note(rows)):
+    for note in (
+        fallback_note(rows, columns),
+        unmeasured_note(rows, columns),
+        copies_note(rows),
+        step_limit_note(rows),
+    ):
         if note:
             out.print(note, markup=False, highlight=False)
     _show_watch(report)

@@ -100,3 +100,15 @@ def test_an_unmeasured_cell_is_a_dash_with_a_line_saying_why():
     assert note is not None and note.startswith("-: lq_srcc, lq_plcc not measured on split(s) random_0")
     assert "below the low-quality bar: 0 on random_0" in note
     assert unmeasured_note([_row("a", "ok", 0.6)], COLUMNS) is None
+    # The training table (and `iqa runs combine`'s) printed the "-" cells without the line, and its
+    # median over the splits that measured them stood for every split without a word.
+    measured = {**_row("random_1", "ok", 0.7), "lq_srcc": 0.4, "lq_plcc": 0.5, "lq_n": 6}
+    rows = [{**r, "best_epoch": 1, "epochs": 2} for r in (row, measured)]
+    stats = {c: 0.5 for c in columns}
+    report = {"method": "ieit", "dataset": "mini", "selection": "kept model", "columns": columns, "splits": rows,
+              "median": stats, "mean": stats, "std": stats, "run": "/tmp/run"}  # fmt: skip
+    with out.capture() as captured:
+        show_train_report(report)
+    text = " ".join(captured.get().split())
+    assert "-: lq_srcc, lq_plcc not measured on split(s) random_0" in text
+    assert "the median, mean and std take the other splits" in text
