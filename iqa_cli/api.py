@@ -69,7 +69,7 @@ def _method_of(weights: str | Path) -> str:
 
 def resolve_weights_arg(weights: str | Path, method: str, split: str | None = None) -> str:
     """A run name or folder becomes the kept model of one of its splits (`split`, else the first)."""
-    from iqa_cli.train.runs import BEST, find_run, split_dir
+    from iqa_cli.train.runs import BEST, find_weights_run, split_dir
     from iqa_cli.train.weights import run_weights
 
     text = str(weights)
@@ -77,7 +77,7 @@ def resolve_weights_arg(weights: str | Path, method: str, split: str | None = No
     if path.is_file():
         return text
     try:
-        root = find_run(text)
+        root = find_weights_run(text)
     except ConfigError:
         return text  # a weights-store name (or a file that does not exist: the loader says so)
     run = run_weights(root)
@@ -273,9 +273,9 @@ def load(
     if method is None:
         probe = Path(str(weights)).expanduser()
         try:
-            from iqa_cli.train.runs import find_run
+            from iqa_cli.train.runs import find_weights_run
 
-            probe = find_run(str(weights))
+            probe = find_weights_run(str(weights))
         except ConfigError:
             pass
         method = _method_of(probe if (probe / "run.json").is_file() else weights)

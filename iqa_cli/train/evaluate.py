@@ -155,7 +155,7 @@ def _by_split(by_split: dict[str, Path]) -> WeightsPlan:
 def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPlan, RunWeights | None]:
     """split (None = any) -> weights; from --weights, or the newest run for method + training dataset."""
     if options.weights is not None:
-        from iqa_cli.train.runs import find_run
+        from iqa_cli.train.runs import find_weights_run
 
         if Path(str(options.weights)).expanduser().exists():  # an existing path is one name, commas and all
             names = [str(options.weights)]
@@ -164,7 +164,7 @@ def _weights_plan(recipe: Recipe[Any], options: EvalOptions) -> tuple[WeightsPla
         if len(names) > 1:
             return _joined_runs_plan(names)
         try:  # a run (name or folder): its own kept models, split by split
-            root = find_run(options.weights)
+            root = find_weights_run(options.weights)
         except ConfigError:
             return {None: options.weights}, None
         given = run_weights(root)  # a damaged record is an error of its own, not "no such weights"
@@ -195,9 +195,9 @@ def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
     """`--weights a,b,c`: the kept models of runs that each trained some splits of one protocol (a job
     array, one split per job), scored as one run's; refused as `iqa runs combine` refuses them."""
     from iqa_cli.train.combine import check_one_protocol, split_owners
-    from iqa_cli.train.runs import find_run
+    from iqa_cli.train.runs import find_weights_run
 
-    roots = [find_run(name) for name in names]
+    roots = [find_weights_run(name) for name in names]
     runs = [run_weights(root) for root in roots]
     check_one_protocol(roots, [run.info for run in runs])
     split_owners({run.run: list(run.by_split) for run in runs})

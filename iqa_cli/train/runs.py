@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa_cli.errors import ConfigError, DataError, some_names
+from iqa_cli.errors import CheckpointError, ConfigError, DataError, some_names
 from iqa_cli.home import runs_dir
 from iqa_cli.train.config import write_json
 
@@ -290,6 +290,27 @@ def find_run(name_or_path: str | Path) -> Path:
         if (candidate / RUN_FILE).is_file():
             return candidate
     raise ConfigError(f"no run named '{text}' (see `iqa runs list`; runs live in {runs_dir()})")
+
+
+def find_weights_run(name_or_path: str | Path) -> Path:
+    """`find_run` for a `--weights` value, which may also be a weights-store name: a bare name that is
+    both a run and a stored checkpoint is refused, since either could be the model meant."""
+    root = find_run(name_or_path)
+    text = str(name_or_path)
+    if root == runs_dir() / text:  # found by its name, not its folder
+        from iqa_cli.weights.store import WeightStore
+
+        store = WeightStore()
+        try:
+            stored = store.path(text) if store.has(text) else None
+        except (ConfigError, DataError, OSError):  # a name the store cannot hold, an unreadable index
+            stored = None
+        if stored is not None:  # not a ConfigError: callers take that for "no run of that name"
+            raise CheckpointError(
+                f"'{text}' names both a run ({root}) and a stored checkpoint ({stored}); give the run's folder or "
+                "the stored file's path"
+            )
+    return root
 
 
 def remove_run(name_or_path: str | Path) -> Path:

@@ -749,3 +749,26 @@ def test_a_model_scoring_lower_is_better_is_not_scored_against_higher_is_better_
     shown = runner.invoke(app, ["predict", "vtiqa", "--weights", str(native), str(image), "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["scale"] == "training labels (native scores), lower is better"
+
+
+def test_a_name_that_is_both_a_run_and_a_stored_checkpoint_is_refused(trained, tmp_path):
+    """`--weights NAME` where NAME is a run and a weights-store entry: the run was taken without a word, though
+    the stored file may be another model (here the run's other split)."""
+    import iqa_cli
+    from iqa_cli.errors import CheckpointError
+
+    other = trained["run"] / "split-random_0" / "best.safetensors"
+    assert runner.invoke(app, ["weights", "add", "mini-run", str(other)]).exit_code == 0
+    try:
+        for command in (
+            ["eval", "vtiqa", "--device", "cpu", "--data", "mini", "--weights", "mini-run"],
+            ["predict", "vtiqa", str(trained["home"] / "one.png"), "--weights", "mini-run", "--device", "cpu"],
+        ):
+            line = one_error_line(runner.invoke(app, command))
+            assert "'mini-run' names both a run" in line and "and a stored checkpoint" in line
+        with pytest.raises(CheckpointError, match="names both a run"):
+            iqa_cli.load("mini-run", device="cpu")
+        by_folder = evaluate("--data", "mini", "--weights", str(trained["run"]), "--json")  # the way out
+        assert by_folder.exit_code == 0, by_folder.output
+    finally:
+        assert runner.invoke(app, ["weights", "rm", "mini-run"]).exit_code == 0

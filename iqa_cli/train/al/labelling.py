@@ -286,12 +286,12 @@ def previous_round_model(weights: str, round_: int) -> str:
     the model AL-IQA scores round r's candidates with. A run's final model is the fine-tuned one, after
     every round, so it is never taken for a round's."""
     from iqa_cli.train.al.rounds import round_dir
-    from iqa_cli.train.runs import BEST, RESULT, find_run, read_run, split_dir
+    from iqa_cli.train.runs import BEST, RESULT, find_weights_run, read_run, split_dir
 
     if Path(weights).expanduser().is_file():
         return weights
     try:
-        root = find_run(weights)
+        root = find_weights_run(weights)
     except ConfigError:
         return weights  # a weights-store name (or a missing file: the loader says so)
     info = read_run(root)
