@@ -16,8 +16,9 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from iqa_cli.data.authors_splits import is_protocol_split
 from iqa_cli.errors import ConfigError, DataError, some_names
 from iqa_cli.train.choices import changed_inputs, choices_change, inputs_text, run_choices
 from iqa_cli.train.data import close_dataset, is_whole_split, same_cache_identity, stored_split_digests
@@ -79,33 +80,47 @@ def check_one_protocol(roots: Sequence[Path], infos: Sequence[dict[str, Any]]) -
 def _check_one_split_set(roots: Sequence[Path], infos: Sequence[dict[str, Any]]) -> None:
     """Refuse runs whose caches hold other splits under the same names (the same images prepared with another
     `--split-seed` or `--test-fraction`): their `random_0` and `random_1` are not two splits of one set, and
-    one may even be the other's `random_5`."""
-    known = [_split_digests(root, info) for root, info in zip(roots, infos, strict=True)]
-    compared: set[int] = set()
+    one may even be the other's `random_5`. The authors' splits (`vtiqa_chain_K`, ...) follow from the images
+    alone, which `cache_identity` already compared."""
+    known = [_split_digests(info) for info in infos]
+    compared: list[set[str]] = [set() for _ in roots]
     for a in range(len(roots)):
         for b in range(a + 1, len(roots)):
-            common = sorted(set(known[a]) & set(known[b]))
-            if common:
-                compared.update((a, b))
-            differ = [name for name in common if known[a][name] != known[b][name]]
+            common = set(known[a].digests) & set(known[b].digests)
+            compared[a] |= common
+            compared[b] |= common
+            differ = sorted(name for name in common if known[a].digests[name] != known[b].digests[name])
             if differ:
                 raise ConfigError(
                     f"{roots[b]} is not of the same protocol as {roots[a]}: their caches hold other images under "
                     f"split {differ[0]} (prepared with another --split-seed or --test-fraction), so their splits "
                     "are not one protocol's; only runs on one cache's splits combine"
                 )
-    unchecked = [str(root) for index, root in enumerate(roots) if index not in compared]
+    unchecked = [
+        str(root)
+        for root, split_set, seen in zip(roots, known, compared, strict=True)
+        if not split_set.complete and any(not is_protocol_split(s) and s not in seen for s in split_set.trained)
+    ]
     if unchecked:
         log.warning(
             f"which splits {some_names(unchecked)} trained cannot be checked against the other runs' (their caches "
-            "are gone and their records predate it): combine them only if every run used one cache's splits"
+            "are gone or prepared again, and their records predate it): combine them only if every run used one "
+            "cache's splits"
         )
 
 
-def _split_digests(root: Path, info: dict[str, Any]) -> dict[str, str]:
-    """Split name -> digest, as the run knows them: its cache's stored splits when it started, its trained
-    splits; for runs recorded before `stored_splits`, its cache's splits when the cache still holds what it
-    trained."""
+class SplitSet(NamedTuple):
+    """What a run knows of its cache's splits: name -> digest, whether that is every stored split, and the
+    splits it trained."""
+
+    digests: dict[str, str]
+    complete: bool
+    trained: list[str]
+
+
+def _split_digests(info: dict[str, Any]) -> SplitSet:
+    """The run's cache's stored splits when it started (`stored_splits`) and its trained splits; for runs
+    recorded before `stored_splits`, its cache's splits when the cache still holds what it trained."""
     trained = {
         name: str(state["digest"])
         for name, state in (info.get("splits") or {}).items()
@@ -113,11 +128,11 @@ def _split_digests(root: Path, info: dict[str, Any]) -> dict[str, str]:
     }
     stored = info.get("stored_splits")
     if isinstance(stored, dict):
-        return {**{str(k): str(v) for k, v in stored.items()}, **trained}
+        return SplitSet({**{str(k): str(v) for k, v in stored.items()}, **trained}, True, list(trained))
     now = _cache_split_digests(Path(str(info.get("cache"))))
-    if now is None or any(now.get(name) != digest for name, digest in trained.items()):
-        return trained  # the cache is gone, or was prepared again since
-    return {**now, **trained}
+    if now is None or any(name in now and now[name] != digest for name, digest in trained.items()):
+        return SplitSet(trained, False, list(trained))  # the cache is gone, or was prepared again since
+    return SplitSet({**now, **trained}, True, list(trained))
 
 
 def _cache_split_digests(path: Path) -> dict[str, str] | None:
@@ -136,8 +151,10 @@ def _cache_split_digests(path: Path) -> dict[str, str] | None:
 
 
 def split_owners(splits_of: dict[Path, list[str]]) -> dict[str, Path]:
-    """split -> the run that trained it; a split in two runs, or a whole-dataset round, is refused."""
+    """split -> the run that trained it; a split in two runs, a whole-dataset round, or splits of two
+    schemes (`random_1` beside `vtiqa_chain_2`: other test parts, other sizes) are refused."""
     owner: dict[str, Path] = {}
+    families: dict[str, tuple[str, Path]] = {}
     for root, splits in splits_of.items():
         for split in splits:
             if split in owner:
@@ -151,6 +168,13 @@ def split_owners(splits_of: dict[Path, list[str]]) -> dict[str, Path]:
                     "splits combine"
                 )
             owner[split] = root
+            families.setdefault(split_family(split), (split, root))
+    if len(families) > 1:
+        shown = [f"{split} ({root})" for split, root in families.values()]
+        raise ConfigError(
+            f"the runs trained splits of {len(families)} schemes: {some_names(shown)}; a median over them is no one "
+            "protocol's: combine runs of one scheme"
+        )
     return owner
 
 
@@ -194,6 +218,12 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
         shown = [f"{key} {options_b.get(key)!r} (not {options_a.get(key)!r})" for key in differ]
         return f"other options: {some_names(shown)}"
     return None
+
+
+def split_family(name: str) -> str:
+    """The scheme a split belongs to: `random_3` -> `random`, `vtiqa_chain_2` -> `vtiqa_chain`, `official`."""
+    match = re.fullmatch(r"(.*?)_?(\d+)", name)
+    return match.group(1) if match else name
 
 
 def _split_order(name: str) -> tuple[str, int, str]:

@@ -441,3 +441,32 @@ def test_combine_refuses_runs_on_caches_that_split_the_same_images_otherwise(tmp
     unchecked = combine("job0", "job1")
     assert unchecked.exit_code == 0, unchecked.output
     assert "cannot be checked against the other runs'" in " ".join((unchecked.output + caplog.text).split())
+
+
+def test_combine_refuses_splits_of_two_schemes_and_checks_no_split_set_for_the_authors_splits(
+    tmp_path, monkeypatch, caplog
+):
+    """`random_1` of one run and `vtiqa_chain_1` of another (other test parts, of other sizes) were joined
+    as one protocol's splits. The authors' splits follow from the images alone: runs of them combine, and
+    with no stored split left to compare, nothing is said to be unchecked."""
+    monkeypatch.setenv("IQA_RUNS", str(tmp_path / "runs"))
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    for split, name in (("1", "random1"), ("vtiqa_chain_1", "chain1"), ("vtiqa_chain_2", "chain2")):
+        result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--split", split, "--name", name])
+        assert result.exit_code == 0, result.output
+    mixed = runner.invoke(app, ["runs", "combine", "random1", "chain1"])
+    assert mixed.exit_code == 2, mixed.output
+    assert "the runs trained splits of 2 schemes: random_1" in " ".join(mixed.output.split())
+    joined = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--weights", "random1,chain1"])
+    assert "splits of 2 schemes" in joined.output and joined.exit_code == 2
+    for run in ("chain1", "chain2"):  # records from before `stored_splits`, their cache gone
+        record_file = tmp_path / "runs" / run / "run.json"
+        record = json.loads(record_file.read_text())
+        del record["stored_splits"]
+        record_file.write_text(json.dumps(record))
+    (data_dir() / "mini.h5").unlink()
+    caplog.set_level("WARNING")
+    chains = runner.invoke(app, ["runs", "combine", "chain1", "chain2", "--json"])
+    assert chains.exit_code == 0, chains.output
+    assert [row["split"] for row in json.loads(chains.stdout)["splits"]] == ["vtiqa_chain_1", "vtiqa_chain_2"]
+    assert "cannot be checked" not in chains.output + caplog.text
