@@ -400,8 +400,10 @@ def _run_jobs(
         )
         if own_dataset and not any(row.get("own_dataset") for row in results):  # once, not per split
             log.warning(
-                f"{known.source} was trained on {name} "
-                + (f"(split {known.meta['split']}): " if known.meta.get("split") else "(on images not recorded): ")
+                f"{known.source} was trained on {known.meta.get('dataset') or name} ("
+                + (f"split {known.meta['split']}" if known.meta.get("split") else "on images not recorded")
+                + ("" if known.meta.get("dataset") in (None, name) else f"; as {name} here")
+                + "): "
                 + (
                     "--drop-seen left its training images out, so this is its own dataset's unseen images, "
                     "no cross-dataset result"
@@ -441,7 +443,7 @@ def _run_jobs(
             choices_told.add(str(weights))
             if changed_since:
                 log.warning(
-                    f"{known.source} trained on {name} with other {inputs_text(changed_since)} "
+                    f"{known.source} trained on {_trained_name(known, name)} with other {inputs_text(changed_since)} "
                     f"than this cache has now (made again since, from another source or with other "
                     "choices): these figures are not those of its training-time tests; make them as it trained, or "
                     "train again"
@@ -451,9 +453,9 @@ def _run_jobs(
             changed = choices_change(checkpoint_choices(known.meta), choices_of(given, params, label_map), given)
             if changed:
                 log.warning(
-                    f"{known.source} trained on {name} with {changed} (the cache was prepared again with other "
-                    "options, such as --range, or iqa changed since): these figures are not those of its "
-                    "training-time tests; evaluate on the cache it trained on, or train again"
+                    f"{known.source} trained on {_trained_name(known, name)} with {changed} (the cache was prepared "
+                    "again with other options, such as --range, or iqa changed since): these figures are not those of "
+                    "its training-time tests; evaluate on the cache it trained on, or train again"
                 )
         key = tuple(sorted(recipe.scoring_view_shapes(params).items()))
         if store is None or key != store_key:
@@ -861,9 +863,9 @@ def _stored_differently_text(loaded: LoadedModel | TrainedSpec, name: str, store
             f"the authors'; prepare {name} {source} for theirs"
         )
     return (
-        f"{loaded.source} trained on {name} stored at resize {trained}, and this cache stores it at resize {now}: "
-        f"these figures are not those of its training-time tests; evaluate on a cache prepared as it trained "
-        f"({option})"
+        f"{loaded.source} trained on {_trained_name(loaded, name)} stored at resize {trained}, and this cache stores "
+        f"it at resize {now}: these figures are not those of its training-time tests; evaluate on a cache prepared "
+        f"as it trained ({option})"
     )
 
 
@@ -872,6 +874,13 @@ def _prepare_option(policy: str) -> str:
     if policy.startswith("short:"):
         return f"--short-side {policy.split(':', 1)[1]}"
     return f"--size {policy}"
+
+
+def _trained_name(loaded: LoadedModel | TrainedSpec, name: str) -> str:
+    """The dataset a model trained on, where `_trained_on_this` found it in the cache `name`; under another
+    name (a copy, the same images prepared again), both names."""
+    trained = str(loaded.meta.get("dataset") or name)
+    return trained if trained == name else f"{trained} (as {name} here)"
 
 
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:

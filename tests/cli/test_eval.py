@@ -170,6 +170,9 @@ def test_cross_on_the_training_dataset_says_it_is_no_cross_dataset_result(traine
     copy = evaluate("--data", "mini", "--cross", "mini_again")
     assert copy.exit_code == 0, copy.output
     assert "no cross-dataset result" in " ".join(copy.stdout.split())  # the table's title
+    # the log said the model "was trained on mini_again": the copy's name, not the dataset it trained on
+    said = " ".join(copy.stderr.split())
+    assert "was trained on mini (split random_0; as mini_again here)" in said and "trained on mini_again" not in said
     # a copy prepared with other splits (no split matches) is the same images: recognised by its image list
     from tests.train.caches import write_folder
 
