@@ -306,6 +306,28 @@ def stored_split_digests(dataset: DatasetLike) -> dict[str, str]:
     return {name: split_digest(dataset, dataset.split(name)) for name in dataset.split_names()}
 
 
+def split_set_change(info: dict[str, Any], dataset: DatasetLike) -> str | None:
+    """Why `dataset` no longer splits the way a run recorded (run.json: `stored_splits`, and each trained
+    split's `digest`), for the splits the run trains: the first that holds other images, or None. A run
+    resumed or read back on it would join results of two split sets."""
+    recorded = {str(k): str(v) for k, v in (info.get("stored_splits") or {}).items()}
+    states = info.get("splits") or {}
+    for name, state in states.items():
+        if isinstance(state, dict) and state.get("digest"):
+            recorded[str(name)] = str(state["digest"])
+    for name in states:
+        expected = recorded.get(str(name))
+        if expected is None:
+            continue
+        try:
+            now = split_digest(dataset, dataset.split(str(name)))
+        except DataError:
+            return f"split {name} is not in it"
+        if now != expected:
+            return f"split {name} holds other images (digest {now}, the run recorded {expected})"
+    return None
+
+
 def cache_identity(dataset: DatasetLike) -> dict[str, Any]:
     """What makes a cache at another path the one a run trained on (recorded in run.json, so a run whose
     cache moved can be resumed on it): the same images and scores by name, in the same number, prepared

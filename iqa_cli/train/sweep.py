@@ -282,6 +282,10 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
         del changes["--data"]  # a copy of the run's cache elsewhere (moved): a resumed run records it
     if info.get("split_arg") is not None and options.split is None:
         changes["--split"] = (info.get("split_arg"), None)
+    if not changes:  # the data asked for now (or the run's own cache, prepared again since) splits as it did?
+        why = _split_set_change(info, options.data)
+        if why is not None:
+            differ.append(f"its cache split the images otherwise: {why}")
     differ += [f"{option} {str(then)!r} (now {str(now)!r})" for option, (then, now) in changes.items()]
     before = run_choices(info, folder)
     if before is not None and not differ:
@@ -296,6 +300,21 @@ def check_same_run(folder: Path, options: TrainOptions, expected: ResolvedConfig
             "the old sweep folder",
             path=folder,
         )
+
+
+def _split_set_change(info: dict[str, Any], data: str | Path | None) -> str | None:
+    """`split_set_change` of the run's record on the cache named now (else the run's own); None when that
+    cache cannot be opened (the training that follows says why)."""
+    from iqa_cli.train.data import close_dataset, open_dataset, split_set_change
+
+    try:
+        dataset, _ = open_dataset(data if data is not None else str(info.get("cache")))
+    except (DataError, OSError):
+        return None
+    try:
+        return split_set_change(info, dataset)
+    finally:
+        close_dataset(dataset)
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:

@@ -52,6 +52,7 @@ from iqa_cli.train.data import (
     same_cache_identity,
     seen_files,
     split_digest,
+    split_set_change,
     stored_split_digests,
     upscaled_views_note,
     view_sides,
@@ -788,6 +789,14 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                     f"(now {engine.val_fraction:g}), or --select-on test",
                     path=cache_path,
                 )
+    changed_splits = split_set_change(info, dataset)
+    if changed_splits is not None:  # splits still to train would come from another split set than those done
+        raise ConfigError(
+            f"{cache_path} no longer splits its images as when this run started: {changed_splits} (the cache was "
+            "prepared again with another --split-seed or --test-fraction); resume with the cache the run started "
+            "on, or start a new run",
+            path=root,
+        )
     results: dict[str, Any] = {}
     watched = open_watched(
         parse_watch(engine.watch),
@@ -812,14 +821,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
             )
-            digest = split_digest(dataset, dataset.split(split))
-            if state.get("digest") not in (None, digest):
-                raise ConfigError(
-                    f"split {split} of {cache_path} now holds other images than this run trained on (digest "
-                    f"{digest}, the run recorded {state['digest']}): the cache was prepared again; resume with the "
-                    "cache the run started on, or start a new run",
-                    path=root,
-                )
+            digest = split_digest(dataset, dataset.split(split))  # as recorded: checked by `split_set_change`
             state["digest"] = digest
             split_meta = {**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)}
             seen = seen_files(dataset, parts.train, parts.val)

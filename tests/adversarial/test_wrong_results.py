@@ -240,7 +240,7 @@ def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
         CacheOptions(workers=1, splits=2, split_seed=7, test_fraction=0.25),
     )
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out)))
-    assert "now holds other images than this run trained on" in line
+    assert "no longer splits its images as when this run started: split random_0 holds other images" in line
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # not marked failed
 
 

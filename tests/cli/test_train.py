@@ -439,6 +439,45 @@ def test_a_sweep_run_again_on_a_moved_copy_of_its_cache_reuses_its_runs(cache, t
     assert refused.exit_code == 2 and "this sweep's run was made with other options: --data" in refused.output
 
 
+def _reprepare_with_other_splits(folder: Path, out: Path) -> None:
+    """The same images and scores as `make_cache` writes them, split with another seed."""
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.cache_write import CacheOptions
+    from iqa_cli.data.datasets.custom import make_spec
+
+    spec = make_spec(out.stem, folder / "scores.csv", root=folder, native_range=(1.0, 5.0))
+    build_cache(spec, folder, out, CacheOptions(workers=1, splits=2, split_seed=5, test_fraction=0.25))
+
+
+def test_a_sweep_run_again_on_the_same_images_split_otherwise_is_refused(cache, tmp_path):
+    """Run again on a copy of its images split with another seed (another name, or its cache prepared again),
+    a sweep read its finished runs back and printed their figures as the new data's."""
+    out = tmp_path / "sweep"
+    sweep = ["--epochs", "1", "--split", "1", "--sweep", "lr", "--sweep-values", "0.001,0.002", "--out", str(out)]
+    assert train("--data", "mini", *sweep).exit_code == 0
+    _reprepare_with_other_splits(tmp_path / "mini", data_dir() / "reseeded.h5")
+    line = one_error_line(train("--data", "reseeded", *sweep))
+    assert "this sweep's run was made with other options: its cache split the images otherwise: split random_1" in line
+    _reprepare_with_other_splits(tmp_path / "mini", cache)  # the sweep's own cache, prepared again
+    assert "its cache split the images otherwise" in one_error_line(train("--data", "mini", *sweep))
+
+
+def test_a_resumed_run_does_not_train_its_pending_splits_on_another_split_set(cache, tmp_path):
+    """Preempted between its splits, a run resumed on its cache prepared again with other splits trained the
+    pending split on the new split set (only started splits had their images recorded), and reported it
+    beside the one done on the old, exit 0."""
+    out = tmp_path / "run"
+    assert train("--data", "mini", "--epochs", "1", "--split", "all", "--out", str(out)).exit_code == 0
+    record = json.loads((out / "run.json").read_text())  # as a preemption right after split random_0 leaves it
+    record["splits"]["random_1"] = {"status": "pending"}
+    record["status"] = "interrupted"
+    (out / "run.json").write_text(json.dumps(record))
+    shutil.rmtree(out / "split-random_1")
+    _reprepare_with_other_splits(tmp_path / "mini", cache)
+    line = one_error_line(runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out)]), after_progress=True)
+    assert "no longer splits its images as when this run started: split random_0 holds other images" in line
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
