@@ -81,9 +81,17 @@ def _check_parts(caches: list[Any]) -> list[Any]:
     ordered = sorted(caches, key=lambda c: tuple(c.attrs["reference_range"]))
     for before, after in zip(ordered, ordered[1:], strict=False):
         if before.attrs["reference_range"][1] > after.attrs["reference_range"][0]:
+            shards = [str(c.attrs.get("shard", "")) for c in (after, before)]
+            counts = {shard.partition("/")[2] for shard in shards}
+            why = (
+                f"shard {shards[0]} and shard {shards[1]} cut the references into other numbers of parts: merge the "
+                "parts of one --shard i/N"
+                if len(counts) > 1 and "" not in counts
+                else "the same shard given twice?"
+            )
             raise DataError(
                 f"covers references {after.attrs['reference_range']} which overlap those of {before.path.name} "
-                f"{before.attrs['reference_range']} (the same shard given twice?)",
+                f"{before.attrs['reference_range']} ({why})",
                 path=after.path,
             )
     return ordered

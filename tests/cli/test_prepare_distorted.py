@@ -85,6 +85,11 @@ def test_shards_then_merge(refs, tmp_path):
     assert refused.exit_code != 0 and len(errors) == 1 and "references 0..2 of 4" in errors[0]
     plain = invoke("merge", parts[0], "--out", str(tmp_path / "half.h5"), "--allow-partial")
     assert plain.exit_code == 0 and "references 0..2" in plain.stdout
+    # Shards of two splittings overlap: the error asked "the same shard given twice?"
+    third = tmp_path / "third.h5"
+    assert invoke("distorted", "--refs", str(refs), "--out", str(third), *FAST, "--shard", "2/3").exit_code == 0
+    mixed = invoke("merge", parts[0], str(third), "--out", str(tmp_path / "mixed.h5"))
+    assert mixed.exit_code != 0 and "shard 2/3 and shard 1/2 cut the references into other numbers" in mixed.output
 
 
 def test_preview_writes_only_the_grid(refs, tmp_path):
