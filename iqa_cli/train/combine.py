@@ -21,7 +21,15 @@ from typing import Any, NamedTuple
 from iqa_cli.data.authors_splits import is_protocol_split
 from iqa_cli.errors import ConfigError, DataError, some_names
 from iqa_cli.train.choices import changed_inputs, choices_change, inputs_text, run_choices
-from iqa_cli.train.data import close_dataset, is_whole_split, same_cache_identity, stored_split_digests
+from iqa_cli.train.data import (
+    close_dataset,
+    is_whole_split,
+    open_dataset,
+    recorded_split_digests,
+    same_cache_identity,
+    stored_split_digests,
+    trained_split_digests,
+)
 from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, effective_status, find_run, read_run
@@ -121,14 +129,9 @@ class SplitSet(NamedTuple):
 def _split_digests(info: dict[str, Any]) -> SplitSet:
     """The run's cache's stored splits when it started (`stored_splits`) and its trained splits; for runs
     recorded before `stored_splits`, its cache's splits when the cache still holds what it trained."""
-    trained = {
-        name: str(state["digest"])
-        for name, state in (info.get("splits") or {}).items()
-        if isinstance(state, dict) and state.get("digest")
-    }
-    stored = info.get("stored_splits")
-    if isinstance(stored, dict):
-        return SplitSet({**{str(k): str(v) for k, v in stored.items()}, **trained}, True, list(trained))
+    trained = trained_split_digests(info)
+    if isinstance(info.get("stored_splits"), dict):
+        return SplitSet(recorded_split_digests(info), True, list(trained))
     now = _cache_split_digests(Path(str(info.get("cache"))))
     if now is None or any(name in now and now[name] != digest for name, digest in trained.items()):
         return SplitSet(trained, False, list(trained))  # the cache is gone, or was prepared again since
@@ -136,12 +139,10 @@ def _split_digests(info: dict[str, Any]) -> SplitSet:
 
 
 def _cache_split_digests(path: Path) -> dict[str, str] | None:
-    from iqa_cli.data.cache import open_cache
-
     if not path.is_file():
         return None
     try:
-        dataset = open_cache(path)
+        dataset, _ = open_dataset(path)
     except (DataError, OSError):
         return None
     try:
@@ -222,8 +223,7 @@ def _difference(root_a: Path, a: dict[str, Any], root_b: Path, b: dict[str, Any]
 
 def split_family(name: str) -> str:
     """The scheme a split belongs to: `random_3` -> `random`, `vtiqa_chain_2` -> `vtiqa_chain`, `official`."""
-    match = re.fullmatch(r"(.*?)_?(\d+)", name)
-    return match.group(1) if match else name
+    return _split_order(name)[0].rstrip("_")
 
 
 def _split_order(name: str) -> tuple[str, int, str]:

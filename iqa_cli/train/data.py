@@ -306,16 +306,28 @@ def stored_split_digests(dataset: DatasetLike) -> dict[str, str]:
     return {name: split_digest(dataset, dataset.split(name)) for name in dataset.split_names()}
 
 
+def trained_split_digests(info: dict[str, Any]) -> dict[str, str]:
+    """Split name -> digest of each split a run (its run.json) started training."""
+    return {
+        str(name): str(state["digest"])
+        for name, state in (info.get("splits") or {}).items()
+        if isinstance(state, dict) and state.get("digest")
+    }
+
+
+def recorded_split_digests(info: dict[str, Any]) -> dict[str, str]:
+    """What a run recorded of its cache's splits: every stored split when it started (`stored_splits`; runs
+    before it have none), and each split it started training."""
+    stored = {str(k): str(v) for k, v in (info.get("stored_splits") or {}).items()}
+    return {**stored, **trained_split_digests(info)}
+
+
 def split_set_change(info: dict[str, Any], dataset: DatasetLike) -> str | None:
-    """Why `dataset` no longer splits the way a run recorded (run.json: `stored_splits`, and each trained
-    split's `digest`), for the splits the run trains: the first that holds other images, or None. A run
-    resumed or read back on it would join results of two split sets."""
-    recorded = {str(k): str(v) for k, v in (info.get("stored_splits") or {}).items()}
-    states = info.get("splits") or {}
-    for name, state in states.items():
-        if isinstance(state, dict) and state.get("digest"):
-            recorded[str(name)] = str(state["digest"])
-    for name in states:
+    """Why `dataset` no longer splits the way a run recorded (`recorded_split_digests`), for the splits the
+    run trains: the first that holds other images, or None. A run resumed or read back on it would join
+    results of two split sets."""
+    recorded = recorded_split_digests(info)
+    for name in info.get("splits") or {}:
         expected = recorded.get(str(name))
         if expected is None:
             continue

@@ -400,10 +400,11 @@ def _run_jobs(
         )
         if own_dataset and not any(row.get("own_dataset") for row in results):  # once, not per split
             log.warning(
-                f"{known.source} was trained on {known.meta.get('dataset') or name} ("
-                + (f"split {known.meta['split']}" if known.meta.get("split") else "on images not recorded")
-                + ("" if known.meta.get("dataset") in (None, name) else f"; as {name} here")
-                + "): "
+                f"{known.source} was trained on "
+                + _trained_name(
+                    known, name, f"split {known.meta['split']}" if known.meta.get("split") else "on images not recorded"
+                )
+                + ": "
                 + (
                     "--drop-seen left its training images out, so this is its own dataset's unseen images, "
                     "no cross-dataset result"
@@ -876,11 +877,12 @@ def _prepare_option(policy: str) -> str:
     return f"--size {policy}"
 
 
-def _trained_name(loaded: LoadedModel | TrainedSpec, name: str) -> str:
-    """The dataset a model trained on, where `_trained_on_this` found it in the cache `name`; under another
-    name (a copy, the same images prepared again), both names."""
+def _trained_name(loaded: LoadedModel | TrainedSpec, name: str, detail: str | None = None) -> str:
+    """The dataset a model trained on, where `_trained_on_this` found it in the cache `name`, with `detail`
+    in brackets; under another name (a copy, the same images prepared again), both names."""
     trained = str(loaded.meta.get("dataset") or name)
-    return trained if trained == name else f"{trained} (as {name} here)"
+    said = [part for part in (detail, None if trained == name else f"as {name} here") if part]
+    return f"{trained} ({'; '.join(said)})" if said else trained
 
 
 def _trained_on_this(loaded: LoadedModel | TrainedSpec, dataset: DatasetLike, name: str) -> bool:

@@ -789,8 +789,10 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                     f"(now {engine.val_fraction:g}), or --select-on test",
                     path=cache_path,
                 )
-    changed_splits = split_set_change(info, dataset)
-    if changed_splits is not None:  # splits still to train would come from another split set than those done
+    # A resumed run: splits still to train must come from the split set of those done (a new run's record
+    # was just made from this cache).
+    changed_splits = split_set_change(info, dataset) if resume else None
+    if changed_splits is not None:
         raise ConfigError(
             f"{cache_path} no longer splits its images as when this run started: {changed_splits} (the cache was "
             "prepared again with another --split-seed or --test-fraction); resume with the cache the run started "
