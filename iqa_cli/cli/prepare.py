@@ -407,12 +407,15 @@ def inspect_cache(
                 + (" (zero-padded, see `sizes`)" if images["padded"] else ""),
             )
         )
+        if scores["not_finite"]:
+            values = f"{scores['not_finite']} of {info['count']} not finite (training refuses this cache)"
+        else:
+            values = f"min {scores['min']:.4g}, max {scores['max']:.4g}, mean {scores['mean']:.4g}"
         lines.append(
             (
                 "scores",
-                f"{scores['type']} min {scores['min']:.4g}, max {scores['max']:.4g}, mean {scores['mean']:.4g} "
-                f"(declared range {scores['native_range']}, {'lower' if scores['lower_better'] else 'higher'} "
-                "is better)",
+                f"{scores['type']} {values} (declared range {scores['native_range']}, "
+                f"{'lower' if scores['lower_better'] else 'higher'} is better)",
             )
         )
     lines.append(("std", f"{info['std_available']} of {info['count']} images"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -460,6 +461,8 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
     """Everything `iqa prepare inspect` shows, as plain JSON-ready values (NaN becomes None)."""
     n = len(cache)
     scores = cache.scores.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite score: its mean and std are None below
+        score_std = scores.std() if n else math.nan
     std_known = int(np.isfinite(cache.std).sum())
     refs = cache.ref_ids[cache.ref_ids >= 0]
     reference_files = reference_files_known(cache.ref_ids, cache.reference_digests)
@@ -484,7 +487,10 @@ def describe_cache(cache: Cache) -> dict[str, Any]:
             "min": _finite(scores.min()) if n else None,
             "max": _finite(scores.max()) if n else None,
             "mean": _finite(scores.mean()) if n else None,
-            "std_of_scores": _finite(scores.std()) if n else None,
+            "std_of_scores": _finite(score_std),
+            # Images whose score is NaN or infinite (a cache written before the scores were range-checked):
+            # training refuses such a cache, and min, max and mean are then None.
+            "not_finite": int((~np.isfinite(scores)).sum()),
         },
         "std_available": std_known,
         "distributions": None if cache.distributions is None else int(cache.distributions.shape[1]),

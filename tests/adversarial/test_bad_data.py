@@ -81,6 +81,18 @@ def test_a_score_python_reads_but_no_spreadsheet_writes_is_refused(tmp_path, typ
     assert invoke(*command).exit_code == 0
 
 
+@pytest.mark.parametrize("column", ["score", "std"])
+def test_a_value_too_large_for_the_cache_s_32_bit_floats_is_refused(tmp_path, column):
+    """1e39 is a finite float64 but inf as the cache's float32: the cache was written with an infinite score."""
+    big = (lambda n, s, d: f"{n},1e39,{d}") if column == "score" else (lambda n, s, d: f"{n},{s},1e39")
+    command, out = _custom_with_row_2(tmp_path, big)
+    line = error_line(invoke(*command))
+    assert f"{column} '1e39' at line 3 is out of range" in line and "32-bit" in line
+    assert not out.exists()
+    command, _ = _custom_with_row_2(tmp_path, lambda n, s, d: f"{n},3e38,{d}")  # the largest stay numbers
+    assert invoke(*command).exit_code == 0
+
+
 def _custom_with_row_2(tmp_path, row):
     """`iqa prepare custom` of a folder whose CSV's second data row is `row(name, score, std)`, and its output."""
     root = tmp_path / "photos"

@@ -106,6 +106,23 @@ def test_inspect_by_name_and_path(tmp_path):
         assert fragment in text.stdout, fragment
 
 
+def test_inspect_shows_a_cache_with_an_infinite_score(tmp_path):
+    """A cache written before scores were range-checked can hold inf: inspect crashed formatting its mean."""
+    import h5py
+
+    root = tmp_path / "photos"
+    make_folder(root)
+    out = tmp_path / "m.h5"
+    assert iqa("custom", "--root", root, "--out", out, "-j", "1", "--splits", "2").exit_code == 0
+    with h5py.File(out, "r+") as f:
+        f["scores"][1] = np.inf
+    text = iqa("inspect", out)
+    assert text.exit_code == 0, text.output
+    assert "1 of 6 not finite (training refuses this cache)" in " ".join(text.stdout.split())
+    info = json.loads(iqa("inspect", out, "--json").stdout)
+    assert info["scores"]["not_finite"] == 1 and info["scores"]["max"] is None
+
+
 def test_list_shows_every_registered_dataset():
     result = iqa("list", "--json")
     assert result.exit_code == 0, result.output

@@ -266,6 +266,10 @@ def show(value: Any) -> str:
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf)", re.IGNORECASE | re.ASCII)
 
 
+# The largest score a cache can store (its scores and std are float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def parse_number(text: str) -> float:
     """A plain decimal number written as text (surrounding spaces allowed), else ValueError."""
     stripped = text.strip()
@@ -284,6 +288,12 @@ def to_score(value: Any, *, source: Path, where: str, what: str = "score") -> fl
         raise DataError(f"malformed {what} {show(value)} at {where} (expected a number)", path=source) from None
     if not math.isfinite(number):
         raise DataError(f"malformed {what} {show(value)} at {where} (expected a finite number)", path=source)
+    if abs(number) > FLOAT32_MAX:  # the cache stores 32-bit floats: 1e39 would be stored as inf
+        raise DataError(
+            f"{what} {show(value)} at {where} is out of range (a cache stores scores as 32-bit floats, "
+            f"at most {FLOAT32_MAX:.3g} in size)",
+            path=source,
+        )
     return number
 
 
