@@ -468,5 +468,10 @@ def split_by_owner(values: dict[str, Any], *owners: type) -> list[dict[str, Any]
         else:
             unknown.append(key)
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}")
+        import difflib
+
+        names = sorted(set().union(*known))
+        hints = {key: difflib.get_close_matches(key, names, n=1) for key in sorted(unknown)}
+        said = ", ".join(f"{key} (did you mean {hint[0]}?)" if hint else key for key, hint in hints.items())
+        raise ConfigError(f"unknown option(s) {said}")
     return parts

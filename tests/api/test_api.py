@@ -166,6 +166,9 @@ def test_eval_and_train_from_python(trained):
         "vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, val_fraction=0.2, name="second"
     )
     assert summary is not None and summary["splits"][0]["n"] > 0
+    # a misspelt training keyword was named without the option it missed
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) epoch \(did you mean epochs\?\)"):
+        iqa_cli.train("vtiqa", "mini", tiny=True, epoch=1, device="cpu")
 
 
 def test_load_from_a_run_with_a_damaged_record_is_one_iqa_error(trained):
