@@ -470,8 +470,8 @@ def split_by_owner(values: dict[str, Any], *owners: type) -> list[dict[str, Any]
     if unknown:
         import difflib
 
-        names = sorted(set().union(*known))
-        hints = {key: difflib.get_close_matches(key, names, n=1) for key in sorted(unknown)}
+        choices = sorted(set().union(*known))
+        hints = {key: difflib.get_close_matches(key, choices, n=1) for key in sorted(unknown)}
         said = ", ".join(f"{key} (did you mean {hint[0]}?)" if hint else key for key, hint in hints.items())
         raise ConfigError(f"unknown option(s) {said}")
     return parts
