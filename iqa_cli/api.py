@@ -140,7 +140,8 @@ class Scorer:
         note = self.recipe.file_scoring_note(self.loaded.meta, str(weights))
         if note is not None:
             log.warning(note)
-        self.loaded.params = apply_test_overrides(self.recipe, self.loaded.params, test_options, files=True)
+        params = self.recipe.file_params(self.loaded.params, self.loaded.meta)  # as `iqa predict`
+        self.loaded.params = apply_test_overrides(self.recipe, params, test_options, files=True)
         self.device = resolve_device(device)
         self.dtype = amp_dtype(amp, self.device, evaluation=True)
         self.loaded.model.to(self.device).eval()

@@ -307,8 +307,10 @@ def predict_files(
     note = recipe.file_scoring_note(spec.meta, str(weights))
     if note is not None:
         log.warning(note)
+    params = recipe.file_params(spec.params, spec.meta)  # what the training data set, before the user's options
     if test_options:
-        spec = replace(spec, params=apply_test_overrides(recipe, spec.params, test_options, files=True))
+        params = apply_test_overrides(recipe, params, test_options, files=True)
+    spec = replace(spec, params=params)
     torch_device = resolve_device(device)
     dtype = amp_dtype(amp, torch_device, evaluation=True)
     skipped: list[tuple[str, str]] = []

@@ -317,6 +317,39 @@ def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
     assert json.loads(old.stdout)["results"][0]["srcc"] == pytest.approx(spearman(pred, mos), abs=1e-12)
 
 
+def test_image_files_are_scored_at_the_scale_a_koniq_model_trained_at(tmp_path):
+    """A model trained on KonIQ with the default canvas saw its images fitted to 384x512 (the release the
+    authors read), as `iqa eval` on KonIQ still gives them; `iqa predict` and the Python scorer fitted image
+    files to 768x768, so a KonIQ photo scored otherwise than in the model's own tests."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.data.fixtures import FIXTURES
+
+    FIXTURES["koniq"](tmp_path / "koniq_root")
+    prepare = ["prepare", "koniq", "--root", str(tmp_path / "koniq_root"), "--size", "64x48", "--splits", "1"]
+    assert invoke(*prepare).exit_code == 0
+    with one_thread():  # the default canvas (tiny runs have their own): KonIQ resolves it to 384x512
+        options = ["--epochs", "1", "--canvas", "768,768", "--val-fraction", "0.35", "--json"]
+        trained = invoke("train", "vipnet", *CPU, "--data", "koniq", *options)
+        assert trained.exit_code == 0, trained.output
+        model = str(Path(json.loads(trained.stdout)["run"]) / "split-random_0" / "best.safetensors")
+        photo = tmp_path / "photo.png"
+        pixels = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photo)
+
+        def predicted(*canvas: str) -> float:
+            done = invoke("predict", "vipnet", "--weights", model, str(photo), "--device", "cpu", "--json", *canvas)
+            assert done.exit_code == 0, done.output
+            return json.loads(done.stdout)["predictions"][0]["score"]
+
+        default = predicted()
+        assert default == predicted("--canvas", "384,512") and default != predicted("--canvas", "768,768")
+        scorer = iqa_cli.load(model, device="cpu")
+        assert scorer.loaded.params.canvas == (384, 512)
+        assert float(scorer(str(photo))[0]) == pytest.approx(default, abs=1e-6)
+
+
 def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore(tmp_path):
     """A VIPNet KonIQ run started on a cache prepared before `mos_zscore` (the 1-5 MOS) must not be resumed,
     reused by a sweep or combined with runs on the z-scores now given: its model regressed another target."""

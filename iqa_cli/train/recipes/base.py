@@ -345,6 +345,13 @@ class Recipe(ABC, Generic[P]):
         own dataset warns when it differs. Default: nothing."""
         return {}
 
+    def file_params(self, params: P, meta: Mapping[str, str]) -> P:
+        """`params` for scoring image files (`iqa predict`, the Python scorer): where the model's training
+        dataset set a choice that changes what the network saw (VIPNet's KonIQ scale), image files get it
+        too, so a file scores as the same image did in the model's tests. Test-time options given by the
+        user are applied after this. Default: unchanged."""
+        return params
+
     def file_scoring_note(self, meta: Mapping[str, str], weights: str) -> str | None:
         """Why scores of image files (`iqa predict`, the Python scorer) are not on the footing of the model's
         tests, from its checkpoint metadata; None when they are."""

@@ -152,7 +152,8 @@ class VIPNetParams(BaseParams):
         default=DEFAULT_CANVAS,
         metadata={
             "help": "largest H,W kept unscaled; larger images are downscaled to fit (crops come from them); "
-            "on KonIQ the default is 384,512, the release the authors read"
+            "on KonIQ the default is 384,512, the release the authors read (so for image files too, with a model "
+            "trained on KonIQ)"
         },
     )
     dpm_view: DpmView = field(
@@ -399,6 +400,14 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
             fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], canvas, _pair(params.resolution))
             changes["canvas"] = (int(fh.max()), int(fw.max()))
         return dataclasses.replace(params, **changes)
+
+    def file_params(self, params: VIPNetParams, meta: Mapping[str, str]) -> VIPNetParams:
+        """A model trained on KonIQ with the default canvas saw its images at the 512x384 release's scale
+        (`dataset_params`); image files are fitted to that canvas too, so a KonIQ photo scores as in the
+        model's tests. `--canvas` still chooses another."""
+        if _pair(params.canvas) == DEFAULT_CANVAS and is_koniq({"dataset": meta.get("dataset", "")}):
+            return dataclasses.replace(params, canvas=KONIQ_CANVAS)
+        return params
 
     def label_map(self, attrs: Mapping[str, Any], params: VIPNetParams) -> LabelMap:
         if params.label_scale != "paper":
