@@ -350,6 +350,34 @@ def test_image_files_are_scored_at_the_scale_a_koniq_model_trained_at(tmp_path):
         assert float(scorer(str(photo))[0]) == pytest.approx(default, abs=1e-6)
 
 
+def test_image_files_get_the_dpm_view_a_kadid_model_trained_with(tmp_path):
+    """VIPNet's DPM sees the whole image on KADID-10k (`dpm_view auto`), and `iqa eval` on KADID-10k gives it
+    so; `iqa predict` left `auto` unresolved, which made crops: a KADID-10k image scored otherwise than in
+    the model's tests."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.data.fixtures import FIXTURES
+
+    FIXTURES["kadid10k"](tmp_path / "kadid_root")
+    assert invoke("prepare", "kadid10k", "--root", str(tmp_path / "kadid_root"), "--splits", "1").exit_code == 0
+    with one_thread():
+        trained = invoke("train", "vipnet", *CPU, "--data", "kadid10k", "--epochs", "1", "--json")
+        assert trained.exit_code == 0, trained.output
+        model = str(Path(json.loads(trained.stdout)["run"]) / "split-random_0" / "best.safetensors")
+        photo = tmp_path / "photo.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(photo)
+
+        def predicted(*view: str) -> float:
+            done = invoke("predict", "vipnet", "--weights", model, str(photo), "--device", "cpu", "--json", *view)
+            assert done.exit_code == 0, done.output
+            return json.loads(done.stdout)["predictions"][0]["score"]
+
+        default = predicted()
+        assert default == predicted("--dpm-view", "resize") and default != predicted("--dpm-view", "crop")
+        assert iqa_cli.load(model, device="cpu").loaded.params.dpm_view == "resize"
+
+
 def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore(tmp_path):
     """A VIPNet KonIQ run started on a cache prepared before `mos_zscore` (the 1-5 MOS) must not be resumed,
     reused by a sweep or combined with runs on the z-scores now given: its model regressed another target."""

@@ -160,7 +160,7 @@ class VIPNetParams(BaseParams):
         default="auto",
         metadata={
             "help": "YCbCr view: crop (same crop), resize (whole image resized), auto (resize on TID2013/KADID-10k, "
-            "crop elsewhere, as the authors)"
+            "crop elsewhere, as the authors; image files: the training dataset's)"
         },
     )
     train_patch_num: int = field(default=12, metadata={"help": "crops per training image and epoch (train.sh: 16)"})
@@ -402,12 +402,18 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         return dataclasses.replace(params, **changes)
 
     def file_params(self, params: VIPNetParams, meta: Mapping[str, str]) -> VIPNetParams:
-        """A model trained on KonIQ with the default canvas saw its images at the 512x384 release's scale
-        (`dataset_params`); image files are fitted to that canvas too, so a KonIQ photo scores as in the
-        model's tests. `--canvas` still chooses another."""
-        if _pair(params.canvas) == DEFAULT_CANVAS and is_koniq({"dataset": meta.get("dataset", "")}):
-            return dataclasses.replace(params, canvas=KONIQ_CANVAS)
-        return params
+        """Image files get the choices the model's training dataset made (`dataset_params`), so a photo of
+        that dataset scores as in the model's tests: `dpm_view auto` is the training dataset's view (the
+        whole image for TID2013 and KADID-10k), and a model trained on KonIQ with the default canvas saw its
+        images at the 512x384 release's scale, so files are fitted to that canvas. `--dpm-view` and
+        `--canvas` still choose others."""
+        trained_on = str(meta.get("dataset", "")).lower()
+        changes: dict[str, Any] = {}
+        if params.dpm_view == "auto":
+            changes["dpm_view"] = "resize" if trained_on in WHOLE_IMAGE_DATASETS else "crop"
+        if _pair(params.canvas) == DEFAULT_CANVAS and is_koniq({"dataset": trained_on}):
+            changes["canvas"] = KONIQ_CANVAS
+        return dataclasses.replace(params, **changes)
 
     def label_map(self, attrs: Mapping[str, Any], params: VIPNetParams) -> LabelMap:
         if params.label_scale != "paper":
