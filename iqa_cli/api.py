@@ -142,6 +142,10 @@ class Scorer:
             log.warning(note)
         params = self.recipe.file_params(self.loaded.params, self.loaded.meta)  # as `iqa predict`
         self.loaded.params = apply_test_overrides(self.recipe, params, test_options, files=True)
+        from iqa_cli.train.predict import stored_policy
+
+        # Images are resized as the model's training cache stored its images ('short:768'), as `iqa predict`.
+        self.policy = stored_policy(self.loaded.meta)
         self.device = resolve_device(device)
         self.dtype = amp_dtype(amp, self.device, evaluation=True)
         self.loaded.model.to(self.device).eval()
@@ -189,7 +193,9 @@ class Scorer:
             if array.shape[0] < MIN_SIDE or array.shape[1] < MIN_SIDE:  # refused by `iqa predict` too
                 raise DataError(f"image {i} is only {array.shape[1]}x{array.shape[0]} pixels")
         from iqa_cli.threads import inference_threads
-        from iqa_cli.train.predict import score_arrays
+        from iqa_cli.train.predict import apply_policy, score_arrays
+
+        arrays = [apply_policy(array, self.policy) for array in arrays]
 
         with inference_threads(self.device):
             out = np.concatenate(
@@ -224,7 +230,7 @@ class Scorer:
             from iqa_cli.train.predict import expand_inputs, read_image
 
             bound = self.recipe.view_bound(self.loaded.params)  # large JPEGs decode reduced, as `iqa predict`
-            return [read_image(p, bound) for p in expand_inputs([images])]
+            return [read_image(p, bound, self.policy) for p in expand_inputs([images])]
         if isinstance(images, np.ndarray):
             if images.ndim == 4:
                 return [self._array(a) for a in images]

@@ -123,6 +123,9 @@ class DecodeJob:
     # With no size: let the JPEG decoder reduce (DCT scaling, aspect kept) while both sides stay at
     # least DRAFT_GAP x this (w, h); the result is not resized further (`iqa predict`).
     reduce_to: tuple[int, int] | None = None
+    # With no size: a cache's resize policy ('short:768', '512x384'), which sizes the image from its own
+    # (oriented) size as `iqa prepare` stores it (`iqa predict` of a model trained on such a cache).
+    policy: str | None = None
 
 
 # --- single images (run inside the workers) --------------------------------------------------------
@@ -252,13 +255,15 @@ def decode_image(
     orientation: int | None = None,
     draft: bool = True,
     reduce_to: tuple[int, int] | None = None,
+    policy: str | None = None,
 ) -> np.ndarray:
     """Decode one image to uint8 H x W x 3 RGB, EXIF-oriented, resized to `size` = (w, h) if given.
 
-    Without `size`, `reduce_to` = (w, h) lets a JPEG decode at a reduced DCT scale that keeps both sides
-    at least DRAFT_GAP x these (aspect kept, no further resize). Raises the underlying Pillow/OS error;
-    `decode_job` wraps failures for the parallel path. `draft=False` disables decode-time JPEG
-    reduction (for comparisons).
+    Without `size`, a resize `policy` sizes the image from its own oriented size, as a cache of that
+    policy stores it; without either, `reduce_to` = (w, h) lets a JPEG decode at a reduced DCT scale
+    that keeps both sides at least DRAFT_GAP x these (aspect kept, no further resize). Raises the
+    underlying Pillow/OS error; `decode_job` wraps failures for the parallel path. `draft=False`
+    disables decode-time JPEG reduction (for comparisons).
     """
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated data is an error, never silently grey
     Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before any pixel is decoded
@@ -268,6 +273,11 @@ def decode_image(
             raise ValueError(too_large)
         if orientation is None:
             orientation = _orientation(im)
+        if size is None and policy is not None:
+            from iqa_cli.data.resize import parse_policy
+
+            width, height = im.size[::-1] if orientation in _TRANSPOSED else im.size
+            size = parse_policy(policy).output_size(width, height)
         if draft:
             _open_reduced(im, size if size is not None else reduce_to, orientation)
         im.load()
@@ -297,7 +307,9 @@ def file_digest(path: str | os.PathLike[str]) -> int:
 def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
     """`decode_image` for one job, with failures returned as values."""
     try:
-        array = decode_image(job.path, job.size, orientation=job.orientation, reduce_to=job.reduce_to)
+        array = decode_image(
+            job.path, job.size, orientation=job.orientation, reduce_to=job.reduce_to, policy=job.policy
+        )
     except Exception as exc:  # any decoder error means this file is unusable
         return _failure(job.path, exc)
     if array.ndim != 3 or array.shape[2] != 3:

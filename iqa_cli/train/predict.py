@@ -121,14 +121,50 @@ def _once_each(files: list[Path]) -> list[Path]:
     return list(kept.values())
 
 
-def read_image(path: Path, reduce_to: int = 0) -> np.ndarray:
+def stored_policy(meta: dict[str, Any]) -> str | None:
+    """The resize policy of the cache a model trained on (`resize` in its metadata: 'short:768', '512x384'),
+    which image files are stored by before their views, as that cache stored the model's images; None
+    where it kept them at their own size, or does not say (an authors' release, an older checkpoint)."""
+    from iqa_cli.data.resize import parse_policy
+
+    recorded = str(meta.get("resize") or "")
+    try:
+        return None if not recorded or parse_policy(recorded).kind == "none" else recorded
+    except ConfigError:
+        return None  # a policy this iqa cannot read sizes nothing
+
+
+def apply_policy(array: np.ndarray, policy: str | None) -> np.ndarray:
+    """An H x W x 3 uint8 image stored by a cache's resize `policy` (Pillow bicubic, as `iqa prepare`
+    resizes a decoded image); unchanged without one."""
+    if policy is None:
+        return array
+    from PIL import Image
+
+    from iqa_cli.data.resize import parse_policy
+
+    size = parse_policy(policy).output_size(int(array.shape[1]), int(array.shape[0]))
+    if size == (array.shape[1], array.shape[0]):
+        return array
+    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def read_image(path: Path, reduce_to: int = 0, policy: str | None = None) -> np.ndarray:
     """uint8 (h, w, 3) RGB decoded as `iqa prepare` decodes (iqa_cli.data.decode), or DataError;
-    `reduce_to` > 0 lets a large JPEG decode reduced while both sides stay well above it."""
+    `policy` stores it as a cache of that resize policy does, else `reduce_to` > 0 lets a large JPEG
+    decode reduced while both sides stay well above it."""
     from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_job
 
-    result = decode_job(DecodeJob(str(path), reduce_to=(reduce_to, reduce_to) if reduce_to else None))
+    bound = (reduce_to, reduce_to) if reduce_to else None
+    result = decode_job(DecodeJob(str(path), reduce_to=bound, policy=policy))
     if isinstance(result, DecodeFailure):
         raise DataError(result.message, path=path)
+    if policy is not None:  # the policy may have enlarged a 1x1 image: its own size says
+        from iqa_cli.data.decode import read_header
+
+        header = read_header(path)
+        if isinstance(header, ImageHeader) and min(header.width, header.height) < MIN_SIDE:
+            raise DataError(f"image is only {header.width}x{header.height} pixels", path=path)
     return result
 
 
@@ -138,15 +174,16 @@ def _decoded(
     skipped: list[tuple[str, str]],
     *,
     reduce_to: int = 0,
+    policy: str | None = None,
     workers: int = 1,
     headers: list[tuple[str, ImageHeader]] | None = None,
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
-    """Decoded images in input order: in `workers` processes (a few batches in flight), else in this one;
-    each one's header is appended to `headers`."""
+    """Decoded images in input order (`read_image`'s `reduce_to` and `policy`): in `workers` processes (a
+    few batches in flight), else in this one; each one's header is appended to `headers`."""
     from iqa_cli.data.decode import DecodeFailure, DecodeJob, decode_images, read_header, worker_pool
 
     bound = (reduce_to, reduce_to) if reduce_to else None
-    jobs = [DecodeJob(str(path), reduce_to=bound) for path in files]
+    jobs = [DecodeJob(str(path), reduce_to=bound, policy=policy) for path in files]
     with worker_pool(min(workers, max(1, len(files) // PER_WORKER))) as pool:
         for path, image in zip(files, decode_images(jobs, workers=pool), strict=True):
             if isinstance(image, DecodeFailure):
@@ -167,8 +204,10 @@ def _usable(
     decoded: Iterator[tuple[Path, np.ndarray, tuple[int, int]]], skip_bad: bool, skipped: list[tuple[str, str]]
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
     for path, image, size in decoded:
-        if image.shape[0] < MIN_SIDE or image.shape[1] < MIN_SIDE:
-            small = DataError(f"image is only {image.shape[1]}x{image.shape[0]} pixels", path=path)
+        # The file's own size: a resize policy (`stored_policy`) may have enlarged a 1x1 image
+        width, height = min(size[0], image.shape[1]), min(size[1], image.shape[0])
+        if height < MIN_SIDE or width < MIN_SIDE:
+            small = DataError(f"image is only {width}x{height} pixels", path=path)
             if not skip_bad:
                 raise small
             skipped.append((str(path), str(small)))  # the reason names its file, as every other skip does
@@ -324,10 +363,15 @@ def predict_files(
     else:
         count = max(1, int(workers))
     bound = recipe.view_bound(spec.params)
+    policy = stored_policy(spec.meta)  # as the model's training cache stored its images
+    if policy is not None:
+        log.info(f"images are resized as the model's training cache stored its images ({policy}) before their views")
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
     headers: list[tuple[str, ImageHeader]] = []
     decoded = _usable(
-        _decoded(files, skip_bad, skipped, reduce_to=bound, workers=count, headers=headers), skip_bad, skipped
+        _decoded(files, skip_bad, skipped, reduce_to=bound, policy=policy, workers=count, headers=headers),
+        skip_bad,
+        skipped,
     )
     batches = _prefetched_views(
         decoded,

@@ -232,6 +232,40 @@ def test_predict_on_files_equals_eval_on_their_cache(weights, tmp_path):
     assert max(abs(predicted[k] - scored[k]) for k in scored) < 2e-5  # the CSVs' 6 significant digits
 
 
+def test_a_model_trained_on_a_resized_cache_scores_files_stored_as_it_trained(tmp_path):
+    """A model trained on a cache stored at `--size short:S` (SPAQ's, CID2013's and RBID's default) saw views
+    made from the resized images; `iqa predict` made them from the files at their own size, so its scores
+    of the model's own images were not those of `iqa eval`. Files are now resized as that cache stored them."""
+    import iqa_cli
+
+    make_cache("small", tmp_path / "small", data_dir() / "small.h5", resize="short:40")
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "small", "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    weights = run / "split-random_0" / "best.safetensors"
+    table, per_image = tmp_path / "p.csv", tmp_path / "e.csv"
+    result = predict("--weights", str(weights), str(tmp_path / "small"), "--csv", str(table))
+    assert result.exit_code == 0, result.output
+    assert "images are resized as the model's training cache stored its images (short:40)" in result.stderr
+    evaluated = runner.invoke(app, ["eval", "vtiqa", "--weights", str(weights), "--cross", "small", "--device", "cpu",
+                                    "--per-image", str(per_image)])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    predicted = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(table.open())}
+    scored = {Path(r["name"]).name: float(r["prediction"]) for r in csv.DictReader(per_image.open())}
+    assert sorted(predicted) == sorted(scored) and len(scored) == 32
+    assert max(abs(predicted[k] - scored[k]) for k in scored) < 2e-5  # the CSVs' 6 significant digits
+    scorer = iqa_cli.load(str(weights), device="cpu")  # the Python scorer: files and arrays alike
+    name = sorted(scored)[0]
+    image = np.asarray(Image.open(tmp_path / "small" / name).convert("RGB"))
+    assert float(scorer(str(tmp_path / "small" / name))[0]) == pytest.approx(scored[name], abs=2e-5)
+    assert float(scorer(image)[0]) == pytest.approx(scored[name], abs=2e-5)
+    # A 1x1 file is still refused for its own size, though the policy would store it at 40x40.
+    Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(tmp_path / "dot.png")
+    assert "image is only 1x1 pixels" in predict("--weights", str(weights), str(tmp_path / "dot.png")).output
+    with pytest.raises(Exception, match="only 1x1 pixels"):
+        scorer(str(tmp_path / "dot.png"))
+
+
 def test_a_lost_signal_stops_the_scoring_at_the_next_batch(weights, photos, monkeypatch):
     """As `iqa eval`: a SIGTERM whose exception was discarded must not let every batch be scored."""
     from iqa_cli.train import predict as predict_module
