@@ -41,7 +41,7 @@ from iqa_cli.train.data import LAST_EPOCH, DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, shard
 from iqa_cli.train.precision import amp_dtype, autocast, low_precision_ties
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
-from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, STEP_LIMIT, read_log
+from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, STEP_LIMIT, append_log, read_log
 from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
@@ -416,8 +416,7 @@ class Trainer:
     def _write_log(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
-        with open(self.out_dir / LOG, "a") as f:
-            f.write(dumps(record) + "\n")  # strict JSON lines: an unmeasured metric is null
+        append_log(self.out_dir / LOG, dumps(record))  # strict JSON lines: an unmeasured metric is null
 
     # ------------------------------------------------------------------ loop
 

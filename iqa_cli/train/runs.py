@@ -122,10 +122,41 @@ def split_dir(root: Path, split: str) -> Path:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a split's `log.jsonl` (none when it does not exist yet)."""
+    """The records of a split's `log.jsonl` (none when it does not exist yet). A last line without its
+    newline is one a process was killed while writing (or is writing now): it is left out. Any other line
+    that is no JSON record is a ConfigError naming the file and the line."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    unfinished = lines.pop()  # "" when the file ends with its newline
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"damaged log at line {number} ({exc.msg})", path=path) from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"damaged log at line {number} (a JSON {type(record).__name__}, not a record)", path=path)
+        records.append(record)
+    if unfinished.strip():
+        log.debug(f"{path}: its last line is unfinished (a write cut short, or one under way): left out")
+    return records
+
+
+def append_log(path: Path, line: str) -> None:
+    """Append one record's line to a split's `log.jsonl`. An unfinished last line (a process killed while
+    writing it) is cut off first, so the new record starts a line of its own instead of joining it."""
+    with open(path, "a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(max(0, size - 1))
+            if handle.read(1) != b"\n":
+                handle.seek(0)
+                handle.truncate(handle.read().rfind(b"\n") + 1)
+        handle.write(line.encode() + b"\n")
 
 
 def read_run(root: Path) -> dict[str, Any]:

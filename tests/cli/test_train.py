@@ -386,6 +386,26 @@ def test_a_stopped_sweep_exits_with_the_signal_s_code_and_continues_when_run_aga
     assert again.exit_code == 0, again.output
 
 
+def test_a_run_killed_while_writing_its_log_resumes_and_reports(cache, tmp_path):
+    """A process killed while writing a log line left half a JSON record at the end of log.jsonl; the
+    resumed run appended its next record to it, and its `--watch` summary, read from the log, failed
+    the finished run as an internal JSONDecodeError."""
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=20, seed=3)
+    out = tmp_path / "watched"
+    options = [a for a in FAST if a not in ("--epochs", "1", "--val-fraction", "0.2")]
+    run = [*options, "--data", "mini", "--split", "whole_1", "--watch", "other", "--epochs", "2", "--out", str(out)]
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "6", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "iqa_cli", "train", "vtiqa", *run], env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 143, done.stderr[-2000:]
+    log = out / "split-whole_1" / "log.jsonl"
+    log.write_text(log.read_text() + '{"epoch": 1, "split": "whole_1", "part": "watch:oth')  # the kill's half line
+    resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    watched = json.loads(resumed.stdout)["splits"][0]["watch"]["other"]
+    assert watched["epochs"] == 2 and watched["last_epoch"] == 1
+
+
 def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):
     """`--print-config --sweep lr --sweep-values 0.1,abc` printed one run's plan, ignoring the sweep and
     its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""

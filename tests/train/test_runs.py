@@ -1,0 +1,38 @@
+"""A split's `log.jsonl` (`iqa_cli.train.runs`): read back and appended to after a process was killed
+while writing a line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from iqa_cli.errors import ConfigError
+from iqa_cli.train.runs import append_log, read_log
+
+
+def test_a_line_cut_short_at_the_end_is_left_out_and_the_next_record_starts_its_own_line(tmp_path):
+    """A run killed while writing its log left `{"epoch": 1, "sp` at the end: reading the log (the watch
+    summary, the curves) raised a bare JSONDecodeError, and the resumed run appended its next record to
+    that half line, damaging both."""
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"epoch": 0, "srcc": 0.5}) + "\n" + '{"epoch": 1, "sp')
+    assert read_log(log) == [{"epoch": 0, "srcc": 0.5}]
+    append_log(log, json.dumps({"epoch": 1, "srcc": 0.6}))
+    assert read_log(log) == [{"epoch": 0, "srcc": 0.5}, {"epoch": 1, "srcc": 0.6}]
+    assert log.read_text().endswith('"srcc": 0.6}\n')
+    single = tmp_path / "single.jsonl"  # the cut line is the only one
+    single.write_text('{"epo')
+    append_log(single, json.dumps({"epoch": 0}))
+    assert read_log(single) == [{"epoch": 0}]
+
+
+def test_a_damaged_line_inside_the_log_is_one_error_naming_it(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"epoch": 0}\n{"epoch": 1, oops}\n{"epoch": 2}\n')
+    with pytest.raises(ConfigError, match=r"damaged log at line 2"):
+        read_log(log)
+    log.write_text('{"epoch": 0}\n[1, 2]\n')
+    with pytest.raises(ConfigError, match=r"line 2 \(a JSON list, not a record\)"):
+        read_log(log)
+    assert read_log(tmp_path / "missing.jsonl") == []
