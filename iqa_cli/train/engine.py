@@ -41,7 +41,18 @@ from iqa_cli.train.data import LAST_EPOCH, DatasetLike, SplitParts
 from iqa_cli.train.distributed import DistContext, shard
 from iqa_cli.train.precision import amp_dtype, autocast, low_precision_ties
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
-from iqa_cli.train.runs import BEST, CURVES, LAST, LOG, PREDICTIONS, RESULT, STEP_LIMIT, append_log, read_log
+from iqa_cli.train.runs import (
+    BEST,
+    CURVES,
+    LAST,
+    LOG,
+    PREDICTIONS,
+    RESULT,
+    STEP_LIMIT,
+    append_log,
+    drop_logged_epochs,
+    read_log,
+)
 from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
 from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
@@ -346,6 +357,8 @@ class Trainer:
                 self.best_state, _ = read_state_dict(best)
             restore_rng(state["rng"])
             self.log(f"split {self.parts.name}: resumed at epoch {self.pos.epoch} step {self.pos.step} from {last}")
+            if self.main and drop_logged_epochs(self.out_dir / LOG, self.pos.epoch):  # logged, then killed
+                log.info(f"split {self.parts.name}: epoch {self.pos.epoch} was logged but not saved; it trains again")
         needed = np.concatenate([self.pool, self.parts.train, self.parts.val, self.parts.test])
         self.store = ViewStore(
             self.ctx.dataset,

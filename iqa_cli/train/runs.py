@@ -159,6 +159,21 @@ def append_log(path: Path, line: str) -> None:
         handle.write(line.encode() + b"\n")
 
 
+def drop_logged_epochs(path: Path, first: int) -> int:
+    """Remove the evaluation records of epoch `first` and later from a split's `log.jsonl` (events such as
+    "stopped by" stay): a run killed after logging an epoch but before saving its `last.pt` trains that
+    epoch again when resumed, which would log it twice. Returns how many records were removed."""
+    from iqa_cli.atomic import atomic_path
+    from iqa_cli.jsonio import dumps
+
+    records = read_log(path)
+    kept = [r for r in records if "part" not in r or int(r.get("epoch", -1)) < first]
+    if len(kept) < len(records):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(dumps(r) + "\n" for r in kept))
+    return len(records) - len(kept)
+
+
 def read_run(root: Path) -> dict[str, Any]:
     path = root / RUN_FILE
     try:

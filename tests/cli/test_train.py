@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from iqa_cli.cli.main import app
 from iqa_cli.errors import ConfigError
 from iqa_cli.home import data_dir, runs_dir
+from iqa_cli.train.runs import read_log
 from iqa_cli.train.state import load_state
 from tests.cli.options import without
 from tests.train.caches import make_cache
@@ -389,7 +390,8 @@ def test_a_stopped_sweep_exits_with_the_signal_s_code_and_continues_when_run_aga
 def test_a_run_killed_while_writing_its_log_resumes_and_reports(cache, tmp_path):
     """A process killed while writing a log line left half a JSON record at the end of log.jsonl; the
     resumed run appended its next record to it, and its `--watch` summary, read from the log, failed
-    the finished run as an internal JSONDecodeError."""
+    the finished run as an internal JSONDecodeError. A run killed after logging an epoch but before
+    saving its last.pt logged that epoch twice, and the watch summary counted (and maximised over) both."""
     make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=20, seed=3)
     out = tmp_path / "watched"
     options = [a for a in FAST if a not in ("--epochs", "1", "--val-fraction", "0.2")]
@@ -399,11 +401,16 @@ def test_a_run_killed_while_writing_its_log_resumes_and_reports(cache, tmp_path)
                           text=True, timeout=180)  # fmt: skip
     assert done.returncode == 143, done.stderr[-2000:]
     log = out / "split-whole_1" / "log.jsonl"
-    log.write_text(log.read_text() + '{"epoch": 1, "split": "whole_1", "part": "watch:oth')  # the kill's half line
+    # Epoch 1 logged by a run killed before its last.pt was saved (the resume trains epoch 1 again), then
+    # the kill's half line.
+    logged = json.dumps({"epoch": 1, "split": "whole_1", "part": "watch:other", "srcc": 0.99, "plcc": 0.99})
+    log.write_text(log.read_text() + logged + "\n" + '{"epoch": 1, "split": "whole_1", "part": "watch:oth')
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--json"])
     assert resumed.exit_code == 0, resumed.output
+    assert "epoch 1 was logged but not saved; it trains again" in resumed.stderr
     watched = json.loads(resumed.stdout)["splits"][0]["watch"]["other"]
-    assert watched["epochs"] == 2 and watched["last_epoch"] == 1
+    assert watched["epochs"] == 2 and watched["last_epoch"] == 1 and watched["max_abs_srcc"] < 0.99
+    assert [r["epoch"] for r in read_log(log) if r.get("part") == "watch:other"] == [0, 1]
 
 
 def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):

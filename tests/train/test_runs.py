@@ -8,7 +8,7 @@ import json
 import pytest
 
 from iqa_cli.errors import ConfigError
-from iqa_cli.train.runs import append_log, read_log
+from iqa_cli.train.runs import append_log, drop_logged_epochs, read_log
 
 
 def test_a_line_cut_short_at_the_end_is_left_out_and_the_next_record_starts_its_own_line(tmp_path):
@@ -36,3 +36,17 @@ def test_a_damaged_line_inside_the_log_is_one_error_naming_it(tmp_path):
     with pytest.raises(ConfigError, match=r"line 2 \(a JSON list, not a record\)"):
         read_log(log)
     assert read_log(tmp_path / "missing.jsonl") == []
+
+
+def test_epochs_logged_by_a_run_killed_before_saving_them_are_dropped_on_resume(tmp_path):
+    log = tmp_path / "log.jsonl"
+    records = [
+        {"epoch": -1, "part": "val", "srcc": 0.1, "event": "before training"},
+        {"epoch": 0, "part": "val", "srcc": 0.2},
+        {"epoch": 1, "part": "val", "srcc": 0.3},
+        {"epoch": 1, "event": "stopped by SIGTERM"},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert drop_logged_epochs(log, 1) == 1
+    assert read_log(log) == [records[0], records[1], records[3]]
+    assert drop_logged_epochs(log, 1) == 0 and drop_logged_epochs(tmp_path / "none.jsonl", 0) == 0
