@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 import os
@@ -354,7 +355,8 @@ class Trainer:
             self.pos = Position(**state["position"])
             best = self.out_dir / BEST
             if best.is_file():
-                self.best_state, _ = read_state_dict(best)
+                self.best_state, best_meta = read_state_dict(best)
+                self._adopt_later_best(best_meta)
             restore_rng(state["rng"])
             self.log(f"split {self.parts.name}: resumed at epoch {self.pos.epoch} step {self.pos.step} from {last}")
             if self.main and drop_logged_epochs(self.out_dir / LOG, self.pos.epoch):  # logged, then killed
@@ -735,6 +737,21 @@ class Trainer:
 
     # What a resumable checkpoint must share with the run it is resumed into.
     _IDENTITY = ("run", "method", "dataset", "split", "split_digest", "model", "tiny")
+
+    def _adopt_later_best(self, meta: dict[str, str]) -> None:
+        """A kept model saved after `last.pt` (a run killed between the two saves at an epoch's end) holds
+        the weights of an epoch the resume trains again, and its `last.pt` still records the model before
+        it: the position takes the kept file's epoch and metric, so the figures named with the kept model
+        are its own (an epoch trained again on a GPU need not repeat them to the bit)."""
+        try:
+            epoch = int(meta.get("epoch", "-1"))
+            value = json.loads(meta.get("metric_value", "null"))
+        except ValueError:
+            return
+        if epoch < self.pos.epoch:
+            return
+        self.pos.best_epoch = epoch
+        self.pos.best_metric = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
     def _check_resumed_identity(self, state: dict[str, Any], path: Path) -> None:
         saved = state.get("iqa_meta") or {}

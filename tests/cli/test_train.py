@@ -413,6 +413,35 @@ def test_a_run_killed_while_writing_its_log_resumes_and_reports(cache, tmp_path)
     assert [r["epoch"] for r in read_log(log) if r.get("part") == "watch:other"] == [0, 1]
 
 
+def test_a_kept_model_saved_after_the_last_resume_state_keeps_its_own_epoch_and_metric(cache, tmp_path):
+    """A run killed between saving an epoch's kept model and its last.pt resumed with the kept file's
+    weights but last.pt's older best epoch and metric: the report named the kept weights with another
+    epoch, and later epochs were compared with the wrong metric (an epoch trained again on a GPU need not
+    repeat its numbers). The position now takes the kept file's epoch and metric."""
+    import torch
+
+    from iqa_cli.models.checkpoint import read_state_dict, save_checkpoint
+
+    out = tmp_path / "kept"
+    options = [a for a in FAST if a not in ("--epochs", "1")]
+    run = [*options, "--data", "mini", "--split", "random_0", "--epochs", "3", "--out", str(out)]
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "4", "OMP_NUM_THREADS": "1"}  # 3 steps an epoch: in epoch 1
+    done = subprocess.run([sys.executable, "-m", "iqa_cli", "train", "vtiqa", *run], env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 143, done.stderr[-2000:]
+    split = out / "split-random_0"
+    assert load_state(split / "last.pt")["position"]["epoch"] == 1
+    state, meta = read_state_dict(split / "best.safetensors")  # as epoch 1 kept it, before the kill
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    save_checkpoint(state, split / "best.safetensors", {**meta, "epoch": "1", "metric_value": "0.999"})
+    resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    row = json.loads(resumed.stdout)["splits"][0]
+    assert row["best_epoch"] == 1  # no later epoch beat the kept model's 0.999
+    kept, kept_meta = read_state_dict(split / "best.safetensors")
+    assert kept_meta["epoch"] == "1" and all(torch.equal(kept[k], state[k]) for k in state)
+
+
 def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):
     """`--print-config --sweep lr --sweep-values 0.1,abc` printed one run's plan, ignoring the sweep and
     its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""
