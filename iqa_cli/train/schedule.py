@@ -104,7 +104,9 @@ class EpochDecay:
         once per epoch; VIPNet's DPM: 8, 2, 1e-4)
       - "constant": lr
     The model is never reloaded and the run stops only at its epoch cap (or by `stop_after`, an
-    early-stopping patience in evaluations without improvement, counted after `stop_from_epoch`).
+    early-stopping patience in epochs without improvement, checked at evaluated epochs from
+    `stop_from_epoch` on: with `--eval-every N` the epochs between evaluations count too, as the
+    authors' "epoch > best + patience" counts them).
     """
 
     KINDS = ("step", "exponential", "cosine_restarts", "constant")
@@ -148,10 +150,10 @@ class EpochDecay:
 
     def end_epoch(self, epoch: int, improved: bool | None) -> ScheduleAction:
         self.epoch = epoch + 1
-        if improved is not None:
-            self.count = 0 if improved else self.count + 1
-        if self.stop_after is not None and self.count > self.stop_after and epoch >= self.stop_from_epoch:
-            return ScheduleAction(stop=True, message=f"no improvement in {self.count} evaluations: stopping")
+        self.count = 0 if improved else self.count + 1  # epochs since the last improvement
+        evaluated = improved is not None  # only an evaluation can tell that nothing improved
+        if evaluated and self.stop_after is not None and self.count > self.stop_after and epoch >= self.stop_from_epoch:
+            return ScheduleAction(stop=True, message=f"no improvement in {self.count} epochs: stopping")
         return ScheduleAction()
 
     def state_dict(self) -> dict[str, Any]:

@@ -54,4 +54,13 @@ def test_early_stop_after_patience_only_from_the_given_epoch():
     schedule = EpochDecay(0.1, "constant", stop_after=2, stop_from_epoch=5)
     actions = [schedule.end_epoch(epoch, epoch == 0) for epoch in range(8)]
     assert [a.stop for a in actions] == [False] * 5 + [True] * 3  # 3 misses by epoch 3, but not before epoch 5
-    assert "no improvement" in actions[5].message
+    assert "no improvement in 5 epochs" in actions[5].message
+
+
+def test_early_stop_patience_counts_epochs_between_evaluations_too():
+    """With `--eval-every 3`, VIPNet's `--patience 10` ("epochs without improvement", the authors' `epoch >
+    best + 10`) counted evaluations: the run trained 30 epochs past its best model instead of 10."""
+    schedule = EpochDecay(0.1, "constant", stop_after=10, stop_from_epoch=0)
+    evaluated = [epoch for epoch in range(40) if (epoch + 1) % 3 == 0]
+    stops = [e for e in range(40) if schedule.end_epoch(e, (e == 2) if e in evaluated else None).stop]
+    assert stops[0] == 14  # 12 epochs after the best (epoch 2) at the first evaluation past 10, not 32
