@@ -204,6 +204,11 @@ class Scorer:
                     for i in range(0, len(arrays), self.batch_size)
                 ]
             )
+        from iqa_cli.train.predict import scoring_ties
+
+        tied = None if self.recipe.predicts_classes else scoring_ties(out, self.dtype)
+        if tied is not None:
+            log.warning(f"{tied} (amp='off' scores in float32)")
         return torch.from_numpy(out) if as_tensor else out
 
     def _arrays(self, images: ImageInput) -> list[np.ndarray]:

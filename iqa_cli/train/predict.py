@@ -29,7 +29,7 @@ from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import LabelMap
-from iqa_cli.train.precision import Precision, amp_dtype, autocast
+from iqa_cli.train.precision import Precision, amp_dtype, autocast, precision_name
 from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, apply_test_overrides, build_trained, read_trained
@@ -147,6 +147,16 @@ def apply_policy(array: np.ndarray, policy: str | None) -> np.ndarray:
     if size == (array.shape[1], array.shape[0]):
         return array
     return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def scoring_ties(scores: list[float] | np.ndarray, dtype: Precision) -> str | None:
+    """A note when scores made in half precision tie (bf16 steps are 1/64 near a score of 3): images that
+    cannot be ranked apart; None in float32, or when every score differs."""
+    name = precision_name(dtype)
+    distinct = int(np.unique(np.asarray(scores)).size)
+    if name not in ("bf16", "fp16") or distinct == len(scores):
+        return None
+    return f"{name} scoring gave {distinct} distinct scores for {len(scores)} images: tied ones cannot be ranked apart"
 
 
 def read_image(path: Path, reduce_to: int = 0, policy: str | None = None) -> np.ndarray:
@@ -411,6 +421,9 @@ def predict_files(
         raise DataError(f"none of the {len(files)} input file(s) could be read as an image")
     scored = {p.path for p in report.predictions}
     report.notes = content_notes([(path, header) for path, header in headers if path in scored])
+    tied = None if recipe.predicts_classes else scoring_ties([p.score for p in report.predictions], dtype)
+    if tied is not None:
+        report.notes.append(f"{tied} (--amp off scores in float32)")
     for text in report.notes:
         log.warning(text)
     return report

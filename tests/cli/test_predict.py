@@ -266,6 +266,32 @@ def test_a_model_trained_on_a_resized_cache_scores_files_stored_as_it_trained(tm
         scorer(str(tmp_path / "dot.png"))
 
 
+def test_tied_half_precision_scores_are_said(weights, tmp_path):
+    """`--amp bf16` rounds every score to bf16's coarse steps: 32 photos got 18 distinct scores, and a user
+    ranking them had no word of the ties (`iqa eval` says so for its metrics)."""
+    import iqa_cli
+
+    folder = tmp_path / "mini"
+    result = predict("--weights", str(weights), str(folder), "--amp", "bf16", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    scores = [p["score"] for p in report["predictions"]]
+    assert len(set(scores)) < len(scores)  # bf16 ties this model's scores
+    said = f"bf16 scoring gave {len(set(scores))} distinct scores for {len(scores)} images: tied ones cannot be"
+    assert any(note.startswith(said) for note in report["notes"]), report["notes"]
+    assert said in " ".join(result.stderr.split())
+    exact = json.loads(predict("--weights", str(weights), str(folder), "--amp", "off", "--json").stdout)
+    assert not any("distinct scores" in note for note in exact["notes"])
+    scorer = iqa_cli.load(str(weights), device="cpu", amp="bf16")
+    with pytest.MonkeyPatch.context() as patch:
+        import logging
+
+        said_by_scorer: list[str] = []
+        patch.setattr(logging.getLogger("iqa_cli.api"), "warning", said_by_scorer.append)
+        scorer(str(folder))
+    assert said_by_scorer and said_by_scorer[0].startswith("bf16 scoring gave")
+
+
 def test_a_lost_signal_stops_the_scoring_at_the_next_batch(weights, photos, monkeypatch):
     """As `iqa eval`: a SIGTERM whose exception was discarded must not let every batch be scored."""
     from iqa_cli.train import predict as predict_module
