@@ -55,7 +55,11 @@ class EngineConfig:
         default="auto", metadata={"help": "channels-last memory format: auto (where the recipe says it helps), on, off"}
     )
     seed: int = field(
-        default=0, metadata={"help": "seed of data order, augmentation and init (0 = the authors' seeds)"}
+        default=0,
+        metadata={
+            "help": "seed of data order, augmentation and init (with 0, VT-IQA, IEIT and AL-IQA re-seed each batch "
+            "with the seed their scripts give it; the other methods' seeds and all data orders are iqa's)"
+        },
     )
     select_on: SelectOn = field(
         default="val",
