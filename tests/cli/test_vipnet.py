@@ -327,7 +327,7 @@ def test_image_files_are_scored_at_the_scale_a_koniq_model_trained_at(tmp_path):
     from tests.data.fixtures import FIXTURES
 
     FIXTURES["koniq"](tmp_path / "koniq_root")
-    prepare = ["prepare", "koniq", "--root", str(tmp_path / "koniq_root"), "--size", "64x48", "--splits", "1"]
+    prepare = ["prepare", "koniq", "--root", str(tmp_path / "koniq_root"), "--splits", "1"]  # its own sizes
     assert invoke(*prepare).exit_code == 0
     with one_thread():  # the default canvas (tiny runs have their own): KonIQ resolves it to 384x512
         options = ["--epochs", "1", "--canvas", "768,768", "--val-fraction", "0.35", "--json"]
