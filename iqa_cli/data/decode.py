@@ -124,7 +124,8 @@ class DecodeJob:
     # least DRAFT_GAP x this (w, h); the result is not resized further (`iqa predict`).
     reduce_to: tuple[int, int] | None = None
     # With no size: a cache's resize policy ('short:768', '512x384'), which sizes the image from its own
-    # (oriented) size as `iqa prepare` stores it (`iqa predict` of a model trained on such a cache).
+    # (oriented) size as `iqa prepare` stores it, but never squashes it (`ResizePolicy.file_size`; `iqa
+    # predict` of a model trained on such a cache).
     policy: str | None = None
 
 
@@ -277,7 +278,7 @@ def decode_image(
             from iqa_cli.data.resize import parse_policy
 
             width, height = im.size[::-1] if orientation in _TRANSPOSED else im.size
-            size = parse_policy(policy).output_size(width, height)
+            size = parse_policy(policy).file_size(width, height)
         if draft:
             _open_reduced(im, size if size is not None else reduce_to, orientation)
         im.load()

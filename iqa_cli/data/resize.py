@@ -70,6 +70,15 @@ class ResizePolicy:
             return (self.short, new_long) if width <= height else (new_long, self.short)
         return width, height
 
+    def file_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size an image file scored by a model trained on a cache of this policy is given (`iqa
+        predict`): `output_size`, except that a fixed size of another aspect ratio than the image's scales
+        it to the fixed size's shorter side (aspect kept) instead of squashing it, which the model's
+        training images need not have been (KonIQ's are all 4:3, a phone photo is 3:4)."""
+        if self.kind == "fixed" and abs(width * self.height - height * self.width) > 0.01 * width * self.height:
+            return ResizePolicy("short", short=min(self.width, self.height)).output_size(width, height)
+        return self.output_size(width, height)
+
 
 NONE = ResizePolicy("none")
 

@@ -135,15 +135,15 @@ def stored_policy(meta: dict[str, Any]) -> str | None:
 
 
 def apply_policy(array: np.ndarray, policy: str | None) -> np.ndarray:
-    """An H x W x 3 uint8 image stored by a cache's resize `policy` (Pillow bicubic, as `iqa prepare`
-    resizes a decoded image); unchanged without one."""
+    """An H x W x 3 uint8 image sized by a cache's resize `policy` as an image file is (`ResizePolicy.file_size`;
+    Pillow bicubic, as `iqa prepare` resizes a decoded image); unchanged without one."""
     if policy is None:
         return array
     from PIL import Image
 
     from iqa_cli.data.resize import parse_policy
 
-    size = parse_policy(policy).output_size(int(array.shape[1]), int(array.shape[0]))
+    size = parse_policy(policy).file_size(int(array.shape[1]), int(array.shape[0]))
     if size == (array.shape[1], array.shape[0]):
         return array
     return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
@@ -375,7 +375,13 @@ def predict_files(
     bound = recipe.view_bound(spec.params)
     policy = stored_policy(spec.meta)  # as the model's training cache stored its images
     if policy is not None:
-        log.info(f"images are resized as the model's training cache stored its images ({policy}) before their views")
+        from iqa_cli.data.resize import parse_policy
+
+        fixed = parse_policy(policy).kind == "fixed"
+        log.info(
+            f"images are resized as the model's training cache stored its images ({policy}) before their views"
+            + ("; one of another aspect ratio keeps it, scaled to the shorter side" if fixed else "")
+        )
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
     headers: list[tuple[str, ImageHeader]] = []
     decoded = _usable(

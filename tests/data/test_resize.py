@@ -51,3 +51,14 @@ def test_output_sizes():
     assert short.output_size(500, 500) == (384, 384)
     assert ResizePolicy("short", short=512).output_size(4000, 3000) == (683, 512)  # 682.67 rounds up
     assert ResizePolicy("short", short=100).output_size(50, 30) == (167, 100)  # upscales small images too
+
+
+def test_file_sizes_keep_an_image_s_aspect_where_a_fixed_size_would_squash_it():
+    """`iqa predict` sizes files as the model's training cache stored its images, but a KonIQ cache stored
+    at 512x384 (all 4:3) would squash a 3:4 phone photo into 4:3, which the model never saw."""
+    fixed = parse_policy("512x384")
+    assert fixed.file_size(1024, 768) == (512, 384)  # the cache's own images: as stored
+    assert fixed.file_size(3000, 4000) == (384, 512)  # portrait: scaled to the shorter side, not squashed
+    assert fixed.file_size(1000, 1000) == (384, 384)
+    assert parse_policy("short:768").file_size(4000, 3000) == (1024, 768)  # as output_size
+    assert parse_policy("244x244").file_size(500, 500) == (244, 244)

@@ -60,3 +60,13 @@ def test_views_made_ahead_are_bounded_by_bytes():
     big = {"rgb": (3, 2048, 2048)}  # 12.6 MB per image
     assert batches_ahead(big, 16) == 2  # never fewer than 2 (one scored, one being made)
     assert batches_ahead(big, 4) * 4 * 3 * 2048 * 2048 <= QUEUED_VIEW_BYTES
+
+
+def test_an_array_is_sized_by_the_training_cache_s_policy_without_a_squash():
+    from iqa_cli.train.predict import apply_policy
+
+    portrait = np.zeros((400, 300, 3), dtype=np.uint8)
+    assert apply_policy(portrait, None) is portrait
+    assert apply_policy(portrait, "512x384").shape == (512, 384, 3)  # scaled to 384 on its shorter side
+    assert apply_policy(np.zeros((300, 400, 3), dtype=np.uint8), "512x384").shape == (384, 512, 3)
+    assert apply_policy(portrait, "short:30").shape == (40, 30, 3)
