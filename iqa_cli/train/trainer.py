@@ -422,6 +422,13 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     _check_step_memory(recipe, resolved, device)
     dist = init_distributed(device)
     progress = progress if (progress is not None and dist.is_main) else NullProgress()
+    started_on = info.get("world_size") if info is not None else None
+    if isinstance(started_on, int) and started_on != dist.world and dist.is_main:
+        log.warning(
+            f"{root}: this run started on {started_on} rank(s) and goes on with {dist.world}: each batch is shared "
+            "out otherwise and its ranks get other augmentation seeds, so its figures are no longer those a run "
+            f"left on {started_on} rank(s) would give (the data order and the rest of the protocol are the same)"
+        )
     raw, cache_path = open_dataset(data)
     try:
         dataset = recipe.wrap_dataset(raw, cache_path, resolved.params)

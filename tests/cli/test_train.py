@@ -442,6 +442,25 @@ def test_a_kept_model_saved_after_the_last_resume_state_keeps_its_own_epoch_and_
     assert kept_meta["epoch"] == "1" and all(torch.equal(kept[k], state[k]) for k in state)
 
 
+def test_a_run_resumed_on_another_number_of_ranks_says_its_figures_change(cache, tmp_path):
+    """A job preempted on 2 GPUs and requeued on 1 went on without a word, though every batch then gets
+    other per-rank seeds: the run is no longer the one its record's world size describes."""
+    out = tmp_path / "moved"
+    run = [*FAST, "--data", "mini", "--split", "random_0", "--out", str(out)]
+    env = {**os.environ, "IQA_DEBUG_SIGNAL_AT_STEP": "2", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "iqa_cli", "train", "vtiqa", *run], env=env, capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 143, done.stderr[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["world_size"] == 1
+    record["world_size"] = 2  # as a torchrun job on 2 ranks records it
+    (out / "run.json").write_text(json.dumps(record))
+    resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    said = "this run started on 2 rank(s) and goes on with 1: each batch is shared out otherwise"
+    assert said in " ".join(resumed.stderr.split())
+
+
 def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):
     """`--print-config --sweep lr --sweep-values 0.1,abc` printed one run's plan, ignoring the sweep and
     its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""
