@@ -140,6 +140,17 @@ def _how_to_get(name: str) -> str:
     return known.note or f"no direct download is known: download it by hand, then `iqa weights add {name} FILE`"
 
 
+def _refuse_case_twin(name: str, entries: dict[str, Any]) -> None:
+    """Names differing only in case are one file on a case-insensitive file system (macOS, Windows): the
+    second would overwrite the first's weights under its name."""
+    twins = [other for other in entries if other != name and other.lower() == name.lower()]
+    if twins:
+        raise ConfigError(
+            f"'{name}' differs from '{twins[0]}' in the weights store only in case: on a case-insensitive file "
+            "system their files are one; pick another name (or remove the other first)"
+        )
+
+
 class WeightStore:
     """Files under one folder plus an index; every write is atomic and locked."""
 
@@ -315,6 +326,7 @@ class WeightStore:
             extra=dict(extra or {}),
         )
         with self._editing_index() as entries:
+            _refuse_case_twin(name, entries)
             old = entries.get(name)
             raise_if_stopped()
             os.replace(staged, final)
@@ -338,6 +350,7 @@ class WeightStore:
                 tmp.unlink()
 
     def ensure_free(self, name: str, overwrite: bool) -> None:
+        _refuse_case_twin(name, self._read_raw())
         if not overwrite and self.get(name) is not None:
             raise ConfigError(f"'{name}' is already in the weights store (use --force to replace it, or another name)")
 

@@ -147,6 +147,12 @@ def test_import_add_and_identify(tmp_path):
 
     ident = iqa("verify", str(src), "--json")
     assert ident.exit_code == 0 and json.loads(ident.stdout)["sha256"] == sha256_file(src)
+    # A name differing from a stored one only in case would be the same file on macOS or Windows: refused,
+    # also with --force (which replaces one name's own file), and nothing is stored.
+    for force in ((), ("--force",)):
+        twin = iqa("add", "VTIQA_copy", str(converted), "--method", "vtiqa", *force)
+        assert failed(twin, "'VTIQA_copy' differs from 'vtiqa_copy' in the weights store only in case")
+    assert WeightStore().get("VTIQA_copy") is None and WeightStore().has("vtiqa_copy")
 
 
 def test_import_refuses_a_malicious_pickle(tmp_path):
