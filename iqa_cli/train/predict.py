@@ -380,7 +380,7 @@ def predict_files(
         fixed = parse_policy(policy).kind == "fixed"
         log.info(
             f"images are resized as the model's training cache stored its images ({policy}) before their views"
-            + ("; one of another aspect ratio keeps it, scaled to the shorter side" if fixed else "")
+            + ("; one of another aspect ratio is scaled to that size's shorter side, not squashed" if fixed else "")
         )
     log.debug(f"predict: {len(files)} files, {count} decode process(es), JPEGs reduced at decode to >= {bound} px")
     headers: list[tuple[str, ImageHeader]] = []
