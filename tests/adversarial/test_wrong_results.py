@@ -57,6 +57,23 @@ def test_numeric_options_out_of_range_are_refused_before_any_work(cache, tmp_pat
     assert not out.exists()  # refused before a run folder was made
 
 
+@pytest.mark.parametrize(
+    ("phases", "message"),
+    [  # 0:0.2 was never applied, and 5:0.2,5:0.3 took the last rate, without a word
+        ("0:0.1,0:0.2", "lr_phases: epoch 0 is given more than one learning rate (0.1, 0.2)"),
+        ("0:0.1,5:0.2,5:0.3", "lr_phases: epoch 5 is given more than one learning rate (0.2, 0.3)"),
+    ],
+)
+def test_an_epoch_given_two_learning_rates_is_refused(cache, tmp_path, phases, message):
+    from tests.cli.options import without
+
+    out = tmp_path / "run"
+    options = without(FAST, "--lr")
+    line = error_line(invoke("train", "vtiqa", *options, "--data", "mini", "--lr-phases", phases, "--out", str(out)))
+    assert message in line, line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["-1", "--x", ".hidden", "a/b", ""])
 def test_a_run_name_that_could_not_be_typed_back_is_refused(cache, name):
     """`--name -1` made a run that `iqa runs show -1` reads as an unknown option."""

@@ -81,9 +81,16 @@ def regression_loss(kind: Loss, pred: torch.Tensor, target: torch.Tensor) -> tor
 
 
 def check_phases(name: str, phases: Phases | None) -> None:
-    """A phase list starts at epoch 0 and is sorted by epoch (None: the method fills it in)."""
-    if phases is not None and (not phases or phases[0][0] != 0 or list(phases) != sorted(phases)):
+    """A phase list starts at epoch 0 and is sorted by epoch, each epoch once (None: the method fills it in)."""
+    if phases is None:
+        return
+    starts = [int(start) for start, _ in phases]
+    if not phases or starts[0] != 0 or starts != sorted(starts):
         raise ConfigError(f"{name} must start at epoch 0 and be sorted by epoch (e.g. 0:0.01,11:0.001)")
+    twice = sorted({start for start in starts if starts.count(start) > 1})
+    if twice:  # one of the two rates would be dropped without a word
+        rates = ", ".join(f"{lr:g}" for start, lr in phases if start == twice[0])
+        raise ConfigError(f"{name}: epoch {twice[0]} is given more than one learning rate ({rates}); give it one")
 
 
 def check_protocol(params: PlateauParams) -> None:
