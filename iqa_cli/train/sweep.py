@@ -72,13 +72,19 @@ def sweep_values(field: str, text: str, options: TrainOptions) -> list[tuple[str
     base = resolve_config(recipe, tiny=options.tiny, config_file=options.config_file, overrides=options.overrides)
     current = getattr(base.params, field, None) if hasattr(base.params, field) else getattr(base.engine, field)
     out = []
+    resolved: dict[str, str] = {}  # the value each label sets, as the run would read it -> its label
     for label in labels:
         value: Any = label
         if isinstance(current, tuple) and len(current) > 1 and "," not in label:
             value = ",".join([label] * len(current))  # one value for every round
-        resolve_config(
+        config = resolve_config(
             recipe, tiny=options.tiny, config_file=options.config_file, overrides={**options.overrides, field: value}
         )
+        owner = config.params if hasattr(config.params, field) else config.engine
+        key = repr(getattr(owner, field))
+        if key in resolved:  # '0.1' and '1e-1' would train the same run twice, as two settings
+            raise ConfigError(f"--sweep-values: '{resolved[key]}' and '{label}' are the same value of {field}")
+        resolved[key] = label
         out.append((label, value))
     return out
 

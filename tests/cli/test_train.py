@@ -461,6 +461,15 @@ def test_a_run_resumed_on_another_number_of_ranks_says_its_figures_change(cache,
     assert said in " ".join(resumed.stderr.split())
 
 
+def test_a_sweep_value_written_twice_in_two_ways_is_refused(cache, tmp_path):
+    """`--sweep-values 0.1,1e-1` planned two runs of one setting (the same seed: the same run twice), shown
+    as two rows of the sweep's table; only the same text was refused."""
+    sweep = ["--data", "mini", "--epochs", "1", "--sweep", "lr", "--out", str(tmp_path / "sweep"), "--print-config"]
+    line = one_error_line(train(*sweep, "--sweep-values", "0.1,1e-1"))
+    assert line == "error: --sweep-values: '0.1' and '1e-1' are the same value of lr"
+    assert train(*sweep, "--sweep-values", "0.1,0.2").exit_code == 0
+
+
 def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):
     """`--print-config --sweep lr --sweep-values 0.1,abc` printed one run's plan, ignoring the sweep and
     its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""
