@@ -75,8 +75,8 @@ class WatchedDataset:
         tell: bool = True,
     ) -> WatchedDataset:
         raw, path = open_dataset(source)
+        name = dataset_name(raw, fallback=Path(path).stem)
         if training is not None:
-            name = dataset_name(raw, fallback=Path(path).stem)
             if name == training[0] or images_digest(raw) == training[1]:
                 close_dataset(raw)
                 raise ConfigError(
@@ -134,6 +134,24 @@ class WatchedDataset:
         close_dataset(self.dataset)
 
 
+def _refuse_one_dataset_twice(sources: list[str]) -> None:
+    """A dataset's name keys its log records and its summary: one cache named twice (by name and by path),
+    or a copy of it, would be logged twice under one name. Refused before any views are prepared."""
+    given: dict[str, str] = {}
+    for source in sources:
+        raw, path = open_dataset(source)
+        try:
+            name = dataset_name(raw, fallback=Path(path).stem)
+        finally:
+            close_dataset(raw)
+        if name in given:
+            raise ConfigError(
+                f"--watch: '{given[name]}' and '{source}' are both dataset '{name}' (one cache named twice, or a copy "
+                "of it): its epochs would be logged twice under one name; watch it once"
+            )
+        given[name] = source
+
+
 def open_watched(
     sources: Iterable[str],
     recipe: Recipe[Any],
@@ -150,6 +168,8 @@ def open_watched(
     `images_digest`) refuses watching the training data itself, by name or as a copy; `train_labels` (the
     training labels' mapping) refuses a dataset whose labels run the other way; `tell`: warn (one DDP rank
     does)."""
+    sources = list(sources)
+    _refuse_one_dataset_twice(sources)
     opened: list[WatchedDataset] = []
     try:
         for source in sources:

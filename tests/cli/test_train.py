@@ -470,6 +470,17 @@ def test_a_sweep_value_written_twice_in_two_ways_is_refused(cache, tmp_path):
     assert train(*sweep, "--sweep-values", "0.1,0.2").exit_code == 0
 
 
+def test_one_dataset_watched_twice_is_refused_before_any_views(cache, tmp_path):
+    """`--watch other,PATH/other.h5` passed the check of names given twice: both were scored every epoch
+    under one name, so the log held two records an epoch and the summary counted 2 epochs of 1."""
+    make_cache("other", tmp_path / "other", data_dir() / "other.h5", n=20, seed=3)
+    out = tmp_path / "run"
+    watched = f"other,{data_dir() / 'other.h5'}"
+    line = one_error_line(train("--data", "mini", "--split", "random_0", "--watch", watched, "--out", str(out)))
+    assert f"--watch: 'other' and '{data_dir() / 'other.h5'}' are both dataset 'other'" in line
+    assert not out.exists()
+
+
 def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, tmp_path):
     """`--print-config --sweep lr --sweep-values 0.1,abc` printed one run's plan, ignoring the sweep and
     its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""
