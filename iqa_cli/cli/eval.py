@@ -273,7 +273,9 @@ def show_eval_report(report: dict[str, Any]) -> None:
     elif any(row.get("other_dataset") for row in report["results"]):
         others = sorted({str(row.get("trained_on")) for row in report["results"] if row.get("other_dataset")})
         kind = f"test split; the model trained on {', '.join(others)}, so a cross-dataset result"
-    title = f"{report['method']} on {report['dataset']} ({kind}); {report['selection']}"
+    cache = Path(str(report.get("cache") or ""))
+    shown = report["dataset"] if cache.stem in ("", report["dataset"]) else f"{report['dataset']} (cache {cache.name})"
+    title = f"{report['method']} on {shown} ({kind}); {report['selection']}"
     if report.get("precision") not in (None, "", "float32"):
         title += f"; {report['precision']} evaluation"
     table = Table(title=title)

@@ -79,7 +79,7 @@ from iqa_cli.train.weights import (
 
 log = logging.getLogger(__name__)
 
-PER_IMAGE_COLUMNS = ["dataset", "split", "index", "name", "mos", "label", "prediction", "prediction_native"]
+PER_IMAGE_COLUMNS = ["dataset", "split", "index", "name", "mos", "label", "prediction", "prediction_native", "cache"]
 
 
 @dataclass
@@ -116,6 +116,7 @@ class EvalReport:
     per_image: list[dict[str, Any]] = field(default_factory=list, repr=False)
     device: str = ""  # where the forward ran (cpu, cuda:0)
     precision: str = ""  # float32, tf32, bf16 or fp16 (`--amp`)
+    cache: str = ""  # the cache file scored (two caches of one dataset name are told apart by it)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +133,7 @@ class EvalReport:
             "columns": self.columns,
             "device": self.device,
             "precision": self.precision,
+            "cache": self.cache,
         }
 
 
@@ -544,6 +546,7 @@ def _run_jobs(
                     "label": float(labels[index]),
                     "prediction": float(value),
                     "prediction_native": float(native),
+                    "cache": str(cache_path),
                 }
             )
     if dataset is not raw:
@@ -582,6 +585,7 @@ def _run_jobs(
         per_image=per_image,
         device=str(device),
         precision=precision_name(dtype),
+        cache=str(cache_path),
     )
 
 
@@ -959,13 +963,14 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
     columns = ["dataset", "split", "n", *metric_names, "logistic_fit", "trained_on", "trained_split", "selected_on",
                "weights", "own_dataset", "other_dataset", "includes_training_images", "test_copies_of_training",
                "seen_copies_dropped", "trained_resize", "resize", "changed_since_training",
-               "left_out_images"]  # fmt: skip
+               "left_out_images", "cache"]  # fmt: skip
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for report in reports:
             for row in report.results:
-                writer.writerow(row)
+                writer.writerow({**row, "cache": report.cache})
             for label, values in (("median", report.median), ("mean", report.mean), ("std", report.std)):
                 if values:
-                    writer.writerow({"dataset": report.dataset, "split": label, "n": "", **values})
+                    summary = {"dataset": report.dataset, "split": label, "n": "", **values}
+                    writer.writerow({**summary, "cache": report.cache})

@@ -269,6 +269,28 @@ def test_csv_and_per_image_files_agree_with_scipy(trained, tmp_path):
     assert float(rows[0]["plcc"]) == pytest.approx(stats.pearsonr(pred, label)[0], abs=1e-5)
 
 
+def test_two_caches_of_one_dataset_name_are_told_apart_in_every_output(trained, tmp_path):
+    """`--cross other,other_copy` (a copy of a cache under another file name, or one dataset prepared at two
+    sizes) printed two tables "on other", and its JSON, --csv and --per-image rows named no cache: no way
+    to tell which figures came from which file."""
+    import shutil
+
+    copy = data_dir() / "other_copy.h5"
+    shutil.copy(data_dir() / "other.h5", copy)
+    try:
+        table, per_image = tmp_path / "m.csv", tmp_path / "p.csv"
+        args = ["--data", "mini", "--cross", "other,other_copy", "--csv", str(table), "--per-image", str(per_image)]
+        shown = evaluate(*args)
+        assert shown.exit_code == 0, shown.output
+        assert "on other (cache other_copy.h5) (cross-dataset)" in " ".join(shown.stdout.split())
+        reports = json.loads(evaluate("--data", "mini", "--cross", "other,other_copy", "--json").stdout)
+        assert [Path(r["cache"]).name for r in reports] == ["other.h5", "other_copy.h5"]
+        assert {Path(r["cache"]).name for r in csv.DictReader(table.open())} == {"other.h5", "other_copy.h5"}
+        assert {Path(r["cache"]).name for r in csv.DictReader(per_image.open())} == {"other.h5", "other_copy.h5"}
+    finally:
+        copy.unlink()
+
+
 def test_one_checkpoint_is_tested_on_the_split_it_was_trained_on(trained):
     weights = trained["run"] / "split-random_1" / "best.safetensors"
     result = evaluate("--data", "mini", "--weights", str(weights), "--json")
