@@ -219,17 +219,23 @@ def test_an_exif_rotated_photo_is_scored_upright_as_prepare_stores_it(weights, t
 def test_predict_on_files_equals_eval_on_their_cache(weights, tmp_path):
     """The scoring views `iqa predict` makes from files are the ones `iqa eval` makes from a cache of the
     same images (stored at their own size): the scores agree per image."""
-    source = tmp_path / "mini"  # the training cache's own image folder (kept at original size)
+    _predict_equals_eval(weights, "mini", tmp_path)  # the training cache's own images, kept at original size
+
+
+def _predict_equals_eval(weights: Path, cache: str, tmp_path: Path):
+    """`iqa predict` of the image folder of cache `cache` (tmp_path / cache) against `iqa eval --cross cache
+    --per-image`: each image's two scores agree. Returns predict's result and eval's scores by file name."""
     table, per_image = tmp_path / "p.csv", tmp_path / "e.csv"
-    result = predict("--weights", str(weights), str(source), "--csv", str(table))
+    result = predict("--weights", str(weights), str(tmp_path / cache), "--csv", str(table))
     assert result.exit_code == 0, result.output
-    evaluated = runner.invoke(app, ["eval", "vtiqa", "--weights", str(weights), "--cross", "mini", "--device", "cpu",
+    evaluated = runner.invoke(app, ["eval", "vtiqa", "--weights", str(weights), "--cross", cache, "--device", "cpu",
                                     "--per-image", str(per_image)])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
     predicted = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(table.open())}
     scored = {Path(r["name"]).name: float(r["prediction"]) for r in csv.DictReader(per_image.open())}
     assert sorted(predicted) == sorted(scored) and len(scored) == 32
     assert max(abs(predicted[k] - scored[k]) for k in scored) < 2e-5  # the CSVs' 6 significant digits
+    return result, scored
 
 
 def test_a_model_trained_on_a_resized_cache_scores_files_stored_as_it_trained(tmp_path):
@@ -243,17 +249,8 @@ def test_a_model_trained_on_a_resized_cache_scores_files_stored_as_it_trained(tm
     trained = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "small", "--out", str(run)])
     assert trained.exit_code == 0, trained.output
     weights = run / "split-random_0" / "best.safetensors"
-    table, per_image = tmp_path / "p.csv", tmp_path / "e.csv"
-    result = predict("--weights", str(weights), str(tmp_path / "small"), "--csv", str(table))
-    assert result.exit_code == 0, result.output
+    result, scored = _predict_equals_eval(weights, "small", tmp_path)
     assert "images are resized as the model's training cache stored its images (short:40)" in result.stderr
-    evaluated = runner.invoke(app, ["eval", "vtiqa", "--weights", str(weights), "--cross", "small", "--device", "cpu",
-                                    "--per-image", str(per_image)])  # fmt: skip
-    assert evaluated.exit_code == 0, evaluated.output
-    predicted = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(table.open())}
-    scored = {Path(r["name"]).name: float(r["prediction"]) for r in csv.DictReader(per_image.open())}
-    assert sorted(predicted) == sorted(scored) and len(scored) == 32
-    assert max(abs(predicted[k] - scored[k]) for k in scored) < 2e-5  # the CSVs' 6 significant digits
     scorer = iqa_cli.load(str(weights), device="cpu")  # the Python scorer: files and arrays alike
     name = sorted(scored)[0]
     image = np.asarray(Image.open(tmp_path / "small" / name).convert("RGB"))

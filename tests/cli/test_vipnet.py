@@ -317,6 +317,13 @@ def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
     assert json.loads(old.stdout)["results"][0]["srcc"] == pytest.approx(spearman(pred, mos), abs=1e-12)
 
 
+def _predicted(model: str, photo: Path, *options: str) -> float:
+    """`iqa predict vipnet`'s score of one photo with `model` and test-time `options`."""
+    done = invoke("predict", "vipnet", "--weights", model, str(photo), "--device", "cpu", "--json", *options)
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout)["predictions"][0]["score"]
+
+
 def test_image_files_are_scored_at_the_scale_a_koniq_model_trained_at(tmp_path):
     """A model trained on KonIQ with the default canvas saw its images fitted to 384x512 (the release the
     authors read), as `iqa eval` on KonIQ still gives them; `iqa predict` and the Python scorer fitted image
@@ -338,13 +345,9 @@ def test_image_files_are_scored_at_the_scale_a_koniq_model_trained_at(tmp_path):
         pixels = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(photo)
 
-        def predicted(*canvas: str) -> float:
-            done = invoke("predict", "vipnet", "--weights", model, str(photo), "--device", "cpu", "--json", *canvas)
-            assert done.exit_code == 0, done.output
-            return json.loads(done.stdout)["predictions"][0]["score"]
-
-        default = predicted()
-        assert default == predicted("--canvas", "384,512") and default != predicted("--canvas", "768,768")
+        default = _predicted(model, photo)
+        assert default == _predicted(model, photo, "--canvas", "384,512")
+        assert default != _predicted(model, photo, "--canvas", "768,768")
         scorer = iqa_cli.load(model, device="cpu")
         assert scorer.loaded.params.canvas == (384, 512)
         assert float(scorer(str(photo))[0]) == pytest.approx(default, abs=1e-6)
@@ -368,13 +371,9 @@ def test_image_files_get_the_dpm_view_a_kadid_model_trained_with(tmp_path):
         photo = tmp_path / "photo.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(photo)
 
-        def predicted(*view: str) -> float:
-            done = invoke("predict", "vipnet", "--weights", model, str(photo), "--device", "cpu", "--json", *view)
-            assert done.exit_code == 0, done.output
-            return json.loads(done.stdout)["predictions"][0]["score"]
-
-        default = predicted()
-        assert default == predicted("--dpm-view", "resize") and default != predicted("--dpm-view", "crop")
+        default = _predicted(model, photo)
+        assert default == _predicted(model, photo, "--dpm-view", "resize")
+        assert default != _predicted(model, photo, "--dpm-view", "crop")
         assert iqa_cli.load(model, device="cpu").loaded.params.dpm_view == "resize"
 
 
