@@ -127,6 +127,7 @@ class Scorer:
         from iqa_cli.train.config import AMP_MODES
         from iqa_cli.train.distributed import resolve_device
         from iqa_cli.train.precision import amp_dtype
+        from iqa_cli.train.predict import stored_policy
         from iqa_cli.train.recipes import get_recipe
         from iqa_cli.train.weights import apply_test_overrides, load_trained
 
@@ -142,8 +143,6 @@ class Scorer:
             log.warning(note)
         params = self.recipe.file_params(self.loaded.params, self.loaded.meta)  # as `iqa predict`
         self.loaded.params = apply_test_overrides(self.recipe, params, test_options, files=True)
-        from iqa_cli.train.predict import stored_policy
-
         # Images are resized as the model's training cache stored its images ('short:768'), as `iqa predict`.
         self.policy = stored_policy(self.loaded.meta)
         self.device = resolve_device(device)
@@ -193,7 +192,7 @@ class Scorer:
             if array.shape[0] < MIN_SIDE or array.shape[1] < MIN_SIDE:  # refused by `iqa predict` too
                 raise DataError(f"image {i} is only {array.shape[1]}x{array.shape[0]} pixels")
         from iqa_cli.threads import inference_threads
-        from iqa_cli.train.predict import apply_policy, score_arrays
+        from iqa_cli.train.predict import apply_policy, score_arrays, scoring_ties
 
         arrays = [apply_policy(array, self.policy) for array in arrays]
 
@@ -204,8 +203,6 @@ class Scorer:
                     for i in range(0, len(arrays), self.batch_size)
                 ]
             )
-        from iqa_cli.train.predict import scoring_ties
-
         tied = None if self.recipe.predicts_classes else scoring_ties(out, self.dtype)
         if tied is not None:
             log.warning(f"{tied} (amp='off' scores in float32)")
