@@ -103,6 +103,7 @@ def make_predict_command(method: str) -> Callable[..., None]:
                     "weights": report.weights,
                     "scale": report.scale,
                     "native_scale": report.native_scale,
+                    "resize": report.resize,  # the training cache's size the files were resized to first
                     "predictions": [_prediction_row(asdict(p)) for p in report.predictions],
                     "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
                     "notes": report.notes,

@@ -64,6 +64,8 @@ class PredictReport:
     predictions: list[Prediction] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what decoding left out of some images (`content_notes`)
+    # The training cache's resize policy the files were sized by before their views (`stored_policy`), or None.
+    resize: str | None = None
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -410,6 +412,7 @@ def predict_files(
             scale=prediction_scale(recipe, train_labels),
             native_scale=native,
             skipped=skipped,
+            resize=policy,
         )
         progress.start("scoring images", len(files))
         for batch, views in batches:

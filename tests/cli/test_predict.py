@@ -59,7 +59,7 @@ def test_scores_a_folder_in_batches_as_json_and_csv(weights, photos, tmp_path):
     assert sorted(found) == ["a.jpg", "b.png", "nested/c.bmp", "nested/d.tiff"]
     assert (found["a.jpg"]["width"], found["a.jpg"]["height"]) == (300, 200)
     scores = np.array([p["score"] for p in report["predictions"]])
-    assert np.isfinite(scores).all() and report["skipped"] == []
+    assert np.isfinite(scores).all() and report["skipped"] == [] and report["resize"] is None  # cache at own size
     assert f"note: {photos}: 2 file(s) left out, not named as images (.gif: 1, .txt: 1)" in result.stderr
     rows = list(csv.DictReader(table.open()))
     assert [float(r["score"]) for r in rows] == pytest.approx(list(scores), rel=1e-5)
@@ -222,6 +222,10 @@ def test_predict_on_files_equals_eval_on_their_cache(weights, tmp_path):
     _predict_equals_eval(weights, "mini", tmp_path)  # the training cache's own images, kept at original size
 
 
+def _first_png(folder: Path) -> str:
+    return sorted(p.name for p in folder.iterdir() if p.suffix == ".png")[0]
+
+
 def _predict_equals_eval(weights: Path, cache: str, tmp_path: Path):
     """`iqa predict` of the image folder of cache `cache` (tmp_path / cache) against `iqa eval --cross cache
     --per-image`: each image's two scores agree. Returns predict's result and eval's scores by file name."""
@@ -251,6 +255,8 @@ def test_a_model_trained_on_a_resized_cache_scores_files_stored_as_it_trained(tm
     weights = run / "split-random_0" / "best.safetensors"
     result, scored = _predict_equals_eval(weights, "small", tmp_path)
     assert "images are resized as the model's training cache stored its images (short:40)" in result.stderr
+    said = predict("--weights", str(weights), str(tmp_path / "small" / _first_png(tmp_path / "small")), "--json")
+    assert json.loads(said.stdout)["resize"] == "short:40"
     scorer = iqa_cli.load(str(weights), device="cpu")  # the Python scorer: files and arrays alike
     name = sorted(scored)[0]
     image = np.asarray(Image.open(tmp_path / "small" / name).convert("RGB"))
