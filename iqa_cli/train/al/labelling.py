@@ -200,7 +200,8 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            # 9 significant digits: the values that chose the images, without ties the selection did not see
+            writer.writerow({k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 # A names list larger than this is not one this command wrote (KonIQ-10k's whole pool takes ~110 KB).
