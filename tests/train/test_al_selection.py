@@ -180,3 +180,15 @@ def test_labelled_names_match_in_either_unicode_form(tmp_path):
     names = [unicodedata.normalize("NFD", "sub/café.png"), "b.png"]
     found = match_names([unicodedata.normalize("NFC", "SUB\\Café.png")], names, tmp_path / "labelled.txt")
     assert list(found) == [0]
+
+
+def test_a_labelled_name_matching_two_pool_images_but_neither_exactly_is_refused(tmp_path):
+    """A pool holding 'a.jpg' and 'A.JPG' (two files on Linux): 'A.jpg' was taken for whichever came last,
+    marking an image labelled that may not be, and leaving the other to be selected again."""
+    from iqa_cli.errors import DataError
+    from iqa_cli.train.al.labelling import match_names
+
+    names = ["a.jpg", "A.JPG", "b.png"]
+    assert list(match_names(["A.JPG", "B.PNG"], names, tmp_path / "labelled.txt")) == [1, 2]  # exact, or one fold
+    with pytest.raises(DataError, match=r"labelled name 'A.jpg' matches 'a.jpg', 'A.JPG' of the pool but none exactly"):
+        match_names(["A.jpg"], names, tmp_path / "labelled.txt")

@@ -158,14 +158,22 @@ def read_names(path: Path) -> list[str]:
 def match_names(wanted: list[str], names: list[str], source: Path) -> np.ndarray:
     """Dataset indices of `wanted` (exact names, else folded: case and Unicode form ignored, `/` separators)."""
     exact = {n: i for i, n in enumerate(names)}
-    loose = {fold(n.replace("\\", "/")): i for i, n in enumerate(names)}
+    loose: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        loose.setdefault(fold(n.replace("\\", "/")), []).append(i)
     found, unknown = set(), []
     for name in wanted:
-        index = exact.get(name, loose.get(fold(name.replace("\\", "/"))))
-        if index is None:
-            unknown.append(name)
+        if name in exact:
+            found.add(exact[name])
+            continue
+        matches = loose.get(fold(name.replace("\\", "/")), [])
+        if len(matches) > 1:  # 'A.jpg' for a pool holding 'a.jpg' and 'A.JPG': which one was labelled?
+            shown = ", ".join(repr(names[i]) for i in matches[:3])
+            raise DataError(f"labelled name {name!r} matches {shown} of the pool but none exactly", path=source)
+        if matches:
+            found.add(matches[0])
         else:
-            found.add(index)
+            unknown.append(name)
     if unknown:
         raise DataError(
             f"{len(unknown)} labelled name(s) are not images of the pool, first: {unknown[0]!r}", path=source
