@@ -40,7 +40,7 @@ from iqa_cli.data.decode import (
 )
 from iqa_cli.data.records import TRAINING_IMAGE, DatasetSpec, Record
 from iqa_cli.data.resize import RESAMPLE_NOTE, ResizePolicy, as_policy
-from iqa_cli.data.splits import content_groups, copy_groups, official_split, random_splits
+from iqa_cli.data.splits import RANDOM_PREFIX, content_groups, copy_groups, official_split, random_splits
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.h5files import open_h5
 from iqa_cli.locks import hold
@@ -230,6 +230,9 @@ class _Splits:
     parts: dict[str, dict[str, np.ndarray]]
     attrs: dict[str, Any]  # on the `splits` group: seed, count, test fraction, reference_disjoint
     split_attrs: dict[str, dict[str, Any]]  # per split, e.g. its own seed
+    # Each record's group (its reference, joined with its files' copies; -1: in no random split), or None
+    # where every image is its own group.
+    groups: np.ndarray | None = None
 
 
 def _make_splits(
@@ -267,7 +270,39 @@ def _make_splits(
         "official": official is not None,
         "excluded_flagged": int(len(records) - len(eligible)),
     }
-    return _Splits(parts, attrs, split_attrs)
+    by_record = None
+    if groups is not None:
+        by_record = np.full(len(records), -1, dtype=np.int64)
+        by_record[eligible] = groups
+    return _Splits(parts, attrs, split_attrs, by_record)
+
+
+def uneven_splits_note(splits: _Splits, test_fraction: float) -> str | None:
+    """A line when random splits' test parts hold a share of the images far from the share of references
+    they hold (by more than half the fraction asked, or 10 points): the splits draw whole references, so
+    references of very different sizes (a custom `--references` column) give test parts of other sizes
+    than the one asked; None when every one is near it, or every image is its own group."""
+    if splits.groups is None:
+        return None
+    shares, far = {}, {}
+    for name, split in splits.parts.items():
+        if not name.startswith(RANDOM_PREFIX):
+            continue
+        train, test = splits.groups[split["train"]], splits.groups[split["test"]]
+        images = len(test) / max(1, len(train) + len(test))
+        references = len(np.unique(test)) / max(1, len(np.unique(train)) + len(np.unique(test)))
+        shares[name] = images
+        if abs(images - references) > max(0.1, test_fraction / 2):
+            far[name] = images
+    if not far:
+        return None
+    shown = ", ".join(f"{name}: {share:.0%}" for name, share in list(far.items())[:4])
+    shown += ", ..." if len(far) > 4 else ""
+    return (
+        f"{len(far)} of {len(shares)} splits have a test part far from the {test_fraction:.0%} asked ({shown}): "
+        "the splits draw whole references (with their files' copies), and these hold very different numbers "
+        "of images"
+    )
 
 
 # --- the build --------------------------------------------------------------------------------------------
@@ -603,6 +638,9 @@ def build_cache(
                     kept = [item.record for item in plan.items]
                     file_digests = np.asarray(digests, dtype=np.uint64)
                     made = _make_splits(kept, spec.reference_disjoint, splits, split_seed, test_fraction, file_digests)
+                    uneven = uneven_splits_note(made, test_fraction)
+                    if uneven is not None:
+                        log.warning(uneven)
                     copies = copy_groups(file_digests, [r.name for r in kept])
                     height, width = _canvas(plan.items)
                     padded = any(item.size != (width, height) for item in plan.items)

@@ -692,6 +692,24 @@ def _distorted_folder(root: Path, references: int = 6, levels: int = 4) -> Path:
     return csv_path
 
 
+def test_references_of_very_different_sizes_give_test_parts_far_from_the_fraction_and_say_so(tmp_path):
+    """Reference-disjoint splits draw whole references: with one reference of 4 images and one of 20, a
+    split's test part held 20 of 24 images (83 %) for `--test-fraction 0.2`, without a word."""
+    root = tmp_path / "distorted"
+    csv_path = _distorted_folder(root, references=2, levels=4)
+    lines = csv_path.read_text().splitlines()
+    extra = [f"I00_{d:02d}.png,refs/I00.png,{1 + 0.1 * d:.2f},0.1" for d in range(4, 20)]
+    for d in range(4, 20):  # reference I00 gets 20 distortions, I01 keeps 4
+        (root / f"I00_{d:02d}.png").write_bytes((root / f"I00_{d % 4:02d}.png").read_bytes()[:-1] + bytes([d]))
+    csv_path.write_text("\n".join([*lines, *extra]) + "\n")
+    result = iqa("custom", "--root", root, "--name", "uneven", "--higher-better", "--references", "ref_img", "-j", "1",
+                 "--splits", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "2 of 2 splits have a test part far from the 20% asked (random_0: " in said
+    assert "the splits draw whole references" in said
+
+
 def test_a_reference_column_gives_reference_disjoint_splits_and_is_not_ignored_silently(tmp_path, _isolated_home):
     """A custom set of synthetic distortions with a `ref_img` column was split over images: distortions of one
     scene sat in the training and the test part, and the test figures read as unseen content."""
@@ -709,6 +727,7 @@ def test_a_reference_column_gives_reference_disjoint_splits_and_is_not_ignored_s
 
     told = iqa("custom", "--root", root, "--name", "byref", "--higher-better", "--references", "REF_IMG", "-j", "1")
     assert told.exit_code == 0 and "looks like" not in told.output, told.output
+    assert "far from the" not in told.output  # references of one size: test parts near the fraction asked
     with open_cache(_isolated_home / "data" / "byref.h5") as cache:
         assert cache.attrs["reference_disjoint"] and len(set(cache.ref_ids.tolist())) == 6
         for name in cache.split_names():
