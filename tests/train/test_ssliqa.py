@@ -229,6 +229,24 @@ def test_partition_takes_the_labelled_n_and_validation_from_the_training_side():
         _semi(data, labeled=31)
 
 
+def test_no_training_image_shares_a_reference_or_a_file_with_the_validation_part():
+    """SSL-IQA's validation part (out of the labelled N) ignored byte-identical copies, and the unlabelled
+    images, which train too, could be distortions of its references: the kept model was chosen on content
+    it had trained on. Every other method's validation part keeps references and copies on one side."""
+    data = MemoryDataset(40)
+    data.ref_ids = np.arange(40) // 4  # 10 references of 4 images
+    semi, _ = _semi(data, labeled=16)
+    groups = data.ref_ids
+    assert semi.val.size
+    assert not set(groups[semi.val]) & (set(groups[semi.labelled]) | set(groups[semi.unlabelled]))
+    plain = MemoryDataset(40)  # no references: copies only
+    plain.file_digests = np.arange(40, dtype=np.uint64)
+    side = plain.split("0")["train"]
+    plain.file_digests[side[1:]] = plain.file_digests[side[0]]  # every training image one file
+    with pytest.raises(ConfigError, match="too few to hold out a validation part"):
+        _semi(plain, labeled=16)  # one group: nothing can be held out apart from it
+
+
 def test_epoch_is_the_shorter_of_the_zipped_loaders():
     p = params(batch_size=16, ratio=2, patch_num=10)
     assert epoch_rows(2000, 6058, p) == 20000  # KonIQ, N = 2000: the labelled loader (1250 steps) is shorter

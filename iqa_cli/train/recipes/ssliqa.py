@@ -548,7 +548,7 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
 
     def semi_parts(self, ctx: FitContext[SSLIQAParams], parts: SplitParts) -> SemiParts:
         """The partition of the split's training side; the validation part comes out of the labelled N."""
-        from iqa_cli.data.splits import validation_split
+        from iqa_cli.data.splits import content_groups, validation_split
 
         params = ctx.params
         stored = ctx.dataset.split(parts.name)
@@ -559,13 +559,24 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         if parts.select_on == "val":
             ref_ids = getattr(ctx.dataset, "ref_ids", None)
             grouped = ref_ids is not None and bool(np.any(np.asarray(ref_ids) >= 0))
-            refs = np.asarray(ref_ids) if grouped else None
-            labelled, val = validation_split(labelled, ctx.cfg.val_fraction, ctx.cfg.seed, ref_ids=refs)
+            # As every method's validation part: whole references, and a file's byte-identical copies, on one side
+            groups = content_groups(
+                np.asarray(ref_ids) if grouped else None, getattr(ctx.dataset, "file_digests", None)
+            )
+            labelled, val = validation_split(labelled, ctx.cfg.val_fraction, ctx.cfg.seed, ref_ids=groups)
             if val.size == 0:
                 raise ConfigError(
                     f"split '{parts.name}': {params.labeled} labelled images are too few to hold out a validation "
                     "part (raise --labeled, or --select-on test)"
                 )
+            if groups is not None:  # the unlabelled images train too: none of the validation part's groups
+                seen = np.isin(np.asarray(groups)[unlabelled], np.asarray(groups)[val])
+                if seen.any() and ctx.dist.is_main:
+                    log.info(
+                        f"ssliqa split {parts.name}: {int(seen.sum())} unlabelled images of the validation part's "
+                        "references (or copies of its files) are left out of training"
+                    )
+                unlabelled = unlabelled[~seen]
         train = np.union1d(labelled, unlabelled).astype(np.int64)
         return SemiParts(parts.name, train, val, parts.test, parts.select_on, labelled, unlabelled)
 
