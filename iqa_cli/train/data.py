@@ -423,14 +423,9 @@ def make_parts(dataset: DatasetLike, split: str, *, select_on: str, val_fraction
     if "val" in parts and len(parts["val"]):
         val = np.asarray(parts["val"], dtype=np.int64)
     else:
-        from iqa_cli.data.splits import content_groups, validation_split
+        from iqa_cli.data.splits import validation_split
 
-        ref_ids = getattr(dataset, "ref_ids", None)
-        grouped = ref_ids is not None and bool(np.any(np.asarray(ref_ids) >= 0))
-        # Reference-disjoint datasets keep every reference on one side of train/val as well, and any
-        # dataset its byte-identical files.
-        groups = content_groups(np.asarray(ref_ids) if grouped else None, getattr(dataset, "file_digests", None))
-        train, val = validation_split(train, val_fraction, seed, ref_ids=groups)
+        train, val = validation_split(train, val_fraction, seed, ref_ids=validation_groups(dataset))
         train, val = np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
     if val.size == 0 or train.size == 0:
         raise ConfigError(
@@ -438,3 +433,14 @@ def make_parts(dataset: DatasetLike, split: str, *, select_on: str, val_fraction
             f"(val_fraction {val_fraction})"
         )
     return SplitParts(split, train, val, test, "val")
+
+
+def validation_groups(dataset: DatasetLike) -> np.ndarray | None:
+    """The groups a validation part keeps on one side of it (its references, where the dataset has them,
+    joined with every byte-identical copy of a file), or None where every image is its own group: a
+    model is never chosen on content it trained on."""
+    from iqa_cli.data.splits import content_groups
+
+    ref_ids = getattr(dataset, "ref_ids", None)
+    grouped = ref_ids is not None and bool(np.any(np.asarray(ref_ids) >= 0))
+    return content_groups(np.asarray(ref_ids) if grouped else None, getattr(dataset, "file_digests", None))

@@ -548,7 +548,8 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
 
     def semi_parts(self, ctx: FitContext[SSLIQAParams], parts: SplitParts) -> SemiParts:
         """The partition of the split's training side; the validation part comes out of the labelled N."""
-        from iqa_cli.data.splits import content_groups, validation_split
+        from iqa_cli.data.splits import validation_split
+        from iqa_cli.train.data import validation_groups
 
         params = ctx.params
         stored = ctx.dataset.split(parts.name)
@@ -557,12 +558,7 @@ class SSLIQARecipe(Recipe[SSLIQAParams]):
         labelled, unlabelled = partition(side, params.labeled, params.label_seed)
         val = np.empty(0, np.int64)
         if parts.select_on == "val":
-            ref_ids = getattr(ctx.dataset, "ref_ids", None)
-            grouped = ref_ids is not None and bool(np.any(np.asarray(ref_ids) >= 0))
-            # As every method's validation part: whole references, and a file's byte-identical copies, on one side
-            groups = content_groups(
-                np.asarray(ref_ids) if grouped else None, getattr(ctx.dataset, "file_digests", None)
-            )
+            groups = validation_groups(ctx.dataset)  # as every method's validation part
             labelled, val = validation_split(labelled, ctx.cfg.val_fraction, ctx.cfg.seed, ref_ids=groups)
             if val.size == 0:
                 raise ConfigError(
