@@ -543,7 +543,8 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
 
     def make_schedule(self, params: VIPNetParams) -> EpochDecay:
         # The authors stop when epoch > best + 10, SRCC is below the best and epoch > int(epochs / 2)
-        # (1-based epochs): here, more than `patience` evaluations without improvement from epoch epochs // 2.
+        # (1-based epochs): here, more than `patience` epochs without improvement (checked at evaluations)
+        # from epoch epochs // 2.
         return EpochDecay(
             params.lr,
             "exponential",
