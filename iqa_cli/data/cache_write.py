@@ -284,14 +284,12 @@ def uneven_splits_note(splits: _Splits, test_fraction: float) -> str | None:
     than the one asked; None when every one is near it, or every image is its own group."""
     if splits.groups is None:
         return None
-    shares, far = {}, {}
-    for name, split in splits.parts.items():
-        if not name.startswith(RANDOM_PREFIX):
-            continue
+    random = {name: split for name, split in splits.parts.items() if name.startswith(RANDOM_PREFIX)}
+    far = {}
+    for name, split in random.items():
         train, test = splits.groups[split["train"]], splits.groups[split["test"]]
         images = len(test) / max(1, len(train) + len(test))
         references = len(np.unique(test)) / max(1, len(np.unique(train)) + len(np.unique(test)))
-        shares[name] = images
         if abs(images - references) > max(0.1, test_fraction / 2):
             far[name] = images
     if not far:
@@ -299,7 +297,7 @@ def uneven_splits_note(splits: _Splits, test_fraction: float) -> str | None:
     shown = ", ".join(f"{name}: {share:.0%}" for name, share in list(far.items())[:4])
     shown += ", ..." if len(far) > 4 else ""
     return (
-        f"{len(far)} of {len(shares)} splits have a test part far from the {test_fraction:.0%} asked ({shown}): "
+        f"{len(far)} of {len(random)} splits have a test part far from the {test_fraction:.0%} asked ({shown}): "
         "the splits draw whole references (with their files' copies), and these hold very different numbers "
         "of images"
     )

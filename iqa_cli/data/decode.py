@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from iqa_cli.data.resize import DRAFT_GAP
+from iqa_cli.data.resize import DRAFT_GAP, ResizePolicy
 from iqa_cli.envvars import max_pixels
 from iqa_cli.errors import DataError
 
@@ -126,7 +126,7 @@ class DecodeJob:
     # With no size: a cache's resize policy ('short:768', '512x384'), which sizes the image from its own
     # (oriented) size as `iqa prepare` stores it, but never squashes it (`ResizePolicy.file_size`; `iqa
     # predict` of a model trained on such a cache).
-    policy: str | None = None
+    policy: ResizePolicy | None = None
 
 
 # --- single images (run inside the workers) --------------------------------------------------------
@@ -256,7 +256,7 @@ def decode_image(
     orientation: int | None = None,
     draft: bool = True,
     reduce_to: tuple[int, int] | None = None,
-    policy: str | None = None,
+    policy: ResizePolicy | None = None,
 ) -> np.ndarray:
     """Decode one image to uint8 H x W x 3 RGB, EXIF-oriented, resized to `size` = (w, h) if given.
 
@@ -275,10 +275,8 @@ def decode_image(
         if orientation is None:
             orientation = _orientation(im)
         if size is None and policy is not None:
-            from iqa_cli.data.resize import parse_policy
-
             width, height = im.size[::-1] if orientation in _TRANSPOSED else im.size
-            size = parse_policy(policy).file_size(width, height)
+            size = policy.file_size(width, height)
         if draft:
             _open_reduced(im, size if size is not None else reduce_to, orientation)
         im.load()

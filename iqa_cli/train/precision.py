@@ -33,9 +33,10 @@ def precision_name(dtype: Precision) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
 
 
-def low_precision_ties(pred: Any, dtype: Precision) -> str | None:
-    """A note when a half-precision evaluation tied predictions: bf16/fp16 outputs fall on coarse steps
-    (1/64 near a score of 3 in bf16), so rank metrics (SRCC, KRCC) move with the ties."""
+def half_precision_ties(pred: Any, dtype: Precision, *, made: str, noun: str, outcome: str) -> str | None:
+    """A note when half-precision outputs tied: bf16/fp16 outputs fall on coarse steps (1/64 near a score
+    of 3 in bf16). `made` names what gave them ('evaluation'), `noun` what they are ('predictions'),
+    `outcome` what the ties do."""
     name = precision_name(dtype)
     if name not in ("bf16", "fp16"):
         return None
@@ -43,8 +44,13 @@ def low_precision_ties(pred: Any, dtype: Precision) -> str | None:
     distinct = int(np.unique(values).size)
     if distinct == values.size:
         return None
-    what = f"{name} evaluation gave {distinct} distinct predictions for {values.size} images"
-    return f"{what}: tied ranks change SRCC and KRCC"
+    return f"{name} {made} gave {distinct} distinct {noun} for {values.size} images: {outcome}"
+
+
+def low_precision_ties(pred: Any, dtype: Precision) -> str | None:
+    """A half-precision evaluation's ties: rank metrics (SRCC, KRCC) move with them."""
+    outcome = "tied ranks change SRCC and KRCC"
+    return half_precision_ties(pred, dtype, made="evaluation", noun="predictions", outcome=outcome)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from iqa_cli.data.decode import IMAGE_SUFFIXES, ImageHeader, content_notes
+from iqa_cli.data.resize import ResizePolicy, parse_policy
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
@@ -29,7 +30,7 @@ from iqa_cli.threads import inference_threads
 from iqa_cli.train.config import AMP_MODES
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import LabelMap
-from iqa_cli.train.precision import Precision, amp_dtype, autocast, precision_name
+from iqa_cli.train.precision import Precision, amp_dtype, autocast, half_precision_ties
 from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.weights import LoadedModel, apply_test_overrides, build_trained, read_trained
@@ -123,45 +124,39 @@ def _once_each(files: list[Path]) -> list[Path]:
     return list(kept.values())
 
 
-def stored_policy(meta: dict[str, Any]) -> str | None:
+def stored_policy(meta: dict[str, Any]) -> ResizePolicy | None:
     """The resize policy of the cache a model trained on (`resize` in its metadata: 'short:768', '512x384'),
     which image files are stored by before their views, as that cache stored the model's images; None
     where it kept them at their own size, or does not say (an authors' release, an older checkpoint)."""
-    from iqa_cli.data.resize import parse_policy
-
     recorded = str(meta.get("resize") or "")
     try:
-        return None if not recorded or parse_policy(recorded).kind == "none" else recorded
+        policy = parse_policy(recorded) if recorded else None
     except ConfigError:
         return None  # a policy this iqa cannot read sizes nothing
+    return None if policy is None or policy.kind == "none" else policy
 
 
-def apply_policy(array: np.ndarray, policy: str | None) -> np.ndarray:
+def apply_policy(array: np.ndarray, policy: ResizePolicy | None) -> np.ndarray:
     """An H x W x 3 uint8 image sized by a cache's resize `policy` as an image file is (`ResizePolicy.file_size`;
     Pillow bicubic, as `iqa prepare` resizes a decoded image); unchanged without one."""
     if policy is None:
         return array
     from PIL import Image
 
-    from iqa_cli.data.resize import parse_policy
-
-    size = parse_policy(policy).file_size(int(array.shape[1]), int(array.shape[0]))
+    size = policy.file_size(int(array.shape[1]), int(array.shape[0]))
     if size == (array.shape[1], array.shape[0]):
         return array
     return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
 def scoring_ties(scores: list[float] | np.ndarray, dtype: Precision) -> str | None:
-    """A note when scores made in half precision tie (bf16 steps are 1/64 near a score of 3): images that
-    cannot be ranked apart; None in float32, or when every score differs."""
-    name = precision_name(dtype)
-    distinct = int(np.unique(np.asarray(scores)).size)
-    if name not in ("bf16", "fp16") or distinct == len(scores):
-        return None
-    return f"{name} scoring gave {distinct} distinct scores for {len(scores)} images: tied ones cannot be ranked apart"
+    """Half-precision scores that tied: images that cannot be ranked apart; None in float32, or when every
+    score differs."""
+    outcome = "tied ones cannot be ranked apart"
+    return half_precision_ties(scores, dtype, made="scoring", noun="scores", outcome=outcome)
 
 
-def read_image(path: Path, reduce_to: int = 0, policy: str | None = None) -> np.ndarray:
+def read_image(path: Path, reduce_to: int = 0, policy: ResizePolicy | None = None) -> np.ndarray:
     """uint8 (h, w, 3) RGB decoded as `iqa prepare` decodes (iqa_cli.data.decode), or DataError;
     `policy` stores it as a cache of that resize policy does, else `reduce_to` > 0 lets a large JPEG
     decode reduced while both sides stay well above it."""
@@ -186,7 +181,7 @@ def _decoded(
     skipped: list[tuple[str, str]],
     *,
     reduce_to: int = 0,
-    policy: str | None = None,
+    policy: ResizePolicy | None = None,
     workers: int = 1,
     headers: list[tuple[str, ImageHeader]] | None = None,
 ) -> Iterator[tuple[Path, np.ndarray, tuple[int, int]]]:
@@ -377,9 +372,7 @@ def predict_files(
     bound = recipe.view_bound(spec.params)
     policy = stored_policy(spec.meta)  # as the model's training cache stored its images
     if policy is not None:
-        from iqa_cli.data.resize import parse_policy
-
-        fixed = parse_policy(policy).kind == "fixed"
+        fixed = policy.kind == "fixed"
         log.info(
             f"images are resized as the model's training cache stored its images ({policy}) before their views"
             + ("; one of another aspect ratio is scaled to that size's shorter side, not squashed" if fixed else "")
@@ -412,7 +405,7 @@ def predict_files(
             scale=prediction_scale(recipe, train_labels),
             native_scale=native,
             skipped=skipped,
-            resize=policy,
+            resize=None if policy is None else str(policy),
         )
         progress.start("scoring images", len(files))
         for batch, views in batches:

@@ -23,8 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from iqa_cli.atomic import atomic_path
 from iqa_cli.errors import CheckpointError, ConfigError, DataError, some_names
 from iqa_cli.home import runs_dir
+from iqa_cli.jsonio import dumps
 from iqa_cli.train.config import write_json
 
 RUN_FILE = "run.json"
@@ -163,9 +165,6 @@ def drop_logged_epochs(path: Path, first: int) -> int:
     """Remove the evaluation records of epoch `first` and later from a split's `log.jsonl` (events such as
     "stopped by" stay): a run killed after logging an epoch but before saving its `last.pt` trains that
     epoch again when resumed, which would log it twice. Returns how many records were removed."""
-    from iqa_cli.atomic import atomic_path
-    from iqa_cli.jsonio import dumps
-
     records = read_log(path)
     kept = [r for r in records if "part" not in r or int(r.get("epoch", -1)) < first]
     if len(kept) < len(records):

@@ -86,20 +86,17 @@ class WatchedDataset:
         dataset = recipe.wrap_dataset(raw, path, params)
         params = recipe.dataset_params(params, dataset)  # its per-dataset choices (e.g. VIPNet's view)
         labels, label_map = recipe.labels(dataset, params, str(path))
-        opposite = direction_problem(
-            train_labels, label_map, "the model being trained", dataset_name(raw, Path(path).stem), advice="train it"
-        )
+        opposite = direction_problem(train_labels, label_map, "the model being trained", name, advice="train it")
         if opposite is not None:
             close_dataset(dataset)
             raise ConfigError(f"--watch {source}: {opposite}")
-        left_out = left_out_note(raw, dataset_name(raw, Path(path).stem))
+        left_out = left_out_note(raw, name)
         if left_out is not None and tell:
             log.warning(f"--watch {source}: {left_out}")
         indices = whole_dataset_test(dataset, recipe.cross_skips_training_images)  # as `iqa eval --cross`
         store = ViewStore(
             dataset, recipe, params, device, indices, budget_bytes=preload_budget(preload_gb), progress=progress
         )
-        name = dataset_name(dataset, fallback=Path(path).stem)
         return cls(name, recipe, params, dataset, indices, np.asarray(labels)[indices], store)
 
     def evaluate(

@@ -63,10 +63,12 @@ def test_views_made_ahead_are_bounded_by_bytes():
 
 
 def test_an_array_is_sized_by_the_training_cache_s_policy_without_a_squash():
+    from iqa_cli.data.resize import parse_policy
     from iqa_cli.train.predict import apply_policy
 
     portrait = np.zeros((400, 300, 3), dtype=np.uint8)
+    fixed, short = parse_policy("512x384"), parse_policy("short:30")
     assert apply_policy(portrait, None) is portrait
-    assert apply_policy(portrait, "512x384").shape == (512, 384, 3)  # scaled to 384 on its shorter side
-    assert apply_policy(np.zeros((300, 400, 3), dtype=np.uint8), "512x384").shape == (384, 512, 3)
-    assert apply_policy(portrait, "short:30").shape == (40, 30, 3)
+    assert apply_policy(portrait, fixed).shape == (512, 384, 3)  # scaled to 384 on its shorter side
+    assert apply_policy(np.zeros((300, 400, 3), dtype=np.uint8), fixed).shape == (384, 512, 3)
+    assert apply_policy(portrait, short).shape == (40, 30, 3)

@@ -309,6 +309,18 @@ def crop_plan(
     return tops.reshape(-1), lefts.reshape(-1), flips.reshape(-1)
 
 
+def _authors_choices(params: VIPNetParams, dataset: str) -> VIPNetParams:
+    """The choices the authors' loaders make for `dataset` (a cache's `dataset` name): `dpm_view auto` ->
+    the whole image on TID2013 and KADID-10k, else the crop; the default canvas -> 384x512 on KonIQ (the
+    release they read)."""
+    changes: dict[str, Any] = {}
+    if params.dpm_view == "auto":
+        changes["dpm_view"] = "resize" if dataset.lower() in WHOLE_IMAGE_DATASETS else "crop"
+    if _pair(params.canvas) == DEFAULT_CANVAS and is_koniq({"dataset": dataset}):
+        changes["canvas"] = KONIQ_CANVAS
+    return dataclasses.replace(params, **changes)
+
+
 @register_recipe
 class VIPNetRecipe(Recipe[VIPNetParams]):
     name = "vipnet"
@@ -388,18 +400,12 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         """`dpm_view auto` -> the authors' choice for this dataset; the default canvas -> 384x512 on KonIQ
         (the release the authors read); the canvas shrunk to the largest image kept (the same crops, less
         memory: KADID-10k's 512x384 images need a 384x512 canvas)."""
-        changes: dict[str, Any] = {}
-        if params.dpm_view == "auto":
-            name = str(dataset.attrs.get("dataset", "")).lower()
-            changes["dpm_view"] = "resize" if name in WHOLE_IMAGE_DATASETS else "crop"
-        canvas = _pair(params.canvas)
-        if canvas == DEFAULT_CANVAS and is_koniq(dataset.attrs):
-            canvas = KONIQ_CANVAS
+        params = _authors_choices(params, str(dataset.attrs.get("dataset", "")))
         sizes = np.asarray(dataset.sizes).reshape(-1, 2)
-        if sizes.size:
-            fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], canvas, _pair(params.resolution))
-            changes["canvas"] = (int(fh.max()), int(fw.max()))
-        return dataclasses.replace(params, **changes)
+        if not sizes.size:
+            return params
+        fh, fw = fitted_sizes(sizes[:, 0], sizes[:, 1], _pair(params.canvas), _pair(params.resolution))
+        return dataclasses.replace(params, canvas=(int(fh.max()), int(fw.max())))
 
     def file_params(self, params: VIPNetParams, meta: Mapping[str, str]) -> VIPNetParams:
         """Image files get the choices the model's training dataset made (`dataset_params`), so a photo of
@@ -407,13 +413,7 @@ class VIPNetRecipe(Recipe[VIPNetParams]):
         whole image for TID2013 and KADID-10k), and a model trained on KonIQ with the default canvas saw its
         images at the 512x384 release's scale, so files are fitted to that canvas. `--dpm-view` and
         `--canvas` still choose others."""
-        trained_on = str(meta.get("dataset", "")).lower()
-        changes: dict[str, Any] = {}
-        if params.dpm_view == "auto":
-            changes["dpm_view"] = "resize" if trained_on in WHOLE_IMAGE_DATASETS else "crop"
-        if _pair(params.canvas) == DEFAULT_CANVAS and is_koniq({"dataset": trained_on}):
-            changes["canvas"] = KONIQ_CANVAS
-        return dataclasses.replace(params, **changes)
+        return _authors_choices(params, str(meta.get("dataset", "")))
 
     def label_map(self, attrs: Mapping[str, Any], params: VIPNetParams) -> LabelMap:
         if params.label_scale != "paper":
