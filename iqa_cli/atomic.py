@@ -9,17 +9,24 @@ leaves no hidden 90 MB file behind for long.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.errors import ConfigError, DataError, IQAError
 from iqa_cli.stop import raise_if_stopped
 
 PARTIAL_SUFFIX = ".partial"
 _UMASK: int | None = None
+# A write the file system refused: full, over a quota, or over a file size limit (`ulimit -f`).
+WRITE_REFUSED = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Where libraries keep the operating system's errno only in their message: HDF5 (`errno = 28`),
+# safetensors (`os error 28`).
+_ERRNO_IN_TEXT = re.compile(r"(?:\berrno\s*=\s*|\bos error\s+)(\d+)", re.IGNORECASE)
 
 
 def _host() -> str:
@@ -177,6 +184,38 @@ def _check_creatable(folder: Path, target: Path, option: str) -> None:
         os.unlink(probe)
 
 
+def refused_write(exc: BaseException) -> int | None:
+    """The errno of a write the file system refused behind `exc` (`WRITE_REFUSED`), or None. Libraries
+    turn it into errors of their own: HDF5 and safetensors keep it in their message, and `torch.save`
+    to a Python file keeps the file's OSError as the context of its RuntimeError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in WRITE_REFUSED:
+            return current.errno
+        for match in _ERRNO_IN_TEXT.finditer(str(current)):
+            if int(match.group(1)) in WRITE_REFUSED:
+                return int(match.group(1))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def naming_refused_writes(path: str | Path) -> Iterator[None]:
+    """Re-raise a write the file system refused in the block as one OSError naming `path`: a full disk
+    reads "PATH: No space left on device", not a library's internal error without the file."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, IQAError) or (isinstance(exc, OSError) and exc.filename is not None):
+            raise  # names its own file already (the main handler shows a temporary one by its final name)
+        number = refused_write(exc)
+        if number is None:
+            raise
+        raise OSError(number, os.strerror(number), str(path)) from exc
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
@@ -196,13 +235,14 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():
-            # mkstemp creates 0600; a finished file gets the permissions any new file would (umask),
-            # and reaches the disk before its name does.
-            os.chmod(tmp_path, 0o666 & ~_umask())
-            with open(tmp_path, "rb") as handle:
-                os.fsync(handle.fileno())
+        with naming_refused_writes(final):
+            yield tmp_path
+            if tmp_path.exists():
+                # mkstemp creates 0600; a finished file gets the permissions any new file would (umask),
+                # and reaches the disk before its name does.
+                os.chmod(tmp_path, 0o666 & ~_umask())
+                with open(tmp_path, "rb") as handle:
+                    os.fsync(handle.fileno())
         raise_if_stopped()
         os.replace(tmp_path, final)
     except BaseException:

@@ -146,6 +146,7 @@ def _takes_value(group: Any, ctx: Any, args: list[str], option: str) -> bool:
 _OS_HINTS = {
     errno.ENOSPC: "free some space, or write elsewhere (--out)",
     errno.EDQUOT: "free some space, or write elsewhere (--out)",
+    errno.EFBIG: "the file outgrew a size limit (`ulimit -f`, or the file system's): raise it, or write elsewhere",
     errno.EACCES: "choose a place you may write to (--out), or fix the permissions",
     errno.EPERM: "choose a place you may write to (--out), or fix the permissions",
     errno.EROFS: "the file system is read-only: write elsewhere (--out)",

@@ -632,7 +632,8 @@ def build_cache(
                             raise DataError("no readable images left to pack", path=root)
                         if not sink.shrink(len(plan.items), *_canvas(plan.items)):
                             log.info(f"rewriting the images without the {len(failed)} unreadable ones")
-                            continue  # NPZ: a streamed member cannot shrink; write it again (finally closes)
+                            sink.close()
+                            continue  # NPZ: a streamed member cannot shrink; write it again
                     kept = [item.record for item in plan.items]
                     file_digests = np.asarray(digests, dtype=np.uint64)
                     made = _make_splits(kept, spec.reference_disjoint, splits, split_seed, test_fraction, file_digests)
@@ -662,8 +663,12 @@ def build_cache(
                     attrs = _attrs(spec, root, policy, plan, made, padded)
                     attrs["identical_files"] = sum(len(group) - 1 for group in copies)
                     sink.finish(arrays, [r.name for r in kept], attrs, made)
-                finally:
-                    sink.close()
+                except BaseException:
+                    # Closing a file whose write failed (a full disk) fails again: the first error is the one to tell.
+                    with contextlib.suppress(Exception):
+                        sink.close()
+                    raise
+                sink.close()
                 break
     if copies:
         shown = "; ".join(" = ".join(group[:3]) + (" = ..." if len(group) > 3 else "") for group in copies[:3])

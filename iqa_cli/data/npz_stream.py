@@ -91,11 +91,14 @@ class NpzStreamWriter:
         stream.close()
 
     def close(self) -> None:
-        """Close the archive; a member still open is aborted (the file is then not a valid cache)."""
-        if self._open is not None:
-            self._open.abort()
-            self._open = None
-        self._zip.close()
+        """Close the archive; a member still open is aborted (the file is then not a valid cache). The
+        archive's file is closed even where a refused write (a full disk) fails the abort or the close."""
+        stream, self._open = self._open, None
+        try:
+            if stream is not None:
+                stream.abort()
+        finally:
+            self._zip.close()
 
     def __enter__(self) -> NpzStreamWriter:
         return self

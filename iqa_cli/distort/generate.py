@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from iqa_cli.atomic import naming_refused_writes
 from iqa_cli.data.cache_format import check_replaceable
 from iqa_cli.data.decode import decode_image, default_workers, file_digest, worker_pool
 from iqa_cli.data.records import LEVEL_SCORES
@@ -502,44 +503,46 @@ def generate_distorted(
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
-        if resume and not store.partial_path(out).exists():
-            done = _already_complete(out, settings, shard, started)
-            if done is not None:
-                log.info(f"{out} is already complete; nothing to resume")
-                return done
-        table = json.dumps(distortion_table(settings.types))
-        partial, state = _open_partial(out, settings, shard, [r.name for r in references], table, resume, progress)
-        try:
-            generated, pool_size = _generate(
-                partial, state, references, start, stop, settings, workers, out, progress, checkpoint_seconds
+        # A full disk or quota: one line naming the cache (`--resume` goes on from the last checkpoint).
+        with naming_refused_writes(out):
+            if resume and not store.partial_path(out).exists():
+                done = _already_complete(out, settings, shard, started)
+                if done is not None:
+                    log.info(f"{out} is already complete; nothing to resume")
+                    return done
+            table = json.dumps(distortion_table(settings.types))
+            partial, state = _open_partial(out, settings, shard, [r.name for r in references], table, resume, progress)
+            try:
+                generated, pool_size = _generate(
+                    partial, state, references, start, stop, settings, workers, out, progress, checkpoint_seconds
+                )
+                ref_ids = store.read_int_array(partial.file, "ref_ids")
+                digests = (
+                    np.asarray(partial.file[store.REFERENCE_DIGESTS][()], dtype=np.uint64)
+                    if store.REFERENCE_DIGESTS in partial.file
+                    else None
+                )
+                count = partial.count
+            finally:
+                partial.close()
+            split_parts, split_attrs = distorted_splits(
+                ref_ids, splits, split_seed, test_fraction, digests, [r.name for r in references]
             )
-            ref_ids = store.read_int_array(partial.file, "ref_ids")
-            digests = (
-                np.asarray(partial.file[store.REFERENCE_DIGESTS][()], dtype=np.uint64)
-                if store.REFERENCE_DIGESTS in partial.file
-                else None
+            attrs = cache_attrs(
+                settings,
+                count=count,
+                shard=shard,
+                reference_range=(start, stop),
+                not_applicable=int(state["not_applicable"]),
+                source_root=str(source_root) if source_root is not None else "",
+                split_attrs=split_attrs,
+                name=name,
             )
-            count = partial.count
-        finally:
-            partial.close()
-        split_parts, split_attrs = distorted_splits(
-            ref_ids, splits, split_seed, test_fraction, digests, [r.name for r in references]
-        )
-        attrs = cache_attrs(
-            settings,
-            count=count,
-            shard=shard,
-            reference_range=(start, stop),
-            not_applicable=int(state["not_applicable"]),
-            source_root=str(source_root) if source_root is not None else "",
-            split_attrs=split_attrs,
-            name=name,
-        )
-        store.finalize(partial.path, attrs, split_parts, split_attrs)
-        raise_if_stopped()
-        os.replace(partial.path, out)
-        with contextlib.suppress(FileNotFoundError):
-            store.progress_path(out).unlink()
+            store.finalize(partial.path, attrs, split_parts, split_attrs)
+            raise_if_stopped()
+            os.replace(partial.path, out)
+            with contextlib.suppress(FileNotFoundError):
+                store.progress_path(out).unlink()
     finally:
         lock.release()
         with contextlib.suppress(OSError):

@@ -255,6 +255,9 @@ class PartialFile:
             dataset = self.file[key]
             dataset.resize((stop, *dataset.shape[1:]))
             dataset[start:stop] = value
+            # Written out now: HDF5 keeps chunks in its cache and writes them when the dataset object is
+            # freed, where a refused write (a full disk) is only printed, and generation went on regardless.
+            dataset.flush()
 
     def flush(self) -> None:
         self.file.flush()

@@ -346,5 +346,6 @@ def save_checkpoint(model: nn.Module | StateDict, path: str | Path, meta: Mappin
             # safetensors refuses shared storage; clone so tied weights save as separate tensors.
             save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp), metadata=info)
         else:
-            torch.save({"state_dict": state, "iqa_meta": info}, str(tmp))
+            with open(tmp, "wb") as handle:  # a refused write stays an OSError behind torch's RuntimeError
+                torch.save({"state_dict": state, "iqa_meta": info}, handle)
     return path

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa_cli.atomic import atomic_path
+from iqa_cli.atomic import atomic_path, naming_refused_writes
 from iqa_cli.errors import CheckpointError, ConfigError, DataError, some_names
 from iqa_cli.home import runs_dir
 from iqa_cli.jsonio import dumps
@@ -151,7 +151,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 def append_log(path: Path, line: str) -> None:
     """Append one record's line to a split's `log.jsonl`. An unfinished last line (a process killed while
     writing it) is cut off first, so the new record starts a line of its own instead of joining it."""
-    with open(path, "a+b") as handle:
+    with naming_refused_writes(path), open(path, "a+b") as handle:
         size = handle.seek(0, os.SEEK_END)
         if size:
             handle.seek(max(0, size - 1))

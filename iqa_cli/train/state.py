@@ -45,8 +45,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_state(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, str(tmp))
+    # Through a Python file: a refused write (a full disk) stays an OSError behind torch's RuntimeError.
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save({"format": FORMAT, **payload}, handle)
 
 
 def load_state(path: Path) -> dict[str, Any]:

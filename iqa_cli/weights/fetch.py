@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from iqa_cli.atomic import naming_refused_writes
 from iqa_cli.envvars import MAX_DOWNLOAD_BYTES_ENV, OFFLINE_ENV, offline
 from iqa_cli.envvars import max_download_bytes as max_download_bytes_env
 from iqa_cli.errors import DownloadError
@@ -236,7 +237,7 @@ def _transfer(
             progress.advance(have)
         written = have
         try:
-            with open(partial, mode) as f:
+            with naming_refused_writes(partial), open(partial, mode) as f:  # a full disk is no network failure
                 for chunk in response.iter_content(chunk_size=options.chunk_size):
                     if written + len(chunk) > limit:
                         f.close()

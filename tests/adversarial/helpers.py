@@ -30,8 +30,10 @@ def iqa_process(*args: str, env: dict[str, str] | None = None, **popen) -> subpr
     )
 
 
-def run_iqa(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    process = iqa_process(*args, env=env)
+def run_iqa(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None, **popen
+) -> subprocess.CompletedProcess:
+    process = iqa_process(*args, env=env, **popen)
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
