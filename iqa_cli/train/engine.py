@@ -55,7 +55,7 @@ from iqa_cli.train.runs import (
     read_log,
 )
 from iqa_cli.train.scoring import TestTimeProtocol, predict_scores
-from iqa_cli.train.state import capture_rng, load_state, restore_rng, save_state
+from iqa_cli.train.state import capture_rng, check_resumed_identity, load_state, restore_rng, save_state
 from iqa_cli.train.views import ViewStore, preload_budget
 from iqa_cli.train.watch import WATCH_PREFIX, summarize_log
 
@@ -342,7 +342,7 @@ class Trainer:
         self.schedule = self.recipe.make_schedule(self.params)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         if state is not None:
-            self._check_resumed_identity(state, last)
+            check_resumed_identity(state.get("iqa_meta") or {}, self.ctx.meta, last)
             try:
                 model.load_state_dict(state["state_dict"])
             except (RuntimeError, KeyError, ValueError) as exc:
@@ -735,9 +735,6 @@ class Trainer:
             end_overall(self.ctx.progress)  # the run bar goes before the final evaluation
         return self._finish(stopped_because)
 
-    # What a resumable checkpoint must share with the run it is resumed into.
-    _IDENTITY = ("run", "method", "dataset", "split", "split_digest", "model", "tiny")
-
     def _adopt_later_best(self, meta: dict[str, str]) -> None:
         """A kept model saved after `last.pt` (a run killed between the two saves at an epoch's end) holds
         the weights of an epoch the resume trains again, and its `last.pt` still records the model before
@@ -752,19 +749,6 @@ class Trainer:
             return
         self.pos.best_epoch = epoch
         self.pos.best_metric = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
-
-    def _check_resumed_identity(self, state: dict[str, Any], path: Path) -> None:
-        saved = state.get("iqa_meta") or {}
-        for key in self._IDENTITY:
-            if key not in saved or key not in self.ctx.meta:
-                continue  # older checkpoints lack some keys
-            ours = self.ctx.meta[key] if isinstance(self.ctx.meta[key], str) else dumps(self.ctx.meta[key])
-            if saved[key] != ours:
-                raise CheckpointError(
-                    f"belongs to another run ({key} {saved[key]!r}, this run: {ours!r}); it cannot be resumed here "
-                    "(move it away to start this split afresh)",
-                    path=path,
-                )
 
     def _keep_start_weights(self) -> None:
         """Evaluate the weights training starts from and keep them as the model to beat (epoch -1)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import (
+    LAST,
     RESULT_FILE,
     check_new_run_folder,
     effective_status,
@@ -75,6 +77,7 @@ from iqa_cli.train.runs import (
     split_dir,
     write_run,
 )
+from iqa_cli.train.state import check_resumed_identity, resumable_meta
 from iqa_cli.train.watch import WatchedDataset, check_measured, median_over_rounds, open_watched
 
 log = logging.getLogger(__name__)
@@ -472,9 +475,13 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
                 raise ConfigError(
                     "a run already exists here (continue it with --resume, or pick another --name/--out)", path=root
                 )
+            # A run is known by this id (its checkpoints record it), not by its folder, which may be moved or
+            # reached by another path; one id for every rank, like the folder's name.
+            run_id = str(dist.gather(secrets.token_hex(8))[0])
             info = {
                 "method": recipe.name,
                 "title": recipe.title,
+                "run_id": run_id,
                 "dataset": name,
                 "data": str(data),
                 "cache": str(Path(cache_path).absolute()),  # `--resume` from another folder opens the same file
@@ -725,6 +732,22 @@ def _copies_of_training(
     return int(test_copies.size)
 
 
+def _check_resumable_states(run: TrainingRun, meta: dict[str, Any], params: Any) -> None:
+    """Every split a resume goes on with must hold its own run's `last.pt`, checked before the run's record
+    is written: a refused resume leaves a finished run finished (`--resume --epochs` had marked it failed)."""
+    for split in run.split_names:
+        last = split_dir(run.root, split) / LAST
+        if run.info["splits"].get(split, {}).get("status") in (None, "pending", "complete") or not last.is_file():
+            continue
+        ours = {
+            **meta,
+            "split": split,
+            "split_digest": split_digest(run.dataset, run.dataset.split(split)),
+            "model": run.recipe.model_name(params),
+        }
+        check_resumed_identity(resumable_meta(last), ours, last)
+
+
 def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     recipe, resolved, dataset, cache_path, name = run.recipe, run.resolved, run.dataset, run.cache_path, run.name
     split_names, root, info, dist, device, progress = (
@@ -767,6 +790,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         "labels": label_map.to_meta(),
         "params": to_plain(resolved.params),
         "run": str(root),
+        **({"run_id": info["run_id"]} if info.get("run_id") else {}),  # runs begun before ids are known by folder
         **identity,
     }
     if params != resolved.params:
@@ -806,6 +830,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             "on, or start a new run",
             path=root,
         )
+    if resume:
+        _check_resumable_states(run, meta, params)
     results: dict[str, Any] = {}
     watched = open_watched(
         parse_watch(engine.watch),

@@ -205,6 +205,36 @@ def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(second)))
     assert "belongs to another run" in line and "last.pt" in line
     assert digest(second / "split-random_0" / "last.pt") == before
+    # The same on a finished run extended by `--epochs`: refused before its record is written, so it stays
+    # finished (it was marked failed, and `iqa eval` then refused its models as unfinished).
+    run["status"] = "complete"
+    run["splits"]["random_0"]["status"] = "complete"
+    (second / "run.json").write_text(json.dumps(run))
+    line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(second), "--epochs", "2"))
+    assert "belongs to another run" in line
+    assert json.loads((second / "run.json").read_text()) == run
+
+
+def test_a_run_resumes_through_a_link_another_spelling_or_after_a_move(cache, tmp_path):
+    # A cluster reaches one folder by several paths (a link to scratch, a file system mounted elsewhere on
+    # the compute nodes); a run was refused there as "another run" by its folder's path.
+    first = tmp_path / "first"
+    assert train("--data", "mini", "--epochs", "1", "--out", str(first)).exit_code == 0
+    (tmp_path / "link").symlink_to(first)
+    result = invoke("train", "vtiqa", "--resume", "--out", str(tmp_path / "link") + "/", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    result = invoke("train", "vtiqa", "--resume", "--out", str(moved), "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert json.loads((moved / "run.json").read_text())["splits"]["random_0"]["result"]["epochs"] == 3
+    # A run begun before runs had ids is known by its folder, through a link too.
+    run = json.loads((moved / "run.json").read_text())
+    del run["run_id"]
+    (moved / "run.json").write_text(json.dumps(run))
+    (tmp_path / "link2").symlink_to(moved)
+    result = invoke("train", "vtiqa", "--resume", "--out", str(tmp_path / "link2"), "--epochs", "4")
+    assert result.exit_code == 0, result.output
 
 
 def test_a_second_job_on_the_same_output_fails_at_once_naming_the_holder(cache, tmp_path):
