@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from iqa_cli.atomic import naming_refused_writes
 from iqa_cli.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,9 @@ def hold(path: str | Path, what: str = "output") -> Iterator[bool]:
             break
         os.close(fd)  # the file we locked was removed by its last holder: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _record(), 0)
+        with naming_refused_writes(target):  # a full disk names the lock file, the first thing a job writes
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _record(), 0)
         yield True
     finally:
         with contextlib.suppress(OSError):

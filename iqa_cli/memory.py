@@ -1,5 +1,6 @@
 """How much memory this process may still take: the machine's MemAvailable, bounded by the memory limit
-of its cgroup and of every cgroup above it (a SLURM job's `--mem`, a container's limit).
+of its cgroup and of every cgroup above it (a SLURM job's `--mem`, a container's limit), and by the
+address space its virtual memory limit leaves (`ulimit -v`, set on many login nodes).
 
 A job on a 512 GB node with `--mem=32G` sees about 500 GB of MemAvailable; planning preloads and batch
 sizes from that would have the job killed by its limit. Both cgroup versions are read: v2
@@ -9,6 +10,7 @@ file pages are counted as free, as MemAvailable counts reclaimable cache.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from iqa_cli.cgroups import cgroup_folders, read_number
@@ -26,8 +28,45 @@ _FILES = {
 def available_memory_bytes() -> int | None:
     """Bytes this process may still take (the smaller of MemAvailable and what its cgroups allow), or
     None where neither can be read (not Linux)."""
-    found = [v for v in (machine_available(), cgroup_available()) if v is not None]
+    found = [v for v in (machine_available(), cgroup_available(), address_space_left()) if v is not None]
     return min(found) if found else None
+
+
+def address_space_limit() -> int | None:
+    """This process's virtual memory limit in bytes (`ulimit -v`, RLIMIT_AS), or None where it has none."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def address_space_left() -> int | None:
+    """Bytes of address space this process may still map under its virtual memory limit, or None where it
+    has none (or its mappings cannot be read). Address space is not memory: a library maps far more than
+    it touches (torch with its CUDA libraries maps about 3 GiB on import)."""
+    limit = address_space_limit()
+    if limit is None:
+        return None
+    try:
+        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, limit - mapped)
+
+
+def address_space_note() -> str | None:
+    """A line for commands that load torch, where a virtual memory limit is set: libraries that meet it
+    fail in their own ways, some ending the process without a word from iqa, one waiting forever."""
+    limit = address_space_limit()
+    if limit is None:
+        return None
+    return (
+        f"virtual memory is limited to {limit / 2**30:.1f} GiB (`ulimit -v`); torch with its CUDA libraries maps "
+        "about 3 GiB of address space on import, and a library that meets the limit may fail with an error of "
+        "its own or end the process without iqa's error line: raise it (`ulimit -v unlimited`) where allowed"
+    )
 
 
 def machine_available() -> int | None:

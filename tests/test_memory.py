@@ -57,3 +57,23 @@ def test_without_cgroup_files_the_machine_s_memory_stands(machine):
     assert memory.available_memory_bytes() == 500 * GIB
     (machine / "meminfo").unlink()
     assert memory.available_memory_bytes() is None and preload_budget(None) == FALLBACK_PRELOAD_GIB * GIB
+
+
+def test_a_virtual_memory_limit_bounds_what_the_process_may_take(machine):
+    """`ulimit -v 8G` on a login node with 500 GiB available: the preload was planned at 60 % of 500 GiB,
+    far past what the process could map, so it failed in an allocation instead of computing per batch."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + 2 * GIB, hard))
+    try:
+        left = memory.address_space_left()
+        assert memory.address_space_limit() == mapped + 2 * GIB
+        assert left is not None and GIB < left <= 2 * GIB
+        assert memory.available_memory_bytes() == left  # not the node's 500 GiB
+        assert preload_budget(None) <= AUTO_PRELOAD_SHARE * 2 * GIB
+        assert "virtual memory is limited to" in (memory.address_space_note() or "")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert memory.address_space_limit() == (None if soft == resource.RLIM_INFINITY else soft)

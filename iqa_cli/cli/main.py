@@ -100,6 +100,7 @@ class ErrorHandlingGroup(TyperGroup):
             # An unexpected error is often an installed package older than iqa needs: name it.
             unmet = unmet_requirements()
             below = f"; installed below iqa's requirements: {', '.join(unmet)}" if unmet else ""
+            below += _address_space_cause()
             _say_error(f"{type(exc).__name__}: {msg}{below} (run `iqa --debug ...` for the traceback)")
             raise typer.Exit(1) from None
         finally:
@@ -108,6 +109,17 @@ class ErrorHandlingGroup(TyperGroup):
             for number, handler in previous.items():
                 signal.signal(number, handler)
             clear_stop()
+
+
+def _address_space_cause() -> str:
+    """For an unforeseen error: a virtual memory limit, which native libraries meet with errors of their own
+    ("could not create a primitive", "failed to map segment"), is named as a likely cause."""
+    from iqa_cli.memory import address_space_limit
+
+    limit = address_space_limit()
+    if limit is None:
+        return ""
+    return f"; virtual memory is limited to {limit / 2**30:.1f} GiB (`ulimit -v`), which may be the cause"
 
 
 def _refuse_empty_arguments(group: Any, ctx: Any) -> None:
@@ -144,22 +156,27 @@ def _takes_value(group: Any, ctx: Any, args: list[str], option: str) -> bool:
 
 
 _OS_HINTS = {
-    errno.ENOSPC: "free some space, or write elsewhere (--out)",
-    errno.EDQUOT: "free some space, or write elsewhere (--out)",
+    errno.ENOSPC: "free some space, or write elsewhere",
+    errno.EDQUOT: "free some space, or write elsewhere",
     errno.EFBIG: "the file outgrew a size limit (`ulimit -f`, or the file system's): raise it, or write elsewhere",
-    errno.EACCES: "choose a place you may write to (--out), or fix the permissions",
-    errno.EPERM: "choose a place you may write to (--out), or fix the permissions",
-    errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+    errno.EACCES: "choose a place you may write to, or fix the permissions",
+    errno.EPERM: "choose a place you may write to, or fix the permissions",
+    errno.EROFS: "the file system is read-only: write elsewhere",
     errno.ELOOP: "a symbolic link loops; remove or fix it",
+    errno.EMFILE: "this process may open no more files: raise the limit (`ulimit -n`), or use fewer workers (-j)",
+    errno.ENFILE: "the system may open no more files: close some programs, or use fewer workers (-j)",
     errno.ENAMETOOLONG: "use a shorter path",
 }
 
 
 def _os_error_line(exc: OSError) -> str:
     """`<file>: <what happened>; <what to do>` for an operating-system error, naming the user's file."""
-    from iqa_cli.atomic import user_path
+    from iqa_cli.atomic import WRITE_REFUSED, user_path
 
-    where = user_path(exc.filename)
+    # A copy the file system refused (shutil names the source first, the destination second): name the file
+    # that could not be written.
+    refused = exc.errno in WRITE_REFUSED and exc.filename2 is not None
+    where = user_path(exc.filename2 if refused else exc.filename)
     reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
     hint = _OS_HINTS.get(exc.errno or -1)
     text = f"{where}: {reason}" if where else reason
@@ -250,6 +267,10 @@ _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "
                        "ROLE_RANK", "ROLE_WORLD_SIZE")  # fmt: skip
 
 
+# Commands that build networks with torch: those a virtual memory limit (`ulimit -v`) is said to.
+_TORCH_COMMANDS = frozenset({"train", "eval", "predict", "demo", "al"})
+
+
 def _torchrun_world() -> int:
     """WORLD_SIZE of the torchrun job this process is a rank of (1 outside torchrun)."""
     try:
@@ -297,6 +318,12 @@ def root(
     configure_logging(QUIET if quiet else VERBOSE if verbose else NORMAL)
     check_environment()  # a bad IQA_* value fails every command before its work
     _once_under_torchrun(ctx.invoked_subcommand)
+    if ctx.invoked_subcommand in _TORCH_COMMANDS:
+        from iqa_cli.memory import address_space_note
+
+        note = address_space_note()
+        if note is not None:
+            logging.getLogger("iqa_cli.cli").warning(note)
 
 
 def _register() -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from iqa_cli.atomic import atomic_path
 from iqa_cli.data import cache_format as F
 from iqa_cli.errors import DataError
 from iqa_cli.h5files import open_h5
@@ -269,10 +270,8 @@ class PartialFile:
 
 def write_progress(out: Path, state: dict[str, Any]) -> None:
     """Replace the progress sidecar atomically (written after the partial file is flushed)."""
-    path = progress_path(out)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(progress_path(out)) as tmp:  # a refused write leaves no temporary file behind
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
 def read_progress(out: Path) -> dict[str, Any] | None:

@@ -58,7 +58,12 @@ from iqa_cli.train.data import (
 )
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.labels import check_label_scale, check_quality_scores, direction_problem, recorded_labels
-from iqa_cli.train.metrics import MIN_CORRELATION_IMAGES, summary_metrics, unmeasured_summary_problem
+from iqa_cli.train.metrics import (
+    MIN_CORRELATION_IMAGES,
+    load_metric_libraries,
+    summary_metrics,
+    unmeasured_summary_problem,
+)
 from iqa_cli.train.precision import amp_dtype, low_precision_ties, precision_name
 from iqa_cli.train.prefetch import in_thread
 from iqa_cli.train.recipes import get_recipe
@@ -210,6 +215,7 @@ def _joined_runs_plan(names: list[str]) -> tuple[WeightsPlan, RunWeights]:
 
 
 def evaluate(options: EvalOptions, progress: Progress | None = None) -> EvalReport:
+    load_metric_libraries()
     report = _evaluate(options, progress, checks_only=False)
     assert report is not None
     return report

@@ -88,6 +88,14 @@ class LogisticFit:
     ok: bool
 
 
+def load_metric_libraries() -> None:
+    """Import scipy's fitting and rank code now, at the start of a command that will score: its BLAS
+    reserves its buffers when it loads, and where a virtual memory limit (`ulimit -v`, common on login
+    nodes) was reached by then (torch's libraries and threads), that library waited for memory forever
+    at 100 % CPU instead of failing."""
+    from scipy import optimize, stats  # noqa: F401
+
+
 def fit_logistic(pred: np.ndarray, label: np.ndarray) -> LogisticFit:
     """Fit the 4-parameter logistic from predictions to labels; `ok=False` means use the raw values."""
     from scipy import optimize

@@ -61,7 +61,7 @@ from iqa_cli.train.data import (
 from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
 from iqa_cli.train.labels import check_label_scale
-from iqa_cli.train.metrics import summary_metrics, unmeasured_summary_problem
+from iqa_cli.train.metrics import load_metric_libraries, summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.recipes.base import BaseParams, Recipe
 from iqa_cli.train.runs import (
@@ -198,6 +198,7 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     from iqa_cli.train.precision import amp_dtype
 
     recipe = get_recipe(options.method)
+    load_metric_libraries()
     if options.resume:
         root, info, resolved = _resumed(recipe, options)
         data, split = info.get("cache"), info.get("split_arg")
@@ -405,6 +406,7 @@ def _resume_root(recipe: Recipe[Any], options: TrainOptions) -> Path:
 def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, Any] | None:
     """Train `options.method`; returns the summary also written to `results.json` (None on DDP ranks > 0)."""
     recipe = get_recipe(options.method)
+    load_metric_libraries()
     if options.resume:
         root, info, resolved = _resumed(recipe, options)
         if effective_status(info) == "killed" and progress is not None:
@@ -560,13 +562,16 @@ def reproduction_record(device: Any) -> dict[str, Any]:
 
     from iqa_cli.version import __version__
 
+    on_gpu = getattr(device, "type", "") == "cuda" and torch.cuda.is_available()
     versions = {
         "iqa": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm.__version__,
         "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        # Asked on a GPU run only: it loads cuDNN (0.12 GiB of address space), which aborts the process
+        # under a virtual memory limit (`ulimit -v`) on a CPU run that never uses it.
+        "cudnn": torch.backends.cudnn.version() if on_gpu and torch.backends.cudnn.is_available() else None,
     }
     commit = None
     checkout = Path(__file__).resolve().parents[2]
@@ -587,7 +592,7 @@ def reproduction_record(device: Any) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             commit = None
     devices = []
-    if getattr(device, "type", "") == "cuda" and torch.cuda.is_available():
+    if on_gpu:
         devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
         "versions": versions,

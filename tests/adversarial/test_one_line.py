@@ -77,6 +77,22 @@ def test_a_full_disk_is_one_line_naming_the_cache(tmp_path, monkeypatch):
     assert not out.exists() and [p.name for p in out.parent.iterdir()] == []
 
 
+def test_too_many_open_files_says_what_to_raise(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+
+    def no_more_files(processes):  # what starting the decode workers meets under a low `ulimit -n`
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(cache_write, "worker_pool", no_more_files)
+    line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out",
+                             tmp_path / "m.h5", "-j", "2"))  # fmt: skip
+    assert line == (
+        "error: Too many open files; this process may open no more files: raise the limit (`ulimit -n`), or use "
+        "fewer workers (-j)"
+    )
+
+
 @pytest.mark.parametrize("args", [["train", "bogus-method"], ["prepare", "bogus-dataset"]])
 def test_unknown_commands_fail_with_a_non_zero_exit(args):
     result = invoke(*args)

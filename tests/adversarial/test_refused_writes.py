@@ -162,3 +162,35 @@ def test_a_distorted_set_stops_at_the_refused_write_and_resumes(tmp_path):
     assert resumed.returncode == 0 and fresh.returncode == 0, resumed.stderr + fresh.stderr
     with h5py.File(tmp_path / "d.h5") as a, h5py.File(tmp_path / "fresh.h5") as b:
         assert np.array_equal(a["images"][()], b["images"][()]) and list(a["names"]) == list(b["names"])
+
+
+def test_a_lock_s_holder_record_and_a_distorted_set_s_progress_name_their_file(tmp_path):
+    from iqa_cli.distort.store import progress_path, write_progress
+    from iqa_cli.locks import hold, lock_path
+
+    # Before: "error: No space left on device", naming nothing (the first write of `iqa train --out`).
+    with file_size_limit(0), pytest.raises(OSError) as caught, hold(tmp_path / "run", "run folder"):
+        pass
+    assert (caught.value.errno, caught.value.filename) == (errno.EFBIG, str(lock_path(tmp_path / "run")))
+    # Before: a temporary `.progress.json.tmp` was left beside the partial set.
+    with file_size_limit(0), pytest.raises(OSError) as caught:
+        write_progress(tmp_path / "d.h5", {"images": 10, "references_done": 1})
+    assert caught.value.filename == str(progress_path(tmp_path / "d.h5"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_copy_onto_a_full_disk_names_the_copy_not_the_source(tmp_path, monkeypatch):
+    """shutil names the source of a copy first: `iqa weights add` onto a full disk said the file being
+    added had "No space left on device"."""
+    from iqa_cli.weights import store
+
+    source = tmp_path / "mine.safetensors"
+    save_checkpoint({"w": torch.zeros(4)}, source)
+
+    def full_copy(src, dst):  # what copying with sendfile raises when the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(store.shutil, "copyfile", full_copy)
+    line = error_line(invoke("weights", "add", "mine", source))
+    assert line.startswith(f"error: {WeightStore().root}/.mine.") and "No space left on device" in line, line
+    assert str(source) not in line

@@ -107,3 +107,37 @@ def test_an_empty_entry_in_a_list_is_refused_before_the_work(trained, args, said
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith(said), result.output
     assert sorted(runs_dir().iterdir()) == before
+
+
+def test_under_a_virtual_memory_limit_commands_say_so_and_start_what_hung_first(tmp_path, monkeypatch):
+    """Under `ulimit -v` (login nodes), scipy's BLAS, first loaded for the first epoch's metrics, waited for
+    memory forever at 100 % CPU; cuDNN, loaded on a CPU run only to record its version, aborted the
+    process; other libraries fail with errors of their own. Training now loads scipy before any work and
+    leaves cuDNN alone on the CPU, and a command that builds networks names the limit."""
+    import torch
+
+    from iqa_cli import memory
+    from iqa_cli.train import trainer
+
+    make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
+    monkeypatch.setattr(memory, "address_space_limit", lambda: int(3.5 * 2**30))
+    loaded: list[str] = []
+
+    def load_first() -> None:  # what train() does before it opens the cache or makes a run folder
+        loaded.append("scipy")
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(trainer, "load_metric_libraries", load_first)
+    result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--out", str(tmp_path / "run")])
+    assert loaded == ["scipy"] and not (tmp_path / "run").exists()
+    assert "warning: virtual memory is limited to 3.5 GiB (`ulimit -v`)" in result.output
+    assert result.exit_code == 1 and (
+        "error: RuntimeError: could not create a primitive; virtual memory is limited to 3.5 GiB (`ulimit -v`), "
+        "which may be the cause" in result.output
+    )
+
+    def no_cudnn() -> int:
+        raise AssertionError("cuDNN loaded for a CPU run")
+
+    monkeypatch.setattr(torch.backends.cudnn, "version", no_cudnn)
+    assert trainer.reproduction_record(torch.device("cpu"))["versions"]["cudnn"] is None
