@@ -256,6 +256,8 @@ def test_the_recipe_learns_a_synthetic_quality_ranking(tmp_path, _isolated_home)
     assert losses[-1] < 0.5 * losses[0]  # MSE + MSE falls from ~15 to ~2
     _, meta = read_state_dict(second["weights"])
     assert meta["stage1_weights"] == first["weights"]
+    # and which model that path held: stage 1 trained on later (`--resume --epochs`) replaces the file
+    assert meta["stage1_weights_sha256"] == read_state_dict(first["weights"])[1]["content_sha256"]
     saved = json.loads(meta["params"])
     assert (saved["stage"], saved["loss"], saved["selection_metric"], saved["optimizer"]) == (2, "l1", LQ_METRIC, "sgd")
 

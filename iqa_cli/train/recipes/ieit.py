@@ -103,6 +103,9 @@ STAGE_SELECTION: dict[int, SelectionMetric] = {1: "plcc", 2: LQ_METRIC}
 SelectionMetric = Literal["srcc", "plcc", "plcc_logistic", "krcc", "lq_srcc", "lq_plcc", "plcc+lq_plcc"]
 LQ_MIN = 3  # fewer low-quality images than this: no low-quality correlations
 STAGE1_KEY = "stage1_weights"  # in the checkpoint metadata of stage-2 runs
+# The digest of the stage-1 model's tensors beside its path: the path may hold another model later (stage 1
+# trained on with `--resume --epochs`, or again), and the record must still say which one stage 2 began from.
+STAGE1_DIGEST_KEY = "stage1_weights_sha256"
 
 
 def _phase_text(phases: tuple[tuple[int, float], ...]) -> str:
@@ -539,10 +542,11 @@ class IEITRecipe(Recipe[IEITParams]):
     def fit(self, ctx: FitContext[IEITParams], parts: SplitParts, out_dir: Path, *, resume: bool) -> FitResult:
         """One stage on one split: the stage's protocol values filled in, and for stage 2 the
         low-quality partners of this split and the stage-1 model it starts from."""
+        from iqa_cli.models.checkpoint import DIGEST_KEY, read_metadata
         from iqa_cli.train.config import to_plain
         from iqa_cli.train.engine import Trainer
         from iqa_cli.train.runs import LAST
-        from iqa_cli.train.state import load_state
+        from iqa_cli.train.state import resumable_meta
 
         params = stage_params(ctx.params)
         made = getattr(getattr(ctx.dataset, "enhanced", None), "attrs", {}).get("enhancement")
@@ -562,12 +566,14 @@ class IEITRecipe(Recipe[IEITParams]):
             bound.partner_of = dict(zip(parts.train.tolist(), partners.tolist(), strict=True))
             last = out_dir / LAST
             if resume and last.is_file():  # the start weights are in the resumable state; keep their record
-                saved = load_state(last).get("iqa_meta", {})
-                if STAGE1_KEY in saved:
-                    meta[STAGE1_KEY] = saved[STAGE1_KEY]
+                saved = resumable_meta(last)
+                meta.update({key: saved[key] for key in (STAGE1_KEY, STAGE1_DIGEST_KEY) if key in saved})
             else:
                 start = self._stage1_start(params, ctx.meta, parts.name, tiny=ctx.tiny)
                 meta[STAGE1_KEY] = str(start)
+                start_digest = read_metadata(start).get(DIGEST_KEY)
+                if start_digest:
+                    meta[STAGE1_DIGEST_KEY] = start_digest
                 if ctx.dist.is_main:
                     log.info(
                         f"split {parts.name}: stage 2 starts from {start}; {len(set(partners.tolist()))} low-quality "
