@@ -354,6 +354,11 @@ _register()
 
 def main() -> None:  # pragma: no cover - the `iqa` console script and `python -m iqa_cli`
     _state["standalone"] = True
+    # A terminal or log that cannot show a character (an ASCII or Latin-1 locale, PYTHONIOENCODING=ascii)
+    # gets it escaped: a table naming `café.jpg` ended the command after its work, as an internal error.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     in_torchrun_job = _torchrun_world() > 1  # read first: a command that does not train drops the variables
     try:
         app(prog_name="iqa")

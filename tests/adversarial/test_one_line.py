@@ -113,3 +113,27 @@ def test_a_negative_seed_is_refused_before_the_work(args, tmp_path):
     assert result.exit_code == 2 and "'--seed'" in line
     # Typer's own wording, or click's before Typer reworded its range errors.
     assert "greater than or equal to 0" in line or "not in the range x>=0" in line
+
+
+def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(tmp_path):
+    """Under an ASCII (or Latin-1) locale, printing `café.png` ended `iqa predict`, `iqa prepare inspect`
+    and every table after the work, as an internal error (exit 1)."""
+    import unicodedata
+
+    from iqa_cli.data.cache import build_cache
+    from iqa_cli.data.cache_write import CacheOptions
+    from iqa_cli.data.datasets.custom import make_spec
+    from tests.adversarial.helpers import run_iqa
+    from tests.train.caches import write_folder
+
+    folder = write_folder(tmp_path / "photos", n=12)
+    for path in folder.glob("*.png"):  # decomposed, as macOS writes accented names
+        path.rename(path.with_name(unicodedata.normalize("NFD", f"café_{path.name}")))
+    rows = (folder / "scores.csv").read_text().splitlines()
+    (folder / "scores.csv").write_text("\n".join([rows[0], *(f"café_{row}" for row in rows[1:])]) + "\n")
+    spec = make_spec("cafe", folder / "scores.csv", root=folder, native_range=(1.0, 5.0))
+    build_cache(spec, folder, tmp_path / "cafe.h5", CacheOptions(workers=1, splits=1, test_fraction=0.25))
+    result = run_iqa("prepare", "inspect", tmp_path / "cafe.h5", "--split", "random_0",
+                     env={"PYTHONIOENCODING": "ascii", "IQA_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "cafe\\u0301_img0" in result.stdout
