@@ -12,6 +12,7 @@ method's mapping for the evaluated dataset.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 from concurrent.futures import Future
@@ -155,6 +156,18 @@ class EvalJob:
     trained_split: str | None = None  # the split the weights were trained on, when it differs
 
 
+def _own_cache(run: RunWeights) -> str:
+    """The cache a run trained on, to test it on its own splits: the file it recorded, else (moved since)
+    the dataset's name, whose cache the split checks then compare with the run's record."""
+    cache = run.info.get("cache")
+    if cache and Path(str(cache)).is_file():
+        return str(cache)
+    name = run.info.get("data") or run.info.get("dataset")
+    if not name:
+        raise ConfigError(f"run {run.shown} records no dataset: name the one to evaluate on with --data")
+    return str(name)
+
+
 def _by_split(by_split: dict[str, Path]) -> WeightsPlan:
     return {split: path for split, path in by_split.items()}
 
@@ -238,8 +251,6 @@ def _evaluate(options: EvalOptions, progress: Progress | None, *, checks_only: b
     progress = progress or NullProgress()
     if options.amp not in AMP_MODES:
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got '{options.amp}'")
-    if options.data is None and options.cross is None:
-        raise ConfigError("--data (or --cross) is required: the dataset to evaluate on")
     if options.cross is not None and options.split_file is not None:
         raise ConfigError("--split-file names a test part of --data; --cross scores every image: use one")
     if options.batch_size is not None and options.batch_size < 1:
@@ -247,6 +258,11 @@ def _evaluate(options: EvalOptions, progress: Progress | None, *, checks_only: b
     if options.preload_gb is not None and not options.preload_gb >= 0:
         raise ConfigError(f"--preload-gb: must be at least 0, got {options.preload_gb}")
     plan, run = _weights_plan(recipe, options)
+    if options.data is None and options.cross is None:
+        if run is None:  # a checkpoint file or a store name: no record of a cache to test it on
+            raise ConfigError("--data (or --cross) is required with these --weights: the dataset to evaluate on")
+        options = dataclasses.replace(options, data=_own_cache(run))
+        log.info(f"evaluating on the run's own dataset: {options.data}")
     if run is not None:
         log.info(f"evaluating run {run.shown} (kept models: {', '.join(str(p) for p in plan.values())})")
         if run.cut_short:

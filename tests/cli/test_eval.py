@@ -89,6 +89,20 @@ def test_newest_run_on_its_own_splits_with_json(trained):
         assert ours["plcc"] == pytest.approx(theirs["plcc"], abs=1e-12)
 
 
+def test_a_run_is_evaluated_on_its_own_dataset_without_data(trained):
+    """`iqa eval vtiqa --weights RUN` (and `iqa eval vtiqa`, the newest run) refused without --data,
+    though the run records the cache it trained on."""
+    given = evaluate("--data", "mini", "--json")
+    for args in (["--weights", str(trained["run"])], []):
+        result = evaluate(*args, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["results"] == json.loads(given.stdout)["results"]
+        assert "evaluating on the run's own dataset" in result.stderr
+    weights = trained["run"] / "split-random_0" / "best.safetensors"  # a file records no cache
+    line = one_error_line(evaluate("--weights", str(weights)))
+    assert "--data (or --cross) is required with these --weights" in line
+
+
 def test_a_resume_state_is_scored_as_the_last_epoch_s_model_not_an_unknown_one(trained):
     """`--weights .../last.pt` was titled "kept model selection unknown (weights without iqa metadata)"."""
     last = trained["run"] / "split-random_0" / "last.pt"
