@@ -198,7 +198,6 @@ def planned_config(options: TrainOptions) -> dict[str, Any]:
     from iqa_cli.train.precision import amp_dtype
 
     recipe = get_recipe(options.method)
-    load_metric_libraries()
     if options.resume:
         root, info, resolved = _resumed(recipe, options)
         data, split = info.get("cache"), info.get("split_arg")
