@@ -14,6 +14,8 @@ are then gathered there and the host is out of the loop.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import re
 import secrets
@@ -33,6 +35,8 @@ from iqa_cli.train.data import DatasetLike, read_images_ordered
 from iqa_cli.train.distributed import DistContext
 from iqa_cli.train.prefetch import Prefetch
 from iqa_cli.train.recipes.base import BaseParams, Recipe, Views
+
+log = logging.getLogger(__name__)
 
 PRELOAD_CHUNK = 32
 PREFETCH_DEPTH = 2  # batches prepared ahead by the prefetch thread
@@ -58,14 +62,32 @@ def _mapped(path: Path, shape: tuple[int, ...], mode: Literal["w+", "r+"]) -> to
     `w+` never opens a file that exists: in a folder other jobs share (/dev/shm of containers run with
     `--ipc=host`), it could be another job's views, which truncating would silently change."""
     if mode == "w+":
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, int(np.prod(shape)))
-        finally:
-            os.close(fd)
+        _reserve(path, int(np.prod(shape)))
         mode = "r+"
     array = np.memmap(path, dtype=np.uint8, mode=mode, shape=shape)
     return torch.from_numpy(array)
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Create `path` (never over an existing file) with `nbytes` allocated, not merely sized: a file sized
+    with `ftruncate` takes its pages as they are written, and a tmpfs filled meanwhile (another job in a
+    shared /dev/shm) then kills the writer with SIGBUS in the middle of the views. A refused reservation is
+    an OSError naming the file, and nothing is left."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+            os.ftruncate(fd, nbytes)  # a file system without fallocate: sized only
+        except AttributeError:  # no posix_fallocate on this platform (macOS)
+            os.ftruncate(fd, nbytes)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 # Pinned staging buffers: a slot is rewritten only when the batch after it has been taken, i.e. when
@@ -267,17 +289,34 @@ class ViewStore:
         fits = folder.is_dir() and os.access(folder, os.W_OK) and shutil.disk_usage(folder).free > 1.1 * self.nbytes
         # The leader's pid alone does not name the job: containers sharing one /dev/shm (`--ipc=host`) each
         # have their own process ids, so a random token of the leader's goes into the file names too.
-        placement = dist.gather((socket.gethostname(), local_rank(), os.getpid(), bool(fits), secrets.token_hex(8)))
+        token = secrets.token_hex(8)
+        n = self.indices.size
+
+        def paths_of(leader: int, leader_token: str) -> dict[str, Path]:
+            stem = f"iqa-views-{leader}-{leader_token}-{_UNSAFE.sub('_', self.recipe.name)}"
+            return {name: folder / f"{stem}-{_UNSAFE.sub('_', name)}.u8" for name in self.shapes}
+
+        reserved: list[Path] = []
+        if fits and local_rank() == 0:  # the space itself, before the ranks agree to share it
+            try:
+                for name, path in paths_of(os.getpid(), token).items():
+                    _reserve(path, int(np.prod((n, *self.shapes[name]))))
+                    reserved.append(path)
+            except OSError as exc:
+                reason = exc.strerror or exc
+                log.warning(f"shared memory in {folder} refused the views ({reason}): each rank keeps its own copy")
+                fits = False
+        placement = dist.gather((socket.gethostname(), local_rank(), os.getpid(), bool(fits), token))
         if not all(entry[3] for entry in placement):
+            for path in reserved:
+                path.unlink(missing_ok=True)
             return False
         host = socket.gethostname()
         leader, token = next((pid, token) for name, local, pid, _, token in placement if name == host and local == 0)
-        stem = f"iqa-views-{leader}-{token}-{_UNSAFE.sub('_', self.recipe.name)}"
-        paths = {name: folder / f"{stem}-{_UNSAFE.sub('_', name)}.u8" for name in self.shapes}
-        n = self.indices.size
+        paths = paths_of(leader, token)
         try:
             if local_rank() == 0:
-                self.host = {name: _mapped(paths[name], (n, *shape), "w+") for name, shape in self.shapes.items()}
+                self.host = {name: _mapped(paths[name], (n, *shape), "r+") for name, shape in self.shapes.items()}
                 self._compute(progress)
             dist.barrier()  # the views are written
             if local_rank() != 0:

@@ -633,6 +633,32 @@ def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
     assert "preloaded in shared memory, one copy for the 2 ranks of this node" in done.stderr
 
 
+def test_shared_memory_that_refuses_the_views_leaves_each_rank_its_own_copy(cache, tmp_path):
+    """The leader sized the shared view files with `ftruncate` after a free-space check and wrote them page
+    by page: a /dev/shm that another job filled meanwhile killed it with SIGBUS mid-views. It now reserves
+    the space before the ranks agree to share, and a refusal leaves each rank its own copy. A file size
+    limit under the views' size (1 MiB; the larger view file takes 1.6 MiB, a checkpoint 0.7 MiB) stands in for the full
+    tmpfs: before, the job failed."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
+    command += ["--data", "mini", "--epochs", "1", "--val-fraction", "0.25", "--out", str(tmp_path / "ddp"), "--json"]
+    command += ["--optimizer", "sgd"]  # no optimiser state: a last.pt of 0.7 MiB, under the limit
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(shm), "TMPDIR": str(tmp_path)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, preexec_fn=limit)
+    causes = [line for line in done.stderr.splitlines() if "error" in line.lower() and "errors.html" not in line]
+    assert done.returncode == 0, "\n".join(causes[-20:]) or done.stderr[-2000:]
+    assert json.loads(done.stdout)["splits"][0]["ranks"]["views"] == ["computed", "computed"]
+    assert f"shared memory in {shm} refused the views (File too large): each rank keeps its own copy" in done.stderr
+    assert list(shm.iterdir()) == []
+
+
 def test_views_upscaled_from_a_cache_prepared_smaller_are_said(tmp_path, _isolated_home):
     """`iqa prepare koniq --size 512x384` (a README example) then `iqa train vtiqa`: the 768 px view was
     upscaled from the half-size images without a word, where VT-IQA's authors resize the originals."""
