@@ -217,11 +217,12 @@ def naming_refused_writes(path: str | Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
+def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
 
     The temporary name starts with '.' and ends with '.partial', so an interrupted run leaves
-    nothing that looks like a valid output.
+    nothing that looks like a valid output. Once a stop is requested (a signal) nothing is renamed into
+    place, except with `while_stopping`: a record that the stop itself writes (where to resume).
     """
     final = Path(final)
     try:
@@ -243,7 +244,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
                 os.chmod(tmp_path, 0o666 & ~_umask())
                 with open(tmp_path, "rb") as handle:
                     os.fsync(handle.fileno())
-        raise_if_stopped()
+        if not while_stopping:
+            raise_if_stopped()
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

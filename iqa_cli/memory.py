@@ -56,16 +56,22 @@ def address_space_left() -> int | None:
     return max(0, limit - mapped)
 
 
+def address_space_limited() -> str | None:
+    """ "virtual memory is limited to X GiB (`ulimit -v`)", or None where no such limit is set."""
+    limit = address_space_limit()
+    return None if limit is None else f"virtual memory is limited to {limit / 2**30:.1f} GiB (`ulimit -v`)"
+
+
 def address_space_note() -> str | None:
     """A line for commands that load torch, where a virtual memory limit is set: libraries that meet it
     fail in their own ways, some ending the process without a word from iqa, one waiting forever."""
-    limit = address_space_limit()
-    if limit is None:
+    limited = address_space_limited()
+    if limited is None:
         return None
     return (
-        f"virtual memory is limited to {limit / 2**30:.1f} GiB (`ulimit -v`); torch with its CUDA libraries maps "
-        "about 3 GiB of address space on import, and a library that meets the limit may fail with an error of "
-        "its own or end the process without iqa's error line: raise it (`ulimit -v unlimited`) where allowed"
+        f"{limited}; torch with its CUDA libraries maps about 3 GiB of address space on import, and a library "
+        "that meets the limit may fail with an error of its own or end the process without iqa's error line: "
+        "raise it (`ulimit -v unlimited`) where allowed"
     )
 
 

@@ -114,12 +114,10 @@ class ErrorHandlingGroup(TyperGroup):
 def _address_space_cause() -> str:
     """For an unforeseen error: a virtual memory limit, which native libraries meet with errors of their own
     ("could not create a primitive", "failed to map segment"), is named as a likely cause."""
-    from iqa_cli.memory import address_space_limit
+    from iqa_cli.memory import address_space_limited
 
-    limit = address_space_limit()
-    if limit is None:
-        return ""
-    return f"; virtual memory is limited to {limit / 2**30:.1f} GiB (`ulimit -v`), which may be the cause"
+    limited = address_space_limited()
+    return "" if limited is None else f"; {limited}, which may be the cause"
 
 
 def _refuse_empty_arguments(group: Any, ctx: Any) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli.atomic import naming_refused_writes
+from iqa_cli.atomic import atomic_path
 from iqa_cli.data import cache_format as F
 from iqa_cli.errors import DataError
 from iqa_cli.h5files import open_h5
@@ -270,16 +270,8 @@ class PartialFile:
 
 def write_progress(out: Path, state: dict[str, Any]) -> None:
     """Replace the progress sidecar atomically (written after the partial file is flushed)."""
-    # Not `atomic_path`, which commits nothing once a stop is requested: this is what a stop records.
-    path = progress_path(out)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with naming_refused_writes(path):
-            tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a refused write (a full disk) leaves no temporary file behind
-        raise
+    with atomic_path(progress_path(out), while_stopping=True) as tmp:  # what a stop records, to resume from
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
 def read_progress(out: Path) -> dict[str, Any] | None:

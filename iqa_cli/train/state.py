@@ -56,11 +56,19 @@ def save_state(path: Path, payload: dict[str, Any]) -> None:
 def load_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError("no resumable checkpoint here (the run never finished an epoch or a save)", path=path)
+    state = _load(path, mmap=False)
+    if "state_dict" not in state:
+        raise CheckpointError("not a resumable iqa training checkpoint", path=path)
+    return state
+
+
+def _load(path: Path, *, mmap: bool) -> dict[str, Any]:
+    """A resumable checkpoint's dictionary (`mmap`: its tensors mapped, not read), or a CheckpointError."""
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"unreadable resumable checkpoint ({type(exc).__name__}: {exc})", path=path) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "state_dict" not in state:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError("not a resumable iqa training checkpoint", path=path)
     return state
 
@@ -71,13 +79,7 @@ RESUME_IDENTITY = ("method", "dataset", "split", "split_digest", "model", "tiny"
 
 def resumable_meta(path: Path) -> dict[str, str]:
     """The `iqa_meta` of a resumable checkpoint, read without loading its tensors (memory-mapped)."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"unreadable resumable checkpoint ({type(exc).__name__}: {exc})", path=path) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError("not a resumable iqa training checkpoint", path=path)
-    meta = state.get("iqa_meta")
+    meta = _load(path, mmap=True).get("iqa_meta")
     return dict(meta) if isinstance(meta, dict) else {}
 
 

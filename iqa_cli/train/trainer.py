@@ -736,6 +736,12 @@ def _copies_of_training(
     return int(test_copies.size)
 
 
+def _split_meta(run: TrainingRun, meta: dict[str, Any], params: Any, split: str) -> dict[str, Any]:
+    """The metadata a split's checkpoints carry: the run's, with the split, its digest and the network."""
+    digest = split_digest(run.dataset, run.dataset.split(split))
+    return {**meta, "split": split, "split_digest": digest, "model": run.recipe.model_name(params)}
+
+
 def _check_resumable_states(run: TrainingRun, meta: dict[str, Any], params: Any) -> None:
     """Every split a resume goes on with must hold its own run's `last.pt`, checked before the run's record
     is written: a refused resume leaves a finished run finished (`--resume --epochs` had marked it failed)."""
@@ -743,13 +749,7 @@ def _check_resumable_states(run: TrainingRun, meta: dict[str, Any], params: Any)
         last = split_dir(run.root, split) / LAST
         if run.info["splits"].get(split, {}).get("status") in (None, "pending", "complete") or not last.is_file():
             continue
-        ours = {
-            **meta,
-            "split": split,
-            "split_digest": split_digest(run.dataset, run.dataset.split(split)),
-            "model": run.recipe.model_name(params),
-        }
-        check_resumed_identity(resumable_meta(last), ours, last)
+        check_resumed_identity(resumable_meta(last), _split_meta(run, meta, params, split), last)
 
 
 def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
@@ -860,9 +860,8 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
             )
-            digest = split_digest(dataset, dataset.split(split))  # as recorded: checked by `split_set_change`
-            state["digest"] = digest
-            split_meta = {**meta, "split": split, "split_digest": digest, "model": recipe.model_name(params)}
+            split_meta = _split_meta(run, meta, params, split)
+            state["digest"] = split_meta["split_digest"]  # as recorded: checked by `split_set_change`
             seen = seen_files(dataset, parts.train, parts.val)
             if seen is not None and pretrained is not None:  # what its start network saw counts as seen too
                 seen = np.union1d(seen, pretrained[0])
