@@ -8,7 +8,9 @@ gathered so all ranks take the same decisions (best epoch, plateau, stop). Only 
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from iqa_cli.errors import ConfigError
+from iqa_cli.errors import ConfigError, DataError
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
@@ -35,6 +37,12 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     if index >= torch.cuda.device_count():
         raise ConfigError(f"--device {preference}: only {torch.cuda.device_count()} CUDA device(s) present")
     return torch.device("cuda", index)
+
+
+# What a rank that resumed from other files than rank 0 is told.
+RUN_FOLDER_ADVICE = (
+    "every rank must go on from the run's own files: put the runs folder ($IQA_RUNS) on a file system every node shares"
+)
 
 
 @dataclass
@@ -63,6 +71,34 @@ class DistContext:
         out: list[Any] = [None] * self.world
         dist.all_gather_object(out, obj)
         return out
+
+    def check_same_data(
+        self,
+        what: str,
+        path: str | os.PathLike[str],
+        identity: dict[str, Any],
+        *,
+        advice: str = "every rank must read the same dataset: copy it to every node again, or read it from a "
+        "shared file system",
+    ) -> None:
+        """Refuse, on every rank alike, data that is not the same on every rank: `identity` (e.g.
+        `cache_identity`) of what this rank opened at `path`. Each node of a multi-node job resolves a
+        dataset name through its own $IQA_HOME or reads a copy on local scratch; a stale copy on one node
+        would train and score other images than rank 0's under the same indices, without a word."""
+        if not self.active:
+            return
+        mine = json.dumps(identity, sort_keys=True, default=str)
+        records = self.gather((socket.gethostname(), os.fspath(path), mine))
+        first_host, first_path, first = records[0]
+        for rank, (host, other_path, theirs) in enumerate(records):
+            if theirs == first:
+                continue
+            a, b = json.loads(first), json.loads(theirs)
+            differ = sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key))
+            raise DataError(
+                f"{what}: rank {rank} (host {host}) read {other_path} and rank 0 (host {first_host}) "
+                f"{first_path}, and they differ ({', '.join(differ)}); {advice}"
+            )
 
     def barrier(self) -> None:
         if self.active:

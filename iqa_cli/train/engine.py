@@ -39,7 +39,7 @@ from iqa_cli.progress import NullProgress, Progress, end_overall, overall
 from iqa_cli.stop import clear_stop, stopped_by
 from iqa_cli.train.config import EngineConfig, to_plain, write_json
 from iqa_cli.train.data import LAST_EPOCH, DatasetLike, SplitParts
-from iqa_cli.train.distributed import DistContext, shard
+from iqa_cli.train.distributed import RUN_FOLDER_ADVICE, DistContext, shard
 from iqa_cli.train.precision import amp_dtype, autocast, low_precision_ties
 from iqa_cli.train.recipes.base import P, Recipe, TrainBatch
 from iqa_cli.train.runs import (
@@ -361,6 +361,16 @@ class Trainer:
             self.log(f"split {self.parts.name}: resumed at epoch {self.pos.epoch} step {self.pos.step} from {last}")
             if self.main and drop_logged_epochs(self.out_dir / LOG, self.pos.epoch):  # logged, then killed
                 log.info(f"split {self.parts.name}: epoch {self.pos.epoch} was logged but not saved; it trains again")
+        if resume:  # a node that reads another copy of the run folder would train on from elsewhere
+            self.dist.check_same_data(
+                "--resume",
+                last,
+                {
+                    "resumed_at": None if state is None else [self.pos.epoch, self.pos.step],
+                    "best_saved": None if state is None else self.best_state is not None,
+                },
+                advice=RUN_FOLDER_ADVICE,
+            )
         needed = np.concatenate([self.pool, self.parts.train, self.parts.val, self.parts.test])
         self.store = ViewStore(
             self.ctx.dataset,

@@ -58,7 +58,7 @@ from iqa_cli.train.data import (
     upscaled_views_note,
     view_sides,
 )
-from iqa_cli.train.distributed import DistContext, init_distributed, resolve_device
+from iqa_cli.train.distributed import RUN_FOLDER_ADVICE, DistContext, init_distributed, resolve_device
 from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import load_metric_libraries, summary_metrics, unmeasured_summary_problem
@@ -442,6 +442,12 @@ def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, 
     held = contextlib.ExitStack()
     given_folder = False
     try:
+        if dist.active:  # every rank opened its data itself: one dataset (and one run) on every rank
+            if info is not None and root is not None:
+                identity = {"run_id": info.get("run_id"), "created": info.get("created")}
+                dist.check_same_data("--resume", root, identity, advice=RUN_FOLDER_ADVICE)
+            identity = cache_identity(raw) | {"splits": stored_split_digests(raw)} | recipe.data_identity(dataset)
+            dist.check_same_data("--data", cache_path, identity)
         name = dataset_name(dataset, cache_path.stem)
         split_names = resolve_split_names(dataset, splits_arg, source=f"cache {cache_path}")
         if any(is_whole_split(s) for s in split_names) and not parse_watch(resolved.engine.watch):
@@ -837,6 +843,12 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
     if resume:
         _check_resumable_states(run, meta, params)
     results: dict[str, Any] = {}
+    for source in parse_watch(engine.watch) if dist.active else ():  # before the ranks share their views
+        watched_raw, watched_path = open_dataset(source)
+        try:
+            dist.check_same_data(f"--watch {source}", watched_path, cache_identity(watched_raw))
+        finally:
+            close_dataset(watched_raw)
     watched = open_watched(
         parse_watch(engine.watch),
         recipe,

@@ -681,3 +681,64 @@ def test_views_upscaled_from_a_cache_prepared_smaller_are_said(tmp_path, _isolat
     assert kept.exit_code == 0, kept.output
     trained = train("--data", "whole", "--epochs", "1", "--name", "whole-run")
     assert trained.exit_code == 0 and "upscaled" not in trained.stderr, trained.output
+
+
+def _per_rank_homes(tmp_path: Path, homes: list[Path]) -> Path:
+    """A launcher script for `torchrun --no-python` giving each local rank its own $IQA_HOME, as the nodes
+    of a multi-node job that each resolve dataset names through their own (local) home."""
+    script = tmp_path / "per_rank_home.sh"
+    cases = "".join(f"  {rank}) export IQA_HOME={home} ;;\n" for rank, home in enumerate(homes))
+    script.write_text(
+        f'#!/bin/sh\ncase "$LOCAL_RANK" in\n{cases}esac\nexec {sys.executable} -m iqa_cli "$@"\n', encoding="utf-8"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_ranks_that_open_other_copies_of_a_dataset_are_refused(cache, tmp_path):
+    """A multi-node job whose nodes resolve `--data mini` to their own copies, one of them stale (here: other
+    images under the same name), trained every rank on its own copy, and the leader's shared-memory views
+    gave rank 1 rank 0's pixels beside its own labels, exit 0. Every rank now compares what it opened."""
+    other_home = tmp_path / "node1"
+    make_cache("mini", tmp_path / "mini_other", other_home / "data" / "mini.h5", seed=1)
+    script = _per_rank_homes(tmp_path, [data_dir().parent, other_home])
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script), "train", "vtiqa"]
+    command += [*FAST, "--data", "mini", "--epochs", "1", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
+    env["IQA_RUNS"] = str(tmp_path / "runs")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all("--data: rank 1 (host " in line for line in errors), done.stderr[-3000:]
+    assert str(other_home / "data" / "mini.h5") in errors[0] and "images_digest" in errors[0]
+    assert "copy it to every node again" in errors[0]
+    assert not out.exists()  # refused before the run folder was made
+
+
+def test_ranks_that_resume_from_other_copies_of_a_run_are_refused(cache, tmp_path):
+    """Nodes whose runs folders are their own (`$IQA_RUNS` on local disk): rank 0 resumed at step 4 while
+    rank 1, without that `last.pt`, started the split afresh, and the job hung in its first collective.
+    The ranks now compare where they resume from, and every rank says why."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    runs = [tmp_path / "runs0", tmp_path / "runs1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
+    command += ["--data", "mini", "--epochs", "2", "--out", str(runs[0] / "run")]
+    stopped = subprocess.run(
+        command, env=env | {"IQA_DEBUG_SIGNAL_AT_STEP": "2"}, capture_output=True, text=True, timeout=180
+    )
+    assert stopped.returncode != 0 and (runs[0] / "run" / "split-random_0" / "last.pt").is_file()
+    shutil.copytree(runs[0], runs[1])
+    (runs[1] / "run" / "split-random_0" / "last.pt").unlink()  # node 1's copy, taken before the save
+    script = tmp_path / "per_rank_runs.sh"
+    script.write_text(f'#!/bin/sh\nexport IQA_RUNS={tmp_path}/runs$LOCAL_RANK\nexec {sys.executable} -m iqa_cli "$@"\n')
+    script.chmod(0o755)
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script)]
+    command += ["train", "vtiqa", "--resume", "--name", "run"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("--resume: rank 1 (host " in line for line in errors), done.stderr[-3000:]
+    assert "(best_saved, resumed_at)" in errors[0] and "$IQA_RUNS" in errors[0]

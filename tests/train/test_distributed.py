@@ -1,0 +1,44 @@
+"""`DistContext.check_same_data`: ranks that read other data (or another copy of a run) are refused alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from iqa_cli.errors import DataError
+from iqa_cli.train.distributed import RUN_FOLDER_ADVICE, DistContext
+
+
+class _Gathered(DistContext):
+    """Two ranks whose gathered records are given: what each rank would see after `all_gather_object`."""
+
+    def __init__(self, records: list[tuple[str, str, str]]) -> None:
+        super().__init__(rank=0, world=len(records))
+        self.records = records
+
+    def gather(self, obj):
+        return [obj, *self.records[1:]]
+
+
+def test_one_rank_checks_nothing():
+    DistContext().check_same_data("--data", "/x.h5", {"images_digest": "a"})
+
+
+def test_ranks_that_agree_pass():
+    ranks = _Gathered([("a", "/x.h5", ""), ("b", "/y.h5", '{"count": 3, "images_digest": "a"}')])
+    ranks.check_same_data("--data", "/x.h5", {"images_digest": "a", "count": 3})
+
+
+def test_a_rank_with_other_data_is_named_with_what_differs():
+    ranks = _Gathered([("a", "/x.h5", ""), ("node7", "/scratch/x.h5", '{"count": 3, "images_digest": "b"}')])
+    with pytest.raises(DataError) as caught:
+        ranks.check_same_data("--data", "/x.h5", {"images_digest": "a", "count": 3})
+    message = str(caught.value)
+    assert message.startswith("--data: rank 1 (host node7) read /scratch/x.h5 and rank 0 (host ")
+    assert "(images_digest)" in message and "copy it to every node again" in message
+
+
+def test_a_rank_that_resumed_elsewhere_is_told_to_share_the_runs_folder():
+    ranks = _Gathered([("a", "", ""), ("node2", "/local/run/last.pt", '{"resumed_at": null}')])
+    with pytest.raises(DataError, match=r"\(resumed_at\); every rank must go on from the run's own files") as caught:
+        ranks.check_same_data("--resume", "/shared/run/last.pt", {"resumed_at": [3, 12]}, advice=RUN_FOLDER_ADVICE)
+    assert "$IQA_RUNS" in str(caught.value)
