@@ -158,10 +158,24 @@ def run_weights(run: Path) -> RunWeights:
         status = str(state.get("status") or "pending") if isinstance(state, dict) else "pending"
         if status == "complete" and (split_dir(run, split) / BEST).is_file():
             finished[split] = split_dir(run, split) / BEST
+            _check_kept_by(finished[split], info)
         else:
             unfinished[split] = f"complete, but its {BEST} is gone" if status == "complete" else status
     cut = [split for split in splits_cut_short(info) if split in finished]
     return RunWeights(run, info, finished, unfinished, cut_short=cut)
+
+
+def _check_kept_by(best: Path, info: dict[str, Any]) -> None:
+    """A run's kept model must be its own: a file copied in from another run (of the same dataset and split,
+    so every other check passes) would be scored and reported under this run's name and configuration."""
+    ours = info.get("run_id")
+    kept_by = read_metadata(best).get("run_id") if ours else None
+    if ours and kept_by and kept_by != ours:
+        raise CheckpointError(
+            f"is the kept model of another run (run id {kept_by}; this run's is {ours}): it is no result of this "
+            "run; pass that file as --weights to score it as itself, or train this split again",
+            path=best,
+        )
 
 
 def newest_run_weights(method: str, dataset: str | None, *, with_test_part: bool = False) -> RunWeights | None:

@@ -392,6 +392,25 @@ def test_an_unfinished_run_is_no_result(trained):
         shutil.rmtree(copy)
 
 
+def test_a_kept_model_copied_in_from_another_run_is_no_result_of_this_run(trained, tmp_path):
+    """A run folder whose kept model was replaced by another run's (same dataset and split, so every other
+    check passed) was scored and reported as this run's result, exit 0."""
+    import shutil
+
+    other = tmp_path / "other-run"
+    trained_again = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--split", "0", "--out", str(other)])
+    assert trained_again.exit_code == 0, trained_again.output
+    copy = tmp_path / "tampered"
+    shutil.copytree(trained["run"], copy)
+    best = copy / "split-random_0" / "best.safetensors"
+    shutil.copyfile(other / "split-random_0" / "best.safetensors", best)
+    theirs, ours = (json.loads((run / "run.json").read_text())["run_id"] for run in (other, copy))
+    line = one_error_line(evaluate("--weights", str(copy)))
+    assert line.startswith(f"error: {best}: is the kept model of another run (run id {theirs}; this run's is {ours})")
+    assert "pass that file as --weights" in line
+    assert evaluate("--weights", str(best), "--data", "mini", "--split", "0").exit_code == 0  # as itself
+
+
 def test_cross_dataset_scores_every_image(trained):
     result = evaluate("--data", "mini", "--cross", "other", "--json")
     assert result.exit_code == 0, result.output
