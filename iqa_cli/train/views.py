@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,12 @@ def shm_dir() -> Path:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def node_key() -> str:
+    """Which node this rank runs on: torchrun's node rank (GROUP_RANK), else the host's name."""
+    group = os.environ.get("GROUP_RANK", "").strip()
+    return f"node {group}" if group else socket.gethostname()
 
 
 def local_world() -> int:
@@ -306,13 +313,22 @@ class ViewStore:
                 reason = exc.strerror or exc
                 log.warning(f"shared memory in {folder} refused the views ({reason}): each rank keeps its own copy")
                 fits = False
-        placement = dist.gather((socket.gethostname(), local_rank(), os.getpid(), bool(fits), token))
-        if not all(entry[3] for entry in placement):
+        node = node_key()
+        placement = dist.gather((node, local_rank(), os.getpid(), bool(fits), token))
+        # One leader (local rank 0) per node, or nobody shares: two nodes that look alike (hostnames repeated
+        # by containers, with no torchrun node rank) would write one node's files from two leaders. Every
+        # rank decides alike from the same placement, so the collectives below are entered by all or none.
+        leaders = Counter(key for key, local, *_ in placement if local == 0)
+        one_leader_each = all(leaders[key] == 1 for key, *_ in placement)
+        if not one_leader_each and dist.is_main:
+            log.warning(
+                f"the ranks' nodes cannot be told apart (node names {sorted(leaders)}): each rank keeps its own copy"
+            )
+        if not (one_leader_each and all(entry[3] for entry in placement)):
             for path in reserved:
                 path.unlink(missing_ok=True)
             return False
-        host = socket.gethostname()
-        leader, token = next((pid, token) for name, local, pid, _, token in placement if name == host and local == 0)
+        leader, token = next((pid, token) for key, local, pid, _, token in placement if key == node and local == 0)
         paths = paths_of(leader, token)
         try:
             if local_rank() == 0:

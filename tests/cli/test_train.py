@@ -742,3 +742,43 @@ def test_ranks_that_resume_from_other_copies_of_a_run_are_refused(cache, tmp_pat
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and all("--resume: rank 1 (host " in line for line in errors), done.stderr[-3000:]
     assert "(best_saved, resumed_at)" in errors[0] and "$IQA_RUNS" in errors[0]
+
+
+@pytest.mark.parametrize("node_rank", ["torchrun's", "none"])
+def test_two_nodes_on_one_host_each_share_their_own_views_and_leave_nothing(cache, tmp_path, node_rank):
+    """Two torchrun nodes whose hosts share a name (containers) and one shared-memory folder: the nodes were
+    told apart by host name, so node 1's leader wrote its views into node 0's files and left the files it
+    had reserved behind in /dev/shm (memory no process frees). Nodes are now told apart by torchrun's node
+    rank: each leader writes its own files, and nothing is left. Without a node rank (a launcher that sets
+    none), nodes that cannot be told apart keep a copy per rank, with a warning."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    command = [str(torchrun), "--nnodes", "2", "--nproc_per_node", "2", "--rdzv_backend", "c10d"]
+    command += ["--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes"]
+    if node_rank == "none":
+        script = tmp_path / "no_node_rank.sh"
+        script.write_text(f'#!/bin/sh\nunset GROUP_RANK\nexec {sys.executable} -m iqa_cli "$@"\n')
+        script.chmod(0o755)
+        command += ["--no-python", str(script), "train", "vtiqa"]
+    else:
+        command += ["-m", "iqa_cli", "train", "vtiqa"]
+    command += [*FAST, "--data", "mini", "--epochs", "1", "--out", str(tmp_path / "run"), "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(shm), "TMPDIR": str(tmp_path)}
+    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    nodes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [node.communicate(timeout=240) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(err[-2000:] for _, err in outputs)
+    report = json.loads(next(out for out, _ in outputs if out.strip()))  # global rank 0's node prints
+    views = report["splits"][0]["ranks"]["views"]
+    if node_rank == "none":
+        assert views == ["computed"] * 4
+        assert any("nodes cannot be told apart" in err for _, err in outputs)
+    else:
+        assert views == ["computed", "mapped", "computed", "mapped"]
+    assert list(shm.iterdir()) == []

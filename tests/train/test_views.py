@@ -187,3 +187,14 @@ def test_a_shared_view_file_is_created_never_opened_over_another_job_s(tmp_path)
     mine[1] = 7
     again = _mapped(tmp_path / "mine.u8", (2, 3, 4), "r+")
     assert (tmp_path / "mine.u8").stat().st_size == 24 and int(again[1, 0, 0]) == 7
+
+
+def test_a_node_is_known_by_torchrun_s_node_rank_before_its_host_name(monkeypatch):
+    import socket
+
+    from iqa_cli.train.views import node_key
+
+    monkeypatch.setenv("GROUP_RANK", "3")
+    assert node_key() == "node 3"
+    monkeypatch.delenv("GROUP_RANK")
+    assert node_key() == socket.gethostname()
