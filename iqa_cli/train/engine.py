@@ -445,10 +445,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _check_stop(self, stop_flag: float, started: float) -> str | None:
+    def _over_time(self, started: float) -> bool:
+        return bool(self.cfg.time_limit) and time.monotonic() - started > self.cfg.time_limit * 60
+
+    def _check_stop(self, stop_flag: float, time_flag: float, started: float) -> str | None:
+        """Why the run stops now, if it does. Under DDP both flags are all-reduced: every rank's clock
+        crosses the time limit at another step, and a rank that stopped alone would leave the others
+        waiting in the next step's collectives."""
         if stop_flag > 0:
             return self.ctx.stop.signal_name or "a signal on another rank"
-        if self.cfg.time_limit and time.monotonic() - started > self.cfg.time_limit * 60:
+        if time_flag > 0 if self.dist.active else self._over_time(started):
             return "time limit"
         return None
 
@@ -513,8 +519,8 @@ class Trainer:
         one = torch.ones((), device=self.device)
         flags = {False: torch.zeros((), device=self.device), True: torch.ones((), device=self.device)}
         readback = self.readback_steps()
-        pending = torch.zeros(3, device=self.device)
-        unread, stop_flag = 0, 0.0
+        pending = torch.zeros(4, device=self.device)
+        unread, stop_flag, time_flag = 0, 0.0, 0.0
         seeds = [batch_seed(self.cfg.seed, epoch, b, self.batches_per_epoch) for b in range(len(batches))]
         with self.store.batches(batches[self.pos.batch :], seeds[self.pos.batch :]) as it:
             for b, (indices, views) in enumerate(it, start=self.pos.batch):
@@ -536,7 +542,8 @@ class Trainer:
                 # Under DDP every rank must stop at the same step, so a signal is all-reduced with the
                 # step's statistics; a single process polls right after the step.
                 requested = self.dist.active and self.ctx.stop.requested
-                stats = torch.stack([loss.detach() * size, one * size, flags[requested]])
+                over_time = self.dist.active and self._over_time(started)
+                stats = torch.stack([loss.detach() * size, one * size, flags[requested], flags[over_time]])
                 self.dist.all_reduce(stats)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -550,7 +557,7 @@ class Trainer:
                 pending += stats
                 unread += 1
                 if unread >= readback:
-                    stop_flag = self._account(pending, epoch, b, total=len(batches), lr=lr)
+                    stop_flag, time_flag = self._account(pending, epoch, b, total=len(batches), lr=lr)
                     pending.zero_()
                     unread = 0
                 self.pos.step += 1
@@ -560,7 +567,7 @@ class Trainer:
                 polled = self.ctx.stop.after_step(self.pos.step)
                 if not self.dist.active:
                     stop_flag = 1.0 if polled else 0.0
-                reason = self._check_stop(stop_flag, started)
+                reason = self._check_stop(stop_flag, time_flag, started)
                 limit = bool(self.cfg.max_steps and self.pos.step >= self.cfg.max_steps)
                 if reason is not None or limit:
                     if unread:
@@ -581,10 +588,10 @@ class Trainer:
             return 1
         return self.cfg.log_every or READBACK_STEPS
 
-    def _account(self, stats: torch.Tensor, epoch: int, b: int, *, total: int, lr: float) -> float:
+    def _account(self, stats: torch.Tensor, epoch: int, b: int, *, total: int, lr: float) -> tuple[float, float]:
         """Read the statistics summed since the last read (the one host read of the loop): divergence
-        check, running loss, log line; returns the all-reduced stop flag (> 0: stop)."""
-        loss_sum, count, stop_flag = (float(v) for v in stats.cpu())
+        check, running loss, log line; returns the all-reduced stop and time-limit flags (> 0: stop)."""
+        loss_sum, count, stop_flag, time_flag = (float(v) for v in stats.cpu())
         if not math.isfinite(loss_sum):
             kept = self.out_dir / LAST
             keep = f"; the last good checkpoint is kept at {kept}" if kept.is_file() else ""
@@ -600,7 +607,7 @@ class Trainer:
                 f"split {self.parts.name} epoch {epoch} step {b + 1}/{total} "
                 f"loss {self.pos.loss_sum / self.pos.loss_count:.4f} lr {lr:.3g}"
             )
-        return stop_flag
+        return stop_flag, time_flag
 
     def predict(self, indices: np.ndarray, outputs: TestTimeProtocol | None = None) -> np.ndarray:
         """Test-time predictions of `indices` with the current model (`outputs`: what the recipe, or a
@@ -737,8 +744,9 @@ class Trainer:
                     elif not last_epoch:  # the step limit cut the protocol short
                         stopped_because = f"{STEP_LIMIT} ({self.cfg.max_steps})"
                     break
-                flag = torch.tensor([float(self.ctx.stop.requested)], device=self.device)
-                reason = self._check_stop(float(self.dist.all_reduce(flag).item()), started)
+                flag = torch.tensor([float(self.ctx.stop.requested), float(self._over_time(started))])
+                stop_flag, time_flag = (float(v) for v in self.dist.all_reduce(flag.to(self.device)).cpu())
+                reason = self._check_stop(stop_flag, time_flag, started)
                 if reason is not None:
                     raise self._interrupt(reason)
         finally:

@@ -782,3 +782,33 @@ def test_two_nodes_on_one_host_each_share_their_own_views_and_leave_nothing(cach
     else:
         assert views == ["computed", "mapped", "computed", "mapped"]
     assert list(shm.iterdir()) == []
+
+
+def test_a_time_limit_stops_every_rank_at_the_same_step(cache, tmp_path):
+    """Each rank timed `--time-limit` on its own clock, so the ranks crossed it at different steps: the
+    first to stop saved and waited while the others went on into the next step's collectives, and the job
+    hung until killed. The ranks now agree on the time limit as on a signal. Rank 1's clock runs 4x fast
+    here, so it crosses the limit long before rank 0."""
+    script = tmp_path / "fast_clock_on_rank_1.sh"
+    code = (
+        "import os, runpy, sys, time\n"
+        "if os.environ.get('LOCAL_RANK') == '1':\n"
+        "    real = time.monotonic\n"
+        "    base = real()\n"
+        "    time.monotonic = lambda: base + (real() - base) * 4.0\n"
+        "sys.argv = ['iqa', *sys.argv[1:]]\n"
+        "runpy.run_module('iqa_cli', run_name='__main__')\n"
+    )
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"{code}\" \"$@\"\n")
+    script.chmod(0o755)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "limited"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script), "train", "vtiqa"]
+    command += [*FAST, "--data", "mini", "--epochs", "500", "--out", str(out)]
+    command += ["--time-limit", "0.05"]  # 3 s: rank 1 is over it after 0.75 s
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert done.stderr.count("exitcode  : 124") == 2, done.stderr[-3000:]  # both ranks stopped by the limit
+    assert done.stderr.count("stopped by time limit at epoch") == 1
+    state = load_state(out / "split-random_0" / "last.pt")
+    assert state["position"]["epoch"] >= 1 or state["position"]["step"] >= 1
