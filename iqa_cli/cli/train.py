@@ -250,10 +250,10 @@ def make_train_command(method: str) -> Callable[..., None]:
         except TrainingInterrupted as exc:
             # The run folder holds run.json; a multi-step recipe's checkpoints sit deeper than split-<K>/.
             runs = [p for p in exc.checkpoint.parents if (p / "run.json").is_file()] if exc.checkpoint else []
-            root = runs[0] if runs else exc.checkpoint.parent.parent if exc.checkpoint else None
+            root = runs[0] if runs else exc.checkpoint.parent.parent if exc.checkpoint else exc.run
             hint = f"; continue with `iqa train {method} --resume --out {root}`"
             if says_stops:
-                err.print(f"{method}: {exc}" + (hint if exc.checkpoint else ""), markup=False, highlight=False)
+                err.print(f"{method}: {exc}" + (hint if root else ""), markup=False, highlight=False)
             raise typer.Exit(exc.exit_code) from None
         if report is None:  # not rank 0 of a DDP job
             return

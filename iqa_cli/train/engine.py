@@ -13,6 +13,7 @@ and stop.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -22,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, cast
@@ -77,10 +78,53 @@ class TrainingDiverged(IQAError):
 class TrainingInterrupted(Stopped):
     """A stop was requested (signal or time limit); a resumable state was saved."""
 
-    def __init__(self, reason: str, epoch: int, step: int, checkpoint: Path | None, exit_code: int) -> None:
+    def __init__(
+        self,
+        reason: str,
+        epoch: int,
+        step: int,
+        checkpoint: Path | None,
+        exit_code: int,
+        *,
+        run: Path | None = None,
+        before_split: str | None = None,
+        splits_done: int = 0,
+    ) -> None:
         self.reason, self.epoch, self.step, self.checkpoint, self.exit_code = reason, epoch, step, checkpoint, exit_code
+        self.run = run  # the run folder, where no checkpoint names it (a stop between splits)
+        if before_split is not None:
+            done = f" (the {splits_done} split(s) before it are done)" if splits_done else ""
+            super().__init__(f"stopped by {reason} before split {before_split} began{done}")
+            return
         where = f"; resumable state saved to {checkpoint}" if checkpoint else ""
         super().__init__(f"stopped by {reason} at epoch {epoch} step {step}{where}")
+
+
+# `--time-limit` counts from the start of the outermost training call of a command (every split of a run,
+# every run of a sweep, every AL-IQA round), not from each split's start: a job sized by it stops in time.
+_TIME_LIMIT_START: list[float] = []
+
+
+@contextlib.contextmanager
+def time_limit_clock() -> Iterator[None]:
+    """Start the `--time-limit` clock unless an outer call has started it."""
+    outermost = not _TIME_LIMIT_START
+    if outermost:
+        _TIME_LIMIT_START.append(time.monotonic())
+    try:
+        yield
+    finally:
+        if outermost:
+            _TIME_LIMIT_START.clear()
+
+
+def time_limit_start() -> float:
+    """When the `--time-limit` clock started (now, where no training call started it)."""
+    return _TIME_LIMIT_START[0] if _TIME_LIMIT_START else time.monotonic()
+
+
+def over_time_limit(minutes: float) -> bool:
+    return bool(minutes) and time.monotonic() - time_limit_start() > minutes * 60
 
 
 class StopRequest:
@@ -718,7 +762,7 @@ class Trainer:
         self._setup(resume)
         if self.evaluate_before_training and self.pos.epoch == 0 and self.best_state is None:
             self._keep_start_weights()
-        started = time.monotonic()
+        started = time_limit_start()
         stopped_because = "epoch cap"
         run_label = f"{self.recipe.name} split {self.parts.name}: epochs"
         overall(self.ctx.progress, run_label, self.params.epochs, self.pos.epoch)

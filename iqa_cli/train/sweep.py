@@ -31,6 +31,7 @@ from iqa_cli.textlist import comma_list
 from iqa_cli.train.choices import choices_change, choices_on, run_choices
 from iqa_cli.train.config import EngineConfig, write_json
 from iqa_cli.train.distributed import env_world, init_distributed, resolve_device
+from iqa_cli.train.engine import time_limit_clock
 from iqa_cli.train.metrics import is_measured, logistic_fallbacks
 from iqa_cli.train.recipes import get_recipe
 from iqa_cli.train.runs import RESULT_FILE, cut_by_step_limit, read_run, run_root
@@ -184,7 +185,8 @@ def run_sweep(
             get_recipe(options.method), tiny=options.tiny, config_file=options.config_file, overrides=options.overrides
         )
         group = init_distributed(resolve_device(resolved.engine.device, local))
-    rows = _train_jobs(options, field, repeats, plan, progress)
+    with time_limit_clock():  # `--time-limit` covers the whole sweep, not each of its runs
+        rows = _train_jobs(options, field, repeats, plan, progress)
     if group is not None:
         group.barrier()  # every rank is done before the group goes
         group.shutdown()

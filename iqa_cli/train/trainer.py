@@ -59,7 +59,15 @@ from iqa_cli.train.data import (
     view_sides,
 )
 from iqa_cli.train.distributed import RUN_FOLDER_ADVICE, DistContext, init_distributed, resolve_device
-from iqa_cli.train.engine import FitContext, StopRequest, TrainingDiverged, TrainingInterrupted, fit_split
+from iqa_cli.train.engine import (
+    FitContext,
+    StopRequest,
+    TrainingDiverged,
+    TrainingInterrupted,
+    fit_split,
+    over_time_limit,
+    time_limit_clock,
+)
 from iqa_cli.train.labels import check_label_scale
 from iqa_cli.train.metrics import load_metric_libraries, summary_metrics, unmeasured_summary_problem
 from iqa_cli.train.recipes import get_recipe
@@ -404,6 +412,11 @@ def _resume_root(recipe: Recipe[Any], options: TrainOptions) -> Path:
 
 def train(options: TrainOptions, progress: Progress | None = None) -> dict[str, Any] | None:
     """Train `options.method`; returns the summary also written to `results.json` (None on DDP ranks > 0)."""
+    with time_limit_clock():  # `--time-limit` covers every split (and, in a sweep, every run)
+        return _train(options, progress)
+
+
+def _train(options: TrainOptions, progress: Progress | None) -> dict[str, Any] | None:
     recipe = get_recipe(options.method)
     load_metric_libraries()
     if options.resume:
@@ -869,6 +882,13 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             if state.get("status") == "complete":
                 results[split] = state["result"]
                 continue
+            # The time limit may run out between splits; every rank decides alike (clocks differ by rank).
+            if any(dist.gather(over_time_limit(engine.time_limit))):
+                info["status"] = "interrupted"
+                _save_info(root, info, dist)
+                raise TrainingInterrupted(
+                    "time limit", 0, 0, None, 124, run=root, before_split=split, splits_done=len(results)
+                )
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
             )

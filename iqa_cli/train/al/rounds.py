@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -59,7 +58,6 @@ FINE_TUNE = "fine-tune"
 # (stage, prompt context length, start weights) -> the recipe of one training step (the AL-IQA recipe's
 # `for_step`; passed in, so the rounds do not import the recipe that runs them)
 StepRecipe = Callable[[str, int, "Path | None"], Recipe[ALIQAParams]]
-MIN_MINUTES = 1e-6  # a round started after the time limit still saves a resumable state at its first step
 
 
 def round_dir(out_dir: Path, index: int) -> Path:
@@ -231,7 +229,6 @@ def _train_step(
     n_ctx: int,
     init_from: Path | None,
     resume: bool,
-    started: float,
     label: str,
     step_recipe: StepRecipe,
 ) -> FitResult:
@@ -241,9 +238,9 @@ def _train_step(
     params, cfg = ctx.params, ctx.cfg
     if stage == "fine-tune":
         params = dataclasses.replace(params, batch_size=params.ft_batch_size)
+    # `--time-limit` counts from the command's start (`time_limit_clock`), so each round stops in time as it is;
+    # a round begun after the limit still saves a resumable state at its first step.
     changes: dict[str, Any] = {"eval_every": params.eval_period}
-    if cfg.time_limit:
-        changes["time_limit"] = max(cfg.time_limit - (time.monotonic() - started) / 60.0, MIN_MINUTES)
     step_ctx = dataclasses.replace(
         ctx,
         recipe=step_recipe(stage, n_ctx, init_from),
@@ -295,7 +292,6 @@ def fit_rounds(
             f"aliqa evaluates every --eval-period epochs (protocol 5, here {params.eval_period}); "
             "set that instead of --eval-every"
         )
-    started = time.monotonic()
     if ctx.dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     pool = np.sort(np.asarray(parts.train, dtype=np.int64))
@@ -367,7 +363,6 @@ def fit_rounds(
             n_ctx=n_ctx,
             init_from=None,
             resume=resume,
-            started=started,
             label=label,
         )
         summaries.append(_round_summary(label, int(labelled.size), result))
@@ -385,7 +380,6 @@ def fit_rounds(
             n_ctx=params.round_n_ctx[-1],
             init_from=previous,
             resume=resume,
-            started=started,
             label="fine-tune",
         )
         summaries.append(_round_summary("fine-tune", int(labelled.size), result))
