@@ -104,7 +104,11 @@ class EngineConfig:
     )
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimiser steps (0 = no limit)"})
     time_limit: float = field(
-        default=0.0, metadata={"help": "minutes of training after which the run stops as if preempted (0 = none)"}
+        default=0.0,
+        metadata={
+            "help": "minutes from the command's start (covering every split, and every run of a sweep) after which "
+            "the run stops as if preempted (0 = none)"
+        },
     )
     log_every: int = field(
         default=0, metadata={"help": "also a progress line every N steps (0: one line per epoch only)"}
