@@ -123,8 +123,10 @@ def time_limit_start() -> float:
     return _TIME_LIMIT_START[0] if _TIME_LIMIT_START else time.monotonic()
 
 
-def over_time_limit(minutes: float) -> bool:
-    return bool(minutes) and time.monotonic() - time_limit_start() > minutes * 60
+def over_time_limit(minutes: float, started: float | None = None) -> bool:
+    """Whether `minutes` (0: no limit) have passed since `started` (default: the clock's start)."""
+    since = time_limit_start() if started is None else started
+    return bool(minutes) and time.monotonic() - since > minutes * 60
 
 
 class StopRequest:
@@ -489,16 +491,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _over_time(self, started: float) -> bool:
-        return bool(self.cfg.time_limit) and time.monotonic() - started > self.cfg.time_limit * 60
-
     def _check_stop(self, stop_flag: float, time_flag: float, started: float) -> str | None:
         """Why the run stops now, if it does. Under DDP both flags are all-reduced: every rank's clock
         crosses the time limit at another step, and a rank that stopped alone would leave the others
         waiting in the next step's collectives."""
         if stop_flag > 0:
             return self.ctx.stop.signal_name or "a signal on another rank"
-        if time_flag > 0 if self.dist.active else self._over_time(started):
+        if time_flag > 0 if self.dist.active else over_time_limit(self.cfg.time_limit, started):
             return "time limit"
         return None
 
@@ -586,7 +585,7 @@ class Trainer:
                 # Under DDP every rank must stop at the same step, so a signal is all-reduced with the
                 # step's statistics; a single process polls right after the step.
                 requested = self.dist.active and self.ctx.stop.requested
-                over_time = self.dist.active and self._over_time(started)
+                over_time = self.dist.active and over_time_limit(self.cfg.time_limit, started)
                 stats = torch.stack([loss.detach() * size, one * size, flags[requested], flags[over_time]])
                 self.dist.all_reduce(stats)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -788,7 +787,8 @@ class Trainer:
                     elif not last_epoch:  # the step limit cut the protocol short
                         stopped_because = f"{STEP_LIMIT} ({self.cfg.max_steps})"
                     break
-                flag = torch.tensor([float(self.ctx.stop.requested), float(self._over_time(started))])
+                over_time = over_time_limit(self.cfg.time_limit, started)
+                flag = torch.tensor([float(self.ctx.stop.requested), float(over_time)])
                 stop_flag, time_flag = (float(v) for v in self.dist.all_reduce(flag.to(self.device)).cpu())
                 reason = self._check_stop(stop_flag, time_flag, started)
                 if reason is not None:
