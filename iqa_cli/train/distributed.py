@@ -29,6 +29,12 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
         preference = "cuda" if torch.cuda.is_available() else "cpu"
         if preference == "cpu":
             return _cpu()
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if preference.startswith("cuda:") and ranks_here > 1:
+        raise ConfigError(
+            f"--device {preference}: the {ranks_here} ranks of this node would all run on that one GPU; give "
+            "--device cuda (or auto): each rank takes the GPU of its LOCAL_RANK (choose them with CUDA_VISIBLE_DEVICES)"
+        )
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {preference}: no CUDA device is available (use --device cpu or auto)")
     if preference == "cuda":

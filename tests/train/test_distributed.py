@@ -42,3 +42,14 @@ def test_a_rank_that_resumed_elsewhere_is_told_to_share_the_runs_folder():
     with pytest.raises(DataError, match=r"\(resumed_at\); every rank must go on from the run's own files") as caught:
         ranks.check_same_data("--resume", "/shared/run/last.pt", {"resumed_at": [3, 12]}, advice=RUN_FOLDER_ADVICE)
     assert "$IQA_RUNS" in str(caught.value)
+
+
+def test_one_gpu_named_for_several_ranks_of_a_node_is_refused(monkeypatch):
+    """`--device cuda:1` under `torchrun --nproc_per_node 4` put every rank on one GPU, which NCCL refuses
+    later with "Duplicate GPU detected" (or which shares one GPU four ways)."""
+    from iqa_cli.errors import ConfigError
+    from iqa_cli.train.distributed import resolve_device
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"--device cuda:1: the 4 ranks of this node would all run on that one GPU"):
+        resolve_device("cuda:1", local_rank=2)
