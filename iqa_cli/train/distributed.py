@@ -38,7 +38,13 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {preference}: no CUDA device is available (use --device cpu or auto)")
     if preference == "cuda":
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
+        count = torch.cuda.device_count()
+        if ranks_here > count:  # ranks would share GPUs: NCCL refuses it mid-start ("Duplicate GPU detected")
+            raise ConfigError(
+                f"--device {preference}: {ranks_here} ranks on this node but {count} visible GPU(s); start at most "
+                f"{count} per node (torchrun --nproc_per_node {count})"
+            )
+        return torch.device("cuda", local_rank)
     index = int(preference.split(":", 1)[1])
     if index >= torch.cuda.device_count():
         raise ConfigError(f"--device {preference}: only {torch.cuda.device_count()} CUDA device(s) present")

@@ -53,3 +53,20 @@ def test_one_gpu_named_for_several_ranks_of_a_node_is_refused(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match=r"--device cuda:1: the 4 ranks of this node would all run on that one GPU"):
         resolve_device("cuda:1", local_rank=2)
+
+
+def test_more_ranks_on_a_node_than_gpus_is_refused(monkeypatch):
+    """`torchrun --nproc_per_node 4` on a node with 2 visible GPUs gave ranks 2 and 3 the GPUs of ranks 0 and
+    1 (LOCAL_RANK modulo the count), which NCCL refuses mid-start."""
+    import torch
+
+    from iqa_cli.errors import ConfigError
+    from iqa_cli.train.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"4 ranks on this node but 2 visible GPU\(s\); start at most 2 per node"):
+        resolve_device("auto", local_rank=3)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
