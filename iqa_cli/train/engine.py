@@ -100,6 +100,11 @@ class TrainingInterrupted(Stopped):
         super().__init__(f"stopped by {reason} at epoch {epoch} step {step}{where}")
 
 
+def stop_exit_code(reason: str) -> int:
+    """The exit code of a stop: 124 for the time limit, else 128 + the signal's number."""
+    return 124 if reason == "time limit" else 128 + int(getattr(signal, reason, signal.SIGTERM))
+
+
 # `--time-limit` counts from the start of the outermost training call of a command (every split of a run,
 # every run of a sweep, every AL-IQA round), not from each split's start: a job sized by it stops in time.
 _TIME_LIMIT_START: list[float] = []
@@ -520,8 +525,7 @@ class Trainer:
         path = self._save_last()
         self._write_log({"epoch": self.pos.epoch, "split": self.parts.name, "event": f"stopped by {reason}"})
         self._write_curves()
-        code = 124 if reason == "time limit" else 128 + getattr(signal, reason, signal.SIGTERM)
-        return TrainingInterrupted(reason, self.pos.epoch, self.pos.step, path, int(code))
+        return TrainingInterrupted(reason, self.pos.epoch, self.pos.step, path, stop_exit_code(reason))
 
     def _train_epoch(self, epoch: int, started: float) -> bool:
         """Runs the rest of this epoch; True when the step limit was reached."""

@@ -66,6 +66,7 @@ from iqa_cli.train.engine import (
     TrainingInterrupted,
     fit_split,
     over_time_limit,
+    stop_exit_code,
     time_limit_clock,
 )
 from iqa_cli.train.labels import check_label_scale
@@ -882,12 +883,17 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             if state.get("status") == "complete":
                 results[split] = state["result"]
                 continue
-            # The time limit may run out between splits; every rank decides alike (clocks differ by rank).
-            if any(dist.gather(over_time_limit(engine.time_limit))):
+            # A stop asked for, or a time limit run out, between splits ends the run before the next split's
+            # setup (its views alone can take minutes); every rank decides alike (clocks differ by rank).
+            asked = dist.gather((stop.signal_name, over_time_limit(engine.time_limit)))
+            reason = next((name for name, _ in asked if name), None) or (
+                "time limit" if any(o for _, o in asked) else None
+            )
+            if reason is not None:
                 info["status"] = "interrupted"
                 _save_info(root, info, dist)
                 raise TrainingInterrupted(
-                    "time limit", 0, 0, None, 124, run=root, before_split=split, splits_done=len(results)
+                    reason, 0, 0, None, stop_exit_code(reason), run=root, before_split=split, splits_done=len(results)
                 )
             parts = make_parts(
                 dataset, split, select_on=engine.select_on, val_fraction=engine.val_fraction, seed=engine.seed
