@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,6 +458,13 @@ def _train(options: TrainOptions, progress: Progress | None) -> dict[str, Any] |
     given_folder = False
     try:
         if dist.active:  # every rank opened its data itself: one dataset (and one run) on every rank
+            dist.check_same_data(
+                "the installation",
+                sys.executable,
+                software_versions(),
+                advice="every rank must run the same iqa and libraries (one environment or container image on "
+                "every node)",
+            )
             if info is not None and root is not None:
                 identity = {"run_id": info.get("run_id"), "created": info.get("created")}
                 dist.check_same_data("--resume", root, identity, advice=RUN_FOLDER_ADVICE)
@@ -569,6 +577,27 @@ def _trained_anything(root: Path) -> bool:
     return any(root.glob("split-*/log.jsonl")) or any(root.glob("split-*/last.pt")) or any(root.glob("split-*/*/"))
 
 
+def software_versions() -> dict[str, str | None]:
+    """The versions that decide a run's numbers: iqa, Python and the libraries that compute them."""
+    import platform
+
+    import PIL
+    import timm
+    import torch
+
+    from iqa_cli.version import __version__
+
+    return {
+        "iqa": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "cuda": torch.version.cuda,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
 def reproduction_record(device: Any) -> dict[str, Any]:
     """What reproducing a run needs beyond its configuration: versions, code, command, machine."""
     import platform
@@ -576,18 +605,11 @@ def reproduction_record(device: Any) -> dict[str, Any]:
     import subprocess
     import sys
 
-    import timm
     import torch
-
-    from iqa_cli.version import __version__
 
     on_gpu = getattr(device, "type", "") == "cuda" and torch.cuda.is_available()
     versions = {
-        "iqa": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "cuda": torch.version.cuda,
+        **software_versions(),
         # Asked on a GPU run only: it loads cuDNN (0.12 GiB of address space), which aborts the process
         # under a virtual memory limit (`ulimit -v`) on a CPU run that never uses it.
         "cudnn": torch.backends.cudnn.version() if on_gpu and torch.backends.cudnn.is_available() else None,

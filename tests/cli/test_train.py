@@ -883,3 +883,31 @@ def test_a_time_limit_covers_every_run_of_a_sweep(cache, tmp_path, monkeypatch):
     again = train(*args, "--json")
     assert again.exit_code == 0, again.output
     assert [row["value"] for row in json.loads(again.stdout)["runs"]] == ["0.002", "0.003"]
+
+
+def test_ranks_that_run_other_versions_of_iqa_are_refused(cache, tmp_path):
+    """Nodes that each pulled their own environment (or container image) ran other code on each rank: other
+    views, other defaults, one job's numbers from two programs. The ranks now compare the versions that
+    decide the numbers before any work."""
+    script = tmp_path / "older_iqa_on_rank_1.sh"
+    code = (
+        "import os, runpy, sys\n"
+        "if os.environ.get('LOCAL_RANK') == '1':\n"
+        "    import iqa_cli.version\n"
+        "    iqa_cli.version.__version__ = '0.0.1'\n"
+        "sys.argv = ['iqa', *sys.argv[1:]]\n"
+        "runpy.run_module('iqa_cli', run_name='__main__')\n"
+    )
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"{code}\" \"$@\"\n")
+    script.chmod(0o755)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "mixed"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script), "train", "vtiqa"]
+    command += [*FAST, "--data", "mini", "--epochs", "1", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors and all("the installation: rank 1 (host " in line for line in errors), done.stderr[-3000:]
+    assert "(iqa); every rank must run the same iqa and libraries" in errors[0]
+    assert not out.exists()
