@@ -685,16 +685,32 @@ def test_views_upscaled_from_a_cache_prepared_smaller_are_said(tmp_path, _isolat
     assert trained.exit_code == 0 and "upscaled" not in trained.stderr, trained.output
 
 
-def _per_rank_homes(tmp_path: Path, homes: list[Path]) -> Path:
-    """A launcher script for `torchrun --no-python` giving each local rank its own $IQA_HOME, as the nodes
-    of a multi-node job that each resolve dataset names through their own (local) home."""
-    script = tmp_path / "per_rank_home.sh"
-    cases = "".join(f"  {rank}) export IQA_HOME={home} ;;\n" for rank, home in enumerate(homes))
-    script.write_text(
-        f'#!/bin/sh\ncase "$LOCAL_RANK" in\n{cases}esac\nexec {sys.executable} -m iqa_cli "$@"\n', encoding="utf-8"
-    )
+def _launcher(tmp_path: Path, *, shell: str = "", on_rank_1: str = "") -> Path:
+    """A program for `torchrun --no-python` that runs iqa after the shell lines `shell` (e.g. an environment
+    per rank: the nodes of a multi-node job, each with its own files) and, on local rank 1 only, the Python
+    lines `on_rank_1` (e.g. a clock or a version of its own)."""
+    code = "import os, runpy, sys\n"
+    if on_rank_1:
+        indented = "".join(f"    {line}\n" for line in on_rank_1.splitlines())
+        code += f"if os.environ.get('LOCAL_RANK') == '1':\n{indented}"
+    code += "sys.argv = ['iqa', *sys.argv[1:]]\nrunpy.run_module('iqa_cli', run_name='__main__')\n"
+    script = tmp_path / "launcher.sh"
+    script.write_text(f'#!/bin/sh\n{shell}\nexec {sys.executable} -c "{code}" "$@"\n', encoding="utf-8")
     script.chmod(0o755)
     return script
+
+
+def _two_ranks(tmp_path: Path, launcher: Path | None, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`iqa ARGS` as a 2-rank gloo torchrun job on this host (through `launcher` where given)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2"]
+    command += ["--no-python", str(launcher)] if launcher else ["-m", "iqa_cli"]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path), **env}
+    return subprocess.run([*command, *args], env=full_env, capture_output=True, text=True, timeout=150)
+
+
+def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
 def test_ranks_that_open_other_copies_of_a_dataset_are_refused(cache, tmp_path):
@@ -703,16 +719,12 @@ def test_ranks_that_open_other_copies_of_a_dataset_are_refused(cache, tmp_path):
     gave rank 1 rank 0's pixels beside its own labels, exit 0. Every rank now compares what it opened."""
     other_home = tmp_path / "node1"
     make_cache("mini", tmp_path / "mini_other", other_home / "data" / "mini.h5", seed=1)
-    script = _per_rank_homes(tmp_path, [data_dir().parent, other_home])
-    torchrun = Path(sys.executable).with_name("torchrun")
+    homes = f'case "$LOCAL_RANK" in 0) export IQA_HOME={data_dir().parent} ;; 1) export IQA_HOME={other_home} ;; esac'
     out = tmp_path / "ddp"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script), "train", "vtiqa"]
-    command += [*FAST, "--data", "mini", "--epochs", "1", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
-    env["IQA_RUNS"] = str(tmp_path / "runs")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    args = ["train", "vtiqa", *FAST, "--data", "mini", "--epochs", "1", "--out", str(out)]
+    done = _two_ranks(tmp_path, _launcher(tmp_path, shell=homes), *args, IQA_RUNS=str(tmp_path / "runs"))
     assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(done)
     assert errors and all("--data: rank 1 (host " in line for line in errors), done.stderr[-3000:]
     assert str(other_home / "data" / "mini.h5") in errors[0] and "images_digest" in errors[0]
     assert "copy it to every node again" in errors[0]
@@ -723,25 +735,16 @@ def test_ranks_that_resume_from_other_copies_of_a_run_are_refused(cache, tmp_pat
     """Nodes whose runs folders are their own (`$IQA_RUNS` on local disk): rank 0 resumed at step 4 while
     rank 1, without that `last.pt`, started the split afresh, and the job hung in its first collective.
     The ranks now compare where they resume from, and every rank says why."""
-    torchrun = Path(sys.executable).with_name("torchrun")
     runs = [tmp_path / "runs0", tmp_path / "runs1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "train", "vtiqa", *FAST]
-    command += ["--data", "mini", "--epochs", "2", "--out", str(runs[0] / "run")]
-    stopped = subprocess.run(
-        command, env=env | {"IQA_DEBUG_SIGNAL_AT_STEP": "2"}, capture_output=True, text=True, timeout=180
-    )
+    args = ["train", "vtiqa", *FAST, "--data", "mini", "--epochs", "2", "--out", str(runs[0] / "run")]
+    stopped = _two_ranks(tmp_path, None, *args, IQA_DEBUG_SIGNAL_AT_STEP="2")
     assert stopped.returncode != 0 and (runs[0] / "run" / "split-random_0" / "last.pt").is_file()
     shutil.copytree(runs[0], runs[1])
     (runs[1] / "run" / "split-random_0" / "last.pt").unlink()  # node 1's copy, taken before the save
-    script = tmp_path / "per_rank_runs.sh"
-    script.write_text(f'#!/bin/sh\nexport IQA_RUNS={tmp_path}/runs$LOCAL_RANK\nexec {sys.executable} -m iqa_cli "$@"\n')
-    script.chmod(0o755)
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script)]
-    command += ["train", "vtiqa", "--resume", "--name", "run"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    launcher = _launcher(tmp_path, shell=f"export IQA_RUNS={tmp_path}/runs$LOCAL_RANK")
+    done = _two_ranks(tmp_path, launcher, "train", "vtiqa", "--resume", "--name", "run")
     assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(done)
     assert len(errors) == 2 and all("--resume: rank 1 (host " in line for line in errors), done.stderr[-3000:]
     assert "(best_saved, resumed_at)" in errors[0] and "$IQA_RUNS" in errors[0]
 
@@ -764,10 +767,7 @@ def test_two_nodes_on_one_host_each_share_their_own_views_and_leave_nothing(cach
     command = [str(torchrun), "--nnodes", "2", "--nproc_per_node", "2", "--rdzv_backend", "c10d"]
     command += ["--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-nodes"]
     if node_rank == "none":
-        script = tmp_path / "no_node_rank.sh"
-        script.write_text(f'#!/bin/sh\nunset GROUP_RANK\nexec {sys.executable} -m iqa_cli "$@"\n')
-        script.chmod(0o755)
-        command += ["--no-python", str(script), "train", "vtiqa"]
+        command += ["--no-python", str(_launcher(tmp_path, shell="unset GROUP_RANK")), "train", "vtiqa"]
     else:
         command += ["-m", "iqa_cli", "train", "vtiqa"]
     command += [*FAST, "--data", "mini", "--epochs", "1", "--out", str(tmp_path / "run"), "--json"]
@@ -791,25 +791,11 @@ def test_a_time_limit_stops_every_rank_at_the_same_step(cache, tmp_path):
     first to stop saved and waited while the others went on into the next step's collectives, and the job
     hung until killed. The ranks now agree on the time limit as on a signal. Rank 1's clock runs 4x fast
     here, so it crosses the limit long before rank 0."""
-    script = tmp_path / "fast_clock_on_rank_1.sh"
-    code = (
-        "import os, runpy, sys, time\n"
-        "if os.environ.get('LOCAL_RANK') == '1':\n"
-        "    real = time.monotonic\n"
-        "    base = real()\n"
-        "    time.monotonic = lambda: base + (real() - base) * 4.0\n"
-        "sys.argv = ['iqa', *sys.argv[1:]]\n"
-        "runpy.run_module('iqa_cli', run_name='__main__')\n"
-    )
-    script.write_text(f'#!/bin/sh\nexec {sys.executable} -c "{code}" "$@"\n')
-    script.chmod(0o755)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    out = tmp_path / "limited"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script), "train", "vtiqa"]
-    command += [*FAST, "--data", "mini", "--epochs", "500", "--out", str(out)]
-    command += ["--time-limit", "0.1"]  # 6 s: rank 1 is over it after 1.5 s
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    fast_clock = "import time\nreal, base = time.monotonic, time.monotonic()\n"
+    fast_clock += "time.monotonic = lambda: base + (real() - base) * 4.0"
+    args = ["train", "vtiqa", *FAST, "--data", "mini", "--epochs", "500", "--out", str(tmp_path / "limited")]
+    args += ["--time-limit", "0.1"]  # 6 s: rank 1 is over it after 1.5 s
+    done = _two_ranks(tmp_path, _launcher(tmp_path, on_rank_1=fast_clock), *args)
     assert done.stderr.count("exitcode  : 124") == 2, done.stderr[-3000:]  # both ranks stopped by the limit
     # Mostly mid-training; on a machine slow enough that rank 1's clock runs out during the setup, both
     # ranks stop before the split instead: either way together, and said once.
@@ -889,25 +875,12 @@ def test_ranks_that_run_other_versions_of_iqa_are_refused(cache, tmp_path):
     """Nodes that each pulled their own environment (or container image) ran other code on each rank: other
     views, other defaults, one job's numbers from two programs. The ranks now compare the versions that
     decide the numbers before any work."""
-    script = tmp_path / "older_iqa_on_rank_1.sh"
-    code = (
-        "import os, runpy, sys\n"
-        "if os.environ.get('LOCAL_RANK') == '1':\n"
-        "    import iqa_cli.version\n"
-        "    iqa_cli.version.__version__ = '0.0.1'\n"
-        "sys.argv = ['iqa', *sys.argv[1:]]\n"
-        "runpy.run_module('iqa_cli', run_name='__main__')\n"
-    )
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"{code}\" \"$@\"\n")
-    script.chmod(0o755)
-    torchrun = Path(sys.executable).with_name("torchrun")
+    older = "import iqa_cli.version\niqa_cli.version.__version__ = '0.0.1'"
     out = tmp_path / "mixed"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", str(script), "train", "vtiqa"]
-    command += [*FAST, "--data", "mini", "--epochs", "1", "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    args = ["train", "vtiqa", *FAST, "--data", "mini", "--epochs", "1", "--out", str(out)]
+    done = _two_ranks(tmp_path, _launcher(tmp_path, on_rank_1=older), *args)
     assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    errors = _error_lines(done)
     assert errors and all("the installation: rank 1 (host " in line for line in errors), done.stderr[-3000:]
     assert "(iqa); every rank must run the same iqa and libraries" in errors[0]
     assert not out.exists()
