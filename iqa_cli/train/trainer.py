@@ -896,6 +896,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
         train_labels=label_map,
         tell=dist.is_main,
     )
+    trained_here = False  # whether this command has trained a split to its end
     with StopRequest.for_this_process() as stop, contextlib.ExitStack() as closing:
         for item in watched:
             closing.callback(item.close)
@@ -906,8 +907,10 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
                 results[split] = state["result"]
                 continue
             # A stop asked for, or a time limit run out, between splits ends the run before the next split's
-            # setup (its views alone can take minutes); every rank decides alike (clocks differ by rank).
-            asked = dist.gather((stop.signal_name, over_time_limit(engine.time_limit)))
+            # setup (its views alone can take minutes); every rank decides alike (clocks differ by rank). The
+            # limit stops no split before this command has trained one: a job whose setup outlasts its limit
+            # still makes progress each time it is requeued.
+            asked = dist.gather((stop.signal_name, trained_here and over_time_limit(engine.time_limit)))
             reason = next((name for name, _ in asked if name), None) or (
                 "time limit" if any(o for _, o in asked) else None
             )
@@ -953,6 +956,7 @@ def _train_splits(run: TrainingRun, *, resume: bool) -> dict[str, Any] | None:
             _save_info(root, info, dist)
             try:
                 result = fit_split(ctx, parts, out_dir, resume=resume and started_before)
+                trained_here = True
             except TrainingInterrupted:
                 state["status"] = "interrupted"
                 info["status"] = "interrupted"

@@ -839,10 +839,9 @@ def test_a_time_limit_that_runs_out_between_splits_stops_before_the_next(cache, 
     there, resumable, and says which split is next."""
     import iqa_cli.train.trainer as trainer
 
-    answers = iter([False, True])  # over the limit once split random_0 is done
     out = tmp_path / "run"
-    with monkeypatch.context() as patched:
-        patched.setattr(trainer, "over_time_limit", lambda minutes: minutes > 0 and next(answers))
+    with monkeypatch.context() as patched:  # over the limit from the start: split random_0 trains all the same
+        patched.setattr(trainer, "over_time_limit", lambda minutes: minutes > 0)
         result = train("--data", "mini", "--split", "all", "--epochs", "1", "--time-limit", "60", "--out", str(out))
     assert result.exit_code == 124, result.output
     assert "stopped by time limit before split random_1 began (the 1 split(s) before it are done)" in result.output
@@ -884,3 +883,14 @@ def test_ranks_that_run_other_versions_of_iqa_are_refused(cache, tmp_path):
     assert errors and all("the installation: rank 1 (host " in line for line in errors), done.stderr[-3000:]
     assert "(iqa); every rank must run the same iqa and libraries" in errors[0]
     assert not out.exists()
+
+
+def test_a_job_whose_setup_outlasts_its_time_limit_still_makes_progress(cache, tmp_path):
+    """The limit counts from the command's start, so a requeued job whose setup (views, dataset) outlasts it
+    would stop before its first step every time and never get further. Each command trains at least one
+    step before the limit stops it, and each resume (which keeps the limit) goes on from there."""
+    out = tmp_path / "run"
+    first = train("--data", "mini", "--split", "all", "--epochs", "2", "--time-limit", "0.00001", "--out", str(out))
+    assert first.exit_code == 124 and "stopped by time limit at epoch 0 step 1;" in first.output, first.output
+    again = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out)])
+    assert again.exit_code == 124 and "stopped by time limit at epoch 0 step 2;" in again.output, again.output
