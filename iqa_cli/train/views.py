@@ -321,9 +321,8 @@ class ViewStore:
         leaders = Counter(key for key, local, *_ in placement if local == 0)
         one_leader_each = all(leaders[key] == 1 for key, *_ in placement)
         if not one_leader_each and dist.is_main:
-            log.warning(
-                f"the ranks' nodes cannot be told apart (node names {sorted(leaders)}): each rank keeps its own copy"
-            )
+            names = ", ".join(sorted(leaders))
+            log.warning(f"the ranks' nodes cannot be told apart (nodes named {names}): each rank keeps its own copy")
         if not (one_leader_each and all(entry[3] for entry in placement)):
             for path in reserved:
                 path.unlink(missing_ok=True)
