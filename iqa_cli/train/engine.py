@@ -123,15 +123,10 @@ def time_limit_clock() -> Iterator[None]:
             _TIME_LIMIT_START.clear()
 
 
-def time_limit_start() -> float:
-    """When the `--time-limit` clock started (now, where no training call started it)."""
-    return _TIME_LIMIT_START[0] if _TIME_LIMIT_START else time.monotonic()
-
-
-def over_time_limit(minutes: float, started: float | None = None) -> bool:
-    """Whether `minutes` (0: no limit) have passed since `started` (default: the clock's start)."""
-    since = time_limit_start() if started is None else started
-    return bool(minutes) and time.monotonic() - since > minutes * 60
+def over_time_limit(minutes: float) -> bool:
+    """Whether `minutes` (0: no limit) have passed since the `--time-limit` clock started (never, where no
+    training call started it)."""
+    return bool(minutes and _TIME_LIMIT_START) and time.monotonic() - _TIME_LIMIT_START[0] > minutes * 60
 
 
 class StopRequest:
@@ -496,13 +491,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _check_stop(self, stop_flag: float, time_flag: float, started: float) -> str | None:
+    def _check_stop(self, stop_flag: float, time_flag: float) -> str | None:
         """Why the run stops now, if it does. Under DDP both flags are all-reduced: every rank's clock
         crosses the time limit at another step, and a rank that stopped alone would leave the others
         waiting in the next step's collectives."""
         if stop_flag > 0:
             return self.ctx.stop.signal_name or "a signal on another rank"
-        if time_flag > 0 if self.dist.active else over_time_limit(self.cfg.time_limit, started):
+        over_time = time_flag > 0 if self.dist.active else over_time_limit(self.cfg.time_limit)
+        if over_time:
             return "time limit"
         return None
 
@@ -527,7 +523,7 @@ class Trainer:
         self._write_curves()
         return TrainingInterrupted(reason, self.pos.epoch, self.pos.step, path, stop_exit_code(reason))
 
-    def _train_epoch(self, epoch: int, started: float) -> bool:
+    def _train_epoch(self, epoch: int) -> bool:
         """Runs the rest of this epoch; True when the step limit was reached."""
         self.recipe.configure_epoch(self.model, epoch, self.params)
         module = self._train_module()
@@ -589,7 +585,7 @@ class Trainer:
                 # Under DDP every rank must stop at the same step, so a signal is all-reduced with the
                 # step's statistics; a single process polls right after the step.
                 requested = self.dist.active and self.ctx.stop.requested
-                over_time = self.dist.active and over_time_limit(self.cfg.time_limit, started)
+                over_time = self.dist.active and over_time_limit(self.cfg.time_limit)
                 stats = torch.stack([loss.detach() * size, one * size, flags[requested], flags[over_time]])
                 self.dist.all_reduce(stats)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -614,7 +610,7 @@ class Trainer:
                 polled = self.ctx.stop.after_step(self.pos.step)
                 if not self.dist.active:
                     stop_flag = 1.0 if polled else 0.0
-                reason = self._check_stop(stop_flag, time_flag, started)
+                reason = self._check_stop(stop_flag, time_flag)
                 limit = bool(self.cfg.max_steps and self.pos.step >= self.cfg.max_steps)
                 if reason is not None or limit:
                     if unread:
@@ -760,19 +756,22 @@ class Trainer:
         return action.stop, action.message
 
     def fit(self, *, resume: bool = False) -> FitResult:
+        with time_limit_clock():  # a run's (or a sweep's) clock where one runs, else this fit's own
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> FitResult:
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._setup(resume)
         if self.evaluate_before_training and self.pos.epoch == 0 and self.best_state is None:
             self._keep_start_weights()
-        started = time_limit_start()
         stopped_because = "epoch cap"
         run_label = f"{self.recipe.name} split {self.parts.name}: epochs"
         overall(self.ctx.progress, run_label, self.params.epochs, self.pos.epoch)
         try:
             while self.pos.epoch < self.params.epochs:
                 epoch = self.pos.epoch
-                limit = self._train_epoch(epoch, started)
+                limit = self._train_epoch(epoch)
                 last_epoch = epoch + 1 >= self.params.epochs
                 evaluate = limit or last_epoch or (epoch + 1) % self.cfg.eval_every == 0
                 stop, message = self._end_epoch(epoch, evaluate)
@@ -791,10 +790,10 @@ class Trainer:
                     elif not last_epoch:  # the step limit cut the protocol short
                         stopped_because = f"{STEP_LIMIT} ({self.cfg.max_steps})"
                     break
-                over_time = over_time_limit(self.cfg.time_limit, started)
+                over_time = over_time_limit(self.cfg.time_limit)
                 flag = torch.tensor([float(self.ctx.stop.requested), float(over_time)])
                 stop_flag, time_flag = (float(v) for v in self.dist.all_reduce(flag.to(self.device)).cpu())
-                reason = self._check_stop(stop_flag, time_flag, started)
+                reason = self._check_stop(stop_flag, time_flag)
                 if reason is not None:
                     raise self._interrupt(reason)
         finally:

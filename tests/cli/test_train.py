@@ -812,8 +812,8 @@ def _clock_that_jumps_each_epoch(monkeypatch, seconds: float) -> None:
     monkeypatch.setattr(time, "monotonic", lambda: real() + jumped[0])
     train_epoch = Trainer._train_epoch
 
-    def epoch_then_jump(self, epoch, started):
-        reached = train_epoch(self, epoch, started)
+    def epoch_then_jump(self, epoch):
+        reached = train_epoch(self, epoch)
         jumped[0] += seconds
         return reached
 

@@ -211,8 +211,8 @@ def test_compile_marks_the_batch_dynamic_so_no_epoch_recompiles(tmp_path, datase
     seen = []
     original = Trainer._train_epoch
 
-    def epoch_and_count(self, epoch, started):
-        result = original(self, epoch, started)
+    def epoch_and_count(self, epoch):
+        result = original(self, epoch)
         seen.append(len(compiles))
         return result
 
