@@ -116,12 +116,27 @@ class DistContext:
         if self.active:
             dist.barrier()
 
-    def broadcast_buffers(self, module: torch.nn.Module) -> None:
-        """Give every rank rank 0's buffers (e.g. BatchNorm running statistics, which DDP only broadcasts
-        at the start of each forward, so they differ between ranks after an epoch's last step)."""
-        if self.active:
-            for buffer in module.buffers():
-                dist.broadcast(buffer.data, src=0)
+    def sync_model(self, module: torch.nn.Module) -> bool:
+        """Give every rank rank 0's parameters and buffers, so that every rank evaluates and keeps one model;
+        True where some rank's parameters had drifted from rank 0's.
+
+        DDP only averages gradients: ranks whose optimizer steps round differently (other GPU types or
+        kernels) drift apart, and each rank scores its share of an evaluation with its own weights. Buffers
+        (BatchNorm running statistics) DDP broadcasts only at the start of each forward, so they differ
+        after an epoch's last step."""
+        if not self.active:
+            return False
+        params = [p.detach() for p in module.parameters()]
+        drifted = False
+        if params:
+            # One float64 sum per tensor: a drift of one ulp in one weight changes it.
+            sums = torch.nan_to_num(torch.stack([p.double().sum() for p in params]), nan=0.0)
+            bounds = torch.cat([sums, -sums])
+            dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
+            drifted = bool((bounds[: len(params)] != -bounds[len(params) :]).any())
+        for tensor in [*params, *(b.detach() for b in module.buffers())]:
+            dist.broadcast(tensor, src=0)
+        return drifted
 
     def shutdown(self) -> None:
         if self.initialised_here and dist.is_initialized():

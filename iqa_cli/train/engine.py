@@ -345,6 +345,7 @@ class Trainer:
         self.dtype = amp_dtype(self.cfg.amp, self.device)
         self.eval_dtype = amp_dtype(self.cfg.eval_amp, self.device, evaluation=True)
         self.ties_said = False  # the half-precision ties warning, given once per split
+        self.drift_said = False  # the DDP weight-drift warning, given once per split
         self.channels_last = use_channels_last(self.cfg, self.recipe)
         self.per_rank_batch = max(1, -(-self.params.batch_size // self.dist.world))
         self.pool = np.asarray(self.recipe.train_pool(parts, self.params), dtype=np.int64)
@@ -682,7 +683,13 @@ class Trainer:
         return self.recipe.metrics(pred, self.labels.numpy()[indices], self.params), pred
 
     def _end_epoch(self, epoch: int, evaluate: bool) -> tuple[bool, str]:
-        self.dist.broadcast_buffers(self.model)  # every rank evaluates and keeps the same model
+        if self.dist.sync_model(self.model) and self.main and not self.drift_said:
+            self.drift_said = True  # once per split: a drift that began goes on at every later epoch
+            log.warning(
+                f"split {self.parts.name} epoch {epoch}: the ranks' weights had drifted apart (their optimizer "
+                "steps round differently, e.g. on mixed GPU types); every rank now takes rank 0's, as at "
+                "every epoch's end"
+            )
         lr = self.schedule.lr()
         loss = self.pos.loss_sum / self.pos.loss_count if self.pos.loss_count else math.nan
         speed = self.pos.images / self.pos.seconds if self.pos.seconds > 0 else math.nan

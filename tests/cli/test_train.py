@@ -713,6 +713,29 @@ def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
+def test_ranks_whose_weights_drift_apart_evaluate_rank_0s_model(cache, tmp_path):
+    """DDP averages gradients, not weights: ranks whose optimizer steps round differently (mixed GPU types)
+    drift apart, and each rank scored its share of the test part with its own model, so the figures mixed
+    two models, exit 0. Here rank 1 nudges a weight after each step; every epoch's end now gives every rank
+    rank 0's weights, and says so."""
+    drift = (
+        "import torch\n"
+        "from torch.optim.optimizer import register_optimizer_step_post_hook\n"
+        "def nudge(opt, args, kwargs):\n"
+        "    with torch.no_grad():\n"
+        "        opt.param_groups[0]['params'][0].add_(1e-3)\n"
+        "register_optimizer_step_post_hook(nudge)"
+    )
+    out = tmp_path / "ddp"
+    args = ["train", "vtiqa", *FAST, "--data", "mini", "--epochs", "2", "--out", str(out), "--json"]
+    done = _two_ranks(tmp_path, _launcher(tmp_path, on_rank_1=drift), *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = json.loads(done.stdout)["splits"][0]["ranks"]
+    assert len(set(ranks["weights_digest"])) == 1
+    warnings = [line for line in done.stderr.splitlines() if "drifted apart" in line]
+    assert len(warnings) == 1 and "split random_0 epoch 0:" in warnings[0]
+
+
 def test_ranks_that_open_other_copies_of_a_dataset_are_refused(cache, tmp_path):
     """A multi-node job whose nodes resolve `--data mini` to their own copies, one of them stale (here: other
     images under the same name), trained every rank on its own copy, and the leader's shared-memory views
