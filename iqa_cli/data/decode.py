@@ -321,11 +321,28 @@ def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
 def decode_job_with_digest(job: DecodeJob) -> tuple[np.ndarray, int] | DecodeFailure:
     """`decode_job` and the file's `file_digest`."""
     try:
+        before = _identity(job.path)
         digest = file_digest(job.path)
     except Exception as exc:  # a missing or unreadable file, as `decode_job` reports it
         return _failure(job.path, exc)
     result = decode_job(job)
-    return result if isinstance(result, DecodeFailure) else (result, digest)
+    if isinstance(result, DecodeFailure):
+        return result
+    # The file is read twice (hashed, then decoded from its path): one replaced or still being written
+    # in between (a copy or an unzip that has not finished) would pair one version's digest with the
+    # other's pixels, and copy detection would miss it.
+    try:
+        changed = _identity(job.path) != before
+    except OSError as exc:
+        return _failure(job.path, exc)
+    if changed:
+        return DecodeFailure(job.path, "changed while it was being read (is a copy or an unzip still writing it?)")
+    return result, digest
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _headers_chunk(paths: list[str]) -> list[ImageHeader | DecodeFailure]:

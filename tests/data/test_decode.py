@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -281,3 +282,23 @@ def test_decoding_with_digests_gives_the_same_pixels_and_one_digest_per_distinct
     assert digests[0] == digests[2] == digests[3] == file_digest(first) != digests[1]
     assert digests[1] == file_digest(other)
     assert isinstance(digested[4], DecodeFailure) and digested[4].message == plain[4].message == "image file not found"
+
+
+def test_a_file_replaced_between_its_digest_and_its_decode_is_a_failure(tmp_path, monkeypatch):
+    """The digest is read from the file, then the pixels decoded from its path: a file a copy or an unzip
+    was still writing in between gave one version's digest with the other's pixels, so copy detection
+    (and `eval --drop-seen`) missed it. It is now a failure naming the file."""
+    from iqa_cli.data.decode import decode_job_with_digest, file_digest
+
+    path = save(tmp_path / "a.png", smooth_image(40, 30, seed=1))
+    replacement = save(tmp_path / "b.png", smooth_image(40, 30, seed=2))
+
+    def digest_then_replace(name):
+        digest = file_digest(name)
+        os.replace(replacement, path)  # the new version lands after the digest was taken
+        return digest
+
+    monkeypatch.setattr(decode, "file_digest", digest_then_replace)
+    result = decode_job_with_digest(DecodeJob(str(path), size=(40, 30)))
+    assert isinstance(result, DecodeFailure), "one version's digest was paired with another's pixels"
+    assert result.path == str(path) and "changed while it was being read" in result.message
