@@ -52,6 +52,18 @@ class Registry(Generic[T]):
     def add(self, name: str, entry: T, *, aliases: Iterable[str] = ()) -> T:
         if name in self._entries:
             raise RuntimeError(f"{self.kind} '{name}' registered twice")
+        if name.lower() in self._aliases:
+            raise RuntimeError(
+                f"{self.kind} '{name}' is already another name of {self.kind} '{self._aliases[name.lower()]}'"
+            )
+        # An alias is looked up before the names: one equal to another entry's name or alias would
+        # silently answer for it (a plugin's alias 'koniq' would train every `--data koniq` on its data).
+        for alias in aliases:
+            key = alias.lower()
+            names = (n for n in (*self._entries, *self.builtin) if n.lower() == key)
+            owner = self._aliases.get(key) or next(names, None)
+            if owner is not None and owner != name:
+                raise RuntimeError(f"{self.kind} '{name}': its other name '{alias}' is already {self.kind} '{owner}''s")
         self._entries[name] = entry
         for alias in aliases:
             self._aliases[alias.lower()] = name
