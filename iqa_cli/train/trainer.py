@@ -26,6 +26,7 @@ from iqa_cli.train.config import (
     EngineConfig,
     apply_values,
     check_choices,
+    coerce,
     parse_watch,
     read_toml,
     split_by_owner,
@@ -141,10 +142,17 @@ def resolve_config(
     """Protocol defaults < --tiny sizes < TOML file < explicit options. `tiny` None: the TOML file's
     `tiny` decides (a run's resolved config.toml, --tiny runs included, is accepted back as it is)."""
     file_values = read_toml(config_file) if config_file is not None else {}
+    if file_values.get("tiny") is not None:
+        # As every option: `tiny = "false"` is false (Python's bool() of the text was true, a test-sized
+        # network trained under the method's name), and a value that is no yes/no names the file.
+        try:
+            file_values["tiny"] = coerce("tiny", bool, file_values["tiny"])
+        except ConfigError as exc:
+            raise ConfigError(str(exc), path=config_file) from None
     file_tiny = file_values.get("tiny")
     if tiny is None:
         tiny = bool(file_tiny) if file_tiny is not None else False
-    file_values = {k: v for k, v in file_values.items() if k != "tiny" or bool(v) != tiny}
+    file_values = {k: v for k, v in file_values.items() if k != "tiny" or v != tiny}
     params: BaseParams = recipe.Params()
     if tiny:
         params = apply_values(params, dict(recipe.tiny_params), source=f"{recipe.name} tiny settings")

@@ -285,6 +285,20 @@ def test_toml_config_and_flag_precedence(cache, tmp_path):
     assert train("--data", "mini", "--config", str(config), "--epochs", "1").exit_code == 0
 
 
+def test_a_config_file_s_tiny_is_read_as_every_yes_no_option(cache, tmp_path):
+    """`tiny = "false"` in a TOML file was read with Python's bool() of the text, true: the CPU-test-sized
+    network trained (and was reported) under the method's name."""
+    config = tmp_path / "c.toml"
+    for text, tiny in [('"false"', False), ('"no"', False), ("0", False), ('"true"', True), ("false", False)]:
+        config.write_text(f"tiny = {text}\n")
+        shown = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--config", str(config), "--print-config"])
+        assert shown.exit_code == 0, shown.output
+        assert f"tiny = {str(tiny).lower()}" in shown.output, text
+    config.write_text('tiny = "maybe"\n')
+    line = one_error_line(train("--data", "mini", "--config", str(config)))
+    assert line == f"error: {config}: invalid value for tiny: 'maybe' (expected bool)"
+
+
 def test_bad_inputs_give_one_line(cache, tmp_path):
     missing = one_error_line(train("--data", "nothere"))
     assert "no prepared cache named 'nothere'" in missing
