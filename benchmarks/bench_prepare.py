@@ -47,7 +47,7 @@ NAIVE = "one process: PIL full decode, bicubic resize, list, np.stack, np.save"
 def _names(csv_path: Path) -> list[str]:
     import csv
 
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, encoding="utf-8", newline="") as handle:
         return [row[0] for row in list(csv.reader(handle))[1:]]
 
 

@@ -124,7 +124,7 @@ def cores() -> int:
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -134,7 +134,7 @@ def _cpu_model() -> str:
 
 def _memory_gib() -> float | None:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("MemTotal:"):
                 return round(int(line.split()[1]) / 2**20, 1)
     except OSError:
@@ -170,7 +170,7 @@ def device_label(device: Any = "cpu") -> str:
 
 def _status_kib(field: str, pid: int | str = "self") -> int | None:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError):
@@ -203,7 +203,7 @@ class PeakRSS:
 
     def __enter__(self) -> PeakRSS:
         try:
-            Path("/proc/self/clear_refs").write_text("5")
+            Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")
             self.scope = "measurement" if _status_kib("VmHWM") is not None else "process"
         except OSError:
             self.scope = "process"
@@ -225,7 +225,7 @@ def _children(pid: int) -> list[int]:
     found: list[int] = []
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
-            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text(encoding="utf-8")
             found.extend(int(c) for c in text.split())
     except OSError:
         pass
@@ -234,7 +234,7 @@ def _children(pid: int) -> list[int]:
 
 def _pss_kib(pid: int) -> int | None:
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8").splitlines():
             if line.startswith("Pss:"):
                 return int(line.split()[1])
     except (OSError, ValueError):
@@ -308,7 +308,7 @@ def print_record(record: dict[str, Any], jsonl: Path | None) -> None:
     print(line, flush=True)
     if jsonl is not None:
         jsonl.parent.mkdir(parents=True, exist_ok=True)
-        with open(jsonl, "a") as handle:
+        with open(jsonl, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
 
@@ -570,7 +570,7 @@ class JpegFolder:
         return self.root / "scores.csv"
 
     def names(self) -> list[str]:
-        with open(self.csv, newline="") as handle:
+        with open(self.csv, encoding="utf-8", newline="") as handle:
             return [row[0] for row in list(csv.reader(handle))[1:]]
 
     def bytes_on_disk(self) -> int:
@@ -628,7 +628,7 @@ def jpeg_folder(
         partial.mkdir(parents=True)
         rng = np.random.default_rng([seed, count])
         scores = rng.uniform(1.0, 5.0, count)
-        with open(partial / "scores.csv", "w", newline="") as handle:
+        with open(partial / "scores.csv", "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["name", "score"])
             for i in range(count):
@@ -647,10 +647,10 @@ def subset_csv(folder: JpegFolder, count: int) -> Path:
         raise ValueError(f"{folder.root} holds {folder.count} images, fewer than {count}")
     path = folder.root.parent / f"{folder.root.name}_first{count}.csv"
     if not path.is_file():
-        with open(folder.csv, newline="") as handle:
+        with open(folder.csv, encoding="utf-8", newline="") as handle:
             rows = list(csv.reader(handle))[1 : count + 1]
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as handle:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["name", "score"])
             writer.writerows(rows)

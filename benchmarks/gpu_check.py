@@ -42,14 +42,15 @@ def _run(command: list[str], env: dict[str, str], timeout: float, log: Path) -> 
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         log.write_text(
-            f"$ {' '.join(command)}\n(timed out after {timeout:.0f} s)\n{exc.stdout or ''}{exc.stderr or ''}"
+            f"$ {' '.join(command)}\n(timed out after {timeout:.0f} s)\n{exc.stdout or ''}{exc.stderr or ''}",
+            encoding="utf-8",
         )
         return {
             "ok": False,
             "seconds": round(time.perf_counter() - started, 1),
             "error": f"timed out ({timeout:.0f} s)",
         }
-    log.write_text(f"$ {' '.join(command)}\n{done.stdout}\n{done.stderr}")
+    log.write_text(f"$ {' '.join(command)}\n{done.stdout}\n{done.stderr}", encoding="utf-8")
     result: dict[str, Any] = {"ok": done.returncode == 0, "seconds": round(time.perf_counter() - started, 1)}
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -337,7 +338,7 @@ def _check(args: argparse.Namespace, skip: set[str], figures: dict[str, Any], wo
     figures["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2, default=str))
-    with open(args.out.with_name(args.out.stem + "_logs.txt"), "w") as combined:
+    with open(args.out.with_name(args.out.stem + "_logs.txt"), "w", encoding="utf-8") as combined:
         for log in sorted(logs.glob("*.log")):
             combined.write(f"===== {log.name}\n{log.read_text(errors='replace')[-20000:]}\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "bench_gpu"}, default=str)[:8000])

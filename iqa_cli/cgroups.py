@@ -18,7 +18,7 @@ def cgroup_folders(controller: str) -> list[tuple[int, Path]]:
     """(cgroup version, folder) for `controller` ("memory", "cpu"): the process's own folder first, then
     each folder above it up to the hierarchy's root; empty where none can be read."""
     try:
-        lines = SELF_CGROUP.read_text().splitlines()
+        lines = SELF_CGROUP.read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
     found: list[tuple[int, Path]] = []
@@ -39,7 +39,7 @@ def cgroup_folders(controller: str) -> list[tuple[int, Path]]:
 
 def read_text(path: Path) -> str | None:
     try:
-        return path.read_text().strip()
+        return path.read_text(encoding="utf-8").strip()
     except OSError:
         return None
 

@@ -50,7 +50,7 @@ def address_space_left() -> int | None:
     if limit is None:
         return None
     try:
-        mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        mapped = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
     return max(0, limit - mapped)
@@ -78,7 +78,7 @@ def address_space_note() -> str | None:
 def machine_available() -> int | None:
     """MemAvailable of this machine in bytes, or None where it cannot be read."""
     try:
-        for line in MEMINFO.read_text().splitlines():
+        for line in MEMINFO.read_text(encoding="utf-8").splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):

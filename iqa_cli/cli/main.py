@@ -21,6 +21,7 @@ from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
 from iqa_cli.dependencies import unmet_requirements
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import ConfigError, IQAError, Stopped
+from iqa_cli.fsnames import register_escape_errors
 from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop
 from iqa_cli.version import __version__
 
@@ -354,9 +355,11 @@ def main() -> None:  # pragma: no cover - the `iqa` console script and `python -
     _state["standalone"] = True
     # A terminal or log that cannot show a character (an ASCII or Latin-1 locale, PYTHONIOENCODING=ascii)
     # gets it escaped: a table naming `café.jpg` ended the command after its work, as an internal error.
+    # In the C locale without UTF-8 mode the streams are "surrogateescape", which fails on any other
+    # character (a table's dagger); a file name's undecodable bytes still go out as they were.
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure") and stream.errors == "strict":
-            stream.reconfigure(errors="backslashreplace")
+        if hasattr(stream, "reconfigure") and stream.errors in ("strict", "surrogateescape"):
+            stream.reconfigure(errors=register_escape_errors())
     in_torchrun_job = _torchrun_world() > 1  # read first: a command that does not train drops the variables
     try:
         app(prog_name="iqa")

@@ -89,7 +89,11 @@ def make_predict_command(method: str) -> Callable[..., None]:
         # A classifier's predictions say what each class number stands for (same keys in every row).
         detail_names = list(report.predictions[0].details) if report.predictions else []
         if csv_file is not None:
-            with atomic_path(csv_file) as tmp, open(tmp, "w", newline="") as f:
+            # a name that is no UTF-8 on disk goes out as its own bytes
+            with (
+                atomic_path(csv_file) as tmp,
+                open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as f,
+            ):
                 writer = csv.writer(f)
                 writer.writerow(["path", "score", "score_native", "width", "height", *detail_names])
                 for p in report.predictions:

@@ -219,7 +219,7 @@ def build_demo_folder(
                 rows.append({"name": relative, "score": mos_of(level, size.levels), "ref": ref})
                 progress.advance(1)
     progress.finish()
-    with atomic_path(folder / "scores.csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(folder / "scores.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", "score"])
         for row in rows:

@@ -876,7 +876,7 @@ class Trainer:
 
     def _write_predictions(self, pred: np.ndarray) -> None:
         names = getattr(self.ctx.dataset, "names", None)
-        with atomic_path(self.out_dir / PREDICTIONS) as tmp, open(tmp, "w", newline="") as f:
+        with atomic_path(self.out_dir / PREDICTIONS) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "name", "label", "prediction"])
             for index, value in zip(self.parts.test, pred, strict=True):

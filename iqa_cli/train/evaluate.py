@@ -972,7 +972,7 @@ def _selection_text(selections: set[str | None]) -> str:
 
 
 def write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS)
         writer.writeheader()
         for row in rows:
@@ -986,7 +986,7 @@ def write_metrics_csv(path: Path, reports: list[EvalReport]) -> None:
                "weights", "own_dataset", "other_dataset", "includes_training_images", "test_copies_of_training",
                "seen_copies_dropped", "trained_resize", "resize", "changed_since_training",
                "left_out_images", "cache"]  # fmt: skip
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for report in reports:

@@ -107,7 +107,7 @@ class MatrixReport:
         }
 
     def write_csv(self, path: Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             writer.writerow([f"trained on \\ tested on ({self.metric})", *self.datasets])
             for name, row in zip(self.datasets, self.values, strict=True):

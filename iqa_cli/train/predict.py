@@ -24,6 +24,7 @@ import torch
 from iqa_cli.data.decode import IMAGE_SUFFIXES, ImageHeader, content_notes
 from iqa_cli.data.resize import ResizePolicy, parse_policy
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
+from iqa_cli.fsnames import name_text
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
 from iqa_cli.threads import inference_threads
@@ -196,7 +197,7 @@ def _decoded(
             if isinstance(image, DecodeFailure):
                 if not skip_bad:
                     raise DataError(image.message, path=path)
-                skipped.append((str(path), str(DataError(image.message, path=path))))
+                skipped.append((name_text(str(path)), str(DataError(image.message, path=path))))
                 continue
             header = read_header(path)  # the file's own size (reported as it is), frames, transparency
             if not isinstance(header, DecodeFailure):
@@ -217,7 +218,7 @@ def _usable(
             small = DataError(f"image is only {width}x{height} pixels", path=path)
             if not skip_bad:
                 raise small
-            skipped.append((str(path), str(small)))  # the reason names its file, as every other skip does
+            skipped.append((name_text(str(path)), str(small)))  # the reason names its file, as every other skip does
             continue
         yield path, image, size
 
@@ -414,7 +415,9 @@ def predict_files(
             details = recipe.prediction_details(scores) or [{} for _ in scores]
             for (path, (width, height)), score, value, detail in zip(batch, scores, natives, details, strict=True):
                 score_native = None if value is None else float(value)
-                report.predictions.append(Prediction(str(path), float(score), score_native, width, height, detail))
+                report.predictions.append(
+                    Prediction(name_text(str(path)), float(score), score_native, width, height, detail)
+                )
             progress.advance(len(batch))
             raise_if_stopped()  # a signal's exception lost in a library must not let the scoring go on
     progress.advance(len(report.skipped))

@@ -129,7 +129,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     that is no JSON record is a ConfigError naming the file and the line."""
     if not path.is_file():
         return []
-    text = path.read_text(errors="replace")
+    text = path.read_text(encoding="utf-8", errors="replace")
     lines = text.split("\n")
     unfinished = lines.pop()  # "" when the file ends with its newline
     records = []

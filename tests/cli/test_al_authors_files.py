@@ -77,7 +77,7 @@ def test_al_select_with_the_authors_distances_on_a_prepared_livew_cache(livew_ca
     args += ["--distances", str(_distance_file(tmp_path)), "--distance-order", "esnthere"]
     result = runner.invoke(app, [*args, "--tiny", "--pretrained", "none", "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
-    with open(out) as f:
+    with open(out, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 59 and len({r["name"] for r in rows}) == 59
 

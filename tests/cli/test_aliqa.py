@@ -184,7 +184,7 @@ def test_the_recipe_learns_a_synthetic_distortion_fixture(tmp_path, single_threa
 
 
 def _rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 

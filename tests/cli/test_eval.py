@@ -578,7 +578,7 @@ def test_cross_refuses_a_dataset_holding_byte_identical_copies_of_training_image
         source = mini.names[int(trained_by_both[0])]
     folder = write_folder(tmp_path / "borrowed", n=20, seed=9)
     shutil.copy(again / source, folder / "borrowed.png")
-    with open(folder / "scores.csv", "a") as handle:
+    with open(folder / "scores.csv", "a", encoding="utf-8") as handle:
         handle.write("borrowed.png,3.0\n")
     _prepare("borrowed", folder)
     refused = evaluate("--weights", str(trained["run"]), "--cross", "borrowed")
@@ -611,7 +611,7 @@ def test_copies_across_an_authors_split_are_reported_beside_its_figures(tmp_path
     names = sorted(p.name for p in folder.glob("*.png"))
     for k, name in enumerate(names[:4]):
         shutil.copy(folder / name, folder / f"copy{k}.png")
-    with open(folder / "scores.csv", "a") as handle:
+    with open(folder / "scores.csv", "a", encoding="utf-8") as handle:
         handle.writelines(f"copy{k}.png,{2 + k / 4}\n" for k in range(4))
     _prepare("copies", folder)
     with open_cache(data_dir() / "copies.h5") as cache:
@@ -736,7 +736,7 @@ def test_several_cross_datasets_are_all_checked_before_any_is_scored(trained, tm
         source = mini.names[int(mini.split("random_0")["train"][0])]
     folder = write_folder(tmp_path / "borrowed", n=20, seed=9)
     shutil.copy(again / source, folder / "borrowed.png")
-    with open(folder / "scores.csv", "a") as handle:
+    with open(folder / "scores.csv", "a", encoding="utf-8") as handle:
         handle.write("borrowed.png,3.0\n")
     _prepare("borrowed2", folder)
     result = evaluate("--weights", str(trained["run"]), "--cross", "other,borrowed2", "--json")

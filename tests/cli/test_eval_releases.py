@@ -39,7 +39,7 @@ def _write_koniq(root: Path, n: int) -> list[str]:
         tiles.append(buffer.read_bytes())
     for k, name in enumerate(names[16:], start=16):
         (folder / name).write_bytes(tiles[k % 16])
-    with open(root / "koniq10k_scores_and_distributions.csv", "w", newline="") as f:
+    with open(root / "koniq10k_scores_and_distributions.csv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"])
         for k, name in enumerate(names):
@@ -96,7 +96,7 @@ def _evaluate_release(koniq_home, split_file: Path, name: str) -> set[str]:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["results"][0]["split"] == f"index_file:{name}"
-    with open(per_image) as f:
+    with open(per_image, encoding="utf-8") as f:
         return {row["name"] for row in csv.DictReader(f)}
 
 

@@ -54,7 +54,7 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
                                  str(table), "--device", "cpu"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert _png(scatter_png)[0] > 300
-    with open(table) as f:
+    with open(table, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     panel = drawn["panels"][0]
     assert np.allclose(panel["pred"], [float(r["prediction"]) for r in rows])
@@ -77,11 +77,11 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     args = ["eval", "vtiqa", "--data", "mini", "--cross", "other,mini", "--device", "cpu", "--csv", str(metrics_csv)]
     written = runner.invoke(app, [*args, "--per-image", str(images_csv)])
     assert written.exit_code == 0, written.output
-    with open(metrics_csv) as f:
+    with open(metrics_csv, encoding="utf-8") as f:
         rows = [(r["dataset"], r["split"], r["includes_training_images"]) for r in csv.DictReader(f)]
     assert rows == [("other", "all", ""), *[("other", s, "") for s in ("median", "mean", "std")],
                     ("mini", "all", "True"), *[("mini", s, "") for s in ("median", "mean", "std")]]  # fmt: skip
-    with open(images_csv) as f:
+    with open(images_csv, encoding="utf-8") as f:
         counts = {name: 0 for name in ("mini", "other")}
         for row in csv.DictReader(f):
             counts[row["dataset"]] += 1

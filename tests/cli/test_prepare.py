@@ -521,7 +521,7 @@ def test_byte_identical_files_are_recorded_reported_and_kept_on_one_side_of_ever
     names = sorted(p.name for p in root.glob("*.png"))
     shutil.copy(root / names[3], root / "copy.png")
     os.symlink(root / names[7], root / "link.png")
-    with open(root / "scores.csv", "a") as handle:
+    with open(root / "scores.csv", "a", encoding="utf-8") as handle:
         handle.write("copy.png,2.5\nlink.png,3.5\n")
     out = tmp_path / "dup.h5"
     result = iqa("custom", "--root", root, "--name", "dup", "--out", out, "-j", "1", "--json", "--test-fraction", "0.3")
@@ -556,8 +556,10 @@ def test_byte_identical_files_are_recorded_reported_and_kept_on_one_side_of_ever
 
 def _rewrite_header(csv_path: Path, header: str, extra) -> None:
     """Replace the CSV's header with `header` and append `extra(name, score)` cells to each row."""
-    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:]]
-    csv_path.write_text("\n".join([header, *(",".join([r[0], *extra(r[0], float(r[1]))]) for r in rows)]) + "\n")
+    rows = [line.split(",") for line in csv_path.read_text(encoding="utf-8").splitlines()[1:]]
+    csv_path.write_text(
+        "\n".join([header, *(",".join([r[0], *extra(r[0], float(r[1]))]) for r in rows)]) + "\n", encoding="utf-8"
+    )
 
 
 def test_a_header_naming_a_mos_and_a_dmos_column_is_refused_until_columns_picks_one(tmp_path, _isolated_home):

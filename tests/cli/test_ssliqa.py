@@ -52,7 +52,7 @@ def test_prepare_train_eval_predict_learns_the_noise_ranking(tmp_path, _isolated
     state, meta = read_state_dict(row["weights"])
     assert {k.split(".")[0] for k in state} == {"student", "teacher"} and meta["model"] == "ssliqa"
     split = report["run"] + "/split-random_0"
-    log = [json.loads(line) for line in open(f"{split}/log.jsonl")]
+    log = [json.loads(line) for line in open(f"{split}/log.jsonl", encoding="utf-8")]
     assert [(r["epoch"], r["part"]) for r in log] == [(e, p) for e in range(3) for p in ("val", "test")]
 
     # The newest run on synth, scored with the student (the default) and its saved test-time protocol:
@@ -189,7 +189,7 @@ def _import_and_score_by_hand(
 
 
 def _per_image(path) -> dict[str, float]:
-    with open(path, newline="") as handle:
+    with open(path, encoding="utf-8", newline="") as handle:
         return {row["name"]: float(row["prediction"]) for row in csv.DictReader(handle)}
 
 

@@ -244,7 +244,7 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     shutil.copytree(tmp_path / "other", mixed)
     borrowed = sorted((tmp_path / "mini").glob("*.png"))[0]
     shutil.copy(borrowed, mixed / "borrowed.png")
-    with open(mixed / "scores.csv", "a") as handle:
+    with open(mixed / "scores.csv", "a", encoding="utf-8") as handle:
         handle.write("borrowed.png,3.0\n")
     assert invoke("prepare", "custom", "--root", str(mixed), "--name", "mixed", "--splits", "0").exit_code == 0
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole_1", "--watch", "mixed"))
@@ -300,7 +300,7 @@ def test_koniq_is_scored_on_mos_zscore_as_the_authors_loader_reads_it(tmp_path):
     scored = invoke("eval", "vipnet", *args)
     assert scored.exit_code == 0, scored.output
     row = json.loads(scored.stdout)["results"][0]
-    with open(per_image, newline="") as handle:
+    with open(per_image, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["label"]) for r in rows] == pytest.approx(zscore[[int(r["index"]) for r in rows]].tolist())
     assert [float(r["mos"]) for r in rows] == [float(r["label"]) for r in rows]  # the scale prediction_native is on

@@ -218,14 +218,14 @@ def make_koniq(
     meta_dir = root / "koniq10k_scores_and_distributions" if doubled else root
     meta_dir.mkdir(parents=True, exist_ok=True)
     if scores_csv:
-        with open(meta_dir / "koniq10k_scores_and_distributions.csv", "w", newline="") as f:
+        with open(meta_dir / "koniq10k_scores_and_distributions.csv", "w", encoding="utf-8", newline="") as f:
             f.write(",".join(f'"{h}"' for h in KONIQ_HEADER) + "\n")
             writer = csv.writer(f)
             for name, counts, total, mos, sd, zscore in rows:
                 writer.writerow([name, *map(repr, counts), total, repr(mos), repr(sd), repr(zscore)])
     if sets_csv:
         order = rng.permutation(len(rows))
-        with open(root / "koniq10k_distributions_sets.csv", "w", newline="") as f:
+        with open(root / "koniq10k_distributions_sets.csv", "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(KONIQ_SETS_HEADER)
             for i in order:
@@ -437,7 +437,7 @@ def make_kadid10k(root: Path, *, csv_in_images: bool = False, doubled: bool = Fa
     rows[0][2:] = ["4.57", "0.496"]
     records[0] = ExpectedRecord(records[0].name, 4.57, math.sqrt(0.496), 0)
     csv_dir = base / "images" if csv_in_images else base
-    with open(csv_dir / "dmos.csv", "w", newline="") as f:
+    with open(csv_dir / "dmos.csv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["dist_img", "ref_img", "dmos", "var"])
         writer.writerows(rows)

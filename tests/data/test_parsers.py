@@ -130,10 +130,10 @@ def _rewrite_koniq_scores(expected: ExpectedDataset, edit) -> None:
     import csv
 
     path = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         header, *rows = list(csv.reader(f))
     header, rows = edit(header, rows)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows([header, *rows])
 
 
@@ -286,7 +286,7 @@ def test_koniq_keeps_mos_zscore_beside_the_mos(tmp_path):
 
     expected = FIXTURES["koniq"](tmp_path)
     path = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
-    with open(path, newline="") as f:
+    with open(path, encoding="utf-8", newline="") as f:
         given = {row["image_name"]: float(row["MOS_zscore"]) for row in csv.DictReader(f)}
     records = parse(expected)
     assert [r.mos_zscore for r in records] == [given[r.name.split("/", 1)[1]] for r in records]

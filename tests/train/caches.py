@@ -18,7 +18,7 @@ from tests.train.fakes import MemoryDataset
 def write_folder(root: Path, n: int = 32, seed: int = 0) -> Path:
     data = MemoryDataset(n, seed=seed)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "scores.csv", "w", newline="") as f:
+    with open(root / "scores.csv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", "score"])
         for i in range(n):

@@ -22,6 +22,7 @@ import numpy as np
 
 from iqa_cli.data.records import Record
 from iqa_cli.errors import DataError
+from iqa_cli.fsnames import name_text
 
 # Called with the relative name of each listed image that is not on disk; None means "raise".
 OnMissing = Callable[[str], None] | None
@@ -93,7 +94,7 @@ def file_index(base: Path, max_depth: int) -> dict[str, Path]:
     for _, _, entries in walk_dirs(base, max_depth):
         for entry in entries:
             if is_file(entry):
-                index.setdefault(fold(entry.name), Path(entry.path))
+                index.setdefault(fold(name_text(entry.name)), Path(entry.path))
     return index
 
 
@@ -187,26 +188,29 @@ class CaseInsensitiveTree:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self._listings: dict[Path, tuple[set[str], dict[str, list[str]]]] = {}
+        self._listings: dict[Path, tuple[dict[str, str], dict[str, list[str]]]] = {}
 
-    def _listing(self, folder: Path) -> tuple[set[str], dict[str, list[str]]]:
+    def _listing(self, folder: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """(text name -> on-disk name, folded text name -> on-disk names) of `folder`'s entries: names are
+        compared as text (`name_text`), so a Latin-1 or C locale still finds `café.jpg`."""
         if folder not in self._listings:
-            names = [e.name for e in _list_dir(folder)]
+            texts = {name_text(e.name): e.name for e in _list_dir(folder)}
             lower: dict[str, list[str]] = {}
-            for name in names:
-                lower.setdefault(fold(name), []).append(name)
-            self._listings[folder] = (set(names), lower)
+            for text, name in texts.items():
+                lower.setdefault(fold(text), []).append(name)
+            self._listings[folder] = (texts, lower)
         return self._listings[folder]
 
     def child(self, folder: Path, name: str) -> Path | None:
+        """The entry of `folder` that the text `name` (as a metadata file spells it) names, or None."""
         exact, lower = self._listing(folder)
         if name in exact:
-            return folder / name
+            return folder / exact[name]
         spellings = lower.get(fold(name), [])
         if len(spellings) > 1:
+            shown = ", ".join(sorted(name_text(spelling) for spelling in spellings))
             raise DataError(
-                f"'{name}' matches {len(spellings)} files that differ only in case ({', '.join(sorted(spellings))}); "
-                "name one exactly",
+                f"'{name}' matches {len(spellings)} files that differ only in case ({shown}); name one exactly",
                 path=folder,
             )
         return folder / spellings[0] if spellings else None
@@ -229,8 +233,8 @@ class CaseInsensitiveTree:
 
 
 def relative_name(path: Path, dataset_root: Path) -> str:
-    """The cache name of an image: its path relative to the dataset root, '/'-separated."""
-    return path.relative_to(dataset_root).as_posix()
+    """The cache name of an image: its path relative to the dataset root, '/'-separated, as text."""
+    return name_text(path.relative_to(dataset_root).as_posix())
 
 
 def report_missing(

@@ -31,6 +31,7 @@ from iqa_cli.atomic import atomic_path
 from iqa_cli.data.datasets._files import fold
 from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.errors import ConfigError, DataError
+from iqa_cli.fsnames import name_text
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.train.al.params import CLIP_WEIGHTS
 from iqa_cli.train.al.selection import (
@@ -101,7 +102,7 @@ class FolderImages:
         if not root.is_dir():
             raise DataError("not a folder of images", path=root)
         files = expand_inputs([root])
-        self.names = [f.relative_to(root).as_posix() for f in files]
+        self.names = [name_text(f.relative_to(root).as_posix()) for f in files]  # as text, as a CSV spells it
         self.images = np.empty((len(files), side, side, 3), dtype=np.uint8)
         progress.start("reading images", len(files))
         for i, path in enumerate(files):
@@ -201,7 +202,7 @@ def _params(options: NextBatchOptions, recipe: Any) -> Any:
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         if path.suffix.lower() == ".txt":
             f.writelines(f"{row['name']}\n" for row in rows)
             return

@@ -85,7 +85,7 @@ def _names(ctx: FitContext[ALIQAParams], indices: np.ndarray) -> list[str]:
 
 
 def _result_from_file(path: Path) -> FitResult:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     wanted = {f.name for f in dataclasses.fields(FitResult)}
     values = {k: v for k, v in data.items() if k in wanted}
     values["weights"] = Path(values["weights"]) if values.get("weights") else None
@@ -207,7 +207,7 @@ def _saved_selection(path: Path, plan: RoundPlan, pool: np.ndarray, labelled: np
     if not path.is_file():
         return None
     try:
-        indices = np.asarray(json.loads(path.read_text())["indices"], dtype=np.int64)
+        indices = np.asarray(json.loads(path.read_text(encoding="utf-8"))["indices"], dtype=np.int64)
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"damaged selection file ({exc})", path=path) from None
     if indices.size != plan.count or not np.isin(indices, pool).all() or np.isin(indices, labelled).any():
