@@ -17,7 +17,35 @@ from iqa_cli.jsonio import dumps
 # Results go to stdout, everything else (progress, logs, errors) to stderr, so `--json` output pipes cleanly.
 # Off a terminal (a SLURM log, a pipe) tables are drawn at their full width: never cut to `random…`.
 _FULL_WIDTH = 100_000
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _FULL_WIDTH)
+STDOUT_NAME = "standard output"
+
+
+class _Stdout:
+    """The current `sys.stdout` (a test runner swaps it), whose write errors name it: a `--json` redirected
+    to a full disk said only "No space left on device", naming no file."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except OSError as exc:
+            raise _named(exc) from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            raise _named(exc) from None
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(sys.stdout, name)
+
+
+def _named(exc: OSError) -> OSError:
+    return exc if exc.filename is not None else type(exc)(exc.errno, exc.strerror, STDOUT_NAME)
+
+
+stdout = _Stdout()
+out = Console(file=stdout, soft_wrap=True, width=None if sys.stdout.isatty() else _FULL_WIDTH)  # type: ignore[arg-type]
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -197,5 +225,11 @@ def configure_logging(level: int) -> None:
 
 def print_json(obj: Any) -> None:
     """Machine-readable output: one strict JSON document on stdout (NaN and infinity become null)."""
-    sys.stdout.write(dumps(obj, indent=2) + "\n")
-    sys.stdout.flush()
+    write_stdout(dumps(obj, indent=2) + "\n")
+
+
+def write_stdout(text: str) -> None:
+    """Plain text on stdout, flushed: a write error (a full disk, a closed pipe) is raised here, naming
+    standard output, not lost at exit."""
+    stdout.write(text)
+    stdout.flush()

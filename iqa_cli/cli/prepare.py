@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from iqa_cli.cli.checks import open_fraction
-from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.cli.console import ConsoleProgress, err, out, print_json, write_stdout
 from iqa_cli.cli.prepare_distorted import register as register_distorted
 from iqa_cli.cli.prepare_enhance import (
     CLASSIFIER_HELP,
@@ -386,7 +385,7 @@ def inspect_cache(
                 print_json(members)
             else:
                 # Plain tab-separated lines (rich would expand the tab): `cut -f2` gives the names.
-                sys.stdout.write("".join(f"{part}\t{name}\n" for part, names in members.items() for name in names))
+                write_stdout("".join(f"{part}\t{name}\n" for part, names in members.items() for name in names))
             return
         info = describe_cache(opened)
     if json_output:

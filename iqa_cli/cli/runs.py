@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
 import typer
 
-from iqa_cli.cli.console import err, out, print_json
+from iqa_cli.cli.console import err, out, print_json, write_stdout
 from iqa_cli.cli.metric_cells import OPTIMISTIC_MARK
 
 app = typer.Typer(rich_markup_mode=None, help="Training runs: list, show, combine, remove.", no_args_is_help=True)
@@ -82,10 +81,10 @@ def list_command(
         for r in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    sys.stdout.write("".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
+    write_stdout("".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n"
                              for line in lines))  # fmt: skip
     if any(_optimistic(r) for r in rows):
-        sys.stdout.write(
+        write_stdout(
             f"{OPTIMISTIC_MARK} kept model chosen on the test part itself (--select-on test, the paper habit): "
             "optimistic\n"
         )

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
+from iqa_cli.cli.console import ConsoleProgress, err, out, print_json, write_stdout
 from iqa_cli.cli.metric_cells import (
     copies_note,
     fallback_note,
@@ -221,7 +221,7 @@ def make_train_command(method: str) -> Callable[..., None]:
             if on_data:  # what the cache makes of the options (labels, per-dataset choices)
                 resolved = ", ".join(f"{key} = {value}" for key, value in on_data["params"].items())
                 header += f"\n# on this data: labels {on_data['labels']}" + (f"; {resolved}" if resolved else "")
-            sys.stdout.write(config_text(plan["sections"], header))
+            write_stdout(config_text(plan["sections"], header))
             return
         if sweeping:
             from iqa_cli.train.sweep import run_sweep
@@ -345,7 +345,7 @@ def show_sweep_plan(planned: dict[str, Any]) -> None:
         "\n# ".join(lines) + f"\n# the first run's options (data {first['data']}, {_splits_text(first['splits'])}, "
         f"device {first['device']}):"
     )
-    sys.stdout.write(config_text(first["sections"], header))
+    write_stdout(config_text(first["sections"], header))
 
 
 def show_sweep(table: dict[str, Any]) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from iqa_cli.cli import console
@@ -80,3 +85,25 @@ def test_a_log_record_goes_above_the_bar_of_the_active_display(monkeypatch):
     progress.finish()
     text = screen.getvalue()
     assert "warning: skipping a.jpg: truncated" in text and "not shown" not in text
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (a device that is always full)")
+@pytest.mark.parametrize(
+    "args", [["runs", "list", "--json"], ["models", "--json"], ["models"]]
+)  # JSON, text, a rich table
+def test_results_to_a_full_disk_name_standard_output(tmp_path, args):
+    """`iqa ... --json > FILE` on a full disk said "error: No space left on device", naming no file."""
+    env = {**os.environ, "IQA_HOME": str(tmp_path), "IQA_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    with open("/dev/full", "w", encoding="utf-8") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "iqa_cli", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == 74
+    assert done.stderr.splitlines()[-1] == (
+        "error: standard output: No space left on device; free some space, or write elsewhere"
+    )
