@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -44,8 +45,14 @@ def _named(exc: OSError) -> OSError:
     return exc if exc.filename is not None else type(exc)(exc.errno, exc.strerror, STDOUT_NAME)
 
 
+class _ResultsConsole(Console):
+    def on_broken_pipe(self) -> None:
+        # rich's own answer exits 1, the code of a failed command: the CLI leaves as a shell tool does
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE), STDOUT_NAME)
+
+
 stdout = _Stdout()
-out = Console(file=stdout, soft_wrap=True, width=None if sys.stdout.isatty() else _FULL_WIDTH)  # type: ignore[arg-type]
+out = _ResultsConsole(file=stdout, soft_wrap=True, width=None if sys.stdout.isatty() else _FULL_WIDTH)  # type: ignore[arg-type]
 err = Console(stderr=True, soft_wrap=True)
 
 

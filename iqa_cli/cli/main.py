@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import logging
@@ -17,7 +18,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from iqa_cli.cli.console import NORMAL, QUIET, VERBOSE, configure_logging
+from iqa_cli.cli.console import NORMAL, QUIET, STDOUT_NAME, VERBOSE, configure_logging
 from iqa_cli.dependencies import unmet_requirements
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import ConfigError, IQAError, Stopped
@@ -85,6 +86,9 @@ class ErrorHandlingGroup(TyperGroup):
             _leave_now(130)
             raise typer.Exit(130) from None
         except OSError as exc:
+            if exc.errno == errno.EPIPE and exc.filename == STDOUT_NAME:
+                _reader_went_away()
+                raise typer.Exit(128 + signal.SIGPIPE) from None
             if _state["debug"]:
                 traceback.print_exc()
             _say_error(_os_error_line(exc))
@@ -110,6 +114,16 @@ class ErrorHandlingGroup(TyperGroup):
             for number, handler in previous.items():
                 signal.signal(number, handler)
             clear_stop()
+
+
+def _reader_went_away() -> None:
+    """The program reading our results closed its end (`iqa ... | head`): leave quietly with SIGPIPE's
+    code, as a shell tool killed by it does, and point standard output at /dev/null so that the
+    interpreter's last flush does not print an error of its own."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _address_space_cause() -> str:

@@ -107,3 +107,24 @@ def test_results_to_a_full_disk_name_standard_output(tmp_path, args):
     assert done.stderr.splitlines()[-1] == (
         "error: standard output: No space left on device; free some space, or write elsewhere"
     )
+
+
+@pytest.mark.parametrize("args", [["weights", "list", "--json"], ["models", "--json"], ["models"]])
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path, args):
+    """`iqa ... | head`: a table (rich) exited 1, the code of a failed command, and a JSON document or
+    text printed an error. The command now leaves as a shell tool killed by SIGPIPE: code 141, no line."""
+    env = {**os.environ, "IQA_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "iqa_cli", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
