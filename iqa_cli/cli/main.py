@@ -12,6 +12,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -292,6 +293,19 @@ def _torchrun_world() -> int:
         return 1
 
 
+def _threads_set_by_torchrun() -> bool:
+    """Whether OMP_NUM_THREADS=1 is torchrun's default rather than the user's: torchrun gives every rank
+    that value when its own environment has none (its warning says so), and it starts the ranks itself,
+    so its environment is the parent process's (Linux's /proc; elsewhere the value is kept)."""
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        return False
+    try:
+        parent = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+    except OSError:
+        return False
+    return not any(entry.startswith(b"OMP_NUM_THREADS=") for entry in parent.split(b"\0"))
+
+
 def _once_under_torchrun(command: str | None) -> None:
     """Under torchrun (WORLD_SIZE > 1), a command that does not train: ranks other than 0 leave at once
     (exit 0), and rank 0 forgets the job's variables, so it runs as one process with every core."""
@@ -306,6 +320,8 @@ def _once_under_torchrun(command: str | None) -> None:
         raise typer.Exit(0)
     for name in _TORCHRUN_VARIABLES:
         os.environ.pop(name, None)
+    if _threads_set_by_torchrun():  # its guard for N ranks on one node; one process runs here
+        os.environ.pop("OMP_NUM_THREADS", None)
     logging.getLogger("iqa_cli.cli").info(
         f"iqa {command} runs as one process: rank 0 of this torchrun job does the work, the other "
         f"{world - 1} rank(s) leave at once"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -43,6 +45,28 @@ def test_a_command_that_does_not_train_runs_once_under_torchrun(trained, monkeyp
     assert json.loads(first.stdout)["results"] == json.loads(alone.stdout)["results"]
     assert "runs as one process: rank 0 of this torchrun job does the work, the other 1 rank(s)" in first.stderr
     assert "WORLD_SIZE" not in os.environ and "LOCAL_WORLD_SIZE" not in os.environ  # a plain process from here
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads a process's environment in /proc")
+@pytest.mark.parametrize("users", [False, True])
+def test_rank_0_alone_drops_torchrun_s_one_thread_default_but_not_the_user_s(trained, monkeypatch, users):
+    """torchrun gives every rank OMP_NUM_THREADS=1 when its own environment has none; rank 0 running a
+    command alone kept it and scored on one thread (said: "with every core"). The user's own 1 stays."""
+    parent_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if users:
+        parent_env["OMP_NUM_THREADS"] = "1"
+    torchrun = subprocess.Popen(["sleep", "60"], env=parent_env)  # stands for the torchrun that started the rank
+    try:
+        monkeypatch.setattr(os, "getppid", lambda: torchrun.pid)
+        job = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "RANK": "0", "LOCAL_RANK": "0"}
+        for name, value in {**job, "OMP_NUM_THREADS": "1"}.items():
+            monkeypatch.setenv(name, value)
+        done = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--json"])
+    finally:
+        torchrun.kill()
+        torchrun.wait()
+    assert done.exit_code == 0, done.output
+    assert os.environ.get("OMP_NUM_THREADS") == ("1" if users else None)
 
 
 def test_each_rank_of_a_torchrun_job_names_itself_in_its_error_line(monkeypatch):
