@@ -307,21 +307,26 @@ def _threads_set_by_torchrun() -> bool:
 
 
 def _once_under_torchrun(command: str | None) -> None:
-    """Under torchrun (WORLD_SIZE > 1), a command that does not train: ranks other than 0 leave at once
-    (exit 0), and rank 0 forgets the job's variables, so it runs as one process with every core."""
+    """Under torchrun (WORLD_SIZE > 1): torchrun's one-thread default is dropped (iqa shares the cores itself);
+    a command that does not train runs once: ranks other than 0 leave at once (exit 0), and rank 0 forgets
+    the job's variables, so it runs as one process with every core."""
     world = _torchrun_world()
     try:
         rank = int(os.environ.get("RANK", "0") or 0)
     except ValueError:
         return
-    if world <= 1 or command in _TORCHRUN_COMMANDS:
+    if world <= 1:
+        return
+    if _threads_set_by_torchrun():
+        # torchrun's guard for several ranks on a node: iqa's thread policy shares the node's cores among
+        # its ranks itself (`iqa_cli.threads`), and a command that runs alone, below, has them all.
+        os.environ.pop("OMP_NUM_THREADS", None)
+    if command in _TORCHRUN_COMMANDS:
         return
     if rank != 0:
         raise typer.Exit(0)
     for name in _TORCHRUN_VARIABLES:
         os.environ.pop(name, None)
-    if _threads_set_by_torchrun():  # its guard for N ranks on one node; one process runs here
-        os.environ.pop("OMP_NUM_THREADS", None)
     logging.getLogger("iqa_cli.cli").info(
         f"iqa {command} runs as one process: rank 0 of this torchrun job does the work, the other "
         f"{world - 1} rank(s) leave at once"

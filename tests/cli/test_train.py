@@ -727,6 +727,19 @@ def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
+def test_ranks_share_the_node_s_cores_by_iqa_s_policy_not_torchrun_s_one_thread(cache, tmp_path):
+    """torchrun gives every rank OMP_NUM_THREADS=1 when its environment has none, and the thread policy took
+    that as the user's: 2 CPU ranks on a 64-core node trained on 2 cores. The policy now shares the cores."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "iqa_cli", "-v", "train", "vtiqa", *FAST]
+    command += ["--data", "mini", "--epochs", "1", "--out", str(tmp_path / "ddp")]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update({"IQA_SHM_DIR": str(tmp_path), "TMPDIR": str(tmp_path)})
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "usable cores, 2 rank(s) on this node)" in done.stderr, done.stderr[-3000:]
+
+
 def test_ranks_whose_weights_drift_apart_evaluate_rank_0s_model(cache, tmp_path):
     """DDP averages gradients, not weights: ranks whose optimizer steps round differently (mixed GPU types)
     drift apart, and each rank scored its share of the test part with its own model, so the figures mixed
