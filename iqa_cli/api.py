@@ -113,7 +113,8 @@ class Scorer:
 
     Inputs: a path, a folder (every image in it, recursively), a list of paths, a PIL image, a uint8
     H x W x 3 RGB array (or a list of them), or a tensor batch (N, 3, H, W): float in [0, 1], or uint8
-    0-255 (never rescaled). Returns a
+    0-255 (never rescaled). A folder's images are scored in path order; `files(x)` names the file
+    behind each score. Returns a
     numpy array (a tensor for tensor input) on the model's native training scale (1-5 for VT-IQA,
     IEIT, AL-IQA and SSL-IQA); `native(scores)` maps them to the training dataset's own scale. VIPNet's
     distortion perception model (`vipnet-dpm`) gives its predicted class instead, and `details(scores)`
@@ -177,6 +178,24 @@ class Scorer:
         if not self.recipe.predicts_classes:
             raise ConfigError(f"{self.method} gives quality scores, not classes: there are no details to name")
         return self.recipe.prediction_details(np.asarray(scores, dtype=np.float64)) or []
+
+    def files(self, images: ImageInput) -> list[str]:
+        """The image files `score(images)` reads, in the order of its scores: a folder gives more scores
+        than the items it was named in (its images, recursively, sorted by path), so pair scores with
+        these, not with the paths you passed. Items that are no path (an array, a PIL image, a tensor)
+        stand as '' where their scores are."""
+        if isinstance(images, self._torch.Tensor):
+            return [""] * (1 if images.ndim == 3 else int(images.shape[0]))
+        if isinstance(images, (str, Path)):
+            from iqa_cli.fsnames import name_text
+            from iqa_cli.train.predict import expand_inputs
+
+            return [name_text(str(path)) for path in expand_inputs([images])]
+        if isinstance(images, np.ndarray):
+            return [""] * (int(images.shape[0]) if images.ndim == 4 else 1)
+        if isinstance(images, Sequence) and not isinstance(images, (bytes, bytearray, memoryview)):
+            return [name for item in images for name in self.files(item)]
+        return [""]
 
     def score(self, images: ImageInput) -> Any:
         torch = self._torch

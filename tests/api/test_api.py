@@ -69,6 +69,20 @@ def test_methods_and_load_from_a_run_name(trained):
     assert scorer.lower_better is False  # paper scale: higher is better, and the checkpoint says so
 
 
+def test_files_name_the_image_behind_each_score_of_a_folder(trained):
+    """A folder gives more scores than the items it was named in, in an order `score` did not say: a user
+    pairing `scorer(["a.jpg", "photos/"])` with the paths passed paired scores with the wrong files."""
+    scorer = iqa_cli.load("apirun", device="cpu")
+    paths, folder = trained["paths"], trained["folder"]
+    each = {str(p): float(scorer(str(p))[0]) for p in paths}
+    mixed = [str(paths[2]), str(folder), np.zeros((40, 40, 3), dtype=np.uint8)]
+    scores, files = scorer(mixed), scorer.files(mixed)
+    assert len(files) == len(scores) == 5 and files[-1] == ""
+    assert files[:4] == [str(paths[2]), *map(str, sorted(paths))]
+    for name, score in zip(files[:4], scores[:4], strict=True):
+        assert abs(each[name] - score) < 1e-6
+
+
 def test_a_large_jpeg_by_path_is_decoded_as_predict_decodes_it_and_an_image_as_given(trained, tmp_path):
     """What the README says of the scorer's inputs: a JPEG at least twice the largest view on both sides is
     decoded at a reduced DCT scale from its path (as `iqa predict` does), while a PIL image or an array is
