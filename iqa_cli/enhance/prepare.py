@@ -25,6 +25,7 @@ from iqa_cli.enhance import store as S
 from iqa_cli.enhance.classifier import RULE
 from iqa_cli.enhance.ops import BRIGHTENED, DEBLURRED
 from iqa_cli.errors import DataError
+from iqa_cli.fsnames import name_path, name_text
 from iqa_cli.h5files import open_h5
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
@@ -95,14 +96,14 @@ class ExternalImages:
         )
 
     def _find(self, name: str) -> Path | None:
-        exact = self.root / name
+        exact = self.root / name_path(name)  # cache names are text; the file system's may be another encoding
         if exact.is_file():
             return exact
         if self._by_stem is None:
             self._by_stem = {}
             for path in self.root.rglob("*"):
                 if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                    key = path.relative_to(self.root).with_suffix("").as_posix().lower()
+                    key = name_text(path.relative_to(self.root).with_suffix("").as_posix()).lower()
                     self._by_stem.setdefault(key, []).append(path)
         found = self._by_stem.get(Path(name).with_suffix("").as_posix().lower(), [])
         if len(found) > 1:

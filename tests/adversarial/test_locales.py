@@ -13,6 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
+from PIL import Image
+
 from tests.adversarial.helpers import run_iqa
 from tests.train.caches import write_folder
 
@@ -41,6 +43,12 @@ def test_non_ascii_image_names_in_an_ascii_locale(tmp_path):
     done = run_iqa(
         "-q", "prepare", "custom", "--root", folder, "--out", cache, "--splits", "1", "--higher-better", env=env
     )
+    assert done.returncode == 0, done.stderr[-2000:]
+    enhanced = tmp_path / "enhanced"  # another tool's output, found by the cache's names
+    enhanced.mkdir()
+    for image in (tmp_path / "plain").glob("*.png"):
+        Image.open(image).rotate(180).save(enhanced / f"{PREFIX}{image.name}")
+    done = run_iqa("-q", "prepare", "enhance", cache, "--enhanced-root", enhanced, "--no-selection", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
 
     run = tmp_path / "run"
