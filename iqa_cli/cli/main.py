@@ -296,8 +296,9 @@ def _torchrun_world() -> int:
 def _threads_set_by_torchrun() -> bool:
     """Whether OMP_NUM_THREADS=1 is torchrun's default rather than the user's: torchrun gives every rank
     that value when its own environment has none (its warning says so), and it starts the ranks itself,
-    so its environment is the parent process's (Linux's /proc; elsewhere the value is kept)."""
-    if os.environ.get("OMP_NUM_THREADS") != "1":
+    so its environment is the parent process's (Linux's /proc; elsewhere the value is kept). Ranks that
+    torchrun did not start (no TORCHELASTIC_RUN_ID) keep it: their parent may be any launcher."""
+    if os.environ.get("OMP_NUM_THREADS") != "1" or not os.environ.get("TORCHELASTIC_RUN_ID"):
         return False
     try:
         parent = Path(f"/proc/{os.getppid()}/environ").read_bytes()

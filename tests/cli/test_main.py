@@ -59,7 +59,7 @@ def test_rank_0_alone_drops_torchrun_s_one_thread_default_but_not_the_user_s(tra
     try:
         monkeypatch.setattr(os, "getppid", lambda: torchrun.pid)
         job = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "RANK": "0", "LOCAL_RANK": "0"}
-        for name, value in {**job, "OMP_NUM_THREADS": "1"}.items():
+        for name, value in {**job, "TORCHELASTIC_RUN_ID": "none", "OMP_NUM_THREADS": "1"}.items():
             monkeypatch.setenv(name, value)
         done = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--json"])
     finally:
