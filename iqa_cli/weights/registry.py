@@ -126,13 +126,15 @@ def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
         raise ConfigError(f"{where}: sha256 must be 64 hex digits")
     if prefix and (len(prefix) < 8 or not _HEX.match(prefix)):
         raise ConfigError(f"{where}: sha256_prefix must be at least 8 hex digits")
-    published = bool(raw.get("published", bool(urls)))
+    published = _flag(raw, "published", bool(urls), where)
     if published and urls and not (sha256 or prefix):
         raise ConfigError(f"{where}: a downloadable entry needs sha256 or sha256_prefix")
     file_name = raw.get("file_name") or (Path(urlparse(urls[0]).path).name if urls else None)
     if file_name is not None and (Path(file_name).name != file_name or file_name in ("", ".", "..")):
         raise ConfigError(f"{where}: file_name must be a plain file name, got {file_name!r}")
     size = raw.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ConfigError(f"{where}: size must be a whole number of bytes, got {size!r}")
     return KnownWeights(
         name=name,
         kind=kind,
@@ -145,12 +147,12 @@ def _entry(raw: dict[str, Any], source: str) -> KnownWeights:
         urls=urls,
         sha256=sha256,
         sha256_prefix=prefix,
-        size=int(size) if size is not None else None,
+        size=size,
         format=fmt,
         licence=str(raw.get("licence") or "unknown"),
         origin=str(raw.get("origin") or "unknown"),
         published=published,
-        loadable=bool(raw.get("loadable", True)),
+        loadable=_flag(raw, "loadable", True, where),
         note=str(raw.get("note") or ""),
         test_params=dict(raw["test_params"]) if isinstance(raw.get("test_params"), dict) else None,
         selected_on=_selected_on(raw.get("selected_on"), where),
@@ -183,6 +185,14 @@ def _parse(text: str, source: str) -> list[KnownWeights]:
     if not isinstance(doc, dict) or not isinstance(doc.get("entries"), list):
         raise ConfigError(f"{source}: expected an object with an 'entries' list")
     return [_entry(raw, source) for raw in doc["entries"]]
+
+
+def _flag(raw: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    """A yes/no field: JSON's true or false ("false" as text was read as true)."""
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=8)

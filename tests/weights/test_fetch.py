@@ -216,6 +216,23 @@ def test_only_http_urls(known, tmp_path, monkeypatch):
         fetch("x", store=store)
 
 
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ({"loadable": "false"}, "loadable must be true or false, got 'false'"),  # read as true
+        ({"published": "no"}, "published must be true or false, got 'no'"),
+        ({"size": "12a"}, "size must be a whole number of bytes, got '12a'"),  # an internal ValueError
+    ],
+)
+def test_a_registry_file_s_fields_have_their_json_types(tmp_path, monkeypatch, field, says):
+    from iqa_cli.weights.registry import known_weights
+
+    entry = {"name": "x", "urls": ["http://h/x.pth"], "sha256": "0" * 64, **field}
+    monkeypatch.setenv("IQA_WEIGHTS_REGISTRY", str(write_registry(tmp_path / "mine.json", [entry])))
+    with pytest.raises(ConfigError, match=f"entry 'x': {says}"):
+        known_weights()
+
+
 def test_proxy_from_the_environment_is_used(server, known, monkeypatch):
     # The entry's host does not exist; the request only works if requests sends it to the proxy
     # named in the environment (our local server, which also answers proxy-style requests).
