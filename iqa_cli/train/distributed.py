@@ -135,7 +135,12 @@ class DistContext:
             dist.all_reduce(bounds, op=dist.ReduceOp.MAX)
             drifted = bool((bounds[: len(params)] != -bounds[len(params) :]).any())
         for tensor in [*params, *(b.detach() for b in module.buffers())]:
-            dist.broadcast(tensor, src=0)
+            if tensor.is_contiguous():
+                dist.broadcast(tensor, src=0)
+            else:  # a channels-last convolution weight: a backend may want a plain layout
+                staged = tensor.contiguous()
+                dist.broadcast(staged, src=0)
+                tensor.copy_(staged)
         return drifted
 
     def shutdown(self) -> None:

@@ -70,3 +70,39 @@ def test_more_ranks_on_a_node_than_gpus_is_refused(monkeypatch):
         resolve_device("auto", local_rank=3)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
+
+
+def _sync_on_two_ranks(rank: int, folder: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)  # one model on both ranks, as DDP starts it
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+        model = model.to(memory_format=torch.channels_last)  # a weight no plain layout holds
+        ranks = DistContext(rank=rank, world=2)
+        in_step = ranks.sync_model(model)
+        with torch.no_grad():
+            if rank == 1:  # an optimizer step that rounded otherwise, and statistics of its own batches
+                model[0].weight.add_(1e-7)
+                model[1].running_mean.add_(1.0)
+        drifted = ranks.sync_model(model)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        torch.save({"flags": torch.tensor([in_step, drifted]), **state}, f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_that_drifted_apart_take_rank_0s_weights_and_buffers(tmp_path):
+    """DDP averages gradients, not weights: each rank evaluated its share of a test with its own drifted
+    model. `sync_model` gives every rank rank 0's parameters (a channels-last weight too) and buffers."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_sync_on_two_ranks, args=(str(tmp_path),), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert first["flags"].tolist() == second["flags"].tolist() == [False, True]
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
