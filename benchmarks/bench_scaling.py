@@ -177,7 +177,7 @@ def ddp_run(cache: Path, workdir: Path, args: Any, ranks: int, threads: int) -> 
         if not found:
             raise RuntimeError(f"no log.jsonl under {out}")
         log = found[0]
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     shutil.rmtree(out, ignore_errors=True)
     last = [r for r in lines if r.get("epoch") == 1 and r.get("images_per_s")]
     if not last:

@@ -115,7 +115,7 @@ def engine_training(cache_path: Path, out_dir: Path, args: Any, device: Any) -> 
         result = Trainer(ctx, parts, out_dir).fit()
         seconds = time.perf_counter() - started
     steps = clock.intervals("epoch 0", skip=1)
-    logged = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (out_dir / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     return {
         "steps": result.steps,
         "step_times": steps,

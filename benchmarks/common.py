@@ -599,7 +599,7 @@ def _pool(workdir: Path, width: int, height: int, distinct: int, quality: int, s
     for i in range(distinct):
         rng = np.random.default_rng([seed, width, height, i])
         Image.fromarray(synthetic_photo(rng, width, height)).save(partial / f"u{i:05d}.jpg", quality=quality)
-    (partial / ".complete").write_text("ok\n")
+    (partial / ".complete").write_text("ok\n", encoding="utf-8")
     shutil.rmtree(pool, ignore_errors=True)
     os.replace(partial, pool)
     return pool
@@ -635,7 +635,7 @@ def jpeg_folder(
                 name_i = f"img_{i:05d}.jpg"
                 _commented_copy(pool / f"u{i % distinct:05d}.jpg", partial / name_i, i)
                 writer.writerow([name_i, f"{scores[i]:.4f}"])
-        (partial / ".complete").write_text("ok\n")
+        (partial / ".complete").write_text("ok\n", encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
     return JpegFolder(folder, count, width, height, distinct)

@@ -73,7 +73,7 @@ def dependency_check(requirements: list[str] | None = None) -> dict[str, Any]:
             import tomllib
         else:  # pragma: no cover - the GPU machines run Python 3.12
             import tomli as tomllib
-        requirements = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+        requirements = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     versions: dict[str, str] = {}
     for name, _spec in checked_requirements(requirements):
         try:
@@ -191,7 +191,7 @@ def _eval_precision(env: dict[str, str], logs: Path, device: str = "cuda") -> di
         report = _json_tail(done.pop("stdout", ""))
         if report:
             row = report["results"][0]
-            lines = per_image.read_text().splitlines()[1:] if per_image.is_file() else []
+            lines = per_image.read_text(encoding="utf-8").splitlines()[1:] if per_image.is_file() else []
             preds = {line.split(",")[-2] for line in lines}
             done.update(srcc=row.get("srcc"), n=row.get("n"), distinct_predictions=len(preds))
         result[amp] = done
@@ -235,7 +235,7 @@ def torchrun_check(env: dict[str, str], work: Path, logs: Path, device: str = "c
     )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
     script = work / "all_reduce.py"
-    script.write_text(code + "\n")
+    script.write_text(code + "\n", encoding="utf-8")
     nccl = _run([*torchrun, str(script)], env, 90, logs / "torchrun_nccl.log")
     nccl.pop("stdout", None)
     train = _run([*torchrun, "-m", "iqa_cli", "train", "vtiqa", "--tiny", "--device", device, "--data", "mini",
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["dependencies"] = dependency_check()
     if not figures["dependencies"]["ok"]:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2))
+        args.out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
         unmet = "; ".join(figures["dependencies"]["unmet"])
         print(
             f"error: this Python does not meet pyproject.toml: {unmet} (carry newer wheels in .whl/)", file=sys.stderr
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["rehearsal"] = "on the CPU: code paths only, no GPU figures"
     elif not torch.cuda.is_available():
         figures["skipped"] = "no CUDA device"
-        args.out.write_text(json.dumps(figures, indent=2))
+        args.out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
         print(json.dumps(figures))
         return 0
     figures["device"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
@@ -337,10 +337,10 @@ def _check(args: argparse.Namespace, skip: set[str], figures: dict[str, Any], wo
     figures["koniq_protocol"] = projection(figures.get("bench_gpu", {}), epochs)
     figures["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2, default=str))
+    args.out.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
     with open(args.out.with_name(args.out.stem + "_logs.txt"), "w", encoding="utf-8") as combined:
         for log in sorted(logs.glob("*.log")):
-            combined.write(f"===== {log.name}\n{log.read_text(errors='replace')[-20000:]}\n")
+            combined.write(f"===== {log.name}\n{log.read_text(errors='replace', encoding='utf-8')[-20000:]}\n")
     print(json.dumps({k: v for k, v in figures.items() if k != "bench_gpu"}, default=str)[:8000])
     return 0
 

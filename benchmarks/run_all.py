@@ -72,17 +72,17 @@ def main(argv: list[str]) -> int:
         seconds[name] = time.perf_counter() - started
         if done.returncode != 0:
             failed.append(name)
-    records = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.is_file() else []
+    records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()] if jsonl.is_file() else []
     text = render(records, seconds)
-    (args.out / "results.md").write_text(text + "\n")
+    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
     if args.readme:
-        readme = README.read_text()
+        readme = README.read_text(encoding="utf-8")
         if START not in readme or END not in readme:
             print(f"error: {README} lacks the {START} / {END} markers", file=sys.stderr)
             return 1
         head, rest = readme.split(START, 1)
         _, tail = rest.split(END, 1)
-        README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+        README.write_text(f"{head}{START}\n{text}\n{END}{tail}", encoding="utf-8")
     print(f"wrote {jsonl} and {args.out / 'results.md'}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -102,7 +102,7 @@ def _left_in(folder: Path, version: int) -> int | None:
     usage = read_number(folder / usage_file) or 0
     inactive = 0
     try:
-        for line in (folder / "memory.stat").read_text().splitlines():
+        for line in (folder / "memory.stat").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(" ")
             if key == inactive_key:
                 inactive = int(value)

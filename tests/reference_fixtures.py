@@ -37,7 +37,7 @@ def load_fixture(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     folder = reference_dir()
     keys_file, ref_file = folder / f"{name}_keys.json", folder / f"{name}_ref.json"
     if keys_file.is_file() and ref_file.is_file():
-        return json.loads(keys_file.read_text()), json.loads(ref_file.read_text())
+        return json.loads(keys_file.read_text(encoding="utf-8")), json.loads(ref_file.read_text(encoding="utf-8"))
     vendored = VENDORED_DIR / f"{name}.json.gz"
     if vendored.is_file() and not os.environ.get("IQA_REFERENCE_DIR"):
         doc = json.loads(gzip.decompress(vendored.read_bytes()))

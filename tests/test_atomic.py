@@ -13,7 +13,7 @@ from iqa_cli.errors import ConfigError
 def test_a_folder_a_file_in_the_way_and_a_missing_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"--csv: .* is a folder; give a file name"):
         check_output_file(tmp_path, "--csv")
-    (tmp_path / "f").write_text("")
+    (tmp_path / "f").write_text("", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"--csv: .*/f is a file, so .*/f/a/b.csv cannot be written"):
         check_output_file(tmp_path / "f" / "a" / "b.csv", "--csv")
     assert check_output_file(tmp_path / "new" / "b.csv", "--csv") == tmp_path / "new" / "b.csv"
@@ -28,7 +28,7 @@ def test_a_folder_without_write_permission(tmp_path, monkeypatch):
 
 
 def test_an_output_folder_where_a_file_stands(tmp_path):
-    (tmp_path / "f").write_text("")
+    (tmp_path / "f").write_text("", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"--out: .*/f is a file; expected a folder"):
         check_output_folder(tmp_path / "f", "--out")
     with pytest.raises(ConfigError, match=r"--out: .*/f is a file, so .*/f/run cannot be written"):
@@ -66,8 +66,8 @@ def test_a_text_or_png_output_never_replaces_a_file_of_another_kind(tmp_path):
         with pytest.raises(ConfigError, match=f"--csv: .*{name} exists and is {what}.*it is not replaced"):
             check_output_file(tmp_path / name, "--csv", kind=TEXT)
         assert (tmp_path / name).read_bytes() == before
-    (tmp_path / "old.csv").write_text("name,score\na.png,3\n")
-    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "old.csv").write_text("name,score\na.png,3\n", encoding="utf-8")
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
     for name in ("old.csv", "empty.csv", "new.csv"):
         check_output_file(tmp_path / name, "--csv", kind=TEXT)  # text, empty or new: replaced as usual
     with pytest.raises(ConfigError, match="exists and is a JPEG image, not a PNG image written by iqa"):
@@ -91,9 +91,9 @@ def test_a_table_replaces_only_a_table_it_wrote_before(tmp_path):
     from iqa_cli.atomic import TEXT
 
     scores = tmp_path / "scores.csv"
-    scores.write_text("name,score\na.jpg,3.5\n")
+    scores.write_text("name,score\na.jpg,3.5\n", encoding="utf-8")
     metrics = tmp_path / "metrics.csv"
-    metrics.write_text("dataset,split,n,srcc\nmini,random_0,8,0.5\n")
+    metrics.write_text("dataset,split,n,srcc\nmini,random_0,8,0.5\n", encoding="utf-8")
     ours = ("dataset,split,",)
     with pytest.raises(ConfigError, match=r"is a text file this option did not write \(it begins 'name,score'\)"):
         check_output_file(scores, "--csv", kind=TEXT, headers=ours)

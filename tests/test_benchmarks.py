@@ -37,7 +37,7 @@ def run_quick(name: str, workdir: Path, tmp_path: Path) -> tuple[list[dict], str
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert records and records == [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert records and records == [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
     return records, done.stderr
 
 
@@ -123,7 +123,7 @@ def test_gpu_check_says_when_there_is_no_cuda(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(encoding="utf-8"))
     assert figures["skipped"] == "no CUDA device"
     assert figures["dependencies"]["ok"] and "torch" in figures["dependencies"]["versions"]
 
@@ -138,7 +138,7 @@ def test_gpu_check_rehearsal_runs_its_torchrun_step_and_leaves_nothing_behind(tm
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(encoding="utf-8"))
     assert figures["caches"]["ok"] and figures["torchrun"]["nccl_all_reduce"]["ok"]
     assert figures["torchrun"]["train_under_torchrun"]["ok"]
     assert list(scratch.iterdir()) == [] and (tmp_path / "rehearsal_logs.txt").is_file()

@@ -31,7 +31,7 @@ def _normal(name: str) -> str:
 
 
 def declared_floors() -> dict[str, str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     requirements = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         requirements += extra
@@ -45,7 +45,7 @@ def declared_floors() -> dict[str, str]:
 
 def pinned() -> dict[str, str]:
     pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")

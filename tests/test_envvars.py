@@ -56,7 +56,7 @@ def test_a_home_or_runs_folder_that_is_a_file_is_one_line_naming_the_variable(tm
     """IQA_HOME naming a file made `iqa prepare` blame an `--out` it was never given, `iqa train` report
     "no prepared cache", and `iqa runs list` say "no runs" with exit 0."""
     a_file = tmp_path / "a-file"
-    a_file.write_text("")
+    a_file.write_text("", encoding="utf-8")
     monkeypatch.setenv(name, str(a_file))
     message = f"error: {name}: {a_file} is a file; expected a folder"
     for command in (["runs", "list"], ["prepare", "custom", "--root", str(tmp_path)], ["eval", "vtiqa", "--data", "x"]):

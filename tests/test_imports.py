@@ -32,7 +32,7 @@ def import_graph() -> dict[str, set[str]]:
     modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         hidden = _type_checking_nodes(tree)
         targets: set[str] = set()
         for node in ast.walk(tree):
@@ -106,7 +106,7 @@ def test_no_private_names_cross_a_package_boundary():
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         module = _module_name(path)
-        for source, names in PRIVATE_IMPORT.findall(path.read_text()):
+        for source, names in PRIVATE_IMPORT.findall(path.read_text(encoding="utf-8")):
             private = [
                 n.strip() for n in names.split(",") if n.strip().startswith("_") and not n.strip().startswith("__")
             ]

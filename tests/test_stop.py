@@ -29,7 +29,7 @@ def test_a_remembered_ctrl_c_raises_keyboard_interrupt_not_terminated(tmp_path):
     request_stop("SIGTERM")  # the first request is the one kept
     try:
         with pytest.raises(KeyboardInterrupt) as raised, atomic_path(tmp_path / "out.txt") as tmp:
-            tmp.write_text("x")
+            tmp.write_text("x", encoding="utf-8")
         assert not isinstance(raised.value, Terminated) and list(tmp_path.iterdir()) == []
     finally:
         clear_stop()

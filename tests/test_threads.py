@@ -31,11 +31,11 @@ def test_thread_budget(monkeypatch):
 
 
 def _cgroup(tmp_path, monkeypatch, self_cgroup: str, files: dict[str, str]) -> None:
-    (tmp_path / "self_cgroup").write_text(self_cgroup)
+    (tmp_path / "self_cgroup").write_text(self_cgroup, encoding="utf-8")
     for name, text in files.items():
         path = tmp_path / "cgroup" / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
     monkeypatch.setattr(cgroups, "SELF_CGROUP", tmp_path / "self_cgroup")
     monkeypatch.setattr(cgroups, "CGROUP_ROOT", tmp_path / "cgroup")
 

@@ -181,7 +181,7 @@ def split_owners(splits_of: dict[Path, list[str]]) -> dict[str, Path]:
 
 def _result_rows(root: Path) -> list[dict[str, Any]]:
     try:
-        report = json.loads((root / RESULT_FILE).read_text())
+        report = json.loads((root / RESULT_FILE).read_text(encoding="utf-8"))
         rows = report["splits"]
     except (OSError, ValueError, KeyError, TypeError):
         raise DataError(f"no readable {RESULT_FILE} (the run's report)", path=root) from None

@@ -455,12 +455,14 @@ def config_text(sections: dict[str, dict[str, Any]], header: str) -> str:
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> None:
     """Write `config.toml` (re-usable with `--config`)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(config_text(sections, "Resolved configuration of this run; re-usable with `--config`."))
+        tmp.write_text(
+            config_text(sections, "Resolved configuration of this run; re-usable with `--config`."), encoding="utf-8"
+        )
 
 
 def write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(dumps(to_plain(obj), indent=2) + "\n")  # strict: NaN and infinities as null
+        tmp.write_text(dumps(to_plain(obj), indent=2) + "\n", encoding="utf-8")  # strict: NaN and infinities as null
 
 
 def split_by_owner(values: dict[str, Any], *owners: type) -> list[dict[str, Any]]:

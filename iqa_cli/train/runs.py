@@ -169,14 +169,14 @@ def drop_logged_epochs(path: Path, first: int) -> int:
     kept = [r for r in records if "part" not in r or int(r.get("epoch", -1)) < first]
     if len(kept) < len(records):
         with atomic_path(path) as tmp:
-            tmp.write_text("".join(dumps(r) + "\n" for r in kept))
+            tmp.write_text("".join(dumps(r) + "\n" for r in kept), encoding="utf-8")
     return len(records) - len(kept)
 
 
 def read_run(root: Path) -> dict[str, Any]:
     path = root / RUN_FILE
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("not a run folder (no run.json)", path=root) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -257,7 +257,7 @@ def list_runs(method: str | None = None, dataset: str | Path | None = None) -> l
     for path in base.iterdir():
         record = path / RUN_FILE
         try:
-            info = json.loads(record.read_text())
+            info = json.loads(record.read_text(encoding="utf-8"))
         except (FileNotFoundError, NotADirectoryError):
             continue  # not a run folder (a file, or a folder without a record)
         except (OSError, ValueError) as exc:

@@ -331,7 +331,7 @@ def _finished_report(folder: Path) -> dict[str, Any] | None:
         return None
     if read_run(folder).get("status") != "complete":
         return None
-    return json.loads(results.read_text())
+    return json.loads(results.read_text(encoding="utf-8"))
 
 
 def _mean_of(rows: list[dict[str, Any]], columns: list[str], label: str) -> dict[str, Any]:

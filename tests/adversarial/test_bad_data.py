@@ -42,11 +42,11 @@ def test_scores_outside_the_declared_range_are_an_error_naming_the_image(tmp_pat
 def test_koniq_mos_below_one_is_refused(tmp_path):
     expected = FIXTURES["koniq"](tmp_path / "root")
     scores = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
-    lines = scores.read_text().splitlines()
+    lines = scores.read_text(encoding="utf-8").splitlines()
     cells = lines[3].split(",")
     cells[7] = "-3"
     lines[3] = ",".join(cells)
-    scores.write_text("\n".join(lines) + "\n")
+    scores.write_text("\n".join(lines) + "\n", encoding="utf-8")
     line = error_line(invoke("prepare", "koniq", "--root", expected.root, "--out", tmp_path / "k.h5", "-j", "1"))
     assert "score -3" in line and "1 to 5" in line
 
@@ -62,11 +62,11 @@ def test_custom_range_empty_or_not_holding_the_scores(tmp_path):
 def test_a_header_less_csv_keeps_its_first_row(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root, header=False)
-    rows = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([f"{MIXED[0].name},good", *rows[1:]]) + "\n")  # a typo in row 1
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    csv_path.write_text("\n".join([f"{MIXED[0].name},good", *rows[1:]]) + "\n", encoding="utf-8")  # a typo in row 1
     line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "-j", "1"))
     assert "line 1" in line and "good" in line  # reported, not dropped as a header
-    csv_path.write_text("\n".join(["img,quality,sd", *rows]) + "\n")  # a real header with known names
+    csv_path.write_text("\n".join(["img,quality,sd", *rows]) + "\n", encoding="utf-8")  # a real header with known names
     ok = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "-j", "1", "--json")
     assert ok.exit_code == 0, ok.output
 
@@ -97,8 +97,8 @@ def _custom_with_row_2(tmp_path, row):
     """`iqa prepare custom` of a folder whose CSV's second data row is `row(name, score, std)`, and its output."""
     root = tmp_path / "photos"
     csv_path = make_folder(root)
-    rows = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([*rows[:2], row(*rows[2].split(",")), *rows[3:]]) + "\n")
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    csv_path.write_text("\n".join([*rows[:2], row(*rows[2].split(",")), *rows[3:]]) + "\n", encoding="utf-8")
     out = tmp_path / "m.h5"
     return ("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1"), out
 
@@ -117,21 +117,23 @@ def test_a_decimal_comma_is_refused_not_read_as_score_and_std(tmp_path):
     score 3 and std 75 without a header."""
     root = tmp_path / "photos"
     csv_path = make_folder(root, header=False)
-    rows = [line.split(",")[:2] for line in csv_path.read_text().splitlines()]
+    rows = [line.split(",")[:2] for line in csv_path.read_text(encoding="utf-8").splitlines()]
     commas = [f"{name},{float(score):.2f}".replace(".", ",", 1).replace(",", ".", 1) for name, score in rows]
     commas = [line[::-1].replace(".", ",", 1)[::-1] for line in commas]  # the score's point becomes a comma
     assert all(line.count(",") == 2 for line in commas)
     out = tmp_path / "m.h5"
     base = ("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out, "-j", "1")
-    csv_path.write_text("\n".join(["name,score", *commas]) + "\n")
+    csv_path.write_text("\n".join(["name,score", *commas]) + "\n", encoding="utf-8")
     assert "line 2 has 3 columns, expected the header's 2 (a decimal comma?" in error_line(invoke(*base))
-    csv_path.write_text("\n".join(commas) + "\n")
+    csv_path.write_text("\n".join(commas) + "\n", encoding="utf-8")
     assert "every line has a whole-number score and std, as a decimal comma" in error_line(invoke(*base))
-    csv_path.write_text("\n".join(["name,score,std", *[f"{n},{s},175" for n, s in rows]]) + "\n")
+    csv_path.write_text("\n".join(["name,score,std", *[f"{n},{s},175" for n, s in rows]]) + "\n", encoding="utf-8")
     line = error_line(invoke(*base, "--range", "0,100"))  # a std column from another scale
     assert f"image '{rows[0][0]}' has score std 175, more than the declared range 0 to 100" in line
     assert not out.exists()
-    csv_path.write_text("\n".join(["name,score,", *[f"{n},{s}," for n, s in rows]]) + "\n")  # trailing commas
+    csv_path.write_text(
+        "\n".join(["name,score,", *[f"{n},{s}," for n, s in rows]]) + "\n", encoding="utf-8"
+    )  # trailing commas
     assert invoke(*base).exit_code == 0
 
 
@@ -139,8 +141,8 @@ def test_a_single_score_for_every_image_is_refused(tmp_path):
     """All-equal scores (a wrong column) made a cache whose every correlation is NaN."""
     root = tmp_path / "photos"
     csv_path = make_folder(root)
-    rows = [line.split(",")[0] for line in csv_path.read_text().splitlines()[1:]]
-    csv_path.write_text("\n".join(["name,score", *[f"{name},3" for name in rows]]) + "\n")
+    rows = [line.split(",")[0] for line in csv_path.read_text(encoding="utf-8").splitlines()[1:]]
+    csv_path.write_text("\n".join(["name,score", *[f"{name},3" for name in rows]]) + "\n", encoding="utf-8")
     out = tmp_path / "m.h5"
     for extra in ((), ("--range", "1,5")):
         result = invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--out", out, "-j", "1", *extra)
@@ -154,11 +156,11 @@ def test_a_name_two_files_match_ignoring_case_is_refused(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root)
     (root / "A.jpg").write_bytes((root / "b.png").read_bytes())  # another image, one case away from a.jpg
-    rows = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([rows[0], rows[1].replace("a.jpg", "A.JPG"), *rows[2:]]) + "\n")
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    csv_path.write_text("\n".join([rows[0], rows[1].replace("a.jpg", "A.JPG"), *rows[2:]]) + "\n", encoding="utf-8")
     line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "m.h5"))
     assert "'A.JPG' matches 2 files that differ only in case (A.jpg, a.jpg); name one exactly" in line
-    csv_path.write_text("\n".join(rows) + "\n")  # the exact spelling wins, as before
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")  # the exact spelling wins, as before
     assert invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "m.h5").exit_code == 0
 
 
@@ -219,7 +221,7 @@ def test_padding_that_would_blow_up_the_cache_is_refused_with_the_fix(tmp_path):
     for i, (w, h) in enumerate([(8000, 4), (4, 8000), (16, 16)]):  # a few KB of images, 8000 x 8000 canvas
         save(root / f"i{i}.png", smooth_image(w, h, i))
         lines.append(f"i{i}.png,{i + 1}")
-    (root / "scores.csv").write_text("\n".join(lines) + "\n")
+    (root / "scores.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     base = ("prepare", "custom", "--root", root, "--name", "odd", "--splits", "0", "-j", "1")
     line = error_line(invoke(*base, "--out", tmp_path / "odd.h5"))
     assert "zero-padded 8000x8000 canvas" in line and "--size" in line and "--allow-padding" in line

@@ -105,9 +105,9 @@ def test_an_unresolvable_host_fails_fast_with_what_to_do(tmp_path, monkeypatch):
 
 
 def _tamper(store: WeightStore, name: str, file: str) -> None:
-    index = json.loads(store.index_path.read_text())
+    index = json.loads(store.index_path.read_text(encoding="utf-8"))
     index["weights"][name] = {**index["weights"]["kept"], "name": name, "file": file}
-    store.index_path.write_text(json.dumps(index))
+    store.index_path.write_text(json.dumps(index), encoding="utf-8")
 
 
 def test_one_tampered_index_entry_is_reported_skipped_and_removable(tmp_path):
@@ -116,7 +116,7 @@ def test_one_tampered_index_entry_is_reported_skipped_and_removable(tmp_path):
     source.write_bytes(b"weights")
     store.add("kept", source)
     outside = tmp_path / "secret.txt"
-    outside.write_text("keep me")
+    outside.write_text("keep me", encoding="utf-8")
     (store.root / "link.pt").symlink_to(outside)
     _tamper(store, "evil", "../../" + outside.name)
     _tamper(store, "linked", "link.pt")
@@ -126,12 +126,16 @@ def test_one_tampered_index_entry_is_reported_skipped_and_removable(tmp_path):
     assert invoke("weights", "path", "kept").exit_code == 0  # the good entry still works
     assert "refusing 'evil'" in error_line(invoke("weights", "path", "evil"))
     assert invoke("weights", "rm", "evil").exit_code == 0
-    assert outside.read_text() == "keep me"
+    assert outside.read_text(encoding="utf-8") == "keep me"
     repaired = invoke("weights", "verify", "--repair", "--json")
     assert repaired.exit_code == 0, repaired.output
     report = json.loads(repaired.stdout)
     assert any(item.startswith("linked") for item in report["dropped"])
-    assert WeightStore().problems() == {} and WeightStore().has("kept") and outside.read_text() == "keep me"
+    assert (
+        WeightStore().problems() == {}
+        and WeightStore().has("kept")
+        and outside.read_text(encoding="utf-8") == "keep me"
+    )
 
 
 def test_verify_repair_rebuilds_an_unreadable_index(tmp_path):
@@ -139,12 +143,12 @@ def test_verify_repair_rebuilds_an_unreadable_index(tmp_path):
     source = tmp_path / "w.pt"
     source.write_bytes(b"weights")
     store.add("kept", source)
-    store.index_path.write_text("{ not json")
+    store.index_path.write_text("{ not json", encoding="utf-8")
     assert "verify --repair" in error_line(invoke("weights", "verify"))
     # `verify --repair kept` rebuilt the whole index, ignoring the name, with exit 0
     named = error_line(invoke("weights", "verify", "--repair", "kept"))
     assert "--repair rebuilds the index of the whole store; it takes no name or file (given 'kept')" in named
-    assert store.index_path.read_text() == "{ not json"  # refused before anything was touched
+    assert store.index_path.read_text(encoding="utf-8") == "{ not json"  # refused before anything was touched
     assert invoke("weights", "verify", "--repair").exit_code == 0
     assert WeightStore().has("kept") and invoke("weights", "verify").exit_code == 0
 
@@ -167,7 +171,9 @@ def test_a_prefix_only_download_pins_its_full_digest_for_later_downloads(hostile
     assert "8-hex" not in first.output and "32 bits, not a full check" in first.output
     store = WeightStore()
     assert store.pins()["prefixed"] == real
-    store.pins_path.write_text(json.dumps({"prefixed": "f" * 64}))  # as if another file had been pinned first
+    store.pins_path.write_text(
+        json.dumps({"prefixed": "f" * 64}), encoding="utf-8"
+    )  # as if another file had been pinned first
     line = error_line(invoke("weights", "fetch", "prefixed", "--force"))
     assert "pinned at its first verified download" in line
     assert WeightStore().has("prefixed")  # the earlier good file is kept

@@ -50,7 +50,7 @@ def test_an_unwritable_out_names_the_out_not_a_temporary_file(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root)
     blocker = tmp_path / "afile"
-    blocker.write_text("I am a file, not a folder")
+    blocker.write_text("I am a file, not a folder", encoding="utf-8")
     out = blocker / "mine.h5"
     line = error_line(invoke("prepare", "custom", "--root", root, "--csv", csv_path, "--name", "m", "--out", out))
     assert (
@@ -129,8 +129,10 @@ def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(tmp_path):
     folder = write_folder(tmp_path / "photos", n=12)
     for path in folder.glob("*.png"):  # decomposed, as macOS writes accented names
         path.rename(path.with_name(unicodedata.normalize("NFD", f"café_{path.name}")))
-    rows = (folder / "scores.csv").read_text().splitlines()
-    (folder / "scores.csv").write_text("\n".join([rows[0], *(f"café_{row}" for row in rows[1:])]) + "\n")
+    rows = (folder / "scores.csv").read_text(encoding="utf-8").splitlines()
+    (folder / "scores.csv").write_text(
+        "\n".join([rows[0], *(f"café_{row}" for row in rows[1:])]) + "\n", encoding="utf-8"
+    )
     spec = make_spec("cafe", folder / "scores.csv", root=folder, native_range=(1.0, 5.0))
     build_cache(spec, folder, tmp_path / "cafe.h5", CacheOptions(workers=1, splits=1, test_fraction=0.25))
     result = run_iqa("prepare", "inspect", tmp_path / "cafe.h5", "--split", "random_0",

@@ -29,7 +29,7 @@ def _folder(root: Path, count: int, side: int) -> Path:
     for i in range(count):
         save(root / f"img{i:03d}.jpg", np.roll(base, i, axis=1), quality=92)
         lines.append(f"img{i:03d}.jpg,{1 + (i % 40) / 10}")
-    (root / "scores.csv").write_text("\n".join(lines) + "\n")
+    (root / "scores.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
 

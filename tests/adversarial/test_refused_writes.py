@@ -85,7 +85,7 @@ def test_checkpoints_and_states_name_their_file_when_the_write_is_refused(tmp_pa
     assert (caught.value.errno, caught.value.filename) == (errno.EFBIG, str(tmp_path / "last.pt"))
     assert sorted(os.listdir(tmp_path)) == []  # no partial file left
     log = tmp_path / "log.jsonl"
-    log.write_text("")
+    log.write_text("", encoding="utf-8")
     with file_size_limit(), pytest.raises(OSError) as caught:
         append_log(log, "x" * 2 * LIMIT)
     assert (caught.value.errno, caught.value.filename) == (errno.EFBIG, str(log))

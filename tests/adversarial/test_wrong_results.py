@@ -106,7 +106,7 @@ def test_eval_on_a_re_prepared_cache_refuses_the_changed_split(cache, tmp_path):
     )
     line = error_line(invoke("eval", "vtiqa", "--data", "mini"))
     assert "split random_0 of this cache holds other images" in line and "recorded" in line
-    run = json.loads((data_dir().parent / "runs" / "older" / "run.json").read_text())
+    run = json.loads((data_dir().parent / "runs" / "older" / "run.json").read_text(encoding="utf-8"))
     assert run["splits"]["random_0"]["digest"]  # the run recorded what it trained on
 
 
@@ -145,7 +145,7 @@ def test_eval_on_the_same_split_stored_at_another_size_says_so(cache, tmp_path):
     row = json.loads(result.stdout)["results"][0]
     assert (row["trained_resize"], row["resize"]) == ("none", "20x20")
     assert "trained on mini stored at resize none, and this cache stores it at resize 20x20" in result.stderr
-    assert "trained_resize" in (tmp_path / "m.csv").read_text().splitlines()[0]
+    assert "trained_resize" in (tmp_path / "m.csv").read_text(encoding="utf-8").splitlines()[0]
     table = invoke("eval", "vtiqa", "--data", "mini")
     assert "note: the model trained on images stored at resize none; this cache stores them at resize 20x20" in (
         table.stdout
@@ -196,10 +196,10 @@ def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
     args = ["--data", "mini", "--epochs", "1"]
     assert train(*args, "--out", str(first)).exit_code == 0
     assert train(*args, "--out", str(second), "--seed", "1").exit_code == 0
-    run = json.loads((second / "run.json").read_text())
+    run = json.loads((second / "run.json").read_text(encoding="utf-8"))
     run["status"] = "interrupted"
     run["splits"]["random_0"]["status"] = "interrupted"
-    (second / "run.json").write_text(json.dumps(run))
+    (second / "run.json").write_text(json.dumps(run), encoding="utf-8")
     shutil.copyfile(first / "split-random_0" / "last.pt", second / "split-random_0" / "last.pt")
     before = digest(second / "split-random_0" / "last.pt")
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(second)))
@@ -209,10 +209,10 @@ def test_last_pt_of_another_run_is_not_resumed(cache, tmp_path):
     # finished (it was marked failed, and `iqa eval` then refused its models as unfinished).
     run["status"] = "complete"
     run["splits"]["random_0"]["status"] = "complete"
-    (second / "run.json").write_text(json.dumps(run))
+    (second / "run.json").write_text(json.dumps(run), encoding="utf-8")
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(second), "--epochs", "2"))
     assert "belongs to another run" in line
-    assert json.loads((second / "run.json").read_text()) == run
+    assert json.loads((second / "run.json").read_text(encoding="utf-8")) == run
 
 
 def test_a_run_resumes_through_a_link_another_spelling_or_after_a_move(cache, tmp_path):
@@ -227,11 +227,11 @@ def test_a_run_resumes_through_a_link_another_spelling_or_after_a_move(cache, tm
     first.rename(moved)
     result = invoke("train", "vtiqa", "--resume", "--out", str(moved), "--epochs", "3")
     assert result.exit_code == 0, result.output
-    assert json.loads((moved / "run.json").read_text())["splits"]["random_0"]["result"]["epochs"] == 3
+    assert json.loads((moved / "run.json").read_text(encoding="utf-8"))["splits"]["random_0"]["result"]["epochs"] == 3
     # A run begun before runs had ids is known by its folder, through a link too.
-    run = json.loads((moved / "run.json").read_text())
+    run = json.loads((moved / "run.json").read_text(encoding="utf-8"))
     del run["run_id"]
-    (moved / "run.json").write_text(json.dumps(run))
+    (moved / "run.json").write_text(json.dumps(run), encoding="utf-8")
     (tmp_path / "link2").symlink_to(moved)
     result = invoke("train", "vtiqa", "--resume", "--out", str(tmp_path / "link2"), "--epochs", "4")
     assert result.exit_code == 0, result.output
@@ -276,9 +276,9 @@ def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
 
     out = tmp_path / "run"
     assert train("--data", "mini", "--epochs", "1", "--out", str(out)).exit_code == 0
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     run["status"] = run["splits"]["random_0"]["status"] = "interrupted"
-    (out / "run.json").write_text(json.dumps(run))
+    (out / "run.json").write_text(json.dumps(run), encoding="utf-8")
     spec = make_spec("mini", tmp_path / "mini" / "scores.csv", root=tmp_path / "mini", native_range=(1.0, 5.0))
     build_cache(
         spec,
@@ -288,7 +288,7 @@ def test_resume_on_a_re_prepared_cache_is_refused(cache, tmp_path):
     )
     line = error_line(invoke("train", "vtiqa", "--resume", "--out", str(out)))
     assert "no longer splits its images as when this run started: split random_0 holds other images" in line
-    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"  # not marked failed
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "interrupted"  # not marked failed
 
 
 def test_resume_with_other_data_or_split_is_refused(cache, tmp_path):
@@ -320,7 +320,7 @@ def test_a_run_resumes_on_a_copy_of_its_cache_at_another_path(cache, tmp_path):
     resumed = invoke("train", "vtiqa", "--resume", "--out", str(out), "--epochs", "2", "--data", str(moved))
     assert resumed.exit_code == 0, resumed.output
     assert f"continuing on {moved}, a copy of the run's cache {cache}" in " ".join(resumed.output.split())
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert record["cache"] == str(moved) and record["status"] == "complete"
     assert record["splits"]["random_0"]["result"]["epochs"] == 2
     from iqa_cli.data.cache import build_cache
@@ -344,10 +344,10 @@ def test_a_run_resumes_on_a_copy_of_its_cache_at_another_path(cache, tmp_path):
     refused = error_line(invoke(*again, "--data", str(edited)))
     assert "the same names and scores, other image files" in refused
     # a record from before caches had file digests is compared without them
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
     del record["cache_identity"]["files_digest"]
     del record["data_identity"]["image_files"]  # recorded since, as checkpoints record it
-    (out / "run.json").write_text(json.dumps(record))
+    (out / "run.json").write_text(json.dumps(record), encoding="utf-8")
     assert invoke(*again, "--data", str(edited)).exit_code == 0
 
 
@@ -371,8 +371,8 @@ def test_a_refused_run_never_removes_a_folder_the_user_gave(cache, tmp_path):
     assert train("--data", "mini", "--epochs", "1", "--out", str(empty)).exit_code == 0  # an empty folder is fine
     killed = tmp_path / "killed-in-its-first-second"  # what a run killed before its run.json leaves
     killed.mkdir()
-    (killed / "config.toml").write_text("epochs = 1\n")
-    (killed / ".run.json.node1.4242.x1y2.partial").write_text("{")
+    (killed / "config.toml").write_text("epochs = 1\n", encoding="utf-8")
+    (killed / ".run.json.node1.4242.x1y2.partial").write_text("{", encoding="utf-8")
     assert train("--data", "mini", "--epochs", "1", "--out", str(killed)).exit_code == 0
 
 
@@ -396,7 +396,9 @@ def test_a_run_killed_from_outside_is_shown_as_killed(tmp_path):
                               text=True).stdout)  # fmt: skip
     info = {"status": "running"}
     write_run(tmp_path, info)
-    assert effective_status(json.loads((tmp_path / "run.json").read_text())) == "running"  # this process
+    assert (
+        effective_status(json.loads((tmp_path / "run.json").read_text(encoding="utf-8"))) == "running"
+    )  # this process
     info["process"]["pid"] = dead
     assert effective_status(info) == "killed"
     info["process"]["host"] = "another-node"
@@ -488,7 +490,7 @@ def test_a_cache_that_left_images_out_says_so_in_training_and_evaluation(tmp_pat
     assert row["left_out_images"] == 3
     table = invoke("eval", "vtiqa", "--data", "mini", "--csv", str(tmp_path / "m.csv"))
     assert "note: the cache of mini left out 3 of its images" in " ".join(table.stdout.split())
-    header, first = (tmp_path / "m.csv").read_text().splitlines()[:2]
+    header, first = (tmp_path / "m.csv").read_text(encoding="utf-8").splitlines()[:2]
     assert first.split(",")[header.split(",").index("left_out_images")] == "3"
     make_cache("whole", tmp_path / "whole", data_dir() / "whole.h5", n=32, seed=1)  # other images
     watched = invoke("train", "vtiqa", *FAST, "--data", "whole", "--epochs", "1", "--watch", "mini")

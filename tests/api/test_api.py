@@ -157,9 +157,9 @@ def test_load_from_a_file_and_bad_inputs(trained):
     from iqa_cli.home import runs_dir
 
     run = runs_dir() / "apirun"
-    info = json.loads((run / "run.json").read_text())
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
     info["splits"]["random_0"]["status"] = "interrupted"
-    (run / "run.json").write_text(json.dumps(info))
+    (run / "run.json").write_text(json.dumps(info), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"split random_0 is interrupted, not finished; finish it with .*--resume"):
         iqa_cli.load("apirun", device="cpu")
 
@@ -190,10 +190,10 @@ def test_load_from_a_run_with_a_damaged_record_is_one_iqa_error(trained):
     from iqa_cli.home import runs_dir
 
     run = runs_dir() / "apirun"
-    (run / "run.json").write_text('{"method": ')
+    (run / "run.json").write_text('{"method": ', encoding="utf-8")
     with pytest.raises(ConfigError, match="damaged run.json"):
         iqa_cli.load("apirun", device="cpu")
-    (run / "run.json").write_text('{"splits": {}}')
+    (run / "run.json").write_text('{"splits": {}}', encoding="utf-8")
     with pytest.raises(ConfigError, match="names no method"):
         iqa_cli.load(str(run), device="cpu")
 

@@ -58,7 +58,7 @@ def trained(tmp_path_factory, single_thread):
 
 
 def _selected(split: Path, r: int) -> dict:
-    return json.loads((split / f"round-{r}" / "selected.json").read_text())
+    return json.loads((split / f"round-{r}" / "selected.json").read_text(encoding="utf-8"))
 
 
 def _ctx_length(path: Path) -> int:
@@ -87,10 +87,10 @@ def test_the_run_folder_audits_every_round(trained):
     assert "round-1/best.safetensors" in _selected(split, 2)["uncertainty"]
     # Selected from the pool (the training part less its validation part), never twice, never test/val.
     assert len(set(chosen)) == sum(COUNTS) and set(chosen) <= set(parts.train.tolist())
-    assert json.loads((split / "labelled.json").read_text())["indices"] == chosen
+    assert json.loads((split / "labelled.json").read_text(encoding="utf-8"))["indices"] == chosen
     assert _ctx_length(split / "round-1" / "best.safetensors") == 4  # fresh n_ctx 4 prompts in round 1
     assert _ctx_length(split / "round-2" / "best.safetensors") == 8
-    log = [json.loads(x) for x in (split / "fine-tune" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (split / "fine-tune" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {x["part"] for x in log} == {"val", "test"} and all(x["selected_on"] == "val" for x in log)
     assert "heads_plcc_srcc" in log[0]
     # As the authors' step scripts: the start weights (round 3's kept model) are evaluated before training,
@@ -100,10 +100,10 @@ def test_the_run_folder_audits_every_round(trained):
     later = [x["heads_plcc_srcc"] for x in log[1:] if x["part"] == "val"]
     improved = [x for x in log[1:] if x.get("improved")]
     assert all(x["heads_plcc_srcc"] > start for x in improved)
-    result = json.loads((split / "fine-tune" / "result.json").read_text())
+    result = json.loads((split / "fine-tune" / "result.json").read_text(encoding="utf-8"))
     if not any(v > start for v in later):
         assert result["best_epoch"] == -1  # nothing beat round 3: round 3's model is kept
-    round3 = json.loads((split / "round-3" / "log.jsonl").read_text().splitlines()[0])
+    round3 = json.loads((split / "round-3" / "log.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert round3["epoch"] == -1 and round3["event"] == "before training"
     with np.load(split / "distances.npz") as saved:
         assert saved["distance"].shape == (5, 8, parts.train.size)  # tiny: 8 centroids; 5 repeats
@@ -161,9 +161,9 @@ def test_select_on_test_pools_the_whole_training_part(tmp_path, single_thread):
     chosen = [i for r in (1, 2, 3) for i in _selected(split, r)["indices"]]
     assert [len(_selected(split, r)["indices"]) for r in (1, 2, 3)] == [3, 4, 4]  # of 24: 3 + int(4.8) + 4
     assert set(chosen) <= train and not (split / "fine-tune").exists()
-    log = [json.loads(x) for x in (split / "round-3" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (split / "round-3" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {x["part"] for x in log} == {"test"}
-    assert json.loads((out / "results.json").read_text())["selected_on"] == "test"
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["selected_on"] == "test"
 
 
 def test_the_recipe_learns_a_synthetic_distortion_fixture(tmp_path, single_thread):
@@ -208,7 +208,7 @@ def test_al_select_round_1_then_2_with_the_previous_round_model(trained, tmp_pat
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["labelled"] == report["expected_labelled"] == 4 and report["count"] == 6  # int(0.2 * 32)
-    names = second.read_text().split()
+    names = second.read_text(encoding="utf-8").split()
     assert len(names) == 6 and not set(names) & {r["name"] for r in rows}
     assert names == [c["name"] for c in report["chosen"]]
 
@@ -229,7 +229,7 @@ def test_al_select_round_1_then_2_with_the_previous_round_model(trained, tmp_pat
     assert forgot.exit_code == 2 and "the earlier rounds label 4 images, and no --labelled" in forgot.output
     assert not (tmp_path / "forgot.txt").exists()
     some = tmp_path / "some.txt"
-    some.write_text("\n".join(r["name"] for r in rows[:2]) + "\n")
+    some.write_text("\n".join(r["name"] for r in rows[:2]) + "\n", encoding="utf-8")
     fewer = runner.invoke(app, [*unlabelled[:-3], "--labelled", str(some), "--out", str(tmp_path / "fewer.txt")])
     assert fewer.exit_code == 0, fewer.output
     assert "--labelled names 2 images, the plan's earlier rounds 4" in " ".join(fewer.stderr.split())
@@ -270,10 +270,10 @@ def test_al_select_reads_a_folder_of_unscored_images(tmp_path, single_thread):
         app, ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    names = out.read_text().split()
+    names = out.read_text(encoding="utf-8").split()
     assert len(names) == 4 and all((folder / n).is_file() for n in names)  # len(arange(20 - 3.2, 20))
     labelled = tmp_path / "done.txt"
-    labelled.write_text("\n".join(names) + "\n")
+    labelled.write_text("\n".join(names) + "\n", encoding="utf-8")
     again = tmp_path / "again.txt"
     result = runner.invoke(
         app,
@@ -294,17 +294,17 @@ def test_al_select_reads_a_folder_of_unscored_images(tmp_path, single_thread):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert not set(again.read_text().split()) & set(names)
+    assert not set(again.read_text(encoding="utf-8").split()) & set(names)
     # --out onto the --labelled list replaced the names labelled so far with this round's picks.
     onto = runner.invoke(app, [*pool_args(folder), "--labelled", str(labelled), "--out", str(labelled)])
-    assert "is the --labelled file" in one_error_line(onto) and labelled.read_text().split() == names
+    assert "is the --labelled file" in one_error_line(onto) and labelled.read_text(encoding="utf-8").split() == names
     # `--out notes.txt` replaced any text file; a .txt is replaced only when it is a list of image names.
     notes = tmp_path / "notes.txt"
-    notes.write_text("meeting: label the next round\nim01.jpg looked blurred\n")
+    notes.write_text("meeting: label the next round\nim01.jpg looked blurred\n", encoding="utf-8")
     onto_notes = runner.invoke(app, [*pool_args(folder), "--out", str(notes)])
     line = one_error_line(onto_notes)
     assert "is not a list of image names (it holds the line 'meeting: label the next round')" in line
-    assert notes.read_text().startswith("meeting")
+    assert notes.read_text(encoding="utf-8").startswith("meeting")
     assert runner.invoke(app, [*pool_args(folder), "--out", str(again)]).exit_code == 0  # an earlier list: replaced
     # Round 2 without the round-1 model took zero-shot CLIP without a word (AL-IQA takes the round-1 model).
     pool = ["al", "select", "--images", str(folder), "--tiny", "--device", "cpu", "--budget", "80"]
@@ -327,7 +327,7 @@ def test_bad_input_gives_one_line(tmp_path):
     assert "round_n_ctx" in one_error_line(runner.invoke(app, [*train, "--round-n-ctx", "4,8"]))
     select = ["al", "select", "--data", "mini", "--tiny", "--device", "cpu"]
     labelled = tmp_path / "labelled.txt"
-    labelled.write_text("img000.png\nnot-an-image.png\n")
+    labelled.write_text("img000.png\nnot-an-image.png\n", encoding="utf-8")
     line = one_error_line(runner.invoke(app, [*select, "--labelled", str(labelled), "--out", str(tmp_path / "x.txt")]))
     assert "not images of the pool" in line and "not-an-image.png" in line
     assert ".csv or .txt" in one_error_line(runner.invoke(app, [*select, "--out", str(tmp_path / "x.json")]))
@@ -358,8 +358,8 @@ def test_the_authors_whole_dataset_pool(tmp_path, single_thread):
     assert result.exit_code == 0, result.output
     assert "POOL = THE WHOLE DATASET" in result.output
     split = data_dir().parent / "runs" / "all" / "split-random_0"
-    labelled = json.loads((split / "labelled.json").read_text())["indices"]
-    record = json.loads((split / "result.json").read_text())
+    labelled = json.loads((split / "labelled.json").read_text(encoding="utf-8"))["indices"]
+    record = json.loads((split / "result.json").read_text(encoding="utf-8"))
     assert record["selected_on"] == "test" and "optimistic" in record["al_pool"]
     row = json.loads(result.stdout)["splits"][0]
     assert row["n"] == 32 - len(labelled)  # the test set is every image not selected
@@ -397,10 +397,10 @@ def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, singl
         ("0.005", 1, 0), ("0.005", 2, 1), ("1", 1, 0), ("1", 2, 1)
     ]  # fmt: skip
     for row in table["runs"]:
-        config = json.loads((Path(row["run"]) / "run.json").read_text())["config"]
+        config = json.loads((Path(row["run"]) / "run.json").read_text(encoding="utf-8"))["config"]
         assert config["params"]["borda_weights"] == [float(row["value"])] * 3  # one weight for every round
         assert config["engine"]["seed"] == row["seed"]
-        results = json.loads((Path(row["run"]) / "results.json").read_text())
+        results = json.loads((Path(row["run"]) / "results.json").read_text(encoding="utf-8"))
         assert row["srcc"] == results["median"]["srcc"]
         # How many of its splits report raw PLCC under plcc_logistic (no logistic fit) travels with it.
         assert row["logistic_fallbacks"] == sum(s["logistic_fit"] == "fallback" for s in results["splits"])
@@ -409,7 +409,7 @@ def test_weight_sweep_with_repeats_reports_each_run_and_the_mean(tmp_path, singl
         assert mean["runs"] == 2 and mean["mean_srcc"] == pytest.approx(np.mean(runs))
         fallbacks = [r["logistic_fallbacks"] for r in table["runs"] if r["value"] == mean["value"]]
         assert mean["logistic_fallbacks"] == sum(fallbacks)
-    assert json.loads((root / "sweep.json").read_text()) == table
+    assert json.loads((root / "sweep.json").read_text(encoding="utf-8")) == table
     again = runner.invoke(app, ["train", "aliqa", *args, *sweep])  # finished runs are read back, not retrained
     assert again.exit_code == 0 and json.loads(again.stdout)["runs"] == table["runs"]
     assert "sweep:" not in again.output
@@ -441,5 +441,5 @@ def test_rounds_cut_by_max_steps_make_the_run_shortened(tmp_path, single_thread)
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)["splits"]
     assert row["stopped_because"] == "step limit (1)" and row["epochs"] == 1
-    steps = json.loads((tmp_path / "r" / "split-random_0" / "result.json").read_text())["al_steps"]
+    steps = json.loads((tmp_path / "r" / "split-random_0" / "result.json").read_text(encoding="utf-8"))["al_steps"]
     assert [step.get("stopped_because") for step in steps] == ["step limit (1)"] * 3

@@ -56,7 +56,7 @@ def test_the_demo_never_writes_among_a_user_s_files(tmp_path, _isolated_home):
     """`iqa demo --workdir ~` wrote its images and `scores.csv` into an existing `~/photos`."""
     photos = tmp_path / "home" / "photos"
     photos.mkdir(parents=True)
-    (photos / "scores.csv").write_text("holiday.jpg,4.5\n")
+    (photos / "scores.csv").write_text("holiday.jpg,4.5\n", encoding="utf-8")
     (photos / "holiday.jpg").write_bytes(b"mine")
     result = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "home")])
     assert result.exit_code == 2, result.output
@@ -65,7 +65,9 @@ def test_the_demo_never_writes_among_a_user_s_files(tmp_path, _isolated_home):
     alone = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path / "home")])
     assert alone.exit_code == 2 and "holds files the demo did not write (scores.csv)" in alone.output
     (photos / "holiday.jpg").write_bytes(b"mine")
-    assert (photos / "scores.csv").read_text() == "holiday.jpg,4.5\n" and sorted(p.name for p in photos.iterdir()) == [
+    assert (photos / "scores.csv").read_text(encoding="utf-8") == "holiday.jpg,4.5\n" and sorted(
+        p.name for p in photos.iterdir()
+    ) == [
         "holiday.jpg",
         "scores.csv",
     ]
@@ -76,7 +78,7 @@ def test_an_earlier_demo_s_folder_is_reused(tmp_path):
 
     folder = tmp_path / "photos"
     (folder / PHOTOS[0]).mkdir(parents=True)
-    (folder / "scores.csv").write_text(f"name,score\n{PHOTOS[0]}/{PHOTOS[0]}_t0_clean0.png,5\n")
+    (folder / "scores.csv").write_text(f"name,score\n{PHOTOS[0]}/{PHOTOS[0]}_t0_clean0.png,5\n", encoding="utf-8")
     _check_demo_folder(folder)  # what an earlier `iqa demo` wrote: no error
 
 
@@ -112,9 +114,9 @@ def test_a_demo_of_millions_of_images_is_refused_before_any_is_written(tmp_path,
 def test_a_workdir_that_is_a_file_is_refused_in_one_line_naming_the_option(tmp_path, _isolated_home):
     """`--workdir FILE` failed as an I/O error (exit 74) naming FILE/photos: "Not a directory"."""
     taken = tmp_path / "notes.txt"
-    taken.write_text("mine")
+    taken.write_text("mine", encoding="utf-8")
     for workdir in (taken, taken / "below"):
         result = runner.invoke(app, ["demo", *SMALL, "--workdir", str(workdir)])
         assert result.exit_code == 2, result.output
         assert f"error: --workdir: {taken} is a file; expected a folder" in result.output
-    assert taken.read_text() == "mine"
+    assert taken.read_text(encoding="utf-8") == "mine"

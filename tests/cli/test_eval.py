@@ -83,7 +83,7 @@ def test_newest_run_on_its_own_splits_with_json(trained):
     text = evaluate("--data", "mini")
     assert "median" in text.stdout and "mean ± std" in text.stdout
     # The same numbers as the run's own final test of each kept model.
-    results = json.loads((trained["run"] / "results.json").read_text())["splits"]
+    results = json.loads((trained["run"] / "results.json").read_text(encoding="utf-8"))["splits"]
     for ours, theirs in zip(report["results"], results, strict=True):
         assert ours["srcc"] == pytest.approx(theirs["srcc"], abs=1e-12)
         assert ours["plcc"] == pytest.approx(theirs["plcc"], abs=1e-12)
@@ -364,10 +364,10 @@ def test_an_unfinished_run_is_no_result(trained):
     copy = trained["home"] / "runs" / "preempted"
     shutil.copytree(trained["run"], copy)
     try:
-        info = json.loads((copy / "run.json").read_text())
+        info = json.loads((copy / "run.json").read_text(encoding="utf-8"))
         info.update(status="interrupted", created="2999-01-01T00:00:00+00:00")  # the newest run
         info["splits"]["random_1"]["status"] = "interrupted"
-        (copy / "run.json").write_text(json.dumps(info))
+        (copy / "run.json").write_text(json.dumps(info), encoding="utf-8")
         line = one_error_line(evaluate("--data", "mini", "--weights", str(copy)))
         assert f"run {copy} has not finished (random_1 interrupted)" in line
         assert "--resume --out" in line and "--split random_0 scores what finished" in line
@@ -380,7 +380,7 @@ def test_an_unfinished_run_is_no_result(trained):
         assert f"newer unfinished run(s) passed over: {copy} (random_1 interrupted)" in newest.stderr
         assert all(str(trained["run"]) in row["weights"] for row in json.loads(newest.stdout)["results"])
         info["splits"]["random_0"]["status"] = "pending"
-        (copy / "run.json").write_text(json.dumps(info))
+        (copy / "run.json").write_text(json.dumps(info), encoding="utf-8")
         away = trained["home"] / "away"
         shutil.move(trained["run"], away)  # the finished run is gone
         try:
@@ -404,7 +404,7 @@ def test_a_kept_model_copied_in_from_another_run_is_no_result_of_this_run(traine
     shutil.copytree(trained["run"], copy)
     best = copy / "split-random_0" / "best.safetensors"
     shutil.copyfile(other / "split-random_0" / "best.safetensors", best)
-    theirs, ours = (json.loads((run / "run.json").read_text())["run_id"] for run in (other, copy))
+    theirs, ours = (json.loads((run / "run.json").read_text(encoding="utf-8"))["run_id"] for run in (other, copy))
     line = one_error_line(evaluate("--weights", str(copy)))
     assert line.startswith(f"error: {best}: is the kept model of another run (run id {theirs}; this run's is {ours})")
     assert "pass that file as --weights" in line
@@ -592,7 +592,9 @@ def test_cross_refuses_a_dataset_holding_byte_identical_copies_of_training_image
     shown = evaluate("--weights", str(trained["run"]), "--cross", "borrowed", "--drop-seen")
     assert "--drop-seen left out byte-identical copies" in " ".join(shown.stdout.split())
     (folder / "borrowed.png").unlink()
-    (folder / "scores.csv").write_text("".join((folder / "scores.csv").read_text().splitlines(True)[:-1]))
+    (folder / "scores.csv").write_text(
+        "".join((folder / "scores.csv").read_text(encoding="utf-8").splitlines(True)[:-1]), encoding="utf-8"
+    )
     _prepare("borrowed", folder)
     clean = evaluate("--weights", str(trained["run"]), "--cross", "borrowed", "--json")
     assert clean.exit_code == 0, clean.output
@@ -633,7 +635,7 @@ def test_copies_across_an_authors_split_are_reported_beside_its_figures(tmp_path
     assert result.exit_code == 0, result.output
     assert f"{expected} of the" in result.stderr and "test images are byte-identical copies" in result.stderr
     assert "figures include them" in result.stdout
-    row = json.loads((run / "results.json").read_text())["splits"][0]
+    row = json.loads((run / "results.json").read_text(encoding="utf-8"))["splits"][0]
     assert row["test_copies_of_training"] == expected
     scored = evaluate("--weights", str(run), "--data", "copies", "--json")
     assert scored.exit_code == 0, scored.output
@@ -751,10 +753,10 @@ def test_a_run_with_a_damaged_record_is_named_as_such(trained, tmp_path):
     damaged = trained["home"] / "runs" / "damaged-run"
     shutil.copytree(trained["run"], damaged)
     try:
-        (damaged / "run.json").write_text('{"method": ')
+        (damaged / "run.json").write_text('{"method": ', encoding="utf-8")
         line = one_error_line(evaluate("--data", "mini", "--weights", "damaged-run"))
         assert "damaged run.json" in line and str(damaged / "run.json") in line
-        (damaged / "run.json").write_text("[1, 2]")
+        (damaged / "run.json").write_text("[1, 2]", encoding="utf-8")
         assert "a JSON list, not a run's record" in one_error_line(
             evaluate("--data", "mini", "--weights", str(damaged))
         )

@@ -62,7 +62,7 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
 
     hist = tmp_path / "hist.svg"
     assert runner.invoke(app, ["prepare", "inspect", "mini", "--plot", str(hist)]).exit_code == 0
-    assert hist.read_text().lstrip().startswith("<?xml")
+    assert hist.read_text(encoding="utf-8").lstrip().startswith("<?xml")
 
     # one model, several datasets
     many = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--cross", "all", "--device", "cpu", "--json"])
@@ -98,7 +98,7 @@ def test_figures_cross_lists_and_the_matrix(tmp_path, monkeypatch):
     assert kinds[("mini", "mini")] == "intra" and kinds[("mini", "other")] == "cross"
     assert not any(c.get("includes_training_images") for c in matrix["cells"])  # the diagonal is intra
     assert all(v is not None for row in matrix["matrix"] for v in row)
-    assert _png(heat)[0] > 200 and table_csv.read_text().splitlines()[0].startswith("trained on")
+    assert _png(heat)[0] > 200 and table_csv.read_text(encoding="utf-8").splitlines()[0].startswith("trained on")
     text = runner.invoke(app, ["eval", "vtiqa", "--matrix", "--data", "mini,other", "--device", "cpu"])
     assert text.exit_code == 0 and "other" in text.stdout and "§" not in text.stdout
     # A run kept on its own test part made an optimistic diagonal cell that looked like the others.

@@ -41,7 +41,7 @@ def photos(tmp_path):
     Image.fromarray(smooth_image(64, 96, 2)).save(folder / "b.png")
     Image.fromarray(smooth_image(120, 80, 3)).save(folder / "nested" / "c.bmp")
     Image.fromarray(smooth_image(40, 30, 4)).convert("L").save(folder / "nested" / "d.tiff")
-    (folder / "notes.txt").write_text("not an image, and not an image suffix: left out, with a note")
+    (folder / "notes.txt").write_text("not an image, and not an image suffix: left out, with a note", encoding="utf-8")
     Image.fromarray(smooth_image(40, 30, 5)).save(folder / "nested" / "e.gif")  # a format predict does not list
     return folder
 
@@ -171,7 +171,7 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_image_is_sc
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: --csv: {tmp_path} is a folder; give a file name"]
     blocker = tmp_path / "a_file"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     result = predict("--weights", str(weights), str(photos), "--csv", str(blocker / "sub" / "scores.csv"))
     assert result.exit_code == 2 and "is a file, so" in result.output and "scoring" not in result.output
     made = predict("--weights", str(weights), str(photos), "--csv", str(tmp_path / "new" / "dir" / "s.csv"))
@@ -189,7 +189,7 @@ def test_outputs_never_replace_an_input_image_a_model_or_a_cache(weights, photos
         "replaced (give another name, or remove it first)"
     )
     score_list = photos / "scores.csv"  # a dataset's score list is no table of ours either
-    score_list.write_text("name,score\na.jpg,3.5\n")
+    score_list.write_text("name,score\na.jpg,3.5\n", encoding="utf-8")
     kept[score_list] = score_list.read_bytes()
     refused = predict("--weights", str(weights), str(photos / "a.jpg"), "--csv", str(score_list))
     assert refused.exit_code == 2 and "is a text file this option did not write" in refused.output

@@ -78,7 +78,7 @@ def test_custom_images_read_in_part_are_said_so(tmp_path):
     rgba = np.dstack([smooth_image(40, 30, seed=4), np.full((30, 40), 255, np.uint8)])
     rgba[:4, :4, 3] = 0
     Image.fromarray(rgba).save(root / "cutout.png")
-    csv_path.write_text(csv_path.read_text() + "pages.tif,55.0,\ncutout.png,60.0,\n")
+    csv_path.write_text(csv_path.read_text(encoding="utf-8") + "pages.tif,55.0,\ncutout.png,60.0,\n", encoding="utf-8")
     result = iqa("custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "m.h5", "-j", "1")
     assert result.exit_code == 0, result.output
     said = " ".join(result.stderr.split())
@@ -182,12 +182,12 @@ def test_option_and_input_errors(tmp_path):
     assert failed(iqa(*base, "--out", tmp_path / "abc"), "--out", "abc: a cache file's name ends in .h5, .hdf5 or .npz")
     assert not (tmp_path / "abc").exists()
     assert failed(iqa(*base, "--name", "livew"), "built-in dataset")
-    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_file").write_text("", encoding="utf-8")
     assert failed(iqa(*base, "--csv", csv_path, "--out", tmp_path / "a_file" / "x.h5"), "--out:", "is a file, so")
     assert failed(iqa(*base, "--range", "high"), "--range")
-    csv_path.write_text("name,score\na.jpg,good\n")
+    csv_path.write_text("name,score\na.jpg,good\n", encoding="utf-8")
     assert failed(iqa(*base), "scores.csv", "line 2", "malformed score")
-    csv_path.write_text("name,score\nmissing.jpg,3\n")
+    csv_path.write_text("name,score\nmissing.jpg,3\n", encoding="utf-8")
     assert failed(iqa(*base), "missing.jpg")
     assert failed(iqa("inspect", "nothing-here"), "nothing-here")
     junk = tmp_path / "junk.h5"
@@ -259,15 +259,17 @@ def test_a_tab_or_semicolon_separated_file_is_read_as_its_csv(tmp_path, separato
     csv_path = make_folder(root)
     assert iqa("custom", "--root", root, "--csv", csv_path, "--out", tmp_path / "c.h5", "-j", "1").exit_code == 0
     other = tmp_path / "labels.txt"
-    other.write_text(csv_path.read_text().replace(",", separator))
+    other.write_text(csv_path.read_text(encoding="utf-8").replace(",", separator), encoding="utf-8")
     result = iqa("custom", "--root", root, "--csv", other, "--out", tmp_path / "t.h5", "-j", "1")
     assert result.exit_code == 0, result.output
     with open_cache(tmp_path / "c.h5") as comma, open_cache(tmp_path / "t.h5") as read:
         assert read.names == comma.names and np.array_equal(read.scores, comma.scores)
         assert np.array_equal(read.std, comma.std, equal_nan=True) and np.isfinite(read.std).any()
     if separator == ";":  # a decimal comma stays inside its cell: refused as a score, never read as 3
-        lines = other.read_text().splitlines()
-        other.write_text("\n".join([lines[0], lines[1].rsplit(";", 2)[0] + ";3,75;0,5", *lines[2:]]) + "\n")
+        lines = other.read_text(encoding="utf-8").splitlines()
+        other.write_text(
+            "\n".join([lines[0], lines[1].rsplit(";", 2)[0] + ";3,75;0,5", *lines[2:]]) + "\n", encoding="utf-8"
+        )
         result = iqa("custom", "--root", root, "--csv", other, "--out", tmp_path / "d.h5", "-j", "1")
         assert failed(result, str(other), "line 2", "3,75"), result.output
 
@@ -275,10 +277,10 @@ def test_a_tab_or_semicolon_separated_file_is_read_as_its_csv(tmp_path, separato
 def test_a_malformed_score_on_the_first_row_is_an_error_not_a_header(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root, header=False)
-    rows = csv_path.read_text().splitlines()
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
     first = rows[0].split(",")
     rows[0] = ",".join([first[0], "bad", *first[2:]])
-    csv_path.write_text("\n".join(rows) + "\n")
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     result = iqa("custom", "--root", root, "--name", "mine", "-j", "1")
     assert failed(result, str(csv_path), "line 1"), result.output
 
@@ -321,7 +323,7 @@ def test_sigterm_while_packing_leaves_no_partial_file(tmp_path, _isolated_home):
     for i in range(1, 150):
         shutil.copyfile(first, root / f"im{i:03d}.png")
         lines.append(f"im{i:03d}.png,{i}")
-    (root / "scores.csv").write_text("\n".join(lines) + "\n")
+    (root / "scores.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "caches" / "big.h5"
     command = [sys.executable, "-m", "iqa_cli", "prepare", "custom", "--root", str(root), "--out", str(out)]
     command += ["--name", "big", "--workers", "1", "--size", "200x150"]
@@ -373,7 +375,7 @@ def test_a_signal_whose_exception_was_lost_still_stops_before_the_cache_is_commi
     from iqa_cli.atomic import atomic_path
 
     with atomic_path(tmp_path / "after.txt") as tmp:  # the caller's own write after the command: not refused
-        tmp.write_text("mine")
+        tmp.write_text("mine", encoding="utf-8")
     monkeypatch.setattr(cache_write, "_stream_images", original)
     assert _prepare_small_folder(tmp_path)[1].exit_code == 0
 
@@ -398,7 +400,9 @@ def test_a_lost_signal_then_an_input_error_exits_with_the_signal_s_code(tmp_path
     make_folder(root, MIXED[:1])
     for i in range(1, 6):
         (root / f"copy{i}.jpg").write_bytes((root / MIXED[0].name).read_bytes())
-    (root / "scores.csv").write_text("name,score\n" + "".join(f"copy{i}.jpg,{i}\n" for i in range(1, 6)))
+    (root / "scores.csv").write_text(
+        "name,score\n" + "".join(f"copy{i}.jpg,{i}\n" for i in range(1, 6)), encoding="utf-8"
+    )
     out = tmp_path / "caches" / "copies.h5"
     result = iqa("custom", "--root", root, "--name", "copies", "--out", out, "-j", "1")
     assert result.exit_code == code and failed(result, said), result.output
@@ -549,7 +553,7 @@ def test_byte_identical_files_are_recorded_reported_and_kept_on_one_side_of_ever
     same.mkdir()
     for k in range(5):
         shutil.copy(root / names[0], same / f"s{k}.png")
-    (same / "scores.csv").write_text("".join(f"s{k}.png,{k + 1}\n" for k in range(5)))
+    (same / "scores.csv").write_text("".join(f"s{k}.png,{k + 1}\n" for k in range(5)), encoding="utf-8")
     refused = iqa("custom", "--root", same, "--name", "same", "--out", tmp_path / "same.h5", "-j", "1")
     assert failed(refused, "cannot split 1 distinct image file 80%/20%"), refused.output
 
@@ -591,7 +595,7 @@ def test_a_score_direction_against_the_column_or_score_type_is_refused(tmp_path,
     result = iqa("custom", "--root", root, "--score-type", "level", "-j", "1")
     assert failed(result, "--score-type level", "iqa prepare distorted"), result.output
     assert not list((_isolated_home / "data").glob("*.h5"))
-    csv_path.write_text(csv_path.read_text().replace("image,MOS", "image,rating", 1))
+    csv_path.write_text(csv_path.read_text(encoding="utf-8").replace("image,MOS", "image,rating", 1), encoding="utf-8")
     result = iqa("custom", "--root", root, "--name", "rated", "--score-type", "grade", "--lower-better", "-j", "1")
     assert result.exit_code == 0, result.output  # a scale named otherwise declares its own direction
     make_folder(root, header=False)
@@ -649,9 +653,9 @@ def test_a_header_without_a_score_column_is_refused_not_read_by_position(tmp_pat
 def test_a_carriage_return_inside_a_line_is_named_in_the_files_terms(tmp_path):
     root = tmp_path / "photos"
     csv_path = make_folder(root)
-    lines = csv_path.read_text().splitlines()
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
     lines[1] = lines[1].replace(",", "\r,", 1)
-    csv_path.write_text("\n".join(lines) + "\n", newline="")
+    csv_path.write_text("\n".join(lines) + "\n", newline="", encoding="utf-8")
     result = iqa("custom", "--root", root, "--out", tmp_path / "c.h5", "-j", "1")
     assert failed(result, str(csv_path), "carriage return"), result.output
     assert "universal-newline" not in result.stderr
@@ -674,7 +678,9 @@ def test_names_decomposed_on_disk_match_composed_names_in_the_csv(tmp_path, _iso
     with open_cache(_isolated_home / "data" / "accents.h5") as cache:
         assert cache.names == [unicodedata.normalize("NFD", n) for n in names]  # as on disk
         assert list(cache.scores) == [1, 2, 3]
-    csv_path.write_text(csv_path.read_text() + unicodedata.normalize("NFD", names[0]) + ",4\n", encoding="utf-8")
+    csv_path.write_text(
+        csv_path.read_text(encoding="utf-8") + unicodedata.normalize("NFD", names[0]) + ",4\n", encoding="utf-8"
+    )
     result = iqa("custom", "--root", root, "--name", "again", "--splits", "0", "-j", "1")
     assert failed(result, "line 5", "again (first on line 2)"), result.output
 
@@ -699,11 +705,11 @@ def test_references_of_very_different_sizes_give_test_parts_far_from_the_fractio
     split's test part held 20 of 24 images (83 %) for `--test-fraction 0.2`, without a word."""
     root = tmp_path / "distorted"
     csv_path = _distorted_folder(root, references=2, levels=4)
-    lines = csv_path.read_text().splitlines()
+    lines = csv_path.read_text(encoding="utf-8").splitlines()
     extra = [f"I00_{d:02d}.png,refs/I00.png,{1 + 0.1 * d:.2f},0.1" for d in range(4, 20)]
     for d in range(4, 20):  # reference I00 gets 20 distortions, I01 keeps 4
         (root / f"I00_{d:02d}.png").write_bytes((root / f"I00_{d % 4:02d}.png").read_bytes()[:-1] + bytes([d]))
-    csv_path.write_text("\n".join([*lines, *extra]) + "\n")
+    csv_path.write_text("\n".join([*lines, *extra]) + "\n", encoding="utf-8")
     result = iqa("custom", "--root", root, "--name", "uneven", "--higher-better", "--references", "ref_img", "-j", "1",
                  "--splits", "2")  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -741,7 +747,7 @@ def test_a_reference_column_gives_reference_disjoint_splits_and_is_not_ignored_s
                   "--references: the header row has no column 'nope'")  # fmt: skip
     assert failed(iqa("custom", "--root", root, "--name", "x", "--higher-better", "--references", "quality"),
                   "--references: 'quality' is the image name, score or std column")  # fmt: skip
-    text = (root / "scores.csv").read_text().replace(",refs/I02.png,", ",,", 1)
-    (root / "scores.csv").write_text(text)
+    text = (root / "scores.csv").read_text(encoding="utf-8").replace(",refs/I02.png,", ",,", 1)
+    (root / "scores.csv").write_text(text, encoding="utf-8")
     assert failed(iqa("custom", "--root", root, "--name", "x", "--higher-better", "--references", "ref_img"),
                   "line 10 names no reference in column 'ref_img'")  # fmt: skip

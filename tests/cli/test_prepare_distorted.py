@@ -39,7 +39,7 @@ def test_distorted_writes_a_cache(refs, tmp_path):
 
 
 def test_an_out_under_a_file_is_refused_before_any_image_is_made(refs, tmp_path):
-    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_file").write_text("", encoding="utf-8")
     result = invoke("distorted", "--refs", str(refs), "--out", str(tmp_path / "a_file" / "d.h5"), *FAST)
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (

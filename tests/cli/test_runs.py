@@ -59,7 +59,7 @@ def test_runs_list_show_rm_and_the_record(tmp_path, monkeypatch):
     assert by_run.exit_code == 0 and "evaluating run" in by_run.output and "first" in by_run.output
     # A run folder holding what no run writes (a run an older iqa wrote into a user's folder): not deleted.
     notes = tmp_path / "project-runs" / "first" / "thesis-notes.txt"
-    notes.write_text("mine")
+    notes.write_text("mine", encoding="utf-8")
     refused = runner.invoke(app, ["runs", "rm", "first"])
     assert refused.exit_code == 2 and "1 file(s) or folder(s) no run writes (thesis-notes.txt)" in refused.output
     notes.unlink()
@@ -96,9 +96,9 @@ def test_a_run_whose_record_is_damaged_is_named_not_passed_over_in_silence(tmp_p
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
     assert runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "first"]).exit_code == 0
     (tmp_path / "runs" / "later").mkdir()
-    (tmp_path / "runs" / "later" / "run.json").write_text('{"method": "vtiqa", "dat')
+    (tmp_path / "runs" / "later" / "run.json").write_text('{"method": "vtiqa", "dat', encoding="utf-8")
     (tmp_path / "runs" / "notes").mkdir()  # no run.json: not a run, nothing to say
-    (tmp_path / "runs" / "todo.txt").write_text("compare with koniq")  # a file: not a run either
+    (tmp_path / "runs" / "todo.txt").write_text("compare with koniq", encoding="utf-8")  # a file: not a run either
     listed = runner.invoke(app, ["runs", "list", "--json"])
     assert listed.exit_code == 0 and [r["name"] for r in json.loads(listed.stdout)] == ["first"]
     said = [line for line in listed.stderr.splitlines() if "warning" in line]
@@ -112,7 +112,7 @@ def test_a_tiny_run_s_resolved_config_is_accepted_back(tmp_path):
     again = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--config", str(first / "config.toml"),
                                 "--out", str(tmp_path / "again"), "--json"])  # fmt: skip
     assert again.exit_code == 0, again.output
-    a, b = (json.loads((p / "run.json").read_text())["config"] for p in (first, tmp_path / "again"))
+    a, b = (json.loads((p / "run.json").read_text(encoding="utf-8"))["config"] for p in (first, tmp_path / "again"))
     assert a == b and a["tiny"] is True
 
 
@@ -142,7 +142,9 @@ def test_print_config_shows_the_plan_and_creates_no_run(tmp_path, monkeypatch):
         app, ["train", "vtiqa", "--resume", "--name", "r", "--epochs", "3", "--print-config", "--json"]
     )
     assert json.loads(longer.stdout)["sections"]["vtiqa protocol"]["epochs"] == 3
-    assert json.loads((tmp_path / "runs" / "r" / "run.json").read_text())["status"] == "complete"  # only planned
+    assert (
+        json.loads((tmp_path / "runs" / "r" / "run.json").read_text(encoding="utf-8"))["status"] == "complete"
+    )  # only planned
 
 
 def test_a_validation_part_too_small_for_a_correlation_is_refused_before_training(tmp_path):
@@ -186,9 +188,9 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path):
     )
     extended = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "3"])
     assert extended.exit_code == 0, extended.output
-    log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert max(r["epoch"] for r in log) == 2  # epochs 0..2
-    info = json.loads((out / "run.json").read_text())
+    info = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert info["status"] == "complete" and info["config"]["params"]["epochs"] == 3
     shorter = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--epochs", "2"])
     assert shorter.exit_code != 0 and "can only extend" in shorter.output
@@ -223,7 +225,7 @@ def test_resume_without_a_name_picks_the_newest_run_that_started_training(tmp_pa
     }
     for name, record in records.items():
         (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "run.json").write_text(json.dumps({**base, **record}))
+        (tmp_path / "runs" / name / "run.json").write_text(json.dumps({**base, **record}), encoding="utf-8")
     assert newest_run("vtiqa", "mini", unfinished=True).name == "started"
     assert newest_run("vtiqa", str(tmp_path / "mini.h5"), unfinished=True).name == "started"  # by cache path
 
@@ -274,7 +276,7 @@ def test_a_relative_iqa_home_records_absolute_paths(tmp_path, monkeypatch):
     make_cache("mini", tmp_path / "mini", data_dir() / "mini.h5")
     assert data_dir().is_absolute()
     assert runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "mini", "--name", "r"]).exit_code == 0
-    record = json.loads((tmp_path / "h" / "runs" / "r" / "run.json").read_text())
+    record = json.loads((tmp_path / "h" / "runs" / "r" / "run.json").read_text(encoding="utf-8"))
     assert record["cache"] == str(tmp_path / "h" / "data" / "mini.h5")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -300,7 +302,7 @@ def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(t
     combined = runner.invoke(app, ["runs", "combine", "job1", "job0", "--json"])
     assert combined.exit_code == 0, combined.output
     report = json.loads(combined.stdout)
-    whole = json.loads((tmp_path / "runs" / "whole" / "results.json").read_text())
+    whole = json.loads((tmp_path / "runs" / "whole" / "results.json").read_text(encoding="utf-8"))
     assert [(r["split"], r["run"]) for r in report["splits"]] == [("random_0", "job0"), ("random_1", "job1")]
     for name in ("srcc", "plcc", "rmse"):
         assert [r[name] for r in report["splits"]] == [r[name] for r in whole["splits"]], name
@@ -332,13 +334,15 @@ def test_combine_joins_a_job_array_s_one_split_runs_into_the_protocol_s_report(t
     result = runner.invoke(app, ["train", "vtiqa", *FAST, "--data", "other", "--split", "1", "--name", "other-data"])
     assert result.exit_code == 0, result.output
     assert "trained on other data" in refused("job0", "other-data")
-    record = json.loads((tmp_path / "runs" / "job1" / "run.json").read_text())
-    (tmp_path / "runs" / "job1" / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    record = json.loads((tmp_path / "runs" / "job1" / "run.json").read_text(encoding="utf-8"))
+    (tmp_path / "runs" / "job1" / "run.json").write_text(
+        json.dumps({**record, "status": "interrupted"}), encoding="utf-8"
+    )
     assert "the run is interrupted, not complete" in refused("job0", "job1")
-    (tmp_path / "runs" / "job1" / "run.json").write_text(json.dumps(record))
-    results = json.loads((tmp_path / "runs" / "job1" / "results.json").read_text())
+    (tmp_path / "runs" / "job1" / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    results = json.loads((tmp_path / "runs" / "job1" / "results.json").read_text(encoding="utf-8"))
     results["splits"][0]["split"] = "whole_1"  # whole-dataset rounds test nothing: their figures are --watch's
-    (tmp_path / "runs" / "job1" / "results.json").write_text(json.dumps(results))
+    (tmp_path / "runs" / "job1" / "results.json").write_text(json.dumps(results), encoding="utf-8")
     assert "whole-dataset round whole_1, which tests nothing" in refused("job0", "job1")
 
 
@@ -352,7 +356,9 @@ def test_where_file_locks_fail_rm_refuses_a_run_marked_running(monkeypatch):
 
     root = runs_dir() / "busy"
     (root / "split-random_0").mkdir(parents=True)
-    (root / "run.json").write_text(json.dumps({"status": "running", "process": {"pid": 4242, "host": "node17"}}))
+    (root / "run.json").write_text(
+        json.dumps({"status": "running", "process": {"pid": 4242, "host": "node17"}}), encoding="utf-8"
+    )
 
     def flock(fd, operation):
         raise OSError(errno.ENOSYS, "Function not implemented")
@@ -429,9 +435,9 @@ def test_combine_refuses_runs_on_caches_that_split_the_same_images_otherwise(tmp
     # runs recorded before `stored_splits`: their caches, where they still hold what the runs trained, tell
     for run in ("job0", "job1", "same1"):
         record_file = tmp_path / "runs" / run / "run.json"
-        record = json.loads(record_file.read_text())
+        record = json.loads(record_file.read_text(encoding="utf-8"))
         del record["stored_splits"]
-        record_file.write_text(json.dumps(record))
+        record_file.write_text(json.dumps(record), encoding="utf-8")
     assert "their caches hold other images under split" in combine("job0", "job1").output
     assert combine("job0", "same1").exit_code == 0
     (data_dir() / "reseeded.h5").unlink()  # mini's split random_1 is not what job1 trained: still told
@@ -461,9 +467,9 @@ def test_combine_refuses_splits_of_two_schemes_and_checks_no_split_set_for_the_a
     assert "splits of 2 schemes" in joined.output and joined.exit_code == 2
     for run in ("chain1", "chain2"):  # records from before `stored_splits`, their cache gone
         record_file = tmp_path / "runs" / run / "run.json"
-        record = json.loads(record_file.read_text())
+        record = json.loads(record_file.read_text(encoding="utf-8"))
         del record["stored_splits"]
-        record_file.write_text(json.dumps(record))
+        record_file.write_text(json.dumps(record), encoding="utf-8")
     (data_dir() / "mini.h5").unlink()
     caplog.set_level("WARNING")
     chains = runner.invoke(app, ["runs", "combine", "chain1", "chain2", "--json"])

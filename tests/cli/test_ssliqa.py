@@ -62,7 +62,7 @@ def test_prepare_train_eval_predict_learns_the_noise_ranking(tmp_path, _isolated
     assert student.exit_code == 0, student.output
     result = json.loads(student.stdout)["results"][0]
     assert result["srcc"] == row["srcc"] and result["plcc"] == pytest.approx(row["plcc"], abs=1e-6)
-    assert len(per_image.read_text().splitlines()) == 25
+    assert len(per_image.read_text(encoding="utf-8").splitlines()) == 25
     teacher = iqa("eval", "ssliqa", "--data", "synth", "--device", "cpu", "--json", "--branch", "teacher")
     assert teacher.exit_code == 0, teacher.output
     assert json.loads(teacher.stdout)["results"][0]["plcc"] != row["plcc"]

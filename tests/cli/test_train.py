@@ -63,16 +63,16 @@ def test_train_writes_the_run_folder_and_reports(cache, tmp_path):
         assert key in row and key in report["median"]
     # Whether plcc_logistic is a fitted value or the raw PLCC standing in for a failed fit is recorded.
     assert row["logistic_fit"] in ("ok", "fallback")
-    saved = json.loads((out / "results.json").read_text())["splits"][0]
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))["splits"][0]
     assert saved["logistic_fit"] == row["logistic_fit"]
     for name in ("config.toml", "config.json", "run.json", "results.json"):
         assert (out / name).is_file(), name
     split = out / "split-random_0"
     for name in ("log.jsonl", "best.safetensors", "last.pt", "result.json", "test_predictions.csv"):
         assert (split / name).is_file(), name
-    lines = [json.loads(x) for x in (split / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (split / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {x["part"] for x in lines} == {"val", "test"} and len(lines) == 4
-    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "complete"
     # The resolved config is valid TOML that --config accepts.
     again = train("--data", "mini", "--config", str(out / "config.toml"), "--epochs", "1", "--out", str(tmp_path / "b"))
     assert again.exit_code == 0, again.output
@@ -86,10 +86,10 @@ def test_select_on_test_is_labelled_everywhere(cache, tmp_path):
     result = runner.invoke(app, [*selecting_on_test, "--data", str(cache), "--epochs", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "selected on the test part (paper habit; optimistic)" in " ".join(result.stdout.split())
-    log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert all(x["selected_on"] == "test" for x in log) and {x["part"] for x in log} == {"test"}
-    assert json.loads((out / "results.json").read_text())["selected_on"] == "test"
-    assert json.loads((out / "run.json").read_text())["selection"].startswith("test part")
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["selected_on"] == "test"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["selection"].startswith("test part")
 
 
 def test_split_all_reports_the_median(cache, tmp_path):
@@ -113,11 +113,11 @@ def test_an_unmeasured_first_evaluation_does_not_block_later_selection(cache, tm
 
 def test_an_out_that_is_a_file_is_one_line(cache, tmp_path):
     blocker = tmp_path / "not_a_folder"
-    blocker.write_text("")
+    blocker.write_text("", encoding="utf-8")
     assert one_error_line(train("--data", "mini", "--out", str(blocker))) == (
         f"error: --out: {blocker} is a file; expected a folder"
     )
-    assert blocker.read_text() == ""
+    assert blocker.read_text(encoding="utf-8") == ""
 
 
 @pytest.mark.parametrize(
@@ -206,10 +206,10 @@ def test_a_split_left_unmeasured_makes_the_run_an_error(cache, tmp_path, monkeyp
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a JSON file"))
 
     run = tmp_path / "r"
-    saved = strict((run / "results.json").read_text())
+    saved = strict((run / "results.json").read_text(encoding="utf-8"))
     assert saved["splits"][1]["srcc"] is None and saved["median"]["srcc"] is not None
-    strict((run / "run.json").read_text())
-    for line in (run / "split-random_1" / "log.jsonl").read_text().splitlines():
+    strict((run / "run.json").read_text(encoding="utf-8"))
+    for line in (run / "split-random_1" / "log.jsonl").read_text(encoding="utf-8").splitlines():
         strict(line)
     # `iqa runs list` showed it "complete" with random_0's SRCC standing for the run.
     from iqa_cli.train.runs import read_run, run_summary
@@ -248,7 +248,7 @@ def test_gpu_cache_path_trains_the_same_as_the_host_path(cache, tmp_path):
         out = tmp_path / mode
         result = train("--data", "mini", "--epochs", "2", "--gpu-cache", mode, "--out", str(out))
         assert result.exit_code == 0, result.output
-        log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text().splitlines()]
+        log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
         losses[mode] = [x["loss"] for x in log if "loss" in x]
     assert losses["on"] == losses["off"] and len(losses["on"]) >= 2
     assert "gpu_cache must be one of" in one_error_line(train("--data", "mini", "--gpu-cache", "yes"))
@@ -256,32 +256,36 @@ def test_gpu_cache_path_trains_the_same_as_the_host_path(cache, tmp_path):
 
 def test_toml_config_and_flag_precedence(cache, tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('epochs = 1\nbatch_size = 4\nlr_phases = [[0, 0.002]]\nselect_on = "test"\n')
+    config.write_text('epochs = 1\nbatch_size = 4\nlr_phases = [[0, 0.002]]\nselect_on = "test"\n', encoding="utf-8")
     out = tmp_path / "r"
     assert "--val-fraction has no effect" in one_error_line(train("--data", "mini", "--config", str(config)))
     args = ["train", "vtiqa", *without(FAST, "--val-fraction"), "--data", "mini", "--config", str(config)]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    resolved = json.loads((out / "config.json").read_text())
+    resolved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert resolved["params"]["epochs"] == 1 and resolved["params"]["batch_size"] == 8  # the flag wins
     assert resolved["engine"]["select_on"] == "test"
-    config.write_text("epochs = 1\nlearning_rat = 0.1\n")
+    config.write_text("epochs = 1\nlearning_rat = 0.1\n", encoding="utf-8")
     assert f"{config}: unknown option(s) learning_rat" in one_error_line(
         train("--data", "mini", "--config", str(config))
     )
     # a bad value in the file names the file as well as the key (it read as if the command line were wrong)
     for text, says in [("seed = true", "invalid value for seed"), ('amp = "bf17"', "amp must be one of"),
                        ("lr = -1", "--lr: must be greater than 0")]:  # fmt: skip
-        config.write_text(text + "\n")
+        config.write_text(text + "\n", encoding="utf-8")
         assert one_error_line(train("--data", "mini", "--config", str(config))).startswith(f"error: {config}: {says}")
-    config.write_text('method = "ieit"\nepochs = 1\n')  # another method's config.toml was taken silently
+    config.write_text(
+        'method = "ieit"\nepochs = 1\n', encoding="utf-8"
+    )  # another method's config.toml was taken silently
     line = one_error_line(train("--data", "mini", "--config", str(config)))
     assert f"{config}: method = 'ieit', but this trains 'vtiqa'" in line
     both = one_error_line(train("--data", "mini", "--lr", "0.1", "--lr-phases", "0:0.5"))  # --lr won silently
     assert both == "error: --lr and --lr-phases both set the learning rate; give one"
-    config.write_text("lr_phases = [[0, 0.5]]\n")
+    config.write_text("lr_phases = [[0, 0.5]]\n", encoding="utf-8")
     assert train("--data", "mini", "--config", str(config), "--lr", "0.1", "--epochs", "1").exit_code == 0  # flag wins
-    config.write_text("lr = 0.1\nlr_phases = [[0, 0.5]]\n")  # as a run's resolved config.toml holds them
+    config.write_text(
+        "lr = 0.1\nlr_phases = [[0, 0.5]]\n", encoding="utf-8"
+    )  # as a run's resolved config.toml holds them
     assert train("--data", "mini", "--config", str(config), "--epochs", "1").exit_code == 0
 
 
@@ -290,11 +294,11 @@ def test_a_config_file_s_tiny_is_read_as_every_yes_no_option(cache, tmp_path):
     network trained (and was reported) under the method's name."""
     config = tmp_path / "c.toml"
     for text, tiny in [('"false"', False), ('"no"', False), ("0", False), ('"true"', True), ("false", False)]:
-        config.write_text(f"tiny = {text}\n")
+        config.write_text(f"tiny = {text}\n", encoding="utf-8")
         shown = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--config", str(config), "--print-config"])
         assert shown.exit_code == 0, shown.output
         assert f"tiny = {str(tiny).lower()}" in shown.output, text
-    config.write_text('tiny = "maybe"\n')
+    config.write_text('tiny = "maybe"\n', encoding="utf-8")
     line = one_error_line(train("--data", "mini", "--config", str(config)))
     assert line == f"error: {config}: invalid value for tiny: 'maybe' (expected bool)"
 
@@ -317,7 +321,7 @@ def test_nan_loss_stops_with_epoch_and_step(cache, tmp_path):
     result = train("--data", "mini", "--epochs", "3", "--optimizer", "sgd", "--lr", "1e30", "--out", str(out))
     line = one_error_line(result, after_progress=True)
     assert "diverged" in line and "epoch 0 step" in line
-    assert json.loads((out / "run.json").read_text())["status"] == "diverged"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "diverged"
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -338,12 +342,12 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(cache, tmp_path, s
     assert f"{signal_name} at epoch 1 step 7" in done.stderr and "--resume" in done.stderr
     saved = load_state(cut / "split-random_0" / "last.pt")["position"]
     assert (saved["epoch"], saved["batch"]) == (1, 2)  # mid-epoch (5 steps per epoch)
-    assert json.loads((cut / "run.json").read_text())["status"] == "interrupted"
+    assert json.loads((cut / "run.json").read_text(encoding="utf-8"))["status"] == "interrupted"
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(cut)])
     assert resumed.exit_code == 0, resumed.output
     a, b = _weights(whole / "split-random_0" / "last.pt"), _weights(cut / "split-random_0" / "last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    results = [json.loads((p / "results.json").read_text())["splits"][0] for p in (whole, cut)]
+    results = [json.loads((p / "results.json").read_text(encoding="utf-8"))["splits"][0] for p in (whole, cut)]
     assert results[0]["srcc"] == results[1]["srcc"] and results[0]["plcc"] == results[1]["plcc"]
     changed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(cut), "--lr", "1"])
     assert "differ" in one_error_line(changed)
@@ -381,7 +385,7 @@ def test_a_sigterm_lost_before_training_stops_the_run_with_a_resumable_state(cac
         result = train("--data", "mini", "--epochs", "2", "--out", str(out))
     assert result.exit_code == 143, result.output
     assert "stopped by SIGTERM before split random_0 began" in result.output and "--resume" in result.output
-    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["status"] == "interrupted"
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
 
@@ -420,7 +424,10 @@ def test_a_run_killed_while_writing_its_log_resumes_and_reports(cache, tmp_path)
     # Epoch 1 logged by a run killed before its last.pt was saved (the resume trains epoch 1 again), then
     # the kill's half line.
     logged = json.dumps({"epoch": 1, "split": "whole_1", "part": "watch:other", "srcc": 0.99, "plcc": 0.99})
-    log.write_text(log.read_text() + logged + "\n" + '{"epoch": 1, "split": "whole_1", "part": "watch:oth')
+    log.write_text(
+        log.read_text(encoding="utf-8") + logged + "\n" + '{"epoch": 1, "split": "whole_1", "part": "watch:oth',
+        encoding="utf-8",
+    )
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert "epoch 1 was logged but not saved; it trains again" in resumed.stderr
@@ -467,10 +474,10 @@ def test_a_run_resumed_on_another_number_of_ranks_says_its_figures_change(cache,
     done = subprocess.run([sys.executable, "-m", "iqa_cli", "train", "vtiqa", *run], env=env, capture_output=True,
                           text=True, timeout=180)  # fmt: skip
     assert done.returncode == 143, done.stderr[-2000:]
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert record["world_size"] == 1
     record["world_size"] = 2  # as a torchrun job on 2 ranks records it
-    (out / "run.json").write_text(json.dumps(record))
+    (out / "run.json").write_text(json.dumps(record), encoding="utf-8")
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
     said = "this run started on 2 rank(s) and goes on with 1: each batch is shared out otherwise"
@@ -524,7 +531,7 @@ def test_a_sweep_s_repeats_start_from_the_config_file_s_seed(cache, tmp_path):
     """A --config file's `seed = 5` was ignored by --repeats: the runs trained at seeds 0, 1 (only --seed was
     read), while the file said 5."""
     config = tmp_path / "config.toml"
-    config.write_text("seed = 5\n")
+    config.write_text("seed = 5\n", encoding="utf-8")
     sweep = ["--data", "mini", "--epochs", "1", "--config", str(config), "--repeats", "2", "--print-config", "--json"]
     planned = train(*sweep, "--out", str(tmp_path / "sweep"))
     assert planned.exit_code == 0, planned.output
@@ -579,10 +586,12 @@ def test_a_resumed_run_does_not_train_its_pending_splits_on_another_split_set(ca
     beside the one done on the old, exit 0."""
     out = tmp_path / "run"
     assert train("--data", "mini", "--epochs", "1", "--split", "all", "--out", str(out)).exit_code == 0
-    record = json.loads((out / "run.json").read_text())  # as a preemption right after split random_0 leaves it
+    record = json.loads(
+        (out / "run.json").read_text(encoding="utf-8")
+    )  # as a preemption right after split random_0 leaves it
     record["splits"]["random_1"] = {"status": "pending"}
     record["status"] = "interrupted"
-    (out / "run.json").write_text(json.dumps(record))
+    (out / "run.json").write_text(json.dumps(record), encoding="utf-8")
     shutil.rmtree(out / "split-random_1")
     _reprepare_with_other_splits(tmp_path / "mini", cache)
     line = one_error_line(runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out)]), after_progress=True)
@@ -622,7 +631,7 @@ def test_a_sweep_under_two_gloo_ranks_reports_once(cache, tmp_path):
     table = json.loads(done.stdout)  # one document: rank 0's
     assert [row["value"] for row in table["runs"]] == ["0.002", "0.003", "0.004"]
     assert all(isinstance(row["srcc"], float) for row in table["runs"])
-    assert json.loads((out / "sweep.json").read_text())["runs"] == table["runs"]
+    assert json.loads((out / "sweep.json").read_text(encoding="utf-8"))["runs"] == table["runs"]
 
 
 def test_ddp_two_gloo_ranks_see_different_data_and_agree(cache, tmp_path):
@@ -879,7 +888,7 @@ def test_a_time_limit_covers_every_split_of_the_run(cache, tmp_path, monkeypatch
     result = train("--data", "mini", "--split", "all", "--epochs", "2", "--time-limit", "0.5", "--out", str(out))
     assert result.exit_code == 124, result.output
     assert "stopped by time limit at epoch 1 " in result.output
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert record["splits"]["random_0"]["status"] == "complete"
     assert record["splits"]["random_1"]["status"] == "interrupted"
 
@@ -896,7 +905,7 @@ def test_a_time_limit_that_runs_out_between_splits_stops_before_the_next(cache, 
     assert result.exit_code == 124, result.output
     assert "stopped by time limit before split random_1 began (the 1 split(s) before it are done)" in result.output
     assert f"continue with `iqa train vtiqa --resume --out {out}`" in result.output
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "interrupted" and record["splits"]["random_1"]["status"] == "pending"
     resumed = runner.invoke(app, ["train", "vtiqa", "--resume", "--out", str(out), "--json"])
     assert resumed.exit_code == 0, resumed.output

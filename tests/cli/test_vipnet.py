@@ -64,7 +64,9 @@ def _end_to_end(tmp_path: Path) -> None:
     shown = invoke("runs", "show", str(dpm_run))
     assert f"accuracy {row['accuracy']:.4f} type_accuracy {row['type_accuracy']:.4f}" in shown.stdout
     assert read_state_dict(dpm_weights)[1]["model"] == "vipnet-dpm"
-    log = [json.loads(line) for line in (dpm_run / "split-random_0" / "log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (dpm_run / "split-random_0" / "log.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert {"by_type", "by_level"} <= set(log[-1]) and set(log[-1]["by_type"]) == {"1", "11"}
 
     dpm_eval = invoke("eval", "vipnet-dpm", "--cross", str(kadis), "--weights", str(dpm_weights), "--device", "cpu")
@@ -192,11 +194,11 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
     assert row["split"] == "whole_1" and row["n"] == 0 and row["selected_on"] == "none" and row["best_epoch"] == 1
     # the run's record said "validation part of the training split" (the --select-on default), though no
     # image is held out and the last epoch's model is kept
-    recorded = json.loads((Path(report["run"]) / "run.json").read_text())
+    recorded = json.loads((Path(report["run"]) / "run.json").read_text(encoding="utf-8"))
     assert report["selected_on"] == recorded["selected_on"] == "none"
     assert recorded["selection"] == "nothing: every image trains, the last epoch is kept"
     split_folder = Path(report["run"]) / "split-whole_1"
-    log = [json.loads(line) for line in (split_folder / "log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (split_folder / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     watched = [r for r in log if r["part"] == "watch:other"]
     assert [r["epoch"] for r in watched] == [0, 1] and all(r["n"] == 12 for r in watched)
     assert {r["part"] for r in log} == {"watch:other"}  # nothing of mini is held out or evaluated
@@ -228,7 +230,7 @@ def test_whole_dataset_rounds_with_watched_datasets_are_the_authors_cross_protoc
         watching = invoke("train", "vipnet", *CPU, *args)
         assert watching.exit_code == 0, watching.output
     folder = Path(json.loads(watching.stdout)["run"]) / "split-whole_1"
-    logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (folder / "log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["n"] for r in logged if r["part"] == "watch:livew"} == {10}
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "mini", "--split", "whole"))
     assert "--split whole trains on every image and tests none: name the datasets to score with --watch" in line
@@ -398,11 +400,11 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
         swept = invoke("train", "vipnet", *fast, "--data", "koniq", "--repeats", "1", "--name", "sweep")
         assert swept.exit_code == 0, swept.output
     runs = data_dir().parent / "runs"
-    record = json.loads((runs / "old-random_0" / "run.json").read_text())
+    record = json.loads((runs / "old-random_0" / "run.json").read_text(encoding="utf-8"))
     assert record["data_choices"]["labels"]["column"] == "scores"
     assert record["data_choices"]["params"] == {"dpm_view": "crop", "canvas": [72, 96]}
     del record["data_choices"]  # a record written before runs kept them: the kept model's metadata says
-    (runs / "old-random_0" / "run.json").write_text(json.dumps(record))
+    (runs / "old-random_0" / "run.json").write_text(json.dumps(record), encoding="utf-8")
 
     assert invoke(*prepare).exit_code == 0  # prepared again: the same names, scores and files, and mos_zscore
     with one_thread():
@@ -435,9 +437,9 @@ def test_a_run_that_trained_on_the_mos_does_not_go_on_or_join_runs_on_mos_zscore
     assert joined.exit_code == 0, joined.output
 
     # Other views of the same data: the canvas a cache resolves to is recorded and compared the same way
-    record = json.loads((runs / "new-random_1" / "run.json").read_text())
+    record = json.loads((runs / "new-random_1" / "run.json").read_text(encoding="utf-8"))
     record["data_choices"]["params"]["canvas"] = [96, 128]  # as a run made when iqa kept KonIQ larger
-    (runs / "new-random_1" / "run.json").write_text(json.dumps(record))
+    (runs / "new-random_1" / "run.json").write_text(json.dumps(record), encoding="utf-8")
     with one_thread():
         line = one_error_line(invoke("train", "vipnet", "--resume", "--name", "new-random_1", "--epochs", "2"))
     assert "it trained with canvas [96, 128] on this dataset, now [72, 96]; start a new run" in line
@@ -499,7 +501,7 @@ def _kadid_layout(root: Path, refs: int = 8, per_ref: int = 4) -> Path:
             noisy = np.clip(reference + rng.normal(0, 12 * k, reference.shape), 0, 255).astype(np.uint8)
             Image.fromarray(noisy).save(root / "images" / f"I{r:02d}_01_{k:02d}.png")
             rows.append(f"I{r:02d}_01_{k:02d}.png,I{r:02d}.png,{5 - k * 0.8:.2f},0.3")
-    (root / "dmos.csv").write_text("dist_img,ref_img,dmos,var\n" + "\n".join(rows) + "\n")
+    (root / "dmos.csv").write_text("dist_img,ref_img,dmos,var\n" + "\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 

@@ -148,7 +148,9 @@ def make_livew(root: Path, *, doubled: bool = True) -> ExpectedDataset:
     test images mix .bmp and upper-case .JPG, and the archive's doubled top folder."""
     rng = _rng("livew")
     base = _base(root, "ChallengeDB_release", doubled)
-    (base / "README.txt").write_text("LIVE In the Wild Image Quality Challenge Database (miniature)\n")
+    (base / "README.txt").write_text(
+        "LIVE In the Wild Image Quality Challenge Database (miniature)\n", encoding="utf-8"
+    )
     training = [f"t{k}.bmp" for k in range(1, 8)]
     tests = ["3.bmp", "100.bmp", "611.JPG", "1002.JPG", "17.bmp", "840.JPG", "1169.bmp", "5.JPG", "250.bmp", "99.JPG"]
     names = training + tests
@@ -401,7 +403,7 @@ def make_cid2013(root: Path, *, prefixed_ids: bool = False, doubled: bool = Fals
         ids.append(f"IS{s}/co{c}/{stem}" if prefixed_ids else stem)
         names.append(name)
     for s in {s for s, _, _ in items}:
-        (base / f"IS{s}" / f"IS{s} notes.txt").write_text("subjective data notes\n")
+        (base / f"IS{s}" / f"IS{s} notes.txt").write_text("subjective data notes\n", encoding="utf-8")
     realigned = [round(float(v), 4) for v in rng.uniform(-9.55, 87.88, len(items))]
     realigned[3] = -9.55
     rows: list[list[object]] = [["CID2013 subjective data"], [], CID_HEADER]
@@ -493,7 +495,7 @@ def make_live(
             base / "dmos_realigned.mat",
             {"dmos_new": _row_vector(dmos_new), "dmos_std": _row_vector(dmos_std), "orgs": _row_vector(orgs)},
         )
-    (base / "readme.txt").write_text("LIVE Image Quality Assessment Database Release 2 (miniature)\n")
+    (base / "readme.txt").write_text("LIVE Image Quality Assessment Database Release 2 (miniature)\n", encoding="utf-8")
     ref_ids: dict[str, int] = {}
     records = []
     for i in kept:
@@ -599,7 +601,7 @@ def make_tid2013(root: Path, *, doubled: bool = False) -> ExpectedDataset:
     )
     (base / "mos.txt").write_bytes("".join(f"{m}\r\n" for m in mos).encode())
     (base / "mos_std.txt").write_bytes("".join(f"{s}\r\n" for s in std).encode())
-    (base / "readme").write_text("TID2013 (miniature)\n")
+    (base / "readme").write_text("TID2013 (miniature)\n", encoding="utf-8")
     return _expected("tid2013", root, base, records, pixels)
 
 

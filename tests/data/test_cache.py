@@ -359,7 +359,7 @@ def test_open_refuses_empty_truncated_and_foreign_files(folder, tmp_path):
     foreign_npz = tmp_path / "foreign.npz"
     np.savez(foreign_npz, images=np.zeros((2, 4, 4, 3), np.uint8))
     text = tmp_path / "notes.h5"
-    text.write_text("hello")
+    text.write_text("hello", encoding="utf-8")
     good_npz = tmp_path / "good.npz"
     _build(folder, good_npz, resize="8x8", splits=1)
     cut_npz = tmp_path / "cut.npz"

@@ -160,7 +160,7 @@ def test_failures_are_values_naming_the_file(tmp_path):
     good = save(tmp_path / "good.jpg", smooth_image(64, 64, seed=7), quality=90)
     cut = truncate(save(tmp_path / "cut.jpg", smooth_image(64, 64, seed=8), quality=90), 0.6)
     text = tmp_path / "notes.jpg"
-    text.write_text("not an image")
+    text.write_text("not an image", encoding="utf-8")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     assert isinstance(read_header(cut), ImageHeader)  # the header survives; the pixels do not

@@ -44,9 +44,9 @@ def cell_of(ws, text):
 
 
 def replace_line(path, index: int, text: str) -> None:
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     lines[index] = text
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # --- metadata not found ----------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_koniq_without_image_folder(tmp_path):
 def test_koniq_sets_csv_lacking_an_image(tmp_path):
     expected = FIXTURES["koniq"](tmp_path)
     sets = tmp_path / "koniq10k_distributions_sets.csv"
-    sets.write_text("\n".join(sets.read_text().splitlines()[:-1]) + "\n")
+    sets.write_text("\n".join(sets.read_text(encoding="utf-8").splitlines()[:-1]) + "\n", encoding="utf-8")
     assert "koniq10k_distributions_sets.csv" in parse_error(expected)
 
 
@@ -143,7 +143,7 @@ def _livew(expected):
 
 def _koniq(expected):
     path = next(expected.root.rglob("koniq10k_scores_and_distributions.csv"))
-    lines = path.read_text().splitlines()
+    lines = path.read_text(encoding="utf-8").splitlines()
     fields = lines[3].split(",")
     fields[7] = "n/a"
     replace_line(path, 3, ",".join(fields))
@@ -341,7 +341,7 @@ def test_rbid_mismatched_lengths_and_bad_index(tmp_path):
 def test_tid_mismatched_lengths(tmp_path):
     expected = FIXTURES["tid2013"](tmp_path)
     path = expected.dataset_root / "mos_std.txt"
-    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+    path.write_text("\n".join(path.read_text(encoding="utf-8").splitlines()[:-1]) + "\n", encoding="utf-8")
     assert "lengths differ" in parse_error(expected)
 
 

@@ -259,13 +259,13 @@ def test_find_file_takes_the_shallowest_copy_within_the_depth_limit(tmp_path):
 
     deep = tmp_path.joinpath(*[f"d{k}" for k in range(SEARCH_DEPTH)])
     deep.mkdir(parents=True)
-    (deep / "DMOS.CSV").write_text("x")
+    (deep / "DMOS.CSV").write_text("x", encoding="utf-8")
     assert find_file(tmp_path, ["dmos.csv"]) == deep / "DMOS.CSV"  # case-insensitive, at the last level
-    (tmp_path / "d0" / "dmos.csv").write_text("x")
+    (tmp_path / "d0" / "dmos.csv").write_text("x", encoding="utf-8")
     assert find_file(tmp_path, ["dmos.csv"]) == tmp_path / "d0" / "dmos.csv"
     too_deep = tmp_path / "other" / "a" / "b" / "c" / "d"
     too_deep.mkdir(parents=True)
-    (too_deep / "mos_with_names.txt").write_text("x")
+    (too_deep / "mos_with_names.txt").write_text("x", encoding="utf-8")
     with pytest.raises(DataError, match="not found"):
         find_file(tmp_path, ["mos_with_names.txt"])
 

@@ -138,7 +138,7 @@ def test_resume_after_an_interruption_gives_the_same_file(refs, single_run, tmp_
     assert partial.is_file() and sidecar.is_file()
     with pytest.raises(DataError):
         open_cache(partial)  # the partial file never looks like a valid cache
-    state = json.loads(sidecar.read_text())
+    state = json.loads(sidecar.read_text(encoding="utf-8"))
     assert 1 <= state["references_done"] < len(refs)
 
     with pytest.raises(ConfigError, match="other settings"):
@@ -177,7 +177,7 @@ def test_a_lost_signal_stops_at_the_next_reference_and_resumes(refs, single_run,
     finally:
         clear_stop()
     assert len(groups) == 1 and not out.exists()
-    assert json.loads(store.progress_path(out).read_text())["references_done"] == 1
+    assert json.loads(store.progress_path(out).read_text(encoding="utf-8"))["references_done"] == 1
     monkeypatch.setattr(module, "_group", original)
     assert generate(refs, out, workers=1, resume=True, **OPTIONS).resumed_references == 1
     assert_same_cache(out, single_run[0])
@@ -244,11 +244,11 @@ def test_references_from_a_kadis_folder(tmp_path):
     for name in ("b-plant-2.png", "a-cat-1.png"):
         Image.new("RGB", (8, 8)).save(images / name)
     (tmp_path / KADIS_CSV).write_text(
-        "ref_im,dist_type_1,dist_type_2\nb-plant-2.png,7,\na-cat-1.png,3,\nb-plant-2.png,9,\n"
+        "ref_im,dist_type_1,dist_type_2\nb-plant-2.png,7,\na-cat-1.png,3,\nb-plant-2.png,9,\n", encoding="utf-8"
     )
     found = list_references(tmp_path)
     assert [r.name for r in found] == ["b-plant-2", "a-cat-1"]  # the CSV's order, each once
-    (tmp_path / KADIS_CSV).write_text("ref_im,dist_type_1\nmissing.png,1\n")
+    (tmp_path / KADIS_CSV).write_text("ref_im,dist_type_1\nmissing.png,1\n", encoding="utf-8")
     with pytest.raises(DataError, match="missing.png"):
         list_references(tmp_path)
 
@@ -346,8 +346,8 @@ def _authors_lists(tmp_path):
             pixels = rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)
         Image.fromarray(np.ascontiguousarray(pixels)).save(folder / name)
     main, walk = tmp_path / "dataset_ref_img.csv", tmp_path / "dataset_ref_img_140k.csv"
-    main.write_text("img_ref\n" + "\n".join(names[:2]) + "\n")
-    walk.write_text("img_ref\n" + "\n".join(names) + "\n")
+    main.write_text("img_ref\n" + "\n".join(names[:2]) + "\n", encoding="utf-8")
+    walk.write_text("img_ref\n" + "\n".join(names) + "\n", encoding="utf-8")
     return tmp_path / "kadis", main, walk
 
 
@@ -379,16 +379,16 @@ def test_refs_lists_are_checked(tmp_path):
     from iqa_cli.distort.refs import authors_reference_lists
 
     root, main, walk = _authors_lists(tmp_path)
-    walk.write_text("img_ref\nnoise_b.png\nscene_a.png\n")
+    walk.write_text("img_ref\nnoise_b.png\nscene_a.png\n", encoding="utf-8")
     with pytest.raises(DataError, match="must begin with the 2 references of dataset_ref_img.csv"):
         authors_reference_lists(root, main, walk)
-    main.write_text("name\nscene_a.png\n")
+    main.write_text("name\nscene_a.png\n", encoding="utf-8")
     with pytest.raises(DataError, match="expected an 'img_ref' column"):
         authors_reference_lists(root, main)
-    main.write_text("img_ref\nscene_a.png\nmissing.png\n")
+    main.write_text("img_ref\nscene_a.png\nmissing.png\n", encoding="utf-8")
     with pytest.raises(DataError, match="reference image 'missing.png' of the reference list not found"):
         authors_reference_lists(root, main)
-    main.write_text("img_ref\nscene_a.png\nnoise_b.png\n")
+    main.write_text("img_ref\nscene_a.png\nnoise_b.png\n", encoding="utf-8")
     refs, count = authors_reference_lists(root, main)
     with pytest.raises(ConfigError, match="run it unsharded"):
         generate(refs, tmp_path / "x.h5", types=[27], shard="1/2", main_count=count, walk_target=1)

@@ -42,7 +42,7 @@ def make_trainer(out: Path, dataset: MemoryDataset, stop: StopRequest | None = N
 
 
 def log_lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "log.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_a_stage_one_option_given_for_stage_two_is_refused_not_ignored(option, t
         params_for(stage=2, **{option: value})
     assert getattr(params_for(stage=1, **{option: value}), option) == (5 if option == "freeze_epochs" else None)
     config = tmp_path / "config.toml"  # a stage-1 run's resolved config.toml holds both: a fine start for stage 2
-    config.write_text('freeze_epochs = 5\npretrained = "none"\n')
+    config.write_text('freeze_epochs = 5\npretrained = "none"\n', encoding="utf-8")
     resolved = resolve_config(recipe, tiny=True, config_file=config, overrides={"stage": 2})
     assert resolved.params.stage == 2 and resolved.params.freeze_epochs == 5
 
@@ -206,7 +206,7 @@ def _fake_run(root, name, *, stage, dataset="mini", tiny=True, complete=True, cr
     }
     (split_dir(path, "random_0")).mkdir(parents=True)
     (split_dir(path, "random_0") / BEST).write_bytes(b"x")
-    (path / "run.json").write_text(json.dumps(info))
+    (path / "run.json").write_text(json.dumps(info), encoding="utf-8")
     return split_dir(path, "random_0") / BEST
 
 

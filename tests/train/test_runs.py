@@ -16,23 +16,23 @@ def test_a_line_cut_short_at_the_end_is_left_out_and_the_next_record_starts_its_
     summary, the curves) raised a bare JSONDecodeError, and the resumed run appended its next record to
     that half line, damaging both."""
     log = tmp_path / "log.jsonl"
-    log.write_text(json.dumps({"epoch": 0, "srcc": 0.5}) + "\n" + '{"epoch": 1, "sp')
+    log.write_text(json.dumps({"epoch": 0, "srcc": 0.5}) + "\n" + '{"epoch": 1, "sp', encoding="utf-8")
     assert read_log(log) == [{"epoch": 0, "srcc": 0.5}]
     append_log(log, json.dumps({"epoch": 1, "srcc": 0.6}))
     assert read_log(log) == [{"epoch": 0, "srcc": 0.5}, {"epoch": 1, "srcc": 0.6}]
-    assert log.read_text().endswith('"srcc": 0.6}\n')
+    assert log.read_text(encoding="utf-8").endswith('"srcc": 0.6}\n')
     single = tmp_path / "single.jsonl"  # the cut line is the only one
-    single.write_text('{"epo')
+    single.write_text('{"epo', encoding="utf-8")
     append_log(single, json.dumps({"epoch": 0}))
     assert read_log(single) == [{"epoch": 0}]
 
 
 def test_a_damaged_line_inside_the_log_is_one_error_naming_it(tmp_path):
     log = tmp_path / "log.jsonl"
-    log.write_text('{"epoch": 0}\n{"epoch": 1, oops}\n{"epoch": 2}\n')
+    log.write_text('{"epoch": 0}\n{"epoch": 1, oops}\n{"epoch": 2}\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"damaged log at line 2"):
         read_log(log)
-    log.write_text('{"epoch": 0}\n[1, 2]\n')
+    log.write_text('{"epoch": 0}\n[1, 2]\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"line 2 \(a JSON list, not a record\)"):
         read_log(log)
     assert read_log(tmp_path / "missing.jsonl") == []
@@ -46,7 +46,7 @@ def test_epochs_logged_by_a_run_killed_before_saving_them_are_dropped_on_resume(
         {"epoch": 1, "part": "val", "srcc": 0.3},
         {"epoch": 1, "event": "stopped by SIGTERM"},
     ]
-    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    log.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     assert drop_logged_epochs(log, 1) == 1
     assert read_log(log) == [records[0], records[1], records[3]]
     assert drop_logged_epochs(log, 1) == 0 and drop_logged_epochs(tmp_path / "none.jsonl", 0) == 0

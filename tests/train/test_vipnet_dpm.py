@@ -121,6 +121,6 @@ def test_a_tiny_dpm_learns_distortion_types_well_above_chance(distorted, tmp_pat
     row = report["splits"][0]
     assert row["n"] == 48  # the 6 held-out references x 4 types x 2 levels
     assert row["type_accuracy"] >= 0.6 and row["accuracy"] >= 0.3, row
-    result = json.loads((out / "split-random_0" / "result.json").read_text())
+    result = json.loads((out / "split-random_0" / "result.json").read_text(encoding="utf-8"))
     assert set(result["test"]["by_type"]) == {"1", "11", "16", "17"}
     assert set(result["test"]["by_level"]) == {"4", "5"}

@@ -40,7 +40,7 @@ def test_add_path_verify_rm_round_trip(tmp_path):
     entry = store.add("mine", src, method="vtiqa")
     path = store.path("mine")
     assert path == store.root / "mine.safetensors" and path.read_bytes() == src.read_bytes()
-    index = json.loads((store.root / "index.json").read_text())["weights"]["mine"]
+    index = json.loads((store.root / "index.json").read_text(encoding="utf-8"))["weights"]["mine"]
     assert index["sha256"] == sha256(src.read_bytes()) == entry.sha256
     assert index["size"] == 10_000 and index["method"] == "vtiqa" and index["source"] == str(src.resolve())
     assert index["added"].endswith("+00:00")
@@ -80,17 +80,17 @@ def test_verify_detects_changed_and_missing_files(tmp_path):
 
 def test_a_tampered_index_cannot_point_outside_the_store(tmp_path):
     outside = tmp_path / "precious.txt"
-    outside.write_text("keep me")
+    outside.write_text("keep me", encoding="utf-8")
     store = WeightStore()
     store.root.mkdir(parents=True)
     rel = Path("..") / ".." / outside.relative_to(tmp_path)
     entry = {"name": "evil", "file": str(rel), "sha256": "0" * 64, "size": 1, "source": "x", "added": "now"}
-    (store.root / "index.json").write_text(json.dumps({"format": 1, "weights": {"evil": entry}}))
+    (store.root / "index.json").write_text(json.dumps({"format": 1, "weights": {"evil": entry}}), encoding="utf-8")
     with pytest.raises(CheckpointError, match="outside the store"):
         store.path("evil")
     assert store.entries() == [] and "outside the store" in store.problems()["evil"]
     assert store.rm("evil") is None  # the refused entry is forgotten; nothing it names is deleted
-    assert outside.read_text() == "keep me" and store.problems() == {}
+    assert outside.read_text(encoding="utf-8") == "keep me" and store.problems() == {}
 
 
 def test_identify_a_file_by_hash(tmp_path):
@@ -218,7 +218,7 @@ def test_a_wait_for_a_store_lock_says_what_it_waits_for(tmp_path):
     home = tmp_path / "home"
     stale = home / "weights" / ".mine.lock"
     stale.parent.mkdir(parents=True)
-    stale.write_text("")
+    stale.write_text("", encoding="utf-8")
     code = (
         "import errno, fcntl, sys\n"
         "def flock(fd, operation):\n"
