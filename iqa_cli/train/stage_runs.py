@@ -40,9 +40,17 @@ def earlier_stage_weights(
     named: str | None,
     train_hint: str,
     split_digest: str | None = None,
+    images_digest: str | None = None,
 ) -> Path:
     """The kept model (best.safetensors) of `split` from a run of `method` that trained `stage`; the search
-    skips runs whose `split` held other images (`split_digest`: the cache was prepared again since)."""
+    skips runs whose `split` held other images (`split_digest`: the cache was prepared again since). A run
+    is of this dataset by its name, or by its images (`images_digest`: a copy of the cache under another
+    name holds the same images and splits)."""
+
+    def same_dataset(info: dict[str, Any]) -> bool:
+        recorded = (info.get("cache_identity") or {}).get("images_digest")
+        return info.get("dataset") == dataset or bool(images_digest and recorded == images_digest)
+
     from iqa_cli.train.weights import run_weights  # torch, only once a stage is looked up
 
     if named is not None:
@@ -54,8 +62,10 @@ def earlier_stage_weights(
             raise ConfigError(
                 f"--from: run is {info.get('method')} stage {_run_stage(info)}, not {method} stage {stage}", path=path
             )
-        if info.get("dataset") != dataset:
-            raise ConfigError(f"--from: run trained on '{info.get('dataset')}', not '{dataset}'", path=path)
+        if not same_dataset(info):
+            raise ConfigError(
+                f"--from: run trained on '{info.get('dataset')}', other images than '{dataset}' holds", path=path
+            )
         run = run_weights(path)
         if split in run.by_split:
             return run.by_split[split]
@@ -68,8 +78,8 @@ def earlier_stage_weights(
             path=path,
         )
     other_images = []
-    for path, info in list_runs(method, dataset):
-        if _run_stage(info) != stage or bool((info.get("config") or {}).get("tiny")) != tiny:
+    for path, info in list_runs(method):
+        if not same_dataset(info) or _run_stage(info) != stage or bool((info.get("config") or {}).get("tiny")) != tiny:
             continue
         finished = run_weights(path).by_split
         if split not in finished:

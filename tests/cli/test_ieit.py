@@ -171,6 +171,37 @@ def test_bad_inputs_give_one_line(tmp_path, monkeypatch):
     assert "iqa weights fetch deit_small_patch16_224" in missing and "--no-selection" in missing
 
 
+def test_stage_two_starts_from_stage_one_of_the_same_images_prepared_under_another_name(tmp_path, _isolated_home):
+    """Stage 2 looked stage 1 up by the dataset's name: on the same images and splits prepared under another
+    `--name` (a node's own preparation), `--from one` was refused ("run trained on 'mini', not 'copy'") and
+    the search found nothing. A run of the same images is now taken; one of other images is not."""
+    with one_thread():
+        classifier = tiny_classifier(tmp_path / "classifier.safetensors")
+        folder = write_folder(tmp_path / "mini", n=32)
+        other = write_folder(tmp_path / "other", n=32, seed=5)
+
+        def prepare(root: Path, name: str) -> None:
+            made = iqa("prepare", "custom", "--root", root, "--name", name, "--range", "1,5", "--splits", "2",
+                       "--test-fraction", "0.25", "-j", "1", "--enhance", "--classifier", classifier)  # fmt: skip
+            assert made.exit_code == 0, made.output
+
+        prepare(folder, "mini")
+        prepare(folder, "copy")
+        prepare(other, "other")
+        stage1 = ["train", "ieit", *FAST, *STAGE1, "--epochs", "1", "--classifier", classifier, "--split", "0"]
+        assert iqa(*stage1, "--data", "mini", "--name", "one").exit_code == 0
+        stage2 = ["train", "ieit", *FAST, "--stage", "2", "--epochs", "1", "--split", "0"]
+        named = iqa(*stage2, "--data", "copy", "--from", "one", "--name", "named")
+        assert named.exit_code == 0, named.output
+        found = iqa(*stage2, "--data", "copy", "--name", "found")
+        assert found.exit_code == 0, found.output
+        start = _isolated_home / "runs" / "one" / "split-random_0" / "best.safetensors"
+        assert f"stage 2 starts from {start}" in " ".join(found.output.split())
+        line = error_line(iqa(*stage2, "--data", "other", "--from", "one"))
+        assert "run trained on 'mini', other images than 'other' holds" in line
+        assert "no finished ieit stage-1" in error_line(iqa(*stage2, "--data", "other"))
+
+
 def test_stage_two_never_starts_from_a_model_that_trained_on_its_test_images(tmp_path, _isolated_home):
     """Stage 2 found the newest stage-1 run of the dataset by name and split name: after the cache was
     prepared again with other splits (or with `--from` another split's model) it went on from a model

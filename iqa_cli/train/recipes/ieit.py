@@ -419,6 +419,7 @@ class IEITRecipe(Recipe[IEITParams]):
             named=params.from_run,
             train_hint=f"iqa train ieit --data {dataset} --split {split} --stage 1" + (" --tiny" if tiny else ""),
             split_digest=meta.get("split_digest"),
+            images_digest=meta.get("images_digest"),
         )
         _check_same_split(start, meta, split)
         _check_same_enhanced(start, meta.get(ENHANCED_KEY))
