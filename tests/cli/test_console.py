@@ -87,22 +87,21 @@ def test_a_log_record_goes_above_the_bar_of_the_active_display(monkeypatch):
     assert "warning: skipping a.jpg: truncated" in text and "not shown" not in text
 
 
+def _results_to(stdout, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """`iqa ARGS` in a process of its own whose standard output is `stdout` (a file object or descriptor)."""
+    env = {**os.environ, "IQA_HOME": str(tmp_path), "IQA_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "iqa_cli", *args]
+    return subprocess.run(command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (a device that is always full)")
 @pytest.mark.parametrize(
     "args", [["runs", "list", "--json"], ["models", "--json"], ["models"]]
 )  # JSON, text, a rich table
 def test_results_to_a_full_disk_name_standard_output(tmp_path, args):
     """`iqa ... --json > FILE` on a full disk said "error: No space left on device", naming no file."""
-    env = {**os.environ, "IQA_HOME": str(tmp_path), "IQA_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
     with open("/dev/full", "w", encoding="utf-8") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", "iqa_cli", *args],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        done = _results_to(full, args, tmp_path)
     assert done.returncode == 74
     assert done.stderr.splitlines()[-1] == (
         "error: standard output: No space left on device; free some space, or write elsewhere"
@@ -113,18 +112,10 @@ def test_results_to_a_full_disk_name_standard_output(tmp_path, args):
 def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path, args):
     """`iqa ... | head`: a table (rich) exited 1, the code of a failed command, and a JSON document or
     text printed an error. The command now leaves as a shell tool killed by SIGPIPE: code 141, no line."""
-    env = {**os.environ, "IQA_HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first byte
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "iqa_cli", *args],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        done = _results_to(write_end, args, tmp_path)
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (141, "")
