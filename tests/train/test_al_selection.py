@@ -192,3 +192,16 @@ def test_a_labelled_name_matching_two_pool_images_but_neither_exactly_is_refused
     assert list(match_names(["A.JPG", "B.PNG"], names, tmp_path / "labelled.txt")) == [1, 2]  # exact, or one fold
     with pytest.raises(DataError, match=r"labelled name 'A.jpg' matches 'a.jpg', 'A.JPG' of the pool but none exactly"):
         match_names(["A.jpg"], names, tmp_path / "labelled.txt")
+
+
+def test_a_text_list_of_labelled_images_takes_each_line_whole(tmp_path):
+    """A .txt list was split like a CSV: `photo, 2023.jpg` became `photo` and `"quoted".jpg` lost its quotes,
+    so those images were "not images of the pool". A .csv still reads its name column."""
+    from iqa_cli.train.al.labelling import read_names
+
+    listed = tmp_path / "labelled.txt"
+    listed.write_text('# labelled by hand\nphoto, 2023.jpg\n"quoted".jpg\n\n  plain.png  \n', encoding="utf-8")
+    assert read_names(listed) == ["photo, 2023.jpg", '"quoted".jpg', "plain.png"]
+    table = tmp_path / "labelled.csv"
+    table.write_text('score,name\n3.1,"photo, 2023.jpg"\n2.0,plain.png\n', encoding="utf-8")
+    assert read_names(table) == ["photo, 2023.jpg", "plain.png"]

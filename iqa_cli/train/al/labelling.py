@@ -144,9 +144,10 @@ def read_names(path: Path) -> list[str]:
         if not isinstance(names, list):
             raise DataError('expected a JSON object with a "names" list', path=path)
         return [str(n) for n in names]
+    if path.suffix.lower() != ".csv":  # one name per line, whole: a name may hold a comma or a quote
+        lines = (line.strip() for line in text.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
     rows = [row for row in csv.reader(text.splitlines()) if row and row[0].strip() and not row[0].startswith("#")]
-    if path.suffix.lower() != ".csv":
-        return [row[0].strip() for row in rows]
     column = 0
     if rows:
         header = [cell.strip().lower() for cell in rows[0]]
