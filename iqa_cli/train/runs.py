@@ -189,11 +189,54 @@ def read_run(root: Path) -> dict[str, Any]:
 def write_run(root: Path, info: dict[str, Any]) -> None:
     info["updated"] = now()
     if info.get("status") == "running":  # who runs it, so a run killed from outside can be told apart
-        info["process"] = {"pid": os.getpid(), "host": socket.gethostname()}
+        info["process"] = this_process()
     write_json(root / RUN_FILE, info)
 
 
-def _pid_alive(pid: int) -> bool:
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def this_process() -> dict[str, Any]:
+    """Who runs a run: pid and host, and on Linux the boot and the process's start time, so that a pid the
+    system gave to another process since (after a reboot, or a long while later) is not taken for it."""
+    record: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    state = _proc_state(os.getpid())
+    boot = _boot_id()
+    if state is not None and boot is not None:
+        record.update(boot_id=boot, start_ticks=state[1])
+    return record
+
+
+def _boot_id() -> str | None:
+    try:
+        return _BOOT_ID.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks after boot) from /proc/PID/stat; None where unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+        return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_alive(process: dict[str, Any]) -> bool:
+    """Whether the process a run record names still runs (on this host). Dead: no such pid, a zombie (killed,
+    not yet reaped by its parent), another boot, or another process now holding the pid."""
+    pid = process.get("pid")
+    if not isinstance(pid, int):
+        return True  # nothing to check: as it says
+    boot, started = process.get("boot_id"), process.get("start_ticks")
+    if boot is not None and _boot_id() not in (None, boot):
+        return False
+    state = _proc_state(pid)
+    if state is not None:
+        letter, ticks = state
+        return letter not in ("Z", "X") and (not isinstance(started, int) or ticks == started)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -214,8 +257,7 @@ def effective_status(info: dict[str, Any]) -> str:
     status = str(info.get("status") or "unknown")
     process = info.get("process") or {}
     if status == "running" and process.get("host") == socket.gethostname():
-        pid = process.get("pid")
-        if isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+        if process.get("pid") != os.getpid() and not _process_alive(process):
             return "killed"
     return status
 

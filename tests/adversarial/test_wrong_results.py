@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +404,35 @@ def test_a_run_killed_from_outside_is_shown_as_killed(tmp_path):
     assert effective_status(info) == "killed"
     info["process"]["host"] = "another-node"
     assert effective_status(info) == "running"  # cannot be checked from here
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+def test_a_killed_run_whose_pid_lives_on_is_shown_as_killed(tmp_path):
+    """`iqa runs list` said "running" for a run whose process was killed but not yet reaped (a zombie: its
+    parent, a batch script, still runs), and for one whose pid another process holds now (after a reboot,
+    or a long while later): only the pid was checked."""
+    import socket
+    import subprocess
+    import sys
+
+    from iqa_cli.train.runs import effective_status, this_process
+
+    me = this_process()
+    assert {"boot_id", "start_ticks"} <= set(me)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = {"status": "running", "process": {**me, "pid": child.pid, "start_ticks": None}}
+        assert effective_status(info) == "running"  # alive, and no start time to compare
+        other = {"status": "running", "process": {**me, "pid": child.pid}}  # my start time, not the child's
+        assert effective_status(other) == "killed"  # the pid is held by another process
+        rebooted = {"status": "running", "process": {"pid": child.pid, "host": socket.gethostname(), "boot_id": "x"}}
+        assert effective_status(rebooted) == "killed"
+        child.kill()
+        time.sleep(0.5)  # dead, not reaped: a zombie
+        assert effective_status(info) == "killed"
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_eval_after_training_on_a_computed_split_evaluates_that_split(cache):
