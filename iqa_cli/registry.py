@@ -63,7 +63,7 @@ class Registry(Generic[T]):
             names = (n for n in (*self._entries, *self.builtin) if n.lower() == key)
             owner = self._aliases.get(key) or next(names, None)
             if owner is not None and owner != name:
-                raise RuntimeError(f"{self.kind} '{name}': its other name '{alias}' is already {self.kind} '{owner}''s")
+                raise RuntimeError(f"{self.kind} '{name}': its other name '{alias}' is taken by {self.kind} '{owner}'")
         self._entries[name] = entry
         for alias in aliases:
             self._aliases[alias.lower()] = name

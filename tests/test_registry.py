@@ -26,7 +26,7 @@ def test_an_alias_that_is_another_entrys_name_is_refused(name, aliases, owner):
     """A plugin dataset with the other name 'koniq' made every `--data koniq` resolve to the plugin's
     dataset, silently."""
     registry = _registry()
-    with pytest.raises(RuntimeError, match=f"other name '{aliases[0]}' is already dataset '{owner}''s"):
+    with pytest.raises(RuntimeError, match=f"other name '{aliases[0]}' is taken by dataset '{owner}'"):
         registry.add(name, "plugin", aliases=aliases)
     assert registry.get("koniq") == registry.get("koniq10k") == "built-in koniq"
     assert not registry.known("mine")
