@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from iqa_cli.errors import ConfigError, DataError, IQAError
+from iqa_cli.processes import process_alive
 from iqa_cli.stop import raise_if_stopped
 
 PARTIAL_SUFFIX = ".partial"
@@ -31,16 +32,6 @@ _ERRNO_IN_TEXT = re.compile(r"(?:\berrno\s*=\s*|\bos error\s+)(\d+)", re.IGNOREC
 
 def _host() -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def stale_partials(final: str | Path) -> list[Path]:
@@ -59,7 +50,7 @@ def stale_partials(final: str | Path) -> list[Path]:
         fields = name[len(prefix) : -len(PARTIAL_SUFFIX)].split(".")
         if len(fields) != 3 or fields[0] != host or not fields[1].isdigit():
             continue  # another host's (a shared file system), or an older naming: not ours to judge
-        if not _pid_alive(int(fields[1])):
+        if not process_alive(int(fields[1])):  # a zombie counts as dead: it writes no more
             found.append(entry)
     return found
 

@@ -27,6 +27,7 @@ from iqa_cli.atomic import atomic_path, naming_refused_writes
 from iqa_cli.errors import CheckpointError, ConfigError, DataError, some_names
 from iqa_cli.home import runs_dir
 from iqa_cli.jsonio import dumps
+from iqa_cli.processes import process_alive, this_process
 from iqa_cli.train.config import write_json
 
 RUN_FILE = "run.json"
@@ -193,57 +194,14 @@ def write_run(root: Path, info: dict[str, Any]) -> None:
     write_json(root / RUN_FILE, info)
 
 
-_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def this_process() -> dict[str, Any]:
-    """Who runs a run: pid and host, and on Linux the boot and the process's start time, so that a pid the
-    system gave to another process since (after a reboot, or a long while later) is not taken for it."""
-    record: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
-    state = _proc_state(os.getpid())
-    boot = _boot_id()
-    if state is not None and boot is not None:
-        record.update(boot_id=boot, start_ticks=state[1])
-    return record
-
-
-def _boot_id() -> str | None:
-    try:
-        return _BOOT_ID.read_text(encoding="ascii").strip() or None
-    except OSError:
-        return None
-
-
-def _proc_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks after boot) from /proc/PID/stat; None where unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        fields = stat[stat.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
-        return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _process_alive(process: dict[str, Any]) -> bool:
-    """Whether the process a run record names still runs (on this host). Dead: no such pid, a zombie (killed,
-    not yet reaped by its parent), another boot, or another process now holding the pid."""
     pid = process.get("pid")
     if not isinstance(pid, int):
         return True  # nothing to check: as it says
     boot, started = process.get("boot_id"), process.get("start_ticks")
-    if boot is not None and _boot_id() not in (None, boot):
-        return False
-    state = _proc_state(pid)
-    if state is not None:
-        letter, ticks = state
-        return letter not in ("Z", "X") and (not isinstance(started, int) or ticks == started)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(
+        pid, boot=boot if isinstance(boot, str) else None, start_ticks=started if isinstance(started, int) else None
+    )
 
 
 def _status_text(info: dict[str, Any]) -> str:
