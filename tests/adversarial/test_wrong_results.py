@@ -415,7 +415,8 @@ def test_a_killed_run_whose_pid_lives_on_is_shown_as_killed(tmp_path):
     import subprocess
     import sys
 
-    from iqa_cli.train.runs import effective_status, this_process
+    from iqa_cli.processes import this_process
+    from iqa_cli.train.runs import effective_status
 
     me = this_process()
     assert {"boot_id", "start_ticks"} <= set(me)
