@@ -22,6 +22,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,20 @@ def torch_threads(*, ranks_on_node: int = 1, own_threads: int = OWN_THREADS) -> 
         return explicit
     share = available_cores() // max(1, ranks_on_node)
     return max(1, share - own_threads)
+
+
+def threads_set_by_torchrun() -> bool:
+    """Whether OMP_NUM_THREADS=1 is torchrun's default rather than the user's: torchrun gives every rank
+    that value when its own environment has none (its warning says so), and it starts the ranks itself,
+    so its environment is the parent process's (Linux's /proc; elsewhere the value is kept). Ranks that
+    torchrun did not start (no TORCHELASTIC_RUN_ID) keep it: their parent may be any launcher."""
+    if os.environ.get("OMP_NUM_THREADS") != "1" or not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return False
+    try:
+        parent = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+    except OSError:
+        return False
+    return not any(entry.startswith(b"OMP_NUM_THREADS=") for entry in parent.split(b"\0"))
 
 
 def apply_thread_policy(*, ranks_on_node: int = 1) -> int:

@@ -12,7 +12,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -25,6 +24,7 @@ from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import ConfigError, IQAError, Stopped
 from iqa_cli.fsnames import register_escape_errors
 from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop
+from iqa_cli.threads import threads_set_by_torchrun
 from iqa_cli.version import __version__
 
 
@@ -293,20 +293,6 @@ def _torchrun_world() -> int:
         return 1
 
 
-def _threads_set_by_torchrun() -> bool:
-    """Whether OMP_NUM_THREADS=1 is torchrun's default rather than the user's: torchrun gives every rank
-    that value when its own environment has none (its warning says so), and it starts the ranks itself,
-    so its environment is the parent process's (Linux's /proc; elsewhere the value is kept). Ranks that
-    torchrun did not start (no TORCHELASTIC_RUN_ID) keep it: their parent may be any launcher."""
-    if os.environ.get("OMP_NUM_THREADS") != "1" or not os.environ.get("TORCHELASTIC_RUN_ID"):
-        return False
-    try:
-        parent = Path(f"/proc/{os.getppid()}/environ").read_bytes()
-    except OSError:
-        return False
-    return not any(entry.startswith(b"OMP_NUM_THREADS=") for entry in parent.split(b"\0"))
-
-
 def _once_under_torchrun(command: str | None) -> None:
     """Under torchrun (WORLD_SIZE > 1): torchrun's one-thread default is dropped (iqa shares the cores itself);
     a command that does not train runs once: ranks other than 0 leave at once (exit 0), and rank 0 forgets
@@ -318,7 +304,7 @@ def _once_under_torchrun(command: str | None) -> None:
         return
     if world <= 1:
         return
-    if _threads_set_by_torchrun():
+    if threads_set_by_torchrun():
         # torchrun's guard for several ranks on a node: iqa's thread policy shares the node's cores among
         # its ranks itself (`iqa_cli.threads`), and a command that runs alone, below, has them all.
         os.environ.pop("OMP_NUM_THREADS", None)
