@@ -23,7 +23,7 @@ from iqa_cli.dependencies import unmet_requirements
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import ConfigError, IQAError, Stopped
 from iqa_cli.fsnames import register_escape_errors
-from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop
+from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop, stop_requested
 from iqa_cli.threads import threads_set_by_torchrun
 from iqa_cli.version import __version__
 
@@ -57,6 +57,9 @@ class ErrorHandlingGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's click Context (typer vendors click)
         clear_stop()
         previous = _terminate_cleanly()
+        previous_hook = sys.unraisablehook
+        if previous:
+            sys.unraisablehook = _quiet_about_lost_stops(previous_hook)
         try:
             try:
                 _refuse_empty_arguments(self, ctx)
@@ -114,6 +117,7 @@ class ErrorHandlingGroup(TyperGroup):
             # and its stop request behind it: the caller's own writes afterwards are not refused.
             for number, handler in previous.items():
                 signal.signal(number, handler)
+            sys.unraisablehook = previous_hook
             clear_stop()
 
 
@@ -228,6 +232,20 @@ def _terminate_cleanly() -> dict[int, SignalHandler]:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C stays ignored
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
     return previous
+
+
+def _quiet_about_lost_stops(report: Callable[[Any], object]) -> Callable[[Any], object]:
+    """`sys.unraisablehook` that drops the report of a stop exception Python discarded (the signal came while
+    a destructor or a weak-reference callback ran): the request is remembered and the command stops with its
+    one error line, so "Exception ignored in ... Traceback" would be a traceback the user never asked for.
+    Every other discarded error is still reported by `report`; `--debug` reports them all."""
+
+    def hook(unraisable: Any) -> None:
+        lost_stop = isinstance(unraisable.exc_value, KeyboardInterrupt) and stop_requested()
+        if not lost_stop or _state["debug"]:
+            report(unraisable)
+
+    return hook
 
 
 def _is_usage_error(exc: BaseException) -> bool:

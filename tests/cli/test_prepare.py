@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -378,6 +379,68 @@ def test_a_signal_whose_exception_was_lost_still_stops_before_the_cache_is_commi
         tmp.write_text("mine", encoding="utf-8")
     monkeypatch.setattr(cache_write, "_stream_images", original)
     assert _prepare_small_folder(tmp_path)[1].exit_code == 0
+
+
+_DESTRUCTOR_RUN = """
+import sys
+from iqa_cli.cli.main import main
+from iqa_cli.data import cache_write
+from tests.signals import lose_a_signal_in_a_destructor
+
+original = cache_write._stream_images
+what = sys.argv[1]
+
+class Broken:
+    def __del__(self):
+        raise ValueError("a destructor's own bug")
+
+def patched(*args, **kwargs):
+    failed = original(*args, **kwargs)
+    if what == "bug":
+        Broken()
+    else:
+        lose_a_signal_in_a_destructor(what)
+    return failed
+
+cache_write._stream_images = patched
+sys.argv = ["iqa", *sys.argv[2:]]
+main()
+"""
+
+
+def _prepare_with_a_destructor(tmp_path: Path, what: str):
+    """`iqa prepare custom` as a standalone process (pytest's own hook would hide Python's report) whose
+    work runs a destructor that loses `what` (a signal's name) or raises its own bug ("bug")."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "photos"
+    make_folder(root)
+    out = tmp_path / "caches" / "mine.h5"
+    args = ["prepare", "custom", "--root", str(root), "--name", "mine", "--out", str(out), "--size", "32x24", "-j", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", _DESTRUCTOR_RUN, what, *args]
+    return out, subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "code", "said"), [("SIGTERM", 143, "terminated (SIGTERM)"), ("SIGINT", 130, "interrupted")]
+)
+def test_a_signal_lost_in_a_destructor_prints_its_one_line_and_no_traceback(tmp_path, signal_name, code, said):
+    """CI: SIGTERM came while importlib ran a weak-reference callback; Python discarded the exception and
+    printed "Exception ignored in ... Traceback" above the error line. The stop is remembered and honoured,
+    so that report is noise: a traceback the user never asked for."""
+    out, done = _prepare_with_a_destructor(tmp_path, signal_name)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == code and len(errors) == 1 and said in errors[0], done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert not out.exists()
+
+
+def test_an_error_in_a_destructor_that_is_not_a_signal_is_still_reported(tmp_path):
+    out, done = _prepare_with_a_destructor(tmp_path, "bug")
+    assert done.returncode == 0 and "ValueError: a destructor's own bug" in done.stderr, done.stderr
+    assert out.exists()
 
 
 @pytest.mark.parametrize(
