@@ -12,8 +12,10 @@ and `iqa eval`, with the same parameters, returning plain dataclasses or dicts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,31 @@ from iqa_cli.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 ImageInput = Any  # a path, a folder, a list of paths, a PIL image, a uint8 H x W x 3 array, a tensor batch
+
+
+@contextlib.contextmanager
+def callers_state_kept() -> Iterator[None]:
+    """Leave the caller's process as it was: torch's intra-op thread count and the global random number
+    generators (torch's, CUDA's where started, numpy's, Python's). A run seeds them and sets the threads
+    by iqa's policy (one core left for its own threads), which a notebook's own work after the call
+    would otherwise inherit: one torch thread on a 2-core laptop, and `torch.rand` replaying iqa's seed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def methods() -> list[str]:
@@ -146,7 +173,8 @@ class Scorer:
         self.loaded.params = apply_test_overrides(self.recipe, params, test_options, files=True)
         # Images are resized as the model's training cache stored its images ('short:768'), as `iqa predict`.
         self.policy = stored_policy(self.loaded.meta)
-        self.device = resolve_device(device)
+        with callers_state_kept():  # the scorer's own calls set the threads while they run
+            self.device = resolve_device(device)
         self.dtype = amp_dtype(amp, self.device, evaluation=True)
         self.loaded.model.to(self.device).eval()
         self._torch = torch
@@ -349,7 +377,8 @@ def prepare(dataset: str, root: str | Path, out: str | Path | None = None, **opt
             **custom,
         )
     target = Path(out) if out is not None else default_cache_path(spec.name)
-    return build_cache(spec, Path(root), target, CacheOptions(**options), progress=progress)
+    with callers_state_kept():
+        return build_cache(spec, Path(root), target, CacheOptions(**options), progress=progress)
 
 
 def train(method: str, data: str | Path, **options: Any) -> dict[str, Any] | None:
@@ -359,7 +388,8 @@ def train(method: str, data: str | Path, **options: Any) -> dict[str, Any] | Non
     from iqa_cli.train.trainer import train as run_training
 
     common = {k: options.pop(k) for k in ("split", "config_file", "tiny", "out", "name", "resume") if k in options}
-    return run_training(TrainOptions(method=method, data=data, overrides=options, **common))
+    with callers_state_kept():
+        return run_training(TrainOptions(method=method, data=data, overrides=options, **common))
 
 
 def evaluate(method: str, data: str | Path | None = None, **options: Any) -> Any:
@@ -388,4 +418,5 @@ def evaluate(method: str, data: str | Path | None = None, **options: Any) -> Any
         )
     overrides = dict(options.pop("overrides", None) or {})
     overrides.update({k: options.pop(k) for k in list(options) if k in test_time})
-    return run_evaluation(EvalOptions(method=method, data=data, overrides=overrides, **options))
+    with callers_state_kept():
+        return run_evaluation(EvalOptions(method=method, data=data, overrides=overrides, **options))

@@ -229,3 +229,40 @@ def test_prepare_a_custom_dataset_from_python(tmp_path):
 def test_evaluate_from_python_takes_one_cross_dataset(trained):
     with pytest.raises(ConfigError, match="names several datasets; cross takes one"):
         iqa_cli.evaluate("vtiqa", "mini", cross="mini,other", device="cpu")
+
+
+def test_the_callers_threads_and_random_generators_are_left_as_they_were(trained, tmp_path):
+    """`iqa_cli.train` left the notebook's torch on one thread (iqa's policy on 2 cores) and its global
+    generators reseeded by the run's seed: the caller's `torch.rand` after the call replayed iqa's seed."""
+    import random
+
+    def draws() -> tuple:
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]
+
+    def seeded(threads: int) -> None:
+        torch.set_num_threads(threads)
+        torch.manual_seed(1234)
+        np.random.seed(1234)
+        random.seed(1234)
+
+    before = torch.get_num_threads()
+    try:
+        seeded(3)
+        expected = draws()
+        calls = {
+            "train": lambda: iqa_cli.train(
+                "vtiqa", "mini", tiny=True, epochs=1, device="cpu", freeze_epochs=0, val_fraction=0.2, name="kept"
+            ),  # fmt: skip
+            "evaluate": lambda: iqa_cli.evaluate("vtiqa", "mini", device="cpu"),
+            "load and score": lambda: iqa_cli.load("apirun", device="cpu")(trained["paths"]),
+            "prepare": lambda: iqa_cli.prepare(
+                "custom", tmp_path / "mini", out=tmp_path / "again.h5", workers=1, name="again"
+            ),
+        }
+        for what, call in calls.items():
+            seeded(3)
+            call()
+            assert torch.get_num_threads() == 3, what
+            assert draws() == expected, what
+    finally:
+        torch.set_num_threads(before)
