@@ -7,6 +7,7 @@ whether it came through as a proxy request), so tests can check what the client 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -23,7 +24,7 @@ CHUNK = 16 * 1024
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "status", "drop_after", "delay" (no answer), "stall_after", "ignore_range"
+    kind: str  # "status", "drop_after", "delay" (no answer), "stall_after", "ignore_range", "gzip"
     value: float = 0
 
 
@@ -112,6 +113,10 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             data = server.files.get(path)
             if data is None:
                 return self._status(path, proxied, 404)
+            if fault and fault.kind == "gzip" and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                # A server compressing what the client accepts (a CDN, nginx's `gzip on`): the body and its
+                # Content-Length are the compressed representation's, ranges included.
+                return self._gzipped(path, proxied, gzip.compress(data, mtime=0))
             start, total = 0, len(data)
             match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             if match and not (fault and fault.kind == "ignore_range"):
@@ -144,6 +149,19 @@ def _handler_for(server: FileServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass
             # drop_after: returning closes the connection (HTTP/1.0) before Content-Length bytes arrived
+
+        def _gzipped(self, path: str, proxied: bool, body: bytes) -> None:
+            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+            start = int(match.group(1)) if match else 0
+            self._record(path, proxied, 206 if match else 200)
+            self.send_response(206 if match else 200)
+            if match:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(body[start:])
 
     return Handler
 
