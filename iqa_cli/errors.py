@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iqa_cli.fsnames import printable
+
 # Exit codes by kind (documented in the README's "Errors"); the shell-level ones are 74 (an operating-
 # system error such as a full disk), 124 (--time-limit), 130 (Ctrl-C) and 143 (SIGTERM).
 EXIT_USAGE = 2  # an option, a config file or a combination of flags
@@ -37,9 +39,10 @@ class IQAError(Exception):
 
     def __init__(self, message: str, *, path: str | Path | None = None) -> None:
         self.path = str(path) if path is not None else None
-        text = message if path is None else f"{path}: {message}"
-        # One line, always: tracebacks and multi-line dumps are for --debug.
-        super().__init__(" ".join(str(text).split()))
+        # One line, always: tracebacks and multi-line dumps are for --debug. The file is named exactly (its
+        # own runs of spaces kept, a newline or tab in its name escaped), so it can be found.
+        text = " ".join(str(message).split())
+        super().__init__(text if path is None else f"{printable(str(path))}: {text}")
 
 
 class DataError(IQAError):

@@ -21,3 +21,11 @@ def test_the_stream_handler_writes_escaped_bytes_back_and_escapes_the_rest():
     stream.write("caf\udcc3\udca9 † ok")
     stream.flush()
     assert raw.getvalue() == b"caf\xc3\xa9 \\u2020 ok"
+
+
+def test_printable_escapes_what_a_terminal_acts_on_and_keeps_the_rest():
+    from iqa_cli.fsnames import printable
+
+    assert printable("a\tb\nc\rd\x1b[2Ke\x7f\x9b\u202egnp.exe") == "a\\tb\\nc\\rd\\x1b[2Ke\\x7f\\x9b\\u202egnp.exe"
+    kept = "café 写真  two spaces \\ back\udcff.jpg"  # letters, runs of spaces, backslashes, undecodable bytes
+    assert printable(kept) == kept

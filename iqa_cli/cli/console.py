@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichBar
 
+from iqa_cli.fsnames import printable
 from iqa_cli.jsonio import dumps
 
 # Results go to stdout, everything else (progress, logs, errors) to stderr, so `--json` output pipes cleanly.
@@ -169,7 +170,8 @@ class ConsoleProgress:
 
     def log(self, message: str) -> None:
         """One message line, printed above the bar when one is drawn (also under --quiet: the log
-        handler decides what is shown)."""
+        handler decides what is shown). A file name's control characters are shown escaped: one line."""
+        message = printable(message)
         if self._bar is not None:
             self._bar.console.print(message, markup=False, highlight=False)
         elif self._live is not None:
@@ -193,7 +195,7 @@ class ConsoleProgress:
     @staticmethod
     def _line(message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+        print(f"[{stamp}] {printable(message)}", file=sys.stderr, flush=True)
 
 
 class LogHandler(logging.Handler):

@@ -22,7 +22,7 @@ from iqa_cli.cli.console import NORMAL, QUIET, STDOUT_NAME, VERBOSE, configure_l
 from iqa_cli.dependencies import unmet_requirements
 from iqa_cli.envvars import TRUE, check_environment
 from iqa_cli.errors import ConfigError, IQAError, Stopped
-from iqa_cli.fsnames import register_escape_errors
+from iqa_cli.fsnames import printable, register_escape_errors
 from iqa_cli.stop import Terminated, clear_stop, raise_if_stopped, request_stop, stop_requested
 from iqa_cli.threads import threads_set_by_torchrun
 from iqa_cli.version import __version__
@@ -44,6 +44,7 @@ def _say_error(line: str) -> None:
     """The one error line on stderr; a rank of a torchrun job names itself, since every rank prints
     its own (they may differ: a node without the cache), and the same line N times reads as a loop."""
     rank = os.environ.get("RANK") if _torchrun_world() > 1 else None
+    line = printable(line)  # a file name's newline or escape sequence: still one line, shown as it is
     typer.echo(f"error: [rank {rank}] {line}" if rank is not None else f"error: {line}", err=True)
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.cli.eval import with_test_options
+from iqa_cli.fsnames import printable
 from iqa_cli.train.recipes import get_recipe, recipe_names
 
 app = typer.Typer(
@@ -128,7 +129,7 @@ def make_predict_command(method: str) -> Callable[..., None]:
             table.add_column(name.replace("_", " "), justify="right")
         table.add_column("size", justify="right")
         for p in report.predictions:
-            row = [escape(p.path), f"{p.score:.0f}" if detail_names else f"{p.score:.3f}"]
+            row = [escape(printable(p.path)), f"{p.score:.0f}" if detail_names else f"{p.score:.3f}"]
             if report.native_scale:
                 row.append(f"{p.score_native:.2f}")
             row += [escape(str(p.details[name])) for name in detail_names]

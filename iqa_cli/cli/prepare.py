@@ -32,6 +32,7 @@ from iqa_cli.cli.prepare_enhance import register as register_enhance
 from iqa_cli.data.records import DatasetSpec
 from iqa_cli.data.splits import MAX_SPLITS
 from iqa_cli.errors import ConfigError
+from iqa_cli.fsnames import printable
 from iqa_cli.seeds import MAX_SEED
 
 if TYPE_CHECKING:
@@ -385,7 +386,8 @@ def inspect_cache(
                 print_json(members)
             else:
                 # Plain tab-separated lines (rich would expand the tab): `cut -f2` gives the names.
-                write_stdout("".join(f"{part}\t{name}\n" for part, names in members.items() for name in names))
+                listed = (f"{part}\t{printable(name)}\n" for part, names in members.items() for name in names)
+                write_stdout("".join(listed))  # a name's own tab or newline escaped: one line per image
             return
         info = describe_cache(opened)
     if json_output:
@@ -472,11 +474,11 @@ def inspect_cache(
     if info["skipped_names"]:
         out.print("skipped images:", markup=False)
         for name in info["skipped_names"]:
-            out.print(f"  {name}", markup=False, highlight=False)
+            out.print(f"  {printable(name)}", markup=False, highlight=False)
     if copies:
         out.print("byte-identical files (each set on one side of every random split):", markup=False)
         for group in copies:
-            out.print(f"  {' = '.join(group)}", markup=False, highlight=False)
+            out.print(f"  {' = '.join(map(printable, group))}", markup=False, highlight=False)
 
 
 def _register_datasets() -> None:

@@ -335,3 +335,26 @@ def test_multi_frame_and_transparent_images_are_said_read_in_part(weights, tmp_p
     assert "only the first frame is read" in said and "their alpha is dropped" in said
     plain = predict("--weights", str(weights), str(folder / "opaque.png"), "--json")
     assert json.loads(plain.stdout)["notes"] == [] and "alpha" not in plain.stderr
+
+
+def test_names_holding_control_characters_are_shown_escaped_on_one_line(weights, tmp_path):
+    """A file name's escape sequence went raw to the terminal (it could recolour or erase earlier lines, a
+    warning among them), its tab split a table row, its newline was flattened into a name that does not
+    exist, and its two spaces into one. People now see `\\t`, `\\n`, `\\x1b`; JSON keeps the exact name."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shown = "tab\tname\x1b[31mred.png"
+    Image.fromarray(smooth_image(64, 48, 1)).save(folder / shown)
+    (folder / "new\nline.jpg").write_bytes(b"not an image")
+    (folder / "two  spaces.jpg").write_bytes(b"not an image")
+    stopped = predict("--weights", str(weights), str(folder))
+    assert stopped.exit_code != 0 and "\x1b" not in stopped.output, stopped.output
+    assert stopped.stderr.splitlines()[-1].startswith("error: ") and "new\\nline.jpg: " in stopped.stderr
+    table = predict("--weights", str(weights), str(folder), "--skip-bad")
+    assert table.exit_code == 0 and "\x1b" not in table.output, table.output
+    assert "tab\\tname\\x1b[31mred.png" in table.stdout
+    assert "new\\nline.jpg: " in table.stderr and "two  spaces.jpg: " in table.stderr
+    assert all(line.startswith(("[", "warning:", "skipped")) for line in table.stderr.splitlines()), table.stderr
+    exact = json.loads(predict("--weights", str(weights), str(folder), "--skip-bad", "--json").stdout)
+    assert [Path(p["path"]).name for p in exact["predictions"]] == [shown]
+    assert sorted(Path(s["path"]).name for s in exact["skipped"]) == ["new\nline.jpg", "two  spaces.jpg"]

@@ -814,3 +814,30 @@ def test_a_reference_column_gives_reference_disjoint_splits_and_is_not_ignored_s
     (root / "scores.csv").write_text(text, encoding="utf-8")
     assert failed(iqa("custom", "--root", root, "--name", "x", "--higher-better", "--references", "ref_img"),
                   "line 10 names no reference in column 'ref_img'")  # fmt: skip
+
+
+def test_inspect_lists_one_line_per_image_whatever_its_name_holds(tmp_path):
+    """`inspect --split` printed `part<TAB>name` lines: a name's own tab or newline made two columns or two
+    lines of one image, so `cut -f2` and `wc -l` miscounted. Such names are shown escaped (JSON: exact)."""
+    from PIL import Image
+
+    from tests.data.imagefolder import smooth_image
+
+    root = tmp_path / "odd"
+    root.mkdir()
+    odd = ["tab\there.png", "new\nline.png", "plain.png", "esc\x1b[2K.png"]
+    for i, name in enumerate(odd):
+        Image.fromarray(smooth_image(48, 32, i)).save(root / name)
+    rows = "".join(f'"{name}",{i + 1}\n' for i, name in enumerate(odd))
+    (root / "scores.csv").write_text("name,score\n" + rows, encoding="utf-8")
+    out = tmp_path / "odd.h5"
+    built = iqa("custom", "--root", root, "--name", "odd", "--out", out, "-j", "1", "--splits", "1")
+    assert built.exit_code == 0, built.output
+    listed = iqa("inspect", out, "--split", "0")
+    assert listed.exit_code == 0 and "\x1b" not in listed.stdout, listed.output
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 4 and all(line.count("\t") == 1 for line in lines), lines
+    shown = {"tab\\there.png", "new\\nline.png", "plain.png", "esc\\x1b[2K.png"}
+    assert {line.split("\t")[1] for line in lines} == shown
+    exact = json.loads(iqa("inspect", out, "--split", "0", "--json").stdout)
+    assert sorted(exact["train"] + exact["test"]) == sorted(odd)
