@@ -69,10 +69,17 @@ def cpu_quota_cores() -> int | None:
     return min(allowed) if allowed else None
 
 
+def users_threads() -> int | None:
+    """OMP_NUM_THREADS as the user set it; None where it is unset, not a count, or torchrun's own default
+    (`threads_set_by_torchrun`), which iqa's policy replaces for the CLI and the Python API alike."""
+    value = _int_env("OMP_NUM_THREADS")
+    return None if value is None or threads_set_by_torchrun() else value
+
+
 def torch_threads(*, ranks_on_node: int = 1, own_threads: int = OWN_THREADS) -> int:
-    """The intra-op thread count for torch: OMP_NUM_THREADS when set, else this rank's share of the
-    cores less iqa's own threads (at least 1)."""
-    explicit = _int_env("OMP_NUM_THREADS")
+    """The intra-op thread count for torch: the user's OMP_NUM_THREADS when set, else this rank's share
+    of the cores less iqa's own threads (at least 1)."""
+    explicit = users_threads()
     if explicit:
         return explicit
     share = available_cores() // max(1, ranks_on_node)
@@ -100,7 +107,7 @@ def apply_thread_policy(*, ranks_on_node: int = 1) -> int:
     count = torch_threads(ranks_on_node=ranks_on_node)
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
-    source = "OMP_NUM_THREADS" if _int_env("OMP_NUM_THREADS") else f"{available_cores()} usable cores"
+    source = "OMP_NUM_THREADS" if users_threads() else f"{available_cores()} usable cores"
     log.debug(f"torch intra-op threads: {count} ({source}, {ranks_on_node} rank(s) on this node)")
     return count
 
@@ -121,7 +128,7 @@ def bulk_threads(*, ranks_on_node: int = 1) -> Iterator[int]:
     import torch
 
     before = torch.get_num_threads()
-    count = before if _int_env("OMP_NUM_THREADS") else torch_threads(ranks_on_node=ranks_on_node, own_threads=0)
+    count = before if users_threads() else torch_threads(ranks_on_node=ranks_on_node, own_threads=0)
     if count != before:
         torch.set_num_threads(count)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from iqa_cli import cgroups, threads
@@ -105,3 +106,27 @@ def test_standalone_scoring_takes_every_core_on_the_cpu_only(monkeypatch):
             assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("users", [False, True])
+def test_torchrun_s_one_thread_default_gives_way_to_the_policy_in_python_too(monkeypatch, users):
+    """The rule that tells torchrun's OMP_NUM_THREADS=1 from the user's was applied by the CLI only: a
+    rank calling `iqa_cli.train(...)` from Python kept one thread on a node whose cores it shares with no
+    one. The policy itself now tells them apart."""
+    import subprocess
+
+    parent_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if users:
+        parent_env["OMP_NUM_THREADS"] = "1"
+    torchrun = subprocess.Popen(["sleep", "60"], env=parent_env)  # stands for the torchrun that started the rank
+    try:
+        monkeypatch.setattr(os, "getppid", lambda: torchrun.pid)
+        monkeypatch.setattr(threads, "available_cores", lambda: 8)
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert threads.torch_threads(ranks_on_node=2) == (1 if users else 3)
+        with threads.bulk_threads(ranks_on_node=1) as count:
+            assert count == (torch.get_num_threads() if users else 8)
+    finally:
+        torchrun.kill()
+        torchrun.wait()
