@@ -7,6 +7,7 @@ that line and exits non-zero; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from iqa_cli.fsnames import printable
@@ -17,6 +18,9 @@ EXIT_USAGE = 2  # an option, a config file or a combination of flags
 EXIT_DIVERGED = 3  # training diverged (NaN or infinite loss); the last good checkpoint is kept
 EXIT_DATA = 65  # bad input data: a dataset, metadata file, image, cache or checkpoint (sysexits EX_DATAERR)
 EXIT_UNAVAILABLE = 69  # a download that is missing, unreachable or does not verify (EX_UNAVAILABLE)
+
+
+_LINE_BREAKS = re.compile(r"\s*[^\S ]\s*")  # whitespace other than a plain space, and the blanks around it
 
 
 def some_names(names: list[str], limit: int = 3) -> str:
@@ -39,9 +43,10 @@ class IQAError(Exception):
 
     def __init__(self, message: str, *, path: str | Path | None = None) -> None:
         self.path = str(path) if path is not None else None
-        # One line, always: tracebacks and multi-line dumps are for --debug. The file is named exactly (its
-        # own runs of spaces kept, a newline or tab in its name escaped), so it can be found.
-        text = " ".join(str(message).split())
+        # One line, always: tracebacks and multi-line dumps are for --debug. Line breaks and tabs (with the
+        # indentation around them) become one space; runs of plain spaces stay, as they may be a name's or a
+        # value's own. The file is named exactly (a newline or tab in its name escaped), so it can be found.
+        text = _LINE_BREAKS.sub(" ", str(message)).strip()
         super().__init__(text if path is None else f"{printable(str(path))}: {text}")
 
 

@@ -16,8 +16,19 @@ CACHE_SUFFIXES = (".h5", ".hdf5", ".npz")
 
 def home() -> Path:
     # Absolute: runs record their cache's path, which must name the same file from any working folder.
-    path = Path(os.environ.get("IQA_HOME") or Path.home() / ".cache" / "iqa").expanduser().absolute()
-    return _folder(path, "IQA_HOME" if os.environ.get("IQA_HOME") else "the home folder (unset IQA_HOME)")
+    value = _folder_variable("IQA_HOME")
+    path = Path(value or Path.home() / ".cache" / "iqa").expanduser().absolute()
+    return _folder(path, "IQA_HOME" if value else "the home folder (unset IQA_HOME)")
+
+
+def _folder_variable(name: str) -> str | None:
+    """A folder's environment variable; None when unset or empty. Blanks only (`IQA_HOME= $SCRATCH` in a job
+    script) would make a folder named by spaces in the working folder, and every cache "missing" from
+    the next job: refused."""
+    value = os.environ.get(name)
+    if value and not value.strip():
+        raise ConfigError(f"{name} holds only blanks; expected a folder (or leave it unset)")
+    return value or None
 
 
 def _folder(path: Path, what: str) -> Path:
@@ -41,7 +52,7 @@ RUNS_ENV = "IQA_RUNS"
 
 def runs_dir() -> Path:
     """Training runs: `$IQA_RUNS` when set (e.g. a project folder on a cluster), else `$IQA_HOME/runs`."""
-    override = os.environ.get(RUNS_ENV)
+    override = _folder_variable(RUNS_ENV)
     return _folder(Path(override).expanduser().absolute(), RUNS_ENV) if override else home() / "runs"
 
 

@@ -62,3 +62,17 @@ def test_a_home_or_runs_folder_that_is_a_file_is_one_line_naming_the_variable(tm
     for command in (["runs", "list"], ["prepare", "custom", "--root", str(tmp_path)], ["eval", "vtiqa", "--data", "x"]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2 and result.output.strip() == message, (command, result.output)
+
+
+@pytest.mark.parametrize("name", ["IQA_HOME", "IQA_RUNS"])
+def test_a_blank_home_or_runs_folder_is_refused(tmp_path, monkeypatch, name):
+    """`IQA_HOME=" "` (a job script's `IQA_HOME= $SCRATCH`) made a folder named by a space in the working
+    folder: caches prepared there were "missing" for the next job, started elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, "  ")
+    result = CliRunner().invoke(app, ["runs", "list"])
+    said = f"error: {name} holds only blanks; expected a folder (or leave it unset)"
+    assert result.exit_code == 2 and result.output.strip() == said, result.output
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(name, "")  # empty: unset, as before
+    assert CliRunner().invoke(app, ["runs", "list"]).exit_code == 0
