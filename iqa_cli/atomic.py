@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,14 +126,19 @@ def check_output_file(
     is of that kind: `--per-image best.safetensors` or `--csv koniq.h5` is a slip, and would destroy a
     model or a cache. With `headers`, an existing text file is replaced only when its first line starts
     with one of them: a table this option wrote before, not a dataset's score list."""
-    path = Path(path).expanduser()
+    given = Path(path).expanduser()
+    path = write_target(given)
     if path.is_dir():
-        raise ConfigError(f"{option}: {path} is a folder; give a file name")
+        raise ConfigError(f"{option}: {given} is a folder; give a file name")
+    if special_file(path) is not None:  # /dev/null, /dev/stdout, a FIFO: written into, as by a shell's `>`
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{option}: cannot write to {given} ({special_file(path)}; permission denied)")
+        return given
     if kind is not None and path.is_file():
         found = existing_kind(path)
         if found is not None and found != kind:
             raise ConfigError(
-                f"{option}: {path} exists and is {found}, not {kind} as this option writes; it is not replaced "
+                f"{option}: {given} exists and is {found}, not {kind} as this option writes; it is not replaced "
                 "(give another name, or remove it first)"
             )
         if found == TEXT and headers is not None:
@@ -140,11 +146,11 @@ def check_output_file(
                 first = handle.readline().strip()
             if not first.startswith(headers):
                 raise ConfigError(
-                    f"{option}: {path} exists and is a text file this option did not write (it begins {first[:40]!r}); "
-                    "it is not replaced (give another name, or remove it first)"
+                    f"{option}: {given} exists and is a text file this option did not write (it begins "
+                    f"{first[:40]!r}); it is not replaced (give another name, or remove it first)"
                 )
     _check_creatable(path.parent, path, option)
-    return path
+    return given
 
 
 def check_output_folder(path: str | Path, option: str) -> Path:
@@ -207,6 +213,32 @@ def naming_refused_writes(path: str | Path) -> Iterator[None]:
         raise OSError(number, os.strerror(number), str(path)) from exc
 
 
+def special_file(path: Path) -> str | None:
+    """What `path` is when it is a device, a pipe or a socket (through links): `/dev/null`, `/dev/stdout`, a
+    FIFO a reader waits on. Such an output is written into, never replaced: a rename would put a regular
+    file in its place (as root, /dev/null itself). None for a regular file, a folder, or nothing there."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
+
+
+def write_target(final: str | Path) -> Path:
+    """The file a write to `final` changes: where a symbolic link points (the link stays a link, and a cache
+    linked to a scratch disk is written there, not beside the link), else `final` itself."""
+    final = Path(final)
+    if special_file(final) is not None:
+        return final  # /dev/stdout: a link to /proc/self/fd/1, whose target may be no path at all (`pipe:[...]`)
+    return final.resolve() if final.is_symlink() else final
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `final`; rename it into place only if the block succeeds.
@@ -214,8 +246,15 @@ def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[
     The temporary name starts with '.' and ends with '.partial', so an interrupted run leaves
     nothing that looks like a valid output. Once a stop is requested (a signal) nothing is renamed into
     place, except with `while_stopping`: a record that the stop itself writes (where to resume).
+    A symbolic link is written through (`write_target`); a device or a pipe (`special_file`) is yielded
+    itself and written into, as a shell's `>` does.
     """
-    final = Path(final)
+    final = write_target(final)
+    if special_file(final) is not None:
+        if not while_stopping:
+            raise_if_stopped()
+        yield final
+        return
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(final)

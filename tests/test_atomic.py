@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,52 @@ def test_a_table_replaces_only_a_table_it_wrote_before(tmp_path):
         check_output_file(scores, "--csv", kind=TEXT, headers=ours)
     check_output_file(metrics, "--csv", kind=TEXT, headers=ours)  # its own earlier table: replaced as usual
     check_output_file(scores, "--out", kind=TEXT)  # without headers (a .txt list of names), any text goes
+
+
+def test_a_pipe_is_written_into_never_replaced(tmp_path):
+    """`--csv FIFO` (a reader waiting on a named pipe; as root, `--csv /dev/null` too) was replaced by a
+    regular file through the rename: the reader got nothing, and /dev/null would have become a file."""
+    import threading
+
+    from iqa_cli.atomic import TEXT, atomic_path
+
+    fifo = tmp_path / "results.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert check_output_file(fifo, "--csv", kind=TEXT, headers=("path,",)) == fifo
+    with atomic_path(fifo) as tmp:
+        tmp.write_text("path,score\na.jpg,1\n", encoding="utf-8")
+    reader.join(timeout=10)
+    assert received == [b"path,score\na.jpg,1\n"] and fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.fifo"]
+
+
+def test_a_device_that_may_be_written_is_accepted_before_the_work():
+    """`--csv /dev/null` was refused as a folder one cannot write in (/dev), or, as root, accepted and then
+    replaced. Only checked here: nothing is written."""
+    assert check_output_file("/dev/null", "--csv") == Path("/dev/null")
+
+
+def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
+    """An output named through a link (a cache linked to a scratch disk) replaced the link with a regular
+    file beside it: the scratch copy stayed old, and the new file filled the small disk."""
+    from iqa_cli.atomic import TEXT, atomic_path
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "scores.csv").write_text("path,score\nold.jpg,1\n", encoding="utf-8")
+    link = tmp_path / "home" / "scores.csv"
+    link.parent.mkdir()
+    link.symlink_to(scratch / "scores.csv")
+    assert check_output_file(link, "--csv", kind=TEXT, headers=("path,",)) == link
+    with atomic_path(link) as tmp:
+        tmp.write_text("path,score\nnew.jpg,2\n", encoding="utf-8")
+    assert link.is_symlink() and (scratch / "scores.csv").read_text(encoding="utf-8") == "path,score\nnew.jpg,2\n"
+    assert [p.name for p in link.parent.iterdir()] == ["scores.csv"]
+    # what the check refuses is judged by the file the link points at: a cache behind a link stays safe
+    (scratch / "cache.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    (tmp_path / "home" / "cache.h5").symlink_to(scratch / "cache.h5")
+    with pytest.raises(ConfigError, match="exists and is an HDF5 file"):
+        check_output_file(tmp_path / "home" / "cache.h5", "--csv", kind=TEXT)

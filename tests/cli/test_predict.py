@@ -358,3 +358,18 @@ def test_names_holding_control_characters_are_shown_escaped_on_one_line(weights,
     exact = json.loads(predict("--weights", str(weights), str(folder), "--skip-bad", "--json").stdout)
     assert [Path(p["path"]).name for p in exact["predictions"]] == [shown]
     assert sorted(Path(s["path"]).name for s in exact["skipped"]) == ["new\nline.jpg", "two  spaces.jpg"]
+
+
+def test_scores_written_to_a_named_pipe_reach_its_reader(weights, photos, tmp_path):
+    """`--csv FIFO` replaced the pipe by a regular file (and would have replaced /dev/null, as root)."""
+    import threading
+
+    fifo = tmp_path / "scores.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")), daemon=True)
+    reader.start()
+    result = predict("--weights", str(weights), str(photos), "--csv", str(fifo), "--json")
+    reader.join(timeout=30)
+    assert result.exit_code == 0 and fifo.is_fifo(), result.output
+    assert received and received[0].startswith("path,score") and len(received[0].splitlines()) == 5
