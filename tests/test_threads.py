@@ -10,6 +10,7 @@ import torch
 
 from iqa_cli import cgroups, threads
 from iqa_cli.train.distributed import resolve_device
+from tests.torchrun_parent import started_by_torchrun
 
 
 def test_thread_budget(monkeypatch):
@@ -113,20 +114,8 @@ def test_torchrun_s_one_thread_default_gives_way_to_the_policy_in_python_too(mon
     """The rule that tells torchrun's OMP_NUM_THREADS=1 from the user's was applied by the CLI only: a
     rank calling `iqa_cli.train(...)` from Python kept one thread on a node whose cores it shares with no
     one. The policy itself now tells them apart."""
-    import subprocess
-
-    parent_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    if users:
-        parent_env["OMP_NUM_THREADS"] = "1"
-    torchrun = subprocess.Popen(["sleep", "60"], env=parent_env)  # stands for the torchrun that started the rank
-    try:
-        monkeypatch.setattr(os, "getppid", lambda: torchrun.pid)
+    with started_by_torchrun(monkeypatch, users=users):
         monkeypatch.setattr(threads, "available_cores", lambda: 8)
-        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
         assert threads.torch_threads(ranks_on_node=2) == (1 if users else 3)
         with threads.bulk_threads(ranks_on_node=1) as count:
             assert count == (torch.get_num_threads() if users else 8)
-    finally:
-        torchrun.kill()
-        torchrun.wait()

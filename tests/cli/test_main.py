@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from typer.testing import CliRunner
 
 from iqa_cli.cli.main import app
 from iqa_cli.home import data_dir
+from tests.torchrun_parent import started_by_torchrun
 from tests.train.caches import make_cache
 
 runner = CliRunner()
@@ -52,19 +52,11 @@ def test_a_command_that_does_not_train_runs_once_under_torchrun(trained, monkeyp
 def test_rank_0_alone_drops_torchrun_s_one_thread_default_but_not_the_user_s(trained, monkeypatch, users):
     """torchrun gives every rank OMP_NUM_THREADS=1 when its own environment has none; rank 0 running a
     command alone kept it and scored on one thread (said: "with every core"). The user's own 1 stays."""
-    parent_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    if users:
-        parent_env["OMP_NUM_THREADS"] = "1"
-    torchrun = subprocess.Popen(["sleep", "60"], env=parent_env)  # stands for the torchrun that started the rank
-    try:
-        monkeypatch.setattr(os, "getppid", lambda: torchrun.pid)
+    with started_by_torchrun(monkeypatch, users=users):
         job = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "0", "RANK": "0", "LOCAL_RANK": "0"}
-        for name, value in {**job, "TORCHELASTIC_RUN_ID": "none", "OMP_NUM_THREADS": "1"}.items():
+        for name, value in job.items():
             monkeypatch.setenv(name, value)
         done = runner.invoke(app, ["eval", "vtiqa", "--data", "mini", "--json"])
-    finally:
-        torchrun.kill()
-        torchrun.wait()
     assert done.exit_code == 0, done.output
     assert os.environ.get("OMP_NUM_THREADS") == ("1" if users else None)
 
