@@ -248,6 +248,28 @@ def _check_demo_folder(folder: Path) -> None:
         )
 
 
+def _check_demo_cache(cache: Path) -> None:
+    """The demo writes the cache `demo` over an earlier demo's, never over a dataset a user prepared under
+    that name (`iqa prepare custom --name demo`): a demo's images are all named `<photo>/...`."""
+    from iqa_cli.data.cache import open_cache
+    from iqa_cli.errors import DataError
+
+    if not cache.exists():
+        return
+    try:
+        with open_cache(cache) as opened:
+            names, root = list(opened.names), opened.attrs.get("source_root")
+    except DataError:
+        return  # damaged or unfinished: nothing in it to keep
+    prefixes = tuple(f"{photo}/" for photo in PHOTOS)
+    if names and all(name.startswith(prefixes) for name in names):
+        return
+    raise ConfigError(
+        f"{cache} holds the cache '{DATASET_NAME}' of {len(names)} image(s) prepared from {root}, not a demo's; the "
+        f"demo would replace it: move it, or prepare that dataset under another name"
+    )
+
+
 def prepare_demo_cache(
     folder: Path, rows: list[dict[str, Any]], out: Path, *, progress: Progress | None = None
 ) -> Path:
@@ -284,6 +306,7 @@ def run_demo(
                 raise ConfigError(f"--workdir: {below} is a file; expected a folder")
             break
     cache = data_dir() / f"{DATASET_NAME}.h5"
+    _check_demo_cache(cache)
     seconds: dict[str, float] = {}
 
     started = time.monotonic()

@@ -120,3 +120,22 @@ def test_a_workdir_that_is_a_file_is_refused_in_one_line_naming_the_option(tmp_p
         assert result.exit_code == 2, result.output
         assert f"error: --workdir: {taken} is a file; expected a folder" in result.output
     assert taken.read_text(encoding="utf-8") == "mine"
+
+
+def test_the_demo_never_replaces_a_user_s_dataset_named_demo(tmp_path, _isolated_home):
+    """`iqa demo` wrote its cache over `data/demo.h5` whatever it held: a user's own dataset prepared with
+    `iqa prepare custom --name demo` was replaced without a word. An earlier demo's cache still is."""
+    from iqa_cli.home import data_dir
+    from tests.train.caches import make_cache
+
+    mine = make_cache("demo", tmp_path / "my-photos", data_dir() / "demo.h5")
+    before = mine.read_bytes()
+    refused = CliRunner().invoke(app, ["demo", *SMALL, "--workdir", str(tmp_path / "work")])
+    assert refused.exit_code == 2 and mine.read_bytes() == before, refused.output
+    said = f"holds the cache 'demo' of 32 image(s) prepared from {tmp_path / 'my-photos'}, not a demo's"
+    assert said in refused.output
+    assert not (tmp_path / "work").exists()  # refused before any work
+    mine.unlink()
+    for _ in range(2):  # the second run replaces the first run's cache
+        done = CliRunner().invoke(app, ["demo", *SMALL, "--workdir", str(tmp_path / "work")])
+        assert done.exit_code == 0, done.output
