@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import math
 import multiprocessing
@@ -140,6 +141,30 @@ def _orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+# Read errors that say nothing of the file: the process or the machine ran short (memory, open files), or
+# the storage failed under it (an I/O error, an NFS handle gone stale, a timeout). Taken for an unreadable
+# image, `--skip-bad` would drop good images from a dataset, the largest first under memory pressure, and
+# the cache would hold fewer images than the dataset with nothing but a count to say so.
+_NOT_THE_IMAGE = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.ENOBUFS}
+)
+
+
+def not_the_image(exc: BaseException) -> bool:
+    """Whether a failure to read an image is the machine's or the storage's, not the file's: such an error
+    stops the work (with or without `--skip-bad`) instead of counting the image as unreadable."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _NOT_THE_IMAGE)
+
+
+def raise_if_not_the_image(exc: BaseException, path: str | os.PathLike[str]) -> None:
+    """Raise `exc` again, naming `path`, when `not_the_image(exc)`."""
+    if isinstance(exc, MemoryError):
+        raise MemoryError(f"out of memory while reading {path}") from exc
+    if not_the_image(exc):
+        assert isinstance(exc, OSError)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
 def _failure(path: str | os.PathLike[str], exc: BaseException) -> DecodeFailure:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
@@ -179,6 +204,7 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader | DecodeFailure:
             too_large = _too_large(width, height)
             transparent = False if too_large or width < 1 or height < 1 else _transparent(im)
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "unreadable"
+        raise_if_not_the_image(exc, path)
         return _failure(path, exc)
     if width < 1 or height < 1:
         return DecodeFailure(str(path), f"image has an empty size {width}x{height}")
@@ -309,7 +335,8 @@ def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
         array = decode_image(
             job.path, job.size, orientation=job.orientation, reduce_to=job.reduce_to, policy=job.policy
         )
-    except Exception as exc:  # any decoder error means this file is unusable
+    except Exception as exc:  # any decoder error means this file is unusable (but see `not_the_image`)
+        raise_if_not_the_image(exc, job.path)
         return _failure(job.path, exc)
     if array.ndim != 3 or array.shape[2] != 3:
         return DecodeFailure(job.path, f"decoded to an unexpected shape {array.shape}")
@@ -324,6 +351,7 @@ def decode_job_with_digest(job: DecodeJob) -> tuple[np.ndarray, int] | DecodeFai
         before = _identity(job.path)
         digest = file_digest(job.path)
     except Exception as exc:  # a missing or unreadable file, as `decode_job` reports it
+        raise_if_not_the_image(exc, job.path)
         return _failure(job.path, exc)
     result = decode_job(job)
     if isinstance(result, DecodeFailure):

@@ -28,7 +28,7 @@ import numpy as np
 
 from iqa_cli.atomic import naming_refused_writes
 from iqa_cli.data.cache_format import check_replaceable
-from iqa_cli.data.decode import decode_image, default_workers, file_digest, worker_pool
+from iqa_cli.data.decode import decode_image, default_workers, file_digest, raise_if_not_the_image, worker_pool
 from iqa_cli.data.records import LEVEL_SCORES
 from iqa_cli.data.resize import RESAMPLE_NOTE
 from iqa_cli.data.splits import random_splits
@@ -227,7 +227,8 @@ def load_reference(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         return _LAST_REFERENCE["image"]
     try:
         image = decode_image(path, (int(size[0]), int(size[1])))
-    except Exception as exc:  # any decoder failure means this reference is unusable
+    except Exception as exc:  # any decoder failure means this reference is unusable (but see `not_the_image`)
+        raise_if_not_the_image(exc, path)
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"cannot read reference image ({type(exc).__name__}: {text})", path=path) from None
     _LAST_REFERENCE.update(key=key, image=image)

@@ -113,7 +113,7 @@ class ExternalImages:
 
     def read(self, index: int, height: int, width: int) -> np.ndarray:
         """uint8 (height, width, 3): the enhanced image resized to its original's stored size."""
-        from iqa_cli.data.decode import DecodeFailure, decode_image, read_header
+        from iqa_cli.data.decode import DecodeFailure, decode_image, raise_if_not_the_image, read_header
 
         path = self.files[index]
         header = read_header(path)
@@ -127,7 +127,8 @@ class ExternalImages:
             )
         try:
             return decode_image(path, (width, height), orientation=header.orientation)
-        except Exception as exc:  # any decoder error means this file is unusable
+        except Exception as exc:  # any decoder error means this file is unusable (but see `not_the_image`)
+            raise_if_not_the_image(exc, path)
             raise DataError(f"cannot decode the enhanced image ({type(exc).__name__}: {exc})", path=path) from None
 
 

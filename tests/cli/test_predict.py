@@ -373,3 +373,22 @@ def test_scores_written_to_a_named_pipe_reach_its_reader(weights, photos, tmp_pa
     reader.join(timeout=30)
     assert result.exit_code == 0 and fifo.is_fifo(), result.output
     assert received and received[0].startswith("path,score") and len(received[0].splitlines()) == 5
+
+
+def test_running_out_of_file_handles_is_no_bad_image_even_with_skip_bad(weights, photos, monkeypatch):
+    """`--skip-bad` skipped an image the process could not open for want of file handles, as if the file
+    were damaged, and scored the rest with exit 0."""
+    from iqa_cli.data import decode
+
+    original = decode.decode_image
+
+    def out_of_handles(path, *args, **kwargs):
+        if Path(path).name == "b.png":
+            raise OSError(24, "Too many open files")
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_image", out_of_handles)
+    result = predict("--weights", str(weights), str(photos), "--skip-bad", "--json")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 74 and len(errors) == 1 and "b.png: Too many open files" in errors[0], result.output
+    assert result.stdout == ""

@@ -841,3 +841,34 @@ def test_inspect_lists_one_line_per_image_whatever_its_name_holds(tmp_path):
     assert {line.split("\t")[1] for line in lines} == shown
     exact = json.loads(iqa("inspect", out, "--split", "0", "--json").stdout)
     assert sorted(exact["train"] + exact["test"]) == sorted(odd)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "said"),
+    [
+        (OSError(24, "Too many open files"), 74, "Too many open files; this process may open no more files"),
+        (OSError(5, "Input/output error"), 74, "Input/output error"),
+        (MemoryError(), 1, "MemoryError: out of memory while reading"),
+    ],
+)
+def test_a_read_error_of_the_machine_stops_the_work_even_with_skip_bad(tmp_path, monkeypatch, error, code, said):
+    """`--skip-bad` took any failure to read an image for a bad file: out of memory, out of file handles or
+    an I/O error of the storage dropped good images from the cache (logged at info level only), and the
+    run went on with fewer images than the dataset holds."""
+    from iqa_cli.data import decode
+
+    original = decode.decode_image
+    victim = sorted(p.name for p in MIXED)[1]
+
+    def failing(path, *args, **kwargs):
+        if Path(path).name == victim:
+            raise error
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_image", failing)
+    root = tmp_path / "photos"
+    make_folder(root)
+    out = tmp_path / "caches" / "mine.h5"
+    result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1", "--skip-bad")
+    assert result.exit_code == code and failed(result, said, victim), result.output
+    assert not out.exists()
