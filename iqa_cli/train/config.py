@@ -254,12 +254,22 @@ def coerce(name: str, tp: Any, value: Any) -> Any:
                     parts = item.split(":") if isinstance(item, str) else list(item)
                     if len(parts) != len(pair_types):
                         raise ValueError(item)
-                    pairs.append(tuple(coerce(name, t, p) for t, p in zip(pair_types, parts, strict=True)))
+                    pairs.append(tuple(_element(name, t, p) for t, p in zip(pair_types, parts, strict=True)))
                 return tuple(pairs)
-            return tuple(coerce(name, element, item) for item in items)
+            return tuple(_element(name, element, item) for item in items)
     except (TypeError, ValueError):
-        raise ConfigError(f"invalid value for {name}: {value!r} (expected {_describe(tp)})") from None
+        not_nan = ", not NaN" if isinstance(value, (str, float)) and str(value).strip().lower() == "nan" else ""
+        raise ConfigError(f"invalid value for {name}: {value!r} (expected {_describe(tp)}{not_nan})") from None
     raise ConfigError(f"{name}: unsupported option type {tp}")  # pragma: no cover - programming error
+
+
+def _element(name: str, tp: Any, value: Any) -> Any:
+    """One element of a list or pair option; a bad one is reported with the whole value (`0:x` of
+    `--lr-phases 0:0.01,11:x`), against the whole option's expected form."""
+    try:
+        return coerce(name, tp, value)
+    except ConfigError:
+        raise ValueError(value) from None
 
 
 def _describe(tp: Any) -> str:
@@ -379,7 +389,12 @@ def apply_values(obj: Any, values: dict[str, Any], *, source: str) -> Any:
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
-    changes = {name: coerce(name, types_[name], value) for name, value in values.items()}
+    # A value typed on the command line is named as the flag the user typed; one from a file, as its key.
+    flags = source == "options"
+    changes = {
+        name: coerce("--" + name.replace("_", "-") if flags else name, types_[name], value)
+        for name, value in values.items()
+    }
     for name, value in changes.items():
         if isinstance(value, tuple) and name.endswith("phases"):
             for pair in value:

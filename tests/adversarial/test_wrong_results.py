@@ -39,7 +39,9 @@ def train(*args: str):
         (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
         (["--eval-batch-size", "0"], "--eval-batch-size: must be at least 1, got 0"),
         (["--lr-phases", "0:-1"], "--lr-phases: learning rates must be greater than 0"),
-        (["--lr", "nan"], "invalid value for lr: nan"),
+        (["--lr", "nan"], "invalid value for --lr: nan (expected float or none, not NaN)"),
+        # named as typed, whole: was "invalid value for lr_phases: 'x' (expected float)"
+        (["--lr-phases", "0:0.01,11:x"], "invalid value for --lr-phases: '0:0.01,11:x' (expected comma-separated"),
         (["--dropout", "1.5"], "--dropout: must be less than 1"),
         (["--val-fraction", "0"], "--val-fraction: must be greater than 0"),
         (["--momentum", "-0.1"], "--momentum: must be at least 0"),

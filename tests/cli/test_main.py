@@ -109,7 +109,7 @@ def test_an_empty_argument_is_refused_before_the_work(tmp_path, monkeypatch, arg
         ),
         (
             ["train", "vtiqa", *FAST, "--data", "mini", "--lr-phases", "0:0.01,,11:0.001"],
-            "error: invalid value for lr_phases: '0:0.01,,11:0.001'",
+            "error: invalid value for --lr-phases: '0:0.01,,11:0.001'",
         ),
     ],
 )

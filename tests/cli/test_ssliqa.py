@@ -128,7 +128,7 @@ def test_bad_requests_give_one_line(tmp_path, _isolated_home):
     assert "branch must be one of student, teacher" in one_error_line(
         iqa("train", "ssliqa", *FAST, "--data", "small", "--branch", "both")
     )
-    assert "label_scale must be one of paper, range" in one_error_line(
+    assert "--label-scale must be one of paper, range" in one_error_line(
         iqa("train", "ssliqa", *FAST, "--data", "small", "--label-scale", "native")
     )
     assert "no local ssliqa run" in one_error_line(iqa("eval", "ssliqa", "--data", "small", "--branch", "teacher"))

@@ -251,7 +251,7 @@ def test_gpu_cache_path_trains_the_same_as_the_host_path(cache, tmp_path):
         log = [json.loads(x) for x in (out / "split-random_0" / "log.jsonl").read_text(encoding="utf-8").splitlines()]
         losses[mode] = [x["loss"] for x in log if "loss" in x]
     assert losses["on"] == losses["off"] and len(losses["on"]) >= 2
-    assert "gpu_cache must be one of" in one_error_line(train("--data", "mini", "--gpu-cache", "yes"))
+    assert "--gpu-cache must be one of" in one_error_line(train("--data", "mini", "--gpu-cache", "yes"))
 
 
 def test_toml_config_and_flag_precedence(cache, tmp_path):
@@ -509,7 +509,7 @@ def test_print_config_of_a_sweep_shows_every_run_and_checks_every_value(cache, t
     its bad value. It now plans each run as the sweep would, and refuses what the sweep would refuse."""
     sweep = ["--data", "mini", "--epochs", "1", "--sweep", "lr", "--out", str(tmp_path / "sweep")]
     bad = train(*sweep, "--sweep-values", "0.1,abc", "--print-config")
-    assert bad.exit_code == 2 and "invalid value for lr: 'abc'" in bad.output
+    assert bad.exit_code == 2 and "invalid value for --lr: 'abc'" in bad.output
     planned = train(*sweep, "--sweep-values", "0.001,0.002", "--repeats", "2", "--print-config", "--json")
     assert planned.exit_code == 0, planned.output
     runs = json.loads(planned.stdout)["runs"]

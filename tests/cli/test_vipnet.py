@@ -124,7 +124,7 @@ def test_bad_inputs_give_one_line(tmp_path):
     assert "not a distorted-image cache" in line and "plain.h5" in line
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm", str(tmp_path / "no.safetensors")))
     assert "checkpoint file not found" in line
-    assert "dpm_view must be one of" in one_error_line(
+    assert "--dpm-view must be one of" in one_error_line(
         invoke("train", "vipnet", *CPU, "--data", "plain", "--dpm-view", "x")
     )
     line = one_error_line(invoke("train", "vipnet", *CPU, "--data", "plain", "--canvas", "32,32"))

@@ -302,7 +302,7 @@ def test_test_crops_are_the_same_positions_for_every_image_and_averaged():
 def test_bad_parameters_are_refused():
     for overrides, message in (
         ({"branch": "both"}, "branch must be one of student, teacher"),
-        ({"label_scale": "native"}, "label_scale must be one of paper, range"),
+        ({"label_scale": "native"}, "--label-scale must be one of paper, range"),
         ({"resize": "square"}, "resize must be one of faithful, fixed"),
         ({"labeled": 1}, "labeled must be at least 2"),
         ({"crop_size": 128}, "crop_size 128 is larger than the 112x104 resize"),
