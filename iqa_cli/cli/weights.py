@@ -13,7 +13,7 @@ from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.errors import CheckpointError, ConfigError, DataError, DownloadError
 from iqa_cli.weights.fetch import MIRROR_ENV, FetchOptions, fetch
 from iqa_cli.weights.names import validate_name
-from iqa_cli.weights.registry import known_weights
+from iqa_cli.weights.registry import known_weights, shown_url
 from iqa_cli.weights.store import WeightStore
 
 app = typer.Typer(
@@ -70,6 +70,7 @@ def list_weights(
     rows = []
     for entry in known.values():
         row = entry.to_json()
+        row["urls"] = [shown_url(url) for url in row["urls"]]  # a job log never keeps a mirror's token
         s = stored.get(entry.name)
         row["stored"] = None if s is None else {**s.to_json(), "path": str(store.root / s.file)}
         rows.append(row)
@@ -93,7 +94,8 @@ def list_weights(
         users = r.get("method") or ",".join(r.get("used_by") or []) or "-"
         size = _mb(r["stored"]["size"]) if r["stored"] else "no"
         urls = r.get("urls") or []
-        source = urlparse(urls[0]).netloc if urls else ("local file" if r["kind"] == "local" else "by hand")
+        host = urlparse(urls[0]).netloc.rsplit("@", 1)[-1] if urls else None  # never a mirror's `user:token@`
+        source = host or ("local file" if r["kind"] == "local" else "by hand")
         status = "stored" if r["stored"] and not r["status"].startswith("refused") else r["status"]
         check = r.get("verification") or "-"
         check = "prefix only (32 bit)" if check.startswith("sha256 prefix") else check

@@ -26,7 +26,7 @@ from iqa_cli.envvars import max_download_bytes as max_download_bytes_env
 from iqa_cli.errors import DownloadError
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.version import __version__
-from iqa_cli.weights.registry import KnownWeights, check_url, get_known
+from iqa_cli.weights.registry import KnownWeights, check_url, get_known, scrub_url, shown_url
 from iqa_cli.weights.store import StoredWeights, WeightStore, sha256_file, store_suffix
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def candidate_urls(entry: KnownWeights, mirror: str | None) -> list[str]:
     mirror = mirror if mirror is not None else (os.environ.get(MIRROR_ENV) or None)
     if mirror:
         if not entry.file_name:
-            raise DownloadError(f"'{entry.name}' has no file name to look up on the mirror {mirror}")
+            raise DownloadError(f"'{entry.name}' has no file name to look up on the mirror {shown_url(mirror)}")
         return [check_url(mirror.rstrip("/") + "/" + entry.file_name)]
     return [check_url(u) for u in entry.urls]
 
@@ -127,7 +127,7 @@ def _download_locked(
             try:
                 _download_url(session, url, partial, entry, options, progress)
             except DownloadError as exc:
-                errors.append(str(exc))
+                errors.append(scrub_url(str(exc), url))  # a mirror's token never reaches a job's log
                 continue
             return _verify_and_commit(entry, url, partial, store, progress)
     raise DownloadError(f"could not download '{entry.name}': " + " | ".join(errors))
@@ -158,7 +158,11 @@ def _download_url(
             wait = min(options.max_backoff, options.backoff * 2**attempt)
             if exc.retry_after is not None:
                 wait = min(options.max_backoff, max(wait, exc.retry_after))
-            log.info(f"{url}: {exc}; retrying in {wait:.1f}s (attempt {attempt + 2} of {options.retries + 1})")
+            log.info(
+                scrub_url(
+                    f"{url}: {exc}; retrying in {wait:.1f}s (attempt {attempt + 2} of {options.retries + 1})", url
+                )
+            )
             time.sleep(wait)
             attempt += 1
         finally:
@@ -331,7 +335,7 @@ def _verify_and_commit(
     if entry.size is not None and size != entry.size:
         partial.unlink()
         raise DownloadError(
-            f"'{entry.name}' from {url} has {size} bytes, expected {entry.size}; the download was deleted"
+            f"'{entry.name}' from {shown_url(url)} has {size} bytes, expected {entry.size}; the download was deleted"
         )
     log.info(f"verifying {entry.name} ({entry.verification})")
     sha = sha256_file(partial)
@@ -339,15 +343,16 @@ def _verify_and_commit(
         partial.unlink()
         want = entry.sha256 or f"{entry.sha256_prefix}..."
         raise DownloadError(
-            f"SHA-256 mismatch for '{entry.name}' from {url}: expected {want}, got {sha}; the download was deleted"
+            f"SHA-256 mismatch for '{entry.name}' from {shown_url(url)}: expected {want}, got {sha}; the download was "
+            "deleted"
         )
     if not entry.sha256:  # prefix-only: the first verified download pins the full digest for later ones
         pinned = store.pins().get(entry.name)
         if pinned is not None and pinned != sha:
             partial.unlink()
             raise DownloadError(
-                f"'{entry.name}' from {url} has SHA-256 {sha}, not the {pinned} pinned at its first verified "
-                "download (its published check is only an 8-hex prefix); the download was deleted"
+                f"'{entry.name}' from {shown_url(url)} has SHA-256 {sha}, not the {pinned} pinned at its first "
+                "verified download (its published check is only an 8-hex prefix); the download was deleted"
             )
         if pinned is None:
             store.pin(entry.name, sha)
@@ -356,7 +361,7 @@ def _verify_and_commit(
         partial,
         suffix=store_suffix(entry.file_name),
         sha256=sha,
-        source=url,
+        source=shown_url(url),  # no credentials or signature kept in the store's records
         method=entry.method,
         extra={"verified": entry.verification},
     )

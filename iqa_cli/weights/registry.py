@@ -21,7 +21,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from iqa_cli.errors import ConfigError
 
@@ -97,11 +97,33 @@ class KnownWeights:
         return out
 
 
+def shown_url(url: str) -> str:
+    """`url` as messages, logs and the store's records show it: without its user part (`user:token@`, a
+    private mirror's credentials) or its query (a signed URL's signature), which a shared job log or a
+    copied store would otherwise keep."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
+def scrub_url(text: str, url: str) -> str:
+    """`text` with `url` shown as `shown_url` shows it, and its secrets (the user part, the query) wherever
+    else they appear (a library's message quotes the path and query it requested)."""
+    text = text.replace(url, shown_url(url))
+    parts = urlsplit(url)
+    secrets = [parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else "", parts.query, parts.password or ""]
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def check_url(url: str) -> str:
     """Only http(s) URLs with a host are accepted: no file://, ftp:// or scheme-less paths."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"only http(s) URLs are allowed, got '{url}'")
+        raise ConfigError(f"only http(s) URLs are allowed, got '{shown_url(url)}'")
     return url
 
 

@@ -219,3 +219,17 @@ def test_a_model_iqa_trained_is_not_stored_under_a_release_name(tmp_path, _isola
     result = iqa("add", "vtiqa_koniq10k", str(ours))
     assert failed(result, "'vtiqa_koniq10k' names the authors' released vtiqa model", "on mine", "another name")
     assert failed(iqa("path", "vtiqa_koniq10k"), "is not in the weights store")
+
+
+def test_list_never_shows_the_credentials_of_a_registry_url(tmp_path, monkeypatch):
+    """`weights list` showed a URL's `user:token@` as the source host, and `--json` the whole URL."""
+    registry = write_registry(
+        tmp_path / "registry.json",
+        [{"name": "net", "urls": ["https://lab:s3cret@mirror.example.org/w/net.pth?sig=abc"], "sha256": "0" * 64}],
+    )
+    monkeypatch.setenv("IQA_WEIGHTS_REGISTRY", str(registry))
+    table, listed = iqa("list"), iqa("list", "--json")
+    assert table.exit_code == 0 and listed.exit_code == 0, table.output + listed.output
+    assert "mirror.example.org" in table.stdout and "s3cret" not in table.stdout and "lab:" not in table.stdout
+    rows = {r["name"]: r for r in json.loads(listed.stdout)["weights"]}
+    assert rows["net"]["urls"] == ["https://***@mirror.example.org/w/net.pth?***"]

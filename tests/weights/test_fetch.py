@@ -307,3 +307,29 @@ def test_a_server_that_compresses_what_the_client_accepts_still_gives_the_file(s
     fetch("net", store=store, options=FAST)
     assert store.path("net").read_bytes() == data
     assert len(server.seen("files/net.pth")) == 1
+
+
+def test_a_mirror_s_credentials_and_a_signed_url_s_query_never_reach_messages_or_records(server, known, monkeypatch):
+    """`IQA_WEIGHTS_MIRROR=https://user:token@mirror/...` printed the token in every error and retry line
+    (a shared job log), and the store recorded it as the file's source; so did a signed URL's query."""
+    store = known({"name": "net"})
+    secret_mirror = f"http://lab:s3cret@127.0.0.1:{server.port}/files"
+    monkeypatch.setenv("IQA_WEIGHTS_MIRROR", secret_mirror + "/missing")  # 404: an error naming the URL
+    with pytest.raises(DownloadError) as refused:
+        fetch("net", store=store, options=FAST)
+    assert "s3cret" not in str(refused.value) and "lab:" not in str(refused.value)
+    assert f"http://***@127.0.0.1:{server.port}/files/missing/net.pth: HTTP 404" in str(refused.value)
+    monkeypatch.setenv("IQA_WEIGHTS_MIRROR", secret_mirror)
+    stored = fetch("net", store=store, options=FAST)
+    assert stored.source == f"http://***@127.0.0.1:{server.port}/files/net.pth"
+    assert "s3cret" not in (store.root / "index.json").read_text(encoding="utf-8")
+
+
+def test_shown_urls_keep_the_host_and_path_only():
+    from iqa_cli.weights.registry import scrub_url, shown_url
+
+    url = "https://me:tok@host.org:8443/w/net.pth?X-Amz-Signature=abc123&X-Amz-Credential=k"
+    assert shown_url(url) == "https://***@host.org:8443/w/net.pth?***"
+    said = "GET /w/net.pth?X-Amz-Signature=abc123&X-Amz-Credential=k failed for " + url
+    assert "abc123" not in scrub_url(said, url) and "tok" not in scrub_url(said, url)
+    assert shown_url("https://host.org/w/net.pth") == "https://host.org/w/net.pth"
