@@ -392,7 +392,7 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:  # pragma: no cover - the `iqa` console script and `python -m iqa_cli`
+def main() -> None:  # pragma: no cover - run by `iqa_cli.cli.entry` (the `iqa` console script, `python -m iqa_cli`)
     _state["standalone"] = True
     # A terminal or log that cannot show a character (an ASCII or Latin-1 locale, PYTHONIOENCODING=ascii)
     # gets it escaped: a table naming `café.jpg` ended the command after its work, as an internal error.
