@@ -323,7 +323,7 @@ def test_bad_input_gives_one_line(tmp_path):
     assert "no image to select" in one_error_line(small, after_progress=True)
     every = runner.invoke(app, [*train, "--eval-every", "3", "--out", str(tmp_path / "b")])
     assert "--eval-period" in one_error_line(every, after_progress=True)
-    assert "label_scale" in one_error_line(runner.invoke(app, [*train, "--label-scale", "native"]))
+    assert "--label-scale must be one of" in one_error_line(runner.invoke(app, [*train, "--label-scale", "native"]))
     assert "round_n_ctx" in one_error_line(runner.invoke(app, [*train, "--round-n-ctx", "4,8"]))
     select = ["al", "select", "--data", "mini", "--tiny", "--device", "cpu"]
     labelled = tmp_path / "labelled.txt"
