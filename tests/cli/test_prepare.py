@@ -872,3 +872,18 @@ def test_a_read_error_of_the_machine_stops_the_work_even_with_skip_bad(tmp_path,
     result = iqa("custom", "--root", root, "--name", "mine", "--out", out, "--size", "32x24", "-j", "1", "--skip-bad")
     assert result.exit_code == code and failed(result, said, victim), result.output
     assert not out.exists()
+
+
+def test_a_score_list_saved_as_excel_s_unicode_text_is_read(tmp_path):
+    """Excel's "Unicode Text" (UTF-16 with its mark, tab-separated) was "not a UTF-8 text file"."""
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    rows = csv_path.read_text(encoding="utf-8").replace(",", "\t")
+    csv_path.unlink()
+    (root / "scores.txt").write_text(rows, encoding="utf-16")
+    out = tmp_path / "u16.h5"
+    args = ["custom", "--root", root, "--csv", root / "scores.txt", "--name", "u16", "--out", out, "-j", "1"]
+    result = iqa(*args, "--size", "32x24")
+    assert result.exit_code == 0, result.output
+    with open_cache(out) as cache:
+        assert len(cache) == len(rows.strip().splitlines()) - 1

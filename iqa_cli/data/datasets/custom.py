@@ -44,6 +44,7 @@ from iqa_cli.data.datasets._files import OnMissing, Row, build_records, check_ro
 from iqa_cli.data.records import LEVEL_SCORES, DatasetSpec, Record
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.textlist import comma_list
+from iqa_cli.usertext import read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +165,12 @@ def read_table(
         raise ConfigError(f"--columns: expected NAME,SCORE[,STD] (2 or 3 header names), got {','.join(columns)!r}")
     if not csv_path.is_file():
         raise DataError("score CSV not found (expected name,score[,std] per line)", path=csv_path)
+    text = read_user_text(csv_path)
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-            text = handle.read()
-        lines = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=separator(text)), start=1)]
-    except UnicodeDecodeError:
-        raise DataError("is not a UTF-8 text file", path=csv_path) from None
+        lines = [
+            (n, row)
+            for n, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=separator(text)), start=1)
+        ]
     except csv.Error as exc:
         raise DataError(f"is not a valid CSV file ({_csv_problem(exc)})", path=csv_path) from None
     lines = [(n, [c.strip() for c in row]) for n, row in lines if any(c.strip() for c in row)]

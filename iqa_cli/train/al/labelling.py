@@ -48,6 +48,7 @@ from iqa_cli.train.config import apply_values, check_choices
 from iqa_cli.train.data import close_dataset, open_dataset
 from iqa_cli.train.distributed import resolve_device
 from iqa_cli.train.recipes import get_recipe
+from iqa_cli.usertext import read_user_text
 
 OUTPUT_SUFFIXES = (".csv", ".txt")
 NAME_HEADERS = ("name", "image", "image_name", "filename", "file", "file_name", "path", "img")
@@ -132,10 +133,7 @@ def read_names(path: Path) -> list[str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError("list of labelled images not found (expected .txt, .csv or .json)", path=path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError("is not a UTF-8 text file", path=path) from None
+    text = read_user_text(path)
     if path.suffix.lower() == ".json":
         try:
             names = json.loads(text)["names"]
