@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,14 @@ import torch.distributed as dist
 
 from iqa_cli.errors import ConfigError, DataError
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     """The torch device for `--device`; on the CPU, torch's thread count follows `iqa_cli.threads`."""
+    given, preference = preference, preference.strip().lower()
+    if not _DEVICE.fullmatch(preference):  # `mps`, `gpu`, `cuda:x`: no internal IndexError on a GPU node
+        raise ConfigError(f"--device {given!r}: expected auto, cpu, cuda or cuda:N (N a GPU's index)")
     if preference == "cpu":
         return _cpu()
     if preference == "auto":

@@ -72,6 +72,22 @@ def test_more_ranks_on_a_node_than_gpus_is_refused(monkeypatch):
     assert resolve_device("cuda", local_rank=1) == torch.device("cuda", 1)
 
 
+@pytest.mark.parametrize("given", ["mps", "gpu", "cuda:x", "cuda:-1", "cuda0", ""])
+def test_a_device_that_is_no_device_name_is_refused_even_on_a_gpu_node(monkeypatch, given):
+    """On a GPU node `--device mps` or `cuda:x` ended in an internal IndexError/ValueError (exit 1), and on a
+    CPU one in "no CUDA device is available", which was not what was wrong."""
+    import torch
+
+    from iqa_cli.errors import ConfigError
+    from iqa_cli.train.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"expected auto, cpu, cuda or cuda:N"):
+        resolve_device(given)
+    assert resolve_device(" CPU ").type == "cpu"  # the case and blanks of a typed name do not matter
+
+
 def _sync_on_two_ranks(rank: int, folder: str) -> None:
     import torch
     import torch.distributed as dist
