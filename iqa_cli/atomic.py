@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import socket
@@ -35,10 +36,27 @@ def _host() -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:64] or "host"
 
 
+# Bytes of a file's name kept in the names made beside it (`.<name>.<host>.<pid>.<random>.partial`,
+# `.<name>.lock`): with a 64-byte host and a 10-digit pid the longest stays under the 255-byte limit of
+# file names, so an output whose own name is long but valid is written, not refused after the work.
+NAME_ROOM = 150
+_FINAL_OF: dict[str, str] = {}  # this process's temporary files -> the final paths they become
+
+
+def short_name(name: str) -> str:
+    """`name` when it fits `NAME_ROOM` bytes, else its first bytes and a digest of the whole (the same in
+    every process, so a later write finds a dead process's partial file of the same output)."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_ROOM:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    return os.fsdecode(raw[: NAME_ROOM - 9]) + "~" + digest
+
+
 def stale_partials(final: str | Path) -> list[Path]:
     """Partial files of `final` left by processes of this host that no longer run."""
     final = Path(final)
-    prefix, host = f".{final.name}.", _host()
+    prefix, host = f".{short_name(final.name)}.", _host()
     found = []
     try:
         entries = list(final.parent.iterdir())
@@ -259,12 +277,13 @@ def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(final)
         fd, tmp = tempfile.mkstemp(
-            prefix=f".{final.name}.{_host()}.{os.getpid()}.", suffix=PARTIAL_SUFFIX, dir=final.parent
+            prefix=f".{short_name(final.name)}.{_host()}.{os.getpid()}.", suffix=PARTIAL_SUFFIX, dir=final.parent
         )
     except OSError as exc:  # name what the user asked for, not an internal temporary name
         raise DataError(f"cannot write here ({exc.strerror or exc}): choose a writable place", path=final) from None
     os.close(fd)
     tmp_path = Path(tmp)
+    _FINAL_OF[str(tmp_path)] = str(final)
     try:
         with naming_refused_writes(final):
             yield tmp_path
@@ -281,6 +300,8 @@ def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+    finally:
+        _FINAL_OF.pop(str(tmp_path), None)
 
 
 def _umask() -> int:
@@ -298,6 +319,8 @@ def user_path(filename: str | os.PathLike[str] | None) -> str | None:
     if filename is None:
         return None
     path = Path(os.fsdecode(filename))
+    if str(path) in _FINAL_OF:  # one of this process's, perhaps with a shortened name
+        return _FINAL_OF[str(path)]
     name = path.name
     if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
         stem = name[1 : -len(PARTIAL_SUFFIX)]

@@ -149,3 +149,30 @@ def test_a_symbolic_link_is_written_through_and_stays_a_link(tmp_path):
     (tmp_path / "home" / "cache.h5").symlink_to(scratch / "cache.h5")
     with pytest.raises(ConfigError, match="exists and is an HDF5 file"):
         check_output_file(tmp_path / "home" / "cache.h5", "--csv", kind=TEXT)
+
+
+def test_an_output_with_a_long_but_valid_name_is_written(tmp_path):
+    """An output named with 230 bytes (under the 255-byte limit) failed after the work: its temporary
+    name `.<name>.<host>.<pid>.<random>.partial` and its lock `.<name>.lock` were over the limit."""
+    import subprocess
+
+    from iqa_cli.atomic import _host, atomic_path, stale_partials, user_path
+    from iqa_cli.locks import hold
+
+    final = tmp_path / ("é" * 110 + "-scores.csv")  # 227 bytes in UTF-8
+    assert len(os.fsencode(final.name)) < 255
+    with hold(final), atomic_path(final) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255 and user_path(tmp) == str(final)  # errors name the output
+        tmp.write_text("path,score\n", encoding="utf-8")
+    assert final.read_text(encoding="utf-8") == "path,score\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+    # a dead process's partial file of the same output is found again by the next write, and removed
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with atomic_path(final) as tmp:
+        left = tmp.with_name(tmp.name.replace(f".{os.getpid()}.", f".{dead.pid}."))
+        left.write_bytes(b"half")
+    assert stale_partials(final) == [left] and _host() in left.name
+    with atomic_path(final) as tmp:
+        tmp.write_text("again\n", encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
