@@ -145,6 +145,7 @@ def check_output_file(
     model or a cache. With `headers`, an existing text file is replaced only when its first line starts
     with one of them: a table this option wrote before, not a dataset's score list."""
     given = Path(path).expanduser()
+    _check_name_length(given, option)  # first: a stat of such a name fails with an error of its own
     path = write_target(given)
     if path.is_dir():
         raise ConfigError(f"{option}: {given} is a folder; give a file name")
@@ -169,6 +170,28 @@ def check_output_file(
                 )
     _check_creatable(path.parent, path, option)
     return given
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to look up: not there
+        return False
+
+
+def _check_name_length(path: Path, option: str) -> None:
+    """A name longer than its file system takes (255 bytes on most) is refused now, not after the work."""
+    ancestor = path.parent
+    while not _exists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf here: the common limit
+        limit = 255
+    for part in path.relative_to(ancestor).parts:  # the folders still to make, and the file
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise ConfigError(f"{option}: the name {part[:40]!r}... is {size} bytes; names here hold at most {limit}")
 
 
 def check_output_folder(path: str | Path, option: str) -> Path:

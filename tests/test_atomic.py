@@ -176,3 +176,8 @@ def test_an_output_with_a_long_but_valid_name_is_written(tmp_path):
     with atomic_path(final) as tmp:
         tmp.write_text("again\n", encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+
+
+def test_a_name_longer_than_the_file_system_takes_is_refused_before_the_work(tmp_path):
+    with pytest.raises(ConfigError, match=r"--csv: the name 'nnnn.*is 300 bytes; names here hold at most"):
+        check_output_file(tmp_path / ("n" * 300) / "scores.csv", "--csv")
