@@ -313,7 +313,7 @@ def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[
             if tmp_path.exists():
                 # mkstemp creates 0600; a finished file gets the permissions any new file would (umask),
                 # and reaches the disk before its name does.
-                os.chmod(tmp_path, 0o666 & ~_umask())
+                _set_permissions(tmp_path, 0o666 & ~_umask())
                 with open(tmp_path, "rb") as handle:
                     os.fsync(handle.fileno())
         if not while_stopping:
@@ -325,6 +325,19 @@ def atomic_path(final: str | Path, *, while_stopping: bool = False) -> Iterator[
         raise
     finally:
         _FINAL_OF.pop(str(tmp_path), None)
+
+
+# What a file system says of a permission change it does not keep (FAT and exFAT drives, some SMB
+# mounts): the file is written all the same, with the permissions that file system gives every file.
+_NO_PERMISSIONS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _set_permissions(path: Path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno not in _NO_PERMISSIONS:
+            raise
 
 
 def _umask() -> int:

@@ -181,3 +181,19 @@ def test_an_output_with_a_long_but_valid_name_is_written(tmp_path):
 def test_a_name_longer_than_the_file_system_takes_is_refused_before_the_work(tmp_path):
     with pytest.raises(ConfigError, match=r"--csv: the name 'nnnn.*is 300 bytes; names here hold at most"):
         check_output_file(tmp_path / ("n" * 300) / "scores.csv", "--csv")
+
+
+def test_a_file_system_that_keeps_no_permissions_still_gets_the_output(tmp_path, monkeypatch):
+    """On a FAT or exFAT drive (a laptop's USB disk) or some SMB mounts, chmod fails with EPERM: the output
+    was lost after the work, for permissions that file system cannot keep anyway."""
+    import errno
+
+    from iqa_cli.atomic import atomic_path
+
+    def refuse(path, mode):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    with atomic_path(tmp_path / "scores.csv") as tmp:
+        tmp.write_text("path,score\n", encoding="utf-8")
+    assert (tmp_path / "scores.csv").read_text(encoding="utf-8") == "path,score\n"
