@@ -135,6 +135,16 @@ TORCHSCRIPT_REFUSAL = (
 )
 
 
+def require_checkpoint_file(path: Path) -> None:
+    """A CheckpointError unless `path` is a regular file (through links): not there, or a pipe, a socket or
+    a device (`/dev/zero` would be read until the memory ran out)."""
+    if path.is_file():
+        return
+    if path.exists():
+        raise CheckpointError("is not a regular file (a pipe, socket or device): expected a checkpoint file", path=path)
+    raise CheckpointError("checkpoint file not found", path=path)
+
+
 def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str = "a checkpoint") -> None:
     """Refuse a PyTorch zip archive whose members would unpack to more than `limit` bytes, before any
     tensor is made: a 2 MB deflated file can claim 2 GiB of zeros. (torch writes its archives stored,
@@ -142,6 +152,7 @@ def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str
     import zipfile
 
     path = Path(path)
+    require_checkpoint_file(path)  # a pipe would hang the zip check, and /dev/zero fill the memory
     if limit is None:
         limit = max_checkpoint_bytes()
     if not zipfile.is_zipfile(path):
@@ -185,8 +196,7 @@ def _numpy_data_globals() -> list[Any]:
 
 def _read_state_dict(path: str | Path) -> tuple[StateDict, dict[str, str]]:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("checkpoint file not found", path=path)
+    require_checkpoint_file(path)
     kind = _sniff(path)
     if path.suffix == ".safetensors" or kind == "safetensors":
         return _read_safetensors(path)

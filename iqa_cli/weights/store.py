@@ -368,9 +368,10 @@ class WeightStore:
         `expect(sha256)` may return an error message to refuse the file (e.g. it is not the file a
         registry entry of that name describes); the copy is then deleted.
         """
+        from iqa_cli.models.checkpoint import require_checkpoint_file  # torch: `add` checks the tensors anyway
+
         file = Path(file)
-        if not file.is_file():
-            raise CheckpointError("file not found", path=file)
+        require_checkpoint_file(file)
         with self.lock(name):
             self.ensure_free(name, overwrite)
             with self.staging(name) as tmp:

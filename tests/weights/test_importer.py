@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -254,3 +255,22 @@ def test_aliqa_releases_carry_their_authors_test_part_and_inputs():
     # The esnthere prep scripts resized the original files straight to the views (cv2.resize, INTER_CUBIC).
     for name in ("vtiqa_cid2013", "ieit_spaq", "aliqa_koniq10k_rt25", "vtiqa_org_koniq10k_fusion"):
         assert authors_split_meta(name)["resize"] == "none"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("special", ["fifo", "/dev/null"])  # /dev/null: a device that reads harmlessly
+def test_a_pipe_or_a_device_is_no_checkpoint(tmp_path, special):
+    """`iqa weights import vtiqa /dev/zero` read the device until the memory ran out (the zip check reads
+    to the end), and a named pipe hung the command; both are now one line before anything is read."""
+    from iqa_cli.weights.importer import import_checkpoint
+    from iqa_cli.weights.store import WeightStore
+
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "net.pth"
+        os.mkfifo(path)
+    store = WeightStore(tmp_path / "store")
+    with pytest.raises(CheckpointError, match="is not a regular file \\(a pipe, socket or device\\)"):
+        import_checkpoint("vtiqa", path, store=store)
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        store.add("mine", path)
