@@ -167,10 +167,7 @@ def read_table(
         raise DataError("score CSV not found (expected name,score[,std] per line)", path=csv_path)
     text = read_user_text(csv_path)
     try:
-        lines = [
-            (n, row)
-            for n, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter=separator(text)), start=1)
-        ]
+        lines = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=separator(text)), start=1)]
     except csv.Error as exc:
         raise DataError(f"is not a valid CSV file ({_csv_problem(exc)})", path=csv_path) from None
     lines = [(n, [c.strip() for c in row]) for n, row in lines if any(c.strip() for c in row)]
