@@ -53,6 +53,12 @@ def short_name(name: str) -> str:
     return os.fsdecode(raw[: NAME_ROOM - 9]) + "~" + digest
 
 
+def hidden_beside(path: Path, suffix: str) -> Path:
+    """The hidden file `.<name><suffix>` beside `path` (its lock, a resumable partial copy), with the name
+    kept to `NAME_ROOM` bytes (`short_name`)."""
+    return path.parent / f".{short_name(path.name)}{suffix}"
+
+
 def stale_partials(final: str | Path) -> list[Path]:
     """Partial files of `final` left by processes of this host that no longer run."""
     final = Path(final)
@@ -149,9 +155,10 @@ def check_output_file(
     path = write_target(given)
     if path.is_dir():
         raise ConfigError(f"{option}: {given} is a folder; give a file name")
-    if special_file(path) is not None:  # /dev/null, /dev/stdout, a FIFO: written into, as by a shell's `>`
+    special = special_file(path)
+    if special is not None:  # /dev/null, /dev/stdout, a FIFO: written into, as by a shell's `>`
         if not os.access(path, os.W_OK):
-            raise ConfigError(f"{option}: cannot write to {given} ({special_file(path)}; permission denied)")
+            raise ConfigError(f"{option}: cannot write to {given} ({special}; permission denied)")
         return given
     if kind is not None and path.is_file():
         found = existing_kind(path)
@@ -172,18 +179,21 @@ def check_output_file(
     return given
 
 
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:  # a name too long to look up: not there
-        return False
+def _nearest_existing(folder: Path) -> Path:
+    """`folder`, or the nearest of its parents that exists (a name too long to look up counts as missing)."""
+    while folder != folder.parent:
+        try:
+            if folder.exists():
+                break
+        except OSError:
+            pass
+        folder = folder.parent
+    return folder
 
 
 def _check_name_length(path: Path, option: str) -> None:
     """A name longer than its file system takes (255 bytes on most) is refused now, not after the work."""
-    ancestor = path.parent
-    while not _exists(ancestor) and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = _nearest_existing(path.parent)
     try:
         limit = os.pathconf(ancestor, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf here: the common limit
@@ -204,9 +214,7 @@ def check_output_folder(path: str | Path, option: str) -> Path:
 
 
 def _check_creatable(folder: Path, target: Path, option: str) -> None:
-    ancestor = folder
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = _nearest_existing(folder)
     if not ancestor.is_dir():
         raise ConfigError(f"{option}: {ancestor} is a file, so {target} cannot be written")
     if not os.access(ancestor, os.W_OK | os.X_OK):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from iqa_cli.atomic import naming_refused_writes, short_name
+from iqa_cli.atomic import hidden_beside, naming_refused_writes
 from iqa_cli.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,7 @@ def lock_refused(path: Path, exc: OSError, remedy: str) -> DataError:
 
 
 def lock_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.parent / f".{short_name(path.name)}.lock"  # a long but valid name leaves room for `.lock`
+    return hidden_beside(Path(path), ".lock")
 
 
 def _holder_text(fd: int) -> str:

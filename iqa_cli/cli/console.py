@@ -171,13 +171,11 @@ class ConsoleProgress:
     def log(self, message: str) -> None:
         """One message line, printed above the bar when one is drawn (also under --quiet: the log
         handler decides what is shown). A file name's control characters are shown escaped: one line."""
-        message = printable(message)
-        if self._bar is not None:
-            self._bar.console.print(message, markup=False, highlight=False)
-        elif self._live is not None:
-            self._live.console.print(message, markup=False, highlight=False)
+        display = self._bar if self._bar is not None else self._live
+        if display is None:
+            self._line(message)  # escapes, as it does for every plain line
         else:
-            self._line(message)
+            display.console.print(printable(message), markup=False, highlight=False)
 
     def finish(self) -> None:
         if self._live is not None and self._task is not None:

@@ -166,6 +166,8 @@ def raise_if_not_the_image(exc: BaseException, path: str | os.PathLike[str]) -> 
 
 
 def _failure(path: str | os.PathLike[str], exc: BaseException) -> DecodeFailure:
+    """The unreadable image `exc` says `path` is; an error of the machine's, not the file's, is raised again."""
+    raise_if_not_the_image(exc, path)
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return DecodeFailure(str(path), "image file not found")
@@ -204,7 +206,6 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader | DecodeFailure:
             too_large = _too_large(width, height)
             transparent = False if too_large or width < 1 or height < 1 else _transparent(im)
     except Exception as exc:  # Pillow raises many types for damaged files; all mean "unreadable"
-        raise_if_not_the_image(exc, path)
         return _failure(path, exc)
     if width < 1 or height < 1:
         return DecodeFailure(str(path), f"image has an empty size {width}x{height}")
@@ -336,7 +337,6 @@ def decode_job(job: DecodeJob) -> np.ndarray | DecodeFailure:
             job.path, job.size, orientation=job.orientation, reduce_to=job.reduce_to, policy=job.policy
         )
     except Exception as exc:  # any decoder error means this file is unusable (but see `not_the_image`)
-        raise_if_not_the_image(exc, job.path)
         return _failure(job.path, exc)
     if array.ndim != 3 or array.shape[2] != 3:
         return DecodeFailure(job.path, f"decoded to an unexpected shape {array.shape}")
@@ -351,7 +351,6 @@ def decode_job_with_digest(job: DecodeJob) -> tuple[np.ndarray, int] | DecodeFai
         before = _identity(job.path)
         digest = file_digest(job.path)
     except Exception as exc:  # a missing or unreadable file, as `decode_job` reports it
-        raise_if_not_the_image(exc, job.path)
         return _failure(job.path, exc)
     result = decode_job(job)
     if isinstance(result, DecodeFailure):

@@ -38,7 +38,7 @@ from iqa_cli.distort.refs import Reference, references_digest, shard_range
 from iqa_cli.distort.registry import NUM_CLASSES, NUM_TYPES, TYPES
 from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
-from iqa_cli.locks import lock_refused
+from iqa_cli.locks import lock_path, lock_refused
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
 from iqa_cli.version import __version__
@@ -415,13 +415,13 @@ def _open_partial(
 def _lock(out: Path) -> FileLock:
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(store.lock_path(out)))
+    lock = FileLock(str(lock_path(out)))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ConfigError(f"another iqa process is writing {out} (lock {store.lock_path(out)})") from None
+        raise ConfigError(f"another iqa process is writing {out} (lock {lock_path(out)})") from None
     except OSError as exc:  # ENOLCK: NFS without its lock daemon (a missing flock falls back to lock files)
-        raise lock_refused(store.lock_path(out), exc, "write the set to a disk whose locks work") from None
+        raise lock_refused(lock_path(out), exc, "write the set to a disk whose locks work") from None
     return lock
 
 
@@ -547,7 +547,7 @@ def generate_distorted(
     finally:
         lock.release()
         with contextlib.suppress(OSError):
-            store.lock_path(out).unlink()
+            lock_path(out).unlink()
     return GenerateSummary(
         path=out,
         count=count,

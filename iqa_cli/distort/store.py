@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_cli.atomic import atomic_path, short_name
+from iqa_cli.atomic import atomic_path, hidden_beside
 from iqa_cli.data import cache_format as F
 from iqa_cli.errors import DataError
 from iqa_cli.h5files import open_h5
@@ -56,19 +56,12 @@ NAME_SUFFIX = ".bmp"
 _INT_ARRAYS = (F.REF_IDS, LABELS, DIST_TYPE, LEVEL)
 
 
-# Names beside the output keep at most `NAME_ROOM` bytes of its name: a long but valid one still fits.
-
-
 def partial_path(out: Path) -> Path:
-    return out.parent / f".{short_name(out.name)}.partial"
+    return hidden_beside(out, ".partial")
 
 
 def progress_path(out: Path) -> Path:
-    return out.parent / f".{short_name(out.name)}.progress.json"
-
-
-def lock_path(out: Path) -> Path:
-    return out.parent / f".{short_name(out.name)}.lock"
+    return hidden_beside(out, ".progress.json")
 
 
 def image_name(reference: str, type_id: int, level: int) -> str:
