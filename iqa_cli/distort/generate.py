@@ -222,8 +222,12 @@ _LAST_REFERENCE: dict[str, Any] = {}  # per process: the tasks of one reference 
 
 def load_reference(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """A reference as uint8 H x W x 3 at `size` = (W, H) (EXIF-oriented, bicubic), or a one-line DataError."""
-    key = (str(path), tuple(size))
-    if _LAST_REFERENCE.get("key") == key:
+    try:  # the file's identity too: a reference replaced under its name between two runs is read again
+        info = os.stat(path)
+        key: tuple[Any, ...] | None = (str(path), tuple(size), info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        key = None  # never served from memory: the decoder names what is wrong
+    if key is not None and _LAST_REFERENCE.get("key") == key:
         return _LAST_REFERENCE["image"]
     try:
         image = decode_image(path, (int(size[0]), int(size[1])))

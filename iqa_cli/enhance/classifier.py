@@ -72,9 +72,16 @@ def build_classifier(path: str | Path) -> ViTEncoder:
     return load_pretrained_encoder(encoder, path).eval()
 
 
-@lru_cache(maxsize=2)
 def cached_classifier(path: str, device: str) -> ViTEncoder:
-    """One loaded classifier per (file, device), for scoring user images batch after batch."""
+    """One loaded classifier per (file, device), for scoring user images batch after batch. The file's
+    identity is part of the key: a checkpoint replaced under the same name (`iqa weights add --force`
+    while a Python session holds a scorer) is read again, not served from memory."""
+    info = Path(path).stat()
+    return _loaded_classifier(path, device, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
+
+
+@lru_cache(maxsize=2)
+def _loaded_classifier(path: str, device: str, _identity: tuple[int, int, int, int]) -> ViTEncoder:
     return build_classifier(path).to(torch.device(device))
 
 

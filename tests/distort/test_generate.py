@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -262,6 +263,18 @@ def test_reference_folder_errors(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
     with pytest.raises(DataError, match="share the name"):
         list_references(tmp_path)
+
+
+def test_a_reference_replaced_under_its_name_is_read_again(tmp_path):
+    path = tmp_path / "ref.png"
+    Image.new("RGB", (32, 24), (10, 20, 30)).save(path)
+    assert load_reference(path, (32, 24))[0, 0].tolist() == [10, 20, 30]
+    Image.new("RGB", (32, 24), (200, 100, 50)).save(tmp_path / "new.png")
+    os.replace(tmp_path / "new.png", path)  # another reference under the same name (a second run, in Python)
+    assert load_reference(path, (32, 24))[0, 0].tolist() == [200, 100, 50]
+    path.unlink()
+    with pytest.raises(DataError, match="cannot read reference image"):
+        load_reference(path, (32, 24))
 
 
 def test_preview_grid(refs, tmp_path):

@@ -4,6 +4,7 @@ mismatch between a cache and its enhanced images giving one clear line; the CLI 
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from iqa_cli.cli.main import app
 from iqa_cli.data.cache import open_cache
 from iqa_cli.enhance import store
-from iqa_cli.enhance.classifier import build_classifier, probabilities, selection
+from iqa_cli.enhance.classifier import build_classifier, cached_classifier, probabilities, selection
 from iqa_cli.enhance.prepare import enhance_cache
 from iqa_cli.errors import CheckpointError, DataError
 from iqa_cli.home import data_dir
@@ -94,6 +95,16 @@ def test_rule_keeps_e_when_the_classifier_is_at_least_as_confident(classifier):
     assert same.all() and np.array_equal(conf_a, conf_b)  # a tie keeps E
     probs = probabilities(model, images)
     assert probs.shape == (6, 1000) and torch.allclose(probs.sum(1), torch.ones(6))
+
+
+def test_a_classifier_replaced_under_its_name_is_read_again_not_served_from_memory(tmp_path):
+    path = tiny_classifier(tmp_path / "classifier.safetensors", seed=0)
+    first = cached_classifier(str(path), "cpu")
+    assert cached_classifier(str(path), "cpu") is first  # the same file: loaded once
+    replacement = tiny_classifier(tmp_path / "other.safetensors", seed=1)
+    os.replace(replacement, path)  # as `iqa weights add --force` commits a file
+    second = cached_classifier(str(path), "cpu")
+    assert not torch.equal(second.head.weight, first.head.weight)
 
 
 def test_external_enhanced_images_are_found_by_name_and_resized(cache, tmp_path):
