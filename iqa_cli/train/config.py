@@ -9,6 +9,7 @@ typo never passes silently. The resolved configuration is written to every run f
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import math
@@ -364,6 +365,8 @@ def option_range(name: str) -> tuple[float | None, bool, float | None, bool]:
 
 def _number(value: float) -> str:
     """A bound or value as typed: whole numbers in full (a seed's bound 4294967295, not 4.29497e+09)."""
+    if isinstance(value, int):
+        return str(value)  # an integer typed, however large (2**64, not 1.84467e+19)
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e18 else f"{value:g}"
 
 
@@ -433,9 +436,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError("config file not found", path=path)
     if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
         raise ConfigError("reading TOML on Python 3.10 needs the `tomli` package (pip install tomli)", path=path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError("is UTF-16 text (Windows' Unicode): TOML files are UTF-8, save it as UTF-8", path=path)
+    try:  # a UTF-8 byte-order mark (Windows editors write one) is no TOML, but says nothing either
+        data = tomllib.loads(raw.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not valid TOML ({exc})", path=path) from None
     nested = [k for k, v in data.items() if isinstance(v, dict)]

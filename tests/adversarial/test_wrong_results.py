@@ -46,6 +46,7 @@ def train(*args: str):
         (["--val-fraction", "0"], "--val-fraction: must be greater than 0"),
         (["--momentum", "-0.1"], "--momentum: must be at least 0"),
         (["--seed", "99999999999"], "--seed: must be at most 4294967295, got 99999999999"),  # was 4.29497e+09
+        (["--seed", str(2**64)], f"--seed: must be at most 4294967295, got {2**64}"),  # was 1.84467e+19
         (["--mosaic-source", "99999999999"], "--mosaic-source: must be at most 8192"),  # was torch's overflow
         (["--repeats", "0"], "--repeats: must be between 1 and 1000, got 0"),  # was read as "not given": one run
         (["--repeats", "99999999999"], "--repeats: must be between 1 and 1000"),  # planned runs until memory ran out

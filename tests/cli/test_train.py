@@ -3,6 +3,7 @@ after SIGTERM, DDP with two gloo ranks, and every bad input giving one line and 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -301,6 +302,19 @@ def test_a_config_file_s_tiny_is_read_as_every_yes_no_option(cache, tmp_path):
     config.write_text('tiny = "maybe"\n', encoding="utf-8")
     line = one_error_line(train("--data", "mini", "--config", str(config)))
     assert line == f"error: {config}: invalid value for tiny: 'maybe' (expected bool)"
+
+
+def test_a_config_file_saved_by_a_windows_editor_is_read_or_named(cache, tmp_path):
+    """A UTF-8 byte-order mark (Notepad's "UTF-8 with BOM") made the file "not valid TOML (Invalid
+    statement (at line 1, column 1))"; UTF-16 ("Unicode") was a codec error about byte 0xff."""
+    config = tmp_path / "c.toml"
+    config.write_bytes(codecs.BOM_UTF8 + b"epochs = 3\n")
+    shown = runner.invoke(app, ["train", "vtiqa", "--data", "mini", "--config", str(config), "--print-config"])
+    assert shown.exit_code == 0, shown.output
+    assert "epochs = 3" in shown.output
+    config.write_text("epochs = 3\n", encoding="utf-16")
+    line = one_error_line(train("--data", "mini", "--config", str(config)))
+    assert line == f"error: {config}: is UTF-16 text (Windows' Unicode): TOML files are UTF-8, save it as UTF-8"
 
 
 def test_bad_inputs_give_one_line(cache, tmp_path):
