@@ -62,3 +62,9 @@ def register_escape_errors() -> str:
     """Register the stream error handler (idempotent) and return its name for `reconfigure(errors=...)`."""
     codecs.register_error(ESCAPE_ERRORS, _escape)
     return ESCAPE_ERRORS
+
+
+def hidden_name(name: str) -> bool:
+    """A file or folder name that is never an image collection's content: hidden (`.name`), or the
+    `__MACOSX/` shadow folder macOS zips carry beside every folder."""
+    return name.startswith(".") or name == "__MACOSX"

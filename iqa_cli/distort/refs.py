@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iqa_cli.errors import DataError
+from iqa_cli.fsnames import hidden_name
 
 KADIS_CSV = "kadis700k_ref_imgs.csv"
 KADIS_IMAGES = "ref_imgs"
@@ -81,7 +82,7 @@ def list_references(root: str | Path) -> list[Reference]:
         (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
         key=lambda p: p.relative_to(root).as_posix(),
     )
-    files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = [p for p in files if not any(map(hidden_name, p.relative_to(root).parts))]
     if not files:
         raise DataError(f"no reference images ({', '.join(IMAGE_SUFFIXES)}) found below", path=root)
     refs = [Reference(p, p.relative_to(root).with_suffix("").as_posix()) for p in files]

@@ -24,7 +24,7 @@ import torch
 from iqa_cli.data.decode import IMAGE_SUFFIXES, ImageHeader, content_notes
 from iqa_cli.data.resize import ResizePolicy, parse_policy
 from iqa_cli.errors import CheckpointError, ConfigError, DataError
-from iqa_cli.fsnames import name_text
+from iqa_cli.fsnames import hidden_name, name_text
 from iqa_cli.progress import NullProgress, Progress
 from iqa_cli.stop import raise_if_stopped
 from iqa_cli.threads import inference_threads
@@ -76,7 +76,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            entries = [p for p in path.rglob("*") if not p.name.startswith(".")]
+            # Hidden files and everything in hidden folders are left out, as `ls` does: a drive's
+            # `.Trash-1000/` holds deleted photos, a viewer's `.thumbnails/` small copies, `__MACOSX/` shadows.
+            entries = [p for p in path.rglob("*") if not any(map(hidden_name, p.relative_to(path).parts))]
             every = [p for p in entries if p.is_file()]
             found = sorted(p for p in every if p.suffix.lower() in IMAGE_SUFFIXES)
             # named as images but no files: a pipe would block the decoder, a broken link has nothing to read

@@ -71,6 +71,19 @@ def test_scores_a_folder_in_batches_as_json_and_csv(weights, photos, tmp_path):
     assert table_output.exit_code == 0 and "a.jpg" in table_output.stdout and "300x200" in table_output.stdout
 
 
+def test_hidden_folders_and_macos_shadows_are_no_photos_to_score(photos):
+    """`iqa predict vtiqa /media/usb` scored the deleted photos in `.Trash-1000/` and a viewer's small
+    copies in `.thumbnails/`: only hidden file names were left out, not hidden folders."""
+    from iqa_cli.train.predict import expand_inputs
+
+    for extra in [".Trash-1000/files/deleted.jpg", "nested/.thumbnails/c.jpg", "__MACOSX/nested/c.jpg"]:
+        (photos / extra).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(smooth_image(40, 30, 6)).save(photos / extra)
+    found = [p.relative_to(photos).as_posix() for p in expand_inputs([photos])]
+    assert found == ["a.jpg", "b.png", "nested/c.bmp", "nested/d.tiff"]
+    assert expand_inputs([photos / ".Trash-1000"]) == [photos / ".Trash-1000/files/deleted.jpg"]  # asked for
+
+
 def test_an_image_named_more_than_once_is_scored_once(weights, photos, monkeypatch):
     """`iqa predict vtiqa a.jpg ./a.jpg photos/` scored a.jpg three times: three rows of one image in the
     table, weighed three times in any mean taken from it."""

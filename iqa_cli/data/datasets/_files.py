@@ -22,18 +22,13 @@ import numpy as np
 
 from iqa_cli.data.records import Record
 from iqa_cli.errors import DataError
-from iqa_cli.fsnames import name_text
+from iqa_cli.fsnames import hidden_name, name_text
 
 # Called with the relative name of each listed image that is not on disk; None means "raise".
 OnMissing = Callable[[str], None] | None
 
 # How deep below --root we look for metadata: enough for `root/Archive/Archive/Data/file.mat`.
 SEARCH_DEPTH = 4
-
-
-def _skip_dir(name: str) -> bool:
-    # macOS zips carry __MACOSX/ shadows of every folder; hidden folders are never dataset content.
-    return name.startswith(".") or name == "__MACOSX"
 
 
 def _list_dir(path: Path) -> list[os.DirEntry[str]]:
@@ -77,7 +72,7 @@ def walk_dirs(root: Path, max_depth: int) -> Iterable[tuple[int, Path, list[os.D
         yield depth, path, entries
         if depth < max_depth:
             for entry in entries:
-                if is_dir(entry) and not _skip_dir(entry.name):
+                if is_dir(entry) and not hidden_name(entry.name):
                     queue.append((depth + 1, Path(entry.path)))
 
 
