@@ -60,13 +60,24 @@ def default_cache_path(dataset: str, fmt: str = "h5") -> Path:
     return data_dir() / f"{dataset}.{fmt}"
 
 
+def not_a_cache_file(path: Path) -> str:
+    """Why `path`, which is no regular file, cannot be read as a cache."""
+    if path.is_dir():
+        what = "is a folder"
+    elif path.exists():
+        what = "is a pipe, a device or a socket"
+    else:
+        what = "cache file not found"
+    return f"{what} (expected a cache file written by `iqa prepare`)"
+
+
 def resolve_cache(name_or_path: str | Path) -> Path:
     """Turn `livew` or `path/to/livew.h5` into an existing cache file, or raise one clear error."""
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     if candidate.suffix.lower() in CACHE_SUFFIXES or os.sep in text or "/" in text:
         if not candidate.is_file():
-            raise DataError("cache file not found (expected a file written by `iqa prepare`)", path=candidate)
+            raise DataError(not_a_cache_file(candidate), path=candidate)
         return candidate
     names = [text]
     canonical = _canonical_dataset_name(text)  # `iqa prepare livec` writes livew.h5

@@ -61,11 +61,15 @@ def resolve_format(fmt: str | None, out: Path | None) -> str:
 
 def check_replaceable(path: Path, option: str = "--out") -> None:
     """An existing `path` is replaced by a new cache only when it is one (or an unreadable one, which is what
-    re-preparing mends): `--out ~/results.h5` must not destroy another program's HDF5 file."""
+    re-preparing mends): `--out ~/results.h5` must not destroy another program's HDF5 file. A pipe or a
+    device is never a cache's place."""
     import zipfile
 
-    from iqa_cli.atomic import existing_kind
+    from iqa_cli.atomic import existing_kind, special_file
 
+    special = special_file(path)
+    if special is not None:  # HDF5 seeks in its file (a pipe failed after the work); a cache is read back by name
+        raise ConfigError(f"{option}: {path} is {special}; a cache is a regular file, give a file name")
     if not path.is_file():
         return
     with open(path, "rb") as handle:

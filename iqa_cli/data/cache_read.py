@@ -17,6 +17,7 @@ from iqa_cli.data.records import TRAINING_IMAGE
 from iqa_cli.data.splits import copy_groups
 from iqa_cli.errors import DataError
 from iqa_cli.h5files import open_h5
+from iqa_cli.home import not_a_cache_file
 
 _RANDOM = re.compile(r"^(?:random_)?(\d+)$")
 
@@ -404,7 +405,7 @@ class Cache:
 
 def _sniff(path: Path) -> str:
     if not path.is_file():
-        raise DataError("cache file not found (expected a file written by `iqa prepare`)", path=path)
+        raise DataError(not_a_cache_file(path), path=path)
     with open(path, "rb") as handle:
         head = handle.read(8)
     if not head:

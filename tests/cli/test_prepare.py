@@ -566,6 +566,31 @@ def test_the_python_api_never_replaces_another_program_s_file_either(tmp_path):
     assert theirs.read_bytes() == kept
 
 
+@pytest.mark.parametrize("suffix", [".h5", ".npz"])
+def test_a_pipe_or_a_device_is_no_place_for_a_cache(tmp_path, suffix):
+    """`--out` naming /dev/null (through a link named .h5/.npz) or a pipe: HDF5 failed after the work with
+    an internal error (exit 1), and an NPZ said "wrote 48 images to null.npz (0 B)", exit 0, no cache."""
+    import iqa_cli
+    from iqa_cli.distort.generate import generate_distorted
+    from iqa_cli.errors import ConfigError
+
+    root = tmp_path / "photos"
+    csv_path = make_folder(root)
+    null = tmp_path / f"null{suffix}"
+    null.symlink_to(os.devnull)
+    result = iqa("custom", "--root", root, "--csv", csv_path, "-j", "1", "--out", null)
+    assert failed(result, f"--out: {null} is a device; a cache is a regular file"), result.output
+    assert "decoding" not in result.stderr  # before the work
+    with pytest.raises(ConfigError, match="is a device; a cache is a regular file"):
+        iqa_cli.prepare("custom", root, out=null, workers=1)
+    if suffix == ".h5":
+        with pytest.raises(ConfigError, match="is a device; a cache is a regular file"):
+            generate_distorted([root / MIXED[0].name], null)
+    assert null.is_symlink() and Path(os.devnull).is_char_device()
+    # read as a cache: it was "cache file not found", of a file that is there
+    assert failed(iqa("inspect", null), f"{null}: is a pipe, a device or a socket (expected a cache file")
+
+
 @pytest.mark.parametrize("command", [["custom", "--root", "missing"], ["livew", "--root", "missing"]])
 @pytest.mark.parametrize("fraction", ["0", "1", "1.5"])
 def test_a_test_fraction_that_empties_a_part_is_refused_while_parsing(command, fraction):
