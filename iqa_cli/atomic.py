@@ -279,6 +279,16 @@ def special_file(path: Path) -> str | None:
     return None
 
 
+def is_standard_output(path: str | Path) -> bool:
+    """Whether writing `path` writes where this process's standard output goes (`/dev/stdout`, the
+    terminal itself, or the file a shell's `> FILE` opened), judged by the file both reach."""
+    try:
+        out, target = os.fstat(1), os.stat(path)
+    except (OSError, ValueError):  # no standard output, nothing there yet, or a name no file can have
+        return False
+    return (out.st_dev, out.st_ino) == (target.st_dev, target.st_ino)
+
+
 def write_target(final: str | Path) -> Path:
     """The file a write to `final` changes: where a symbolic link points (the link stays a link, and a cache
     linked to a scratch disk is written there, not beside the link), else `final` itself."""

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from iqa_cli.cli.checks import not_into_standard_output
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
 from iqa_cli.errors import ConfigError
 
@@ -89,6 +90,7 @@ def select_command(
 
     table = ("order,index,name,",) if out_path.suffix.lower() == ".csv" else None  # a .txt list has no header
     check_output_file(out_path, "--out", kind=TEXT, headers=table)  # before the images are scored
+    not_into_standard_output(out_path, "--out", json_output=json_output)
     options = NextBatchOptions(
         out=out_path,
         data=data,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 import typer
+
+from iqa_cli.errors import ConfigError
 
 
 def open_fraction(value: float) -> float:
@@ -23,3 +28,20 @@ def given(ctx: typer.Context, name: str) -> bool:
 def given_flags(ctx: typer.Context, flags: dict[str, str]) -> list[str]:
     """The flags (values of `flags`, by parameter name) of the parameters `given` on this command line."""
     return [flag for name, flag in flags.items() if given(ctx, name)]
+
+
+def not_into_standard_output(path: Path | None, option: str, *, json_output: bool) -> None:
+    """Refuse a file option that writes where standard output goes when that would mix two outputs: beside
+    `--json` (`--per-image /dev/stdout` put a CSV inside the JSON a program reads), or the file a shell's
+    `> FILE` opened (one output would replace the other's file)."""
+    from iqa_cli.atomic import is_standard_output
+
+    if path is None or not is_standard_output(path):
+        return
+    if json_output:
+        raise ConfigError(
+            f"{option}: {path} is standard output, where --json prints its report; write it to a file, or leave "
+            "out --json"
+        )
+    if stat.S_ISREG(Path(path).stat().st_mode):
+        raise ConfigError(f"{option}: {path} is the file standard output goes to; give another file")

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
+from iqa_cli.cli.checks import not_into_standard_output
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.cli.metric_cells import (
     OPTIMISTIC_MARK,
@@ -110,6 +111,8 @@ def make_eval_command(method: str) -> Callable[..., None]:
         for option, path in (("--csv", csv_file), ("--per-image", per_image)):
             if path is not None:  # never over a model, a cache, or a text file that is not our table
                 check_output_file(path, option, kind=TEXT, headers=tables[option])
+        for option, path in (("--csv", csv_file), ("--per-image", per_image), ("--plot", plot)):
+            not_into_standard_output(path, option, json_output=json_output)
         if csv_file is not None and per_image is not None and csv_file.resolve() == per_image.resolve():
             raise ConfigError(f"--csv and --per-image both name {csv_file}: the second would overwrite the first")
         options = EvalOptions(

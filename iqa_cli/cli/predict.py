@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from iqa_cli.cli.checks import not_into_standard_output
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.cli.eval import with_test_options
 from iqa_cli.fsnames import printable
@@ -68,6 +69,7 @@ def make_predict_command(method: str) -> Callable[..., None]:
         if csv_file is not None:
             # before the work, and never over an image or a text file that is not this table
             check_output_file(csv_file, "--csv", kind=TEXT, headers=("path,score,",))
+            not_into_standard_output(csv_file, "--csv", json_output=json_output)
         if weights is None:
             weights = str(newest_finished_run(method))
             err.print(f"scoring with the newest finished {method} run: {weights}", markup=False, highlight=False)

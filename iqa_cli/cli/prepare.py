@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from iqa_cli.cli.checks import open_fraction
+from iqa_cli.cli.checks import not_into_standard_output, open_fraction
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json, write_stdout
 from iqa_cli.cli.prepare_distorted import register as register_distorted
 from iqa_cli.cli.prepare_enhance import (
@@ -373,6 +373,7 @@ def inspect_cache(
     from iqa_cli.data.cache import describe_cache, open_cache, split_members
     from iqa_cli.home import resolve_cache
 
+    not_into_standard_output(plot, "--plot", json_output=json_output)
     with open_cache(resolve_cache(cache)) as opened:
         if plot is not None:
             from iqa_cli.plots import histogram

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from iqa_cli.atomic import check_output_file
-from iqa_cli.cli.checks import given, open_fraction
+from iqa_cli.cli.checks import given, not_into_standard_output, open_fraction
 from iqa_cli.cli.console import ConsoleProgress, err, out, print_json
 from iqa_cli.data.splits import MAX_SPLITS
 from iqa_cli.seeds import MAX_SEED
@@ -105,6 +105,7 @@ def distorted(
 
     type_ids = parse_selection(types, NUM_TYPES, "types")
     level_ids = parse_selection(levels, NUM_LEVELS, "levels")
+    not_into_standard_output(preview, "--preview", json_output=json_output)
     main_count = 0
     if refs_list_27 is not None and refs_list is None:
         raise ConfigError("--refs-list-27 walks VIPNet's second list; give the first with --refs-list too")
