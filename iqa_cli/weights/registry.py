@@ -224,7 +224,8 @@ def _load(extra: str | None, _stamp: int) -> dict[str, KnownWeights]:
     if extra:
         path = Path(extra).expanduser()
         if not path.is_file():
-            raise ConfigError(f"{REGISTRY_ENV} names a file that does not exist: {path}")
+            what = "a folder" if path.is_dir() else "no regular file" if path.exists() else "a file that does not exist"
+            raise ConfigError(f"{REGISTRY_ENV} names {what}: {path} (expected a JSON registry file)")
         entries.update({e.name: e for e in _parse(path.read_text(encoding="utf-8"), str(path))})
     return entries
 

@@ -233,6 +233,17 @@ def test_a_registry_file_s_fields_have_their_json_types(tmp_path, monkeypatch, f
         known_weights()
 
 
+def test_a_registry_that_is_no_regular_file_is_named_as_what_it_is(tmp_path, monkeypatch):
+    """A folder or /dev/null as `$IQA_WEIGHTS_REGISTRY` was "a file that does not exist"."""
+    from iqa_cli.weights.registry import known_weights
+
+    for path, says in [(tmp_path, "a folder"), (Path(os.devnull), "no regular file"),
+                       (tmp_path / "gone.json", "a file that does not exist")]:  # fmt: skip
+        monkeypatch.setenv("IQA_WEIGHTS_REGISTRY", str(path))
+        with pytest.raises(ConfigError, match=f"IQA_WEIGHTS_REGISTRY names {says}: {path} "):
+            known_weights()
+
+
 def test_proxy_from_the_environment_is_used(server, known, monkeypatch):
     # The entry's host does not exist; the request only works if requests sends it to the proxy
     # named in the environment (our local server, which also answers proxy-style requests).
