@@ -17,8 +17,22 @@ CACHE_SUFFIXES = (".h5", ".hdf5", ".npz")
 def home() -> Path:
     # Absolute: runs record their cache's path, which must name the same file from any working folder.
     value = _folder_variable("IQA_HOME")
-    path = Path(value or Path.home() / ".cache" / "iqa").expanduser().absolute()
+    path = Path(value or _user_home() / ".cache" / "iqa").expanduser().absolute()
     return _folder(path, "IQA_HOME" if value else "the home folder (unset IQA_HOME)")
+
+
+def _user_home() -> Path:
+    """The user's home folder: `$HOME`, or, where that is empty or blank (a job started with `HOME=`), the
+    one the user database gives; Python's own rule made that `/`, and the caches `/.cache/iqa`."""
+    value = os.environ.get("HOME")
+    if value is not None and value.strip():
+        return Path(value)
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        raise ConfigError("HOME is empty and this user has no home folder; set IQA_HOME to a folder") from None
 
 
 def _folder_variable(name: str) -> str | None:

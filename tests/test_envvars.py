@@ -76,3 +76,21 @@ def test_a_blank_home_or_runs_folder_is_refused(tmp_path, monkeypatch, name):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setenv(name, "")  # empty: unset, as before
     assert CliRunner().invoke(app, ["runs", "list"]).exit_code == 0
+
+
+def test_an_empty_home_variable_falls_back_to_the_user_s_home_folder(monkeypatch):
+    """`HOME=` (a job started with an emptied environment) put the caches in `/.cache/iqa`: Python reads an
+    empty HOME as `/`."""
+    import os
+    import pwd
+    from pathlib import Path
+
+    from iqa_cli.home import home
+
+    monkeypatch.delenv("IQA_HOME", raising=False)
+    expected = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".cache" / "iqa"
+    for value in ("", "  "):
+        monkeypatch.setenv("HOME", value)
+        assert home() == expected.absolute()
+    monkeypatch.setenv("HOME", "/somewhere/else")
+    assert home() == Path("/somewhere/else/.cache/iqa")  # a HOME that is set is the home folder
