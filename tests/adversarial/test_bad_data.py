@@ -93,6 +93,19 @@ def test_a_value_too_large_for_the_cache_s_32_bit_floats_is_refused(tmp_path, co
     assert invoke(*command).exit_code == 0
 
 
+@pytest.mark.parametrize("column", ["score", "std"])
+def test_a_value_too_small_for_the_cache_s_32_bit_floats_is_refused(tmp_path, column):
+    """1e-310 is a float64 but 0 as the cache's float32: scores of that size were all stored as 0, under a
+    declared range of [1e-310, 5e-310]."""
+    small = (lambda n, s, d: f"{n},1e-310,{d}") if column == "score" else (lambda n, s, d: f"{n},{s},1e-310")
+    command, out = _custom_with_row_2(tmp_path, small)
+    line = error_line(invoke(*command))
+    assert f"{column} '1e-310' at line 3 is too small to keep" in line and "rescale" in line
+    assert not out.exists()
+    command, _ = _custom_with_row_2(tmp_path, lambda n, s, d: f"{n},0,{d}")  # 0 is a number a float32 keeps
+    assert invoke(*command).exit_code == 0
+
+
 def _custom_with_row_2(tmp_path, row):
     """`iqa prepare custom` of a folder whose CSV's second data row is `row(name, score, std)`, and its output."""
     root = tmp_path / "photos"

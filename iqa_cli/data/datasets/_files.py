@@ -265,8 +265,10 @@ def show(value: Any) -> str:
 _DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf)", re.IGNORECASE | re.ASCII)
 
 
-# The largest score a cache can store (its scores and std are float32).
+# The largest score a cache can store (its scores and std are float32), and the smallest but 0: below it a
+# float32 loses digits, and from about 7e-46 it is 0, which would turn distinct scores into one.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 def parse_number(text: str) -> float:
@@ -291,6 +293,12 @@ def to_score(value: Any, *, source: Path, where: str, what: str = "score") -> fl
         raise DataError(
             f"{what} {show(value)} at {where} is out of range (a cache stores scores as 32-bit floats, "
             f"at most {FLOAT32_MAX:.3g} in size)",
+            path=source,
+        )
+    if 0 < abs(number) < FLOAT32_TINY:
+        raise DataError(
+            f"{what} {show(value)} at {where} is too small to keep (a cache stores scores as 32-bit floats, at "
+            f"least {FLOAT32_TINY:.3g} in size unless 0): rescale the scores",
             path=source,
         )
     return number
