@@ -112,15 +112,17 @@ def test_schedule_is_cosine_warm_restarts_stepped_per_epoch():
 
 def test_a_tiny_dpm_learns_distortion_types_well_above_chance(distorted, tmp_path):
     """Measured (torch 2.14, one CPU thread, about 10 s of CPU time): after these 8 epochs (one cosine
-    period of the protocol's schedule) the held-out references' type accuracy is 0.83 and class accuracy
-    0.50; chance is 0.25 for the 4 types and 0.125 for the 8 classes."""
+    period of the protocol's schedule) the held-out references' type accuracy is 0.54-0.83 and class
+    accuracy 0.35-0.58 (seed 0 on two machines, whose CPU kernels round differently, and seeds 0-3 on one);
+    chance is 0.25 for the 4 types and 0.125 for the 8 classes. The bars sit three standard errors of
+    chance above it (48 images), below every measured run: 0.6 failed on a machine where seed 0 gave 0.54."""
     out = tmp_path / "run"
     overrides = {"epochs": 8, "eval_every": 8, "device": "cpu", "log_every": 1000}
     with one_thread():
         report = train(TrainOptions(method="vipnet-dpm", data=distorted, tiny=True, out=out, overrides=overrides))
     row = report["splits"][0]
     assert row["n"] == 48  # the 6 held-out references x 4 types x 2 levels
-    assert row["type_accuracy"] >= 0.6 and row["accuracy"] >= 0.3, row
+    assert row["type_accuracy"] >= 0.45 and row["accuracy"] >= 0.25, row
     result = json.loads((out / "split-random_0" / "result.json").read_text(encoding="utf-8"))
     assert set(result["test"]["by_type"]) == {"1", "11", "16", "17"}
     assert set(result["test"]["by_level"]) == {"4", "5"}
