@@ -10,6 +10,7 @@ import typer
 from iqa_cli.cli.checks import not_into_standard_output
 from iqa_cli.cli.console import ConsoleProgress, out, print_json
 from iqa_cli.errors import ConfigError
+from iqa_cli.seeds import MAX_SEED
 
 app = typer.Typer(
     rich_markup_mode=None, help="Active learning (AL-IQA): choose which images to label next.", no_args_is_help=True
@@ -73,7 +74,9 @@ def select_command(
     tiny: bool = typer.Option(False, "--tiny", help="CPU-test-sized network (no pretrained weights)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
-    seed: int = typer.Option(0, "--seed", min=0, help="seed of the k-means stand-in (and of untrained prompts)"),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=MAX_SEED, help="seed of the k-means stand-in (and of untrained prompts)"
+    ),
     json_output: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Write the images to label in the given round: the AL-IQA rule of `iqa train aliqa`, outside training.

@@ -56,7 +56,7 @@ def distorted(
     types: str = typer.Option(None, "--types", help=_TYPES_HELP),
     levels: str = typer.Option(None, "--levels", help=_LEVELS_HELP),
     seed: int = typer.Option(
-        0, "--seed", min=0, help="Seed of every random choice; the same seed gives the same pixels."
+        0, "--seed", min=0, max=MAX_SEED, help="Seed of every random choice; the same seed gives the same pixels."
     ),
     per_ref: int = typer.Option(None, "--per-ref", help=_PER_REF_HELP),
     size: str = typer.Option("512x384", "--size", help=_SIZE_HELP),

@@ -40,6 +40,7 @@ from iqa_cli.distort.seeding import choose_types, pair_rng
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.locks import lock_path, lock_refused
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.seeds import check_seed
 from iqa_cli.stop import raise_if_stopped
 from iqa_cli.version import __version__
 
@@ -495,6 +496,8 @@ def generate_distorted(
         raise ConfigError(f"--shard {shard[0]}/{shard[1]} gets no references (there are only {len(references)})")
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    check_seed(seed, "--seed")
+    check_seed(split_seed, "--split-seed")
     if main_count and not 0 < main_count <= len(references):
         raise ConfigError(f"the main reference list ({main_count}) must be part of the {len(references)} references")
     if main_count and shard != (1, 1):

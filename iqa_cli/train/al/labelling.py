@@ -33,6 +33,7 @@ from iqa_cli.data.decode import IMAGE_SUFFIXES
 from iqa_cli.errors import ConfigError, DataError
 from iqa_cli.fsnames import name_text
 from iqa_cli.progress import NullProgress, Progress
+from iqa_cli.seeds import check_seed
 from iqa_cli.train.al.params import CLIP_WEIGHTS
 from iqa_cli.train.al.selection import (
     check_distance_order,
@@ -242,6 +243,7 @@ ZERO_SHOT = "zero-shot"  # `--weights zero-shot`: CLIP's zero-shot signal in any
 def select_next(options: NextBatchOptions, progress: Progress | None = None) -> NextBatchReport:
     """Choose round `options.round`'s images; writes them to `options.out` and returns what was chosen."""
     progress = progress or NullProgress()
+    check_seed(options.seed, "--seed")
     out = Path(options.out).expanduser()
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--out must end in .csv or .txt, got {out.name!r}")
