@@ -76,7 +76,10 @@ def cached_classifier(path: str, device: str) -> ViTEncoder:
     """One loaded classifier per (file, device), for scoring user images batch after batch. The file's
     identity is part of the key: a checkpoint replaced under the same name (`iqa weights add --force`
     while a Python session holds a scorer) is read again, not served from memory."""
-    info = Path(path).stat()
+    try:
+        info = Path(path).stat()
+    except OSError:  # gone: the loader names the file and what is wrong
+        return build_classifier(path).to(torch.device(device))
     return _loaded_classifier(path, device, (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
 
 
