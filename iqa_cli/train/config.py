@@ -328,6 +328,10 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     **dict.fromkeys(("test_crops", "patch_num", "train_patch_num", "test_patch_num", "mosaic_grid"), _VIEW_COUNT),
     # AL-IQA's k-means stand-in runs once per repeat over the pool: `--distill-repeats 99999999999` never ended.
     "distill_repeats": _VIEW_COUNT,
+    # Network sizes, far above any protocol's: `--depth 99999999999` built layers until the memory ran out.
+    "depth": (1, True, 64, True),
+    "embed_dim": (1, True, 8192, True),
+    **dict.fromkeys(("num_heads", "heads"), _VIEW_COUNT),
 }
 _SUFFIX_RULES: tuple[tuple[str, tuple[float | None, bool, float | None, bool]], ...] = (
     ("batch_size", _AT_LEAST_1),

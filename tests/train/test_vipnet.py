@@ -212,3 +212,26 @@ def test_content_backbone_start_weights_follow_the_chosen_backbone():
     assert cpm_source(params(tiny=False, cpm="resnet18", cpm_weights="my_r18")) == "my_r18"
     model = recipe.build_model(params(cpm="resnet18", multi_scale=False), tiny=True, pretrained=False)
     assert model.cpm.out_channels == 64 and len(model.cpm.sides) == 0  # the tiny layer-4 width
+
+
+@pytest.mark.parametrize(
+    ("method", "option", "bound"),
+    [
+        ("vipnet", "depth", 64),
+        ("vipnet", "embed_dim", 8192),
+        ("vipnet", "num_heads", 256),
+        ("vipnet-dpm", "heads", 256),
+    ],
+)
+def test_a_network_size_far_beyond_any_protocol_s_is_refused_before_the_work(method, option, bound):
+    """`iqa train vipnet --depth 99999999999` built transformer layers until the machine's memory ran out
+    (24 GiB in a minute); the sizes are now bounded like the views' (`--mosaic-source`)."""
+    from iqa_cli.errors import ConfigError
+    from iqa_cli.train.config import apply_values
+    from iqa_cli.train.recipes import get_recipe
+
+    params = get_recipe(method).Params()
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ConfigError, match=f"{flag}: must be at most {bound}, got 99999999999"):
+        apply_values(params, {option: 99999999999}, source="options")
+    assert getattr(apply_values(params, {option: bound}, source="options"), option) == bound
