@@ -289,6 +289,16 @@ def is_standard_output(path: str | Path) -> bool:
     return (out.st_dev, out.st_ino) == (target.st_dev, target.st_ino)
 
 
+def non_file_kind(path: Path) -> str | None:
+    """What stands at `path` (through links) when it is no regular file to read: "folder", "special" (a
+    pipe, a device or a socket) or "missing"; None for a regular file."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "folder"
+    return "special" if path.exists() else "missing"
+
+
 def write_target(final: str | Path) -> Path:
     """The file a write to `final` changes: where a symbolic link points (the link stays a link, and a cache
     linked to a scratch disk is written there, not beside the link), else `final` itself."""

@@ -76,12 +76,11 @@ def default_cache_path(dataset: str, fmt: str = "h5") -> Path:
 
 def not_a_cache_file(path: Path) -> str:
     """Why `path`, which is no regular file, cannot be read as a cache."""
-    if path.is_dir():
-        what = "is a folder"
-    elif path.exists():
-        what = "is a pipe, a device or a socket"
-    else:
-        what = "cache file not found"
+    from iqa_cli.atomic import non_file_kind
+
+    what = {"folder": "is a folder", "special": "is a pipe, a device or a socket"}.get(
+        str(non_file_kind(path)), "cache file not found"
+    )
     return f"{what} (expected a cache file written by `iqa prepare`)"
 
 

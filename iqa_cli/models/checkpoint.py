@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from iqa_cli.atomic import atomic_path
+from iqa_cli.atomic import atomic_path, non_file_kind
 from iqa_cli.envvars import MAX_CHECKPOINT_BYTES_ENV, max_checkpoint_bytes
 from iqa_cli.errors import CheckpointError
 from iqa_cli.jsonio import dumps
@@ -138,11 +138,11 @@ TORCHSCRIPT_REFUSAL = (
 def require_checkpoint_file(path: Path) -> None:
     """A CheckpointError unless `path` is a regular file (through links): not there, or a pipe, a socket or
     a device (`/dev/zero` would be read until the memory ran out)."""
-    if path.is_file():
-        return
-    if path.exists():
+    kind = non_file_kind(path)
+    if kind == "missing":
+        raise CheckpointError("checkpoint file not found", path=path)
+    if kind is not None:
         raise CheckpointError("is not a regular file (a pipe, socket or device): expected a checkpoint file", path=path)
-    raise CheckpointError("checkpoint file not found", path=path)
 
 
 def check_unpacked_size(path: str | Path, limit: int | None = None, *, what: str = "a checkpoint") -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
+from iqa_cli.atomic import non_file_kind
 from iqa_cli.errors import ConfigError
 
 REGISTRY_ENV = "IQA_WEIGHTS_REGISTRY"
@@ -223,8 +224,9 @@ def _load(extra: str | None, _stamp: int) -> dict[str, KnownWeights]:
     entries = {e.name: e for e in _parse(packaged.read_text(encoding="utf-8"), "known_weights.json")}
     if extra:
         path = Path(extra).expanduser()
-        if not path.is_file():
-            what = "a folder" if path.is_dir() else "no regular file" if path.exists() else "a file that does not exist"
+        kind = non_file_kind(path)
+        if kind is not None:
+            what = {"folder": "a folder", "special": "no regular file"}.get(kind, "a file that does not exist")
             raise ConfigError(f"{REGISTRY_ENV} names {what}: {path} (expected a JSON registry file)")
         entries.update({e.name: e for e in _parse(path.read_text(encoding="utf-8"), str(path))})
     return entries
